@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# One intra-op thread per test process: on a 2-core box torch's default pool oversubscribes and stalls.
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not gpu and not slow" -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not gpu and not slow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

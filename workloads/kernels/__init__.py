@@ -1,0 +1,1 @@
+"""Kernels, one folder per op: `reference.py` is the readable spec, fast paths live beside it."""

@@ -1,0 +1,139 @@
+"""The Large Lookup Layer (L3, Tseng & De Sa 2026; L3_SPEC §1).
+
+    L3(x, t) = W_mix · concat(RMSNorm_out(W_up · (V_tᵀ softmax(K_t · RMSNorm_in(x)))), x)   [+ x]
+
+Token t owns the contiguous table rows [offsets[t], offsets[t+1]); routing depends on the id alone.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from workloads.kernels.l3_lookup.op import IMPLS, LookupImpl, l3_lookup
+
+
+def _offsets_from_counts(counts) -> torch.Tensor:
+    """(vocab + 1,) int64 prefix sums of per-token row counts, after validating them."""
+    arr = np.asarray(counts.cpu() if isinstance(counts, torch.Tensor) else counts)
+    if arr.ndim != 1 or arr.shape[0] < 1:
+        raise ValueError(f"counts must be a non-empty 1-D sequence of row counts, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"counts must be integers, got dtype {arr.dtype}")
+    if arr.min() < 1:
+        bad = int(np.argmin(arr))
+        raise ValueError(f"counts[{bad}] = {int(arr[bad])}: every token must own at least 1 row")
+    offsets = np.zeros(arr.shape[0] + 1, dtype=np.int64)
+    np.cumsum(arr, out=offsets[1:])
+    return torch.from_numpy(offsets)
+
+
+class L3Layer(nn.Module):
+    """One L3 sublayer with its own key/value tables.
+
+    Args:
+        dim: hidden size d of the residual stream.
+        counts: rows per token d_t (length = vocab size, each ≥ 1), e.g. from `lzw_allocate`.
+        d_emb: value-row width (must equal `dim` when `tied`).
+        d_up: width of W_up's output.
+        tied: use `keys` as values too (W_K = W_V); halves the sparse parameters.
+        residual: return `x + L3(x)` instead of `L3(x)` (the paper's form is not public; L3_SPEC §1).
+        impl: "sorted" (fast, block-diagonal) or "reference" (per-position loop, the spec).
+        init_std: std of the normal init of `keys`/`values` (and of W_mix's lookup block).
+
+    Initialization (chosen so a freshly inserted layer is close to a no-op on the residual stream):
+    keys/values ~ N(0, init_std²) — with unit-RMS queries the scores have std ≈ init_std·√dim, so the
+    softmax starts near uniform over a token's rows. `up` keeps nn.Linear's default. In the replace form
+    W_mix = [N(0, init_std²) | I]: the x block is the identity and the lookup block small, so the output
+    starts ≈ x. In the residual form W_mix = 0, so the output starts exactly at x (the ReZero /
+    zero-init-output-projection recipe); gradients still reach W_mix at step one and the rest after.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        counts: Sequence[int] | np.ndarray | torch.Tensor,
+        d_emb: int,
+        d_up: int,
+        *,
+        tied: bool = False,
+        residual: bool = False,
+        impl: LookupImpl = "sorted",
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        for name, value in (("dim", dim), ("d_emb", d_emb), ("d_up", d_up)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if tied and d_emb != dim:
+            raise ValueError(f"tied=True uses keys as values, so d_emb must equal dim; got d_emb={d_emb}, dim={dim}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {sorted(IMPLS)}, got {impl!r}")
+        self.dim, self.d_emb, self.d_up = dim, d_emb, d_up
+        self.tied, self.residual, self.impl, self.init_std = tied, residual, impl, init_std
+        self.register_buffer("offsets", _offsets_from_counts(counts))
+        self.vocab_size = self.offsets.shape[0] - 1
+        self.n_rows = int(self.offsets[-1])
+        self.keys = nn.Parameter(torch.empty(self.n_rows, dim))
+        if not tied:
+            self.values = nn.Parameter(torch.empty(self.n_rows, d_emb))
+        self.up = nn.Linear(d_emb, d_up, bias=False)
+        self.mix = nn.Linear(d_up + dim, dim, bias=False)
+        self.norm_in = nn.RMSNorm(dim, eps=1e-6)
+        self.norm_out = nn.RMSNorm(d_up, eps=1e-6)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.keys, std=self.init_std)
+        if not self.tied:
+            nn.init.normal_(self.values, std=self.init_std)
+        self.up.reset_parameters()
+        self.norm_in.reset_parameters()
+        self.norm_out.reset_parameters()
+        if self.residual:
+            nn.init.zeros_(self.mix.weight)
+        else:
+            nn.init.normal_(self.mix.weight[:, : self.d_up], std=self.init_std)
+            self.mix.weight[:, self.d_up :].copy_(torch.eye(self.dim))
+
+    @property
+    def value_table(self) -> torch.Tensor:
+        return self.keys if self.tied else self.values
+
+    def counts(self) -> torch.Tensor:
+        """Rows per token d_t, (vocab,) int64."""
+        return self.offsets[1:] - self.offsets[:-1]
+
+    def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        self._check_inputs(x, token_ids)
+        B, T, D = x.shape
+        q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
+        looked_up = l3_lookup(q, token_ids.reshape(-1).long(), self.keys, self.value_table, self.offsets, self.impl)
+        u = self.norm_out(self.up(looked_up)).view(B, T, self.d_up)  # (B, T, d_up)
+        out = self.mix(torch.cat([u, x], dim=-1))  # (B, T, dim); the concatenated x is the raw input
+        return x + out if self.residual else out
+
+    def _check_inputs(self, x: torch.Tensor, token_ids: torch.Tensor) -> None:
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (B, T, {self.dim}), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be floating point, got dtype {x.dtype}")
+        if token_ids.shape != x.shape[:2]:
+            raise ValueError(f"token_ids must have shape {tuple(x.shape[:2])} (B, T of x), got {tuple(token_ids.shape)}")
+        if token_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(f"token_ids must be an integer tensor, got dtype {token_ids.dtype}")
+        if token_ids.numel() == 0:
+            return
+        # One host sync per call; cheap next to the layer, and a silent out-of-range gather is worse.
+        lo, hi = int(token_ids.min()), int(token_ids.max())
+        if lo < 0 or hi >= self.vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is outside the L3 vocabulary [0, {self.vocab_size})")
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, vocab={self.vocab_size}, rows={self.n_rows}, d_emb={self.d_emb}, d_up={self.d_up}, "
+            f"tied={self.tied}, residual={self.residual}, impl={self.impl!r}"
+        )
