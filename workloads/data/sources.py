@@ -1,0 +1,219 @@
+"""Corpus sources: frozen specs that stream documents (str) and name their identity by a sha256 fingerprint.
+
+`SOURCES` maps a source name to its spec class; `make_source("text", paths=(...,))` builds one by name with
+did-you-mean errors. Sources: builtin (Python's stdlib), text (local files/globs), parquet, hf (Hub).
+"""
+
+import difflib
+import glob
+import gzip
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from workloads.data.builtin import BuiltinSource
+
+
+class SourceUnavailableError(RuntimeError):
+    """A source cannot be read here: a missing optional package or no network."""
+
+
+def _as_paths(kind: str, paths: Any) -> tuple[str, ...]:
+    if isinstance(paths, str | os.PathLike):
+        paths = (paths,)
+    paths = tuple(os.fspath(p) for p in paths)
+    if not paths:
+        raise ValueError(f"{kind} source: paths must name at least one file or glob, got ()")
+    return paths
+
+
+def resolve_paths(kind: str, patterns: tuple[str, ...]) -> list[Path]:
+    """Expand globs (`**` recursive) in the given order, each sorted; every pattern must match a file."""
+    found: dict[Path, None] = {}
+    for pattern in patterns:
+        expanded = os.path.expanduser(pattern)
+        if glob.has_magic(expanded):
+            matches = [Path(p) for p in sorted(glob.glob(expanded, recursive=True)) if Path(p).is_file()]
+            if not matches:
+                raise ValueError(f"{kind} source: no file matches {pattern!r}")
+        elif Path(expanded).is_file():
+            matches = [Path(expanded)]
+        else:
+            raise ValueError(
+                f"{kind} source: {pattern!r} is not a file (directories need a glob: 'dir/*.txt')"
+            )
+        found.update(dict.fromkeys(p.resolve() for p in matches))
+    return list(found)
+
+
+def _files_fingerprint(kind: str, settings: str, files: list[Path]) -> str:
+    """sha256 over the settings and each file's absolute path, size and mtime (ns) — no content is read."""
+    h = hashlib.sha256(f"{kind} {settings}\n".encode())
+    for path in files:
+        stat = path.stat()
+        h.update(f"{path} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Local text files or globs, plain or `.gz`; a document is a whole file or a blank-line paragraph."""
+
+    kind: ClassVar[str] = "text"
+    paths: tuple[str, ...]
+    unit: Literal["file", "paragraph"] = "file"
+    encoding: str = "utf-8"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", _as_paths(self.kind, self.paths))
+        if self.unit not in ("file", "paragraph"):
+            raise ValueError(f"text source: unit must be 'file' or 'paragraph', got {self.unit!r}")
+
+    def _open(self, path: Path):
+        if path.suffix == ".gz":
+            return gzip.open(path, "rt", encoding=self.encoding)
+        return path.open(encoding=self.encoding)
+
+    def documents(self) -> Iterator[str]:
+        for path in resolve_paths(self.kind, self.paths):
+            with self._open(path) as f:
+                if self.unit == "file":
+                    text = f.read()
+                    if text.strip():
+                        yield text
+                else:
+                    yield from _paragraphs(f)
+
+    def fingerprint(self) -> str:
+        settings = f"unit={self.unit} encoding={self.encoding}"
+        return _files_fingerprint(self.kind, settings, resolve_paths(self.kind, self.paths))
+
+
+def _paragraphs(lines) -> Iterator[str]:
+    """Blank-line separated paragraphs of a line stream, read line by line."""
+    paragraph: list[str] = []
+    for line in lines:
+        if line.strip():
+            paragraph.append(line)
+        elif paragraph:
+            yield "".join(paragraph).rstrip("\n")
+            paragraph = []
+    if paragraph:
+        yield "".join(paragraph).rstrip("\n")
+
+
+@dataclass(frozen=True)
+class ParquetSource:
+    """Parquet files or globs with a string column; one document per non-empty row, read by row group."""
+
+    kind: ClassVar[str] = "parquet"
+    paths: tuple[str, ...]
+    text_column: str = "text"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", _as_paths(self.kind, self.paths))
+
+    def documents(self) -> Iterator[str]:
+        import pyarrow.parquet as pq
+
+        for path in resolve_paths(self.kind, self.paths):
+            parquet = pq.ParquetFile(path)
+            names = parquet.schema_arrow.names
+            if self.text_column not in names:
+                raise ValueError(
+                    f"parquet source: text_column {self.text_column!r} is not in {path} (columns: {names})"
+                )
+            for group in range(parquet.num_row_groups):
+                column = parquet.read_row_group(group, columns=[self.text_column]).column(0)
+                for text in column.to_pylist():
+                    if isinstance(text, str) and text.strip():
+                        yield text
+
+    def fingerprint(self) -> str:
+        settings = f"text_column={self.text_column}"
+        return _files_fingerprint(self.kind, settings, resolve_paths(self.kind, self.paths))
+
+
+@dataclass(frozen=True)
+class HFSource:
+    """A Hugging Face Hub dataset, streamed; needs the `datasets` package (extra `hf`) and a network.
+
+    The fingerprint is the identity (name, config, split, revision, field) — pin `revision` to a commit
+    for reproducible data, since an unpinned one cannot see upstream changes.
+    """
+
+    kind: ClassVar[str] = "hf"
+    name: str
+    config_name: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(
+                f"hf source: name must be a dataset name such as 'roneneldan/TinyStories', got {self.name!r}"
+            )
+
+    def documents(self) -> Iterator[str]:
+        try:
+            import datasets
+        except ImportError as e:
+            raise SourceUnavailableError(
+                "hf source needs the `datasets` package, which is not installed: pip install 'isosparse[hf]'"
+            ) from e
+        try:
+            rows = datasets.load_dataset(
+                self.name, self.config_name, split=self.split, revision=self.revision, streaming=True
+            )
+            for row in rows:
+                if self.text_field not in row:
+                    raise ValueError(
+                        f"hf source: text_field {self.text_field!r} not in row keys {sorted(row)}"
+                    )
+                text = row[self.text_field]
+                if isinstance(text, str) and text.strip():
+                    yield text
+        except OSError as e:  # ConnectionError, offline mode and missing datasets are OSErrors
+            raise SourceUnavailableError(
+                f"hf source: cannot stream dataset {self.name!r} (split {self.split!r}) from the "
+                f"Hugging Face Hub — is there a network? ({type(e).__name__}: {e})"
+            ) from e
+
+    def fingerprint(self) -> str:
+        identity = f"hf {self.name} {self.config_name} {self.split} {self.revision} {self.text_field}"
+        return hashlib.sha256(identity.encode()).hexdigest()
+
+
+SourceSpec = BuiltinSource | TextSource | ParquetSource | HFSource
+SOURCES: dict[str, type[SourceSpec]] = {
+    cls.kind: cls for cls in (BuiltinSource, TextSource, ParquetSource, HFSource)
+}
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(sorted(known))}"
+
+
+def source_class(name: str) -> type[SourceSpec]:
+    """The spec class registered under `name` (exact match only)."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown source '{name}'{_did_you_mean(name, SOURCES)}")
+    return SOURCES[name]
+
+
+def make_source(kind: str, /, **options: Any) -> SourceSpec:
+    """Build a source spec by registry name: `make_source("text", paths=("a/*.txt",), unit="paragraph")`."""
+    cls = source_class(kind)
+    known = [f.name for f in fields(cls)]
+    for option in options:
+        if option not in known:
+            raise ValueError(f"unknown option '{option}' for source '{kind}'{_did_you_mean(option, known)}")
+    try:
+        return cls(**options)
+    except TypeError as e:  # a required option is missing
+        raise ValueError(f"source '{kind}': {e}") from e
