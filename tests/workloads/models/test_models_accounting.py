@@ -1,0 +1,116 @@
+"""Accounting from config arithmetic equals the real modules, to the parameter."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from workloads.l3.allocation import uniform_allocate
+from workloads.models import presets
+from workloads.models.accounting import CATEGORIES, count_params
+from workloads.models.transformer import Transformer
+
+
+def build(cfg):
+    counts = None
+    if cfg.l3 is not None:
+        counts = {p: uniform_allocate(cfg.vocab_size, cfg.l3.budget, cfg.l3.cap) for p in cfg.l3.positions}
+    return Transformer(cfg, l3_counts=counts)
+
+
+def active_from_module(model: Transformer, token_freqs=None) -> float:
+    """Active parameters counted on the built module, independently of accounting.py."""
+    cfg = model.config
+    n = sum(p.numel() for p in model.parameters())
+    n -= model.tok_emb.weight.numel() if not cfg.tie_embeddings else 0
+    n += cfg.dim if not cfg.tie_embeddings else 0  # one embedding row per token
+    for block in model.layers:
+        if cfg.moe is not None and block.index in cfg.moe.positions:
+            per_expert = sum(p.numel() for p in block.mlp.experts[0].parameters())
+            n -= (cfg.moe.num_experts - cfg.moe.top_k) * per_expert
+        if block.l3 is not None:
+            table = [block.l3.keys] + ([] if block.l3.tied else [block.l3.values])
+            rows = block.l3.counts().double()
+            mean = rows.mean() if token_freqs is None else (rows * token_freqs).sum() / token_freqs.sum()
+            n += float(mean) * sum(t.shape[1] for t in table) - sum(t.numel() for t in table)
+    return n
+
+
+CASES = [
+    ("debug", "dense", {}),
+    ("debug", "l3", {}),
+    ("debug", "moe", {}),
+    ("tiny", "dense", {}),
+    ("tiny", "l3", {}),
+    ("tiny", "moe", {}),
+    ("debug", "dense", {"tie_embeddings": True}),
+    ("debug", "l3", {"tie_embeddings": True}),
+]
+
+
+@pytest.mark.parametrize(("name", "family", "overrides"), CASES)
+def test_counts_equal_the_module(name, family, overrides):
+    cfg = replace(presets.get(name, family), **overrides)
+    model = build(cfg)
+    pc = count_params(cfg)
+    assert pc.total == sum(p.numel() for p in model.parameters())
+    assert pc.active == round(active_from_module(model))
+    assert sum(pc.by_category.values()) == pc.total
+    assert sum(pc.active_by_category.values()) == pc.active
+    assert set(pc.by_category) == set(CATEGORIES)
+
+
+def test_tied_l3_tables_and_categories():
+    cfg = presets.get("debug", "l3")
+    cfg = replace(cfg, l3=replace(cfg.l3, tied=True, d_emb=cfg.dim))
+    model = build(cfg)
+    pc = count_params(cfg)
+    assert pc.total == sum(p.numel() for p in model.parameters())
+    assert pc.by_category["l3_tables"] == 2 * cfg.l3.budget * cfg.dim  # keys only, 2 layers
+    assert pc.active == round(active_from_module(model))
+    moe = count_params(presets.get("debug", "moe"))
+    assert (
+        moe.by_category["l3_tables"] == 0
+        and moe.by_category["experts"] > moe.active_by_category["experts"] > 0
+    )
+
+
+def test_token_freqs_weight_the_active_rows():
+    cfg = presets.get("debug", "l3")
+    vocab, budget = cfg.vocab_size, cfg.l3.budget
+    counts = np.ones(vocab, dtype=np.int64)
+    counts[7] = 500  # token 7 owns many rows (the cap is 512) ...
+    counts[8] += budget - int(counts.sum())
+    l3_counts = {p: counts for p in cfg.l3.positions}
+    freqs = np.ones(vocab)
+    freqs[7] = 1000.0  # ... and is frequent
+    weighted = count_params(cfg, token_freqs=freqs, l3_counts=l3_counts)
+    plain = count_params(cfg, l3_counts=l3_counts)
+    width = cfg.dim + cfg.l3.d_emb
+    mean = (freqs * counts).sum() / freqs.sum()
+    assert weighted.active_by_category["l3_tables"] == round(2 * mean * width)
+    assert plain.active_by_category["l3_tables"] == round(2 * budget / vocab * width)
+    assert weighted.active > plain.active and weighted.total == plain.total
+    assert (
+        weighted.active_max
+        == weighted.active - weighted.active_by_category["l3_tables"] + 2 * counts[7] * width
+    )
+
+    model = Transformer(cfg, l3_counts=l3_counts)
+    assert weighted.active == round(active_from_module(model, torch.from_numpy(freqs)))
+
+
+def test_token_freqs_need_counts_for_lzw():
+    cfg = presets.get("debug", "l3")
+    freqs = np.ones(cfg.vocab_size)
+    with pytest.raises(ValueError, match="token_freqs weighting needs the rows per token of L3 position 0"):
+        count_params(cfg, token_freqs=freqs)
+    uniform = replace(cfg, l3=replace(cfg.l3, allocation="uniform"))
+    assert count_params(uniform, token_freqs=freqs).active == count_params(uniform).active
+    with pytest.raises(ValueError, match=r"token_freqs must be \(256,\) non-negative"):
+        count_params(uniform, token_freqs=freqs[:10])
+    with pytest.raises(
+        ValueError, match=r"l3_counts\[2\] must have shape \(256,\) and sum to l3.budget=1024"
+    ):
+        count_params(cfg, l3_counts={2: np.ones(256, dtype=np.int64)})

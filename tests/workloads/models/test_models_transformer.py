@@ -1,0 +1,153 @@
+"""The one Transformer on the `debug` preset: every family trains, is causal, and decodes with a KV cache."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from workloads.l3.allocation import uniform_allocate
+from workloads.models import presets
+from workloads.models.config import ModelConfig
+from workloads.models.transformer import Transformer
+
+FAMILIES = ("dense", "l3", "moe")
+
+
+def deterministic(cfg: ModelConfig) -> ModelConfig:
+    """MoE without capacity drops or random routing choices: each token's output then depends on that
+    token alone, which causality and cache equivalence need (capacity couples tokens in a batch)."""
+    if cfg.moe is None:
+        return cfg
+    moe = replace(cfg.moe, drop_tokens=False, use_rts=False, top2_sampling=False, min_capacity=0)
+    return replace(cfg, moe=moe)
+
+
+def build(cfg: ModelConfig, seed: int = 0) -> Transformer:
+    torch.manual_seed(seed)
+    counts = None
+    if cfg.l3 is not None:
+        counts = {p: uniform_allocate(cfg.vocab_size, cfg.l3.budget, cfg.l3.cap) for p in cfg.l3.positions}
+    return Transformer(cfg, l3_counts=counts)
+
+
+def tokens(cfg: ModelConfig, B: int = 2, T: int = 16, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, cfg.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_backward(family):
+    cfg = presets.get("debug", family)
+    model = build(cfg)
+    ids = tokens(cfg, B=4, T=32)
+    logits, aux = model(ids)
+    assert logits.shape == (4, 32, cfg.vocab_size)
+    assert torch.isfinite(logits).all()
+    assert aux.shape == () and (aux > 0 if family == "moe" else aux == 0)
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten()) + aux
+    loss.backward()
+    for name, p in model.named_parameters():
+        # An expert that received no token has no gradient; every other parameter must.
+        if "deepspeed_experts" not in name:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    if family == "l3":
+        assert model.layers[0].l3.keys.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_causal(family):
+    cfg = deterministic(presets.get("debug", family))
+    model = build(cfg).eval()
+    ids = tokens(cfg)
+    j = 9
+    changed = ids.clone()
+    changed[:, j] = (changed[:, j] + 1) % cfg.vocab_size
+    with torch.no_grad():
+        a, _ = model(ids)
+        b, _ = model(changed)
+    torch.testing.assert_close(a[:, :j], b[:, :j], rtol=0, atol=1e-6)
+    assert (a[:, j:] - b[:, j:]).abs().amax() > 1e-4  # the change does reach positions >= j
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_kv_cache_decode_equals_full_forward(family):
+    cfg = deterministic(presets.get("debug", family))
+    model = build(cfg).eval()
+    ids = tokens(cfg, B=2, T=14)
+    with torch.no_grad():
+        full, _ = model(ids)
+        cache = model.new_cache(batch_size=2, max_seq_len=16)
+        steps = [model(ids[:, :5], cache)[0]]  # prefill
+        steps.append(model(ids[:, 5:8], cache, start_pos=5)[0])  # chunked prefill after cached positions
+        steps += [
+            model(ids[:, t : t + 1], cache, start_pos=t)[0] for t in range(8, 14)
+        ]  # one token at a time
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-5, atol=1e-5)
+
+
+def test_cache_overflow_is_an_error():
+    cfg = presets.get("debug")
+    model = build(cfg)
+    cache = model.new_cache(batch_size=1, max_seq_len=8)
+    with pytest.raises(ValueError, match=r"positions \[6, 10\) do not fit in max_seq_len=8"):
+        model(torch.zeros(1, 4, dtype=torch.long), cache, start_pos=6)
+    with pytest.raises(ValueError, match="exceeds model.max_seq_len=128"):
+        model.new_cache(batch_size=1, max_seq_len=1000)
+
+
+def test_l3_residual_with_zero_mix_equals_model_without_l3():
+    cfg = presets.get("debug", "l3")
+    cfg = replace(cfg, l3=replace(cfg.l3, residual=True))
+    dense_cfg = replace(cfg, family="dense", l3=None)  # same backbone (the l3 preset's ffn_dim)
+    with_l3, without = build(cfg, seed=0), build(dense_cfg, seed=1)
+    missing, unexpected = with_l3.load_state_dict(without.state_dict(), strict=False)
+    assert not unexpected and missing and all(".l3." in key for key in missing)
+    with torch.no_grad():
+        for pos in cfg.l3.positions:
+            with_l3.layers[pos].l3.mix.weight.zero_()
+    ids = tokens(cfg)
+    with torch.no_grad():
+        torch.testing.assert_close(with_l3(ids)[0], without(ids)[0], rtol=0, atol=0)
+        with_l3.layers[cfg.l3.positions[0]].l3.mix.weight.normal_()
+        assert (with_l3(ids)[0] - without(ids)[0]).abs().amax() > 1e-3
+
+
+def test_l3_sublayer_routes_by_the_token_ids():
+    # Replace form, no residual: the L3 output depends on which rows the token ids select.
+    cfg = presets.get("debug", "l3")
+    model = build(cfg).eval()
+    l3 = model.layers[cfg.l3.positions[0]].l3
+    x = torch.randn(1, 4, cfg.dim)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert (l3(x, ids) - l3(x, ids.flip(1))).abs().amax() > 1e-4
+
+
+def test_l3_counts_are_validated_and_defaulted():
+    cfg = presets.get("debug", "l3")
+    good = uniform_allocate(cfg.vocab_size, cfg.l3.budget, cfg.l3.cap)
+    with pytest.raises(
+        ValueError, match=r"l3_counts\[0\] must have shape \(256,\) and sum to l3.budget=1024"
+    ):
+        Transformer(cfg, l3_counts={0: good[:-1]})
+    with pytest.raises(ValueError, match=r"positions \[3\] that are not in l3.positions=\(0, 2\)"):
+        Transformer(cfg, l3_counts={3: good})
+    skewed = good.copy()
+    skewed[:] = 1
+    skewed[0] = 600
+    skewed[1] += cfg.l3.budget - int(skewed.sum())  # sums to the budget; only the cap is violated
+    with pytest.raises(ValueError, match="has a token with 600 rows > l3.cap=512"):
+        Transformer(replace(cfg, l3=replace(cfg.l3, allocation="uniform")), l3_counts={0: skewed})
+    with pytest.warns(UserWarning, match="l3.allocation='lzw' but no counts were given for L3 positions"):
+        model = Transformer(cfg)
+    assert int(model.layers[0].l3.counts().sum()) == cfg.l3.budget
+    with pytest.raises(ValueError, match="l3_counts given for positions"):
+        Transformer(presets.get("debug"), l3_counts={0: good})
+
+
+def test_bfloat16_build_and_tied_embeddings():
+    cfg = replace(presets.get("debug"), dtype="bfloat16", tie_embeddings=True)
+    model = build(cfg)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert model.lm_head.weight is model.tok_emb.weight
+    logits, _ = model(tokens(cfg))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()

@@ -1,0 +1,222 @@
+"""Model configs: one frozen `ModelConfig` per model, composed with optional `L3Config` / `MoEConfig`.
+
+The per-layer choice (dense MLP or MoE; an L3 sublayer after the block or not) is derived from the
+config by `ModelConfig.block_specs()`, so one Transformer serves every family (STYLE.md, nanoGPT).
+Pure Python on purpose: configs are built, validated and counted without importing torch.
+"""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Family = Literal["dense", "l3", "moe"]
+Allocation = Literal["lzw", "uniform"]
+DType = Literal["float32", "bfloat16", "float16"]
+# Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
+# configs stay importable without torch.
+L3Impl = Literal["reference", "sorted"]
+
+FAMILIES: tuple[str, ...] = ("dense", "l3", "moe")
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+
+
+def _check_positive(owner: str, **values: int | float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
+
+
+def _check_positions(owner: str, positions: tuple[int, ...]) -> None:
+    if not isinstance(positions, tuple) or not positions:
+        raise ValueError(f"{owner}.positions must be a non-empty tuple of block indices, got {positions!r}")
+    if any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in positions):
+        raise ValueError(f"{owner}.positions must hold block indices >= 0, got {positions!r}")
+    if list(positions) != sorted(set(positions)):
+        raise ValueError(f"{owner}.positions must be strictly increasing (no repeats), got {positions!r}")
+
+
+def middle_positions(n_layers: int, count: int) -> tuple[int, ...]:
+    """`count` block indices spread evenly through the interior of the stack (L3 works best mid-depth).
+
+    Block i is followed by position i; for 2 layers in 20 blocks this gives (6, 12), i.e. after the 7th
+    and 13th blocks. The paper's example (after blocks 4 and 16) can be set explicitly in `L3Config`.
+    """
+    if count < 1 or count > n_layers:
+        raise ValueError(f"cannot place {count} sublayers in {n_layers} blocks")
+    return tuple(round(n_layers * (i + 1) / (count + 1)) - 1 for i in range(count))
+
+
+@dataclass(frozen=True)
+class L3Config:
+    """L3 sublayers (L3_SPEC §1): one after each block in `positions`, each with its own tables.
+
+    budget: rows v per L3 layer (Σ_t d_t), vocab_size <= budget <= vocab_size * cap.
+    d_emb: value-row width (= dim when tied). d_up: width of W_up's output.
+    residual: h = h + L3(h) instead of h = L3(h) (the paper's choice is not public; replace is default).
+    allocation: how rows per token are chosen when the model is built without explicit counts; only
+    "uniform" can be computed from the config alone, "lzw" needs a corpus (see Transformer).
+    """
+
+    positions: tuple[int, ...]
+    budget: int
+    d_emb: int
+    d_up: int = 4096
+    cap: int = 512
+    tied: bool = False
+    residual: bool = False
+    allocation: Allocation = "lzw"
+    impl: L3Impl = "sorted"
+
+    def __post_init__(self) -> None:
+        _check_positions("l3", self.positions)
+        _check_positive("l3", budget=self.budget, d_emb=self.d_emb, d_up=self.d_up, cap=self.cap)
+        if self.allocation not in ("lzw", "uniform"):
+            raise ValueError(f"l3.allocation must be 'lzw' or 'uniform', got {self.allocation!r}")
+        if self.impl not in ("reference", "sorted"):
+            raise ValueError(f"l3.impl must be 'reference' or 'sorted', got {self.impl!r}")
+
+
+@dataclass(frozen=True)
+class MoEConfig:
+    """DeepSpeed-MoE blocks: the blocks in `positions` use `num_experts` SwiGLU experts (top_k routed)
+    instead of the dense MLP. Fields map 1:1 to `deepspeed.moe.layer.MoE` arguments.
+
+    aux_loss_coef scales the summed load-balancing loss that `Transformer.forward` returns.
+    use_rts / top2_sampling: DeepSpeed's random token selection and sampled 2nd expert; both draw random
+    numbers even in eval, so turn them off for bit-reproducible evaluation.
+    """
+
+    positions: tuple[int, ...]
+    num_experts: int
+    ffn_dim: int
+    top_k: int = 1
+    capacity_factor: float = 1.0
+    eval_capacity_factor: float = 1.0
+    min_capacity: int = 4
+    drop_tokens: bool = True
+    aux_loss_coef: float = 0.01
+    ep_size: int = 1
+    use_rts: bool = True
+    top2_sampling: bool = True
+
+    def __post_init__(self) -> None:
+        _check_positions("moe", self.positions)
+        _check_positive(
+            "moe",
+            num_experts=self.num_experts,
+            ffn_dim=self.ffn_dim,
+            top_k=self.top_k,
+            capacity_factor=self.capacity_factor,
+            eval_capacity_factor=self.eval_capacity_factor,
+            ep_size=self.ep_size,
+        )
+        if self.top_k > self.num_experts:
+            raise ValueError(f"moe.top_k={self.top_k} exceeds moe.num_experts={self.num_experts}")
+        if self.num_experts % self.ep_size:
+            raise ValueError(
+                f"moe.num_experts={self.num_experts} is not divisible by moe.ep_size={self.ep_size}"
+            )
+        if self.min_capacity < 0:
+            raise ValueError(f"moe.min_capacity must be >= 0, got {self.min_capacity}")
+        if self.aux_loss_coef < 0:
+            raise ValueError(f"moe.aux_loss_coef must be >= 0, got {self.aux_loss_coef}")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """What block `index` is made of: its MLP kind and whether an L3 sublayer follows it."""
+
+    index: int
+    mlp: Literal["dense", "moe"]
+    l3_after: bool
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A Llama-style decoder (RMSNorm, RoPE, GQA, SwiGLU) plus the family's sparse parts.
+
+    family "dense" has neither `l3` nor `moe`; "l3" needs `l3`; "moe" needs `moe`.
+    dtype is the parameter dtype the model is built in.
+    """
+
+    vocab_size: int
+    dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    ffn_dim: int
+    max_seq_len: int = 2048
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = False
+    dtype: DType = "float32"
+    family: Family = "dense"
+    l3: L3Config | None = field(default=None)
+    moe: MoEConfig | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        _check_positive(
+            "model",
+            vocab_size=self.vocab_size,
+            dim=self.dim,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            n_kv_heads=self.n_kv_heads,
+            ffn_dim=self.ffn_dim,
+            max_seq_len=self.max_seq_len,
+            norm_eps=self.norm_eps,
+            rope_theta=self.rope_theta,
+        )
+        if self.dim % self.n_heads:
+            raise ValueError(f"model.dim={self.dim} is not divisible by model.n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"model.n_heads={self.n_heads} is not divisible by model.n_kv_heads={self.n_kv_heads} "
+                "(grouped-query attention shares each kv head among n_heads / n_kv_heads query heads)"
+            )
+        if self.head_dim % 2:
+            raise ValueError(f"model head_dim = dim / n_heads = {self.head_dim} must be even for RoPE")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        self._check_family()
+
+    def _check_family(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"model.family must be one of {FAMILIES}, got {self.family!r}")
+        wants_l3, wants_moe = self.family == "l3", self.family == "moe"
+        if (self.l3 is not None) != wants_l3:
+            raise ValueError(
+                f"model.family={self.family!r} {'needs' if wants_l3 else 'must not have'} an l3 config"
+            )
+        if (self.moe is not None) != wants_moe:
+            raise ValueError(
+                f"model.family={self.family!r} {'needs' if wants_moe else 'must not have'} a moe config"
+            )
+        for name, sub in (("l3", self.l3), ("moe", self.moe)):
+            if sub is not None and sub.positions[-1] >= self.n_layers:
+                raise ValueError(
+                    f"{name}.positions={sub.positions} must lie in [0, {self.n_layers}) "
+                    f"(model.n_layers={self.n_layers})"
+                )
+        if self.l3 is not None:
+            if self.l3.tied and self.l3.d_emb != self.dim:
+                raise ValueError(
+                    f"l3.tied=True needs l3.d_emb == model.dim, got {self.l3.d_emb} != {self.dim}"
+                )
+            if not self.vocab_size <= self.l3.budget <= self.vocab_size * self.l3.cap:
+                raise ValueError(
+                    f"l3.budget={self.l3.budget} must lie in [vocab_size, vocab_size * cap] = "
+                    f"[{self.vocab_size}, {self.vocab_size * self.l3.cap}]: every token owns 1..cap rows"
+                )
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def block_specs(self) -> tuple[BlockSpec, ...]:
+        """The per-layer block spec the Transformer is built from."""
+        moe_at = set(self.moe.positions) if self.moe else set()
+        l3_at = set(self.l3.positions) if self.l3 else set()
+        return tuple(
+            BlockSpec(index=i, mlp="moe" if i in moe_at else "dense", l3_after=i in l3_at)
+            for i in range(self.n_layers)
+        )

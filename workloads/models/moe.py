@@ -1,0 +1,71 @@
+"""The MoE block: `deepspeed.moe.layer.MoE` (GShard-style top-k gate, capacity, all-to-all) over SwiGLU
+experts.
+
+It returns the gate's load-balancing loss `l_aux` and the per-expert token counts to its caller; nothing is
+kept in globals. On CPU with ep_size=1 it needs no distributed setup. DeepSpeed picks its accelerator when
+first imported: on a machine without a GPU it falls back to CPU by itself (with a warning); set the
+environment variable DS_ACCELERATOR=cpu before the first import to choose CPU explicitly and silence it.
+With ep_size > 1 the layer must run under a DeepSpeed engine, which creates the expert-parallel groups
+(`deepspeed.initialize` calls `MoE.set_deepspeed_parallelism`); the model code does not change.
+"""
+
+import torch
+import torch.nn as nn
+
+from workloads.models.config import MoEConfig
+
+
+class MoEMLP(nn.Module):
+    """Drop-in for the dense MLP of a block: (B, T, dim) -> ((B, T, dim), l_aux, exp_counts).
+
+    `expert` is one expert module (the SwiGLU MLP); DeepSpeed deep-copies it into each local expert slot,
+    so each copy is re-initialised here (`reset_parameters`), otherwise every expert would start identical.
+    exp_counts are this rank's pre-capacity routing counts, (num_experts,) int64: tokens routed, not kept.
+    """
+
+    def __init__(self, dim: int, config: MoEConfig, expert: nn.Module):
+        super().__init__()
+        try:
+            from deepspeed.moe.layer import MoE
+        except ImportError as err:  # only MoE models need deepspeed
+            raise ImportError(
+                "MoE models need DeepSpeed: pip install --no-build-isolation deepspeed"
+            ) from err
+        self.config = config
+        self.moe = MoE(
+            hidden_size=dim,
+            expert=expert,
+            num_experts=config.num_experts,
+            ep_size=config.ep_size,
+            k=config.top_k,
+            capacity_factor=config.capacity_factor,
+            eval_capacity_factor=config.eval_capacity_factor,
+            min_capacity=config.min_capacity,
+            drop_tokens=config.drop_tokens,
+            use_rts=config.use_rts,
+            top2_2nd_expert_sampling=config.top2_sampling,
+        )
+        for local_expert in self.experts:
+            local_expert.reset_parameters()
+
+    @property
+    def experts(self) -> nn.ModuleList:
+        """This rank's experts (num_experts / ep_size of them)."""
+        return self.moe.deepspeed_moe.experts.deepspeed_experts
+
+    @property
+    def gate(self) -> nn.Linear:
+        """The router, (num_experts, dim); DeepSpeed computes the gate in float32 whatever its dtype."""
+        return self.moe.deepspeed_moe.gate.wg
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n_tokens = x.shape[0] * x.shape[1]
+        # DeepSpeed's top-1 gate asserts on this; say it in words (one-token decoding hits it first).
+        if self.config.top_k == 1 and n_tokens < self.config.min_capacity:
+            raise ValueError(
+                f"MoE got {n_tokens} tokens but moe.min_capacity={self.config.min_capacity}; DeepSpeed's "
+                "top-1 gate needs at least min_capacity tokens per call (set min_capacity <= the decode "
+                "batch size)"
+            )
+        out, l_aux, exp_counts = self.moe(x)  # (B, T, dim), scalar, (num_experts,)
+        return out, l_aux, exp_counts

@@ -1,0 +1,281 @@
+"""One Llama-style decoder for every family: RMSNorm, RoPE, grouped-query attention, SwiGLU MLP.
+
+Which blocks use DeepSpeed-MoE instead of the dense MLP, and after which blocks an L3 sublayer sits
+(between blocks, L3_SPEC §1), comes from `ModelConfig.block_specs()`; there is no second model file.
+Single-device and eager: parallelism, compile and checkpointing are applied to a built model elsewhere.
+"""
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from workloads.l3.layer import L3Layer
+from workloads.models.config import BlockSpec, ModelConfig
+from workloads.models.moe import MoEMLP
+
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INIT_STD = 0.02
+
+
+def rope_angles(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of the rotary angles, each (T, head_dim / 2) float32.
+
+    Computed per forward instead of stored as a buffer, so `model.to(bfloat16)` never rounds them.
+    """
+    inv_freq = theta ** (
+        -torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim
+    )
+    angles = positions.float()[:, None] * inv_freq[None, :]  # (T, head_dim / 2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, H, T, head_dim) by position; the two halves of head_dim form the rotated pairs."""
+    x1, x2 = x.float().chunk(2, dim=-1)  # (B, H, T, head_dim / 2) each, in float32 for accuracy
+    out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return out.type_as(x)
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding, each (B, n_kv_heads, max_seq_len, head_dim).
+
+    Usage: `cache = model.new_cache(B)`; `model(prompt, cache)`; then `model(next_ids, cache, start_pos=t)`.
+    Positions [0, start_pos) must already be filled by earlier calls.
+    """
+
+    def __init__(
+        self, config: ModelConfig, batch_size: int, max_seq_len: int | None = None, *, device=None, dtype=None
+    ):
+        self.max_seq_len = max_seq_len or config.max_seq_len
+        if self.max_seq_len > config.max_seq_len:
+            raise ValueError(
+                f"cache max_seq_len={self.max_seq_len} exceeds model.max_seq_len={config.max_seq_len}"
+            )
+        shape = (batch_size, config.n_kv_heads, self.max_seq_len, config.head_dim)
+        dtype = dtype or TORCH_DTYPES[config.dtype]
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor):
+        """Store (B, n_kv, T, hd) at [start_pos, start_pos + T); return all keys/values up to there."""
+        end = start_pos + k.shape[2]
+        self.k[layer][:, :, start_pos:end] = k
+        self.v[layer][:, :, start_pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+class FeedForward(nn.Module):
+    """SwiGLU MLP: w2(silu(w1 x) * w3 x). Also the expert of the MoE block."""
+
+    def __init__(self, dim: int, ffn_dim: int, out_std: float = INIT_STD):
+        super().__init__()
+        self.w1 = nn.Linear(dim, ffn_dim, bias=False)
+        self.w3 = nn.Linear(dim, ffn_dim, bias=False)
+        self.w2 = nn.Linear(ffn_dim, dim, bias=False)
+        self.out_std = out_std
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.w1.weight, std=INIT_STD)
+        nn.init.normal_(self.w3.weight, std=INIT_STD)
+        nn.init.normal_(self.w2.weight, std=self.out_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class Attention(nn.Module):
+    """Causal grouped-query self-attention through `F.scaled_dot_product_attention`."""
+
+    def __init__(self, config: ModelConfig, layer: int, out_std: float):
+        super().__init__()
+        self.layer, self.head_dim = layer, config.head_dim
+        self.n_heads, self.n_kv_heads = config.n_heads, config.n_kv_heads
+        self.wq = nn.Linear(config.dim, config.n_heads * self.head_dim, bias=False)
+        self.wk = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
+        self.wv = nn.Linear(config.dim, config.n_kv_heads * self.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_heads * self.head_dim, config.dim, bias=False)
+        for lin in (self.wq, self.wk, self.wv):
+            nn.init.normal_(lin.weight, std=INIT_STD)
+        nn.init.normal_(self.wo.weight, std=out_std)
+
+    def forward(self, x, cos, sin, cache: KVCache | None, start_pos: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, start_pos, k, v)  # (B, Hkv, start_pos + T, hd)
+        S = k.shape[2]
+        mask, is_causal = None, T > 1 and S == T
+        if T > 1 and S > T:
+            # Chunked prefill after cached positions: query i (position start_pos + i) sees keys <= it.
+            # is_causal would align the triangle top-left, which is wrong when S != T.
+            mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(diagonal=S - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
+
+
+class Block(nn.Module):
+    """Pre-norm decoder block (attention, then dense MLP or MoE), optionally followed by an L3 sublayer."""
+
+    def __init__(self, config: ModelConfig, spec: BlockSpec, l3_counts: np.ndarray | None):
+        super().__init__()
+        self.index = spec.index
+        # GPT-2 style: residual-branch outputs start smaller so the stream's variance stays O(1) with depth.
+        out_std = INIT_STD / math.sqrt(2 * config.n_layers)
+        self.attn_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        self.attn = Attention(config, spec.index, out_std)
+        self.mlp_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        if spec.mlp == "moe":
+            expert = FeedForward(config.dim, config.moe.ffn_dim, out_std)
+            self.mlp: nn.Module = MoEMLP(config.dim, config.moe, expert)
+        else:
+            self.mlp = FeedForward(config.dim, config.ffn_dim, out_std)
+        self.l3: L3Layer | None = None
+        if spec.l3_after:
+            l3 = config.l3
+            self.l3 = L3Layer(
+                config.dim, l3_counts, l3.d_emb, l3.d_up, tied=l3.tied, residual=l3.residual, impl=l3.impl
+            )
+
+    def forward(self, h, token_ids, cos, sin, cache: KVCache | None, start_pos: int):
+        """(B, T, D) -> ((B, T, D), l_aux or None, exp_counts or None)."""
+        h = h + self.attn(self.attn_norm(h), cos, sin, cache, start_pos)
+        l_aux = exp_counts = None
+        if isinstance(self.mlp, MoEMLP):
+            out, l_aux, exp_counts = self.mlp(self.mlp_norm(h))
+        else:
+            out = self.mlp(self.mlp_norm(h))
+        h = h + out  # (B, T, D)
+        if self.l3 is not None:
+            # The L3 sublayer routes by input token id (static routing), so the ids travel with h.
+            # It adds its own residual when l3.residual; otherwise its output replaces h (L3_SPEC §1).
+            h = self.l3(h, token_ids)
+        return h, l_aux, exp_counts
+
+
+def _check_counts(config: ModelConfig, pos: int, counts) -> np.ndarray:
+    counts = np.asarray(counts.cpu() if isinstance(counts, torch.Tensor) else counts)
+    if counts.shape != (config.vocab_size,) or int(counts.sum()) != config.l3.budget:
+        raise ValueError(
+            f"l3_counts[{pos}] must have shape ({config.vocab_size},) and sum to "
+            f"l3.budget={config.l3.budget}, got shape {counts.shape} summing to {int(counts.sum())}"
+        )
+    if int(counts.max()) > config.l3.cap:
+        raise ValueError(
+            f"l3_counts[{pos}] has a token with {int(counts.max())} rows > l3.cap={config.l3.cap}"
+        )
+    return counts
+
+
+def resolve_l3_counts(
+    config: ModelConfig, l3_counts: Mapping[int, Sequence[int] | np.ndarray | torch.Tensor] | None
+) -> dict[int, np.ndarray]:
+    """Rows per token for each L3 position: the given arrays, else `uniform_allocate` (see Transformer)."""
+    if config.l3 is None:
+        if l3_counts:
+            raise ValueError(
+                f"l3_counts given for positions {sorted(l3_counts)} but model.family={config.family!r}"
+            )
+        return {}
+    l3_counts = dict(l3_counts or {})
+    unknown = sorted(set(l3_counts) - set(config.l3.positions))
+    if unknown:
+        raise ValueError(
+            f"l3_counts has positions {unknown} that are not in l3.positions={config.l3.positions}"
+        )
+    resolved = {pos: _check_counts(config, pos, counts) for pos, counts in l3_counts.items()}
+    missing = [p for p in config.l3.positions if p not in resolved]
+    if missing and config.l3.allocation == "lzw":
+        warnings.warn(
+            f"l3.allocation='lzw' but no counts were given for L3 positions {missing}; using a uniform "
+            "allocation (lzw needs the corpus: pass l3_counts from workloads.l3.allocation.lzw_allocate)",
+            stacklevel=3,
+        )
+    from workloads.l3.allocation import uniform_allocate
+
+    for pos in missing:
+        resolved[pos] = uniform_allocate(config.vocab_size, config.l3.budget, config.l3.cap)
+    return resolved
+
+
+class Transformer(nn.Module):
+    """The decoder. `Transformer(config, l3_counts={block_index: rows_per_token})`.
+
+    l3_counts: for each L3 position, the (vocab_size,) rows per token summing to `l3.budget` (e.g. from
+    `lzw_allocate` on the training corpus). Positions without counts get `uniform_allocate(vocab_size,
+    budget, cap)`, with a warning when `l3.allocation == "lzw"` (a uniform allocation is the ablation).
+    """
+
+    def __init__(
+        self, config: ModelConfig, l3_counts: Mapping[int, Sequence[int] | np.ndarray] | None = None
+    ):
+        super().__init__()
+        self.config = config
+        counts = resolve_l3_counts(config, l3_counts)
+        self.tok_emb = nn.Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(
+            Block(config, spec, counts.get(spec.index)) for spec in config.block_specs()
+        )
+        self.norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        nn.init.normal_(self.tok_emb.weight, std=INIT_STD)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        else:
+            nn.init.normal_(self.lm_head.weight, std=INIT_STD)
+        self.to(TORCH_DTYPES[config.dtype])
+
+    def new_cache(self, batch_size: int, max_seq_len: int | None = None) -> KVCache:
+        """An empty KV cache on this model's device and dtype."""
+        return KVCache(
+            self.config,
+            batch_size,
+            max_seq_len,
+            device=self.tok_emb.weight.device,
+            dtype=self.tok_emb.weight.dtype,
+        )
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        cache: KVCache | None = None,
+        start_pos: int = 0,
+        *,
+        return_expert_counts: bool = False,
+    ):
+        """token_ids (B, T) -> (logits (B, T, vocab), aux_loss).
+
+        aux_loss = moe.aux_loss_coef * Σ_layers l_aux, a float32 scalar ready to add to the LM loss
+        (0 for dense and L3: L3 routing is static). With `cache`, the T tokens sit at positions
+        [start_pos, start_pos + T) and attend to the cached ones. `return_expert_counts=True` adds a third
+        item, {block index: (num_experts,) int64 pre-capacity token counts} for load-balance metrics.
+        """
+        B, T = token_ids.shape
+        limit = cache.max_seq_len if cache is not None else self.config.max_seq_len
+        if start_pos < 0 or start_pos + T > limit:
+            raise ValueError(f"positions [{start_pos}, {start_pos + T}) do not fit in max_seq_len={limit}")
+        h = self.tok_emb(token_ids)  # (B, T, D)
+        positions = torch.arange(start_pos, start_pos + T, device=token_ids.device)
+        cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta)  # (T, hd / 2) each
+        aux_loss = torch.zeros((), device=token_ids.device, dtype=torch.float32)
+        expert_counts: dict[int, torch.Tensor] = {}
+        for block in self.layers:
+            h, l_aux, exp_counts = block(h, token_ids, cos, sin, cache, start_pos)
+            if l_aux is not None:
+                aux_loss = aux_loss + l_aux
+                expert_counts[block.index] = exp_counts
+        logits = self.lm_head(self.norm(h))  # (B, T, vocab)
+        if self.config.moe is not None:
+            aux_loss = aux_loss * self.config.moe.aux_loss_coef
+        if return_expert_counts:
+            return logits, aux_loss, expert_counts
+        return logits, aux_loss
