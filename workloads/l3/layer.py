@@ -67,7 +67,9 @@ class L3Layer(nn.Module):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if tied and d_emb != dim:
-            raise ValueError(f"tied=True uses keys as values, so d_emb must equal dim; got d_emb={d_emb}, dim={dim}")
+            raise ValueError(
+                f"tied=True uses keys as values, so d_emb must equal dim; got d_emb={d_emb}, dim={dim}"
+            )
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {sorted(IMPLS)}, got {impl!r}")
         self.dim, self.d_emb, self.d_up = dim, d_emb, d_up
@@ -110,7 +112,9 @@ class L3Layer(nn.Module):
         self._check_inputs(x, token_ids)
         B, T, D = x.shape
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
-        looked_up = l3_lookup(q, token_ids.reshape(-1).long(), self.keys, self.value_table, self.offsets, self.impl)
+        looked_up = l3_lookup(
+            q, token_ids.reshape(-1).long(), self.keys, self.value_table, self.offsets, self.impl
+        )
         u = self.norm_out(self.up(looked_up)).view(B, T, self.d_up)  # (B, T, d_up)
         out = self.mix(torch.cat([u, x], dim=-1))  # (B, T, dim); the concatenated x is the raw input
         return x + out if self.residual else out
@@ -121,7 +125,9 @@ class L3Layer(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"x must be floating point, got dtype {x.dtype}")
         if token_ids.shape != x.shape[:2]:
-            raise ValueError(f"token_ids must have shape {tuple(x.shape[:2])} (B, T of x), got {tuple(token_ids.shape)}")
+            raise ValueError(
+                f"token_ids must have shape {tuple(x.shape[:2])} (B, T of x), got {tuple(token_ids.shape)}"
+            )
         if token_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"token_ids must be an integer tensor, got dtype {token_ids.dtype}")
         if token_ids.numel() == 0:
@@ -134,6 +140,6 @@ class L3Layer(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"dim={self.dim}, vocab={self.vocab_size}, rows={self.n_rows}, d_emb={self.d_emb}, d_up={self.d_up}, "
-            f"tied={self.tied}, residual={self.residual}, impl={self.impl!r}"
+            f"dim={self.dim}, vocab={self.vocab_size}, rows={self.n_rows}, d_emb={self.d_emb}, "
+            f"d_up={self.d_up}, tied={self.tied}, residual={self.residual}, impl={self.impl!r}"
         )
