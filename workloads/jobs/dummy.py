@@ -1,0 +1,66 @@
+"""A model-free job for testing the orchestrator: sleeps, streams fake metrics, raises, allocates, or
+kills its own process on request — exercising scheduling, failure classes and retries in seconds.
+"""
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workloads.jobs.result import BenchResult, JobContext, to_jsonable
+
+ERRORS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "MemoryError": MemoryError}
+
+
+@dataclass(frozen=True)
+class DummyJobConfig:
+    """steps × sleep_s of pretend work, logging "train/loss" = 1/(step+1) each step.
+
+    fail_at_step: raise `error` (a name in ERRORS) when that step starts — an application failure.
+    allocate_mb: hold this many MiB of host memory during the job (to test memory accounting / OOM).
+    crash_marker: a file path; if it does not exist yet, create it and kill this process with
+        os._exit(1) at the first step (the worker dies, as on node loss) — so exactly the first attempt
+        crashes and a retry finishes. Lets a test check "retried, exactly one FINISHED run".
+    value: echoed as metric "dummy/value" (lets tests tell jobs apart).
+    """
+
+    steps: int = 3
+    sleep_s: float = 0.0
+    fail_at_step: int | None = None
+    error: str = "RuntimeError"
+    allocate_mb: int = 0
+    crash_marker: str | None = None
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ValueError(f"DummyJobConfig.steps must be an integer >= 0, got {self.steps!r}")
+        if not isinstance(self.sleep_s, int | float) or self.sleep_s < 0:
+            raise ValueError(f"DummyJobConfig.sleep_s must be >= 0, got {self.sleep_s!r}")
+        if self.error not in ERRORS:
+            raise ValueError(f"DummyJobConfig.error must be one of {sorted(ERRORS)}, got {self.error!r}")
+        if not isinstance(self.allocate_mb, int) or self.allocate_mb < 0:
+            raise ValueError(f"DummyJobConfig.allocate_mb must be an integer >= 0, got {self.allocate_mb!r}")
+
+
+def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
+    ctx = ctx or JobContext()
+    ballast = bytearray(cfg.allocate_mb * 2**20)  # zero-filled, so the pages are really touched
+    start = time.perf_counter()
+    for step in range(cfg.steps):
+        if ctx.stop_requested():
+            break
+        if cfg.crash_marker is not None and not Path(cfg.crash_marker).exists():
+            Path(cfg.crash_marker).touch()
+            os._exit(1)
+        if cfg.fail_at_step is not None and step == cfg.fail_at_step:
+            raise ERRORS[cfg.error](f"dummy job failing on request at step {step}")
+        time.sleep(cfg.sleep_s)
+        ctx.log({"train/loss": 1.0 / (step + 1)}, step)
+    elapsed = time.perf_counter() - start
+    metrics = {"dummy/value": float(cfg.value), "dummy/elapsed_s": elapsed, "mem/ballast_bytes": len(ballast)}
+    if cfg.steps:
+        metrics["train/loss"] = 1.0 / cfg.steps
+    return BenchResult(
+        kind="dummy", config=to_jsonable(cfg), metrics=metrics, info={"hardware": ctx.hardware or ""}
+    )
