@@ -45,8 +45,10 @@ class L3Layer(nn.Module):
     Initialization (chosen so a freshly inserted layer is close to a no-op on the residual stream):
     keys/values ~ N(0, init_std²) — with unit-RMS queries the scores have std ≈ init_std·√dim, so the
     softmax starts near uniform over a token's rows. `up` keeps nn.Linear's default. In the replace form
-    W_mix = [N(0, init_std²) | I]: the x block is the identity and the lookup block small, so the output
-    starts ≈ x. In the residual form W_mix = 0, so the output starts exactly at x (the ReZero /
+    W_mix = [N(0, init_std² / d_up) | I]: the x block is the identity, and the lookup block is scaled by
+    1/√d_up so that its contribution (a unit-RMS d_up-vector times it) has RMS ≈ init_std whatever d_up
+    is (with a fixed std it would grow as √d_up: 1.3 at the paper's d_up = 4096). The output starts ≈ x,
+    and the lookup path still gets a gradient from step one. In the residual form W_mix = 0, so the output starts exactly at x (the ReZero /
     zero-init-output-projection recipe); gradients still reach W_mix at step one and the rest after.
     """
 
@@ -97,7 +99,7 @@ class L3Layer(nn.Module):
         if self.residual:
             nn.init.zeros_(self.mix.weight)
         else:
-            nn.init.normal_(self.mix.weight[:, : self.d_up], std=self.init_std)
+            nn.init.normal_(self.mix.weight[:, : self.d_up], std=self.init_std / self.d_up**0.5)
             self.mix.weight[:, self.d_up :].copy_(torch.eye(self.dim))
 
     @property

@@ -118,5 +118,7 @@ def _bin_attention(q_flat, k_flat, v_flat, plan: _BinPlan) -> torch.Tensor:
     scores = torch.bmm(qb, kb.transpose(1, 2))  # (G, n_max, d_max)
     if d_max > 1:
         scores = scores.masked_fill(~plan.r_valid[:, None, :], float("-inf"))
-    weights = torch.softmax(scores.float(), dim=-1).to(vb.dtype)  # fp32 softmax for low precision
+    # Softmax in at least fp32 (bf16/fp16 scores lose the tail); fp32/fp64 stay as they are.
+    acc = torch.promote_types(scores.dtype, torch.float32)
+    weights = torch.softmax(scores, dim=-1, dtype=acc).to(vb.dtype)
     return torch.bmm(weights, vb).view(G * n_max, -1)  # (G * n_max, d_emb)
