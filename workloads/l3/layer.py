@@ -48,8 +48,9 @@ class L3Layer(nn.Module):
     W_mix = [N(0, init_std² / d_up) | I]: the x block is the identity, and the lookup block is scaled by
     1/√d_up so that its contribution (a unit-RMS d_up-vector times it) has RMS ≈ init_std whatever d_up
     is (with a fixed std it would grow as √d_up: 1.3 at the paper's d_up = 4096). The output starts ≈ x,
-    and the lookup path still gets a gradient from step one. In the residual form W_mix = 0, so the output starts exactly at x (the ReZero /
-    zero-init-output-projection recipe); gradients still reach W_mix at step one and the rest after.
+    and the lookup path still gets a gradient from step one. In the residual form W_mix = 0, so the
+    output starts exactly at x (the ReZero / zero-init-output-projection recipe); gradients still reach
+    W_mix at step one and the rest after.
     """
 
     def __init__(
