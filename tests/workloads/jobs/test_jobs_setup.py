@@ -1,0 +1,134 @@
+"""workloads.jobs.setup: preset resolution with overrides, data checks, L3 counts (cached / file), build."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from workloads.data import DataConfig
+from workloads.jobs.setup import (
+    ModelOverrides,
+    ModelSpec,
+    build_model,
+    prepare_data,
+    resolve_l3_counts,
+    resolve_model_config,
+    token_freqs_for,
+)
+from workloads.l3.allocation import save_allocation, uniform_allocate
+from workloads.models import presets
+from workloads.models.accounting import count_params
+
+VOCAB = 512
+DATA = DataConfig(max_documents=50, val_fraction=0.2, seq_len=64)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    # One folder for every jobs test file: the tokenizer is trained once per session.
+    path = tmp_path_factory.getbasetemp() / "jobs-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def spec(family="l3", **overrides) -> ModelSpec:
+    return ModelSpec("debug", family, ModelOverrides(vocab_size=VOCAB, **overrides))
+
+
+def test_no_overrides_is_the_preset():
+    for family in ("dense", "l3", "moe"):
+        assert resolve_model_config(ModelSpec("tiny", family)) == presets.get("tiny", family)
+
+
+def test_overrides_are_matched_again():
+    dense, l3, moe = (resolve_model_config(spec(f)) for f in ("dense", "l3", "moe"))
+    assert dense.vocab_size == l3.vocab_size == moe.vocab_size == VOCAB
+    assert l3.l3.budget == 4 * VOCAB  # the preset's rows per token kept
+    active = count_params(dense).active
+    assert abs(count_params(l3).active - active) <= 0.02 * active
+    assert abs(count_params(moe).active - active) <= 0.02 * active
+    assert abs(count_params(moe).total - count_params(l3).total) <= 0.02 * count_params(l3).total
+    tied = resolve_model_config(spec(l3_tied=True, l3_cap=8, l3_residual=True, l3_allocation="uniform"))
+    assert (tied.l3.tied, tied.l3.d_emb, tied.l3.cap, tied.l3.residual) == (True, tied.dim, 8, True)
+    ep = resolve_model_config(spec("moe", moe_top_k=2, moe_ep_size=2, moe_use_rts=False))
+    assert (ep.moe.top_k, ep.moe.ep_size, ep.moe.use_rts, ep.moe.num_experts % 2) == (2, 2, False, 0)
+
+
+@pytest.mark.parametrize(
+    ("make", "field"),
+    [
+        (lambda: ModelSpec("tinyy", "dense"), "did you mean 'tiny'"),
+        (lambda: ModelSpec("tiny", "sparse"), "family"),
+        (lambda: ModelSpec("tiny", "dense", ModelOverrides(l3_cap=4)), "overrides.l3_cap"),
+        (lambda: ModelSpec("tiny", "l3", ModelOverrides(moe_top_k=2)), "overrides.moe_top_k"),
+        (lambda: ModelSpec("tiny", "moe", allocation_path="x.npz"), "allocation_path"),
+        (lambda: ModelOverrides(vocab_size=0), "overrides.vocab_size"),
+        (lambda: ModelOverrides(l3_impl="triton"), "overrides.l3_impl"),
+    ],
+)
+def test_bad_specs_name_the_field(make, field):
+    with pytest.raises(ValueError, match=field):
+        make()
+
+
+def test_data_checks(cache_dir):
+    model = resolve_model_config(spec("dense"))
+    with pytest.raises(ValueError, match="seq_len=256 exceeds the model's max_seq_len=128"):
+        prepare_data(replace(DATA, seq_len=256), model, cache_dir)
+    with pytest.raises(ValueError, match="overrides.vocab_size"):  # 256 < 256 bytes + <|endoftext|>
+        prepare_data(DATA, presets.get("debug"), cache_dir)
+    data = prepare_data(DATA, model, cache_dir)
+    assert data.vocab_size <= VOCAB and data.config.vocab_size == VOCAB
+    small = resolve_model_config(ModelSpec("debug", "dense", ModelOverrides(vocab_size=300)))
+    with pytest.raises(ValueError, match="tokenizer_path .* has vocab_size=512 > the model's vocab_size=300"):
+        prepare_data(replace(DATA, tokenizer_path=str(data.tokenizer_path)), small, cache_dir)
+    freqs = token_freqs_for(resolve_model_config(ModelSpec("debug", "dense", ModelOverrides(1024))), data)
+    assert freqs.shape == (1024,) and freqs[data.vocab_size :].sum() == 0
+    assert freqs.sum() == data.train.n_tokens
+
+
+def test_l3_counts_lzw_cached_uniform_and_file(cache_dir, tmp_path):
+    s = spec()
+    model = resolve_model_config(s)
+    data = prepare_data(DATA, model, cache_dir)
+    counts = resolve_l3_counts(s, model, data, cache_dir)
+    assert sorted(counts) == list(model.l3.positions)
+    c = counts[model.l3.positions[0]]
+    assert c.shape == (VOCAB,) and c.sum() == model.l3.budget and c.max() <= model.l3.cap
+    assert c.max() > c.min()  # LZW gives frequent tokens more rows
+    cached = list((cache_dir / "l3").glob("alloc-*.npz"))
+    assert len(cached) == 1
+    again = resolve_l3_counts(s, model, data, cache_dir)
+    assert np.array_equal(again[model.l3.positions[0]], c)
+    uni_spec = spec(l3_allocation="uniform")
+    uni = resolve_l3_counts(uni_spec, resolve_model_config(uni_spec), data, cache_dir)
+    assert np.array_equal(uni[model.l3.positions[0]], uniform_allocate(VOCAB, model.l3.budget, model.l3.cap))
+
+    good = tmp_path / "good.npz"
+    save_allocation(
+        good, c, vocab_size=VOCAB, budget=model.l3.budget, cap=512, corpus_fingerprint="x", n_tokens=1
+    )
+    from_file = resolve_l3_counts(replace(s, allocation_path=str(good)), model, data, cache_dir)
+    assert np.array_equal(from_file[model.l3.positions[-1]], c)
+    bad = tmp_path / "bad.npz"
+    save_allocation(bad, uniform_allocate(600, 2400), vocab_size=600, budget=2400, cap=512,
+                    corpus_fingerprint="x", n_tokens=1)  # fmt: skip
+    with pytest.raises(ValueError, match="allocation_path .* has vocab_size=600, but the tokenizer has 512"):
+        resolve_l3_counts(replace(s, allocation_path=str(bad)), model, data, cache_dir)
+    meta = json.loads(str(np.load(good)["metadata"]))
+    assert meta["vocab_size"] == VOCAB
+
+
+def test_build_model_is_seeded_and_counts_params():
+    s = spec()
+    model_cfg = resolve_model_config(s)
+    counts = {p: uniform_allocate(VOCAB, model_cfg.l3.budget) for p in model_cfg.l3.positions}
+    a, b = (build_model(model_cfg, counts, "cpu", seed=3) for _ in range(2))
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    assert sum(p.numel() for p in a.parameters()) == count_params(model_cfg).total
+    dense = build_model(resolve_model_config(spec("dense")), None, "cpu")
+    assert sum(p.numel() for p in dense.parameters()) == count_params(dense.config).total

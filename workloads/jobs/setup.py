@@ -1,0 +1,234 @@
+"""Resolve and build, shared by the train and infer jobs: preset → ModelConfig → data → L3 counts → model.
+
+API (every bad input raises ValueError naming the field, before the expensive part where possible):
+  ModelOverrides(vocab_size=None, l3_cap=None, l3_allocation=None, l3_tied=None, l3_residual=None,
+                 l3_impl=None, moe_top_k=None, moe_ep_size=None, moe_use_rts=None, moe_top2_sampling=None)
+  ModelSpec(preset, family, overrides=ModelOverrides(), allocation_path=None)   # frozen, JSON-able
+  resolve_model_config(spec) -> ModelConfig      # presets.get, or isosparse.match after the overrides
+  prepare_data(data_cfg, model_cfg, cache_dir=None) -> PreparedData
+      the BPE is trained to model_cfg.vocab_size (DataConfig.vocab_size is replaced by it: the model
+      decides the vocabulary); checks tokenizer vocab <= model vocab and data seq_len <= max_seq_len.
+  resolve_l3_counts(spec, model_cfg, data, cache_dir=None) -> L3Counts   # {position: (vocab,) int64}
+      LZW over `data.allocation_sequences()` (cached under <cache>/l3/, keyed by data fingerprint, vocab,
+      budget, cap), the uniform ablation, or `spec.allocation_path` (its vocab must match the tokenizer).
+  token_freqs_for(model_cfg, data) -> (vocab,) float64   # train token counts padded to the model vocab
+  build_model(model_cfg, counts, device, seed=None) -> Transformer
+"""
+
+import os
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, resolve_cache_dir
+from workloads.data.config import stable_hash
+from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
+from workloads.models import presets
+from workloads.models.accounting import count_params
+from workloads.models.config import FAMILIES, Allocation, Family, L3Impl, ModelConfig
+from workloads.models.isosparse import default_moe, match
+from workloads.models.transformer import Transformer
+
+L3Counts = dict[int, np.ndarray]
+L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
+MOE_FIELDS = ("moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling")
+
+
+@dataclass(frozen=True)
+class ModelOverrides:
+    """Changes to a preset, applied to its dense base / L3 / MoE templates before iso-sparse matching.
+
+    vocab_size: the model's vocabulary (the tokenizer is trained to it); the L3 budget keeps the preset's
+        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim). moe_*: fields of
+        MoEConfig; moe_top_k fixes the routing the matcher may use. None keeps the preset's value.
+    """
+
+    vocab_size: int | None = None
+    l3_cap: int | None = None
+    l3_allocation: Allocation | None = None
+    l3_tied: bool | None = None
+    l3_residual: bool | None = None
+    l3_impl: L3Impl | None = None
+    moe_top_k: int | None = None
+    moe_ep_size: int | None = None
+    moe_use_rts: bool | None = None
+    moe_top2_sampling: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "l3_cap", "moe_top_k", "moe_ep_size"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"overrides.{name} must be an integer >= 1 or None, got {value!r}")
+        if self.l3_allocation not in (None, "lzw", "uniform"):
+            raise ValueError(
+                f"overrides.l3_allocation must be 'lzw' or 'uniform', got {self.l3_allocation!r}"
+            )
+        if self.l3_impl not in (None, "reference", "sorted"):
+            raise ValueError(f"overrides.l3_impl must be 'reference' or 'sorted', got {self.l3_impl!r}")
+
+    def given(self, names: tuple[str, ...]) -> list[str]:
+        return [n for n in names if getattr(self, n) is not None]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model a job runs: a preset as one family, with overrides and an optional allocation file."""
+
+    preset: str
+    family: Family
+    overrides: ModelOverrides = field(default_factory=ModelOverrides)
+    allocation_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.preset not in presets.names():
+            presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if not isinstance(self.overrides, ModelOverrides):
+            raise ValueError(f"overrides must be a ModelOverrides, got {self.overrides!r}")
+        for fam, names in (("l3", L3_FIELDS), ("moe", MOE_FIELDS)):
+            wrong = self.overrides.given(names)
+            if wrong and self.family != fam:
+                raise ValueError(f"overrides.{wrong[0]} applies to family '{fam}', not {self.family!r}")
+        if self.allocation_path is not None and self.family != "l3":
+            raise ValueError(f"allocation_path applies to family 'l3', not {self.family!r}")
+
+
+def resolve_model_config(spec: ModelSpec) -> ModelConfig:
+    """The preset as `spec.family`; with overrides, the dense base and templates are changed first and the
+    L3 / MoE model is matched again (iso-active with the base; MoE iso-total with the L3 model)."""
+    o = spec.overrides
+    if o == ModelOverrides():
+        return presets.get(spec.preset, spec.family)
+    preset = presets.PRESETS[spec.preset]
+    base, l3 = preset.dense, preset.l3
+    if o.vocab_size is not None:
+        rows_per_token = l3.budget / base.vocab_size
+        base = replace(base, vocab_size=o.vocab_size)
+        l3 = replace(l3, budget=round(rows_per_token * o.vocab_size))
+    l3 = replace(
+        l3,
+        cap=o.l3_cap if o.l3_cap is not None else l3.cap,
+        allocation=o.l3_allocation or l3.allocation,
+        tied=o.l3_tied if o.l3_tied is not None else l3.tied,
+        residual=o.l3_residual if o.l3_residual is not None else l3.residual,
+        impl=o.l3_impl or l3.impl,
+    )
+    if l3.tied:
+        l3 = replace(l3, d_emb=base.dim)
+    l3 = replace(l3, budget=min(l3.budget, base.vocab_size * l3.cap))
+    if spec.family == "dense":
+        return base
+    l3_cfg = match(base, family="l3", l3=l3)
+    if spec.family == "l3":
+        return l3_cfg
+    moe = default_moe(base)
+    moe = replace(
+        moe,
+        ep_size=o.moe_ep_size or moe.ep_size,
+        use_rts=o.moe_use_rts if o.moe_use_rts is not None else moe.use_rts,
+        top2_sampling=o.moe_top2_sampling if o.moe_top2_sampling is not None else moe.top2_sampling,
+    )
+    top_ks = (o.moe_top_k,) if o.moe_top_k is not None else (1, 2, 4, 8)
+    return match(base, family="moe", total_params=count_params(l3_cfg).total, moe=moe, top_ks=top_ks)
+
+
+def check_data_fits(data_cfg: DataConfig, model_cfg: ModelConfig) -> None:
+    """Cheap checks before any data work: window length and (for a given tokenizer) its vocabulary."""
+    if data_cfg.seq_len > model_cfg.max_seq_len:
+        raise ValueError(
+            f"seq_len={data_cfg.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
+        )
+    if data_cfg.tokenizer_path is not None:
+        vocab = load_tokenizer(data_cfg.tokenizer_path).get_vocab_size()
+        if vocab > model_cfg.vocab_size:
+            raise ValueError(
+                f"tokenizer_path {data_cfg.tokenizer_path!r} has vocab_size={vocab} > the model's "
+                f"vocab_size={model_cfg.vocab_size}"
+            )
+
+
+def prepare_data(
+    data_cfg: DataConfig, model_cfg: ModelConfig, cache_dir: str | os.PathLike | None = None
+) -> PreparedData:
+    """`workloads.data.prepare` with the BPE trained to the model's vocab size (cached)."""
+    check_data_fits(data_cfg, model_cfg)
+    if data_cfg.tokenizer_path is None:
+        try:
+            data_cfg = replace(data_cfg, vocab_size=model_cfg.vocab_size)
+        except ValueError as err:
+            raise ValueError(
+                f"the model's vocab_size={model_cfg.vocab_size} cannot be a byte-level BPE vocabulary "
+                f"({err}); set overrides.vocab_size"
+            ) from err
+    data = prepare(data_cfg, cache_dir)
+    if data.vocab_size > model_cfg.vocab_size:
+        raise ValueError(f"tokenizer vocab_size={data.vocab_size} > model vocab_size={model_cfg.vocab_size}")
+    return data
+
+
+def token_freqs_for(model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
+    """Train-split token counts as (model vocab,) float64; ids the tokenizer lacks count 0."""
+    freqs = np.zeros(model_cfg.vocab_size, dtype=np.float64)
+    freqs[: data.token_freqs.shape[0]] = data.token_freqs
+    return freqs
+
+
+def _allocation_from_file(path: str, model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
+    alloc = load_allocation(path)
+    if alloc.vocab_size != data.vocab_size or alloc.vocab_size != model_cfg.vocab_size:
+        raise ValueError(
+            f"allocation_path {path!r} has vocab_size={alloc.vocab_size}, but the tokenizer has "
+            f"{data.vocab_size} and the model {model_cfg.vocab_size}"
+        )
+    l3 = model_cfg.l3
+    if alloc.budget != l3.budget or int(alloc.counts.max()) > l3.cap:
+        raise ValueError(
+            f"allocation_path {path!r} has budget={alloc.budget}, max rows {int(alloc.counts.max())}; the "
+            f"model needs l3.budget={l3.budget} and at most l3.cap={l3.cap} rows per token"
+        )
+    return alloc.counts
+
+
+def _lzw_cached(model_cfg: ModelConfig, data: PreparedData, cache_dir) -> np.ndarray:
+    l3, vocab = model_cfg.l3, model_cfg.vocab_size
+    key = stable_hash(alloc="lzw-v1", data=data.fingerprint, vocab=vocab, budget=l3.budget, cap=l3.cap)
+    path = resolve_cache_dir(cache_dir) / "l3" / f"alloc-{key[:24]}.npz"
+    if path.is_file():
+        return load_allocation(path).counts
+    counts = lzw_allocate(data.allocation_sequences(), vocab, l3.budget, l3.cap)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_allocation(
+        path, counts, vocab_size=vocab, budget=l3.budget, cap=l3.cap, corpus_fingerprint=data.fingerprint,
+        n_tokens=data.train.n_tokens,
+    )  # fmt: skip
+    return counts
+
+
+def resolve_l3_counts(
+    spec: ModelSpec, model_cfg: ModelConfig, data: PreparedData, cache_dir: str | os.PathLike | None = None
+) -> L3Counts:
+    """Rows per token for each L3 position ({} for dense / MoE); the same counts serve every L3 layer."""
+    if model_cfg.l3 is None:
+        return {}
+    l3 = model_cfg.l3
+    if spec.allocation_path is not None:
+        counts = _allocation_from_file(spec.allocation_path, model_cfg, data)
+    elif l3.allocation == "uniform":
+        counts = uniform_allocate(model_cfg.vocab_size, l3.budget, l3.cap)
+    else:
+        counts = _lzw_cached(model_cfg, data, cache_dir)
+    return {pos: counts for pos in l3.positions}
+
+
+def build_model(
+    model_cfg: ModelConfig,
+    counts: L3Counts | None,
+    device: torch.device | str,
+    seed: int | None = None,
+) -> Transformer:
+    """The Transformer on `device` (parameters in model_cfg.dtype), initialised from `seed` when given."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    return Transformer(model_cfg, l3_counts=counts or None).to(device)
