@@ -5,13 +5,23 @@
 Token t owns the contiguous table rows [offsets[t], offsets[t+1]); routing depends on the id alone.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from workloads.kernels.l3_lookup.op import IMPLS, LookupImpl, l3_lookup
+
+
+class LookupTables(NamedTuple):
+    """What one lookup computes with: `ids` index `offsets`, whose ranges index rows of keys/values."""
+
+    ids: torch.Tensor  # (N,) int64
+    keys: torch.Tensor  # (rows, dim)
+    values: torch.Tensor  # (rows, d_emb); the same tensor as keys when tied
+    offsets: torch.Tensor  # (n_ids + 1,) int64
 
 
 def _offsets_from_counts(counts) -> torch.Tensor:
@@ -87,6 +97,9 @@ class L3Layer(nn.Module):
         self.mix = nn.Linear(d_up + dim, dim, bias=False)
         self.norm_in = nn.RMSNorm(dim, eps=1e-6)
         self.norm_out = nn.RMSNorm(d_up, eps=1e-6)
+        # Hook for placements that keep the tables elsewhere (workloads.l3.offload): called with the
+        # (B, T) token ids, it returns this call's tables, having validated the ids itself.
+        self.table_source: Callable[[torch.Tensor], LookupTables] | None = None
         self.reset_parameters()
 
     @torch.no_grad()
@@ -111,18 +124,23 @@ class L3Layer(nn.Module):
         """Rows per token d_t, (vocab,) int64."""
         return self.offsets[1:] - self.offsets[:-1]
 
+    def lookup_tables(self, token_ids: torch.Tensor) -> LookupTables:
+        """The ids and tables this call computes with: the layer's own, or those of `table_source`."""
+        if self.table_source is not None:
+            return self.table_source(token_ids)
+        return LookupTables(token_ids.reshape(-1).long(), self.keys, self.value_table, self.offsets)
+
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        self._check_inputs(x, token_ids)
+        self._check_inputs(x, token_ids, check_range=self.table_source is None)
         B, T, D = x.shape
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
-        looked_up = l3_lookup(
-            q, token_ids.reshape(-1).long(), self.keys, self.value_table, self.offsets, self.impl
-        )
+        t = self.lookup_tables(token_ids)
+        looked_up = l3_lookup(q, t.ids, t.keys, t.values, t.offsets, self.impl)  # (B*T, d_emb)
         u = self.norm_out(self.up(looked_up)).view(B, T, self.d_up)  # (B, T, d_up)
         out = self.mix(torch.cat([u, x], dim=-1))  # (B, T, dim); the concatenated x is the raw input
         return x + out if self.residual else out
 
-    def _check_inputs(self, x: torch.Tensor, token_ids: torch.Tensor) -> None:
+    def _check_inputs(self, x: torch.Tensor, token_ids: torch.Tensor, check_range: bool = True) -> None:
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, T, {self.dim}), got {tuple(x.shape)}")
         if not x.is_floating_point():
@@ -133,7 +151,7 @@ class L3Layer(nn.Module):
             )
         if token_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
             raise ValueError(f"token_ids must be an integer tensor, got dtype {token_ids.dtype}")
-        if token_ids.numel() == 0:
+        if token_ids.numel() == 0 or not check_range:
             return
         # One host sync per call; cheap next to the layer, and a silent out-of-range gather is worse.
         lo, hi = int(token_ids.min()), int(token_ids.max())
