@@ -36,6 +36,7 @@ CASES = {
     "all_same_id": ([2, 6], [1] * 13),
     "unused_tokens": ([5, 1, 1, 8, 1, 1], [3, 3, 0]),
     "power_of_two_edges": ([1, 2, 3, 4, 5, 8, 9, 16, 17], list(range(9)) * 2),
+    "bin_edges": ([5, 6, 7, 9, 10, 11, 13, 15, 33, 41], [i for i in range(10) for _ in range(i % 6 + 5)]),
 }
 
 
@@ -106,3 +107,13 @@ def test_unknown_impl_is_rejected():
     q, ids, keys, values, offsets = _case([1], [0], 2, 2, seed=0)
     with pytest.raises(ValueError, match="unknown L3 lookup impl 'fast'"):
         l3_lookup(q, ids, keys, values, offsets, "fast")
+
+
+def test_bin_sizes_are_half_octaves_and_cover_n():
+    from workloads.kernels.l3_lookup.sorted import _padded_size
+
+    n = torch.arange(1, 5000)
+    size = _padded_size(n)
+    assert torch.all(size >= n) and torch.all(size < 1.5 * n)
+    expected = [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 24]
+    assert _padded_size(torch.arange(1, 18)).tolist() == expected

@@ -3,10 +3,11 @@
 1. stable-sort the flattened positions by token id; equal ids become contiguous groups;
 2. each distinct id's row range is gathered once (dedup), however often the id occurs;
 3. group g's n_g queries attend to its own d_g rows: the (query × row) mask is block diagonal.
-   Groups are binned by (ceil_pow2(n_g), ceil_pow2(d_g)); inside a bin they are padded to the bin's
-   sizes and computed with one batched matmul + masked softmax + batched matmul. Padding is < 2x
-   per axis, so work and memory are < 4x the exact Σ_g n_g·d_g pairs, and no (tokens × v) matrix
-   is ever formed. The number of bins is at most log2(N)·log2(cap), so the Python loop is short.
+   Groups are binned by (padded n_g, padded d_g), each rounded up to a half-octave size (see
+   `_padded_size`); inside a bin they are padded to the bin's sizes and computed with one batched
+   matmul + masked softmax + batched matmul. Padding is < 1.5x per axis (1.29x of the exact
+   Σ_g n_g·d_g pairs on the built-in corpus at 8×512 tokens), and no (tokens × v) matrix is ever
+   formed. Bins number ~100, so the Python loop is short.
 4. results are scattered straight back to the original (unsorted) positions.
 
 Autograd does the backward through `index_select`: the gradient of a table row is `index_add` of
@@ -39,6 +40,20 @@ def _ceil_log2(n: torch.Tensor) -> torch.Tensor:
     return bits
 
 
+_KEY_BASE = 1 << 31  # bin key = padded n * _KEY_BASE + padded d; both < 2**31
+_SUB_BINS_LOG2 = 1  # each octave (2^(e-1), 2^e] is cut into 2^1 = 2 bins
+
+
+def _padded_size(n: torch.Tensor) -> torch.Tensor:
+    """Round n ≥ 1 up to the next bin size, a multiple of 2^(e - 1 - SUB) where e = ceil(log2 n): with
+    SUB = 1, sizes 1, 2, 3, 4, 6, 8, 12, 16, 24, ...: padding < 1.5x per axis (vs < 2x for power-of-two
+    bins) for ~2x more, smaller bins. Measured on the built-in corpus (8×512 tokens, 65K rows): padded
+    pairs / exact pairs = 1.68 (power of two), 1.29 (SUB = 1, 122 bins), 1.13 (SUB = 2, 216 bins); on
+    the 2-core CPU all three run within noise of each other, so SUB = 1 is the middle ground."""
+    step = 1 << (_ceil_log2(n) - 1 - _SUB_BINS_LOG2).clamp(min=0)
+    return (n + step - 1) // step * step
+
+
 def _groups(token_ids: torch.Tensor, offsets: torch.Tensor) -> _Groups:
     """Sort positions by token id (stable) and describe each group of equal ids."""
     sorted_ids, perm = torch.sort(token_ids, stable=True)  # (N,), (N,)
@@ -58,11 +73,11 @@ def l3_lookup_sorted(
     if n_tokens == 0:
         return q.new_zeros(0, d_emb)
     g = _groups(token_ids, offsets)
-    bin_key = _ceil_log2(g.n_per) * 64 + _ceil_log2(g.d_per)  # (U,) cap ≤ 2**63, so 64 slots suffice
+    bin_key = _padded_size(g.n_per) * _KEY_BASE + _padded_size(g.d_per)  # (U,)
     bin_order = torch.argsort(bin_key, stable=True)  # (U,) groups ordered by bin
     bin_keys, bin_sizes = torch.unique_consecutive(bin_key[bin_order], return_counts=True)
     plans = [
-        _plan_bin(g, members, n_max=1 << (key // 64), d_max=1 << (key % 64))
+        _plan_bin(g, members, n_max=key // _KEY_BASE, d_max=key % _KEY_BASE)
         for key, members in zip(bin_keys.tolist(), torch.split(bin_order, bin_sizes.tolist()), strict=True)
     ]
     # One gather per operand for all bins: each table's backward is then a single index_add (one
