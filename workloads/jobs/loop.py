@@ -1,0 +1,278 @@
+"""The training loop of `train.run`: batches by index, timed optimizer steps, load balance, eval, checkpoints.
+
+Timed region (StepTimer): the forward/backward of every micro-batch of a step plus the optimizer step;
+batch assembly from the memmap and the host-side L3 statistics happen before it, loss streaming after
+it, and nothing inside reads a device value. Load-balance counts accumulate on the device and are summed
+over ranks once, at the end. train/loss is streamed per step as the rank mean (one all-reduce and one host
+sync per `log_every` steps); the summary's train/loss is the last step's.
+"""
+
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from workloads.data import PackedDataset, PreparedData
+from workloads.jobs import checkpoint, distributed, metrics, optim
+from workloads.jobs.setup import build_model
+from workloads.jobs.timing import StepTimer, TimingStats
+
+
+class Batches:
+    """Micro-batch i of this rank, by index, in `PackedDataset.batches` order (epoch = i // per_epoch), so a
+    resumed job continues at exactly the next batch."""
+
+    def __init__(self, dataset: PackedDataset, batch_size: int, w: distributed.World):
+        self.ds, self.batch_size, self.w = dataset, batch_size, w
+        self.per_rank = dataset.n_windows // w.size
+        self.per_epoch = self.per_rank // batch_size
+        self._epoch, self._mine = -1, np.empty(0, dtype=np.int64)
+
+    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        epoch, j = divmod(i, self.per_epoch)
+        if epoch != self._epoch:
+            order = self.ds.order(epoch)
+            self._mine = order[: len(order) - len(order) % self.w.size][self.w.rank :: self.w.size]
+            self._epoch = epoch
+        idx = self._mine[j * self.batch_size : (j + 1) * self.batch_size].astype(np.int64)
+        rows = self.ds.tokens[idx[:, None] * self.ds.seq_len + np.arange(self.ds.seq_len + 1)]
+        rows = rows.astype(np.int64)  # (B, T + 1)
+        return rows[:, :-1], rows[:, 1:]
+
+
+@dataclass
+class Outcome:
+    steps_done: int = 0
+    stopped: bool = False
+    timing: TimingStats | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TrainLoop:
+    def __init__(self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx):
+        self.cfg, self.model_cfg, self.data, self.counts = cfg, model_cfg, data, counts
+        self.world, self.device, self.ctx = w, device, ctx
+        self.seq_len = cfg.data_config().seq_len
+        self.total_steps = cfg.total_steps(w.size)
+        self.train_batches = Batches(data.packed("train", self.seq_len, seed=cfg.seed), cfg.batch_size, w)
+        self.val = data.packed("val", self.seq_len, shuffle=False)
+        self._check_sizes()
+        self.model = build_model(model_cfg, counts, device, seed=cfg.seed)
+        groups = optim.param_groups(
+            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, l3_lr=cfg.l3_lr,
+            l3_weight_decay=cfg.l3_weight_decay, embedding_lr=cfg.embedding_lr,
+            embedding_weight_decay=cfg.embedding_weight_decay,
+        )  # fmt: skip
+        ep_size = model_cfg.moe.ep_size if model_cfg.moe else 1
+        self.engine = distributed.parallelize(
+            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, fused=device.type == "cuda"),
+            w=w, device=device, ep_size=ep_size, micro_batch=cfg.batch_size, grad_accum=cfg.grad_accum,
+            grad_clip=cfg.grad_clip, seed=cfg.seed,
+        )  # fmt: skip
+        self.parallel_kind = "deepspeed" if ep_size > 1 else ("ddp" if w.size > 1 else "single")
+        self.scheduler = optim.build_scheduler(
+            self.engine.optimizer, warmup_steps=cfg.lr_warmup_steps, total_steps=self.total_steps,
+            min_ratio=cfg.min_lr_ratio,
+        )  # fmt: skip
+        amp = cfg.autocast_dtype()
+        self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
+        self._init_balance()
+
+    def _check_sizes(self) -> None:
+        cfg, w = self.cfg, self.world
+        if self.train_batches.per_epoch < 1:
+            raise ValueError(
+                f"TrainJobConfig.batch_size={cfg.batch_size} is larger than the data: the train split holds "
+                f"{self.train_batches.ds.n_windows} windows of seq_len={self.seq_len} for {w.size} rank(s)"
+            )
+        if self.val.n_windows < w.size:
+            raise ValueError(
+                f"the validation split holds {self.val.n_windows} windows, fewer than {w.size} ranks"
+            )
+
+    # -- load balance -------------------------------------------------------------------------------
+    def _init_balance(self) -> None:
+        moe, dev = self.model_cfg.moe, self.device
+        self.moe_positions = list(moe.positions) if moe else []
+        n_exp = moe.num_experts if moe else 0
+        self.expert_tokens = torch.zeros(len(self.moe_positions), n_exp, dtype=torch.int64, device=dev)
+        self.dropped = torch.zeros((), dtype=torch.int64, device=dev)
+        self.aux_sum = torch.zeros((), dtype=torch.float32, device=dev)
+        n_tok = self.cfg.batch_size * self.seq_len
+        self.capacity = (
+            metrics.moe_capacity(n_tok, n_exp, moe.top_k, moe.capacity_factor, moe.min_capacity)
+            if moe and moe.drop_tokens
+            else None
+        )
+        self.l3 = np.zeros(4, dtype=np.float64)  # rows_sum, n_positions, unique rows, rows_max
+
+    def _l3_stats(self, ids: list[np.ndarray]) -> None:
+        if not self.counts:
+            return
+        step_ids = np.concatenate([x.reshape(-1) for x in ids])
+        for counts in self.counts.values():
+            rows_sum, rows_max, n, unique = metrics.l3_batch_stats(step_ids, counts)
+            self.l3[:3] += (rows_sum, n, unique)
+            self.l3[3] = max(self.l3[3], rows_max)
+
+    def _moe_stats(self, expert_counts: dict, aux: torch.Tensor) -> None:
+        if not self.moe_positions:
+            return
+        c = torch.stack([expert_counts[p] for p in self.moe_positions]).to(torch.int64)  # (layers, experts)
+        self.expert_tokens += c
+        if self.capacity is not None:
+            self.dropped += (c - self.capacity).clamp_min(0).sum()
+        self.aux_sum += aux.detach().float() / self.cfg.grad_accum
+
+    def _balance_metrics(self, n_steps: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.moe_positions:
+            packed = torch.cat([self.expert_tokens.flatten().double(), self.dropped.double()[None],
+                                self.aux_sum.double()[None]])  # fmt: skip
+            packed = distributed.all_reduce_sum(packed).cpu().numpy()
+            tokens = packed[:-2].reshape(self.expert_tokens.shape)
+            out |= metrics.moe_balance(tokens, packed[-2], packed[-1] / self.world.size, n_steps)
+        if self.counts and n_steps:
+            sums = distributed.all_reduce_sum(
+                torch.tensor(self.l3[:3], dtype=torch.float64, device=self.device)
+            )
+            peak = torch.tensor(self.l3[3], dtype=torch.float64, device=self.device)
+            if self.world.size > 1:
+                torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+            rows_sum, n_pos, unique = sums.tolist()
+            row_bytes = metrics.l3_row_bytes(self.model_cfg, self.model.tok_emb.weight.element_size())
+            out |= metrics.l3_balance(rows_sum, float(peak), n_pos, unique, n_steps, row_bytes)
+        return out
+
+    # -- training -----------------------------------------------------------------------------------
+    def _micro(self, x: np.ndarray, y: np.ndarray, last: bool) -> torch.Tensor:
+        x = torch.from_numpy(x).to(self.device, non_blocking=True)
+        y = torch.from_numpy(y).to(self.device, non_blocking=True)
+        with self.engine.micro(last):
+            with self.autocast():
+                logits, aux, expert_counts = self.engine.module(x, return_expert_counts=True)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # (B*T, vocab) vs (B*T,)
+            self.engine.backward(loss + aux)
+        self._moe_stats(expert_counts, aux)
+        return loss.detach()
+
+    def _step(self, step: int) -> torch.Tensor:
+        accum = self.cfg.grad_accum
+        batches = [self.train_batches(step * accum + m) for m in range(accum)]
+        self._l3_stats([x for x, _ in batches])
+        with self.timer:
+            loss = sum(self._micro(x, y, m == accum - 1) for m, (x, y) in enumerate(batches)) / accum
+            self.engine.optimizer_step()
+        self.scheduler.step()
+        return loss
+
+    def train(self, start_step: int) -> Outcome:
+        cfg, ctx, w = self.cfg, self.ctx, self.world
+        n_run = self.total_steps - start_step
+        self.timer = StepTimer(self.device, warmup=min(cfg.timing_warmup_steps, max(n_run - 1, 0)))
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        outcome, pending, last_loss = Outcome(), [], None
+        self.model.train()
+        for step in range(start_step, self.total_steps):
+            lr = self.scheduler.get_last_lr()[0]
+            pending.append((step, lr, self._step(step)))
+            done = step + 1
+            outcome.steps_done = done - start_step
+            flush = done % cfg.log_every == 0 or done == self.total_steps
+            if flush or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0):
+                last_loss = self._flush(pending) or last_loss
+                pending = []
+                outcome.stopped = self._stop_requested()
+            elif w.size == 1:
+                outcome.stopped = ctx.stop_requested()
+            if cfg.eval_every and done % cfg.eval_every == 0 and done < self.total_steps:
+                self._log(self._evaluate(), step)
+            if self.ctx.checkpoint_dir and (
+                (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or outcome.stopped
+            ):
+                self.save(done)
+            if outcome.stopped:
+                break
+        last_loss = self._flush(pending) or last_loss
+        if last_loss is not None:
+            outcome.metrics["train/loss"] = last_loss
+        if self.timer.count > self.timer.warmup:
+            outcome.timing = self.timer.summary()
+        outcome.metrics |= self._balance_metrics(outcome.steps_done)
+        return outcome
+
+    def _flush(self, pending: list) -> float | None:
+        """Stream the pending steps' losses (rank mean) through ctx; returns the last one."""
+        if not pending:
+            return None
+        losses = distributed.all_reduce_sum(torch.stack([loss for _, _, loss in pending]).float())
+        values = (losses / self.world.size).tolist()
+        for (step, lr, _), value in zip(pending, values, strict=True):
+            self._log({"train/loss": value, "train/lr": lr}, step)
+        return values[-1]
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        if self.world.is_main:
+            self.ctx.log(values, step)
+
+    def _stop_requested(self) -> bool:
+        flag = torch.tensor(float(self.ctx.stop_requested()), device=self.device)
+        return bool(distributed.all_reduce_sum(flag).item() > 0)  # every rank stops at the same step
+
+    # -- evaluation ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _evaluate(self) -> dict[str, float]:
+        """Mean token loss over up to eval_batches validation batches per rank (equal on every rank)."""
+        w = self.world
+        batch = max(1, min(self.cfg.batch_size, self.val.n_windows // w.size))
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, tokens
+        self.model.eval()
+        for x, y in itertools.islice(
+            self.val.batches(batch, rank=w.rank, world_size=w.size), self.cfg.eval_batches
+        ):
+            x, y = x.to(self.device), y.to(self.device)
+            with self.autocast():
+                logits, _ = self.model(x)
+            total[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
+            total[1] += y.numel()
+        self.model.train()
+        loss_sum, n_tokens = distributed.all_reduce_sum(total).tolist()
+        return metrics.eval_metrics(loss_sum, n_tokens)
+
+    def evaluate_into(self, outcome: Outcome) -> None:
+        values = self._evaluate()
+        self._log(values, self.total_steps - 1)
+        outcome.metrics |= values
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save(self, done: int) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.engine.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": checkpoint.rng_state(),
+        }
+        checkpoint.save(
+            self.ctx.checkpoint_dir, done, state, self.world.rank, self.world.size, distributed.barrier
+        )
+
+    def resume(self) -> int:
+        """Load the latest checkpoint of ctx.checkpoint_dir, if any; returns the step to continue from."""
+        if not self.ctx.checkpoint_dir:
+            return 0
+        step = checkpoint.latest_step(self.ctx.checkpoint_dir)
+        if step is None:
+            return 0
+        state = checkpoint.load(self.ctx.checkpoint_dir, step, self.world.rank, self.world.size)
+        self.model.load_state_dict(state["model"])
+        self.engine.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        checkpoint.set_rng_state(state["rng"])
+        return min(step, self.total_steps)
+
+    def optimizer_bytes(self) -> int:
+        return optim.optimizer_bytes(self.engine.optimizer)

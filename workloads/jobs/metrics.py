@@ -1,0 +1,125 @@
+"""Metric arithmetic of the benchmark jobs (DESIGN.md "Metrics every job records"), as pure functions.
+
+Throughput: `train/tokens_per_s` = tokens per optimizer step (all ranks) / median step time; step-time
+spread as `train/step_time_s` (median), `train/step_time_s_p10`, `train/step_time_s_p90`.
+MFU (PaLM, Chowdhery et al. 2022, App. B): training FLOPs per token = 6·N_active + 12·L·H·Q·T
+(N_active from `count_params`, so L3 rows and top-k experts count; L layers, H heads, Q head dim, T the
+sequence length: attention scores and values, non-causal as in PaLM); MFU = that · tokens/s / (peak · ranks).
+"""
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from workloads.jobs.timing import TimingStats
+from workloads.models.accounting import l3_row_width
+from workloads.models.config import ModelConfig
+
+
+def throughput_metrics(stats: TimingStats, tokens_per_step: int) -> dict[str, float]:
+    """train/tokens_per_s and the step-time median/p10/p90 from the post-warm-up step times."""
+    return {
+        "train/tokens_per_s": tokens_per_step / stats.median_s,
+        "train/step_time_s": stats.median_s,
+        "train/step_time_s_p10": stats.p10_s,
+        "train/step_time_s_p90": stats.p90_s,
+    }
+
+
+def train_flops_per_token(cfg: ModelConfig, active_params: int, seq_len: int) -> float:
+    """6·N_active (forward + backward matmuls) + 12·L·H·Q·T (attention), PaLM's MFU numerator per token."""
+    return 6.0 * active_params + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
+
+
+def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float, world_size: int = 1) -> float:
+    """Model FLOPs utilization: achieved model FLOP/s over the peak of all `world_size` devices."""
+    if peak_flops <= 0:
+        raise ValueError(f"peak_flops must be > 0, got {peak_flops}")
+    return tokens_per_s * flops_per_token / (peak_flops * world_size)
+
+
+def moe_capacity(
+    n_tokens: int, num_experts: int, top_k: int, capacity_factor: float, min_capacity: int
+) -> int:
+    """Per-expert slots of one MoE call on one rank, as DeepSpeed's gates compute it:
+    max(ceil(n_tokens / E · top_k · capacity_factor), min_capacity)."""
+    return max(math.ceil(n_tokens / num_experts * top_k * capacity_factor), min_capacity)
+
+
+def moe_dropped(counts: np.ndarray, capacity: int) -> int:
+    """Routes over capacity in one call: Σ_e max(0, count_e - capacity) (counts are pre-capacity)."""
+    return int(np.maximum(np.asarray(counts) - capacity, 0).sum())
+
+
+def moe_balance(
+    expert_tokens: np.ndarray, dropped_routes: float, aux_loss_sum: float, n_steps: int
+) -> dict[str, float]:
+    """MoE load balance from token counts already summed over ranks and steps.
+
+    expert_tokens: (n_moe_layers, num_experts) routes per expert. For each layer max/mean and the
+    coefficient of variation (population std / mean) are taken, then averaged over layers.
+    dropped_routes: routes over capacity (summed the same way); the fraction is of all routes.
+    aux_loss_sum: Σ over steps of the aux loss added to the LM loss (rank-averaged); reported per step.
+    """
+    counts = np.asarray(expert_tokens, dtype=np.float64)
+    if counts.ndim != 2 or counts.size == 0:
+        raise ValueError(f"expert_tokens must be (layers, experts), got shape {counts.shape}")
+    mean = counts.mean(axis=1)
+    safe = np.where(mean > 0, mean, 1.0)
+    routes = counts.sum()
+    return {
+        "lb/expert_tokens_max_over_mean": float(np.mean(counts.max(axis=1) / safe)),
+        "lb/expert_tokens_cv": float(np.mean(counts.std(axis=1) / safe)),
+        "lb/dropped_token_frac": float(dropped_routes / routes) if routes > 0 else 0.0,
+        "lb/aux_loss": float(aux_loss_sum / max(n_steps, 1)),
+    }
+
+
+def l3_batch_stats(token_ids: np.ndarray, counts: np.ndarray) -> tuple[int, int, int, int]:
+    """(Σ rows over positions, max rows of one position, positions, distinct rows) of one batch for one
+    L3 layer whose token t owns counts[t] rows."""
+    ids = np.asarray(token_ids).reshape(-1)
+    rows = np.asarray(counts)[ids]
+    distinct = np.unique(ids)
+    return int(rows.sum()), int(rows.max(initial=0)), int(ids.size), int(np.asarray(counts)[distinct].sum())
+
+
+def l3_balance(
+    rows_sum: float, rows_max: float, n_positions: float, unique_rows: float, n_steps: int,
+    row_bytes: float,
+) -> dict[str, float]:  # fmt: skip
+    """L3 load from totals over all L3 layers, steps and ranks.
+
+    rows_sum / n_positions: mean rows a position reads in one L3 layer (n_positions counts one per layer).
+    rows_max: most rows one position read in one layer. unique_rows: Σ distinct rows gathered per step
+    (all L3 layers), averaged over steps. bytes per token: rows read per token over all L3 layers times
+    the bytes of one row (key + value), i.e. the table traffic without deduplication.
+    """
+    if n_positions <= 0:
+        raise ValueError(f"n_positions must be > 0, got {n_positions}")
+    mean_rows = rows_sum / n_positions
+    return {
+        "lb/l3_rows_per_token_mean": float(mean_rows),
+        "lb/l3_rows_per_token_max": float(rows_max),
+        "lb/l3_unique_rows_per_step": float(unique_rows / max(n_steps, 1)),
+        "lb/l3_bytes_per_token": float(mean_rows * row_bytes),
+    }
+
+
+def l3_row_bytes(cfg: ModelConfig, element_bytes: int) -> int:
+    """Bytes of one row over all L3 layers: (dim + d_emb, or dim when tied) · element size · layers."""
+    return l3_row_width(cfg) * element_bytes * len(cfg.l3.positions)
+
+
+def eval_metrics(loss_sum: float, n_tokens: float) -> dict[str, float]:
+    """eval/val_loss (mean token cross-entropy, nats) and eval/val_ppl = exp(val_loss)."""
+    if n_tokens <= 0:
+        raise ValueError(f"n_tokens must be > 0, got {n_tokens}")
+    loss = loss_sum / n_tokens
+    return {"eval/val_loss": float(loss), "eval/val_ppl": float(math.exp(min(loss, 700.0)))}
+
+
+def param_bytes_metrics(bytes_by_category: Mapping[str, int]) -> dict[str, float]:
+    """mem/params_bytes/<category> for each category."""
+    return {f"mem/params_bytes/{name}": float(n) for name, n in bytes_by_category.items()}

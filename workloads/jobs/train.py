@@ -1,0 +1,224 @@
+"""The training benchmark job: `run(TrainJobConfig(preset=..., family=...), ctx) -> BenchResult`.
+
+Resolve the model (preset, family, overrides) → prepare data (BPE to the model's vocab) → L3 counts →
+build → parallelize (DDP, or DeepSpeed for expert parallelism) → resume from the latest checkpoint →
+train (AdamW, warmup + cosine) while timing each optimizer step → evaluate → summarize. Metric names are
+DESIGN.md's; how each is computed is documented in `metrics.py` and `loop.py`. Bad inputs raise
+ValueError naming the field before any data or model work.
+"""
+
+import math
+import resource
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from workloads.data import DataConfig
+from workloads.jobs import distributed, loop, metrics
+from workloads.jobs.optim import param_bytes
+from workloads.jobs.result import BenchResult, JobContext, to_jsonable
+from workloads.jobs.setup import (
+    ModelOverrides,
+    ModelSpec,
+    check_data_fits,
+    prepare_data,
+    resolve_l3_counts,
+    resolve_model_config,
+    token_freqs_for,
+)
+from workloads.models.accounting import count_params
+from workloads.models.config import Family, ModelConfig
+
+Device = Literal["cpu", "cuda"]
+AmpDType = Literal["auto", "float32", "bfloat16"]
+
+
+def _check_int(name: str, value: object, minimum: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"TrainJobConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_float(
+    name: str, value: object, low: float, high: float = math.inf, optional: bool = False
+) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"TrainJobConfig.{name} must be a number in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class TrainJobConfig:
+    """One training benchmark. Only `preset` and `family` are required.
+
+    Model: preset / family / overrides / allocation_path (see `setup.ModelSpec`). Data: `data`, windows of
+    `seq_len` tokens (None: data.seq_len). batch_size: micro-batch per rank; grad_accum micro-batches per
+    optimizer step. steps, or token_budget (when set: ceil(token_budget / tokens per step) steps).
+    AdamW(lr, betas, weight_decay; norms undecayed; l3_* / embedding_* override the lr / weight decay of
+    the L3 tables / embeddings), linear warmup over lr_warmup_steps then cosine to min_lr_ratio · lr.
+    dtype: "auto" = bfloat16 autocast on cuda, float32 on cpu (parameters stay float32).
+    timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
+    (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
+    ctx.checkpoint_dir. log_every: stream train/loss every N steps (one host sync per flush).
+    """
+
+    preset: str
+    family: Family
+    overrides: ModelOverrides = field(default_factory=ModelOverrides)
+    allocation_path: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    seq_len: int | None = None
+    batch_size: int = 8
+    grad_accum: int = 1
+    steps: int = 100
+    token_budget: int | None = None
+    lr: float = 3e-4
+    min_lr_ratio: float = 0.1
+    lr_warmup_steps: int = 10
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    l3_lr: float | None = None
+    l3_weight_decay: float | None = None
+    embedding_lr: float | None = None
+    embedding_weight_decay: float | None = None
+    seed: int = 0
+    device: Device = "cpu"
+    dtype: AmpDType = "auto"
+    timing_warmup_steps: int = 2
+    eval_every: int | None = None
+    eval_batches: int = 8
+    checkpoint_every: int | None = None
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        self.model_spec()  # unknown preset / family, misplaced overrides
+        if not isinstance(self.data, DataConfig):
+            raise ValueError(f"TrainJobConfig.data must be a DataConfig, got {self.data!r}")
+        for name, minimum in (("batch_size", 1), ("grad_accum", 1), ("steps", 1), ("lr_warmup_steps", 0)):
+            _check_int(name, getattr(self, name), minimum)
+        for name, minimum in (("timing_warmup_steps", 0), ("eval_batches", 1), ("log_every", 1), ("seed", 0)):
+            _check_int(name, getattr(self, name), minimum)
+        for name in ("seq_len", "token_budget", "eval_every", "checkpoint_every"):
+            _check_int(name, getattr(self, name), 1, optional=True)
+        _check_float("lr", self.lr, 0.0)
+        _check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_float("weight_decay", self.weight_decay, 0.0)
+        _check_float("grad_clip", self.grad_clip, 0.0)
+        for name in ("l3_lr", "l3_weight_decay", "embedding_lr", "embedding_weight_decay"):
+            _check_float(name, getattr(self, name), 0.0, optional=True)
+        betas = tuple(self.betas)
+        if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
+            raise ValueError(f"TrainJobConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", betas)
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"TrainJobConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise ValueError(
+                f"TrainJobConfig.dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}"
+            )
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.preset, self.family, self.overrides, self.allocation_path)
+
+    def data_config(self) -> DataConfig:
+        return self.data if self.seq_len is None else replace(self.data, seq_len=self.seq_len)
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None for plain float32."""
+        if self.dtype == "bfloat16" or (self.dtype == "auto" and self.device == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def total_steps(self, world_size: int = 1) -> int:
+        if self.token_budget is None:
+            return self.steps
+        return math.ceil(self.token_budget / (self.tokens_per_step_per_rank() * world_size))
+
+    def tokens_per_step_per_rank(self) -> int:
+        return self.batch_size * self.grad_accum * self.data_config().seq_len
+
+
+def _resolve(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
+    """Everything checkable before data or model work."""
+    model_cfg = resolve_model_config(cfg.model_spec())
+    check_data_fits(cfg.data_config(), model_cfg)
+    if model_cfg.moe is not None and w.size % model_cfg.moe.ep_size:
+        raise ValueError(f"moe.ep_size={model_cfg.moe.ep_size} does not divide the world size {w.size}")
+    if model_cfg.moe is not None and model_cfg.moe.ep_size > 1 and w.size == 1:
+        raise ValueError(f"moe.ep_size={model_cfg.moe.ep_size} needs a distributed group of that many ranks")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("TrainJobConfig.device='cuda' but torch sees no CUDA device")
+    return model_cfg
+
+
+def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
+    """Train as configured (as one rank of the default process group when there is one); rank 0's result
+    carries the summary (other ranks return theirs too, with the same all-reduced load balance)."""
+    ctx = ctx or JobContext()
+    w = distributed.world()
+    model_cfg = _resolve(cfg, w)
+    device = distributed.job_device(cfg.device, w)
+    if cfg.device == "cpu":
+        import os
+
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
+    data_cfg = cfg.data_config()
+    if w.rank == 0:  # build caches once; the others then read them
+        data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
+    distributed.barrier()
+    if w.rank != 0:
+        data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
+    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir) if w.rank == 0 else None
+    distributed.barrier()
+    if counts is None:
+        counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
+    job = loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx)
+    start_step = job.resume()
+    outcome = job.train(start_step)
+    if not outcome.stopped:
+        job.evaluate_into(outcome)
+    return _result(cfg, ctx, job, outcome, data, counts, start_step)
+
+
+def _result(
+    cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", data, counts, start_step
+) -> BenchResult:
+    model_cfg, w = job.model_cfg, job.world
+    pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
+    out: dict[str, float] = dict(outcome.metrics)
+    if outcome.timing is not None:
+        throughput = metrics.throughput_metrics(outcome.timing, cfg.tokens_per_step_per_rank() * w.size)
+        out |= throughput
+        if ctx.peak_flops:
+            per_token = metrics.train_flops_per_token(model_cfg, pc.active, job.seq_len)
+            out["train/mfu"] = metrics.mfu(
+                throughput["train/tokens_per_s"], per_token, ctx.peak_flops, w.size
+            )
+    if job.device.type == "cuda":
+        out["mem/peak_device_bytes"] = float(torch.cuda.max_memory_allocated(job.device))
+    out["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # KiB
+    out |= metrics.param_bytes_metrics(param_bytes(job.model))
+    out["mem/optimizer_bytes"] = float(job.optimizer_bytes())
+    params = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    out |= params
+    params |= {f"params/{k}": float(v) for k, v in pc.by_category.items()}
+    params |= {f"params_active/{k}": float(v) for k, v in pc.active_by_category.items()}
+    info = {
+        "family": model_cfg.family,
+        "preset": cfg.preset,
+        "device": str(job.device),
+        "autocast": str(cfg.autocast_dtype() or "none"),
+        "world_size": str(w.size),
+        "parallel": job.parallel_kind,
+        "hardware": ctx.hardware or "",
+        "data_fingerprint": data.fingerprint,
+        "resumed_from_step": str(start_step),
+        "steps_done": str(outcome.steps_done),
+        "stopped_early": str(outcome.stopped).lower(),
+    }
+    config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
+    return BenchResult(kind="train", config=config, metrics=out, params=params, info=info)
