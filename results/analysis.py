@@ -1,0 +1,247 @@
+"""Iso-sparse analysis: pure run table (`results.schema`) → DataFrame functions.
+
+A *config* is the set of runs equal in CONFIG_KEYS (they differ only by seed); its metrics are the seed mean
+(and sample std, ddof=1, when it has ≥ 2 runs). Only FINISHED runs count. Within a comparison group (and
+hardware), the dense config is the reference of the iso-active comparison; L3 and MoE of a group are also
+compared head to head at equal total params. A comparison is flagged when its recorded match error or its
+measured parameter mismatch exceeds MATCH_TOLERANCE (2%, the matcher's tolerance in L3_SPEC §5).
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from results import names, schema
+from results.fits import FitModel, fit_power_law
+
+MATCH_TOLERANCE = 0.02
+CONFIG_KEYS = (
+    "group",
+    "family",
+    "preset",
+    "kind",
+    "hardware",
+    "variant",
+    "l3_allocation",
+    "l3_cap",
+    "l3_tied",
+    "l3_positions",
+    "moe_num_experts",
+    "moe_top_k",
+)
+ACCOUNTING = ("params_active", "params_total", "sparsity")
+# Short names of the seed-mean metrics shown in the tables.
+SHORT = {
+    names.EVAL_VAL_LOSS: "val_loss",
+    names.EVAL_VAL_PPL: "val_ppl",
+    names.TRAIN_TOKENS_PER_S: "tokens_per_s",
+    names.MEM_PEAK_DEVICE_BYTES: "peak_device_bytes",
+    names.MEM_PEAK_HOST_BYTES: "peak_host_bytes",
+    names.LB_EXPERT_MAX_OVER_MEAN: "expert_max_over_mean",
+    names.LB_EXPERT_CV: "expert_cv",
+    names.LB_DROPPED_TOKEN_FRAC: "dropped_token_frac",
+    names.LB_L3_ROWS_PER_TOKEN_MEAN: "l3_rows_per_token_mean",
+    names.LB_L3_ROWS_PER_TOKEN_MAX: "l3_rows_per_token_max",
+    names.LB_L3_BYTES_PER_TOKEN: "l3_bytes_per_token",
+}
+ABLATION_AXES = ("l3_allocation", "l3_cap", "l3_tied", "l3_positions")
+# The paper's recipe is the reference of each ablation; placement has none (first in sorted order).
+ABLATION_REFERENCE: dict[str, object] = {"l3_allocation": "lzw", "l3_cap": 512, "l3_tied": False}
+
+
+def seed_summary(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per config: CONFIG_KEYS, n_seeds, accounting, match_error (largest magnitude), and per metric
+    its mean (column named as the metric) and std (`<metric>_std`, NA below 2 runs)."""
+    fin = schema.finished(runs)
+    metrics = list(schema.metric_columns(runs) if metrics is None else metrics)
+    keys = list(CONFIG_KEYS)
+    if fin.empty:
+        cols = [*keys, "n_seeds", *ACCOUNTING, "match_error", *metrics, *(f"{m}_std" for m in metrics)]
+        return schema.empty().reindex(columns=cols).astype({"n_seeds": "Int64"})
+    grouped = fin.groupby(keys, dropna=False, sort=False)
+    out = grouped[list(ACCOUNTING)].first()
+    out.insert(0, "n_seeds", grouped.size().astype("Int64"))
+    out["match_error"] = grouped["match_error"].agg(_largest_magnitude).astype("Float64")
+    means = grouped[metrics].mean().astype("Float64")
+    stds = grouped[metrics].std(ddof=1).astype("Float64").add_suffix("_std")
+    out = pd.concat([out, means, stds], axis=1).reset_index()
+    size = out.groupby(["group", "hardware"], dropna=False)["params_active"].transform("min")
+    order = out.assign(_rank=schema.family_rank(out["family"]), _size=size)
+    order = order.sort_values(
+        ["_size", "group", "hardware", "_rank", "preset", "variant"], na_position="first"
+    )
+    return out.loc[order.index].reset_index(drop=True)
+
+
+def _largest_magnitude(values: pd.Series):
+    values = values.dropna()
+    return pd.NA if values.empty else values.loc[values.abs().idxmax()]
+
+
+def _cell(df: pd.DataFrame) -> pd.Series:
+    """A merge key for (group, hardware) that also matches missing values."""
+    return df["group"].fillna("\0") + "\x1f" + df["hardware"].fillna("\0")
+
+
+def flag_match(
+    table: pd.DataFrame, tolerance: float = MATCH_TOLERANCE, columns: Sequence[str] = ()
+) -> pd.Series:
+    """True where any of the error columns (signed fractions) exceeds `tolerance` in magnitude; NA counts as
+    not exceeding."""
+    if tolerance <= 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    flag = pd.Series(False, index=table.index, dtype="boolean")
+    for col in columns:
+        flag |= table[col].astype("Float64").abs().gt(tolerance).fillna(False)
+    return flag
+
+
+def _short(summary: pd.DataFrame) -> pd.DataFrame:
+    cols = dict(SHORT) | {f"{m}_std": f"{s}_std" for m, s in SHORT.items()}
+    return summary.rename(columns=cols)
+
+
+def iso_sparse_table(
+    runs: pd.DataFrame, kind: str = "train", tolerance: float = MATCH_TOLERANCE
+) -> pd.DataFrame:
+    """Every config of `kind` against the dense config of its group (and hardware): equal active params.
+
+    delta_* = config − dense (absolute); *_ratio = config / dense; active_error = params_active / dense − 1.
+    match_flag: |match_error| or |active_error| > tolerance. Without a dense config the deltas are NA.
+    Raises ValueError when a group has several dense configs (the reference would be ambiguous).
+    """
+    summary = _short(seed_summary(runs[runs["kind"].eq(kind).fillna(False)], _metrics(runs)))
+    summary["_cell"] = _cell(summary)
+    dense = summary[summary["family"].eq("dense").fillna(False)]
+    dup = dense["_cell"].duplicated(keep=False)
+    if dup.any():
+        bad = sorted(set(dense.loc[dup, "group"].fillna("<no group>")))
+        raise ValueError(f"groups {bad} have several dense configs; give each its own group tag")
+    ref_cols = ["params_active", "val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes"]
+    ref = dense.set_index("_cell")[ref_cols].add_suffix("_dense")
+    table = summary.join(ref, on="_cell")
+    table["delta_val_loss"] = table["val_loss"] - table["val_loss_dense"]
+    table["delta_val_ppl"] = table["val_ppl"] - table["val_ppl_dense"]
+    table["tokens_per_s_ratio"] = table["tokens_per_s"] / table["tokens_per_s_dense"]
+    table["peak_device_ratio"] = table["peak_device_bytes"] / table["peak_device_bytes_dense"]
+    table["active_error"] = (
+        table["params_active"].astype("Float64") / table["params_active_dense"].astype("Float64") - 1
+    )
+    table["match_flag"] = flag_match(table, tolerance, ["match_error", "active_error"])
+    cols = [
+        "group", "hardware", "family", "preset", "variant", "n_seeds", *ACCOUNTING,
+        "val_loss", "val_loss_std", "val_ppl", "val_ppl_std", "delta_val_loss", "delta_val_ppl",
+        "tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio", "peak_device_bytes", "peak_host_bytes",
+        "peak_device_ratio", "expert_max_over_mean", "expert_cv", "dropped_token_frac",
+        "l3_rows_per_token_mean", "l3_rows_per_token_max", "l3_bytes_per_token",
+        "active_error", "match_error", "match_flag",
+    ]  # fmt: skip
+    return table[cols].reset_index(drop=True)
+
+
+def _metrics(runs: pd.DataFrame) -> list[str]:
+    return [m for m in SHORT if m in runs.columns]
+
+
+def l3_vs_moe_table(
+    runs: pd.DataFrame, kind: str = "train", tolerance: float = MATCH_TOLERANCE
+) -> pd.DataFrame:
+    """Each L3 config against each MoE config of its group (and hardware): equal total params.
+
+    total_error / active_error = L3 / MoE − 1; delta_val_loss = L3 − MoE; *_ratio = L3 / MoE.
+    match_flag: |total_error|, |active_error| or either side's |match_error| > tolerance.
+    """
+    summary = _short(seed_summary(runs[runs["kind"].eq(kind).fillna(False)], _metrics(runs)))
+    summary["_cell"] = _cell(summary)
+    side = ["_cell", "group", "hardware", "preset", "variant", "n_seeds", "params_active", "params_total"]
+    side += ["val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes", "match_error"]
+    l3 = summary.loc[summary["family"].eq("l3").fillna(False), side]
+    moe = summary.loc[summary["family"].eq("moe").fillna(False), [*side, "moe_num_experts", "moe_top_k"]]
+    pair = l3.merge(moe.drop(columns=["group", "hardware"]), on="_cell", suffixes=("_l3", "_moe"))
+    for n in ("params_total", "params_active"):
+        err = pair[f"{n}_l3"].astype("Float64") / pair[f"{n}_moe"].astype("Float64") - 1
+        pair[n.replace("params", "").strip("_") + "_error"] = err
+    pair["delta_val_loss"] = pair["val_loss_l3"] - pair["val_loss_moe"]
+    pair["delta_val_ppl"] = pair["val_ppl_l3"] - pair["val_ppl_moe"]
+    pair["tokens_per_s_ratio"] = pair["tokens_per_s_l3"] / pair["tokens_per_s_moe"]
+    pair["peak_device_ratio"] = pair["peak_device_bytes_l3"] / pair["peak_device_bytes_moe"]
+    errors = ["total_error", "active_error", "match_error_l3", "match_error_moe"]
+    pair["match_flag"] = flag_match(pair, tolerance, errors)
+    cols = [
+        "group", "hardware", "variant_l3", "variant_moe", "moe_num_experts", "moe_top_k",
+        "params_total_l3", "params_total_moe", "total_error", "params_active_l3", "params_active_moe",
+        "active_error", "val_loss_l3", "val_loss_moe", "delta_val_loss", "val_ppl_l3", "val_ppl_moe",
+        "delta_val_ppl", "tokens_per_s_ratio", "peak_device_ratio", "match_flag",
+    ]  # fmt: skip
+    return pair[cols].reset_index(drop=True)
+
+
+def scaling_fits(
+    runs: pd.DataFrame,
+    x: str = "params_active",
+    y: str = names.EVAL_VAL_LOSS,
+    models: Sequence[FitModel] = ("loglog", "offset"),
+    kind: str = "train",
+) -> pd.DataFrame:
+    """Per family and model (see `results.fits`): y = a·x^(−b) [+ c] over the family's configs (seed means).
+
+    Configs with a `variant` label (ablations) are left out: one point per size and family. Columns:
+    family, x, y, model, n_points, a, b, c, r2, note. A family with too few distinct sizes gets a row with
+    NA coefficients and the reason in `note`, so a missing fit is visible rather than absent.
+    """
+    if x not in ("params_active", "params_total"):
+        raise ValueError(f"x must be 'params_active' or 'params_total', got {x!r}")
+    summary = seed_summary(runs[runs["kind"].eq(kind).fillna(False) & runs["variant"].isna()], [y])
+    points = summary.dropna(subset=[x, y]).query("family.notna()", engine="python")
+    rows = []
+    for family in sorted(set(points["family"]), key=lambda f: schema.family_rank(pd.Series([f])).iloc[0]):
+        pts = points[points["family"] == family]
+        for model in models:
+            row = {"family": family, "x": x, "y": y, "model": model, "n_points": len(pts)}
+            try:
+                fit = fit_power_law(pts[x].to_numpy(float), pts[y].to_numpy(float), model)
+            except ValueError as err:
+                rows.append(row | {"a": np.nan, "b": np.nan, "c": np.nan, "r2": np.nan, "note": str(err)})
+                continue
+            rows.append(row | {"a": fit.a, "b": fit.b, "c": fit.c, "r2": fit.r2, "note": ""})
+    cols = ["family", "x", "y", "model", "n_points", "a", "b", "c", "r2", "note"]
+    out = pd.DataFrame(rows, columns=cols)
+    return out.astype({"n_points": "Int64", "a": "Float64", "b": "Float64", "c": "Float64", "r2": "Float64"})
+
+
+def ablation_table(
+    runs: pd.DataFrame, axis: str, kind: str = "train", reference: object | None = None
+) -> pd.DataFrame:
+    """L3 configs that differ only in `axis` (one of ABLATION_AXES; the `variant` label is ignored),
+    each against the reference setting of its context: delta_val_loss = value − reference,
+    tokens_per_s_ratio = value / reference. Contexts where `axis` takes a single value are left out."""
+    if axis not in ABLATION_AXES:
+        raise ValueError(f"axis must be one of {ABLATION_AXES}, got {axis!r}")
+    l3 = runs[runs["family"].eq("l3").fillna(False) & runs["kind"].eq(kind).fillna(False)]
+    summary = _short(seed_summary(l3, _metrics(runs)))
+    context = [k for k in CONFIG_KEYS if k not in (axis, "variant")]
+    cols = ["group", "hardware", "preset", axis, "variant", "reference", "n_seeds", "params_total",
+            "val_loss", "val_loss_std", "val_ppl", "delta_val_loss", "tokens_per_s", "tokens_per_s_ratio",
+            "l3_rows_per_token_mean", "l3_bytes_per_token", "peak_device_bytes"]  # fmt: skip
+    parts = []
+    for _, ctx in summary.groupby(context, dropna=False, sort=False):
+        values = sorted(set(ctx[axis].dropna()), key=str)
+        if len(values) < 2:
+            continue
+        ref = reference if reference is not None else ABLATION_REFERENCE.get(axis)
+        ref = ref if ref in values else values[0]
+        base = ctx[ctx[axis].eq(ref).fillna(False)].iloc[0]
+        part = ctx.assign(reference=str(ref))
+        part["delta_val_loss"] = part["val_loss"] - base["val_loss"]
+        part["tokens_per_s_ratio"] = part["tokens_per_s"] / base["tokens_per_s"]
+        parts.append(part.sort_values(axis, key=lambda s: s.map(str)))
+    if not parts:
+        return pd.DataFrame({c: pd.Series([], dtype="object") for c in cols})
+    return pd.concat(parts)[cols].reset_index(drop=True)
+
+
+def ablation_tables(runs: pd.DataFrame, kind: str = "train") -> dict[str, pd.DataFrame]:
+    """{axis: ablation_table} for the axes that vary anywhere in `runs`."""
+    tables = {axis: ablation_table(runs, axis, kind) for axis in ABLATION_AXES}
+    return {axis: t for axis, t in tables.items() if not t.empty}

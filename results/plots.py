@@ -1,0 +1,207 @@
+"""Figures of a suite: each function takes run-table (or history) frames and returns a matplotlib Figure.
+
+Figures are built with `matplotlib.figure.Figure` directly (no pyplot, no global backend state; PNGs are
+rendered by the Agg canvas). A function with nothing to draw raises `NoData`, so a report can skip it.
+"""
+
+import io
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from results import analysis, names, schema
+
+FAMILY_COLORS = {"dense": "#4c72b0", "l3": "#dd8452", "moe": "#55a868", "scone": "#c44e52"}
+OTHER_COLOR = "#8172b3"
+
+
+class NoData(ValueError):
+    """The frames hold nothing this figure could show."""
+
+
+def _color(family: object) -> str:
+    return FAMILY_COLORS.get(str(family), OTHER_COLOR)
+
+
+def _label(row: Mapping) -> str:
+    parts = [str(row.get(k)) for k in ("family", "preset", "variant") if not pd.isna(row.get(k))]
+    return "/".join(parts) or str(row.get("run_id", "?"))
+
+
+def _families(df: pd.DataFrame) -> list:
+    fams = df["family"].dropna().unique().tolist()
+    return sorted(fams, key=lambda f: schema.family_rank(pd.Series([f])).iloc[0])
+
+
+def loss_curves(history: pd.DataFrame, runs: pd.DataFrame, key: str = names.TRAIN_LOSS) -> Figure:
+    """One panel per family, one line per run of `key` against step (history: run_id, key, step, value)."""
+    hist = history[history["key"].eq(key).fillna(False)]
+    hist = hist.merge(runs[["run_id", "family", "preset", "variant", "seed"]], on="run_id", how="inner")
+    if hist.empty:
+        raise NoData(f"no history of {key!r} for the given runs")
+    families = _families(hist) or [pd.NA]
+    fig = Figure(figsize=(4.5 * len(families), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(families), sharey=True, squeeze=False)[0]
+    for ax, family in zip(axes, families, strict=True):
+        sub = hist[hist["family"].eq(family).fillna(False)] if not pd.isna(family) else hist
+        for _, curve in sub.groupby("run_id", sort=True):
+            curve = curve.sort_values("step")
+            first = curve.iloc[0]
+            seed = "" if pd.isna(first["seed"]) else f" s{first['seed']}"
+            ax.plot(curve["step"].to_numpy(float), curve["value"].to_numpy(float), lw=1.2,
+                    label=_label(first) + seed)  # fmt: skip
+        ax.set_title(str(family))
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(key)
+    return fig
+
+
+def val_loss_vs_params(
+    runs: pd.DataFrame, x: str = "params_active", y: str = names.EVAL_VAL_LOSS, kind: str = "train"
+) -> Figure:
+    """Seed-mean y (± std) against x per family, log x, with each family's best available power-law fit.
+    Ablation variants (configs with a `variant` label) are left out, as in `analysis.scaling_fits`."""
+    main = runs[runs["kind"].eq(kind).fillna(False) & runs["variant"].isna()]
+    summary = analysis.seed_summary(main, [y]).dropna(subset=[x, y])
+    if summary.empty:
+        raise NoData(f"no finished {kind} runs with {x} and {y}")
+    fits = analysis.scaling_fits(runs, x=x, y=y, kind=kind).dropna(subset=["b"])
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for family in _families(summary):
+        pts = summary[summary["family"] == family]
+        xs, ys = pts[x].to_numpy(float), pts[y].to_numpy(float)
+        err = pts[f"{y}_std"].fillna(0).to_numpy(float)
+        ax.errorbar(xs, ys, yerr=err, fmt="o", color=_color(family), label=family, capsize=3)
+        fit = fits[fits["family"] == family]
+        if not fit.empty:
+            best = fit.sort_values("model", key=lambda m: m.eq("offset")).iloc[-1]  # offset if fitted
+            grid = np.geomspace(xs.min(), xs.max(), 50)
+            pred = best["a"] * grid ** (-best["b"]) + best["c"]
+            label = f"{family} fit ({best['model']}): b={best['b']:.3f}, R²={best['r2']:.3f}"
+            ax.plot(grid, pred, "--", color=_color(family), lw=1, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def tokens_per_s_vs_sparsity(runs: pd.DataFrame, key: str = names.TRAIN_TOKENS_PER_S) -> Figure:
+    """Seed-mean throughput (± std) against sparsity (total / active params), one colour per family."""
+    summary = analysis.seed_summary(runs, [key]).dropna(subset=["sparsity", key])
+    if summary.empty:
+        raise NoData(f"no finished runs with sparsity and {key}")
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for family in _families(summary):
+        pts = summary[summary["family"] == family]
+        ax.errorbar(pts["sparsity"].to_numpy(float), pts[key].to_numpy(float),
+                    yerr=pts[f"{key}_std"].fillna(0).to_numpy(float), fmt="o", color=_color(family),
+                    label=family, capsize=3)  # fmt: skip
+    ax.set_xlabel("sparsity (total / active params)")
+    ax.set_ylabel(key)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def memory_breakdown(runs: pd.DataFrame, kind: str = "train") -> Figure:
+    """Stacked bars per config: parameter bytes by category and optimizer bytes; ◆ = peak device bytes."""
+    parts = [names.params_bytes_key(c) for c in names.PARAM_CATEGORIES] + [names.MEM_OPTIMIZER_BYTES]
+    parts = [p for p in parts if p in runs.columns]
+    peak = names.MEM_PEAK_DEVICE_BYTES
+    summary = analysis.seed_summary(runs[runs["kind"].eq(kind).fillna(False)], [*parts, peak])
+    summary = summary[summary[[*parts, peak]].notna().any(axis=1)]
+    if summary.empty:
+        raise NoData(f"no finished {kind} runs with memory metrics")
+    labels = [_label(r) + ("" if pd.isna(r["group"]) else f" [{r['group']}]") for _, r in summary.iterrows()]
+    fig = Figure(figsize=(7, 0.9 + 0.45 * len(labels)), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(labels))
+    left = np.zeros(len(labels))
+    gib = 2.0**30
+    for part in parts:
+        width = summary[part].fillna(0).to_numpy(float) / gib
+        if width.any():
+            ax.barh(y, width, left=left, label=part.removeprefix("mem/"))
+            left += width
+    peaks = summary[peak].to_numpy(float, na_value=np.nan) / gib
+    ax.plot(peaks, y, "kD", ms=5, label="peak device")
+    ax.set_yticks(y, labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("GiB")
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def load_distributions(
+    expert_tokens: Mapping[str, np.ndarray], l3_rows_per_token: Mapping[str, np.ndarray]
+) -> Figure:
+    """Left: MoE tokens per expert / mean over the layer's experts (1 = balanced); arrays (layers, experts).
+    Right: L3 rows per token d_t (per token id, or per token occurrence if the arrays are weighted so)."""
+    if not expert_tokens and not l3_rows_per_token:
+        raise NoData("no expert-load or L3 rows-per-token arrays")
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for label, counts in expert_tokens.items():
+        counts = np.atleast_2d(np.asarray(counts, dtype=np.float64))  # (layers, experts)
+        means = counts.mean(axis=-1, keepdims=True)
+        if counts.size and (means > 0).all():
+            left.hist((counts / means).ravel(), bins=30, alpha=0.6, label=label)
+    left.axvline(1.0, color="k", lw=0.8, ls=":")
+    left.set(title="MoE expert load", xlabel="tokens per expert / mean", ylabel="experts")
+    for label, rows in l3_rows_per_token.items():
+        rows = np.asarray(rows, dtype=np.float64).ravel()
+        if rows.size:
+            bins = np.unique(np.geomspace(1, rows.max() + 1, 30).round()) - 0.5  # integer-centred
+            right.hist(rows, bins=bins, alpha=0.6, label=label)
+    right.set(title="L3 rows per token", xlabel="rows per token", ylabel="tokens", xscale="log", yscale="log")
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def metric_vs_batch_size(runs: pd.DataFrame, key: str, ylabel: str | None = None) -> Figure:
+    """One line per run of a per-batch-size metric ("<key>/bs<N>") against batch size (log2 x)."""
+    long = schema.per_batch_size(schema.finished(runs), key)
+    if long.empty:
+        raise NoData(f"no finished runs with per-batch-size {key!r}")
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for _, line in long.groupby("run_id", sort=True):
+        first = line.iloc[0]
+        ax.plot(line["batch_size"].to_numpy(float), line["value"].to_numpy(float), "o-",
+                color=_color(first["family"]), label=_label(first), lw=1.2)  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel or key)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def offload_decode_ratio(runs: pd.DataFrame) -> Figure:
+    """Decode tokens/s with L3 tables offloaded to host / on device, against batch size."""
+    fig = metric_vs_batch_size(
+        runs, names.INFER_OFFLOAD_DECODE_RATIO, "offloaded / on-device decode tokens/s"
+    )
+    fig.axes[0].axhline(1.0, color="k", lw=0.8, ls=":")
+    return fig
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write `fig` as a PNG (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(fig, dpi))
+    return path

@@ -1,0 +1,269 @@
+"""The suite report: a self-contained HTML page (tables + figures embedded as base64 PNG) and a Markdown
+summary next to it, plus every figure as a PNG file (for MLflow artifacts).
+
+`build_report(runs, history, out_dir=...)` accepts an `mlflow.search_runs` frame or a run table. A table
+that cannot be built (e.g. an ambiguous dense reference) or a figure with no data is reported in place as a
+note instead of failing the whole report.
+"""
+
+import base64
+import html
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from results import analysis, load, names, plots, schema
+
+HTML_NAME = "report.html"
+MARKDOWN_NAME = "report.md"
+FIGURE_DIR = "figures"
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}.note{color:#a33}img{max-width:100%;border:1px solid #eee}
+.flag{background:#fde2e2}"""
+
+
+@dataclass(frozen=True)
+class LoadArrays:
+    """Raw load-balance arrays for the expert-load / rows-per-token figure (not stored in the run table).
+
+    expert_tokens: label -> tokens routed to each expert (any shape; flattened).
+    l3_rows_per_token: label -> rows per token d_t of an L3 layer (one entry per token id).
+    """
+
+    expert_tokens: Mapping[str, np.ndarray] = field(default_factory=dict)
+    l3_rows_per_token: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    markdown: Path
+    figures: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class _Section:
+    title: str
+    table: pd.DataFrame | None = None
+    note: str = ""
+
+
+def as_run_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """An `mlflow.search_runs` frame (it has "tags."/"metrics."/"params." columns) → run table; a run table
+    is re-validated by `schema.coerce`."""
+    if any(c.startswith(("tags.", "metrics.", "params.")) for c in runs.columns) or len(runs) == 0:
+        return load.runs_from_mlflow(runs)
+    return schema.coerce(runs)
+
+
+def _try_table(title: str, build: Callable[[], pd.DataFrame], empty_note: str) -> _Section:
+    try:
+        table = build()
+    except ValueError as err:
+        return _Section(title, note=f"not built: {err}")
+    return _Section(title, table) if not table.empty else _Section(title, note=empty_note)
+
+
+def _sections(runs: pd.DataFrame) -> list[_Section]:
+    tol = f"{analysis.MATCH_TOLERANCE:.0%}"
+    out = [
+        _try_table("Iso-active comparison (vs dense of each group)", lambda: analysis.iso_sparse_table(runs),
+                   "no finished train runs"),
+        _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
+                   "no group holds both an L3 and a MoE train run"),
+    ]  # fmt: skip
+    flagged = [s.table[s.table["match_flag"]] for s in out if s.table is not None]
+    flagged = [f for f in flagged if not f.empty]
+    note = (
+        f"{sum(map(len, flagged))} comparison(s) off by more than {tol}" if flagged else f"none above {tol}"
+    )
+    out.insert(0, _Section(f"Match errors above {tol}", pd.concat(flagged) if flagged else None, note))
+    for x in ("params_active", "params_total"):
+        out.append(_try_table(f"Scaling fits: val loss vs {x}", lambda x=x: analysis.scaling_fits(runs, x=x),
+                              "no train runs with val loss"))  # fmt: skip
+    for axis in analysis.ABLATION_AXES:
+        table = analysis.ablation_table(runs, axis)
+        if not table.empty:
+            out.append(_Section(f"Ablation: {axis}", table))
+    infer = _inference_table(runs)
+    out.append(_Section("Inference (per batch size)", infer if not infer.empty else None,
+                        "" if not infer.empty else "no finished infer runs"))  # fmt: skip
+    bad = runs[~runs["status"].eq("FINISHED").fillna(False)]
+    cols = ["run_id", "family", "preset", "group", "kind", "seed", "status", "outcome"]
+    out.append(
+        _Section("Runs not finished", bad[cols] if not bad.empty else None, "" if len(bad) else "none")
+    )
+    return out
+
+
+def _inference_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Seed-mean per-batch-size inference metrics, one row per config and batch size."""
+    frames = []
+    for key in names.PER_BATCH_SIZE:
+        long = schema.per_batch_size(schema.finished(runs), key)
+        if not long.empty:
+            frames.append(long.assign(key=key))
+    if not frames:
+        return pd.DataFrame()
+    long = pd.concat(frames)
+    wide = long.pivot_table(index=["group", "family", "preset", "variant", "batch_size"], columns="key",
+                            values="value", aggfunc="mean", dropna=False, observed=True)  # fmt: skip
+    wide = wide.dropna(how="all").reset_index()
+    wide.columns = [str(c).removeprefix("infer/") for c in wide.columns]
+    return wide
+
+
+_FIGURES: list[tuple[str, str, Callable[..., object]]] = [
+    ("loss_curves", "Training loss per family", lambda r, h, a: plots.loss_curves(h, r)),
+    ("val_loss_vs_active", "Val loss vs active params", lambda r, h, a: plots.val_loss_vs_params(r)),
+    ("val_loss_vs_total", "Val loss vs total params",
+     lambda r, h, a: plots.val_loss_vs_params(r, x="params_total")),
+    ("tokens_per_s_vs_sparsity", "Training tokens/s vs sparsity",
+     lambda r, h, a: plots.tokens_per_s_vs_sparsity(r)),
+    ("memory_breakdown", "Memory breakdown", lambda r, h, a: plots.memory_breakdown(r)),
+    ("load_balance", "MoE expert load vs L3 rows per token",
+     lambda r, h, a: plots.load_distributions(a.expert_tokens, a.l3_rows_per_token)),
+    ("decode_tokens_per_s", "Decode tokens/s vs batch size",
+     lambda r, h, a: plots.metric_vs_batch_size(r, names.INFER_DECODE_TOKENS_PER_S)),
+    ("offload_decode_ratio", "Offloaded / on-device decode vs batch size",
+     lambda r, h, a: plots.offload_decode_ratio(r)),
+]  # fmt: skip
+
+
+def _figures(runs, history, arrays, fig_dir: Path) -> list[tuple[str, Path | None, str]]:
+    """[(title, png path or None, note)] — each figure saved under fig_dir, or the reason it is missing."""
+    out = []
+    for name, title, make in _FIGURES:
+        if name == "loss_curves" and history is None:
+            out.append((title, None, "no metric history given"))
+            continue
+        try:
+            fig = make(runs, history, arrays)
+        except plots.NoData as err:
+            out.append((title, None, str(err)))
+            continue
+        out.append((title, plots.save_png(fig, fig_dir / f"{name}.png"), ""))
+    return out
+
+
+def _fmt(value: object) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, int | np.integer):
+        return f"{int(value):,}"
+    if isinstance(value, float | np.floating):
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
+    return str(value)
+
+
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    """Byte columns shown in GiB (renamed *_GiB); everything else as is."""
+    out = table.copy()
+    for col in [c for c in out.columns if str(c).endswith("_bytes")]:
+        out[col] = out[col].astype("Float64") / 2**30
+        out = out.rename(columns={col: str(col).removesuffix("_bytes") + "_GiB"})
+    return out
+
+
+def _cells(table: pd.DataFrame) -> list[list[str]]:
+    return [[_fmt(v) for v in row] for row in _display(table).astype(object).itertuples(index=False)]
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no tabulate dependency); NA shows as —."""
+    header = [str(c) for c in _display(table).columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _cells(table)]
+    return "\n".join(lines)
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in _display(table).columns)
+    flags = (
+        table["match_flag"].fillna(False).tolist() if "match_flag" in table.columns else [False] * len(table)
+    )
+    rows = []
+    for cells, flag in zip(_cells(table), flags, strict=True):
+        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        rows.append(f'<tr class="flag">{tds}</tr>' if flag else f"<tr>{tds}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _header(runs: pd.DataFrame, title: str) -> tuple[str, str]:
+    counts = runs["status"].fillna("unknown").value_counts().to_dict()
+    status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return title, f"{len(runs)} job runs ({status}); generated {stamp}"
+
+
+def build_report(
+    runs: pd.DataFrame,
+    history: pd.DataFrame | None = None,
+    *,
+    out_dir: str | Path,
+    title: str | None = None,
+    load_arrays: LoadArrays | None = None,
+) -> ReportPaths:
+    """Write report.html, report.md and figures/*.png under out_dir; returns their paths.
+
+    runs: `mlflow.search_runs` frame of the suite's runs (or a run table). history: long frame run_id, key,
+    step, value (see `load.history_from_mlflow`), for the loss curves.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = as_run_table(runs)
+    suite = table["suite"].dropna()
+    title = title or f"isosparse report: {suite.iloc[0] if len(suite) else 'suite'}"
+    sections = _sections(table)
+    figures = _figures(table, history, load_arrays or LoadArrays(), out_dir / FIGURE_DIR)
+    heading, subtitle = _header(table, title)
+    html_path, md_path = out_dir / HTML_NAME, out_dir / MARKDOWN_NAME
+    html_path.write_text(_render_html(heading, subtitle, sections, figures), encoding="utf-8")
+    md_path.write_text(_render_markdown(heading, subtitle, sections, figures, out_dir), encoding="utf-8")
+    return ReportPaths(html_path, md_path, tuple(p for _, p, _ in figures if p is not None))
+
+
+def _render_html(heading, subtitle, sections: list[_Section], figures) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
+             f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1><p>{html.escape(subtitle)}</p>",
+             "<h2>Tables</h2>"]  # fmt: skip
+    for s in sections:
+        parts.append(f"<h3>{html.escape(s.title)}</h3>")
+        if s.note:
+            parts.append(f"<p class='note'>{html.escape(s.note)}</p>")
+        if s.table is not None:
+            parts.append(_html_table(s.table))
+    parts.append("<h2>Figures</h2>")
+    for title, path, note in figures:
+        parts.append(f"<h3>{html.escape(title)}</h3>")
+        if path is None:
+            parts.append(f"<p class='note'>not drawn: {html.escape(note)}</p>")
+            continue
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _render_markdown(heading, subtitle, sections: list[_Section], figures, out_dir: Path) -> str:
+    parts = [f"# {heading}", "", subtitle, ""]
+    for s in sections:
+        parts += [f"## {s.title}", ""]
+        if s.note:
+            parts += [f"_{s.note}_", ""]
+        if s.table is not None:
+            parts += [to_markdown(s.table), ""]
+    parts += ["## Figures", ""]
+    for title, path, note in figures:
+        rel = None if path is None else path.relative_to(out_dir).as_posix()
+        parts += [f"![{title}]({rel})" if rel else f"_{title}: not drawn: {note}_", ""]
+    return "\n".join(parts)
