@@ -1,0 +1,79 @@
+"""The job registry: job kind name → where its config dataclass and `run(cfg, ctx)` live.
+
+Modules are imported lazily (`JobKind.load`), so the orchestrator works, and suites of the kinds that
+exist validate, even while a job module is missing; using a missing kind is a suite error.
+"""
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """name: the suite's key (`train`, ...); module: where `<config_class>` and `run(cfg, ctx)` live.
+
+    uses_model: the config takes a `ModelSpec` (field `model_field`) built from the matrix's family,
+    preset and model section; seed_field: the config field the matrix seed goes to (None: a label only).
+    """
+
+    name: str
+    module: str
+    config_class: str
+    description: str
+    uses_model: bool = True
+    model_field: str = "model"
+    seed_field: str | None = "seed"
+
+    def load(self) -> tuple[type, Callable[..., Any]]:
+        """(config dataclass, run function); ValueError naming the kind when the module is missing."""
+        try:
+            mod = importlib.import_module(self.module)
+        except ImportError as e:
+            raise ValueError(f"job kind {self.name!r} is not available: cannot import {self.module} ({e})") from e
+        return getattr(mod, self.config_class), mod.run
+
+    def available(self) -> bool:
+        try:
+            self.load()
+        except ValueError:
+            return False
+        return True
+
+
+JOBS: dict[str, JobKind] = {
+    "train": JobKind(
+        "train",
+        "workloads.jobs.train",
+        "TrainJobConfig",
+        "train a model (dense / l3 / moe) and evaluate it; throughput, memory, load balance, val loss",
+    ),
+    "infer": JobKind(
+        "infer",
+        "workloads.jobs.infer",
+        "InferJobConfig",
+        "prefill / decode throughput sweep over batch sizes (L3 tables on device or offloaded)",
+    ),
+    "dummy": JobKind(
+        "dummy",
+        "workloads.jobs.dummy",
+        "DummyJobConfig",
+        "model-free job that sleeps / fails / crashes on request (tests the pipeline)",
+        uses_model=False,
+        seed_field=None,
+    ),
+}
+
+
+def did_you_mean(name: str, known) -> str:
+    """"; did you mean 'x'?" for the closest known name, else the list of known names."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+
+
+def get(name: str) -> JobKind:
+    if name not in JOBS:
+        raise ValueError(f"unknown job kind {name!r}{did_you_mean(name, JOBS)}")
+    return JOBS[name]

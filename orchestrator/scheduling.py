@@ -1,0 +1,301 @@
+"""Ray scheduling of suite jobs (the only module importing ray): cluster start/connect, one Ray task per
+single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure classes and retries.
+
+Concurrency is Ray's: every job is submitted at once with its declared resources and Ray runs as many as
+fit. Step metrics stream from the job's rank 0 to a `_Sink` actor that the driver drains (the driver
+alone talks to MLflow). Failure classes key on exception types (STYLE.md): worker/node loss → `infra`
+(retried up to `max_retries`), Ray's OOM killer or an out-of-memory error in the job → `oom`, any other
+exception raised by the job → `failed` (not retried), `ray.cancel` → `cancelled`.
+"""
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import exceptions as rex
+
+from orchestrator import registry
+from orchestrator.spec import JobSpec, Outcome
+
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    rex.WorkerCrashedError,
+    rex.NodeDiedError,
+    rex.LocalRayletDiedError,
+    rex.ActorDiedError,
+    rex.ActorUnavailableError,
+    rex.ObjectLostError,
+    rex.OwnerDiedError,
+    rex.RaySystemError,
+)
+OOM_NAMES = ("OutOfMemoryError", "MemoryError")  # torch.cuda.OutOfMemoryError / Python's, by type name
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a running job told the driver: kind "start" (payload: node, host, hardware) or
+    "metrics" (payload: {name: value}, with step)."""
+
+    job: str
+    attempt: int
+    kind: str
+    payload: dict[str, Any]
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary."""
+
+    job: str
+    attempt: int
+    outcome: Outcome
+    result_json: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    will_retry: bool = False
+
+
+def _job_ancestors(err: BaseException) -> Iterable[BaseException]:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        for extra in getattr(err, "worker_failures", {}).values() if hasattr(err, "worker_failures") else ():
+            yield from _job_ancestors(extra)
+        err = getattr(err, "cause", None) or err.__cause__
+
+
+def classify(err: BaseException) -> Outcome:
+    """The failure class of an exception from `ray.get` (or of one a Ray Train run wraps)."""
+    chain = list(_job_ancestors(err))
+    if any(isinstance(e, rex.TaskCancelledError | KeyboardInterrupt) for e in chain):
+        return "cancelled"
+    if any(isinstance(e, rex.OutOfMemoryError) for e in chain):
+        return "oom"
+    if any(isinstance(e, INFRA_ERRORS) for e in chain):
+        return "infra"
+    if any(type(e).__name__ in OOM_NAMES for e in chain):
+        return "oom"
+    return "failed"
+
+
+@ray.remote(num_cpus=0)
+class _Sink:
+    """Collects job events in arrival order; the driver drains them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def put(self, event: Event) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
+
+    def flush(self) -> bool:
+        return True  # calls from one caller run in order: once this returns, its earlier puts are in
+
+
+def _hardware(num_gpus: float) -> str:
+    if num_gpus > 0:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def _job_context(sink, job: str, attempt: int, num_gpus: float, report: bool):
+    """The JobContext of one rank: rank 0 (`report`) streams events to the sink, others stay silent."""
+    from workloads.jobs.result import JobContext
+
+    def on_metrics(metrics, step: int) -> None:
+        sink.put.remote(Event(job, attempt, "metrics", dict(metrics), step))
+
+    hardware = _hardware(num_gpus)
+    if report:
+        node = ray.get_runtime_context().get_node_id()
+        sink.put.remote(Event(job, attempt, "start", {"node": node, "host": socket.gethostname(), "hw": hardware}))
+    return JobContext(on_metrics=on_metrics if report else None, hardware=hardware)
+
+
+def _run_job(kind: str, config: Any, sink, job: str, attempt: int, num_gpus: float, report: bool = True) -> str:
+    _, run = registry.get(kind).load()
+    result = run(config, _job_context(sink, job, attempt, num_gpus, report))
+    if report:
+        ray.get(sink.flush.remote())
+    return result.to_json()
+
+
+@ray.remote(max_retries=0)
+def _task(kind: str, config: Any, sink, job: str, attempt: int, num_gpus: float) -> str:
+    return _run_job(kind, config, sink, job, attempt, num_gpus)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _gang(kind: str, config: Any, sink, job: str, attempt: int, resources, storage: str) -> str:
+    """Runs a multi-worker job as a TorchTrainer; rank 0's BenchResult travels back through the sink
+    (Ray Train v2 drops metrics reported without a checkpoint, so it is not used for results)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, get_context
+    from ray.train.torch import TorchTrainer
+
+    def loop(_: dict) -> None:
+        rank0 = get_context().get_world_rank() == 0
+        result_json = _run_job(kind, config, sink, job, attempt, resources.num_gpus, report=rank0)
+        if rank0:
+            ray.get(sink.put.remote(Event(job, attempt, "result", {"json": result_json})))
+
+    per_worker = {"CPU": resources.num_cpus, "GPU": resources.num_gpus}
+    if resources.memory_bytes:
+        per_worker["memory"] = resources.memory_bytes
+    trainer = TorchTrainer(
+        loop,
+        scaling_config=ScalingConfig(
+            num_workers=resources.num_workers,
+            use_gpu=resources.num_gpus > 0,
+            resources_per_worker=per_worker,
+            placement_strategy=resources.placement,
+        ),
+        run_config=RunConfig(
+            name=f"{job.replace('/', '_')}-a{attempt}", storage_path=storage, failure_config=FailureConfig(0)
+        ),
+    )
+    trainer.fit()
+    return ""  # the result came through the sink
+
+
+def ray_env(address: str | None) -> dict[str, str]:
+    """Environment for `ray.init`. A local cluster uses Ray's default token authentication (Ray >= 2.59
+    generates the token itself); RAY_AUTH_MODE from the environment (tests: "disabled") wins. Connecting
+    to an existing cluster uses the token mode when a token is configured (RAY_AUTH_TOKEN[_PATH] or
+    ~/.ray/auth_token) and RAY_AUTH_MODE is unset."""
+    if os.environ.get("RAY_AUTH_MODE") or address is None:
+        return {}
+    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if has_token or (Path.home() / ".ray" / "auth_token").is_file():
+        return {"RAY_AUTH_MODE": "token"}
+    return {}
+
+
+def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
+    """Start an in-process local cluster (address None) or connect to one; returns its resources.
+
+    Connecting ships this checkout's packages to the cluster's workers (runtime_env py_modules)."""
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    os.environ.update(ray_env(address))
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
+    if address is None:
+        kwargs["num_cpus"] = num_cpus
+    else:
+        kwargs["address"] = address
+        kwargs["runtime_env"] = {"py_modules": [str(REPO_ROOT / p) for p in CODE_PACKAGES]}
+    ray.init(**kwargs)
+    return ray.cluster_resources()
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+@dataclass
+class Scheduler:
+    """Submits attempts, retries infra failures, and reports events and completions to callbacks."""
+
+    storage_path: str
+    on_event: Callable[[Event], None]
+    on_done: Callable[[Completion], None]
+    poll_s: float = 0.2
+    _sink: Any = None
+    _pending: dict[Any, tuple[JobSpec, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._sink = _Sink.remote()
+
+    def submit(self, job: JobSpec, attempt: int = 1) -> None:
+        res = job.resources
+        if res.num_workers > 1:
+            ref = _gang.remote(job.kind, job.config, self._sink, job.name, attempt, res, self.storage_path)
+        else:
+            options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+            if res.memory_bytes:
+                options["memory"] = res.memory_bytes
+            ref = _task.options(**options).remote(
+                job.kind, job.config, self._sink, job.name, attempt, res.num_gpus
+            )
+        self._pending[ref] = (job, attempt)
+
+    @property
+    def active(self) -> int:
+        return len(self._pending)
+
+    def _drain(self) -> list[Event]:
+        events = ray.get(self._sink.drain.remote())
+        for event in events:
+            if event.kind != "result":
+                self.on_event(event)
+        return events
+
+    def _complete(self, ref, results: dict[tuple[str, int], str], allow_retry: bool = True) -> None:
+        job, attempt = self._pending.pop(ref)
+        try:
+            value = ray.get(ref)
+            result_json = value or results.get((job.name, attempt))
+            done = Completion(job.name, attempt, "finished", result_json=result_json)
+        except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
+            outcome = classify(err)
+            retry = allow_retry and outcome == "infra" and attempt <= job.max_retries
+            lines = str(err).strip().splitlines()
+            summary = f"{type(err).__name__}: {lines[-1] if lines else ''}"
+            tb = "".join(traceback.format_exception(err))
+            done = Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
+        self.on_done(done)
+        if done.will_retry:
+            self.submit(job, attempt + 1)
+
+    def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
+        ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)
+        events = self._drain()
+        results = {(e.job, e.attempt): e.payload["json"] for e in events if e.kind == "result"}
+        for ref in ready:
+            self._complete(ref, results, allow_retry)
+
+    def step(self) -> None:
+        """Wait up to poll_s for completions; deliver events first, then completions (in that order, so a
+        job's metrics are logged before its run is closed)."""
+        self._collect(self.poll_s)
+
+    def run(self, jobs: Iterable[JobSpec], on_tick: Callable[[], None] | None = None) -> None:
+        for job in jobs:
+            self.submit(job)
+        while self._pending:
+            self.step()
+            if on_tick is not None:
+                on_tick()
+
+    def cancel(self, grace_s: float = 10.0) -> None:
+        """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s) a
+        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as)."""
+        for ref in list(self._pending):
+            ray.cancel(ref, recursive=True)
+        deadline = time.monotonic() + grace_s
+        while self._pending and time.monotonic() < deadline:
+            self._collect(0.5, allow_retry=False)
+        for ref in list(self._pending):
+            ray.cancel(ref, force=True, recursive=True)
+            job, attempt = self._pending.pop(ref)
+            self.on_done(Completion(job.name, attempt, "cancelled", error="cancelled (forced)"))

@@ -1,0 +1,57 @@
+"""What the suite expands into and the scheduler consumes: `Resources`, `JobSpec`, outcome classes.
+
+Plain frozen dataclasses without ray or mlflow, so validation and tests need neither.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
+OUTCOMES: tuple[str, ...] = ("finished", "failed", "oom", "infra", "cancelled")
+Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one job asks Ray for. num_workers > 1 runs the job as a Ray Train TorchTrainer gang of that
+    many workers (each with num_cpus / num_gpus / memory_bytes); placement is its placement-group
+    strategy (STRICT_PACK keeps an expert-parallel group on one node)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_bytes: int | None = None
+    num_workers: int = 1
+    placement: Placement = "PACK"
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError(f"resources must be >= 0, got num_cpus={self.num_cpus}, num_gpus={self.num_gpus}")
+        if self.memory_bytes is not None and self.memory_bytes <= 0:
+            raise ValueError(f"resources.memory_bytes must be > 0, got {self.memory_bytes}")
+        if self.num_workers < 1:
+            raise ValueError(f"resources.num_workers must be >= 1, got {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One expanded job of a suite.
+
+    name: readable and unique within the suite ("train/l3/tiny/base/s0").
+    config: the job's frozen config dataclass, handed to `run(cfg, ctx)` in the worker.
+    resolved: JSON-able fully resolved config (job config, resolved model config, labels) — what the
+        fingerprint hashes and what MLflow records as params and as config.yaml.
+    labels: family, preset, variant, seed, group (the comparison group: jobs matched to each other).
+    match: iso-sparse accounting within the group, logged as "match/<key>" metrics: params_active,
+        params_total (from the config; L3 rows at budget / vocab), active_rel_err (vs the group's dense
+        model), total_rel_err (MoE vs the group's L3 model).
+    """
+
+    name: str
+    kind: str
+    config: Any
+    resolved: dict[str, Any]
+    fingerprint: str
+    labels: dict[str, str]
+    resources: Resources = field(default_factory=Resources)
+    max_retries: int = 1
+    match: dict[str, float] = field(default_factory=dict)
