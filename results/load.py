@@ -87,14 +87,17 @@ def _first_present(raw: pd.DataFrame, candidates: Iterable[str]) -> pd.Series | 
 
 
 def _param(raw: pd.DataFrame, dotted: str) -> pd.Series | None:
-    """ "params.<dotted>", else the single params column ending in "." + the last two dotted parts."""
+    """ "params.<dotted>"; else the params columns ending in "." + its last two parts (e.g. ".l3.cap"),
+    shallowest path first, each filling the rows the previous ones left empty."""
     if f"params.{dotted}" in raw.columns:
         return raw[f"params.{dotted}"]
     suffix = "." + ".".join(dotted.split(".")[-2:])
-    hits = [c for c in raw.columns if c.startswith("params.") and c.endswith(suffix)]
-    if len(hits) > 1:
-        raise ValueError(f"ambiguous config param {dotted!r}: several columns end in {suffix!r}: {hits}")
-    return raw[hits[0]] if hits else None
+    hits = sorted((c for c in raw.columns if c.startswith("params.") and c.endswith(suffix)),
+                  key=lambda c: (c.count("."), c))  # fmt: skip
+    found = None
+    for col in hits:
+        found = raw[col] if found is None else found.fillna(raw[col])
+    return found
 
 
 def history_from_mlflow(histories: Mapping[str, Mapping[str, Iterable[tuple[int, float]]]]) -> pd.DataFrame:

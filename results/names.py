@@ -19,7 +19,7 @@ Tags (one per nested job run; strings, as MLflow stores them):
   isosparse.variant       optional free-form label of an ablation variant (e.g. "cap=64")
 Accounting (params_active, params_total, sparsity) is read from metrics first, then params, then tags.
 Ablation settings come from the flattened resolved config (params), see PARAM_* below; if the exact name is
-absent, a single params column ending in the same dotted suffix (e.g. ".l3.cap") is used instead.
+absent, params columns ending in the same dotted suffix (e.g. ".l3.cap") are used, shallowest first.
 """
 
 TAG_PREFIX = "isosparse."

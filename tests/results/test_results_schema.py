@@ -59,10 +59,12 @@ def test_accounting_from_params_when_not_a_metric_and_dotted_suffix_lookup():
     assert table.loc[0, "eval/val_loss"] == 3.0 and pd.isna(table.loc[1, "eval/val_loss"])
 
 
-def test_ambiguous_param_suffix_and_bad_values_raise():
-    raw = _raw(**{"params.a.model.l3.cap": ["1", "2"], "params.b.model.l3.cap": ["1", "2"]})
-    with pytest.raises(ValueError, match="ambiguous config param"):
-        load.runs_from_mlflow(raw)
+def test_param_suffix_prefers_the_shallowest_path_then_fills_gaps():
+    cols = {"params.job.spec.model.l3.cap": ["8", "16"], "params.job.l3.cap": ["64", None]}
+    assert load.runs_from_mlflow(_raw(**cols))["l3_cap"].tolist() == [64, 16]
+
+
+def test_bad_values_raise_naming_the_column():
     with pytest.raises(ValueError, match="'seed'"):
         load.runs_from_mlflow(_raw(**{f"tags.{names.TAG_SEED}": ["zero", "1"]}))
     with pytest.raises(ValueError, match="'l3_tied'"):

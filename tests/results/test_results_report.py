@@ -1,0 +1,129 @@
+"""results.report / results.plots: a report of a realistic fake suite renders; every figure is a real PNG."""
+
+import base64
+import struct
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from results import load, names, plots, report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class _Checker(HTMLParser):
+    """Collects tags, checks nesting, and gathers <img> sources and table headers."""
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.images, self.headers, self.errors = [], [], [], []
+        self.tables = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag == "table":
+            self.tables += 1
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(f"unbalanced </{tag}>")
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] == "th":
+            self.headers.append(data)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def _arrays() -> report.LoadArrays:
+    rng = np.random.default_rng(0)
+    return report.LoadArrays(
+        expert_tokens={"moe/tiny": rng.poisson(200, size=(4, 8))},
+        l3_rows_per_token={"l3/tiny": np.clip(rng.zipf(1.8, size=256), 1, 512)},
+    )
+
+
+def test_full_report_renders_with_every_figure(raw_runs, history, tmp_path):
+    paths = report.build_report(raw_runs, history, out_dir=tmp_path, load_arrays=_arrays())
+    assert len(paths.figures) == len(report._FIGURES)  # every figure has data in the fake suite
+    for fig in paths.figures:
+        width, height = _png_size(fig.read_bytes())
+        assert width > 100 and height > 100, fig
+    checker = _Checker()
+    checker.feed(paths.html.read_text(encoding="utf-8"))
+    checker.close()
+    assert not checker.errors and checker.stack == []
+    assert len(checker.images) == len(paths.figures)
+    for src in checker.images:  # self-contained: every image embedded, and a decodable PNG
+        assert src.startswith("data:image/png;base64,")
+        _png_size(base64.b64decode(src.split(",", 1)[1]))
+    assert checker.tables >= 8  # iso, L3 vs MoE, 2 fits, 3 ablations, inference, not-finished
+    for header in ("delta_val_loss", "tokens_per_s_ratio", "total_error", "match_flag", "peak_device_GiB"):
+        assert header in checker.headers
+    md = paths.markdown.read_text(encoding="utf-8")
+    for fig in paths.figures:
+        assert f"({fig.relative_to(tmp_path).as_posix()})" in md
+    assert "moe-medium-failed" in md  # the failed run is listed
+    assert all(f"## Ablation: {axis}" in md for axis in ("l3_allocation", "l3_cap", "l3_tied"))
+
+
+def test_flagged_comparison_is_highlighted_and_listed(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    raw.loc[raw["run_id"].eq("moe-small-0"), f"tags.{names.TAG_MATCH_ERROR}"] = "0.035"
+    paths = report.build_report(raw, out_dir=tmp_path)
+    text = paths.html.read_text(encoding="utf-8")
+    assert '<tr class="flag">' in text
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "2 comparison(s) off by more than 2%" in md  # the iso-active row and the L3-vs-MoE pair
+
+
+def test_report_without_history_arrays_or_runs_still_renders(tmp_path):
+    paths = report.build_report(pd.DataFrame(), out_dir=tmp_path)
+    assert paths.figures == ()
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert "no finished train runs" in md and "not drawn: no metric history given" in md
+    checker = _Checker()
+    checker.feed(paths.html.read_text(encoding="utf-8"))
+    assert not checker.errors
+
+
+def test_ambiguous_dense_reference_becomes_a_note_not_a_crash(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    extra = raw[raw["run_id"].eq("dense-tiny-0")].assign(run_id="dense-tiny-wide")
+    extra[f"tags.{names.TAG_VARIANT}"] = "wide"
+    paths = report.build_report(pd.concat([raw, extra]), out_dir=tmp_path)
+    assert "not built: groups ['tiny/s4'] have several dense configs" in paths.markdown.read_text()
+
+
+def test_plots_raise_no_data_on_empty_tables_and_accept_run_tables():
+    empty = load.runs_from_mlflow(pd.DataFrame())
+    for make in (plots.val_loss_vs_params, plots.tokens_per_s_vs_sparsity, plots.memory_breakdown,
+                 plots.offload_decode_ratio):  # fmt: skip
+        with pytest.raises(plots.NoData):
+            make(empty)
+    with pytest.raises(plots.NoData):
+        plots.load_distributions({}, {})
+    with pytest.raises(plots.NoData, match="train/loss"):
+        plots.loss_curves(pd.DataFrame(columns=["run_id", "key", "step", "value"]), empty)
+
+
+def test_figure_contents_follow_the_data(raw_runs, history, tmp_path):
+    runs = load.runs_from_mlflow(raw_runs)
+    fig = plots.loss_curves(history, runs)
+    assert [ax.get_title() for ax in fig.axes] == ["dense", "l3", "moe"]
+    assert len(fig.axes[1].get_lines()) == 4 * 2 + 3  # 4 sizes x 2 seeds + 3 ablation runs
+    ratio = plots.offload_decode_ratio(runs)
+    lines = [ln for ln in ratio.axes[0].get_lines() if len(ln.get_xdata()) == 3]
+    assert len(lines) == 4  # one per L3 infer run
+    assert list(lines[0].get_ydata()) == pytest.approx([0.5, 0.7, 0.9])
+    path = plots.save_png(ratio, tmp_path / "sub" / "ratio.png")
+    assert path.read_bytes()[:8] == PNG_MAGIC
