@@ -10,6 +10,7 @@ same lookup op on the compacted tables, so its output equals the on-device one e
 On CPU the same code runs: the "copy" is the staging buffer itself and there are no streams or events.
 """
 
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -49,12 +50,9 @@ class _Segment(NamedTuple):
     """One tensor inside a packed transfer buffer."""
 
     start: int  # byte offset, a multiple of ALIGN_BYTES
+    nbytes: int
     dtype: torch.dtype
     shape: tuple[int, ...]
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * torch.empty((), dtype=self.dtype).element_size()
 
     def view(self, buffer: torch.Tensor) -> torch.Tensor:
         """This segment of a (nbytes,) uint8 buffer as a tensor of its dtype and shape (no copy)."""
@@ -66,7 +64,7 @@ def _layout(parts: list[tuple[torch.dtype, tuple[int, ...]]]) -> tuple[list[_Seg
     segments, end = [], 0
     for dtype, shape in parts:
         start = -(-end // ALIGN_BYTES) * ALIGN_BYTES
-        segment = _Segment(start, dtype, shape)
+        segment = _Segment(start, math.prod(shape) * dtype.itemsize, dtype, tuple(shape))
         segments.append(segment)
         end = start + segment.nbytes
     return segments, end
