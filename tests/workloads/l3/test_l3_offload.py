@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from workloads.l3.allocation import uniform_allocate
 from workloads.l3.offload import ALIGN_BYTES, l3_layers, offload_l3_tables
 from workloads.models import presets
 from workloads.models.transformer import Transformer
@@ -24,11 +25,18 @@ def _counts(vocab: int, budget: int, seed: int) -> np.ndarray:
     return rng.permutation(counts).astype(np.int64)
 
 
-def _model(*, tied: bool, tie_embeddings: bool = False, seed: int = 0, device="cpu") -> Transformer:
+def _model(
+    *, tied: bool, tie_embeddings: bool = False, seed: int = 0, device="cpu", budget: int | None = None
+) -> Transformer:
     cfg = presets.get("debug", "l3")
-    l3 = replace(cfg.l3, tied=tied, d_emb=cfg.dim if tied else cfg.l3.d_emb)
+    l3 = replace(cfg.l3, tied=tied, d_emb=cfg.dim if tied else cfg.l3.d_emb, budget=budget or cfg.l3.budget)
     cfg = replace(cfg, l3=l3, tie_embeddings=tie_embeddings)
-    counts = {pos: _counts(cfg.vocab_size, l3.budget, seed + pos) for pos in l3.positions}
+    counts = {  # an explicit budget is spread uniformly (a Zipf draw would exceed the cap)
+        pos: uniform_allocate(cfg.vocab_size, budget, l3.cap)
+        if budget
+        else _counts(cfg.vocab_size, l3.budget, seed + pos)
+        for pos in l3.positions
+    }
     torch.manual_seed(seed)
     model = Transformer(cfg, l3_counts=counts).to(device).eval()
     with torch.no_grad():  # peaky softmax over a token's rows: a wrong row mapping cannot hide
@@ -190,7 +198,8 @@ def test_gpu_copy_runs_on_a_side_stream_overlapping_compute(tmp_path):
     compute stream, and at least one overlaps in time with a compute kernel."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = _cuda_model(torch.float32)
+    # ~40 MB of rows per L3 layer per step: the second layer's copy is still running when the blocks start
+    model = _model(tied=False, device="cuda", budget=256 * 400)
     offload_l3_tables(model)
     prompt = torch.randint(0, 256, (64, 64), device="cuda")
     with torch.no_grad():
