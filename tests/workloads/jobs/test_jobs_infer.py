@@ -1,0 +1,180 @@
+"""Inference job: every family runs `debug` on CPU with every metric key; greedy KV-cache decoding equals
+the argmax of full forwards; offloaded == on-device logits with the job's real (LZW) model; bad inputs.
+"""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from workloads.data import DataConfig
+from workloads.jobs import infer
+from workloads.jobs.decode import greedy_generate
+from workloads.jobs.infer import InferJobConfig, run
+from workloads.jobs.result import JobContext
+from workloads.jobs.setup import ModelOverrides, build_model, prepare_data, resolve_l3_counts
+from workloads.l3.offload import offload_l3_tables
+
+OVERRIDES = ModelOverrides(vocab_size=512)  # debug's 256 ids cannot hold a byte-level BPE vocabulary
+BATCH_SIZES = (1, 4)
+PER_BATCH = ("infer/prefill_tokens_per_s", "infer/ttft_s", "infer/decode_tokens_per_s")
+OFFLOAD = ("infer/offload/prefill_tokens_per_s", "infer/offload/ttft_s", "infer/offload/decode_tokens_per_s")
+OFFLOAD_EXTRA = ("infer/offload/h2d_bytes_per_step", "infer/offload_decode_ratio")
+MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_token_frac", "lb/aux_loss")
+JOB_LEVEL = (
+    "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
+    "mem/params_bytes/l3_tables", "mem/params_bytes/experts", "mem/params_bytes/embeddings",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def data_cfg() -> DataConfig:
+    return DataConfig(vocab_size=512, max_documents=50)
+
+
+@pytest.fixture(scope="session")
+def ctx(tmp_path_factory) -> JobContext:
+    return JobContext(cache_dir=str(tmp_path_factory.mktemp("infer-cache")))
+
+
+def _cfg(family: str, data_cfg: DataConfig, **kw) -> InferJobConfig:
+    kw = {"batch_sizes": BATCH_SIZES, "prompt_len": 12, "gen_len": 3, "warmup": 0, "repeats": 1} | kw
+    return InferJobConfig("debug", family, overrides=OVERRIDES, data=data_cfg, **kw)
+
+
+def _expected_keys(per_batch: tuple[str, ...]) -> set[str]:
+    return set(per_batch) | {f"{k}/bs{b}" for k in per_batch for b in BATCH_SIZES} | set(JOB_LEVEL)
+
+
+@pytest.mark.parametrize(
+    ("family", "per_batch"),
+    [("dense", PER_BATCH), ("l3", PER_BATCH + OFFLOAD + OFFLOAD_EXTRA), ("moe", PER_BATCH + MOE_LB)],
+)
+def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx):
+    streamed = []
+    job_ctx = replace(ctx, on_metrics=lambda metrics, step: streamed.append((step, metrics)))
+    result = run(_cfg(family, data_cfg), job_ctx)
+    assert set(result.metrics) - {"mem/offload/host_table_bytes"} == _expected_keys(per_batch)
+    assert all(math.isfinite(v) and v >= 0 for v in result.metrics.values())
+    for key in per_batch:
+        assert result.metrics[key] == result.metrics[f"{key}/bs{max(BATCH_SIZES)}"]  # unsuffixed = largest B
+    positive = [k for k in result.metrics if "tokens_per_s" in k or "ttft" in k or "bytes_per_step" in k]
+    assert all(result.metrics[k] > 0 for k in positive)
+    assert [step for step, _ in streamed] == [0, 1]
+    assert set(streamed[1][1]) == {f"{k}/bs4" for k in per_batch}
+    assert result.kind == "infer" and result.info["family"] == family
+    assert result.params["params_total"] == result.metrics["params_total"]
+    assert result.config["model"]["family"] == family
+    if family == "l3":
+        assert result.metrics["mem/offload/host_table_bytes"] == result.metrics["mem/params_bytes/l3_tables"]
+        assert result.info["placements"] == "device,offload"
+    if family == "moe":
+        assert 0 <= result.metrics["lb/dropped_token_frac"] < 1
+        assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
+
+
+def test_offload_only_placement_reports_offload_keys_only(data_cfg, ctx):
+    result = run(_cfg("l3", data_cfg, l3_placement="offload", batch_sizes=(2,)), ctx)
+    assert "infer/offload/decode_tokens_per_s/bs2" in result.metrics
+    assert not any(
+        k.startswith(("infer/decode", "infer/prefill", "infer/offload_decode_ratio")) for k in result.metrics
+    )
+
+
+def _job_model(family: str, data_cfg: DataConfig, ctx: JobContext):
+    cfg = _cfg(family, data_cfg)
+    model_cfg = infer.resolve_model(cfg, torch.device("cpu"))
+    data = prepare_data(replace(data_cfg, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
+    return build_model(model_cfg, counts, "cpu", seed=0).eval(), infer._prompts(data, cfg)
+
+
+@pytest.mark.parametrize("family", ["dense", "l3"])
+def test_greedy_decode_with_cache_equals_argmax_of_full_forward(family, data_cfg, ctx):
+    model, prompts = _job_model(family, data_cfg, ctx)
+    prompts = prompts[:3]
+    tokens = greedy_generate(model, prompts, gen_len=5)  # (3, 5)
+    seq = prompts
+    with torch.no_grad():
+        for t in range(5):
+            nxt = model(seq)[0][:, -1].argmax(-1)  # (3,): full forward, no cache
+            assert torch.equal(tokens[:, t], nxt), f"step {t}"
+            seq = torch.cat([seq, nxt[:, None]], dim=1)
+
+
+def test_offloaded_generation_equals_device_generation_with_lzw_counts(data_cfg, ctx):
+    model, prompts = _job_model("l3", data_cfg, ctx)
+    logits = []
+    hook = model.register_forward_hook(lambda m, args, out: logits.append(out[0]))
+    device_tokens = greedy_generate(model, prompts[:4], gen_len=4)
+    handle = offload_l3_tables(model)
+    offload_tokens = greedy_generate(model, prompts[:4], gen_len=4)
+    hook.remove()
+    assert torch.equal(device_tokens, offload_tokens)
+    assert all(torch.equal(a, b) for a, b in zip(logits[:4], logits[4:], strict=True))
+    assert handle.stats.steps == 4 and handle.stats.bytes_copied > 0
+
+
+def test_checkpoint_weights_are_loaded(data_cfg, ctx, tmp_path):
+    model, _ = _job_model("dense", data_cfg, ctx)
+    other = build_model(model.config, None, "cpu", seed=1)
+    torch.save({"model": other.state_dict(), "step": 3}, tmp_path / "weights.pt")
+    infer._load_weights(model, str(tmp_path / "weights.pt"))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True)
+    )
+    with pytest.raises(ValueError, match="checkpoint="):
+        infer._load_weights(model, str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no complete step"):
+        infer._load_weights(model, str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"preset": "tinny"}, "unknown preset 'tinny'; did you mean 'tiny'"),
+        ({"family": "sparse"}, "family must be one of"),
+        ({"batch_sizes": (1, 0)}, "batch_sizes must be an integer >= 1, got 0"),
+        ({"batch_sizes": ()}, "batch_sizes must name at least one"),
+        ({"batch_sizes": (2, 2)}, "batch_sizes has repeats"),
+        ({"prompt_len": 100, "gen_len": 29}, r"prompt_len \+ gen_len = 100 \+ 29 exceeds .* max_seq_len=128"),
+        ({"gen_len": 1}, "gen_len must be an integer >= 2"),
+        ({"repeats": 0}, "repeats must be an integer >= 1"),
+        ({"l3_placement": "host"}, "l3_placement must be"),
+        ({"family": "dense", "l3_placement": "offload"}, "l3_placement='offload' needs an L3 model"),
+        ({"dtype": "int8"}, "dtype must be 'auto' or one of"),
+        ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda"),
+        ({"data": "builtin"}, "data must be a DataConfig"),
+    ],
+)
+def test_bad_config_raises_naming_the_field(kwargs, message, data_cfg):
+    args = {"preset": "debug", "family": "l3", "overrides": OVERRIDES, "data": data_cfg} | kwargs
+    with pytest.raises(ValueError, match=message):
+        InferJobConfig(**args)
+
+
+def test_batch_larger_than_the_data_fails_before_timing(data_cfg, ctx):
+    cfg = _cfg("dense", data_cfg, batch_sizes=(100_000,), prompt_len=12)
+    with pytest.raises(ValueError, match="batch_sizes: batch size 100000 needs 100000 prompts"):
+        run(cfg, ctx)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_device_without_cuda_is_an_error(data_cfg, ctx):
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+        run(_cfg("dense", data_cfg, device="cuda"), ctx)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_offloaded_decode_keeps_98_percent_of_device_decode(data_cfg, ctx):
+    """The issue's goal (L3_SPEC §4): offloaded / on-device decode tokens/s ≥ 0.98 on a GPU."""
+    cfg = InferJobConfig("tiny", "l3", batch_sizes=(1, 8, 64), device="cuda", warmup=2, repeats=5)
+    metrics = run(cfg, ctx).metrics
+    ratios = {b: metrics[f"infer/offload_decode_ratio/bs{b}"] for b in cfg.batch_sizes}
+    assert all(r >= 0.98 for r in ratios.values()), ratios
+    assert metrics["mem/offload/peak_device_bytes"] < metrics["mem/peak_device_bytes"]

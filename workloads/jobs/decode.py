@@ -1,0 +1,104 @@
+"""Greedy generation with the KV cache, as the inference job times and accounts it.
+
+One generation = a prefill forward over the (B, P) prompts whose last position gives the first token, then
+gen_len - 1 decode forwards of one token per sequence at positions P, P+1, ... (greedy: argmax).
+Time to first token is the prefill forward plus that argmax; a decode step is one forward plus its argmax.
+Nothing is read back to the host inside a timed region (tokens stay on the device).
+"""
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workloads.jobs.metrics import moe_balance, moe_capacity, moe_dropped
+from workloads.jobs.timing import StepTimer, TimingStats, synchronize
+from workloads.models.transformer import Transformer
+
+# Called with (output of model.forward, number of tokens in that forward) after every forward.
+ForwardHook = Callable[[tuple, int], None]
+
+
+@dataclass(frozen=True)
+class GenerationTimes:
+    """Post-warm-up seconds: `prefill` per prefill (= time to first token), `decode` per decode step."""
+
+    prefill: TimingStats
+    decode: TimingStats
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: Transformer,
+    prompts: torch.Tensor,
+    gen_len: int,
+    *,
+    prefill_timer: StepTimer | None = None,
+    decode_timer: StepTimer | None = None,
+    return_expert_counts: bool = False,
+    on_forward: ForwardHook | None = None,
+) -> torch.Tensor:
+    """(B, P) prompt ids -> (B, gen_len) greedy tokens, decoding with a fresh KV cache."""
+    B, P = prompts.shape
+    cache = model.new_cache(B, P + gen_len)  # allocated outside the timed regions
+    kwargs = {"return_expert_counts": True} if return_expert_counts else {}
+    tokens = []
+    with prefill_timer or contextlib.nullcontext():
+        out = model(prompts, cache, **kwargs)
+        nxt = out[0][:, -1:].argmax(-1)  # (B, 1)
+    tokens.append(nxt)
+    if on_forward is not None:
+        on_forward(out, B * P)
+    for t in range(gen_len - 1):
+        with decode_timer or contextlib.nullcontext():
+            out = model(nxt, cache, start_pos=P + t, **kwargs)
+            nxt = out[0][:, -1:].argmax(-1)  # (B, 1)
+        tokens.append(nxt)
+        if on_forward is not None:
+            on_forward(out, B)
+    return torch.cat(tokens, dim=1)  # (B, gen_len)
+
+
+def time_generation(
+    model: Transformer, prompts: torch.Tensor, gen_len: int, *, warmup: int, repeats: int
+) -> GenerationTimes:
+    """Run `warmup + repeats` generations; the first `warmup` (all their forwards) are not counted."""
+    device = prompts.device
+    prefill = StepTimer(device, warmup=warmup)
+    decode = StepTimer(device, warmup=warmup * (gen_len - 1))
+    for _ in range(warmup + repeats):
+        greedy_generate(model, prompts, gen_len, prefill_timer=prefill, decode_timer=decode)
+    synchronize(device)
+    return GenerationTimes(prefill=prefill.summary(), decode=decode.summary())
+
+
+def moe_generation_balance(model: Transformer, prompts: torch.Tensor, gen_len: int) -> dict[str, float]:
+    """lb/* of one untimed generation (prefill + decode steps) through the MoE blocks in the model's mode.
+
+    Counts are pre-capacity routes per expert, summed over the generation's forwards; each forward's
+    dropped routes use DeepSpeed's capacity for that forward's token count (eval capacity factor in eval).
+    """
+    moe = model.config.moe
+    if moe is None:
+        raise ValueError(f"model.family={model.config.family!r} has no MoE blocks")
+    factor = moe.capacity_factor if model.training else moe.eval_capacity_factor
+    per_forward: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (counts (L, E), aux, n_tokens)
+
+    def collect(out: tuple, n_tokens: int) -> None:
+        _, aux, counts = out
+        per_forward.append((torch.stack([counts[k] for k in sorted(counts)]), aux, n_tokens))
+
+    greedy_generate(model, prompts, gen_len, return_expert_counts=True, on_forward=collect)
+    total = np.zeros((len(moe.positions), moe.num_experts), dtype=np.int64)
+    dropped = 0
+    aux_sum = 0.0
+    for counts, aux, n_tokens in per_forward:  # read back after the generation, once per forward
+        counts_np = counts.cpu().numpy()
+        total += counts_np
+        if moe.drop_tokens:
+            cap = moe_capacity(n_tokens, moe.num_experts, moe.top_k, factor, moe.min_capacity)
+            dropped += sum(moe_dropped(layer_counts, cap) for layer_counts in counts_np)
+        aux_sum += float(aux)
+    return moe_balance(total, dropped, aux_sum, len(per_forward))

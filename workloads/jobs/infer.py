@@ -1,0 +1,346 @@
+"""The inference job: `run(InferJobConfig, ctx) -> BenchResult`; prefill, time to first token and KV-cache
+decode throughput over a sweep of batch sizes, with L3 tables on the device and/or offloaded (L3_SPEC §4).
+
+Metric names (DESIGN.md) and how variants are named:
+  infer/prefill_tokens_per_s/bs<B>   B·prompt_len / median prefill time
+  infer/ttft_s/bs<B>                 median time to first token (prefill forward + its argmax)
+  infer/decode_tokens_per_s/bs<B>    B / median decode-step time (greedy, KV cache)
+  mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
+  infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
+  infer/offload/h2d_bytes_per_step/bs<B>   bytes copied host → device per forward (rows, ids, offsets)
+  infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.98)
+  lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
+  lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
+A key without the /bs<B> suffix holds the value at the largest batch size of the sweep. Also:
+mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
+"""
+
+import resource
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import torch
+
+from workloads.data import DataConfig
+from workloads.jobs.decode import moe_generation_balance, time_generation
+from workloads.jobs.metrics import param_bytes_metrics
+from workloads.jobs.result import BenchResult, JobContext, to_jsonable
+from workloads.jobs.setup import (
+    ModelOverrides,
+    ModelSpec,
+    build_model,
+    prepare_data,
+    resolve_l3_counts,
+    resolve_model_config,
+    token_freqs_for,
+)
+from workloads.l3.offload import offload_l3_tables
+from workloads.models.accounting import count_params
+from workloads.models.config import ModelConfig
+from workloads.models.transformer import TORCH_DTYPES, Transformer
+
+Placement = Literal["device", "offload", "both"]
+JobDType = Literal["auto", "float32", "bfloat16", "float16"]
+PER_BATCH = ("prefill_tokens_per_s", "ttft_s", "decode_tokens_per_s")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"InferJobConfig.{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class InferJobConfig:
+    """One inference benchmark. Everything but `preset` and `family` has a default.
+
+    batch_sizes: the sweep; each needs that many prompts of `prompt_len` tokens from the validation split.
+    gen_len: tokens generated per sequence (the first by the prefill, gen_len - 1 by decode steps).
+    l3_placement: where L3 tables live: "device", "offload" (pinned host memory), or "both" (each timed
+        in the same run, with the ratio); for dense/MoE models only "device" applies ("both" means it).
+    device: "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:<i>".
+    dtype: parameter/activation dtype; "auto" is bfloat16 on CUDA and float32 on CPU.
+    warmup / repeats: untimed and timed generations per (batch size, placement).
+    checkpoint: weights to load: a training checkpoint folder (its latest step-*/rank-0.pt), or a .pt file
+        holding a state dict (or a dict with a "model" state dict).
+    """
+
+    preset: str
+    family: str
+    overrides: ModelOverrides = field(default_factory=ModelOverrides)
+    allocation_path: str | None = None
+    batch_sizes: tuple[int, ...] = (1, 8, 64)
+    prompt_len: int = 128
+    gen_len: int = 32
+    l3_placement: Placement = "both"
+    device: str = "auto"
+    dtype: JobDType = "auto"
+    seed: int = 0
+    warmup: int = 1
+    repeats: int = 3
+    data: DataConfig = field(default_factory=DataConfig)
+    checkpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
+        if not self.batch_sizes:
+            raise ValueError("InferJobConfig.batch_sizes must name at least one batch size, got ()")
+        for b in self.batch_sizes:
+            _check_int("batch_sizes", b, 1)
+        if len(set(self.batch_sizes)) != len(self.batch_sizes):
+            raise ValueError(f"InferJobConfig.batch_sizes has repeats: {self.batch_sizes!r}")
+        _check_int("prompt_len", self.prompt_len, 1)
+        _check_int("gen_len", self.gen_len, 2)  # one decode step at least
+        _check_int("seed", self.seed, 0)
+        _check_int("warmup", self.warmup, 0)
+        _check_int("repeats", self.repeats, 1)
+        if self.l3_placement not in ("device", "offload", "both"):
+            raise ValueError(
+                "InferJobConfig.l3_placement must be 'device', 'offload' or 'both', "
+                f"got {self.l3_placement!r}"
+            )
+        if self.dtype not in ("auto", *TORCH_DTYPES):
+            raise ValueError(
+                f"InferJobConfig.dtype must be 'auto' or one of {tuple(TORCH_DTYPES)}, got {self.dtype!r}"
+            )
+        _parse_device(self.device)
+        if not isinstance(self.data, DataConfig):
+            raise ValueError(f"InferJobConfig.data must be a DataConfig, got {self.data!r}")
+        model = resolve_model_config(self.model_spec())  # unknown preset / family / overrides raise here
+        if self.l3_placement == "offload" and model.l3 is None:
+            raise ValueError(
+                f"InferJobConfig.l3_placement='offload' needs an L3 model, got family={self.family!r}"
+            )
+        if self.prompt_len + self.gen_len > model.max_seq_len:
+            raise ValueError(
+                f"InferJobConfig.prompt_len + gen_len = {self.prompt_len} + {self.gen_len} exceeds the "
+                f"model's max_seq_len={model.max_seq_len} (preset {self.preset!r})"
+            )
+
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(self.preset, self.family, self.overrides, self.allocation_path)
+
+
+def _parse_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"InferJobConfig.device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}"
+        ) from err
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"InferJobConfig.device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
+    return parsed
+
+
+def resolve_model(cfg: InferJobConfig, device: torch.device) -> ModelConfig:
+    """The preset's model in the job's dtype. For top-1 MoE, min_capacity is capped at the smallest batch
+    size: DeepSpeed's top-1 gate needs at least min_capacity tokens per call, and a decode step has B."""
+    model = resolve_model_config(cfg.model_spec())
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+    model = replace(model, dtype=dtype)
+    if model.moe is not None and model.moe.top_k == 1:
+        min_capacity = min(model.moe.min_capacity, min(cfg.batch_sizes))
+        model = replace(model, moe=replace(model.moe, min_capacity=min_capacity))
+    return model
+
+
+def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
+    if model.l3 is None or cfg.l3_placement == "device":
+        return ("device",)
+    return ("offload",) if cfg.l3_placement == "offload" else ("device", "offload")
+
+
+def _prompts(data, cfg: InferJobConfig) -> torch.Tensor:
+    """(max batch size, prompt_len) consecutive validation windows, the same for every run."""
+    need = max(cfg.batch_sizes)
+    n_tokens = data.val.n_tokens
+    if n_tokens - 1 < need * cfg.prompt_len:
+        raise ValueError(
+            f"InferJobConfig.batch_sizes: batch size {need} needs {need} prompts of "
+            f"prompt_len={cfg.prompt_len} tokens, but the validation split has {n_tokens} tokens"
+        )
+    windows = data.packed("val", seq_len=cfg.prompt_len, shuffle=False)
+    prompts, _ = next(windows.batches(need))
+    return prompts  # (need, prompt_len) int64
+
+
+def _load_weights(model: Transformer, path: str) -> None:
+    """Load a training checkpoint folder (latest step, rank 0) or a .pt state dict into `model`."""
+    from pathlib import Path
+
+    from workloads.jobs import checkpoint
+
+    source = Path(path)
+    if source.is_dir():
+        step = checkpoint.latest_step(source)
+        if step is None:
+            raise ValueError(f"InferJobConfig.checkpoint={path!r} holds no complete step-* checkpoint")
+        source = source / f"step-{step:08d}" / "rank-0.pt"
+    if not source.is_file():
+        raise ValueError(f"InferJobConfig.checkpoint={path!r} is neither a checkpoint folder nor a file")
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
+    model.load_state_dict(state)
+
+
+def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, placement: str) -> dict:
+    """One (batch size, placement) run: throughput, TTFT, peak device memory, offload copy volume."""
+    B, P = prompts.shape
+    device = prompts.device
+    handle = offload_l3_tables(model) if placement == "offload" else None
+    prefix = "offload/" if placement == "offload" else ""
+    try:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        times = time_generation(model, prompts, cfg.gen_len, warmup=cfg.warmup, repeats=cfg.repeats)
+        out = {
+            f"infer/{prefix}prefill_tokens_per_s": B * P / times.prefill.median_s,
+            f"infer/{prefix}ttft_s": times.prefill.median_s,
+            f"infer/{prefix}decode_tokens_per_s": B / times.decode.median_s,
+        }
+        if device.type == "cuda":
+            out[f"mem/{prefix}peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
+        if handle is not None:
+            out["infer/offload/h2d_bytes_per_step"] = handle.stats.bytes_per_step()
+            out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
+        return out
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+def _sweep(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: JobContext) -> dict:
+    """Every batch size × placement; streams each batch size's metrics; returns them all, keyed per B."""
+    places = placements(cfg, model.config)
+    metrics: dict[str, float] = {}
+    largest = max(cfg.batch_sizes)
+    for i, bs in enumerate(cfg.batch_sizes):
+        if ctx.stop_requested():
+            break
+        step: dict[str, float] = {}
+        for placement in places:
+            step |= _measure(model, prompts[:bs], cfg, placement)
+        if len(places) == 2:
+            step["infer/offload_decode_ratio"] = (
+                step["infer/offload/decode_tokens_per_s"] / step["infer/decode_tokens_per_s"]
+            )
+        if model.config.moe is not None:
+            step |= moe_generation_balance(model, prompts[:bs], cfg.gen_len)
+        per_batch = {f"{k}/bs{bs}": v for k, v in step.items() if k != "mem/offload/host_table_bytes"}
+        ctx.log(per_batch, i)
+        metrics |= per_batch
+        if bs == largest:
+            metrics |= step
+    return metrics
+
+
+def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, params): params_active/params_total/sparsity (L3 rows weighted by train token counts)."""
+    pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
+    element = torch.empty((), dtype=TORCH_DTYPES[model_cfg.dtype]).element_size()
+    headline = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    metrics = headline | param_bytes_metrics({k: n * element for k, n in pc.by_category.items()})
+    params = headline | {f"params/{k}": float(n) for k, n in pc.by_category.items()}
+    return metrics, params
+
+
+def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
+    """Build the model (weights from `cfg.checkpoint` if given), then time the sweep; see the module doc."""
+    ctx = ctx or JobContext()
+    device = _parse_device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
+    model_cfg = resolve_model(cfg, device)
+    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    prompts = _prompts(data, cfg).to(device)
+    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
+    model = build_model(model_cfg, counts, device, seed=cfg.seed).eval()  # eval: MoE eval capacity factor
+    if cfg.checkpoint is not None:
+        _load_weights(model, cfg.checkpoint)
+    metrics = _sweep(model, prompts, cfg, ctx)
+    metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    acct_metrics, params = _accounting(model_cfg, data, counts)
+    metrics |= acct_metrics
+    info = {
+        "family": model_cfg.family,
+        "preset": cfg.preset,
+        "device": str(device),
+        "dtype": model_cfg.dtype,
+        "placements": ",".join(placements(cfg, model_cfg)),
+        "hardware": ctx.hardware or "",
+        "data_fingerprint": data.fingerprint,
+    }
+    if model_cfg.moe is not None:
+        info["moe_min_capacity"] = str(model_cfg.moe.min_capacity)
+    config = {**to_jsonable(cfg), "model": to_jsonable(model_cfg)}
+    return BenchResult(kind="infer", config=config, metrics=metrics, params=params, info=info)
+
+
+def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
+    rows = []
+    for placement in places:
+        p = "offload/" if placement == "offload" else ""
+        for bs in cfg.batch_sizes:
+            ratio = m.get(f"infer/offload_decode_ratio/bs{bs}") if p else None
+            h2d = m.get(f"infer/offload/h2d_bytes_per_step/bs{bs}") if p else None
+            rows.append([
+                family, placement, str(bs),
+                f"{m[f'infer/{p}prefill_tokens_per_s/bs{bs}']:,.0f}",
+                f"{1e3 * m[f'infer/{p}ttft_s/bs{bs}']:.1f}",
+                f"{m[f'infer/{p}decode_tokens_per_s/bs{bs}']:,.1f}",
+                "" if ratio is None else f"{ratio:.3f}",
+                "" if h2d is None else f"{h2d / 1024:,.1f}",
+            ])  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    """`python -m workloads.jobs.infer [preset]`: the sweep for dense, L3 and MoE, in one rich table."""
+    import argparse
+    import os
+
+    from rich.console import Console
+    from rich.table import Table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("preset", nargs="?", default="tiny")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--gen-len", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    table = Table(title=f"isosparse inference, preset {args.preset!r} (medians; ratio = offload / device)")
+    columns = (
+        "family",
+        "placement",
+        "batch",
+        "prefill tok/s",
+        "TTFT ms",
+        "decode tok/s",
+        "ratio",
+        "H2D KiB/step",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("family", "placement") else "right")
+    for family in ("dense", "l3", "moe"):
+        cfg = InferJobConfig(
+            args.preset, family, batch_sizes=tuple(args.batch_sizes), prompt_len=args.prompt_len,
+            gen_len=args.gen_len, repeats=args.repeats, device=args.device,
+        )  # fmt: skip
+        result = run(cfg)
+        places = tuple(result.info["placements"].split(","))
+        for row in _table_rows(family, places, cfg, result.metrics):
+            table.add_row(*row)
+        table.add_section()
+    console = Console(width=max(Console().width, 120))
+    console.print(table)
+    console.print(f"load average (1, 5, 15 min): {os.getloadavg()}; torch threads: {torch.get_num_threads()}")
+
+
+if __name__ == "__main__":
+    main()
