@@ -8,6 +8,7 @@ Metric names (DESIGN.md) and how variants are named:
   mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
   infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
   infer/offload/h2d_bytes_per_step/bs<B>   bytes copied host → device per forward (rows, ids, offsets)
+  mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.98)
   lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
   lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
@@ -106,6 +107,11 @@ class InferJobConfig:
         if not isinstance(self.data, DataConfig):
             raise ValueError(f"InferJobConfig.data must be a DataConfig, got {self.data!r}")
         model = resolve_model_config(self.model_spec())  # unknown preset / family / overrides raise here
+        if model.moe is not None and model.moe.ep_size > 1:
+            raise ValueError(
+                f"InferJobConfig.overrides.moe_ep_size={model.moe.ep_size}: inference runs on one device "
+                "(expert parallelism needs the multi-worker training setup)"
+            )
         if self.l3_placement == "offload" and model.l3 is None:
             raise ValueError(
                 f"InferJobConfig.l3_placement='offload' needs an L3 model, got family={self.family!r}"
