@@ -79,11 +79,6 @@ def _largest_magnitude(values: pd.Series):
     return pd.NA if values.empty else values.loc[values.abs().idxmax()]
 
 
-def _cell(df: pd.DataFrame) -> pd.Series:
-    """A merge key for (group, hardware) that also matches missing values."""
-    return df["group"].fillna("\0") + "\x1f" + df["hardware"].fillna("\0")
-
-
 def flag_match(
     table: pd.DataFrame, tolerance: float = MATCH_TOLERANCE, columns: Sequence[str] = ()
 ) -> pd.Series:
@@ -107,20 +102,15 @@ def iso_sparse_table(
 ) -> pd.DataFrame:
     """Every config of `kind` against the dense config of its group (and hardware): equal active params.
 
+    A group without a dense config (the orchestrator runs a dense job once when variants leave it
+    unchanged) uses the only dense config of the same preset and hardware, if there is exactly one;
+    `dense_group` names the group the reference came from.
     delta_* = config − dense (absolute); *_ratio = config / dense; active_error = params_active / dense − 1.
-    match_flag: |match_error| or |active_error| > tolerance. Without a dense config the deltas are NA.
+    match_flag: |match_error| or |active_error| > tolerance. Without a dense reference the deltas are NA.
     Raises ValueError when a group has several dense configs (the reference would be ambiguous).
     """
     summary = _short(seed_summary(runs[runs["kind"].eq(kind).fillna(False)], _metrics(runs)))
-    summary["_cell"] = _cell(summary)
-    dense = summary[summary["family"].eq("dense").fillna(False)]
-    dup = dense["_cell"].duplicated(keep=False)
-    if dup.any():
-        bad = sorted(set(dense.loc[dup, "group"].fillna("<no group>")))
-        raise ValueError(f"groups {bad} have several dense configs; give each its own group tag")
-    ref_cols = ["params_active", "val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes"]
-    ref = dense.set_index("_cell")[ref_cols].add_suffix("_dense")
-    table = summary.join(ref, on="_cell")
+    table = summary.join(_dense_reference(summary))
     table["delta_val_loss"] = table["val_loss"] - table["val_loss_dense"]
     table["delta_val_ppl"] = table["val_ppl"] - table["val_ppl_dense"]
     table["tokens_per_s_ratio"] = table["tokens_per_s"] / table["tokens_per_s_dense"]
@@ -130,7 +120,7 @@ def iso_sparse_table(
     )
     table["match_flag"] = flag_match(table, tolerance, ["match_error", "active_error"])
     cols = [
-        "group", "hardware", "family", "preset", "variant", "n_seeds", *ACCOUNTING,
+        "group", "hardware", "family", "preset", "variant", "n_seeds", *ACCOUNTING, "dense_group",
         "val_loss", "val_loss_std", "val_ppl", "val_ppl_std", "delta_val_loss", "delta_val_ppl",
         "tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio", "peak_device_bytes", "peak_host_bytes",
         "peak_device_ratio", "expert_max_over_mean", "expert_cv", "dropped_token_frac",
@@ -138,6 +128,31 @@ def iso_sparse_table(
         "active_error", "match_error", "match_flag",
     ]  # fmt: skip
     return table[cols].reset_index(drop=True)
+
+
+def _dense_reference(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per summary row: the reference dense config's values (suffixed _dense) and its `dense_group`."""
+    dense = summary[summary["family"].eq("dense").fillna(False)]
+    cell, dense_cell = _key(summary, "group", "hardware"), _key(dense, "group", "hardware")
+    dup = dense_cell.duplicated(keep=False)
+    if dup.any():
+        bad = sorted(set(dense.loc[dup, "group"].fillna("<no group>")))
+        raise ValueError(f"groups {bad} have several dense configs; give each its own group tag")
+    cols = ["params_active", "val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes"]
+    values = dense[cols].add_suffix("_dense").assign(dense_group=dense["group"])
+    ref = values.set_axis(dense_cell).reindex(cell).set_axis(summary.index)
+    preset, dense_preset = _key(summary, "preset", "hardware"), _key(dense, "preset", "hardware")
+    unique = ~dense_preset.duplicated(keep=False)
+    fallback = values[unique].set_axis(dense_preset[unique]).reindex(preset).set_axis(summary.index)
+    missing = ~cell.isin(set(dense_cell))
+    ref.loc[missing] = fallback.loc[missing]
+    return ref
+
+
+def _key(df: pd.DataFrame, *cols: str) -> pd.Series:
+    """A join key over `cols` that also matches missing values."""
+    return pd.Series(["\x1f".join("\0" if pd.isna(v) else str(v) for v in row) for row in
+                      df[list(cols)].itertuples(index=False)], index=df.index, dtype="object")  # fmt: skip
 
 
 def _metrics(runs: pd.DataFrame) -> list[str]:
@@ -153,7 +168,7 @@ def l3_vs_moe_table(
     match_flag: |total_error|, |active_error| or either side's |match_error| > tolerance.
     """
     summary = _short(seed_summary(runs[runs["kind"].eq(kind).fillna(False)], _metrics(runs)))
-    summary["_cell"] = _cell(summary)
+    summary["_cell"] = _key(summary, "group", "hardware")
     side = ["_cell", "group", "hardware", "preset", "variant", "n_seeds", "params_active", "params_total"]
     side += ["val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes", "match_error"]
     l3 = summary.loc[summary["family"].eq("l3").fillna(False), side]
@@ -184,28 +199,28 @@ def scaling_fits(
     models: Sequence[FitModel] = ("loglog", "offset"),
     kind: str = "train",
 ) -> pd.DataFrame:
-    """Per family and model (see `results.fits`): y = a·x^(−b) [+ c] over the family's configs (seed means).
+    """Per family, variant and model (see `results.fits`): y = a·x^(−b) [+ c] over the configs' seed means.
 
-    Configs with a `variant` label (ablations) are left out: one point per size and family. Columns:
-    family, x, y, model, n_points, a, b, c, r2, note. A family with too few distinct sizes gets a row with
-    NA coefficients and the reason in `note`, so a missing fit is visible rather than absent.
+    Each variant (the suite's baseline, or an ablation) is its own curve. Columns: family, variant, x, y,
+    model, n_points, a, b, c, r2, note. A curve with too few distinct sizes gets a row with NA coefficients
+    and the reason in `note`, so a missing fit is visible rather than absent.
     """
     if x not in ("params_active", "params_total"):
         raise ValueError(f"x must be 'params_active' or 'params_total', got {x!r}")
-    summary = seed_summary(runs[runs["kind"].eq(kind).fillna(False) & runs["variant"].isna()], [y])
-    points = summary.dropna(subset=[x, y]).query("family.notna()", engine="python")
+    summary = seed_summary(runs[runs["kind"].eq(kind).fillna(False)], [y])
+    points = summary[summary["family"].notna()].dropna(subset=[x, y])
+    points = points.assign(_rank=schema.family_rank(points["family"])).sort_values(["_rank", "variant"])
     rows = []
-    for family in sorted(set(points["family"]), key=lambda f: schema.family_rank(pd.Series([f])).iloc[0]):
-        pts = points[points["family"] == family]
+    for (family, variant), pts in points.groupby(["family", "variant"], dropna=False, sort=False):
         for model in models:
-            row = {"family": family, "x": x, "y": y, "model": model, "n_points": len(pts)}
+            row = {"family": family, "variant": variant, "x": x, "y": y, "model": model, "n_points": len(pts)}
             try:
                 fit = fit_power_law(pts[x].to_numpy(float), pts[y].to_numpy(float), model)
             except ValueError as err:
                 rows.append(row | {"a": np.nan, "b": np.nan, "c": np.nan, "r2": np.nan, "note": str(err)})
                 continue
             rows.append(row | {"a": fit.a, "b": fit.b, "c": fit.c, "r2": fit.r2, "note": ""})
-    cols = ["family", "x", "y", "model", "n_points", "a", "b", "c", "r2", "note"]
+    cols = ["family", "variant", "x", "y", "model", "n_points", "a", "b", "c", "r2", "note"]
     out = pd.DataFrame(rows, columns=cols)
     return out.astype({"n_points": "Int64", "a": "Float64", "b": "Float64", "c": "Float64", "r2": "Float64"})
 
@@ -213,14 +228,15 @@ def scaling_fits(
 def ablation_table(
     runs: pd.DataFrame, axis: str, kind: str = "train", reference: object | None = None
 ) -> pd.DataFrame:
-    """L3 configs that differ only in `axis` (one of ABLATION_AXES; the `variant` label is ignored),
-    each against the reference setting of its context: delta_val_loss = value − reference,
-    tokens_per_s_ratio = value / reference. Contexts where `axis` takes a single value are left out."""
+    """L3 configs that differ only in `axis` (one of ABLATION_AXES), each against the reference setting of
+    its context: delta_val_loss = value − reference, tokens_per_s_ratio = value / reference. The `variant`
+    and `group` labels are ignored (the orchestrator names groups after variants); preset, hardware and
+    the other axes must agree. Contexts where `axis` takes a single value are left out."""
     if axis not in ABLATION_AXES:
         raise ValueError(f"axis must be one of {ABLATION_AXES}, got {axis!r}")
     l3 = runs[runs["family"].eq("l3").fillna(False) & runs["kind"].eq(kind).fillna(False)]
     summary = _short(seed_summary(l3, _metrics(runs)))
-    context = [k for k in CONFIG_KEYS if k not in (axis, "variant")]
+    context = [k for k in CONFIG_KEYS if k not in (axis, "variant", "group")]
     cols = ["group", "hardware", "preset", axis, "variant", "reference", "n_seeds", "params_total",
             "val_loss", "val_loss_std", "val_ppl", "delta_val_loss", "tokens_per_s", "tokens_per_s_ratio",
             "l3_rows_per_token_mean", "l3_bytes_per_token", "peak_device_bytes"]  # fmt: skip

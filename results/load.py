@@ -11,19 +11,19 @@ import pandas as pd
 
 from results import names, schema
 
+# column -> tags tried in order (the first present non-NA value wins per row)
 _TAGS = {
-    "suite": names.TAG_SUITE,
-    "parent_run_id": names.TAG_PARENT_RUN,
-    "outcome": names.TAG_OUTCOME,
-    "family": names.TAG_FAMILY,
-    "preset": names.TAG_PRESET,
-    "group": names.TAG_GROUP,
-    "seed": names.TAG_SEED,
-    "kind": names.TAG_KIND,
-    "hardware": names.TAG_HARDWARE,
-    "fingerprint": names.TAG_FINGERPRINT,
-    "variant": names.TAG_VARIANT,
-    "match_error": names.TAG_MATCH_ERROR,
+    "suite": (names.TAG_SUITE,),
+    "parent_run_id": (names.TAG_PARENT_RUN,),
+    "outcome": (names.TAG_OUTCOME,),
+    "family": (names.TAG_FAMILY,),
+    "preset": (names.TAG_PRESET,),
+    "group": (names.TAG_GROUP,),
+    "seed": (names.TAG_SEED,),
+    "kind": (names.TAG_JOB_KIND,),
+    "hardware": (names.TAG_HARDWARE, names.TAG_INFO_HARDWARE),
+    "fingerprint": (names.TAG_FINGERPRINT,),
+    "variant": (names.TAG_VARIANT,),
 }
 _ACCOUNTING = {
     "params_active": names.PARAMS_ACTIVE,
@@ -41,10 +41,10 @@ _CONFIG_PARAMS = {
 
 
 def runs_from_mlflow(raw: pd.DataFrame) -> pd.DataFrame:
-    """One schema row per MLflow run. A frame without rows (MLflow returns one without columns) → empty table.
+    """One schema row per job run. A frame without rows (MLflow returns one without columns) → empty table.
 
-    Runs that are not jobs (the suite's parent run: no "isosparse.kind" tag while other runs have one) are
-    dropped, so the parent run never shows up as a job.
+    Runs tagged isosparse.kind other than "job" (the suite's parent run) are dropped; a job's suite name
+    comes from its own tag or its parent run's. See `results.names` for every name read here.
     """
     if len(raw) == 0:
         return schema.empty()
@@ -52,36 +52,78 @@ def runs_from_mlflow(raw: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(
             f"expected an mlflow.search_runs frame with a 'run_id' column, got {list(raw.columns)}"
         )
-    kind_col = f"tags.{names.TAG_KIND}"
-    if kind_col in raw.columns and raw[kind_col].notna().any():
-        raw = raw[raw[kind_col].notna()]
-    out: dict[str, pd.Series] = {"run_id": raw["run_id"]}
+    jobs = _jobs(raw)
+    out: dict[str, pd.Series] = {"run_id": jobs["run_id"]}
     for col in ("status", "start_time"):
-        if col in raw.columns:
-            out[col] = raw[col]
-    for col, tag in _TAGS.items():
-        if f"tags.{tag}" in raw.columns:
-            out[col] = raw[f"tags.{tag}"]
+        if col in jobs.columns:
+            out[col] = jobs[col]
+    for col, tags in _TAGS.items():
+        found = _first_present(jobs, [f"tags.{t}" for t in tags], numeric=False)
+        if found is not None:
+            out[col] = found
+    out["suite"] = _suite(raw, jobs, out.get("suite"))
+    if "group" in out and "seed" in out:
+        out["group"] = _strip_seed(out["group"], out["seed"])
+    out["match_error"] = _match_error(jobs)
     for col, key in _ACCOUNTING.items():
-        found = _first_present(raw, [f"metrics.{key}", f"params.{key}", f"tags.{names.TAG_PREFIX}{key}"])
+        found = _first_present(jobs, [f"metrics.{key}", f"params.{key}", f"tags.{names.TAG_PREFIX}{key}"])
         if found is not None:
             out[col] = found
     for col, param in _CONFIG_PARAMS.items():
-        found = _param(raw, param)
+        found = _param(jobs, param)
         if found is not None:
             out[col] = found
-    for col in raw.columns:
+    for col in jobs.columns:
         if col.startswith("metrics.") and col[len("metrics.") :] not in _ACCOUNTING.values():
-            out[col[len("metrics.") :]] = raw[col]
-    return schema.coerce(pd.DataFrame(out, index=raw.index))
+            out[col[len("metrics.") :]] = jobs[col]
+    return schema.coerce(pd.DataFrame(out, index=jobs.index))
 
 
-def _first_present(raw: pd.DataFrame, candidates: Iterable[str]) -> pd.Series | None:
+def _jobs(raw: pd.DataFrame) -> pd.DataFrame:
+    col = f"tags.{names.TAG_RUN_TYPE}"
+    return raw[raw[col].eq(names.RUN_TYPE_JOB).fillna(False)] if col in raw.columns else raw
+
+
+def _suite(raw: pd.DataFrame, jobs: pd.DataFrame, own: pd.Series | None) -> pd.Series:
+    """The job's own suite tag, else the suite tag of its parent run (if that run is in `raw`)."""
+    suite = own if own is not None else pd.Series(pd.NA, index=jobs.index, dtype="object")
+    tag, parent = f"tags.{names.TAG_SUITE}", f"tags.{names.TAG_PARENT_RUN}"
+    if tag in raw.columns and parent in jobs.columns:
+        by_run = raw.set_index("run_id")[tag].dropna()
+        suite = suite.fillna(jobs[parent].map(by_run))
+    return suite
+
+
+def _strip_seed(group: pd.Series, seed: pd.Series) -> pd.Series:
+    """ "tiny/base/s0" with seed "0" -> "tiny/base": the group shared by the seeds of one config."""
+
+    def strip(g: object, s: object) -> object:
+        tail = f"/s{s}"
+        return g[: -len(tail)] if isinstance(g, str) and isinstance(s, str) and g.endswith(tail) else g
+
+    return pd.Series(
+        [strip(g, s) for g, s in zip(group, seed, strict=True)], index=group.index, dtype="object"
+    )
+
+
+def _match_error(jobs: pd.DataFrame) -> pd.Series:
+    """The match-error tag, else the larger-magnitude of the match/*_rel_err metrics (NA when none)."""
+    metric = pd.Series(pd.NA, index=jobs.index, dtype="Float64")
+    for key in (names.MATCH_ACTIVE_REL_ERR, names.MATCH_TOTAL_REL_ERR):
+        if f"metrics.{key}" in jobs.columns:
+            err = pd.to_numeric(jobs[f"metrics.{key}"], errors="coerce").astype("Float64")
+            take = (err.notna() & (metric.isna() | err.abs().gt(metric.abs()))).fillna(False)
+            metric[take] = err[take]
+    tag = _first_present(jobs, [f"tags.{names.TAG_MATCH_ERROR}"])
+    return metric if tag is None else tag.astype("Float64").fillna(metric)
+
+
+def _first_present(raw: pd.DataFrame, candidates: Iterable[str], numeric: bool = True) -> pd.Series | None:
     """Row-wise first non-NA value among the candidate columns that exist (None if none exists)."""
     found = None
     for col in candidates:
         if col in raw.columns:
-            series = pd.to_numeric(raw[col], errors="coerce")
+            series = pd.to_numeric(raw[col], errors="coerce") if numeric else raw[col]
             found = series if found is None else found.fillna(series)
     return found
 

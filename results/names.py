@@ -3,33 +3,42 @@
 Plain string constants only, importable without pandas. The orchestrator writes these names; `results.load`
 reads them from an `mlflow.search_runs` DataFrame (columns "tags.<name>", "params.<name>", "metrics.<name>").
 
-Tags (one per nested job run; strings, as MLflow stores them):
-  isosparse.suite         suite name (experiment-level label; the parent run is also "mlflow.parentRunId")
+They follow what `orchestrator/tracking.py` (suite.py labels) writes.
+
+Tags of a job run (strings, as MLflow stores them):
+  isosparse.kind          "job" for a job run, "suite" for the suite's parent run (dropped by results.load)
+  isosparse.job_kind      "train" | "infer" | "dummy"
   isosparse.family        "dense" | "l3" | "moe" | "scone"
   isosparse.preset        preset name, e.g. "tiny"
-  isosparse.group         comparison group: the jobs matched against one dense base (same active params;
-                          L3 and MoE of a group also share total params), e.g. "tiny/s4"
+  isosparse.variant       the suite variant's name (e.g. "base", "cap64"); ablations are variants
   isosparse.seed          integer seed
-  isosparse.kind          "train" | "infer" | "dummy"
-  isosparse.hardware      hardware catalog name, e.g. "h100-sxm", "cpu"
+  isosparse.group         comparison group: jobs matched to one dense base (equal active params; L3 and
+                          MoE of a group also equal in total params). The orchestrator writes
+                          "<preset>/<variant>/s<seed>"; results.load drops a trailing "/s<seed>" equal to the
+                          run's seed, so that the seeds of one config aggregate.
   isosparse.fingerprint   hash of the resolved job config + code version
-  isosparse.match_error   signed relative error of the iso-sparse match (fraction: 0.013 = 1.3%); the
-                          larger-magnitude of the active and total errors of the job vs its targets
   isosparse.outcome       failure class: "finished" | "failed" | "oom" | "infra" | "cancelled"
-  isosparse.variant       optional free-form label of an ablation variant (e.g. "cap=64")
+  isosparse.hardware      hardware name ("cpu", a GPU name); else isosparse.info.hardware (BenchResult.info)
+  isosparse.suite         suite name; on the parent run, copied to its job runs by results.load
+  isosparse.match_error   optional signed match error (fraction); else the larger-magnitude of the metrics
+                          match/active_rel_err (vs the group's dense) and match/total_rel_err (MoE vs L3)
 Accounting (params_active, params_total, sparsity) is read from metrics first, then params, then tags.
 Ablation settings come from the flattened resolved config (params), see PARAM_* below; if the exact name is
 absent, params columns ending in the same dotted suffix (e.g. ".l3.cap") are used, shallowest first.
 """
 
 TAG_PREFIX = "isosparse."
+TAG_RUN_TYPE = "isosparse.kind"
+RUN_TYPE_JOB = "job"
+RUN_TYPE_SUITE = "suite"
+TAG_JOB_KIND = "isosparse.job_kind"
 TAG_SUITE = "isosparse.suite"
 TAG_FAMILY = "isosparse.family"
 TAG_PRESET = "isosparse.preset"
 TAG_GROUP = "isosparse.group"
 TAG_SEED = "isosparse.seed"
-TAG_KIND = "isosparse.kind"
 TAG_HARDWARE = "isosparse.hardware"
+TAG_INFO_HARDWARE = "isosparse.info.hardware"
 TAG_FINGERPRINT = "isosparse.fingerprint"
 TAG_MATCH_ERROR = "isosparse.match_error"
 TAG_OUTCOME = "isosparse.outcome"
@@ -44,12 +53,16 @@ PARAMS_TOTAL = "params_total"
 SPARSITY = "sparsity"
 
 # Flattened resolved-config params (dotted paths) used by the ablation tables.
-PARAM_L3_ALLOCATION = "model.l3.allocation"
-PARAM_L3_CAP = "model.l3.cap"
-PARAM_L3_TIED = "model.l3.tied"
-PARAM_L3_POSITIONS = "model.l3.positions"
-PARAM_MOE_NUM_EXPERTS = "model.moe.num_experts"
-PARAM_MOE_TOP_K = "model.moe.top_k"
+PARAM_L3_ALLOCATION = "model_config.l3.allocation"
+PARAM_L3_CAP = "model_config.l3.cap"
+PARAM_L3_TIED = "model_config.l3.tied"
+PARAM_L3_POSITIONS = "model_config.l3.positions"
+PARAM_MOE_NUM_EXPERTS = "model_config.moe.num_experts"
+PARAM_MOE_TOP_K = "model_config.moe.top_k"
+
+# Match errors the orchestrator logs as metrics (signed fractions).
+MATCH_ACTIVE_REL_ERR = "match/active_rel_err"
+MATCH_TOTAL_REL_ERR = "match/total_rel_err"
 
 # Metric keys (DESIGN.md "Metrics every job records").
 TRAIN_TOKENS_PER_S = "train/tokens_per_s"

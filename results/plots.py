@@ -36,6 +36,11 @@ def _families(df: pd.DataFrame) -> list:
     return sorted(fams, key=lambda f: schema.family_rank(pd.Series([f])).iloc[0])
 
 
+def _same(values: pd.Series, value: object) -> pd.Series:
+    """values == value, with NA equal to NA."""
+    return values.isna() if pd.isna(value) else values.eq(value).fillna(False)
+
+
 def loss_curves(history: pd.DataFrame, runs: pd.DataFrame, key: str = names.TRAIN_LOSS) -> Figure:
     """One panel per family, one line per run of `key` against step (history: run_id, key, step, value)."""
     hist = history[history["key"].eq(key).fillna(False)]
@@ -63,27 +68,30 @@ def loss_curves(history: pd.DataFrame, runs: pd.DataFrame, key: str = names.TRAI
 def val_loss_vs_params(
     runs: pd.DataFrame, x: str = "params_active", y: str = names.EVAL_VAL_LOSS, kind: str = "train"
 ) -> Figure:
-    """Seed-mean y (± std) against x per family, log x, with each family's best available power-law fit.
-    Ablation variants (configs with a `variant` label) are left out, as in `analysis.scaling_fits`."""
-    main = runs[runs["kind"].eq(kind).fillna(False) & runs["variant"].isna()]
-    summary = analysis.seed_summary(main, [y]).dropna(subset=[x, y])
+    """Seed-mean y (± std) against x per family and variant (colour = family, marker = variant), log x,
+    with each curve's best available power-law fit (offset if fitted, else log-log)."""
+    summary = analysis.seed_summary(runs[runs["kind"].eq(kind).fillna(False)], [y]).dropna(subset=[x, y])
     if summary.empty:
         raise NoData(f"no finished {kind} runs with {x} and {y}")
     fits = analysis.scaling_fits(runs, x=x, y=y, kind=kind).dropna(subset=["b"])
     fig = Figure(figsize=(6, 4.2), layout="constrained")
     ax = fig.subplots()
+    variants = sorted(summary["variant"].dropna().unique().tolist())
+    markers = dict(zip(variants, "osD^v<>ph*", strict=False))
     for family in _families(summary):
-        pts = summary[summary["family"] == family]
-        xs, ys = pts[x].to_numpy(float), pts[y].to_numpy(float)
-        err = pts[f"{y}_std"].fillna(0).to_numpy(float)
-        ax.errorbar(xs, ys, yerr=err, fmt="o", color=_color(family), label=family, capsize=3)
-        fit = fits[fits["family"] == family]
-        if not fit.empty:
-            best = fit.sort_values("model", key=lambda m: m.eq("offset")).iloc[-1]  # offset if fitted
-            grid = np.geomspace(xs.min(), xs.max(), 50)
-            pred = best["a"] * grid ** (-best["b"]) + best["c"]
-            label = f"{family} fit ({best['model']}): b={best['b']:.3f}, R²={best['r2']:.3f}"
-            ax.plot(grid, pred, "--", color=_color(family), lw=1, label=label)
+        for variant, pts in summary[summary["family"] == family].groupby("variant", dropna=False, sort=True):
+            name = family if len(variants) <= 1 or pd.isna(variant) else f"{family}/{variant}"
+            xs, ys = pts[x].to_numpy(float), pts[y].to_numpy(float)
+            err = pts[f"{y}_std"].fillna(0).to_numpy(float)
+            ax.errorbar(xs, ys, yerr=err, fmt=markers.get(variant, "o"), color=_color(family), label=name,
+                        capsize=3)  # fmt: skip
+            fit = fits[(fits["family"] == family) & _same(fits["variant"], variant)]
+            if not fit.empty:
+                best = fit.sort_values("model", key=lambda m: m.eq("offset")).iloc[-1]  # offset if fitted
+                grid = np.geomspace(xs.min(), xs.max(), 50)
+                pred = best["a"] * grid ** (-best["b"]) + best["c"]
+                label = f"{name} fit ({best['model']}): b={best['b']:.3f}, R²={best['r2']:.3f}"
+                ax.plot(grid, pred, "--", color=_color(family), lw=1, label=label)
     ax.set_xscale("log")
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y)

@@ -23,33 +23,43 @@ def law_loss(family: str, n_active: float) -> float:
     return a * n_active ** (-b) + c
 
 
-def _run(run_id: str, family: str, preset: str, seed: int, kind: str = "train", **extra) -> dict:
+def _run(
+    run_id: str, family: str, preset: str, seed: int, kind: str = "train", variant: str = "base", **extra
+):
+    """One job run as the orchestrator records it (orchestrator/tracking.py, suite.py labels)."""
     active = SIZES[preset]
     total = active if family == "dense" else int(active * SPARSITY)
     row = {
         "run_id": run_id,
         "status": "FINISHED",
         "start_time": pd.Timestamp("2025-01-01", tz="UTC"),
-        f"tags.{names.TAG_SUITE}": "fake",
         f"tags.{names.TAG_PARENT_RUN}": "parent",
+        f"tags.{names.TAG_RUN_TYPE}": names.RUN_TYPE_JOB,
+        f"tags.{names.TAG_JOB_KIND}": kind,
         f"tags.{names.TAG_FAMILY}": family,
         f"tags.{names.TAG_PRESET}": preset,
-        f"tags.{names.TAG_GROUP}": f"{preset}/s4",
+        f"tags.{names.TAG_VARIANT}": variant,
+        f"tags.{names.TAG_GROUP}": f"{preset}/{variant}/s{seed}",
         f"tags.{names.TAG_SEED}": str(seed),
-        f"tags.{names.TAG_KIND}": kind,
-        f"tags.{names.TAG_HARDWARE}": "cpu",
+        f"tags.{names.TAG_INFO_HARDWARE}": "cpu",
         f"tags.{names.TAG_FINGERPRINT}": f"fp-{run_id}",
         f"tags.{names.TAG_OUTCOME}": "finished",
-        f"tags.{names.TAG_MATCH_ERROR}": "0.0" if family == "dense" else "0.004",
         f"metrics.{names.PARAMS_ACTIVE}": float(active),
         f"metrics.{names.PARAMS_TOTAL}": float(total),
+        f"metrics.{names.SPARSITY}": total / active,
+        "metrics.match/params_active": float(active),
+        f"metrics.{names.MATCH_ACTIVE_REL_ERR}": 0.0 if family == "dense" else 0.004,
+        "params.kind": kind,
+        "params.model_config.family": family,
     }
+    if family == "moe":
+        row[f"metrics.{names.MATCH_TOTAL_REL_ERR}"] = -0.006
     if family == "l3":
         row |= {
             f"params.{names.PARAM_L3_ALLOCATION}": "lzw",
             f"params.{names.PARAM_L3_CAP}": "512",
             f"params.{names.PARAM_L3_TIED}": "False",
-            f"params.{names.PARAM_L3_POSITIONS}": "(1, 3)",
+            f"params.{names.PARAM_L3_POSITIONS}": "[1, 3]",
         }
     if family == "moe":
         row |= {f"params.{names.PARAM_MOE_NUM_EXPERTS}": "8", f"params.{names.PARAM_MOE_TOP_K}": "2"}
@@ -112,28 +122,35 @@ def fake_search_runs() -> pd.DataFrame:
                 rid = f"{family}-{preset}-{seed}"
                 rows.append(_run(rid, family, preset, seed) | _train_metrics(family, active, seed))
             rows.append(_run(f"{family}-{preset}-infer", family, preset, 0, "infer") | _infer_metrics(family))
-    # Ablations of the tiny L3 model (same group): cap 64, uniform allocation, tied K=V.
+    # Ablations of the tiny L3 model: suite variants (their dense job is the base one, deduplicated).
     tiny_l3 = _train_metrics("l3", SIZES["tiny"], 0)
-    for rid, param, value, dloss in [
-        ("l3-tiny-cap64", names.PARAM_L3_CAP, "64", 0.02),
-        ("l3-tiny-uniform", names.PARAM_L3_ALLOCATION, "uniform", 0.05),
-        ("l3-tiny-tied", names.PARAM_L3_TIED, "True", 0.03),
+    for variant, param, value, dloss in [
+        ("cap64", names.PARAM_L3_CAP, "64", 0.02),
+        ("uniform", names.PARAM_L3_ALLOCATION, "uniform", 0.05),
+        ("tied", names.PARAM_L3_TIED, "True", 0.03),
     ]:
         metrics = tiny_l3 | {
             f"metrics.{names.EVAL_VAL_LOSS}": tiny_l3[f"metrics.{names.EVAL_VAL_LOSS}"] + dloss
         }
-        extra = {f"params.{param}": value, f"tags.{names.TAG_VARIANT}": rid.removeprefix("l3-tiny-")}
-        rows.append(_run(rid, "l3", "tiny", 0, **extra) | metrics)
+        extra = {f"params.{param}": value}
+        rows.append(_run(f"l3-tiny-{variant}", "l3", "tiny", 0, variant=variant, **extra) | metrics)
     failed = _run("moe-medium-failed", "moe", "medium", 2) | {"status": "FAILED"}
     failed[f"tags.{names.TAG_OUTCOME}"] = "failed"
     rows.append(failed)
-    rows.append({"run_id": "parent", "status": "FINISHED", f"tags.{names.TAG_SUITE}": "fake"})
+    rows.append(
+        {
+            "run_id": "parent",
+            "status": "FINISHED",
+            f"tags.{names.TAG_RUN_TYPE}": names.RUN_TYPE_SUITE,
+            f"tags.{names.TAG_SUITE}": "fake",
+        }
+    )
     return pd.DataFrame(rows)
 
 
 def fake_history() -> pd.DataFrame:
     raw = fake_search_runs()
-    train = raw[raw[f"tags.{names.TAG_KIND}"].eq("train") & raw["status"].eq("FINISHED")]
+    train = raw[raw[f"tags.{names.TAG_JOB_KIND}"].eq("train") & raw["status"].eq("FINISHED")]
     rows = []
     for _, r in train.iterrows():
         final = r[f"metrics.{names.TRAIN_LOSS}"]

@@ -82,6 +82,24 @@ def test_iso_sparse_without_dense_gives_na_deltas_and_several_dense_raise():
         analysis.iso_sparse_table(two_dense)
 
 
+def test_group_without_dense_uses_the_only_dense_of_its_preset():
+    runs = table(
+        run("d", "dense", group="p/base", loss=3.0, tok=100.0),
+        run("l", "l3", group="p/base", loss=2.8, tok=90.0),
+        run("cap", "l3", group="p/cap64", loss=2.9, tok=95.0, variant="cap64"),
+        run("d_q", "dense", group="q/base", preset="q", loss=5.0),  # another preset: not a reference of p
+    )
+    t = analysis.iso_sparse_table(runs).set_index("group")
+    assert t.loc["p/cap64", "dense_group"] == "p/base"
+    assert t.loc["p/cap64", "delta_val_loss"] == pytest.approx(-0.1)
+    assert t.loc["p/cap64", "tokens_per_s_ratio"] == pytest.approx(0.95)
+    two = table(*[run(f"d{v}", "dense", group=f"p/{v}", variant=v, loss=1.0) for v in "ab"],
+                run("l", "l3", group="p/c", loss=2.0))  # fmt: skip
+    assert pd.isna(
+        analysis.iso_sparse_table(two).set_index("group").loc["p/c", "delta_val_loss"]
+    )  # ambiguous
+
+
 def test_match_flag_from_tag_or_measured_active_mismatch():
     runs = table(
         run("d", "dense", group="g", active=1000, loss=3.0),
@@ -121,8 +139,11 @@ def test_scaling_fits_recover_known_exponents(b):
     for i, n in enumerate(sizes):
         rows.append(run(f"d{i}", "dense", group=f"g{i}", active=int(n), loss=30.0 * n**-b + 1.7))
         rows.append(run(f"l{i}", "l3", group=f"g{i}", active=int(n), total=int(4 * n), loss=12.0 * n**-b))
-    rows.append(run("abl", "l3", group="g0", active=int(sizes[0]), loss=99.0, variant="cap=64"))  # ignored
-    fits = analysis.scaling_fits(table(*rows)).set_index(["family", "model"])
+    rows.append(run("abl", "l3", group="g0", active=int(sizes[0]), loss=99.0, variant="cap=64"))  # own curve
+    all_fits = analysis.scaling_fits(table(*rows))
+    ablation = all_fits[all_fits["variant"].eq("cap=64").fillna(False)]
+    assert ablation["n_points"].tolist() == [1, 1] and ablation["b"].isna().all()  # 1 size: explicit, no fit
+    fits = all_fits[all_fits["variant"].isna()].set_index(["family", "model"])
     assert fits.loc[("dense", "offset"), "b"] == pytest.approx(b, rel=1e-3)
     assert fits.loc[("dense", "offset"), "c"] == pytest.approx(1.7, rel=1e-3)
     assert fits.loc[("dense", "offset"), "r2"] == pytest.approx(1.0, abs=1e-9)
@@ -130,7 +151,8 @@ def test_scaling_fits_recover_known_exponents(b):
     assert fits.loc[("l3", "loglog"), "a"] == pytest.approx(12.0, rel=1e-6)
     assert fits.loc[("l3", "loglog"), "n_points"] == 5
     # vs total params the exponent is the same (total = 4 * active) and a absorbs 4^b
-    total = analysis.scaling_fits(table(*rows), x="params_total").set_index(["family", "model"])
+    total = analysis.scaling_fits(table(*rows), x="params_total")
+    total = total[total["variant"].isna()].set_index(["family", "model"])
     assert total.loc[("l3", "loglog"), "a"] == pytest.approx(12.0 * 4**b, rel=1e-6)
 
 

@@ -101,7 +101,7 @@ def test_ambiguous_dense_reference_becomes_a_note_not_a_crash(raw_runs, tmp_path
     extra = raw[raw["run_id"].eq("dense-tiny-0")].assign(run_id="dense-tiny-wide")
     extra[f"tags.{names.TAG_VARIANT}"] = "wide"
     paths = report.build_report(pd.concat([raw, extra]), out_dir=tmp_path)
-    assert "not built: groups ['tiny/s4'] have several dense configs" in paths.markdown.read_text()
+    assert "not built: groups ['tiny/base'] have several dense configs" in paths.markdown.read_text()
 
 
 def test_plots_raise_no_data_on_empty_tables_and_accept_run_tables():

@@ -11,7 +11,7 @@ def _raw(**cols) -> pd.DataFrame:
     base = {
         "run_id": ["a", "b"],
         "status": ["FINISHED", "FAILED"],
-        f"tags.{names.TAG_KIND}": ["train", "train"],
+        f"tags.{names.TAG_JOB_KIND}": ["train", "train"],
     }
     return pd.DataFrame(base | cols)
 
@@ -39,7 +39,11 @@ def test_parent_run_is_dropped_and_values_are_parsed(raw_runs):
     assert row["l3_cap"] == 512 and not row["l3_tied"]  # NA would raise here, not pass
     assert row["l3_positions"] == "1,3" and row["l3_allocation"] == "lzw"
     assert row["match_error"] == pytest.approx(0.004)
-    assert row["parent_run_id"] == "parent" and row["suite"] == "fake"
+    assert row["parent_run_id"] == "parent" and row["suite"] == "fake"  # suite copied from the parent run
+    assert row["group"] == "tiny/base"  # the orchestrator's "/s1" seed suffix dropped: seeds aggregate
+    assert row["hardware"] == "cpu"  # from isosparse.info.hardware
+    moe = table.set_index("run_id").loc["moe-tiny-0"]
+    assert moe["match_error"] == pytest.approx(-0.006)  # larger magnitude of active (0.4%) and total (-0.6%)
     assert table.set_index("run_id").loc["l3-tiny-tied", "l3_tied"]
 
 
@@ -57,6 +61,20 @@ def test_accounting_from_params_when_not_a_metric_and_dotted_suffix_lookup():
     assert table.loc[0, "sparsity"] == pytest.approx(4.0) and pd.isna(table.loc[1, "sparsity"])
     assert table.loc[0, "l3_cap"] == 64
     assert table.loc[0, "eval/val_loss"] == 3.0 and pd.isna(table.loc[1, "eval/val_loss"])
+
+
+def test_match_error_tag_wins_and_group_keeps_a_foreign_suffix():
+    raw = _raw(
+        **{
+            f"tags.{names.TAG_MATCH_ERROR}": ["0.03", None],
+            f"metrics.{names.MATCH_ACTIVE_REL_ERR}": [0.001, -0.002],
+            f"tags.{names.TAG_GROUP}": ["g/s1", "g/s7"],
+            f"tags.{names.TAG_SEED}": ["1", "1"],
+        }
+    )
+    table = load.runs_from_mlflow(raw)
+    assert table["match_error"].tolist() == pytest.approx([0.03, -0.002])
+    assert table["group"].tolist() == ["g", "g/s7"]  # only the run's own seed is stripped
 
 
 def test_param_suffix_prefers_the_shallowest_path_then_fills_gaps():
