@@ -43,6 +43,29 @@ class Batches:
         return rows[:, :-1], rows[:, 1:]
 
 
+def reduce_moe_balance(
+    expert_tokens: torch.Tensor, dropped: torch.Tensor, aux_sum: torch.Tensor, n_steps: int
+) -> dict[str, float]:
+    """MoE load balance of all ranks: this rank's (layers, experts) routes, dropped routes and Σ aux loss
+    are summed over ranks in one all-reduce (the aux loss is then averaged over ranks)."""
+    packed = torch.cat([expert_tokens.flatten().double(), dropped.double()[None], aux_sum.double()[None]])
+    packed = distributed.all_reduce_sum(packed).cpu().numpy()
+    world_size = distributed.world().size
+    tokens = packed[:-2].reshape(tuple(expert_tokens.shape))
+    return metrics.moe_balance(tokens, packed[-2], packed[-1] / world_size, n_steps)
+
+
+def reduce_l3_balance(l3: np.ndarray, n_steps: int, row_bytes: int, device: torch.device) -> dict[str, float]:
+    """L3 load of all ranks from this rank's [Σ rows, positions, Σ distinct rows per step, max rows]: sums
+    all-reduced, the max max-reduced. Distinct rows are counted per rank (each rank gathers its own)."""
+    sums = distributed.all_reduce_sum(torch.tensor(l3[:3], dtype=torch.float64, device=device))
+    peak = torch.tensor(l3[3], dtype=torch.float64, device=device)
+    if distributed.world().size > 1:
+        torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
+    rows_sum, n_positions, unique = sums.tolist()
+    return metrics.l3_balance(rows_sum, float(peak), n_positions, unique, n_steps, row_bytes)
+
+
 @dataclass
 class Outcome:
     steps_done: int = 0
@@ -130,21 +153,10 @@ class TrainLoop:
     def _balance_metrics(self, n_steps: int) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.moe_positions:
-            packed = torch.cat([self.expert_tokens.flatten().double(), self.dropped.double()[None],
-                                self.aux_sum.double()[None]])  # fmt: skip
-            packed = distributed.all_reduce_sum(packed).cpu().numpy()
-            tokens = packed[:-2].reshape(self.expert_tokens.shape)
-            out |= metrics.moe_balance(tokens, packed[-2], packed[-1] / self.world.size, n_steps)
+            out |= reduce_moe_balance(self.expert_tokens, self.dropped, self.aux_sum, n_steps)
         if self.counts and n_steps:
-            sums = distributed.all_reduce_sum(
-                torch.tensor(self.l3[:3], dtype=torch.float64, device=self.device)
-            )
-            peak = torch.tensor(self.l3[3], dtype=torch.float64, device=self.device)
-            if self.world.size > 1:
-                torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
-            rows_sum, n_pos, unique = sums.tolist()
             row_bytes = metrics.l3_row_bytes(self.model_cfg, self.model.tok_emb.weight.element_size())
-            out |= metrics.l3_balance(rows_sum, float(peak), n_pos, unique, n_steps, row_bytes)
+            out |= reduce_l3_balance(self.l3, n_steps, row_bytes, self.device)
         return out
 
     # -- training -----------------------------------------------------------------------------------
@@ -191,8 +203,9 @@ class TrainLoop:
                 outcome.stopped = ctx.stop_requested()
             if cfg.eval_every and done % cfg.eval_every == 0 and done < self.total_steps:
                 self._log(self._evaluate(), step)
+            every = cfg.checkpoint_every
             if self.ctx.checkpoint_dir and (
-                (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or outcome.stopped
+                (every and (done % every == 0 or done == self.total_steps)) or outcome.stopped
             ):
                 self.save(done)
             if outcome.stopped:

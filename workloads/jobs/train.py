@@ -147,9 +147,10 @@ def _resolve(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
     model_cfg = resolve_model_config(cfg.model_spec())
     check_data_fits(cfg.data_config(), model_cfg)
     if model_cfg.moe is not None and w.size % model_cfg.moe.ep_size:
-        raise ValueError(f"moe.ep_size={model_cfg.moe.ep_size} does not divide the world size {w.size}")
-    if model_cfg.moe is not None and model_cfg.moe.ep_size > 1 and w.size == 1:
-        raise ValueError(f"moe.ep_size={model_cfg.moe.ep_size} needs a distributed group of that many ranks")
+        raise ValueError(
+            f"moe.ep_size={model_cfg.moe.ep_size} needs a distributed group whose size is a multiple of it; "
+            f"this job has {w.size} rank(s)"
+        )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("TrainJobConfig.device='cuda' but torch sees no CUDA device")
     return model_cfg

@@ -1,0 +1,126 @@
+"""workloads.jobs.metrics and optim: hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from workloads.jobs import metrics, optim
+from workloads.jobs.timing import TimingStats
+from workloads.models import presets
+from workloads.models.accounting import count_params
+from workloads.models.transformer import Transformer
+
+pytestmark = pytest.mark.filterwarnings("ignore:l3.allocation=.lzw. but no counts")
+
+
+def test_throughput_uses_the_median_and_names_the_spread():
+    stats = TimingStats(median_s=0.5, p10_s=0.4, p90_s=0.8, mean_s=0.55, n=10)
+    assert metrics.throughput_metrics(stats, tokens_per_step=1000) == {
+        "train/tokens_per_s": 2000.0,
+        "train/step_time_s": 0.5,
+        "train/step_time_s_p10": 0.4,
+        "train/step_time_s_p90": 0.8,
+    }
+
+
+def test_flops_per_token_and_mfu():
+    cfg = presets.get("debug")  # 4 layers, 4 heads of 16
+    assert metrics.train_flops_per_token(cfg, active_params=1000, seq_len=32) == 6000 + 12 * 4 * 4 * 16 * 32
+    # 1e4 tokens/s * 1e6 FLOPs/token = 1e10 FLOP/s on 2 devices of 1e11 peak -> 5%
+    assert metrics.mfu(1e4, 1e6, 1e11, world_size=2) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="peak_flops"):
+        metrics.mfu(1.0, 1.0, 0.0)
+
+
+def test_moe_capacity_follows_deepspeed():
+    assert metrics.moe_capacity(100, 8, 1, 1.0, 4) == 13  # ceil(12.5)
+    assert metrics.moe_capacity(100, 8, 2, 1.0, 4) == 25  # top-2 doubles it
+    assert metrics.moe_capacity(8, 8, 1, 1.0, 4) == 4  # min_capacity floor
+    assert metrics.moe_capacity(100, 8, 1, 1.25, 0) == 16  # ceil(15.625)
+
+
+def test_moe_dropped_and_balance():
+    assert metrics.moe_dropped(np.array([5, 1, 0, 2]), capacity=2) == 3
+    counts = np.array([[4, 4, 4, 4], [8, 0, 4, 4]])  # layer 0 balanced; layer 1 mean 4, max 8
+    out = metrics.moe_balance(counts, dropped_routes=4, aux_loss_sum=0.3, n_steps=3)
+    std1 = math.sqrt(((8 - 4) ** 2 + 4**2 + 0 + 0) / 4)  # = sqrt(8)
+    assert out["lb/expert_tokens_max_over_mean"] == pytest.approx((1.0 + 2.0) / 2)
+    assert out["lb/expert_tokens_cv"] == pytest.approx((0.0 + std1 / 4) / 2)
+    assert out["lb/dropped_token_frac"] == pytest.approx(4 / 32)
+    assert out["lb/aux_loss"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="expert_tokens"):
+        metrics.moe_balance(np.zeros(4), 0, 0, 1)
+
+
+def test_l3_batch_stats_and_balance():
+    counts = np.array([1, 3, 2, 5])
+    ids = np.array([[1, 1, 3], [0, 1, 2]])  # rows 3, 3, 5, 1, 3, 2 -> sum 17, max 5; distinct 0,1,2,3 -> 11
+    assert metrics.l3_batch_stats(ids, counts) == (17, 5, 6, 11)
+    out = metrics.l3_balance(rows_sum=34, rows_max=5, n_positions=12, unique_rows=22, n_steps=2, row_bytes=10)
+    assert out == {
+        "lb/l3_rows_per_token_mean": pytest.approx(34 / 12),
+        "lb/l3_rows_per_token_max": 5.0,
+        "lb/l3_unique_rows_per_step": 11.0,
+        "lb/l3_bytes_per_token": pytest.approx(34 / 12 * 10),
+    }
+
+
+def test_l3_row_bytes():
+    cfg = presets.get("debug", "l3")  # dim 64, d_emb 32, 2 L3 layers
+    assert metrics.l3_row_bytes(cfg, 4) == (64 + 32) * 4 * 2
+
+
+def test_eval_metrics():
+    out = metrics.eval_metrics(loss_sum=20.0, n_tokens=10)
+    assert out == {"eval/val_loss": 2.0, "eval/val_ppl": pytest.approx(math.exp(2.0))}
+    with pytest.raises(ValueError, match="n_tokens"):
+        metrics.eval_metrics(1.0, 0)
+
+
+@pytest.mark.parametrize("family", ["dense", "l3", "moe"])
+def test_param_bytes_match_accounting(family):
+    cfg = presets.get("debug", family)
+    model = Transformer(cfg)
+    assert optim.param_bytes(model) == {k: 4 * v for k, v in count_params(cfg).by_category.items()}
+
+
+def test_param_groups_and_schedule():
+    model = Transformer(presets.get("debug", "l3"))
+    groups = optim.param_groups(model, lr=1e-3, weight_decay=0.1, l3_lr=1e-2, embedding_weight_decay=0.0)
+    by_name = {g["name"]: g for g in groups}
+    assert (by_name["l3_tables"]["lr"], by_name["l3_tables"]["weight_decay"]) == (1e-2, 0.1)
+    assert (by_name["embeddings"]["lr"], by_name["embeddings"]["weight_decay"]) == (1e-3, 0.0)
+    assert by_name["no_decay"]["weight_decay"] == 0.0 and all(
+        p.ndim == 1 for p in by_name["no_decay"]["params"]
+    )
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    opt = optim.build_optimizer(groups, (0.9, 0.95))
+    sched = optim.build_scheduler(opt, warmup_steps=2, total_steps=6, min_ratio=0.1)
+    lrs = []
+    for _ in range(7):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    base = 1e-3
+    expected = [
+        0.5,
+        1.0,
+        1.0,
+        0.5 * (1 + math.cos(math.pi / 4)),
+        0.5,
+        0.5 * (1 + math.cos(3 * math.pi / 4)),
+        0.0,
+    ]
+    assert lrs == pytest.approx(
+        [base * (0.1 + 0.9 * f) if i >= 2 else base * f for i, f in enumerate(expected)]
+    )
+    assert optim.optimizer_bytes(opt) == 0  # no gradients yet: AdamW created no state
+    loss = model(torch.zeros(1, 4, dtype=torch.long))[0].sum()
+    loss.backward()
+    opt.step()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert optim.optimizer_bytes(opt) == 2 * 4 * n_params + 4 * len(
+        list(model.parameters())
+    )  # moments + step
