@@ -212,11 +212,12 @@ def build_report(
     out_dir: str | Path,
     title: str | None = None,
     load_arrays: LoadArrays | None = None,
+    figures: bool = True,
 ) -> ReportPaths:
     """Write report.html, report.md and figures/*.png under out_dir; returns their paths.
 
     runs: `mlflow.search_runs` frame of the suite's runs (or a run table). history: long frame run_id, key,
-    step, value (see `load.history_from_mlflow`), for the loss curves.
+    step, value (see `load.history_from_mlflow`), for the loss curves. figures=False: tables only (fast).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -224,12 +225,12 @@ def build_report(
     suite = table["suite"].dropna()
     title = title or f"isosparse report: {suite.iloc[0] if len(suite) else 'suite'}"
     sections = _sections(table)
-    figures = _figures(table, history, load_arrays or LoadArrays(), out_dir / FIGURE_DIR)
+    drawn = _figures(table, history, load_arrays or LoadArrays(), out_dir / FIGURE_DIR) if figures else []
     heading, subtitle = _header(table, title)
     html_path, md_path = out_dir / HTML_NAME, out_dir / MARKDOWN_NAME
-    html_path.write_text(_render_html(heading, subtitle, sections, figures), encoding="utf-8")
-    md_path.write_text(_render_markdown(heading, subtitle, sections, figures, out_dir), encoding="utf-8")
-    return ReportPaths(html_path, md_path, tuple(p for _, p, _ in figures if p is not None))
+    html_path.write_text(_render_html(heading, subtitle, sections, drawn), encoding="utf-8")
+    md_path.write_text(_render_markdown(heading, subtitle, sections, drawn, out_dir), encoding="utf-8")
+    return ReportPaths(html_path, md_path, tuple(p for _, p, _ in drawn if p is not None))
 
 
 def _render_html(heading, subtitle, sections: list[_Section], figures) -> str:
@@ -262,7 +263,7 @@ def _render_markdown(heading, subtitle, sections: list[_Section], figures, out_d
             parts += [f"_{s.note}_", ""]
         if s.table is not None:
             parts += [to_markdown(s.table), ""]
-    parts += ["## Figures", ""]
+    parts += ["## Figures", ""] + ([] if figures else ["_none drawn (tables-only report)_", ""])
     for title, path, note in figures:
         rel = None if path is None else path.relative_to(out_dir).as_posix()
         parts += [f"![{title}]({rel})" if rel else f"_{title}: not drawn: {note}_", ""]

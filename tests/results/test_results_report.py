@@ -79,7 +79,8 @@ def test_full_report_renders_with_every_figure(raw_runs, history, tmp_path):
 def test_flagged_comparison_is_highlighted_and_listed(raw_runs, tmp_path):
     raw = raw_runs.copy()
     raw.loc[raw["run_id"].eq("moe-small-0"), f"tags.{names.TAG_MATCH_ERROR}"] = "0.035"
-    paths = report.build_report(raw, out_dir=tmp_path)
+    paths = report.build_report(raw, out_dir=tmp_path, figures=False)
+    assert paths.figures == () and not (tmp_path / report.FIGURE_DIR).exists()
     text = paths.html.read_text(encoding="utf-8")
     assert '<tr class="flag">' in text
     md = paths.markdown.read_text(encoding="utf-8")
@@ -100,7 +101,7 @@ def test_ambiguous_dense_reference_becomes_a_note_not_a_crash(raw_runs, tmp_path
     raw = raw_runs.copy()
     extra = raw[raw["run_id"].eq("dense-tiny-0")].assign(run_id="dense-tiny-wide")
     extra[f"tags.{names.TAG_VARIANT}"] = "wide"
-    paths = report.build_report(pd.concat([raw, extra]), out_dir=tmp_path)
+    paths = report.build_report(pd.concat([raw, extra]), out_dir=tmp_path, figures=False)
     assert "not built: groups ['tiny/base'] have several dense configs" in paths.markdown.read_text()
 
 
