@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from workloads.jobs.metrics import moe_balance, moe_capacity, moe_dropped
-from workloads.jobs.timing import StepTimer, TimingStats, synchronize
+from workloads.jobs.timing import StepTimer, TimingStats
 from workloads.models.transformer import Transformer
 
 # Called with (output of model.forward, number of tokens in that forward) after every forward.
@@ -61,17 +61,28 @@ def greedy_generate(
     return torch.cat(tokens, dim=1)  # (B, gen_len)
 
 
-def time_generation(
-    model: Transformer, prompts: torch.Tensor, gen_len: int, *, warmup: int, repeats: int
-) -> GenerationTimes:
-    """Run `warmup + repeats` generations; the first `warmup` (all their forwards) are not counted."""
-    device = prompts.device
-    prefill = StepTimer(device, warmup=warmup)
-    decode = StepTimer(device, warmup=warmup * (gen_len - 1))
-    for _ in range(warmup + repeats):
-        greedy_generate(model, prompts, gen_len, prefill_timer=prefill, decode_timer=decode)
-    synchronize(device)
-    return GenerationTimes(prefill=prefill.summary(), decode=decode.summary())
+class GenerationTimer:
+    """Times repeated generations of `gen_len` tokens; the first `warmup` generations are not counted.
+
+    Generations of several setups (e.g. L3 placements) can be interleaved, one timer per setup, so that
+    a drifting machine load biases none of them.
+    """
+
+    def __init__(self, device: torch.device | str, gen_len: int, warmup: int):
+        self.gen_len = gen_len
+        self.prefill = StepTimer(device, warmup=warmup)
+        self.decode = StepTimer(device, warmup=warmup * (gen_len - 1))
+
+    def generate(
+        self, model: Transformer, prompts: torch.Tensor, on_forward: ForwardHook | None = None
+    ) -> torch.Tensor:
+        return greedy_generate(
+            model, prompts, self.gen_len, prefill_timer=self.prefill, decode_timer=self.decode,
+            on_forward=on_forward,
+        )  # fmt: skip
+
+    def summary(self) -> GenerationTimes:
+        return GenerationTimes(prefill=self.prefill.summary(), decode=self.decode.summary())
 
 
 def moe_generation_balance(model: Transformer, prompts: torch.Tensor, gen_len: int) -> dict[str, float]:

@@ -7,7 +7,8 @@ Metric names (DESIGN.md) and how variants are named:
   infer/decode_tokens_per_s/bs<B>    B / median decode-step time (greedy, KV cache)
   mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
   infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
-  infer/offload/h2d_bytes_per_step/bs<B>   bytes copied host → device per forward (rows, ids, offsets)
+  infer/offload/h2d_bytes_per_prefill/bs<B>, infer/offload/h2d_bytes_per_decode_step/bs<B>
+                                     bytes copied host → device (rows, remapped ids, offsets)
   mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.98)
   lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
@@ -16,14 +17,16 @@ A key without the /bs<B> suffix holds the value at the largest batch size of the
 mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
 """
 
+import contextlib
 import resource
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
 
 from workloads.data import DataConfig
-from workloads.jobs.decode import moe_generation_balance, time_generation
+from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
@@ -35,7 +38,7 @@ from workloads.jobs.setup import (
     resolve_model_config,
     token_freqs_for,
 )
-from workloads.l3.offload import offload_l3_tables
+from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import ModelConfig
 from workloads.models.transformer import TORCH_DTYPES, Transformer
@@ -193,30 +196,65 @@ def _load_weights(model: Transformer, path: str) -> None:
     model.load_state_dict(state)
 
 
-def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, placement: str) -> dict:
-    """One (batch size, placement) run: throughput, TTFT, peak device memory, offload copy volume."""
-    B, P = prompts.shape
-    device = prompts.device
+@contextlib.contextmanager
+def _placed(model: Transformer, placement: str) -> Iterator[L3Offload | None]:
+    """The model with its L3 tables on the device, or offloaded for the duration of the block."""
     handle = offload_l3_tables(model) if placement == "offload" else None
-    prefix = "offload/" if placement == "offload" else ""
     try:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        times = time_generation(model, prompts, cfg.gen_len, warmup=cfg.warmup, repeats=cfg.repeats)
-        out = {
-            f"infer/{prefix}prefill_tokens_per_s": B * P / times.prefill.median_s,
-            f"infer/{prefix}ttft_s": times.prefill.median_s,
-            f"infer/{prefix}decode_tokens_per_s": B / times.decode.median_s,
-        }
-        if device.type == "cuda":
-            out[f"mem/{prefix}peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
-        if handle is not None:
-            out["infer/offload/h2d_bytes_per_step"] = handle.stats.bytes_per_step()
-            out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
-        return out
+        yield handle
     finally:
         if handle is not None:
             handle.remove()
+
+
+def _generate_placed(
+    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str
+) -> dict:
+    """One timed generation with the L3 tables at `placement`: its peak device bytes (CUDA) and, when
+    offloaded, the bytes the prefill and each decode step copied to the device."""
+    device = prompts.device
+    out: dict[str, float] = {}
+    with _placed(model, placement) as handle:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        prefill_bytes: list[int] = []  # copied by the first forward, the prefill
+
+        def after_forward(_out, _n_tokens) -> None:
+            if handle is not None and not prefill_bytes:
+                prefill_bytes.append(handle.stats.bytes_copied)
+
+        timer.generate(model, prompts, on_forward=after_forward)
+        if device.type == "cuda":
+            out["peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
+        if handle is not None:
+            decode_bytes = handle.stats.bytes_copied - prefill_bytes[0]
+            out["infer/offload/h2d_bytes_per_prefill"] = float(prefill_bytes[0])
+            out["infer/offload/h2d_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
+            out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
+    return out
+
+
+def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, places: tuple[str, ...]) -> dict:
+    """One batch size, every placement. The placements' generations alternate (warm-up included), so load
+    drift on a shared machine biases neither side of the ratio. Keys without the /bs suffix."""
+    B, P = prompts.shape
+    timers = {p: GenerationTimer(prompts.device, cfg.gen_len, cfg.warmup) for p in places}
+    peak = dict.fromkeys(places, 0.0)
+    out: dict[str, float] = {}
+    for _ in range(cfg.warmup + cfg.repeats):
+        for placement in places:
+            run_out = _generate_placed(model, prompts, timers[placement], placement)
+            peak[placement] = max(peak[placement], run_out.pop("peak_device_bytes", 0.0))
+            out |= run_out
+    for placement in places:
+        prefix = "offload/" if placement == "offload" else ""
+        times = timers[placement].summary()
+        out[f"infer/{prefix}prefill_tokens_per_s"] = B * P / times.prefill.median_s
+        out[f"infer/{prefix}ttft_s"] = times.prefill.median_s
+        out[f"infer/{prefix}decode_tokens_per_s"] = B / times.decode.median_s
+        if prompts.device.type == "cuda":
+            out[f"mem/{prefix}peak_device_bytes"] = peak[placement]
+    return out
 
 
 def _sweep(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: JobContext) -> dict:
@@ -227,9 +265,7 @@ def _sweep(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: 
     for i, bs in enumerate(cfg.batch_sizes):
         if ctx.stop_requested():
             break
-        step: dict[str, float] = {}
-        for placement in places:
-            step |= _measure(model, prompts[:bs], cfg, placement)
+        step = _measure(model, prompts[:bs], cfg, places)
         if len(places) == 2:
             step["infer/offload_decode_ratio"] = (
                 step["infer/offload/decode_tokens_per_s"] / step["infer/decode_tokens_per_s"]
@@ -292,7 +328,7 @@ def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: di
         p = "offload/" if placement == "offload" else ""
         for bs in cfg.batch_sizes:
             ratio = m.get(f"infer/offload_decode_ratio/bs{bs}") if p else None
-            h2d = m.get(f"infer/offload/h2d_bytes_per_step/bs{bs}") if p else None
+            h2d = m.get(f"infer/offload/h2d_bytes_per_decode_step/bs{bs}") if p else None
             rows.append([
                 family, placement, str(bs),
                 f"{m[f'infer/{p}prefill_tokens_per_s/bs{bs}']:,.0f}",
