@@ -109,8 +109,11 @@ class L3Offload:
         names = ("keys",) if layer.tied else ("keys", "values")
         for name in names:
             param = getattr(layer, name)
-            host = param.detach().to("cpu")
-            param.data = host.pin_memory() if self.pin_memory else host
+            if self.pin_memory:  # one pinned host copy, no pageable intermediate
+                host = torch.empty_like(param, device="cpu", pin_memory=True).copy_(param.detach())
+            else:
+                host = param.detach().to("cpu")
+            param.data = host
         keys = layer.keys.detach()
         return keys, keys if layer.tied else layer.values.detach()
 
