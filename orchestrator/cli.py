@@ -1,14 +1,26 @@
-"""The `isosparse` command line: a thin typer skin over `orchestrator.api`.
+"""The `isosparse` command line: a thin typer skin over `orchestrator.api` (parse → one api call → render).
 
-Only `version` exists so far; `run`, `status`, `report`, `plan` and `ui` arrive with the orchestrator
-issue and are deliberately absent rather than faked.
+Exit codes: 0 every job finished, 1 some job failed / was cancelled, 2 bad input (a suite error, an
+unusable tracking store): nothing was submitted. Option defaults are None; real defaults live in the api.
 """
 
 from importlib.metadata import version as _dist_version
+from typing import Annotated
 
 import typer
 
+from orchestrator import api, render
+
 app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a suite value: KEY=VALUE (YAML).")]
+UriOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: sqlite under ISOSPARSE_HOME).")]
+AddrOpt = Annotated[str | None, typer.Option(help="Ray cluster address (default: an in-process local cluster).")]
+
+
+def _bad_input(err: Exception) -> typer.Exit:
+    render.console().print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+    return typer.Exit(2)
 
 
 @app.callback()
@@ -20,3 +32,102 @@ def main() -> None:
 def version() -> None:
     """Print the installed isosparse version."""
     typer.echo(_dist_version("isosparse"))
+
+
+@app.command()
+def run(
+    suite: str,
+    set_: SetOpt = None,
+    detach: Annotated[bool | None, typer.Option("--detach", help="Run in the background.")] = None,
+    address: AddrOpt = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Run SUITE (a path or a shipped suite's name) and print the comparison table."""
+    out = render.console()
+    try:
+        if detach:
+            pid, log = api.run_detached(suite, set_, address=address, tracking_uri=tracking_uri)
+            out.print(f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}")
+            return
+        progress = render.Progress(out)
+        report = api.run_suite(suite, set_, address=address, tracking_uri=tracking_uri,
+                               on_start=progress.start, on_tick=progress.tick)  # fmt: skip
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    progress.stop(report)
+    out.print(render.df_table(api.compare(suite, set_, tracking_uri=report.tracking_uri), "comparison"))
+    out.print(f"{report.counts()} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def validate(suite: str, set_: SetOpt = None) -> None:
+    """Validate and expand SUITE without side effects; list its jobs."""
+    try:
+        spec = api.validate(suite, set_)
+    except api.SuiteError as err:
+        raise _bad_input(err) from None
+    render.console().print(render.df_table(render.jobs_frame(spec), f"{spec.name}: {len(spec.jobs)} jobs, valid"))
+
+
+@app.command()
+def status(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
+    """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the jobs of the newest one."""
+    try:
+        suites, jobs = api.status(target, tracking_uri)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    out = render.console()
+    out.print(render.df_table(suites, "suite runs"))
+    if not jobs.empty:
+        out.print(render.df_table(jobs, "jobs of the newest"))
+
+
+@app.command()
+def cancel(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
+    """Cancel running suites (all, a SUITE's, or a parent RUN_ID) started on this host."""
+    try:
+        actions = api.cancel(target, tracking_uri)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    for run_id, action in actions or [("-", "nothing running")]:
+        typer.echo(f"{run_id}: {action}")
+
+
+@app.command()
+def compare(suite: str, set_: SetOpt = None, tracking_uri: UriOpt = None) -> None:
+    """The comparison table of SUITE's finished jobs."""
+    try:
+        table = api.compare(suite, set_, tracking_uri)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    render.console().print(render.df_table(table, "comparison"))
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="presets | suites | jobs")]) -> None:
+    """List model presets, shipped suites, or job kinds."""
+    listers = {"presets": api.list_presets, "suites": api.list_suites, "jobs": api.list_jobs}
+    if what not in listers:
+        raise _bad_input(ValueError(f"list what? {what!r} is not one of {', '.join(listers)}"))
+    for name, note in listers[what]():
+        typer.echo(f"{name:<14} {note}")
+
+
+@app.command()
+def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] = None) -> None:
+    """Start the MLflow UI on 127.0.0.1 over the project's store (Ctrl-C stops it)."""
+    try:
+        url, proc = api.ui(tracking_uri, port or 5000)
+    except api.TrackingError as err:
+        raise _bad_input(err) from None
+    typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    app()

@@ -11,12 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 
+MODEL_FIELDS = ("preset", "family", "overrides", "allocation_path")
+
+
 @dataclass(frozen=True)
 class JobKind:
     """name: the suite's key (`train`, ...); module: where `<config_class>` and `run(cfg, ctx)` live.
 
-    uses_model: the config takes a `ModelSpec` (field `model_field`) built from the matrix's family,
-    preset and model section; seed_field: the config field the matrix seed goes to (None: a label only).
+    uses_model: the config has the `ModelSpec` fields (MODEL_FIELDS: preset, family, overrides,
+    allocation_path), set from the matrix's family and preset and the suite's model section;
+    seed_field: the config field the matrix seed goes to (None: the seed is a label only).
     """
 
     name: str
@@ -24,7 +28,6 @@ class JobKind:
     config_class: str
     description: str
     uses_model: bool = True
-    model_field: str = "model"
     seed_field: str | None = "seed"
 
     def load(self) -> tuple[type, Callable[..., Any]]:

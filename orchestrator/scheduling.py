@@ -105,44 +105,72 @@ class _Sink:
         return True  # calls from one caller run in order: once this returns, its earlier puts are in
 
 
-def _hardware(num_gpus: float) -> str:
-    if num_gpus > 0:
-        import torch
+@dataclass(frozen=True)
+class Attempt:
+    """What a worker needs to run one attempt of a job."""
 
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    return "cpu"
+    kind: str
+    config: Any
+    job: str
+    attempt: int
+    num_gpus: float
+    checkpoint_dir: str | None
 
 
-def _job_context(sink, job: str, attempt: int, num_gpus: float, report: bool):
+def _hardware(num_gpus: float, config: Any) -> tuple[str, float | None]:
+    """(hardware catalog name, dense peak FLOP/s for the job's dtype) of this worker's device; the raw
+    device name and no peak when the catalog does not know it (MFU is then omitted, not guessed)."""
+    if num_gpus <= 0:
+        return "cpu", None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", None
+    name = torch.cuda.get_device_name(0)
+    try:
+        from clusters import catalog
+
+        entry = catalog.identify(name)
+        dtype = "float32" if getattr(config, "dtype", "auto") == "float32" else "bfloat16"
+        return entry, catalog.peak_flops(entry, dtype)
+    except (ImportError, ValueError):
+        return name, None
+
+
+def _job_context(sink, a: Attempt, report: bool):
     """The JobContext of one rank: rank 0 (`report`) streams events to the sink, others stay silent."""
     from workloads.jobs.result import JobContext
 
     def on_metrics(metrics, step: int) -> None:
-        sink.put.remote(Event(job, attempt, "metrics", dict(metrics), step))
+        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step))
 
-    hardware = _hardware(num_gpus)
+    hardware, peak_flops = _hardware(a.num_gpus, a.config)
     if report:
-        node = ray.get_runtime_context().get_node_id()
-        sink.put.remote(Event(job, attempt, "start", {"node": node, "host": socket.gethostname(), "hw": hardware}))
-    return JobContext(on_metrics=on_metrics if report else None, hardware=hardware)
+        start = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "hw": hardware}
+        sink.put.remote(Event(a.job, a.attempt, "start", start))
+    return JobContext(
+        on_metrics=on_metrics if report else None,
+        peak_flops=peak_flops,
+        hardware=hardware,
+        checkpoint_dir=a.checkpoint_dir,
+    )
 
 
-def _run_job(kind: str, config: Any, sink, job: str, attempt: int, num_gpus: float, report: bool = True) -> str:
-    _, run = registry.get(kind).load()
-    result = run(config, _job_context(sink, job, attempt, num_gpus, report))
+def _run_job(a: Attempt, sink, report: bool = True) -> str:
+    _, run = registry.get(a.kind).load()
+    result = run(a.config, _job_context(sink, a, report))
     if report:
         ray.get(sink.flush.remote())
     return result.to_json()
 
 
 @ray.remote(max_retries=0)
-def _task(kind: str, config: Any, sink, job: str, attempt: int, num_gpus: float) -> str:
-    return _run_job(kind, config, sink, job, attempt, num_gpus)
+def _task(a: Attempt, sink) -> str:
+    return _run_job(a, sink)
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _gang(kind: str, config: Any, sink, job: str, attempt: int, resources, storage: str) -> str:
+def _gang(a: Attempt, sink, resources, storage: str) -> str:
     """Runs a multi-worker job as a TorchTrainer; rank 0's BenchResult travels back through the sink
     (Ray Train v2 drops metrics reported without a checkpoint, so it is not used for results)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig, get_context
@@ -150,9 +178,9 @@ def _gang(kind: str, config: Any, sink, job: str, attempt: int, resources, stora
 
     def loop(_: dict) -> None:
         rank0 = get_context().get_world_rank() == 0
-        result_json = _run_job(kind, config, sink, job, attempt, resources.num_gpus, report=rank0)
+        result_json = _run_job(a, sink, report=rank0)
         if rank0:
-            ray.get(sink.put.remote(Event(job, attempt, "result", {"json": result_json})))
+            ray.get(sink.put.remote(Event(a.job, a.attempt, "result", {"json": result_json})))
 
     per_worker = {"CPU": resources.num_cpus, "GPU": resources.num_gpus}
     if resources.memory_bytes:
@@ -166,7 +194,7 @@ def _gang(kind: str, config: Any, sink, job: str, attempt: int, resources, stora
             placement_strategy=resources.placement,
         ),
         run_config=RunConfig(
-            name=f"{job.replace('/', '_')}-a{attempt}", storage_path=storage, failure_config=FailureConfig(0)
+            name=f"{a.job.replace('/', '_')}-a{a.attempt}", storage_path=storage, failure_config=FailureConfig(0)
         ),
     )
     trainer.fit()
@@ -217,6 +245,7 @@ class Scheduler:
     """Submits attempts, retries infra failures, and reports events and completions to callbacks."""
 
     storage_path: str
+    checkpoint_root: str | None
     on_event: Callable[[Event], None]
     on_done: Callable[[Completion], None]
     poll_s: float = 0.2
@@ -228,15 +257,15 @@ class Scheduler:
 
     def submit(self, job: JobSpec, attempt: int = 1) -> None:
         res = job.resources
+        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
+        a = Attempt(job.kind, job.config, job.name, attempt, res.num_gpus, ckpt)
         if res.num_workers > 1:
-            ref = _gang.remote(job.kind, job.config, self._sink, job.name, attempt, res, self.storage_path)
+            ref = _gang.remote(a, self._sink, res, self.storage_path)
         else:
             options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
             if res.memory_bytes:
                 options["memory"] = res.memory_bytes
-            ref = _task.options(**options).remote(
-                job.kind, job.config, self._sink, job.name, attempt, res.num_gpus
-            )
+            ref = _task.options(**options).remote(a, self._sink)
         self._pending[ref] = (job, attempt)
 
     @property

@@ -177,7 +177,8 @@ def _job(kind_name, section, model_entry, labels, seed, resources, max_retries, 
     cls, _ = kind.load()
     data = dict(section)
     if kind.uses_model:
-        data[kind.model_field] = to_plain(model_entry[0])
+        spec = model_entry[0]
+        data.update({name: getattr(spec, name) for name in registry.MODEL_FIELDS})
     if kind.seed_field:
         data[kind.seed_field] = seed
     config = build(cls, data, path, errors)
@@ -185,9 +186,11 @@ def _job(kind_name, section, model_entry, labels, seed, resources, max_retries, 
         return None
     resolved: dict[str, Any] = {"kind": kind_name, "job": to_plain(config)}
     if kind.uses_model:
-        resolved["model_config"] = to_plain(model_entry[1])
+        resolved["model"] = to_plain(model_entry[1])
     else:  # model-free (dummy): the labels keep jobs of different families apart
         resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
+    if not kind.seed_field:  # a job without a seed field still runs once per matrix seed
+        resolved["seed"] = seed
     name = "/".join([kind_name, *(labels[k] for k in ("family", "preset", "variant")), f"s{seed}"])
     return JobSpec(
         name=name,
@@ -216,11 +219,12 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                     labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
                     labels["group"] = f"{preset}/{variant['name']}/s{seed}"
                     for kind in matrix["jobs"]:
-                        section = _merge(spec.get(kind) or {}, variant.get(kind) or {})
-                        path = f"{vpath}.{kind}" if variant.get(kind) else kind
                         resources = _resources(spec, variant, kind)
-                        entry = models[family]
-                        job = _job(kind, section, entry, labels, seed, resources, spec["max_retries"], path, errors)
+                        args = (models[family], labels, seed, resources, spec["max_retries"])
+                        job = _job(kind, spec.get(kind) or {}, *args, kind, errors)  # the suite's own section
+                        if job is not None and variant.get(kind):
+                            section = _merge(spec.get(kind) or {}, variant[kind])
+                            job = _job(kind, section, *args, f"{vpath}.{kind}", errors)
                         if job is not None and job.fingerprint not in jobs:
                             jobs[job.fingerprint] = replace(job, match=_match(models, family))
     return list(jobs.values())

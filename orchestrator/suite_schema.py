@@ -49,7 +49,7 @@ def _job_section(kind: registry.JobKind) -> Any:
     except ValueError:
         return dict[str, Any] | None  # kind unavailable: using it is reported as a suite error
     full = model_for(cls)
-    skip = {kind.model_field if kind.uses_model else None, kind.seed_field}
+    skip = {*(registry.MODEL_FIELDS if kind.uses_model else ()), kind.seed_field}
     fields = {n: (f.annotation, None) for n, f in full.model_fields.items() if n not in skip}
     return create_model(f"{kind.name.title()}Section", __config__=FORBID, **fields) | None
 
@@ -74,7 +74,7 @@ def suite_model() -> type[BaseModel]:
         presets=(list[str], Field(["debug"], min_length=1)),
         jobs=(list[str], Field(..., min_length=1)),
         seeds=(list[int], Field([0], min_length=1)),
-        variants=(list[variant], Field(default_factory=lambda: [{"name": "base"}], min_length=1)),
+        variants=(list[variant], Field(default_factory=lambda: [variant(name="base")], min_length=1)),
     )
     return create_model(
         "Suite",

@@ -134,9 +134,24 @@ class Tracker:
             experiment_ids=[exp_id], filter_string=filter_string, output_format="pandas", max_results=100_000
         )
 
+    def search_roles(self, role: str, experiment: str | None) -> pd.DataFrame:
+        """Runs tagged isosparse.role = role ("suite" | "job"), in one experiment or in all."""
+        filter_string = f"tags.`{TAG}role` = '{role}'"
+        if experiment is not None:
+            return self.search(experiment, filter_string)
+        return mlflow.search_runs(
+            search_all_experiments=True, filter_string=filter_string, output_format="pandas", max_results=100_000
+        )
+
+    def children(self, parent_id: str) -> pd.DataFrame:
+        exp_id = self.client.get_run(parent_id).info.experiment_id
+        return mlflow.search_runs(
+            experiment_ids=[exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=100_000
+        )
+
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
         """fingerprint → run id of the FINISHED job runs of the experiment."""
-        runs = self.search(experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
+        runs = self.search(experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}role` = 'job'")
         col = f"tags.{TAG}fingerprint"
         if runs.empty or col not in runs:
             return {}
@@ -146,7 +161,7 @@ class Tracker:
         """The parent run of one suite invocation, with MLflow system metrics (sampled in the driver)."""
         exp_id = self.experiment_id(experiment)
         base = {
-            f"{TAG}kind": "suite",
+            f"{TAG}role": "suite",
             f"{TAG}suite": name,
             f"{TAG}code_version": code_version(),
             f"{TAG}git_commit": git_commit() or "",
@@ -172,9 +187,9 @@ class Tracker:
         exp_id = self.experiment_id(experiment)
         all_tags = {
             "mlflow.parentRunId": parent_id,
-            f"{TAG}kind": "job",
+            f"{TAG}role": "job",
             f"{TAG}job": job.name,
-            f"{TAG}job_kind": job.kind,
+            f"{TAG}kind": job.kind,
             f"{TAG}fingerprint": job.fingerprint,
             f"{TAG}attempt": str(attempt),
             f"{TAG}code_version": code_version(),
@@ -200,7 +215,7 @@ class Tracker:
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i : i + 1000])
 
-    def finish_job(self, run_id: str, fingerprint: str, experiment: str, completion) -> str:
+    def finish_job(self, run_id: str, fingerprint: str, experiment: str, completion, step: int = 0) -> str:
         """Record a Completion (scheduling.Completion) and close the run; returns the MLflow status.
 
         A run whose fingerprint FINISHED meanwhile (another invocation) is closed KILLED, tagged
@@ -211,7 +226,7 @@ class Tracker:
         if completion.traceback:
             self.client.log_text(run_id, completion.traceback, "traceback.txt")
         if completion.result_json:
-            self._log_result(run_id, completion.result_json)
+            self._log_result(run_id, completion.result_json, step)
         status = STATUS[completion.outcome]
         if status == "FINISHED":
             other = self.finished_fingerprints(experiment).get(fingerprint)
@@ -221,10 +236,10 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
         return status
 
-    def _log_result(self, run_id: str, result_json: str) -> None:
+    def _log_result(self, run_id: str, result_json: str, step: int) -> None:
         result = json.loads(result_json)
         self.client.log_text(run_id, result_json, "result.json")
-        self.log_metrics(run_id, {**result.get("params", {}), **result.get("metrics", {})}, 0)
+        self.log_metrics(run_id, {**result.get("params", {}), **result.get("metrics", {})}, step)
         info = result.get("info", {})
         if info:
             self.set_tags(run_id, {f"{TAG}info.{k}": str(v)[:PARAM_VALUE_CHARS] for k, v in info.items()})

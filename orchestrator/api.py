@@ -1,0 +1,255 @@
+"""The library behind the CLI: validate, run (attached or detached), status, cancel, compare, list, ui.
+
+`run_suite` is the data flow of DESIGN.md: load + expand the suite (SuiteError: nothing submitted),
+check the tracking store (TrackingError: nothing submitted), skip fingerprints that already FINISHED,
+open the parent run, submit the rest to Ray, log what the jobs stream and return, close every run.
+Ctrl-C (or SIGTERM, or `isosparse cancel`, which sends SIGINT to the driver) cancels the Ray tasks and
+closes the open runs as KILLED.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator import registry
+from orchestrator.suite import Suite, load_suite, shipped_suites
+from orchestrator.tracking import TAG, Tracker, home
+
+# Re-exported for callers that only import the api.
+from orchestrator.suite import SuiteError  # noqa: F401  isort: skip
+from orchestrator.tracking import TrackingError  # noqa: F401  isort: skip
+
+DONE_STATES = ("finished", "failed", "oom", "infra", "cancelled", "skipped")
+
+
+@dataclass
+class JobState:
+    """Live state of one job for the progress display. state: queued | running | a failure class |
+    finished | skipped (FINISHED before, not re-run)."""
+
+    name: str
+    kind: str
+    labels: dict[str, str]
+    state: str = "queued"
+    attempt: int = 1
+    step: int | None = None
+    loss: float | None = None
+    run_id: str | None = None
+    error: str | None = None
+    started_s: float | None = None
+
+
+@dataclass
+class RunReport:
+    suite: Suite
+    parent_run_id: str | None
+    jobs: dict[str, JobState]
+    cancelled: bool = False
+    wall_s: float = 0.0
+    tracking_uri: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every job finished (or had finished before), else 1."""
+        return 0 if all(j.state in ("finished", "skipped") for j in self.jobs.values()) else 1
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for job in self.jobs.values():
+            out[job.state] = out.get(job.state, 0) + 1
+        return out
+
+
+def validate(suite: str, sets: list[str] | None = None) -> Suite:
+    """Load and expand a suite; no side effects (raises SuiteError)."""
+    return load_suite(suite, sets)
+
+
+@dataclass
+class _Driver:
+    """Connects scheduler callbacks to MLflow runs and to the live JobState table."""
+
+    suite: Suite
+    tracker: Tracker
+    parent: str
+    report: RunReport
+    runs: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def _run(self, name: str, attempt: int, extra: dict[str, str] | None = None) -> str:
+        key = (name, attempt)
+        if key not in self.runs:
+            job = self._spec(name)
+            tags = {f"{TAG}suite": self.suite.name, f"{TAG}match_error": _match_error(job.match), **(extra or {})}
+            self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
+        return self.runs[key]
+
+    def _spec(self, name: str):
+        return next(j for j in self.suite.jobs if j.name == name)
+
+    def on_event(self, event) -> None:
+        state = self.report.jobs[event.job]
+        if event.kind == "start":
+            state.step, state.loss = None, None
+            tags = {f"{TAG}ray_node": event.payload["node"], f"{TAG}host": event.payload["host"],
+                    f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
+            state.run_id = self._run(event.job, event.attempt, tags)
+            state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
+        elif event.kind == "metrics":
+            self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
+            state.step = event.step
+            state.loss = event.payload.get("train/loss", state.loss)
+
+    def on_done(self, done) -> None:
+        state = self.report.jobs[done.job]
+        run_id = self._run(done.job, done.attempt)
+        step = state.step if state.step is not None and state.attempt == done.attempt else 0
+        self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
+        state.run_id, state.error = run_id, done.error
+        state.state = "queued" if done.will_retry else done.outcome
+        if done.will_retry:
+            state.attempt = done.attempt + 1
+
+
+def _match_error(match: dict[str, float]) -> str:
+    errors = [match.get("active_rel_err", 0.0), match.get("total_rel_err", 0.0)]
+    return f"{max(errors, key=abs):.6f}"
+
+
+def _raise_on_sigterm() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. under a test runner thread): Ctrl-C only
+        pass
+
+
+def run_suite(
+    suite: str,
+    sets: list[str] | None = None,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    num_cpus: int | None = None,
+    on_start: Callable[[RunReport], None] | None = None,
+    on_tick: Callable[[RunReport], None] | None = None,
+) -> RunReport:
+    """Run a suite to the end; see the module docstring. Raises SuiteError / TrackingError before
+    anything is submitted. on_start / on_tick: progress callbacks (the CLI's live display)."""
+    started = time.monotonic()
+    spec = load_suite(suite, sets)
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    tracker.experiment_id(spec.experiment)
+    done_before = tracker.finished_fingerprints(spec.experiment)
+    jobs = {j.name: JobState(j.name, j.kind, j.labels) for j in spec.jobs}
+    for job in spec.jobs:
+        if job.fingerprint in done_before:
+            jobs[job.name].state, jobs[job.name].run_id = "skipped", done_before[job.fingerprint]
+    todo = [j for j in spec.jobs if j.fingerprint not in done_before]
+    report = RunReport(spec, None, jobs, tracking_uri=tracker.uri)
+    tags = {f"{TAG}suite_path": spec.path, f"{TAG}n_jobs": str(len(spec.jobs)), f"{TAG}n_skipped": str(len(spec.jobs) - len(todo))}
+    report.parent_run_id = tracker.start_suite(spec.experiment, spec.name, tags)
+    if on_start is not None:
+        on_start(report)
+    status = "FINISHED"
+    try:
+        _raise_on_sigterm()
+        if todo:
+            _schedule(spec, tracker, report, todo, address, num_cpus, on_tick)
+    except KeyboardInterrupt:
+        report.cancelled, status = True, "KILLED"
+    finally:
+        report.wall_s = time.monotonic() - started
+        if status != "KILLED" and report.exit_code:
+            status = "FAILED"
+        tracker.log_metrics(report.parent_run_id, {"suite/wall_s": report.wall_s}, 0)
+        tracker.end_suite(report.parent_run_id, status)
+    return report
+
+
+def _schedule(spec, tracker, report, todo, address, num_cpus, on_tick) -> None:
+    from orchestrator import scheduling  # ray is imported only when jobs run
+
+    driver = _Driver(spec, tracker, report.parent_run_id, report)
+    scheduling.start(address, num_cpus)
+    scheduler = scheduling.Scheduler(
+        storage_path=str(home() / "ray_train"),
+        checkpoint_root=str(home() / "checkpoints"),
+        on_event=driver.on_event,
+        on_done=driver.on_done,
+    )
+    tick = (lambda: on_tick(report)) if on_tick is not None else None
+    try:
+        scheduler.run(todo, on_tick=tick)
+    except KeyboardInterrupt:
+        _cancel_pending(scheduler, tracker, driver, report)
+        raise
+
+
+def _cancel_pending(scheduler, tracker, driver, report) -> None:
+    """Cancel Ray tasks; runs still open afterwards are closed KILLED, queued jobs become cancelled."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not half-close runs
+    try:
+        scheduler.cancel()
+        for job in report.jobs.values():
+            if job.state in ("queued", "running"):
+                if job.run_id is not None:
+                    tracker.kill(job.run_id, "cancelled by the user")
+                job.state = "cancelled"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_detached(
+    suite: str, sets: list[str] | None = None, *, address: str | None = None, tracking_uri: str | None = None
+) -> tuple[int, Path]:
+    """Validate, check the store, then run the suite in a background process; returns (pid, log path)."""
+    spec = load_suite(suite, sets)
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    log = home() / "logs" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "orchestrator.cli", "run", spec.path, "--tracking-uri", tracker.uri]
+    cmd += [arg for s in sets or [] for arg in ("--set", s)]
+    cmd += ["--address", address] if address else []
+    env = {**os.environ, "ISOSPARSE_HOME": str(home()), "ISOSPARSE_PLAIN_PROGRESS": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    return proc.pid, log
+
+
+def list_presets() -> list[tuple[str, str]]:
+    from workloads.models import presets
+
+    return [(name, presets.PRESETS[name].note) for name in presets.names()]
+
+
+def list_suites() -> list[tuple[str, str]]:
+    import yaml
+
+    out = []
+    for path in shipped_suites():
+        try:
+            description = (yaml.safe_load(path.read_text()) or {}).get("description", "")
+        except yaml.YAMLError:
+            description = "(not valid YAML)"
+        out.append((path.stem, str(description).strip().splitlines()[0] if description else ""))
+    return out
+
+
+def list_jobs() -> list[tuple[str, str]]:
+    return [
+        (name, kind.description + ("" if kind.available() else "  [not available: module missing]"))
+        for name, kind in registry.JOBS.items()
+    ]
+
+
+# status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
+from orchestrator.monitor import cancel, compare, status, ui  # noqa: E402, F401  isort: skip

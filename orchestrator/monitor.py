@@ -1,0 +1,170 @@
+"""Looking at suites after (or while) they run: `status`, `cancel`, `compare`, and the MLflow `ui`.
+
+All read the tracking store through `orchestrator.tracking`; nothing here imports ray.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+
+from orchestrator.suite import SuiteError, load_suite, resolve_path
+from orchestrator.tracking import TAG, Tracker
+
+SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "finished", "failed", "running"]
+MIB = 2**20
+
+
+def _suite_target(target: str | None) -> str | None:
+    """The experiment of a suite file/name, or None when `target` is not a suite (a run id, or None)."""
+    if target is None:
+        return None
+    try:
+        resolve_path(target)
+    except SuiteError:
+        return None
+    return load_suite(target).experiment
+
+
+def _suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
+    experiment = _suite_target(target)
+    runs = tracker.search_roles("suite", experiment)
+    if not runs.empty and target is not None and experiment is None:
+        runs = runs[runs["run_id"] == target]
+    return runs
+
+
+def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
+    jobs = tracker.search_roles("job", None)
+    rows = []
+    for _, parent in parents.iterrows():
+        mine = jobs[jobs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)) == parent["run_id"]] if not jobs.empty else jobs
+        status = mine["status"] if not mine.empty else pd.Series(dtype=str)
+        rows.append({
+            "run_id": parent["run_id"],
+            "suite": parent.get(f"tags.{TAG}suite"),
+            "experiment": parent.get("experiment_id"),
+            "status": parent["status"],
+            "started": parent["start_time"],
+            "jobs": parent.get(f"tags.{TAG}n_jobs"),
+            "finished": int((status == "FINISHED").sum()),
+            "failed": int(status.isin(["FAILED", "KILLED"]).sum()),
+            "running": int((status == "RUNNING").sum()),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=SUITE_COLUMNS)
+
+
+def status(target: str | None = None, tracking_uri: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(suite invocations, jobs of the newest one). target: a suite file/name, a parent run id, or None."""
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    parents = _suite_runs(tracker, target)
+    if parents.empty:
+        return pd.DataFrame(columns=SUITE_COLUMNS), pd.DataFrame()
+    parents = parents.sort_values("start_time", ascending=False)
+    table = _job_counts(tracker, parents)
+    jobs = tracker.children(parents.iloc[0]["run_id"])
+    if jobs.empty:
+        return table, jobs
+    cols = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
+            f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss", f"tags.{TAG}error": "error"}  # fmt: skip
+    present = {k: v for k, v in cols.items() if k in jobs}
+    return table, jobs[list(present)].rename(columns=present).sort_values("job")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[tuple[str, str]]:
+    """Cancel running suite invocations (all, one suite's, or one parent run id) on this host: SIGINT to
+    the driver, which cancels its Ray tasks and closes its runs. A driver that is gone leaves runs
+    RUNNING: those are closed KILLED here. Returns (run id, what was done)."""
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    parents = _suite_runs(tracker, target)
+    actions = []
+    for _, run in parents[parents["status"] == "RUNNING"].iterrows() if not parents.empty else []:
+        pid, host = int(run.get(f"tags.{TAG}driver_pid") or 0), run.get(f"tags.{TAG}driver_host")
+        if host != socket.gethostname() and host != os.uname().nodename:
+            actions.append((run["run_id"], f"driver runs on {host}: cancel it there"))
+        elif pid and _alive(pid):
+            os.kill(pid, signal.SIGINT)
+            actions.append((run["run_id"], f"sent SIGINT to driver pid {pid}"))
+        else:
+            for child in tracker.children(run["run_id"]).itertuples():
+                if child.status == "RUNNING":
+                    tracker.kill(child.run_id, "driver gone")
+            tracker.kill(run["run_id"], "driver gone")
+            actions.append((run["run_id"], "driver gone: closed its open runs as KILLED"))
+    return actions
+
+
+def _first(row: pd.Series, *keys: str) -> float | None:
+    for key in keys:
+        value = row.get(f"metrics.{key}")
+        if value is not None and not pd.isna(value):
+            return float(value)
+    return None
+
+
+def _decode_tokens_per_s(row: pd.Series) -> float | None:
+    found = _first(row, "infer/decode_tokens_per_s")
+    if found is not None:
+        return found
+    per_bs = [v for k, v in row.items() if k.startswith("metrics.infer/decode_tokens_per_s/bs") and not pd.isna(v)]
+    return max(per_bs) if per_bs else None
+
+
+def _compare_row(job, run: pd.Series | None) -> dict:
+    row = {"job": job.kind, "family": job.labels["family"], "preset": job.labels["preset"],
+           "variant": job.labels["variant"], "seed": job.labels["seed"]}  # fmt: skip
+    r = run if run is not None else pd.Series(dtype=object)
+    peak = _first(r, "mem/peak_device_bytes")
+    peak = peak if peak else _first(r, "mem/peak_host_bytes")
+    tokens = _first(r, "train/tokens_per_s") if job.kind == "train" else _decode_tokens_per_s(r)
+    row.update({
+        "active": _first(r, "params_active") or job.match.get("params_active"),
+        "total": _first(r, "params_total") or job.match.get("params_total"),
+        "sparsity": _first(r, "sparsity") or job.match.get("sparsity"),
+        "match_err": job.match.get("active_rel_err") if job.labels["family"] != "moe" else job.match.get("total_rel_err"),
+        "val_loss": _first(r, "eval/val_loss"),
+        "val_ppl": _first(r, "eval/val_ppl"),
+        "tokens_per_s": tokens,
+        "peak_mem_mib": None if peak is None else peak / MIB,
+        "expert_max_over_mean": _first(r, "lb/expert_tokens_max_over_mean"),
+        "l3_rows_per_token": _first(r, "lb/l3_rows_per_token_mean"),
+        "status": "not run" if run is None else "finished",
+    })  # fmt: skip
+    return row
+
+
+def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per job of the suite with the metrics of its FINISHED run (by fingerprint)."""
+    spec = load_suite(suite, sets)
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}role` = 'job'")
+    by_fp = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
+    rows = [_compare_row(job, by_fp.get(job.fingerprint)) for job in spec.jobs]
+    return pd.DataFrame(rows)
+
+
+def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, subprocess.Popen]:
+    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (URL, process)."""
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    if tracker.db_path is not None:
+        cmd += ["--artifacts-destination", str(tracker.db_path.parent / "mlartifacts")]
+    return f"http://127.0.0.1:{port}", subprocess.Popen(cmd)
