@@ -91,7 +91,7 @@ class TrainLoop:
         )  # fmt: skip
         ep_size = model_cfg.moe.ep_size if model_cfg.moe else 1
         self.engine = distributed.parallelize(
-            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, fused=device.type == "cuda"),
+            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, fused=True),
             w=w, device=device, ep_size=ep_size, micro_batch=cfg.batch_size, grad_accum=cfg.grad_accum,
             grad_clip=cfg.grad_clip, seed=cfg.seed,
         )  # fmt: skip
