@@ -7,6 +7,7 @@ Ctrl-C (or SIGTERM, or `isosparse cancel`, which sends SIGINT to the driver) can
 closes the open runs as KILLED.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import registry
+
+# status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
+from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
 from orchestrator.suite import Suite, load_suite, shipped_suites
 from orchestrator.tracking import TAG, Tracker, home
 
@@ -84,7 +88,11 @@ class _Driver:
         key = (name, attempt)
         if key not in self.runs:
             job = self._spec(name)
-            tags = {f"{TAG}suite": self.suite.name, f"{TAG}match_error": _match_error(job.match), **(extra or {})}
+            tags = {
+                f"{TAG}suite": self.suite.name,
+                f"{TAG}match_error": f"{match_error(job.match):.6f}",
+                **(extra or {}),
+            }
             self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
         return self.runs[key]
 
@@ -106,6 +114,9 @@ class _Driver:
 
     def on_done(self, done) -> None:
         state = self.report.jobs[done.job]
+        if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs:
+            state.state = "cancelled"  # never started: no run to close
+            return
         run_id = self._run(done.job, done.attempt)
         step = state.step if state.step is not None and state.attempt == done.attempt else 0
         self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
@@ -115,19 +126,12 @@ class _Driver:
             state.attempt = done.attempt + 1
 
 
-def _match_error(match: dict[str, float]) -> str:
-    errors = [match.get("active_rel_err", 0.0), match.get("total_rel_err", 0.0)]
-    return f"{max(errors, key=abs):.6f}"
-
-
 def _raise_on_sigterm() -> None:
     def handler(signum, frame):
         raise KeyboardInterrupt
 
-    try:
+    with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner's): Ctrl-C only
         signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. under a test runner thread): Ctrl-C only
-        pass
 
 
 def run_suite(
@@ -154,23 +158,27 @@ def run_suite(
             jobs[job.name].state, jobs[job.name].run_id = "skipped", done_before[job.fingerprint]
     todo = [j for j in spec.jobs if j.fingerprint not in done_before]
     report = RunReport(spec, None, jobs, tracking_uri=tracker.uri)
-    tags = {f"{TAG}suite_path": spec.path, f"{TAG}n_jobs": str(len(spec.jobs)), f"{TAG}n_skipped": str(len(spec.jobs) - len(todo))}
+    tags = {
+        f"{TAG}suite_path": spec.path,
+        f"{TAG}n_jobs": str(len(spec.jobs)),
+        f"{TAG}n_skipped": str(len(spec.jobs) - len(todo)),
+    }
     report.parent_run_id = tracker.start_suite(spec.experiment, spec.name, tags)
     if on_start is not None:
         on_start(report)
-    status = "FINISHED"
+    final = "FINISHED"
     try:
         _raise_on_sigterm()
         if todo:
             _schedule(spec, tracker, report, todo, address, num_cpus, on_tick)
     except KeyboardInterrupt:
-        report.cancelled, status = True, "KILLED"
+        report.cancelled, final = True, "KILLED"
     finally:
         report.wall_s = time.monotonic() - started
-        if status != "KILLED" and report.exit_code:
-            status = "FAILED"
+        if final != "KILLED" and report.exit_code:
+            final = "FAILED"
         tracker.log_metrics(report.parent_run_id, {"suite/wall_s": report.wall_s}, 0)
-        tracker.end_suite(report.parent_run_id, status)
+        tracker.end_suite(report.parent_run_id, final)
     return report
 
 
@@ -249,7 +257,3 @@ def list_jobs() -> list[tuple[str, str]]:
         (name, kind.description + ("" if kind.available() else "  [not available: module missing]"))
         for name, kind in registry.JOBS.items()
     ]
-
-
-# status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
-from orchestrator.monitor import cancel, compare, status, ui  # noqa: E402, F401  isort: skip

@@ -14,8 +14,12 @@ from orchestrator import api, render
 app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a suite value: KEY=VALUE (YAML).")]
-UriOpt = Annotated[str | None, typer.Option(help="MLflow tracking URI (default: sqlite under ISOSPARSE_HOME).")]
-AddrOpt = Annotated[str | None, typer.Option(help="Ray cluster address (default: an in-process local cluster).")]
+UriOpt = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI (default: sqlite under ISOSPARSE_HOME).")
+]
+AddrOpt = Annotated[
+    str | None, typer.Option(help="Ray cluster address (default: an in-process local cluster).")
+]
 
 
 def _bad_input(err: Exception) -> typer.Exit:
@@ -47,7 +51,9 @@ def run(
     try:
         if detach:
             pid, log = api.run_detached(suite, set_, address=address, tracking_uri=tracking_uri)
-            out.print(f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}")
+            out.print(
+                f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}"
+            )
             return
         progress = render.Progress(out)
         report = api.run_suite(suite, set_, address=address, tracking_uri=tracking_uri,
@@ -56,7 +62,9 @@ def run(
         raise _bad_input(err) from None
     progress.stop(report)
     out.print(render.df_table(api.compare(suite, set_, tracking_uri=report.tracking_uri), "comparison"))
-    out.print(f"{report.counts()} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
+    out.print(
+        f"{report.counts()} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})"
+    )
     raise typer.Exit(report.exit_code)
 
 
@@ -67,7 +75,9 @@ def validate(suite: str, set_: SetOpt = None) -> None:
         spec = api.validate(suite, set_)
     except api.SuiteError as err:
         raise _bad_input(err) from None
-    render.console().print(render.df_table(render.jobs_frame(spec), f"{spec.name}: {len(spec.jobs)} jobs, valid"))
+    render.console().print(
+        render.df_table(render.jobs_frame(spec), f"{spec.name}: {len(spec.jobs)} jobs, valid")
+    )
 
 
 @app.command()

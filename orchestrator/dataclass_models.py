@@ -130,8 +130,10 @@ def build(cls: type, data: Mapping[str, Any], path: str, errors: list[Error]) ->
     missing = [
         f.name
         for f in dataclasses.fields(cls)
-        if f.init and f.name not in kwargs
-        and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.init
+        and f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
         errors.append((path, f"{cls.__name__} needs {', '.join(missing)}"))

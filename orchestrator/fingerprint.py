@@ -42,7 +42,7 @@ def git_dirty() -> bool:
 
 @functools.cache
 def code_version() -> str:
-    """"git:<commit>" in a checkout, else "pkg:<isosparse version>"."""
+    """ "git:<commit>" in a checkout, else "pkg:<isosparse version>"."""
     commit = git_commit()
     if commit:
         return f"git:{commit}"

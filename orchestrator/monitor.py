@@ -14,7 +14,17 @@ import pandas as pd
 from orchestrator.suite import SuiteError, load_suite, resolve_path
 from orchestrator.tracking import TAG, Tracker
 
-SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "finished", "failed", "running"]
+SUITE_COLUMNS = [
+    "run_id",
+    "suite",
+    "experiment",
+    "status",
+    "started",
+    "jobs",
+    "finished",
+    "failed",
+    "running",
+]
 MIB = 2**20
 
 
@@ -41,7 +51,11 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
     jobs = tracker.search_roles("job", None)
     rows = []
     for _, parent in parents.iterrows():
-        mine = jobs[jobs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)) == parent["run_id"]] if not jobs.empty else jobs
+        mine = (
+            jobs[jobs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)) == parent["run_id"]]
+            if not jobs.empty
+            else jobs
+        )
         status = mine["status"] if not mine.empty else pd.Series(dtype=str)
         rows.append({
             "run_id": parent["run_id"],
@@ -70,7 +84,8 @@ def status(target: str | None = None, tracking_uri: str | None = None) -> tuple[
     if jobs.empty:
         return table, jobs
     cols = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
-            f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss", f"tags.{TAG}error": "error"}  # fmt: skip
+            f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss",
+            f"tags.{TAG}error": "error"}  # fmt: skip
     present = {k: v for k, v in cols.items() if k in jobs}
     return table, jobs[list(present)].rename(columns=present).sort_values("job")
 
@@ -109,6 +124,11 @@ def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[t
     return actions
 
 
+def match_error(match: dict[str, float]) -> float:
+    """The larger-magnitude of a job's active and total match errors (signed fraction)."""
+    return max(match.get("active_rel_err", 0.0), match.get("total_rel_err", 0.0), key=abs)
+
+
 def _first(row: pd.Series, *keys: str) -> float | None:
     for key in keys:
         value = row.get(f"metrics.{key}")
@@ -121,7 +141,9 @@ def _decode_tokens_per_s(row: pd.Series) -> float | None:
     found = _first(row, "infer/decode_tokens_per_s")
     if found is not None:
         return found
-    per_bs = [v for k, v in row.items() if k.startswith("metrics.infer/decode_tokens_per_s/bs") and not pd.isna(v)]
+    per_bs = [
+        v for k, v in row.items() if k.startswith("metrics.infer/decode_tokens_per_s/bs") and not pd.isna(v)
+    ]
     return max(per_bs) if per_bs else None
 
 
@@ -136,13 +158,13 @@ def _compare_row(job, run: pd.Series | None) -> dict:
         "active": _first(r, "params_active") or job.match.get("params_active"),
         "total": _first(r, "params_total") or job.match.get("params_total"),
         "sparsity": _first(r, "sparsity") or job.match.get("sparsity"),
-        "match_err": job.match.get("active_rel_err") if job.labels["family"] != "moe" else job.match.get("total_rel_err"),
+        "match_err": match_error(job.match),
         "val_loss": _first(r, "eval/val_loss"),
         "val_ppl": _first(r, "eval/val_ppl"),
         "tokens_per_s": tokens,
         "peak_mem_mib": None if peak is None else peak / MIB,
-        "expert_max_over_mean": _first(r, "lb/expert_tokens_max_over_mean"),
-        "l3_rows_per_token": _first(r, "lb/l3_rows_per_token_mean"),
+        "moe_max/mean": _first(r, "lb/expert_tokens_max_over_mean"),
+        "l3_rows/tok": _first(r, "lb/l3_rows_per_token_mean"),
         "status": "not run" if run is None else "finished",
     })  # fmt: skip
     return row
@@ -155,8 +177,9 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     tracker.check()
     runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}role` = 'job'")
     by_fp = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
-    rows = [_compare_row(job, by_fp.get(job.fingerprint)) for job in spec.jobs]
-    return pd.DataFrame(rows)
+    table = pd.DataFrame([_compare_row(job, by_fp.get(job.fingerprint)) for job in spec.jobs])
+    constant = [c for c in ("variant", "seed") if table[c].nunique() == 1]
+    return table.drop(columns=constant)  # a single variant / seed says nothing per row
 
 
 def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, subprocess.Popen]:

@@ -146,7 +146,9 @@ def plan_training(
     step = cost = None
     eff = calibration.flops_per_s(acc, precision) if calibration is not None else None
     if eff is not None or acc.peak(roofline.compute_dtype(precision)) is not None:
-        step = roofline.train_step_time(shape, chosen, acc, mfu=mfu, cluster=cluster, achieved_flops_per_s=eff)
+        step = roofline.train_step_time(
+            shape, chosen, acc, mfu=mfu, cluster=cluster, achieved_flops_per_s=eff
+        )
         cost = roofline.train_cost(step, chosen, tokens, cluster.price_per_gpu_hour)
     return TrainPlan(
         model=shape,

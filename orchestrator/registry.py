@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-
 MODEL_FIELDS = ("preset", "family", "overrides", "allocation_path")
 
 
@@ -35,7 +34,9 @@ class JobKind:
         try:
             mod = importlib.import_module(self.module)
         except ImportError as e:
-            raise ValueError(f"job kind {self.name!r} is not available: cannot import {self.module} ({e})") from e
+            raise ValueError(
+                f"job kind {self.name!r} is not available: cannot import {self.module} ({e})"
+            ) from e
         return getattr(mod, self.config_class), mod.run
 
     def available(self) -> bool:
@@ -71,7 +72,7 @@ JOBS: dict[str, JobKind] = {
 
 
 def did_you_mean(name: str, known) -> str:
-    """"; did you mean 'x'?" for the closest known name, else the list of known names."""
+    """ "; did you mean 'x'?" for the closest known name, else the list of known names."""
     close = difflib.get_close_matches(str(name), list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
 

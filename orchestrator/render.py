@@ -20,7 +20,8 @@ STYLE = {"finished": "green", "skipped": "dim", "running": "cyan", "queued": "wh
 
 
 def console() -> Console:
-    return Console(width=max(Console().width, 120) if not sys.stdout.isatty() else None)
+    """A terminal's own width; 240 columns when piped (rich would assume 80 and squeeze the tables)."""
+    return Console(width=None if sys.stdout.isatty() else 240)
 
 
 def _fmt(value) -> str:
@@ -70,7 +71,8 @@ class Progress:
         return table
 
     def start(self, report) -> None:
-        self.out.print(f"suite {report.suite.name}: {len(report.jobs)} jobs, experiment {report.suite.experiment!r}, "
+        suite = report.suite
+        self.out.print(f"suite {suite.name}: {len(report.jobs)} jobs, experiment {suite.experiment!r}, "
                        f"parent run {report.parent_run_id}")  # fmt: skip
         if self.plain:
             self.tick(report)
@@ -87,7 +89,9 @@ class Progress:
             if self.seen.get(j.name) != key:
                 self.seen[j.name] = key
                 error = f"  ({j.error})" if j.error and j.state != "finished" else ""
-                self.out.print(f"[{time.monotonic() - self.t0:6.1f}s] {j.name}: {j.state} (attempt {j.attempt}){error}")
+                self.out.print(
+                    f"[{time.monotonic() - self.t0:6.1f}s] {j.name}: {j.state} (attempt {j.attempt}){error}"
+                )
 
     def stop(self, report) -> None:
         if self.live is not None:

@@ -146,7 +146,11 @@ def _job_context(sink, a: Attempt, report: bool):
 
     hardware, peak_flops = _hardware(a.num_gpus, a.config)
     if report:
-        start = {"node": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(), "hw": hardware}
+        start = {
+            "node": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "hw": hardware,
+        }
         sink.put.remote(Event(a.job, a.attempt, "start", start))
     return JobContext(
         on_metrics=on_metrics if report else None,
@@ -194,7 +198,9 @@ def _gang(a: Attempt, sink, resources, storage: str) -> str:
             placement_strategy=resources.placement,
         ),
         run_config=RunConfig(
-            name=f"{a.job.replace('/', '_')}-a{a.attempt}", storage_path=storage, failure_config=FailureConfig(0)
+            name=f"{a.job.replace('/', '_')}-a{a.attempt}",
+            storage_path=storage,
+            failure_config=FailureConfig(0),
         ),
     )
     trainer.fit()

@@ -25,7 +25,9 @@ class Resources:
 
     def __post_init__(self) -> None:
         if self.num_cpus < 0 or self.num_gpus < 0:
-            raise ValueError(f"resources must be >= 0, got num_cpus={self.num_cpus}, num_gpus={self.num_gpus}")
+            raise ValueError(
+                f"resources must be >= 0, got num_cpus={self.num_cpus}, num_gpus={self.num_gpus}"
+            )
         if self.memory_bytes is not None and self.memory_bytes <= 0:
             raise ValueError(f"resources.memory_bytes must be > 0, got {self.memory_bytes}")
         if self.num_workers < 1:

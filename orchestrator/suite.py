@@ -90,7 +90,9 @@ def _name_errors(raw: dict[str, Any]) -> list[Error]:
         values = matrix.get(key)
         for i, value in enumerate(values if isinstance(values, list) else []):
             if value not in known:
-                errors.append((f"matrix.{key}[{i}]", f"unknown {what} {value!r}{registry.did_you_mean(value, known)}"))
+                errors.append(
+                    (f"matrix.{key}[{i}]", f"unknown {what} {value!r}{registry.did_you_mean(value, known)}")
+                )
             elif key == "jobs":
                 try:
                     registry.get(value).load()
@@ -109,7 +111,9 @@ def _merge(base: Any, over: Any) -> Any:
 
 
 def _resources(spec: dict, variant: dict, kind: str) -> Resources:
-    merged = _merge((spec.get("resources") or {}).get(kind) or {}, (variant.get("resources") or {}).get(kind) or {})
+    merged = _merge(
+        (spec.get("resources") or {}).get(kind) or {}, (variant.get("resources") or {}).get(kind) or {}
+    )
     memory = merged.pop("memory_gb", None)
     if memory is not None:
         merged["memory_bytes"] = int(memory * GIB)
@@ -144,9 +148,8 @@ def _group_models(model_section: dict, preset: str, families: list[str], path: s
     for family in dict.fromkeys(["dense", "l3", *families]):
         o = build(ModelOverrides, _family_overrides(overrides, family), f"{path}.overrides", errors)
         alloc = model_section.get("allocation_path") if family == "l3" else None
-        spec = build(
-            ModelSpec, {"preset": preset, "family": family, "overrides": o, "allocation_path": alloc}, path, errors
-        ) if o is not None else None  # fmt: skip
+        fields = {"preset": preset, "family": family, "overrides": o, "allocation_path": alloc}
+        spec = build(ModelSpec, fields, path, errors) if o is not None else None
         if spec is None:
             return None
         try:
@@ -172,7 +175,9 @@ def _match(models: dict, family: str) -> dict[str, float]:
     return out
 
 
-def _job(kind_name, section, model_entry, labels, seed, resources, max_retries, path, errors) -> JobSpec | None:
+def _job(
+    kind_name, section, model_entry, labels, seed, resources, max_retries, path, errors
+) -> JobSpec | None:
     kind = registry.get(kind_name)
     cls, _ = kind.load()
     data = dict(section)
@@ -216,7 +221,12 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                 continue
             for seed in matrix["seeds"]:
                 for family in matrix["families"]:
-                    labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
+                    labels = {
+                        "family": family,
+                        "preset": preset,
+                        "variant": variant["name"],
+                        "seed": str(seed),
+                    }
                     labels["group"] = f"{preset}/{variant['name']}/s{seed}"
                     for kind in matrix["jobs"]:
                         resources = _resources(spec, variant, kind)
@@ -265,7 +275,11 @@ def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
     from workloads.models import presets
     from workloads.models.config import FAMILIES
 
-    ok = {"presets": presets.names(), "families": FAMILIES, "jobs": [k for k, v in registry.JOBS.items() if v.available()]}
+    ok = {
+        "presets": presets.names(),
+        "families": FAMILIES,
+        "jobs": [k for k, v in registry.JOBS.items() if v.available()],
+    }
     return {**matrix, **{key: [v for v in matrix[key] if v in known] for key, known in ok.items()}}
 
 

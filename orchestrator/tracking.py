@@ -28,7 +28,13 @@ from orchestrator.fingerprint import code_version, git_commit, git_dirty
 TAG = "isosparse."  # prefix of every tag isosparse sets
 PARAM_VALUE_CHARS = 6000
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
-STATUS = {"finished": "FINISHED", "failed": "FAILED", "oom": "FAILED", "infra": "FAILED", "cancelled": "KILLED"}
+STATUS = {
+    "finished": "FINISHED",
+    "failed": "FAILED",
+    "oom": "FAILED",
+    "infra": "FAILED",
+    "cancelled": "KILLED",
+}
 
 
 class TrackingError(RuntimeError):
@@ -105,7 +111,9 @@ class Tracker:
             with _fail_fast_http():
                 self.client.search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"
-            raise TrackingError(f"tracking store {self.uri} is unreachable: {type(err).__name__}: {err}") from err
+            raise TrackingError(
+                f"tracking store {self.uri} is unreachable: {type(err).__name__}: {err}"
+            ) from err
 
     def artifact_location(self, experiment: str) -> str | None:
         if self.db_path is None:
@@ -140,13 +148,18 @@ class Tracker:
         if experiment is not None:
             return self.search(experiment, filter_string)
         return mlflow.search_runs(
-            search_all_experiments=True, filter_string=filter_string, output_format="pandas", max_results=100_000
+            search_all_experiments=True,
+            filter_string=filter_string,
+            output_format="pandas",
+            max_results=100_000,
         )
 
     def children(self, parent_id: str) -> pd.DataFrame:
         exp_id = self.client.get_run(parent_id).info.experiment_id
         return mlflow.search_runs(
-            experiment_ids=[exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=100_000
+            experiment_ids=[exp_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            max_results=100_000,
         )
 
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
@@ -156,6 +169,14 @@ class Tracker:
         if runs.empty or col not in runs:
             return {}
         return dict(zip(runs[col], runs["run_id"], strict=True))
+
+    def finished_run(self, experiment: str, fingerprint: str) -> str | None:
+        """The run id of a FINISHED job run with this fingerprint, if any."""
+        runs = self.search(
+            experiment,
+            f"attributes.status = 'FINISHED' and tags.`{TAG}fingerprint` = '{fingerprint}'",
+        )
+        return None if runs.empty else str(runs["run_id"].iloc[0])
 
     def start_suite(self, experiment: str, name: str, tags: Mapping[str, str]) -> str:
         """The parent run of one suite invocation, with MLflow system metrics (sampled in the driver)."""
@@ -229,7 +250,7 @@ class Tracker:
             self._log_result(run_id, completion.result_json, step)
         status = STATUS[completion.outcome]
         if status == "FINISHED":
-            other = self.finished_fingerprints(experiment).get(fingerprint)
+            other = self.finished_run(experiment, fingerprint)
             if other is not None and other != run_id:
                 tags[f"{TAG}duplicate_of"], status = other, "KILLED"
         self.set_tags(run_id, tags)
@@ -253,5 +274,7 @@ class Tracker:
         self.client.set_terminated(run_id, status="KILLED")
 
     def download_text(self, run_id: str, artifact: str) -> str:
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, tracking_uri=self.uri)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=artifact, tracking_uri=self.uri
+        )
         return Path(path).read_text()

@@ -1,0 +1,65 @@
+"""Orchestration overhead: `python -m orchestrator.bench [--jobs 50] [--num-cpus N]`.
+
+Cold start: a one-job dummy suite from nothing (in-process Ray cluster start, store creation, first
+worker) — wall seconds until it is done, and the `ray.init` part of it. Overhead: on the now-warm
+cluster, a suite of N zero-work dummy jobs (steps=0) through the full path (suite expansion, Ray task,
+MLflow nested run with params, config.yaml, result.json); seconds per job = wall / N. Uses a temporary
+ISOSPARSE_HOME and sqlite store; RAY_AUTH_MODE from the environment.
+"""
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator import api, scheduling
+
+SUITE = """
+experiment: bench-{name}
+resources:
+  dummy: {{num_cpus: {cpus}}}
+dummy: {{steps: 0}}
+matrix:
+  jobs: [dummy]
+  presets: [debug]
+  seeds: {seeds}
+"""
+
+
+def _suite(folder: Path, name: str, n_jobs: int, cpus: float) -> str:
+    path = folder / f"{name}.yaml"
+    path.write_text(SUITE.format(name=name, cpus=cpus, seeds=list(range(n_jobs))))
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=50)
+    parser.add_argument("--num-cpus", type=int, default=None, help="local cluster CPUs (default: all)")
+    parser.add_argument("--job-cpus", type=float, default=0.25, help="CPUs each dummy job asks for")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        os.environ["ISOSPARSE_HOME"] = str(folder / "home")
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        t0 = time.perf_counter()
+        scheduling.start(num_cpus=args.num_cpus)
+        ray_init_s = time.perf_counter() - t0
+        cold = api.run_suite(_suite(folder, "cold", 1, args.job_cpus), tracking_uri=uri)
+        cold_s = time.perf_counter() - t0
+        api.run_suite(_suite(folder, "warmup", 4, args.job_cpus), tracking_uri=uri)
+        t1 = time.perf_counter()
+        warm = api.run_suite(_suite(folder, "warm", args.jobs, args.job_cpus), tracking_uri=uri)
+        warm_s = time.perf_counter() - t1
+        scheduling.shutdown()
+    if cold.exit_code or warm.exit_code:
+        raise SystemExit(f"bench jobs failed: {cold.counts()} {warm.counts()}")
+    load = os.getloadavg()
+    print(f"cold start (ray.init + store + 1 job): {cold_s:.2f} s  (ray.init {ray_init_s:.2f} s)")
+    print(f"warm: {args.jobs} zero-work jobs in {warm_s:.2f} s = {warm_s / args.jobs:.3f} s per job")
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Dummy suites through a real local Ray cluster (one per module) and a tmp sqlite MLflow store: results
+read back with mlflow.search_runs, failure classes, infra retries, resume after Ctrl-C, compare."""
+
+import os
+import textwrap
+
+import mlflow
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator import api, scheduling
+from orchestrator.cli import app
+
+pytestmark = pytest.mark.ray
+
+SUITE = """
+experiment: {experiment}
+max_retries: 1
+resources:
+  dummy: {{num_cpus: 0.5}}
+matrix:
+  jobs: [dummy]
+  presets: [debug]
+  variants:
+{variants}
+dummy: {{steps: 3}}
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    scheduling.start(num_cpus=2)
+    yield
+    scheduling.shutdown()
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("ISOSPARSE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def suite_file(tmp_path, name: str, variants: list[str]) -> str:
+    body = "\n".join(f"    - {v}" for v in variants)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(SUITE.format(experiment=name, variants=body)))
+    return str(path)
+
+
+def job_runs(experiment: str):
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`isosparse.role` = 'job'")
+    return runs.set_index("tags.isosparse.job") if not runs.empty else runs
+
+
+def artifacts(run_id: str) -> set[str]:
+    return {a.path for a in mlflow.MlflowClient().list_artifacts(run_id)}
+
+
+def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, store):
+    crash = tmp_path / "crashed-once"
+    path = suite_file(tmp_path, "mixed", [
+        "{name: ok, dummy: {value: 1}}",
+        "{name: boom, dummy: {value: 2, fail_at_step: 1}}",
+        f"{{name: crash, dummy: {{value: 3, crash_marker: '{crash}'}}}}",
+    ])  # fmt: skip
+    result = CliRunner().invoke(app, ["run", path, "--tracking-uri", store])
+    assert result.exit_code == 1, result.output
+    runs = job_runs("mixed")
+    ok, boom = runs.loc["dummy/dense/debug/ok/s0"], runs.loc["dummy/dense/debug/boom/s0"]
+    assert ok["status"] == "FINISHED" and ok["metrics.dummy/value"] == 1.0
+    assert ok["params.job.steps"] == "3" and ok["tags.isosparse.family"] == "dense"
+    assert ok["tags.isosparse.fingerprint"] and ok["tags.isosparse.ray_node"]
+    assert artifacts(ok["run_id"]) == {"config.yaml", "result.json"}
+    history = mlflow.MlflowClient().get_metric_history(ok["run_id"], "train/loss")
+    assert [m.step for m in history][:3] == [0, 1, 2]  # streamed per step from the worker
+    assert boom["status"] == "FAILED" and boom["tags.isosparse.outcome"] == "failed"
+    assert "traceback.txt" in artifacts(boom["run_id"])
+    # the killed worker: attempt 1 is infra (FAILED), attempt 2 the one FINISHED run of that fingerprint
+    crashed = runs.loc[["dummy/dense/debug/crash/s0"]].sort_values("tags.isosparse.attempt")
+    assert list(crashed["tags.isosparse.outcome"]) == ["infra", "finished"]
+    assert list(crashed["status"]) == ["FAILED", "FINISHED"]
+    # compare prints the expected columns
+    table = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store])
+    assert table.exit_code == 0
+    for column in (
+        "family",
+        "active",
+        "total",
+        "sparsity",
+        "val_loss",
+        "val_ppl",
+        "tokens_per_s",
+        "peak_mem",
+    ):
+        assert column in table.output, column
+
+
+def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store):
+    path = suite_file(
+        tmp_path,
+        "resume",
+        ["{name: fast, dummy: {value: 1}}", "{name: slow, dummy: {steps: 200, sleep_s: 0.1}}"],
+    )
+
+    def interrupt_once_fast_finished(report):
+        if report.jobs["dummy/dense/debug/fast/s0"].state == "finished":
+            raise KeyboardInterrupt
+
+    first = api.run_suite(path, tracking_uri=store, on_tick=interrupt_once_fast_finished)
+    assert first.cancelled and first.exit_code == 1
+    assert first.jobs["dummy/dense/debug/slow/s0"].state == "cancelled"
+    runs = job_runs("resume")
+    assert set(runs["status"]) <= {"FINISHED", "KILLED"} and "RUNNING" not in set(runs["status"])
+    second = api.run_suite(path, ["matrix.variants.1.dummy.steps=2"], tracking_uri=store)
+    assert second.exit_code == 0
+    assert second.jobs["dummy/dense/debug/fast/s0"].state == "skipped"
+    third = api.run_suite(path, ["matrix.variants.1.dummy.steps=2"], tracking_uri=store)
+    assert {j.state for j in third.jobs.values()} == {"skipped"}
+    finished = job_runs("resume").query("status == 'FINISHED'")
+    assert finished["tags.isosparse.fingerprint"].is_unique and len(finished) == 2
