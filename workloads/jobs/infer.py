@@ -357,16 +357,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     table = Table(title=f"isosparse inference, preset {args.preset!r} (medians; ratio = offload / device)")
-    columns = (
-        "family",
-        "placement",
-        "batch",
-        "prefill tok/s",
-        "TTFT ms",
-        "decode tok/s",
-        "ratio",
-        "H2D KiB/step",
-    )
+    columns = ("family", "placement", "batch", "prefill tok/s", "TTFT ms", "decode tok/s", "ratio")
+    columns += ("H2D KiB/decode step",)
     for column in columns:
         table.add_column(column, justify="left" if column in ("family", "placement") else "right")
     for family in ("dense", "l3", "moe"):
