@@ -21,11 +21,13 @@ import contextlib
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
 
 from workloads.data import DataConfig
+from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
@@ -45,7 +47,6 @@ from workloads.models.transformer import TORCH_DTYPES, Transformer
 
 Placement = Literal["device", "offload", "both"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
-PER_BATCH = ("prefill_tokens_per_s", "ttft_s", "decode_tokens_per_s")
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -177,10 +178,6 @@ def _prompts(data, cfg: InferJobConfig) -> torch.Tensor:
 
 def _load_weights(model: Transformer, path: str) -> None:
     """Load a training checkpoint folder (latest step, rank 0) or a .pt state dict into `model`."""
-    from pathlib import Path
-
-    from workloads.jobs import checkpoint
-
     source = Path(path)
     if source.is_dir():
         step = checkpoint.latest_step(source)
