@@ -315,7 +315,7 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     }
     if model_cfg.moe is not None:
         info["moe_min_capacity"] = str(model_cfg.moe.min_capacity)
-    config = {**to_jsonable(cfg), "model": to_jsonable(model_cfg)}
+    config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
     return BenchResult(kind="infer", config=config, metrics=metrics, params=params, info=info)
 
 
