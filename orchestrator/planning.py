@@ -35,19 +35,18 @@ def model_shape(
         mean_rows = pc.active_by_category["l3_tables"] / (width * n_l3)
         max_rows = (pc.active_max - pc.active + pc.active_by_category["l3_tables"]) / (width * n_l3)
         l3 = L3Shape(
-            n_layers=n_l3,
+            positions=cfg.l3.positions,
             rows=cfg.l3.budget,
             row_width=width,
             d_emb=cfg.l3.d_emb,
             d_up=cfg.l3.d_up,
             rows_per_token_mean=mean_rows,
             rows_per_token_max=max(1, round(max_rows)),
-            first_block=cfg.l3.positions[0],
         )
     if cfg.moe is not None:
         m = cfg.moe
         moe = MoEShape(
-            n_layers=len(m.positions),
+            positions=m.positions,
             num_experts=m.num_experts,
             top_k=m.top_k,
             ffn_dim=m.ffn_dim,
@@ -75,34 +74,51 @@ def model_shape(
     )
 
 
+AUTO_MAX_MICRO_BATCH = 8  # with micro_batch=None: the largest that fits, up to this
+
+
 @dataclass(frozen=True)
 class TrainPlan:
-    """One model on one cluster: the setup that was sized, its memory, fit, and time for `tokens`."""
+    """One model on one cluster: the setup chosen, its memory per GPU, fit, and time for `tokens`."""
 
     model: ModelShape
     accelerator: Accelerator
-    setup: TrainSetup  # with n_gpus = the GPUs used
+    setup: TrainSetup  # n_gpus = the GPUs used; zero_stage / micro_batch / checkpointing as chosen
     memory: capacity.TrainMemory
     capacity_bytes: float
     fits: bool
-    min_gpus: int | None  # fewest GPUs that fit with this setup's parallelism (None: none do)
-    max_micro_batch: int  # largest micro-batch that fits on setup.n_gpus
+    min_gpus: int | None  # fewest GPUs that fit with ZeRO-2 at this micro-batch (None: not on this pool)
+    max_micro_batch: int  # largest micro-batch that fits with this setup (0: none)
     step: roofline.StepTime | None  # None when the accelerator has no peak and no calibration
     cost: roofline.TrainCost | None
 
 
-def _choose_setup(
-    shape: ModelShape, setup: TrainSetup, cap: float, max_gpus: int, zero_stage: int | None
-) -> tuple[TrainSetup, int | None]:
-    """With zero_stage None try DDP, ZeRO-1, ZeRO-2 and keep the first that fits on the fewest GPUs."""
+def choose_setup(
+    shape: ModelShape,
+    base: TrainSetup,
+    cap: float,
+    *,
+    micro_batch: int | None,
+    zero_stage: int | None,
+    activation_checkpointing: bool | None,
+) -> tuple[TrainSetup, bool]:
+    """The cheapest setup that fits: without checkpointing before with it, then the lowest ZeRO stage,
+    then the largest micro-batch up to AUTO_MAX_MICRO_BATCH. Given values are kept. (setup, fits)."""
+    ckpts = (False, True) if activation_checkpointing is None else (activation_checkpointing,)
     stages = (0, 1, 2) if zero_stage is None else (zero_stage,)
-    best: tuple[TrainSetup, int | None] | None = None
-    for stage in stages:
-        trial = replace(setup, zero_stage=stage)
-        n = capacity.min_gpus(shape, trial, cap, max_gpus)
-        if n is not None and (best is None or best[1] is None or n < best[1]):
-            best = (trial, n)
-    return best if best is not None else (replace(setup, zero_stage=stages[-1]), None)
+    trial = base
+    for ckpt in ckpts:
+        for stage in stages:
+            trial = replace(
+                base, zero_stage=stage, activation_checkpointing=ckpt, micro_batch=micro_batch or 1
+            )
+            if micro_batch is None:
+                best = capacity.max_micro_batch(shape, trial, cap, limit=AUTO_MAX_MICRO_BATCH)
+                if best:
+                    return replace(trial, micro_batch=best), True
+            elif capacity.fits(shape, trial, cap):
+                return trial, True
+    return trial, False
 
 
 def plan_training(
@@ -110,21 +126,22 @@ def plan_training(
     cluster: Cluster,
     *,
     tokens: float,
-    micro_batch: int = 8,
+    micro_batch: int | None = None,
     seq_len: int | None = None,
     n_gpus: int | None = None,
     zero_stage: int | None = None,
     ep_size: int = 1,
     precision: Precision = "amp-bf16",
-    activation_checkpointing: bool = False,
+    activation_checkpointing: bool | None = None,
     mfu: float = roofline.DEFAULT_MFU,
     headroom: float = capacity.DEFAULT_HEADROOM,
     calibration: Calibration | None = None,
 ) -> TrainPlan:
     """Size a training job: memory per GPU, fit, fewest GPUs, largest micro-batch, step time and cost.
 
-    n_gpus None uses every GPU of the cluster's largest GPU pool (data parallel); zero_stage None picks the
-    lowest ZeRO stage that fits on the fewest GPUs. A CPU-only cluster plans against its host memory.
+    n_gpus None uses every GPU of the cluster's largest GPU pool (data parallel). None for micro_batch,
+    zero_stage or activation_checkpointing lets `choose_setup` pick. A CPU-only cluster plans against
+    its host memory (time then needs a calibration: the catalog has no CPU peak).
     """
     acc = cluster.accelerator
     group = cluster.gpu_group
@@ -134,31 +151,30 @@ def plan_training(
     if calibration is not None:
         cap = cap / calibration.memory_scale(acc.name)
     base = TrainSetup(
-        micro_batch=micro_batch,
+        micro_batch=micro_batch or 1,
         seq_len=seq_len or shape.max_seq_len,
         n_gpus=max_gpus if n_gpus is None else n_gpus,
         ep_size=ep_size,
         precision=precision,
-        activation_checkpointing=activation_checkpointing,
     )
-    chosen, fewest = _choose_setup(shape, base, cap, max_gpus, zero_stage)
-    memory = capacity.train_memory(shape, chosen)
+    setup, fits = choose_setup(
+        shape, base, cap, micro_batch=micro_batch, zero_stage=zero_stage,
+        activation_checkpointing=activation_checkpointing,
+    )  # fmt: skip
     step = cost = None
     eff = calibration.flops_per_s(acc, precision) if calibration is not None else None
     if eff is not None or acc.peak(roofline.compute_dtype(precision)) is not None:
-        step = roofline.train_step_time(
-            shape, chosen, acc, mfu=mfu, cluster=cluster, achieved_flops_per_s=eff
-        )
-        cost = roofline.train_cost(step, chosen, tokens, cluster.price_per_gpu_hour)
+        step = roofline.train_step_time(shape, setup, acc, mfu=mfu, cluster=cluster, achieved_flops_per_s=eff)
+        cost = roofline.train_cost(step, setup, tokens, cluster.price_per_gpu_hour)
     return TrainPlan(
         model=shape,
         accelerator=acc,
-        setup=chosen,
-        memory=memory,
+        setup=setup,
+        memory=capacity.train_memory(shape, setup),
         capacity_bytes=cap,
-        fits=memory.peak <= cap,
-        min_gpus=fewest,
-        max_micro_batch=capacity.max_micro_batch(shape, chosen, cap),
+        fits=fits,
+        min_gpus=capacity.min_gpus(shape, replace(setup, zero_stage=2), cap, max_gpus),
+        max_micro_batch=capacity.max_micro_batch(shape, setup, cap),
         step=step,
         cost=cost,
     )
