@@ -154,7 +154,7 @@ class L3Layer(nn.Module):
         if token_ids.numel() == 0 or not check_range:
             return
         # One host sync per call; cheap next to the layer, and a silent out-of-range gather is worse.
-        lo, hi = int(token_ids.min()), int(token_ids.max())
+        lo, hi = torch.stack(torch.aminmax(token_ids)).tolist()  # one device->host copy, not two
         if lo < 0 or hi >= self.vocab_size:
             bad = lo if lo < 0 else hi
             raise ValueError(f"token id {bad} is outside the L3 vocabulary [0, {self.vocab_size})")
