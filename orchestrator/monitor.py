@@ -171,13 +171,24 @@ def _compare_row(job, run: pd.Series | None) -> dict:
 
 
 def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per job of the suite with the metrics of its FINISHED run (by fingerprint)."""
+    """One row per job of the suite with the metrics of its FINISHED run (by fingerprint; else the newest
+    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column)."""
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
     runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}role` = 'job'")
+    if not runs.empty:
+        runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
     by_fp = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
-    table = pd.DataFrame([_compare_row(job, by_fp.get(job.fingerprint)) for job in spec.jobs])
+    by_name = {} if runs.empty else {r[f"tags.{TAG}job"]: r for _, r in runs.iterrows()}
+    rows = []
+    for job in spec.jobs:
+        run = by_fp.get(job.fingerprint)
+        row = _compare_row(job, run if run is not None else by_name.get(job.name))
+        if run is None and job.name in by_name:  # same job, other code version or config: say so
+            row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint']})"
+        rows.append(row)
+    table = pd.DataFrame(rows)
     constant = [c for c in ("variant", "seed") if table[c].nunique() == 1]
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
 

@@ -122,3 +122,15 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
     assert {j.state for j in third.jobs.values()} == {"skipped"}
     finished = job_runs("resume").query("status == 'FINISHED'")
     assert finished["tags.isosparse.fingerprint"].is_unique and len(finished) == 2
+
+
+@pytest.mark.slow
+def test_multi_worker_job_runs_as_a_torch_trainer_gang(tmp_path, store):
+    path = suite_file(tmp_path, "gang", ["{name: two, dummy: {value: 7}}"])
+    sets = ["resources.dummy.num_workers=2", "resources.dummy.placement=STRICT_PACK"]
+    report = api.run_suite(path, sets, tracking_uri=store)
+    assert report.exit_code == 0, report.jobs
+    run = job_runs("gang").loc["dummy/dense/debug/two/s0"]
+    assert run["status"] == "FINISHED" and run["metrics.dummy/value"] == 7.0  # rank 0's result
+    losses = mlflow.MlflowClient().get_metric_history(run["run_id"], "train/loss")
+    assert [m.step for m in losses if m.step < 3] == [0, 1, 2]  # streamed once (rank 0 only), not per rank
