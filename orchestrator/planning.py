@@ -13,7 +13,7 @@ import numpy as np
 from clusters import capacity, roofline
 from clusters.calibration import Calibration
 from clusters.catalog import Accelerator
-from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, Precision, TrainSetup
+from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, OptimizerImpl, Precision, TrainSetup
 from clusters.spec import Cluster
 from workloads.models.accounting import count_params, l3_row_width
 from workloads.models.config import ModelConfig
@@ -133,6 +133,8 @@ def plan_training(
     ep_size: int = 1,
     precision: Precision = "amp-bf16",
     activation_checkpointing: bool | None = None,
+    grad_accum: int = 1,
+    optimizer_impl: OptimizerImpl = "fused",
     mfu: float = roofline.DEFAULT_MFU,
     headroom: float = capacity.DEFAULT_HEADROOM,
     calibration: Calibration | None = None,
@@ -141,7 +143,8 @@ def plan_training(
 
     n_gpus None uses every GPU of the cluster's largest GPU pool (data parallel). None for micro_batch,
     zero_stage or activation_checkpointing lets `choose_setup` pick. A CPU-only cluster plans against
-    its host memory (time then needs a calibration: the catalog has no CPU peak).
+    its host memory (time then needs a calibration: the catalog has no CPU peak). optimizer_impl "fused"
+    is what the train job uses (workloads/jobs/loop.py builds a fused AdamW).
     """
     acc = cluster.accelerator
     group = cluster.gpu_group
@@ -156,6 +159,8 @@ def plan_training(
         n_gpus=max_gpus if n_gpus is None else n_gpus,
         ep_size=ep_size,
         precision=precision,
+        grad_accum=grad_accum,
+        optimizer_impl=optimizer_impl,
     )
     setup, fits = choose_setup(
         shape, base, cap, micro_batch=micro_batch, zero_stage=zero_stage,
@@ -189,3 +194,74 @@ def plan_inference(
     mem = capacity.infer_memory(shape, setup)
     timing = roofline.decode_step(shape, setup, acc) if acc.is_gpu else None
     return mem, timing, mem.device_total <= capacity.usable_bytes(acc, headroom, memory_bytes)
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """One suite job sized on a cluster: `fits` False means `run` refuses it (exit 2) unless --force."""
+
+    name: str
+    kind: str
+    n_gpus: int
+    peak_bytes: float
+    capacity_bytes: float
+    fits: bool
+    wall_s: float | None
+    note: str = ""
+
+
+def _train_job_plan(job, cluster: Cluster) -> JobPlan:
+    from workloads.jobs.setup import resolve_model_config
+
+    cfg = job.config
+    model_cfg = resolve_model_config(cfg.model_spec())
+    gpu = cluster.gpu_group is not None
+    n = max(1, job.resources.num_workers) if gpu else 1
+    fp32 = cfg.dtype == "float32" or (cfg.dtype == "auto" and not gpu)
+    tokens = cfg.total_steps(n) * cfg.tokens_per_step_per_rank() * n
+    plan = plan_training(
+        model_shape(model_cfg, job.name), cluster, tokens=tokens, micro_batch=cfg.batch_size,
+        seq_len=cfg.data_config().seq_len, n_gpus=n, zero_stage=0, activation_checkpointing=False,
+        ep_size=model_cfg.moe.ep_size if model_cfg.moe else 1, precision="fp32" if fp32 else "amp-bf16",
+        grad_accum=cfg.grad_accum,
+    )  # fmt: skip
+    wall = plan.cost.wall_s if plan.cost else None
+    return JobPlan(job.name, job.kind, n, plan.memory.peak, plan.capacity_bytes, plan.fits, wall)
+
+
+def _infer_job_plan(job, cluster: Cluster) -> JobPlan:
+    from workloads.jobs.setup import resolve_model_config
+
+    cfg = job.config
+    model_cfg = resolve_model_config(cfg.model_spec())
+    placement = "offload" if cfg.l3_placement == "offload" else "device"  # "both" also runs on device
+    setup = InferSetup(
+        batch=max(cfg.batch_sizes), context_len=cfg.prompt_len + cfg.gen_len, prompt_len=cfg.prompt_len,
+        dtype_bytes=4 if cfg.dtype == "float32" or (cfg.dtype == "auto" and cluster.gpu_group is None) else 2,
+        l3_placement=placement,
+    )  # fmt: skip
+    mem, _, fits = plan_inference(model_shape(model_cfg, job.name), cluster, setup)
+    acc = cluster.accelerator
+    cap = capacity.usable_bytes(acc, memory_bytes=None if acc.is_gpu else cluster.nodes[0].memory_bytes)
+    return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, f"batch {setup.batch}")
+
+
+def plan_suite(suite: str, cluster: Cluster, sets: list[str] | None = None) -> list[JobPlan]:
+    """Size every job of a suite on `cluster` before anything is submitted (train and infer jobs; other
+    kinds need no model and always fit). Raises the suite's SuiteError for an invalid suite."""
+    from orchestrator.suite import load_suite
+
+    plans = []
+    for job in load_suite(suite, sets).jobs:
+        if job.kind == "train":
+            plans.append(_train_job_plan(job, cluster))
+        elif job.kind == "infer":
+            plans.append(_infer_job_plan(job, cluster))
+        else:
+            plans.append(JobPlan(job.name, job.kind, 0, 0.0, 0.0, True, None, "no model"))
+    return plans
+
+
+def unfit_jobs(plans: list[JobPlan]) -> list[JobPlan]:
+    """The jobs `run --cluster` must refuse (exit 2) unless --force."""
+    return [p for p in plans if not p.fits]

@@ -257,6 +257,7 @@ class Scheduler:
     poll_s: float = 0.2
     _sink: Any = None
     _pending: dict[Any, tuple[JobSpec, int]] = field(default_factory=dict)
+    _results: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
@@ -278,18 +279,19 @@ class Scheduler:
     def active(self) -> int:
         return len(self._pending)
 
-    def _drain(self) -> list[Event]:
-        events = ray.get(self._sink.drain.remote())
-        for event in events:
-            if event.kind != "result":
+    def _drain(self) -> None:
+        """Deliver streamed events; keep gang results (they may arrive ticks before their task ends)."""
+        for event in ray.get(self._sink.drain.remote()):
+            if event.kind == "result":
+                self._results[(event.job, event.attempt)] = event.payload["json"]
+            else:
                 self.on_event(event)
-        return events
 
-    def _complete(self, ref, results: dict[tuple[str, int], str], allow_retry: bool = True) -> None:
+    def _complete(self, ref, allow_retry: bool = True) -> None:
         job, attempt = self._pending.pop(ref)
         try:
             value = ray.get(ref)
-            result_json = value or results.get((job.name, attempt))
+            result_json = value or self._results.pop((job.name, attempt), None)
             done = Completion(job.name, attempt, "finished", result_json=result_json)
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
@@ -304,10 +306,9 @@ class Scheduler:
 
     def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
         ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)
-        events = self._drain()
-        results = {(e.job, e.attempt): e.payload["json"] for e in events if e.kind == "result"}
+        self._drain()
         for ref in ready:
-            self._complete(ref, results, allow_retry)
+            self._complete(ref, allow_retry)
 
     def step(self) -> None:
         """Wait up to poll_s for completions; deliver events first, then completions (in that order, so a

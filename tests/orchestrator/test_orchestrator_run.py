@@ -133,4 +133,5 @@ def test_multi_worker_job_runs_as_a_torch_trainer_gang(tmp_path, store):
     run = job_runs("gang").loc["dummy/dense/debug/two/s0"]
     assert run["status"] == "FINISHED" and run["metrics.dummy/value"] == 7.0  # rank 0's result
     losses = mlflow.MlflowClient().get_metric_history(run["run_id"], "train/loss")
-    assert [m.step for m in losses if m.step < 3] == [0, 1, 2]  # streamed once (rank 0 only), not per rank
+    steps = [m.step for m in losses]
+    assert steps.count(0) == 1 and steps.count(1) == 1  # streamed by rank 0 only, not once per rank
