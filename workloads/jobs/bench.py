@@ -1,9 +1,11 @@
 """Train throughput of the matched dense / L3 / MoE models side by side: `python -m workloads.jobs.bench`.
 
-The preset's three families are iso-active (L3 and MoE also iso-total, `presets.get`). Each round trains
-every family for `--steps` steps through `workloads.jobs.train.run` (StepTimer: warm-up steps excluded,
-median step time); rounds interleave the families so that load drift on a shared machine hits all of
-them alike, and the table reports the median over rounds. Goals (issue 4): L3 ≥ 0.97× dense, ≥ 1.3× MoE.
+The preset's three families are iso-active (L3 and MoE also iso-total, `presets.get`). All three are built
+in this process exactly as `workloads.jobs.train.run` builds them (`build_loop`) and their optimizer steps
+are interleaved one by one (dense, l3, moe, dense, ...), so load changes on a shared machine hit each family
+alike. Per family: wall-clock tokens/s from the median step time (StepTimer, warm-up steps excluded) and,
+on CPU, tokens per CPU-second of this process (less sensitive to other processes taking the cores).
+Goals (issue 4): L3 ≥ 0.97× dense and ≥ 1.3× MoE.
 """
 
 import argparse
@@ -17,7 +19,9 @@ from rich.table import Table
 
 from workloads.data import DataConfig
 from workloads.jobs.result import JobContext
-from workloads.jobs.train import TrainJobConfig, run
+from workloads.jobs.setup import token_freqs_for
+from workloads.jobs.train import TrainJobConfig, build_loop
+from workloads.models.accounting import count_params
 
 FAMILIES = ("dense", "l3", "moe")
 
@@ -25,9 +29,9 @@ FAMILIES = ("dense", "l3", "moe")
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m workloads.jobs.bench", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="tiny")
-    p.add_argument("--steps", type=int, default=8, help="steps per family per round (incl. warm-up)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of every run")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=12, help="steps per family, warm-up included")
+    p.add_argument("--warmup", type=int, default=2, help="untimed first steps of each family")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--max-documents", type=int, default=400, help="of the built-in corpus")
@@ -37,51 +41,70 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def measure(args: argparse.Namespace) -> dict[str, dict]:
-    """{family: {tokens_per_s: [per round], step_time_s: [...], p10 / p90: [...], params_*}}."""
+    """{family: {"wall": TimingStats, "cpu_s": [per timed step], "active": n, "total": n}}."""
     data = DataConfig(max_documents=args.max_documents)
-    out: dict[str, dict] = {
-        f: {"tokens_per_s": [], "step_time_s": [], "p10": [], "p90": []} for f in FAMILIES
-    }
-    for _ in range(args.rounds):
-        for family in FAMILIES:
-            cfg = TrainJobConfig(
-                preset=args.preset, family=family, data=data, seq_len=args.seq_len,
-                batch_size=args.batch_size, steps=args.steps, timing_warmup_steps=args.warmup,
-                eval_batches=1, device=args.device,
-            )  # fmt: skip
-            m = run(cfg, JobContext(cache_dir=args.cache_dir)).metrics
-            row = out[family]
-            row["tokens_per_s"].append(m["train/tokens_per_s"])
-            row["step_time_s"].append(m["train/step_time_s"])
-            row["p10"].append(m["train/step_time_s_p10"])
-            row["p90"].append(m["train/step_time_s_p90"])
-            row["active"], row["total"] = m["params_active"], m["params_total"]
+    loops = {}
+    for family in FAMILIES:
+        cfg = TrainJobConfig(
+            preset=args.preset, family=family, data=data, seq_len=args.seq_len, batch_size=args.batch_size,
+            steps=args.steps, timing_warmup_steps=args.warmup, device=args.device,
+        )  # fmt: skip
+        loops[family] = build_loop(cfg, JobContext(cache_dir=args.cache_dir))
+    cpu: dict[str, list[float]] = {f: [] for f in FAMILIES}
+    for step in range(args.steps):
+        for family, job in loops.items():
+            c0 = time.process_time()
+            loss = job.step(step)
+            if args.device == "cpu":
+                cpu[family].append(time.process_time() - c0)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"{family}: loss is {loss.item()} at step {step}")
+    out = {}
+    for family, job in loops.items():
+        pc = count_params(job.model_cfg, token_freqs_for(job.model_cfg, job.data), job.counts or None)
+        out[family] = {"wall": job.timer.summary(), "cpu_s": cpu[family][args.warmup :]}
+        out[family] |= {"active": pc.active, "total": pc.total}
     return out
 
 
 def table(args: argparse.Namespace, res: dict[str, dict], load: tuple[float, float]) -> Table:
-    med = {f: statistics.median(r["tokens_per_s"]) for f, r in res.items()}
-    timed = args.steps - args.warmup
+    tokens = args.batch_size * args.seq_len
+    wall = {f: tokens / r["wall"].median_s for f, r in res.items()}
+    cpu = {f: tokens / statistics.median(r["cpu_s"]) for f, r in res.items() if r["cpu_s"]}
     t = Table(
-        title=f"train tokens/s, preset {args.preset!r} on {args.device} (threads {torch.get_num_threads()}), "
-        f"batch {args.batch_size}×{args.seq_len}, {timed} timed steps × {args.rounds} rounds",
-        caption=f"load average (1 min) before {load[0]:.2f}, after {load[1]:.2f}; goals: L3 ≥ 0.97× dense, "
-        "L3 ≥ 1.3× MoE",
+        title=f"train tokens/s, preset {args.preset!r} on {args.device} (torch threads "
+        f"{torch.get_num_threads()}), batch {args.batch_size}×{args.seq_len}, {args.steps - args.warmup} "
+        "timed steps each, interleaved",
+        caption=f"load average (1 min) before {load[0]:.2f}, after {load[1]:.2f} on {os.cpu_count()} cores; "
+        "goals: L3 ≥ 0.97× dense, L3 ≥ 1.3× MoE",
     )
-    for col in ("family", "active", "total", "tokens/s", "step s (p10-p90)", "per round", "÷ dense", "÷ moe"):
+    columns = ["family", "active / total", "tokens/s", "step s p10 / med / p90", "÷ dense", "÷ moe"]
+    if cpu:
+        columns += ["tokens/CPU-s", "÷ dense (CPU)", "÷ moe (CPU)"]
+    for col in columns:
         t.add_column(col, justify="left" if col == "family" else "right")
     for f, r in res.items():
-        spread = f"{statistics.median(r['step_time_s']):.3f} ({min(r['p10']):.3f}-{max(r['p90']):.3f})"
-        rounds = " ".join(f"{x:,.0f}" for x in r["tokens_per_s"])
-        t.add_row(
-            f, f"{r['active'] / 1e6:.2f}M", f"{r['total'] / 1e6:.2f}M", f"{med[f]:,.0f}", spread, rounds,
-            f"{med[f] / med['dense']:.2f}×", f"{med[f] / med['moe']:.2f}×",
-        )  # fmt: skip
+        s = r["wall"]
+        spread = f"{s.p10_s:.3f} / {s.median_s:.3f} / {s.p90_s:.3f}"
+        params = f"{r['active'] / 1e6:.2f}M / {r['total'] / 1e6:.2f}M"
+        row = [
+            f,
+            params,
+            f"{wall[f]:,.0f}",
+            spread,
+            f"{wall[f] / wall['dense']:.2f}×",
+            f"{wall[f] / wall['moe']:.2f}×",
+        ]
+        if cpu:
+            row += [f"{cpu[f]:,.0f}", f"{cpu[f] / cpu['dense']:.2f}×", f"{cpu[f] / cpu['moe']:.2f}×"]
+        t.add_row(*row)
     return t
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if args.device == "cpu" else "cuda")
     before = os.getloadavg()[0]
     start = time.perf_counter()

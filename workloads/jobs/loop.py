@@ -103,6 +103,7 @@ class TrainLoop:
         amp = cfg.autocast_dtype()
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         self._init_balance()
+        self.timer = StepTimer(device, warmup=cfg.timing_warmup_steps)
 
     def _check_sizes(self) -> None:
         cfg, w = self.cfg, self.world
@@ -171,7 +172,8 @@ class TrainLoop:
         self._moe_stats(expert_counts, aux)
         return loss.detach()
 
-    def _step(self, step: int) -> torch.Tensor:
+    def step(self, step: int) -> torch.Tensor:
+        """One timed optimizer step (micro-batches `step * grad_accum ...`); returns the loss on device."""
         accum = self.cfg.grad_accum
         batches = [self.train_batches(step * accum + m) for m in range(accum)]
         self._l3_stats([x for x, _ in batches])
@@ -191,7 +193,7 @@ class TrainLoop:
         self.model.train()
         for step in range(start_step, self.total_steps):
             lr = self.scheduler.get_last_lr()[0]
-            pending.append((step, lr, self._step(step)))
+            pending.append((step, lr, self.step(step)))
             done = step + 1
             outcome.steps_done = done - start_step
             flush = done % cfg.log_every == 0 or done == self.total_steps

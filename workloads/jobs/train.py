@@ -8,6 +8,7 @@ ValueError naming the field before any data or model work.
 """
 
 import math
+import os
 import resource
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -156,33 +157,34 @@ def _resolve(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
     return model_cfg
 
 
-def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
-    """Train as configured (as one rank of the default process group when there is one); rank 0's result
-    carries the summary (other ranks return theirs too, with the same all-reduced load balance)."""
-    ctx = ctx or JobContext()
+def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
+    """Resolve, prepare data and L3 counts (rank 0 first, then the others from its caches) and build the
+    parallelized model, optimizer and schedule. `run` uses it; so does the benchmark."""
     w = distributed.world()
     model_cfg = _resolve(cfg, w)
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
-        import os
-
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
-    data_cfg = cfg.data_config()
-    if w.rank == 0:  # build caches once; the others then read them
-        data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
-    distributed.barrier()
-    if w.rank != 0:
-        data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
-    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir) if w.rank == 0 else None
-    distributed.barrier()
-    if counts is None:
-        counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
-    job = loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx)
+    spec, data_cfg = cfg.model_spec(), cfg.data_config()
+    data = counts = None
+    for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
+        if (w.rank == 0) == (turn == 0):
+            data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
+            counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
+        distributed.barrier()
+    return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx)
+
+
+def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
+    """Train as configured (as one rank of the default process group when there is one); rank 0's result
+    carries the summary (other ranks return theirs too, with the same all-reduced load balance)."""
+    ctx = ctx or JobContext()
+    job = build_loop(cfg, ctx)
     start_step = job.resume()
     outcome = job.train(start_step)
     if not outcome.stopped:
         job.evaluate_into(outcome)
-    return _result(cfg, ctx, job, outcome, data, counts, start_step)
+    return _result(cfg, ctx, job, outcome, start_step)
 
 
 def _result(
