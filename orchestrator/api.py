@@ -126,7 +126,9 @@ class _Driver:
             state.attempt = done.attempt + 1
 
 
-def _raise_on_sigterm() -> None:
+def raise_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt (so `kill` cancels as cleanly as Ctrl-C); main thread only."""
+
     def handler(signum, frame):
         raise KeyboardInterrupt
 
@@ -168,7 +170,7 @@ def run_suite(
         on_start(report)
     final = "FINISHED"
     try:
-        _raise_on_sigterm()
+        raise_on_sigterm()
         if todo:
             _schedule(spec, tracker, report, todo, address, num_cpus, on_tick)
     except KeyboardInterrupt:

@@ -132,6 +132,7 @@ def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] 
     except api.TrackingError as err:
         raise _bad_input(err) from None
     typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+    api.raise_on_sigterm()
     try:
         proc.wait()
     except KeyboardInterrupt:

@@ -65,7 +65,7 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
             "started": parent["start_time"],
             "jobs": parent.get(f"tags.{TAG}n_jobs"),
             "finished": int((status == "FINISHED").sum()),
-            "failed": int(status.isin(["FAILED", "KILLED"]).sum()),
+            "failed/killed": int(status.isin(["FAILED", "KILLED"]).sum()),
             "running": int((status == "RUNNING").sum()),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=SUITE_COLUMNS)

@@ -131,3 +131,12 @@ def test_run_exits_2_when_the_store_is_unreachable(tmp_path):
         app, ["run", str(write(tmp_path, DUMMY)), "--tracking-uri", "http://127.0.0.1:9"]
     )
     assert result.exit_code == 2 and "unreachable" in result.output
+
+
+def test_cli_list_presets_suites_jobs():
+    runner = CliRunner()
+    assert "tiny" in runner.invoke(app, ["list", "presets"]).output
+    assert "quickstart" in runner.invoke(app, ["list", "suites"]).output
+    jobs = runner.invoke(app, ["list", "jobs"]).output
+    assert all(kind in jobs for kind in ("train", "infer", "dummy"))
+    assert runner.invoke(app, ["list", "gpus"]).exit_code == 2
