@@ -176,7 +176,7 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}role` = 'job'")
+    runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
     if not runs.empty:
         runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
     by_fp = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}

@@ -191,7 +191,7 @@ def _job(
         return None
     resolved: dict[str, Any] = {"kind": kind_name, "job": to_plain(config)}
     if kind.uses_model:
-        resolved["model"] = to_plain(model_entry[1])
+        resolved["model_config"] = to_plain(model_entry[1])
     else:  # model-free (dummy): the labels keep jobs of different families apart
         resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
     if not kind.seed_field:  # a job without a seed field still runs once per matrix seed

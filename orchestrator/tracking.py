@@ -143,8 +143,9 @@ class Tracker:
         )
 
     def search_roles(self, role: str, experiment: str | None) -> pd.DataFrame:
-        """Runs tagged isosparse.role = role ("suite" | "job"), in one experiment or in all."""
-        filter_string = f"tags.`{TAG}role` = '{role}'"
+        """Runs tagged isosparse.kind = role ("suite" | "job"), in one experiment or in all.
+        (Job runs carry the job kind — train / infer / dummy — in isosparse.job_kind.)"""
+        filter_string = f"tags.`{TAG}kind` = '{role}'"
         if experiment is not None:
             return self.search(experiment, filter_string)
         return mlflow.search_runs(
@@ -164,7 +165,7 @@ class Tracker:
 
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
         """fingerprint → run id of the FINISHED job runs of the experiment."""
-        runs = self.search(experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}role` = 'job'")
+        runs = self.search(experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
         col = f"tags.{TAG}fingerprint"
         if runs.empty or col not in runs:
             return {}
@@ -182,7 +183,7 @@ class Tracker:
         """The parent run of one suite invocation, with MLflow system metrics (sampled in the driver)."""
         exp_id = self.experiment_id(experiment)
         base = {
-            f"{TAG}role": "suite",
+            f"{TAG}kind": "suite",
             f"{TAG}suite": name,
             f"{TAG}code_version": code_version(),
             f"{TAG}git_commit": git_commit() or "",
@@ -208,9 +209,9 @@ class Tracker:
         exp_id = self.experiment_id(experiment)
         all_tags = {
             "mlflow.parentRunId": parent_id,
-            f"{TAG}role": "job",
+            f"{TAG}kind": "job",
             f"{TAG}job": job.name,
-            f"{TAG}kind": job.kind,
+            f"{TAG}job_kind": job.kind,
             f"{TAG}fingerprint": job.fingerprint,
             f"{TAG}attempt": str(attempt),
             f"{TAG}code_version": code_version(),

@@ -52,7 +52,7 @@ def suite_file(tmp_path, name: str, variants: list[str]) -> str:
 
 
 def job_runs(experiment: str):
-    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`isosparse.role` = 'job'")
+    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="tags.`isosparse.kind` = 'job'")
     return runs.set_index("tags.isosparse.job") if not runs.empty else runs
 
 
