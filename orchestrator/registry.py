@@ -20,6 +20,8 @@ class JobKind:
     uses_model: the config has the `ModelSpec` fields (MODEL_FIELDS: preset, family, overrides,
     allocation_path), set from the matrix's family and preset and the suite's model section;
     seed_field: the config field the matrix seed goes to (None: the seed is a label only).
+    fresh_process: run each attempt in a new worker process (Ray reuses workers otherwise), so that
+    process-lifetime measurements — peak RSS, CUDA peak memory, allocator caches — are the job's own.
     """
 
     name: str
@@ -28,6 +30,7 @@ class JobKind:
     description: str
     uses_model: bool = True
     seed_field: str | None = "seed"
+    fresh_process: bool = True
 
     def load(self) -> tuple[type, Callable[..., Any]]:
         """(config dataclass, run function); ValueError naming the kind when the module is missing."""
@@ -67,6 +70,7 @@ JOBS: dict[str, JobKind] = {
         "model-free job that sleeps / fails / crashes on request (tests the pipeline)",
         uses_model=False,
         seed_field=None,
+        fresh_process=False,
     ),
 }
 

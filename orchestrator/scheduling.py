@@ -270,6 +270,8 @@ class Scheduler:
             ref = _gang.remote(a, self._sink, res, self.storage_path)
         else:
             options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+            if registry.get(job.kind).fresh_process:
+                options["max_calls"] = 1  # a new worker per attempt: peak-memory metrics are the job's own
             if res.memory_bytes:
                 options["memory"] = res.memory_bytes
             ref = _task.options(**options).remote(a, self._sink)
