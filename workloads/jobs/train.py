@@ -176,8 +176,22 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
 
 
 def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
-    """Train as configured (as one rank of the default process group when there is one); rank 0's result
-    carries the summary (other ranks return theirs too, with the same all-reduced load balance)."""
+    """Train as configured (as one rank of the default process group when there is one), resuming from the
+    latest checkpoint in ctx.checkpoint_dir. Only rank 0 streams; every rank returns the same all-reduced
+    loss / eval / load-balance numbers (timings and memory are its own).
+
+    Streams (ctx.log): train/loss and train/lr per step; eval/val_loss, eval/val_ppl at each evaluation.
+    BenchResult.metrics: train/loss (last step, rank mean), train/tokens_per_s (all ranks' tokens per step
+    / median step time), train/step_time_s (median) with train/step_time_s_p10 and _p90 (warm-up steps
+    excluded), train/mfu (only with ctx.peak_flops; see metrics.py), mem/peak_device_bytes (CUDA
+    max_memory_allocated since the first step; omitted on CPU), mem/peak_host_bytes (ru_maxrss of the
+    process since its start), mem/params_bytes/{dense,l3_tables,experts,embeddings} and
+    mem/optimizer_bytes (this rank), eval/val_loss and eval/val_ppl (at the end), params_active,
+    params_total, sparsity (count_params weighted by the train token frequencies), and by family
+    lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac, lb/aux_loss (MoE) or
+    lb/l3_rows_per_token_mean/_max, lb/l3_unique_rows_per_step, lb/l3_bytes_per_token (L3; metrics.py).
+    A job stopped through ctx.should_stop saves a checkpoint and returns without evaluating.
+    """
     ctx = ctx or JobContext()
     job = build_loop(cfg, ctx)
     start_step = job.resume()
