@@ -176,8 +176,12 @@ def _backward_peak(model: ModelShape, setup: TrainSetup, g_dense: float, g_exper
     below = sum(kept)
     for i in reversed(range(model.n_layers)):
         grads += 0.0 if accumulated else block_grads[i]
+        # Block i's backward needs its activations (recomputed when checkpointed). A DeepSpeed-MoE block's
+        # backward also holds gradient buffers about as large as its activations (measured on CPU: the
+        # dispatch/combine einsums and expert chunks); a dense block's are small enough to ignore.
         recompute = acts[i] if setup.activation_checkpointing else 0.0
-        peak = max(peak, below + recompute + grads + logits_held)
+        transient = acts[i] if model.moe and i in model.moe.positions else 0.0
+        peak = max(peak, below + recompute + transient + grads + logits_held)
         below -= kept[i]
     return max(peak, grads + (0.0 if accumulated else embedding_grads) + logits_held)
 

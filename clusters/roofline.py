@@ -59,11 +59,11 @@ class StepTime:
 def _link_bytes_per_s(acc: Accelerator, setup: TrainSetup, cluster: Cluster | None) -> float | None:
     group = cluster.gpu_group if cluster is not None else None
     within_node = group is None or setup.n_gpus <= group.gpus_per_node
-    if within_node and acc.nvlink_bytes_per_s:
+    if not within_node:
+        return cluster.interconnect_bytes_per_s  # None: unknown, the caller asks for it
+    if acc.nvlink_bytes_per_s:
         return acc.nvlink_bytes_per_s / 2
-    if not within_node and cluster is not None and cluster.interconnect_bytes_per_s:
-        return cluster.interconnect_bytes_per_s
-    return acc.host_link.bytes_per_s if acc.host_link else None  # no NVLink: through PCIe
+    return acc.host_link.bytes_per_s if acc.host_link else None  # no NVLink: GPUs talk through PCIe
 
 
 def _comm_s(model: ModelShape, setup: TrainSetup, acc: Accelerator, cluster: Cluster | None) -> float:

@@ -215,8 +215,13 @@ def _train_job_plan(job, cluster: Cluster) -> JobPlan:
 
     cfg = job.config
     model_cfg = resolve_model_config(cfg.model_spec())
-    gpu = cluster.gpu_group is not None
+    group = cluster.gpu_group
+    gpu = group is not None
     n = max(1, job.resources.num_workers) if gpu else 1
+    if gpu and n > group.gpus:
+        return JobPlan(
+            job.name, job.kind, n, 0.0, 0.0, False, None, f"needs {n} GPUs; the pool has {group.gpus}"
+        )
     fp32 = cfg.dtype == "float32" or (cfg.dtype == "auto" and not gpu)
     tokens = cfg.total_steps(n) * cfg.tokens_per_step_per_rank() * n
     plan = plan_training(

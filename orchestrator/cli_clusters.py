@@ -1,0 +1,212 @@
+"""CLI commands for clusters and capacity planning, as a typer sub-app that `orchestrator/cli.py` registers:
+
+    app.command("plan")(cli_clusters.plan)
+    app.add_typer(cli_clusters.clusters_app, name="clusters")
+
+`isosparse plan --preset paper-2.6b --family l3 --cluster clusters/examples/h100x8.yaml --tokens 30e9`
+sizes one model (memory breakdown, fit, GPUs, step time, tokens/s, wall time, GPU-hours, cost);
+`isosparse plan SUITE --cluster FILE` sizes every job of a suite and flags those that cannot fit (exit 1).
+`isosparse clusters show FILE` / `isosparse clusters kuberay FILE [--suite S] [--out PATH]`.
+Exit 2 on bad input (unknown preset, invalid cluster file or suite), as in cli.py.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clusters import kuberay
+from clusters.spec import Cluster, load_cluster
+from orchestrator import planning
+
+clusters_app = typer.Typer(help="Cluster files: show them, write KubeRay manifests.", no_args_is_help=True)
+GIB = float(1 << 30)
+
+
+def _console() -> Console:
+    return Console(width=max(Console().width, 110), highlight=False)  # rich assumes 80 columns when piped
+
+
+def _fail(err: Exception) -> typer.Exit:
+    _console().print(f"[red]error:[/red] {err}", markup=True)
+    return typer.Exit(2)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:,.2f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:,.1f} days"
+    return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds:,.1f} s"
+
+
+def cluster_table(cluster: Cluster) -> Table:
+    desc = f": {cluster.description}" if cluster.description else ""
+    table = Table(title=f"cluster {cluster.name} ({cluster.kind}){desc}")
+    for col in ("group", "nodes", "accelerator", "GPUs/node", "CPUs/node", "memory/node", "GPUs"):
+        table.add_column(col, justify="left" if col in ("group", "accelerator") else "right")
+    for g in cluster.nodes:
+        nodes = f"{g.count}" if g.min_count == g.max_count else f"{g.count} ({g.min_count}..{g.max_count})"
+        table.add_row(g.name, nodes, g.accelerator, str(g.gpus_per_node), str(g.cpus_per_node),
+                      _gib(g.memory_bytes), str(g.gpus))  # fmt: skip
+    return table
+
+
+@clusters_app.command("show")
+def show(file: Annotated[str, typer.Argument(help="A cluster YAML file.")]) -> None:
+    """Validate a cluster file and print its node groups, accelerator and Ray address."""
+    try:
+        cluster = load_cluster(file)
+    except ValueError as err:
+        raise _fail(err) from None
+    out = _console()
+    out.print(cluster_table(cluster))
+    acc = cluster.accelerator
+    peak = acc.peak("bfloat16")
+    out.print(f"address: {cluster.address or 'in-process (ray.init())'}; total GPUs: {cluster.total_gpus}")
+    out.print(
+        f"accelerator: {acc.name} ({acc.description})"
+        + (f", {_gib(acc.memory_bytes)}, bf16 {peak / 1e12:,.0f} TFLOP/s dense" if peak else "")
+    )
+    if cluster.price_per_gpu_hour is not None:
+        out.print(f"price: ${cluster.price_per_gpu_hour:.2f} per GPU-hour")
+
+
+@clusters_app.command("kuberay")
+def kuberay_manifest(
+    file: Annotated[str, typer.Argument(help="A cluster file of kind 'kuberay'.")],
+    suite: Annotated[str | None, typer.Option(help="Write a RayJob running `isosparse run SUITE`.")] = None,
+    out: Annotated[str | None, typer.Option(help="Write the manifest here instead of stdout.")] = None,
+) -> None:
+    """Write the KubeRay RayCluster manifest of FILE (or, with --suite, a RayJob that runs the suite)."""
+    try:
+        text = kuberay.manifests_yaml(load_cluster(file), suite)
+    except ValueError as err:
+        raise _fail(err) from None
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    Path(out).write_text(text)
+    _console().print(f"wrote {out} ({'RayJob' if suite else 'RayCluster'})")
+
+
+def _memory_table(plan: planning.TrainPlan) -> Table:
+    m = plan.memory
+    table = Table(title=f"training memory per GPU ({plan.accelerator.name})")
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    rows = [
+        ("parameters", m.params), ("gradients", m.grads), ("AdamW states", m.optimizer),
+        ("comm buffers", m.comm_buffers), ("bf16 weight copies", m.weight_copies),
+        ("activations (after forward)", m.activations), ("backward live (acts+grads+loss)", m.backward_live),
+        ("optimizer temporaries", m.optimizer_temp),
+    ]  # fmt: skip
+    for name, value in rows:
+        table.add_row(name, _gib(value))
+    for cat, value in m.params_by_category.items():
+        if value:
+            table.add_row(f"  params: {cat}", _gib(value))
+    table.add_section()
+    table.add_row("forward/backward phase", _gib(m.forward_backward))
+    table.add_row("optimizer-step phase", _gib(m.optimizer_step))
+    verdict = "[green]fits[/green]" if plan.fits else "[red]does not fit[/red]"
+    table.add_row(
+        "[bold]peak[/bold]", f"[bold]{_gib(m.peak)}[/bold] of {_gib(plan.capacity_bytes)}: {verdict}"
+    )
+    return table
+
+
+def _summary_table(plan: planning.TrainPlan, tokens: float) -> Table:
+    s, shape = plan.setup, plan.model
+    table = Table(title=f"plan: {shape.name}, {tokens:,.3g} tokens", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "params total / active", f"{shape.params_total / 1e9:,.3f}B / {shape.params_active / 1e9:,.3f}B"
+    )
+    table.add_row("GPUs used", f"{s.n_gpus} × {plan.accelerator.name}")
+    ckpt = "on" if s.activation_checkpointing else "off"
+    table.add_row("setup", f"ZeRO-{s.zero_stage}, {s.precision}, checkpointing {ckpt}, ep {s.ep_size}")
+    table.add_row("micro-batch × seq_len × accum", f"{s.micro_batch} × {s.seq_len} × {s.grad_accum}")
+    table.add_row("largest micro-batch that fits", str(plan.max_micro_batch))
+    table.add_row(
+        "fewest GPUs that fit (ZeRO-2)", str(plan.min_gpus) if plan.min_gpus else "none on this pool"
+    )
+    if plan.step is None:
+        table.add_row("time", "unknown: no peak for this accelerator (calibrate on measured runs)")
+        return table
+    st, cost = plan.step, plan.cost
+    table.add_row("FLOPs per token", f"{st.flops_per_token:,.4g}")
+    table.add_row("compute / memory / comm", f"{st.compute_s:.3f} / {st.memory_s:.3f} / {st.comm_s:.3f} s")
+    table.add_row("step time", f"{st.step_s:.3f} s ({st.bound}-bound, {st.tokens_per_step:,} tokens/step)")
+    table.add_row("tokens/s", f"{st.tokens_per_s:,.0f}")
+    table.add_row("wall time", _duration(cost.wall_s))
+    table.add_row("GPU-hours", f"{cost.gpu_hours:,.1f}")
+    if cost.dollars is not None:
+        table.add_row("cost", f"${cost.dollars:,.0f}")
+    return table
+
+
+def _suite_table(plans: list[planning.JobPlan]) -> Table:
+    table = Table(title="suite plan")
+    for col in ("job", "GPUs", "peak", "capacity", "fits", "est. time"):
+        table.add_column(col, justify="left" if col == "job" else "right")
+    for p in plans:
+        fits = "[green]yes[/green]" if p.fits else "[red]NO[/red]"
+        wall = _duration(p.wall_s) if p.wall_s is not None else (p.note or "-")
+        sized = p.peak_bytes > 0 or p.capacity_bytes > 0
+        peak, cap = (_gib(p.peak_bytes), _gib(p.capacity_bytes)) if sized else ("-", "-")
+        table.add_row(p.name, str(p.n_gpus), peak, cap, fits, wall)
+    return table
+
+
+def plan(
+    suite: Annotated[str | None, typer.Argument(help="A suite: plan each of its jobs.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Cluster file (default: clusters/examples/local.yaml).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Model preset (without SUITE).")] = None,
+    family: Annotated[str | None, typer.Option(help="dense | l3 | moe.")] = None,
+    tokens: Annotated[float | None, typer.Option(help="Tokens to train (e.g. 30e9).")] = None,
+    micro_batch: Annotated[int | None, typer.Option(help="Sequences per GPU (default: largest ≤ 8).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Default: the preset's max_seq_len.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs (default: the cluster's GPU pool).")] = None,
+    zero_stage: Annotated[
+        int | None, typer.Option(help="0 (DDP), 1 or 2 (default: lowest that fits).")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | amp-bf16 | bf16-master.")] = None,
+    checkpointing: Annotated[bool | None, typer.Option("--checkpointing/--no-checkpointing")] = None,
+    mfu: Annotated[float | None, typer.Option(help="Assumed model FLOPs utilization.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Suite override KEY=VALUE.")] = None,
+) -> None:
+    """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
+    from workloads.models import presets
+
+    out = _console()
+    try:
+        cl = load_cluster(cluster or "clusters/examples/local.yaml")
+        if suite is not None:
+            plans = planning.plan_suite(suite, cl, set_)
+        else:
+            if preset is None:
+                raise ValueError("give SUITE or --preset (with --family)")
+            shape = planning.model_shape(
+                presets.get(preset, family or "dense"), f"{preset}/{family or 'dense'}"
+            )
+            options = {"micro_batch": micro_batch, "seq_len": seq_len, "n_gpus": gpus,
+                       "zero_stage": zero_stage, "activation_checkpointing": checkpointing}  # fmt: skip
+            extra = {k: v for k, v in (("precision", precision), ("mfu", mfu)) if v is not None}
+            result = planning.plan_training(shape, cl, tokens=tokens or 1e9, **options, **extra)
+    except ValueError as err:
+        raise _fail(err) from None
+    if suite is not None:
+        out.print(_suite_table(plans))
+        bad = planning.unfit_jobs(plans)
+        out.print(f"{len(plans) - len(bad)} of {len(plans)} jobs fit on {cl.name}")
+        raise typer.Exit(1 if bad else 0)
+    out.print(_memory_table(result))
+    out.print(_summary_table(result, tokens or 1e9))

@@ -1,0 +1,72 @@
+"""orchestrator/planning.py: ModelConfig -> ModelShape agrees with count_params; plans are coherent."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from clusters import capacity
+from clusters.spec import load_cluster
+from orchestrator import planning
+from workloads.models import presets
+from workloads.models.accounting import count_params
+
+EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
+
+
+@pytest.mark.parametrize("preset", presets.names())
+@pytest.mark.parametrize("family", ["dense", "l3", "moe"])
+def test_shape_matches_count_params(preset, family):
+    cfg = presets.get(preset, family)
+    shape = planning.model_shape(cfg)
+    pc = count_params(cfg)
+    assert (shape.params_total, shape.params_active) == (pc.total, pc.active)
+    blocks = [shape.block_params(i) for i in range(cfg.n_layers)]
+    assert sum(b[0] for b in blocks) + cfg.dim == pc.by_category["dense"]  # + final norm
+    assert sum(b[1] for b in blocks) == pc.by_category["experts"]
+    assert sum(b[2] for b in blocks) == pc.by_category["l3_tables"]
+    if shape.l3:
+        assert shape.l3.rows_per_token_mean == pytest.approx(cfg.l3.budget / cfg.vocab_size, rel=1e-4)
+        assert shape.l3.positions == cfg.l3.positions
+
+
+@pytest.fixture(scope="module")
+def paper_plan():
+    shape = planning.model_shape(presets.get("paper-2.6b", "l3"), "paper-2.6b/l3")
+    return planning.plan_training(shape, load_cluster(EXAMPLES / "h100x8.yaml"), tokens=30e9)
+
+
+def test_paper_plan_is_coherent(paper_plan):
+    p = paper_plan
+    assert p.fits and p.memory.peak <= p.capacity_bytes == 0.9 * 80 * 2**30
+    assert p.setup.n_gpus == 8 and 1 <= p.setup.micro_batch <= planning.AUTO_MAX_MICRO_BATCH
+    # the chosen micro-batch is the largest that fits (auto), and the next one does not
+    assert p.max_micro_batch == p.setup.micro_batch
+    assert not capacity.fits(p.model, replace(p.setup, micro_batch=p.setup.micro_batch + 1), p.capacity_bytes)
+    # a lower ZeRO stage would not fit at micro-batch 1 (the plan takes the lowest that does)
+    if p.setup.zero_stage > 0:
+        lower = replace(p.setup, zero_stage=p.setup.zero_stage - 1, micro_batch=1)
+        assert not capacity.fits(p.model, lower, p.capacity_bytes)
+    assert p.cost.gpu_hours == pytest.approx(p.cost.wall_s / 3600 * 8)
+    assert p.cost.dollars == pytest.approx(p.cost.gpu_hours * 2.99)
+    assert p.step.tokens_per_s == pytest.approx(p.setup.tokens_per_step / p.step.step_s)
+    assert p.min_gpus is not None and p.min_gpus <= 8
+
+
+def test_cpu_plan_has_no_time_without_calibration():
+    shape = planning.model_shape(presets.get("tiny", "dense"))
+    plan = planning.plan_training(shape, load_cluster(EXAMPLES / "local.yaml"), tokens=1e6, micro_batch=2)
+    if plan.accelerator.name == "cpu":
+        assert plan.step is None and plan.fits
+
+
+def test_plan_suite_flags_jobs_that_do_not_fit(tmp_path):
+    small = tmp_path / "one-l40s.yaml"
+    small.write_text("name: one\nkind: ray\naddress: auto\nnodes:\n  - {count: 1, accelerator: l40s, "
+                     "gpus_per_node: 1, cpus_per_node: 8, memory_gib: 64}\n")  # fmt: skip
+    plans = planning.plan_suite("quickstart", load_cluster(small))
+    assert plans and all(p.fits for p in plans)
+    assert {p.kind for p in plans} >= {"train", "infer"}
+    big = planning.plan_suite("iso-sparse-800m", load_cluster(small))
+    bad = planning.unfit_jobs(big)
+    assert bad and all(p.kind == "train" for p in bad) and "needs 8 GPUs" in bad[0].note
