@@ -11,7 +11,9 @@ a run twice as fast and one half as fast cancel.
 
 Columns of `runs_df` (extra columns are ignored; rows missing a fit's columns are skipped for that fit):
   hardware                                  catalog name ("h100-sxm", "cpu")
-  train/tokens_per_s, flops_per_token       time fit; n_devices optional (default 1)
+  train/tokens_per_s, flops_per_token       time fit; n_devices optional (default 1). Without a
+                                            flops_per_token column, 6·params_active is used (PaLM
+                                            without the attention term)
   predicted_peak_bytes and measured_peak_bytes (else mem/peak_device_bytes)   memory fit
 `orchestrator.planning.calibration_frame` builds `flops_per_token` and `predicted_peak_bytes` from each
 run's resolved model config.
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 TOKENS_PER_S = "train/tokens_per_s"
 FLOPS_PER_TOKEN = "flops_per_token"
 N_DEVICES = "n_devices"
+PARAMS_ACTIVE = "params_active"
 PREDICTED_PEAK = "predicted_peak_bytes"
 MEASURED_PEAK = "measured_peak_bytes"
 PEAK_DEVICE = "mem/peak_device_bytes"
@@ -86,6 +89,8 @@ def _valid(value) -> bool:
 
 
 def _time_fit(rows: "pd.DataFrame", acc: catalog.Accelerator) -> dict:
+    if FLOPS_PER_TOKEN not in rows and PARAMS_ACTIVE in rows:
+        rows = rows.assign(**{FLOPS_PER_TOKEN: 6.0 * rows[PARAMS_ACTIVE].astype("float64")})
     if TOKENS_PER_S not in rows or FLOPS_PER_TOKEN not in rows:
         return {"n_time_runs": 0}
     devices = rows[N_DEVICES] if N_DEVICES in rows else [1] * len(rows)

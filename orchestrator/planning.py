@@ -7,6 +7,7 @@ both. Parameter counts come from `workloads.models.accounting.count_params` (L3_
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,11 @@ from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, Optimizer
 from clusters.spec import Cluster
 from workloads.models.accounting import count_params, l3_row_width
 from workloads.models.config import ModelConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.spec import Resources
 
 
 def model_shape(
@@ -270,3 +276,40 @@ def plan_suite(suite: str, cluster: Cluster, sets: list[str] | None = None) -> l
 def unfit_jobs(plans: list[JobPlan]) -> list[JobPlan]:
     """The jobs `run --cluster` must refuse (exit 2) unless --force."""
     return [p for p in plans if not p.fits]
+
+
+def cluster_resources(cluster: Cluster, resources: "Resources") -> "Resources":
+    """A suite job's resources on `cluster` (`run --cluster`): its num_workers GPU workers with the
+    cluster's CPUs and host memory per GPU, or one CPU worker on a CPU-only cluster."""
+    from orchestrator.spec import Resources
+
+    wanted = resources.num_workers if resources.num_gpus > 0 or cluster.gpu_group is not None else 0
+    worker = cluster.resources_for(wanted)
+    return Resources(
+        num_cpus=worker.num_cpus,
+        num_gpus=worker.num_gpus,
+        memory_bytes=worker.memory_bytes or resources.memory_bytes,
+        num_workers=worker.num_workers,
+        placement=resources.placement,
+    )
+
+
+def calibration_frame(runs: "pd.DataFrame", cluster: Cluster | None = None) -> "pd.DataFrame":
+    """Add what `clusters.calibration.calibrate` needs to a run table with preset, family, hardware,
+    batch_size and seq_len columns (and optionally n_devices): flops_per_token and predicted_peak_bytes
+    of each run's preset model (overrides are not applied: runs with overrides need their own shape)."""
+    import pandas as pd
+
+    from workloads.models import presets
+
+    flops, peaks = [], []
+    for row in runs.itertuples(index=False):
+        shape = model_shape(presets.get(row.preset, row.family))
+        gpu = str(row.hardware) != "cpu"
+        n_devices = int(getattr(row, "n_devices", 1) or 1)
+        setup = TrainSetup(int(row.batch_size), int(row.seq_len), n_gpus=n_devices,
+                           precision="amp-bf16" if gpu else "fp32", optimizer_impl="fused")  # fmt: skip
+        flops.append(roofline.train_flops_per_token(shape, setup.seq_len))
+        peaks.append(capacity.train_memory(shape, setup).peak)
+    return runs.assign(flops_per_token=pd.Series(flops, index=runs.index, dtype="float64"),
+                       predicted_peak_bytes=pd.Series(peaks, index=runs.index, dtype="float64"))  # fmt: skip

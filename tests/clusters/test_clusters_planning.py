@@ -70,3 +70,28 @@ def test_plan_suite_flags_jobs_that_do_not_fit(tmp_path):
     big = planning.plan_suite("iso-sparse-800m", load_cluster(small))
     bad = planning.unfit_jobs(big)
     assert bad and all(p.kind == "train" for p in bad) and "needs 8 GPUs" in bad[0].note
+
+
+def test_cluster_resources_for_suite_jobs():
+    from orchestrator.spec import Resources
+
+    h100 = load_cluster(EXAMPLES / "h100x8.yaml")
+    r = planning.cluster_resources(h100, Resources(num_workers=4, num_gpus=1, placement="STRICT_PACK"))
+    assert (r.num_workers, r.num_gpus, r.num_cpus, r.placement) == (4, 1.0, 12.0, "STRICT_PACK")
+    ray = load_cluster(EXAMPLES / "ray.yaml")
+    assert planning.cluster_resources(ray, Resources()).memory_bytes == 100 * 2**30
+
+
+def test_calibration_frame_round_trip():
+    import pandas as pd
+
+    from clusters.calibration import calibrate
+
+    runs = pd.DataFrame({"preset": ["tiny", "tiny"], "family": ["dense", "l3"], "hardware": ["cpu", "cpu"],
+                         "batch_size": [8, 8], "seq_len": [128, 128],
+                         "train/tokens_per_s": [5000.0, 4500.0]})  # fmt: skip
+    frame = planning.calibration_frame(runs)
+    assert (frame["flops_per_token"] > 6 * 4e6).all() and (frame["predicted_peak_bytes"] > 0).all()
+    frame["measured_peak_bytes"] = frame["predicted_peak_bytes"] * 1.05
+    fit = calibrate(frame).by_hardware["cpu"]
+    assert fit.memory_scale == pytest.approx(1.05) and fit.flops_per_s > 0
