@@ -26,7 +26,12 @@ with a = compute bytes (4 fp32, 2 bf16), r = residual-stream bytes (4 unless bf1
 copies of a linear's input are saved (1 in fp32, where q/k/v share it; under autocast each linear saves its
 own cast, 3 for q/k/v and 2 for w1/w3), p = the sorted lookup's padding (L3_PAD_FACTOR). With activation
 checkpointing (per block) only each block's input (D·r) is kept, plus one block's activations recomputed
-during its backward. The logits working set adds the logits and their gradient (8·V per token).
+during its backward. fp32 counts match `saved_tensors_hooks` measurements of the real model exactly for
+dense and MoE blocks (tests/clusters/test_clusters_validation.py); bf16 follows the same rules, unmeasured.
+
+Peak (`train_memory`) = states + the worst point of a backward sweep (`_backward_peak`: activations still
+saved + gradients already made + the loss working set, 16·V bytes per token) or of the optimizer step
+(gradients + AdamW temporaries), whichever is larger.
 """
 
 import math
