@@ -201,10 +201,8 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     return _result(cfg, ctx, job, outcome, start_step)
 
 
-def _result(
-    cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", data, counts, start_step
-) -> BenchResult:
-    model_cfg, w = job.model_cfg, job.world
+def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step: int) -> BenchResult:
+    model_cfg, w, data, counts = job.model_cfg, job.world, job.data, job.counts
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     out: dict[str, float] = dict(outcome.metrics)
     if outcome.timing is not None:
