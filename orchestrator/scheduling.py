@@ -168,9 +168,13 @@ def _run_job(a: Attempt, sink, report: bool = True) -> str:
     return result.to_json()
 
 
-@ray.remote(max_retries=0)
-def _task(a: Attempt, sink) -> str:
+def _task_body(a: Attempt, sink) -> str:
     return _run_job(a, sink)
+
+
+_task = ray.remote(max_retries=0)(_task_body)
+# max_calls=1: a new worker process per attempt (max_calls cannot be set through .options()).
+_fresh_task = ray.remote(max_retries=0, max_calls=1)(_task_body)
 
 
 @ray.remote(num_cpus=0, max_retries=0)
@@ -270,11 +274,10 @@ class Scheduler:
             ref = _gang.remote(a, self._sink, res, self.storage_path)
         else:
             options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
-            if registry.get(job.kind).fresh_process:
-                options["max_calls"] = 1  # a new worker per attempt: peak-memory metrics are the job's own
             if res.memory_bytes:
                 options["memory"] = res.memory_bytes
-            ref = _task.options(**options).remote(a, self._sink)
+            task = _fresh_task if registry.get(job.kind).fresh_process else _task
+            ref = task.options(**options).remote(a, self._sink)
         self._pending[ref] = (job, attempt)
 
     @property

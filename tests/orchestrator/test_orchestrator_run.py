@@ -3,12 +3,13 @@ read back with mlflow.search_runs, failure classes, infra retries, resume after 
 
 import os
 import textwrap
+from dataclasses import replace
 
 import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import api, scheduling
+from orchestrator import api, registry, scheduling
 from orchestrator.cli import app
 
 pytestmark = pytest.mark.ray
@@ -135,3 +136,10 @@ def test_multi_worker_job_runs_as_a_torch_trainer_gang(tmp_path, store):
     losses = mlflow.MlflowClient().get_metric_history(run["run_id"], "train/loss")
     steps = [m.step for m in losses]
     assert steps.count(0) == 1 and steps.count(1) == 1  # streamed by rank 0 only, not once per rank
+
+
+def test_fresh_process_kinds_run_in_a_new_worker(tmp_path, store, monkeypatch):
+    monkeypatch.setitem(registry.JOBS, "dummy", replace(registry.JOBS["dummy"], fresh_process=True))
+    path = suite_file(tmp_path, "fresh", ["{name: a, dummy: {value: 1}}", "{name: b, dummy: {value: 2}}"])
+    report = api.run_suite(path, tracking_uri=store)
+    assert report.exit_code == 0, report.jobs
