@@ -75,13 +75,19 @@ class Outcome:
 
 
 class TrainLoop:
-    def __init__(self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx):
+    def __init__(
+        self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx, extra_eval=None
+    ):
         self.cfg, self.model_cfg, self.data, self.counts = cfg, model_cfg, data, counts
         self.world, self.device, self.ctx = w, device, ctx
         self.seq_len = cfg.data_config().seq_len
         self.total_steps = cfg.total_steps(w.size)
         self.train_batches = Batches(data.packed("train", self.seq_len, seed=cfg.seed), cfg.batch_size, w)
         self.val = data.packed("val", self.seq_len, shuffle=False)
+        # Evaluation corpora: the job's own validation split ("") and the named extra corpora's.
+        self.eval_sets = {"": self.val} | {
+            name: d.packed("val", self.seq_len, shuffle=False) for name, d in (extra_eval or {}).items()
+        }
         self._check_sizes()
         self.model = build_model(model_cfg, counts, device, seed=cfg.seed)
         groups = optim.param_groups(
@@ -112,10 +118,12 @@ class TrainLoop:
                 f"TrainJobConfig.batch_size={cfg.batch_size} is larger than the data: the train split holds "
                 f"{self.train_batches.ds.n_windows} windows of seq_len={self.seq_len} for {w.size} rank(s)"
             )
-        if self.val.n_windows < w.size:
-            raise ValueError(
-                f"the validation split holds {self.val.n_windows} windows, fewer than {w.size} ranks"
-            )
+        for name, ds in self.eval_sets.items():
+            if ds.n_windows < w.size:
+                where = f"eval_data[{name!r}]" if name else "data"
+                raise ValueError(
+                    f"the validation split of {where} holds {ds.n_windows} windows, fewer than {w.size} ranks"
+                )
 
     # -- load balance -------------------------------------------------------------------------------
     def _init_balance(self) -> None:
@@ -239,15 +247,23 @@ class TrainLoop:
         return bool(distributed.all_reduce_sum(flag).item() > 0)  # every rank stops at the same step
 
     # -- evaluation ---------------------------------------------------------------------------------
-    @torch.no_grad()
     def _evaluate(self) -> dict[str, float]:
+        """eval/val_loss, eval/val_ppl of the job's corpus and eval/<name>/val_loss, ... of each extra one."""
+        out = {}
+        for name, ds in self.eval_sets.items():
+            values = self._evaluate_one(ds)
+            out |= {(k.replace("eval/", f"eval/{name}/") if name else k): v for k, v in values.items()}
+        return out
+
+    @torch.no_grad()
+    def _evaluate_one(self, val: PackedDataset) -> dict[str, float]:
         """Mean token loss over up to eval_batches validation batches per rank (equal on every rank)."""
         w = self.world
-        batch = max(1, min(self.cfg.batch_size, self.val.n_windows // w.size))
+        batch = max(1, min(self.cfg.batch_size, val.n_windows // w.size))
         total = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, tokens
         self.model.eval()
         for x, y in itertools.islice(
-            self.val.batches(batch, rank=w.rank, world_size=w.size), self.cfg.eval_batches
+            val.batches(batch, rank=w.rank, world_size=w.size), self.cfg.eval_batches
         ):
             x, y = x.to(self.device), y.to(self.device)
             with self.autocast():

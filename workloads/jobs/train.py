@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from workloads.data import DataConfig
+from workloads.data import DataConfig, prepare
 from workloads.jobs import distributed, loop, metrics
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
@@ -64,6 +64,8 @@ class TrainJobConfig:
     timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
     (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
     ctx.checkpoint_dir. log_every: stream train/loss every N steps (one host sync per flush).
+    eval_data: extra evaluation corpora by name, tokenized with the job's tokenizer; their validation
+    splits are scored as eval/<name>/val_loss and eval/<name>/val_ppl.
     """
 
     preset: str
@@ -94,9 +96,15 @@ class TrainJobConfig:
     eval_batches: int = 8
     checkpoint_every: int | None = None
     log_every: int = 10
+    eval_data: dict[str, DataConfig] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.model_spec()  # unknown preset / family, misplaced overrides
+        for name, extra in dict(self.eval_data).items():
+            if not isinstance(name, str) or not name or "/" in name or not isinstance(extra, DataConfig):
+                raise ValueError(
+                    f"TrainJobConfig.eval_data must map names (no '/') to DataConfigs, got {name!r}: {extra}"
+                )
         if not isinstance(self.data, DataConfig):
             raise ValueError(f"TrainJobConfig.data must be a DataConfig, got {self.data!r}")
         for name, minimum in (("batch_size", 1), ("grad_accum", 1), ("steps", 1), ("lr_warmup_steps", 0)):
@@ -171,8 +179,13 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
         if (w.rank == 0) == (turn == 0):
             data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
             counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
+            extra = {  # tokenized with the job's tokenizer
+                name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
+                              ctx.cache_dir)
+                for name, d in cfg.eval_data.items()
+            }  # fmt: skip
         distributed.barrier()
-    return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx)
+    return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx, extra)
 
 
 def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:

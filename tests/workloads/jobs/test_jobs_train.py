@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from workloads.data import DataConfig
+from workloads.data import BuiltinSource, DataConfig
 from workloads.jobs import metrics
 from workloads.jobs.loop import Batches
 from workloads.jobs.result import JobContext
@@ -206,3 +206,21 @@ def test_zero_l3_lr_freezes_the_tables_only(cache_dir, tmp_path):
     for name, before in initial.state_dict().items():
         is_table = name.endswith(("l3.keys", "l3.values"))
         assert torch.equal(before, trained[name]) == (is_table or name.endswith("offsets")), name
+
+
+def test_extra_eval_corpora_get_their_own_keys(cache_dir):
+    docs = DataConfig(source=BuiltinSource(content="docs"), max_documents=30, val_fraction=0.5)
+    rec = Recorder()
+    m = run(
+        job("dense", steps=2, eval_data={"docs": docs}), JobContext(cache_dir=cache_dir, on_metrics=rec)
+    ).metrics
+    assert {"eval/val_loss", "eval/val_ppl", "eval/docs/val_loss", "eval/docs/val_ppl"} <= m.keys()
+    assert m["eval/docs/val_loss"] != m["eval/val_loss"] and math.isfinite(m["eval/docs/val_loss"])
+    assert rec.steps[-1][1].keys() == {
+        "eval/val_loss",
+        "eval/val_ppl",
+        "eval/docs/val_loss",
+        "eval/docs/val_ppl",
+    }
+    with pytest.raises(ValueError, match="TrainJobConfig.eval_data"):
+        job("dense", eval_data={"a/b": docs})
