@@ -72,67 +72,89 @@ def l3_lookup_sorted(
     n_tokens, d_emb = token_ids.shape[0], values.shape[1]
     if n_tokens == 0:
         return q.new_zeros(0, d_emb)
-    g = _groups(token_ids, offsets)
-    bin_key = _padded_size(g.n_per) * _KEY_BASE + _padded_size(g.d_per)  # (U,)
-    bin_order = torch.argsort(bin_key, stable=True)  # (U,) groups ordered by bin
-    bin_keys, bin_sizes = torch.unique_consecutive(bin_key[bin_order], return_counts=True)
-    plans = [
-        _plan_bin(g, members, n_max=key // _KEY_BASE, d_max=key % _KEY_BASE)
-        for key, members in zip(bin_keys.tolist(), torch.split(bin_order, bin_sizes.tolist()), strict=True)
-    ]
+    plan = _plan(_groups(token_ids, offsets))
     # One gather per operand for all bins: each table's backward is then a single index_add (one
     # segment sum per distinct row), not one dense (v, dim) zero-fill per bin.
-    q_pad = q.index_select(0, torch.cat([p.pos.reshape(-1) for p in plans]))
-    r_all = torch.cat([p.r_idx.reshape(-1) for p in plans])
-    k_pad = keys.index_select(0, r_all)
-    v_pad = k_pad if values is keys else values.index_select(0, r_all)
-    q_bins = torch.split(q_pad, [p.pos.numel() for p in plans])
-    k_bins = torch.split(k_pad, [p.r_idx.numel() for p in plans])
-    v_bins = torch.split(v_pad, [p.r_idx.numel() for p in plans])
-
-    o_bins = [_bin_attention(*t, p) for *t, p in zip(q_bins, k_bins, v_bins, plans, strict=True)]
-    # Map each original position to its (valid) padded output slot, then gather: a permutation plus
-    # the dropped padding, whose outputs receive zero gradient.
-    slot = torch.empty(n_tokens, dtype=torch.long, device=q.device)
-    base = 0
-    for p in plans:
-        flat = torch.arange(p.pos.numel(), device=q.device).view_as(p.pos) + base
-        slot[p.pos[p.q_valid]] = flat[p.q_valid]
-        base += p.pos.numel()
-    return torch.cat(o_bins).index_select(0, slot)
-
-
-class _BinPlan(NamedTuple):
-    """Index plan of one (n_max, d_max) bin holding G groups, padded to (G, n_max) × (G, d_max)."""
-
-    pos: torch.Tensor  # (G, n_max) original position of each query slot (padding repeats a valid one)
-    q_valid: torch.Tensor  # (G, n_max) bool
-    r_idx: torch.Tensor  # (G, d_max) table row of each key slot (padding repeats a valid one)
-    r_valid: torch.Tensor  # (G, d_max) bool
+    q_pad = q.index_select(0, plan.pos)  # (Sq, dim)
+    k_pad = keys.index_select(0, plan.r_idx)  # (Sr, dim)
+    v_pad = k_pad if values is keys else values.index_select(0, plan.r_idx)  # (Sr, d_emb)
+    q_split = [g * n for g, n, _ in plan.bins]
+    r_split = [g * d for g, _, d in plan.bins]
+    o_bins = [
+        _bin_attention(qb, kb, vb, mb, shape, padded)
+        for qb, kb, vb, mb, shape, padded in zip(
+            q_pad.split(q_split),
+            k_pad.split(r_split),
+            v_pad.split(r_split),
+            plan.r_valid.split(r_split),
+            plan.bins,
+            plan.row_padded,
+            strict=True,
+        )
+    ]
+    # Each original position reads its own (valid) padded slot: a permutation plus dropped padding,
+    # whose outputs receive zero gradient.
+    return torch.cat(o_bins).index_select(0, plan.slot)
 
 
-def _plan_bin(g: _Groups, members: torch.Tensor, *, n_max: int, d_max: int) -> _BinPlan:
-    n_g, d_g = g.n_per[members], g.d_per[members]  # (G,), (G,)
-    ar_n = torch.arange(n_max, device=members.device)
-    ar_d = torch.arange(d_max, device=members.device)
-    q_valid = ar_n[None, :] < n_g[:, None]
-    r_valid = ar_d[None, :] < d_g[:, None]
-    # Padded slots point at the group's first query/row (always valid) and are masked later.
-    q_slot = g.q_start[members][:, None] + torch.where(q_valid, ar_n[None, :], 0)  # sorted positions
-    r_idx = g.row_start[members][:, None] + torch.where(r_valid, ar_d[None, :], 0)
-    return _BinPlan(g.perm[q_slot], q_valid, r_idx, r_valid)
+class _Plan(NamedTuple):
+    """Padded layout of all groups, bin after bin; a bin of G groups is (G, n_max) × (G, d_max).
+
+    Sq = Σ_bins G·n_max query slots and Sr = Σ_bins G·d_max row slots; padding slots repeat a valid
+    index of their group (so every gather is in range) and are masked (rows) or never read (queries).
+    """
+
+    pos: torch.Tensor  # (Sq,) original position of each query slot
+    r_idx: torch.Tensor  # (Sr,) table row of each row slot
+    r_valid: torch.Tensor  # (Sr,) bool
+    slot: torch.Tensor  # (N,) query slot of each original position
+    bins: list[tuple[int, int, int]]  # (G, n_max, d_max) per bin
+    row_padded: list[bool]  # whether a bin has any padded row slot (else the mask is skipped)
 
 
-def _bin_attention(q_flat, k_flat, v_flat, plan: _BinPlan) -> torch.Tensor:
+def _slots(sizes: torch.Tensor, padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For groups of `sizes` items laid out in `padded`-long blocks: each slot's group, its index
+    within the group (0 for padding) and whether it is a real item. All (Σ padded,)."""
+    group = torch.repeat_interleave(torch.arange(sizes.numel(), device=sizes.device), padded)
+    first = torch.cumsum(padded, 0) - padded
+    local = torch.arange(group.numel(), device=sizes.device) - first[group]
+    valid = local < sizes[group]
+    return group, torch.where(valid, local, 0), valid
+
+
+def _plan(g: _Groups) -> _Plan:
+    """Bin the groups by (padded n, padded d) and build every index of the padded layout at once,
+    with a constant number of torch ops (the per-bin loop only slices)."""
+    n_pad, d_pad = _padded_size(g.n_per), _padded_size(g.d_per)  # (U,), (U,)
+    order = torch.argsort(n_pad * _KEY_BASE + d_pad, stable=True)  # (U,) groups in bin order
+    n_pad, d_pad, n_per, d_per = n_pad[order], d_pad[order], g.n_per[order], g.d_per[order]
+    bin_keys, bin_sizes = torch.unique_consecutive(n_pad * _KEY_BASE + d_pad, return_counts=True)
+    q_group, q_local, q_valid = _slots(n_per, n_pad)  # (Sq,) each
+    r_group, r_local, r_valid = _slots(d_per, d_pad)  # (Sr,) each
+    pos = g.perm[g.q_start[order][q_group] + q_local]
+    r_idx = g.row_start[order][r_group] + r_local
+    valid_slots = torch.nonzero(q_valid).squeeze(1)  # (N,)
+    slot = torch.empty_like(valid_slots)
+    slot[pos[valid_slots]] = valid_slots
+    bin_of_group = torch.repeat_interleave(torch.arange(bin_sizes.numel(), device=order.device), bin_sizes)
+    row_padded = torch.zeros(bin_sizes.numel(), dtype=torch.long, device=order.device)
+    row_padded.index_add_(0, bin_of_group, (d_pad != d_per).long())
+    bins = [
+        (size, key // _KEY_BASE, key % _KEY_BASE)
+        for size, key in zip(bin_sizes.tolist(), bin_keys.tolist(), strict=True)
+    ]
+    return _Plan(pos, r_idx, r_valid, slot, bins, [bool(b) for b in row_padded.tolist()])
+
+
+def _bin_attention(q_flat, k_flat, v_flat, r_valid, shape: tuple[int, int, int], row_padded: bool):
     """Padded batched attention of one bin; returns (G * n_max, d_emb), padding included."""
-    G, n_max = plan.pos.shape
-    d_max = plan.r_idx.shape[1]
+    G, n_max, d_max = shape
     qb = q_flat.view(G, n_max, -1)  # (G, n_max, dim)
     kb = k_flat.view(G, d_max, -1)  # (G, d_max, dim)
     vb = v_flat.view(G, d_max, -1)  # (G, d_max, d_emb)
     scores = torch.bmm(qb, kb.transpose(1, 2))  # (G, n_max, d_max)
-    if d_max > 1:
-        scores = scores.masked_fill(~plan.r_valid[:, None, :], float("-inf"))
+    if row_padded:
+        scores = scores.masked_fill(~r_valid.view(G, 1, d_max), float("-inf"))
     # Softmax in at least fp32 (bf16/fp16 scores lose the tail); fp32/fp64 stay as they are.
     acc = torch.promote_types(scores.dtype, torch.float32)
     weights = torch.softmax(scores, dim=-1, dtype=acc).to(vb.dtype)
