@@ -105,6 +105,8 @@ def _value(tp: Any, value: Any, path: str, errors: list[Error]) -> Any:
             if chosen is not None:
                 return build(chosen, value, path, errors)
         return value
+    if origin in (dict, Mapping) and isinstance(value, Mapping) and len(args) == 2:
+        return {k: _value(args[1], v, f"{path}.{k}", errors) for k, v in value.items()}
     if origin is tuple and isinstance(value, list | tuple):
         inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
         return tuple(_value(inner or args[i], v, f"{path}[{i}]", errors) for i, v in enumerate(value))

@@ -140,3 +140,14 @@ def test_cli_list_presets_suites_jobs():
     jobs = runner.invoke(app, ["list", "jobs"]).output
     assert all(kind in jobs for kind in ("train", "infer", "dummy"))
     assert runner.invoke(app, ["list", "gpus"]).exit_code == 2
+
+
+def test_dict_of_dataclasses_field_is_built():
+    from workloads.jobs.train import TrainJobConfig
+
+    data = {"eval_data": {"docs": {"source": {"kind": "builtin", "content": "docs"}, "seq_len": 64}}}
+    model = model_for(TrainJobConfig).model_validate(data)
+    errors: list = []
+    cfg = build(TrainJobConfig, {**dump(model), "preset": "debug", "family": "dense"}, "train", errors)
+    assert errors == [] and cfg.eval_data["docs"].seq_len == 64
+    assert isinstance(cfg.eval_data["docs"], DataConfig)
