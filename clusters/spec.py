@@ -24,6 +24,7 @@ from clusters import catalog
 Kind = Literal["local", "ray", "kuberay"]
 KINDS: tuple[str, ...] = ("local", "ray", "kuberay")
 GIB = 1 << 30
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 
 _COMMON = {"name", "kind", "description", "price_per_gpu_hour", "interconnect_bytes_per_s", "job"}
 _TOP = {
@@ -352,10 +353,14 @@ def parse_cluster(raw: Any, source: str = "<cluster>") -> Cluster:
 
 
 def load_cluster(path: str | Path) -> Cluster:
-    """Read and validate a cluster YAML file."""
+    """Read and validate a cluster YAML file: a path, or the name of a shipped example ("local",
+    "h100x8" → clusters/examples/<name>.yaml), so the default works from any working directory."""
     path = Path(path)
+    if not path.is_file() and (EXAMPLES_DIR / f"{path}.yaml").is_file():
+        path = EXAMPLES_DIR / f"{path}.yaml"
     if not path.is_file():
-        raise ValueError(f"cluster file {str(path)!r} does not exist")
+        known = ", ".join(sorted(p.stem for p in EXAMPLES_DIR.glob("*.yaml")))
+        raise ValueError(f"cluster file {str(path)!r} does not exist (shipped examples: {known})")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -1,10 +1,12 @@
-"""The library behind the CLI: validate, run (attached or detached), status, cancel, compare, list, ui.
+"""The library behind the CLI: validate, run (attached or detached), status, cancel, compare, report,
+list, ui.
 
 `run_suite` is the data flow of DESIGN.md: load + expand the suite (SuiteError: nothing submitted),
-check the tracking store (TrackingError: nothing submitted), skip fingerprints that already FINISHED,
-open the parent run, submit the rest to Ray, log what the jobs stream and return, close every run.
-Ctrl-C (or SIGTERM, or `isosparse cancel`, which sends SIGINT to the driver) cancels the Ray tasks and
-closes the open runs as KILLED.
+size it on the cluster file when one is given (jobs that cannot fit: SuiteError unless force), check the
+tracking store (TrackingError: nothing submitted), skip fingerprints that already FINISHED, open the
+parent run, submit the rest to Ray, log what the jobs stream and return, build the report onto the
+parent run, close every run. Ctrl-C (or SIGTERM, or `isosparse cancel`, which sends SIGINT to the driver)
+cancels the Ray tasks and closes the open runs as KILLED.
 """
 
 import contextlib
@@ -14,10 +16,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import registry
+from orchestrator import registry, reporting
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
 from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
@@ -56,6 +58,8 @@ class RunReport:
     cancelled: bool = False
     wall_s: float = 0.0
     tracking_uri: str = ""
+    report: "reporting.ReportOutcome | None" = None
+    report_error: str | None = None  # the report failed to build: the jobs' outcome stands, this says why
 
     @property
     def exit_code(self) -> int:
@@ -72,6 +76,53 @@ class RunReport:
 def validate(suite: str, sets: list[str] | None = None) -> Suite:
     """Load and expand a suite; no side effects (raises SuiteError)."""
     return load_suite(suite, sets)
+
+
+def on_cluster(spec: Suite, cluster_file: str, force: bool = False) -> tuple[Suite, str | None]:
+    """`run --cluster FILE`: size every job on the cluster (capacity model) and give each the cluster's
+    resources per device; returns (suite, Ray address of the cluster). Jobs that cannot fit raise a
+    SuiteError naming them (nothing submitted) unless force."""
+    from clusters.spec import load_cluster
+    from orchestrator import planning
+
+    try:
+        cluster = load_cluster(cluster_file)
+    except ValueError as err:
+        raise SuiteError(cluster_file, [("", str(err))]) from None
+    unfit = planning.unfit_jobs(planning.plan_jobs(spec.jobs, cluster))
+    if unfit and not force:
+        errors = [(p.name, f"does not fit on {cluster.name}: {_fit_note(p)}") for p in unfit]
+        raise SuiteError(spec.path, errors + [("", "rerun with --force to submit anyway")])
+    jobs = tuple(replace(j, resources=planning.cluster_resources(cluster, j.resources)) for j in spec.jobs)
+    return replace(spec, jobs=jobs), cluster.address
+
+
+def _fit_note(plan) -> str:
+    if plan.note:
+        return plan.note
+    return f"peak {plan.peak_bytes / 2**30:,.2f} GiB of {plan.capacity_bytes / 2**30:,.2f} GiB"
+
+
+def calibration(tracking_uri: str | None = None):
+    """The capacity model's factors fitted to the FINISHED train runs in the tracking store
+    (`clusters.calibration.Calibration`); ValueError when there is nothing to fit."""
+    from orchestrator import planning
+
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    return planning.calibration_from_store(tracker.search_roles("job", None))
+
+
+def report(
+    suite: str,
+    sets: list[str] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    out_dir: str | None = None,
+    figures: bool = True,
+) -> "reporting.ReportOutcome":
+    """Build SUITE's report (HTML + Markdown + figures) and log it onto its newest parent run."""
+    return reporting.build_and_log(suite, sets, tracking_uri=tracking_uri, out_dir=out_dir, figures=figures)
 
 
 @dataclass
@@ -142,14 +193,23 @@ def run_suite(
     *,
     address: str | None = None,
     tracking_uri: str | None = None,
+    cluster: str | None = None,
+    force: bool = False,
+    make_report: bool = True,
     num_cpus: int | None = None,
     on_start: Callable[[RunReport], None] | None = None,
     on_tick: Callable[[RunReport], None] | None = None,
 ) -> RunReport:
     """Run a suite to the end; see the module docstring. Raises SuiteError / TrackingError before
-    anything is submitted. on_start / on_tick: progress callbacks (the CLI's live display)."""
+    anything is submitted. cluster: a cluster file (`on_cluster`; an explicit address wins over its
+    address). make_report: build the report onto the parent run at the end (a report that fails to build
+    is recorded in `RunReport.report_error`, never fails the suite). on_start / on_tick: progress
+    callbacks (the CLI's live display)."""
     started = time.monotonic()
     spec = load_suite(suite, sets)
+    if cluster is not None:
+        spec, cluster_address = on_cluster(spec, cluster, force)
+        address = address or cluster_address
     tracker = Tracker(tracking_uri)
     tracker.check()
     tracker.experiment_id(spec.experiment)
@@ -180,8 +240,19 @@ def run_suite(
         if final != "KILLED" and report.exit_code:
             final = "FAILED"
         tracker.log_metrics(report.parent_run_id, {"suite/wall_s": report.wall_s}, 0)
+        if make_report and final != "KILLED":
+            _attach_report(report, suite, sets)
         tracker.end_suite(report.parent_run_id, final)
     return report
+
+
+def _attach_report(report: RunReport, suite: str, sets: list[str] | None) -> None:
+    try:
+        report.report = reporting.build_and_log(
+            suite, sets, tracking_uri=report.tracking_uri, parent_run_id=report.parent_run_id
+        )
+    except Exception as err:  # noqa: BLE001 - the jobs' results are recorded; a report bug must not hide them
+        report.report_error = f"{type(err).__name__}: {err}"
 
 
 def _schedule(spec, tracker, report, todo, address, num_cpus, on_tick) -> None:
@@ -218,10 +289,19 @@ def _cancel_pending(scheduler, tracker, driver, report) -> None:
 
 
 def run_detached(
-    suite: str, sets: list[str] | None = None, *, address: str | None = None, tracking_uri: str | None = None
+    suite: str,
+    sets: list[str] | None = None,
+    *,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    cluster: str | None = None,
+    force: bool = False,
 ) -> tuple[int, Path]:
-    """Validate, check the store, then run the suite in a background process; returns (pid, log path)."""
+    """Validate (and size on the cluster), check the store, then run the suite in a background process;
+    returns (pid, log path)."""
     spec = load_suite(suite, sets)
+    if cluster is not None:
+        on_cluster(spec, cluster, force)  # refuse before detaching, not in a log nobody reads
     tracker = Tracker(tracking_uri)
     tracker.check()
     log = home() / "logs" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
@@ -229,6 +309,8 @@ def run_detached(
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", spec.path, "--tracking-uri", tracker.uri]
     cmd += [arg for s in sets or [] for arg in ("--set", s)]
     cmd += ["--address", address] if address else []
+    cmd += ["--cluster", str(Path(cluster).resolve())] if cluster else []
+    cmd += ["--force"] if force else []
     env = {**os.environ, "ISOSPARSE_HOME": str(home()), "ISOSPARSE_PLAIN_PROGRESS": "1"}
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)

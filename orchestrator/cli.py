@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import api, render
+from orchestrator import api, cli_clusters, render
 
 app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
+app.command("plan")(cli_clusters.plan)
+app.add_typer(cli_clusters.clusters_app, name="clusters")
 
 SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a suite value: KEY=VALUE (YAML).")]
 UriOpt = Annotated[
@@ -19,6 +21,13 @@ UriOpt = Annotated[
 ]
 AddrOpt = Annotated[
     str | None, typer.Option(help="Ray cluster address (default: an in-process local cluster).")
+]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(help="Cluster file: Ray address and resources per job; jobs that cannot fit are refused."),
+]
+ForceOpt = Annotated[
+    bool | None, typer.Option("--force", help="Submit jobs the capacity model says won't fit.")
 ]
 
 
@@ -45,23 +54,26 @@ def run(
     detach: Annotated[bool | None, typer.Option("--detach", help="Run in the background.")] = None,
     address: AddrOpt = None,
     tracking_uri: UriOpt = None,
+    cluster: ClusterOpt = None,
+    force: ForceOpt = None,
 ) -> None:
-    """Run SUITE (a path or a shipped suite's name) and print the comparison table."""
+    """Run SUITE (a path or a shipped suite's name), print the comparison table, write the report."""
     out = render.console()
+    where = {"address": address, "tracking_uri": tracking_uri, "cluster": cluster, "force": bool(force)}
     try:
         if detach:
-            pid, log = api.run_detached(suite, set_, address=address, tracking_uri=tracking_uri)
+            pid, log = api.run_detached(suite, set_, **where)
             out.print(
                 f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}"
             )
             return
         progress = render.Progress(out)
-        report = api.run_suite(suite, set_, address=address, tracking_uri=tracking_uri,
-                               on_start=progress.start, on_tick=progress.tick)  # fmt: skip
+        report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     progress.stop(report)
     out.print(render.df_table(api.compare(suite, set_, tracking_uri=report.tracking_uri), "comparison"))
+    out.print(render.report_line(report.report, report.report_error))
     out.print(
         f"{report.counts()} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})"
     )
@@ -112,6 +124,21 @@ def compare(suite: str, set_: SetOpt = None, tracking_uri: UriOpt = None) -> Non
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     render.console().print(render.df_table(table, "comparison"))
+
+
+@app.command()
+def report(
+    suite: str,
+    set_: SetOpt = None,
+    out: Annotated[str | None, typer.Option(help="Folder (default: $ISOSPARSE_HOME/reports/SUITE).")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Write SUITE's HTML/Markdown report with figures and log it onto the suite's newest MLflow run."""
+    try:
+        outcome = api.report(suite, set_, tracking_uri=tracking_uri, out_dir=out)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    render.console().print(render.report_line(outcome))
 
 
 @app.command("list")

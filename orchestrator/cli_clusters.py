@@ -151,6 +151,39 @@ def _summary_table(plan: planning.TrainPlan, tokens: float) -> Table:
     return table
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def calibration_table(fitted) -> Table:
+    """One row per hardware: fitted FLOP/s (MFU) and memory scale, median errors before → after."""
+    table = Table(title="calibration on the finished train runs in MLflow")
+    cols = ("hardware", "runs (time/mem)", "achieved FLOP/s", "MFU", "time err", "memory scale", "mem err")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "hardware" else "right")
+    for f in fitted.by_hardware.values():
+        rate = "-" if f.flops_per_s is None else f"{f.flops_per_s / 1e9:,.2f} G"
+        scale = "-" if f.memory_scale is None else f"{f.memory_scale:.3f}"
+        table.add_row(f.hardware, f"{f.n_time_runs}/{f.n_memory_runs}", rate, _pct(f.mfu),
+                      f"{_pct(f.time_error_before)} → {_pct(f.time_error_after)}", scale,
+                      f"{_pct(f.memory_error_before)} → {_pct(f.memory_error_after)}")  # fmt: skip
+    return table
+
+
+@clusters_app.command("calibrate")
+def calibrate_cmd(
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Fit the capacity model to the finished train runs in MLflow; print the prediction errors."""
+    from orchestrator import api
+
+    try:
+        fitted = api.calibration(tracking_uri)
+    except (ValueError, api.TrackingError) as err:
+        raise _fail(err) from None
+    _console().print(calibration_table(fitted))
+
+
 def _suite_table(plans: list[planning.JobPlan]) -> Table:
     table = Table(title="suite plan")
     for col in ("job", "GPUs", "peak", "capacity", "fits", "est. time"):
@@ -167,7 +200,7 @@ def _suite_table(plans: list[planning.JobPlan]) -> Table:
 def plan(
     suite: Annotated[str | None, typer.Argument(help="A suite: plan each of its jobs.")] = None,
     cluster: Annotated[
-        str | None, typer.Option(help="Cluster file (default: clusters/examples/local.yaml).")
+        str | None, typer.Option(help="Cluster file or shipped example name (default: local).")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset (without SUITE).")] = None,
     family: Annotated[str | None, typer.Option(help="dense | l3 | moe.")] = None,
@@ -182,15 +215,23 @@ def plan(
     checkpointing: Annotated[bool | None, typer.Option("--checkpointing/--no-checkpointing")] = None,
     mfu: Annotated[float | None, typer.Option(help="Assumed model FLOPs utilization.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Suite override KEY=VALUE.")] = None,
+    calibrate: Annotated[
+        bool | None, typer.Option("--calibrate", help="Fit time/memory factors to the runs in MLflow.")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for --calibrate.")] = None,
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
+    from orchestrator import api
     from workloads.models import presets
 
     out = _console()
     try:
-        cl = load_cluster(cluster or "clusters/examples/local.yaml")
+        cl = load_cluster(cluster or "local")
+        fitted = api.calibration(tracking_uri) if calibrate else None
+        if fitted is not None:
+            out.print(calibration_table(fitted))
         if suite is not None:
-            plans = planning.plan_suite(suite, cl, set_)
+            plans = planning.plan_suite(suite, cl, set_, calibration=fitted)
         else:
             if preset is None:
                 raise ValueError("give SUITE or --preset (with --family)")
@@ -200,8 +241,10 @@ def plan(
             options = {"micro_batch": micro_batch, "seq_len": seq_len, "n_gpus": gpus,
                        "zero_stage": zero_stage, "activation_checkpointing": checkpointing}  # fmt: skip
             extra = {k: v for k, v in (("precision", precision), ("mfu", mfu)) if v is not None}
-            result = planning.plan_training(shape, cl, tokens=tokens or 1e9, **options, **extra)
-    except ValueError as err:
+            result = planning.plan_training(
+                shape, cl, tokens=tokens or 1e9, calibration=fitted, **options, **extra
+            )
+    except (ValueError, api.TrackingError) as err:
         raise _fail(err) from None
     if suite is not None:
         out.print(_suite_table(plans))

@@ -216,7 +216,7 @@ class JobPlan:
     note: str = ""
 
 
-def _train_job_plan(job, cluster: Cluster) -> JobPlan:
+def _train_job_plan(job, cluster: Cluster, calibration: Calibration | None = None) -> JobPlan:
     from workloads.jobs.setup import resolve_model_config
 
     cfg = job.config
@@ -234,7 +234,7 @@ def _train_job_plan(job, cluster: Cluster) -> JobPlan:
         model_shape(model_cfg, job.name), cluster, tokens=tokens, micro_batch=cfg.batch_size,
         seq_len=cfg.data_config().seq_len, n_gpus=n, zero_stage=0, activation_checkpointing=False,
         ep_size=model_cfg.moe.ep_size if model_cfg.moe else 1, precision="fp32" if fp32 else "amp-bf16",
-        grad_accum=cfg.grad_accum,
+        grad_accum=cfg.grad_accum, calibration=calibration,
     )  # fmt: skip
     wall = plan.cost.wall_s if plan.cost else None
     return JobPlan(job.name, job.kind, n, plan.memory.peak, plan.capacity_bytes, plan.fits, wall)
@@ -257,15 +257,22 @@ def _infer_job_plan(job, cluster: Cluster) -> JobPlan:
     return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, f"batch {setup.batch}")
 
 
-def plan_suite(suite: str, cluster: Cluster, sets: list[str] | None = None) -> list[JobPlan]:
+def plan_suite(
+    suite: str, cluster: Cluster, sets: list[str] | None = None, calibration: Calibration | None = None
+) -> list[JobPlan]:
     """Size every job of a suite on `cluster` before anything is submitted (train and infer jobs; other
     kinds need no model and always fit). Raises the suite's SuiteError for an invalid suite."""
     from orchestrator.suite import load_suite
 
+    return plan_jobs(load_suite(suite, sets).jobs, cluster, calibration)
+
+
+def plan_jobs(jobs, cluster: Cluster, calibration: Calibration | None = None) -> list[JobPlan]:
+    """Size expanded suite jobs (`JobSpec`s) on `cluster`; see `plan_suite`."""
     plans = []
-    for job in load_suite(suite, sets).jobs:
+    for job in jobs:
         if job.kind == "train":
-            plans.append(_train_job_plan(job, cluster))
+            plans.append(_train_job_plan(job, cluster, calibration))
         elif job.kind == "infer":
             plans.append(_infer_job_plan(job, cluster))
         else:
@@ -313,3 +320,43 @@ def calibration_frame(runs: "pd.DataFrame", cluster: Cluster | None = None) -> "
         peaks.append(capacity.train_memory(shape, setup).peak)
     return runs.assign(flops_per_token=pd.Series(flops, index=runs.index, dtype="float64"),
                        predicted_peak_bytes=pd.Series(peaks, index=runs.index, dtype="float64"))  # fmt: skip
+
+
+def _column(raw: "pd.DataFrame", *names: str) -> "pd.Series":
+    """The first of `names` present in an mlflow.search_runs frame, filled from the later ones."""
+    import pandas as pd
+
+    found = pd.Series(pd.NA, index=raw.index, dtype="object")
+    for name in names:
+        if name in raw:
+            found = found.fillna(raw[name])
+    return found
+
+
+def calibration_from_store(raw: "pd.DataFrame") -> Calibration:
+    """`calibrate` on the FINISHED train runs of an `mlflow.search_runs` frame of job runs (any
+    experiments). Per run: hardware tag, preset/family tags, job.batch_size / job.seq_len params,
+    train/tokens_per_s and (GPU runs) mem/peak_device_bytes; CPU host RSS is not a model-memory number
+    and is left out of the memory fit. Raises ValueError when no run can be used."""
+    from clusters.calibration import calibrate
+
+    if raw.empty:
+        raise ValueError("the tracking store has no job runs to calibrate on: run a suite first")
+    tag = "tags.isosparse."
+    done = raw[(raw["status"] == "FINISHED") & (_column(raw, f"{tag}job_kind") == "train")]
+    frame = done.assign(
+        hardware=_column(done, f"{tag}hardware", f"{tag}info.hardware"),
+        preset=_column(done, f"{tag}preset"),
+        family=_column(done, f"{tag}family"),
+        batch_size=_column(done, "params.job.batch_size"),
+        seq_len=_column(done, "params.job.seq_len"),
+    ).dropna(subset=["hardware", "preset", "family", "batch_size", "seq_len"])
+    if frame.empty:
+        raise ValueError("no FINISHED train run in the tracking store has hardware, preset and batch shape")
+    frame = calibration_frame(frame[["hardware", "preset", "family", "batch_size", "seq_len"]], None)
+    import pandas as pd
+
+    frame["train/tokens_per_s"] = pd.to_numeric(_column(done, "metrics.train/tokens_per_s"), errors="coerce")
+    peak = pd.to_numeric(_column(done, "metrics.mem/peak_device_bytes"), errors="coerce")
+    frame["measured_peak_bytes"] = peak.where(frame["hardware"] != "cpu")
+    return calibrate(frame)

@@ -118,3 +118,11 @@ def jobs_frame(suite) -> pd.DataFrame:
         for j in suite.jobs
     ]
     return pd.DataFrame(rows)
+
+
+def report_line(outcome, error: str | None = None) -> str:
+    """Where the report went (a `reporting.ReportOutcome`), or why there is none."""
+    if outcome is None:
+        return f"report: not built ({error})" if error else "report: not built"
+    where = f"; logged to MLflow run {outcome.parent_run_id} under report/" if outcome.parent_run_id else ""
+    return f"report: {outcome.paths.html} ({outcome.n_runs} job runs){where}"

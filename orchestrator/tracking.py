@@ -274,6 +274,16 @@ class Tracker:
         self.set_tags(run_id, {f"{TAG}outcome": "cancelled", f"{TAG}error": reason})
         self.client.set_terminated(run_id, status="KILLED")
 
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """Every (step, value) logged for `key` in a run, in logging order."""
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
+
+    def log_files(self, run_id: str, files: Mapping[Path, str]) -> None:
+        """Upload local files as artifacts of a run, each into its artifact folder ({path: folder}). Works on
+        runs of any status (reports go onto finished parent runs)."""
+        for path, folder in files.items():
+            self.client.log_artifact(run_id, str(path), folder)
+
     def download_text(self, run_id: str, artifact: str) -> str:
         path = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=artifact, tracking_uri=self.uri

@@ -4,6 +4,7 @@ read back with mlflow.search_runs, failure classes, infra retries, resume after 
 import os
 import textwrap
 from dataclasses import replace
+from html.parser import HTMLParser
 
 import mlflow
 import pytest
@@ -123,6 +124,40 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
     assert {j.state for j in third.jobs.values()} == {"skipped"}
     finished = job_runs("resume").query("status == 'FINISHED'")
     assert finished["tags.isosparse.fingerprint"].is_unique and len(finished) == 2
+
+
+def test_run_writes_the_report_onto_the_parent_run_and_report_rebuilds_it(tmp_path, store):
+    path = suite_file(tmp_path, "reported", ["{name: a, dummy: {value: 1}}", "{name: b, dummy: {value: 2}}"])
+    done = api.run_suite(path, tracking_uri=store)
+    assert done.exit_code == 0 and done.report_error is None, done.report_error
+    assert done.report.parent_run_id == done.parent_run_id and done.report.n_runs == 2
+    client = mlflow.MlflowClient()
+    logged = {a.path for a in client.list_artifacts(done.parent_run_id, "report")}
+    assert {"report/report.html", "report/report.md", "report/figures"} <= logged
+    figures = client.list_artifacts(done.parent_run_id, "report/figures")
+    assert figures and all(f.file_size > 0 for f in figures)
+
+    out = tmp_path / "again"
+    result = CliRunner().invoke(app, ["report", path, "--tracking-uri", store, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "2 job runs" in result.output and done.parent_run_id in result.output
+    page = (out / "report.html").read_text()
+    parser = _Tags()
+    parser.feed(page)  # well-formed enough for a browser's parser: every figure is an embedded PNG
+    assert parser.tags["html"] == 1 and parser.tags["img"] == len(figures) > 0
+    assert "# isosparse report: reported" in (out / "report.md").read_text()
+    assert all(p.stat().st_size > 0 for p in (out / "figures").iterdir())
+
+
+class _Tags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: dict[str, int] = {}
+
+    def handle_starttag(self, tag, attrs):
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        if tag == "img":
+            assert dict(attrs)["src"].startswith("data:image/png;base64,")
 
 
 @pytest.mark.slow

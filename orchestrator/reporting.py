@@ -1,0 +1,117 @@
+"""`isosparse report SUITE`: gather a suite's job runs from MLflow, build the `results` report, and log it
+(HTML, Markdown, figures) as artifacts of the suite's newest parent run, so it shows in the MLflow UI.
+
+Which runs: for every job the suite expands to now, its FINISHED run with the same fingerprint; else the
+newest run of that job name (any status: a failed job shows in "Runs not finished", and a job last run
+under other code shows with its older numbers) — the same choice as `compare`. Loss curves come from the
+runs' `train/loss` histories; the load figure (MoE expert tokens, L3 rows per token) from the arrays that
+jobs put in their result.json (`BenchResult.info`, keys below), when they did.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from orchestrator.suite import load_suite
+from orchestrator.tracking import TAG, Tracker, home
+from results import load, names, report
+
+ARTIFACT_DIR = "report"
+HISTORY_KEYS = (names.TRAIN_LOSS,)
+# BenchResult.info keys holding JSON arrays for the load-distribution figure.
+INFO_EXPERT_TOKENS = "expert_tokens"  # (moe layers, experts) routes per expert
+INFO_L3_ROWS = "l3_rows_per_token"  # rows d_t of each token id (first L3 layer)
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    paths: report.ReportPaths
+    parent_run_id: str | None  # where the report was logged; None when the suite has no parent run yet
+    n_runs: int
+
+
+def suite_job_runs(tracker: Tracker, spec) -> pd.DataFrame:
+    """The `mlflow.search_runs` rows of the suite's jobs (one per job at most), see the module docstring."""
+    runs = tracker.search(spec.experiment, f"tags.`{TAG}kind` = 'job' and tags.`{TAG}suite` = '{spec.name}'")
+    if runs.empty:
+        return runs
+    runs = runs.sort_values("start_time", ascending=False)  # newest first: first match wins below
+    fp, job, finished = runs[f"tags.{TAG}fingerprint"], runs[f"tags.{TAG}job"], runs["status"] == "FINISHED"
+    chosen = []
+    for spec_job in spec.jobs:
+        exact = runs.index[finished & (fp == spec_job.fingerprint)]
+        by_name = runs.index[job == spec_job.name]
+        pick = exact if len(exact) else by_name
+        if len(pick):
+            chosen.append(pick[0])
+    return runs.loc[list(dict.fromkeys(chosen))]
+
+
+def _history(tracker: Tracker, runs: pd.DataFrame) -> pd.DataFrame:
+    return load.history_from_mlflow(
+        {rid: {key: tracker.metric_history(rid, key) for key in HISTORY_KEYS} for rid in runs["run_id"]}
+    )
+
+
+def _label(row: pd.Series) -> str:
+    return f"{row.get(f'tags.{TAG}family')}/{row.get(f'tags.{TAG}preset')}/{row.get(f'tags.{TAG}variant')}"
+
+
+def _load_arrays(tracker: Tracker, runs: pd.DataFrame) -> report.LoadArrays:
+    """Per-run arrays from result.json of finished train runs (absent keys: that figure is not drawn)."""
+    experts, rows = {}, {}
+    for _, row in runs.iterrows():
+        if row["status"] != "FINISHED" or row.get(f"tags.{TAG}job_kind") != "train":
+            continue
+        try:
+            info = json.loads(tracker.download_text(row["run_id"], "result.json")).get("info", {})
+        except (OSError, ValueError) as err:  # no result.json (an old run): nothing to draw for it
+            info = {"_error": str(err)}
+        if INFO_EXPERT_TOKENS in info:
+            experts[_label(row)] = np.asarray(json.loads(info[INFO_EXPERT_TOKENS]), dtype=np.float64)
+        if INFO_L3_ROWS in info:
+            rows[_label(row)] = np.asarray(json.loads(info[INFO_L3_ROWS]), dtype=np.float64)
+    return report.LoadArrays(expert_tokens=experts, l3_rows_per_token=rows)
+
+
+def newest_parent(tracker: Tracker, spec) -> str | None:
+    query = f"tags.`{TAG}kind` = 'suite' and tags.`{TAG}suite` = '{spec.name}'"
+    parents = tracker.search(spec.experiment, query)
+    if parents.empty:
+        return None
+    return str(parents.sort_values("start_time", ascending=False)["run_id"].iloc[0])
+
+
+def build_and_log(
+    suite: str,
+    sets: list[str] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    out_dir: str | Path | None = None,
+    parent_run_id: str | None = None,
+    figures: bool = True,
+) -> ReportOutcome:
+    """Write the report under out_dir (default `$ISOSPARSE_HOME/reports/<suite>`) and log it onto the
+    suite's parent run (`parent_run_id`, else its newest one). Raises SuiteError / TrackingError."""
+    spec = load_suite(suite, sets)
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    runs = suite_job_runs(tracker, spec)
+    out = Path(out_dir) if out_dir is not None else home() / "reports" / spec.name
+    paths = report.build_report(
+        runs,
+        _history(tracker, runs) if not runs.empty else None,
+        out_dir=out,
+        title=f"isosparse report: {spec.name}",
+        load_arrays=_load_arrays(tracker, runs) if not runs.empty else None,
+        figures=figures,
+    )
+    parent = parent_run_id or newest_parent(tracker, spec)
+    if parent is not None:
+        files = {paths.html: ARTIFACT_DIR, paths.markdown: ARTIFACT_DIR}
+        files |= {fig: f"{ARTIFACT_DIR}/{report.FIGURE_DIR}" for fig in paths.figures}
+        tracker.log_files(parent, files)
+    return ReportOutcome(paths, parent, len(runs))
