@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters import capacity
+from clusters import capacity, roofline
 from clusters.spec import load_cluster
 from orchestrator import planning
 from workloads.models import presets
@@ -95,3 +95,47 @@ def test_calibration_frame_round_trip():
     frame["measured_peak_bytes"] = frame["predicted_peak_bytes"] * 1.05
     fit = calibrate(frame).by_hardware["cpu"]
     assert fit.memory_scale == pytest.approx(1.05) and fit.flops_per_s > 0
+
+
+def _store_with_train_runs(tmp_path, rates: list[float]) -> str:
+    """A sqlite store holding FINISHED debug/dense train runs on cpu (as the orchestrator tags them), plus
+    a failed one and an infer one that calibration must ignore."""
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    exp = client.create_experiment("cal", artifact_location=(tmp_path / "art").as_uri())
+    runs = [("train", "FINISHED", r) for r in rates] + [("train", "FAILED", 1.0), ("infer", "FINISHED", 1.0)]
+    for kind, status, rate in runs:
+        tags = {"isosparse.kind": "job", "isosparse.job_kind": kind, "isosparse.hardware": "cpu",
+                "isosparse.preset": "debug", "isosparse.family": "dense"}  # fmt: skip
+        rid = client.create_run(exp, tags=tags).info.run_id
+        client.log_param(rid, "job.batch_size", "4")
+        client.log_param(rid, "job.seq_len", "64")
+        client.log_metric(rid, "train/tokens_per_s", rate)
+        client.set_terminated(rid, status)
+    return uri
+
+
+def test_calibration_from_the_tracking_store(tmp_path):
+    from orchestrator import api
+
+    uri = _store_with_train_runs(tmp_path, [1000.0, 4000.0])
+    fitted = api.calibration(uri)
+    fit = fitted.by_hardware["cpu"]
+    flops = roofline.train_flops_per_token(planning.model_shape(presets.get("debug")), 64)
+    assert fit.n_time_runs == 2 and fit.n_memory_runs == 0  # host RSS is not used for memory
+    assert fit.flops_per_s == pytest.approx(2000.0 * flops)  # geometric mean of the two rates
+    assert fit.time_error_after == pytest.approx(0.75)  # 2000 vs 1000 and 4000: median of 1.0 and 0.5
+    # the CPU catalog has no peak: only a calibration gives a time
+    local = load_cluster(EXAMPLES / "local.yaml")
+    shape = planning.model_shape(presets.get("debug"))
+    assert planning.plan_training(shape, local, tokens=1e6, seq_len=64).step is None
+    plan = planning.plan_training(shape, local, tokens=1e6, seq_len=64, micro_batch=4, calibration=fitted)
+    assert plan.step.tokens_per_s == pytest.approx(2000.0, rel=1e-6)
+
+
+def test_calibration_without_runs_is_a_clear_error(tmp_path):
+    from orchestrator import api
+
+    with pytest.raises(ValueError, match="no job runs"):
+        api.calibration(f"sqlite:///{tmp_path / 'empty.db'}")

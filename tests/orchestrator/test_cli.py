@@ -9,3 +9,24 @@ def test_version_command_prints_distribution_version():
     result = CliRunner().invoke(app, ["version"])
     assert result.exit_code == 0
     assert result.stdout.strip() == version("isosparse")
+
+
+def test_run_on_a_cluster_too_small_is_refused_before_anything_is_submitted(tmp_path, monkeypatch):
+    monkeypatch.setenv("ISOSPARSE_HOME", str(tmp_path / "home"))
+    cluster = tmp_path / "tiny.yaml"
+    cluster.write_text("name: tiny\nkind: local\naccelerator: cpu\ncpus: 2\nmemory_gib: 0.01\n")
+    store = tmp_path / "mlflow.db"
+    args = ["run", "quickstart", "--cluster", str(cluster), "--tracking-uri", f"sqlite:///{store}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "train/dense/tiny/base/s0: does not fit on tiny" in result.output
+    assert "--force" in result.output
+    assert not store.exists()  # the store was never opened: nothing submitted, no run
+
+
+def test_plan_and_clusters_are_commands_of_the_main_app():
+    result = CliRunner().invoke(app, ["plan", "--preset", "debug", "--cluster", "h100x8"])
+    assert result.exit_code == 0, result.output
+    assert "training memory per GPU" in result.output and "fits" in result.output
+    shown = CliRunner().invoke(app, ["clusters", "show", "h100x8"])
+    assert shown.exit_code == 0 and "h100-sxm" in shown.output

@@ -1,8 +1,13 @@
 """Dummy suites through a real local Ray cluster (one per module) and a tmp sqlite MLflow store: results
 read back with mlflow.search_runs, failure classes, infra retries, resume after Ctrl-C, compare."""
 
+import json
 import os
+import socket
 import textwrap
+import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from html.parser import HTMLParser
 
@@ -147,6 +152,43 @@ def test_run_writes_the_report_onto_the_parent_run_and_report_rebuilds_it(tmp_pa
     assert parser.tags["html"] == 1 and parser.tags["img"] == len(figures) > 0
     assert "# isosparse report: reported" in (out / "report.md").read_text()
     assert all(p.stat().st_size > 0 for p in (out / "figures").iterdir())
+
+
+def _get(url: str, deadline_s: float = 90.0) -> bytes:
+    """GET url, retrying while the server starts."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.read()
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_ui_serves_the_experiment_and_the_report_artifact(tmp_path, store):
+    path = suite_file(tmp_path, "served", ["{name: a, dummy: {value: 1}}"])
+    done = api.run_suite(path, tracking_uri=store)
+    assert done.exit_code == 0 and done.report is not None, done.report_error
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, proc = api.ui(store, port)
+    try:
+        assert url == f"http://127.0.0.1:{port}"
+        found = json.loads(_get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served"))
+        assert found["experiment"]["name"] == "served"
+        listed = json.loads(
+            _get(f"{url}/api/2.0/mlflow/artifacts/list?run_id={done.parent_run_id}&path=report")
+        )
+        assert {"report/report.html", "report/report.md"} <= {f["path"] for f in listed["files"]}
+        page = _get(f"{url}/get-artifact?path=report/report.html&run_uuid={done.parent_run_id}").decode()
+        assert page.startswith("<!DOCTYPE html>") and "isosparse report: served" in page
+        assert b"<html" in _get(url)  # the dashboard itself
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 class _Tags(HTMLParser):
