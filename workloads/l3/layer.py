@@ -14,6 +14,9 @@ import torch.nn as nn
 
 from workloads.kernels.l3_lookup.op import IMPLS, LookupImpl, l3_lookup
 
+# Integer dtypes whose range check (aminmax) and widening to int64 work on every device.
+_ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
 
 class LookupTables(NamedTuple):
     """What one lookup computes with: `ids` index `offsets`, whose ranges index rows of keys/values."""
@@ -145,12 +148,17 @@ class L3Layer(nn.Module):
             raise ValueError(f"x must have shape (B, T, {self.dim}), got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise ValueError(f"x must be floating point, got dtype {x.dtype}")
+        param_dtype = self.mix.weight.dtype
+        if x.dtype != param_dtype and not torch.is_autocast_enabled(x.device.type):
+            # Outside autocast a mismatch would fail deep inside a matmul with a RuntimeError.
+            raise ValueError(f"x has dtype {x.dtype} but the layer's parameters are {param_dtype}")
         if token_ids.shape != x.shape[:2]:
             raise ValueError(
                 f"token_ids must have shape {tuple(x.shape[:2])} (B, T of x), got {tuple(token_ids.shape)}"
             )
-        if token_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(f"token_ids must be an integer tensor, got dtype {token_ids.dtype}")
+        if token_ids.dtype not in _ID_DTYPES:
+            names = ", ".join(str(d).removeprefix("torch.") for d in _ID_DTYPES)
+            raise ValueError(f"token_ids must be an integer tensor ({names}), got dtype {token_ids.dtype}")
         if token_ids.numel() == 0 or not check_range:
             return
         # One host sync per call; cheap next to the layer, and a silent out-of-range gather is worse.

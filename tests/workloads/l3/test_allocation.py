@@ -19,6 +19,7 @@ from workloads.l3.allocation import (
     save_allocation,
     uniform_allocate,
 )
+from workloads.l3.layer import L3Layer
 
 # ---------------------------------------------------------------- the readable spec (pure Python reference)
 
@@ -423,6 +424,9 @@ def test_save_load_round_trip(tmp_path):
     assert (loaded.vocab_size, loaded.budget, loaded.cap, loaded.method) == (256, 600, 8, "lzw")
     assert (loaded.corpus_fingerprint, loaded.n_tokens) == (pc.fingerprint, pc.n_tokens)
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    layer = L3Layer(4, loaded.counts, 2, 3)  # the file alone rebuilds the layer's row layout
+    assert layer.vocab_size == 256 and layer.n_rows == 600
+    np.testing.assert_array_equal(layer.counts().numpy(), rows)
 
 
 def test_save_rejects_counts_that_break_the_metadata(tmp_path):

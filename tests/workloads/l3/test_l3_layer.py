@@ -169,6 +169,8 @@ def test_constructor_errors(kwargs, message):
         ((2, 4), torch.tensor([[0, 1]]), r"x must have shape"),
         ((1, 2, 4), torch.tensor([[0, 1, 1]]), "token_ids must have shape"),
         ((1, 2, 4), torch.tensor([[0.0, 1.0]]), "integer tensor"),
+        ((1, 2, 4), torch.tensor([[False, True]]), r"integer tensor \(int64, .*got dtype torch.bool"),
+        ((1, 2, 4), torch.tensor([[0, 9]], dtype=torch.int8), "token id 9 is outside"),
     ],
 )
 def test_forward_errors(x_shape, ids, message):
@@ -181,6 +183,21 @@ def test_integer_x_is_rejected():
     layer = L3Layer(4, [1, 2, 1], 3, 2)
     with pytest.raises(ValueError, match="x must be floating point"):
         layer(torch.ones(1, 2, 4, dtype=torch.long), torch.tensor([[0, 1]]))
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")  # torch rms_norm, autocast
+def test_x_dtype_must_match_parameters_outside_autocast():
+    layer = L3Layer(4, [1, 2, 1], 3, 2)
+    x, ids = torch.randn(1, 2, 4, dtype=torch.float64), torch.tensor([[0, 1]], dtype=torch.int8)
+    with pytest.raises(
+        ValueError, match="x has dtype torch.float64 but the layer's parameters are torch.float32"
+    ):
+        layer(x, ids)
+    # Under autocast the mismatch is autocast's to resolve: bf16 activations, fp32 parameters.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x.to(torch.bfloat16), ids)
+    assert out.shape == (1, 2, 4) and out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), layer(x.float(), ids), atol=0.05, rtol=0.05)
 
 
 def test_keys_gradient_is_exact_segment_sum():
