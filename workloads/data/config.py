@@ -51,6 +51,8 @@ class DataConfig:
         _check_int("min_frequency", self.min_frequency, 0)
         _check_int("seq_len", self.seq_len, 1)
         _check_int("split_seed", self.split_seed, 0)
+        if self.split_seed >= 2**64:  # hashed as 8 bytes (splits.split_of)
+            raise ValueError(f"DataConfig.split_seed must be < 2**64, got {self.split_seed!r}")
         if self.max_documents is not None:
             _check_int("max_documents", self.max_documents, 1)
         fraction = self.val_fraction  # NaN fails the comparison too

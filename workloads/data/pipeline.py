@@ -104,10 +104,12 @@ def _build_corpus(config: DataConfig, directory: Path) -> None:
     )
     for split in SPLITS:
         if counts[split]["documents"] == 0:
+            # A text source reads each file as one document; a one-file corpus needs paragraphs.
+            hint = " or set unit='paragraph'" if getattr(config.source, "unit", None) == "file" else ""
             raise ValueError(
                 f"the {split} split is empty ({counts['train']['documents']} train / "
                 f"{counts['val']['documents']} val documents from source '{config.source.kind}'): "
-                f"add documents or change val_fraction={config.val_fraction}"
+                f"add documents{hint} or change val_fraction={config.val_fraction}"
             )
     meta = {"source": repr(config.source), "fingerprint": config.source.fingerprint(), "splits": counts}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))

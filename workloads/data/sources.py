@@ -60,7 +60,11 @@ def _files_fingerprint(kind: str, settings: str, files: list[Path]) -> str:
 
 @dataclass(frozen=True)
 class TextSource:
-    """Local text files or globs, plain or `.gz`; a document is a whole file or a blank-line paragraph."""
+    """Local text files or globs, plain or `.gz`; a document is a whole file or a blank-line paragraph.
+
+    unit="file" reads each file whole; for a corpus in one large file use unit="paragraph", which streams
+    it line by line and gives the document split something to split.
+    """
 
     kind: ClassVar[str] = "text"
     paths: tuple[str, ...]

@@ -22,6 +22,7 @@ from workloads.data.splits import read_split_spool, write_split_spools
         ("min_frequency", -1),
         ("max_documents", 0),
         ("split_seed", True),
+        ("split_seed", 2**64),  # the split hashes the seed as 8 bytes
     ],
 )
 def test_bad_config_values_name_the_field_and_value(field, value):
@@ -78,3 +79,13 @@ def test_an_empty_validation_split_is_an_error(tmp_path):
     config = DataConfig(source=source, vocab_size=300, val_fraction=0.01)
     with pytest.raises(ValueError, match=r"the val split is empty \(2 train / 0 val documents"):
         prepare(config, cache_dir=tmp_path / "cache")
+
+
+def test_a_one_file_text_corpus_points_at_the_paragraph_unit(tmp_path):
+    (tmp_path / "all.txt").write_text("\n\n".join(f"paragraph number {i} of one file" for i in range(40)))
+    source = TextSource(paths=(str(tmp_path / "all.txt"),))
+    with pytest.raises(ValueError, match=r"\(1 train / 0 val documents .* or set unit='paragraph'"):
+        prepare(DataConfig(source=source, vocab_size=300, val_fraction=0.2), cache_dir=tmp_path / "c")
+    paragraphs = replace(source, unit="paragraph")
+    prepared = prepare(DataConfig(source=paragraphs, vocab_size=300, val_fraction=0.2), tmp_path / "c")
+    assert prepared.train.n_documents + prepared.val.n_documents == 40 and prepared.val.n_documents > 0
