@@ -305,5 +305,6 @@ class TrainLoop:
         checkpoint.set_rng_state(state["rng"])
         return min(step, self.total_steps)
 
-    def optimizer_bytes(self) -> int:
-        return optim.optimizer_bytes(self.engine.optimizer)
+    def optimizer_bytes(self) -> dict[str, int]:
+        """This rank's optimizer state bytes by parameter category (see optim.optimizer_bytes_by_category)."""
+        return optim.optimizer_bytes_by_category(self.engine.optimizer, self.model)

@@ -40,14 +40,27 @@ def param_bytes(model: nn.Module) -> dict[str, int]:
     return out
 
 
+def _state_bytes(state: dict) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
+
+
 def optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of the optimizer's state tensors (AdamW: exp_avg, exp_avg_sq, step)."""
-    return sum(
-        t.numel() * t.element_size()
-        for state in optimizer.state.values()
-        for t in state.values()
-        if isinstance(t, torch.Tensor)
-    )
+    return sum(_state_bytes(state) for state in optimizer.state.values())
+
+
+def optimizer_bytes_by_category(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, int]:
+    """`optimizer_bytes` split by the category of the parameter each state belongs to (every category
+    present). State of a tensor that is not a parameter of `model` (a wrapper's master copy) is counted
+    under "unattributed", present only when nonzero, so the values always sum to `optimizer_bytes`."""
+    category = {id(p): c for c, _, p in named_params_by_category(model)}
+    out = dict.fromkeys(PARAM_CATEGORIES, 0)
+    for p, state in optimizer.state.items():
+        key = category.get(id(p), "unattributed")
+        out[key] = out.get(key, 0) + _state_bytes(state)
+    if out.get("unattributed") == 0:
+        del out["unattributed"]
+    return out
 
 
 def param_groups(

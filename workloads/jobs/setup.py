@@ -177,10 +177,13 @@ def token_freqs_for(model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
 
 def _allocation_from_file(path: str, model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
     alloc = load_allocation(path)
-    if alloc.vocab_size != data.vocab_size or alloc.vocab_size != model_cfg.vocab_size:
+    # The counts index the model's vocabulary, which the tokenizer was trained to; on a small corpus the
+    # BPE may stop below it (data.vocab_size < model vocab_size), and the unused ids still own rows.
+    if alloc.vocab_size != model_cfg.vocab_size or data.vocab_size > alloc.vocab_size:
         raise ValueError(
             f"allocation_path {path!r} has vocab_size={alloc.vocab_size}, but the tokenizer has "
-            f"{data.vocab_size} and the model {model_cfg.vocab_size}"
+            f"{data.vocab_size} and the model {model_cfg.vocab_size} (the file must cover the model's "
+            "vocabulary, to which the tokenizer was trained)"
         )
     l3 = model_cfg.l3
     if alloc.budget != l3.budget or int(alloc.counts.max()) > l3.cap:

@@ -198,9 +198,9 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     / median step time), train/step_time_s (median) with train/step_time_s_p10 and _p90 (warm-up steps
     excluded), train/mfu (only with ctx.peak_flops; see metrics.py), mem/peak_device_bytes (CUDA
     max_memory_allocated since the first step; omitted on CPU), mem/peak_host_bytes (ru_maxrss of the
-    process since its start), mem/params_bytes/{dense,l3_tables,experts,embeddings} and
-    mem/optimizer_bytes (this rank), eval/val_loss and eval/val_ppl (at the end), params_active,
-    params_total, sparsity (count_params weighted by the train token frequencies), and by family
+    process since its start), mem/params_bytes/{dense,l3_tables,experts,embeddings}, mem/optimizer_bytes
+    and its split mem/optimizer_bytes/<category> (this rank), eval/val_loss and eval/val_ppl (at the end),
+    params_active, params_total, sparsity (count_params weighted by the train token frequencies), by family
     lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac, lb/aux_loss (MoE) or
     lb/l3_rows_per_token_mean/_max, lb/l3_unique_rows_per_step, lb/l3_bytes_per_token (L3; metrics.py).
     A job stopped through ctx.should_stop saves a checkpoint and returns without evaluating.
@@ -230,7 +230,9 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         out["mem/peak_device_bytes"] = float(torch.cuda.max_memory_allocated(job.device))
     out["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # KiB
     out |= metrics.param_bytes_metrics(param_bytes(job.model))
-    out["mem/optimizer_bytes"] = float(job.optimizer_bytes())
+    opt_bytes = job.optimizer_bytes()
+    out["mem/optimizer_bytes"] = float(sum(opt_bytes.values()))
+    out |= {f"mem/optimizer_bytes/{k}": float(v) for k, v in opt_bytes.items()}
     params = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
     out |= params
     params |= {f"params/{k}": float(v) for k, v in pc.by_category.items()}

@@ -124,3 +124,14 @@ def test_param_groups_and_schedule():
     assert optim.optimizer_bytes(opt) == 2 * 4 * n_params + 4 * len(
         list(model.parameters())
     )  # moments + step
+    by_category = optim.optimizer_bytes_by_category(opt, model)
+    assert sum(by_category.values()) == optim.optimizer_bytes(opt) and by_category.keys() == set(
+        optim.PARAM_CATEGORIES
+    )
+    n_tables = sum(p.numel() for n, p in model.named_parameters() if n.endswith(("l3.keys", "l3.values")))
+    n_table_tensors = sum(1 for n, _ in model.named_parameters() if n.endswith(("l3.keys", "l3.values")))
+    assert n_table_tensors > 0 and by_category["l3_tables"] == 2 * 4 * n_tables + 4 * n_table_tensors
+    assert by_category["experts"] == 0
+    stranger = torch.nn.Parameter(torch.zeros(3))  # e.g. a wrapper's master copy: not a model parameter
+    opt.state[stranger] = {"exp_avg": torch.zeros(3)}
+    assert optim.optimizer_bytes_by_category(opt, model)["unattributed"] == 12

@@ -132,3 +132,23 @@ def test_build_model_is_seeded_and_counts_params():
     assert sum(p.numel() for p in a.parameters()) == count_params(model_cfg).total
     dense = build_model(resolve_model_config(spec("dense")), None, "cpu")
     assert sum(p.numel() for p in dense.parameters()) == count_params(dense.config).total
+
+
+def test_allocation_file_covers_the_model_vocab_when_the_bpe_stops_short(cache_dir, tmp_path):
+    # 6 documents cannot fill a 2048-token BPE: the tokenizer has fewer ids than the model's vocabulary.
+    s = ModelSpec("debug", "l3", ModelOverrides(vocab_size=2048, l3_allocation="uniform"))
+    model = resolve_model_config(s)
+    data = prepare_data(DataConfig(max_documents=6, val_fraction=0.4, seq_len=32), model, cache_dir)
+    assert data.vocab_size < model.vocab_size
+    l3 = model.l3
+    path = tmp_path / "model-vocab.npz"
+    counts = uniform_allocate(model.vocab_size, l3.budget, l3.cap)
+    save_allocation(path, counts, vocab_size=model.vocab_size, budget=l3.budget, cap=l3.cap,
+                    corpus_fingerprint=data.fingerprint, n_tokens=data.train.n_tokens)  # fmt: skip
+    got = resolve_l3_counts(replace(s, allocation_path=str(path)), model, data, cache_dir)
+    assert all(np.array_equal(c, counts) for c in got.values()) and sorted(got) == list(l3.positions)
+    short = tmp_path / "tokenizer-vocab.npz"  # indexed by the tokenizer's ids only: the model's ids overflow
+    save_allocation(short, uniform_allocate(data.vocab_size, l3.budget, l3.cap), vocab_size=data.vocab_size,
+                    budget=l3.budget, cap=l3.cap, corpus_fingerprint="x", n_tokens=1)  # fmt: skip
+    with pytest.raises(ValueError, match=f"allocation_path .* has vocab_size={data.vocab_size}, but the"):
+        resolve_l3_counts(replace(s, allocation_path=str(short)), model, data, cache_dir)

@@ -28,6 +28,8 @@ COMMON = {
     "mem/peak_host_bytes", "mem/optimizer_bytes", "eval/val_loss", "eval/val_ppl",
     "mem/params_bytes/dense", "mem/params_bytes/l3_tables", "mem/params_bytes/experts",
     "mem/params_bytes/embeddings", "params_active", "params_total", "sparsity",
+    "mem/optimizer_bytes/dense", "mem/optimizer_bytes/l3_tables", "mem/optimizer_bytes/experts",
+    "mem/optimizer_bytes/embeddings",
 }  # fmt: skip
 FAMILY_KEYS = {
     "dense": set(),
@@ -85,6 +87,12 @@ def test_each_family_reports_every_metric(family, cache_dir):
     per_token = metrics.train_flops_per_token(resolve_model_config(cfg.model_spec()), m["params_active"], 32)
     assert m["train/mfu"] == pytest.approx(m["train/tokens_per_s"] * per_token / 1e12)
     assert m["eval/val_ppl"] == pytest.approx(math.exp(m["eval/val_loss"]))
+    split = [m[f"mem/optimizer_bytes/{c}"] for c in ("dense", "l3_tables", "experts", "embeddings")]
+    assert sum(split) == m["mem/optimizer_bytes"] > 0
+    for c in ("l3_tables", "experts"):  # AdamW holds two fp32 moments (+ a step scalar) per parameter
+        assert (m[f"mem/optimizer_bytes/{c}"] > 2 * m[f"mem/params_bytes/{c}"]) == (
+            m[f"mem/params_bytes/{c}"] > 0
+        )
     assert m["train/loss"] == rec.losses()[3] and m["train/loss"] < math.log(VOCAB) + 0.5
     assert result.params["params_active"] == m["params_active"] and result.info["family"] == family
     assert result.config["model"]["vocab_size"] == VOCAB

@@ -110,3 +110,8 @@ def test_deepspeed_moe_expert_parallel_counts_are_all_reduced(cache_dir, tmp_pat
     assert 0.0 <= r0["metrics"]["lb/dropped_token_frac"] < 0.5
     assert sorted(map(int, r0["losses"])) == [0, 1, 2] and r0["metrics"]["eval/val_loss"] > 0
     assert r0["metrics"]["eval/val_loss"] == r1["metrics"]["eval/val_loss"]
+    # The engine's optimizer steps the model's own parameters: every state byte has a category.
+    m0 = r0["metrics"]
+    split = [m0[f"mem/optimizer_bytes/{c}"] for c in ("dense", "l3_tables", "experts", "embeddings")]
+    assert "mem/optimizer_bytes/unattributed" not in m0 and sum(split) == m0["mem/optimizer_bytes"]
+    assert m0["mem/optimizer_bytes/experts"] > 2 * m0["mem/params_bytes/experts"] > 0  # this rank's experts
