@@ -5,7 +5,7 @@ Which runs: for every job the suite expands to now, its FINISHED run with the sa
 newest run of that job name (any status: a failed job shows in "Runs not finished", and a job last run
 under other code shows with its older numbers) — the same choice as `compare`. Loss curves come from the
 runs' `train/loss` histories; the load figure (MoE expert tokens, L3 rows per token) from the arrays that
-jobs put in their result.json (`BenchResult.info`, keys below), when they did.
+train jobs put in their result.json (`BenchResult.arrays`, keys below), when they did.
 """
 
 import json
@@ -21,9 +21,9 @@ from results import load, names, report
 
 ARTIFACT_DIR = "report"
 HISTORY_KEYS = (names.TRAIN_LOSS,)
-# BenchResult.info keys holding JSON arrays for the load-distribution figure.
-INFO_EXPERT_TOKENS = "expert_tokens"  # (moe layers, experts) routes per expert
-INFO_L3_ROWS = "l3_rows_per_token"  # rows d_t of each token id (first L3 layer)
+# BenchResult.arrays keys for the load-distribution figure.
+EXPERT_TOKENS = "expert_tokens"  # (moe layers, experts) routes per expert
+L3_ROWS = "l3_rows_per_token"  # rows d_t of each token id (first L3 layer)
 
 
 @dataclass(frozen=True)
@@ -61,19 +61,19 @@ def _label(row: pd.Series) -> str:
 
 
 def _load_arrays(tracker: Tracker, runs: pd.DataFrame) -> report.LoadArrays:
-    """Per-run arrays from result.json of finished train runs (absent keys: that figure is not drawn)."""
+    """Per-run arrays from result.json of finished train runs (absent: that run is not in the figure)."""
     experts, rows = {}, {}
     for _, row in runs.iterrows():
         if row["status"] != "FINISHED" or row.get(f"tags.{TAG}job_kind") != "train":
             continue
         try:
-            info = json.loads(tracker.download_text(row["run_id"], "result.json")).get("info", {})
-        except (OSError, ValueError) as err:  # no result.json (an old run): nothing to draw for it
-            info = {"_error": str(err)}
-        if INFO_EXPERT_TOKENS in info:
-            experts[_label(row)] = np.asarray(json.loads(info[INFO_EXPERT_TOKENS]), dtype=np.float64)
-        if INFO_L3_ROWS in info:
-            rows[_label(row)] = np.asarray(json.loads(info[INFO_L3_ROWS]), dtype=np.float64)
+            arrays = json.loads(tracker.download_text(row["run_id"], "result.json")).get("arrays", {})
+        except (OSError, ValueError):  # a run without result.json (older code): nothing to draw for it
+            continue
+        if EXPERT_TOKENS in arrays:
+            experts[_label(row)] = np.asarray(arrays[EXPERT_TOKENS], dtype=np.float64)
+        if L3_ROWS in arrays:
+            rows[_label(row)] = np.asarray(arrays[L3_ROWS], dtype=np.float64)
     return report.LoadArrays(expert_tokens=experts, l3_rows_per_token=rows)
 
 

@@ -43,16 +43,22 @@ class Batches:
         return rows[:, :-1], rows[:, 1:]
 
 
+def all_reduce_moe_counts(
+    expert_tokens: torch.Tensor, dropped: torch.Tensor, aux_sum: torch.Tensor
+) -> tuple[np.ndarray, float, float]:
+    """This rank's (layers, experts) routes, dropped routes and Σ aux loss summed over ranks in one
+    all-reduce → (routes of all ranks, dropped routes, Σ aux loss averaged over ranks)."""
+    packed = torch.cat([expert_tokens.flatten().double(), dropped.double()[None], aux_sum.double()[None]])
+    packed = distributed.all_reduce_sum(packed).cpu().numpy()
+    tokens = packed[:-2].reshape(tuple(expert_tokens.shape))
+    return tokens, float(packed[-2]), float(packed[-1]) / distributed.world().size
+
+
 def reduce_moe_balance(
     expert_tokens: torch.Tensor, dropped: torch.Tensor, aux_sum: torch.Tensor, n_steps: int
 ) -> dict[str, float]:
-    """MoE load balance of all ranks: this rank's (layers, experts) routes, dropped routes and Σ aux loss
-    are summed over ranks in one all-reduce (the aux loss is then averaged over ranks)."""
-    packed = torch.cat([expert_tokens.flatten().double(), dropped.double()[None], aux_sum.double()[None]])
-    packed = distributed.all_reduce_sum(packed).cpu().numpy()
-    world_size = distributed.world().size
-    tokens = packed[:-2].reshape(tuple(expert_tokens.shape))
-    return metrics.moe_balance(tokens, packed[-2], packed[-1] / world_size, n_steps)
+    """MoE load-balance metrics of all ranks (`all_reduce_moe_counts`, then `metrics.moe_balance`)."""
+    return metrics.moe_balance(*all_reduce_moe_counts(expert_tokens, dropped, aux_sum), n_steps)
 
 
 def reduce_l3_balance(l3: np.ndarray, n_steps: int, row_bytes: int, device: torch.device) -> dict[str, float]:
@@ -131,6 +137,7 @@ class TrainLoop:
         self.moe_positions = list(moe.positions) if moe else []
         n_exp = moe.num_experts if moe else 0
         self.expert_tokens = torch.zeros(len(self.moe_positions), n_exp, dtype=torch.int64, device=dev)
+        self.expert_routes: np.ndarray | None = None  # all-reduced at the end of training
         self.dropped = torch.zeros((), dtype=torch.int64, device=dev)
         self.aux_sum = torch.zeros((), dtype=torch.float32, device=dev)
         n_tok = self.cfg.batch_size * self.seq_len
@@ -162,7 +169,9 @@ class TrainLoop:
     def _balance_metrics(self, n_steps: int) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.moe_positions:
-            out |= reduce_moe_balance(self.expert_tokens, self.dropped, self.aux_sum, n_steps)
+            routes, dropped, aux = all_reduce_moe_counts(self.expert_tokens, self.dropped, self.aux_sum)
+            self.expert_routes = routes  # all ranks' (layers, experts) routes: BenchResult.arrays
+            out |= metrics.moe_balance(routes, dropped, aux, n_steps)
         if self.counts and n_steps:
             row_bytes = metrics.l3_row_bytes(self.model_cfg, self.model.tok_emb.weight.element_size())
             out |= reduce_l3_balance(self.l3, n_steps, row_bytes, self.device)

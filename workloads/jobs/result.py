@@ -36,6 +36,9 @@ class BenchResult:
     metrics: DESIGN.md metric name -> float (NaN is not allowed: omit a metric that does not apply).
     params: parameter accounting: params_active, params_total, sparsity, and "params/<category>" counts.
     info: non-numeric facts worth recording (family, preset, device, allocation fingerprint, ...).
+    arrays: raw distributions behind the summary metrics, for figures (kept in result.json, never logged
+        as metrics or tags): "expert_tokens" (MoE layers × experts routes, all ranks) and
+        "l3_rows_per_token" (rows d_t of every token id, first L3 layer).
     """
 
     kind: str
@@ -43,6 +46,7 @@ class BenchResult:
     metrics: dict[str, float]
     params: dict[str, float] = field(default_factory=dict)
     info: dict[str, str] = field(default_factory=dict)
+    arrays: dict[str, list] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         bad = {k: v for k, v in self.metrics.items() if not isinstance(v, int | float) or math.isnan(v)}

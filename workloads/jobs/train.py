@@ -13,6 +13,7 @@ import resource
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+import numpy as np
 import torch
 
 from workloads.data import DataConfig, prepare
@@ -251,4 +252,9 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         "stopped_early": str(outcome.stopped).lower(),
     }
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
-    return BenchResult(kind="train", config=config, metrics=out, params=params, info=info)
+    arrays = {}
+    if job.expert_routes is not None:
+        arrays["expert_tokens"] = job.expert_routes.tolist()
+    if counts:
+        arrays["l3_rows_per_token"] = np.asarray(counts[min(counts)]).tolist()
+    return BenchResult(kind="train", config=config, metrics=out, params=params, info=info, arrays=arrays)

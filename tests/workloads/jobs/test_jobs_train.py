@@ -96,6 +96,16 @@ def test_each_family_reports_every_metric(family, cache_dir):
     assert m["train/loss"] == rec.losses()[3] and m["train/loss"] < math.log(VOCAB) + 0.5
     assert result.params["params_active"] == m["params_active"] and result.info["family"] == family
     assert result.config["model"]["vocab_size"] == VOCAB
+    model_cfg = resolve_model_config(cfg.model_spec())
+    arrays = type(result).from_json(result.to_json()).arrays  # what result.json carries for the figures
+    assert arrays.keys() == {"dense": set(), "l3": {"l3_rows_per_token"}, "moe": {"expert_tokens"}}[family]
+    if family == "moe":  # every routed token counted once per route: steps × tokens × top_k per layer
+        routes = np.asarray(arrays["expert_tokens"])
+        assert routes.shape == (len(model_cfg.moe.positions), model_cfg.moe.num_experts)
+        assert (routes.sum(axis=1) == 4 * 4 * 32 * model_cfg.moe.top_k).all()
+    if family == "l3":
+        rows = np.asarray(arrays["l3_rows_per_token"])
+        assert len(rows) == VOCAB and rows.sum() == model_cfg.l3.budget and rows.min() >= 1
 
 
 def test_no_mfu_without_peak_and_no_device_memory_on_cpu(cache_dir):
