@@ -25,6 +25,9 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.fingerprint import code_version, git_commit, git_dirty
 
+# Reports read result.json artifacts back; MLflow's tqdm bar per download would litter the run's output.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 TAG = "isosparse."  # prefix of every tag isosparse sets
 PARAM_VALUE_CHARS = 6000
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
