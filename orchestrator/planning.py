@@ -137,7 +137,7 @@ def plan_training(
     n_gpus: int | None = None,
     zero_stage: int | None = None,
     ep_size: int = 1,
-    precision: Precision = "amp-bf16",
+    precision: Precision | None = None,
     activation_checkpointing: bool | None = None,
     grad_accum: int = 1,
     optimizer_impl: OptimizerImpl = "fused",
@@ -155,6 +155,7 @@ def plan_training(
     acc = cluster.accelerator
     group = cluster.gpu_group
     max_gpus = group.gpus if group else 1
+    precision = precision or ("amp-bf16" if acc.is_gpu else "fp32")  # what the train job runs with
     memory_bytes = None if acc.is_gpu else cluster.nodes[0].memory_bytes
     cap = capacity.usable_bytes(acc, headroom, memory_bytes)
     if calibration is not None:
