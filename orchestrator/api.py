@@ -121,8 +121,12 @@ def report(
     out_dir: str | None = None,
     figures: bool = True,
 ) -> "reporting.ReportOutcome":
-    """Build SUITE's report (HTML + Markdown + figures) and log it onto its newest parent run."""
-    return reporting.build_and_log(suite, sets, tracking_uri=tracking_uri, out_dir=out_dir, figures=figures)
+    """Build SUITE's report (HTML + Markdown + figures) and log it onto its newest parent run.
+    Raises SuiteError / TrackingError."""
+    spec = load_suite(suite, sets)
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    return reporting.build_and_log(spec, tracker, out_dir=out_dir, figures=figures)
 
 
 @dataclass
@@ -241,16 +245,14 @@ def run_suite(
             final = "FAILED"
         tracker.log_metrics(report.parent_run_id, {"suite/wall_s": report.wall_s}, 0)
         if make_report and final != "KILLED":
-            _attach_report(report, suite, sets)
+            _attach_report(report, tracker)
         tracker.end_suite(report.parent_run_id, final)
     return report
 
 
-def _attach_report(report: RunReport, suite: str, sets: list[str] | None) -> None:
+def _attach_report(report: RunReport, tracker: Tracker) -> None:
     try:
-        report.report = reporting.build_and_log(
-            suite, sets, tracking_uri=report.tracking_uri, parent_run_id=report.parent_run_id
-        )
+        report.report = reporting.build_and_log(report.suite, tracker, parent_run_id=report.parent_run_id)
     except Exception as err:  # noqa: BLE001 - the jobs' results are recorded; a report bug must not hide them
         report.report_error = f"{type(err).__name__}: {err}"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.suite import load_suite
+from orchestrator.suite import Suite
 from orchestrator.tracking import TAG, Tracker, home
 from results import load, names, report
 
@@ -33,7 +33,7 @@ class ReportOutcome:
     n_runs: int
 
 
-def suite_job_runs(tracker: Tracker, spec) -> pd.DataFrame:
+def suite_job_runs(tracker: Tracker, spec: Suite) -> pd.DataFrame:
     """The `mlflow.search_runs` rows of the suite's jobs (one per job at most), see the module docstring."""
     runs = tracker.search(spec.experiment, f"tags.`{TAG}kind` = 'job' and tags.`{TAG}suite` = '{spec.name}'")
     if runs.empty:
@@ -77,7 +77,7 @@ def _load_arrays(tracker: Tracker, runs: pd.DataFrame) -> report.LoadArrays:
     return report.LoadArrays(expert_tokens=experts, l3_rows_per_token=rows)
 
 
-def newest_parent(tracker: Tracker, spec) -> str | None:
+def newest_parent(tracker: Tracker, spec: Suite) -> str | None:
     query = f"tags.`{TAG}kind` = 'suite' and tags.`{TAG}suite` = '{spec.name}'"
     parents = tracker.search(spec.experiment, query)
     if parents.empty:
@@ -86,19 +86,15 @@ def newest_parent(tracker: Tracker, spec) -> str | None:
 
 
 def build_and_log(
-    suite: str,
-    sets: list[str] | None = None,
+    spec: Suite,
+    tracker: Tracker,
     *,
-    tracking_uri: str | None = None,
     out_dir: str | Path | None = None,
     parent_run_id: str | None = None,
     figures: bool = True,
 ) -> ReportOutcome:
-    """Write the report under out_dir (default `$ISOSPARSE_HOME/reports/<suite>`) and log it onto the
-    suite's parent run (`parent_run_id`, else its newest one). Raises SuiteError / TrackingError."""
-    spec = load_suite(suite, sets)
-    tracker = Tracker(tracking_uri)
-    tracker.check()
+    """Write the report of an expanded suite under out_dir (default `$ISOSPARSE_HOME/reports/<suite>`)
+    and log it onto the suite's parent run (`parent_run_id`, else its newest one)."""
     runs = suite_job_runs(tracker, spec)
     out = Path(out_dir) if out_dir is not None else home() / "reports" / spec.name
     paths = report.build_report(
