@@ -117,3 +117,62 @@ def test_bin_sizes_are_half_octaves_and_cover_n():
     assert torch.all(size >= n) and torch.all(size < 1.5 * n)
     expected = [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12, 12, 16, 16, 16, 16, 24]
     assert _padded_size(torch.arange(1, 18)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "tied, needs",
+    [(False, "q"), (False, "keys"), (False, "values"), (False, "keys values"), (True, "q"), (True, "keys")],
+)
+def test_sorted_gradients_of_a_subset_of_inputs(tied, needs):
+    """Only the inputs that require grad get one (tied: keys gets both contributions), each equal to
+    the reference's."""
+    counts, ids = CASES["bin_edges"]
+    args = _case(counts, ids, 6, 6, seed=3, tied=tied)
+    q, _, keys, values, _ = args
+    leaves = {"q": q, "keys": keys} if tied else {"q": q, "keys": keys, "values": values}
+    for name, leaf in leaves.items():
+        leaf.requires_grad_(name in needs.split())
+    wanted = [leaves[name] for name in needs.split()]
+    grad_out = torch.randn(len(ids), 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    got = torch.autograd.grad(l3_lookup(*args, "sorted"), wanted, grad_out)
+    want = torch.autograd.grad(l3_lookup(*args, "reference"), wanted, grad_out)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_sorted_under_bfloat16_autocast_is_close_to_the_float32_reference():
+    """bf16 matmuls (softmax in fp32): bf16 output, fp32 gradients, close to the fp32 reference."""
+    g = torch.Generator().manual_seed(1)
+    counts = torch.randint(1, 40, (12,), generator=g).tolist()
+    ids = torch.randint(0, 12, (50,), generator=g)
+    q = torch.randn(50, 16, generator=g).requires_grad_()
+    keys = (torch.randn(sum(counts), 16, generator=g) * 0.3).requires_grad_()
+    values = torch.randn(sum(counts), 8, generator=g).requires_grad_()
+    grad_out = torch.randn(50, 8, generator=g)
+    want_out = l3_lookup(q, ids, keys, values, _offsets(counts), "reference")
+    want = torch.autograd.grad(want_out, [q, keys, values], grad_out)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = l3_lookup(q, ids, keys, values, _offsets(counts), "sorted")
+    got = torch.autograd.grad(out, [q, keys, values], grad_out)
+    assert out.dtype == torch.bfloat16 and all(t.dtype == torch.float32 for t in got)
+    torch.testing.assert_close(out.float(), want_out, rtol=0.05, atol=0.05)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+
+
+def test_sorted_without_grad_equals_with_grad():
+    counts, ids = CASES["ragged"]
+    args = _case(counts, ids, 6, 5, seed=2)
+    with torch.no_grad():
+        out = l3_lookup(*args, "sorted")
+    assert not out.requires_grad
+    torch.testing.assert_close(out, l3_lookup(*args, "sorted"), rtol=0, atol=0)
+
+
+def test_sorted_double_backward_raises():
+    counts, ids = CASES["ragged"]
+    q, ids_t, keys, values, offsets = _case(counts, ids, 6, 5, seed=2)
+    out = l3_lookup(q, ids_t, keys, values, offsets, "sorted")
+    (gq,) = torch.autograd.grad(out.sum(), [q], create_graph=True)
+    with pytest.raises(RuntimeError):
+        gq.sum().backward()

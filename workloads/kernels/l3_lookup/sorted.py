@@ -10,14 +10,18 @@
    formed. Bins number ~100, so the Python loop is short.
 4. results are scattered straight back to the original (unsorted) positions.
 
-Autograd does the backward through `index_select`: the gradient of a table row is `index_add` of
-its group's (query-summed) contribution — one segment sum per distinct id, no per-occurrence atomics.
-Padded slots are masked (rows) or dropped (queries) and contribute exact zeros.
+The backward is hand-written (`SortedLookup` in sorted_function.py, first order only): per bin the
+softmax backward in batched matmuls, each table's gradient then `index_add`-ed per bin (one segment
+sum per distinct id, no per-occurrence atomics). Padded slots are masked (rows: weight 0) or get zero
+grad_out (queries) and contribute exact zeros. Without grad the same forward runs, keeping nothing.
 """
 
+import itertools
 from typing import NamedTuple
 
 import torch
+
+from workloads.kernels.l3_lookup.sorted_function import SortedLookup, lookup_forward
 
 
 class _Groups(NamedTuple):
@@ -66,35 +70,18 @@ def l3_lookup_sorted(
     q: torch.Tensor,  # (N, dim) normalized queries
     token_ids: torch.Tensor,  # (N,) int64, each in [0, vocab)
     keys: torch.Tensor,  # (v, dim)
-    values: torch.Tensor,  # (v, d_emb)
+    values: torch.Tensor,  # (v, d_emb); pass `keys` itself for tied tables
     offsets: torch.Tensor,  # (vocab + 1,) int64
 ) -> torch.Tensor:  # (N, d_emb)
+    """The lookup with a hand-written backward (first order only: no double backward)."""
     n_tokens, d_emb = token_ids.shape[0], values.shape[1]
     if n_tokens == 0:
         return q.new_zeros(0, d_emb)
     plan = _plan(_groups(token_ids, offsets))
-    # One gather per operand for all bins: each table's backward is then a single index_add (one
-    # segment sum per distinct row), not one dense (v, dim) zero-fill per bin.
-    q_pad = q.index_select(0, plan.pos)  # (Sq, dim)
-    k_pad = keys.index_select(0, plan.r_idx)  # (Sr, dim)
-    v_pad = k_pad if values is keys else values.index_select(0, plan.r_idx)  # (Sr, d_emb)
-    q_split = [g * n for g, n, _ in plan.bins]
-    r_split = [g * d for g, _, d in plan.bins]
-    o_bins = [
-        _bin_attention(qb, kb, vb, mb, shape, padded)
-        for qb, kb, vb, mb, shape, padded in zip(
-            q_pad.split(q_split),
-            k_pad.split(r_split),
-            v_pad.split(r_split),
-            plan.r_valid.split(r_split),
-            plan.bins,
-            plan.row_padded,
-            strict=True,
-        )
-    ]
-    # Each original position reads its own (valid) padded slot: a permutation plus dropped padding,
-    # whose outputs receive zero gradient.
-    return torch.cat(o_bins).index_select(0, plan.slot)
+    if torch.is_grad_enabled() and (q.requires_grad or keys.requires_grad or values.requires_grad):
+        return SortedLookup.apply(q, keys, values, plan)
+    # Inference: the same forward, keeping nothing for a backward.
+    return lookup_forward(q, keys, values, plan, keep=False)[0]
 
 
 class _Plan(NamedTuple):
@@ -106,9 +93,11 @@ class _Plan(NamedTuple):
 
     pos: torch.Tensor  # (Sq,) original position of each query slot
     r_idx: torch.Tensor  # (Sr,) table row of each row slot
-    r_valid: torch.Tensor  # (Sr,) bool
+    r_padding: torch.Tensor  # (Sr,) bool, True at padding row slots (masked)
     slot: torch.Tensor  # (N,) query slot of each original position
     bins: list[tuple[int, int, int]]  # (G, n_max, d_max) per bin
+    q_slices: list[slice]  # each bin's query slots, G·n_max of them
+    r_slices: list[slice]  # each bin's row slots, G·d_max of them
     row_padded: list[bool]  # whether a bin has any padded row slot (else the mask is skipped)
 
 
@@ -143,19 +132,12 @@ def _plan(g: _Groups) -> _Plan:
         (size, key // _KEY_BASE, key % _KEY_BASE)
         for size, key in zip(bin_sizes.tolist(), bin_keys.tolist(), strict=True)
     ]
-    return _Plan(pos, r_idx, r_valid, slot, bins, [bool(b) for b in row_padded.tolist()])
+    q_slices = _consecutive_slices([size * n for size, n, _ in bins])
+    r_slices = _consecutive_slices([size * d for size, _, d in bins])
+    return _Plan(pos, r_idx, ~r_valid, slot, bins, q_slices, r_slices, [bool(b) for b in row_padded.tolist()])
 
 
-def _bin_attention(q_flat, k_flat, v_flat, r_valid, shape: tuple[int, int, int], row_padded: bool):
-    """Padded batched attention of one bin; returns (G * n_max, d_emb), padding included."""
-    G, n_max, d_max = shape
-    qb = q_flat.view(G, n_max, -1)  # (G, n_max, dim)
-    kb = k_flat.view(G, d_max, -1)  # (G, d_max, dim)
-    vb = v_flat.view(G, d_max, -1)  # (G, d_max, d_emb)
-    scores = torch.bmm(qb, kb.transpose(1, 2))  # (G, n_max, d_max)
-    if row_padded:
-        scores = scores.masked_fill(~r_valid.view(G, 1, d_max), float("-inf"))
-    # Softmax in at least fp32 (bf16/fp16 scores lose the tail); fp32/fp64 stay as they are.
-    acc = torch.promote_types(scores.dtype, torch.float32)
-    weights = torch.softmax(scores, dim=-1, dtype=acc).to(vb.dtype)
-    return torch.bmm(weights, vb).view(G * n_max, -1)  # (G * n_max, d_emb)
+def _consecutive_slices(lengths: list[int]) -> list[slice]:
+    """Slices cutting a buffer into consecutive pieces of `lengths`."""
+    ends = list(itertools.accumulate(lengths))
+    return [slice(end - length, end) for end, length in zip(ends, lengths, strict=True)]
