@@ -2,10 +2,10 @@
 
 Per bin, with W = softmax(Q Kᵀ) (masked rows get weight 0) and O = W V, the backward is
 dW = gO Vᵀ, dV = Wᵀ gO, dS = W ⊙ (dW − rowsum(dW ⊙ W)), dQ = dS K, dK = dSᵀ Q (the softmax backward
-autograd would run). Every bin writes its gradients into one preallocated padded buffer per operand
-(`bmm(out=)` into slices), so there is no per-bin concatenation, and each table gradient is then one
-gather from that buffer (each table row owns at most one valid slot). Double backward is not supported.
-"""
+autograd would run). dQ of every bin goes into one preallocated padded buffer (`bmm(out=)` into
+slices; no per-bin concatenation) read back with one gather; each bin's dK/dV is `index_add`-ed
+straight into the table gradient (each table row owns at most one valid slot, so these are exact
+segment sums). Tied tables get dK + dV in one gradient. Double backward raises (once_differentiable)."""
 
 from typing import TYPE_CHECKING
 
