@@ -235,3 +235,20 @@ def build_model(
     if seed is not None:
         torch.manual_seed(seed)
     return Transformer(model_cfg, l3_counts=counts or None).to(device)
+
+
+def allocation_summary(spec: ModelSpec, model_cfg: ModelConfig, counts: L3Counts, data: PreparedData) -> dict:
+    """What an L3 job's allocation was (logged as allocation_summary.json): its source, size and shape of
+    the rows-per-token distribution, raw and weighted by the training tokens (the per-token mean is what
+    L3_SPEC §5 counts as active)."""
+    l3 = model_cfg.l3
+    rows = np.asarray(counts[min(counts)], dtype=np.float64)
+    freqs = token_freqs_for(model_cfg, data).astype(np.float64)
+    source = f"file:{spec.allocation_path}" if spec.allocation_path is not None else l3.allocation
+    return {
+        "source": source, "vocab_size": int(rows.size), "budget": int(rows.sum()), "cap": l3.cap,
+        "positions": list(l3.positions), "rows_min": int(rows.min()), "rows_median": float(np.median(rows)),
+        "rows_max": int(rows.max()), "tokens_at_cap": int((rows == l3.cap).sum()),
+        "rows_per_token_weighted": float(rows @ freqs / freqs.sum()) if freqs.sum() > 0 else None,
+        "data_fingerprint": data.fingerprint,
+    }  # fmt: skip

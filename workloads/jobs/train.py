@@ -7,6 +7,7 @@ DESIGN.md's; how each is computed is documented in `metrics.py` and `loop.py`. B
 ValueError naming the field before any data or model work.
 """
 
+import json
 import math
 import os
 import resource
@@ -23,6 +24,7 @@ from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
     ModelOverrides,
     ModelSpec,
+    allocation_summary,
     check_data_fits,
     prepare_data,
     resolve_l3_counts,
@@ -252,6 +254,9 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         "stopped_early": str(outcome.stopped).lower(),
     }
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
+    if counts:
+        summary = allocation_summary(cfg.model_spec(), model_cfg, counts, data)
+        info["allocation_summary"] = json.dumps(summary)  # → allocation_summary.json in MLflow
     arrays = {}
     if job.expert_routes is not None:
         arrays["expert_tokens"] = job.expert_routes.tolist()

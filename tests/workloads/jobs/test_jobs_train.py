@@ -1,5 +1,6 @@
 """workloads.jobs.train on CPU: every metric of each family, equivalences, bad inputs, checkpoint resume."""
 
+import json
 import math
 from dataclasses import replace
 
@@ -106,6 +107,12 @@ def test_each_family_reports_every_metric(family, cache_dir):
     if family == "l3":
         rows = np.asarray(arrays["l3_rows_per_token"])
         assert len(rows) == VOCAB and rows.sum() == model_cfg.l3.budget and rows.min() >= 1
+        summary = json.loads(result.info["allocation_summary"])
+        assert summary["source"] == "lzw" and summary["budget"] == model_cfg.l3.budget
+        assert (summary["rows_min"], summary["rows_max"]) == (rows.min(), rows.max())
+        assert summary["rows_min"] <= summary["rows_per_token_weighted"] <= summary["rows_max"]
+    else:
+        assert "allocation_summary" not in result.info
 
 
 def test_no_mfu_without_peak_and_no_device_memory_on_cpu(cache_dir):
