@@ -2,10 +2,10 @@
 (HTML, Markdown, figures) as artifacts of the suite's newest parent run, so it shows in the MLflow UI.
 
 Which runs: for every job the suite expands to now, its FINISHED run with the same fingerprint; else the
-newest run of that job name (any status: a failed job shows in "Runs not finished", and a job last run
-under other code shows with its older numbers) — the same choice as `compare`. Loss curves come from the
-runs' `train/loss` histories; the load figure (MoE expert tokens, L3 rows per token) from the arrays that
-train jobs put in their result.json (`BenchResult.arrays`, keys below), when they did.
+newest run of that job name (any status, unlike `compare`, which shows finished numbers only: a failed
+job shows in the report's "Runs not finished", and a job last run under other code with its older numbers).
+Loss curves come from the runs' `train/loss` histories; the load figure (MoE expert tokens, L3 rows per
+token) from the arrays that train jobs put in their result.json (`BenchResult.arrays`, keys below).
 """
 
 import json
@@ -68,7 +68,7 @@ def _load_arrays(tracker: Tracker, runs: pd.DataFrame) -> report.LoadArrays:
             continue
         try:
             arrays = json.loads(tracker.download_text(row["run_id"], "result.json")).get("arrays", {})
-        except (OSError, ValueError):  # a run without result.json (older code): nothing to draw for it
+        except FileNotFoundError:  # a run without result.json (older code): nothing to draw for it
             continue
         if EXPERT_TOKENS in arrays:
             experts[_label(row)] = np.asarray(arrays[EXPERT_TOKENS], dtype=np.float64)

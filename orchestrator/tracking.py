@@ -21,6 +21,7 @@ import mlflow
 import pandas as pd
 import yaml
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.fingerprint import code_version, git_commit, git_dirty
@@ -288,7 +289,11 @@ class Tracker:
             self.client.log_artifact(run_id, str(path), folder)
 
     def download_text(self, run_id: str, artifact: str) -> str:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=artifact, tracking_uri=self.uri
-        )
+        """A text artifact of a run; FileNotFoundError when the run has no such artifact."""
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=artifact, tracking_uri=self.uri
+            )
+        except MlflowException as err:
+            raise FileNotFoundError(f"run {run_id} has no artifact {artifact!r}: {err}") from err
         return Path(path).read_text()

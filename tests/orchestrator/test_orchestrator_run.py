@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from orchestrator import api, registry, scheduling
 from orchestrator.cli import app
+from orchestrator.tracking import Tracker
 
 pytestmark = pytest.mark.ray
 
@@ -141,6 +142,8 @@ def test_run_writes_the_report_onto_the_parent_run_and_report_rebuilds_it(tmp_pa
     assert {"report/report.html", "report/report.md", "report/figures"} <= logged
     figures = client.list_artifacts(done.parent_run_id, "report/figures")
     assert figures and all(f.file_size > 0 for f in figures)
+    with pytest.raises(FileNotFoundError, match="no artifact 'result.json'"):  # what the report skips
+        Tracker(store).download_text(done.parent_run_id, "result.json")
 
     out = tmp_path / "again"
     result = CliRunner().invoke(app, ["report", path, "--tracking-uri", store, "--out", str(out)])

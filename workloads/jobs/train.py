@@ -254,12 +254,11 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         "stopped_early": str(outcome.stopped).lower(),
     }
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
-    if counts:
-        summary = allocation_summary(cfg.model_spec(), model_cfg, counts, data)
-        info["allocation_summary"] = json.dumps(summary)  # → allocation_summary.json in MLflow
     arrays = {}
     if job.expert_routes is not None:
         arrays["expert_tokens"] = job.expert_routes.tolist()
     if counts:
+        summary = allocation_summary(cfg.model_spec(), model_cfg, counts, data)
+        info["allocation_summary"] = json.dumps(summary)  # → allocation_summary.json in MLflow
         arrays["l3_rows_per_token"] = np.asarray(counts[min(counts)]).tolist()
     return BenchResult(kind="train", config=config, metrics=out, params=params, info=info, arrays=arrays)
