@@ -75,6 +75,9 @@ def run(
         report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
     except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
         raise _bad_input(err) from None
+    except KeyboardInterrupt:  # before any run was opened (e.g. while Ray started)
+        out.print("interrupted: nothing was recorded")
+        raise typer.Exit(130) from None
     progress.stop(report)
     out.print(render.df_table(api.compare(suite, set_, tracking_uri=report.tracking_uri), "comparison"))
     out.print(render.report_line(report.report, report.report_error))

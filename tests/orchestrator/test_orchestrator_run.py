@@ -119,7 +119,7 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
             raise KeyboardInterrupt
 
     first = api.run_suite(path, tracking_uri=store, on_tick=interrupt_once_fast_finished)
-    assert first.cancelled and first.exit_code == 1
+    assert first.cancelled and first.exit_code == 130
     assert first.jobs["dummy/dense/debug/slow/s0"].state == "cancelled"
     runs = job_runs("resume")
     assert set(runs["status"]) <= {"FINISHED", "KILLED"} and "RUNNING" not in set(runs["status"])
