@@ -170,6 +170,7 @@ class _Driver:
                     f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
             state.run_id = self._run(event.job, event.attempt, tags)
             state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
+            state.error = None  # the previous attempt's error was shown once, on its retry line
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
             state.step = event.step
@@ -188,6 +189,8 @@ class _Driver:
         step = state.step if state.step is not None and state.attempt == done.attempt else 0
         self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
         state.run_id, state.error = run_id, done.error
+        if done.will_retry:
+            state.error = f"retrying after {done.outcome}: {done.error}"
         state.state = "queued" if done.will_retry else done.outcome
         if done.will_retry:
             state.attempt = done.attempt + 1
@@ -333,6 +336,7 @@ def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
         checkpoint_root=str(home() / "checkpoints"),
         on_event=driver.on_event,
         on_done=driver.on_done,
+        on_oom=spec.raw.get("on_oom", "fail"),
     )
     tick = (lambda: on_tick(report)) if on_tick is not None else None
     try:

@@ -91,6 +91,11 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
     crashed = runs.loc[["dummy/dense/debug/crash/s0"]].sort_values("tags.isosparse.attempt")
     assert list(crashed["tags.isosparse.outcome"]) == ["infra", "finished"]
     assert list(crashed["status"]) == ["FAILED", "FINISHED"]
+    # the infra error shows once, on the retry line, not again when attempt 2 runs
+    crash_lines = [line for line in result.output.splitlines() if "crash/s0:" in line]
+    retry = [line for line in crash_lines if "retrying after infra" in line]
+    assert len(retry) == 1 and "(attempt 2)" in retry[0], crash_lines
+    assert all("Error" not in line for line in crash_lines if ": running (attempt 2)" in line)
     # compare prints the expected columns
     table = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store])
     assert table.exit_code == 0
@@ -105,6 +110,18 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
         "peak_mem",
     ):
         assert column in table.output, column
+
+
+def test_out_of_memory_is_classified_oom_and_not_retried_blindly(tmp_path, store):
+    path = suite_file(tmp_path, "oom", ["{name: big, dummy: {value: 1, fail_at_step: 1, error: MemoryError}}"])
+    report = api.run_suite(path, tracking_uri=store)  # max_retries: 1, on_oom: fail (the default)
+    job = report.jobs["dummy/dense/debug/big/s0"]
+    assert job.state == "oom" and job.attempt == 1 and job.error.startswith("MemoryError")
+    runs = job_runs("oom")
+    assert len(runs) == 1 and runs["tags.isosparse.outcome"].iloc[0] == "oom"
+    # on_oom: halve_batch retries only what has a micro-batch to halve: the dummy job has none
+    again = api.run_suite(path, ["on_oom=halve_batch", "experiment=oom2"], tracking_uri=store)
+    assert again.jobs["dummy/dense/debug/big/s0"].attempt == 1
 
 
 def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store):
