@@ -113,7 +113,8 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
 
 
 def test_out_of_memory_is_classified_oom_and_not_retried_blindly(tmp_path, store):
-    path = suite_file(tmp_path, "oom", ["{name: big, dummy: {value: 1, fail_at_step: 1, error: MemoryError}}"])
+    big = "{name: big, dummy: {value: 1, fail_at_step: 1, error: MemoryError}}"
+    path = suite_file(tmp_path, "oom", [big])
     report = api.run_suite(path, tracking_uri=store)  # max_retries: 1, on_oom: fail (the default)
     job = report.jobs["dummy/dense/debug/big/s0"]
     assert job.state == "oom" and job.attempt == 1 and job.error.startswith("MemoryError")
