@@ -79,7 +79,7 @@ def run(
         out.print("interrupted: nothing was recorded")
         raise typer.Exit(130) from None
     progress.stop(report)
-    out.print(render.df_table(api.compare(suite, set_, tracking_uri=report.tracking_uri), "comparison"))
+    render.print_compare(out, api.compare(suite, set_, tracking_uri=report.tracking_uri))
     out.print(render.report_line(report.report, report.report_error))
     out.print(
         f"{report.counts()} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})"
@@ -124,13 +124,18 @@ def cancel(target: Annotated[str | None, typer.Argument()] = None, tracking_uri:
 
 
 @app.command()
-def compare(suite: str, set_: SetOpt = None, tracking_uri: UriOpt = None) -> None:
-    """The comparison table of SUITE's finished jobs."""
+def compare(
+    suite: str,
+    set_: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    wide: Annotated[bool | None, typer.Option("--wide", help="Every column (needs ~200 columns).")] = None,
+) -> None:
+    """SUITE's jobs side by side: finished numbers, or the state and error of jobs that did not finish."""
     try:
         table = api.compare(suite, set_, tracking_uri)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
-    render.console().print(render.df_table(table, "comparison"))
+    render.print_compare(render.console(), table, bool(wide))
 
 
 @app.command()

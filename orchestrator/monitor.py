@@ -170,21 +170,41 @@ def _compare_row(job, run: pd.Series | None) -> dict:
     return row
 
 
+def _state(run: pd.Series) -> tuple[str, str | None]:
+    """(state, one-line error) of a job run that did not finish: its failure class, or running."""
+    if run["status"] == "RUNNING":
+        return "running", None
+    outcome = run.get(f"tags.{TAG}outcome")
+    outcome = outcome if isinstance(outcome, str) and outcome else str(run["status"]).lower()
+    error = run.get(f"tags.{TAG}error")
+    return outcome, error if isinstance(error, str) and error else None
+
+
 def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per job of the suite with the metrics of its FINISHED run (by fingerprint; else the newest
-    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column)."""
+    """One row per job of the suite. Metrics come from its FINISHED run (by fingerprint; else the newest
+    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column). A job
+    whose newest run of this fingerprint did not finish shows that run's state (failed / oom / infra /
+    cancelled / running) and its one-line error; "not run" means no run at all."""
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
+    runs = tracker.search(spec.experiment, f"tags.`{TAG}kind` = 'job'")
     if not runs.empty:
         runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
-    by_fp = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
-    by_name = {} if runs.empty else {r[f"tags.{TAG}job"]: r for _, r in runs.iterrows()}
+    finished = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
+    by_fp = {} if finished.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in finished.iterrows()}
+    by_name = {} if finished.empty else {r[f"tags.{TAG}job"]: r for _, r in finished.iterrows()}
+    latest = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
     rows = []
     for job in spec.jobs:
         run = by_fp.get(job.fingerprint)
+        if run is None and job.fingerprint in latest:  # ran under this config and did not finish
+            row = _compare_row(job, None)
+            row["status"], row["error"] = _state(latest[job.fingerprint])
+            rows.append(row)
+            continue
         row = _compare_row(job, run if run is not None else by_name.get(job.name))
+        row["error"] = None
         if run is None and job.name in by_name:  # same job, other code version or config: say so
             row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint']})"
         rows.append(row)

@@ -10,8 +10,10 @@ import sys
 import time
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 MAX_ROWS = 20
@@ -42,8 +44,70 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
         numeric = pd.api.types.is_numeric_dtype(df[col])
         table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
     for row in df.itertuples(index=False):
-        table.add_row(*(_fmt(v) for v in row))
+        table.add_row(*(escape(_fmt(v)) for v in row))  # cells are data, not markup ("[enforce fail ...]")
     return table
+
+
+# The default `compare` layout: one label column, the headline numbers and the state fit 80 columns; the
+# EXTRA columns join, in this order, while the terminal is wide enough. `--wide`: every column of
+# api.compare. Headers are short so the numbers set the widths.
+NARROW = {"label": "job", "active": "active", "total": "total", "val_loss": "val loss",
+          "tokens_per_s": "tok/s", "peak_mem_mib": "mem MiB", "status": "state"}  # fmt: skip
+EXTRA = {"sparsity": "sparsity", "match_err": "match err", "val_ppl": "val ppl",
+         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+LABEL_PARTS = ("job", "family", "preset", "variant", "seed")
+
+
+def _label(row: pd.Series) -> str:
+    """'train l3 tiny' (+ variant / seed when the suite has several)."""
+    return " ".join(str(row[c]) if c != "seed" else f"s{row[c]}" for c in LABEL_PARTS if c in row.index)
+
+
+def _narrow_table(df: pd.DataFrame, columns: dict[str, str]) -> Table:
+    narrow = df[list(columns)].rename(columns=columns)
+    table = Table(title="comparison", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for col in narrow.columns:
+        numeric = pd.api.types.is_numeric_dtype(narrow[col])
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
+    for row in narrow.itertuples(index=False):
+        *cells, state = (escape(_fmt(v)) for v in row)
+        table.add_row(*cells, f"[{STYLE.get(state, 'white')}]{state}")
+    return table
+
+
+def _fits(table: Table, width: int) -> bool:
+    return Console(width=10_000).measure(table).maximum <= width
+
+
+def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple[Table, list[str]]:
+    """(table, notes) for `compare`: the narrow layout (NARROW, then each EXTRA column, in order, that
+    still fits `width`; the errors of jobs that did not finish below the table, one each) or, wide,
+    every column."""
+    if wide or df.empty:
+        return df_table(df, "comparison"), []
+    df = df.assign(label=df.apply(_label, axis=1))
+    columns = dict(NARROW)
+    table = _narrow_table(df, columns)
+    for col, header in EXTRA.items():
+        more = {**{k: v for k, v in columns.items() if k != "status"}, col: header, "status": "state"}
+        candidate = _narrow_table(df, more) if col in df else None
+        if candidate is not None and _fits(candidate, width):
+            columns, table = more, candidate
+    errors = df["error"] if "error" in df else pd.Series([None] * len(df), index=df.index)
+    rows = zip(df.iterrows(), errors, strict=True)
+    notes = [f"{_label(r)}: {e}" for (_, r), e in rows if isinstance(e, str)]
+    return table, notes
+
+
+def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
+    table, notes = compare_view(df, wide, out.width)
+    if wide:  # every cell whole, wider than the terminal if need be (a terminal wraps or scrolls it)
+        needed = Console(width=10_000).measure(table).maximum
+        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
+                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+    out.print(table)
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
 
 
 class Progress:
