@@ -265,7 +265,9 @@ def _run_suite(suite, sets, address, tracking_uri, cluster, force, make_report, 
     final = "FINISHED"
     try:
         with interrupts.deferred():  # the run and its id together, or neither
-            report.parent_run_id = tracker.start_suite(spec.experiment, _parent_name(spec, todo), tags)
+            report.parent_run_id = tracker.start_suite(
+                spec.experiment, spec.name, tags, _parent_name(spec, todo)
+            )
         if on_start is not None:
             on_start(report)
         if todo:

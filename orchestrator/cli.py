@@ -101,15 +101,16 @@ def validate(suite: str, set_: SetOpt = None) -> None:
 
 @app.command()
 def status(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
-    """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the jobs of the newest one."""
+    """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the current results of the newest one's
+    suite (each job's newest finished run, from whichever invocation ran it)."""
     try:
         suites, jobs = api.status(target, tracking_uri)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     out = render.console()
-    out.print(render.df_table(suites, "suite runs"))
+    out.print(render.compact_table(suites, "suite runs (newest first)"))
     if not jobs.empty:
-        out.print(render.df_table(jobs, "jobs of the newest"))
+        out.print(render.compact_table(jobs, f"current results of {suites['suite'].iloc[0]}"))
 
 
 @app.command()

@@ -14,18 +14,13 @@ import pandas as pd
 from orchestrator.suite import SuiteError, load_suite, resolve_path
 from orchestrator.tracking import TAG, Tracker
 
-SUITE_COLUMNS = [
-    "run_id",
-    "suite",
-    "experiment",
-    "status",
-    "started",
-    "jobs",
-    "finished",
-    "failed",
-    "running",
-]
+SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "ran", "finished", "failed",
+                 "skipped", "running"]  # fmt: skip
+JOB_COLUMNS = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
+               f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss", "start_time": "started",
+               f"tags.{TAG}error": "error"}  # fmt: skip
 MIB = 2**20
+RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
 
 
 def _suite_target(target: str | None) -> str | None:
@@ -43,51 +38,67 @@ def _suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
     experiment = _suite_target(target)
     runs = tracker.search_roles("suite", experiment)
     if not runs.empty and target is not None and experiment is None:
-        runs = runs[runs["run_id"] == target]
+        runs = runs[runs["run_id"].str.startswith(target)]  # status shows run ids cut to RUN_ID_CHARS
     return runs
 
 
+def _count(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
+    """One row per suite invocation: its jobs, how many it ran (job runs under it) and how they ended,
+    and how many it skipped because they had finished before."""
     jobs = tracker.search_roles("job", None)
+    parent_col = "tags.mlflow.parentRunId"
     rows = []
     for _, parent in parents.iterrows():
-        mine = (
-            jobs[jobs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)) == parent["run_id"]]
-            if not jobs.empty
-            else jobs
-        )
+        mine = jobs[jobs[parent_col] == parent["run_id"]] if parent_col in jobs else jobs.iloc[0:0]
         status = mine["status"] if not mine.empty else pd.Series(dtype=str)
         rows.append({
-            "run_id": parent["run_id"],
+            "run_id": parent["run_id"][:RUN_ID_CHARS],
             "suite": parent.get(f"tags.{TAG}suite"),
-            "experiment": parent.get("experiment_id"),
+            "experiment": tracker.experiment_name(parent.get("experiment_id")),
             "status": parent["status"],
-            "started": parent["start_time"],
-            "jobs": parent.get(f"tags.{TAG}n_jobs"),
+            "started": parent["start_time"].strftime("%Y-%m-%d %H:%M"),
+            "jobs": _count(parent.get(f"tags.{TAG}n_jobs")),
+            "ran": len(mine),
             "finished": int((status == "FINISHED").sum()),
-            "failed/killed": int(status.isin(["FAILED", "KILLED"]).sum()),
+            "failed": int(status.isin(["FAILED", "KILLED"]).sum()),
+            "skipped": _count(parent.get(f"tags.{TAG}n_skipped")),
             "running": int((status == "RUNNING").sum()),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=SUITE_COLUMNS)
 
 
+def current_jobs(tracker: Tracker, parent: pd.Series) -> pd.DataFrame:
+    """The suite's current results: for each job name run under any invocation of the suite, its newest
+    FINISHED run, else its newest run (so a rerun that skipped everything still shows the results it
+    stands on)."""
+    experiment = tracker.experiment_name(parent.get("experiment_id"))
+    suite = parent.get(f"tags.{TAG}suite")
+    runs = tracker.search(experiment, f"tags.`{TAG}kind` = 'job' and tags.`{TAG}suite` = '{suite}'")
+    if runs.empty:
+        return pd.DataFrame(columns=list(JOB_COLUMNS.values()))
+    runs = runs.assign(_done=runs["status"] == "FINISHED").sort_values(["_done", "start_time"])
+    current = runs.groupby(f"tags.{TAG}job").tail(1)  # the last row per job: finished beats newer
+    present = {k: v for k, v in JOB_COLUMNS.items() if k in current}
+    return current[list(present)].rename(columns=present).sort_values("job").reset_index(drop=True)
+
+
 def status(target: str | None = None, tracking_uri: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(suite invocations, jobs of the newest one). target: a suite file/name, a parent run id, or None."""
+    """(suite invocations, current results of the newest one's suite: `current_jobs`). target: a suite
+    file/name, a parent run id, or None."""
     tracker = Tracker(tracking_uri)
     tracker.check()
     parents = _suite_runs(tracker, target)
     if parents.empty:
         return pd.DataFrame(columns=SUITE_COLUMNS), pd.DataFrame()
     parents = parents.sort_values("start_time", ascending=False)
-    table = _job_counts(tracker, parents)
-    jobs = tracker.children(parents.iloc[0]["run_id"])
-    if jobs.empty:
-        return table, jobs
-    cols = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
-            f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss",
-            f"tags.{TAG}error": "error"}  # fmt: skip
-    present = {k: v for k, v in cols.items() if k in jobs}
-    return table, jobs[list(present)].rename(columns=present).sort_values("job")
+    return _job_counts(tracker, parents), current_jobs(tracker, parents.iloc[0])
 
 
 def _alive(pid: int) -> bool:

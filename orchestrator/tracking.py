@@ -152,6 +152,16 @@ class Tracker:
         self._experiments[name] = exp_id
         return exp_id
 
+    @_uncut
+    def experiment_name(self, experiment_id: str | None) -> str | None:
+        """The name of an experiment id (status shows names, not ids); None for an unknown id."""
+        if experiment_id is None:
+            return None
+        try:
+            return self.client.get_experiment(str(experiment_id)).name
+        except MlflowException:
+            return None
+
     # -- runs ------------------------------------------------------------------------------------------
     @_uncut
     def search(self, experiment: str, filter_string: str = "") -> pd.DataFrame:
@@ -204,8 +214,11 @@ class Tracker:
         return None if runs.empty else str(runs["run_id"].iloc[0])
 
     @_uncut
-    def start_suite(self, experiment: str, name: str, tags: Mapping[str, str]) -> str:
-        """The parent run of one suite invocation, with MLflow system metrics (sampled in the driver)."""
+    def start_suite(
+        self, experiment: str, name: str, tags: Mapping[str, str], run_name: str | None = None
+    ) -> str:
+        """The parent run of one suite invocation (named run_name, default the suite's name), with MLflow
+        system metrics (sampled in the driver)."""
         exp_id = self.experiment_id(experiment)
         base = {
             f"{TAG}kind": "suite",
@@ -218,7 +231,7 @@ class Tracker:
         }
         mlflow.set_tracking_uri(self.uri)
         run = mlflow.start_run(
-            experiment_id=exp_id, run_name=name, tags={**base, **tags}, log_system_metrics=True
+            experiment_id=exp_id, run_name=run_name or name, tags={**base, **tags}, log_system_metrics=True
         )
         return run.info.run_id
 

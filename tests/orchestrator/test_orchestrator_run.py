@@ -148,6 +148,17 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
     assert {j.state for j in third.jobs.values()} == {"skipped"}
     finished = job_runs("resume").query("status == 'FINISHED'")
     assert finished["tags.isosparse.fingerprint"].is_unique and len(finished) == 2
+    # status: experiment names, skipped counts, and the results the all-skipped rerun stands on
+    suites, jobs = api.status(path, store)
+    assert list(suites["experiment"]) == ["resume"] * 3
+    assert [tuple(r) for r in suites[["ran", "finished", "failed", "skipped"]].itertuples(index=False)] == [
+        (0, 0, 0, 2), (1, 1, 0, 1), (2, 1, 1, 0)]  # fmt: skip
+    assert suites["run_id"].iloc[0] == third.parent_run_id[:8]
+    assert list(jobs["job"]) == ["dummy/dense/debug/fast/s0", "dummy/dense/debug/slow/s0"]
+    assert set(jobs["status"]) == {"FINISHED"}
+    assert mlflow.get_run(third.parent_run_id).info.run_name == "resume (rerun: all 2 jobs skipped)"
+    shown = CliRunner().invoke(app, ["status", third.parent_run_id[:8], "--tracking-uri", store])
+    assert shown.exit_code == 0 and "current results of resume" in shown.output, shown.output
 
 
 def test_run_writes_the_report_onto_the_parent_run_and_report_rebuilds_it(tmp_path, store):
