@@ -50,6 +50,28 @@ class JobState:
     run_id: str | None = None
     error: str | None = None
     started_s: float | None = None
+    total_steps: int | None = None  # from the job's config when it has steps (progress lines, ETA)
+    tokens_per_step: int | None = None
+    first_metric: tuple[float, int] | None = None  # (monotonic s, step) of this attempt's first step
+
+    def rate_steps_per_s(self, now_s: float) -> float | None:
+        """Steps per second since this attempt's first streamed step (None before two steps)."""
+        if self.first_metric is None or self.step is None or self.step <= self.first_metric[1]:
+            return None
+        return (self.step - self.first_metric[1]) / max(now_s - self.first_metric[0], 1e-9)
+
+
+def job_state(job) -> JobState:
+    """The initial JobState of a JobSpec, with its step count and tokens per step when the config has them."""
+    config, workers = job.config, job.resources.num_workers
+    total = getattr(config, "steps", None)
+    if callable(getattr(config, "total_steps", None)):
+        total = config.total_steps(workers)
+    tokens = None
+    if callable(getattr(config, "tokens_per_step_per_rank", None)):
+        tokens = config.tokens_per_step_per_rank() * workers
+    total = total if isinstance(total, int) else None
+    return JobState(job.name, job.kind, job.labels, total_steps=total, tokens_per_step=tokens)
 
 
 @dataclass
@@ -165,7 +187,7 @@ class _Driver:
     def _on_event(self, event) -> None:
         state = self.report.jobs[event.job]
         if event.kind == "start":
-            state.step, state.loss = None, None
+            state.step, state.loss, state.first_metric = None, None, None
             tags = {f"{TAG}ray_node": event.payload["node"], f"{TAG}host": event.payload["host"],
                     f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
             state.run_id = self._run(event.job, event.attempt, tags)
@@ -173,6 +195,8 @@ class _Driver:
             state.error = None  # the previous attempt's error was shown once, on its retry line
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
+            if state.first_metric is None:
+                state.first_metric = (time.monotonic(), event.step)
             state.step = event.step
             state.loss = event.payload.get("train/loss", state.loss)
 
@@ -240,7 +264,7 @@ def _prepare(suite, sets, address, tracking_uri, cluster, force, num_cpus):
         tracker = Tracker(tracking_uri)
         tracker.check()
         done_before = tracker.finished_fingerprints(spec.experiment)
-        jobs = {j.name: JobState(j.name, j.kind, j.labels) for j in spec.jobs}
+        jobs = {j.name: job_state(j) for j in spec.jobs}
         for job in spec.jobs:
             if job.fingerprint in done_before:
                 jobs[job.name].state, jobs[job.name].run_id = "skipped", done_before[job.fingerprint]

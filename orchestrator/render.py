@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 MAX_ROWS = 20
+PROGRESS_EVERY_S = 20.0  # piped logs: a line per running job this often (and one per state change)
+HEARTBEAT_S = 25.0  # piped logs: never silent longer than this
 STYLE = {"finished": "green", "skipped": "dim", "running": "cyan", "queued": "white",
          "failed": "red", "oom": "red", "infra": "yellow", "cancelled": "magenta"}  # fmt: skip
 
@@ -121,6 +123,29 @@ def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
     return table
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_text(job, now_s: float) -> str:
+    """'step 40/120, loss 6.12, 1,234 tok/s, ETA 1m05s' of a running JobState (what is known of it)."""
+    if job.step is None:
+        elapsed = "" if job.started_s is None else f" for {_duration(now_s - job.started_s)}"
+        return f"running{elapsed}, no step reported yet"
+    parts = [f"step {job.step + 1}" + (f"/{job.total_steps}" if job.total_steps else "")]  # steps count from 0
+    if job.loss is not None:
+        parts.append(f"loss {job.loss:.4g}")
+    rate = job.rate_steps_per_s(now_s)
+    if rate and job.tokens_per_step:
+        parts.append(f"{rate * job.tokens_per_step:,.0f} tok/s")
+    if rate and job.total_steps:
+        parts.append(f"ETA {_duration(max(job.total_steps - job.step - 1, 0) / rate)}")
+    return ", ".join(parts)
+
+
 class Progress:
     """Callbacks for api.run_suite: `start(report)`, `tick(report)`, `stop()`."""
 
@@ -130,6 +155,8 @@ class Progress:
         self.live: Live | None = None
         self.seen: dict[str, tuple] = {}
         self.t0 = time.monotonic()
+        self.last: dict[str, float] = {}  # when each job's last line was printed (plain mode)
+        self.last_any = self.t0
 
     def _table(self, report) -> Table:
         counts = report.counts()
@@ -159,14 +186,24 @@ class Progress:
         if self.live is not None:
             self.live.update(self._table(report))
             return
+        now = time.monotonic()
         for j in report.jobs.values():
             key = (j.state, j.attempt)
             if self.seen.get(j.name) != key:
                 self.seen[j.name] = key
                 error = f"  ({j.error})" if j.error and j.state != "finished" else ""
-                self.out.print(
-                    f"[{time.monotonic() - self.t0:6.1f}s] {j.name}: {j.state} (attempt {j.attempt}){error}"
-                )
+                self._line(f"{j.name}: {j.state} (attempt {j.attempt}){error}", j.name, now)
+            elif j.state == "running" and now - self.last.get(j.name, now) >= PROGRESS_EVERY_S:
+                self._line(f"{j.name}: {progress_text(j, now)}", j.name, now)
+        if now - self.last_any >= HEARTBEAT_S:  # all queued, or running jobs that stream nothing yet
+            counts = "  ".join(f"{k}: {v}" for k, v in sorted(report.counts().items()))
+            self._line(f"{report.suite.name}: {counts}", None, now)
+
+    def _line(self, text: str, job: str | None, now: float) -> None:
+        self.out.print(f"[{now - self.t0:6.1f}s] {text}", markup=False, highlight=False)
+        self.last_any = now
+        if job is not None:
+            self.last[job] = now
 
     def stop(self, report) -> None:
         if self.live is not None:

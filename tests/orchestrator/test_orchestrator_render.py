@@ -3,12 +3,15 @@ errors of jobs that did not finish follow the table; piped progress shows life."
 
 import io
 import re
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from rich.console import Console
 
 from orchestrator import render
+from orchestrator.api import JobState
+from orchestrator.render import progress_text
 
 ROWS = [  # api.compare's frame for the quickstart suite (numbers of a captured `make demo`), one job failed
     ("train", "dense", "tiny",
@@ -66,3 +69,45 @@ def test_wide_compare_shows_every_column_and_the_error():
     for column in ("sparsity", "match_err", "val_ppl", "moe_max/mean", "l3_rows/tok", "error"):
         assert column in text
     assert ERROR in text and "…" not in text
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_text_has_step_loss_rate_and_eta():
+    job = JobState("train/l3/tiny/base/s0", "train", {}, state="running", total_steps=120, tokens_per_step=512)
+    job.started_s = 0.0
+    assert progress_text(job, 30.0) == "running for 30s, no step reported yet"
+    job.first_metric, job.step, job.loss = (10.0, 0), 40, 6.1234
+    # 40 steps in 20 s: 2 steps/s = 1,024 tok/s; 79 steps to go = 39.5 s
+    assert progress_text(job, 30.0) == "step 41/120, loss 6.123, 1,024 tok/s, ETA 40s"
+
+
+def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(render.time, "monotonic", clock)
+    job = JobState("train/dense/tiny/base/s0", "train", {}, total_steps=1000, tokens_per_step=100)
+    report = SimpleNamespace(jobs={job.name: job}, suite=SimpleNamespace(name="s"),
+                             counts=lambda: {job.state: 1})  # fmt: skip
+    out = Console(width=200, file=io.StringIO(), force_terminal=False)
+    progress = render.Progress(out)
+    stamps = []
+    for second in range(0, 200):
+        clock.now = 1000.0 + second
+        if second == 5:
+            job.state, job.started_s = "running", clock.now
+        if second >= 10:
+            job.first_metric = job.first_metric or (1010.0, 0)
+            job.step, job.loss = second - 10, 5.0
+        before = out.file.getvalue().count("\n")
+        progress.tick(report)
+        if out.file.getvalue().count("\n") > before:
+            stamps.append(second)
+    assert max(b - a for a, b in zip(stamps, stamps[1:], strict=False)) <= 30
+    assert "[ 185.0s] train/dense/tiny/base/s0: step 176/1000, loss 5, 100 tok/s, ETA 13m44s" in out.file.getvalue()
+    assert "\x1b[" not in out.file.getvalue()  # no ANSI codes in a pipe
