@@ -135,7 +135,8 @@ def progress_text(job, now_s: float) -> str:
     if job.step is None:
         elapsed = "" if job.started_s is None else f" for {_duration(now_s - job.started_s)}"
         return f"running{elapsed}, no step reported yet"
-    parts = [f"step {job.step + 1}" + (f"/{job.total_steps}" if job.total_steps else "")]  # steps count from 0
+    done = job.step + 1  # steps count from 0
+    parts = [f"step {done}" + (f"/{job.total_steps}" if job.total_steps else "")]
     if job.loss is not None:
         parts.append(f"loss {job.loss:.4g}")
     rate = job.rate_steps_per_s(now_s)
