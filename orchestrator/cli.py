@@ -72,6 +72,7 @@ def run(
             )
             return
         progress = render.Progress(out)
+        out.print(f"{suite}: validating, checking the store, starting Ray ...", highlight=False)
         report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
     except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
         raise _bad_input(err) from None
@@ -81,9 +82,8 @@ def run(
     progress.stop(report)
     render.print_compare(out, api.compare(suite, set_, tracking_uri=report.tracking_uri))
     out.print(render.report_line(report.report, report.report_error))
-    out.print(
-        f"{report.counts()} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})"
-    )
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items()))
+    out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
     raise typer.Exit(report.exit_code)
 
 
@@ -167,11 +167,14 @@ def list_(what: Annotated[str, typer.Argument(help="presets | suites | jobs")]) 
 @app.command()
 def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] = None) -> None:
     """Start the MLflow UI on 127.0.0.1 over the project's store (Ctrl-C stops it)."""
+    typer.echo("starting the MLflow UI (the first start takes a while)...")
     try:
         url, proc = api.ui(tracking_uri, port or 5000)
     except api.TrackingError as err:
         raise _bad_input(err) from None
-    typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")  # printed once the server answers
     api.raise_on_sigterm()
     try:
         proc.wait()

@@ -8,11 +8,15 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.suite import SuiteError, load_suite, resolve_path
-from orchestrator.tracking import TAG, Tracker
+from orchestrator.tracking import TAG, Tracker, TrackingError, home
 
 SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "ran", "finished", "failed",
                  "skipped", "running"]  # fmt: skip
@@ -20,6 +24,7 @@ JOB_COLUMNS = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome"
                f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss", "start_time": "started",
                f"tags.{TAG}error": "error"}  # fmt: skip
 MIB = 2**20
+UI_START_TIMEOUT_S = 180.0
 RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
 
 
@@ -225,11 +230,40 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
 
 
 def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, subprocess.Popen]:
-    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (URL, process)."""
+    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (URL, process) once the
+    server answers (TrackingError if it exits or does not answer within UI_START_TIMEOUT_S)."""
     tracker = Tracker(tracking_uri)
     tracker.check()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     if tracker.db_path is not None:
         cmd += ["--artifacts-destination", str(tracker.db_path.parent / "mlartifacts")]
-    return f"http://127.0.0.1:{port}", subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    log = home() / "logs" / "mlflow-ui.log"  # the server's own log (a pipe nobody reads would fill up)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(url, proc, log)
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    return url, proc
+
+
+def _wait_until_up(
+    url: str, proc: subprocess.Popen, log: Path, timeout_s: float = UI_START_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise TrackingError(f"mlflow server exited ({proc.returncode}): " + " | ".join(tail))
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.3)
+    raise TrackingError(f"mlflow server at {url} did not answer within {timeout_s:.0f} s")

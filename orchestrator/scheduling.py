@@ -8,6 +8,7 @@ alone talks to MLflow). Failure classes key on exception types (STYLE.md): worke
 exception raised by the job → `failed` (not retried), `ray.cancel` → `cancelled`.
 """
 
+import logging
 import socket
 import time
 import traceback
@@ -256,6 +257,8 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
     else:
         ray_link.check_reachable(address)
         kwargs["runtime_env"] = {"py_modules": [str(REPO_ROOT / p) for p in CODE_PACKAGES]}
+    # Ray's notice that a local cluster uses token auth is not news to the user of a local cluster.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     try:
         ray.init(**kwargs)
     except rex.AuthenticationError as err:

@@ -10,6 +10,7 @@ whichever process creates the experiment). Only the driver talks to MLflow; work
 import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import time
@@ -28,12 +29,17 @@ from mlflow.tracking import MlflowClient
 from orchestrator import interrupts
 from orchestrator.fingerprint import code_version, git_commit, git_dirty
 
+# A normal run prints no MLflow INFO lines (system-metrics monitor start/stop, database creation).
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 # Reports read result.json artifacts back; MLflow's tqdm bar per download would litter the run's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 TAG = "isosparse."  # prefix of every tag isosparse sets
 PARAM_VALUE_CHARS = 6000
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
+# MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty Traces overview, the job
+# runs under "Evaluations"); "custom_model_development" opens it on its training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 STATUS = {
     "finished": "FINISHED",
     "failed": "FAILED",
@@ -146,9 +152,14 @@ class Tracker:
         if exp is None:
             if not create:
                 return None
-            exp_id = self.client.create_experiment(name, artifact_location=self.artifact_location(name))
+            exp_id = self.client.create_experiment(
+                name, artifact_location=self.artifact_location(name), tags=EXPERIMENT_TAGS
+            )
         else:
             exp_id = exp.experiment_id
+            if create and any(exp.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+                for key, value in EXPERIMENT_TAGS.items():  # experiments made by older code
+                    self.client.set_experiment_tag(exp_id, key, value)
         self._experiments[name] = exp_id
         return exp_id
 
