@@ -169,12 +169,12 @@ def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] 
     """Start the MLflow UI on 127.0.0.1 over the project's store (Ctrl-C stops it)."""
     typer.echo("starting the MLflow UI (the first start takes a while)...")
     try:
-        url, proc = api.ui(tracking_uri, port or 5000)
+        url, landing, proc = api.ui(tracking_uri, port or 5000)
     except api.TrackingError as err:
         raise _bad_input(err) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")  # printed once the server answers
+    typer.echo(f"MLflow UI: {landing}\n  (server {url}; Ctrl-C to stop)")  # once the server answers
     api.raise_on_sigterm()
     try:
         proc.wait()

@@ -229,9 +229,22 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
 
 
-def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, subprocess.Popen]:
-    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (URL, process) once the
-    server answers (TrackingError if it exits or does not answer within UI_START_TIMEOUT_S)."""
+def landing_url(tracker: Tracker, base_url: str) -> str:
+    """Where a user should land: the experiment of the newest suite run, in MLflow's "Model training"
+    view (MLflow 3.17's UI opens in its GenAI view, an empty Traces overview, whatever the experiment's
+    kind tag says; the workflowType parameter switches it and the browser remembers it)."""
+    suites = tracker.search_roles("suite", None)
+    view = "workflowType=machine_learning"
+    if suites.empty:
+        return f"{base_url}/#/experiments?{view}"
+    newest = suites.sort_values("start_time").iloc[-1]
+    return f"{base_url}/#/experiments/{newest['experiment_id']}?{view}"
+
+
+def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, str, subprocess.Popen]:
+    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (server URL, `landing_url`,
+    process) once the server answers (TrackingError if it exits or does not answer within
+    UI_START_TIMEOUT_S)."""
     tracker = Tracker(tracking_uri)
     tracker.check()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
@@ -249,7 +262,7 @@ def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, subproce
         proc.terminate()
         proc.wait()
         raise
-    return url, proc
+    return url, landing_url(tracker, url), proc
 
 
 def _wait_until_up(

@@ -206,9 +206,16 @@ def test_ui_serves_the_experiment_and_the_report_artifact(tmp_path, store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url, proc = api.ui(store, port)
+    started = time.monotonic()
+    url, landing, proc = api.ui(store, port)
     try:
         assert url == f"http://127.0.0.1:{port}"
+        experiment = mlflow.get_experiment_by_name("served")
+        assert landing == f"{url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert time.monotonic() - started < 180
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # up when ui() returns
+            assert answer.status == 200
         found = json.loads(_get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served"))
         assert found["experiment"]["name"] == "served"
         listed = json.loads(
