@@ -29,12 +29,15 @@ import torch
 from workloads.data import DataConfig
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
-from workloads.jobs.metrics import param_bytes_metrics
+from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
+    Corpus,
     ModelOverrides,
     ModelSpec,
+    base_model_config,
     build_model,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -144,10 +147,11 @@ def _parse_device(device: str) -> torch.device:
     return parsed
 
 
-def resolve_model(cfg: InferJobConfig, device: torch.device) -> ModelConfig:
-    """The preset's model in the job's dtype. For top-1 MoE, min_capacity is capped at the smallest batch
-    size: DeepSpeed's top-1 gate needs at least min_capacity tokens per call, and a decode step has B."""
-    model = resolve_model_config(cfg.model_spec())
+def resolve_model(cfg: InferJobConfig, device: torch.device, corpus: Corpus | None = None) -> ModelConfig:
+    """The preset's model (L3 rows weighted by `corpus`, the job's data) in the job's dtype. For top-1 MoE,
+    min_capacity is capped at the smallest batch size: DeepSpeed's top-1 gate needs at least min_capacity
+    tokens per call, and a decode step has B."""
+    model = resolve_model_config(cfg.model_spec(), corpus)
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     model = replace(model, dtype=dtype)
     if model.moe is not None and model.moe.top_k == 1:
@@ -281,7 +285,7 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
     """(metrics, params): params_active/params_total/sparsity (L3 rows weighted by train token counts)."""
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     element = torch.empty((), dtype=TORCH_DTYPES[model_cfg.dtype]).element_size()
-    headline = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    headline = accounting_metrics(pc)
     metrics = headline | param_bytes_metrics({k: n * element for k, n in pc.by_category.items()})
     params = headline | {f"params/{k}": float(n) for k, n in pc.by_category.items()}
     return metrics, params
@@ -293,8 +297,9 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
-    model_cfg = resolve_model(cfg, device)
-    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    spec = cfg.model_spec()
+    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
+    model_cfg = resolve_model(cfg, device, corpus_for(spec, data, ctx.cache_dir))
     prompts = _prompts(data, cfg).to(device)
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
     model = build_model(model_cfg, counts, device, seed=cfg.seed).eval()  # eval: MoE eval capacity factor

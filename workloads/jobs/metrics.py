@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from workloads.jobs.timing import TimingStats
-from workloads.models.accounting import l3_row_width
+from workloads.models.accounting import ParamCount, l3_row_width
 from workloads.models.config import ModelConfig
 
 
@@ -118,6 +118,23 @@ def eval_metrics(loss_sum: float, n_tokens: float) -> dict[str, float]:
         raise ValueError(f"n_tokens must be > 0, got {n_tokens}")
     loss = loss_sum / n_tokens
     return {"eval/val_loss": float(loss), "eval/val_ppl": float(math.exp(min(loss, 700.0)))}
+
+
+def accounting_metrics(pc: ParamCount) -> dict[str, float]:
+    """The measured accounting of a job (L3_SPEC §5): params_active (L3 rows at the corpus-weighted mean of
+    the job's allocation), params_active_max / _min (a token with the most / fewest rows), params_total,
+    sparsity. A count without a corpus (`pc.estimated`) is refused: a job always has its data."""
+    if pc.estimated:
+        raise ValueError(
+            "a job's params_active must be weighted by its corpus (count_params had no token_freqs)"
+        )
+    return {
+        "params_active": float(pc.active),
+        "params_active_max": float(pc.active_max),
+        "params_active_min": float(pc.active_min),
+        "params_total": float(pc.total),
+        "sparsity": pc.sparsity,
+    }
 
 
 def param_bytes_metrics(bytes_by_category: Mapping[str, int]) -> dict[str, float]:
