@@ -30,7 +30,8 @@ from orchestrator.suite_schema import GIB, apply_sets, pydantic_errors, suite_mo
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 L3_ONLY = ("l3_",)
 MOE_ONLY = ("moe_",)
-MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
+MODEL_FAMILIES = ("l3", "moe")
+REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated  # the families whose models depend on the L3 template (MoE: iso-total)
 
 
 class SuiteError(ValueError):
@@ -139,12 +140,15 @@ def _family_overrides(overrides: dict[str, Any], family: str) -> dict[str, Any]:
 @functools.cache
 def _resolve_cached(spec, data_cfg):
     """(ModelConfig, ParamCount) of `spec` as a job on `data_cfg` runs it: the data is prepared (cached) and
-    the L3 rows per token are weighted by its corpus; data_cfg None (a model-free group) estimates them."""
+    the L3 rows per token are weighted by its corpus. Estimated (budget / vocab rows, `ParamCount.estimated`,
+    logged as match/estimated) when there is no corpus here: a model-free group (data_cfg None) or a
+    remote corpus (kind in REMOTE_SOURCES), which only the job downloads and tokenizes on its cluster."""
     from workloads.jobs.setup import base_model_config, corpus_for, prepare_data, resolve_model_config
     from workloads.models.accounting import count_params
 
     corpus = None
-    if data_cfg is not None and spec.family in MODEL_FAMILIES:
+    local = data_cfg is not None and data_cfg.source.kind not in REMOTE_SOURCES
+    if local and spec.family in MODEL_FAMILIES:
         corpus = corpus_for(spec, prepare_data(data_cfg, base_model_config(spec)))
     cfg = resolve_model_config(spec, corpus)
     if cfg.l3 is None or corpus is None:
@@ -190,6 +194,8 @@ def _match(models: dict, family: str) -> dict[str, float]:
         "sparsity": count.total / count.active,
         "active_rel_err": count.active / dense.active - 1.0,
     }
+    if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
+        out["estimated"] = 1.0
     if family == "moe":
         out["total_rel_err"] = count.total / l3.total - 1.0
     return out
@@ -273,10 +279,9 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                     continue
                 for seed in matrix["seeds"]:
                     group = f"{preset}/{variant['name']}/s{seed}"
-                    if data_cfg is not None:
-                        tolerance = spec["match_tolerance"]
-                        for err in _tolerance_errors(models, fams, group, tolerance, f"{vpath}.model"):
-                            errors.append(err) if err not in errors else None
+                    tolerance = spec["match_tolerance"]
+                    for err in _tolerance_errors(models, fams, group, tolerance, f"{vpath}.model"):
+                        errors.append(err) if err not in errors else None
                     for family in fams:
                         labels = {"family": family, "preset": preset, "variant": variant["name"],
                                   "seed": str(seed), "group": group}  # fmt: skip
@@ -286,8 +291,7 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                         if job is not None and variant.get(kind):
                             job = _job(kind, section, *args, spath, errors)
                         if job is not None and job.fingerprint not in jobs:
-                            match = _match(models, family) if data_cfg is not None else {}
-                            jobs[job.fingerprint] = replace(job, match=match)
+                            jobs[job.fingerprint] = replace(job, match=_match(models, family))
     return list(jobs.values())
 
 
