@@ -30,8 +30,8 @@ from orchestrator.suite_schema import GIB, apply_sets, pydantic_errors, suite_mo
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 L3_ONLY = ("l3_",)
 MOE_ONLY = ("moe_",)
-MODEL_FAMILIES = ("l3", "moe")
-REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated  # the families whose models depend on the L3 template (MoE: iso-total)
+MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
+REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
 
 
 class SuiteError(ValueError):
