@@ -22,7 +22,7 @@ PER_BATCH = ("infer/prefill_tokens_per_s", "infer/ttft_s", "infer/decode_tokens_
 OFFLOAD = ("infer/offload/prefill_tokens_per_s", "infer/offload/ttft_s", "infer/offload/decode_tokens_per_s")
 H2D = ("infer/offload/h2d_bytes_per_prefill", "infer/offload/h2d_bytes_per_decode_step")
 OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio")
-MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_token_frac", "lb/aux_loss")
+MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_route_frac", "lb/aux_loss")
 JOB_LEVEL = (
     "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
     "mem/params_bytes/l3_tables", "mem/params_bytes/experts", "mem/params_bytes/embeddings",
@@ -73,7 +73,7 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
         m = result.metrics  # a 4 x 12 prompt has more distinct ids, so more rows, than a 4-token step
         assert m["infer/offload/h2d_bytes_per_prefill/bs4"] > m["infer/offload/h2d_bytes_per_decode_step/bs4"]
     if family == "moe":
-        assert 0 <= result.metrics["lb/dropped_token_frac"] < 1
+        assert 0 <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
 
 
