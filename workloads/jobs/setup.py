@@ -66,7 +66,9 @@ class ModelOverrides:
                 f"overrides.l3_allocation must be 'lzw' or 'uniform', got {self.l3_allocation!r}"
             )
         if self.l3_impl is not None and self.l3_impl not in get_args(L3Impl):
-            raise ValueError(f"overrides.l3_impl must be one of {list(get_args(L3Impl))}, got {self.l3_impl!r}")
+            raise ValueError(
+                f"overrides.l3_impl must be one of {list(get_args(L3Impl))}, got {self.l3_impl!r}"
+            )
 
     def given(self, names: tuple[str, ...]) -> list[str]:
         return [n for n in names if getattr(self, n) is not None]

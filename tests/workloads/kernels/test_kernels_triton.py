@@ -157,7 +157,9 @@ def test_no_grad_forward_equals_the_autograd_forward_and_empty_input_is_empty():
     assert not out.requires_grad
     torch.testing.assert_close(out, tk.l3_lookup_triton(*args), rtol=0, atol=0)
     q, _, keys, values, offsets = args
-    empty = tk.l3_lookup_triton(q[:0], torch.zeros(0, dtype=torch.int64, device=DEVICE), keys, values, offsets)
+    empty = tk.l3_lookup_triton(
+        q[:0], torch.zeros(0, dtype=torch.int64, device=DEVICE), keys, values, offsets
+    )
     assert empty.shape == (0, 5)
 
 
@@ -193,7 +195,9 @@ def _bad_inputs():
     yield "offsets", (q, ids_t, keys, values, offsets[:1]), "offsets must hold vocab"
 
 
-@pytest.mark.parametrize("arg, inputs, message", list(_bad_inputs()), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "arg, inputs, message", list(_bad_inputs()), ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_launcher_names_the_bad_argument(arg, inputs, message):
     with pytest.raises(ValueError, match=message) as info:
         tk.l3_lookup_triton(*inputs)
@@ -203,6 +207,8 @@ def test_launcher_names_the_bad_argument(arg, inputs, message):
 def test_double_backward_raises():
     counts, ids = CASES["ragged"]
     q, ids_t, keys, values, offsets = _case(counts, ids, 6, 5, seed=2)
-    (gq,) = torch.autograd.grad(tk.l3_lookup_triton(q, ids_t, keys, values, offsets).sum(), [q], create_graph=True)
+    (gq,) = torch.autograd.grad(
+        tk.l3_lookup_triton(q, ids_t, keys, values, offsets).sum(), [q], create_graph=True
+    )
     with pytest.raises(RuntimeError):
         gq.sum().backward()

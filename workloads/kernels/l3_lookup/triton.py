@@ -174,4 +174,3 @@ def l3_lookup_triton(
             return TritonLookup.apply(q, keys, values, token_ids, offsets, deterministic)
         out_dtype = compute_dtype(q, keys, values)
         return _forward(q, token_ids, keys, values, offsets, out_dtype, keep_fp32=False)[0]
-

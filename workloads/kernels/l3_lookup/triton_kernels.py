@@ -129,7 +129,9 @@ def lookup_bwd_tables_kernel(
         dv = tl.zeros((BLOCK_R, BLOCK_E), tl.float32)
         for s in range(i, group_end):
             pos = tl.load(perm_ptr + s).to(tl.int64)
-            ds, w, q, g = _row_tile_grads(q_ptr, g_ptr, lse_ptr, delta_ptr, pos, k, v, in_range, d, e, DIM, EMB)
+            ds, w, q, g = _row_tile_grads(
+                q_ptr, g_ptr, lse_ptr, delta_ptr, pos, k, v, in_range, d, e, DIM, EMB
+            )
             dk += ds[:, None] * q[None, :]
             dv += w[:, None] * g[None, :]
         if TIED:  # one table: dV adds to dK (EMB == DIM, BLOCK_E == BLOCK_D)
