@@ -21,6 +21,7 @@ API (every bad input raises ValueError naming the field, before the expensive pa
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import get_args
 
 import numpy as np
 import torch
@@ -69,8 +70,10 @@ class ModelOverrides:
             raise ValueError(
                 f"overrides.l3_allocation must be 'lzw' or 'uniform', got {self.l3_allocation!r}"
             )
-        if self.l3_impl not in (None, "reference", "sorted"):
-            raise ValueError(f"overrides.l3_impl must be 'reference' or 'sorted', got {self.l3_impl!r}")
+        if self.l3_impl is not None and self.l3_impl not in get_args(L3Impl):
+            raise ValueError(
+                f"overrides.l3_impl must be one of {list(get_args(L3Impl))}, got {self.l3_impl!r}"
+            )
 
     def given(self, names: tuple[str, ...]) -> list[str]:
         return [n for n in names if getattr(self, n) is not None]
