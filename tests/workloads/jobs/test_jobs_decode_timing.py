@@ -22,7 +22,8 @@ class FakeClock:
 
 class TimedModel:
     """Stands in for the Transformer in `greedy_generate`: a forward over T > 1 positions is a prefill,
-    T = 1 a decode step. The first `slow` generations (the warm-up) take 8x longer (binary fractions: the fake clock sums exactly)."""
+    T = 1 a decode step. The first `slow` generations (the warm-up) take 8x longer. Durations are binary
+    fractions, so the fake clock sums them exactly."""
 
     def __init__(self, clock: FakeClock, prefill_s: float, decode_s: float, slow: int):
         self.clock, self.prefill_s, self.decode_s, self.slow = clock, prefill_s, decode_s, slow
