@@ -230,7 +230,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         throughput = metrics.throughput_metrics(outcome.timing, cfg.tokens_per_step_per_rank() * w.size)
         out |= throughput
         if ctx.peak_flops:
-            per_token = metrics.train_flops_per_token(model_cfg, pc.active, job.seq_len)
+            per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
             out["train/mfu"] = metrics.mfu(
                 throughput["train/tokens_per_s"], per_token, ctx.peak_flops, w.size
             )
