@@ -1,0 +1,131 @@
+"""Numba kernels of SCONE f-gram discovery and longest-suffix matching (L3_SPEC §6; Yu et al. Alg. 1-2).
+
+An n-gram is a node of a hash trie: nodes 0..V-1 are the single tokens, a longer n-gram is the edge
+(node of its (n-1)-prefix, last token) in an open-addressing table keyed by ``parent * V + token``, the
+layout of the LZW trie (workloads/l3/lzw_trie.py, whose table helpers this module reuses).
+Discovery's trie reads left to right; the matching trie stores f-grams reversed (last token first), so
+the longest f-gram ending at a position is found by walking back from that token: at most K-1 probes.
+"""
+
+import numba
+import numpy as np
+
+from workloads.l3.lzw_trie import _EMPTY, _doubled, _find_slot, _grown
+
+
+@numba.njit(cache=True, inline="always")
+def _lookup(table, mask, key):
+    """The node of ``key``, or -1."""
+    slot = _find_slot(table, mask, key)
+    if table[2 * slot] == key:
+        return table[2 * slot + 1]
+    return -1
+
+
+@numba.njit(cache=True)
+def _level_ids(tokens, lo, hi, m, V, table, mask, alive, ids):
+    """ids[i] = node of the alive m-gram tokens[i:i+m] (or -1) for i in [lo, hi - m], level by level."""
+    for i in range(lo, hi):
+        ids[i] = tokens[i]
+    for level in range(2, m + 1):
+        for i in range(lo, hi - level + 1):
+            p = ids[i]
+            if p < 0:
+                continue
+            node = _lookup(table, mask, p * V + tokens[i + level - 1])
+            ids[i] = node if node >= 0 and alive[node] else -1
+        ids[hi - level + 1] = -1  # no m-gram starts there any more
+
+
+@numba.njit(cache=True)
+def count_pass(tokens, starts, ends, base_pos, n, vocab_size, table, n_nodes, count, first, parent, last,
+               alive, ids):  # fmt: skip
+    """Scan n of discovery over the documents tokens[starts[d]:ends[d]] of one chunk.
+
+    An n-gram at i is a candidate when its (n-1)-prefix (at i) and (n-1)-suffix (at i+1) are alive
+    nodes; its count is incremented, inserting it (count 0, first = base_pos + i) when new.
+    tokens: (N,) int64 in [0, V). ids: (N + 1,) int64 scratch. Node arrays grow as needed; returns
+    (table, n_nodes, count, first, parent, last, alive).
+    """
+    V = np.int64(vocab_size)
+    n_slots = table.shape[0] // 2
+    mask = n_slots - 1
+    for d in range(starts.shape[0]):
+        lo, hi = starts[d], ends[d]
+        if hi - lo < n:
+            continue
+        _level_ids(tokens, lo, hi, n - 1, V, table, mask, alive, ids)
+        for i in range(lo, hi - n + 1):
+            p, q = ids[i], ids[i + 1]
+            if p < 0 or q < 0:
+                continue
+            key = p * V + tokens[i + n - 1]
+            slot = _find_slot(table, mask, key)
+            if table[2 * slot] == key:
+                count[table[2 * slot + 1]] += 1
+                continue
+            if n_nodes == count.shape[0]:
+                count, first = _grown(count, n_nodes), _grown(first, n_nodes)
+                parent, last = _grown(parent, n_nodes), _grown(last, n_nodes)
+                alive = _grown(alive, n_nodes)
+            count[n_nodes], first[n_nodes] = 1, base_pos + i
+            parent[n_nodes], last[n_nodes], alive[n_nodes] = p, tokens[i + n - 1], 0
+            table[2 * slot], table[2 * slot + 1] = key, n_nodes
+            n_nodes += 1
+            if 2 * (n_nodes - V) > n_slots:
+                table = _doubled(table)
+                n_slots *= 2
+                mask = n_slots - 1
+    return table, n_nodes, count, first, parent, last, alive
+
+
+@numba.njit(cache=True)
+def build_suffix_trie(fgrams, lengths, vocab_size):
+    """The reversed trie of f-grams (S, K) int64 (row r holds lengths[r] tokens, padded).
+
+    Returns (table, terminal): terminal[node] is the f-gram row ending at that node, or -1. Every suffix
+    of an f-gram is a node, so a walk never stops early at a suffix that missed the top S.
+    """
+    V = np.int64(vocab_size)
+    n_slots = 1 << 10
+    while n_slots < 2 * fgrams.shape[0] * max(fgrams.shape[1] - 1, 1):
+        n_slots *= 2
+    table = np.full(2 * n_slots, _EMPTY, dtype=np.int64)
+    mask = n_slots - 1
+    terminal = np.full(V + fgrams.shape[0] * max(fgrams.shape[1] - 1, 1), -1, dtype=np.int64)
+    n_nodes = V
+    for r in range(fgrams.shape[0]):
+        node = fgrams[r, lengths[r] - 1]
+        for j in range(lengths[r] - 2, -1, -1):
+            key = node * V + fgrams[r, j]
+            slot = _find_slot(table, mask, key)
+            if table[2 * slot] != key:
+                table[2 * slot], table[2 * slot + 1] = key, n_nodes
+                n_nodes += 1
+            node = table[2 * slot + 1]
+        terminal[node] = r
+    return table, terminal[:n_nodes].copy()
+
+
+@numba.njit(cache=True)
+def longest_suffix(tokens, lo, hi, max_n, vocab_size, table, terminal, out):
+    """out[i] = the f-gram row of the longest f-gram tokens[j:i+1] with lo <= j < i (-1: none), i in
+    [lo, hi). Walks back from tokens[i] through the reversed trie: at most max_n - 1 probes."""
+    V = np.int64(vocab_size)
+    mask = table.shape[0] // 2 - 1
+    for i in range(lo, hi):
+        node = tokens[i]
+        best = -1
+        if node >= 0 and node < V:
+            for d in range(1, max_n):
+                if i - d < lo:
+                    break
+                prev = tokens[i - d]
+                if prev < 0 or prev >= V:
+                    break
+                node = _lookup(table, mask, node * V + prev)
+                if node < 0:
+                    break
+                if terminal[node] >= 0:
+                    best = terminal[node]
+        out[i] = best
