@@ -11,6 +11,7 @@ Memory is the trie of candidate n-grams, never an array per corpus position.
 import hashlib
 import json
 import os
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from workloads.l3 import lzw_trie
 from workloads.scone import fgram_kernels
 
 DEFAULT_CHUNK_TOKENS = 1 << 22
+MAX_NODES = (1 << 31) - 1  # node ids per position are stored as int32 between scans
 _FORMAT = "isosparse.scone.fgrams/v1"
 
 
@@ -76,25 +78,28 @@ class _Trie:
     def __init__(self, vocab_size: int):
         V, cap = vocab_size, 2 * vocab_size + 1024
         self.V, self.n_nodes = V, V
-        self.table = lzw_trie.new_table(lzw_trie.MIN_SLOTS)
         self.count, self.first = np.zeros(cap, np.int64), np.full(cap, -1, np.int64)
         self.parent, self.last = np.full(cap, -1, np.int64), np.zeros(cap, np.int64)
         self.alive = np.zeros(cap, np.int64)
         self.last[:V], self.alive[:V] = np.arange(V), 1
         self.level = np.ones(V, np.int64)  # per node, filled after each scan
+        self.table = lzw_trie.new_table(lzw_trie.MIN_SLOTS)
 
-    def scan(self, tokens, starts, ends, base_pos: int, n: int) -> None:
-        ids = np.empty(tokens.shape[0] + 1, dtype=np.int64)
+    def scan(self, tokens, prev, cur, starts, ends, base_pos: int, n: int) -> None:
         state = (self.table, self.n_nodes, self.count, self.first, self.parent, self.last, self.alive)
-        state = fgram_kernels.count_pass(tokens, starts, ends, base_pos, n, self.V, *state, ids)
+        state = fgram_kernels.count_pass(tokens, prev, cur, starts, ends, base_pos, n, self.V, *state)
         self.table, self.n_nodes, self.count, self.first, self.parent, self.last, self.alive = state
+        if self.n_nodes >= MAX_NODES:
+            raise ValueError(f"more than {MAX_NODES} candidate n-grams: raise scone.min_count")
 
     def close_scan(self, n: int, min_count: int) -> int:
-        """Mark this scan's n-grams alive (n = 2: all; else count >= min_count); returns how many."""
+        """Mark this scan's n-grams alive (n = 2: all; else count >= min_count); returns how many.
+        The next scan starts a fresh table: it only looks up (n+1)-grams."""
         new = slice(self.level.shape[0], self.n_nodes)
         self.level = np.concatenate([self.level, np.full(self.n_nodes - self.level.shape[0], n)])
         keep = np.ones(new.stop - new.start, bool) if n == 2 else self.count[new] >= min_count
         self.alive[new] = keep
+        self.table = lzw_trie.new_table(lzw_trie.MIN_SLOTS)
         return int(keep.sum())
 
     def token_rows(self, nodes: np.ndarray, max_n: int) -> np.ndarray:
@@ -123,11 +128,12 @@ def _chunks(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, chunk_toke
 def discover_fgrams_flat(
     tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, vocab_size: int, n_fgrams: int, *,
     max_n: int = 5, min_count: int = 5, corpus_fingerprint: str | None = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS, work_dir: str | os.PathLike | None = None,
 ) -> Fgrams:  # fmt: skip
     """Discovery over documents tokens[starts[d]:ends[d]] (starts increasing; tokens may be a memmap).
 
     corpus_fingerprint: names the stream (e.g. PreparedData.fingerprint); None hashes the documents.
+    work_dir: where the two per-position node files (4 bytes per token each) go; None: the temp dir.
     Raises ValueError naming the field for a bad argument, and for n_fgrams above the survivors.
     """
     check_discovery_args(vocab_size, n_fgrams, max_n, min_count)
@@ -135,21 +141,39 @@ def discover_fgrams_flat(
     if starts.shape != ends.shape or np.any(ends < starts) or np.any(np.diff(starts) < 0):
         raise ValueError("document starts must be non-decreasing with ends >= starts, one end per start")
     trie, digest, length_digest = _Trie(int(vocab_size)), hashlib.sha256(), hashlib.sha256()
-    for n in range(2, max_n + 1):
-        for chunk, s, e, base in _chunks(tokens, starts, ends, chunk_tokens):
-            if n == 2:
-                if chunk.size and (chunk.min() < 0 or chunk.max() >= vocab_size):
-                    bad = chunk[(chunk < 0) | (chunk >= vocab_size)][0]
-                    raise ValueError(f"token id {int(bad)} is outside the vocabulary [0, {vocab_size})")
-                if corpus_fingerprint is None:  # documents only (not separators): chunking-independent
-                    inside = _inside(s, e, chunk.size)
-                    digest.update(chunk[inside].astype("<i8").tobytes())
-                    length_digest.update((e - s).astype("<i8").tobytes())
-            trie.scan(chunk, s, e, base, n)
-        if trie.close_scan(n, min_count) == 0:
-            break  # nothing survived: longer n-grams cannot be candidates
+    n_stream = int(ends.max()) if ends.size else 0
+    with tempfile.TemporaryDirectory(prefix="fgrams-", dir=work_dir) as tmp:
+        # Node of the n-gram starting at each stream position, written by scan n and read by scan n+1:
+        # on disk (int32, 4 bytes per token), so memory stays the trie plus one chunk.
+        ids = [_ids_file(Path(tmp) / f"ids{k}.bin", n_stream) for k in (0, 1)]
+        for n in range(2, max_n + 1):
+            prev, cur = ids[n % 2], ids[(n + 1) % 2]
+            for chunk, s, e, base in _chunks(tokens, starts, ends, chunk_tokens):
+                if n == 2:
+                    _check_chunk(chunk, vocab_size)
+                    if corpus_fingerprint is None:  # documents only (not separators): chunking-independent
+                        digest.update(chunk[_inside(s, e, chunk.size)].astype("<i8").tobytes())
+                        length_digest.update((e - s).astype("<i8").tobytes())
+                before = chunk if n == 2 else np.asarray(prev[base : base + chunk.size])
+                after = np.full(chunk.size, -1, dtype=np.int32)
+                trie.scan(chunk, before, after, s, e, base, n)
+                cur[base : base + chunk.size] = after
+            if trie.close_scan(n, min_count) == 0:
+                break  # nothing survived: longer n-grams cannot be candidates
     fingerprint = corpus_fingerprint or _hex(digest, length_digest)
     return _top(trie, int(vocab_size), n_fgrams, max_n, min_count, fingerprint, int((ends - starts).sum()))
+
+
+def _ids_file(path: Path, n: int) -> np.ndarray:
+    if n == 0:
+        return np.zeros(0, dtype=np.int32)
+    return np.memmap(path, dtype=np.int32, mode="w+", shape=(n,))
+
+
+def _check_chunk(chunk: np.ndarray, vocab_size: int) -> None:
+    if chunk.size and (chunk.min() < 0 or chunk.max() >= vocab_size):
+        bad = chunk[(chunk < 0) | (chunk >= vocab_size)][0]
+        raise ValueError(f"token id {int(bad)} is outside the vocabulary [0, {vocab_size})")
 
 
 def _inside(starts: np.ndarray, ends: np.ndarray, size: int) -> np.ndarray:

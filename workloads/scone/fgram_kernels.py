@@ -3,8 +3,10 @@
 An n-gram is a node of a hash trie: nodes 0..V-1 are the single tokens, a longer n-gram is the edge
 (node of its (n-1)-prefix, last token) in an open-addressing table keyed by ``parent * V + token``, the
 layout of the LZW trie (workloads/l3/lzw_trie.py, whose table helpers this module reuses).
-Discovery's trie reads left to right; the matching trie stores f-grams reversed (last token first), so
-the longest f-gram ending at a position is found by walking back from that token: at most K-1 probes.
+Each discovery scan has its own table (only its n-grams are looked up) and reads the previous scan's node
+per position from a file, so a scan costs one probe per candidate position. The matching trie stores
+f-grams reversed (last token first): the longest f-gram ending at a position is found by walking back
+from that token, at most K-1 probes.
 """
 
 import numba
@@ -23,46 +25,31 @@ def _lookup(table, mask, key):
 
 
 @numba.njit(cache=True)
-def _level_ids(tokens, lo, hi, m, V, table, mask, alive, ids):
-    """ids[i] = node of the alive m-gram tokens[i:i+m] (or -1) for i in [lo, hi - m], level by level."""
-    for i in range(lo, hi):
-        ids[i] = tokens[i]
-    for level in range(2, m + 1):
-        for i in range(lo, hi - level + 1):
-            p = ids[i]
-            if p < 0:
-                continue
-            node = _lookup(table, mask, p * V + tokens[i + level - 1])
-            ids[i] = node if node >= 0 and alive[node] else -1
-        ids[hi - level + 1] = -1  # no m-gram starts there any more
-
-
-@numba.njit(cache=True)
-def count_pass(tokens, starts, ends, base_pos, n, vocab_size, table, n_nodes, count, first, parent, last,
-               alive, ids):  # fmt: skip
+def count_pass(tokens, prev, cur, starts, ends, base_pos, n, vocab_size, table, n_nodes, count, first, parent,
+               last, alive):  # fmt: skip
     """Scan n of discovery over the documents tokens[starts[d]:ends[d]] of one chunk.
 
-    An n-gram at i is a candidate when its (n-1)-prefix (at i) and (n-1)-suffix (at i+1) are alive
-    nodes; its count is incremented, inserting it (count 0, first = base_pos + i) when new.
-    tokens: (N,) int64 in [0, V). ids: (N + 1,) int64 scratch. Node arrays grow as needed; returns
-    (table, n_nodes, count, first, parent, last, alive).
+    prev[i]: node of the (n-1)-gram starting at i (-1: none; for n = 2 the tokens themselves). The
+    n-gram at i is a candidate when prev[i] (its prefix) and prev[i+1] (its suffix) are alive; its count
+    is incremented, inserting it (count 0, first = base_pos + i) when new, and cur[i] gets its node.
+    `table` holds this scan's n-grams only. tokens: (N,) int64 in [0, V); prev, cur: (N,) integer.
+    Node arrays grow as needed; returns (table, n_nodes, count, first, parent, last, alive).
     """
     V = np.int64(vocab_size)
     n_slots = table.shape[0] // 2
     mask = n_slots - 1
+    n_level = 0
     for d in range(starts.shape[0]):
-        lo, hi = starts[d], ends[d]
-        if hi - lo < n:
-            continue
-        _level_ids(tokens, lo, hi, n - 1, V, table, mask, alive, ids)
-        for i in range(lo, hi - n + 1):
-            p, q = ids[i], ids[i + 1]
-            if p < 0 or q < 0:
+        for i in range(starts[d], ends[d] - n + 1):
+            p, q = np.int64(prev[i]), np.int64(prev[i + 1])
+            if p < 0 or q < 0 or alive[p] == 0 or alive[q] == 0:
                 continue
             key = p * V + tokens[i + n - 1]
             slot = _find_slot(table, mask, key)
             if table[2 * slot] == key:
-                count[table[2 * slot + 1]] += 1
+                node = table[2 * slot + 1]
+                count[node] += 1
+                cur[i] = node
                 continue
             if n_nodes == count.shape[0]:
                 count, first = _grown(count, n_nodes), _grown(first, n_nodes)
@@ -71,8 +58,10 @@ def count_pass(tokens, starts, ends, base_pos, n, vocab_size, table, n_nodes, co
             count[n_nodes], first[n_nodes] = 1, base_pos + i
             parent[n_nodes], last[n_nodes], alive[n_nodes] = p, tokens[i + n - 1], 0
             table[2 * slot], table[2 * slot + 1] = key, n_nodes
+            cur[i] = n_nodes
             n_nodes += 1
-            if 2 * (n_nodes - V) > n_slots:
+            n_level += 1
+            if 2 * n_level > n_slots:
                 table = _doubled(table)
                 n_slots *= 2
                 mask = n_slots - 1
