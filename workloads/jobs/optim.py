@@ -1,7 +1,8 @@
 """AdamW parameter groups by category and the warmup + cosine learning-rate schedule of the train job.
 
 Categories follow `workloads.models.accounting`: dense (attention, MLPs, norms, routers, L3 W_up/W_mix),
-l3_tables (L3 key/value rows), experts (MoE expert MLPs), embeddings (token embedding, LM head).
+l3_tables (L3 key/value rows), experts (MoE expert MLPs), embeddings (token embedding, LM head),
+fgram_model (SCONE's A_fgram).
 Vectors (norm gains) get no weight decay; L3 tables and embeddings may get their own lr / weight decay.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
-PARAM_CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
+PARAM_CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings", "fgram_model")
 
 
 def param_category(name: str) -> str:
@@ -23,6 +24,8 @@ def param_category(name: str) -> str:
         return "experts"
     if name.startswith(("tok_emb.", "lm_head.")):
         return "embeddings"
+    if name.startswith("fgram."):  # SCONE's A_fgram
+        return "fgram_model"
     return "dense"
 
 

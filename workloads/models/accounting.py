@@ -8,6 +8,10 @@ Categories (`by_category`, `active_by_category`):
   experts     MoE expert MLPs; active = top_k experts per MoE block
   embeddings  token embedding + LM head; active = one embedding row + the whole head (every logit is
               computed). Tied embeddings are stored once and, being the head, fully active.
+  fgram_model SCONE's A_fgram (blocks + absolute positions); a training-time parameter, never active.
+SCONE (L3_SPEC §6), as the paper counts: active = the inference-resident parameters (A_main + the whole
+token embedding + head); total = the training-time parameters (those + A_fgram). The table F is storage,
+reported in bytes (`fgram_table_bytes`), not as parameters.
 """
 
 from collections.abc import Mapping, Sequence
@@ -17,7 +21,7 @@ import numpy as np
 
 from workloads.models.config import ModelConfig
 
-CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
+CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings", "fgram_model")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,23 @@ def attention_params(config: ModelConfig) -> int:
 
 def mlp_params(dim: int, ffn_dim: int) -> int:
     return 3 * dim * ffn_dim  # SwiGLU: w1, w3 (dim -> ffn), w2 (ffn -> dim)
+
+
+def block_params(config: ModelConfig) -> int:
+    """One decoder block with a dense MLP: two RMSNorms, attention, SwiGLU."""
+    return 2 * config.dim + attention_params(config) + mlp_params(config.dim, config.ffn_dim)
+
+
+def fgram_model_params(config: ModelConfig) -> int:
+    """SCONE's A_fgram: scone.layers(n_layers) dense blocks + K absolute position embeddings."""
+    sc = config.scone
+    return sc.layers(config.n_layers) * block_params(config) + sc.max_n * config.dim
+
+
+def fgram_table_bytes(config: ModelConfig, bytes_per_value: int = 2) -> int:
+    """Bytes of SCONE's inference table F: n_fgrams rows of dim values (fp16/bf16 by default, as the
+    paper stores it: 10M f-grams at d = 2048 = 41 GB)."""
+    return config.scone.n_fgrams * config.dim * bytes_per_value
 
 
 def l3_row_width(config: ModelConfig) -> int:
@@ -127,6 +148,9 @@ def count_params(
     table = c.vocab_size * c.dim
     total["embeddings"] = table if c.tie_embeddings else 2 * table
     active["embeddings"] = table if c.tie_embeddings else table + c.dim
+    if c.scone is not None:  # inference-resident: the whole token embedding lives on the accelerator
+        active["embeddings"] = total["embeddings"]
+        total["fgram_model"] = fgram_model_params(c)
     l3_max = 0
     if c.l3 is not None:
         rows = _l3_rows_per_token(c, token_freqs, l3_counts)

@@ -2,8 +2,9 @@
 
 Each preset is a dense backbone plus its L3 recipe. family "l3" is the paper's recipe (L3_SPEC §1) made
 iso-active with the dense backbone (`isosparse.match`); family "moe" is the MoE model iso-active with the
-dense backbone and iso-total with that L3 model. Sizes the paper does not publish (depth, width, heads,
-ffn_dim) are our choice, fitted to its parameter counts; see `_paper`.
+dense backbone and iso-total with that L3 model; family "scone" is the backbone plus f-gram embeddings,
+its inference-resident parameters iso with the backbone's active ones. Sizes the paper does not publish
+(depth, width, heads, ffn_dim) are our choice, fitted to its parameter counts; see `_paper`.
 """
 
 import difflib
@@ -11,8 +12,8 @@ import functools
 from dataclasses import dataclass
 
 from workloads.models.accounting import count_params
-from workloads.models.config import FAMILIES, L3Config, ModelConfig
-from workloads.models.isosparse import default_l3, match
+from workloads.models.config import FAMILIES, L3Config, ModelConfig, SconeConfig
+from workloads.models.isosparse import default_l3, default_scone, match
 
 PAPER_VOCAB = 180_000
 PAPER_L3_ROWS = 710_000  # v per L3 layer
@@ -20,16 +21,18 @@ PAPER_L3_ROWS = 710_000  # v per L3 layer
 
 @dataclass(frozen=True)
 class Preset:
-    """A dense backbone, its L3 recipe, and what it is for."""
+    """A dense backbone, its L3 and SCONE recipes, and what it is for."""
 
     dense: ModelConfig
     l3: L3Config
     note: str
+    scone: SconeConfig
 
 
-def _preset(note: str, l3_budget: int | None = None, **dense) -> Preset:
+def _preset(note: str, l3_budget: int | None = None, scone: SconeConfig | None = None, **dense) -> Preset:
     base = ModelConfig(**dense)
-    return Preset(dense=base, l3=default_l3(base, budget=l3_budget), note=note)
+    l3 = default_l3(base, budget=l3_budget)
+    return Preset(dense=base, l3=l3, note=note, scone=scone or default_scone(base))
 
 
 def _paper(note: str, **dense) -> Preset:
@@ -45,6 +48,7 @@ def _paper(note: str, **dense) -> Preset:
 PRESETS: dict[str, Preset] = {
     "debug": _preset(
         "CPU smoke tests: a train step in well under a second",
+        scone=SconeConfig(n_fgrams=1024, fgram_layers=1),
         vocab_size=256,
         dim=64,
         n_layers=4,
@@ -55,6 +59,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "tiny": _preset(
         "a few M parameters; CPU/laptop runs",
+        scone=SconeConfig(n_fgrams=16384, fgram_layers=2),
         vocab_size=8192,
         dim=256,
         n_layers=6,
@@ -97,6 +102,19 @@ PRESETS: dict[str, Preset] = {
         n_kv_heads=5,
         ffn_dim=10496,
     ),
+    "paper-olmo-1b": _preset(
+        "SCONE paper shape: OLMo-1B backbone (16 × 2048, 50,304 vocab, tied) + 10M f-grams (K = 5), A_fgram "
+        "as deep as the backbone; F = 41 GB at fp16 in host memory",
+        scone=SconeConfig(n_fgrams=10_000_000),
+        vocab_size=50_304,
+        dim=2048,
+        n_layers=16,
+        n_heads=16,
+        n_kv_heads=16,
+        ffn_dim=8192,
+        max_seq_len=2048,
+        tie_embeddings=True,
+    ),
 }
 
 
@@ -114,12 +132,14 @@ def _lookup(name: str) -> Preset:
 
 @functools.cache
 def get(name: str, family: str = "dense") -> ModelConfig:
-    """The preset `name` as a `family` model ("dense", "l3" or "moe"); exact names only."""
+    """The preset `name` as a `family` model ("dense", "l3", "moe" or "scone"); exact names only."""
     preset = _lookup(name)
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r} for preset {name!r}; choose one of {FAMILIES}")
     if family == "dense":
         return preset.dense
+    if family == "scone":
+        return match(preset.dense, family="scone", scone=preset.scone)
     l3 = match(preset.dense, family="l3", l3=preset.l3)
     if family == "l3":
         return l3
@@ -127,6 +147,9 @@ def get(name: str, family: str = "dense") -> ModelConfig:
 
 
 def _shape(cfg: ModelConfig) -> str:
+    if cfg.scone is not None:
+        sc = cfg.scone
+        return f"ffn {cfg.ffn_dim}, {_human(sc.n_fgrams)} f-grams, A_fgram ×{sc.layers(cfg.n_layers)}"
     if cfg.moe is not None:
         return f"{cfg.moe.num_experts} experts, top-{cfg.moe.top_k}, ffn {cfg.moe.ffn_dim}"
     if cfg.l3 is not None:

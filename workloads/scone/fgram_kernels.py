@@ -97,8 +97,8 @@ def build_suffix_trie(fgrams, lengths, vocab_size):
 
 
 @numba.njit(cache=True)
-def longest_suffix(tokens, lo, hi, max_n, vocab_size, table, terminal, out):
-    """out[i] = the f-gram row of the longest f-gram tokens[j:i+1] with lo <= j < i (-1: none), i in
+def longest_suffix(tokens, first, lo, hi, max_n, vocab_size, table, terminal, out):
+    """out[i] = the f-gram row of the longest f-gram tokens[j:i+1] with first <= j < i (-1: none), i in
     [lo, hi). Walks back from tokens[i] through the reversed trie: at most max_n - 1 probes."""
     V = np.int64(vocab_size)
     mask = table.shape[0] // 2 - 1
@@ -107,7 +107,7 @@ def longest_suffix(tokens, lo, hi, max_n, vocab_size, table, terminal, out):
         best = -1
         if node >= 0 and node < V:
             for d in range(1, max_n):
-                if i - d < lo:
+                if i - d < first:
                     break
                 prev = tokens[i - d]
                 if prev < 0 or prev >= V:
@@ -118,3 +118,13 @@ def longest_suffix(tokens, lo, hi, max_n, vocab_size, table, terminal, out):
                 if terminal[node] >= 0:
                     best = terminal[node]
         out[i] = best
+
+
+@numba.njit(cache=True)
+def longest_suffix_rows(tokens, start, max_n, vocab_size, table, terminal, out):
+    """`longest_suffix` on each row of (B, L) tokens for columns [start, L): out (B, L - start)."""
+    scratch = np.empty(tokens.shape[1], dtype=np.int64)
+    for b in range(tokens.shape[0]):
+        longest_suffix(tokens[b], 0, start, tokens.shape[1], max_n, vocab_size, table, terminal, scratch)
+        for i in range(start, tokens.shape[1]):
+            out[b, i - start] = scratch[i]

@@ -47,24 +47,28 @@ class SuffixMatcher:
         )  # fmt: skip
 
     def tag(self, tokens: np.ndarray, start: int = 0) -> np.ndarray:
-        """(N,) f-gram rows (-1: no match) for positions start..N-1 of `tokens`, matching only within it."""
+        """(N - start,) f-gram rows (-1: none) of positions start..N-1, matching back into tokens[:start]."""
         tokens = np.ascontiguousarray(tokens, dtype=np.int64).reshape(-1)
         out = np.full(tokens.shape[0], -1, dtype=np.int64)
         fgram_kernels.longest_suffix(
-            tokens, 0, tokens.shape[0], self.max_n, self.vocab_size, self.table, self.terminal, out
+            tokens, 0, start, tokens.shape[0], self.max_n, self.vocab_size, self.table, self.terminal, out
         )
         return out[start:]
 
+    def tag_rows(self, tokens: np.ndarray, start: int) -> np.ndarray:
+        """(B, L) token rows -> (B, L - start) tags of columns start.., matching back into columns < start
+        (keep K-1 columns of history before `start`)."""
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        out = np.empty((tokens.shape[0], tokens.shape[1] - start), dtype=np.int64)
+        fgram_kernels.longest_suffix_rows(
+            tokens, start, self.max_n, self.vocab_size, self.table, self.terminal, out
+        )
+        return out
+
     def tag_last(self, history: np.ndarray) -> np.ndarray:
         """(B,) f-gram row of the longest suffix ending at the last column of (B, L) history (-1: none)."""
-        history = np.ascontiguousarray(history[:, -self.max_n :], dtype=np.int64)
-        out = np.empty(history.shape, dtype=np.int64)
-        for b in range(history.shape[0]):
-            L = history.shape[1]
-            fgram_kernels.longest_suffix(
-                history[b], 0, L, self.max_n, self.vocab_size, self.table, self.terminal, out[b]
-            )  # only out[b, -1] is used; earlier columns are cheap (L <= K)
-        return out[:, -1]
+        history = np.asarray(history)[:, -self.max_n :]
+        return self.tag_rows(history, history.shape[1] - 1)[:, 0]
 
 
 def tag_split(
