@@ -67,6 +67,14 @@ def fgram_table_bytes(config: ModelConfig, bytes_per_value: int = 2) -> int:
     return config.scone.n_fgrams * config.dim * bytes_per_value
 
 
+def fgram_train_flops_per_token(config: ModelConfig, fgram_tokens_per_token: float) -> float:
+    """SCONE's extra training FLOPs per main-model token: 6 · A_fgram parameters per f-gram token that
+    A_fgram encodes (forward + backward), times the f-gram tokens encoded per training token (measured:
+    each distinct f-gram of a micro-batch once, all of its tokens). The paper's point: SCONE trains with
+    more compute than its inference-matched baseline."""
+    return 6.0 * fgram_model_params(config) * fgram_tokens_per_token
+
+
 def l3_row_width(config: ModelConfig) -> int:
     """Parameters per L3 table row: a key (dim) and, unless tied, a value (d_emb)."""
     return config.dim + (0 if config.l3.tied else config.l3.d_emb)
