@@ -91,7 +91,13 @@ class FgramServer:
 
     @property
     def table_bytes(self) -> int:
+        """Bytes of F wherever it lives."""
         return int(self.table.nbytes)
+
+    @property
+    def host_table_bytes(self) -> int:
+        """Bytes of F kept off the device (host RAM or the mapped file); 0 on the device."""
+        return 0 if self.placement == "device" else self.table_bytes
 
     def _pre_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         token_ids = args[0] if args else kwargs["token_ids"]
@@ -170,6 +176,18 @@ class FgramServer:
             self._hook.remove()
             self._hook = None
             self.model.fgram_source = None
+
+
+@dataclass(frozen=True, eq=False)
+class FgramTable:
+    """F computed once (on the model's device) with its matcher, served at a placement on demand."""
+
+    matcher: SuffixMatcher
+    table: torch.Tensor  # (S, D)
+    path: Path | None = None  # the file of placement "disk"
+
+    def serve(self, model: nn.Module, placement: Placement) -> "FgramServer":
+        return serve_fgrams(model, self.matcher, placement, table=self.table, path=self.path)
 
 
 def serve_fgrams(

@@ -62,3 +62,22 @@ def test_debug_scone_learns_and_reports(cache_dir):
     assert m["train/flops_per_token"] > 6 * pc.active  # A_fgram's share on top of the main model
     assert json.loads(result.info["fgram_summary"])["n_fgrams"] == model_cfg.scone.n_fgrams
     assert m["eval/val_loss"] < first
+
+
+def test_infer_job_serves_f_on_device_and_offloaded(cache_dir):
+    from workloads.jobs.infer import InferJobConfig
+    from workloads.jobs.infer import run as infer
+
+    cfg = InferJobConfig(
+        preset="debug", family="scone", overrides=OVERRIDES, data=DATA, batch_sizes=(1, 2), prompt_len=16,
+        gen_len=4, l3_placement="both", warmup=0, repeats=1, device="cpu",
+    )  # fmt: skip
+    m = infer(cfg, JobContext(cache_dir=cache_dir)).metrics
+    model_cfg = resolve_model_config(cfg.model_spec())
+    assert m["mem/fgram_table_bytes"] == model_cfg.scone.n_fgrams * model_cfg.dim * 4
+    for bs in (1, 2):
+        assert m[f"infer/decode_tokens_per_s/bs{bs}"] > 0 and m[f"infer/offload/decode_tokens_per_s/bs{bs}"] > 0
+        assert 0 < m[f"lb/scone_match_rate/bs{bs}"] < 1 and m[f"infer/scone_lookup_us_per_token/bs{bs}"] > 0
+        # one decode step copies B mask bytes and the matched rows (at most B), in 64-byte aligned segments
+        assert 0 < m[f"infer/offload/h2d_bytes_per_decode_step/bs{bs}"] <= 64 + bs * model_cfg.dim * 4 + 64
+    assert m["mem/offload/host_table_bytes"] == m["mem/fgram_table_bytes"]
