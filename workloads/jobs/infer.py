@@ -124,8 +124,8 @@ class InferJobConfig:
             )
         if self.l3_placement == "offload" and model.l3 is None and model.scone is None:
             raise ValueError(
-                "InferJobConfig.l3_placement='offload' needs an L3 or SCONE model, "
-                f"got family={self.family!r}"
+                "InferJobConfig.l3_placement='offload' needs an L3 model (or a SCONE model: it places "
+                f"its f-gram table), got family={self.family!r}"
             )
         if self.prompt_len + self.gen_len > model.max_seq_len:
             raise ValueError(

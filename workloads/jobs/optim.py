@@ -2,7 +2,7 @@
 
 Categories follow `workloads.models.accounting`: dense (attention, MLPs, norms, routers, L3 W_up/W_mix),
 l3_tables (L3 key/value rows), experts (MoE expert MLPs), embeddings (token embedding, LM head),
-fgram_model (SCONE's A_fgram).
+fgram_model (SCONE's A_fgram; listed for scone models only).
 Vectors (norm gains) get no weight decay; L3 tables and embeddings may get their own lr / weight decay.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn as nn
 
-PARAM_CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings", "fgram_model")
+PARAM_CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
 
 
 def param_category(name: str) -> str:
@@ -39,7 +39,7 @@ def param_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes of this rank's parameters per category (every category present, 0 when absent)."""
     out = dict.fromkeys(PARAM_CATEGORIES, 0)
     for category, _, p in named_params_by_category(model):
-        out[category] += p.numel() * p.element_size()
+        out[category] = out.get(category, 0) + p.numel() * p.element_size()
     return out
 
 

@@ -8,7 +8,8 @@ Categories (`by_category`, `active_by_category`):
   experts     MoE expert MLPs; active = top_k experts per MoE block
   embeddings  token embedding + LM head; active = one embedding row + the whole head (every logit is
               computed). Tied embeddings are stored once and, being the head, fully active.
-  fgram_model SCONE's A_fgram (blocks + absolute positions); a training-time parameter, never active.
+  fgram_model SCONE's A_fgram (blocks + absolute positions); a training-time parameter, never active
+              (a key of scone models only).
 SCONE (L3_SPEC §6), as the paper counts: active = the inference-resident parameters (A_main + the whole
 token embedding + head); total = the training-time parameters (those + A_fgram). The table F is storage,
 reported in bytes (`fgram_table_bytes`), not as parameters.
@@ -21,7 +22,8 @@ import numpy as np
 
 from workloads.models.config import ModelConfig
 
-CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings", "fgram_model")
+CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
+FGRAM_CATEGORY = "fgram_model"  # present in the counts of scone models only
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ def count_params(
     active["embeddings"] = table if c.tie_embeddings else table + c.dim
     if c.scone is not None:  # inference-resident: the whole token embedding lives on the accelerator
         active["embeddings"] = total["embeddings"]
-        total["fgram_model"] = fgram_model_params(c)
+        total[FGRAM_CATEGORY], active[FGRAM_CATEGORY] = fgram_model_params(c), 0
     l3_max = 0
     if c.l3 is not None:
         rows = _l3_rows_per_token(c, token_freqs, l3_counts)
