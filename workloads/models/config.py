@@ -6,14 +6,14 @@ Pure Python on purpose: configs are built, validated and counted without importi
 """
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 Family = Literal["dense", "l3", "moe"]
 Allocation = Literal["lzw", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
-L3Impl = Literal["reference", "sorted"]
+L3Impl = Literal["auto", "reference", "sorted", "small"]
 
 FAMILIES: tuple[str, ...] = ("dense", "l3", "moe")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -64,15 +64,15 @@ class L3Config:
     tied: bool = False
     residual: bool = False
     allocation: Allocation = "lzw"
-    impl: L3Impl = "sorted"
+    impl: L3Impl = "auto"
 
     def __post_init__(self) -> None:
         _check_positions("l3", self.positions)
         _check_positive("l3", budget=self.budget, d_emb=self.d_emb, d_up=self.d_up, cap=self.cap)
         if self.allocation not in ("lzw", "uniform"):
             raise ValueError(f"l3.allocation must be 'lzw' or 'uniform', got {self.allocation!r}")
-        if self.impl not in ("reference", "sorted"):
-            raise ValueError(f"l3.impl must be 'reference' or 'sorted', got {self.impl!r}")
+        if self.impl not in get_args(L3Impl):
+            raise ValueError(f"l3.impl must be one of {get_args(L3Impl)}, got {self.impl!r}")
 
 
 @dataclass(frozen=True)
