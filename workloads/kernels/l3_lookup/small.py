@@ -8,10 +8,14 @@ sorted path's planning (sort, groups, bins: ~40 ops) would dominate. `op.py` pic
 
 Host reads: one, d_max. Autograd differentiates it (plain ops): the table gradients are `index_add`-ed
 sums over every occurrence (masked slots add exact zeros), so it also serves training at small N.
+On CPU without autograd (decode), the numba kernel in small_cpu.py computes the same thing in one pass
+over the rows, without materializing the (N, d_max) gathered rows (at 64 positions of cap-row tokens
+those are ~50 MB, slower than the sorted path).
 """
 
 import torch
 
+from workloads.kernels.l3_lookup import small_cpu
 from workloads.kernels.l3_lookup.sorted_function import compute_dtype
 
 
@@ -26,6 +30,8 @@ def l3_lookup_small(
     dtype = compute_dtype(q, keys, values)
     if n == 0:
         return q.new_zeros(0, values.shape[1], dtype=dtype)
+    if small_cpu.supported(q, keys, values):
+        return small_cpu.l3_lookup_small_cpu(q, token_ids, keys, values, offsets)
     start = offsets[token_ids]  # (N,) first row of each position's token
     count = offsets[token_ids + 1] - start  # (N,) its d_t
     d_max = int(count.max())  # the one device-to-host read
