@@ -5,8 +5,8 @@ call (forward and backward) at each size.
 Setup as `workloads.l3.bench` (dim 256, vocab 8192, 65,536 rows, cap 512, LZW counts of the built-in
 corpus; positions are consecutive validation tokens). The layer runs as inside the Transformer
 (`check_ids=False`); each call takes the next of 16 windows of consecutive validation tokens, so one
-frequent (cap-row) token does not set the result. Variants are interleaved call by call in rounds; each round's time per call is the
-mean of `--inner` calls, and the table reports the median over rounds and the ratio of medians.
+frequent (cap-row) token does not set the result. Variants are interleaved in rounds; each round's
+time per call is the mean of `--inner` calls; the table reports medians over rounds and their ratio.
 Goal (issue 15): L3 ÷ MLP ≤ 1.5× at 1, 8 and 64 positions.
 """
 
@@ -54,7 +54,8 @@ def host_reads(layer: L3Layer, x: torch.Tensor, ids: torch.Tensor) -> tuple[int,
 
 
 def _args(argv):
-    p = argparse.ArgumentParser(prog="python -m workloads.l3.bench_small", description=__doc__.splitlines()[0])
+    prog, doc = "python -m workloads.l3.bench_small", __doc__.splitlines()[0]
+    p = argparse.ArgumentParser(prog=prog, description=doc)
     p.add_argument("--positions", type=int, nargs="+", default=[1, 8, 64, 128, 512])
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--vocab", type=int, default=8192)

@@ -14,7 +14,8 @@ import torch
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _lookup(q, ids, keys, values, offsets, out):  # (N, dim), (N,), (v, dim), (v, d_emb), (vocab+1,), (N, d_emb)
+def _lookup(q, ids, keys, values, offsets, out):
+    """q (N, dim), ids (N,), keys (v, dim), values (v, d_emb), offsets (vocab + 1,) -> out (N, d_emb)."""
     dim, d_emb = keys.shape[1], values.shape[1]
     for i in range(ids.shape[0]):
         start, end = offsets[ids[i]], offsets[ids[i] + 1]
