@@ -8,7 +8,10 @@ Metric names (DESIGN.md) and how variants are named:
   mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
   infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
   infer/offload/h2d_bytes_per_prefill/bs<B>, infer/offload/h2d_bytes_per_decode_step/bs<B>
-                                     bytes copied host → device (rows, remapped ids, offsets)
+                                     CUDA: bytes copied host → device (rows, remapped ids, offsets)
+  infer/offload/host_compact_bytes_per_prefill/bs<B>, ..._per_decode_step/bs<B>
+                                     CPU: the same rows compacted host → host; nothing crosses to a
+                                     device, so these runs are labelled placement "host-compact"
   mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.97)
   infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
@@ -33,12 +36,15 @@ import torch
 from workloads.data import DataConfig
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
-from workloads.jobs.metrics import param_bytes_metrics
+from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
+    Corpus,
     ModelOverrides,
     ModelSpec,
+    base_model_config,
     build_model,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -148,16 +154,28 @@ def _parse_device(device: str) -> torch.device:
     return parsed
 
 
-def resolve_model(cfg: InferJobConfig, device: torch.device) -> ModelConfig:
-    """The preset's model in the job's dtype. For top-1 MoE, min_capacity is capped at the smallest batch
-    size: DeepSpeed's top-1 gate needs at least min_capacity tokens per call, and a decode step has B."""
-    model = resolve_model_config(cfg.model_spec())
+def resolve_model(cfg: InferJobConfig, device: torch.device, corpus: Corpus | None = None) -> ModelConfig:
+    """The preset's model (L3 rows weighted by `corpus`, the job's data) in the job's dtype. For top-1 MoE,
+    min_capacity is capped at the smallest batch size: DeepSpeed's top-1 gate needs at least min_capacity
+    tokens per call, and a decode step has B."""
+    model = resolve_model_config(cfg.model_spec(), corpus)
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     model = replace(model, dtype=dtype)
     if model.moe is not None and model.moe.top_k == 1:
         min_capacity = min(model.moe.min_capacity, min(cfg.batch_sizes))
         model = replace(model, moe=replace(model.moe, min_capacity=min_capacity))
     return model
+
+
+def transfer_name(device: torch.device) -> str:
+    """What the offloaded placement's copies are: "h2d" (host → device) on CUDA; on CPU the rows are only
+    compacted within host memory ("host_compact"), so no metric claims a device transfer."""
+    return "h2d" if device.type == "cuda" else "host_compact"
+
+
+def placement_label(placement: str, device: torch.device) -> str:
+    """The placement as reported: "offload" on CUDA, "host-compact" on CPU (no device to offload from)."""
+    return "host-compact" if placement == "offload" and device.type != "cuda" else placement
 
 
 def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
@@ -231,8 +249,9 @@ def _generate_placed(
         if handle is not None:
             (prefill_bytes, n_prefill_waits), waits = prefill[0], handle.stats.wait_s
             decode_bytes = handle.stats.bytes_copied - prefill_bytes
-            out["infer/offload/h2d_bytes_per_prefill"] = float(prefill_bytes)
-            out["infer/offload/h2d_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
+            moved = transfer_name(device)
+            out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes)
+            out[f"infer/offload/{moved}_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
             out["infer/offload_prefill_wait_s"] = float(np.mean(waits[:n_prefill_waits]))
             out["infer/offload_wait_s"] = float(np.mean(waits[n_prefill_waits:]))
             out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
@@ -302,7 +321,7 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
     """(metrics, params): params_active/params_total/sparsity (L3 rows weighted by train token counts)."""
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     element = torch.empty((), dtype=TORCH_DTYPES[model_cfg.dtype]).element_size()
-    headline = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    headline = accounting_metrics(pc)
     metrics = headline | param_bytes_metrics({k: n * element for k, n in pc.by_category.items()})
     params = headline | {f"params/{k}": float(n) for k, n in pc.by_category.items()}
     return metrics, params
@@ -325,8 +344,9 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
-    model_cfg = resolve_model(cfg, device)
-    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    spec = cfg.model_spec()
+    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
+    model_cfg = resolve_model(cfg, device, corpus_for(spec, data, ctx.cache_dir))
     prompts = _prompts(data, cfg)
     if int(prompts.min()) < 0 or int(prompts.max()) >= model_cfg.vocab_size:
         raise ValueError(f"prompt token ids must lie in [0, {model_cfg.vocab_size}) (model vocab_size)")
@@ -347,7 +367,7 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) 
         "preset": cfg.preset,
         "device": str(built.prompts.device),
         "dtype": model_cfg.dtype,
-        "placements": ",".join(placements(cfg, model_cfg)),
+        "placements": ",".join(placement_label(p, built.prompts.device) for p in placements(cfg, model_cfg)),
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
     }

@@ -15,13 +15,18 @@ from rich.table import Table
 
 from workloads.jobs.infer import InferJobConfig, run_interleaved
 
+MOVED = ("h2d", "host_compact")  # the offload byte metrics: CUDA copies, CPU host-side compaction
+
 
 def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
     rows = []
     for placement in places:
-        p = "offload/" if placement == "offload" else ""
+        p = "" if placement == "device" else "offload/"  # "offload" (CUDA) or "host-compact" (CPU)
         for bs in cfg.batch_sizes:
-            h2d = m.get(f"infer/offload/h2d_bytes_per_decode_step/bs{bs}") if p else None
+            moved = [
+                m.get(f"infer/offload/{n}_bytes_per_decode_step/bs{bs}") for n in ("h2d", "host_compact")
+            ]
+            h2d = next((v for v in moved if v is not None), None) if p else None
             wait = m.get(f"infer/offload_wait_s/bs{bs}") if p else None
             rows.append([
                 family, placement, str(bs),
@@ -78,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     results = run_interleaved(cfgs)
     table = Table(title=f"isosparse inference, preset {args.preset!r} (medians, all families interleaved)")
     columns = ("family", "placement", "batch", "prefill tok/s", "TTFT ms", "decode tok/s")
-    columns += ("H2D KiB/decode step", "L3 wait µs/call")
+    columns += ("copied KiB/decode step (H2D on CUDA; host-compact on CPU)", "L3 wait µs/call")
     for column in columns:
         table.add_column(column, justify="left" if column in ("family", "placement") else "right")
     for cfg, result in zip(cfgs, results, strict=True):

@@ -25,7 +25,9 @@ from workloads.jobs.setup import (
     ModelOverrides,
     ModelSpec,
     allocation_summary,
+    base_model_config,
     check_data_fits,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -163,24 +165,26 @@ class TrainJobConfig:
 
 
 def _resolve(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
-    """Everything checkable before data or model work."""
-    model_cfg = resolve_model_config(cfg.model_spec())
-    check_data_fits(cfg.data_config(), model_cfg)
-    if model_cfg.moe is not None and w.size % model_cfg.moe.ep_size:
+    """Everything checkable before data or model work; returns the dense base (vocabulary, max_seq_len),
+    from which the data is prepared before the L3 / MoE model is matched on it."""
+    base = base_model_config(cfg.model_spec())
+    check_data_fits(cfg.data_config(), base)
+    ep_size = cfg.overrides.moe_ep_size or 1
+    if cfg.family == "moe" and w.size % ep_size:
         raise ValueError(
-            f"moe.ep_size={model_cfg.moe.ep_size} needs a distributed group whose size is a multiple of it; "
+            f"moe.ep_size={ep_size} needs a distributed group whose size is a multiple of it; "
             f"this job has {w.size} rank(s)"
         )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("TrainJobConfig.device='cuda' but torch sees no CUDA device")
-    return model_cfg
+    return base
 
 
 def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     """Resolve, prepare data and L3 counts (rank 0 first, then the others from its caches) and build the
     parallelized model, optimizer and schedule. `run` uses it; so does the benchmark."""
     w = distributed.world()
-    model_cfg = _resolve(cfg, w)
+    base = _resolve(cfg, w)
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
@@ -188,7 +192,8 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     data = counts = None
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
-            data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
+            data = prepare_data(data_cfg, base, ctx.cache_dir)
+            model_cfg = resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
             counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
             extra = {  # tokenized with the job's tokenizer
                 name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
@@ -244,7 +249,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     opt_bytes = job.optimizer_bytes()
     out["mem/optimizer_bytes"] = float(sum(opt_bytes.values()))
     out |= {f"mem/optimizer_bytes/{k}": float(v) for k, v in opt_bytes.items()}
-    params = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    params = metrics.accounting_metrics(pc)
     out |= params
     params |= {f"params/{k}": float(v) for k, v in pc.by_category.items()}
     params |= {f"params_active/{k}": float(v) for k, v in pc.active_by_category.items()}

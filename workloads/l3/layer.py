@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from workloads.kernels.l3_lookup.op import IMPLS, LookupImpl, l3_lookup
+from workloads.kernels.l3_lookup.op import IMPL_NAMES, LookupImpl, l3_lookup
 
 # Integer dtypes whose range check (aminmax) and widening to int64 work on every device.
 _ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -52,8 +52,10 @@ class L3Layer(nn.Module):
         d_up: width of W_up's output.
         tied: use `keys` as values too (W_K = W_V); halves the sparse parameters.
         residual: return `x + L3(x)` instead of `L3(x)` (the paper's form is not public; L3_SPEC §1).
-        impl: "auto" (small-batch path for a few positions, else sorted), "sorted" (block-diagonal),
-            "small" (padded per-position gather) or "reference" (per-position loop, the spec).
+        impl: "auto" (Triton on CUDA when it imports, else "small" for a few positions and "sorted"
+            above), "sorted" (block-diagonal pure torch), "small" (per-position: numba kernel on CPU
+            without grad, else a padded gather), "triton" (kernels/l3_lookup/triton.py) or "reference"
+            (per-position loop, the spec).
         check_ids: check on every call that the ids lie in [0, vocab) (one host read). The Transformer
             turns it off: its token embedding rejects such ids first, and the jobs validate the ids
             where they enter (batch loader, prompts), keeping the per-call host reads to the lookup's.
@@ -91,8 +93,8 @@ class L3Layer(nn.Module):
             raise ValueError(
                 f"tied=True uses keys as values, so d_emb must equal dim; got d_emb={d_emb}, dim={dim}"
             )
-        if impl != "auto" and impl not in IMPLS:
-            raise ValueError(f"impl must be one of {sorted(['auto', *IMPLS])}, got {impl!r}")
+        if impl not in IMPL_NAMES:
+            raise ValueError(f"impl must be one of {list(IMPL_NAMES)}, got {impl!r}")
         self.dim, self.d_emb, self.d_up = dim, d_emb, d_up
         self.tied, self.residual, self.impl, self.init_std = tied, residual, impl, init_std
         self.check_ids = check_ids

@@ -13,7 +13,7 @@ Allocation = Literal["lzw", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
-L3Impl = Literal["auto", "reference", "sorted", "small"]
+L3Impl = Literal["auto", "reference", "sorted", "small", "triton"]
 
 FAMILIES: tuple[str, ...] = ("dense", "l3", "moe")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -72,7 +72,7 @@ class L3Config:
         if self.allocation not in ("lzw", "uniform"):
             raise ValueError(f"l3.allocation must be 'lzw' or 'uniform', got {self.allocation!r}")
         if self.impl not in get_args(L3Impl):
-            raise ValueError(f"l3.impl must be one of {get_args(L3Impl)}, got {self.impl!r}")
+            raise ValueError(f"l3.impl must be one of {list(get_args(L3Impl))}, got {self.impl!r}")
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def test_fast_paths_match_reference_on_random_shapes(seed, impl):
 
 def test_empty_input_gives_empty_output():
     q, ids, keys, values, offsets = _case([2, 3], [], 4, 3, seed=0)
+    q, keys, values = q.float(), keys.float(), values.float()  # float32: every impl takes it (triton no fp64)
     for impl in (*IMPLS, "auto"):
         out = l3_lookup(q, ids, keys, values, offsets, impl)
         assert out.shape == (0, 3)
@@ -194,12 +195,14 @@ def test_sorted_double_backward_raises():
 def test_auto_picks_small_up_to_the_threshold_and_sorted_above():
     from workloads.kernels.l3_lookup.op import SMALL_MAX_POSITIONS, SMALL_MAX_POSITIONS_PADDED, resolve_impl
 
-    assert resolve_impl("auto", 1) == "small"
-    assert resolve_impl("auto", SMALL_MAX_POSITIONS, kernel_ok=True) == "small"
-    assert resolve_impl("auto", SMALL_MAX_POSITIONS + 1, kernel_ok=True) == "sorted"
-    assert resolve_impl("auto", SMALL_MAX_POSITIONS_PADDED) == "small"
-    assert resolve_impl("auto", SMALL_MAX_POSITIONS_PADDED + 1) == "sorted"
-    assert resolve_impl("reference", 1) == "reference"
+    cpu = torch.device("cpu")
+    assert resolve_impl("auto", cpu, 1) == "small"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS, kernel_ok=True) == "small"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS + 1, kernel_ok=True) == "sorted"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS_PADDED) == "small"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS_PADDED + 1) == "sorted"
+    assert resolve_impl("auto", cpu) == "sorted"  # unknown size: never small
+    assert resolve_impl("reference", cpu, 1) == "reference"
 
 
 def test_size_index_round_trips_and_ceil_log2_is_exact():

@@ -2,11 +2,15 @@
 
 `reference` is the per-position loop (the spec); `sorted` is the block-diagonal pure-torch fast path;
 `small` is the per-position path for a few positions (decode: a numba kernel on CPU without autograd,
-else a padded gather). `auto` picks `small` up to a number of positions and `sorted` above it. Other
-implementations (Triton) register in IMPLS; layers never import an implementation module directly.
+else a padded gather); `triton` runs the Triton kernels (triton.py; imported on first use, so CPU-only
+installs never load Triton). `auto` picks `triton` for CUDA tensors when Triton imports; otherwise
+`small` up to a number of positions and `sorted` above it.
+Layers never import an implementation module directly.
 """
 
-from typing import Literal
+import functools
+import importlib.util
+from typing import Literal, get_args
 
 import torch
 
@@ -15,8 +19,8 @@ from workloads.kernels.l3_lookup.reference import l3_lookup_reference
 from workloads.kernels.l3_lookup.small import l3_lookup_small
 from workloads.kernels.l3_lookup.sorted import l3_lookup_sorted
 
-LookupImpl = Literal["auto", "reference", "sorted", "small"]
-IMPLS = {"reference": l3_lookup_reference, "sorted": l3_lookup_sorted, "small": l3_lookup_small}
+LookupImpl = Literal["auto", "reference", "sorted", "small", "triton"]
+IMPL_NAMES: tuple[str, ...] = get_args(LookupImpl)
 
 # `auto` thresholds, measured with `python -m workloads.l3.bench_small` (dim 256, 65K rows, cap 512, the
 # 2-core CPU): the numba kernel (CPU, no grad) beats the sorted path up to a few hundred positions of
@@ -25,14 +29,47 @@ SMALL_MAX_POSITIONS = 256
 SMALL_MAX_POSITIONS_PADDED = 4
 
 
-def resolve_impl(impl: str, n_positions: int, kernel_ok: bool = False) -> str:
-    """The implementation `impl` runs for `n_positions` positions ("auto" resolved); kernel_ok: the CPU
-    kernel can run the call (`small_cpu.supported`)."""
+def l3_lookup_triton(q, token_ids, keys, values, offsets):
+    """The Triton impl with its defaults (deterministic backward); see triton.py."""
+    from workloads.kernels.l3_lookup.triton import l3_lookup_triton as run
+
+    return run(q, token_ids, keys, values, offsets)
+
+
+@functools.cache
+def triton_available() -> bool:
+    """Whether the Triton package is installed and imports (checked once per process)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+IMPLS = {
+    "reference": l3_lookup_reference,
+    "sorted": l3_lookup_sorted,
+    "small": l3_lookup_small,
+    "triton": l3_lookup_triton,
+}
+
+
+def resolve_impl(
+    impl: LookupImpl, device: torch.device, n_positions: int | None = None, kernel_ok: bool = False
+) -> str:
+    """The implementation `impl` runs on `device` for `n_positions` positions (None: unknown, never
+    `small`): itself, or for `auto` triton on CUDA (when it imports), else small for few positions
+    (up to SMALL_MAX_POSITIONS when `kernel_ok`, the CPU kernel can run the call; else up to
+    SMALL_MAX_POSITIONS_PADDED), else sorted."""
     if impl == "auto":
+        if device.type == "cuda" and triton_available():
+            return "triton"
         limit = SMALL_MAX_POSITIONS if kernel_ok else SMALL_MAX_POSITIONS_PADDED
-        return "small" if n_positions <= limit else "sorted"
+        return "small" if n_positions is not None and n_positions <= limit else "sorted"
     if impl not in IMPLS:
-        raise ValueError(f"unknown L3 lookup impl {impl!r}; choose one of {sorted([*IMPLS, 'auto'])}")
+        raise ValueError(f"unknown L3 lookup impl {impl!r}; choose one of {list(IMPL_NAMES)}")
     return impl
 
 
@@ -46,4 +83,5 @@ def l3_lookup(
 ) -> torch.Tensor:  # (N, d_emb)
     """softmax(K_t q)ᵀ V_t for every position, t its token id. Inputs are assumed validated."""
     kernel_ok = impl == "auto" and small_cpu.supported(q, keys, values)
-    return IMPLS[resolve_impl(impl, token_ids.shape[0], kernel_ok)](q, token_ids, keys, values, offsets)
+    name = resolve_impl(impl, q.device, token_ids.shape[0], kernel_ok)
+    return IMPLS[name](q, token_ids, keys, values, offsets)

@@ -8,12 +8,15 @@ paths pay more in op dispatch and in copying gathered rows than in arithmetic. `
 prefetch thread run beside it. Accumulation is in the tables' dtype (float32 or float64).
 """
 
-import numba
 import numpy as np
 import torch
 
+try:  # optional: the GPU image has no numba; `supported` is then False and the torch paths run
+    import numba
+except ImportError:  # pragma: no cover - depends on the install
+    numba = None
 
-@numba.njit(cache=True, nogil=True, fastmath=True)
+
 def _lookup(q, ids, keys, values, offsets, out):
     """q (N, dim), ids (N,), keys (v, dim), values (v, d_emb), offsets (vocab + 1,) -> out (N, d_emb).
     Positions are visited grouped by id, so a repeated id's rows are read from memory once and reused
@@ -51,11 +54,16 @@ def _lookup(q, ids, keys, values, offsets, out):
         g0 = g1
 
 
+if numba is not None:
+    _lookup = numba.njit(cache=True, nogil=True, fastmath=True)(_lookup)
+
+
 def supported(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> bool:
     """Whether this kernel can run the call: CPU, one float32/float64 dtype, no autocast, no grad."""
     needs_grad = torch.is_grad_enabled() and (q.requires_grad or keys.requires_grad or values.requires_grad)
     return (
-        not needs_grad
+        numba is not None
+        and not needs_grad
         and q.device.type == "cpu"
         and q.dtype == keys.dtype == values.dtype
         and q.dtype in (torch.float32, torch.float64)
