@@ -19,6 +19,10 @@ Metric names (DESIGN.md) and how variants are named:
                                      infer/offload_prefill_wait_s/bs<B>
   lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
   lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
+  SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
+  lb/scone_match_rate/bs<B>, lb/scone_mean_match_len/bs<B>   positions with an f-gram, its mean length
+  infer/scone_lookup_us_per_token/bs<B>  host time of the longest-suffix lookup per token
+  mem/fgram_table_bytes              bytes of F (never counted as parameters)
 A key without the /bs<B> suffix holds the value at the largest batch size of the sweep. Also:
 mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
 """
@@ -48,12 +52,14 @@ from workloads.jobs.setup import (
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
+    resolve_scone,
     token_freqs_for,
 )
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import ModelConfig
 from workloads.models.transformer import TORCH_DTYPES, Transformer
+from workloads.scone.serve import FgramTable
 
 Placement = Literal["device", "offload", "both"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -126,9 +132,10 @@ class InferJobConfig:
                 f"InferJobConfig.overrides.moe_ep_size={model.moe.ep_size}: inference runs on one device "
                 "(expert parallelism needs the multi-worker training setup)"
             )
-        if self.l3_placement == "offload" and model.l3 is None:
+        if self.l3_placement == "offload" and model.l3 is None and model.scone is None:
             raise ValueError(
-                f"InferJobConfig.l3_placement='offload' needs an L3 model, got family={self.family!r}"
+                "InferJobConfig.l3_placement='offload' needs an L3 model (or a SCONE model: it places "
+                f"its f-gram table), got family={self.family!r}"
             )
         if self.prompt_len + self.gen_len > model.max_seq_len:
             raise ValueError(
@@ -179,7 +186,7 @@ def placement_label(placement: str, device: torch.device) -> str:
 
 
 def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
-    if model.l3 is None or cfg.l3_placement == "device":
+    if (model.l3 is None and model.scone is None) or cfg.l3_placement == "device":
         return ("device",)
     return ("offload",) if cfg.l3_placement == "offload" else ("device", "offload")
 
@@ -216,9 +223,13 @@ def _load_weights(model: Transformer, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _placed(model: Transformer, placement: str) -> Iterator[L3Offload | None]:
-    """The model with its L3 tables on the device, or offloaded for the duration of the block."""
-    handle = offload_l3_tables(model) if placement == "offload" else None
+def _placed(model: Transformer, placement: str, scone=None) -> Iterator[L3Offload | None]:
+    """The model with its L3 tables on the device, or offloaded for the duration of the block; a SCONE
+    model (scone: its `FgramTable`) serves F from the device or from host memory ("offload")."""
+    if scone is not None:
+        handle = scone.serve(model, "host" if placement == "offload" else "device")
+    else:
+        handle = offload_l3_tables(model) if placement == "offload" else None
     try:
         yield handle
     finally:
@@ -227,42 +238,50 @@ def _placed(model: Transformer, placement: str) -> Iterator[L3Offload | None]:
 
 
 def _generate_placed(
-    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str
+    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str, scone=None
 ) -> dict:
     """One timed generation with the L3 tables at `placement`: its peak device bytes (CUDA) and, when
     offloaded, the bytes the prefill and each decode step copied and the host time each L3 layer waited
     for its rows (mean per L3 call, prefill and decode apart)."""
     device = prompts.device
     out: dict[str, float] = {}
-    with _placed(model, placement) as handle:
+    with _placed(model, placement, scone) as handle:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         prefill: list[tuple[int, int]] = []  # (bytes copied, waits recorded) after the prefill forward
 
         def after_forward(_out, _n_tokens) -> None:
             if handle is not None and not prefill:
-                prefill.append((handle.stats.bytes_copied, len(handle.stats.wait_s)))
+                prefill.append((handle.stats.bytes_copied, len(getattr(handle.stats, "wait_s", ()))))
 
         timer.generate(model, prompts, on_forward=after_forward)
         if device.type == "cuda":
             out["peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
-        if handle is not None:
-            (prefill_bytes, n_prefill_waits), waits = prefill[0], handle.stats.wait_s
+        if scone is not None:
+            s = handle.stats
+            out |= {"lb/scone_match_rate": s.match_rate, "lb/scone_mean_match_len": s.mean_match_len,
+                    "infer/scone_lookup_us_per_token": s.lookup_us_per_token}  # fmt: skip
+        if handle is not None and placement == "offload":
+            (prefill_bytes, n_prefill_waits), waits = prefill[0], getattr(handle.stats, "wait_s", [])
             decode_bytes = handle.stats.bytes_copied - prefill_bytes
             moved = transfer_name(device)
             out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes)
             out[f"infer/offload/{moved}_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
-            out["infer/offload_prefill_wait_s"] = float(np.mean(waits[:n_prefill_waits]))
-            out["infer/offload_wait_s"] = float(np.mean(waits[n_prefill_waits:]))
+            if waits:  # L3 prefetch waits (SCONE's table handle records none)
+                out["infer/offload_prefill_wait_s"] = float(np.mean(waits[:n_prefill_waits]))
+                out["infer/offload_wait_s"] = float(np.mean(waits[n_prefill_waits:]))
             out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
     return out
 
 
-def _measure(models: dict[str, Transformer], prompts: torch.Tensor, cfg: InferJobConfig) -> dict[str, dict]:
+def _measure(
+    models: dict[str, Transformer], prompts: torch.Tensor, cfg: InferJobConfig, scones: dict | None = None
+) -> dict[str, dict]:
     """One batch size, every model (by family) × placement. All generations alternate (warm-up included),
     so load drift on a shared machine biases no side of a ratio. Returns per family its keys without
-    the /bs suffix; waits are medians over the timed generations."""
+    the /bs suffix; waits are medians over the timed generations. scones: a SCONE model's FgramTable."""
     B, P = prompts.shape
+    scones = scones or {}
     runs = [(f, p) for f, model in models.items() for p in placements(cfg, model.config)]
     timers = {r: GenerationTimer(prompts.device, cfg.gen_len, cfg.warmup) for r in runs}
     peak = dict.fromkeys(runs, 0.0)
@@ -270,7 +289,8 @@ def _measure(models: dict[str, Transformer], prompts: torch.Tensor, cfg: InferJo
     waits: dict[str, list[float]] = {}
     for i in range(cfg.warmup + cfg.repeats):
         for family, placement in runs:
-            run_out = _generate_placed(models[family], prompts, timers[family, placement], placement)
+            timer = timers[family, placement]
+            run_out = _generate_placed(models[family], prompts, timer, placement, scones.get(family))
             peak[family, placement] = max(peak[family, placement], run_out.pop("peak_device_bytes", 0.0))
             for key in ("infer/offload_wait_s", "infer/offload_prefill_wait_s"):
                 if key in run_out and i >= cfg.warmup:
@@ -291,7 +311,11 @@ def _measure(models: dict[str, Transformer], prompts: torch.Tensor, cfg: InferJo
 
 
 def _sweep(
-    models: dict[str, Transformer], prompts: torch.Tensor, cfg: InferJobConfig, ctxs: dict[str, JobContext]
+    models: dict[str, Transformer],
+    prompts: torch.Tensor,
+    cfg: InferJobConfig,
+    ctxs: dict[str, JobContext],
+    scones: dict | None = None,
 ) -> dict[str, dict]:
     """Every batch size × model × placement; streams each batch size's metrics to the model's ctx;
     returns them all per family, keyed per B."""
@@ -300,7 +324,7 @@ def _sweep(
     for i, bs in enumerate(cfg.batch_sizes):
         if any(ctx.stop_requested() for ctx in ctxs.values()):
             break
-        measured = _measure(models, prompts[:bs], cfg)
+        measured = _measure(models, prompts[:bs], cfg, scones)
         for family, step in measured.items():
             model = models[family]
             if len(placements(cfg, model.config)) == 2:
@@ -336,6 +360,7 @@ class _Built:
     prompts: torch.Tensor  # (max batch, prompt_len) on the device
     counts: dict
     model: Transformer
+    scone: "FgramTable | None"  # a SCONE model's precomputed f-gram table F
 
 
 def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
@@ -351,14 +376,21 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     if int(prompts.min()) < 0 or int(prompts.max()) >= model_cfg.vocab_size:
         raise ValueError(f"prompt token ids must lie in [0, {model_cfg.vocab_size}) (model vocab_size)")
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
-    model = build_model(model_cfg, counts, device, seed=cfg.seed).eval()  # eval: MoE eval capacity factor
+    scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
+    fgrams = scone_data.fgrams if scone_data is not None else None
+    model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
         _load_weights(model, cfg.checkpoint)
-    return _Built(model_cfg, data, prompts.to(device), counts, model)
+    scone = None
+    if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
+        scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
+    return _Built(model_cfg, data, prompts.to(device), counts, model, scone)
 
 
 def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) -> BenchResult:
     model_cfg, data = built.model_cfg, built.data
+    if built.scone is not None:
+        metrics["mem/fgram_table_bytes"] = float(built.scone.table.nbytes)
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     acct_metrics, params = _accounting(model_cfg, data, built.counts)
     metrics |= acct_metrics
@@ -392,9 +424,9 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
         raise ValueError("run_interleaved needs jobs with one sweep and distinct families")
     built = [_build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
     models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
-    metrics = _sweep(
-        models, built[0].prompts, cfgs[0], {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
-    )
+    by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
+    scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
+    metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
     return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
 
 

@@ -16,9 +16,10 @@ import torch
 import torch.nn as nn
 
 from workloads.l3.layer import L3Layer, LookupTables
-from workloads.l3.prefetch import ALIGN_BYTES, HostRowPrefetcher, HostTable, PrefetchStats
+from workloads.l3.prefetch import ALIGN_BYTES, HostRowPrefetcher, HostTable, PrefetchStats, _layout
 
-__all__ = ["ALIGN_BYTES", "L3Offload", "OffloadStats", "l3_layers", "offload_l3_tables"]
+# _layout: the packing that workloads.scone.serve imports from here (it lives in prefetch.py now)
+__all__ = ["ALIGN_BYTES", "L3Offload", "OffloadStats", "_layout", "l3_layers", "offload_l3_tables"]
 
 OffloadStats = PrefetchStats  # per-step copy counters and per-call waits (one step = one model forward)
 
