@@ -8,11 +8,18 @@ Metric names (DESIGN.md) and how variants are named:
   mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
   infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
   infer/offload/h2d_bytes_per_prefill/bs<B>, infer/offload/h2d_bytes_per_decode_step/bs<B>
-                                     bytes copied host → device (rows, remapped ids, offsets)
+                                     CUDA: bytes copied host → device (rows, remapped ids, offsets)
+  infer/offload/host_compact_bytes_per_prefill/bs<B>, ..._per_decode_step/bs<B>
+                                     CPU: the same rows compacted host → host; nothing crosses to a
+                                     device, so these runs are labelled placement "host-compact"
   mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.98)
   lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
   lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
+  SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
+  lb/scone_match_rate/bs<B>, lb/scone_mean_match_len/bs<B>   positions with an f-gram, its mean length
+  infer/scone_lookup_us_per_token/bs<B>  host time of the longest-suffix lookup per token
+  mem/fgram_table_bytes              bytes of F (never counted as parameters)
 A key without the /bs<B> suffix holds the value at the largest batch size of the sweep. Also:
 mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
 """
@@ -29,21 +36,26 @@ import torch
 from workloads.data import DataConfig
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
-from workloads.jobs.metrics import param_bytes_metrics
+from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
+    Corpus,
     ModelOverrides,
     ModelSpec,
+    base_model_config,
     build_model,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
+    resolve_scone,
     token_freqs_for,
 )
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import ModelConfig
 from workloads.models.transformer import TORCH_DTYPES, Transformer
+from workloads.scone.serve import FgramTable
 
 Placement = Literal["device", "offload", "both"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -116,9 +128,10 @@ class InferJobConfig:
                 f"InferJobConfig.overrides.moe_ep_size={model.moe.ep_size}: inference runs on one device "
                 "(expert parallelism needs the multi-worker training setup)"
             )
-        if self.l3_placement == "offload" and model.l3 is None:
+        if self.l3_placement == "offload" and model.l3 is None and model.scone is None:
             raise ValueError(
-                f"InferJobConfig.l3_placement='offload' needs an L3 model, got family={self.family!r}"
+                "InferJobConfig.l3_placement='offload' needs an L3 model (or a SCONE model: it places "
+                f"its f-gram table), got family={self.family!r}"
             )
         if self.prompt_len + self.gen_len > model.max_seq_len:
             raise ValueError(
@@ -144,10 +157,11 @@ def _parse_device(device: str) -> torch.device:
     return parsed
 
 
-def resolve_model(cfg: InferJobConfig, device: torch.device) -> ModelConfig:
-    """The preset's model in the job's dtype. For top-1 MoE, min_capacity is capped at the smallest batch
-    size: DeepSpeed's top-1 gate needs at least min_capacity tokens per call, and a decode step has B."""
-    model = resolve_model_config(cfg.model_spec())
+def resolve_model(cfg: InferJobConfig, device: torch.device, corpus: Corpus | None = None) -> ModelConfig:
+    """The preset's model (L3 rows weighted by `corpus`, the job's data) in the job's dtype. For top-1 MoE,
+    min_capacity is capped at the smallest batch size: DeepSpeed's top-1 gate needs at least min_capacity
+    tokens per call, and a decode step has B."""
+    model = resolve_model_config(cfg.model_spec(), corpus)
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
     model = replace(model, dtype=dtype)
     if model.moe is not None and model.moe.top_k == 1:
@@ -156,8 +170,19 @@ def resolve_model(cfg: InferJobConfig, device: torch.device) -> ModelConfig:
     return model
 
 
+def transfer_name(device: torch.device) -> str:
+    """What the offloaded placement's copies are: "h2d" (host → device) on CUDA; on CPU the rows are only
+    compacted within host memory ("host_compact"), so no metric claims a device transfer."""
+    return "h2d" if device.type == "cuda" else "host_compact"
+
+
+def placement_label(placement: str, device: torch.device) -> str:
+    """The placement as reported: "offload" on CUDA, "host-compact" on CPU (no device to offload from)."""
+    return "host-compact" if placement == "offload" and device.type != "cuda" else placement
+
+
 def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
-    if model.l3 is None or cfg.l3_placement == "device":
+    if (model.l3 is None and model.scone is None) or cfg.l3_placement == "device":
         return ("device",)
     return ("offload",) if cfg.l3_placement == "offload" else ("device", "offload")
 
@@ -194,9 +219,13 @@ def _load_weights(model: Transformer, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _placed(model: Transformer, placement: str) -> Iterator[L3Offload | None]:
-    """The model with its L3 tables on the device, or offloaded for the duration of the block."""
-    handle = offload_l3_tables(model) if placement == "offload" else None
+def _placed(model: Transformer, placement: str, scone=None) -> Iterator[L3Offload | None]:
+    """The model with its L3 tables on the device, or offloaded for the duration of the block; a SCONE
+    model (scone: its `FgramTable`) serves F from the device or from host memory ("offload")."""
+    if scone is not None:
+        handle = scone.serve(model, "host" if placement == "offload" else "device")
+    else:
+        handle = offload_l3_tables(model) if placement == "offload" else None
     try:
         yield handle
     finally:
@@ -205,13 +234,13 @@ def _placed(model: Transformer, placement: str) -> Iterator[L3Offload | None]:
 
 
 def _generate_placed(
-    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str
+    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str, scone=None
 ) -> dict:
     """One timed generation with the L3 tables at `placement`: its peak device bytes (CUDA) and, when
     offloaded, the bytes the prefill and each decode step copied to the device."""
     device = prompts.device
     out: dict[str, float] = {}
-    with _placed(model, placement) as handle:
+    with _placed(model, placement, scone) as handle:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         prefill_bytes: list[int] = []  # copied by the first forward, the prefill
@@ -223,15 +252,22 @@ def _generate_placed(
         timer.generate(model, prompts, on_forward=after_forward)
         if device.type == "cuda":
             out["peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
-        if handle is not None:
+        if scone is not None:
+            s = handle.stats
+            out |= {"lb/scone_match_rate": s.match_rate, "lb/scone_mean_match_len": s.mean_match_len,
+                    "infer/scone_lookup_us_per_token": s.lookup_us_per_token}  # fmt: skip
+        if handle is not None and placement == "offload":
             decode_bytes = handle.stats.bytes_copied - prefill_bytes[0]
-            out["infer/offload/h2d_bytes_per_prefill"] = float(prefill_bytes[0])
-            out["infer/offload/h2d_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
+            moved = transfer_name(device)
+            out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes[0])
+            out[f"infer/offload/{moved}_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
             out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
     return out
 
 
-def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, places: tuple[str, ...]) -> dict:
+def _measure(
+    model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, places: tuple[str, ...], scone=None
+) -> dict:
     """One batch size, every placement. The placements' generations alternate (warm-up included), so load
     drift on a shared machine biases neither side of the ratio. Keys without the /bs suffix."""
     B, P = prompts.shape
@@ -240,7 +276,7 @@ def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, pla
     out: dict[str, float] = {}
     for _ in range(cfg.warmup + cfg.repeats):
         for placement in places:
-            run_out = _generate_placed(model, prompts, timers[placement], placement)
+            run_out = _generate_placed(model, prompts, timers[placement], placement, scone)
             peak[placement] = max(peak[placement], run_out.pop("peak_device_bytes", 0.0))
             out |= run_out
     for placement in places:
@@ -254,7 +290,9 @@ def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, pla
     return out
 
 
-def _sweep(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: JobContext) -> dict:
+def _sweep(
+    model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: JobContext, scone=None
+) -> dict:
     """Every batch size × placement; streams each batch size's metrics; returns them all, keyed per B."""
     places = placements(cfg, model.config)
     metrics: dict[str, float] = {}
@@ -262,7 +300,7 @@ def _sweep(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: 
     for i, bs in enumerate(cfg.batch_sizes):
         if ctx.stop_requested():
             break
-        step = _measure(model, prompts[:bs], cfg, places)
+        step = _measure(model, prompts[:bs], cfg, places, scone)
         if len(places) == 2:
             step["infer/offload_decode_ratio"] = (
                 step["infer/offload/decode_tokens_per_s"] / step["infer/decode_tokens_per_s"]
@@ -281,7 +319,7 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
     """(metrics, params): params_active/params_total/sparsity (L3 rows weighted by train token counts)."""
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     element = torch.empty((), dtype=TORCH_DTYPES[model_cfg.dtype]).element_size()
-    headline = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    headline = accounting_metrics(pc)
     metrics = headline | param_bytes_metrics({k: n * element for k, n in pc.by_category.items()})
     params = headline | {f"params/{k}": float(n) for k, n in pc.by_category.items()}
     return metrics, params
@@ -293,14 +331,22 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
-    model_cfg = resolve_model(cfg, device)
-    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    spec = cfg.model_spec()
+    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
+    model_cfg = resolve_model(cfg, device, corpus_for(spec, data, ctx.cache_dir))
     prompts = _prompts(data, cfg).to(device)
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
-    model = build_model(model_cfg, counts, device, seed=cfg.seed).eval()  # eval: MoE eval capacity factor
+    scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
+    fgrams = scone_data.fgrams if scone_data is not None else None
+    model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
         _load_weights(model, cfg.checkpoint)
-    metrics = _sweep(model, prompts, cfg, ctx)
+    scone = None
+    if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
+        scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
+    metrics = _sweep(model, prompts, cfg, ctx, scone)
+    if scone is not None:
+        metrics["mem/fgram_table_bytes"] = float(scone.table.nbytes)
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     acct_metrics, params = _accounting(model_cfg, data, counts)
     metrics |= acct_metrics
@@ -309,7 +355,7 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
         "preset": cfg.preset,
         "device": str(device),
         "dtype": model_cfg.dtype,
-        "placements": ",".join(placements(cfg, model_cfg)),
+        "placements": ",".join(placement_label(p, device) for p in placements(cfg, model_cfg)),
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
     }
@@ -322,10 +368,13 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
 def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
     rows = []
     for placement in places:
-        p = "offload/" if placement == "offload" else ""
+        p = "" if placement == "device" else "offload/"  # "offload" (CUDA) or "host-compact" (CPU)
         for bs in cfg.batch_sizes:
             ratio = m.get(f"infer/offload_decode_ratio/bs{bs}") if p else None
-            h2d = m.get(f"infer/offload/h2d_bytes_per_decode_step/bs{bs}") if p else None
+            moved = [
+                m.get(f"infer/offload/{n}_bytes_per_decode_step/bs{bs}") for n in ("h2d", "host_compact")
+            ]
+            h2d = next((v for v in moved if v is not None), None) if p else None
             rows.append([
                 family, placement, str(bs),
                 f"{m[f'infer/{p}prefill_tokens_per_s/bs{bs}']:,.0f}",
@@ -355,10 +404,10 @@ def main() -> None:
     args = parser.parse_args()
     table = Table(title=f"isosparse inference, preset {args.preset!r} (medians; ratio = offload / device)")
     columns = ("family", "placement", "batch", "prefill tok/s", "TTFT ms", "decode tok/s", "ratio")
-    columns += ("H2D KiB/decode step",)
+    columns += ("copied KiB/decode step (H2D on CUDA; host-compact on CPU)",)
     for column in columns:
         table.add_column(column, justify="left" if column in ("family", "placement") else "right")
-    for family in ("dense", "l3", "moe"):
+    for family in ("dense", "l3", "moe", "scone"):
         cfg = InferJobConfig(
             args.preset, family, batch_sizes=tuple(args.batch_sizes), prompt_len=args.prompt_len,
             gen_len=args.gen_len, repeats=args.repeats, device=args.device,
