@@ -4,8 +4,12 @@
 problem with its path: structure and types (pydantic), unknown presets / families / job kinds (with
 did-you-mean), the job dataclasses' own checks, and iso-sparse matches that cannot be made. Expansion:
 for every (seed, variant, preset) comparison group the families are matched to each other through
-`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with L3), and
-each job records its match error. Identical resolved jobs (same fingerprint) are kept once.
+`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
+model of that group: its l3_* overrides and allocation file included). L3 rows per token are weighted by
+the corpus of the job's own data (its tokenizer and LZW allocation are prepared here, into the same cache
+the job reads), so the planned numbers (`JobSpec.match`) are the ones the job will measure. A group whose
+planned active or total error exceeds `match_tolerance` (default 2%) is refused. Identical resolved jobs
+(same fingerprint) are kept once.
 """
 
 import copy
@@ -26,6 +30,8 @@ from orchestrator.suite_schema import GIB, apply_sets, pydantic_errors, suite_mo
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 L3_ONLY = ("l3_",)
 MOE_ONLY = ("moe_",)
+MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
+REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
 
 
 class SuiteError(ValueError):
@@ -121,40 +127,58 @@ def _resources(spec: dict, variant: dict, kind: str) -> Resources:
 
 
 def _family_overrides(overrides: dict[str, Any], family: str) -> dict[str, Any]:
-    """ModelOverrides that apply to `family` (l3_* only to L3, moe_* only to MoE; the rest to all)."""
+    """ModelOverrides that apply to `family`: moe_* only to MoE; l3_* to L3 and to MoE (whose model is
+    matched to its group's L3 model); the rest to all."""
     return {
         k: v
         for k, v in overrides.items()
-        if not (k.startswith(L3_ONLY) and family != "l3") and not (k.startswith(MOE_ONLY) and family != "moe")
+        if not (k.startswith(L3_ONLY) and family not in MODEL_FAMILIES)
+        and not (k.startswith(MOE_ONLY) and family != "moe")
     }
 
 
 @functools.cache
-def _resolve_cached(spec):
-    from workloads.jobs.setup import resolve_model_config
+def _resolve_cached(spec, data_cfg):
+    """(ModelConfig, ParamCount) of `spec` as a job on `data_cfg` runs it: the data is prepared (cached) and
+    the L3 rows per token are weighted by its corpus. Estimated (budget / vocab rows, `ParamCount.estimated`,
+    logged as match/estimated) when there is no corpus here: a model-free group (data_cfg None) or a
+    remote corpus (kind in REMOTE_SOURCES), which only the job downloads and tokenizes on its cluster."""
+    from workloads.jobs.setup import base_model_config, corpus_for, prepare_data, resolve_model_config
     from workloads.models.accounting import count_params
 
-    cfg = resolve_model_config(spec)
-    return cfg, count_params(cfg)
+    corpus = None
+    local = data_cfg is not None and data_cfg.source.kind not in REMOTE_SOURCES
+    if local and spec.family in MODEL_FAMILIES:
+        base = base_model_config(spec)
+        # The window length changes neither the tokens nor the allocation (the job checks it itself).
+        data_cfg = replace(data_cfg, seq_len=min(data_cfg.seq_len, base.max_seq_len))
+        corpus = corpus_for(spec, prepare_data(data_cfg, base))
+    cfg = resolve_model_config(spec, corpus)
+    if cfg.l3 is None or corpus is None:
+        return cfg, count_params(cfg)
+    counts = {pos: corpus.allocate(cfg.l3.budget) for pos in cfg.l3.positions}
+    return cfg, count_params(cfg, corpus.token_freqs, counts)
 
 
-def _group_models(model_section: dict, preset: str, families: list[str], path: str, errors: list[Error]):
-    """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group (dense and l3 always
-    resolved: they are the references of the match errors); None when a match is impossible."""
+def _group_models(
+    model_section: dict, preset: str, families: list[str], data_cfg, path: str, errors: list[Error]
+):
+    """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
+    always resolved: they are the references of the match errors); None when a match is impossible."""
     from workloads.jobs.setup import ModelOverrides, ModelSpec
 
     overrides = model_section.get("overrides") or {}
     out = {}
     for family in dict.fromkeys(["dense", "l3", *families]):
         o = build(ModelOverrides, _family_overrides(overrides, family), f"{path}.overrides", errors)
-        alloc = model_section.get("allocation_path") if family == "l3" else None
+        alloc = model_section.get("allocation_path") if family in MODEL_FAMILIES else None
         fields = {"preset": preset, "family": family, "overrides": o, "allocation_path": alloc}
         spec = build(ModelSpec, fields, path, errors) if o is not None else None
         if spec is None:
             return None
         try:
-            cfg, count = _resolve_cached(spec)
-        except ValueError as e:
+            cfg, count = _resolve_cached(spec, data_cfg)
+        except (ValueError, OSError) as e:
             errors.append((path, f"preset {preset!r} as {family}: {e}"))
             return None
         out[family] = (spec, cfg, count)
@@ -162,17 +186,48 @@ def _group_models(model_section: dict, preset: str, families: list[str], path: s
 
 
 def _match(models: dict, family: str) -> dict[str, float]:
+    """The planned accounting of `family` in its group (L3_SPEC §5), logged as match/<key>."""
     count = models[family][2]
     dense, l3 = models["dense"][2], models["l3"][2]
     out = {
         "params_active": float(count.active),
+        "params_active_max": float(count.active_max),
+        "params_active_min": float(count.active_min),
         "params_total": float(count.total),
         "sparsity": count.total / count.active,
         "active_rel_err": count.active / dense.active - 1.0,
     }
+    if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
+        out["estimated"] = 1.0
     if family == "moe":
         out["total_rel_err"] = count.total / l3.total - 1.0
     return out
+
+
+def _tolerance_errors(models: dict, families: list[str], group: str, tolerance: float, path: str) -> list:
+    """One error per family of the group whose planned active or total error exceeds `tolerance`."""
+    errors = []
+    for family in families:
+        planned = _match(models, family)
+        for key, ref in (("active_rel_err", "dense"), ("total_rel_err", "l3")):
+            err = planned.get(key)
+            if err is None or abs(err) <= tolerance:
+                continue
+            what = "active" if key == "active_rel_err" else "total"
+            mine, theirs = models[family][2], models[ref][2]
+            n_mine, n_ref = (mine.active, theirs.active) if what == "active" else (mine.total, theirs.total)
+            errors.append((path, (
+                f"group {group}: {family} {what} {n_mine:,} vs {ref} {n_ref:,} is {err:+.2%} off, over the "
+                f"match_tolerance {tolerance:.2%}"
+            )))  # fmt: skip
+    return errors
+
+
+def _data_config(section: dict, path: str, errors: list[Error]):
+    """The DataConfig of a job section (its corpus and tokenizer decide the L3 rows per token)."""
+    from workloads.data import DataConfig
+
+    return build(DataConfig, section.get("data") or {}, f"{path}.data", errors)
 
 
 def _job(
@@ -216,25 +271,28 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
         vpath = f"matrix.variants[{v_index}]"
         model_section = _merge(spec.get("model") or {}, variant.get("model") or {})
         for preset in matrix["presets"]:
-            models = _group_models(model_section, preset, matrix["families"], f"{vpath}.model", errors)
-            if models is None:
-                continue
-            for seed in matrix["seeds"]:
-                for family in matrix["families"]:
-                    labels = {
-                        "family": family,
-                        "preset": preset,
-                        "variant": variant["name"],
-                        "seed": str(seed),
-                    }
-                    labels["group"] = f"{preset}/{variant['name']}/s{seed}"
-                    for kind in matrix["jobs"]:
+            for kind in matrix["jobs"]:
+                section, spath = spec.get(kind) or {}, kind
+                if variant.get(kind):
+                    section, spath = _merge(section, variant[kind]), f"{vpath}.{kind}"
+                data_cfg = _data_config(section, spath, errors) if registry.get(kind).uses_model else None
+                fams = matrix["families"]
+                models = _group_models(model_section, preset, fams, data_cfg, f"{vpath}.model", errors)
+                if models is None:
+                    continue
+                for seed in matrix["seeds"]:
+                    group = f"{preset}/{variant['name']}/s{seed}"
+                    tolerance = spec["match_tolerance"]
+                    for err in _tolerance_errors(models, fams, group, tolerance, f"{vpath}.model"):
+                        errors.append(err) if err not in errors else None
+                    for family in fams:
+                        labels = {"family": family, "preset": preset, "variant": variant["name"],
+                                  "seed": str(seed), "group": group}  # fmt: skip
                         resources = _resources(spec, variant, kind)
                         args = (models[family], labels, seed, resources, spec["max_retries"])
                         job = _job(kind, spec.get(kind) or {}, *args, kind, errors)  # the suite's own section
                         if job is not None and variant.get(kind):
-                            section = _merge(spec.get(kind) or {}, variant[kind])
-                            job = _job(kind, section, *args, f"{vpath}.{kind}", errors)
+                            job = _job(kind, section, *args, spath, errors)
                         if job is not None and job.fingerprint not in jobs:
                             jobs[job.fingerprint] = replace(job, match=_match(models, family))
     return list(jobs.values())
@@ -296,6 +354,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None) -> Suite:
     matrix = validated.matrix
     spec["matrix"] = _known_names({**matrix.model_dump(), "variants": [dump(v) for v in matrix.variants]})
     spec["max_retries"] = validated.max_retries
+    spec["match_tolerance"] = validated.match_tolerance
     jobs = _expand(spec, errors)
     if errors:
         raise SuiteError(str(path), errors)

@@ -90,6 +90,10 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         if flagged
         else f"none above {tol}"
     )  # the flagged rows are in the tables below: listing them again would repeat a table
+    note += (
+        ". active_error / total_error are measured (each run's params_active / params_total, L3 rows "
+        "weighted by its training corpus); planned_match_error is the suite's plan (MLflow match/*)"
+    )
     out.insert(0, _Section(f"Match errors above {tol}", None, note, problem=bool(flagged)))
     out += _scaling_sections(runs)
     for axis in analysis.ABLATION_AXES:

@@ -126,6 +126,14 @@ def test_figure_contents_follow_the_data(raw_runs, history, tmp_path):
     lines = [ln for ln in ratio.axes[0].get_lines() if len(ln.get_xdata()) == 3]
     assert len(lines) == 4  # one per L3 infer run
     assert list(lines[0].get_ydata()) == pytest.approx([0.5, 0.7, 0.9])
+    # CPU runs have no device to offload from: each line and the title say so; a GPU run's does not.
+    cpu = runs["hardware"].eq("cpu").fillna(False)
+    labels = [ln.get_label() for ln in lines]
+    assert all(label.endswith(plots.CPU_OFFLOAD_NOTE) for label in labels) == bool(cpu.all())
+    assert "no device transfer" in ratio.axes[0].get_title()
+    gpu = plots.offload_decode_ratio(runs.assign(hardware="h100"))
+    assert "no device transfer" not in gpu.axes[0].get_title()
+    assert not any(plots.CPU_OFFLOAD_NOTE in ln.get_label() for ln in gpu.axes[0].get_lines())
     path = plots.save_png(ratio, tmp_path / "sub" / "ratio.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
 
@@ -146,7 +154,7 @@ def test_notes_errors_flags_and_wide_tables_are_styled_apart(raw_runs, tmp_path)
     failed = raw["run_id"].eq("moe-medium-failed")
     raw.loc[failed, f"tags.{names.TAG_ERROR}"] = "RuntimeError: dummy job failing on request at step 3"
     text = report.build_report(raw, out_dir=tmp_path, figures=False).html.read_text()
-    assert "<p class='note'>none above 2%</p>" in text  # "none" is not an error
+    assert "<p class='note'>none above 2%. " in text  # "none" is not an error
     assert text.count("<table>") == text.count("<div class='scroll'><table>")  # wide tables scroll
     not_finished = text.split("<h3>Runs not finished</h3>", 1)[1]
     assert "<th>error</th>" in not_finished and "failing on request at step 3" in not_finished

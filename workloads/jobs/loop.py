@@ -2,9 +2,13 @@
 
 Timed region (StepTimer): the forward/backward of every micro-batch of a step plus the optimizer step;
 batch assembly from the memmap and the host-side L3 statistics happen before it, loss streaming after
-it, and nothing inside reads a device value. Load-balance counts accumulate on the device and are summed
-over ranks once, at the end. train/loss is streamed per step as the rank mean (one all-reduce and one host
-sync per `log_every` steps); the summary's train/loss is the last step's.
+it. Inside, the only device-to-host reads are each L3 call's one (its lookup plan's bin sizes; token ids
+are range-checked once, on the host, when the job starts, not per call) and, with a row-sparse
+`l3_optimizer`, one `nonzero` per L3 table per optimizer step. Load-balance counts accumulate on the
+device, per optimizer step (MoE routes per expert, L3 rows) and for the whole run (plus the gate's dropped
+tokens and routes), and are summed over ranks once, at the end: the per-step balance is computed on
+all-reduced counts. train/loss is streamed per step as the rank mean (one all-reduce and one host sync
+per `log_every` steps); the summary's train/loss is the last step's.
 """
 
 import contextlib
@@ -44,21 +48,37 @@ class Batches:
 
 
 def all_reduce_moe_counts(
-    expert_tokens: torch.Tensor, dropped: torch.Tensor, aux_sum: torch.Tensor
-) -> tuple[np.ndarray, float, float]:
-    """This rank's (layers, experts) routes, dropped routes and Σ aux loss summed over ranks in one
-    all-reduce → (routes of all ranks, dropped routes, Σ aux loss averaged over ranks)."""
-    packed = torch.cat([expert_tokens.flatten().double(), dropped.double()[None], aux_sum.double()[None]])
+    expert_tokens: torch.Tensor, drops: torch.Tensor, aux_sum: torch.Tensor, token_passes: float
+) -> tuple[np.ndarray, float, float, float, float]:
+    """This rank's (layers, experts) routes, [dropped tokens, dropped routes], Σ aux loss and token passes
+    (tokens × MoE layers) summed over ranks in one all-reduce → (routes of all ranks, dropped tokens,
+    dropped routes, token passes, Σ aux loss averaged over ranks)."""
+    extra = torch.cat([drops.double(), aux_sum.double()[None], torch.tensor([float(token_passes)])])
+    packed = torch.cat([expert_tokens.flatten().double(), extra.to(expert_tokens.device)])
     packed = distributed.all_reduce_sum(packed).cpu().numpy()
-    tokens = packed[:-2].reshape(tuple(expert_tokens.shape))
-    return tokens, float(packed[-2]), float(packed[-1]) / distributed.world().size
+    tokens = packed[:-4].reshape(tuple(expert_tokens.shape))
+    dropped_tokens, dropped_routes, aux, passes = packed[-4:]
+    return (
+        tokens,
+        float(dropped_tokens),
+        float(dropped_routes),
+        float(passes),
+        float(aux) / distributed.world().size,
+    )
 
 
 def reduce_moe_balance(
-    expert_tokens: torch.Tensor, dropped: torch.Tensor, aux_sum: torch.Tensor, n_steps: int
+    expert_tokens: torch.Tensor, drops: torch.Tensor, aux_sum: torch.Tensor, token_passes: float, n_steps: int
 ) -> dict[str, float]:
-    """MoE load-balance metrics of all ranks (`all_reduce_moe_counts`, then `metrics.moe_balance`)."""
-    return metrics.moe_balance(*all_reduce_moe_counts(expert_tokens, dropped, aux_sum), n_steps)
+    """Whole-run MoE load-balance metrics of all ranks (`all_reduce_moe_counts`, `metrics.moe_balance`)."""
+    tokens, d_tok, d_routes, passes, aux = all_reduce_moe_counts(expert_tokens, drops, aux_sum, token_passes)
+    return metrics.moe_balance(tokens, d_routes, aux, n_steps, dropped_tokens=d_tok, token_passes=passes)
+
+
+def reduce_step_series(per_step: list[torch.Tensor] | np.ndarray, device: torch.device) -> np.ndarray:
+    """Per-step counts of this rank, (steps, ...), summed over ranks in one all-reduce."""
+    stacked = torch.stack(list(per_step)) if isinstance(per_step, list) else torch.from_numpy(per_step)
+    return distributed.all_reduce_sum(stacked.double().to(device)).cpu().numpy()
 
 
 def reduce_l3_balance(l3: np.ndarray, n_steps: int, row_bytes: int, device: torch.device) -> dict[str, float]:
@@ -82,8 +102,9 @@ class Outcome:
 
 class TrainLoop:
     def __init__(
-        self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx, extra_eval=None
-    ):
+        self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx, extra_eval=None,
+        scone=None,
+    ):  # fmt: skip
         self.cfg, self.model_cfg, self.data, self.counts = cfg, model_cfg, data, counts
         self.world, self.device, self.ctx = w, device, ctx
         self.seq_len = cfg.data_config().seq_len
@@ -95,7 +116,10 @@ class TrainLoop:
             name: d.packed("val", self.seq_len, shuffle=False) for name, d in (extra_eval or {}).items()
         }
         self._check_sizes()
-        self.model = build_model(model_cfg, counts, device, seed=cfg.seed)
+        self._init_scone(scone, extra_eval or {})
+        self.model = build_model(
+            model_cfg, counts, device, seed=cfg.seed, fgrams=scone.fgrams if scone is not None else None
+        )
         groups = optim.param_groups(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, l3_lr=cfg.l3_lr,
             l3_weight_decay=cfg.l3_weight_decay, embedding_lr=cfg.embedding_lr,
@@ -103,7 +127,7 @@ class TrainLoop:
         )  # fmt: skip
         ep_size = model_cfg.moe.ep_size if model_cfg.moe else 1
         self.engine = distributed.parallelize(
-            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, fused=True),
+            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer),
             w=w, device=device, ep_size=ep_size, micro_batch=cfg.batch_size, grad_accum=cfg.grad_accum,
             grad_clip=cfg.grad_clip, seed=cfg.seed,
         )  # fmt: skip
@@ -119,6 +143,13 @@ class TrainLoop:
 
     def _check_sizes(self) -> None:
         cfg, w = self.cfg, self.world
+        for name, ds in (("train", self.train_batches.ds), ("val", self.val)):
+            # Ids are validated here, where they enter, so the L3 layers need no per-call range check.
+            if ds.tokens.size and int(ds.tokens.max()) >= self.model_cfg.vocab_size:
+                raise ValueError(
+                    f"the {name} split holds token id {int(ds.tokens.max())} >= model vocab_size="
+                    f"{self.model_cfg.vocab_size}"
+                )
         if self.train_batches.per_epoch < 1:
             raise ValueError(
                 f"TrainJobConfig.batch_size={cfg.batch_size} is larger than the data: the train split holds "
@@ -131,6 +162,40 @@ class TrainLoop:
                     f"the validation split of {where} holds {ds.n_windows} windows, fewer than {w.size} ranks"
                 )
 
+    # -- SCONE: f-gram tags read next to the tokens (tagged once in the data pipeline) ----------------
+    def _init_scone(self, scone, extra_eval: dict) -> None:
+        """Tag windows aligned with the token windows of training and of every evaluation corpus."""
+        self.scone, self.train_tags, self.eval_tags = scone, None, dict.fromkeys(self.eval_sets)
+        self.scone_counts = np.zeros(4)  # positions, matched, Σ match length, Σ f-gram tokens encoded
+        if scone is None:
+            return
+        from workloads.scone.data import tag_data
+
+        self.train_tags = Batches(scone.packed_tags("train", self.seq_len, seed=self.cfg.seed),
+                                  self.cfg.batch_size, self.world)  # fmt: skip
+        self.eval_tags[""] = scone.packed_tags("val", self.seq_len, shuffle=False)
+        for name, d in extra_eval.items():
+            tags = tag_data(scone.matcher, scone.path, d)["val"]
+            self.eval_tags[name] = PackedDataset(tags, self.seq_len, shuffle=False)
+
+    def _scone_stats(self, tags: list[np.ndarray]) -> None:
+        lengths = self.scone.fgrams.lengths
+        for t in tags:
+            hit = t[t >= 0]
+            self.scone_counts += (t.size, hit.size, lengths[hit].sum(), lengths[np.unique(hit)].sum())
+
+    def _scone_metrics(self) -> dict[str, float]:
+        """lb/scone_match_rate (tagged positions / positions), lb/scone_mean_match_len (tokens per matched
+        f-gram), train/fgram_tokens_per_token (f-gram tokens A_fgram encoded per training token: each
+        distinct f-gram of a micro-batch once), all ranks summed."""
+        total = distributed.all_reduce_sum(torch.tensor(self.scone_counts, device=self.device)).tolist()
+        positions, matched, length_sum, encoded = total
+        return {
+            "lb/scone_match_rate": matched / positions if positions else 0.0,
+            "lb/scone_mean_match_len": length_sum / matched if matched else 0.0,
+            "train/fgram_tokens_per_token": encoded / positions if positions else 0.0,
+        }
+
     # -- load balance -------------------------------------------------------------------------------
     def _init_balance(self) -> None:
         moe, dev = self.model_cfg.moe, self.device
@@ -138,52 +203,66 @@ class TrainLoop:
         n_exp = moe.num_experts if moe else 0
         self.expert_tokens = torch.zeros(len(self.moe_positions), n_exp, dtype=torch.int64, device=dev)
         self.expert_routes: np.ndarray | None = None  # all-reduced at the end of training
-        self.dropped = torch.zeros((), dtype=torch.int64, device=dev)
+        self.step_tokens: list[torch.Tensor] = []  # this rank's (layers, experts) routes of each step
+        self.drops = torch.zeros(2, dtype=torch.int64, device=dev)  # dropped tokens, dropped routes
+        self.token_passes = 0  # tokens × MoE layers seen by this rank
         self.aux_sum = torch.zeros((), dtype=torch.float32, device=dev)
-        n_tok = self.cfg.batch_size * self.seq_len
-        self.capacity = (
-            metrics.moe_capacity(n_tok, n_exp, moe.top_k, moe.capacity_factor, moe.min_capacity)
-            if moe and moe.drop_tokens
-            else None
-        )
+        self.moe_blocks = [b.mlp for b in self.model.layers if b.index in self.moe_positions]
         self.l3 = np.zeros(4, dtype=np.float64)  # rows_sum, n_positions, unique rows, rows_max
+        self.l3_steps: list[tuple[float, float]] = []  # this rank's (Σ rows, positions) of each step
 
     def _l3_stats(self, ids: list[np.ndarray]) -> None:
         if not self.counts:
             return
         step_ids = np.concatenate([x.reshape(-1) for x in ids])
+        step_rows = step_n = 0.0
         for counts in self.counts.values():
             rows_sum, rows_max, n, unique = metrics.l3_batch_stats(step_ids, counts)
             self.l3[:3] += (rows_sum, n, unique)
             self.l3[3] = max(self.l3[3], rows_max)
+            step_rows, step_n = step_rows + rows_sum, step_n + n
+        self.l3_steps.append((step_rows, step_n))
 
     def _moe_stats(self, expert_counts: dict, aux: torch.Tensor) -> None:
         if not self.moe_positions:
             return
         c = torch.stack([expert_counts[p] for p in self.moe_positions]).to(torch.int64)  # (layers, experts)
         self.expert_tokens += c
-        if self.capacity is not None:
-            self.dropped += (c - self.capacity).clamp_min(0).sum()
+        self.step_tokens[-1] += c
+        self.drops += torch.stack([mlp.last_dropped for mlp in self.moe_blocks]).sum(0)
+        self.token_passes += self.cfg.batch_size * self.seq_len * len(self.moe_positions)
         self.aux_sum += aux.detach().float() / self.cfg.grad_accum
 
     def _balance_metrics(self, n_steps: int) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.moe_positions:
-            routes, dropped, aux = all_reduce_moe_counts(self.expert_tokens, self.dropped, self.aux_sum)
+            routes, d_tok, d_routes, passes, aux = all_reduce_moe_counts(
+                self.expert_tokens, self.drops, self.aux_sum, self.token_passes
+            )
             self.expert_routes = routes  # all ranks' (layers, experts) routes: BenchResult.arrays
-            out |= metrics.moe_balance(routes, dropped, aux, n_steps)
+            out |= metrics.moe_balance(
+                routes, d_routes, aux, n_steps, dropped_tokens=d_tok, token_passes=passes
+            )
+            if self.step_tokens:
+                out |= metrics.moe_step_balance(reduce_step_series(self.step_tokens, self.device))
+        if self.scone is not None and n_steps:
+            out |= self._scone_metrics()
         if self.counts and n_steps:
             row_bytes = metrics.l3_row_bytes(self.model_cfg, self.model.tok_emb.weight.element_size())
             out |= reduce_l3_balance(self.l3, n_steps, row_bytes, self.device)
+            per_step = reduce_step_series(np.asarray(self.l3_steps, dtype=np.float64), self.device)
+            out |= metrics.l3_step_balance(per_step[:, 0], per_step[:, 1], row_bytes)
         return out
 
     # -- training -----------------------------------------------------------------------------------
-    def _micro(self, x: np.ndarray, y: np.ndarray, last: bool) -> torch.Tensor:
+    def _micro(self, x: np.ndarray, y: np.ndarray, last: bool, tags: np.ndarray | None) -> torch.Tensor:
+        """One micro-batch's forward and backward; tags: its (B, T) f-gram rows (scone) or None."""
         x = torch.from_numpy(x).to(self.device, non_blocking=True)
         y = torch.from_numpy(y).to(self.device, non_blocking=True)
+        kw = {} if tags is None else {"fgram_ids": torch.from_numpy(tags).to(self.device, non_blocking=True)}
         with self.engine.micro(last):
             with self.autocast():
-                logits, aux, expert_counts = self.engine.module(x, return_expert_counts=True)
+                logits, aux, expert_counts = self.engine.module(x, return_expert_counts=True, **kw)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # (B*T, vocab) vs (B*T,)
             self.engine.backward(loss + aux)
         self._moe_stats(expert_counts, aux)
@@ -193,9 +272,16 @@ class TrainLoop:
         """One timed optimizer step (micro-batches `step * grad_accum ...`); returns the loss on device."""
         accum = self.cfg.grad_accum
         batches = [self.train_batches(step * accum + m) for m in range(accum)]
+        tags = [None] * accum
+        if self.train_tags is not None:
+            tags = [self.train_tags(step * accum + m)[0] for m in range(accum)]  # (B, T) per micro-batch
+            self._scone_stats(tags)
         self._l3_stats([x for x, _ in batches])
+        if self.moe_positions:
+            self.step_tokens.append(torch.zeros_like(self.expert_tokens))
         with self.timer:
-            loss = sum(self._micro(x, y, m == accum - 1) for m, (x, y) in enumerate(batches)) / accum
+            parts = enumerate(zip(batches, tags, strict=True))
+            loss = sum(self._micro(x, y, m == accum - 1, t) for m, ((x, y), t) in parts) / accum
             self.engine.optimizer_step()
         self.scheduler.step()
         return loss
@@ -260,23 +346,26 @@ class TrainLoop:
         """eval/val_loss, eval/val_ppl of the job's corpus and eval/<name>/val_loss, ... of each extra one."""
         out = {}
         for name, ds in self.eval_sets.items():
-            values = self._evaluate_one(ds)
+            values = self._evaluate_one(ds, self.eval_tags[name])
             out |= {(k.replace("eval/", f"eval/{name}/") if name else k): v for k, v in values.items()}
         return out
 
     @torch.no_grad()
-    def _evaluate_one(self, val: PackedDataset) -> dict[str, float]:
+    def _evaluate_one(self, val: PackedDataset, tags: PackedDataset | None = None) -> dict[str, float]:
         """Mean token loss over up to eval_batches validation batches per rank (equal on every rank)."""
         w = self.world
         batch = max(1, min(self.cfg.batch_size, val.n_windows // w.size))
         total = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, tokens
         self.model.eval()
-        for x, y in itertools.islice(
-            val.batches(batch, rank=w.rank, world_size=w.size), self.cfg.eval_batches
-        ):
+        windows = val.batches(batch, rank=w.rank, world_size=w.size)
+        tag_windows = itertools.repeat(None)
+        if tags is not None:  # scone: the tags of the same windows
+            tag_windows = tags.batches(batch, rank=w.rank, world_size=w.size)
+        for (x, y), t in itertools.islice(zip(windows, tag_windows, strict=False), self.cfg.eval_batches):
             x, y = x.to(self.device), y.to(self.device)
+            kw = {} if t is None else {"fgram_ids": t[0].to(self.device)}
             with self.autocast():
-                logits, _ = self.model(x)
+                logits, _ = self.model(x, **kw)
             total[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
             total[1] += y.numel()
         self.model.train()

@@ -18,20 +18,23 @@ import numpy as np
 import torch
 
 from workloads.data import DataConfig, prepare
-from workloads.jobs import distributed, loop, metrics
+from workloads.jobs import distributed, loop, metrics, optim
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
     ModelOverrides,
     ModelSpec,
     allocation_summary,
+    base_model_config,
     check_data_fits,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
+    resolve_scone,
     token_freqs_for,
 )
-from workloads.models.accounting import count_params
+from workloads.models.accounting import count_params, fgram_table_bytes, fgram_train_flops_per_token
 from workloads.models.config import Family, ModelConfig
 
 Device = Literal["cpu", "cuda"]
@@ -63,6 +66,9 @@ class TrainJobConfig:
     optimizer step. steps, or token_budget (when set: ceil(token_budget / tokens per step) steps).
     AdamW(lr, betas, weight_decay; norms undecayed; l3_* / embedding_* override the lr / weight decay of
     the L3 tables / embeddings), linear warmup over lr_warmup_steps then cosine to min_lr_ratio · lr.
+    l3_optimizer: the L3 tables' optimizer: "adamw" (dense, with the rest; the paper's setup, default),
+    "sparse_adam" (lazy Adam: touched rows only) or "rowwise_adagrad" (one accumulator per row), with
+    l3_lr / l3_weight_decay; see workloads/jobs/row_sparse.py. Ignored by models without L3 tables.
     dtype: "auto" = bfloat16 autocast on cuda, float32 on cpu (parameters stay float32).
     timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
     (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
@@ -89,6 +95,7 @@ class TrainJobConfig:
     grad_clip: float = 1.0
     l3_lr: float | None = None
     l3_weight_decay: float | None = None
+    l3_optimizer: optim.L3Optimizer = "adamw"
     embedding_lr: float | None = None
     embedding_weight_decay: float | None = None
     seed: int = 0
@@ -122,6 +129,10 @@ class TrainJobConfig:
         _check_float("grad_clip", self.grad_clip, 0.0)
         for name in ("l3_lr", "l3_weight_decay", "embedding_lr", "embedding_weight_decay"):
             _check_float(name, getattr(self, name), 0.0, optional=True)
+        if self.l3_optimizer not in optim.L3_OPTIMIZERS:
+            raise ValueError(
+                f"TrainJobConfig.l3_optimizer must be one of {optim.L3_OPTIMIZERS}, got {self.l3_optimizer!r}"
+            )
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
             raise ValueError(f"TrainJobConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
@@ -155,40 +166,44 @@ class TrainJobConfig:
 
 
 def _resolve(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
-    """Everything checkable before data or model work."""
-    model_cfg = resolve_model_config(cfg.model_spec())
-    check_data_fits(cfg.data_config(), model_cfg)
-    if model_cfg.moe is not None and w.size % model_cfg.moe.ep_size:
+    """Everything checkable before data or model work; returns the dense base (vocabulary, max_seq_len),
+    from which the data is prepared before the L3 / MoE model is matched on it."""
+    base = base_model_config(cfg.model_spec())
+    check_data_fits(cfg.data_config(), base)
+    ep_size = cfg.overrides.moe_ep_size or 1
+    if cfg.family == "moe" and w.size % ep_size:
         raise ValueError(
-            f"moe.ep_size={model_cfg.moe.ep_size} needs a distributed group whose size is a multiple of it; "
+            f"moe.ep_size={ep_size} needs a distributed group whose size is a multiple of it; "
             f"this job has {w.size} rank(s)"
         )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("TrainJobConfig.device='cuda' but torch sees no CUDA device")
-    return model_cfg
+    return base
 
 
 def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     """Resolve, prepare data and L3 counts (rank 0 first, then the others from its caches) and build the
     parallelized model, optimizer and schedule. `run` uses it; so does the benchmark."""
     w = distributed.world()
-    model_cfg = _resolve(cfg, w)
+    base = _resolve(cfg, w)
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
     spec, data_cfg = cfg.model_spec(), cfg.data_config()
-    data = counts = None
+    data = counts = scone = None
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
-            data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
+            data = prepare_data(data_cfg, base, ctx.cache_dir)
+            model_cfg = resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
             counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
+            scone = resolve_scone(model_cfg, data, ctx.cache_dir)
             extra = {  # tokenized with the job's tokenizer
                 name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
                               ctx.cache_dir)
                 for name, d in cfg.eval_data.items()
             }  # fmt: skip
         distributed.barrier()
-    return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx, extra)
+    return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx, extra, scone=scone)
 
 
 def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
@@ -221,11 +236,16 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     model_cfg, w, data, counts = job.model_cfg, job.world, job.data, job.counts
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     out: dict[str, float] = dict(outcome.metrics)
+    per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
+    if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
+        per_token += fgram_train_flops_per_token(model_cfg, out.get("train/fgram_tokens_per_token", 0.0))
+        element = job.model.tok_emb.weight.element_size()  # F in the parameter dtype
+        out["mem/fgram_table_bytes"] = float(fgram_table_bytes(model_cfg, element))
+        out["train/flops_per_token"] = per_token
     if outcome.timing is not None:
         throughput = metrics.throughput_metrics(outcome.timing, cfg.tokens_per_step_per_rank() * w.size)
         out |= throughput
         if ctx.peak_flops:
-            per_token = metrics.train_flops_per_token(model_cfg, pc.active, job.seq_len)
             out["train/mfu"] = metrics.mfu(
                 throughput["train/tokens_per_s"], per_token, ctx.peak_flops, w.size
             )
@@ -236,7 +256,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     opt_bytes = job.optimizer_bytes()
     out["mem/optimizer_bytes"] = float(sum(opt_bytes.values()))
     out |= {f"mem/optimizer_bytes/{k}": float(v) for k, v in opt_bytes.items()}
-    params = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    params = metrics.accounting_metrics(pc)
     out |= params
     params |= {f"params/{k}": float(v) for k, v in pc.by_category.items()}
     params |= {f"params_active/{k}": float(v) for k, v in pc.active_by_category.items()}
@@ -257,6 +277,13 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     arrays = {}
     if job.expert_routes is not None:
         arrays["expert_tokens"] = job.expert_routes.tolist()
+    if job.scone is not None:
+        fg = job.scone.fgrams
+        info["fgram_summary"] = json.dumps({
+            "n_fgrams": fg.n_fgrams, "n_candidates": fg.n_candidates, "max_n": fg.max_n,
+            "min_count": fg.min_count, "n_tokens": fg.n_tokens, "file": str(job.scone.path),
+            "length_counts": np.bincount(fg.lengths, minlength=fg.max_n + 1)[2:].tolist(),
+        })  # fmt: skip
     if counts:
         summary = allocation_summary(cfg.model_spec(), model_cfg, counts, data)
         info["allocation_summary"] = json.dumps(summary)  # → allocation_summary.json in MLflow

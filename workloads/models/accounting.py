@@ -1,13 +1,21 @@
 """Parameter accounting from config arithmetic alone (paper sizes are counted without allocating them).
 
-Definitions follow L3_SPEC §5: total = everything stored; active = parameters touched per token.
-Categories (`by_category`, `active_by_category`):
+Definitions follow L3_SPEC §5: total = everything stored; active = parameters used per token, counted as
+the paper's Table 1 does (a dense model's active equals its total). Categories (`by_category`,
+`active_by_category`):
   dense       attention, dense MLPs, all norms, MoE routers, L3 W_up/W_mix/norms   (all active)
-  l3_tables   L3 key/value rows; active = mean rows per token d_t · (dim + d_emb) per L3 layer, where the
-              mean is weighted by `token_freqs` when given, else budget / vocab_size
+  l3_tables   L3 key/value rows; active = Σ over L3 layers of d_t · (dim + d_emb), d_t the corpus-weighted
+              mean rows per token of the allocation the job uses (`token_freqs` with `l3_counts`, or with a
+              uniform allocation). Without a corpus the mean is budget / vocab_size and the count is
+              marked `estimated`: no printed comparison may rest on it.
   experts     MoE expert MLPs; active = top_k experts per MoE block
-  embeddings  token embedding + LM head; active = one embedding row + the whole head (every logit is
-              computed). Tied embeddings are stored once and, being the head, fully active.
+  embeddings  token embedding + LM head, counted fully (as in the paper's Table 1, 809M / 809M dense).
+              Tied embeddings are stored once and counted once.
+  fgram_model SCONE's A_fgram (blocks + absolute positions); a training-time parameter, never active
+              (a key of scone models only).
+SCONE (L3_SPEC §6), as the paper counts: active = the inference-resident parameters (A_main + the whole
+token embedding + head); total = the training-time parameters (those + A_fgram). The table F is storage,
+reported in bytes (`fgram_table_bytes`), not as parameters.
 """
 
 from collections.abc import Mapping, Sequence
@@ -18,18 +26,30 @@ import numpy as np
 from workloads.models.config import ModelConfig
 
 CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
+FGRAM_CATEGORY = "fgram_model"  # present in the counts of scone models only
 
 
 @dataclass(frozen=True)
 class ParamCount:
-    """active/total parameters, split by category. `active_max` is the L3 worst case: every lookup hits a
-    token with the most rows (max of the counts, else the cap), as L3_SPEC §5 asks to report."""
+    """active/total parameters, split by category.
+
+    active_max / active_min: the L3 extremes L3_SPEC §5 asks for: a token with the most rows (the largest
+    count, at most the cap) and one with the fewest. Without L3 both equal `active`.
+    estimated: True when the L3 rows per token are not corpus-weighted (no token_freqs, or no counts for
+    an LZW allocation): then the L3 active numbers are the budget / vocab_size guess.
+    `flops_active`: the active parameters a token is multiplied with (2 FLOPs each forward): `active`
+    without the untied input embedding table, which is read one row at a time and multiplies nothing.
+    MFU and the capacity model's FLOPs use it; comparisons use `active`.
+    """
 
     active: int
     total: int
     by_category: dict[str, int]
     active_by_category: dict[str, int]
     active_max: int
+    active_min: int
+    flops_active: int
+    estimated: bool = False
 
     @property
     def sparsity(self) -> float:
@@ -46,6 +66,31 @@ def mlp_params(dim: int, ffn_dim: int) -> int:
     return 3 * dim * ffn_dim  # SwiGLU: w1, w3 (dim -> ffn), w2 (ffn -> dim)
 
 
+def block_params(config: ModelConfig) -> int:
+    """One decoder block with a dense MLP: two RMSNorms, attention, SwiGLU."""
+    return 2 * config.dim + attention_params(config) + mlp_params(config.dim, config.ffn_dim)
+
+
+def fgram_model_params(config: ModelConfig) -> int:
+    """SCONE's A_fgram: scone.layers(n_layers) dense blocks + K absolute position embeddings."""
+    sc = config.scone
+    return sc.layers(config.n_layers) * block_params(config) + sc.max_n * config.dim
+
+
+def fgram_table_bytes(config: ModelConfig, bytes_per_value: int = 2) -> int:
+    """Bytes of SCONE's inference table F: n_fgrams rows of dim values (fp16/bf16 by default, as the
+    paper stores it: 10M f-grams at d = 2048 = 41 GB)."""
+    return config.scone.n_fgrams * config.dim * bytes_per_value
+
+
+def fgram_train_flops_per_token(config: ModelConfig, fgram_tokens_per_token: float) -> float:
+    """SCONE's extra training FLOPs per main-model token: 6 · A_fgram parameters per f-gram token that
+    A_fgram encodes (forward + backward), times the f-gram tokens encoded per training token (measured:
+    each distinct f-gram of a micro-batch once, all of its tokens). The paper's point: SCONE trains with
+    more compute than its inference-matched baseline."""
+    return 6.0 * fgram_model_params(config) * fgram_tokens_per_token
+
+
 def l3_row_width(config: ModelConfig) -> int:
     """Parameters per L3 table row: a key (dim) and, unless tied, a value (d_emb)."""
     return config.dim + (0 if config.l3.tied else config.l3.d_emb)
@@ -57,43 +102,52 @@ def l3_dense_params(config: ModelConfig) -> int:
     return l3.d_emb * l3.d_up + (l3.d_up + config.dim) * config.dim + config.dim + l3.d_up
 
 
+def _check_freqs(token_freqs, vocab: int) -> np.ndarray | None:
+    if token_freqs is None:
+        return None
+    freqs = np.asarray(token_freqs, dtype=np.float64)
+    if freqs.shape != (vocab,) or freqs.min() < 0 or freqs.sum() <= 0:
+        raise ValueError(
+            f"token_freqs must be ({vocab},) non-negative with a positive sum, got shape {freqs.shape}"
+        )
+    return freqs
+
+
 def _l3_rows_per_token(
     config: ModelConfig,
     token_freqs: Sequence[float] | np.ndarray | None,
     l3_counts: Mapping[int, Sequence[int] | np.ndarray] | None,
-) -> dict[int, tuple[float, int]]:
-    """{position: (mean rows per token, max rows per token)} for every L3 layer."""
+) -> tuple[dict[int, tuple[float, int, int]], bool]:
+    """({position: (mean, max, min rows per token)} for every L3 layer, estimated).
+
+    The mean is weighted by `token_freqs`; without them (no corpus) it is budget / vocab_size, and the
+    max / min are those of the counts when given, else of the most / least a token can own."""
     l3, vocab = config.l3, config.vocab_size
-    freqs = None
-    if token_freqs is not None:
-        freqs = np.asarray(token_freqs, dtype=np.float64)
-        if freqs.shape != (vocab,) or freqs.min() < 0 or freqs.sum() <= 0:
-            raise ValueError(
-                f"token_freqs must be ({vocab},) non-negative with a positive sum, got shape {freqs.shape}"
-            )
-    out = {}
+    freqs = _check_freqs(token_freqs, vocab)
+    out, estimated = {}, freqs is None
     for pos in l3.positions:
         counts = None if l3_counts is None or pos not in l3_counts else np.asarray(l3_counts[pos])
-        if counts is None and freqs is not None:
-            if l3.allocation != "uniform":
-                raise ValueError(
-                    f"token_freqs weighting needs the rows per token of L3 position {pos}: pass l3_counts "
-                    "(l3.allocation='lzw' cannot be derived from the config)"
-                )
+        if counts is None and l3.allocation == "uniform":
             from workloads.l3.allocation import uniform_allocate
 
             counts = uniform_allocate(vocab, l3.budget, l3.cap)
         if counts is None:
-            out[pos] = (l3.budget / vocab, min(l3.cap, l3.budget - vocab + 1))
+            if freqs is not None:
+                raise ValueError(
+                    f"token_freqs weighting needs the rows per token of L3 position {pos}: pass l3_counts "
+                    f"(l3.allocation={l3.allocation!r} cannot be derived from the config)"
+                )
+            least = max(1, l3.budget - (vocab - 1) * l3.cap)
+            out[pos] = (l3.budget / vocab, min(l3.cap, l3.budget - vocab + 1), least)
             continue
         if counts.shape != (vocab,) or int(counts.sum()) != l3.budget:
             raise ValueError(
                 f"l3_counts[{pos}] must have shape ({vocab},) and sum to l3.budget={l3.budget}, "
                 f"got shape {counts.shape} summing to {int(counts.sum())}"
             )
-        mean = float(counts.mean()) if freqs is None else float((freqs * counts).sum() / freqs.sum())
-        out[pos] = (mean, int(counts.max()))
-    return out
+        mean = l3.budget / vocab if freqs is None else float((freqs * counts).sum() / freqs.sum())
+        out[pos] = (mean, int(counts.max()), int(counts.min()))
+    return out, estimated
 
 
 def count_params(
@@ -126,12 +180,17 @@ def count_params(
     active["dense"] = total["dense"]
     table = c.vocab_size * c.dim
     total["embeddings"] = table if c.tie_embeddings else 2 * table
-    active["embeddings"] = table if c.tie_embeddings else table + c.dim
-    l3_max = 0
+    active["embeddings"] = total["embeddings"]  # counted fully (L3_SPEC §5, the paper's Table 1)
+    if c.scone is not None:  # A_fgram: training-time only (L3_SPEC §6)
+        total[FGRAM_CATEGORY], active[FGRAM_CATEGORY] = fgram_model_params(c), 0
+    l3_max = l3_min = 0
+    estimated = False
     if c.l3 is not None:
-        rows = _l3_rows_per_token(c, token_freqs, l3_counts)
-        active["l3_tables"] = round(sum(mean for mean, _ in rows.values()) * l3_row_width(c))
-        l3_max = sum(peak for _, peak in rows.values()) * l3_row_width(c)
+        rows, estimated = _l3_rows_per_token(c, token_freqs, l3_counts)
+        width = l3_row_width(c)
+        active["l3_tables"] = round(sum(mean for mean, _, _ in rows.values()) * width)
+        l3_max = sum(most for _, most, _ in rows.values()) * width
+        l3_min = sum(least for _, _, least in rows.values()) * width
     n_active = sum(active.values())
     return ParamCount(
         active=n_active,
@@ -139,4 +198,7 @@ def count_params(
         by_category=total,
         active_by_category=active,
         active_max=n_active - active["l3_tables"] + l3_max,
+        active_min=n_active - active["l3_tables"] + l3_min,
+        flops_active=n_active - (0 if c.tie_embeddings else table),
+        estimated=estimated,
     )

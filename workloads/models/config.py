@@ -1,4 +1,5 @@
-"""Model configs: one frozen `ModelConfig` per model, composed with optional `L3Config` / `MoEConfig`.
+"""Model configs: one frozen `ModelConfig` per model, composed with optional `L3Config` / `MoEConfig` /
+`SconeConfig`.
 
 The per-layer choice (dense MLP or MoE; an L3 sublayer after the block or not) is derived from the
 config by `ModelConfig.block_specs()`, so one Transformer serves every family (STYLE.md, nanoGPT).
@@ -6,16 +7,16 @@ Pure Python on purpose: configs are built, validated and counted without importi
 """
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-Family = Literal["dense", "l3", "moe"]
+Family = Literal["dense", "l3", "moe", "scone"]
 Allocation = Literal["lzw", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
-L3Impl = Literal["reference", "sorted"]
+L3Impl = Literal["auto", "reference", "sorted", "small", "triton"]
 
-FAMILIES: tuple[str, ...] = ("dense", "l3", "moe")
+FAMILIES: tuple[str, ...] = ("dense", "l3", "moe", "scone")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 
@@ -64,15 +65,15 @@ class L3Config:
     tied: bool = False
     residual: bool = False
     allocation: Allocation = "lzw"
-    impl: L3Impl = "sorted"
+    impl: L3Impl = "auto"
 
     def __post_init__(self) -> None:
         _check_positions("l3", self.positions)
         _check_positive("l3", budget=self.budget, d_emb=self.d_emb, d_up=self.d_up, cap=self.cap)
         if self.allocation not in ("lzw", "uniform"):
             raise ValueError(f"l3.allocation must be 'lzw' or 'uniform', got {self.allocation!r}")
-        if self.impl not in ("reference", "sorted"):
-            raise ValueError(f"l3.impl must be 'reference' or 'sorted', got {self.impl!r}")
+        if self.impl not in get_args(L3Impl):
+            raise ValueError(f"l3.impl must be one of {list(get_args(L3Impl))}, got {self.impl!r}")
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,40 @@ class MoEConfig:
 
 
 @dataclass(frozen=True)
+class SconeConfig:
+    """SCONE f-gram input embeddings (L3_SPEC §6; Yu et al., arXiv 2502.01637).
+
+    n_fgrams: S, the f-grams kept by discovery (rows of the inference table F). max_n: K, the longest
+    f-gram (n = 2..K; A_fgram's absolute positions). min_count: discovery's threshold from scan 3 on.
+    A_fgram is the main model's block stack without token embedding, `fgram_layers` blocks deep, else
+    round(depth_multiplier · model.n_layers) (the paper scales A_fgram in depth only, 0.5×-3×).
+    """
+
+    n_fgrams: int
+    max_n: int = 5
+    min_count: int = 5
+    fgram_layers: int | None = None
+    depth_multiplier: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, low in (("n_fgrams", 1), ("max_n", 2), ("min_count", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"scone.{name} must be an integer >= {low}, got {value!r}")
+        if self.fgram_layers is not None:
+            _check_positive("scone", fgram_layers=self.fgram_layers)
+            if not isinstance(self.fgram_layers, int):
+                raise ValueError(f"scone.fgram_layers must be an integer, got {self.fgram_layers!r}")
+        _check_positive("scone", depth_multiplier=self.depth_multiplier)
+
+    def layers(self, n_layers: int) -> int:
+        """A_fgram's depth for a main model of `n_layers` blocks."""
+        if self.fgram_layers is not None:
+            return self.fgram_layers
+        return max(1, round(self.depth_multiplier * n_layers))
+
+
+@dataclass(frozen=True)
 class BlockSpec:
     """What block `index` is made of: its MLP kind and whether an L3 sublayer follows it."""
 
@@ -134,7 +169,8 @@ class BlockSpec:
 class ModelConfig:
     """A Llama-style decoder (RMSNorm, RoPE, GQA, SwiGLU) plus the family's sparse parts.
 
-    family "dense" has neither `l3` nor `moe`; "l3" needs `l3`; "moe" needs `moe`.
+    family "dense" has neither `l3` nor `moe` nor `scone`; "l3" needs `l3`; "moe" needs `moe`; "scone"
+    needs `scone` (a dense backbone whose input embedding at f-gram positions comes from A_fgram).
     dtype is the parameter dtype the model is built in.
     """
 
@@ -152,6 +188,7 @@ class ModelConfig:
     family: Family = "dense"
     l3: L3Config | None = field(default=None)
     moe: MoEConfig | None = field(default=None)
+    scone: SconeConfig | None = field(default=None)
 
     def __post_init__(self) -> None:
         _check_positive(
@@ -190,6 +227,11 @@ class ModelConfig:
         if (self.moe is not None) != wants_moe:
             raise ValueError(
                 f"model.family={self.family!r} {'needs' if wants_moe else 'must not have'} a moe config"
+            )
+        if (self.scone is not None) != (self.family == "scone"):
+            raise ValueError(
+                f"model.family={self.family!r} {'needs' if self.family == 'scone' else 'must not have'} "
+                "a scone config"
             )
         for name, sub in (("l3", self.l3), ("moe", self.moe)):
             if sub is not None and sub.positions[-1] >= self.n_layers:

@@ -20,11 +20,13 @@ OVERRIDES = ModelOverrides(vocab_size=512)  # debug's 256 ids cannot hold a byte
 BATCH_SIZES = (1, 4)
 PER_BATCH = ("infer/prefill_tokens_per_s", "infer/ttft_s", "infer/decode_tokens_per_s")
 OFFLOAD = ("infer/offload/prefill_tokens_per_s", "infer/offload/ttft_s", "infer/offload/decode_tokens_per_s")
-H2D = ("infer/offload/h2d_bytes_per_prefill", "infer/offload/h2d_bytes_per_decode_step")
-OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio")
-MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_token_frac", "lb/aux_loss")
+# On CPU nothing crosses to a device: the offloaded placement compacts rows host → host (no h2d_* names).
+H2D = ("infer/offload/host_compact_bytes_per_prefill", "infer/offload/host_compact_bytes_per_decode_step")
+OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio", "infer/offload_wait_s", "infer/offload_prefill_wait_s")
+MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_route_frac", "lb/aux_loss")
 JOB_LEVEL = (
     "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
+    "params_active_max", "params_active_min",
     "mem/params_bytes/l3_tables", "mem/params_bytes/experts", "mem/params_bytes/embeddings",
 )  # fmt: skip
 
@@ -60,7 +62,7 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
     assert all(math.isfinite(v) and v >= 0 for v in result.metrics.values())
     for key in per_batch:
         assert result.metrics[key] == result.metrics[f"{key}/bs{max(BATCH_SIZES)}"]  # unsuffixed = largest B
-    positive = [k for k in result.metrics if "tokens_per_s" in k or "ttft" in k or "h2d_bytes" in k]
+    positive = [k for k in result.metrics if "tokens_per_s" in k or "ttft" in k or "compact_bytes" in k]
     assert all(result.metrics[k] > 0 for k in positive)
     assert [step for step, _ in streamed] == [0, 1]
     assert set(streamed[1][1]) == {f"{k}/bs4" for k in per_batch}
@@ -69,12 +71,34 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
     assert result.config["model"]["family"] == family
     if family == "l3":
         assert result.metrics["mem/offload/host_table_bytes"] == result.metrics["mem/params_bytes/l3_tables"]
-        assert result.info["placements"] == "device,offload"
+        assert result.info["placements"] == "device,host-compact"
+        assert not any("h2d" in k for k in result.metrics)
         m = result.metrics  # a 4 x 12 prompt has more distinct ids, so more rows, than a 4-token step
-        assert m["infer/offload/h2d_bytes_per_prefill/bs4"] > m["infer/offload/h2d_bytes_per_decode_step/bs4"]
+        assert (
+            m["infer/offload/host_compact_bytes_per_prefill/bs4"]
+            > m["infer/offload/host_compact_bytes_per_decode_step/bs4"]
+        )
+        for bs in BATCH_SIZES:  # the ratio is offloaded over on-device, never the inverse
+            want = m[f"infer/offload/decode_tokens_per_s/bs{bs}"] / m[f"infer/decode_tokens_per_s/bs{bs}"]
+            assert m[f"infer/offload_decode_ratio/bs{bs}"] == pytest.approx(want, rel=1e-12)
     if family == "moe":
-        assert 0 <= result.metrics["lb/dropped_token_frac"] < 1
+        assert 0 <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
+
+
+def test_interleaved_families_report_what_separate_runs_do(data_cfg, ctx):
+    from workloads.jobs.infer import run_interleaved
+
+    dense, l3 = run_interleaved([_cfg("dense", data_cfg), _cfg("l3", data_cfg)], [ctx, ctx])
+    assert dense.info["family"] == "dense" and l3.info["family"] == "l3"
+    assert set(dense.metrics) == _expected_keys(PER_BATCH)
+    assert set(l3.metrics) - {"mem/offload/host_table_bytes"} == _expected_keys(
+        PER_BATCH + OFFLOAD + OFFLOAD_EXTRA
+    )
+    with pytest.raises(ValueError, match="one sweep and distinct families"):
+        run_interleaved([_cfg("dense", data_cfg), _cfg("dense", data_cfg)])
+    with pytest.raises(ValueError, match="one sweep and distinct families"):
+        run_interleaved([_cfg("dense", data_cfg), _cfg("l3", data_cfg, gen_len=4)])
 
 
 def test_offload_only_placement_reports_offload_keys_only(data_cfg, ctx):

@@ -28,7 +28,7 @@ def moe(**kw):
         ({"dim": 12, "n_heads": 4}, "head_dim = dim / n_heads = 3 must be even"),
         ({"n_layers": 0}, "model.n_layers must be > 0, got 0"),
         ({"dtype": "float64"}, "model.dtype must be one of"),
-        ({"family": "scone"}, "model.family must be one of"),
+        ({"family": "ngram"}, "model.family must be one of"),
         ({"family": "l3"}, "model.family='l3' needs an l3 config"),
         ({"l3": l3()}, "model.family='dense' must not have an l3 config"),
         ({"family": "moe", "moe": moe(positions=(0, 4))}, "moe.positions=(0, 4) must lie in [0, 4)"),
