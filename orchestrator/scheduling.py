@@ -9,6 +9,7 @@ exception raised by the job → `failed` (not retried), `ray.cancel` → `cancel
 """
 
 import logging
+import re
 import socket
 import time
 import traceback
@@ -73,11 +74,19 @@ class Completion:
     will_retry: bool = False
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
+
+
+def plain(text: str) -> str:
+    """Text without ANSI escape codes (they end up in traceback.txt, MLflow tags and piped logs)."""
+    return ANSI.sub("", text)
+
+
 def one_line(err: BaseException) -> str:
     """'Type: last line of the message' of the job's own exception (a Ray task error's cause)."""
     err = getattr(err, "cause", None) or err
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[-1].strip() if lines else ''}"
+    return plain(f"{type(err).__name__}: {lines[-1].strip() if lines else ''}")
 
 
 def _job_ancestors(err: BaseException) -> Iterable[BaseException]:
@@ -336,7 +345,7 @@ class Scheduler:
             outcome = classify(err)
             retry = allow_retry and attempt <= job.max_retries and self._retryable(job, outcome)
             summary = one_line(err)
-            tb = "".join(traceback.format_exception(err))
+            tb = plain("".join(traceback.format_exception(err)))
             done = Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
         self.on_done(done)
         if done.will_retry:

@@ -87,6 +87,8 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
     assert [m.step for m in history][:3] == [0, 1, 2]  # streamed per step from the worker
     assert boom["status"] == "FAILED" and boom["tags.isosparse.outcome"] == "failed"
     assert "traceback.txt" in artifacts(boom["run_id"])
+    tb = Tracker(store).download_text(boom["run_id"], "traceback.txt")
+    assert "RuntimeError" in tb and "\x1b[" not in tb  # no terminal colour codes in the artifact
     # the killed worker: attempt 1 is infra (FAILED), attempt 2 the one FINISHED run of that fingerprint
     crashed = runs.loc[["dummy/dense/debug/crash/s0"]].sort_values("tags.isosparse.attempt")
     assert list(crashed["tags.isosparse.outcome"]) == ["infra", "finished"]

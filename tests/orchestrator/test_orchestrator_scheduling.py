@@ -6,7 +6,7 @@ import pytest
 import torch
 from ray import exceptions as rex
 
-from orchestrator.scheduling import classify, halved_micro_batch, one_line
+from orchestrator.scheduling import classify, halved_micro_batch, one_line, plain
 
 
 def task_error(cause: BaseException) -> BaseException:
@@ -75,3 +75,9 @@ def test_halved_micro_batch_keeps_tokens_per_step():
 def test_one_line_is_the_last_line_of_the_message():
     assert one_line(task_error(ValueError("bad\nvalue\n\n"))) == "ValueError: value"
     assert one_line(RuntimeError()) == "RuntimeError: "
+
+
+def test_ansi_codes_are_stripped_from_errors():
+    coloured = "\x1b[36mray::_task_body()\x1b[39m (pid=1)\n\x1b[1;31mValueError: bad\x1b[0m"
+    assert plain(coloured) == "ray::_task_body() (pid=1)\nValueError: bad"
+    assert one_line(RuntimeError(coloured)) == "RuntimeError: ValueError: bad"
