@@ -16,10 +16,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from orchestrator import interrupts, ray_link, registry, reporting
+from orchestrator.driver import Driver, JobState, job_state
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
 from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
@@ -33,45 +34,6 @@ from orchestrator.tracking import TrackingError  # noqa: F401  isort: skip
 
 DONE_STATES = ("finished", "failed", "oom", "infra", "cancelled", "skipped")
 CANCEL_GRACE_S = 3.0  # running tasks get this long to stop after a Ctrl-C before Ray kills them
-
-
-@dataclass
-class JobState:
-    """Live state of one job for the progress display. state: queued | running | a failure class |
-    finished | skipped (FINISHED before, not re-run)."""
-
-    name: str
-    kind: str
-    labels: dict[str, str]
-    state: str = "queued"
-    attempt: int = 1
-    step: int | None = None
-    loss: float | None = None
-    run_id: str | None = None
-    error: str | None = None
-    started_s: float | None = None
-    total_steps: int | None = None  # from the job's config when it has steps (progress lines, ETA)
-    tokens_per_step: int | None = None
-    first_metric: tuple[float, int] | None = None  # (monotonic s, step) of this attempt's first step
-
-    def rate_steps_per_s(self, now_s: float) -> float | None:
-        """Steps per second since this attempt's first streamed step (None before two steps)."""
-        if self.first_metric is None or self.step is None or self.step <= self.first_metric[1]:
-            return None
-        return (self.step - self.first_metric[1]) / max(now_s - self.first_metric[0], 1e-9)
-
-
-def job_state(job) -> JobState:
-    """The initial JobState of a JobSpec, with its step count and tokens per step when the config has them."""
-    config, workers = job.config, job.resources.num_workers
-    total = getattr(config, "steps", None)
-    if callable(getattr(config, "total_steps", None)):
-        total = config.total_steps(workers)
-    tokens = None
-    if callable(getattr(config, "tokens_per_step_per_rank", None)):
-        tokens = config.tokens_per_step_per_rank() * workers
-    total = total if isinstance(total, int) else None
-    return JobState(job.name, job.kind, job.labels, total_steps=total, tokens_per_step=tokens)
 
 
 @dataclass
@@ -153,71 +115,6 @@ def report(
     tracker = Tracker(tracking_uri)
     tracker.check()
     return reporting.build_and_log(spec, tracker, out_dir=out_dir, figures=figures)
-
-
-@dataclass
-class _Driver:
-    """Connects scheduler callbacks to MLflow runs and to the live JobState table."""
-
-    suite: Suite
-    tracker: Tracker
-    parent: str
-    report: RunReport
-    runs: dict[tuple[str, int], str] = field(default_factory=dict)
-
-    def _run(self, name: str, attempt: int, extra: dict[str, str] | None = None) -> str:
-        key = (name, attempt)
-        if key not in self.runs:
-            job = self._spec(name)
-            tags = {
-                f"{TAG}suite": self.suite.name,
-                f"{TAG}match_error": f"{match_error(job.match):.6f}",
-                **(extra or {}),
-            }
-            self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
-        return self.runs[key]
-
-    def _spec(self, name: str):
-        return next(j for j in self.suite.jobs if j.name == name)
-
-    def on_event(self, event) -> None:
-        with interrupts.deferred():  # a run created is a run remembered (and closed on Ctrl-C)
-            self._on_event(event)
-
-    def _on_event(self, event) -> None:
-        state = self.report.jobs[event.job]
-        if event.kind == "start":
-            state.step, state.loss, state.first_metric = None, None, None
-            tags = {f"{TAG}ray_node": event.payload["node"], f"{TAG}host": event.payload["host"],
-                    f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
-            state.run_id = self._run(event.job, event.attempt, tags)
-            state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
-            state.error = None  # the previous attempt's error was shown once, on its retry line
-        elif event.kind == "metrics":
-            self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
-            if state.first_metric is None:
-                state.first_metric = (time.monotonic(), event.step)
-            state.step = event.step
-            state.loss = event.payload.get("train/loss", state.loss)
-
-    def on_done(self, done) -> None:
-        with interrupts.deferred():  # the run closed and the job's state updated together
-            self._on_done(done)
-
-    def _on_done(self, done) -> None:
-        state = self.report.jobs[done.job]
-        if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs:
-            state.state = "cancelled"  # never started: no run to close
-            return
-        run_id = self._run(done.job, done.attempt)
-        step = state.step if state.step is not None and state.attempt == done.attempt else 0
-        self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
-        state.run_id, state.error = run_id, done.error
-        if done.will_retry:
-            state.error = f"retrying after {done.outcome}: {done.error}"
-        state.state = "queued" if done.will_retry else done.outcome
-        if done.will_retry:
-            state.attempt = done.attempt + 1
 
 
 def raise_on_sigterm() -> None:
@@ -356,7 +253,7 @@ def connect(address: str | None = None, num_cpus: int | None = None):
 
 
 def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
-    driver = _Driver(spec, tracker, report.parent_run_id, report)
+    driver = Driver(spec, tracker, report.parent_run_id, report)
     scheduler = scheduling.Scheduler(
         storage_path=str(home() / "ray_train"),
         checkpoint_root=str(home() / "checkpoints"),
@@ -382,6 +279,19 @@ def _cancel_pending(scheduler, tracker, driver, report) -> None:
                 if job.run_id is not None:
                     tracker.kill(job.run_id, "cancelled by the user")
                 job.state = "cancelled"
+
+
+def exit_now(code: int) -> None:
+    """Exit after a Ctrl-C within seconds: stop Ray (its local cluster dies with this process anyway),
+    flush the output, and skip the interpreter's teardown of torch / pandas / MLflow modules, which took
+    4-8 s on a loaded machine (every run is already closed by then)."""
+    if "ray" in sys.modules:
+        from orchestrator import scheduling
+
+        scheduling.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def run_detached(

@@ -80,9 +80,12 @@ def run(
         out.print("interrupted: nothing was recorded")
         raise typer.Exit(130) from None
     progress.stop(report)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items()))
+    if report.cancelled:  # the runs are closed; the table can wait for `isosparse compare`
+        out.print(f"interrupted: {counts}; rerun the same command to resume (finished jobs are skipped)")
+        api.exit_now(report.exit_code)
     render.print_compare(out, api.compare(suite, set_, tracking_uri=report.tracking_uri))
     out.print(render.report_line(report.report, report.report_error))
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items()))
     out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
     raise typer.Exit(report.exit_code)
 

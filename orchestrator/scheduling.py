@@ -344,7 +344,7 @@ class Scheduler:
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
             retry = allow_retry and attempt <= job.max_retries and self._retryable(job, outcome)
-            summary = one_line(err)
+            summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
             tb = plain("".join(traceback.format_exception(err)))
             done = Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
         self.on_done(done)

@@ -101,17 +101,12 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
     # compare prints the expected columns
     table = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store])
     assert table.exit_code == 0
-    for column in (
-        "family",
-        "active",
-        "total",
-        "sparsity",
-        "val_loss",
-        "val_ppl",
-        "tokens_per_s",
-        "peak_mem",
-    ):
+    for column in ("job", "active", "total", "val loss", "tok/s", "mem MiB", "state"):
         assert column in table.output, column
+    assert "dummy dense debug boom: RuntimeError: dummy job failing on request at step 1" in table.output
+    wide = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store, "--wide"])
+    for column in ("family", "sparsity", "val_loss", "val_ppl", "tokens_per_s", "peak_mem", "error"):
+        assert column in wide.output, column
 
 
 def test_out_of_memory_is_classified_oom_and_not_retried_blindly(tmp_path, store):

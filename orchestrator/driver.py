@@ -1,0 +1,119 @@
+"""The live side of a suite run: each job's state for the progress display, and the Driver that turns the
+scheduler's events and completions into MLflow runs (one nested run per attempt) and state changes.
+
+Every callback is one `interrupts.deferred()` block: a Ctrl-C never separates a run created from the
+record of it, nor a run closed from its job's new state.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import interrupts
+from orchestrator.monitor import match_error
+from orchestrator.suite import Suite
+from orchestrator.tracking import TAG, Tracker
+
+
+@dataclass
+class JobState:
+    """Live state of one job for the progress display. state: queued | running | a failure class |
+    finished | skipped (FINISHED before, not re-run)."""
+
+    name: str
+    kind: str
+    labels: dict[str, str]
+    state: str = "queued"
+    attempt: int = 1
+    step: int | None = None
+    loss: float | None = None
+    run_id: str | None = None
+    error: str | None = None
+    started_s: float | None = None
+    total_steps: int | None = None  # from the job's config when it has steps (progress lines, ETA)
+    tokens_per_step: int | None = None
+    first_metric: tuple[float, int] | None = None  # (monotonic s, step) of this attempt's first step
+
+    def rate_steps_per_s(self, now_s: float) -> float | None:
+        """Steps per second since this attempt's first streamed step (None before two steps)."""
+        if self.first_metric is None or self.step is None or self.step <= self.first_metric[1]:
+            return None
+        return (self.step - self.first_metric[1]) / max(now_s - self.first_metric[0], 1e-9)
+
+
+def job_state(job) -> JobState:
+    """The initial JobState of a JobSpec, with its step count and tokens per step when the config has them."""
+    config, workers = job.config, job.resources.num_workers
+    total = getattr(config, "steps", None)
+    if callable(getattr(config, "total_steps", None)):
+        total = config.total_steps(workers)
+    tokens = None
+    if callable(getattr(config, "tokens_per_step_per_rank", None)):
+        tokens = config.tokens_per_step_per_rank() * workers
+    total = total if isinstance(total, int) else None
+    return JobState(job.name, job.kind, job.labels, total_steps=total, tokens_per_step=tokens)
+
+
+@dataclass
+class Driver:
+    """Connects scheduler callbacks to MLflow runs and to the live JobState table."""
+
+    suite: Suite
+    tracker: Tracker
+    parent: str
+    report: Any  # orchestrator.api.RunReport: its jobs (name → JobState) are what the driver updates
+    runs: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def _run(self, name: str, attempt: int, extra: dict[str, str] | None = None) -> str:
+        key = (name, attempt)
+        if key not in self.runs:
+            job = self._spec(name)
+            tags = {
+                f"{TAG}suite": self.suite.name,
+                f"{TAG}match_error": f"{match_error(job.match):.6f}",
+                **(extra or {}),
+            }
+            self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
+        return self.runs[key]
+
+    def _spec(self, name: str):
+        return next(j for j in self.suite.jobs if j.name == name)
+
+    def on_event(self, event) -> None:
+        with interrupts.deferred():  # a run created is a run remembered (and closed on Ctrl-C)
+            self._on_event(event)
+
+    def _on_event(self, event) -> None:
+        state = self.report.jobs[event.job]
+        if event.kind == "start":
+            state.step, state.loss, state.first_metric = None, None, None
+            tags = {f"{TAG}ray_node": event.payload["node"], f"{TAG}host": event.payload["host"],
+                    f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
+            state.run_id = self._run(event.job, event.attempt, tags)
+            state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
+            state.error = None  # the previous attempt's error was shown once, on its retry line
+        elif event.kind == "metrics":
+            self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
+            if state.first_metric is None:
+                state.first_metric = (time.monotonic(), event.step)
+            state.step = event.step
+            state.loss = event.payload.get("train/loss", state.loss)
+
+    def on_done(self, done) -> None:
+        with interrupts.deferred():  # the run closed and the job's state updated together
+            self._on_done(done)
+
+    def _on_done(self, done) -> None:
+        state = self.report.jobs[done.job]
+        if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs:
+            state.state = "cancelled"  # never started: no run to close
+            return
+        run_id = self._run(done.job, done.attempt)
+        step = state.step if state.step is not None and state.attempt == done.attempt else 0
+        self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
+        state.run_id, state.error = run_id, done.error
+        if done.will_retry:
+            state.error = f"retrying after {done.outcome}: {done.error}"
+        state.state = "queued" if done.will_retry else done.outcome
+        if done.will_retry:
+            state.attempt = done.attempt + 1
