@@ -4,6 +4,7 @@
 did-you-mean errors. Sources: builtin (Python's stdlib), text (local files/globs), parquet, hf (Hub).
 """
 
+import contextlib
 import difflib
 import glob
 import gzip
@@ -83,7 +84,7 @@ class TextSource:
 
     def documents(self) -> Iterator[str]:
         for path in resolve_paths(self.kind, self.paths):
-            with self._open(path) as f:
+            with _naming(self.kind, path), self._open(path) as f:
                 if self.unit == "file":
                     text = f.read()
                     if text.strip():
@@ -94,6 +95,18 @@ class TextSource:
     def fingerprint(self) -> str:
         settings = f"unit={self.unit} encoding={self.encoding}"
         return _files_fingerprint(self.kind, settings, resolve_paths(self.kind, self.paths))
+
+
+@contextlib.contextmanager
+def _naming(kind: str, path: Path) -> Iterator[None]:
+    """A read or decode error of one file re-raised as a ValueError naming the file (a bare
+    UnicodeDecodeError or ArrowInvalid does not say which of a glob's files is broken)."""
+    try:
+        yield
+    except (UnicodeDecodeError, OSError, EOFError, ValueError) as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{kind} source: cannot read {path}: {type(err).__name__}: {err}") from err
 
 
 def _paragraphs(lines) -> Iterator[str]:
@@ -124,14 +137,16 @@ class ParquetSource:
         import pyarrow.parquet as pq
 
         for path in resolve_paths(self.kind, self.paths):
-            parquet = pq.ParquetFile(path)
-            names = parquet.schema_arrow.names
+            with _naming(self.kind, path):
+                parquet = pq.ParquetFile(path)
+                names = parquet.schema_arrow.names
             if self.text_column not in names:
                 raise ValueError(
                     f"parquet source: text_column {self.text_column!r} is not in {path} (columns: {names})"
                 )
             for group in range(parquet.num_row_groups):
-                column = parquet.read_row_group(group, columns=[self.text_column]).column(0)
+                with _naming(self.kind, path):
+                    column = parquet.read_row_group(group, columns=[self.text_column]).column(0)
                 for text in column.to_pylist():
                     if isinstance(text, str) and text.strip():
                         yield text
