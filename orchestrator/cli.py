@@ -111,9 +111,12 @@ def status(target: Annotated[str | None, typer.Argument()] = None, tracking_uri:
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     out = render.console()
-    out.print(render.compact_table(suites, "suite runs (newest first)"))
+    if suites.empty:
+        out.print(f"no suite runs{f' match {target!r}' if target else ''} in {tracking_uri or 'the store'}")
+        return
+    out.print(render.compact_table(render.status_view(suites), "suite runs (newest first)"))
     if not jobs.empty:
-        out.print(render.compact_table(jobs, f"current results of {suites['suite'].iloc[0]}"))
+        render.print_jobs(out, jobs, f"current results of {suites['suite'].iloc[0]}")
 
 
 @app.command()

@@ -20,9 +20,8 @@ from orchestrator.tracking import TAG, Tracker, TrackingError, home
 
 SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "ran", "finished", "failed",
                  "skipped", "running"]  # fmt: skip
-JOB_COLUMNS = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
-               f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss", "start_time": "started",
-               f"tags.{TAG}error": "error"}  # fmt: skip
+JOB_COLUMNS = {f"tags.{TAG}job": "job", "state": "state", f"tags.{TAG}attempt": "attempt",
+               "metrics.train/loss": "loss", "started": "started", f"tags.{TAG}error": "error"}  # fmt: skip
 MIB = 2**20
 UI_START_TIMEOUT_S = 180.0
 RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
@@ -68,7 +67,7 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
             "suite": parent.get(f"tags.{TAG}suite"),
             "experiment": tracker.experiment_name(parent.get("experiment_id")),
             "status": parent["status"],
-            "started": parent["start_time"].strftime("%Y-%m-%d %H:%M"),
+            "started": parent["start_time"].strftime("%m-%d %H:%M"),
             "jobs": _count(parent.get(f"tags.{TAG}n_jobs")),
             "ran": len(mine),
             "finished": int((status == "FINISHED").sum()),
@@ -90,6 +89,9 @@ def current_jobs(tracker: Tracker, parent: pd.Series) -> pd.DataFrame:
         return pd.DataFrame(columns=list(JOB_COLUMNS.values()))
     runs = runs.assign(_done=runs["status"] == "FINISHED").sort_values(["_done", "start_time"])
     current = runs.groupby(f"tags.{TAG}job").tail(1)  # the last row per job: finished beats newer
+    outcome = current.get(f"tags.{TAG}outcome", pd.Series(None, index=current.index, dtype=object))
+    state = outcome.where(outcome.notna() & (current["status"] != "RUNNING"), current["status"].str.lower())
+    current = current.assign(state=state, started=current["start_time"].dt.strftime("%m-%d %H:%M"))
     present = {k: v for k, v in JOB_COLUMNS.items() if k in current}
     return current[list(present)].rename(columns=present).sort_values("job").reset_index(drop=True)
 
@@ -255,7 +257,7 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
         row = _compare_row(job, run if run is not None else by_name.get(job.name))
         row["error"] = None
         if run is None and job.name in by_name:  # same job, other code version or config: say so
-            row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint']})"
+            row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint'][:8]})"
         rows.append(row)
     table = _match_errors(pd.DataFrame(rows), spec.jobs)
     order = ["job", "family", "preset", "variant", "seed", "numbers", "active", "total", "sparsity",

@@ -50,13 +50,13 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
     return table
 
 
-# The default `compare` layout: one label column, the headline numbers and the state fit 80 columns; the
-# EXTRA columns join, in this order, while the terminal is wide enough. `--wide`: every column of
-# api.compare. Headers are short so the numbers set the widths.
-NARROW = {"label": "job", "active": "active", "total": "total", "val_loss": "val loss",
-          "tokens_per_s": "tok/s", "peak_mem_mib": "mem MiB", "status": "state"}  # fmt: skip
-EXTRA = {"sparsity": "sparsity", "match_err": "match err", "val_ppl": "val ppl",
-         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+# The default `compare` layout: a label column, active and total params, the state; then, in this order,
+# each further column that still fits the terminal (the first three fit 80 columns on the shipped suites).
+# `--wide`: every column of api.compare. Headers are short so the numbers set the widths.
+NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
+EXTRA = {"val_loss": "val loss", "tokens_per_s": "tok/s", "peak_mem_mib": "mem MiB", "sparsity": "sparsity",
+         "match_err": "match err", "val_ppl": "val ppl", "moe_max/mean": "moe max/mean",
+         "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
 LABEL_PARTS = ("job", "family", "preset", "variant", "seed")
 
 
@@ -115,9 +115,10 @@ def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
 def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
     """A DataFrame without cell borders (fits more in 80 columns); long text cells wrap, none is cut."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
-    for col in df.columns:
+    for i, col in enumerate(df.columns):
         numeric = pd.api.types.is_numeric_dtype(df[col])
-        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
+        keep = numeric or i == 0 or col in ("run_id", "started", "status", "state")  # short: never wrapped
+        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=keep, overflow="fold")
     for row in df.itertuples(index=False):
         table.add_row(*(escape(_fmt(v)) for v in row))
     return table
@@ -145,6 +146,26 @@ def progress_text(job, now_s: float) -> str:
     if rate and job.total_steps:
         parts.append(f"ETA {_duration(max(job.total_steps - job.step - 1, 0) / rate)}")
     return ", ".join(parts)
+
+
+def status_view(suites: pd.DataFrame) -> pd.DataFrame:
+    """api.status's suite table for a terminal: without the experiment column when it repeats the suite's
+    name, nor the running column when nothing runs (so it fits 80 columns)."""
+    drop = []
+    if (suites["experiment"] == suites["suite"]).all():
+        drop.append("experiment")
+    if (suites["running"] == 0).all():
+        drop.append("running")
+    return suites.drop(columns=drop)
+
+
+def print_jobs(out: Console, jobs: pd.DataFrame, title: str) -> None:
+    """status's job table, each error on its own line under the table (a column would wrap at 80)."""
+    errors = jobs.get("error", pd.Series(None, index=jobs.index, dtype=object))
+    out.print(compact_table(jobs.drop(columns=["error"], errors="ignore"), title))
+    for job, error in zip(jobs["job"], errors, strict=True):
+        if isinstance(error, str) and error:
+            out.print(f"{job}: {error}", markup=False, highlight=False)
 
 
 class Progress:

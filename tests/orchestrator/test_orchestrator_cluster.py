@@ -94,6 +94,8 @@ def test_run_on_an_existing_token_auth_cluster_with_only_the_readme_steps(tmp_pa
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "InvalidAuthToken" not in done.stdout + done.stderr
+    assert " INFO " not in done.stdout + done.stderr  # quiet: no MLflow / Ray INFO lines on a normal run
+    assert "\x1b[" not in done.stdout  # piped: no ANSI codes
     mlflow.set_tracking_uri(store)
     runs = mlflow.search_runs(experiment_names=["on-a-head"], filter_string="tags.`isosparse.kind` = 'job'")
     assert list(runs["status"]) == ["FINISHED"] and runs["metrics.dummy/value"].iloc[0] == 4.0

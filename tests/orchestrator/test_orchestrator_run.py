@@ -152,7 +152,7 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
         (0, 0, 0, 2), (1, 1, 0, 1), (2, 1, 1, 0)]  # fmt: skip
     assert suites["run_id"].iloc[0] == third.parent_run_id[:8]
     assert list(jobs["job"]) == ["dummy/dense/debug/fast/s0", "dummy/dense/debug/slow/s0"]
-    assert set(jobs["status"]) == {"FINISHED"}
+    assert set(jobs["state"]) == {"finished"}
     assert mlflow.get_run(third.parent_run_id).info.run_name == "resume (rerun: all 2 jobs skipped)"
     shown = CliRunner().invoke(app, ["status", third.parent_run_id[:8], "--tracking-uri", store])
     assert shown.exit_code == 0 and "current results of resume" in shown.output, shown.output
