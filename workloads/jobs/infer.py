@@ -22,19 +22,23 @@ import resource
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, MinLen
 
 from workloads.data import DataConfig
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
+from workloads.fields import NonNegInt, PosInt, check_fields
 from workloads.jobs.setup import (
+    FieldError,
     ModelOverrides,
     ModelSpec,
     build_model,
+    check_data_fits,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -42,16 +46,11 @@ from workloads.jobs.setup import (
 )
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
-from workloads.models.config import ModelConfig
+from workloads.models.config import Family, ModelConfig
 from workloads.models.transformer import TORCH_DTYPES, Transformer
 
 Placement = Literal["device", "offload", "both"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"InferJobConfig.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -67,64 +66,32 @@ class InferJobConfig:
     warmup / repeats: untimed and timed generations per (batch size, placement).
     checkpoint: weights to load: a training checkpoint folder (its latest step-*/rank-0.pt), or a .pt file
         holding a state dict (or a dict with a "model" state dict).
+    model: the resolved model (`resolve`: dtype and MoE min_capacity applied); None resolves it at start.
     """
 
     preset: str
-    family: str
+    family: Family
     overrides: ModelOverrides = field(default_factory=ModelOverrides)
     allocation_path: str | None = None
-    batch_sizes: tuple[int, ...] = (1, 8, 64)
-    prompt_len: int = 128
-    gen_len: int = 32
+    batch_sizes: Annotated[tuple[PosInt, ...], MinLen(1)] = (1, 8, 64)
+    prompt_len: PosInt = 128
+    gen_len: Annotated[int, Ge(2)] = 32  # one decode step at least
     l3_placement: Placement = "both"
     device: str = "auto"
     dtype: JobDType = "auto"
-    seed: int = 0
-    warmup: int = 1
-    repeats: int = 3
+    seed: NonNegInt = 0
+    warmup: NonNegInt = 1
+    repeats: PosInt = 3
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: str | None = None
+    model: ModelConfig | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
-        if not self.batch_sizes:
-            raise ValueError("InferJobConfig.batch_sizes must name at least one batch size, got ()")
-        for b in self.batch_sizes:
-            _check_int("batch_sizes", b, 1)
+        check_fields(self)
         if len(set(self.batch_sizes)) != len(self.batch_sizes):
             raise ValueError(f"InferJobConfig.batch_sizes has repeats: {self.batch_sizes!r}")
-        _check_int("prompt_len", self.prompt_len, 1)
-        _check_int("gen_len", self.gen_len, 2)  # one decode step at least
-        _check_int("seed", self.seed, 0)
-        _check_int("warmup", self.warmup, 0)
-        _check_int("repeats", self.repeats, 1)
-        if self.l3_placement not in ("device", "offload", "both"):
-            raise ValueError(
-                "InferJobConfig.l3_placement must be 'device', 'offload' or 'both', "
-                f"got {self.l3_placement!r}"
-            )
-        if self.dtype not in ("auto", *TORCH_DTYPES):
-            raise ValueError(
-                f"InferJobConfig.dtype must be 'auto' or one of {tuple(TORCH_DTYPES)}, got {self.dtype!r}"
-            )
         _parse_device(self.device)
-        if not isinstance(self.data, DataConfig):
-            raise ValueError(f"InferJobConfig.data must be a DataConfig, got {self.data!r}")
-        model = resolve_model_config(self.model_spec())  # unknown preset / family / overrides raise here
-        if model.moe is not None and model.moe.ep_size > 1:
-            raise ValueError(
-                f"InferJobConfig.overrides.moe_ep_size={model.moe.ep_size}: inference runs on one device "
-                "(expert parallelism needs the multi-worker training setup)"
-            )
-        if self.l3_placement == "offload" and model.l3 is None:
-            raise ValueError(
-                f"InferJobConfig.l3_placement='offload' needs an L3 model, got family={self.family!r}"
-            )
-        if self.prompt_len + self.gen_len > model.max_seq_len:
-            raise ValueError(
-                f"InferJobConfig.prompt_len + gen_len = {self.prompt_len} + {self.gen_len} exceeds the "
-                f"model's max_seq_len={model.max_seq_len} (preset {self.preset!r})"
-            )
+        self.model_spec()  # unknown preset, misplaced overrides
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.preset, self.family, self.overrides, self.allocation_path)
@@ -144,16 +111,32 @@ def _parse_device(device: str) -> torch.device:
     return parsed
 
 
-def resolve_model(cfg: InferJobConfig, device: torch.device) -> ModelConfig:
-    """The preset's model in the job's dtype. For top-1 MoE, min_capacity is capped at the smallest batch
-    size: DeepSpeed's top-1 gate needs at least min_capacity tokens per call, and a decode step has B."""
+def resolve(cfg: InferJobConfig, cuda: bool | None = None) -> InferJobConfig:
+    """The config a worker runs, resolved once (the orchestrator fingerprints and ships this): device
+    "auto" → "cuda" when `cuda` (None: torch sees a GPU) else "cpu"; the model in the job's dtype ("auto":
+    bfloat16 on CUDA, float32 on CPU); for top-1 MoE, min_capacity capped at the smallest batch size
+    (DeepSpeed's top-1 gate needs min_capacity tokens per call, and a decode step has B). FieldError names
+    the field of a config that cannot run."""
+    if cfg.model is not None:
+        return cfg
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    device = cfg.device if cfg.device != "auto" else ("cuda" if cuda else "cpu")
     model = resolve_model_config(cfg.model_spec())
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
     model = replace(model, dtype=dtype)
     if model.moe is not None and model.moe.top_k == 1:
         min_capacity = min(model.moe.min_capacity, min(cfg.batch_sizes))
         model = replace(model, moe=replace(model.moe, min_capacity=min_capacity))
-    return model
+    if model.moe is not None and model.moe.ep_size > 1:
+        raise FieldError("overrides.moe_ep_size", f"{model.moe.ep_size}: inference runs on one device "
+                         "(expert parallelism needs the multi-worker training setup)")  # fmt: skip
+    if cfg.l3_placement == "offload" and model.l3 is None:
+        raise FieldError("l3_placement", f"'offload' needs an L3 model, got family={cfg.family!r}")
+    if cfg.prompt_len + cfg.gen_len > model.max_seq_len:
+        raise FieldError("prompt_len", f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
+                         f"model's max_seq_len={model.max_seq_len} (preset {cfg.preset!r})")  # fmt: skip
+    check_data_fits(replace(cfg.data, seq_len=cfg.prompt_len), model, "prompt_len")
+    return replace(cfg, device=device, dtype=dtype, model=model)
 
 
 def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
@@ -290,10 +273,11 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
 def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     """Build the model (weights from `cfg.checkpoint` if given), then time the sweep; see the module doc."""
     ctx = ctx or JobContext()
+    cfg = resolve(cfg)  # a no-op for what the orchestrator ships
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
-    model_cfg = resolve_model(cfg, device)
+    model_cfg = cfg.model
     data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
     prompts = _prompts(data, cfg).to(device)
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
