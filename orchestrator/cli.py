@@ -31,9 +31,7 @@ ForceOpt = Annotated[
 ]
 
 
-def _bad_input(err: Exception) -> typer.Exit:
-    render.console().print(f"[red]error:[/red] {err}", markup=True, highlight=False)
-    return typer.Exit(2)
+_bad_input = cli_clusters.bad_input
 
 
 @app.callback()

@@ -29,8 +29,9 @@ def _console() -> Console:
     return Console(width=max(Console().width, 110), highlight=False)  # rich assumes 80 columns when piped
 
 
-def _fail(err: Exception) -> typer.Exit:
-    _console().print(f"[red]error:[/red] {err}", markup=True)
+def bad_input(err: Exception) -> typer.Exit:
+    """Print a user-facing error as plain text (no markup: brackets and caret lines survive); exit 2."""
+    typer.echo(f"error: {err}", err=True)
     return typer.Exit(2)
 
 
@@ -62,7 +63,7 @@ def show(file: Annotated[str, typer.Argument(help="A cluster YAML file.")]) -> N
     try:
         cluster = load_cluster(file)
     except ValueError as err:
-        raise _fail(err) from None
+        raise bad_input(err) from None
     out = _console()
     out.print(cluster_table(cluster))
     acc = cluster.accelerator
@@ -86,7 +87,7 @@ def kuberay_manifest(
     try:
         text = kuberay.manifests_yaml(load_cluster(file), suite)
     except ValueError as err:
-        raise _fail(err) from None
+        raise bad_input(err) from None
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -180,7 +181,7 @@ def calibrate_cmd(
     try:
         fitted = api.calibration(tracking_uri)
     except (ValueError, api.TrackingError) as err:
-        raise _fail(err) from None
+        raise bad_input(err) from None
     _console().print(calibration_table(fitted))
 
 
@@ -245,7 +246,7 @@ def plan(
                 shape, cl, tokens=tokens or 1e9, calibration=fitted, **options, **extra
             )
     except (ValueError, api.TrackingError) as err:
-        raise _fail(err) from None
+        raise bad_input(err) from None
     if suite is not None:
         out.print(_suite_table(plans))
         bad = planning.unfit_jobs(plans)

@@ -42,6 +42,13 @@ class JobKind:
             ) from e
         return getattr(mod, self.config_class), mod.run
 
+    def resolve(self, config: Any, cuda: bool) -> Any:
+        """The config as the worker will run it (the module's `resolve(config, cuda)`; as is without one).
+        `cuda`: whether the job is given GPUs. Raises the module's FieldError / ValueError."""
+        module = importlib.import_module(self.module)
+        resolve = getattr(module, "resolve", None)
+        return config if resolve is None else resolve(config, cuda=cuda)
+
     def available(self) -> bool:
         try:
             self.load()

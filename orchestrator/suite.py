@@ -1,27 +1,31 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
 
-`load_suite(path, sets)` validates everything it can before raising one `SuiteError` listing every
-problem with its path: structure and types (pydantic), unknown presets / families / job kinds (with
-did-you-mean), the job dataclasses' own checks, and iso-sparse matches that cannot be made. Expansion:
+`load_suite(path, sets)` validates everything before anything runs and raises one `SuiteError` listing
+every problem with its path: structure, types and bounds (pydantic over the workloads' dataclasses),
+unknown presets / families / job kinds (with did-you-mean), overrides no family of the matrix uses,
+iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
+do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
 for every (seed, variant, preset) comparison group the families are matched to each other through
-`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with L3), and
-each job records its match error. Identical resolved jobs (same fingerprint) are kept once.
+`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with L3). Each
+job's config is resolved once here (its kind's `resolve`: the model, the infer job's device, dtype and MoE
+capacity) and that object is both fingerprinted and shipped to the worker, which never re-resolves.
+Identical resolved jobs (same fingerprint) are kept once.
 """
 
 import copy
 import functools
+import itertools
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from orchestrator import registry
-from orchestrator.dataclass_models import Error, build, dump, to_plain
 from orchestrator.fingerprint import code_version, fingerprint
 from orchestrator.spec import JobSpec, Resources
-from orchestrator.suite_schema import GIB, apply_sets, pydantic_errors, suite_model
+from orchestrator.suite_schema import GIB, Error, Loc, apply_sets, format_loc, suite_model, validate, value_at
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 L3_ONLY = ("l3_",)
@@ -68,6 +72,8 @@ def _read(path: Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise SuiteError(str(path), [("", f"not valid YAML: {e}")]) from e
+    if raw is None:
+        raise SuiteError(str(path), [("", "the file is empty; a suite needs at least matrix: {jobs: [...]}")])
     if not isinstance(raw, dict):
         raise SuiteError(str(path), [("", "a suite is a YAML mapping (experiment, matrix, ...)")])
     return raw
@@ -102,12 +108,31 @@ def _name_errors(raw: dict[str, Any]) -> list[Error]:
 
 
 def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
+    """`over` deep-merged onto `base`; a mapping whose `kind` changes (a corpus source) is replaced whole,
+    since the other kind's fields mean nothing to it."""
+    if (
+        isinstance(base, dict)
+        and isinstance(over, dict)
+        and base.get("kind", over.get("kind")) == over.get("kind", base.get("kind"))
+    ):
         out = dict(base)
         for key, value in over.items():
-            out[key] = _merge(base.get(key), value) if key in base else value
+            out[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
         return out
     return copy.deepcopy(over)
+
+
+def _owned_by(section: Any, loc: Loc) -> bool:
+    """Whether the value at `loc` of a merged section came from `section` (the variant's) rather than from
+    the suite's: the variant gave it, or gave a non-mapping value above it."""
+    node = section
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, dict):
+            return True
+    return True
 
 
 def _resources(spec: dict, variant: dict, kind: str) -> Resources:
@@ -120,15 +145,6 @@ def _resources(spec: dict, variant: dict, kind: str) -> Resources:
     return Resources(**merged)
 
 
-def _family_overrides(overrides: dict[str, Any], family: str) -> dict[str, Any]:
-    """ModelOverrides that apply to `family` (l3_* only to L3, moe_* only to MoE; the rest to all)."""
-    return {
-        k: v
-        for k, v in overrides.items()
-        if not (k.startswith(L3_ONLY) and family != "l3") and not (k.startswith(MOE_ONLY) and family != "moe")
-    }
-
-
 @functools.cache
 def _resolve_cached(spec):
     from workloads.jobs.setup import resolve_model_config
@@ -138,20 +154,30 @@ def _resolve_cached(spec):
     return cfg, count_params(cfg)
 
 
-def _group_models(model_section: dict, preset: str, families: list[str], path: str, errors: list[Error]):
+def _override_errors(overrides: dict, families: list[str], path: str) -> list[Error]:
+    """Overrides (and an allocation file) for a family the matrix does not run would silently do nothing."""
+    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS
+
+    errors = []
+    for family, names in (("l3", (*L3_FIELDS, "allocation_path")), ("moe", MOE_FIELDS)):
+        for name in (n for n in names if n in overrides and family not in families):
+            where = path if name == "allocation_path" else f"{path}.overrides"
+            errors.append((f"{where}.{name}", f"applies to family {family!r}, which matrix.families lacks"))
+    return errors
+
+
+def _group_models(section: dict, preset: str, families: list[str], path: str, errors: list[Error]):
     """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group (dense and l3 always
     resolved: they are the references of the match errors); None when a match is impossible."""
-    from workloads.jobs.setup import ModelOverrides, ModelSpec
+    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS, ModelOverrides, ModelSpec
 
-    overrides = model_section.get("overrides") or {}
+    raw = section.get("overrides") or {}
     out = {}
     for family in dict.fromkeys(["dense", "l3", *families]):
-        o = build(ModelOverrides, _family_overrides(overrides, family), f"{path}.overrides", errors)
-        alloc = model_section.get("allocation_path") if family == "l3" else None
-        fields = {"preset": preset, "family": family, "overrides": o, "allocation_path": alloc}
-        spec = build(ModelSpec, fields, path, errors) if o is not None else None
-        if spec is None:
-            return None
+        foreign = {"dense": (*L3_FIELDS, *MOE_FIELDS), "l3": MOE_FIELDS, "moe": L3_FIELDS}[family]
+        overrides = ModelOverrides(**{k: v for k, v in raw.items() if k not in foreign})
+        alloc = section.get("allocation_path") if family == "l3" else None
+        spec = ModelSpec(preset, family, overrides, alloc)
         try:
             cfg, count = _resolve_cached(spec)
         except ValueError as e:
@@ -175,37 +201,103 @@ def _match(models: dict, family: str) -> dict[str, float]:
     return out
 
 
+@functools.cache
+def _source_problems(source) -> tuple[tuple[str, str], ...]:
+    return tuple(source.check())
+
+
+def _data_problems(cfg) -> list[tuple[str, str]]:
+    """(field path in the job config, message) for each data source that cannot be read (checked once)."""
+    sources = [("data", getattr(cfg, "data", None))]
+    sources += [(f"eval_data.{name}", d) for name, d in (getattr(cfg, "eval_data", None) or {}).items()]
+    return [
+        (f"{where}.source.{field}", msg)
+        for where, data in sources
+        if data is not None
+        for field, msg in _source_problems(data.source)
+    ]
+
+
+def _parse_loc(text: str) -> Loc:
+    """ "data.source.paths[0]" → ("data", "source", "paths", 0)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", text))
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a job's settings were written: in the suite's `<kind>:` / `model:` section or the variant's
+    (`matrix.variants[i].<kind>`), told apart per field."""
+
+    kind: str
+    variant_path: str
+    variant: dict[str, Any]
+
+    @property
+    def section(self) -> str:
+        return self.kind
+
+    def path(self, field: str | Loc) -> str:
+        """The suite path of a job-config field given as a loc or as text ("data.source.paths[0]")."""
+        loc = _parse_loc(field) if isinstance(field, str) else tuple(field)
+        key = "model" if loc and loc[0] in ("overrides", "allocation_path") else self.kind
+        mine = _owned_by(self.variant.get(key) or {}, loc)
+        return format_loc((f"{self.variant_path}.{key}" if mine else key, *loc))
+
+
 def _job(
-    kind_name, section, model_entry, labels, seed, resources, max_retries, path, errors
+    kind_name: str, section: dict, models, labels, seed, resources, where: _Where, errors
 ) -> JobSpec | None:
+    """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
+    from workloads.jobs.setup import FieldError
+
     kind = registry.get(kind_name)
     cls, _ = kind.load()
-    data = dict(section)
+    fixed = {*(registry.MODEL_FIELDS if kind.uses_model else ()), "model", kind.seed_field} - {None}
+    given = [key for key in section if key in fixed]
+    for key in given:
+        errors.append((where.path(key), "set by the suite's matrix and model section, not in a job section"))
+    data = {k: v for k, v in section.items() if k not in given}
     if kind.uses_model:
-        spec = model_entry[0]
+        spec = models[labels["family"]][0]
         data.update({name: getattr(spec, name) for name in registry.MODEL_FIELDS})
     if kind.seed_field:
         data[kind.seed_field] = seed
-    config = build(cls, data, path, errors)
-    if config is None:
+    config, problems = validate(cls, data)
+    errors += [(where.path(loc), msg) for loc, msg in problems]
+    if config is None or given:
         return None
-    resolved: dict[str, Any] = {"kind": kind_name, "job": to_plain(config)}
-    if kind.uses_model:
-        resolved["model_config"] = to_plain(model_entry[1])
-    else:  # model-free (dummy): the labels keep jobs of different families apart
+    try:
+        config = kind.resolve(config, cuda=resources.num_gpus > 0)
+    except FieldError as e:
+        errors.append((where.path(e.field), e.message))
+        return None
+    except ValueError as e:
+        errors.append((where.section, str(e)))
+        return None
+    bad_sources = _data_problems(config)
+    errors += [(where.path(field), msg) for field, msg in bad_sources]
+    return None if bad_sources else _spec(kind, config, labels, seed, resources)
+
+
+def _spec(kind: registry.JobKind, config, labels, seed, resources) -> JobSpec:
+    """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted."""
+    from workloads.jobs.result import to_jsonable
+
+    resolved: dict[str, Any] = {"kind": kind.name, "job": to_jsonable(config)}
+    if not kind.uses_model:  # model-free (dummy): the labels keep jobs of different families apart
         resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
     if not kind.seed_field:  # a job without a seed field still runs once per matrix seed
         resolved["seed"] = seed
-    name = "/".join([kind_name, *(labels[k] for k in ("family", "preset", "variant")), f"s{seed}"])
+    name = "/".join([kind.name, *(labels[k] for k in ("family", "preset", "variant")), f"s{seed}"])
     return JobSpec(
         name=name,
-        kind=kind_name,
+        kind=kind.name,
         config=config,
         resolved=resolved,
         fingerprint=fingerprint(resolved, code_version()),
         labels=labels,
         resources=resources,
-        max_retries=max_retries,
+        max_retries=1,
     )
 
 
@@ -215,63 +307,47 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
     for v_index, variant in enumerate(matrix["variants"]):
         vpath = f"matrix.variants[{v_index}]"
         model_section = _merge(spec.get("model") or {}, variant.get("model") or {})
+        model_path = f"{vpath}.model" if variant.get("model") else "model"
+        overrides = model_section.get("overrides") or {}
+        errors += _override_errors({**overrides, **model_section}, matrix["families"], model_path)
         for preset in matrix["presets"]:
-            models = _group_models(model_section, preset, matrix["families"], f"{vpath}.model", errors)
+            models = _group_models(model_section, preset, matrix["families"], model_path, errors)
             if models is None:
                 continue
-            for seed in matrix["seeds"]:
-                for family in matrix["families"]:
-                    labels = {
-                        "family": family,
-                        "preset": preset,
-                        "variant": variant["name"],
-                        "seed": str(seed),
-                    }
-                    labels["group"] = f"{preset}/{variant['name']}/s{seed}"
-                    for kind in matrix["jobs"]:
-                        resources = _resources(spec, variant, kind)
-                        args = (models[family], labels, seed, resources, spec["max_retries"])
-                        job = _job(kind, spec.get(kind) or {}, *args, kind, errors)  # the suite's own section
-                        if job is not None and variant.get(kind):
-                            section = _merge(spec.get(kind) or {}, variant[kind])
-                            job = _job(kind, section, *args, f"{vpath}.{kind}", errors)
-                        if job is not None and job.fingerprint not in jobs:
-                            jobs[job.fingerprint] = replace(job, match=_match(models, family))
+            for seed, family, kind in itertools.product(matrix["seeds"], matrix["families"], matrix["jobs"]):
+                labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
+                labels["group"] = f"{preset}/{variant['name']}/s{seed}"
+                where = _Where(kind, vpath, variant)
+                section = _merge(spec.get(kind) or {}, variant.get(kind) or {})
+                resources = _resources(spec, variant, kind)
+                job = _job(kind, section, models, labels, seed, resources, where, errors)
+                if job is not None and job.fingerprint not in jobs:
+                    job = replace(job, match=_match(models, family), max_retries=spec["max_retries"])
+                    jobs[job.fingerprint] = job
     return list(jobs.values())
 
 
-def _prune(data: Any, loc: tuple[Any, ...]) -> bool:
-    """Delete the value at `loc` so the rest of the suite can still be checked; False if not found."""
-    node = data
-    for part in loc[:-1]:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return False
-    try:
-        del node[loc[-1]]
-    except (KeyError, IndexError, TypeError):
-        return False
-    return True
-
-
-def _validate(raw: dict[str, Any], errors: list[Error]):
-    """The validated suite, after pruning invalid values (their errors recorded) so that expansion can
-    still find the errors elsewhere; None when what remains does not validate either."""
-    model, data = suite_model(), copy.deepcopy(raw)
-    for _ in range(4):
-        try:
-            return model.model_validate(data)
-        except ValidationError as e:
-            errors += [err for err in pydantic_errors(e, model) if err not in errors]
-            locs = sorted((tuple(err["loc"]) for err in e.errors()), reverse=True)  # list items last-first
-            if not all([_prune(data, loc) for loc in locs]):
-                return None
-    return None
+def _pruned(raw: dict[str, Any], locs: list[Loc]) -> dict[str, Any]:
+    """A copy of the suite without the values at `locs` (already reported), so that expanding the rest can
+    still find the errors elsewhere (a bad seed must not hide a bad job section)."""
+    data = copy.deepcopy(raw)
+    # A bad item of a list of names or seeds drops the list (its default applies), one of variants the item.
+    scalar_item = lambda loc: isinstance(loc[-1], int) and not isinstance(value_at(raw, loc), dict)  # noqa: E731
+    locs = [loc[:-1] if scalar_item(loc) else loc for loc in locs if loc]
+    for loc in sorted(set(locs), key=lambda loc: tuple(map(str, loc)), reverse=True):  # items last-first
+        parent = data
+        for part in loc[:-1]:
+            parent = parent[part] if isinstance(parent, dict | list) else None
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+        elif isinstance(parent, list) and isinstance(loc[-1], int) and loc[-1] < len(parent):
+            del parent[loc[-1]]
+    return data
 
 
 def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
-    """The matrix without the unknown presets / families / job kinds (reported by _name_errors)."""
+    """The matrix without the unknown presets / families / job kinds (reported by _name_errors); with none
+    left, a stand-in preset / family, so that the job sections are still checked."""
     from workloads.models import presets
     from workloads.models.config import FAMILIES
 
@@ -280,7 +356,8 @@ def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
         "families": FAMILIES,
         "jobs": [k for k, v in registry.JOBS.items() if v.available()],
     }
-    return {**matrix, **{key: [v for v in matrix[key] if v in known] for key, known in ok.items()}}
+    out = {**matrix, **{key: [v for v in matrix[key] if v in known] for key, known in ok.items()}}
+    return out | {k: v for k, v in (("presets", ["debug"]), ("families", ["dense"])) if not out[k]}
 
 
 def load_suite(suite: str | Path, sets: list[str] | None = None) -> Suite:
@@ -289,12 +366,17 @@ def load_suite(suite: str | Path, sets: list[str] | None = None) -> Suite:
     raw = _read(path)
     errors = apply_sets(raw, list(sets or []))
     errors += _name_errors(raw)
-    validated = _validate(raw, errors)
+    validated, problems = validate(suite_model(), raw)
+    errors += [(format_loc(loc), msg) for loc, msg in problems]
     if validated is None:
-        raise SuiteError(str(path), errors)
-    spec = dump(validated)
-    matrix = validated.matrix
-    spec["matrix"] = _known_names({**matrix.model_dump(), "variants": [dump(v) for v in matrix.variants]})
+        raw = _pruned(raw, [loc for loc, _ in problems])
+        validated, _ = validate(suite_model(), raw)
+        if validated is None:
+            raise SuiteError(str(path), errors)
+    spec = {key: raw.get(key) for key in ("model", "resources", *registry.JOBS)}
+    matrix = validated.matrix.model_dump()
+    matrix["variants"] = raw.get("matrix", {}).get("variants") or [{"name": "base"}]
+    spec["matrix"] = _known_names(matrix)
     spec["max_retries"] = validated.max_retries
     jobs = _expand(spec, errors)
     if errors:

@@ -31,7 +31,7 @@ def _dataclasses_in(tp: Any) -> list[type]:
 
 
 def _forbid_extra(cls: type, seen: set[type]) -> None:
-    """Refuse unknown keys in `cls` and every dataclass reachable from it (pydantic ignores them otherwise)."""
+    """Refuse unknown keys in `cls` and in every dataclass reachable from it (pydantic ignores them)."""
     if cls in seen:
         return
     seen.add(cls)
@@ -133,7 +133,7 @@ def errors_of(err: ValidationError, tp: Any, data: Any) -> list[tuple[Loc, str]]
     for e in err.errors():
         loc, here, other_member = _walk(tp, data, tuple(e["loc"]))
         if other_member:
-            node, kinds = _value_at(data, loc), [_kind_field(m) for m in _tagged(here).values()]
+            node, kinds = value_at(data, loc), [_kind_field(m) for m in _tagged(here).values()]
             if not isinstance(node, dict) or node.get("kind") not in kinds:
                 got = node.get("kind") if isinstance(node, dict) else node
                 out.append((loc + ("kind",), f"must be one of {', '.join(kinds)} (got {got!r})"))
@@ -151,7 +151,7 @@ def errors_of(err: ValidationError, tp: Any, data: Any) -> list[tuple[Loc, str]]
     return list(dict.fromkeys(out))
 
 
-def _value_at(data: Any, loc: Loc) -> Any:
+def value_at(data: Any, loc: Loc) -> Any:
     for part in loc:
         data = _child(data, part)
     return data

@@ -178,7 +178,9 @@ class ParquetSource:
                     import pyarrow.parquet as pq
 
                     if self.text_column not in (names := pq.read_schema(path).names):
-                        raise ValueError(f"parquet source: {path} has no column {self.text_column!r} ({names})")
+                        raise ValueError(
+                            f"parquet source: {path} has no column {self.text_column!r} ({names})"
+                        )
             except (ValueError, OSError) as e:
                 problems.append((f"paths[{i}]", str(e)))
         return problems

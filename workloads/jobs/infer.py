@@ -28,11 +28,11 @@ import torch
 from annotated_types import Ge, MinLen
 
 from workloads.data import DataConfig
+from workloads.fields import NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
-from workloads.fields import NonNegInt, PosInt, check_fields
 from workloads.jobs.setup import (
     FieldError,
     ModelOverrides,

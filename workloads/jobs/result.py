@@ -15,8 +15,8 @@ MetricsCallback = Callable[[Mapping[str, float], int], None]
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples and paths → plain JSON types: the one serializer of configs (the fingerprint, MLflow
-    params, config.yaml and result.json). The orchestrator validates this form back into the dataclass."""
+    """Dataclasses, tuples and paths → plain JSON types: the one serializer of configs (the fingerprint,
+    MLflow params, config.yaml, result.json). The orchestrator validates this form back into the dataclass."""
     if is_dataclass(obj) and not isinstance(obj, type):
         return {k: to_jsonable(v) for k, v in asdict(obj).items()}
     if isinstance(obj, Mapping):

@@ -23,10 +23,10 @@ import torch
 
 from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, resolve_cache_dir
 from workloads.data.config import min_vocab_size, stable_hash
+from workloads.fields import PosInt, check_fields
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.fields import PosInt, check_fields
 from workloads.models.config import Allocation, Family, L3Impl, ModelConfig
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
@@ -131,7 +131,9 @@ class FieldError(ValueError):
         self.field, self.message = field, message
 
 
-def check_data_fits(data_cfg: DataConfig, model_cfg: ModelConfig, seq_len_field: str = "data.seq_len") -> None:
+def check_data_fits(
+    data_cfg: DataConfig, model_cfg: ModelConfig, seq_len_field: str = "data.seq_len"
+) -> None:
     """Cheap checks before any data work: window length, the byte-level BPE minimum (the tokenizer is
     trained to the model's vocab) and, for a given tokenizer, its vocabulary. Raises FieldError."""
     if data_cfg.seq_len > model_cfg.max_seq_len:
@@ -151,7 +153,7 @@ def check_data_fits(data_cfg: DataConfig, model_cfg: ModelConfig, seq_len_field:
     if vocab > model_cfg.vocab_size:
         raise FieldError(
             "data.tokenizer_path",
-            f"{data_cfg.tokenizer_path!r} has vocab_size={vocab} > the model's vocab_size={model_cfg.vocab_size}",
+            f"{data_cfg.tokenizer_path!r} has vocab_size={vocab} > the model's {model_cfg.vocab_size}",
         )
 
 

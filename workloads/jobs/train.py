@@ -19,10 +19,10 @@ import torch
 from annotated_types import Ge, Le, Lt
 
 from workloads.data import DataConfig, prepare
+from workloads.fields import NonNegFloat, NonNegInt, PosInt, check_fields
 from workloads.jobs import distributed, loop, metrics
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
-from workloads.fields import NonNegFloat, NonNegInt, PosInt, check_fields
 from workloads.jobs.setup import (
     ModelOverrides,
     ModelSpec,
@@ -95,7 +95,9 @@ class TrainJobConfig:
         check_fields(self)
         self.model_spec()  # unknown preset, misplaced overrides
         if any(not name or "/" in name for name in self.eval_data):
-            raise ValueError(f"TrainJobConfig.eval_data names must be non-empty, without '/', got {list(self.eval_data)}")
+            raise ValueError(
+                f"TrainJobConfig.eval_data names must be non-empty, without '/', got {list(self.eval_data)}"
+            )
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.preset, self.family, self.overrides, self.allocation_path)
