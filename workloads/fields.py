@@ -3,14 +3,14 @@
 A field reads `batch_size: PosInt = 8`. The orchestrator validates YAML against these same annotations with
 pydantic (every error at once, with its path); `check_fields(self)` in a `__post_init__` gives configs that
 code builds directly the same bounds (first violation raised as ValueError naming the field and value).
-Types themselves are not re-checked here: the boundary (pydantic) does that for user input.
+Types themselves are not re-checked here (beyond `Literal` choices): the boundary (pydantic) does that.
 """
 
 import dataclasses
 import functools
 import types
 import typing
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt, MinLen
 
@@ -48,6 +48,8 @@ def _violation(tp: Any, value: Any) -> str | None:
                     if not ok(value, bound):  # NaN fails every comparison, so it is refused too
                         return text.format(bound)
         return _violation(args[0], value)
+    if origin is Literal:
+        return None if value in args else f"must be one of {', '.join(map(repr, args))}"
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
         return _violation(members[0], value) if len(members) == 1 else None

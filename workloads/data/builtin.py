@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from workloads.fields import check_fields
+
 # Bump when the extraction below changes what text a module yields: it is part of the fingerprint.
 EXTRACTION_VERSION = "1"
 SKIPPED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
@@ -88,6 +90,9 @@ class BuiltinSource:
 
     content: Literal["source", "docs"] = "source"
     kind: Literal["builtin"] = "builtin"
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def check(self) -> list[tuple[str, str]]:
         """Nothing to check: the standard library is always there."""

@@ -85,6 +85,7 @@ class TextSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", _as_paths(self.kind, self.paths))
+        check_fields(self)
         try:
             newline = "\n".encode(self.encoding)
         except LookupError as e:
@@ -168,6 +169,7 @@ class ParquetSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", _as_paths(self.kind, self.paths))
+        check_fields(self)
 
     def check(self) -> list[Problem]:
         """Every pattern that matches no file or names a file without `text_column` (schema read only)."""

@@ -73,6 +73,7 @@ class ModelSpec:
     allocation_path: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
         for fam, names in (("l3", L3_FIELDS), ("moe", MOE_FIELDS)):

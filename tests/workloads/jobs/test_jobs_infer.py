@@ -87,7 +87,7 @@ def test_offload_only_placement_reports_offload_keys_only(data_cfg, ctx):
 
 def _job_model(family: str, data_cfg: DataConfig, ctx: JobContext):
     cfg = _cfg(family, data_cfg)
-    model_cfg = infer.resolve_model(cfg, torch.device("cpu"))
+    model_cfg = infer.resolve(cfg, cuda=False).model
     data = prepare_data(replace(data_cfg, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
     return build_model(model_cfg, counts, "cpu", seed=0).eval(), infer._prompts(data, cfg)
@@ -139,25 +139,33 @@ def test_checkpoint_weights_are_loaded(data_cfg, ctx, tmp_path):
     ("kwargs", "message"),
     [
         ({"preset": "tinny"}, "unknown preset 'tinny'; did you mean 'tiny'"),
-        ({"family": "sparse"}, "family must be one of"),
-        ({"batch_sizes": (1, 0)}, "batch_sizes must be an integer >= 1, got 0"),
-        ({"batch_sizes": ()}, "batch_sizes must name at least one"),
+        ({"family": "sparse"}, "InferJobConfig.family must be one of"),
+        ({"batch_sizes": (1, 0)}, r"InferJobConfig.batch_sizes must be >= 1, got \(1, 0\)"),
+        ({"batch_sizes": ()}, r"batch_sizes must hold at least 1 item\(s\)"),
         ({"batch_sizes": (2, 2)}, "batch_sizes has repeats"),
-        ({"prompt_len": 100, "gen_len": 29}, r"prompt_len \+ gen_len = 100 \+ 29 exceeds .* max_seq_len=128"),
-        ({"gen_len": 1}, "gen_len must be an integer >= 2"),
-        ({"repeats": 0}, "repeats must be an integer >= 1"),
-        ({"l3_placement": "host"}, "l3_placement must be"),
-        ({"family": "dense", "l3_placement": "offload"}, "l3_placement='offload' needs an L3 model"),
-        ({"dtype": "int8"}, "dtype must be 'auto' or one of"),
+        ({"prompt_len": 200, "gen_len": 57}, r"prompt_len \+ gen_len = 200 \+ 57 exceeds .* max_seq_len=256"),
+        ({"gen_len": 1}, "InferJobConfig.gen_len must be >= 2, got 1"),
+        ({"repeats": 0}, "InferJobConfig.repeats must be >= 1, got 0"),
+        ({"l3_placement": "host"}, "InferJobConfig.l3_placement must be one of"),
+        ({"family": "dense", "l3_placement": "offload"}, "l3_placement: 'offload' needs an L3 model"),
+        ({"dtype": "int8"}, "InferJobConfig.dtype must be one of 'auto'"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda"),
-        ({"data": "builtin"}, "data must be a DataConfig"),
-        ({"family": "moe", "overrides": ModelOverrides(vocab_size=512, moe_ep_size=2)}, "moe_ep_size=2"),
+        ({"family": "moe", "overrides": ModelOverrides(vocab_size=512, moe_ep_size=2)}, "moe_ep_size: 2"),
     ],
 )
 def test_bad_config_raises_naming_the_field(kwargs, message, data_cfg):
+    """Bounds fail at construction; what needs the model (lengths, placement, ep) at `resolve`."""
     args = {"preset": "debug", "family": "l3", "overrides": OVERRIDES, "data": data_cfg} | kwargs
     with pytest.raises(ValueError, match=message):
-        InferJobConfig(**args)
+        infer.resolve(InferJobConfig(**args), cuda=False)
+
+
+def test_resolve_fixes_device_dtype_and_moe_capacity_once(data_cfg):
+    cfg = infer.resolve(_cfg("moe", data_cfg, batch_sizes=(2, 8)), cuda=False)
+    assert (cfg.device, cfg.dtype, cfg.model.dtype, cfg.model.moe.min_capacity) == ("cpu", "float32", "float32", 2)
+    assert infer.resolve(cfg, cuda=True) is cfg  # resolved configs are run as they are
+    gpu = infer.resolve(_cfg("moe", data_cfg, batch_sizes=(2, 8)), cuda=True)
+    assert (gpu.device, gpu.dtype, gpu.model.dtype) == ("cuda", "bfloat16", "bfloat16")
 
 
 def test_batch_larger_than_the_data_fails_before_timing(data_cfg, ctx):
