@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m workloads.l3.bench
+
+# For a lent GPU machine (Python, torch, triton, numpy; no pip, no network): needs no venv, runs from a
+# plain checkout. GPU_CHECK_ARGS=--dry-run runs the same code paths on CPU with tiny shapes.
+GPU_CHECK_OUT ?= gpu_check_out
+gpu-check:
+	PYTHONPATH=. $(PY) -m workloads.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import registry, reporting
+from orchestrator import ray_link, registry, reporting
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
 from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
@@ -27,6 +27,7 @@ from orchestrator.suite import Suite, load_suite, shipped_suites
 from orchestrator.tracking import TAG, Tracker, home
 
 # Re-exported for callers that only import the api.
+from orchestrator.ray_link import ClusterError  # noqa: F401  isort: skip
 from orchestrator.suite import SuiteError  # noqa: F401  isort: skip
 from orchestrator.tracking import TrackingError  # noqa: F401  isort: skip
 
@@ -216,13 +217,14 @@ def run_suite(
         address = address or cluster_address
     tracker = Tracker(tracking_uri)
     tracker.check()
-    tracker.experiment_id(spec.experiment)
     done_before = tracker.finished_fingerprints(spec.experiment)
     jobs = {j.name: JobState(j.name, j.kind, j.labels) for j in spec.jobs}
     for job in spec.jobs:
         if job.fingerprint in done_before:
             jobs[job.name].state, jobs[job.name].run_id = "skipped", done_before[job.fingerprint]
     todo = [j for j in spec.jobs if j.fingerprint not in done_before]
+    scheduling = connect(address, num_cpus) if todo else None  # ClusterError: nothing recorded yet
+    tracker.experiment_id(spec.experiment)
     report = RunReport(spec, None, jobs, tracking_uri=tracker.uri)
     tags = {
         f"{TAG}suite_path": spec.path,
@@ -236,7 +238,7 @@ def run_suite(
     try:
         raise_on_sigterm()
         if todo:
-            _schedule(spec, tracker, report, todo, address, num_cpus, on_tick)
+            _schedule(scheduling, spec, tracker, report, todo, on_tick)
     except KeyboardInterrupt:
         report.cancelled, final = True, "KILLED"
     finally:
@@ -257,11 +259,20 @@ def _attach_report(report: RunReport, tracker: Tracker) -> None:
         report.report_error = f"{type(err).__name__}: {err}"
 
 
-def _schedule(spec, tracker, report, todo, address, num_cpus, on_tick) -> None:
-    from orchestrator import scheduling  # ray is imported only when jobs run
+def connect(address: str | None = None, num_cpus: int | None = None):
+    """Start the local in-process Ray cluster (address None) or connect to an existing one, and return
+    the scheduling module. The auth environment is set before ray is first imported (`ray_link`); an
+    unreachable cluster raises ClusterError within seconds."""
+    ray_link.prepare(address)
+    ray_link.check_reachable(address)
+    from orchestrator import scheduling  # ray is imported only when jobs run, after prepare()
 
-    driver = _Driver(spec, tracker, report.parent_run_id, report)
     scheduling.start(address, num_cpus)
+    return scheduling
+
+
+def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
+    driver = _Driver(spec, tracker, report.parent_run_id, report)
     scheduler = scheduling.Scheduler(
         storage_path=str(home() / "ray_train"),
         checkpoint_root=str(home() / "checkpoints"),
@@ -302,8 +313,9 @@ def run_detached(
     """Validate (and size on the cluster), check the store, then run the suite in a background process;
     returns (pid, log path)."""
     spec = load_suite(suite, sets)
-    if cluster is not None:
-        on_cluster(spec, cluster, force)  # refuse before detaching, not in a log nobody reads
+    if cluster is not None:  # refuse before detaching, not in a log nobody reads
+        address = address or on_cluster(spec, cluster, force)[1]
+    ray_link.check_reachable(address)
     tracker = Tracker(tracking_uri)
     tracker.check()
     log = home() / "logs" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}.log"

@@ -20,7 +20,11 @@ UriOpt = Annotated[
     str | None, typer.Option(help="MLflow tracking URI (default: sqlite under ISOSPARSE_HOME).")
 ]
 AddrOpt = Annotated[
-    str | None, typer.Option(help="Ray cluster address (default: an in-process local cluster).")
+    str | None,
+    typer.Option(
+        help="Ray cluster to use: HOST:PORT, ray://HOST:10001, or auto (the cluster `ray start` runs on this "
+        "machine). Default: a new in-process local cluster."
+    ),
 ]
 ClusterOpt = Annotated[
     str | None,
@@ -67,7 +71,7 @@ def run(
             return
         progress = render.Progress(out)
         report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
-    except (api.SuiteError, api.TrackingError) as err:
+    except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
         raise _bad_input(err) from None
     progress.stop(report)
     out.print(render.df_table(api.compare(suite, set_, tracking_uri=report.tracking_uri), "comparison"))

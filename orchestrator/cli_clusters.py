@@ -31,7 +31,7 @@ def _console() -> Console:
 
 def bad_input(err: Exception) -> typer.Exit:
     """Print a user-facing error as plain text (no markup: brackets and caret lines survive); exit 2."""
-    typer.echo(f"error: {err}", err=True)
+    typer.echo(f"error: {err}")
     return typer.Exit(2)
 
 

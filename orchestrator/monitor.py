@@ -148,17 +148,20 @@ def _decode_tokens_per_s(row: pd.Series) -> float | None:
 
 
 def _compare_row(job, run: pd.Series | None) -> dict:
+    """A job's row: measured numbers from its run; active / total / sparsity fall back to the planned ones
+    (match/...) only when it has no run, and the `numbers` column says which."""
     row = {"job": job.kind, "family": job.labels["family"], "preset": job.labels["preset"],
            "variant": job.labels["variant"], "seed": job.labels["seed"]}  # fmt: skip
     r = run if run is not None else pd.Series(dtype=object)
     peak = _first(r, "mem/peak_device_bytes")
     peak = peak if peak else _first(r, "mem/peak_host_bytes")
     tokens = _first(r, "train/tokens_per_s") if job.kind == "train" else _decode_tokens_per_s(r)
+    measured = _first(r, "params_active") is not None and _first(r, "params_total") is not None
     row.update({
-        "active": _first(r, "params_active") or job.match.get("params_active"),
-        "total": _first(r, "params_total") or job.match.get("params_total"),
-        "sparsity": _first(r, "sparsity") or job.match.get("sparsity"),
-        "match_err": match_error(job.match),
+        "numbers": "measured" if measured else "planned",
+        "active": _first(r, "params_active") if measured else job.match.get("params_active"),
+        "total": _first(r, "params_total") if measured else job.match.get("params_total"),
+        "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
         "val_ppl": _first(r, "eval/val_ppl"),
         "tokens_per_s": tokens,
@@ -170,9 +173,39 @@ def _compare_row(job, run: pd.Series | None) -> dict:
     return row
 
 
+def _measured_err(row, other, key: str, planned: float | None) -> tuple[float | None, bool]:
+    """(row[key] / other[key] - 1, True) when both rows are measured, else (the planned error, False)."""
+    if other is not None and row["numbers"] == "measured" and other["numbers"] == "measured":
+        return row[key] / other[key] - 1.0, True
+    return planned, False
+
+
+def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
+    """active_err (vs the dense job of the same group and kind) and total_err (MoE vs the group's L3 job),
+    from the numbers in the table: measured against measured. When either side has no measured numbers the
+    suite's planned error is shown instead and `numbers` of that row says "planned"."""
+    groups = [job.labels["group"] for job in jobs]
+    ref = {(g, r["job"], r["family"]): r for g, (_, r) in zip(groups, table.iterrows(), strict=True)}
+    active_err, total_err, numbers = [], [], []
+    for g, job, (_, r) in zip(groups, jobs, table.iterrows(), strict=True):
+        a, a_ok = _measured_err(r, ref.get((g, r["job"], "dense")), "active", job.match.get("active_rel_err"))
+        t, t_ok = None, True
+        if r["family"] == "moe":
+            t, t_ok = _measured_err(r, ref.get((g, r["job"], "l3")), "total", job.match.get("total_rel_err"))
+        active_err.append(a)
+        total_err.append(t)
+        numbers.append("measured" if a_ok and t_ok else "planned")
+    out = table.assign(active_err=active_err, total_err=total_err, numbers=numbers)
+    out["match_err"] = [max((e for e in (a, t) if e is not None and not pd.isna(e)), key=abs, default=None)
+                        for a, t in zip(out["active_err"], out["total_err"], strict=True)]  # fmt: skip
+    return out
+
+
 def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per job of the suite with the metrics of its FINISHED run (by fingerprint; else the newest
-    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column)."""
+    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column).
+    active_err / total_err / match_err are measured against measured (`numbers` = "measured"); rows whose
+    group was not all run show the planned errors (`numbers` = "planned")."""
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
@@ -188,7 +221,10 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
         if run is None and job.name in by_name:  # same job, other code version or config: say so
             row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint']})"
         rows.append(row)
-    table = pd.DataFrame(rows)
+    table = _match_errors(pd.DataFrame(rows), spec.jobs)
+    order = ["job", "family", "preset", "variant", "seed", "numbers", "active", "total", "sparsity",
+             "active_err", "total_err", "match_err"]  # fmt: skip
+    table = table[order + [c for c in table.columns if c not in order]]
     constant = [c for c in ("variant", "seed") if table[c].nunique() == 1]
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
 

@@ -42,12 +42,14 @@ class JobKind:
             ) from e
         return getattr(mod, self.config_class), mod.run
 
-    def resolve(self, config: Any, cuda: bool) -> Any:
-        """The config as the worker will run it (the module's `resolve(config, cuda)`; as is without one).
-        `cuda`: whether the job is given GPUs. Raises the module's FieldError / ValueError."""
-        module = importlib.import_module(self.module)
-        resolve = getattr(module, "resolve", None)
-        return config if resolve is None else resolve(config, cuda=cuda)
+    def resolve(self, config: Any, cuda: bool, model: Any = None) -> Any:
+        """The config as the worker will run it: the module's `resolve(config, cuda=, model=)` (as is without
+        one). cuda: whether the job is given GPUs; model: the resolved ModelConfig of a model job (matched
+        in its comparison group). Raises the module's FieldError / ValueError."""
+        resolve = getattr(importlib.import_module(self.module), "resolve", None)
+        if resolve is None:
+            return config
+        return resolve(config, cuda=cuda) if model is None else resolve(config, cuda=cuda, model=model)
 
     def available(self) -> bool:
         try:

@@ -8,7 +8,6 @@ alone talks to MLflow). Failure classes key on exception types (STYLE.md): worke
 exception raised by the job → `failed` (not retried), `ray.cancel` → `cancelled`.
 """
 
-import os
 import socket
 import time
 import traceback
@@ -20,7 +19,7 @@ from typing import Any
 import ray
 from ray import exceptions as rex
 
-from orchestrator import registry
+from orchestrator import ray_link, registry
 from orchestrator.spec import JobSpec, Outcome
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -211,33 +210,32 @@ def _gang(a: Attempt, sink, resources, storage: str) -> str:
     return ""  # the result came through the sink
 
 
-def ray_env(address: str | None) -> dict[str, str]:
-    """Environment for `ray.init`. A local cluster uses Ray's default token authentication (Ray >= 2.59
-    generates the token itself); RAY_AUTH_MODE from the environment (tests: "disabled") wins. Connecting
-    to an existing cluster uses the token mode when a token is configured (RAY_AUTH_TOKEN[_PATH] or
-    ~/.ray/auth_token) and RAY_AUTH_MODE is unset."""
-    if os.environ.get("RAY_AUTH_MODE") or address is None:
-        return {}
-    has_token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if has_token or (Path.home() / ".ray" / "auth_token").is_file():
-        return {"RAY_AUTH_MODE": "token"}
-    return {}
-
-
 def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
-    """Start an in-process local cluster (address None) or connect to one; returns its resources.
+    """Start an in-process local cluster (address None or "local") or connect to an existing one ("auto",
+    "HOST:PORT", "ray://HOST:PORT"); returns its resources. Call `ray_link.prepare` before this module is
+    imported (Ray reads its auth mode at import); failures to connect raise `ray_link.ClusterError`.
 
     Connecting ships this checkout's packages to the cluster's workers (runtime_env py_modules)."""
     if ray.is_initialized():
         return ray.cluster_resources()
-    os.environ.update(ray_env(address))
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": True}
-    if address is None:
+    address = ray_link.resolve(address)
+    ray_link.prepare(address)
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": "WARNING"}
+    if address == ray_link.LOCAL:
         kwargs["num_cpus"] = num_cpus
     else:
-        kwargs["address"] = address
+        ray_link.check_reachable(address)
         kwargs["runtime_env"] = {"py_modules": [str(REPO_ROOT / p) for p in CODE_PACKAGES]}
-    ray.init(**kwargs)
+    try:
+        ray.init(**kwargs)
+    except rex.AuthenticationError as err:
+        raise ray_link.ClusterError(f"Ray cluster at {address} refused this driver: {err}. "
+                                    f"{ray_link.TOKEN_HINT}") from None  # fmt: skip
+    except (ConnectionError, TimeoutError, RuntimeError) as err:  # Ray reports a refused token as these
+        raise ray_link.ClusterError(
+            f"cannot connect to the Ray cluster at {address}: {err}. If the "
+            f"cluster uses token authentication, {ray_link.TOKEN_HINT}"
+        ) from None
     return ray.cluster_resources()
 
 

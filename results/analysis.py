@@ -3,8 +3,10 @@
 A *config* is the set of runs equal in CONFIG_KEYS (they differ only by seed); its metrics are the seed mean
 (and sample std, ddof=1, when it has ≥ 2 runs). Only FINISHED runs count. Within a comparison group (and
 hardware), the dense config is the reference of the iso-active comparison; L3 and MoE of a group are also
-compared head to head at equal total params. A comparison is flagged when its recorded match error or its
-measured parameter mismatch exceeds MATCH_TOLERANCE (2%, the matcher's tolerance in L3_SPEC §5).
+compared head to head at equal total params. Two kinds of error sit side by side and are named so:
+`active_error` / `total_error` are measured (the runs' own params_active / params_total, L3 rows weighted
+by the corpus each job trained on), `planned_match_error` is what the suite planned (MLflow match/* and
+the isosparse.match_error tag). A comparison is flagged when either exceeds MATCH_TOLERANCE (2%, L3_SPEC §5).
 """
 
 from collections.abc import Sequence
@@ -106,7 +108,9 @@ def iso_sparse_table(
     unchanged) uses the only dense config of the same preset and hardware, if there is exactly one;
     `dense_group` names the group the reference came from.
     delta_* = config − dense (absolute); *_ratio = config / dense; active_error = params_active / dense − 1.
-    match_flag: |match_error| or |active_error| > tolerance. Without a dense reference the deltas are NA.
+    active_error is measured; planned_match_error is the suite's plan (see the module doc).
+    match_flag: |planned_match_error| or |active_error| > tolerance. Without a dense reference the deltas
+    are NA.
     Raises ValueError when a group has several dense configs (the reference would be ambiguous).
     """
     summary = _short(seed_summary(runs[runs["kind"].eq(kind).fillna(False)], _metrics(runs)))
@@ -127,7 +131,7 @@ def iso_sparse_table(
         "l3_rows_per_token_mean", "l3_rows_per_token_max", "l3_bytes_per_token",
         "active_error", "match_error", "match_flag",
     ]  # fmt: skip
-    return table[cols].reset_index(drop=True)
+    return table[cols].rename(columns={"match_error": "planned_match_error"}).reset_index(drop=True)
 
 
 def _dense_reference(summary: pd.DataFrame) -> pd.DataFrame:
@@ -164,8 +168,8 @@ def l3_vs_moe_table(
 ) -> pd.DataFrame:
     """Each L3 config against each MoE config of its group (and hardware): equal total params.
 
-    total_error / active_error = L3 / MoE − 1; delta_val_loss = L3 − MoE; *_ratio = L3 / MoE.
-    match_flag: |total_error|, |active_error| or either side's |match_error| > tolerance.
+    total_error / active_error = L3 / MoE − 1, measured; delta_val_loss = L3 − MoE; *_ratio = L3 / MoE.
+    match_flag: |total_error|, |active_error| or either side's planned |match_error| > tolerance.
     """
     summary = _short(seed_summary(runs[runs["kind"].eq(kind).fillna(False)], _metrics(runs)))
     summary["_cell"] = _key(summary, "group", "hardware")

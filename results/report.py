@@ -84,6 +84,10 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
     note = (
         f"{sum(map(len, flagged))} comparison(s) off by more than {tol}" if flagged else f"none above {tol}"
     )
+    note += (
+        ". active_error / total_error are measured (each run's params_active / params_total, L3 rows "
+        "weighted by its training corpus); planned_match_error is the suite's plan (MLflow match/*)"
+    )
     out.insert(0, _Section(f"Match errors above {tol}", pd.concat(flagged) if flagged else None, note))
     for x in ("params_active", "params_total"):
         out.append(_try_table(f"Scaling fits: val loss vs {x}", lambda x=x: analysis.scaling_fits(runs, x=x),

@@ -1,9 +1,9 @@
-"""Failure classes key on exception types (no cluster needed), and Ray auth env for connecting."""
+"""Failure classes key on exception types (no cluster needed)."""
 
 import pytest
 from ray import exceptions as rex
 
-from orchestrator.scheduling import classify, ray_env
+from orchestrator.scheduling import classify
 
 
 def task_error(cause: BaseException) -> BaseException:
@@ -26,16 +26,3 @@ def task_error(cause: BaseException) -> BaseException:
 )
 def test_classify_keys_on_exception_types(error, outcome):
     assert classify(error) == outcome
-
-
-def test_ray_env_uses_token_auth_only_when_connecting_with_a_token(monkeypatch, tmp_path):
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
-    monkeypatch.setenv("RAY_AUTH_TOKEN", "secret")
-    assert ray_env(None) == {}  # a local cluster: Ray makes its own token
-    assert ray_env("ray://head:10001") == {"RAY_AUTH_MODE": "token"}
-    monkeypatch.delenv("RAY_AUTH_TOKEN")
-    assert ray_env("ray://head:10001") == {}
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    assert ray_env("ray://head:10001") == {}

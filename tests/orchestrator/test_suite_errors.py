@@ -56,8 +56,8 @@ CASES = {  # name: (suite text, --set, {path: message})
         HEAD, ["train.batch_size=0"], {"train.batch_size": GE_1 + " (got 0)"},
     ),
     "override for a family the matrix does not run": (
-        HEAD + "model: {overrides: {l3_cap: 4}}\n", [],
-        {"model.overrides.l3_cap": "applies to family 'l3', which matrix.families lacks"},
+        HEAD + "model: {overrides: {l3_cap: 64}}\n", [],
+        {"model.overrides.l3_cap": "applies to family 'l3' or 'moe', which matrix.families lacks"},
     ),
     "unknown source kind": (
         HEAD + "train: {data: {source: {kind: txt}}}\n", [],
@@ -134,14 +134,17 @@ def test_fixed_mistakes_validate(tmp_path):
         experiment: t
         matrix:
           jobs: [train]
-          families: [dense, l3]
+          families: [dense]
           variants:
             - {name: stdlib}
-            - {name: file, train: {data: {source: {kind: text, paths: ['{tmp}/c.txt']}}}}
+            - {name: file, train: {data: {source: {kind: text, paths: ['{tmp}/d.txt'], unit: paragraph}}}}
         train: {data: {source: {kind: builtin, content: docs}}}
         """
+    words = ("alpha", "beta", "gamma", "delta", "it\u2019s")
+    paragraphs = [" ".join(words[(i + j) % 5] for j in range(i % 7 + 3)) for i in range(300)]
+    (tmp_path / "d.txt").write_bytes("\n\n".join(paragraphs).encode() + b" stray \x92 byte")
     suite = load_suite(_write(tmp_path, text))
     sources = {j.labels["variant"]: j.config.data.source for j in suite.jobs}
-    assert sources["file"] == TextSource(paths=(str(tmp_path / "c.txt"),))
+    assert sources["file"] == TextSource(paths=(str(tmp_path / "d.txt"),), unit="paragraph")
     assert sources["file"].errors == "replace"
-    assert [j.labels["preset"] for j in suite.jobs] == ["debug"] * 4
+    assert [j.labels["preset"] for j in suite.jobs] == ["debug"] * 2

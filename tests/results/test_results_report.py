@@ -126,5 +126,13 @@ def test_figure_contents_follow_the_data(raw_runs, history, tmp_path):
     lines = [ln for ln in ratio.axes[0].get_lines() if len(ln.get_xdata()) == 3]
     assert len(lines) == 4  # one per L3 infer run
     assert list(lines[0].get_ydata()) == pytest.approx([0.5, 0.7, 0.9])
+    # CPU runs have no device to offload from: each line and the title say so; a GPU run's does not.
+    cpu = runs["hardware"].eq("cpu").fillna(False)
+    labels = [ln.get_label() for ln in lines]
+    assert all(label.endswith(plots.CPU_OFFLOAD_NOTE) for label in labels) == bool(cpu.all())
+    assert "no device transfer" in ratio.axes[0].get_title()
+    gpu = plots.offload_decode_ratio(runs.assign(hardware="h100"))
+    assert "no device transfer" not in gpu.axes[0].get_title()
+    assert not any(plots.CPU_OFFLOAD_NOTE in ln.get_label() for ln in gpu.axes[0].get_lines())
     path = plots.save_png(ratio, tmp_path / "sub" / "ratio.png")
     assert path.read_bytes()[:8] == PNG_MAGIC

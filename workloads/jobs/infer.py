@@ -8,7 +8,10 @@ Metric names (DESIGN.md) and how variants are named:
   mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
   infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
   infer/offload/h2d_bytes_per_prefill/bs<B>, infer/offload/h2d_bytes_per_decode_step/bs<B>
-                                     bytes copied host → device (rows, remapped ids, offsets)
+                                     CUDA: bytes copied host → device (rows, remapped ids, offsets)
+  infer/offload/host_compact_bytes_per_prefill/bs<B>, ..._per_decode_step/bs<B>
+                                     CPU: the same rows compacted host → host; nothing crosses to a
+                                     device, so these runs are labelled placement "host-compact"
   mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.98)
   lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
@@ -31,14 +34,16 @@ from workloads.data import DataConfig
 from workloads.fields import NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
-from workloads.jobs.metrics import param_bytes_metrics
+from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
     FieldError,
     ModelOverrides,
     ModelSpec,
+    base_model_config,
     build_model,
     check_data_fits,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -111,32 +116,53 @@ def _parse_device(device: str) -> torch.device:
     return parsed
 
 
-def resolve(cfg: InferJobConfig, cuda: bool | None = None) -> InferJobConfig:
-    """The config a worker runs, resolved once (the orchestrator fingerprints and ships this): device
-    "auto" → "cuda" when `cuda` (None: torch sees a GPU) else "cpu"; the model in the job's dtype ("auto":
-    bfloat16 on CUDA, float32 on CPU); for top-1 MoE, min_capacity capped at the smallest batch size
-    (DeepSpeed's top-1 gate needs min_capacity tokens per call, and a decode step has B). FieldError names
-    the field of a config that cannot run."""
+def resolve(
+    cfg: InferJobConfig, cuda: bool | None = None, model: ModelConfig | None = None
+) -> InferJobConfig:
+    """The config as a worker runs it: device "auto" → "cuda" when `cuda` (None: torch sees a GPU) else
+    "cpu", dtype "auto" → bfloat16 on CUDA, float32 on CPU, and, given the resolved `model` (matched on this
+    job's corpus: the orchestrator passes its group's), that model specialized for the run (`_specialize`).
+    The orchestrator fingerprints and ships the result; a shipped config is returned as it is. Without a
+    model the job resolves it on its data when it starts. FieldError names a field that cannot run."""
     if cfg.model is not None:
         return cfg
     cuda = torch.cuda.is_available() if cuda is None else cuda
     device = cfg.device if cfg.device != "auto" else ("cuda" if cuda else "cpu")
-    model = resolve_model_config(cfg.model_spec())
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-    model = replace(model, dtype=dtype)
+    base = model or base_model_config(cfg.model_spec())
+    ep_size = model.moe.ep_size if model is not None and model.moe else (cfg.overrides.moe_ep_size or 1)
+    if cfg.family == "moe" and ep_size > 1:
+        raise FieldError("overrides.moe_ep_size", f"{ep_size}: inference runs on one device "
+                         "(expert parallelism needs the multi-worker training setup)")  # fmt: skip
+    if cfg.l3_placement == "offload" and cfg.family != "l3":
+        raise FieldError("l3_placement", f"'offload' needs an L3 model, got family={cfg.family!r}")
+    if cfg.prompt_len + cfg.gen_len > base.max_seq_len:
+        raise FieldError("prompt_len", f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
+                         f"model's max_seq_len={base.max_seq_len} (preset {cfg.preset!r})")  # fmt: skip
+    check_data_fits(replace(cfg.data, seq_len=cfg.prompt_len), base, "prompt_len")
+    out = replace(cfg, device=device, dtype=dtype)
+    return out if model is None else replace(out, model=_specialize(out, model))
+
+
+def _specialize(cfg: InferJobConfig, model: ModelConfig) -> ModelConfig:
+    """The model in the job's (resolved) dtype; for top-1 MoE, min_capacity capped at the smallest batch
+    size: DeepSpeed's top-1 gate needs at least min_capacity tokens per call, and a decode step has B."""
+    model = replace(model, dtype=cfg.dtype)
     if model.moe is not None and model.moe.top_k == 1:
         min_capacity = min(model.moe.min_capacity, min(cfg.batch_sizes))
         model = replace(model, moe=replace(model.moe, min_capacity=min_capacity))
-    if model.moe is not None and model.moe.ep_size > 1:
-        raise FieldError("overrides.moe_ep_size", f"{model.moe.ep_size}: inference runs on one device "
-                         "(expert parallelism needs the multi-worker training setup)")  # fmt: skip
-    if cfg.l3_placement == "offload" and model.l3 is None:
-        raise FieldError("l3_placement", f"'offload' needs an L3 model, got family={cfg.family!r}")
-    if cfg.prompt_len + cfg.gen_len > model.max_seq_len:
-        raise FieldError("prompt_len", f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
-                         f"model's max_seq_len={model.max_seq_len} (preset {cfg.preset!r})")  # fmt: skip
-    check_data_fits(replace(cfg.data, seq_len=cfg.prompt_len), model, "prompt_len")
-    return replace(cfg, device=device, dtype=dtype, model=model)
+    return model
+
+
+def transfer_name(device: torch.device) -> str:
+    """What the offloaded placement's copies are: "h2d" (host → device) on CUDA; on CPU the rows are only
+    compacted within host memory ("host_compact"), so no metric claims a device transfer."""
+    return "h2d" if device.type == "cuda" else "host_compact"
+
+
+def placement_label(placement: str, device: torch.device) -> str:
+    """The placement as reported: "offload" on CUDA, "host-compact" on CPU (no device to offload from)."""
+    return "host-compact" if placement == "offload" and device.type != "cuda" else placement
 
 
 def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
@@ -208,8 +234,9 @@ def _generate_placed(
             out["peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
         if handle is not None:
             decode_bytes = handle.stats.bytes_copied - prefill_bytes[0]
-            out["infer/offload/h2d_bytes_per_prefill"] = float(prefill_bytes[0])
-            out["infer/offload/h2d_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
+            moved = transfer_name(device)
+            out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes[0])
+            out[f"infer/offload/{moved}_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
             out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
     return out
 
@@ -264,7 +291,7 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
     """(metrics, params): params_active/params_total/sparsity (L3 rows weighted by train token counts)."""
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     element = torch.empty((), dtype=TORCH_DTYPES[model_cfg.dtype]).element_size()
-    headline = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    headline = accounting_metrics(pc)
     metrics = headline | param_bytes_metrics({k: n * element for k, n in pc.by_category.items()})
     params = headline | {f"params/{k}": float(n) for k, n in pc.by_category.items()}
     return metrics, params
@@ -277,8 +304,12 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
-    model_cfg = cfg.model
-    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    spec = cfg.model_spec()
+    base = cfg.model or base_model_config(spec)
+    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base, ctx.cache_dir)
+    model_cfg = cfg.model or _specialize(
+        cfg, resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
+    )
     prompts = _prompts(data, cfg).to(device)
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
     model = build_model(model_cfg, counts, device, seed=cfg.seed).eval()  # eval: MoE eval capacity factor
@@ -293,7 +324,7 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
         "preset": cfg.preset,
         "device": str(device),
         "dtype": model_cfg.dtype,
-        "placements": ",".join(placements(cfg, model_cfg)),
+        "placements": ",".join(placement_label(p, device) for p in placements(cfg, model_cfg)),
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
     }
@@ -306,10 +337,13 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
 def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
     rows = []
     for placement in places:
-        p = "offload/" if placement == "offload" else ""
+        p = "" if placement == "device" else "offload/"  # "offload" (CUDA) or "host-compact" (CPU)
         for bs in cfg.batch_sizes:
             ratio = m.get(f"infer/offload_decode_ratio/bs{bs}") if p else None
-            h2d = m.get(f"infer/offload/h2d_bytes_per_decode_step/bs{bs}") if p else None
+            moved = [
+                m.get(f"infer/offload/{n}_bytes_per_decode_step/bs{bs}") for n in ("h2d", "host_compact")
+            ]
+            h2d = next((v for v in moved if v is not None), None) if p else None
             rows.append([
                 family, placement, str(bs),
                 f"{m[f'infer/{p}prefill_tokens_per_s/bs{bs}']:,.0f}",
@@ -339,7 +373,7 @@ def main() -> None:
     args = parser.parse_args()
     table = Table(title=f"isosparse inference, preset {args.preset!r} (medians; ratio = offload / device)")
     columns = ("family", "placement", "batch", "prefill tok/s", "TTFT ms", "decode tok/s", "ratio")
-    columns += ("H2D KiB/decode step",)
+    columns += ("copied KiB/decode step (H2D on CUDA; host-compact on CPU)",)
     for column in columns:
         table.add_column(column, justify="left" if column in ("family", "placement") else "right")
     for family in ("dense", "l3", "moe"):

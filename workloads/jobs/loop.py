@@ -2,8 +2,10 @@
 
 Timed region (StepTimer): the forward/backward of every micro-batch of a step plus the optimizer step;
 batch assembly from the memmap and the host-side L3 statistics happen before it, loss streaming after
-it, and nothing inside reads a device value. Load-balance counts accumulate on the device and are summed
-over ranks once, at the end. train/loss is streamed per step as the rank mean (one all-reduce and one host
+it, and nothing inside reads a device value. Load-balance counts accumulate on the device, per optimizer
+step (MoE routes per expert, L3 rows) and for the whole run (plus the gate's dropped tokens and routes),
+and are summed over ranks once, at the end: the per-step balance is computed on all-reduced counts.
+train/loss is streamed per step as the rank mean (one all-reduce and one host
 sync per `log_every` steps); the summary's train/loss is the last step's.
 """
 
@@ -44,21 +46,37 @@ class Batches:
 
 
 def all_reduce_moe_counts(
-    expert_tokens: torch.Tensor, dropped: torch.Tensor, aux_sum: torch.Tensor
-) -> tuple[np.ndarray, float, float]:
-    """This rank's (layers, experts) routes, dropped routes and Σ aux loss summed over ranks in one
-    all-reduce → (routes of all ranks, dropped routes, Σ aux loss averaged over ranks)."""
-    packed = torch.cat([expert_tokens.flatten().double(), dropped.double()[None], aux_sum.double()[None]])
+    expert_tokens: torch.Tensor, drops: torch.Tensor, aux_sum: torch.Tensor, token_passes: float
+) -> tuple[np.ndarray, float, float, float, float]:
+    """This rank's (layers, experts) routes, [dropped tokens, dropped routes], Σ aux loss and token passes
+    (tokens × MoE layers) summed over ranks in one all-reduce → (routes of all ranks, dropped tokens,
+    dropped routes, token passes, Σ aux loss averaged over ranks)."""
+    extra = torch.cat([drops.double(), aux_sum.double()[None], torch.tensor([float(token_passes)])])
+    packed = torch.cat([expert_tokens.flatten().double(), extra.to(expert_tokens.device)])
     packed = distributed.all_reduce_sum(packed).cpu().numpy()
-    tokens = packed[:-2].reshape(tuple(expert_tokens.shape))
-    return tokens, float(packed[-2]), float(packed[-1]) / distributed.world().size
+    tokens = packed[:-4].reshape(tuple(expert_tokens.shape))
+    dropped_tokens, dropped_routes, aux, passes = packed[-4:]
+    return (
+        tokens,
+        float(dropped_tokens),
+        float(dropped_routes),
+        float(passes),
+        float(aux) / distributed.world().size,
+    )
 
 
 def reduce_moe_balance(
-    expert_tokens: torch.Tensor, dropped: torch.Tensor, aux_sum: torch.Tensor, n_steps: int
+    expert_tokens: torch.Tensor, drops: torch.Tensor, aux_sum: torch.Tensor, token_passes: float, n_steps: int
 ) -> dict[str, float]:
-    """MoE load-balance metrics of all ranks (`all_reduce_moe_counts`, then `metrics.moe_balance`)."""
-    return metrics.moe_balance(*all_reduce_moe_counts(expert_tokens, dropped, aux_sum), n_steps)
+    """Whole-run MoE load-balance metrics of all ranks (`all_reduce_moe_counts`, `metrics.moe_balance`)."""
+    tokens, d_tok, d_routes, passes, aux = all_reduce_moe_counts(expert_tokens, drops, aux_sum, token_passes)
+    return metrics.moe_balance(tokens, d_routes, aux, n_steps, dropped_tokens=d_tok, token_passes=passes)
+
+
+def reduce_step_series(per_step: list[torch.Tensor] | np.ndarray, device: torch.device) -> np.ndarray:
+    """Per-step counts of this rank, (steps, ...), summed over ranks in one all-reduce."""
+    stacked = torch.stack(list(per_step)) if isinstance(per_step, list) else torch.from_numpy(per_step)
+    return distributed.all_reduce_sum(stacked.double().to(device)).cpu().numpy()
 
 
 def reduce_l3_balance(l3: np.ndarray, n_steps: int, row_bytes: int, device: torch.device) -> dict[str, float]:
@@ -138,43 +156,53 @@ class TrainLoop:
         n_exp = moe.num_experts if moe else 0
         self.expert_tokens = torch.zeros(len(self.moe_positions), n_exp, dtype=torch.int64, device=dev)
         self.expert_routes: np.ndarray | None = None  # all-reduced at the end of training
-        self.dropped = torch.zeros((), dtype=torch.int64, device=dev)
+        self.step_tokens: list[torch.Tensor] = []  # this rank's (layers, experts) routes of each step
+        self.drops = torch.zeros(2, dtype=torch.int64, device=dev)  # dropped tokens, dropped routes
+        self.token_passes = 0  # tokens × MoE layers seen by this rank
         self.aux_sum = torch.zeros((), dtype=torch.float32, device=dev)
-        n_tok = self.cfg.batch_size * self.seq_len
-        self.capacity = (
-            metrics.moe_capacity(n_tok, n_exp, moe.top_k, moe.capacity_factor, moe.min_capacity)
-            if moe and moe.drop_tokens
-            else None
-        )
+        self.moe_blocks = [b.mlp for b in self.model.layers if b.index in self.moe_positions]
         self.l3 = np.zeros(4, dtype=np.float64)  # rows_sum, n_positions, unique rows, rows_max
+        self.l3_steps: list[tuple[float, float]] = []  # this rank's (Σ rows, positions) of each step
 
     def _l3_stats(self, ids: list[np.ndarray]) -> None:
         if not self.counts:
             return
         step_ids = np.concatenate([x.reshape(-1) for x in ids])
+        step_rows = step_n = 0.0
         for counts in self.counts.values():
             rows_sum, rows_max, n, unique = metrics.l3_batch_stats(step_ids, counts)
             self.l3[:3] += (rows_sum, n, unique)
             self.l3[3] = max(self.l3[3], rows_max)
+            step_rows, step_n = step_rows + rows_sum, step_n + n
+        self.l3_steps.append((step_rows, step_n))
 
     def _moe_stats(self, expert_counts: dict, aux: torch.Tensor) -> None:
         if not self.moe_positions:
             return
         c = torch.stack([expert_counts[p] for p in self.moe_positions]).to(torch.int64)  # (layers, experts)
         self.expert_tokens += c
-        if self.capacity is not None:
-            self.dropped += (c - self.capacity).clamp_min(0).sum()
+        self.step_tokens[-1] += c
+        self.drops += torch.stack([mlp.last_dropped for mlp in self.moe_blocks]).sum(0)
+        self.token_passes += self.cfg.batch_size * self.seq_len * len(self.moe_positions)
         self.aux_sum += aux.detach().float() / self.cfg.grad_accum
 
     def _balance_metrics(self, n_steps: int) -> dict[str, float]:
         out: dict[str, float] = {}
         if self.moe_positions:
-            routes, dropped, aux = all_reduce_moe_counts(self.expert_tokens, self.dropped, self.aux_sum)
+            routes, d_tok, d_routes, passes, aux = all_reduce_moe_counts(
+                self.expert_tokens, self.drops, self.aux_sum, self.token_passes
+            )
             self.expert_routes = routes  # all ranks' (layers, experts) routes: BenchResult.arrays
-            out |= metrics.moe_balance(routes, dropped, aux, n_steps)
+            out |= metrics.moe_balance(
+                routes, d_routes, aux, n_steps, dropped_tokens=d_tok, token_passes=passes
+            )
+            if self.step_tokens:
+                out |= metrics.moe_step_balance(reduce_step_series(self.step_tokens, self.device))
         if self.counts and n_steps:
             row_bytes = metrics.l3_row_bytes(self.model_cfg, self.model.tok_emb.weight.element_size())
             out |= reduce_l3_balance(self.l3, n_steps, row_bytes, self.device)
+            per_step = reduce_step_series(np.asarray(self.l3_steps, dtype=np.float64), self.device)
+            out |= metrics.l3_step_balance(per_step[:, 0], per_step[:, 1], row_bytes)
         return out
 
     # -- training -----------------------------------------------------------------------------------
@@ -194,6 +222,8 @@ class TrainLoop:
         accum = self.cfg.grad_accum
         batches = [self.train_batches(step * accum + m) for m in range(accum)]
         self._l3_stats([x for x, _ in batches])
+        if self.moe_positions:
+            self.step_tokens.append(torch.zeros_like(self.expert_tokens))
         with self.timer:
             loss = sum(self._micro(x, y, m == accum - 1) for m, (x, y) in enumerate(batches)) / accum
             self.engine.optimizer_step()

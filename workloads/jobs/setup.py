@@ -4,7 +4,10 @@ API (every bad input raises ValueError naming the field, before the expensive pa
   ModelOverrides(vocab_size=None, l3_cap=None, l3_allocation=None, l3_tied=None, l3_residual=None,
                  l3_impl=None, moe_top_k=None, moe_ep_size=None, moe_use_rts=None, moe_top2_sampling=None)
   ModelSpec(preset, family, overrides=ModelOverrides(), allocation_path=None)   # frozen, JSON-able
-  resolve_model_config(spec) -> ModelConfig      # presets.get, or isosparse.match after the overrides
+  base_model_config(spec) -> ModelConfig         # the dense base after the overrides (vocab, max_seq_len)
+  corpus_for(spec, data, cache_dir=None) -> Corpus | None   # token counts + allocate(budget) of the data
+  resolve_model_config(spec, corpus=None) -> ModelConfig    # isosparse.match after the overrides; L3 rows
+      weighted by `corpus` (the accounting of L3_SPEC §5); without it, budget / vocab (an estimate)
   prepare_data(data_cfg, model_cfg, cache_dir=None) -> PreparedData
       the BPE is trained to model_cfg.vocab_size (DataConfig.vocab_size is replaced by it: the model
       decides the vocabulary); checks tokenizer vocab <= model vocab and data seq_len <= max_seq_len.
@@ -16,6 +19,7 @@ API (every bad input raises ValueError naming the field, before the expensive pa
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -41,8 +45,9 @@ class ModelOverrides:
     """Changes to a preset, applied to its dense base / L3 / MoE templates before iso-sparse matching.
 
     vocab_size: the model's vocabulary (the tokenizer is trained to it); the L3 budget keeps the preset's
-        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim). moe_*: fields of
-        MoEConfig; moe_top_k fixes the routing the matcher may use. None keeps the preset's value.
+        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim); for a MoE model they
+        describe the L3 model it is matched to. moe_*: fields of MoEConfig; moe_top_k fixes the routing the
+        matcher may use. None keeps the preset's value.
     """
 
     vocab_size: PosInt | None = None
@@ -76,20 +81,28 @@ class ModelSpec:
         check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        for fam, names in (("l3", L3_FIELDS), ("moe", MOE_FIELDS)):
+        # A MoE model is matched to its group's L3 model, which the l3_* fields and allocation_path describe.
+        for fams, names in ((("l3", "moe"), L3_FIELDS), (("moe",), MOE_FIELDS)):
             wrong = self.overrides.given(names)
-            if wrong and self.family != fam:
-                raise ValueError(f"overrides.{wrong[0]} applies to family '{fam}', not {self.family!r}")
-        if self.allocation_path is not None and self.family != "l3":
+            if wrong and self.family not in fams:
+                raise ValueError(f"overrides.{wrong[0]} applies to family '{fams[0]}', not {self.family!r}")
+        if self.allocation_path is not None and self.family not in ("l3", "moe"):
             raise ValueError(f"allocation_path applies to family 'l3', not {self.family!r}")
 
 
-def resolve_model_config(spec: ModelSpec) -> ModelConfig:
-    """The preset as `spec.family`; with overrides, the dense base and templates are changed first and the
-    L3 / MoE model is matched again (iso-active with the base; MoE iso-total with the L3 model)."""
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """What L3 accounting needs from the data a job uses (L3_SPEC §5): the train split's token counts over
+    the model vocabulary and `allocate(budget) -> (vocab,) rows per token` (same corpus, tokenizer, cap and
+    allocation as the job's L3 layers)."""
+
+    token_freqs: np.ndarray
+    allocate: Callable[[int], np.ndarray]
+
+
+def _templates(spec: ModelSpec):
+    """(dense base, L3 template) of the preset after the overrides."""
     o = spec.overrides
-    if o == ModelOverrides():
-        return presets.get(spec.preset, spec.family)
     preset = presets.PRESETS[spec.preset]
     base, l3 = preset.dense, preset.l3
     if o.vocab_size is not None:
@@ -106,10 +119,28 @@ def resolve_model_config(spec: ModelSpec) -> ModelConfig:
     )
     if l3.tied:
         l3 = replace(l3, d_emb=base.dim)
-    l3 = replace(l3, budget=min(l3.budget, base.vocab_size * l3.cap))
+    return base, replace(l3, budget=min(l3.budget, base.vocab_size * l3.cap))
+
+
+def base_model_config(spec: ModelSpec) -> ModelConfig:
+    """The dense base of `spec` after the overrides: its vocabulary and max_seq_len are those of every
+    family of the group, so data can be prepared before the L3 / MoE model is matched."""
+    return _templates(spec)[0]
+
+
+def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> ModelConfig:
+    """The preset as `spec.family` after the overrides: the dense base, the L3 model matched iso-active
+    with it, or the MoE matched iso-active with the base and iso-total with that L3 model (the group's L3
+    model: the spec's l3_* overrides and allocation_path describe it for the moe family too).
+
+    corpus: the data the job uses (`corpus_for`); the L3 rows per token are weighted by it, as in the job's
+    reported `params_active`. Without it the L3 model is matched on the budget / vocab estimate."""
+    o = spec.overrides
+    base, l3 = _templates(spec)
     if spec.family == "dense":
         return base
-    l3_cfg = match(base, family="l3", l3=l3)
+    freqs, allocate = (None, None) if corpus is None else (corpus.token_freqs, corpus.allocate)
+    l3_cfg = match(base, family="l3", l3=l3, token_freqs=freqs, allocate=allocate)
     if spec.family == "l3":
         return l3_cfg
     moe = default_moe(base)
@@ -121,6 +152,27 @@ def resolve_model_config(spec: ModelSpec) -> ModelConfig:
     )
     top_ks = (o.moe_top_k,) if o.moe_top_k is not None else (1, 2, 4, 8)
     return match(base, family="moe", total_params=count_params(l3_cfg).total, moe=moe, top_ks=top_ks)
+
+
+def corpus_for(
+    spec: ModelSpec, data: PreparedData, cache_dir: str | os.PathLike | None = None
+) -> Corpus | None:
+    """The `Corpus` of `data` for the L3 model of spec's group (None for dense: nothing to weight)."""
+    if spec.family == "dense":
+        return None
+    base, l3 = _templates(spec)
+    vocab = base.vocab_size
+
+    def allocate(budget: int) -> np.ndarray:
+        if spec.allocation_path is not None:
+            return _allocation_from_file(spec.allocation_path, vocab, budget, l3.cap, data)
+        if l3.allocation == "uniform":
+            return uniform_allocate(vocab, budget, l3.cap)
+        return _lzw_cached(vocab, budget, l3.cap, l3.allocation, data, cache_dir)
+
+    freqs = np.zeros(vocab, dtype=np.float64)
+    freqs[: data.token_freqs.shape[0]] = data.token_freqs
+    return Corpus(token_freqs=freqs, allocate=allocate)
 
 
 class FieldError(ValueError):
@@ -178,35 +230,33 @@ def token_freqs_for(model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
     return freqs
 
 
-def _allocation_from_file(path: str, model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
+def _allocation_from_file(path: str, vocab: int, budget: int, cap: int, data: PreparedData) -> np.ndarray:
     alloc = load_allocation(path)
     # The counts index the model's vocabulary, which the tokenizer was trained to; on a small corpus the
     # BPE may stop below it (data.vocab_size < model vocab_size), and the unused ids still own rows.
-    if alloc.vocab_size != model_cfg.vocab_size or data.vocab_size > alloc.vocab_size:
+    if alloc.vocab_size != vocab or data.vocab_size > alloc.vocab_size:
         raise ValueError(
             f"allocation_path {path!r} has vocab_size={alloc.vocab_size}, but the tokenizer has "
-            f"{data.vocab_size} and the model {model_cfg.vocab_size} (the file must cover the model's "
+            f"{data.vocab_size} and the model {vocab} (the file must cover the model's "
             "vocabulary, to which the tokenizer was trained)"
         )
-    l3 = model_cfg.l3
-    if alloc.budget != l3.budget or int(alloc.counts.max()) > l3.cap:
+    if alloc.budget != budget or int(alloc.counts.max()) > cap:
         raise ValueError(
             f"allocation_path {path!r} has budget={alloc.budget}, max rows {int(alloc.counts.max())}; the "
-            f"model needs l3.budget={l3.budget} and at most l3.cap={l3.cap} rows per token"
+            f"model needs l3.budget={budget} and at most l3.cap={cap} rows per token"
         )
     return alloc.counts
 
 
-def _lzw_cached(model_cfg: ModelConfig, data: PreparedData, cache_dir) -> np.ndarray:
-    l3, vocab = model_cfg.l3, model_cfg.vocab_size
-    key = stable_hash(alloc="lzw-v1", data=data.fingerprint, vocab=vocab, budget=l3.budget, cap=l3.cap)
+def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedData, cache_dir) -> np.ndarray:
+    key = stable_hash(alloc=f"{method}-v1", data=data.fingerprint, vocab=vocab, budget=budget, cap=cap)
     path = resolve_cache_dir(cache_dir) / "l3" / f"alloc-{key[:24]}.npz"
     if path.is_file():
         return load_allocation(path).counts
-    counts = lzw_allocate(data.allocation_sequences(), vocab, l3.budget, l3.cap)
+    counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_allocation(
-        path, counts, vocab_size=vocab, budget=l3.budget, cap=l3.cap, corpus_fingerprint=data.fingerprint,
+        path, counts, vocab_size=vocab, budget=budget, cap=cap, corpus_fingerprint=data.fingerprint,
         n_tokens=data.train.n_tokens,
     )  # fmt: skip
     return counts
@@ -218,14 +268,8 @@ def resolve_l3_counts(
     """Rows per token for each L3 position ({} for dense / MoE); the same counts serve every L3 layer."""
     if model_cfg.l3 is None:
         return {}
-    l3 = model_cfg.l3
-    if spec.allocation_path is not None:
-        counts = _allocation_from_file(spec.allocation_path, model_cfg, data)
-    elif l3.allocation == "uniform":
-        counts = uniform_allocate(model_cfg.vocab_size, l3.budget, l3.cap)
-    else:
-        counts = _lzw_cached(model_cfg, data, cache_dir)
-    return {pos: counts for pos in l3.positions}
+    counts = corpus_for(spec, data, cache_dir).allocate(model_cfg.l3.budget)
+    return {pos: counts for pos in model_cfg.l3.positions}
 
 
 def build_model(

@@ -27,7 +27,9 @@ from workloads.jobs.setup import (
     ModelOverrides,
     ModelSpec,
     allocation_summary,
+    base_model_config,
     check_data_fits,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -120,34 +122,38 @@ class TrainJobConfig:
         return self.batch_size * self.grad_accum * self.data_config().seq_len
 
 
-def resolve(cfg: TrainJobConfig, cuda: bool | None = None) -> TrainJobConfig:
-    """The config a worker runs: the model resolved once (kept when `cfg.model` is set) and checked against
-    the data (window length, BPE vocabulary); FieldError names the field. `cuda` is unused: a training
-    job's device is explicit. The orchestrator calls this before fingerprinting and ships the result."""
-    model = cfg.model or resolve_model_config(cfg.model_spec())
-    check_data_fits(cfg.data_config(), model, "seq_len" if cfg.seq_len is not None else "data.seq_len")
-    return replace(cfg, model=model)
+def resolve(
+    cfg: TrainJobConfig, cuda: bool | None = None, model: ModelConfig | None = None
+) -> TrainJobConfig:
+    """The config as a worker runs it, checked against the model's base (window length, BPE vocabulary;
+    FieldError names the field). `model`: the resolved model, matched on this job's corpus — the
+    orchestrator passes its group's, fingerprints the result and ships it, so the worker never re-resolves.
+    Without it (`cfg.model` None) the job resolves the model on its data when it starts. `cuda` is unused:
+    a training job's device is explicit."""
+    base = cfg.model or model or base_model_config(cfg.model_spec())
+    check_data_fits(cfg.data_config(), base, "seq_len" if cfg.seq_len is not None else "data.seq_len")
+    return cfg if cfg.model is not None or model is None else replace(cfg, model=model)
 
 
-def _check_world(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
+def _check_world(cfg: TrainJobConfig, w: distributed.World) -> None:
     """What only the worker can check: the distributed group and the device."""
-    model_cfg = cfg.model
-    if model_cfg.moe is not None and w.size % model_cfg.moe.ep_size:
+    ep_size = cfg.model.moe.ep_size if cfg.model and cfg.model.moe else (cfg.overrides.moe_ep_size or 1)
+    if cfg.family == "moe" and w.size % ep_size:
         raise ValueError(
-            f"moe.ep_size={model_cfg.moe.ep_size} needs a distributed group whose size is a multiple of it; "
+            f"moe.ep_size={ep_size} needs a distributed group whose size is a multiple of it; "
             f"this job has {w.size} rank(s)"
         )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("TrainJobConfig.device='cuda' but torch sees no CUDA device")
-    return model_cfg
 
 
 def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     """Resolve, prepare data and L3 counts (rank 0 first, then the others from its caches) and build the
     parallelized model, optimizer and schedule. `run` uses it; so does the benchmark."""
     w = distributed.world()
-    cfg = cfg if cfg.model is not None else resolve(cfg)  # the orchestrator ships it resolved
-    model_cfg = _check_world(cfg, w)
+    cfg = resolve(cfg)  # checks only: a shipped config is run as it is
+    _check_world(cfg, w)
+    base = cfg.model or base_model_config(cfg.model_spec())
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
@@ -155,7 +161,8 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     data = counts = None
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
-            data = prepare_data(data_cfg, model_cfg, ctx.cache_dir)
+            data = prepare_data(data_cfg, base, ctx.cache_dir)
+            model_cfg = cfg.model or resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
             counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
             extra = {  # tokenized with the job's tokenizer
                 name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
@@ -211,7 +218,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     opt_bytes = job.optimizer_bytes()
     out["mem/optimizer_bytes"] = float(sum(opt_bytes.values()))
     out |= {f"mem/optimizer_bytes/{k}": float(v) for k, v in opt_bytes.items()}
-    params = {"params_active": float(pc.active), "params_total": float(pc.total), "sparsity": pc.sparsity}
+    params = metrics.accounting_metrics(pc)
     out |= params
     params |= {f"params/{k}": float(v) for k, v in pc.by_category.items()}
     params |= {f"params_active/{k}": float(v) for k, v in pc.active_by_category.items()}

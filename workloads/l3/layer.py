@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from workloads.kernels.l3_lookup.op import IMPLS, LookupImpl, l3_lookup
+from workloads.kernels.l3_lookup.op import IMPL_NAMES, LookupImpl, l3_lookup
 
 # Integer dtypes whose range check (aminmax) and widening to int64 work on every device.
 _ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -52,7 +52,8 @@ class L3Layer(nn.Module):
         d_up: width of W_up's output.
         tied: use `keys` as values too (W_K = W_V); halves the sparse parameters.
         residual: return `x + L3(x)` instead of `L3(x)` (the paper's form is not public; L3_SPEC §1).
-        impl: "sorted" (fast, block-diagonal) or "reference" (per-position loop, the spec).
+        impl: "auto" (Triton on CUDA when it imports, else "sorted"), "sorted" (block-diagonal pure
+            torch), "triton" (kernels/l3_lookup/triton.py) or "reference" (per-position loop, the spec).
         init_std: std of the normal init of `keys`/`values` (and of W_mix's lookup block).
 
     Initialization (chosen so a freshly inserted layer is close to a no-op on the residual stream):
@@ -75,7 +76,7 @@ class L3Layer(nn.Module):
         *,
         tied: bool = False,
         residual: bool = False,
-        impl: LookupImpl = "sorted",
+        impl: LookupImpl = "auto",
         init_std: float = 0.02,
     ):
         super().__init__()
@@ -86,8 +87,8 @@ class L3Layer(nn.Module):
             raise ValueError(
                 f"tied=True uses keys as values, so d_emb must equal dim; got d_emb={d_emb}, dim={dim}"
             )
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {sorted(IMPLS)}, got {impl!r}")
+        if impl not in IMPL_NAMES:
+            raise ValueError(f"impl must be one of {list(IMPL_NAMES)}, got {impl!r}")
         self.dim, self.d_emb, self.d_up = dim, d_emb, d_up
         self.tied, self.residual, self.impl, self.init_std = tied, residual, impl, init_std
         self.register_buffer("offsets", _offsets_from_counts(counts))

@@ -1,13 +1,16 @@
 """Parameter accounting from config arithmetic alone (paper sizes are counted without allocating them).
 
-Definitions follow L3_SPEC §5: total = everything stored; active = parameters touched per token.
-Categories (`by_category`, `active_by_category`):
+Definitions follow L3_SPEC §5: total = everything stored; active = parameters used per token, counted as
+the paper's Table 1 does (a dense model's active equals its total). Categories (`by_category`,
+`active_by_category`):
   dense       attention, dense MLPs, all norms, MoE routers, L3 W_up/W_mix/norms   (all active)
-  l3_tables   L3 key/value rows; active = mean rows per token d_t · (dim + d_emb) per L3 layer, where the
-              mean is weighted by `token_freqs` when given, else budget / vocab_size
+  l3_tables   L3 key/value rows; active = Σ over L3 layers of d_t · (dim + d_emb), d_t the corpus-weighted
+              mean rows per token of the allocation the job uses (`token_freqs` with `l3_counts`, or with a
+              uniform allocation). Without a corpus the mean is budget / vocab_size and the count is
+              marked `estimated`: no printed comparison may rest on it.
   experts     MoE expert MLPs; active = top_k experts per MoE block
-  embeddings  token embedding + LM head; active = one embedding row + the whole head (every logit is
-              computed). Tied embeddings are stored once and, being the head, fully active.
+  embeddings  token embedding + LM head, counted fully (as in the paper's Table 1, 809M / 809M dense).
+              Tied embeddings are stored once and counted once.
 """
 
 from collections.abc import Mapping, Sequence
@@ -22,14 +25,21 @@ CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
 
 @dataclass(frozen=True)
 class ParamCount:
-    """active/total parameters, split by category. `active_max` is the L3 worst case: every lookup hits a
-    token with the most rows (max of the counts, else the cap), as L3_SPEC §5 asks to report."""
+    """active/total parameters, split by category.
+
+    active_max / active_min: the L3 extremes L3_SPEC §5 asks for: a token with the most rows (the largest
+    count, at most the cap) and one with the fewest. Without L3 both equal `active`.
+    estimated: True when the L3 rows per token are not corpus-weighted (no token_freqs, or no counts for
+    an LZW allocation): then the L3 active numbers are the budget / vocab_size guess.
+    """
 
     active: int
     total: int
     by_category: dict[str, int]
     active_by_category: dict[str, int]
     active_max: int
+    active_min: int
+    estimated: bool = False
 
     @property
     def sparsity(self) -> float:
@@ -57,43 +67,52 @@ def l3_dense_params(config: ModelConfig) -> int:
     return l3.d_emb * l3.d_up + (l3.d_up + config.dim) * config.dim + config.dim + l3.d_up
 
 
+def _check_freqs(token_freqs, vocab: int) -> np.ndarray | None:
+    if token_freqs is None:
+        return None
+    freqs = np.asarray(token_freqs, dtype=np.float64)
+    if freqs.shape != (vocab,) or freqs.min() < 0 or freqs.sum() <= 0:
+        raise ValueError(
+            f"token_freqs must be ({vocab},) non-negative with a positive sum, got shape {freqs.shape}"
+        )
+    return freqs
+
+
 def _l3_rows_per_token(
     config: ModelConfig,
     token_freqs: Sequence[float] | np.ndarray | None,
     l3_counts: Mapping[int, Sequence[int] | np.ndarray] | None,
-) -> dict[int, tuple[float, int]]:
-    """{position: (mean rows per token, max rows per token)} for every L3 layer."""
+) -> tuple[dict[int, tuple[float, int, int]], bool]:
+    """({position: (mean, max, min rows per token)} for every L3 layer, estimated).
+
+    The mean is weighted by `token_freqs`; without them (no corpus) it is budget / vocab_size, and the
+    max / min are those of the counts when given, else of the most / least a token can own."""
     l3, vocab = config.l3, config.vocab_size
-    freqs = None
-    if token_freqs is not None:
-        freqs = np.asarray(token_freqs, dtype=np.float64)
-        if freqs.shape != (vocab,) or freqs.min() < 0 or freqs.sum() <= 0:
-            raise ValueError(
-                f"token_freqs must be ({vocab},) non-negative with a positive sum, got shape {freqs.shape}"
-            )
-    out = {}
+    freqs = _check_freqs(token_freqs, vocab)
+    out, estimated = {}, freqs is None
     for pos in l3.positions:
         counts = None if l3_counts is None or pos not in l3_counts else np.asarray(l3_counts[pos])
-        if counts is None and freqs is not None:
-            if l3.allocation != "uniform":
-                raise ValueError(
-                    f"token_freqs weighting needs the rows per token of L3 position {pos}: pass l3_counts "
-                    "(l3.allocation='lzw' cannot be derived from the config)"
-                )
+        if counts is None and l3.allocation == "uniform":
             from workloads.l3.allocation import uniform_allocate
 
             counts = uniform_allocate(vocab, l3.budget, l3.cap)
         if counts is None:
-            out[pos] = (l3.budget / vocab, min(l3.cap, l3.budget - vocab + 1))
+            if freqs is not None:
+                raise ValueError(
+                    f"token_freqs weighting needs the rows per token of L3 position {pos}: pass l3_counts "
+                    f"(l3.allocation={l3.allocation!r} cannot be derived from the config)"
+                )
+            least = max(1, l3.budget - (vocab - 1) * l3.cap)
+            out[pos] = (l3.budget / vocab, min(l3.cap, l3.budget - vocab + 1), least)
             continue
         if counts.shape != (vocab,) or int(counts.sum()) != l3.budget:
             raise ValueError(
                 f"l3_counts[{pos}] must have shape ({vocab},) and sum to l3.budget={l3.budget}, "
                 f"got shape {counts.shape} summing to {int(counts.sum())}"
             )
-        mean = float(counts.mean()) if freqs is None else float((freqs * counts).sum() / freqs.sum())
-        out[pos] = (mean, int(counts.max()))
-    return out
+        mean = l3.budget / vocab if freqs is None else float((freqs * counts).sum() / freqs.sum())
+        out[pos] = (mean, int(counts.max()), int(counts.min()))
+    return out, estimated
 
 
 def count_params(
@@ -126,12 +145,15 @@ def count_params(
     active["dense"] = total["dense"]
     table = c.vocab_size * c.dim
     total["embeddings"] = table if c.tie_embeddings else 2 * table
-    active["embeddings"] = table if c.tie_embeddings else table + c.dim
-    l3_max = 0
+    active["embeddings"] = total["embeddings"]  # counted fully (L3_SPEC §5, the paper's Table 1)
+    l3_max = l3_min = 0
+    estimated = False
     if c.l3 is not None:
-        rows = _l3_rows_per_token(c, token_freqs, l3_counts)
-        active["l3_tables"] = round(sum(mean for mean, _ in rows.values()) * l3_row_width(c))
-        l3_max = sum(peak for _, peak in rows.values()) * l3_row_width(c)
+        rows, estimated = _l3_rows_per_token(c, token_freqs, l3_counts)
+        width = l3_row_width(c)
+        active["l3_tables"] = round(sum(mean for mean, _, _ in rows.values()) * width)
+        l3_max = sum(most for _, most, _ in rows.values()) * width
+        l3_min = sum(least for _, _, least in rows.values()) * width
     n_active = sum(active.values())
     return ParamCount(
         active=n_active,
@@ -139,4 +161,6 @@ def count_params(
         by_category=total,
         active_by_category=active,
         active_max=n_active - active["l3_tables"] + l3_max,
+        active_min=n_active - active["l3_tables"] + l3_min,
+        estimated=estimated,
     )

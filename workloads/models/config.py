@@ -17,7 +17,7 @@ Allocation = Literal["lzw", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
-L3Impl = Literal["reference", "sorted"]
+L3Impl = Literal["auto", "reference", "sorted", "triton"]
 
 FAMILIES: tuple[str, ...] = ("dense", "l3", "moe")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -59,7 +59,7 @@ class L3Config:
     tied: bool = False
     residual: bool = False
     allocation: Allocation = "lzw"
-    impl: L3Impl = "sorted"
+    impl: L3Impl = "auto"
 
     def __post_init__(self) -> None:
         check_fields(self)

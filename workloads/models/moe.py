@@ -15,12 +15,36 @@ import torch.nn as nn
 from workloads.models.config import MoEConfig
 
 
+def route_drops(gate_output: tuple, top_k: int) -> torch.Tensor:
+    """(2,) int64 [tokens that lost all top_k routes, routes dropped] of one gate call (capacity limit).
+
+    DeepSpeed's gate returns either a dense (S, E, C) dispatch mask (4-tuple: l_aux, combine_weights,
+    dispatch_mask, exp_counts) or sparse routes (7-tuple: ..., indices (k, S) with -1 for an evicted route,
+    ...). A token's k routes go to k distinct experts, so in the dense form its kept routes are the ones set
+    in its (E, C) slice."""
+    if len(gate_output) == 7:
+        kept = gate_output[3] >= 0  # (k, S)
+        n_routes = kept.numel()
+        kept_per_token = kept.sum(0)  # (S,)
+    elif len(gate_output) == 4:
+        mask = gate_output[2]  # (S, E, C) bool
+        kept_per_token = mask.flatten(1).sum(1)  # (S,)
+        n_routes = top_k * mask.shape[0]
+    else:
+        raise ValueError(f"unexpected DeepSpeed gate output of {len(gate_output)} items")
+    dropped_tokens = (kept_per_token == 0).sum()
+    dropped_routes = n_routes - kept_per_token.sum()
+    return torch.stack([dropped_tokens, dropped_routes]).to(torch.int64)
+
+
 class MoEMLP(nn.Module):
     """Drop-in for the dense MLP of a block: (B, T, dim) -> ((B, T, dim), l_aux, exp_counts).
 
     `expert` is one expert module (the SwiGLU MLP); DeepSpeed deep-copies it into each local expert slot,
     so each copy is re-initialised here (`reset_parameters`), otherwise every expert would start identical.
     exp_counts are this rank's pre-capacity routing counts, (num_experts,) int64: tokens routed, not kept.
+    last_dropped: (2,) int64 [dropped tokens, dropped routes] of the last forward (`route_drops`), read
+    from the gate's own dispatch by a forward hook; the training loop sums it per step.
     """
 
     def __init__(self, dim: int, config: MoEConfig, expert: nn.Module):
@@ -47,6 +71,11 @@ class MoEMLP(nn.Module):
         )
         for local_expert in self.experts:
             local_expert.reset_parameters()
+        self.last_dropped: torch.Tensor | None = None
+        self.moe.deepspeed_moe.gate.register_forward_hook(self._record_drops)
+
+    def _record_drops(self, _gate, _inputs, output) -> None:
+        self.last_dropped = route_drops(output, self.config.top_k)
 
     @property
     def experts(self) -> nn.ModuleList:

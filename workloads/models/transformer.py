@@ -200,10 +200,11 @@ def resolve_l3_counts(
             "allocation (lzw needs the corpus: pass l3_counts from workloads.l3.allocation.lzw_allocate)",
             stacklevel=3,
         )
-    from workloads.l3.allocation import uniform_allocate
+    if missing:  # imported only when needed: the allocation module pulls in numba (JIT trie)
+        from workloads.l3.allocation import uniform_allocate
 
-    for pos in missing:
-        resolved[pos] = uniform_allocate(config.vocab_size, config.l3.budget, config.l3.cap)
+        for pos in missing:
+            resolved[pos] = uniform_allocate(config.vocab_size, config.l3.budget, config.l3.cap)
     return resolved
 
 

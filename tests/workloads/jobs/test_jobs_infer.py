@@ -13,18 +13,28 @@ from workloads.jobs import infer
 from workloads.jobs.decode import greedy_generate
 from workloads.jobs.infer import InferJobConfig, run
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import ModelOverrides, build_model, prepare_data, resolve_l3_counts
+from workloads.jobs.setup import (
+    ModelOverrides,
+    base_model_config,
+    build_model,
+    corpus_for,
+    prepare_data,
+    resolve_l3_counts,
+    resolve_model_config,
+)
 from workloads.l3.offload import offload_l3_tables
 
 OVERRIDES = ModelOverrides(vocab_size=512)  # debug's 256 ids cannot hold a byte-level BPE vocabulary
 BATCH_SIZES = (1, 4)
 PER_BATCH = ("infer/prefill_tokens_per_s", "infer/ttft_s", "infer/decode_tokens_per_s")
 OFFLOAD = ("infer/offload/prefill_tokens_per_s", "infer/offload/ttft_s", "infer/offload/decode_tokens_per_s")
-H2D = ("infer/offload/h2d_bytes_per_prefill", "infer/offload/h2d_bytes_per_decode_step")
+# On CPU nothing crosses to a device: the offloaded placement compacts rows host → host (no h2d_* names).
+H2D = ("infer/offload/host_compact_bytes_per_prefill", "infer/offload/host_compact_bytes_per_decode_step")
 OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio")
-MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_token_frac", "lb/aux_loss")
+MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_route_frac", "lb/aux_loss")
 JOB_LEVEL = (
-    "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
+    "mem/peak_host_bytes", "params_active", "params_active_max", "params_active_min", "params_total",
+    "sparsity", "mem/params_bytes/dense",
     "mem/params_bytes/l3_tables", "mem/params_bytes/experts", "mem/params_bytes/embeddings",
 )  # fmt: skip
 
@@ -60,7 +70,7 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
     assert all(math.isfinite(v) and v >= 0 for v in result.metrics.values())
     for key in per_batch:
         assert result.metrics[key] == result.metrics[f"{key}/bs{max(BATCH_SIZES)}"]  # unsuffixed = largest B
-    positive = [k for k in result.metrics if "tokens_per_s" in k or "ttft" in k or "h2d_bytes" in k]
+    positive = [k for k in result.metrics if "tokens_per_s" in k or "ttft" in k or "compact_bytes" in k]
     assert all(result.metrics[k] > 0 for k in positive)
     assert [step for step, _ in streamed] == [0, 1]
     assert set(streamed[1][1]) == {f"{k}/bs4" for k in per_batch}
@@ -69,11 +79,15 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
     assert result.config["model"]["family"] == family
     if family == "l3":
         assert result.metrics["mem/offload/host_table_bytes"] == result.metrics["mem/params_bytes/l3_tables"]
-        assert result.info["placements"] == "device,offload"
+        assert result.info["placements"] == "device,host-compact"
+        assert not any("h2d" in k for k in result.metrics)
         m = result.metrics  # a 4 x 12 prompt has more distinct ids, so more rows, than a 4-token step
-        assert m["infer/offload/h2d_bytes_per_prefill/bs4"] > m["infer/offload/h2d_bytes_per_decode_step/bs4"]
+        assert (
+            m["infer/offload/host_compact_bytes_per_prefill/bs4"]
+            > m["infer/offload/host_compact_bytes_per_decode_step/bs4"]
+        )
     if family == "moe":
-        assert 0 <= result.metrics["lb/dropped_token_frac"] < 1
+        assert 0 <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
 
 
@@ -87,8 +101,10 @@ def test_offload_only_placement_reports_offload_keys_only(data_cfg, ctx):
 
 def _job_model(family: str, data_cfg: DataConfig, ctx: JobContext):
     cfg = _cfg(family, data_cfg)
-    model_cfg = infer.resolve(cfg, cuda=False).model
-    data = prepare_data(replace(data_cfg, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    spec = cfg.model_spec()
+    data = prepare_data(replace(data_cfg, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
+    model = resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
+    model_cfg = infer.resolve(cfg, cuda=False, model=model).model
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
     return build_model(model_cfg, counts, "cpu", seed=0).eval(), infer._prompts(data, cfg)
 
@@ -161,11 +177,22 @@ def test_bad_config_raises_naming_the_field(kwargs, message, data_cfg):
 
 
 def test_resolve_fixes_device_dtype_and_moe_capacity_once(data_cfg):
-    cfg = infer.resolve(_cfg("moe", data_cfg, batch_sizes=(2, 8)), cuda=False)
-    assert (cfg.device, cfg.dtype, cfg.model.dtype, cfg.model.moe.min_capacity) == ("cpu", "float32", "float32", 2)
-    assert infer.resolve(cfg, cuda=True) is cfg  # resolved configs are run as they are
-    gpu = infer.resolve(_cfg("moe", data_cfg, batch_sizes=(2, 8)), cuda=True)
+    """The infer job's own changes to the model (dtype, top-1 MoE min_capacity) happen in `resolve`, so the
+    orchestrator fingerprints them; a resolved config is run as it is."""
+    job = _cfg("moe", data_cfg, batch_sizes=(2, 8))
+    model = resolve_model_config(job.model_spec())
+    assert (model.dtype, model.moe.top_k, model.moe.min_capacity) == ("float32", 1, 4)
+    cfg = infer.resolve(job, cuda=False, model=model)
+    assert (cfg.device, cfg.dtype, cfg.model.dtype, cfg.model.moe.min_capacity) == (
+        "cpu",
+        "float32",
+        "float32",
+        2,
+    )
+    assert infer.resolve(cfg, cuda=True) is cfg
+    gpu = infer.resolve(job, cuda=True, model=model)
     assert (gpu.device, gpu.dtype, gpu.model.dtype) == ("cuda", "bfloat16", "bfloat16")
+    assert infer.resolve(job, cuda=False).model is None  # the job resolves it on its own data
 
 
 def test_batch_larger_than_the_data_fails_before_timing(data_cfg, ctx):

@@ -48,10 +48,42 @@ def test_moe_dropped_and_balance():
     std1 = math.sqrt(((8 - 4) ** 2 + 4**2 + 0 + 0) / 4)  # = sqrt(8)
     assert out["lb/expert_tokens_max_over_mean"] == pytest.approx((1.0 + 2.0) / 2)
     assert out["lb/expert_tokens_cv"] == pytest.approx((0.0 + std1 / 4) / 2)
-    assert out["lb/dropped_token_frac"] == pytest.approx(4 / 32)
+    assert out["lb/dropped_route_frac"] == pytest.approx(4 / 32)
+    assert "lb/dropped_token_frac" not in out  # needs the gate's per-token routes
     assert out["lb/aux_loss"] == pytest.approx(0.1)
+    both = metrics.moe_balance(counts, dropped_routes=4, aux_loss_sum=0.3, n_steps=3, dropped_tokens=1,
+                               token_passes=16)  # fmt: skip
+    assert both["lb/dropped_token_frac"] == 1 / 16 and both["lb/dropped_route_frac"] == 4 / 32
     with pytest.raises(ValueError, match="expert_tokens"):
         metrics.moe_balance(np.zeros(4), 0, 0, 1)
+
+
+def test_moe_step_balance_sees_per_step_imbalance_the_run_total_hides():
+    """Step 0 sends every route to expert 0, step 1 every route to expert 1: the run total is balanced
+    (max/mean 1, CV 0) but each step has max/mean 2 and CV 1 (2 experts, one layer)."""
+    steps = np.array([[[6, 0]], [[0, 6]]])  # (steps, layers, experts)
+    whole = metrics.moe_balance(steps.sum(0), 0, 0.0, 2)
+    assert whole["lb/expert_tokens_max_over_mean"] == 1.0 and whole["lb/expert_tokens_cv"] == 0.0
+    per = metrics.moe_step_balance(steps)
+    assert per["lb/expert_tokens_max_over_mean_step_median"] == 2.0
+    assert per["lb/expert_tokens_max_over_mean_step_max"] == 2.0
+    assert per["lb/expert_tokens_cv_step_p90"] == 1.0
+    # Three steps, max/mean 1, 1.5, 2 (layer means 4): median 1.5, p90 1.9 (linear), max 2.
+    three = np.array([[[4, 4]], [[6, 2]], [[8, 0]]])
+    out = metrics.moe_step_balance(three)
+    assert out["lb/expert_tokens_max_over_mean_step_median"] == 1.5
+    assert out["lb/expert_tokens_max_over_mean_step_p90"] == pytest.approx(1.9)
+    assert out["lb/expert_tokens_cv_step_max"] == 1.0
+    with pytest.raises(ValueError, match="steps, layers, experts"):
+        metrics.moe_step_balance(np.zeros((2, 3)))
+
+
+def test_l3_step_balance():
+    out = metrics.l3_step_balance(np.array([10.0, 30.0, 20.0]), np.array([10.0, 10.0, 10.0]), row_bytes=8)
+    assert out["lb/l3_rows_per_token_mean_step_median"] == 2.0
+    assert out["lb/l3_rows_per_token_mean_step_max"] == 3.0
+    assert out["lb/l3_bytes_per_token_step_median"] == 16.0
+    assert out["lb/l3_bytes_per_token_step_p90"] == pytest.approx(8 * 2.8)
 
 
 def test_l3_batch_stats_and_balance():

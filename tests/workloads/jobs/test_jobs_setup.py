@@ -64,9 +64,9 @@ def test_overrides_are_matched_again():
         (lambda: ModelSpec("tiny", "sparse"), "family"),
         (lambda: ModelSpec("tiny", "dense", ModelOverrides(l3_cap=4)), "overrides.l3_cap"),
         (lambda: ModelSpec("tiny", "l3", ModelOverrides(moe_top_k=2)), "overrides.moe_top_k"),
-        (lambda: ModelSpec("tiny", "moe", allocation_path="x.npz"), "allocation_path"),
+        (lambda: ModelSpec("tiny", "dense", allocation_path="x.npz"), "allocation_path"),
         (lambda: ModelOverrides(vocab_size=0), "ModelOverrides.vocab_size must be >= 1, got 0"),
-        (lambda: ModelOverrides(l3_impl="triton"), "ModelOverrides.l3_impl must be one of"),
+        (lambda: ModelOverrides(l3_impl="fast"), "ModelOverrides.l3_impl must be one of"),
     ],
 )
 def test_bad_specs_name_the_field(make, field):

@@ -14,7 +14,9 @@ from workloads.jobs.loop import Batches
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
     ModelOverrides,
+    base_model_config,
     build_model,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -28,15 +30,19 @@ COMMON = {
     "train/loss", "train/tokens_per_s", "train/step_time_s", "train/step_time_s_p10", "train/step_time_s_p90",
     "mem/peak_host_bytes", "mem/optimizer_bytes", "eval/val_loss", "eval/val_ppl",
     "mem/params_bytes/dense", "mem/params_bytes/l3_tables", "mem/params_bytes/experts",
-    "mem/params_bytes/embeddings", "params_active", "params_total", "sparsity",
+    "mem/params_bytes/embeddings", "params_active", "params_total", "sparsity", "params_active_max",
+    "params_active_min",
     "mem/optimizer_bytes/dense", "mem/optimizer_bytes/l3_tables", "mem/optimizer_bytes/experts",
     "mem/optimizer_bytes/embeddings",
 }  # fmt: skip
 FAMILY_KEYS = {
     "dense": set(),
     "l3": {"lb/l3_rows_per_token_mean", "lb/l3_rows_per_token_max", "lb/l3_unique_rows_per_step",
-           "lb/l3_bytes_per_token"},
-    "moe": {"lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_token_frac", "lb/aux_loss"},
+           "lb/l3_bytes_per_token"} | {f"lb/{k}_step_{s}" for k in (
+               "l3_rows_per_token_mean", "l3_bytes_per_token") for s in ("median", "p90", "max")},
+    "moe": {"lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_token_frac",
+            "lb/dropped_route_frac", "lb/aux_loss"} | {f"lb/{k}_step_{s}" for k in (
+                "expert_tokens_max_over_mean", "expert_tokens_cv") for s in ("median", "p90", "max")},
 }  # fmt: skip
 
 
@@ -45,6 +51,13 @@ def cache_dir(tmp_path_factory):
     path = tmp_path_factory.getbasetemp() / "jobs-cache"  # shared with the other jobs tests
     path.mkdir(exist_ok=True)
     return str(path)
+
+
+def resolved(cfg: TrainJobConfig, cache_dir: str):
+    """(model config, data) exactly as the job resolves them: data first, then the model matched on it."""
+    spec = cfg.model_spec()
+    data = prepare_data(cfg.data_config(), base_model_config(spec), cache_dir)
+    return resolve_model_config(spec, corpus_for(spec, data, cache_dir)), data
 
 
 def job(family: str, **kw) -> TrainJobConfig:
@@ -85,7 +98,7 @@ def test_each_family_reports_every_metric(family, cache_dir):
     m = result.metrics
     assert m["train/tokens_per_s"] == pytest.approx(4 * 32 / m["train/step_time_s"])
     assert m["train/step_time_s_p10"] <= m["train/step_time_s"] <= m["train/step_time_s_p90"]
-    per_token = metrics.train_flops_per_token(resolve_model_config(cfg.model_spec()), m["params_active"], 32)
+    per_token = metrics.train_flops_per_token(resolved(cfg, cache_dir)[0], m["params_active"], 32)
     assert m["train/mfu"] == pytest.approx(m["train/tokens_per_s"] * per_token / 1e12)
     assert m["eval/val_ppl"] == pytest.approx(math.exp(m["eval/val_loss"]))
     split = [m[f"mem/optimizer_bytes/{c}"] for c in ("dense", "l3_tables", "experts", "embeddings")]
@@ -97,7 +110,7 @@ def test_each_family_reports_every_metric(family, cache_dir):
     assert m["train/loss"] == rec.losses()[3] and m["train/loss"] < math.log(VOCAB) + 0.5
     assert result.params["params_active"] == m["params_active"] and result.info["family"] == family
     assert result.config["model"]["vocab_size"] == VOCAB
-    model_cfg = resolve_model_config(cfg.model_spec())
+    model_cfg = resolved(cfg, cache_dir)[0]
     arrays = type(result).from_json(result.to_json()).arrays  # what result.json carries for the figures
     assert arrays.keys() == {"dense": set(), "l3": {"l3_rows_per_token"}, "moe": {"expert_tokens"}}[family]
     if family == "moe":  # every routed token counted once per route: steps × tokens × top_k per layer
@@ -123,12 +136,11 @@ def test_no_mfu_without_peak_and_no_device_memory_on_cpu(cache_dir):
 def test_l3_load_numbers_by_hand_with_a_uniform_allocation(cache_dir):
     cfg = job("l3", steps=3, overrides={"l3_allocation": "uniform"})
     m = run(cfg, JobContext(cache_dir=cache_dir)).metrics
-    model_cfg = resolve_model_config(cfg.model_spec())
+    model_cfg, data = resolved(cfg, cache_dir)
     assert model_cfg.l3.budget == 4 * VOCAB  # uniform: every token owns exactly 4 rows
     row_bytes = (model_cfg.dim + model_cfg.l3.d_emb) * 4 * len(model_cfg.l3.positions)
     assert (m["lb/l3_rows_per_token_mean"], m["lb/l3_rows_per_token_max"]) == (4.0, 4.0)
     assert m["lb/l3_bytes_per_token"] == 4 * row_bytes
-    data = prepare_data(cfg.data_config(), model_cfg, cache_dir)
     from workloads.jobs.distributed import World
 
     batches = Batches(data.packed("train", 32, seed=cfg.seed), 4, World())
@@ -223,8 +235,7 @@ def test_zero_l3_lr_freezes_the_tables_only(cache_dir, tmp_path):
     cfg = job("l3", steps=2, l3_lr=0.0, l3_weight_decay=0.0, checkpoint_every=2)
     run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(tmp_path)))
     trained = torch.load(tmp_path / "step-00000002" / "rank-0.pt", weights_only=False)["model"]
-    model_cfg = resolve_model_config(cfg.model_spec())
-    data = prepare_data(cfg.data_config(), model_cfg, cache_dir)
+    model_cfg, data = resolved(cfg, cache_dir)
     initial = build_model(
         model_cfg, resolve_l3_counts(cfg.model_spec(), model_cfg, data, cache_dir), "cpu", 0
     )

@@ -46,8 +46,9 @@ def _worker(rank: int, world: int, port: int, cfg: TrainJobConfig, cache_dir: st
     try:
         # The reductions by themselves, on inputs that differ per rank.
         moe = reduce_moe_balance(
-            torch.tensor([[rank + 1, 3 * rank]]), torch.tensor(rank), torch.tensor(0.5 + rank), n_steps=2
-        )
+            torch.tensor([[rank + 1, 3 * rank]]), torch.tensor([rank, 2 * rank]), torch.tensor(0.5 + rank),
+            token_passes=4 + rank, n_steps=2,
+        )  # fmt: skip
         l3 = reduce_l3_balance(np.array([10.0 + rank, 5.0, 7.0, 3.0 + rank]), 2, 8, torch.device("cpu"))
         losses: dict[int, float] = {}
         result = run(cfg, JobContext(cache_dir=cache_dir, on_metrics=lambda m, s: losses.update(
@@ -92,7 +93,8 @@ def test_ddp_two_ranks_equal_one_process_with_the_doubled_batch(cache_dir, tmp_p
     same = [k for k in m0 if k.startswith(("lb/", "eval/", "params", "train/loss", "mem/params"))]
     assert {k: m0[k] for k in same} == {k: r1["metrics"][k] for k in same}
     # reduce_*_balance: both ranks see the all-rank numbers.
-    want_moe = metrics.moe_balance(np.array([[3, 3]]), dropped_routes=1, aux_loss_sum=2.0 / 2, n_steps=2)
+    want_moe = metrics.moe_balance(np.array([[3, 3]]), dropped_routes=2, aux_loss_sum=2.0 / 2, n_steps=2,
+                                   dropped_tokens=1, token_passes=9)  # fmt: skip
     assert r0["moe"] == r1["moe"] == pytest.approx(want_moe)
     want_l3 = metrics.l3_balance(
         rows_sum=21, rows_max=4, n_positions=10, unique_rows=14, n_steps=2, row_bytes=8

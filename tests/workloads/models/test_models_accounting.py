@@ -22,9 +22,7 @@ def build(cfg):
 def active_from_module(model: Transformer, token_freqs=None) -> float:
     """Active parameters counted on the built module, independently of accounting.py."""
     cfg = model.config
-    n = sum(p.numel() for p in model.parameters())
-    n -= model.tok_emb.weight.numel() if not cfg.tie_embeddings else 0
-    n += cfg.dim if not cfg.tie_embeddings else 0  # one embedding row per token
+    n = sum(p.numel() for p in model.parameters())  # embedding and head count fully (L3_SPEC §5)
     for block in model.layers:
         if cfg.moe is not None and block.index in cfg.moe.positions:
             per_expert = sum(p.numel() for p in block.mlp.experts[0].parameters())
@@ -96,6 +94,8 @@ def test_token_freqs_weight_the_active_rows():
         weighted.active_max
         == weighted.active - weighted.active_by_category["l3_tables"] + 2 * counts[7] * width
     )
+    assert weighted.active_min == weighted.active - weighted.active_by_category["l3_tables"] + 2 * width
+    assert not weighted.estimated and plain.estimated  # no corpus: the budget / vocab guess, labelled
 
     model = Transformer(cfg, l3_counts=l3_counts)
     assert weighted.active == round(active_from_module(model, torch.from_numpy(freqs)))
@@ -108,9 +108,35 @@ def test_token_freqs_need_counts_for_lzw():
         count_params(cfg, token_freqs=freqs)
     uniform = replace(cfg, l3=replace(cfg.l3, allocation="uniform"))
     assert count_params(uniform, token_freqs=freqs).active == count_params(uniform).active
+    assert not count_params(uniform, token_freqs=freqs).estimated and count_params(uniform).estimated
     with pytest.raises(ValueError, match=r"token_freqs must be \(256,\) non-negative"):
         count_params(uniform, token_freqs=freqs[:10])
     with pytest.raises(
         ValueError, match=r"l3_counts\[2\] must have shape \(256,\) and sum to l3.budget=1024"
     ):
         count_params(cfg, l3_counts={2: np.ones(256, dtype=np.int64)})
+
+
+def test_dense_active_equals_total_and_embeddings_count_fully():
+    """L3_SPEC §5 / the paper's Table 1: a dense model's active count is its total (809M / 809M)."""
+    for name in presets.names():
+        pc = count_params(presets.get(name, "dense"))
+        assert pc.active == pc.total == pc.active_max == pc.active_min
+    cfg = presets.get("debug", "dense")
+    pc = count_params(cfg)
+    assert pc.active_by_category["embeddings"] == 2 * cfg.vocab_size * cfg.dim  # untied: embedding + head
+    tied = count_params(replace(cfg, tie_embeddings=True))
+    assert tied.active_by_category["embeddings"] == cfg.vocab_size * cfg.dim
+
+
+def test_one_row_per_token_l3_active_is_closed_form():
+    """budget = vocab: every token owns one row, so the L3 active rows are exactly (dim + d_emb) per layer
+    whatever the corpus, and max = min = mean."""
+    cfg = presets.get("debug", "l3")
+    cfg = replace(cfg, l3=replace(cfg.l3, budget=cfg.vocab_size))
+    ones = {p: np.ones(cfg.vocab_size, dtype=np.int64) for p in cfg.l3.positions}
+    freqs = np.arange(1, cfg.vocab_size + 1, dtype=np.float64)
+    pc = count_params(cfg, token_freqs=freqs, l3_counts=ones)
+    assert pc.active_by_category["l3_tables"] == 2 * (cfg.dim + cfg.l3.d_emb)
+    assert pc.active_max == pc.active == pc.active_min
+    assert pc.total - pc.active == 2 * (cfg.vocab_size - 1) * (cfg.dim + cfg.l3.d_emb)

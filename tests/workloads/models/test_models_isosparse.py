@@ -83,7 +83,7 @@ def test_moe_top_k_can_be_fixed():
     [
         ({"family": "l3", "sparsity": 1.05}, "cannot match a l3 model to active="),
         ({"family": "l3", "sparsity": 1000.0}, "cannot match a l3 model to active="),
-        ({"family": "moe", "sparsity": 1.01}, "cannot match a moe model to active="),
+        ({"family": "moe", "sparsity": 1000.0}, "cannot match a moe model to active="),
         ({"family": "moe"}, "family='moe' needs total_params or sparsity"),
         ({"family": "l3", "sparsity": 2.0, "total_params": 10**6}, "give total_params or sparsity, not both"),
         ({"family": "l3", "sparsity": 0.5}, "sparsity = total / active must be >= 1, got 0.5"),

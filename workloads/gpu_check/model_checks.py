@@ -1,0 +1,184 @@
+"""Model-level checks: L3 vs dense train step at iso-active (bf16 autocast), offloaded vs on-device decode,
+and host syncs per training step. Models come from the presets with synthetic Zipf allocations and ids
+(no corpus or tokenizer on the GPU image), so L3's rows per token are Zipf-shaped like LZW's.
+"""
+
+import contextlib
+import warnings
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+
+from workloads.gpu_check.lookup_checks import zipf_counts, zipf_ids
+from workloads.jobs.decode import greedy_generate
+from workloads.jobs.timing import StepTimer
+from workloads.l3.offload import offload_l3_tables
+from workloads.models import presets
+from workloads.models.transformer import Transformer
+
+
+def build(preset: str, family: str, impl: str, device) -> Transformer:
+    cfg = presets.get(preset, family)
+    counts = None
+    if cfg.l3 is not None:
+        cfg = replace(cfg, l3=replace(cfg.l3, impl=impl))
+        alloc = zipf_counts(cfg.vocab_size, cfg.l3.budget, cfg.l3.cap, seed=0)
+        counts = dict.fromkeys(cfg.l3.positions, alloc)
+    torch.manual_seed(0)
+    return Transformer(cfg, l3_counts=counts).to(device)
+
+
+class Trainer:
+    """One model, its fused AdamW and a fixed batch: `step()` = forward, backward, optimizer step."""
+
+    def __init__(self, model: Transformer, batch: int, seq: int, device):
+        self.model, self.device = model, torch.device(device)
+        fused = self.device.type == "cuda"
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+        ids = zipf_ids(model.config.vocab_size, batch * (seq + 1), seed=1).reshape(batch, seq + 1)
+        rows = torch.from_numpy(ids).to(device)
+        self.x, self.y = rows[:, :-1].contiguous(), rows[:, 1:].contiguous()
+        self.tokens = batch * seq
+
+    def step(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            logits, aux = self.model(self.x)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), self.y.flatten()) + aux
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def train_steps(
+    preset: str, impls: list[str], device, batch: int, seq: int, steps: int, warmup: int
+) -> list[dict]:
+    """Tokens/s of dense and of L3 per impl, interleaved step by step (a drifting machine biases none)."""
+    runs = {"dense": Trainer(build(preset, "dense", "auto", device), batch, seq, device)}
+    for impl in impls:
+        runs[f"l3/{impl}"] = Trainer(build(preset, "l3", impl, device), batch, seq, device)
+    timers = {name: StepTimer(device, warmup=warmup) for name in runs}
+    for _ in range(steps + warmup):
+        for name, run in runs.items():
+            with timers[name]:
+                run.step()
+    dense_s = timers["dense"].summary().median_s
+    rows = []
+    for name, run in runs.items():
+        stats = timers[name].summary()
+        rows.append(
+            {
+                "model": name,
+                "median_step_s": stats.median_s,
+                "p10_s": stats.p10_s,
+                "p90_s": stats.p90_s,
+                "tokens_per_s": run.tokens / stats.median_s,
+                "vs_dense": dense_s / stats.median_s,
+            }
+        )
+    del runs
+    return rows
+
+
+class SyncCounter:
+    """Counts host syncs inside `with counter:`. CUDA: torch.cuda.set_sync_debug_mode("warn") and its
+    warnings (every synchronizing call). CPU: there are no syncs, so host reads of tensor values
+    (item, tolist, bool, int, float) are counted instead, the same calls that sync on CUDA."""
+
+    _READS = ("item", "tolist", "__bool__", "__int__", "__float__")
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.count = 0
+
+    def __enter__(self) -> "SyncCounter":
+        self._stack = contextlib.ExitStack()
+        if self.cuda:
+            torch.cuda.synchronize()
+            self._caught = self._stack.enter_context(warnings.catch_warnings(record=True))
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            self._stack.callback(torch.cuda.set_sync_debug_mode, "default")
+        else:
+            for name in self._READS:
+                self._stack.enter_context(self._patched(name))
+        return self
+
+    @contextlib.contextmanager
+    def _patched(self, name: str):
+        original = getattr(torch.Tensor, name)
+
+        def counting(tensor, *args, **kwargs):
+            self.count += 1
+            return original(tensor, *args, **kwargs)
+
+        setattr(torch.Tensor, name, counting)
+        try:
+            yield
+        finally:
+            setattr(torch.Tensor, name, original)
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+        if self.cuda:
+            self.count = sum("synchroniz" in str(w.message) for w in self._caught)
+
+
+def host_syncs(preset: str, impls: list[str], device, batch: int, seq: int) -> list[dict]:
+    """Host syncs of one (warmed-up) training step, dense and L3 per impl."""
+    rows = []
+    for name, family, impl in [("dense", "dense", "auto")] + [(f"l3/{i}", "l3", i) for i in impls]:
+        trainer = Trainer(build(preset, family, impl, device), batch, seq, device)
+        trainer.step()  # warm-up: lazy init, kernel compilation
+        with SyncCounter(device) as counter:
+            trainer.step()
+        rows.append(
+            {
+                "model": name,
+                "host_syncs_per_step": counter.count,
+                "how": "cuda sync debug mode" if counter.cuda else "host reads (cpu)",
+            }
+        )
+        del trainer
+    return rows
+
+
+def decode(preset: str, device, batches: tuple[int, ...], prompt_len: int, gen_len: int) -> list[dict]:
+    """Greedy decode tokens/s of the L3 model (impl auto) with tables on the device and offloaded to host
+    memory, per batch size, interleaved generation by generation."""
+    model = build(preset, "l3", "auto", device).eval()
+    vocab, rows = model.config.vocab_size, []
+    for batch in batches:
+        prompts = torch.from_numpy(zipf_ids(vocab, batch * prompt_len, seed=batch).reshape(batch, prompt_len))
+        prompts = prompts.to(device)
+        timers = {
+            "on_device": StepTimer(device, warmup=gen_len - 1),
+            "offloaded": StepTimer(device, warmup=gen_len - 1),
+        }
+        for _ in range(3):
+            greedy_generate(model, prompts, gen_len, decode_timer=timers["on_device"])
+            handle = offload_l3_tables(model)
+            greedy_generate(model, prompts, gen_len, decode_timer=timers["offloaded"])
+            handle.remove()
+        on, off = (timers[k].summary().median_s for k in ("on_device", "offloaded"))
+        rows.append(
+            {
+                "batch": batch,
+                "on_device_tokens_per_s": batch / on,
+                "offloaded_tokens_per_s": batch / off,
+                "offloaded_vs_on_device": on / off,
+            }
+        )
+    del model
+    return rows
+
+
+def train_dims(preset: str) -> dict:
+    cfg = presets.get(preset, "l3")
+    return {
+        "preset": preset,
+        "dim": cfg.dim,
+        "n_layers": cfg.n_layers,
+        "l3": str(cfg.l3),
+        "vocab": cfg.vocab_size,
+    }
