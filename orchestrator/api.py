@@ -24,7 +24,8 @@ from orchestrator import ray_link, registry, reporting
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
 from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
 from orchestrator.suite import Suite, load_suite, shipped_suites
-from orchestrator.tracking import TAG, Tracker, home
+from orchestrator.tracking import Tracker, home
+from results import names
 
 # Re-exported for callers that only import the api.
 from orchestrator.ray_link import ClusterError  # noqa: F401  isort: skip
@@ -145,8 +146,8 @@ class _Driver:
         if key not in self.runs:
             job = self._spec(name)
             tags = {
-                f"{TAG}suite": self.suite.name,
-                f"{TAG}match_error": f"{match_error(job.match):.6f}",
+                names.TAG_SUITE: self.suite.name,
+                names.TAG_MATCH_ERROR: f"{match_error(job.match):.6f}",
                 **(extra or {}),
             }
             self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
@@ -159,14 +160,14 @@ class _Driver:
         state = self.report.jobs[event.job]
         if event.kind == "start":
             state.step, state.loss = None, None
-            tags = {f"{TAG}ray_node": event.payload["node"], f"{TAG}host": event.payload["host"],
-                    f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
+            tags = {names.TAG_RAY_NODE: event.payload["node"], names.TAG_HOST: event.payload["host"],
+                    names.TAG_HARDWARE: event.payload["hw"]}  # fmt: skip
             state.run_id = self._run(event.job, event.attempt, tags)
             state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
             state.step = event.step
-            state.loss = event.payload.get("train/loss", state.loss)
+            state.loss = event.payload.get(names.TRAIN_LOSS, state.loss)
 
     def on_done(self, done) -> None:
         state = self.report.jobs[done.job]
@@ -227,9 +228,9 @@ def run_suite(
     tracker.experiment_id(spec.experiment)
     report = RunReport(spec, None, jobs, tracking_uri=tracker.uri)
     tags = {
-        f"{TAG}suite_path": spec.path,
-        f"{TAG}n_jobs": str(len(spec.jobs)),
-        f"{TAG}n_skipped": str(len(spec.jobs) - len(todo)),
+        names.TAG_SUITE_PATH: spec.path,
+        names.TAG_N_JOBS: str(len(spec.jobs)),
+        names.TAG_N_SKIPPED: str(len(spec.jobs) - len(todo)),
     }
     report.parent_run_id = tracker.start_suite(spec.experiment, spec.name, tags)
     if on_start is not None:

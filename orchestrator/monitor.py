@@ -12,7 +12,8 @@ import sys
 import pandas as pd
 
 from orchestrator.suite import SuiteError, load_suite, resolve_path
-from orchestrator.tracking import TAG, Tracker
+from orchestrator.tracking import Tracker
+from results import names
 
 SUITE_COLUMNS = [
     "run_id",
@@ -52,18 +53,18 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, parent in parents.iterrows():
         mine = (
-            jobs[jobs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)) == parent["run_id"]]
+            jobs[jobs.get(names.tag_column(names.TAG_PARENT_RUN), pd.Series(dtype=str)) == parent["run_id"]]
             if not jobs.empty
             else jobs
         )
         status = mine["status"] if not mine.empty else pd.Series(dtype=str)
         rows.append({
             "run_id": parent["run_id"],
-            "suite": parent.get(f"tags.{TAG}suite"),
+            "suite": parent.get(names.tag_column(names.TAG_SUITE)),
             "experiment": parent.get("experiment_id"),
             "status": parent["status"],
             "started": parent["start_time"],
-            "jobs": parent.get(f"tags.{TAG}n_jobs"),
+            "jobs": parent.get(names.tag_column(names.TAG_N_JOBS)),
             "finished": int((status == "FINISHED").sum()),
             "failed/killed": int(status.isin(["FAILED", "KILLED"]).sum()),
             "running": int((status == "RUNNING").sum()),
@@ -83,9 +84,10 @@ def status(target: str | None = None, tracking_uri: str | None = None) -> tuple[
     jobs = tracker.children(parents.iloc[0]["run_id"])
     if jobs.empty:
         return table, jobs
-    cols = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
-            f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss",
-            f"tags.{TAG}error": "error"}  # fmt: skip
+    tag = names.tag_column
+    cols = {tag(names.TAG_JOB): "job", "status": "status", tag(names.TAG_OUTCOME): "outcome",
+            tag(names.TAG_ATTEMPT): "attempt", names.metric_column(names.TRAIN_LOSS): "loss",
+            tag(names.TAG_ERROR): "error"}  # fmt: skip
     present = {k: v for k, v in cols.items() if k in jobs}
     return table, jobs[list(present)].rename(columns=present).sort_values("job")
 
@@ -109,7 +111,10 @@ def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[t
     parents = _suite_runs(tracker, target)
     actions = []
     for _, run in parents[parents["status"] == "RUNNING"].iterrows() if not parents.empty else []:
-        pid, host = int(run.get(f"tags.{TAG}driver_pid") or 0), run.get(f"tags.{TAG}driver_host")
+        pid, host = (
+            int(run.get(names.tag_column(names.TAG_DRIVER_PID)) or 0),
+            run.get(names.tag_column(names.TAG_DRIVER_HOST)),
+        )
         if host != socket.gethostname() and host != os.uname().nodename:
             actions.append((run["run_id"], f"driver runs on {host}: cancel it there"))
         elif pid and _alive(pid):
@@ -131,18 +136,21 @@ def match_error(match: dict[str, float]) -> float:
 
 def _first(row: pd.Series, *keys: str) -> float | None:
     for key in keys:
-        value = row.get(f"metrics.{key}")
+        value = row.get(names.metric_column(key))
         if value is not None and not pd.isna(value):
             return float(value)
     return None
 
 
 def _decode_tokens_per_s(row: pd.Series) -> float | None:
-    found = _first(row, "infer/decode_tokens_per_s")
+    found = _first(row, names.INFER_DECODE_TOKENS_PER_S)
     if found is not None:
         return found
     per_bs = [
-        v for k, v in row.items() if k.startswith("metrics.infer/decode_tokens_per_s/bs") and not pd.isna(v)
+        v
+        for k, v in row.items()
+        if k.startswith(names.metric_column(names.batch_size_key(names.INFER_DECODE_TOKENS_PER_S, "")))
+        and not pd.isna(v)
     ]
     return max(per_bs) if per_bs else None
 
@@ -153,14 +161,14 @@ def _compare_row(job, run: pd.Series | None) -> dict:
     row = {"job": job.kind, "family": job.labels["family"], "preset": job.labels["preset"],
            "variant": job.labels["variant"], "seed": job.labels["seed"]}  # fmt: skip
     r = run if run is not None else pd.Series(dtype=object)
-    peak = _first(r, "mem/peak_device_bytes")
+    peak = _first(r, names.MEM_PEAK_DEVICE_BYTES)
     peak = peak if peak else _first(r, "mem/peak_host_bytes")
-    tokens = _first(r, "train/tokens_per_s") if job.kind == "train" else _decode_tokens_per_s(r)
-    measured = _first(r, "params_active") is not None and _first(r, "params_total") is not None
+    tokens = _first(r, names.TRAIN_TOKENS_PER_S) if job.kind == "train" else _decode_tokens_per_s(r)
+    measured = _first(r, names.PARAMS_ACTIVE) is not None and _first(r, names.PARAMS_TOTAL) is not None
     row.update({
         "numbers": "measured" if measured else "planned",
-        "active": _first(r, "params_active") if measured else job.match.get("params_active"),
-        "total": _first(r, "params_total") if measured else job.match.get("params_total"),
+        "active": _first(r, names.PARAMS_ACTIVE) if measured else job.match.get("params_active"),
+        "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
         "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
         "val_ppl": _first(r, "eval/val_ppl"),
@@ -209,17 +217,20 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
+    runs = tracker.search(
+        spec.experiment,
+        names.FINISHED_JOBS,
+    )
     if not runs.empty:
         runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
-    by_fp = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
-    by_name = {} if runs.empty else {r[f"tags.{TAG}job"]: r for _, r in runs.iterrows()}
+    by_fp = {} if runs.empty else {r[names.tag_column(names.TAG_FINGERPRINT)]: r for _, r in runs.iterrows()}
+    by_name = {} if runs.empty else {r[names.tag_column(names.TAG_JOB)]: r for _, r in runs.iterrows()}
     rows = []
     for job in spec.jobs:
         run = by_fp.get(job.fingerprint)
         row = _compare_row(job, run if run is not None else by_name.get(job.name))
         if run is None and job.name in by_name:  # same job, other code version or config: say so
-            row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint']})"
+            row["status"] = f"older ({by_name[job.name][f'tags.{names.TAG_FINGERPRINT}']})"
         rows.append(row)
     table = _match_errors(pd.DataFrame(rows), spec.jobs)
     order = ["job", "family", "preset", "variant", "seed", "numbers", "active", "total", "sparsity",

@@ -16,6 +16,7 @@ from clusters.calibration import Calibration
 from clusters.catalog import Accelerator
 from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, OptimizerImpl, Precision, TrainSetup
 from clusters.spec import Cluster
+from results import names
 from workloads.models.accounting import count_params, l3_row_width
 from workloads.models.config import ModelConfig
 
@@ -323,14 +324,14 @@ def calibration_frame(runs: "pd.DataFrame", cluster: Cluster | None = None) -> "
                        predicted_peak_bytes=pd.Series(peaks, index=runs.index, dtype="float64"))  # fmt: skip
 
 
-def _column(raw: "pd.DataFrame", *names: str) -> "pd.Series":
-    """The first of `names` present in an mlflow.search_runs frame, filled from the later ones."""
+def _column(raw: "pd.DataFrame", *columns: str, numeric: bool = False) -> "pd.Series":
+    """The first of `columns` present in an mlflow.search_runs frame, filled from the later ones."""
     import pandas as pd
 
     found = pd.Series(pd.NA, index=raw.index, dtype="object")
-    for name in names:
-        if name in raw:
-            found = found.fillna(raw[name])
+    for column in columns:
+        if column in raw:
+            found = found.fillna(pd.to_numeric(raw[column], errors="coerce") if numeric else raw[column])
     return found
 
 
@@ -343,21 +344,22 @@ def calibration_from_store(raw: "pd.DataFrame") -> Calibration:
 
     if raw.empty:
         raise ValueError("the tracking store has no job runs to calibrate on: run a suite first")
-    tag = "tags.isosparse."
-    done = raw[(raw["status"] == "FINISHED") & (_column(raw, f"{tag}job_kind") == "train")]
+    tag, param = names.tag_column, names.param_column
+    done = raw[(raw["status"] == "FINISHED") & (_column(raw, tag(names.TAG_JOB_KIND)) == "train")]
     frame = done.assign(
-        hardware=_column(done, f"{tag}hardware", f"{tag}info.hardware"),
-        preset=_column(done, f"{tag}preset"),
-        family=_column(done, f"{tag}family"),
-        batch_size=_column(done, "params.job.batch_size"),
-        seq_len=_column(done, "params.job.seq_len"),
+        hardware=_column(done, tag(names.TAG_HARDWARE), tag(names.TAG_INFO_HARDWARE)),
+        preset=_column(done, tag(names.TAG_PRESET)),
+        family=_column(done, tag(names.TAG_FAMILY)),
+        batch_size=_column(done, param(names.PARAM_BATCH_SIZE), numeric=True),
+        seq_len=_column(done, param(names.PARAM_SEQ_LEN), param(names.PARAM_DATA_SEQ_LEN), numeric=True),
     ).dropna(subset=["hardware", "preset", "family", "batch_size", "seq_len"])
     if frame.empty:
         raise ValueError("no FINISHED train run in the tracking store has hardware, preset and batch shape")
     frame = calibration_frame(frame[["hardware", "preset", "family", "batch_size", "seq_len"]], None)
-    import pandas as pd
 
-    frame["train/tokens_per_s"] = pd.to_numeric(_column(done, "metrics.train/tokens_per_s"), errors="coerce")
-    peak = pd.to_numeric(_column(done, "metrics.mem/peak_device_bytes"), errors="coerce")
+    frame[names.TRAIN_TOKENS_PER_S] = _column(
+        done, names.metric_column(names.TRAIN_TOKENS_PER_S), numeric=True
+    )
+    peak = _column(done, names.metric_column(names.MEM_PEAK_DEVICE_BYTES), numeric=True)
     frame["measured_peak_bytes"] = peak.where(frame["hardware"] != "cpu")
     return calibrate(frame)
