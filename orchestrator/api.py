@@ -84,8 +84,8 @@ def on_cluster(spec: Suite, cluster_file: str, force: bool = False) -> tuple[Sui
     """`run --cluster FILE`: size every job on the cluster (capacity model) and give each the cluster's
     resources per device; returns (suite, Ray address of the cluster). Jobs that cannot fit raise a
     SuiteError naming them (nothing submitted) unless force."""
-    from clusters.spec import load_cluster
     from orchestrator import planning
+    from orchestrator.cluster_file import load_cluster
 
     try:
         cluster = load_cluster(cluster_file)

@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from clusters import kuberay
-from clusters.spec import Cluster, load_cluster
+from clusters.spec import Cluster
 from orchestrator import planning
+from orchestrator.cluster_file import load_cluster
 
 clusters_app = typer.Typer(help="Cluster files: show them, write KubeRay manifests.", no_args_is_help=True)
 GIB = float(1 << 30)
