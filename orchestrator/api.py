@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import ray_link, registry, reporting
@@ -80,10 +80,13 @@ def validate(suite: str, sets: list[str] | None = None) -> Suite:
     return load_suite(suite, sets)
 
 
-def on_cluster(spec: Suite, cluster_file: str, force: bool = False) -> tuple[Suite, str | None]:
-    """`run --cluster FILE`: size every job on the cluster (capacity model) and give each the cluster's
-    resources per device; returns (suite, Ray address of the cluster). Jobs that cannot fit raise a
-    SuiteError naming them (nothing submitted) unless force."""
+def on_cluster(
+    suite: str, sets: list[str] | None, cluster_file: str, force: bool = False
+) -> tuple[Suite, str | None]:
+    """`run --cluster FILE`: the suite loaded with the cluster's resources per device (so each job is
+    resolved and fingerprinted as it will run there), every job sized on the cluster (capacity model);
+    returns (suite, Ray address of the cluster). Jobs that cannot fit raise a SuiteError naming them
+    (nothing submitted) unless force."""
     from orchestrator import planning
     from orchestrator.cluster_file import load_cluster
 
@@ -91,12 +94,12 @@ def on_cluster(spec: Suite, cluster_file: str, force: bool = False) -> tuple[Sui
         cluster = load_cluster(cluster_file)
     except ValueError as err:
         raise SuiteError(cluster_file, [("", str(err))]) from None
+    spec = load_suite(suite, sets, cluster)
     unfit = planning.unfit_jobs(planning.plan_jobs(spec.jobs, cluster))
     if unfit and not force:
         errors = [(p.name, f"does not fit on {cluster.name}: {_fit_note(p)}") for p in unfit]
         raise SuiteError(spec.path, errors + [("", "rerun with --force to submit anyway")])
-    jobs = tuple(replace(j, resources=planning.cluster_resources(cluster, j.resources)) for j in spec.jobs)
-    return replace(spec, jobs=jobs), cluster.address
+    return spec, cluster.address
 
 
 def _fit_note(plan) -> str:
@@ -113,6 +116,25 @@ def calibration(tracking_uri: str | None = None):
     tracker = Tracker(tracking_uri)
     tracker.check()
     return planning.calibration_from_store(tracker.search_roles("job", None))
+
+
+def plan(request, cluster_file: str | None = None, calibrate: bool = False, tracking_uri: str | None = None):
+    """`isosparse plan`: `planning.plan` of a `planning.PlanRequest` on a cluster file (default: this
+    machine), calibrated on the runs in the tracking store when asked.
+    Raises ValueError / SuiteError / TrackingError."""
+    from orchestrator import planning
+    from orchestrator.cluster_file import load_cluster
+
+    cluster = load_cluster(cluster_file or "local")
+    return planning.plan(request, cluster, calibration(tracking_uri) if calibrate else None)
+
+
+def cluster_manifest(cluster_file: str, suite: str | None = None) -> str:
+    """`isosparse clusters kuberay`: the KubeRay RayCluster manifest (with `suite`, a RayJob running it)."""
+    from clusters import kuberay
+    from orchestrator.cluster_file import load_cluster
+
+    return kuberay.manifests_yaml(load_cluster(cluster_file), suite)
 
 
 def report(
@@ -212,10 +234,11 @@ def run_suite(
     is recorded in `RunReport.report_error`, never fails the suite). on_start / on_tick: progress
     callbacks (the CLI's live display)."""
     started = time.monotonic()
-    spec = load_suite(suite, sets)
     if cluster is not None:
-        spec, cluster_address = on_cluster(spec, cluster, force)
+        spec, cluster_address = on_cluster(suite, sets, cluster, force)
         address = address or cluster_address
+    else:
+        spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
     done_before = tracker.finished_fingerprints(spec.experiment)
@@ -315,7 +338,7 @@ def run_detached(
     returns (pid, log path)."""
     spec = load_suite(suite, sets)
     if cluster is not None:  # refuse before detaching, not in a log nobody reads
-        address = address or on_cluster(spec, cluster, force)[1]
+        address = address or on_cluster(suite, sets, cluster, force)[1]
     ray_link.check_reachable(address)
     tracker = Tracker(tracking_uri)
     tracker.check()

@@ -17,7 +17,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clusters import kuberay
 from clusters.spec import Cluster
 from orchestrator import planning
 from orchestrator.cluster_file import load_cluster
@@ -85,8 +84,10 @@ def kuberay_manifest(
     out: Annotated[str | None, typer.Option(help="Write the manifest here instead of stdout.")] = None,
 ) -> None:
     """Write the KubeRay RayCluster manifest of FILE (or, with --suite, a RayJob that runs the suite)."""
+    from orchestrator import api
+
     try:
-        text = kuberay.manifests_yaml(load_cluster(file), suite)
+        text = api.cluster_manifest(file, suite)
     except ValueError as err:
         raise bad_input(err) from None
     if out is None:
@@ -224,34 +225,23 @@ def plan(
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
     from orchestrator import api
-    from workloads.models import presets
 
-    out = _console()
+    request = planning.PlanRequest(
+        suite, tuple(set_ or ()), preset, family or "dense", tokens or 1e9, micro_batch, seq_len, gpus,
+        zero_stage, checkpointing, precision, mfu,
+    )  # fmt: skip
     try:
-        cl = load_cluster(cluster or "local")
-        fitted = api.calibration(tracking_uri) if calibrate else None
-        if fitted is not None:
-            out.print(calibration_table(fitted))
-        if suite is not None:
-            plans = planning.plan_suite(suite, cl, set_, calibration=fitted)
-        else:
-            if preset is None:
-                raise ValueError("give SUITE or --preset (with --family)")
-            shape = planning.model_shape(
-                presets.get(preset, family or "dense"), f"{preset}/{family or 'dense'}"
-            )
-            options = {"micro_batch": micro_batch, "seq_len": seq_len, "n_gpus": gpus,
-                       "zero_stage": zero_stage, "activation_checkpointing": checkpointing}  # fmt: skip
-            extra = {k: v for k, v in (("precision", precision), ("mfu", mfu)) if v is not None}
-            result = planning.plan_training(
-                shape, cl, tokens=tokens or 1e9, calibration=fitted, **options, **extra
-            )
+        outcome = api.plan(request, cluster, bool(calibrate), tracking_uri)
     except (ValueError, api.TrackingError) as err:
         raise bad_input(err) from None
-    if suite is not None:
-        out.print(_suite_table(plans))
-        bad = planning.unfit_jobs(plans)
-        out.print(f"{len(plans) - len(bad)} of {len(plans)} jobs fit on {cl.name}")
-        raise typer.Exit(1 if bad else 0)
-    out.print(_memory_table(result))
-    out.print(_summary_table(result, tokens or 1e9))
+    out = _console()
+    if outcome.calibration is not None:
+        out.print(calibration_table(outcome.calibration))
+    if outcome.jobs is None:
+        out.print(_memory_table(outcome.training))
+        out.print(_summary_table(outcome.training, request.tokens))
+        return
+    out.print(_suite_table(outcome.jobs))
+    bad = planning.unfit_jobs(outcome.jobs)
+    out.print(f"{len(outcome.jobs) - len(bad)} of {len(outcome.jobs)} jobs fit on {outcome.cluster.name}")
+    raise typer.Exit(1 if bad else 0)

@@ -219,10 +219,8 @@ class JobPlan:
 
 
 def _train_job_plan(job, cluster: Cluster, calibration: Calibration | None = None) -> JobPlan:
-    from workloads.jobs.setup import resolve_model_config
-
     cfg = job.config
-    model_cfg = resolve_model_config(cfg.model_spec())
+    model_cfg = cfg.model  # resolved once by the suite: what the worker will run
     group = cluster.gpu_group
     gpu = group is not None
     n = max(1, job.resources.num_workers) if gpu else 1
@@ -243,14 +241,12 @@ def _train_job_plan(job, cluster: Cluster, calibration: Calibration | None = Non
 
 
 def _infer_job_plan(job, cluster: Cluster) -> JobPlan:
-    from workloads.jobs.setup import resolve_model_config
-
     cfg = job.config
-    model_cfg = resolve_model_config(cfg.model_spec())
+    model_cfg = cfg.model  # resolved once by the suite (dtype and MoE capacity included)
     placement = "offload" if cfg.l3_placement == "offload" else "device"  # "both" also runs on device
     setup = InferSetup(
         batch=max(cfg.batch_sizes), context_len=cfg.prompt_len + cfg.gen_len, prompt_len=cfg.prompt_len,
-        dtype_bytes=4 if cfg.dtype == "float32" or (cfg.dtype == "auto" and cluster.gpu_group is None) else 2,
+        dtype_bytes=4 if model_cfg.dtype == "float32" else 2,
         l3_placement=placement,
     )  # fmt: skip
     mem, _, fits = plan_inference(model_shape(model_cfg, job.name), cluster, setup)
@@ -363,3 +359,53 @@ def calibration_from_store(raw: "pd.DataFrame") -> Calibration:
     peak = _column(done, names.metric_column(names.MEM_PEAK_DEVICE_BYTES), numeric=True)
     frame["measured_peak_bytes"] = peak.where(frame["hardware"] != "cpu")
     return calibrate(frame)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What `isosparse plan` asks: a SUITE (every job sized), or one preset as `family` trained on `tokens`
+    with the optional TrainSetup choices (None: `plan_training` picks)."""
+
+    suite: str | None = None
+    sets: tuple[str, ...] = ()
+    preset: str | None = None
+    family: str = "dense"
+    tokens: float = 1e9
+    micro_batch: int | None = None
+    seq_len: int | None = None
+    n_gpus: int | None = None
+    zero_stage: int | None = None
+    activation_checkpointing: bool | None = None
+    precision: Precision | None = None
+    mfu: float | None = None
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """The answer: the cluster, the calibration used (or None), and the suite's job plans or the one plan."""
+
+    cluster: Cluster
+    calibration: Calibration | None
+    jobs: list[JobPlan] | None = None
+    training: TrainPlan | None = None
+
+
+def plan(request: PlanRequest, cluster: Cluster, calibration: Calibration | None = None) -> PlanOutcome:
+    """Size `request` on `cluster`; ValueError for an incomplete request (SuiteError for a bad suite)."""
+    if request.suite is not None:
+        jobs = plan_suite(request.suite, cluster, list(request.sets), calibration=calibration)
+        return PlanOutcome(cluster, calibration, jobs=jobs)
+    if request.preset is None:
+        raise ValueError("give SUITE or --preset (with --family)")
+    from workloads.models import presets
+
+    shape = model_shape(presets.get(request.preset, request.family), f"{request.preset}/{request.family}")
+    r = request
+    options = {"micro_batch": r.micro_batch, "seq_len": r.seq_len, "n_gpus": r.n_gpus,
+               "zero_stage": r.zero_stage,
+               "activation_checkpointing": r.activation_checkpointing}  # fmt: skip
+    extra = {k: v for k, v in (("precision", request.precision), ("mfu", request.mfu)) if v is not None}
+    training = plan_training(
+        shape, cluster, tokens=request.tokens, calibration=calibration, **options, **extra
+    )
+    return PlanOutcome(cluster, calibration, training=training)

@@ -136,13 +136,19 @@ def _owned_by(section: Any, loc: Loc) -> bool:
 
 
 def _resources(spec: dict, variant: dict, kind: str) -> Resources:
+    """The job's resources; on a cluster (`run --cluster`), the cluster's per device — before the job is
+    resolved, since its device (and so the infer job's dtype) follows whether it gets GPUs."""
     merged = _merge(
         (spec.get("resources") or {}).get(kind) or {}, (variant.get("resources") or {}).get(kind) or {}
     )
     memory = merged.pop("memory_gb", None)
     if memory is not None:
         merged["memory_bytes"] = int(memory * GIB)
-    return Resources(**merged)
+    if spec.get("cluster") is None:
+        return Resources(**merged)
+    from orchestrator.planning import cluster_resources
+
+    return cluster_resources(spec["cluster"], Resources(**merged))
 
 
 @functools.cache
@@ -420,8 +426,9 @@ def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
     return out | {k: v for k, v in (("presets", ["debug"]), ("families", ["dense"])) if not out[k]}
 
 
-def load_suite(suite: str | Path, sets: list[str] | None = None) -> Suite:
-    """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error."""
+def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -> Suite:
+    """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error.
+    cluster: a `clusters.spec.Cluster` whose resources the jobs get (`planning.cluster_resources`)."""
     path = resolve_path(str(suite))
     raw = _read(path)
     errors = apply_sets(raw, list(sets or []))
@@ -439,6 +446,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None) -> Suite:
     spec["matrix"] = _known_names(matrix)
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance
+    spec["cluster"] = cluster
     jobs = _expand(spec, errors)
     if errors:
         raise SuiteError(str(path), errors)
