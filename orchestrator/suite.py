@@ -6,16 +6,16 @@ unknown presets / families / job kinds (with did-you-mean), overrides no family 
 iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
 do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
 for every (seed, variant, preset) comparison group the families are matched to each other through
-`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with L3). Each
-job's config is resolved once here (its kind's `resolve`: the model, the infer job's device, dtype and MoE
-capacity) and that object is both fingerprinted and shipped to the worker, which never re-resolves.
-Identical resolved jobs (same fingerprint) are kept once.
+`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
+model of that group, its l3_* overrides included), L3 rows per token weighted by the corpus of the job's
+own data (prepared here into the cache the job reads); a group whose planned error exceeds
+`match_tolerance` (default 2%) is refused. Each job's config is then resolved once (its kind's `resolve`
+with the group's model: the infer job's device, dtype and MoE capacity too) and that object is both
+fingerprinted and shipped to the worker, which never re-resolves. Identical jobs are kept once.
 """
 
-import copy
 import functools
 import itertools
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,17 @@ import yaml
 from orchestrator import registry
 from orchestrator.fingerprint import code_version, fingerprint
 from orchestrator.spec import JobSpec, Resources
-from orchestrator.suite_schema import GIB, Error, Loc, apply_sets, format_loc, suite_model, validate, value_at
+from orchestrator.suite_schema import (
+    GIB,
+    Error,
+    Where,
+    apply_sets,
+    format_loc,
+    merge,
+    pruned,
+    suite_model,
+    validate,
+)  # fmt: skip
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
@@ -107,38 +117,10 @@ def _name_errors(raw: dict[str, Any]) -> list[Error]:
     return errors
 
 
-def _merge(base: Any, over: Any) -> Any:
-    """`over` deep-merged onto `base`; a mapping whose `kind` changes (a corpus source) is replaced whole,
-    since the other kind's fields mean nothing to it."""
-    if (
-        isinstance(base, dict)
-        and isinstance(over, dict)
-        and base.get("kind", over.get("kind")) == over.get("kind", base.get("kind"))
-    ):
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
-        return out
-    return copy.deepcopy(over)
-
-
-def _owned_by(section: Any, loc: Loc) -> bool:
-    """Whether the value at `loc` of a merged section came from `section` (the variant's) rather than from
-    the suite's: the variant gave it, or gave a non-mapping value above it."""
-    node = section
-    for part in loc:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-        if not isinstance(node, dict):
-            return True
-    return True
-
-
 def _resources(spec: dict, variant: dict, kind: str) -> Resources:
     """The job's resources; on a cluster (`run --cluster`), the cluster's per device — before the job is
     resolved, since its device (and so the infer job's dtype) follows whether it gets GPUs."""
-    merged = _merge(
+    merged = merge(
         (spec.get("resources") or {}).get(kind) or {}, (variant.get("resources") or {}).get(kind) or {}
     )
     memory = merged.pop("memory_gb", None)
@@ -277,34 +259,8 @@ def _data_problems(cfg) -> list[tuple[str, str]]:
     ]
 
 
-def _parse_loc(text: str) -> Loc:
-    """ "data.source.paths[0]" → ("data", "source", "paths", 0)."""
-    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", text))
-
-
-@dataclass(frozen=True)
-class _Where:
-    """Where a job's settings were written: in the suite's `<kind>:` / `model:` section or the variant's
-    (`matrix.variants[i].<kind>`), told apart per field."""
-
-    kind: str
-    variant_path: str
-    variant: dict[str, Any]
-
-    @property
-    def section(self) -> str:
-        return self.kind
-
-    def path(self, field: str | Loc) -> str:
-        """The suite path of a job-config field given as a loc or as text ("data.source.paths[0]")."""
-        loc = _parse_loc(field) if isinstance(field, str) else tuple(field)
-        key = "model" if loc and loc[0] in ("overrides", "allocation_path") else self.kind
-        mine = _owned_by(self.variant.get(key) or {}, loc)
-        return format_loc((f"{self.variant_path}.{key}" if mine else key, *loc))
-
-
 def _job(
-    kind_name: str, section: dict, models, labels, seed, resources, where: _Where, errors
+    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors
 ) -> JobSpec | None:
     """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
     from workloads.jobs.setup import FieldError
@@ -366,12 +322,12 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
     jobs: dict[str, JobSpec] = {}
     for v_index, variant in enumerate(matrix["variants"]):
         vpath = f"matrix.variants[{v_index}]"
-        model_section = _merge(spec.get("model") or {}, variant.get("model") or {})
+        model_section = merge(spec.get("model") or {}, variant.get("model") or {})
         model_path = f"{vpath}.model" if variant.get("model") else "model"
         overrides = model_section.get("overrides") or {}
         errors += _override_errors({**overrides, **model_section}, matrix["families"], model_path)
         for preset, kind in itertools.product(matrix["presets"], matrix["jobs"]):
-            section = _merge(spec.get(kind) or {}, variant.get(kind) or {})
+            section = merge(spec.get(kind) or {}, variant.get(kind) or {})
             data_cfg = _group_data(section) if registry.get(kind).uses_model else None
             fams = matrix["families"]
             models = _group_models(model_section, preset, fams, data_cfg, model_path, errors)
@@ -385,30 +341,12 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                 labels["group"] = group
                 resources = _resources(spec, variant, kind)
                 job = _job(
-                    kind, section, models, labels, seed, resources, _Where(kind, vpath, variant), errors
+                    kind, section, models, labels, seed, resources, Where(kind, vpath, variant), errors
                 )
                 if job is not None and job.fingerprint not in jobs:
                     job = replace(job, match=_match(models, family), max_retries=spec["max_retries"])
                     jobs[job.fingerprint] = job
     return list(jobs.values())
-
-
-def _pruned(raw: dict[str, Any], locs: list[Loc]) -> dict[str, Any]:
-    """A copy of the suite without the values at `locs` (already reported), so that expanding the rest can
-    still find the errors elsewhere (a bad seed must not hide a bad job section)."""
-    data = copy.deepcopy(raw)
-    # A bad item of a list of names or seeds drops the list (its default applies), one of variants the item.
-    scalar_item = lambda loc: isinstance(loc[-1], int) and not isinstance(value_at(raw, loc), dict)  # noqa: E731
-    locs = [loc[:-1] if scalar_item(loc) else loc for loc in locs if loc]
-    for loc in sorted(set(locs), key=lambda loc: tuple(map(str, loc)), reverse=True):  # items last-first
-        parent = data
-        for part in loc[:-1]:
-            parent = parent[part] if isinstance(parent, dict | list) else None
-        if isinstance(parent, dict):
-            parent.pop(loc[-1], None)
-        elif isinstance(parent, list) and isinstance(loc[-1], int) and loc[-1] < len(parent):
-            del parent[loc[-1]]
-    return data
 
 
 def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
@@ -436,7 +374,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     validated, problems = validate(suite_model(), raw)
     errors += [(format_loc(loc), msg) for loc, msg in problems]
     if validated is None:
-        raw = _pruned(raw, [loc for loc, _ in problems])
+        raw = pruned(raw, [loc for loc, _ in problems])
         validated, _ = validate(suite_model(), raw)
         if validated is None:
             raise SuiteError(str(path), errors)

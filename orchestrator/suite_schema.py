@@ -1,4 +1,5 @@
-"""Pydantic at the boundary: the suite file's models, validation of the workloads' own dataclasses, errors.
+"""Pydantic at the boundary: the suite file's models, validation of the workloads' own dataclasses, errors
+with exact paths, and which section (the suite's or a variant's) a merged value came from.
 
 The job, model and data configs are the workloads' frozen dataclasses, with their bounds declared on the
 fields (annotated-types); pydantic validates YAML against them directly (`validate`), with unknown keys
@@ -7,10 +8,13 @@ per-kind job sections (partial job configs, checked per expanded job), a `model:
 resources per job kind, and a `matrix` of families × presets × jobs × seeds × variants.
 """
 
+import copy
 import dataclasses
 import functools
+import re
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
@@ -201,6 +205,79 @@ def suite_model() -> type[BaseModel]:
         resources=resources, model=(model_section | None, None),
         matrix=(matrix, ...), **sections,
     )  # fmt: skip
+
+
+# -- merging sections, and where a value was written -------------------------------------------------
+def merge(base: Any, over: Any) -> Any:
+    """`over` deep-merged onto `base`; a mapping whose `kind` changes (a corpus source) is replaced whole,
+    since the other kind's fields mean nothing to it."""
+    if (
+        isinstance(base, dict)
+        and isinstance(over, dict)
+        and base.get("kind", over.get("kind")) == over.get("kind", base.get("kind"))
+    ):
+        out = dict(base)
+        for key, value in over.items():
+            out[key] = merge(base.get(key), value) if key in base else copy.deepcopy(value)
+        return out
+    return copy.deepcopy(over)
+
+
+def owned_by(section: Any, loc: Loc) -> bool:
+    """Whether the value at `loc` of a merged section came from `section` (the variant's) rather than from
+    the suite's: the variant gave it, or gave a non-mapping value above it."""
+    node = section
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, dict):
+            return True
+    return True
+
+
+def parse_loc(text: str) -> Loc:
+    """ "data.source.paths[0]" → ("data", "source", "paths", 0)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", text))
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a job's settings were written: in the suite's `<kind>:` / `model:` section or the variant's
+    (`matrix.variants[i].<kind>`), told apart per field."""
+
+    kind: str
+    variant_path: str
+    variant: dict[str, Any]
+
+    @property
+    def section(self) -> str:
+        return self.kind
+
+    def path(self, field: str | Loc) -> str:
+        """The suite path of a job-config field given as a loc or as text ("data.source.paths[0]")."""
+        loc = parse_loc(field) if isinstance(field, str) else tuple(field)
+        key = "model" if loc and loc[0] in ("overrides", "allocation_path") else self.kind
+        mine = owned_by(self.variant.get(key) or {}, loc)
+        return format_loc((f"{self.variant_path}.{key}" if mine else key, *loc))
+
+
+def pruned(raw: dict[str, Any], locs: list[Loc]) -> dict[str, Any]:
+    """A copy of the suite without the values at `locs` (already reported), so that expanding the rest can
+    still find the errors elsewhere (a bad seed must not hide a bad job section)."""
+    data = copy.deepcopy(raw)
+    # A bad item of a list of names or seeds drops the list (its default applies), one of variants the item.
+    scalar_item = lambda loc: isinstance(loc[-1], int) and not isinstance(value_at(raw, loc), dict)  # noqa: E731
+    locs = [loc[:-1] if scalar_item(loc) else loc for loc in locs if loc]
+    for loc in sorted(set(locs), key=lambda loc: tuple(map(str, loc)), reverse=True):  # items last-first
+        parent = data
+        for part in loc[:-1]:
+            parent = parent[part] if isinstance(parent, dict | list) else None
+        if isinstance(parent, dict):
+            parent.pop(loc[-1], None)
+        elif isinstance(parent, list) and isinstance(loc[-1], int) and loc[-1] < len(parent):
+            del parent[loc[-1]]
+    return data
 
 
 # -- --set overrides ------------------------------------------------------------------------------------
