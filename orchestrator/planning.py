@@ -75,7 +75,7 @@ def model_shape(
         params_embeddings=cat["embeddings"],
         params_l3_tables=cat["l3_tables"],
         params_experts=cat["experts"],
-        params_active=pc.active,
+        params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
         l3=l3,
         moe=moe,
     )

@@ -145,7 +145,10 @@ def _resolve_cached(spec, data_cfg):
     corpus = None
     local = data_cfg is not None and data_cfg.source.kind not in REMOTE_SOURCES
     if local and spec.family in MODEL_FAMILIES:
-        corpus = corpus_for(spec, prepare_data(data_cfg, base_model_config(spec)))
+        base = base_model_config(spec)
+        # The window length changes neither the tokens nor the allocation (the job checks it itself).
+        data_cfg = replace(data_cfg, seq_len=min(data_cfg.seq_len, base.max_seq_len))
+        corpus = corpus_for(spec, prepare_data(data_cfg, base))
     cfg = resolve_model_config(spec, corpus)
     if cfg.l3 is None or corpus is None:
         return cfg, count_params(cfg)
@@ -177,7 +180,7 @@ def _group_models(section: dict, preset: str, families: list[str], data_cfg, pat
         data_cfg = None  # a dense-only group: its L3 reference is estimated, no corpus is prepared for it
     out = {}
     for family in dict.fromkeys(["dense", "l3", *families]):
-        foreign = {"dense": (*L3_FIELDS, *MOE_FIELDS), "l3": MOE_FIELDS, "moe": ()}[family]
+        foreign = {"l3": MOE_FIELDS, "moe": ()}.get(family, (*L3_FIELDS, *MOE_FIELDS))
         overrides = ModelOverrides(**{k: v for k, v in raw.items() if k not in foreign})
         alloc = section.get("allocation_path") if family in MODEL_FAMILIES else None
         spec = ModelSpec(preset, family, overrides, alloc)

@@ -16,6 +16,10 @@ Metric names (DESIGN.md) and how variants are named:
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.98)
   lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
   lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
+  SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
+  lb/scone_match_rate/bs<B>, lb/scone_mean_match_len/bs<B>   positions with an f-gram, its mean length
+  infer/scone_lookup_us_per_token/bs<B>  host time of the longest-suffix lookup per token
+  mem/fgram_table_bytes              bytes of F (never counted as parameters)
 A key without the /bs<B> suffix holds the value at the largest batch size of the sweep. Also:
 mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
 """
@@ -47,12 +51,14 @@ from workloads.jobs.setup import (
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
+    resolve_scone,
     token_freqs_for,
 )
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
 from workloads.models.transformer import TORCH_DTYPES, Transformer
+from workloads.scone.serve import FgramTable
 
 Placement = Literal["device", "offload", "both"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -134,8 +140,9 @@ def resolve(
     if cfg.family == "moe" and ep_size > 1:
         raise FieldError("overrides.moe_ep_size", f"{ep_size}: inference runs on one device "
                          "(expert parallelism needs the multi-worker training setup)")  # fmt: skip
-    if cfg.l3_placement == "offload" and cfg.family != "l3":
-        raise FieldError("l3_placement", f"'offload' needs an L3 model, got family={cfg.family!r}")
+    if cfg.l3_placement == "offload" and cfg.family not in ("l3", "scone"):
+        raise FieldError("l3_placement", "'offload' needs an L3 model (or a SCONE model: it places its "
+                         f"f-gram table), got family={cfg.family!r}")  # fmt: skip
     if cfg.prompt_len + cfg.gen_len > base.max_seq_len:
         raise FieldError("prompt_len", f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
                          f"model's max_seq_len={base.max_seq_len} (preset {cfg.preset!r})")  # fmt: skip
@@ -166,7 +173,7 @@ def placement_label(placement: str, device: torch.device) -> str:
 
 
 def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
-    if model.l3 is None or cfg.l3_placement == "device":
+    if (model.l3 is None and model.scone is None) or cfg.l3_placement == "device":
         return ("device",)
     return ("offload",) if cfg.l3_placement == "offload" else ("device", "offload")
 
@@ -203,9 +210,13 @@ def _load_weights(model: Transformer, path: str) -> None:
 
 
 @contextlib.contextmanager
-def _placed(model: Transformer, placement: str) -> Iterator[L3Offload | None]:
-    """The model with its L3 tables on the device, or offloaded for the duration of the block."""
-    handle = offload_l3_tables(model) if placement == "offload" else None
+def _placed(model: Transformer, placement: str, scone=None) -> Iterator[L3Offload | None]:
+    """The model with its L3 tables on the device, or offloaded for the duration of the block; a SCONE
+    model (scone: its `FgramTable`) serves F from the device or from host memory ("offload")."""
+    if scone is not None:
+        handle = scone.serve(model, "host" if placement == "offload" else "device")
+    else:
+        handle = offload_l3_tables(model) if placement == "offload" else None
     try:
         yield handle
     finally:
@@ -214,13 +225,13 @@ def _placed(model: Transformer, placement: str) -> Iterator[L3Offload | None]:
 
 
 def _generate_placed(
-    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str
+    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str, scone=None
 ) -> dict:
     """One timed generation with the L3 tables at `placement`: its peak device bytes (CUDA) and, when
     offloaded, the bytes the prefill and each decode step copied to the device."""
     device = prompts.device
     out: dict[str, float] = {}
-    with _placed(model, placement) as handle:
+    with _placed(model, placement, scone) as handle:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         prefill_bytes: list[int] = []  # copied by the first forward, the prefill
@@ -232,7 +243,11 @@ def _generate_placed(
         timer.generate(model, prompts, on_forward=after_forward)
         if device.type == "cuda":
             out["peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
-        if handle is not None:
+        if scone is not None:
+            s = handle.stats
+            out |= {"lb/scone_match_rate": s.match_rate, "lb/scone_mean_match_len": s.mean_match_len,
+                    "infer/scone_lookup_us_per_token": s.lookup_us_per_token}  # fmt: skip
+        if handle is not None and placement == "offload":
             decode_bytes = handle.stats.bytes_copied - prefill_bytes[0]
             moved = transfer_name(device)
             out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes[0])
@@ -241,7 +256,9 @@ def _generate_placed(
     return out
 
 
-def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, places: tuple[str, ...]) -> dict:
+def _measure(
+    model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, places: tuple[str, ...], scone=None
+) -> dict:
     """One batch size, every placement. The placements' generations alternate (warm-up included), so load
     drift on a shared machine biases neither side of the ratio. Keys without the /bs suffix."""
     B, P = prompts.shape
@@ -250,7 +267,7 @@ def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, pla
     out: dict[str, float] = {}
     for _ in range(cfg.warmup + cfg.repeats):
         for placement in places:
-            run_out = _generate_placed(model, prompts, timers[placement], placement)
+            run_out = _generate_placed(model, prompts, timers[placement], placement, scone)
             peak[placement] = max(peak[placement], run_out.pop("peak_device_bytes", 0.0))
             out |= run_out
     for placement in places:
@@ -264,7 +281,9 @@ def _measure(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, pla
     return out
 
 
-def _sweep(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: JobContext) -> dict:
+def _sweep(
+    model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: JobContext, scone=None
+) -> dict:
     """Every batch size × placement; streams each batch size's metrics; returns them all, keyed per B."""
     places = placements(cfg, model.config)
     metrics: dict[str, float] = {}
@@ -272,7 +291,7 @@ def _sweep(model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: 
     for i, bs in enumerate(cfg.batch_sizes):
         if ctx.stop_requested():
             break
-        step = _measure(model, prompts[:bs], cfg, places)
+        step = _measure(model, prompts[:bs], cfg, places, scone)
         if len(places) == 2:
             step["infer/offload_decode_ratio"] = (
                 step["infer/offload/decode_tokens_per_s"] / step["infer/decode_tokens_per_s"]
@@ -312,10 +331,17 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     )
     prompts = _prompts(data, cfg).to(device)
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
-    model = build_model(model_cfg, counts, device, seed=cfg.seed).eval()  # eval: MoE eval capacity factor
+    scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
+    fgrams = scone_data.fgrams if scone_data is not None else None
+    model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
         _load_weights(model, cfg.checkpoint)
-    metrics = _sweep(model, prompts, cfg, ctx)
+    scone = None
+    if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
+        scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
+    metrics = _sweep(model, prompts, cfg, ctx, scone)
+    if scone is not None:
+        metrics["mem/fgram_table_bytes"] = float(scone.table.nbytes)
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     acct_metrics, params = _accounting(model_cfg, data, counts)
     metrics |= acct_metrics
@@ -376,7 +402,7 @@ def main() -> None:
     columns += ("copied KiB/decode step (H2D on CUDA; host-compact on CPU)",)
     for column in columns:
         table.add_column(column, justify="left" if column in ("family", "placement") else "right")
-    for family in ("dense", "l3", "moe"):
+    for family in ("dense", "l3", "moe", "scone"):
         cfg = InferJobConfig(
             args.preset, family, batch_sizes=tuple(args.batch_sizes), prompt_len=args.prompt_len,
             gen_len=args.gen_len, repeats=args.repeats, device=args.device,

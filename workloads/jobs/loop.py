@@ -100,8 +100,9 @@ class Outcome:
 
 class TrainLoop:
     def __init__(
-        self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx, extra_eval=None
-    ):
+        self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx, extra_eval=None,
+        scone=None,
+    ):  # fmt: skip
         self.cfg, self.model_cfg, self.data, self.counts = cfg, model_cfg, data, counts
         self.world, self.device, self.ctx = w, device, ctx
         self.seq_len = cfg.data_config().seq_len
@@ -113,7 +114,10 @@ class TrainLoop:
             name: d.packed("val", self.seq_len, shuffle=False) for name, d in (extra_eval or {}).items()
         }
         self._check_sizes()
-        self.model = build_model(model_cfg, counts, device, seed=cfg.seed)
+        self._init_scone(scone, extra_eval or {})
+        self.model = build_model(
+            model_cfg, counts, device, seed=cfg.seed, fgrams=scone.fgrams if scone is not None else None
+        )
         groups = optim.param_groups(
             self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, l3_lr=cfg.l3_lr,
             l3_weight_decay=cfg.l3_weight_decay, embedding_lr=cfg.embedding_lr,
@@ -148,6 +152,40 @@ class TrainLoop:
                 raise ValueError(
                     f"the validation split of {where} holds {ds.n_windows} windows, fewer than {w.size} ranks"
                 )
+
+    # -- SCONE: f-gram tags read next to the tokens (tagged once in the data pipeline) ----------------
+    def _init_scone(self, scone, extra_eval: dict) -> None:
+        """Tag windows aligned with the token windows of training and of every evaluation corpus."""
+        self.scone, self.train_tags, self.eval_tags = scone, None, dict.fromkeys(self.eval_sets)
+        self.scone_counts = np.zeros(4)  # positions, matched, Σ match length, Σ f-gram tokens encoded
+        if scone is None:
+            return
+        from workloads.scone.data import tag_data
+
+        self.train_tags = Batches(scone.packed_tags("train", self.seq_len, seed=self.cfg.seed),
+                                  self.cfg.batch_size, self.world)  # fmt: skip
+        self.eval_tags[""] = scone.packed_tags("val", self.seq_len, shuffle=False)
+        for name, d in extra_eval.items():
+            tags = tag_data(scone.matcher, scone.path, d)["val"]
+            self.eval_tags[name] = PackedDataset(tags, self.seq_len, shuffle=False)
+
+    def _scone_stats(self, tags: list[np.ndarray]) -> None:
+        lengths = self.scone.fgrams.lengths
+        for t in tags:
+            hit = t[t >= 0]
+            self.scone_counts += (t.size, hit.size, lengths[hit].sum(), lengths[np.unique(hit)].sum())
+
+    def _scone_metrics(self) -> dict[str, float]:
+        """lb/scone_match_rate (tagged positions / positions), lb/scone_mean_match_len (tokens per matched
+        f-gram), train/fgram_tokens_per_token (f-gram tokens A_fgram encoded per training token: each
+        distinct f-gram of a micro-batch once), all ranks summed."""
+        total = distributed.all_reduce_sum(torch.tensor(self.scone_counts, device=self.device)).tolist()
+        positions, matched, length_sum, encoded = total
+        return {
+            "lb/scone_match_rate": matched / positions if positions else 0.0,
+            "lb/scone_mean_match_len": length_sum / matched if matched else 0.0,
+            "train/fgram_tokens_per_token": encoded / positions if positions else 0.0,
+        }
 
     # -- load balance -------------------------------------------------------------------------------
     def _init_balance(self) -> None:
@@ -198,6 +236,8 @@ class TrainLoop:
             )
             if self.step_tokens:
                 out |= metrics.moe_step_balance(reduce_step_series(self.step_tokens, self.device))
+        if self.scone is not None and n_steps:
+            out |= self._scone_metrics()
         if self.counts and n_steps:
             row_bytes = metrics.l3_row_bytes(self.model_cfg, self.model.tok_emb.weight.element_size())
             out |= reduce_l3_balance(self.l3, n_steps, row_bytes, self.device)
@@ -206,12 +246,14 @@ class TrainLoop:
         return out
 
     # -- training -----------------------------------------------------------------------------------
-    def _micro(self, x: np.ndarray, y: np.ndarray, last: bool) -> torch.Tensor:
+    def _micro(self, x: np.ndarray, y: np.ndarray, last: bool, tags: np.ndarray | None) -> torch.Tensor:
+        """One micro-batch's forward and backward; tags: its (B, T) f-gram rows (scone) or None."""
         x = torch.from_numpy(x).to(self.device, non_blocking=True)
         y = torch.from_numpy(y).to(self.device, non_blocking=True)
+        kw = {} if tags is None else {"fgram_ids": torch.from_numpy(tags).to(self.device, non_blocking=True)}
         with self.engine.micro(last):
             with self.autocast():
-                logits, aux, expert_counts = self.engine.module(x, return_expert_counts=True)
+                logits, aux, expert_counts = self.engine.module(x, return_expert_counts=True, **kw)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # (B*T, vocab) vs (B*T,)
             self.engine.backward(loss + aux)
         self._moe_stats(expert_counts, aux)
@@ -221,11 +263,16 @@ class TrainLoop:
         """One timed optimizer step (micro-batches `step * grad_accum ...`); returns the loss on device."""
         accum = self.cfg.grad_accum
         batches = [self.train_batches(step * accum + m) for m in range(accum)]
+        tags = [None] * accum
+        if self.train_tags is not None:
+            tags = [self.train_tags(step * accum + m)[0] for m in range(accum)]  # (B, T) per micro-batch
+            self._scone_stats(tags)
         self._l3_stats([x for x, _ in batches])
         if self.moe_positions:
             self.step_tokens.append(torch.zeros_like(self.expert_tokens))
         with self.timer:
-            loss = sum(self._micro(x, y, m == accum - 1) for m, (x, y) in enumerate(batches)) / accum
+            parts = enumerate(zip(batches, tags, strict=True))
+            loss = sum(self._micro(x, y, m == accum - 1, t) for m, ((x, y), t) in parts) / accum
             self.engine.optimizer_step()
         self.scheduler.step()
         return loss
@@ -290,23 +337,26 @@ class TrainLoop:
         """eval/val_loss, eval/val_ppl of the job's corpus and eval/<name>/val_loss, ... of each extra one."""
         out = {}
         for name, ds in self.eval_sets.items():
-            values = self._evaluate_one(ds)
+            values = self._evaluate_one(ds, self.eval_tags[name])
             out |= {(k.replace("eval/", f"eval/{name}/") if name else k): v for k, v in values.items()}
         return out
 
     @torch.no_grad()
-    def _evaluate_one(self, val: PackedDataset) -> dict[str, float]:
+    def _evaluate_one(self, val: PackedDataset, tags: PackedDataset | None = None) -> dict[str, float]:
         """Mean token loss over up to eval_batches validation batches per rank (equal on every rank)."""
         w = self.world
         batch = max(1, min(self.cfg.batch_size, val.n_windows // w.size))
         total = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss sum, tokens
         self.model.eval()
-        for x, y in itertools.islice(
-            val.batches(batch, rank=w.rank, world_size=w.size), self.cfg.eval_batches
-        ):
+        windows = val.batches(batch, rank=w.rank, world_size=w.size)
+        tag_windows = itertools.repeat(None)
+        if tags is not None:  # scone: the tags of the same windows
+            tag_windows = tags.batches(batch, rank=w.rank, world_size=w.size)
+        for (x, y), t in itertools.islice(zip(windows, tag_windows, strict=False), self.cfg.eval_batches):
             x, y = x.to(self.device), y.to(self.device)
+            kw = {} if t is None else {"fgram_ids": t[0].to(self.device)}
             with self.autocast():
-                logits, _ = self.model(x)
+                logits, _ = self.model(x, **kw)
             total[0] += F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="sum").double()
             total[1] += y.numel()
         self.model.train()

@@ -1,7 +1,8 @@
 """AdamW parameter groups by category and the warmup + cosine learning-rate schedule of the train job.
 
 Categories follow `workloads.models.accounting`: dense (attention, MLPs, norms, routers, L3 W_up/W_mix),
-l3_tables (L3 key/value rows), experts (MoE expert MLPs), embeddings (token embedding, LM head).
+l3_tables (L3 key/value rows), experts (MoE expert MLPs), embeddings (token embedding, LM head),
+fgram_model (SCONE's A_fgram; listed for scone models only).
 Vectors (norm gains) get no weight decay; L3 tables and embeddings may get their own lr / weight decay.
 """
 
@@ -23,6 +24,8 @@ def param_category(name: str) -> str:
         return "experts"
     if name.startswith(("tok_emb.", "lm_head.")):
         return "embeddings"
+    if name.startswith("fgram."):  # SCONE's A_fgram
+        return "fgram_model"
     return "dense"
 
 
@@ -36,7 +39,7 @@ def param_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes of this rank's parameters per category (every category present, 0 when absent)."""
     out = dict.fromkeys(PARAM_CATEGORIES, 0)
     for category, _, p in named_params_by_category(model):
-        out[category] += p.numel() * p.element_size()
+        out[category] = out.get(category, 0) + p.numel() * p.element_size()
     return out
 
 

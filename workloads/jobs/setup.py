@@ -15,7 +15,8 @@ API (every bad input raises ValueError naming the field, before the expensive pa
       LZW over `data.allocation_sequences()` (cached under <cache>/l3/, keyed by data fingerprint, vocab,
       budget, cap), the uniform ablation, or `spec.allocation_path` (its vocab must match the tokenizer).
   token_freqs_for(model_cfg, data) -> (vocab,) float64   # train token counts padded to the model vocab
-  build_model(model_cfg, counts, device, seed=None) -> Transformer
+  resolve_scone(model_cfg, data, cache_dir=None) -> SconeData | None   # f-grams + tags (family scone)
+  build_model(model_cfg, counts, device, seed=None, fgrams=None) -> Transformer
 """
 
 import os
@@ -139,6 +140,8 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     base, l3 = _templates(spec)
     if spec.family == "dense":
         return base
+    if spec.family == "scone":  # the backbone with f-gram embeddings, inference-resident iso with it
+        return match(base, family="scone", scone=presets.PRESETS[spec.preset].scone)
     freqs, allocate = (None, None) if corpus is None else (corpus.token_freqs, corpus.allocate)
     l3_cfg = match(base, family="l3", l3=l3, token_freqs=freqs, allocate=allocate)
     if spec.family == "l3":
@@ -157,8 +160,8 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
 def corpus_for(
     spec: ModelSpec, data: PreparedData, cache_dir: str | os.PathLike | None = None
 ) -> Corpus | None:
-    """The `Corpus` of `data` for the L3 model of spec's group (None for dense: nothing to weight)."""
-    if spec.family == "dense":
+    """The `Corpus` of `data` for the L3 model of spec's group (None for dense, scone: nothing to weight)."""
+    if spec.family in ("dense", "scone"):
         return None
     base, l3 = _templates(spec)
     vocab = base.vocab_size
@@ -277,11 +280,23 @@ def build_model(
     counts: L3Counts | None,
     device: torch.device | str,
     seed: int | None = None,
+    fgrams=None,
 ) -> Transformer:
-    """The Transformer on `device` (parameters in model_cfg.dtype), initialised from `seed` when given."""
+    """The Transformer on `device` (parameters in model_cfg.dtype), initialised from `seed` when given.
+    fgrams: the f-grams of a scone model (`resolve_scone(...).fgrams`)."""
     if seed is not None:
         torch.manual_seed(seed)
-    return Transformer(model_cfg, l3_counts=counts or None).to(device)
+    return Transformer(model_cfg, l3_counts=counts or None, fgrams=fgrams).to(device)
+
+
+def resolve_scone(model_cfg: ModelConfig, data: PreparedData, cache_dir=None):
+    """For a scone model: its f-grams discovered on the train split and both splits tagged (cached; see
+    `workloads.scone.data`); None for the other families."""
+    if model_cfg.scone is None:
+        return None
+    from workloads.scone.data import prepare_scone
+
+    return prepare_scone(data, model_cfg.scone, model_cfg.vocab_size, cache_dir)
 
 
 def allocation_summary(spec: ModelSpec, model_cfg: ModelConfig, counts: L3Counts, data: PreparedData) -> dict:

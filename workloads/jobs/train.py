@@ -33,9 +33,10 @@ from workloads.jobs.setup import (
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
+    resolve_scone,
     token_freqs_for,
 )
-from workloads.models.accounting import count_params
+from workloads.models.accounting import count_params, fgram_table_bytes, fgram_train_flops_per_token
 from workloads.models.config import Family, ModelConfig
 
 Device = Literal["cpu", "cuda"]
@@ -158,19 +159,20 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
     spec, data_cfg = cfg.model_spec(), cfg.data_config()
-    data = counts = None
+    data = counts = scone = None
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
             data = prepare_data(data_cfg, base, ctx.cache_dir)
             model_cfg = cfg.model or resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
             counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
+            scone = resolve_scone(model_cfg, data, ctx.cache_dir)
             extra = {  # tokenized with the job's tokenizer
                 name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
                               ctx.cache_dir)
                 for name, d in cfg.eval_data.items()
             }  # fmt: skip
         distributed.barrier()
-    return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx, extra)
+    return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx, extra, scone=scone)
 
 
 def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
@@ -203,11 +205,16 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     model_cfg, w, data, counts = job.model_cfg, job.world, job.data, job.counts
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     out: dict[str, float] = dict(outcome.metrics)
+    per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
+    if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
+        per_token += fgram_train_flops_per_token(model_cfg, out.get("train/fgram_tokens_per_token", 0.0))
+        element = job.model.tok_emb.weight.element_size()  # F in the parameter dtype
+        out["mem/fgram_table_bytes"] = float(fgram_table_bytes(model_cfg, element))
+        out["train/flops_per_token"] = per_token
     if outcome.timing is not None:
         throughput = metrics.throughput_metrics(outcome.timing, cfg.tokens_per_step_per_rank() * w.size)
         out |= throughput
         if ctx.peak_flops:
-            per_token = metrics.train_flops_per_token(model_cfg, pc.active, job.seq_len)
             out["train/mfu"] = metrics.mfu(
                 throughput["train/tokens_per_s"], per_token, ctx.peak_flops, w.size
             )
@@ -239,6 +246,13 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     arrays = {}
     if job.expert_routes is not None:
         arrays["expert_tokens"] = job.expert_routes.tolist()
+    if job.scone is not None:
+        fg = job.scone.fgrams
+        info["fgram_summary"] = json.dumps({
+            "n_fgrams": fg.n_fgrams, "n_candidates": fg.n_candidates, "max_n": fg.max_n,
+            "min_count": fg.min_count, "n_tokens": fg.n_tokens, "file": str(job.scone.path),
+            "length_counts": np.bincount(fg.lengths, minlength=fg.max_n + 1)[2:].tolist(),
+        })  # fmt: skip
     if counts:
         summary = allocation_summary(cfg.model_spec(), model_cfg, counts, data)
         info["allocation_summary"] = json.dumps(summary)  # → allocation_summary.json in MLflow

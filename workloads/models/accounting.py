@@ -11,6 +11,11 @@ the paper's Table 1 does (a dense model's active equals its total). Categories (
   experts     MoE expert MLPs; active = top_k experts per MoE block
   embeddings  token embedding + LM head, counted fully (as in the paper's Table 1, 809M / 809M dense).
               Tied embeddings are stored once and counted once.
+  fgram_model SCONE's A_fgram (blocks + absolute positions); a training-time parameter, never active
+              (a key of scone models only).
+SCONE (L3_SPEC §6), as the paper counts: active = the inference-resident parameters (A_main + the whole
+token embedding + head); total = the training-time parameters (those + A_fgram). The table F is storage,
+reported in bytes (`fgram_table_bytes`), not as parameters.
 """
 
 from collections.abc import Mapping, Sequence
@@ -21,6 +26,7 @@ import numpy as np
 from workloads.models.config import ModelConfig
 
 CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
+FGRAM_CATEGORY = "fgram_model"  # present in the counts of scone models only
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,9 @@ class ParamCount:
     count, at most the cap) and one with the fewest. Without L3 both equal `active`.
     estimated: True when the L3 rows per token are not corpus-weighted (no token_freqs, or no counts for
     an LZW allocation): then the L3 active numbers are the budget / vocab_size guess.
+    `flops_active`: the active parameters a token is multiplied with (2 FLOPs each forward): `active`
+    without the untied input embedding table, which is read one row at a time and multiplies nothing.
+    MFU and the capacity model's FLOPs use it; comparisons use `active`.
     """
 
     active: int
@@ -39,6 +48,7 @@ class ParamCount:
     active_by_category: dict[str, int]
     active_max: int
     active_min: int
+    flops_active: int
     estimated: bool = False
 
     @property
@@ -54,6 +64,31 @@ def attention_params(config: ModelConfig) -> int:
 
 def mlp_params(dim: int, ffn_dim: int) -> int:
     return 3 * dim * ffn_dim  # SwiGLU: w1, w3 (dim -> ffn), w2 (ffn -> dim)
+
+
+def block_params(config: ModelConfig) -> int:
+    """One decoder block with a dense MLP: two RMSNorms, attention, SwiGLU."""
+    return 2 * config.dim + attention_params(config) + mlp_params(config.dim, config.ffn_dim)
+
+
+def fgram_model_params(config: ModelConfig) -> int:
+    """SCONE's A_fgram: scone.layers(n_layers) dense blocks + K absolute position embeddings."""
+    sc = config.scone
+    return sc.layers(config.n_layers) * block_params(config) + sc.max_n * config.dim
+
+
+def fgram_table_bytes(config: ModelConfig, bytes_per_value: int = 2) -> int:
+    """Bytes of SCONE's inference table F: n_fgrams rows of dim values (fp16/bf16 by default, as the
+    paper stores it: 10M f-grams at d = 2048 = 41 GB)."""
+    return config.scone.n_fgrams * config.dim * bytes_per_value
+
+
+def fgram_train_flops_per_token(config: ModelConfig, fgram_tokens_per_token: float) -> float:
+    """SCONE's extra training FLOPs per main-model token: 6 · A_fgram parameters per f-gram token that
+    A_fgram encodes (forward + backward), times the f-gram tokens encoded per training token (measured:
+    each distinct f-gram of a micro-batch once, all of its tokens). The paper's point: SCONE trains with
+    more compute than its inference-matched baseline."""
+    return 6.0 * fgram_model_params(config) * fgram_tokens_per_token
 
 
 def l3_row_width(config: ModelConfig) -> int:
@@ -146,6 +181,8 @@ def count_params(
     table = c.vocab_size * c.dim
     total["embeddings"] = table if c.tie_embeddings else 2 * table
     active["embeddings"] = total["embeddings"]  # counted fully (L3_SPEC §5, the paper's Table 1)
+    if c.scone is not None:  # A_fgram: training-time only (L3_SPEC §6)
+        total[FGRAM_CATEGORY], active[FGRAM_CATEGORY] = fgram_model_params(c), 0
     l3_max = l3_min = 0
     estimated = False
     if c.l3 is not None:
@@ -162,5 +199,6 @@ def count_params(
         active_by_category=active,
         active_max=n_active - active["l3_tables"] + l3_max,
         active_min=n_active - active["l3_tables"] + l3_min,
+        flops_active=n_active - (0 if c.tie_embeddings else table),
         estimated=estimated,
     )

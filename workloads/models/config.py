@@ -1,4 +1,5 @@
-"""Model configs: one frozen `ModelConfig` per model, composed with optional `L3Config` / `MoEConfig`.
+"""Model configs: one frozen `ModelConfig` per model, composed with optional `L3Config` / `MoEConfig` /
+`SconeConfig`.
 
 The per-layer choice (dense MLP or MoE; an L3 sublayer after the block or not) is derived from the
 config by `ModelConfig.block_specs()`, so one Transformer serves every family (STYLE.md, nanoGPT).
@@ -8,18 +9,18 @@ Pure Python on purpose: configs are built, validated and counted without importi
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from annotated_types import MinLen
+from annotated_types import Ge, MinLen
 
 from workloads.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
 
-Family = Literal["dense", "l3", "moe"]
+Family = Literal["dense", "l3", "moe", "scone"]
 Allocation = Literal["lzw", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
 L3Impl = Literal["auto", "reference", "sorted", "triton"]
 
-FAMILIES: tuple[str, ...] = ("dense", "l3", "moe")
+FAMILIES: tuple[str, ...] = ("dense", "l3", "moe", "scone")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 Positions = Annotated[tuple[NonNegInt, ...], MinLen(1)]  # block indices, strictly increasing
 
@@ -101,6 +102,32 @@ class MoEConfig:
 
 
 @dataclass(frozen=True)
+class SconeConfig:
+    """SCONE f-gram input embeddings (L3_SPEC §6; Yu et al., arXiv 2502.01637).
+
+    n_fgrams: S, the f-grams kept by discovery (rows of the inference table F). max_n: K, the longest
+    f-gram (n = 2..K; A_fgram's absolute positions). min_count: discovery's threshold from scan 3 on.
+    A_fgram is the main model's block stack without token embedding, `fgram_layers` blocks deep, else
+    round(depth_multiplier · model.n_layers) (the paper scales A_fgram in depth only, 0.5×-3×).
+    """
+
+    n_fgrams: PosInt
+    max_n: Annotated[int, Ge(2)] = 5
+    min_count: PosInt = 5
+    fgram_layers: PosInt | None = None
+    depth_multiplier: PosFloat = 1.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def layers(self, n_layers: int) -> int:
+        """A_fgram's depth for a main model of `n_layers` blocks."""
+        if self.fgram_layers is not None:
+            return self.fgram_layers
+        return max(1, round(self.depth_multiplier * n_layers))
+
+
+@dataclass(frozen=True)
 class BlockSpec:
     """What block `index` is made of: its MLP kind and whether an L3 sublayer follows it."""
 
@@ -113,7 +140,8 @@ class BlockSpec:
 class ModelConfig:
     """A Llama-style decoder (RMSNorm, RoPE, GQA, SwiGLU) plus the family's sparse parts.
 
-    family "dense" has neither `l3` nor `moe`; "l3" needs `l3`; "moe" needs `moe`.
+    family "dense" has neither `l3` nor `moe` nor `scone`; "l3" needs `l3`; "moe" needs `moe`; "scone"
+    needs `scone` (a dense backbone whose input embedding at f-gram positions comes from A_fgram).
     dtype is the parameter dtype the model is built in.
     """
 
@@ -131,6 +159,7 @@ class ModelConfig:
     family: Family = "dense"
     l3: L3Config | None = field(default=None)
     moe: MoEConfig | None = field(default=None)
+    scone: SconeConfig | None = field(default=None)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -154,6 +183,11 @@ class ModelConfig:
         if (self.moe is not None) != wants_moe:
             raise ValueError(
                 f"model.family={self.family!r} {'needs' if wants_moe else 'must not have'} a moe config"
+            )
+        if (self.scone is not None) != (self.family == "scone"):
+            raise ValueError(
+                f"model.family={self.family!r} {'needs' if self.family == 'scone' else 'must not have'} "
+                "a scone config"
             )
         for name, sub in (("l3", self.l3), ("moe", self.moe)):
             if sub is not None and sub.positions[-1] >= self.n_layers:

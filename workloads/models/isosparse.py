@@ -10,6 +10,10 @@ max(|active error|, |total error|) is taken. Among candidates within 1% the smal
 fewest experts, wins; if none is that close, the smallest error wins. top_k defaults to {1, 2, 4, 8}:
 with top_k ∈ {1, 2} alone, total moves in steps of 1/top_k of the whole MLP stack per expert, too
 coarse for 2% at many targets (~10% of sparsities 1.5-8 fail); pass top_ks=(2,) to fix the routing.
+SCONE (L3_SPEC §6): the main model keeps the base's shape; its inference-resident parameters (A_main +
+token embedding + head, `count_params(...).active`) must equal the base's active ones, and the backbone
+`ffn_dim` (every block, A_fgram's too) moves only when the accounting conventions differ by more than the
+tolerance. A_fgram and F are extra training compute and storage, reported, not matched.
 All counts come from `accounting.count_params`, never a separate formula.
 """
 
@@ -19,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from workloads.models.accounting import count_params
-from workloads.models.config import L3Config, ModelConfig, MoEConfig, middle_positions
+from workloads.models.config import L3Config, ModelConfig, MoEConfig, SconeConfig, middle_positions
 
 TOLERANCE = 0.02
 GOOD_ENOUGH = 0.01  # MoE search: below this error the simplest routing wins
@@ -49,6 +53,24 @@ def default_moe(
         ffn_dim=ffn_dim or base.ffn_dim,
         top_k=top_k,
     )
+
+
+def default_scone(base: ModelConfig, n_fgrams: int | None = None) -> SconeConfig:
+    """The paper's recipe: K = 5, min count 5, A_fgram as deep as the main model (1×); n_fgrams defaults to
+    2 f-grams per vocabulary entry (the paper: 10M-1B f-grams for a 50K vocabulary)."""
+    return SconeConfig(n_fgrams=n_fgrams or 2 * base.vocab_size)
+
+
+def _match_scone(base: ModelConfig, want_active: int, template: SconeConfig) -> ModelConfig:
+    cfg = replace(base, family="scone", scone=template)
+    active = count_params(cfg).active
+    if abs(_rel(active, want_active)) > TOLERANCE:  # only when the embedding conventions differ
+        m = _multiple_of(3 * base.dim * base.n_layers, want_active)
+        a1, a2 = (count_params(replace(cfg, ffn_dim=f)).active for f in (m, 2 * m))
+        ffn = m + (want_active - a1) * m / (a2 - a1)
+        cfg = replace(cfg, ffn_dim=max(m, m * round(ffn / m)))
+    pc = count_params(cfg)
+    return _check("scone", cfg, pc.active, pc.total, want_active, None)
 
 
 def _multiple_of(units_per_step: int, target: int) -> int:
@@ -90,6 +112,8 @@ def _check(family: str, cfg: ModelConfig, active: int, total: int, want_active: 
 def _describe(cfg: ModelConfig) -> str:
     if cfg.moe is not None:
         return f"num_experts={cfg.moe.num_experts}, top_k={cfg.moe.top_k}, expert ffn_dim={cfg.moe.ffn_dim}"
+    if cfg.scone is not None:
+        return f"n_fgrams={cfg.scone.n_fgrams}, backbone ffn_dim={cfg.ffn_dim}"
     return f"l3.budget={cfg.l3.budget} rows per layer, backbone ffn_dim={cfg.ffn_dim}"
 
 
@@ -170,6 +194,7 @@ def match(
     token_freqs: Sequence[float] | np.ndarray | None = None,
     l3: L3Config | None = None,
     moe: MoEConfig | None = None,
+    scone: SconeConfig | None = None,
     allocate: Callable[[int], np.ndarray] | None = None,
     top_ks: Sequence[int] = (1, 2, 4, 8),
     max_experts: int = 256,
@@ -180,6 +205,8 @@ def match(
     the template's budget is kept and only active is matched. token_freqs (L3 only) weights the active
     rows; with an LZW allocation pass `allocate(budget) -> counts` (e.g. a closure over `lzw_allocate`).
     l3 / moe: templates (default `default_l3(base)` / `default_moe(base)`) whose sizes the search sets.
+    family "scone": inference-resident parameters equal to the base's active ones (total is not matched;
+    scone: the template, default `default_scone(base)`).
     Raises ValueError naming the closest achievable numbers when no config is within 2%.
     """
     if base.family != "dense":
@@ -188,11 +215,13 @@ def match(
     want_total = _target_total(want_active, total_params, sparsity)
     if family == "l3":
         return _match_l3(base, want_active, want_total, token_freqs, l3 or default_l3(base), allocate)
+    if family == "scone":
+        return _match_scone(base, want_active, scone or default_scone(base))
     if family == "moe":
         if want_total is None:
             raise ValueError("family='moe' needs total_params or sparsity (the expert count follows from it)")
         return _match_moe(base, want_active, want_total, moe or default_moe(base), top_ks, max_experts)
-    raise ValueError(f"family must be 'l3' or 'moe', got {family!r}")
+    raise ValueError(f"family must be 'l3', 'moe' or 'scone', got {family!r}")
 
 
 def matched_set(

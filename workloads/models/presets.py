@@ -2,10 +2,12 @@
 
 Each preset is a dense backbone plus its L3 recipe. family "l3" is the paper's recipe (L3_SPEC §1) made
 iso-active with the dense backbone (`isosparse.match`); family "moe" is the MoE model iso-active with the
-dense backbone and iso-total with that L3 model. Sizes the paper does not publish (depth, width, heads,
-ffn_dim, d_emb) are our choice, fitted to its parameter counts under L3_SPEC §5; see `_paper` and
-`PAPER_TABLE_1`. Without a corpus the L3 rows per token are budget / vocab_size, so the L3 active counts
-printed here are `estimated` (a job weights them by its corpus; at paper scale the difference is < 0.1%).
+dense backbone and iso-total with that L3 model; family "scone" is the backbone plus f-gram embeddings,
+its inference-resident parameters iso with the backbone's active ones. Sizes the paper does not publish
+(depth, width, heads, ffn_dim, d_emb) are our choice, fitted to its parameter counts under L3_SPEC §5; see
+`_paper` and `PAPER_TABLE_1`. Without a corpus the L3 rows per token are budget / vocab_size, so the L3
+active counts printed here are `estimated` (a job weights them by its corpus; at paper scale the
+difference is < 0.1%).
 """
 
 import difflib
@@ -13,8 +15,8 @@ import functools
 from dataclasses import dataclass, replace
 
 from workloads.models.accounting import count_params
-from workloads.models.config import FAMILIES, L3Config, ModelConfig
-from workloads.models.isosparse import default_l3, match
+from workloads.models.config import FAMILIES, L3Config, ModelConfig, SconeConfig
+from workloads.models.isosparse import default_l3, default_scone, match
 
 PAPER_VOCAB = 180_000
 PAPER_L3_ROWS = 710_000  # v per L3 layer
@@ -29,17 +31,22 @@ PAPER_TABLE_1: dict[str, tuple[float, float | None, float | None]] = {
 
 @dataclass(frozen=True)
 class Preset:
-    """A dense backbone, its L3 recipe, and what it is for."""
+    """A dense backbone, its L3 and SCONE recipes, and what it is for."""
 
     dense: ModelConfig
     l3: L3Config
     note: str
+    scone: SconeConfig
 
 
-def _preset(note: str, l3_budget: int | None = None, d_emb: int | None = None, **dense) -> Preset:
+def _preset(
+    note: str, l3_budget: int | None = None, d_emb: int | None = None, scone: SconeConfig | None = None,
+    **dense,
+) -> Preset:  # fmt: skip
     base = ModelConfig(**dense)
     l3 = default_l3(base, budget=l3_budget)
-    return Preset(dense=base, l3=l3 if d_emb is None else replace(l3, d_emb=d_emb), note=note)
+    l3 = l3 if d_emb is None else replace(l3, d_emb=d_emb)
+    return Preset(dense=base, l3=l3, note=note, scone=scone or default_scone(base))
 
 
 def _paper(note: str, d_emb: int, **dense) -> Preset:
@@ -64,6 +71,7 @@ def _paper(note: str, d_emb: int, **dense) -> Preset:
 PRESETS: dict[str, Preset] = {
     "debug": _preset(
         "CPU smoke tests: a train step in well under a second",
+        scone=SconeConfig(n_fgrams=1024, fgram_layers=1),
         vocab_size=512,  # > 256 bytes + <|endoftext|>: the smallest byte-level BPE vocabulary
         dim=64,
         n_layers=4,
@@ -74,6 +82,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "tiny": _preset(
         "a few M parameters; CPU/laptop runs",
+        scone=SconeConfig(n_fgrams=16384, fgram_layers=2),
         vocab_size=8192,
         dim=256,
         n_layers=6,
@@ -119,6 +128,19 @@ PRESETS: dict[str, Preset] = {
         n_kv_heads=4,
         ffn_dim=9088,
     ),
+    "paper-olmo-1b": _preset(
+        "SCONE paper shape: OLMo-1B backbone (16 × 2048, 50,304 vocab, tied) + 10M f-grams (K = 5), A_fgram "
+        "as deep as the backbone; F = 41 GB at fp16 in host memory",
+        scone=SconeConfig(n_fgrams=10_000_000),
+        vocab_size=50_304,
+        dim=2048,
+        n_layers=16,
+        n_heads=16,
+        n_kv_heads=16,
+        ffn_dim=8192,
+        max_seq_len=2048,
+        tie_embeddings=True,
+    ),
 }
 
 
@@ -136,12 +158,14 @@ def _lookup(name: str) -> Preset:
 
 @functools.cache
 def get(name: str, family: str = "dense") -> ModelConfig:
-    """The preset `name` as a `family` model ("dense", "l3" or "moe"); exact names only."""
+    """The preset `name` as a `family` model ("dense", "l3", "moe" or "scone"); exact names only."""
     preset = _lookup(name)
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r} for preset {name!r}; choose one of {FAMILIES}")
     if family == "dense":
         return preset.dense
+    if family == "scone":
+        return match(preset.dense, family="scone", scone=preset.scone)
     l3 = match(preset.dense, family="l3", l3=preset.l3)
     if family == "l3":
         return l3
@@ -149,6 +173,9 @@ def get(name: str, family: str = "dense") -> ModelConfig:
 
 
 def _shape(cfg: ModelConfig) -> str:
+    if cfg.scone is not None:
+        sc = cfg.scone
+        return f"ffn {cfg.ffn_dim}, {_human(sc.n_fgrams)} f-grams, A_fgram ×{sc.layers(cfg.n_layers)}"
     if cfg.moe is not None:
         return f"{cfg.moe.num_experts} experts, top-{cfg.moe.top_k}, ffn {cfg.moe.ffn_dim}"
     if cfg.l3 is not None:
@@ -165,7 +192,7 @@ def _human(n: int) -> str:
 
 def _vs_paper(name: str, family: str, pc) -> str:
     """ours vs the paper's Table 1 ("active / total"), with the relative errors; "" when not quoted."""
-    if name not in PAPER_TABLE_1 or family == "moe":
+    if name not in PAPER_TABLE_1 or family in ("moe", "scone"):
         return ""
     dense, l3_active, l3_total = PAPER_TABLE_1[name]
     active, total = (dense, dense) if family == "dense" else (l3_active, l3_total)

@@ -2,12 +2,14 @@
 
 Which blocks use DeepSpeed-MoE instead of the dense MLP, and after which blocks an L3 sublayer sits
 (between blocks, L3_SPEC §1), comes from `ModelConfig.block_specs()`; there is no second model file.
+Family "scone" (L3_SPEC §6) replaces the input embedding at f-gram positions by A_fgram's output.
 Single-device and eager: parallelism, compile and checkpointing are applied to a built model elsewhere.
 """
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -208,20 +210,89 @@ def resolve_l3_counts(
     return resolved
 
 
+class FgramEncoder(nn.Module):
+    """A_fgram (L3_SPEC §6): the main model's blocks without a token embedding, `scone.layers(n_layers)`
+    deep, plus learned absolute positions 0..K-1 (the blocks keep their RoPE). It reads the token
+    embeddings of an f-gram (left-aligned, right-padded) and returns the residual stream at the f-gram's
+    last position: causal attention keeps that output independent of the padding. No final norm: the
+    output stands in for a token embedding, so it keeps the residual stream's scale.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        sc = config.scone
+        inner = replace(config, family="dense", scone=None, n_layers=sc.layers(config.n_layers))
+        self.config, self.max_n = inner, sc.max_n
+        self.pos_emb = nn.Embedding(sc.max_n, config.dim)
+        nn.init.normal_(self.pos_emb.weight, std=INIT_STD)
+        self.layers = nn.ModuleList(
+            Block(inner, BlockSpec(index=i, mlp="dense", l3_after=False), None) for i in range(inner.n_layers)
+        )
+
+    def forward(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """emb (U, L, D) token embeddings of U f-grams, lengths (U,) in [1, L] -> (U, D)."""
+        U, L, _ = emb.shape
+        h = emb + self.pos_emb.weight[:L]  # (U, L, D)
+        positions = torch.arange(L, device=emb.device)
+        cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta)
+        for block in self.layers:
+            h, _, _ = block(h, None, cos, sin, None, 0)
+        return h[torch.arange(U, device=emb.device), lengths - 1]  # (U, D)
+
+
+# A served f-gram table (workloads.scone.serve): (token_ids, fgram_ids or None) -> (mask (B, T) bool,
+# rows (mask.sum(), D)), the embeddings of the positions that have an f-gram.
+FgramSource = Callable[[torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _fgram_buffers(config: ModelConfig, fgrams) -> tuple[torch.Tensor, torch.Tensor]:
+    """(S, K) int64 f-gram tokens (-1 padded) and (S,) lengths from an object with .tokens/.lengths."""
+    if fgrams is None:
+        raise ValueError(
+            "model.family='scone' needs its f-grams: Transformer(config, fgrams=...) with the result of "
+            "workloads.scone.discovery.discover_fgrams (or load_fgrams)"
+        )
+    tokens = torch.as_tensor(np.asarray(fgrams.tokens), dtype=torch.int64)
+    lengths = torch.as_tensor(np.asarray(fgrams.lengths), dtype=torch.int64)
+    sc = config.scone
+    if tokens.shape != (sc.n_fgrams, sc.max_n) or lengths.shape != (sc.n_fgrams,):
+        raise ValueError(
+            f"fgrams must hold scone.n_fgrams={sc.n_fgrams} rows of scone.max_n={sc.max_n} tokens, got "
+            f"tokens {tuple(tokens.shape)}, lengths {tuple(lengths.shape)}"
+        )
+    if tokens.numel() and int(tokens.max()) >= config.vocab_size:
+        raise ValueError(f"fgrams hold token id {int(tokens.max())} >= model.vocab_size={config.vocab_size}")
+    return tokens, lengths
+
+
 class Transformer(nn.Module):
     """The decoder. `Transformer(config, l3_counts={block_index: rows_per_token})`.
 
     l3_counts: for each L3 position, the (vocab_size,) rows per token summing to `l3.budget` (e.g. from
     `lzw_allocate` on the training corpus). Positions without counts get `uniform_allocate(vocab_size,
     budget, cap)`, with a warning when `l3.allocation == "lzw"` (a uniform allocation is the ablation).
+    fgrams (family "scone" only): the kept f-grams (`workloads.scone.discovery.Fgrams`), stored as the
+    buffers fgram_tokens (S, K) and fgram_lengths (S,); `fgram_source` serves precomputed rows instead.
     """
 
     def __init__(
-        self, config: ModelConfig, l3_counts: Mapping[int, Sequence[int] | np.ndarray] | None = None
+        self,
+        config: ModelConfig,
+        l3_counts: Mapping[int, Sequence[int] | np.ndarray] | None = None,
+        fgrams=None,
     ):
         super().__init__()
         self.config = config
         counts = resolve_l3_counts(config, l3_counts)
+        self.fgram: FgramEncoder | None = None
+        self.fgram_source: FgramSource | None = None
+        if config.scone is not None:
+            tokens, lengths = _fgram_buffers(config, fgrams)
+            self.register_buffer("fgram_tokens", tokens)
+            self.register_buffer("fgram_lengths", lengths)
+            self.fgram = FgramEncoder(config)
+        elif fgrams is not None:
+            raise ValueError(f"fgrams given but model.family={config.family!r} (only 'scone' uses them)")
         self.tok_emb = nn.Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(
             Block(config, spec, counts.get(spec.index)) for spec in config.block_specs()
@@ -251,9 +322,13 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         start_pos: int = 0,
         *,
+        fgram_ids: torch.Tensor | None = None,
         return_expert_counts: bool = False,
     ):
         """token_ids (B, T) -> (logits (B, T, vocab), aux_loss).
+
+        fgram_ids (scone): (B, T) int64, the row of the longest f-gram ending at each position or -1
+        (`SuffixMatcher.tag`); its embedding comes from A_fgram, unless `fgram_source` serves it.
 
         aux_loss = moe.aux_loss_coef * Σ_layers l_aux, a float32 scalar ready to add to the LM loss
         (0 for dense and L3: L3 routing is static). With `cache`, the T tokens sit at positions
@@ -264,7 +339,7 @@ class Transformer(nn.Module):
         limit = cache.max_seq_len if cache is not None else self.config.max_seq_len
         if start_pos < 0 or start_pos + T > limit:
             raise ValueError(f"positions [{start_pos}, {start_pos + T}) do not fit in max_seq_len={limit}")
-        h = self.tok_emb(token_ids)  # (B, T, D)
+        h = self.embed(token_ids, fgram_ids)  # (B, T, D)
         positions = torch.arange(start_pos, start_pos + T, device=token_ids.device)
         cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta)  # (T, hd / 2) each
         aux_loss = torch.zeros((), device=token_ids.device, dtype=torch.float32)
@@ -280,3 +355,50 @@ class Transformer(nn.Module):
         if return_expert_counts:
             return logits, aux_loss, expert_counts
         return logits, aux_loss
+
+    def embed(self, token_ids: torch.Tensor, fgram_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The input embeddings (B, T, D): token embeddings, REPLACED at f-gram positions (scone)."""
+        h = self.tok_emb(token_ids)  # (B, T, D)
+        if self.fgram is None:
+            if fgram_ids is not None:
+                raise ValueError(f"fgram_ids given but model.family={self.config.family!r}")
+            return h
+        if self.fgram_source is not None:
+            mask, rows = self.fgram_source(token_ids, fgram_ids)  # (B, T), (M, D)
+        elif fgram_ids is None:
+            raise ValueError(
+                "model.family='scone' needs fgram_ids (B, T) (workloads.scone.tagging.SuffixMatcher.tag) "
+                "or a served table in model.fgram_source"
+            )
+        else:
+            if fgram_ids.shape != token_ids.shape:
+                raise ValueError(f"fgram_ids {tuple(fgram_ids.shape)} != token_ids {tuple(token_ids.shape)}")
+            mask = fgram_ids >= 0
+            rows = self.fgram_embeddings(fgram_ids[mask])
+        return h.index_put((mask,), rows.to(h.dtype))  # replace, not add (the paper's choice)
+
+    def fgram_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        """(M,) f-gram rows -> (M, D) through A_fgram; each distinct f-gram of the call is encoded once,
+        all of them padded to the call's longest."""
+        if ids.numel() == 0:
+            return self.tok_emb.weight.new_zeros(0, self.config.dim)
+        uniq, inverse = torch.unique(ids, return_inverse=True)  # (U,), (M,)
+        lengths = self.fgram_lengths[uniq]  # (U,)
+        longest = int(lengths.max())
+        tokens = self.fgram_tokens[uniq, :longest].clamp_min(0)  # (U, L); padding reads token 0
+        return self.fgram(self.tok_emb(tokens), lengths)[inverse]  # (M, D)
+
+    @torch.no_grad()
+    def precompute_fgram_table(self, batch_size: int = 4096) -> torch.Tensor:
+        """F (L3_SPEC §6): A_fgram's output for every f-gram, (S, D) on the model's device, in eval mode."""
+        if self.fgram is None:
+            raise ValueError(f"model.family={self.config.family!r} has no f-grams")
+        was_training = self.training
+        self.eval()
+        S = self.fgram_tokens.shape[0]
+        out = [
+            self.fgram_embeddings(torch.arange(lo, min(S, lo + batch_size), device=self.fgram_tokens.device))
+            for lo in range(0, S, batch_size)
+        ]
+        self.train(was_training)
+        return torch.cat(out) if out else self.tok_emb.weight.new_zeros(0, self.config.dim)

@@ -25,8 +25,8 @@ def test_unknown_names_get_a_suggestion():
         presets.get("paper-800M")
     with pytest.raises(ValueError, match=r"unknown preset 'gpt5' \(known: debug, tiny"):
         presets.get("gpt5")
-    with pytest.raises(ValueError, match=r"unknown family 'scone' for preset 'tiny'"):
-        presets.get("tiny", "scone")
+    with pytest.raises(ValueError, match=r"unknown family 'ngram' for preset 'tiny'"):
+        presets.get("tiny", "ngram")
 
 
 @pytest.mark.parametrize(
