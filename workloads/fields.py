@@ -12,13 +12,17 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Le, Lt, MinLen
+from annotated_types import Ge, Gt, Le, Lt, MinLen, Predicate
 
 PosInt = Annotated[int, Ge(1)]
 NonNegInt = Annotated[int, Ge(0)]
 PosFloat = Annotated[float, Gt(0)]
 NonNegFloat = Annotated[float, Ge(0)]
 UnitFraction = Annotated[float, Gt(0), Lt(1)]  # strictly inside (0, 1)
+
+
+def strictly_increasing(values: tuple) -> bool:
+    return all(a < b for a, b in zip(values, values[1:], strict=False))
 
 _TESTS = {  # constraint class: (its bound's attribute, test, message)
     Ge: ("ge", lambda v, b: v >= b, "must be >= {}"),
@@ -42,6 +46,8 @@ def _violation(tp: Any, value: Any) -> str | None:
         for meta in tp.__metadata__:
             if isinstance(meta, MinLen) and len(value) < meta.min_length:
                 return f"must hold at least {meta.min_length} item(s)"
+            if isinstance(meta, Predicate) and not meta.func(value):
+                return f"must be {meta.func.__name__.replace('_', ' ')}"
             for kind, (attr, ok, text) in _TESTS.items():
                 if isinstance(meta, kind):
                     bound = getattr(meta, attr)

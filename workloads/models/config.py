@@ -9,9 +9,9 @@ Pure Python on purpose: configs are built, validated and counted without importi
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from annotated_types import Ge, MinLen
+from annotated_types import Ge, MinLen, Predicate
 
-from workloads.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
+from workloads.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields, strictly_increasing
 
 Family = Literal["dense", "l3", "moe", "scone"]
 Allocation = Literal["lzw", "uniform"]
@@ -22,12 +22,7 @@ L3Impl = Literal["auto", "reference", "sorted", "triton"]
 
 FAMILIES: tuple[str, ...] = ("dense", "l3", "moe", "scone")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-Positions = Annotated[tuple[NonNegInt, ...], MinLen(1)]  # block indices, strictly increasing
-
-
-def _check_positions(owner: str, positions: tuple[int, ...]) -> None:
-    if list(positions) != sorted(set(positions)):
-        raise ValueError(f"{owner}.positions must be strictly increasing (no repeats), got {positions!r}")
+Positions = Annotated[tuple[NonNegInt, ...], MinLen(1), Predicate(strictly_increasing)]  # block indices
 
 
 def middle_positions(n_layers: int, count: int) -> tuple[int, ...]:
@@ -64,7 +59,6 @@ class L3Config:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        _check_positions("l3", self.positions)
 
 
 @dataclass(frozen=True)
@@ -92,7 +86,6 @@ class MoEConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        _check_positions("moe", self.positions)
         if self.top_k > self.num_experts:
             raise ValueError(f"moe.top_k={self.top_k} exceeds moe.num_experts={self.num_experts}")
         if self.num_experts % self.ep_size:

@@ -46,7 +46,7 @@ def test_model_config_rejects(overrides, message):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: l3(positions=(2, 1)), "l3.positions must be strictly increasing"),
+        (lambda: l3(positions=(2, 1)), "L3Config.positions must be strictly increasing, got (2, 1)"),
         (lambda: l3(positions=()), "L3Config.positions must hold at least 1 item(s), got ()"),
         (lambda: l3(positions=(-1, 2)), "L3Config.positions must be >= 0, got (-1, 2)"),
         (lambda: l3(cap=0), "L3Config.cap must be >= 1, got 0"),
