@@ -81,12 +81,12 @@ def correctness(device, small: bool) -> list[dict]:
     """Max |error| / max |reference| of output and each gradient, per impl × dtype × tied, against the
     float64 reference on the same (rounded) inputs; and whether a second run is bitwise identical
     (expected of every path but the atomics mode)."""
-    vocab, n, dim, d_emb = (12, 40, 8, 6) if small else (96, 1024, 128, 64)
+    vocab, n, dim, d_emb = (8, 16, 8, 6) if small else (96, 1024, 128, 64)
     budget = vocab * (8 if small else 40)
     rows = []
     for tied in (False, True):
         counts = zipf_counts(vocab, budget, 512, seed=1)
-        counts[0] = 512  # one token at the cap
+        counts[0] = 100 if small else 512  # the most frequent id owns many rows (at the cap on a GPU)
         ids = zipf_ids(vocab, n, seed=2)
         for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
             case = LookupCase(counts, ids, dim, dim if tied else d_emb, device, dtype, tied, seed=3)
