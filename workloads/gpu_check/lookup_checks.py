@@ -58,17 +58,21 @@ class LookupCase:
         """[output, dq, dkeys(, dvalues)] of `impl` (or "triton-atomics") on the inputs cast to `dtype`."""
         leaves = self.leaves(dtype)
         values = leaves[1] if len(leaves) == 2 else leaves[2]
-        if impl == ATOMICS:
-            from workloads.kernels.l3_lookup.triton import l3_lookup_triton
-
-            out = l3_lookup_triton(leaves[0], self.ids, leaves[1], values, self.offsets, deterministic=False)
-        else:
-            out = l3_lookup(leaves[0], self.ids, leaves[1], values, self.offsets, impl)
+        out = lookup(impl, leaves[0], self.ids, leaves[1], values, self.offsets)
         grads = torch.autograd.grad(out, leaves, self.grad_out.to(out.dtype))
         return [out.detach(), *grads]
 
 
 ATOMICS = "triton-atomics"  # the Triton impl with its non-deterministic (atomics) table backward
+
+
+def lookup(impl: str, q, ids, keys, values, offsets) -> torch.Tensor:
+    """`l3_lookup` with `impl`, or the Triton impl in its atomics mode for ATOMICS."""
+    if impl == ATOMICS:
+        from workloads.kernels.l3_lookup.triton import l3_lookup_triton
+
+        return l3_lookup_triton(q, ids, keys, values, offsets, deterministic=False)
+    return l3_lookup(q, ids, keys, values, offsets, impl)
 
 
 def fast_impls() -> list[str]:
@@ -132,7 +136,7 @@ def bandwidth(device, small: bool, peak_bytes_per_s: float | None, repeats: int,
         io = n * (dim + d_emb) * case.q.element_size()
         fwd_bytes = per_pos + io
         bwd_bytes = 2 * per_pos + distinct + int(counts.sum()) * _row_bytes(case) + 2 * io
-        for impl in ("triton", "sorted"):
+        for impl in ("triton", ATOMICS, "sorted"):
             fwd_s, bwd_s = _time_lookup(case, impl, device, repeats, warmup)
             for phase, nbytes, seconds in (("fwd", fwd_bytes, fwd_s), ("bwd", bwd_bytes, bwd_s)):
                 gbps = nbytes / seconds / 1e9
@@ -156,7 +160,7 @@ def _time_lookup(case: LookupCase, impl: str, device, repeats: int, warmup: int)
     q, keys, values = case.leaves()
     for _ in range(repeats + warmup):
         with fwd:
-            out = l3_lookup(q, case.ids, keys, values, case.offsets, impl)
+            out = lookup(impl, q, case.ids, keys, values, case.offsets)
         with bwd:
             torch.autograd.grad(out, [q, keys, values], case.grad_out.to(out.dtype))
     return fwd.summary().median_s, bwd.summary().median_s
