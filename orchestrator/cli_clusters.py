@@ -242,6 +242,9 @@ def plan(
         out.print(_summary_table(outcome.training, request.tokens))
         return
     out.print(_suite_table(outcome.jobs))
+    for p in outcome.jobs:  # the setup each train job was sized with, or what would fit
+        if p.kind == "train" and p.note:
+            out.print(f"{p.name}: {p.note}", markup=False, highlight=False)
     bad = planning.unfit_jobs(outcome.jobs)
     out.print(f"{len(outcome.jobs) - len(bad)} of {len(outcome.jobs)} jobs fit on {outcome.cluster.name}")
     raise typer.Exit(1 if bad else 0)

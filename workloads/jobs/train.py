@@ -20,7 +20,7 @@ from annotated_types import Ge, Le, Lt
 
 from workloads.data import DataConfig, prepare
 from workloads.fields import NonNegFloat, NonNegInt, PosInt, check_fields
-from workloads.jobs import distributed, loop, metrics
+from workloads.jobs import distributed, loop, metrics, optim
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
@@ -53,6 +53,9 @@ class TrainJobConfig:
     optimizer step. steps, or token_budget (when set: ceil(token_budget / tokens per step) steps).
     AdamW(lr, betas, weight_decay; norms undecayed; l3_* / embedding_* override the lr / weight decay of
     the L3 tables / embeddings), linear warmup over lr_warmup_steps then cosine to min_lr_ratio · lr.
+    l3_optimizer: the L3 tables' optimizer: "adamw" (dense, with the rest; the paper's setup, default),
+    "sparse_adam" (lazy Adam: touched rows only) or "rowwise_adagrad" (one accumulator per row), with
+    l3_lr / l3_weight_decay; see workloads/jobs/row_sparse.py. Ignored by models without L3 tables.
     dtype: "auto" = bfloat16 autocast on cuda, float32 on cpu (parameters stay float32).
     timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
     (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
@@ -81,6 +84,7 @@ class TrainJobConfig:
     grad_clip: NonNegFloat = 1.0
     l3_lr: NonNegFloat | None = None
     l3_weight_decay: NonNegFloat | None = None
+    l3_optimizer: optim.L3Optimizer = "adamw"
     embedding_lr: NonNegFloat | None = None
     embedding_weight_decay: NonNegFloat | None = None
     seed: NonNegInt = 0
