@@ -291,7 +291,7 @@ def _job(
         errors.append((where.path(e.field), e.message))
         return None
     except ValueError as e:
-        errors.append((where.section, str(e)))
+        errors.append((where.kind, str(e)))
         return None
     bad_sources = _data_problems(config)
     errors += [(where.path(field), msg) for field, msg in bad_sources]

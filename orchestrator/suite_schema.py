@@ -251,10 +251,6 @@ class Where:
     variant_path: str
     variant: dict[str, Any]
 
-    @property
-    def section(self) -> str:
-        return self.kind
-
     def path(self, field: str | Loc) -> str:
         """The suite path of a job-config field given as a loc or as text ("data.source.paths[0]")."""
         loc = parse_loc(field) if isinstance(field, str) else tuple(field)
