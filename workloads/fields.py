@@ -24,6 +24,7 @@ UnitFraction = Annotated[float, Gt(0), Lt(1)]  # strictly inside (0, 1)
 def strictly_increasing(values: tuple) -> bool:
     return all(a < b for a, b in zip(values, values[1:], strict=False))
 
+
 _TESTS = {  # constraint class: (its bound's attribute, test, message)
     Ge: ("ge", lambda v, b: v >= b, "must be >= {}"),
     Gt: ("gt", lambda v, b: v > b, "must be > {}"),
