@@ -17,7 +17,8 @@ Metric names (DESIGN.md) and how variants are named:
   infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
                                      call in decode steps (median over generations); the prefill's:
                                      infer/offload_prefill_wait_s/bs<B>
-  lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
+  lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B> (tokens
+  that lost all top_k routes), lb/dropped_route_frac/bs<B>,
   lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
   SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
   lb/scone_match_rate/bs<B>, lb/scone_mean_match_len/bs<B>   positions with an f-gram, its mean length

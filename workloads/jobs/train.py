@@ -191,9 +191,11 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     max_memory_allocated since the first step; omitted on CPU), mem/peak_host_bytes (ru_maxrss of the
     process since its start), mem/params_bytes/{dense,l3_tables,experts,embeddings}, mem/optimizer_bytes
     and its split mem/optimizer_bytes/<category> (this rank), eval/val_loss and eval/val_ppl (at the end),
-    params_active, params_total, sparsity (count_params weighted by the train token frequencies), by family
-    lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac, lb/aux_loss (MoE) or
-    lb/l3_rows_per_token_mean/_max, lb/l3_unique_rows_per_step, lb/l3_bytes_per_token (L3; metrics.py).
+    params_active (+ _max / _min), params_total, sparsity (count_params weighted by the train token
+    frequencies), by family lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac
+    (tokens that lost all top_k routes), lb/dropped_route_frac, lb/aux_loss (MoE) or
+    lb/l3_rows_per_token_mean/_max, lb/l3_unique_rows_per_step, lb/l3_bytes_per_token (L3), each balance
+    figure also per optimizer step as <key>_step_median / _step_p90 / _step_max (metrics.py).
     A job stopped through ctx.should_stop saves a checkpoint and returns without evaluating.
     """
     ctx = ctx or JobContext()

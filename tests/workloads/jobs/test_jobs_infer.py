@@ -31,7 +31,13 @@ OFFLOAD = ("infer/offload/prefill_tokens_per_s", "infer/offload/ttft_s", "infer/
 # On CPU nothing crosses to a device: the offloaded placement compacts rows host → host (no h2d_* names).
 H2D = ("infer/offload/host_compact_bytes_per_prefill", "infer/offload/host_compact_bytes_per_decode_step")
 OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio", "infer/offload_wait_s", "infer/offload_prefill_wait_s")
-MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_route_frac", "lb/aux_loss")
+MOE_LB = (
+    "lb/expert_tokens_max_over_mean",
+    "lb/expert_tokens_cv",
+    "lb/dropped_route_frac",
+    "lb/dropped_token_frac",
+    "lb/aux_loss",
+)
 JOB_LEVEL = (
     "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
     "params_active_max", "params_active_min",
@@ -90,7 +96,7 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
             want = m[f"infer/offload/decode_tokens_per_s/bs{bs}"] / m[f"infer/decode_tokens_per_s/bs{bs}"]
             assert m[f"infer/offload_decode_ratio/bs{bs}"] == pytest.approx(want, rel=1e-12)
     if family == "moe":
-        assert 0 <= result.metrics["lb/dropped_route_frac"] < 1
+        assert 0 <= result.metrics["lb/dropped_token_frac"] <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
 
 
