@@ -219,7 +219,8 @@ class TrainMemory:
 def _local_params(model: ModelShape, setup: TrainSetup) -> tuple[float, float]:
     """(replicated, expert) parameters held on one GPU."""
     replicated = model.params_dense + model.params_embeddings + model.params_l3_tables
-    return replicated, model.params_experts / setup.ep_size
+    replicated += model.params_fgram_model  # SCONE's A_fgram trains with the model (its activations: ≤ K
+    return replicated, model.params_experts / setup.ep_size  # tokens per distinct f-gram, not modelled)
 
 
 def _optimizer_temp(model: ModelShape, setup: TrainSetup, local_sharded: float) -> float:
@@ -255,6 +256,8 @@ def train_memory(model: ModelShape, setup: TrainSetup) -> TrainMemory:
         "l3_tables": p_b * model.params_l3_tables,
         "experts": p_b * experts,
     }
+    if model.params_fgram_model:
+        by_cat["fgram_model"] = p_b * model.params_fgram_model
     return TrainMemory(
         params=params, grads=grads, optimizer=optimizer, comm_buffers=comm, weight_copies=copies,
         activations=sum(activation_bytes(model, setup).values()), backward_live=live, optimizer_temp=opt_temp,
@@ -312,6 +315,8 @@ class InferMemory:
     l3_tables_device: float
     l3_tables_host: float  # pinned host memory needed when offloaded
     l3_bytes_per_step: float  # host->device bytes per decode step (offloaded), all L3 layers
+    fgram_table_host: float = 0.0  # SCONE's F in host memory (or a memory-mapped file): storage only
+    fgram_bytes_per_step: float = 0.0  # at most one F row per sequence per decode step, host->device
 
     @property
     def device_total(self) -> float:
@@ -343,4 +348,6 @@ def infer_memory(model: ModelShape, setup: InferSetup) -> InferMemory:
         l3_tables_device=0.0 if offload else tables,
         l3_tables_host=tables if offload else 0.0,
         l3_bytes_per_step=per_step,
+        fgram_table_host=float(model.fgram_rows * model.dim * e),
+        fgram_bytes_per_step=float(setup.batch * model.dim * e) if model.fgram_rows else 0.0,
     )

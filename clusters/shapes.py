@@ -90,6 +90,8 @@ class ModelShape:
     params_dense: attention, dense MLPs, norms, routers, L3 W_up/W_mix/norms.
     params_embeddings: token embedding + LM head (once when tied).
     params_active: parameters touched per token (L3 rows at their mean, top-k experts).
+    params_fgram_model: SCONE's A_fgram, trained with the model but never resident at inference.
+    fgram_rows: SCONE's f-gram table F (rows of dim values): host storage at inference, not parameters.
     """
 
     name: str
@@ -108,6 +110,8 @@ class ModelShape:
     params_experts: int = 0
     l3: L3Shape | None = None
     moe: MoEShape | None = None
+    params_fgram_model: int = 0
+    fgram_rows: int = 0
 
     def __post_init__(self) -> None:
         _positive("model", vocab_size=self.vocab_size, dim=self.dim, n_layers=self.n_layers,

@@ -74,6 +74,8 @@ def model_shape(
         params_embeddings=cat["embeddings"],
         params_l3_tables=cat["l3_tables"],
         params_experts=cat["experts"],
+        params_fgram_model=cat.get("fgram_model", 0),
+        fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
         params_active=pc.active,
         l3=l3,
         moe=moe,

@@ -46,6 +46,9 @@ SHORT = {
     names.LB_L3_ROWS_PER_TOKEN_MEAN: "l3_rows_per_token_mean",
     names.LB_L3_ROWS_PER_TOKEN_MAX: "l3_rows_per_token_max",
     names.LB_L3_BYTES_PER_TOKEN: "l3_bytes_per_token",
+    names.LB_SCONE_MATCH_RATE: "scone_match_rate",
+    names.MEM_FGRAM_TABLE_BYTES: "fgram_table_bytes",
+    names.TRAIN_FLOPS_PER_TOKEN: "train_flops_per_token",
 }
 ABLATION_AXES = ("l3_allocation", "l3_cap", "l3_tied", "l3_positions")
 # The paper's recipe is the reference of each ablation; placement has none (first in sorted order).

@@ -347,6 +347,7 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     metrics = _sweep(model, prompts, cfg, ctx, scone)
     if scone is not None:
         metrics["mem/fgram_table_bytes"] = float(scone.table.nbytes)
+        metrics["mem/params_bytes/fgram_table"] = float(scone.table.nbytes)  # storage, not parameters
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     acct_metrics, params = _accounting(model_cfg, data, counts)
     metrics |= acct_metrics
