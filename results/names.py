@@ -92,6 +92,7 @@ LB_SCONE_MATCH_RATE = "lb/scone_match_rate"  # SCONE: positions whose input is a
 LB_SCONE_MEAN_MATCH_LEN = "lb/scone_mean_match_len"
 MEM_FGRAM_TABLE_BYTES = "mem/fgram_table_bytes"  # SCONE's F: storage, never parameters
 TRAIN_FLOPS_PER_TOKEN = "train/flops_per_token"  # SCONE: the main model + A_fgram
+TRAIN_FLOPS_PER_TOKEN_MAIN = "train/flops_per_token_main"  # SCONE: the main model alone (= its dense)
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"
 
@@ -146,6 +147,7 @@ METRICS = (
     LB_SCONE_MEAN_MATCH_LEN,
     MEM_FGRAM_TABLE_BYTES,
     TRAIN_FLOPS_PER_TOKEN,
+    TRAIN_FLOPS_PER_TOKEN_MAIN,
     EVAL_VAL_LOSS,
     EVAL_VAL_PPL,
 )
