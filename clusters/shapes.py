@@ -89,7 +89,8 @@ class ModelShape:
 
     params_dense: attention, dense MLPs, norms, routers, L3 W_up/W_mix/norms.
     params_embeddings: token embedding + LM head (once when tied).
-    params_active: parameters touched per token (L3 rows at their mean, top-k experts).
+    params_active: parameters multiplied per token (L3 rows at their mean, top-k experts; not the input
+        embedding lookup: `count_params(...).flops_active`); only FLOPs are derived from it.
     params_fgram_model: SCONE's A_fgram, trained with the model but never resident at inference.
     fgram_rows: SCONE's f-gram table F (rows of dim values): host storage at inference, not parameters.
     """

@@ -76,7 +76,7 @@ def model_shape(
         params_experts=cat["experts"],
         params_fgram_model=cat.get("fgram_model", 0),
         fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
-        params_active=pc.active,
+        params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
         l3=l3,
         moe=moe,
     )

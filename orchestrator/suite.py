@@ -149,7 +149,10 @@ def _resolve_cached(spec, data_cfg):
     corpus = None
     local = data_cfg is not None and data_cfg.source.kind not in REMOTE_SOURCES
     if local and spec.family in MODEL_FAMILIES:
-        corpus = corpus_for(spec, prepare_data(data_cfg, base_model_config(spec)))
+        base = base_model_config(spec)
+        # The window length changes neither the tokens nor the allocation (the job checks it itself).
+        data_cfg = replace(data_cfg, seq_len=min(data_cfg.seq_len, base.max_seq_len))
+        corpus = corpus_for(spec, prepare_data(data_cfg, base))
     cfg = resolve_model_config(spec, corpus)
     if cfg.l3 is None or corpus is None:
         return cfg, count_params(cfg)

@@ -20,7 +20,8 @@ def test_shape_matches_count_params(preset, family):
     cfg = presets.get(preset, family)
     shape = planning.model_shape(cfg)
     pc = count_params(cfg)
-    assert (shape.params_total, shape.params_active) == (pc.total, pc.active)
+    assert (shape.params_total, shape.params_active) == (pc.total, pc.flops_active)  # FLOPs: no lookup table
+    assert pc.active - pc.flops_active == (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
     blocks = [shape.block_params(i) for i in range(cfg.n_layers)]
     assert sum(b[0] for b in blocks) + cfg.dim == pc.by_category["dense"]  # + final norm
     assert sum(b[1] for b in blocks) == pc.by_category["experts"]

@@ -228,7 +228,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     model_cfg, w, data, counts = job.model_cfg, job.world, job.data, job.counts
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     out: dict[str, float] = dict(outcome.metrics)
-    per_token = metrics.train_flops_per_token(model_cfg, pc.active, job.seq_len)
+    per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
     if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
         out["train/flops_per_token_main"] = per_token
         per_token += fgram_train_flops_per_token(model_cfg, out.get("train/fgram_tokens_per_token", 0.0))

@@ -37,6 +37,9 @@ class ParamCount:
     count, at most the cap) and one with the fewest. Without L3 both equal `active`.
     estimated: True when the L3 rows per token are not corpus-weighted (no token_freqs, or no counts for
     an LZW allocation): then the L3 active numbers are the budget / vocab_size guess.
+    `flops_active`: the active parameters a token is multiplied with (2 FLOPs each forward): `active`
+    without the untied input embedding table, which is read one row at a time and multiplies nothing.
+    MFU and the capacity model's FLOPs use it; comparisons use `active`.
     """
 
     active: int
@@ -45,6 +48,7 @@ class ParamCount:
     active_by_category: dict[str, int]
     active_max: int
     active_min: int
+    flops_active: int
     estimated: bool = False
 
     @property
@@ -195,5 +199,6 @@ def count_params(
         active_by_category=active,
         active_max=n_active - active["l3_tables"] + l3_max,
         active_min=n_active - active["l3_tables"] + l3_min,
+        flops_active=n_active - (0 if c.tie_embeddings else table),
         estimated=estimated,
     )

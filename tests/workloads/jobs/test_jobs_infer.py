@@ -26,6 +26,7 @@ OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio")
 MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_route_frac", "lb/aux_loss")
 JOB_LEVEL = (
     "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
+    "params_active_max", "params_active_min",
     "mem/params_bytes/l3_tables", "mem/params_bytes/experts", "mem/params_bytes/embeddings",
 )  # fmt: skip
 
@@ -77,6 +78,9 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
             m["infer/offload/host_compact_bytes_per_prefill/bs4"]
             > m["infer/offload/host_compact_bytes_per_decode_step/bs4"]
         )
+        for bs in BATCH_SIZES:  # the ratio is offloaded over on-device, never the inverse
+            want = m[f"infer/offload/decode_tokens_per_s/bs{bs}"] / m[f"infer/decode_tokens_per_s/bs{bs}"]
+            assert m[f"infer/offload_decode_ratio/bs{bs}"] == pytest.approx(want, rel=1e-12)
     if family == "moe":
         assert 0 <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1

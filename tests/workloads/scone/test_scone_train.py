@@ -59,7 +59,9 @@ def test_debug_scone_learns_and_reports(cache_dir):
     pc = count_params(model_cfg)
     assert m["params_active"] == pc.active and m["params_total"] == pc.total > pc.active
     assert m["mem/params_bytes/fgram_model"] == 4 * pc.by_category["fgram_model"]
-    assert m["train/flops_per_token"] > 6 * pc.active  # A_fgram's share on top of the main model
+    extra = 6 * pc.by_category["fgram_model"] * m["train/fgram_tokens_per_token"]  # A_fgram's share
+    assert m["train/flops_per_token"] == pytest.approx(m["train/flops_per_token_main"] + extra)
+    assert 0 < m["train/fgram_tokens_per_token"] <= 5 * m["lb/scone_match_rate"]
     assert json.loads(result.info["fgram_summary"])["n_fgrams"] == model_cfg.scone.n_fgrams
     assert m["eval/val_loss"] < first
 
