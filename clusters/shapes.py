@@ -133,7 +133,9 @@ class ModelShape:
 
     @property
     def params_total(self) -> int:
-        return self.params_dense + self.params_embeddings + self.params_l3_tables + self.params_experts
+        """Everything stored in training (SCONE: A_fgram included; its table F is storage, not counted)."""
+        parts = self.params_dense + self.params_embeddings + self.params_l3_tables + self.params_experts
+        return parts + self.params_fgram_model
 
     @property
     def params_lm_head(self) -> int:

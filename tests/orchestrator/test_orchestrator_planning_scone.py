@@ -14,6 +14,7 @@ def test_scone_shape_and_memory():
     d, s = model_shape(dense), model_shape(scone)
     assert s.params_fgram_model == fgram_model_params(scone) == count_params(scone).by_category["fgram_model"]
     assert s.fgram_rows == scone.scone.n_fgrams and d.fgram_rows == 0
+    assert s.params_total == count_params(scone).total == d.params_total + s.params_fgram_model
     setup = TrainSetup(micro_batch=2, seq_len=128)
     td, ts = capacity.train_memory(d, setup), capacity.train_memory(s, setup)
     p_b, _, o_b = capacity.STATE_BYTES[setup.precision]
