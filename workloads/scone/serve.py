@@ -187,6 +187,9 @@ class FgramTable:
     path: Path | None = None  # the file of placement "disk"
 
     def serve(self, model: nn.Module, placement: Placement) -> "FgramServer":
+        """A server of F at `placement`; "disk" writes `path` on first use and maps it afterwards."""
+        if placement == "disk" and self.path is not None and Path(self.path).exists():
+            return serve_fgrams(model, self.matcher, placement, path=self.path)
         return serve_fgrams(model, self.matcher, placement, table=self.table, path=self.path)
 
 
@@ -197,7 +200,8 @@ def serve_fgrams(
     """Serve F for `model` (family "scone", already on its device) from `placement`.
 
     table: F when already computed (else `model.precompute_fgram_table()`). path: the file of placement
-    "disk" (written here from F). pin_memory: None pins host staging when the model is on CUDA.
+    "disk": written here from F when `table` is given or the file is missing, else mapped as it is.
+    pin_memory: None pins host staging when the model is on CUDA.
     """
     if getattr(model, "fgram", None) is None:
         raise ValueError("serve_fgrams needs a model of family 'scone'")
@@ -208,16 +212,19 @@ def serve_fgrams(
     if matcher.fgrams.n_fgrams != model.config.scone.n_fgrams:
         n_model = model.config.scone.n_fgrams
         raise ValueError(f"the matcher has {matcher.fgrams.n_fgrams} f-grams, the model {n_model}")
-    table = model.precompute_fgram_table() if table is None else table
     device = model.tok_emb.weight.device
     pin = device.type == "cuda" and torch.cuda.is_available() if pin_memory is None else pin_memory
-    if placement == "device":
-        table = table.to(device)
-    elif placement == "host":
-        table = table.detach().to("cpu")
-        table = table.pin_memory() if pin else table
-    else:
+    if placement == "disk":
         if path is None:
             raise ValueError("placement 'disk' needs path= for the table file")
-        table = open_fgram_table(save_fgram_table(path, table), model.tok_emb.weight.dtype)
+        if table is not None or not Path(path).exists():  # else: map the file written before
+            save_fgram_table(path, model.precompute_fgram_table() if table is None else table)
+        table = open_fgram_table(path, model.tok_emb.weight.dtype)
+    else:
+        table = model.precompute_fgram_table() if table is None else table
+        if placement == "device":
+            table = table.to(device)
+        else:
+            table = table.detach().to("cpu")
+            table = table.pin_memory() if pin else table
     return FgramServer(model, matcher, placement, table, pin)
