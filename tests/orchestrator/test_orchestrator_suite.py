@@ -65,7 +65,7 @@ def test_every_error_is_reported_at_once_with_its_path(tmp_path):
 def test_set_overrides_and_unknown_family(tmp_path):
     path = write(tmp_path, DUMMY)
     errors = errors_of(path, ["matrix.families.1=l4", "dummy.steps=-1", "nonsense"])
-    assert errors["matrix.families[1]"] == "unknown family 'l4' (known: dense, l3, moe)"
+    assert errors["matrix.families[1]"] == "unknown family 'l4' (known: dense, l3, moe, scone)"
     assert "DummyJobConfig.steps must be an integer >= 0, got -1" in errors["dummy"]
     assert "KEY=VALUE" in errors["--set nonsense"]
     suite = load_suite(path, ["dummy.steps=5", "matrix.seeds=[0, 1]"])
