@@ -172,7 +172,9 @@ def l3_vs_moe_table(
 ) -> pd.DataFrame:
     """Each L3 config against each MoE config of its group (and hardware): equal total params.
 
-    total_error / active_error = L3 / MoE − 1, measured; delta_val_loss = L3 − MoE; *_ratio = L3 / MoE.
+    total_error / active_error = MoE / L3 − 1, measured (the MoE's error against the L3 model it was
+    matched to: the direction of match/total_rel_err and of `isosparse compare`'s total_err);
+    delta_val_loss = L3 − MoE; *_ratio = L3 / MoE.
     match_flag: |total_error|, |active_error| or either side's planned |match_error| > tolerance.
     """
     summary = _short(seed_summary(runs[runs["kind"].eq(kind).fillna(False)], _metrics(runs)))
@@ -183,7 +185,7 @@ def l3_vs_moe_table(
     moe = summary.loc[summary["family"].eq("moe").fillna(False), [*side, "moe_num_experts", "moe_top_k"]]
     pair = l3.merge(moe.drop(columns=["group", "hardware"]), on="_cell", suffixes=("_l3", "_moe"))
     for n in ("params_total", "params_active"):
-        err = pair[f"{n}_l3"].astype("Float64") / pair[f"{n}_moe"].astype("Float64") - 1
+        err = pair[f"{n}_moe"].astype("Float64") / pair[f"{n}_l3"].astype("Float64") - 1
         pair[n.replace("params", "").strip("_") + "_error"] = err
     pair["delta_val_loss"] = pair["val_loss_l3"] - pair["val_loss_moe"]
     pair["delta_val_ppl"] = pair["val_ppl_l3"] - pair["val_ppl_moe"]

@@ -61,6 +61,8 @@ def test_dry_run_passes_without_the_packages_the_gpu_image_lacks(tmp_path):
         ("triton", "float32", False), ("triton", "bfloat16", True), ("sorted", "float32", True)
     }  # fmt: skip
     assert all(r["ok"] for r in correctness)
+    assert all(r["repeatable"] for r in correctness if r["impl"] != "triton-atomics")
+    assert {r["impl"] for r in correctness} >= {"sorted", "triton", "triton-atomics"}
     assert [r["batch"] for r in sections["decode"]["rows"]] == [1, 8, 64]
     assert [r["model"] for r in sections["train_step"]["rows"]] == ["dense", "l3/sorted", "l3/triton"]
     for name in ("bandwidth", "train_step", "decode"):  # no timing claims in a dry run

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from workloads.gpu_check.lookup_checks import zipf_counts, zipf_ids
 from workloads.jobs.decode import greedy_generate
 from workloads.jobs.timing import StepTimer
+from workloads.l3.host_reads import count_host_reads
 from workloads.l3.offload import offload_l3_tables
 from workloads.models import presets
 from workloads.models.transformer import Transformer
@@ -82,10 +83,8 @@ def train_steps(
 
 class SyncCounter:
     """Counts host syncs inside `with counter:`. CUDA: torch.cuda.set_sync_debug_mode("warn") and its
-    warnings (every synchronizing call). CPU: there are no syncs, so host reads of tensor values
-    (item, tolist, bool, int, float) are counted instead, the same calls that sync on CUDA."""
-
-    _READS = ("item", "tolist", "__bool__", "__int__", "__float__")
+    warnings (every synchronizing call). CPU: there are no syncs, so the reads of tensor values that
+    sync on CUDA (item, tolist, bool, ...) are counted instead (`workloads.l3.host_reads`)."""
 
     def __init__(self, device):
         self.cuda = torch.device(device).type == "cuda"
@@ -100,32 +99,19 @@ class SyncCounter:
             torch.cuda.set_sync_debug_mode("warn")
             self._stack.callback(torch.cuda.set_sync_debug_mode, "default")
         else:
-            for name in self._READS:
-                self._stack.enter_context(self._patched(name))
+            self._reads = self._stack.enter_context(count_host_reads())
         return self
-
-    @contextlib.contextmanager
-    def _patched(self, name: str):
-        original = getattr(torch.Tensor, name)
-
-        def counting(tensor, *args, **kwargs):
-            self.count += 1
-            return original(tensor, *args, **kwargs)
-
-        setattr(torch.Tensor, name, counting)
-        try:
-            yield
-        finally:
-            setattr(torch.Tensor, name, original)
 
     def __exit__(self, *exc) -> None:
         self._stack.close()
         if self.cuda:
             self.count = sum("synchroniz" in str(w.message) for w in self._caught)
+        else:
+            self.count = sum(self._reads.values())
 
 
 def host_syncs(preset: str, impls: list[str], device, batch: int, seq: int) -> list[dict]:
-    """Host syncs of one (warmed-up) training step, dense and L3 per impl."""
+    """Host syncs of one (warmed-up) training step, dense and L3 per impl; `added` = L3's minus dense's."""
     rows = []
     for name, family, impl in [("dense", "dense", "auto")] + [(f"l3/{i}", "l3", i) for i in impls]:
         trainer = Trainer(build(preset, family, impl, device), batch, seq, device)
@@ -136,6 +122,7 @@ def host_syncs(preset: str, impls: list[str], device, batch: int, seq: int) -> l
             {
                 "model": name,
                 "host_syncs_per_step": counter.count,
+                "added": counter.count - (rows[0]["host_syncs_per_step"] if rows else counter.count),
                 "how": "cuda sync debug mode" if counter.cuda else "host reads (cpu)",
             }
         )

@@ -13,7 +13,10 @@ Metric names (DESIGN.md) and how variants are named:
                                      CPU: the same rows compacted host → host; nothing crosses to a
                                      device, so these runs are labelled placement "host-compact"
   mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
-  infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.98)
+  infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.97)
+  infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
+                                     call in decode steps (median over generations); the prefill's:
+                                     infer/offload_prefill_wait_s/bs<B>
   lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
   lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
   SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
@@ -31,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from workloads.data import DataConfig
@@ -237,17 +241,18 @@ def _generate_placed(
     model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str, scone=None
 ) -> dict:
     """One timed generation with the L3 tables at `placement`: its peak device bytes (CUDA) and, when
-    offloaded, the bytes the prefill and each decode step copied to the device."""
+    offloaded, the bytes the prefill and each decode step copied and the host time each L3 layer waited
+    for its rows (mean per L3 call, prefill and decode apart)."""
     device = prompts.device
     out: dict[str, float] = {}
     with _placed(model, placement, scone) as handle:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        prefill_bytes: list[int] = []  # copied by the first forward, the prefill
+        prefill: list[tuple[int, int]] = []  # (bytes copied, waits recorded) after the prefill forward
 
         def after_forward(_out, _n_tokens) -> None:
-            if handle is not None and not prefill_bytes:
-                prefill_bytes.append(handle.stats.bytes_copied)
+            if handle is not None and not prefill:
+                prefill.append((handle.stats.bytes_copied, len(getattr(handle.stats, "wait_s", ()))))
 
         timer.generate(model, prompts, on_forward=after_forward)
         if device.type == "cuda":
@@ -257,61 +262,82 @@ def _generate_placed(
             out |= {"lb/scone_match_rate": s.match_rate, "lb/scone_mean_match_len": s.mean_match_len,
                     "infer/scone_lookup_us_per_token": s.lookup_us_per_token}  # fmt: skip
         if handle is not None and placement == "offload":
-            decode_bytes = handle.stats.bytes_copied - prefill_bytes[0]
+            (prefill_bytes, n_prefill_waits), waits = prefill[0], getattr(handle.stats, "wait_s", [])
+            decode_bytes = handle.stats.bytes_copied - prefill_bytes
             moved = transfer_name(device)
-            out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes[0])
+            out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes)
             out[f"infer/offload/{moved}_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
+            if waits:  # L3 prefetch waits (SCONE's table handle records none)
+                out["infer/offload_prefill_wait_s"] = float(np.mean(waits[:n_prefill_waits]))
+                out["infer/offload_wait_s"] = float(np.mean(waits[n_prefill_waits:]))
             out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
     return out
 
 
 def _measure(
-    model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, places: tuple[str, ...], scone=None
-) -> dict:
-    """One batch size, every placement. The placements' generations alternate (warm-up included), so load
-    drift on a shared machine biases neither side of the ratio. Keys without the /bs suffix."""
+    models: dict[str, Transformer], prompts: torch.Tensor, cfg: InferJobConfig, scones: dict | None = None
+) -> dict[str, dict]:
+    """One batch size, every model (by family) × placement. All generations alternate (warm-up included),
+    so load drift on a shared machine biases no side of a ratio. Returns per family its keys without
+    the /bs suffix; waits are medians over the timed generations. scones: a SCONE model's FgramTable."""
     B, P = prompts.shape
-    timers = {p: GenerationTimer(prompts.device, cfg.gen_len, cfg.warmup) for p in places}
-    peak = dict.fromkeys(places, 0.0)
-    out: dict[str, float] = {}
-    for _ in range(cfg.warmup + cfg.repeats):
-        for placement in places:
-            run_out = _generate_placed(model, prompts, timers[placement], placement, scone)
-            peak[placement] = max(peak[placement], run_out.pop("peak_device_bytes", 0.0))
-            out |= run_out
-    for placement in places:
-        prefix = "offload/" if placement == "offload" else ""
-        times = timers[placement].summary()
-        out[f"infer/{prefix}prefill_tokens_per_s"] = B * P / times.prefill.median_s
-        out[f"infer/{prefix}ttft_s"] = times.prefill.median_s
-        out[f"infer/{prefix}decode_tokens_per_s"] = B / times.decode.median_s
+    scones = scones or {}
+    runs = [(f, p) for f, model in models.items() for p in placements(cfg, model.config)]
+    timers = {r: GenerationTimer(prompts.device, cfg.gen_len, cfg.warmup) for r in runs}
+    peak = dict.fromkeys(runs, 0.0)
+    out: dict[str, dict] = {f: {} for f in models}
+    waits: dict[str, list[float]] = {}
+    for i in range(cfg.warmup + cfg.repeats):
+        for family, placement in runs:
+            timer = timers[family, placement]
+            run_out = _generate_placed(models[family], prompts, timer, placement, scones.get(family))
+            peak[family, placement] = max(peak[family, placement], run_out.pop("peak_device_bytes", 0.0))
+            for key in ("infer/offload_wait_s", "infer/offload_prefill_wait_s"):
+                if key in run_out and i >= cfg.warmup:
+                    waits.setdefault(f"{family}/{key}", []).append(run_out.pop(key))
+            out[family] |= {k: v for k, v in run_out.items() if "wait_s" not in k}
+    for family, placement in runs:
+        m, prefix = out[family], "offload/" if placement == "offload" else ""
+        times = timers[family, placement].summary()
+        m[f"infer/{prefix}prefill_tokens_per_s"] = B * P / times.prefill.median_s
+        m[f"infer/{prefix}ttft_s"] = times.prefill.median_s
+        m[f"infer/{prefix}decode_tokens_per_s"] = B / times.decode.median_s
         if prompts.device.type == "cuda":
-            out[f"mem/{prefix}peak_device_bytes"] = peak[placement]
+            m[f"mem/{prefix}peak_device_bytes"] = peak[family, placement]
+    for name, values in waits.items():
+        family, key = name.split("/", 1)
+        out[family][key] = float(np.median(values))
     return out
 
 
 def _sweep(
-    model: Transformer, prompts: torch.Tensor, cfg: InferJobConfig, ctx: JobContext, scone=None
-) -> dict:
-    """Every batch size × placement; streams each batch size's metrics; returns them all, keyed per B."""
-    places = placements(cfg, model.config)
-    metrics: dict[str, float] = {}
+    models: dict[str, Transformer],
+    prompts: torch.Tensor,
+    cfg: InferJobConfig,
+    ctxs: dict[str, JobContext],
+    scones: dict | None = None,
+) -> dict[str, dict]:
+    """Every batch size × model × placement; streams each batch size's metrics to the model's ctx;
+    returns them all per family, keyed per B."""
+    metrics: dict[str, dict] = {f: {} for f in models}
     largest = max(cfg.batch_sizes)
     for i, bs in enumerate(cfg.batch_sizes):
-        if ctx.stop_requested():
+        if any(ctx.stop_requested() for ctx in ctxs.values()):
             break
-        step = _measure(model, prompts[:bs], cfg, places, scone)
-        if len(places) == 2:
-            step["infer/offload_decode_ratio"] = (
-                step["infer/offload/decode_tokens_per_s"] / step["infer/decode_tokens_per_s"]
-            )
-        if model.config.moe is not None:
-            step |= moe_generation_balance(model, prompts[:bs], cfg.gen_len)
-        per_batch = {f"{k}/bs{bs}": v for k, v in step.items() if k != "mem/offload/host_table_bytes"}
-        ctx.log(per_batch, i)
-        metrics |= per_batch
-        if bs == largest:
-            metrics |= step
+        measured = _measure(models, prompts[:bs], cfg, scones)
+        for family, step in measured.items():
+            model = models[family]
+            if len(placements(cfg, model.config)) == 2:
+                step["infer/offload_decode_ratio"] = (
+                    step["infer/offload/decode_tokens_per_s"] / step["infer/decode_tokens_per_s"]
+                )
+            if model.config.moe is not None:
+                step |= moe_generation_balance(model, prompts[:bs], cfg.gen_len)
+            per_batch = {f"{k}/bs{bs}": v for k, v in step.items() if k != "mem/offload/host_table_bytes"}
+            ctxs[family].log(per_batch, i)
+            metrics[family] |= per_batch
+            if bs == largest:
+                metrics[family] |= step
     return metrics
 
 
@@ -325,16 +351,30 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
     return metrics, params
 
 
-def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
-    """Build the model (weights from `cfg.checkpoint` if given), then time the sweep; see the module doc."""
-    ctx = ctx or JobContext()
+@dataclass(frozen=True)
+class _Built:
+    """A job's resolved model config, data, prompts, L3 counts and built model."""
+
+    model_cfg: ModelConfig
+    data: object
+    prompts: torch.Tensor  # (max batch, prompt_len) on the device
+    counts: dict
+    model: Transformer
+    scone: "FgramTable | None"  # a SCONE model's precomputed f-gram table F
+
+
+def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
+    """Resolve and build the model (weights from `cfg.checkpoint` if given) and its prompts, whose ids are
+    validated here, where they enter: the model's layers do not re-check them on every call."""
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
     spec = cfg.model_spec()
     data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
     model_cfg = resolve_model(cfg, device, corpus_for(spec, data, ctx.cache_dir))
-    prompts = _prompts(data, cfg).to(device)
+    prompts = _prompts(data, cfg)
+    if int(prompts.min()) < 0 or int(prompts.max()) >= model_cfg.vocab_size:
+        raise ValueError(f"prompt token ids must lie in [0, {model_cfg.vocab_size}) (model vocab_size)")
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
     scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
     fgrams = scone_data.fgrams if scone_data is not None else None
@@ -344,19 +384,23 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
-    metrics = _sweep(model, prompts, cfg, ctx, scone)
-    if scone is not None:
-        metrics["mem/fgram_table_bytes"] = float(scone.table.nbytes)
-        metrics["mem/params_bytes/fgram_table"] = float(scone.table.nbytes)  # storage, not parameters
+    return _Built(model_cfg, data, prompts.to(device), counts, model, scone)
+
+
+def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) -> BenchResult:
+    model_cfg, data = built.model_cfg, built.data
+    if built.scone is not None:
+        metrics["mem/fgram_table_bytes"] = float(built.scone.table.nbytes)
+        metrics["mem/params_bytes/fgram_table"] = float(built.scone.table.nbytes)  # storage, not parameters
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    acct_metrics, params = _accounting(model_cfg, data, counts)
+    acct_metrics, params = _accounting(model_cfg, data, built.counts)
     metrics |= acct_metrics
     info = {
         "family": model_cfg.family,
         "preset": cfg.preset,
-        "device": str(device),
+        "device": str(built.prompts.device),
         "dtype": model_cfg.dtype,
-        "placements": ",".join(placement_label(p, device) for p in placements(cfg, model_cfg)),
+        "placements": ",".join(placement_label(p, built.prompts.device) for p in placements(cfg, model_cfg)),
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
     }
@@ -366,61 +410,32 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     return BenchResult(kind="infer", config=config, metrics=metrics, params=params, info=info)
 
 
-def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
-    rows = []
-    for placement in places:
-        p = "" if placement == "device" else "offload/"  # "offload" (CUDA) or "host-compact" (CPU)
-        for bs in cfg.batch_sizes:
-            ratio = m.get(f"infer/offload_decode_ratio/bs{bs}") if p else None
-            moved = [
-                m.get(f"infer/offload/{n}_bytes_per_decode_step/bs{bs}") for n in ("h2d", "host_compact")
-            ]
-            h2d = next((v for v in moved if v is not None), None) if p else None
-            rows.append([
-                family, placement, str(bs),
-                f"{m[f'infer/{p}prefill_tokens_per_s/bs{bs}']:,.0f}",
-                f"{1e3 * m[f'infer/{p}ttft_s/bs{bs}']:.1f}",
-                f"{m[f'infer/{p}decode_tokens_per_s/bs{bs}']:,.1f}",
-                "" if ratio is None else f"{ratio:.3f}",
-                "" if h2d is None else f"{h2d / 1024:,.1f}",
-            ])  # fmt: skip
-    return rows
+def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
+    """Build the model, then time the sweep; see the module doc."""
+    return run_interleaved([cfg], [ctx or JobContext()])[0]
+
+
+def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = None) -> list[BenchResult]:
+    """Several jobs (e.g. the families of one preset) timed together: every generation of every job
+    alternates, so their ratios hold on a machine whose load drifts. The jobs must share the sweep
+    (batch sizes, prompt and generation lengths, repeats, device) and their models' families differ."""
+    ctxs = ctxs or [JobContext() for _ in cfgs]
+    sweep = {(c.batch_sizes, c.prompt_len, c.gen_len, c.warmup, c.repeats, c.device, c.data) for c in cfgs}
+    if len(sweep) != 1 or len({c.family for c in cfgs}) != len(cfgs):
+        raise ValueError("run_interleaved needs jobs with one sweep and distinct families")
+    built = [_build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
+    models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
+    by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
+    scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
+    metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
+    return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
 
 
 def main() -> None:
-    """`python -m workloads.jobs.infer [preset]`: the sweep for dense, L3 and MoE, in one rich table."""
-    import argparse
-    import os
+    """`python -m workloads.jobs.infer [preset]`: the interleaved sweep of every family (infer_bench)."""
+    from workloads.jobs.infer_bench import main as bench_main
 
-    from rich.console import Console
-    from rich.table import Table
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("preset", nargs="?", default="tiny")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 64])
-    parser.add_argument("--prompt-len", type=int, default=128)
-    parser.add_argument("--gen-len", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-    table = Table(title=f"isosparse inference, preset {args.preset!r} (medians; ratio = offload / device)")
-    columns = ("family", "placement", "batch", "prefill tok/s", "TTFT ms", "decode tok/s", "ratio")
-    columns += ("copied KiB/decode step (H2D on CUDA; host-compact on CPU)",)
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("family", "placement") else "right")
-    for family in ("dense", "l3", "moe", "scone"):
-        cfg = InferJobConfig(
-            args.preset, family, batch_sizes=tuple(args.batch_sizes), prompt_len=args.prompt_len,
-            gen_len=args.gen_len, repeats=args.repeats, device=args.device,
-        )  # fmt: skip
-        result = run(cfg)
-        places = tuple(result.info["placements"].split(","))
-        for row in _table_rows(family, places, cfg, result.metrics):
-            table.add_row(*row)
-        table.add_section()
-    console = Console(width=max(Console().width, 120))
-    console.print(table)
-    console.print(f"load average (1, 5, 15 min): {os.getloadavg()}; torch threads: {torch.get_num_threads()}")
+    bench_main()
 
 
 if __name__ == "__main__":

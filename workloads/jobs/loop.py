@@ -2,11 +2,13 @@
 
 Timed region (StepTimer): the forward/backward of every micro-batch of a step plus the optimizer step;
 batch assembly from the memmap and the host-side L3 statistics happen before it, loss streaming after
-it, and nothing inside reads a device value. Load-balance counts accumulate on the device, per optimizer
-step (MoE routes per expert, L3 rows) and for the whole run (plus the gate's dropped tokens and routes),
-and are summed over ranks once, at the end: the per-step balance is computed on all-reduced counts.
-train/loss is streamed per step as the rank mean (one all-reduce and one host
-sync per `log_every` steps); the summary's train/loss is the last step's.
+it. Inside, the only device-to-host reads are each L3 call's one (its lookup plan's bin sizes; token ids
+are range-checked once, on the host, when the job starts, not per call) and, with a row-sparse
+`l3_optimizer`, one `nonzero` per L3 table per optimizer step. Load-balance counts accumulate on the
+device, per optimizer step (MoE routes per expert, L3 rows) and for the whole run (plus the gate's dropped
+tokens and routes), and are summed over ranks once, at the end: the per-step balance is computed on
+all-reduced counts. train/loss is streamed per step as the rank mean (one all-reduce and one host sync
+per `log_every` steps); the summary's train/loss is the last step's.
 """
 
 import contextlib
@@ -125,7 +127,7 @@ class TrainLoop:
         )  # fmt: skip
         ep_size = model_cfg.moe.ep_size if model_cfg.moe else 1
         self.engine = distributed.parallelize(
-            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, fused=True),
+            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer),
             w=w, device=device, ep_size=ep_size, micro_batch=cfg.batch_size, grad_accum=cfg.grad_accum,
             grad_clip=cfg.grad_clip, seed=cfg.seed,
         )  # fmt: skip
@@ -141,6 +143,13 @@ class TrainLoop:
 
     def _check_sizes(self) -> None:
         cfg, w = self.cfg, self.world
+        for name, ds in (("train", self.train_batches.ds), ("val", self.val)):
+            # Ids are validated here, where they enter, so the L3 layers need no per-call range check.
+            if ds.tokens.size and int(ds.tokens.max()) >= self.model_cfg.vocab_size:
+                raise ValueError(
+                    f"the {name} split holds token id {int(ds.tokens.max())} >= model vocab_size="
+                    f"{self.model_cfg.vocab_size}"
+                )
         if self.train_batches.per_epoch < 1:
             raise ValueError(
                 f"TrainJobConfig.batch_size={cfg.batch_size} is larger than the data: the train split holds "

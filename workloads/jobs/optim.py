@@ -3,14 +3,22 @@
 Categories follow `workloads.models.accounting`: dense (attention, MLPs, norms, routers, L3 W_up/W_mix),
 l3_tables (L3 key/value rows), experts (MoE expert MLPs), embeddings (token embedding, LM head),
 fgram_model (SCONE's A_fgram; listed for scone models only).
-Vectors (norm gains) get no weight decay; L3 tables and embeddings may get their own lr / weight decay.
+Vectors (norm gains) get no weight decay; L3 tables and embeddings may get their own lr / weight decay,
+and the L3 tables their own optimizer (`l3_optimizer`: dense AdamW by default, or a row-sparse one,
+see row_sparse.py).
 """
 
 import math
 from collections.abc import Iterator
+from typing import Literal
 
 import torch
 import torch.nn as nn
+
+from workloads.jobs.row_sparse import MixedOptimizer, RowSparseAdam, RowwiseAdagrad
+
+L3Optimizer = Literal["adamw", "sparse_adam", "rowwise_adagrad"]
+L3_OPTIMIZERS: tuple[str, ...] = ("adamw", "sparse_adam", "rowwise_adagrad")
 
 PARAM_CATEGORIES: tuple[str, ...] = ("dense", "l3_tables", "experts", "embeddings")
 
@@ -108,9 +116,27 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_optimizer(groups: list[dict], betas: tuple[float, float], fused: bool = False) -> torch.optim.AdamW:
+def build_optimizer(
+    groups: list[dict], betas: tuple[float, float], fused: bool = False, l3_optimizer: L3Optimizer = "adamw"
+) -> torch.optim.Optimizer:
+    """AdamW over `groups`; with a row-sparse `l3_optimizer`, the "l3_tables" group goes to that
+    optimizer instead (same lr / weight decay settings) and both step as one `MixedOptimizer`."""
+    if l3_optimizer not in L3_OPTIMIZERS:
+        raise ValueError(f"l3_optimizer must be one of {L3_OPTIMIZERS}, got {l3_optimizer!r}")
     groups = [g for g in groups if g["params"]]
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=betas, fused=fused or None)
+    tables = [g for g in groups if g["name"] == "l3_tables"]
+    if l3_optimizer == "adamw" or not tables:
+        return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=betas, fused=fused or None)
+    dense = [g for g in groups if g["name"] != "l3_tables"]
+    (table_group,) = tables
+    if l3_optimizer == "sparse_adam":
+        sparse: torch.optim.Optimizer = RowSparseAdam([table_group], lr=table_group["lr"], betas=betas)
+    else:
+        sparse = RowwiseAdagrad([table_group], lr=table_group["lr"])
+    if not dense:
+        return sparse
+    adamw = torch.optim.AdamW(dense, lr=dense[0]["lr"], betas=betas, fused=fused or None)
+    return MixedOptimizer([adamw, sparse])
 
 
 def build_scheduler(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from workloads.data import DataConfig, prepare
-from workloads.jobs import distributed, loop, metrics
+from workloads.jobs import distributed, loop, metrics, optim
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
@@ -66,6 +66,9 @@ class TrainJobConfig:
     optimizer step. steps, or token_budget (when set: ceil(token_budget / tokens per step) steps).
     AdamW(lr, betas, weight_decay; norms undecayed; l3_* / embedding_* override the lr / weight decay of
     the L3 tables / embeddings), linear warmup over lr_warmup_steps then cosine to min_lr_ratio · lr.
+    l3_optimizer: the L3 tables' optimizer: "adamw" (dense, with the rest; the paper's setup, default),
+    "sparse_adam" (lazy Adam: touched rows only) or "rowwise_adagrad" (one accumulator per row), with
+    l3_lr / l3_weight_decay; see workloads/jobs/row_sparse.py. Ignored by models without L3 tables.
     dtype: "auto" = bfloat16 autocast on cuda, float32 on cpu (parameters stay float32).
     timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
     (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
@@ -92,6 +95,7 @@ class TrainJobConfig:
     grad_clip: float = 1.0
     l3_lr: float | None = None
     l3_weight_decay: float | None = None
+    l3_optimizer: optim.L3Optimizer = "adamw"
     embedding_lr: float | None = None
     embedding_weight_decay: float | None = None
     seed: int = 0
@@ -125,6 +129,10 @@ class TrainJobConfig:
         _check_float("grad_clip", self.grad_clip, 0.0)
         for name in ("l3_lr", "l3_weight_decay", "embedding_lr", "embedding_weight_decay"):
             _check_float(name, getattr(self, name), 0.0, optional=True)
+        if self.l3_optimizer not in optim.L3_OPTIMIZERS:
+            raise ValueError(
+                f"TrainJobConfig.l3_optimizer must be one of {optim.L3_OPTIMIZERS}, got {self.l3_optimizer!r}"
+            )
         betas = tuple(self.betas)
         if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
             raise ValueError(f"TrainJobConfig.betas must be two numbers in [0, 1), got {self.betas!r}")

@@ -52,8 +52,13 @@ class L3Layer(nn.Module):
         d_up: width of W_up's output.
         tied: use `keys` as values too (W_K = W_V); halves the sparse parameters.
         residual: return `x + L3(x)` instead of `L3(x)` (the paper's form is not public; L3_SPEC §1).
-        impl: "auto" (Triton on CUDA when it imports, else "sorted"), "sorted" (block-diagonal pure
-            torch), "triton" (kernels/l3_lookup/triton.py) or "reference" (per-position loop, the spec).
+        impl: "auto" (Triton on CUDA when it imports, else "small" for a few positions and "sorted"
+            above), "sorted" (block-diagonal pure torch), "small" (per-position: numba kernel on CPU
+            without grad, else a padded gather), "triton" (kernels/l3_lookup/triton.py) or "reference"
+            (per-position loop, the spec).
+        check_ids: check on every call that the ids lie in [0, vocab) (one host read). The Transformer
+            turns it off: its token embedding rejects such ids first, and the jobs validate the ids
+            where they enter (batch loader, prompts), keeping the per-call host reads to the lookup's.
         init_std: std of the normal init of `keys`/`values` (and of W_mix's lookup block).
 
     Initialization (chosen so a freshly inserted layer is close to a no-op on the residual stream):
@@ -78,6 +83,7 @@ class L3Layer(nn.Module):
         residual: bool = False,
         impl: LookupImpl = "auto",
         init_std: float = 0.02,
+        check_ids: bool = True,
     ):
         super().__init__()
         for name, value in (("dim", dim), ("d_emb", d_emb), ("d_up", d_up)):
@@ -91,6 +97,7 @@ class L3Layer(nn.Module):
             raise ValueError(f"impl must be one of {list(IMPL_NAMES)}, got {impl!r}")
         self.dim, self.d_emb, self.d_up = dim, d_emb, d_up
         self.tied, self.residual, self.impl, self.init_std = tied, residual, impl, init_std
+        self.check_ids = check_ids
         self.register_buffer("offsets", _offsets_from_counts(counts))
         self.vocab_size = self.offsets.shape[0] - 1
         self.n_rows = int(self.offsets[-1])
@@ -135,7 +142,7 @@ class L3Layer(nn.Module):
         return LookupTables(token_ids.reshape(-1).long(), self.keys, self.value_table, self.offsets)
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        self._check_inputs(x, token_ids, check_range=self.table_source is None)
+        self._check_inputs(x, token_ids, check_range=self.check_ids and self.table_source is None)
         B, T, D = x.shape
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         t = self.lookup_tables(token_ids)
@@ -162,7 +169,8 @@ class L3Layer(nn.Module):
             raise ValueError(f"token_ids must be an integer tensor ({names}), got dtype {token_ids.dtype}")
         if token_ids.numel() == 0 or not check_range:
             return
-        # One host sync per call; cheap next to the layer, and a silent out-of-range gather is worse.
+        # One host read per call (off inside the Transformer, see check_ids): a silent out-of-range
+        # gather would be worse.
         lo, hi = torch.stack(torch.aminmax(token_ids)).tolist()  # one device->host copy, not two
         if lo < 0 or hi >= self.vocab_size:
             bad = lo if lo < 0 else hi

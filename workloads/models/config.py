@@ -14,7 +14,7 @@ Allocation = Literal["lzw", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
-L3Impl = Literal["auto", "reference", "sorted", "triton"]
+L3Impl = Literal["auto", "reference", "sorted", "small", "triton"]
 
 FAMILIES: tuple[str, ...] = ("dense", "l3", "moe", "scone")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")

@@ -145,7 +145,14 @@ class Block(nn.Module):
         if spec.l3_after:
             l3 = config.l3
             self.l3 = L3Layer(
-                config.dim, l3_counts, l3.d_emb, l3.d_up, tied=l3.tied, residual=l3.residual, impl=l3.impl
+                config.dim,
+                l3_counts,
+                l3.d_emb,
+                l3.d_up,
+                tied=l3.tied,
+                residual=l3.residual,
+                impl=l3.impl,
+                check_ids=False,  # tok_emb rejects out-of-range ids first; jobs validate them on entry
             )
 
     def forward(self, h, token_ids, cos, sin, cache: KVCache | None, start_pos: int):

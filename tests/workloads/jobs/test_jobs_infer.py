@@ -22,7 +22,7 @@ PER_BATCH = ("infer/prefill_tokens_per_s", "infer/ttft_s", "infer/decode_tokens_
 OFFLOAD = ("infer/offload/prefill_tokens_per_s", "infer/offload/ttft_s", "infer/offload/decode_tokens_per_s")
 # On CPU nothing crosses to a device: the offloaded placement compacts rows host → host (no h2d_* names).
 H2D = ("infer/offload/host_compact_bytes_per_prefill", "infer/offload/host_compact_bytes_per_decode_step")
-OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio")
+OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio", "infer/offload_wait_s", "infer/offload_prefill_wait_s")
 MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_route_frac", "lb/aux_loss")
 JOB_LEVEL = (
     "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
@@ -84,6 +84,21 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
     if family == "moe":
         assert 0 <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
+
+
+def test_interleaved_families_report_what_separate_runs_do(data_cfg, ctx):
+    from workloads.jobs.infer import run_interleaved
+
+    dense, l3 = run_interleaved([_cfg("dense", data_cfg), _cfg("l3", data_cfg)], [ctx, ctx])
+    assert dense.info["family"] == "dense" and l3.info["family"] == "l3"
+    assert set(dense.metrics) == _expected_keys(PER_BATCH)
+    assert set(l3.metrics) - {"mem/offload/host_table_bytes"} == _expected_keys(
+        PER_BATCH + OFFLOAD + OFFLOAD_EXTRA
+    )
+    with pytest.raises(ValueError, match="one sweep and distinct families"):
+        run_interleaved([_cfg("dense", data_cfg), _cfg("dense", data_cfg)])
+    with pytest.raises(ValueError, match="one sweep and distinct families"):
+        run_interleaved([_cfg("dense", data_cfg), _cfg("l3", data_cfg, gen_len=4)])
 
 
 def test_offload_only_placement_reports_offload_keys_only(data_cfg, ctx):

@@ -1,4 +1,5 @@
-"""The sorted (block-diagonal) L3 lookup equals the per-position reference, values and gradients."""
+"""The fast L3 lookups (sorted, block-diagonal; small, padded gather; auto) equal the per-position
+reference, values and gradients."""
 
 import pytest
 import torch
@@ -40,21 +41,26 @@ CASES = {
 }
 
 
+FAST = ("sorted", "small", "auto")
+
+
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_sorted_matches_reference_on_named_shapes(name, tied):
+def test_fast_paths_match_reference_on_named_shapes(name, tied, impl):
     counts, ids = CASES[name]
     dim = 6
     args = _case(counts, ids, dim, dim if tied else 5, seed=len(name), tied=tied)
     ref_out, ref_grads = _run("reference", *args)
-    out, grads = _run("sorted", *args)
+    out, grads = _run(impl, *args)
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("impl", FAST)
 @pytest.mark.parametrize("seed", range(12))
-def test_sorted_matches_reference_on_random_shapes(seed):
+def test_fast_paths_match_reference_on_random_shapes(seed, impl):
     g = torch.Generator().manual_seed(seed)
     vocab = int(torch.randint(1, 40, (1,), generator=g))
     counts = torch.randint(1, 70, (vocab,), generator=g).tolist()
@@ -66,7 +72,7 @@ def test_sorted_matches_reference_on_random_shapes(seed):
     tied = seed % 3 == 0
     args = _case(counts, ids, dim, dim if tied else d_emb, seed=seed, tied=tied)
     ref_out, ref_grads = _run("reference", *args, seed=seed)
-    out, grads = _run("sorted", *args, seed=seed)
+    out, grads = _run(impl, *args, seed=seed)
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
@@ -75,7 +81,7 @@ def test_sorted_matches_reference_on_random_shapes(seed):
 def test_empty_input_gives_empty_output():
     q, ids, keys, values, offsets = _case([2, 3], [], 4, 3, seed=0)
     q, keys, values = q.float(), keys.float(), values.float()  # float32: every impl takes it (triton no fp64)
-    for impl in IMPLS:
+    for impl in (*IMPLS, "auto"):
         out = l3_lookup(q, ids, keys, values, offsets, impl)
         assert out.shape == (0, 3)
 
@@ -89,8 +95,9 @@ def test_float32_agreement_at_realistic_scale():
     keys = torch.randn(sum(counts), 64, generator=g) * 0.3
     values = torch.randn(sum(counts), 32, generator=g)
     ref = l3_lookup(q, ids, keys, values, _offsets(counts), "reference")
-    out = l3_lookup(q, ids, keys, values, _offsets(counts), "sorted")
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for impl in ("sorted", "small"):
+        out = l3_lookup(q, ids, keys, values, _offsets(counts), impl)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def test_softmax_is_exactly_uniform_for_equal_scores():
@@ -99,9 +106,10 @@ def test_softmax_is_exactly_uniform_for_equal_scores():
     values = torch.arange(8 * 2, dtype=torch.float64).reshape(8, 2)
     keys = torch.randn(8, 5, dtype=torch.float64)
     ids = torch.tensor([2, 0, 1])
-    out = l3_lookup(torch.zeros(3, 5, dtype=torch.float64), ids, keys, values, _offsets(counts), "sorted")
     expected = torch.stack([values[4:8].mean(0), values[0:3].mean(0), values[3:4].mean(0)])
-    torch.testing.assert_close(out, expected)
+    for impl in FAST:
+        out = l3_lookup(torch.zeros(3, 5, dtype=torch.float64), ids, keys, values, _offsets(counts), impl)
+        torch.testing.assert_close(out, expected)
 
 
 def test_unknown_impl_is_rejected():
@@ -124,7 +132,8 @@ def test_bin_sizes_are_half_octaves_and_cover_n():
     "tied, needs",
     [(False, "q"), (False, "keys"), (False, "values"), (False, "keys values"), (True, "q"), (True, "keys")],
 )
-def test_sorted_gradients_of_a_subset_of_inputs(tied, needs):
+@pytest.mark.parametrize("impl", ["sorted", "small"])
+def test_gradients_of_a_subset_of_inputs(tied, needs, impl):
     """Only the inputs that require grad get one (tied: keys gets both contributions), each equal to
     the reference's."""
     counts, ids = CASES["bin_edges"]
@@ -135,13 +144,14 @@ def test_sorted_gradients_of_a_subset_of_inputs(tied, needs):
         leaf.requires_grad_(name in needs.split())
     wanted = [leaves[name] for name in needs.split()]
     grad_out = torch.randn(len(ids), 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    got = torch.autograd.grad(l3_lookup(*args, "sorted"), wanted, grad_out)
+    got = torch.autograd.grad(l3_lookup(*args, impl), wanted, grad_out)
     want = torch.autograd.grad(l3_lookup(*args, "reference"), wanted, grad_out)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_sorted_under_bfloat16_autocast_is_close_to_the_float32_reference():
+@pytest.mark.parametrize("impl", ["sorted", "small"])
+def test_bfloat16_autocast_is_close_to_the_float32_reference(impl):
     """bf16 matmuls (softmax in fp32): bf16 output, fp32 gradients, close to the fp32 reference."""
     g = torch.Generator().manual_seed(1)
     counts = torch.randint(1, 40, (12,), generator=g).tolist()
@@ -153,7 +163,7 @@ def test_sorted_under_bfloat16_autocast_is_close_to_the_float32_reference():
     want_out = l3_lookup(q, ids, keys, values, _offsets(counts), "reference")
     want = torch.autograd.grad(want_out, [q, keys, values], grad_out)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = l3_lookup(q, ids, keys, values, _offsets(counts), "sorted")
+        out = l3_lookup(q, ids, keys, values, _offsets(counts), impl)
     got = torch.autograd.grad(out, [q, keys, values], grad_out)
     assert out.dtype == torch.bfloat16 and all(t.dtype == torch.float32 for t in got)
     torch.testing.assert_close(out.float(), want_out, rtol=0.05, atol=0.05)
@@ -161,13 +171,16 @@ def test_sorted_under_bfloat16_autocast_is_close_to_the_float32_reference():
         torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
 
 
-def test_sorted_without_grad_equals_with_grad():
+@pytest.mark.parametrize("impl", ["sorted", "small"])
+def test_without_grad_equals_with_grad(impl):
     counts, ids = CASES["ragged"]
     args = _case(counts, ids, 6, 5, seed=2)
     with torch.no_grad():
-        out = l3_lookup(*args, "sorted")
+        out = l3_lookup(*args, impl)
     assert not out.requires_grad
-    torch.testing.assert_close(out, l3_lookup(*args, "sorted"), rtol=0, atol=0)
+    # small: the no-grad CPU kernel sums in another order than the autograd path (not bit-equal)
+    tol = 0 if impl == "sorted" else 1e-12
+    torch.testing.assert_close(out, l3_lookup(*args, impl), rtol=tol, atol=tol)
 
 
 def test_sorted_double_backward_raises():
@@ -177,3 +190,43 @@ def test_sorted_double_backward_raises():
     (gq,) = torch.autograd.grad(out.sum(), [q], create_graph=True)
     with pytest.raises(RuntimeError):
         gq.sum().backward()
+
+
+def test_auto_picks_small_up_to_the_threshold_and_sorted_above():
+    from workloads.kernels.l3_lookup.op import SMALL_MAX_POSITIONS, SMALL_MAX_POSITIONS_PADDED, resolve_impl
+
+    cpu = torch.device("cpu")
+    assert resolve_impl("auto", cpu, 1) == "small"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS, kernel_ok=True) == "small"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS + 1, kernel_ok=True) == "sorted"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS_PADDED) == "small"
+    assert resolve_impl("auto", cpu, SMALL_MAX_POSITIONS_PADDED + 1) == "sorted"
+    assert resolve_impl("auto", cpu) == "sorted"  # unknown size: never small
+    assert resolve_impl("reference", cpu, 1) == "reference"
+
+
+def test_size_index_round_trips_and_ceil_log2_is_exact():
+    from workloads.kernels.l3_lookup.sorted import _ceil_log2, _padded_size, _size_index, _size_of_index
+
+    n = torch.arange(1, 1 << 14)
+    want = torch.tensor([(int(k) - 1).bit_length() for k in n])
+    assert torch.equal(_ceil_log2(n), want)
+    padded = _padded_size(n)
+    index = _size_index(padded)
+    assert [_size_of_index(int(i)) for i in index] == padded.tolist()
+    assert _size_index(torch.tensor([1, 2, 3, 4, 6, 8, 12])).tolist() == [0, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_small_cpu_kernel_matches_reference_without_grad(name, tied):
+    """The numba kernel (CPU, no autograd) on every named shape, float64 and float32."""
+    counts, ids = CASES[name]
+    q, ids_t, keys, values, offsets = _case(counts, ids, 6, 6 if tied else 5, seed=len(name), tied=tied)
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        args = (q.detach().to(dtype), ids_t, keys.detach().to(dtype), values.detach().to(dtype), offsets)
+        with torch.no_grad():
+            want = l3_lookup(*args, "reference")
+            got = l3_lookup(*args, "small")
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol)

@@ -1,8 +1,10 @@
 """The L3 lookup op that layers import: one entry point, the implementation picked by name.
 
 `reference` is the per-position loop (the spec); `sorted` is the block-diagonal pure-torch fast path;
-`triton` runs the Triton kernels (triton.py; imported on first use, so CPU-only installs never load
-Triton); `auto` picks `triton` for CUDA tensors when Triton imports, else `sorted`.
+`small` is the per-position path for a few positions (decode: a numba kernel on CPU without autograd,
+else a padded gather); `triton` runs the Triton kernels (triton.py; imported on first use, so CPU-only
+installs never load Triton). `auto` picks `triton` for CUDA tensors when Triton imports; otherwise
+`small` up to a number of positions and `sorted` above it.
 Layers never import an implementation module directly.
 """
 
@@ -12,11 +14,19 @@ from typing import Literal, get_args
 
 import torch
 
+from workloads.kernels.l3_lookup import small_cpu
 from workloads.kernels.l3_lookup.reference import l3_lookup_reference
+from workloads.kernels.l3_lookup.small import l3_lookup_small
 from workloads.kernels.l3_lookup.sorted import l3_lookup_sorted
 
-LookupImpl = Literal["auto", "reference", "sorted", "triton"]
+LookupImpl = Literal["auto", "reference", "sorted", "small", "triton"]
 IMPL_NAMES: tuple[str, ...] = get_args(LookupImpl)
+
+# `auto` thresholds, measured with `python -m workloads.l3.bench_small` (dim 256, 65K rows, cap 512, the
+# 2-core CPU): the numba kernel (CPU, no grad) beats the sorted path up to a few hundred positions of
+# real text; the padded gather (autograd or GPU) only up to a handful (its (N, d_max) rows grow fast).
+SMALL_MAX_POSITIONS = 256
+SMALL_MAX_POSITIONS_PADDED = 4
 
 
 def l3_lookup_triton(q, token_ids, keys, values, offsets):
@@ -38,13 +48,26 @@ def triton_available() -> bool:
     return True
 
 
-IMPLS = {"reference": l3_lookup_reference, "sorted": l3_lookup_sorted, "triton": l3_lookup_triton}
+IMPLS = {
+    "reference": l3_lookup_reference,
+    "sorted": l3_lookup_sorted,
+    "small": l3_lookup_small,
+    "triton": l3_lookup_triton,
+}
 
 
-def resolve_impl(impl: LookupImpl, device: torch.device) -> str:
-    """The implementation `impl` runs on `device`: itself, or for `auto` triton on CUDA else sorted."""
+def resolve_impl(
+    impl: LookupImpl, device: torch.device, n_positions: int | None = None, kernel_ok: bool = False
+) -> str:
+    """The implementation `impl` runs on `device` for `n_positions` positions (None: unknown, never
+    `small`): itself, or for `auto` triton on CUDA (when it imports), else small for few positions
+    (up to SMALL_MAX_POSITIONS when `kernel_ok`, the CPU kernel can run the call; else up to
+    SMALL_MAX_POSITIONS_PADDED), else sorted."""
     if impl == "auto":
-        return "triton" if device.type == "cuda" and triton_available() else "sorted"
+        if device.type == "cuda" and triton_available():
+            return "triton"
+        limit = SMALL_MAX_POSITIONS if kernel_ok else SMALL_MAX_POSITIONS_PADDED
+        return "small" if n_positions is not None and n_positions <= limit else "sorted"
     if impl not in IMPLS:
         raise ValueError(f"unknown L3 lookup impl {impl!r}; choose one of {list(IMPL_NAMES)}")
     return impl
@@ -59,4 +82,6 @@ def l3_lookup(
     impl: LookupImpl = "auto",
 ) -> torch.Tensor:  # (N, d_emb)
     """softmax(K_t q)ᵀ V_t for every position, t its token id. Inputs are assumed validated."""
-    return IMPLS[resolve_impl(impl, q.device)](q, token_ids, keys, values, offsets)
+    kernel_ok = impl == "auto" and small_cpu.supported(q, keys, values)
+    name = resolve_impl(impl, q.device, token_ids.shape[0], kernel_ok)
+    return IMPLS[name](q, token_ids, keys, values, offsets)

@@ -1,0 +1,110 @@
+"""Row-sparse L3 table optimizers: lazy Adam equals AdamW on touched rows and leaves the others alone,
+row-wise Adagrad by hand, the mixed optimizer under the lr scheduler and checkpoints, the train job
+with each `l3_optimizer`, and the config error."""
+
+import pytest
+import torch
+
+from workloads.jobs import optim
+from workloads.jobs.row_sparse import MixedOptimizer, RowSparseAdam, RowwiseAdagrad, touched_rows
+
+
+def _grad(rows: list[int], shape=(6, 3), seed=0) -> torch.Tensor:
+    g = torch.zeros(shape, dtype=torch.float64)
+    g[rows] = torch.randn(len(rows), shape[1], generator=torch.Generator().manual_seed(seed), dtype=g.dtype)
+    return g
+
+
+def test_touched_rows_are_the_nonzero_gradient_rows():
+    g = _grad([1, 4])
+    g[4, 1] = 0.0  # a partly zero row is still touched
+    assert touched_rows(g).tolist() == [1, 4]
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.1])
+def test_lazy_adam_equals_adamw_on_touched_rows_and_skips_the_rest(wd):
+    start = torch.randn(6, 3, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    lazy, dense = start.clone().requires_grad_(), start.clone().requires_grad_()
+    opt_lazy = RowSparseAdam([lazy], lr=0.1, betas=(0.9, 0.99), weight_decay=wd)
+    opt_dense = torch.optim.AdamW([dense], lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=wd)
+    for step in range(3):  # rows 0 and 2 every step
+        for p, opt in ((lazy, opt_lazy), (dense, opt_dense)):
+            p.grad = _grad([0, 2], seed=step)
+            opt.step()
+    torch.testing.assert_close(lazy[[0, 2]], dense[[0, 2]], rtol=1e-12, atol=1e-12)
+    assert torch.equal(lazy[[1, 3, 4, 5]], start[[1, 3, 4, 5]])  # untouched: no step, no decay
+    assert opt_lazy.state[lazy]["exp_avg"][[1, 3, 4, 5]].abs().sum() == 0
+    lazy.grad = _grad([1], seed=7)  # row 1's first step, at global step 4
+    before = lazy.detach().clone()
+    opt_lazy.step()
+    assert torch.equal(lazy[[0, 2, 3]], before[[0, 2, 3]])  # rows 0, 2 keep their value (no momentum drift)
+    m = 0.1 * lazy.grad[1]
+    v = 0.01 * lazy.grad[1] ** 2
+    want = before[1] * (1 - 0.1 * wd) - 0.1 * (m / (1 - 0.9**4)) / ((v / (1 - 0.99**4)).sqrt() + 1e-8)
+    torch.testing.assert_close(lazy[1], want, rtol=1e-12, atol=1e-12)
+
+
+def test_rowwise_adagrad_by_hand():
+    w = torch.ones(4, 2, dtype=torch.float64, requires_grad=True)
+    opt = RowwiseAdagrad([w], lr=0.5, eps=0.0)
+    w.grad = torch.tensor([[3.0, 4.0], [0, 0], [1.0, 1.0], [0, 0]], dtype=torch.float64)
+    opt.step()
+    assert opt.state[w]["sum"].tolist() == [12.5, 0.0, 1.0, 0.0]  # mean of g²: (9 + 16) / 2, 0, 1, 0
+    s = 12.5**0.5
+    want = [[1 - 0.5 * 3 / s, 1 - 0.5 * 4 / s], [1, 1], [0.5, 0.5], [1, 1]]
+    torch.testing.assert_close(w.detach(), torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_build_optimizer_routes_the_table_group_and_schedules_both():
+    table = torch.nn.Parameter(torch.zeros(5, 2))
+    dense = torch.nn.Parameter(torch.zeros(2, 2))
+    groups = [
+        {"name": "decay", "params": [dense], "lr": 1.0, "weight_decay": 0.1},
+        {"name": "l3_tables", "params": [table], "lr": 5.0, "weight_decay": 0.0},
+    ]
+    assert isinstance(optim.build_optimizer(groups, (0.9, 0.95)), torch.optim.AdamW)
+    opt = optim.build_optimizer(groups, (0.9, 0.95), l3_optimizer="rowwise_adagrad")
+    assert isinstance(opt, MixedOptimizer)
+    sched = optim.build_scheduler(opt, warmup_steps=2, total_steps=4, min_ratio=0.1)
+    assert [g["lr"] for g in opt.param_groups] == [0.5, 2.5]  # warm-up step 1 of 2 for both groups
+    table.grad, dense.grad = torch.ones(5, 2), torch.ones(2, 2)
+    opt.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == [1.0, 5.0]
+    assert optim.optimizer_bytes(opt) == 5 * 4 + 2 * 2 * 4 * 2 + 4  # accumulator; AdamW moments + step
+    again = optim.build_optimizer(groups, (0.9, 0.95), l3_optimizer="rowwise_adagrad")
+    again.load_state_dict(opt.state_dict())
+    assert torch.equal(again.optimizers[1].state[table]["sum"], opt.optimizers[1].state[table]["sum"])
+    with pytest.raises(ValueError, match="l3_optimizer must be one of"):
+        optim.build_optimizer(groups, (0.9, 0.95), l3_optimizer="sgd")
+
+
+@pytest.mark.parametrize("choice", ["sparse_adam", "rowwise_adagrad"])
+def test_train_job_runs_with_each_table_optimizer(choice, tmp_path_factory):
+    from workloads.data import DataConfig
+    from workloads.jobs.result import JobContext
+    from workloads.jobs.setup import ModelOverrides
+    from workloads.jobs.train import TrainJobConfig, run
+
+    cache = tmp_path_factory.getbasetemp() / "jobs-cache"
+    cache.mkdir(exist_ok=True)
+    cfg = TrainJobConfig(
+        preset="debug", family="l3", overrides=ModelOverrides(vocab_size=512), steps=3, seq_len=32,
+        batch_size=4, eval_batches=1, lr_warmup_steps=1, timing_warmup_steps=1, l3_optimizer=choice,
+        data=DataConfig(max_documents=50, val_fraction=0.2),
+    )  # fmt: skip
+    m = run(cfg, JobContext(cache_dir=str(cache))).metrics
+    dense_moments = m["mem/optimizer_bytes/l3_tables"]
+    if choice == "rowwise_adagrad":  # one float per row: far less than two per element
+        assert 0 < dense_moments < m["mem/params_bytes/l3_tables"] / 10
+    else:
+        assert dense_moments >= 2 * m["mem/params_bytes/l3_tables"]
+    assm = m["train/loss"]
+    assert assm == assm  # finite loss (not NaN)
+
+
+def test_bad_l3_optimizer_is_rejected_naming_the_field():
+    from workloads.jobs.train import TrainJobConfig
+
+    with pytest.raises(ValueError, match="TrainJobConfig.l3_optimizer must be one of .* got 'lazy'"):
+        TrainJobConfig(preset="debug", family="l3", l3_optimizer="lazy")

@@ -1,0 +1,123 @@
+"""Row-sparse optimizers for the L3 tables (the `l3_optimizer` option of the train job).
+
+Large-embedding systems update only the rows a step touched (TorchRec's fused row-wise optimizers;
+Engram trains its tables with Adam at 5× lr and no weight decay). A row counts as touched when its
+gradient row is not all zero (the L3 backward writes exact zeros everywhere else); one `nonzero` per
+table per optimizer step finds them (a host sync on GPU, outside every L3 call). How they differ from
+dense AdamW, the default (the paper's setup):
+  - lazy moments: an untouched row's moments are not decayed and its step is not taken (dense AdamW
+    keeps moving a row on its old momentum for many steps after its token was last seen);
+  - no decay of untouched rows: weight decay (decoupled, as AdamW's) is applied to touched rows only;
+  - `sparse_adam` keeps AdamW's two moments per element (same memory); bias correction uses the
+    global step count, as torch's SparseAdam does;
+  - `rowwise_adagrad` keeps one accumulator per row (mean of the squared gradient row): optimizer
+    memory per table drops from 2·rows·width to rows floats; no momentum.
+`MixedOptimizer` steps the dense AdamW and the table optimizer as one torch optimizer (one param_groups
+list for the lr scheduler, one state for the memory accounting, one state dict for checkpoints).
+"""
+
+from collections.abc import Iterable
+
+import torch
+from torch.optim import Optimizer
+
+
+def touched_rows(grad: torch.Tensor) -> torch.Tensor:
+    """(k,) indices of the rows of a (rows, width) gradient that are not all zero."""
+    return grad.ne(0).any(dim=1).nonzero().squeeze(1)
+
+
+class RowSparseAdam(Optimizer):
+    """Lazy AdamW over table rows (see the module doc)."""
+
+    def __init__(self, params: Iterable, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay=0.0):
+        super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0  # a Python int: no device read
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                step = state["step"]
+                rows = touched_rows(p.grad)
+                g = p.grad.index_select(0, rows)  # (k, width)
+                m = state["exp_avg"].index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
+                v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
+                state["exp_avg"].index_copy_(0, rows, m)
+                state["exp_avg_sq"].index_copy_(0, rows, v)
+                w = p.index_select(0, rows)
+                if wd:
+                    w.mul_(1 - lr * wd)
+                denom = (v / (1 - b2**step)).sqrt_().add_(eps)
+                w.addcdiv_(m, denom, value=-lr / (1 - b1**step))
+                p.index_copy_(0, rows, w)
+
+
+class RowwiseAdagrad(Optimizer):
+    """Row-wise Adagrad (TorchRec's): one accumulator per row, sum over steps of mean(g_row²)."""
+
+    def __init__(self, params: Iterable, lr: float, eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "eps": eps, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)  # (rows,)
+                rows = touched_rows(p.grad)
+                g = p.grad.index_select(0, rows)  # (k, width)
+                acc = state["sum"].index_select(0, rows).add_(g.pow(2).mean(dim=1))  # (k,)
+                state["sum"].index_copy_(0, rows, acc)
+                w = p.index_select(0, rows)
+                if wd:
+                    w.mul_(1 - lr * wd)
+                w.addcdiv_(g, acc.sqrt_().add_(eps).unsqueeze(1), value=-lr)
+                p.index_copy_(0, rows, w)
+
+
+class MixedOptimizer(Optimizer):
+    """Several optimizers over disjoint parameters, stepped, zeroed, saved and accounted as one."""
+
+    def __init__(self, optimizers: list[Optimizer]):  # no super().__init__(): it owns no params itself
+        self.optimizers = optimizers
+        self.defaults = {}
+        self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks = {}, {}
+        self._optimizer_state_dict_pre_hooks, self._optimizer_state_dict_post_hooks = {}, {}
+        self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = {}, {}
+        self._zero_grad_profile_name = "MixedOptimizer.zero_grad"
+
+    @property
+    def param_groups(self) -> list[dict]:  # the groups themselves: the lr scheduler edits them in place
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {p: s for opt in self.optimizers for p, s in opt.state.items()}
+
+    def step(self, closure=None):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for opt, sd in zip(self.optimizers, state_dict["optimizers"], strict=True):
+            opt.load_state_dict(sd)
