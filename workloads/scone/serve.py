@@ -5,11 +5,13 @@ precompute_fgram_table`); A_fgram itself is not run any more. F lives on the dev
 (pinned) host memory ("host"), or in a memory-mapped file for tables larger than RAM ("disk"). A forward
 pre-hook on the model sees each step's new token ids before any block runs: it appends them to a short
 per-sequence history (K-1 tokens), finds each new position's longest f-gram suffix on the host (at most
-K-1 probes, `SuffixMatcher`), gathers the matched rows of F into one staging buffer together with the
-position mask (the packing of the L3 offload, `workloads.l3.offload`), and copies it to the device on a
-side CUDA stream; the embedding step waits on that copy's event only. The model reads the rows through
-`model.fgram_source`; its output equals A_fgram's up to F's dtype. A call at start_pos 0 starts new
-sequences.
+K-1 probes, `SuffixMatcher`) and hands the matched f-gram rows to the host-table prefetcher of the L3
+offload (`workloads.l3.prefetch.HostRowPrefetcher`, F as a table whose id r owns row r): its worker thread
+gathers them into one staging buffer and copies it to the device on a side CUDA stream, while the
+position mask goes up on its own; the embedding step waits on that copy only. The model reads the rows
+through `model.fgram_source`; its output equals A_fgram's up to F's dtype. A call at start_pos 0 starts
+new sequences. There is little to overlap (the embedding is the first thing a forward computes), so what
+the offloaded table costs is the host lookup plus one small copy per step.
 """
 
 import time
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from workloads.l3.offload import _layout
+from workloads.l3.prefetch import HostRowPrefetcher, HostTable
 from workloads.scone.tagging import SuffixMatcher
 
 Placement = Literal["device", "host", "disk"]
@@ -67,7 +69,7 @@ def save_fgram_table(path: str | Path, table: torch.Tensor) -> Path:
 
 def open_fgram_table(path: str | Path, dtype: torch.dtype) -> np.ndarray:
     """F as a read-only memory map of its raw bits (rows are gathered by numpy, then viewed as `dtype`)."""
-    table = np.load(path, mmap_mode="r")
+    table = np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it; nothing ever writes
     if table.dtype != _INT_VIEW[torch.empty(0, dtype=dtype).element_size()][1]:
         raise ValueError(f"{path}: a table of {table.dtype} cannot hold {dtype}")
     return table
@@ -82,7 +84,11 @@ class FgramServer:
         self.dtype = model.tok_emb.weight.dtype
         self.dim = model.config.dim
         self.pin = pin
-        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.prefetcher = None
+        if placement != "device":  # disk: the raw bits of the memory map, viewed as the dtype on arrival
+            host = table if placement == "host" else torch.from_numpy(table)
+            consumer = HostTable(np.arange(host.shape[0] + 1, dtype=np.int64), (host,), name="f-gram table")
+            self.prefetcher = HostRowPrefetcher([consumer], self.device, pin_memory=pin)
         self.stats = ServeStats()
         self._history = np.zeros((0, 0), dtype=np.int64)
         self._pending = None
@@ -135,40 +141,30 @@ class FgramServer:
         self._history = both[:, -(self.matcher.max_n - 1) :]
         return self.matcher.tag_rows(both, context.shape[1])
 
-    def _fetch(self, mask: np.ndarray, rows: np.ndarray):
-        """(mask, rows) as device tensors, or a staging buffer in flight; see `_source`."""
+    def _fetch(self, mask: np.ndarray, rows: np.ndarray) -> tuple:
+        """The mask on the device, and the rows (device placement) or the ids whose rows are in flight."""
+        mask_d = torch.from_numpy(mask).to(self.device, non_blocking=True)
+        rows_t = torch.from_numpy(rows)
         if self.placement == "device":
-            mask_d = torch.from_numpy(mask).to(self.device, non_blocking=True)
-            return mask_d, self.table[torch.from_numpy(rows).to(self.device)], None, None
-        segments, nbytes = _layout([(torch.bool, mask.shape), (self.dtype, (rows.size, self.dim))])
-        staging = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin)
-        segments[0].view(staging).copy_(torch.from_numpy(mask))
-        out = segments[1].view(staging)
-        if self.placement == "host":
-            torch.index_select(self.table, 0, torch.from_numpy(rows), out=out)
-        else:  # disk: numpy gathers the raw bits from the memory map
-            out.view(_INT_VIEW[out.element_size()][0]).copy_(torch.from_numpy(self.table[rows]))
-        self.stats.bytes_copied += nbytes
-        buffer, event = staging, None
-        if self.stream is not None:
-            with torch.cuda.stream(self.stream):
-                buffer = staging.to(self.device, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record(self.stream)
-        return segments, buffer, staging, event
+            return mask_d, self.table[rows_t.to(self.device)]
+        self.prefetcher.start(rows_t)  # the worker gathers F's rows and starts their copy
+        return mask_d, rows_t
 
     def _source(self, token_ids: torch.Tensor, fgram_ids: torch.Tensor | None):
         pending, self._pending = self._pending, None
         if pending is None or pending[0] is not token_ids:
             raise ValueError("the f-gram table serves the model's own forward only (these ids were not seen)")
+        _, mask, rows = pending
         if self.placement == "device":
-            return pending[1], pending[2]
-        _, segments, buffer, _staging, event = pending
-        if event is not None:
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(event)
-            buffer.record_stream(stream)
-        return segments[0].view(buffer), segments[1].view(buffer)
+            return mask, rows
+        t0 = time.perf_counter()
+        compact = self.prefetcher.take(0, rows)  # waits for this step's copy only
+        self.stats.fetch_s += time.perf_counter() - t0
+        self.stats.bytes_copied += mask.numel() + self.prefetcher.stats.last_step_bytes
+        table = compact.tables[0]
+        if table.dtype != self.dtype:  # disk: raw bits
+            table = table.view(self.dtype)
+        return mask, table[compact.offsets[compact.ids]]  # each f-gram owns one row
 
     def remove(self) -> None:
         """Detach the hook and the source (idempotent); the model needs fgram_ids again afterwards."""
@@ -176,6 +172,8 @@ class FgramServer:
             self._hook.remove()
             self._hook = None
             self.model.fgram_source = None
+            if self.prefetcher is not None:
+                self.prefetcher.close()
 
 
 @dataclass(frozen=True, eq=False)
