@@ -315,12 +315,15 @@ class InferMemory:
     l3_tables_device: float
     l3_tables_host: float  # pinned host memory needed when offloaded
     l3_bytes_per_step: float  # host->device bytes per decode step (offloaded), all L3 layers
-    fgram_table_host: float = 0.0  # SCONE's F in host memory (or a memory-mapped file): storage only
-    fgram_bytes_per_step: float = 0.0  # at most one F row per sequence per decode step, host->device
+    fgram_table_device: float = 0.0  # SCONE's F on the device (placement "device"): storage, not params
+    fgram_table_host: float = 0.0  # SCONE's F in host memory (or a memory-mapped file), when offloaded
+    fgram_bytes_per_step: float = 0.0  # offloaded: at most one F row per sequence per decode step
 
     @property
     def device_total(self) -> float:
-        return self.weights + self.kv_cache + self.activations + self.l3_tables_device
+        return (
+            self.weights + self.kv_cache + self.activations + self.l3_tables_device + self.fgram_table_device
+        )
 
 
 def kv_cache_bytes(model: ModelShape, batch: int, context_len: int, dtype_bytes: int) -> float:
@@ -340,7 +343,8 @@ def infer_memory(model: ModelShape, setup: InferSetup) -> InferMemory:
     if model.l3 and setup.l3_placement == "offload":
         rows = l3_unique_rows(model, setup.batch)  # one new token per sequence per step
         per_step = model.l3.n_layers * rows * model.l3.row_width * e
-    offload = setup.l3_placement == "offload"
+    offload = setup.l3_placement == "offload"  # SCONE: where its f-gram table F lives
+    fgram = float(model.fgram_rows * model.dim * e)
     return InferMemory(
         weights=weights,
         kv_cache=kv_cache_bytes(model, setup.batch, setup.context_len, e),
@@ -348,6 +352,7 @@ def infer_memory(model: ModelShape, setup: InferSetup) -> InferMemory:
         l3_tables_device=0.0 if offload else tables,
         l3_tables_host=tables if offload else 0.0,
         l3_bytes_per_step=per_step,
-        fgram_table_host=float(model.fgram_rows * model.dim * e),
-        fgram_bytes_per_step=float(setup.batch * model.dim * e) if model.fgram_rows else 0.0,
+        fgram_table_device=0.0 if offload else fgram,
+        fgram_table_host=fgram if offload else 0.0,
+        fgram_bytes_per_step=float(setup.batch * model.dim * e) if fgram and offload else 0.0,
     )

@@ -276,7 +276,10 @@ def _infer_job_plan(job, cluster: Cluster) -> JobPlan:
     mem, _, fits = plan_inference(model_shape(model_cfg, job.name), cluster, setup)
     acc = cluster.accelerator
     cap = capacity.usable_bytes(acc, memory_bytes=None if acc.is_gpu else cluster.nodes[0].memory_bytes)
-    return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, f"batch {setup.batch}")
+    note = f"batch {setup.batch}"
+    if mem.fgram_table_host:
+        note += f"; SCONE table F {mem.fgram_table_host / capacity.GIB:,.2f} GiB in host memory"
+    return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, note)
 
 
 def plan_suite(

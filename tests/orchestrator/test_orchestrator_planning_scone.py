@@ -20,9 +20,16 @@ def test_scone_shape_and_memory():
     p_b, _, o_b = capacity.STATE_BYTES[setup.precision]
     assert ts.params - td.params == p_b * s.params_fgram_model  # A_fgram's weights on every GPU
     assert ts.optimizer - td.optimizer == o_b * s.params_fgram_model
-    infer = InferSetup(batch=8, context_len=256, dtype_bytes=2)
+    f_bytes = scone.scone.n_fgrams * scone.dim * 2
+    infer = InferSetup(batch=8, context_len=256, dtype_bytes=2, l3_placement="offload")
     mi, md = capacity.infer_memory(s, infer), capacity.infer_memory(d, infer)
-    assert mi.weights == md.weights  # inference-resident: A_fgram is gone, F is not on the device
-    assert mi.fgram_table_host == scone.scone.n_fgrams * scone.dim * 2
+    assert mi.weights == md.weights  # inference-resident: A_fgram is gone
+    assert mi.fgram_table_host == f_bytes and mi.device_total == md.device_total  # F in host memory
     assert mi.fgram_bytes_per_step == 8 * scone.dim * 2
+    on_device = capacity.infer_memory(s, replace(infer, l3_placement="device"))
+    assert on_device.fgram_table_device == f_bytes and on_device.fgram_table_host == 0
+    assert (
+        on_device.device_total
+        == capacity.infer_memory(d, replace(infer, l3_placement="device")).device_total + f_bytes
+    )
     assert capacity.infer_memory(replace(s, fgram_rows=0), infer).fgram_table_host == 0
