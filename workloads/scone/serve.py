@@ -38,7 +38,7 @@ class ServeStats:
     positions: int = 0
     matched: int = 0
     match_tokens: int = 0  # Σ matched f-gram lengths
-    lookup_s: float = 0.0  # host time of the suffix lookups
+    lookup_s: float = 0.0  # host time of the suffix lookups (ids already on the host)
     fetch_s: float = 0.0  # host time of gathering rows and starting their copy
     bytes_copied: int = 0
 
@@ -113,13 +113,13 @@ class FgramServer:
     @torch.no_grad()
     def prefetch(self, token_ids: torch.Tensor, start_pos: int, fgram_ids: torch.Tensor | None = None):
         """Look up the new positions' f-grams and start copying their rows (see the module doc)."""
+        # The newest ids on the host: on CUDA this waits for the step that sampled them (not timed here).
+        ids = token_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)  # (B, T)
         t0 = time.perf_counter()
-        ids = token_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)  # (B, T); a sync on CUDA
-        if fgram_ids is not None:
-            tags = fgram_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)
-        else:
-            tags = self._lookup(ids, start_pos)  # (B, T)
+        tags = self._lookup(ids, start_pos)  # (B, T); also keeps the history current
         t1 = time.perf_counter()
+        if fgram_ids is not None:  # the caller's tags win
+            tags = fgram_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)
         mask = tags >= 0
         rows = tags[mask]
         self._pending = (token_ids, *self._fetch(mask, rows))
