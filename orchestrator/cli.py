@@ -11,7 +11,7 @@ import typer
 
 from orchestrator import api, cli_clusters, render
 
-app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3 and MoE language models.")
+app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
 app.command("plan")(cli_clusters.plan)
 app.add_typer(cli_clusters.clusters_app, name="clusters")
 

@@ -206,7 +206,7 @@ def plan(
         str | None, typer.Option(help="Cluster file or shipped example name (default: local).")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset (without SUITE).")] = None,
-    family: Annotated[str | None, typer.Option(help="dense | l3 | moe.")] = None,
+    family: Annotated[str | None, typer.Option(help="dense | l3 | moe | scone.")] = None,
     tokens: Annotated[float | None, typer.Option(help="Tokens to train (e.g. 30e9).")] = None,
     micro_batch: Annotated[int | None, typer.Option(help="Sequences per GPU (default: largest ≤ 8).")] = None,
     seq_len: Annotated[int | None, typer.Option(help="Default: the preset's max_seq_len.")] = None,

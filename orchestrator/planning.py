@@ -75,6 +75,8 @@ def model_shape(
         params_embeddings=cat["embeddings"],
         params_l3_tables=cat["l3_tables"],
         params_experts=cat["experts"],
+        params_fgram_model=cat.get("fgram_model", 0),
+        fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
         params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
         l3=l3,
         moe=moe,
@@ -271,7 +273,10 @@ def _infer_job_plan(job, cluster: Cluster) -> JobPlan:
     mem, _, fits = plan_inference(model_shape(model_cfg, job.name), cluster, setup)
     acc = cluster.accelerator
     cap = capacity.usable_bytes(acc, memory_bytes=None if acc.is_gpu else cluster.nodes[0].memory_bytes)
-    return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, f"batch {setup.batch}")
+    note = f"batch {setup.batch}"
+    if mem.fgram_table_host:
+        note += f"; SCONE table F {mem.fgram_table_host / capacity.GIB:,.2f} GiB in host memory"
+    return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, note)
 
 
 def plan_suite(

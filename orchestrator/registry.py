@@ -64,13 +64,13 @@ JOBS: dict[str, JobKind] = {
         "train",
         "workloads.jobs.train",
         "TrainJobConfig",
-        "train a model (dense / l3 / moe) and evaluate it; throughput, memory, load balance, val loss",
+        "train a model (dense / l3 / moe / scone) and evaluate it; throughput, memory, balance, val loss",
     ),
     "infer": JobKind(
         "infer",
         "workloads.jobs.infer",
         "InferJobConfig",
-        "prefill / decode throughput sweep over batch sizes (L3 tables on device or offloaded)",
+        "prefill / decode throughput over batch sizes (L3 tables / SCONE table F on device or offloaded)",
     ),
     "dummy": JobKind(
         "dummy",

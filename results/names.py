@@ -134,10 +134,15 @@ LB_L3_ROWS_PER_TOKEN_MEAN = "lb/l3_rows_per_token_mean"
 LB_L3_ROWS_PER_TOKEN_MAX = "lb/l3_rows_per_token_max"
 LB_L3_UNIQUE_ROWS_PER_STEP = "lb/l3_unique_rows_per_step"
 LB_L3_BYTES_PER_TOKEN = "lb/l3_bytes_per_token"
+LB_SCONE_MATCH_RATE = "lb/scone_match_rate"  # SCONE: positions whose input is an f-gram embedding
+LB_SCONE_MEAN_MATCH_LEN = "lb/scone_mean_match_len"
+MEM_FGRAM_TABLE_BYTES = "mem/fgram_table_bytes"  # SCONE's F: storage, never parameters
+TRAIN_FLOPS_PER_TOKEN = "train/flops_per_token"  # SCONE: the main model + A_fgram
+TRAIN_FLOPS_PER_TOKEN_MAIN = "train/flops_per_token_main"  # SCONE: the main model alone (= its dense)
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"
 
-PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "embeddings")
+PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 
 # Keys that are also logged per batch size with the suffix BATCH_SUFFIX + str(batch size),
 # e.g. "infer/decode_tokens_per_s/bs8".
@@ -184,6 +189,11 @@ METRICS = (
     LB_L3_ROWS_PER_TOKEN_MAX,
     LB_L3_UNIQUE_ROWS_PER_STEP,
     LB_L3_BYTES_PER_TOKEN,
+    LB_SCONE_MATCH_RATE,
+    LB_SCONE_MEAN_MATCH_LEN,
+    MEM_FGRAM_TABLE_BYTES,
+    TRAIN_FLOPS_PER_TOKEN,
+    TRAIN_FLOPS_PER_TOKEN_MAIN,
     EVAL_VAL_LOSS,
     EVAL_VAL_PPL,
 )

@@ -387,6 +387,7 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) 
     model_cfg, data = built.model_cfg, built.data
     if built.scone is not None:
         metrics["mem/fgram_table_bytes"] = float(built.scone.table.nbytes)
+        metrics["mem/params_bytes/fgram_table"] = float(built.scone.table.nbytes)  # storage, not parameters
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     acct_metrics, params = _accounting(model_cfg, data, built.counts)
     metrics |= acct_metrics

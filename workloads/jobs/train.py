@@ -213,6 +213,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     out: dict[str, float] = dict(outcome.metrics)
     per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
     if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
+        out["train/flops_per_token_main"] = per_token
         per_token += fgram_train_flops_per_token(model_cfg, out.get("train/fgram_tokens_per_token", 0.0))
         element = job.model.tok_emb.weight.element_size()  # F in the parameter dtype
         out["mem/fgram_table_bytes"] = float(fgram_table_bytes(model_cfg, element))
