@@ -68,6 +68,8 @@ def test_dry_run_passes_without_the_packages_the_gpu_image_lacks(tmp_path):
     for name in ("bandwidth", "train_step", "decode"):  # no timing claims in a dry run
         for row in sections[name]["rows"]:
             assert all(row[k] is None for k in row if k in report.TIMING_FIELDS)
+    syncs = {r["model"]: r for r in sections["host_syncs"]["rows"]}
+    assert syncs["dense"]["fwd_bwd"] == 0 and syncs["l3/triton"]["fwd_bwd"] == 0  # no host reads at all
     assert "[correctness]" in proc.stdout and "[host_syncs]" in proc.stdout
 
 
