@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from orchestrator import ray_link, registry, reporting
+from orchestrator import interrupts, ray_link, registry, reporting
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
 from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
@@ -32,6 +32,7 @@ from orchestrator.suite import SuiteError  # noqa: F401  isort: skip
 from orchestrator.tracking import TrackingError  # noqa: F401  isort: skip
 
 DONE_STATES = ("finished", "failed", "oom", "infra", "cancelled", "skipped")
+CANCEL_GRACE_S = 3.0  # running tasks get this long to stop after a Ctrl-C before Ray kills them
 
 
 @dataclass
@@ -49,6 +50,28 @@ class JobState:
     run_id: str | None = None
     error: str | None = None
     started_s: float | None = None
+    total_steps: int | None = None  # from the job's config when it has steps (progress lines, ETA)
+    tokens_per_step: int | None = None
+    first_metric: tuple[float, int] | None = None  # (monotonic s, step) of this attempt's first step
+
+    def rate_steps_per_s(self, now_s: float) -> float | None:
+        """Steps per second since this attempt's first streamed step (None before two steps)."""
+        if self.first_metric is None or self.step is None or self.step <= self.first_metric[1]:
+            return None
+        return (self.step - self.first_metric[1]) / max(now_s - self.first_metric[0], 1e-9)
+
+
+def job_state(job) -> JobState:
+    """The initial JobState of a JobSpec, with its step count and tokens per step when the config has them."""
+    config, workers = job.config, job.resources.num_workers
+    total = getattr(config, "steps", None)
+    if callable(getattr(config, "total_steps", None)):
+        total = config.total_steps(workers)
+    tokens = None
+    if callable(getattr(config, "tokens_per_step_per_rank", None)):
+        tokens = config.tokens_per_step_per_rank() * workers
+    total = total if isinstance(total, int) else None
+    return JobState(job.name, job.kind, job.labels, total_steps=total, tokens_per_step=tokens)
 
 
 @dataclass
@@ -64,7 +87,9 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """0 when every job finished (or had finished before), else 1."""
+        """130 when interrupted, 0 when every job finished (or had finished before), else 1."""
+        if self.cancelled:
+            return interrupts.EXIT_INTERRUPTED
         return 0 if all(j.state in ("finished", "skipped") for j in self.jobs.values()) else 1
 
     def counts(self) -> dict[str, int]:
@@ -156,19 +181,30 @@ class _Driver:
         return next(j for j in self.suite.jobs if j.name == name)
 
     def on_event(self, event) -> None:
+        with interrupts.deferred():  # a run created is a run remembered (and closed on Ctrl-C)
+            self._on_event(event)
+
+    def _on_event(self, event) -> None:
         state = self.report.jobs[event.job]
         if event.kind == "start":
-            state.step, state.loss = None, None
+            state.step, state.loss, state.first_metric = None, None, None
             tags = {f"{TAG}ray_node": event.payload["node"], f"{TAG}host": event.payload["host"],
                     f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
             state.run_id = self._run(event.job, event.attempt, tags)
             state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
+            state.error = None  # the previous attempt's error was shown once, on its retry line
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
+            if state.first_metric is None:
+                state.first_metric = (time.monotonic(), event.step)
             state.step = event.step
             state.loss = event.payload.get("train/loss", state.loss)
 
     def on_done(self, done) -> None:
+        with interrupts.deferred():  # the run closed and the job's state updated together
+            self._on_done(done)
+
+    def _on_done(self, done) -> None:
         state = self.report.jobs[done.job]
         if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs:
             state.state = "cancelled"  # never started: no run to close
@@ -177,6 +213,8 @@ class _Driver:
         step = state.step if state.step is not None and state.attempt == done.attempt else 0
         self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
         state.run_id, state.error = run_id, done.error
+        if done.will_retry:
+            state.error = f"retrying after {done.outcome}: {done.error}"
         state.state = "queued" if done.will_retry else done.outcome
         if done.will_retry:
             state.attempt = done.attempt + 1
@@ -210,46 +248,92 @@ def run_suite(
     address). make_report: build the report onto the parent run at the end (a report that fails to build
     is recorded in `RunReport.report_error`, never fails the suite). on_start / on_tick: progress
     callbacks (the CLI's live display)."""
+    with interrupts.installed():
+        return _run_suite(suite, sets, address, tracking_uri, cluster, force, make_report, num_cpus,
+                          on_start, on_tick)  # fmt: skip
+
+
+def _prepare(suite, sets, address, tracking_uri, cluster, force, num_cpus):
+    """Everything before the first record: (suite, tracker, job states, jobs to run, scheduling module or
+    None). Not cut by a Ctrl-C (an interrupt inside an import breaks it): one raises when this returns."""
+    with interrupts.deferred():
+        spec = load_suite(suite, sets)
+        if cluster is not None:
+            spec, cluster_address = on_cluster(spec, cluster, force)
+            address = address or cluster_address
+        tracker = Tracker(tracking_uri)
+        tracker.check()
+        done_before = tracker.finished_fingerprints(spec.experiment)
+        jobs = {j.name: job_state(j) for j in spec.jobs}
+        for job in spec.jobs:
+            if job.fingerprint in done_before:
+                jobs[job.name].state, jobs[job.name].run_id = "skipped", done_before[job.fingerprint]
+        todo = [j for j in spec.jobs if j.fingerprint not in done_before]
+        scheduling = connect(address, num_cpus) if todo else None  # ClusterError: nothing recorded yet
+    return spec, tracker, jobs, todo, scheduling
+
+
+def _run_suite(suite, sets, address, tracking_uri, cluster, force, make_report, num_cpus, on_start, on_tick):
     started = time.monotonic()
-    spec = load_suite(suite, sets)
-    if cluster is not None:
-        spec, cluster_address = on_cluster(spec, cluster, force)
-        address = address or cluster_address
-    tracker = Tracker(tracking_uri)
-    tracker.check()
-    done_before = tracker.finished_fingerprints(spec.experiment)
-    jobs = {j.name: JobState(j.name, j.kind, j.labels) for j in spec.jobs}
-    for job in spec.jobs:
-        if job.fingerprint in done_before:
-            jobs[job.name].state, jobs[job.name].run_id = "skipped", done_before[job.fingerprint]
-    todo = [j for j in spec.jobs if j.fingerprint not in done_before]
-    scheduling = connect(address, num_cpus) if todo else None  # ClusterError: nothing recorded yet
+    spec, tracker, jobs, todo, scheduling = _prepare(
+        suite, sets, address, tracking_uri, cluster, force, num_cpus
+    )
     tracker.experiment_id(spec.experiment)
     report = RunReport(spec, None, jobs, tracking_uri=tracker.uri)
     tags = {
         f"{TAG}suite_path": spec.path,
         f"{TAG}n_jobs": str(len(spec.jobs)),
         f"{TAG}n_skipped": str(len(spec.jobs) - len(todo)),
+        "mlflow.note.content": _parent_note(spec, todo),  # the run's description in the MLflow UI
     }
-    report.parent_run_id = tracker.start_suite(spec.experiment, spec.name, tags)
-    if on_start is not None:
-        on_start(report)
     final = "FINISHED"
     try:
-        raise_on_sigterm()
+        with interrupts.deferred():  # the run and its id together, or neither
+            report.parent_run_id = tracker.start_suite(
+                spec.experiment, spec.name, tags, _parent_name(spec, todo)
+            )
+        if on_start is not None:
+            on_start(report)
         if todo:
             _schedule(scheduling, spec, tracker, report, todo, on_tick)
     except KeyboardInterrupt:
         report.cancelled, final = True, "KILLED"
     finally:
-        report.wall_s = time.monotonic() - started
-        if final != "KILLED" and report.exit_code:
-            final = "FAILED"
+        if report.parent_run_id is not None:
+            _close(report, tracker, final, make_report, started)
+    return report
+
+
+def _parent_name(spec: Suite, todo: list) -> str:
+    """The parent run's name: the suite's, marked when the invocation had nothing left to run."""
+    if todo:
+        return spec.name
+    return f"{spec.name} (rerun: all {len(spec.jobs)} jobs skipped)"
+
+
+def _parent_note(spec: Suite, todo: list) -> str:
+    skipped = len(spec.jobs) - len(todo)
+    ran = f"Ran {len(todo)} of {len(spec.jobs)} jobs" + (
+        f" ({skipped} finished earlier, skipped)" if skipped else ""
+    )
+    return f"{ran}. report/report.html holds the suite's merged current results (every job's newest run)."
+
+
+def _close(report: RunReport, tracker: Tracker, final: str, make_report: bool, started: float) -> None:
+    """Record the wall time and the report on the parent run, then close it (KILLED when interrupted,
+    FAILED when a job did not finish); a Ctrl-C while the report builds closes it KILLED."""
+    report.wall_s = time.monotonic() - started
+    if final != "KILLED" and report.exit_code:
+        final = "FAILED"
+    try:
         tracker.log_metrics(report.parent_run_id, {"suite/wall_s": report.wall_s}, 0)
         if make_report and final != "KILLED":
             _attach_report(report, tracker)
+    except KeyboardInterrupt:
+        report.cancelled, final = True, "KILLED"
+        report.report_error = report.report_error or "interrupted"
+    finally:
         tracker.end_suite(report.parent_run_id, final)
-    return report
 
 
 def _attach_report(report: RunReport, tracker: Tracker) -> None:
@@ -278,6 +362,7 @@ def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
         checkpoint_root=str(home() / "checkpoints"),
         on_event=driver.on_event,
         on_done=driver.on_done,
+        on_oom=spec.raw.get("on_oom", "fail"),
     )
     tick = (lambda: on_tick(report)) if on_tick is not None else None
     try:
@@ -288,17 +373,15 @@ def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
 
 
 def _cancel_pending(scheduler, tracker, driver, report) -> None:
-    """Cancel Ray tasks; runs still open afterwards are closed KILLED, queued jobs become cancelled."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not half-close runs
-    try:
-        scheduler.cancel()
+    """Cancel Ray tasks (a few seconds' grace, then forced); runs still open afterwards are closed KILLED,
+    queued jobs become cancelled. A second Ctrl-C meanwhile forces the exit (orchestrator.interrupts)."""
+    with interrupts.deferred():
+        scheduler.cancel(grace_s=CANCEL_GRACE_S)
         for job in report.jobs.values():
             if job.state in ("queued", "running"):
                 if job.run_id is not None:
                     tracker.kill(job.run_id, "cancelled by the user")
                 job.state = "cancelled"
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def run_detached(

@@ -72,15 +72,18 @@ def run(
             )
             return
         progress = render.Progress(out)
+        out.print(f"{suite}: validating, checking the store, starting Ray ...", highlight=False)
         report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
     except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
         raise _bad_input(err) from None
+    except KeyboardInterrupt:  # before any run was opened (e.g. while Ray started)
+        out.print("interrupted: nothing was recorded")
+        raise typer.Exit(130) from None
     progress.stop(report)
-    out.print(render.df_table(api.compare(suite, set_, tracking_uri=report.tracking_uri), "comparison"))
+    render.print_compare(out, api.compare(suite, set_, tracking_uri=report.tracking_uri))
     out.print(render.report_line(report.report, report.report_error))
-    out.print(
-        f"{report.counts()} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})"
-    )
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items()))
+    out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
     raise typer.Exit(report.exit_code)
 
 
@@ -98,15 +101,16 @@ def validate(suite: str, set_: SetOpt = None) -> None:
 
 @app.command()
 def status(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
-    """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the jobs of the newest one."""
+    """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the current results of the newest one's
+    suite (each job's newest finished run, from whichever invocation ran it)."""
     try:
         suites, jobs = api.status(target, tracking_uri)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     out = render.console()
-    out.print(render.df_table(suites, "suite runs"))
+    out.print(render.compact_table(suites, "suite runs (newest first)"))
     if not jobs.empty:
-        out.print(render.df_table(jobs, "jobs of the newest"))
+        out.print(render.compact_table(jobs, f"current results of {suites['suite'].iloc[0]}"))
 
 
 @app.command()
@@ -121,13 +125,18 @@ def cancel(target: Annotated[str | None, typer.Argument()] = None, tracking_uri:
 
 
 @app.command()
-def compare(suite: str, set_: SetOpt = None, tracking_uri: UriOpt = None) -> None:
-    """The comparison table of SUITE's finished jobs."""
+def compare(
+    suite: str,
+    set_: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    wide: Annotated[bool | None, typer.Option("--wide", help="Every column (needs ~200 columns).")] = None,
+) -> None:
+    """SUITE's jobs side by side: finished numbers, or the state and error of jobs that did not finish."""
     try:
         table = api.compare(suite, set_, tracking_uri)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
-    render.console().print(render.df_table(table, "comparison"))
+    render.print_compare(render.console(), table, bool(wide))
 
 
 @app.command()
@@ -158,11 +167,14 @@ def list_(what: Annotated[str, typer.Argument(help="presets | suites | jobs")]) 
 @app.command()
 def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] = None) -> None:
     """Start the MLflow UI on 127.0.0.1 over the project's store (Ctrl-C stops it)."""
+    typer.echo("starting the MLflow UI (the first start takes a while)...")
     try:
-        url, proc = api.ui(tracking_uri, port or 5000)
+        url, landing, proc = api.ui(tracking_uri, port or 5000)
     except api.TrackingError as err:
         raise _bad_input(err) from None
-    typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    typer.echo(f"MLflow UI: {landing}\n  (server {url}; Ctrl-C to stop)")  # once the server answers
     api.raise_on_sigterm()
     try:
         proc.wait()

@@ -248,6 +248,9 @@ def plan(
         raise _fail(err) from None
     if suite is not None:
         out.print(_suite_table(plans))
+        for p in plans:  # the setup each train job was sized with, or what would fit
+            if p.kind == "train" and p.note:
+                out.print(f"{p.name}: {p.note}", markup=False, highlight=False)
         bad = planning.unfit_jobs(plans)
         out.print(f"{len(plans) - len(bad)} of {len(plans)} jobs fit on {cl.name}")
         raise typer.Exit(1 if bad else 0)

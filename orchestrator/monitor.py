@@ -8,24 +8,24 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.suite import SuiteError, load_suite, resolve_path
-from orchestrator.tracking import TAG, Tracker
+from orchestrator.tracking import TAG, Tracker, TrackingError, home
 
-SUITE_COLUMNS = [
-    "run_id",
-    "suite",
-    "experiment",
-    "status",
-    "started",
-    "jobs",
-    "finished",
-    "failed",
-    "running",
-]
+SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "ran", "finished", "failed",
+                 "skipped", "running"]  # fmt: skip
+JOB_COLUMNS = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
+               f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss", "start_time": "started",
+               f"tags.{TAG}error": "error"}  # fmt: skip
 MIB = 2**20
+UI_START_TIMEOUT_S = 180.0
+RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
 
 
 def _suite_target(target: str | None) -> str | None:
@@ -43,51 +43,67 @@ def _suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
     experiment = _suite_target(target)
     runs = tracker.search_roles("suite", experiment)
     if not runs.empty and target is not None and experiment is None:
-        runs = runs[runs["run_id"] == target]
+        runs = runs[runs["run_id"].str.startswith(target)]  # status shows run ids cut to RUN_ID_CHARS
     return runs
 
 
+def _count(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
+    """One row per suite invocation: its jobs, how many it ran (job runs under it) and how they ended,
+    and how many it skipped because they had finished before."""
     jobs = tracker.search_roles("job", None)
+    parent_col = "tags.mlflow.parentRunId"
     rows = []
     for _, parent in parents.iterrows():
-        mine = (
-            jobs[jobs.get("tags.mlflow.parentRunId", pd.Series(dtype=str)) == parent["run_id"]]
-            if not jobs.empty
-            else jobs
-        )
+        mine = jobs[jobs[parent_col] == parent["run_id"]] if parent_col in jobs else jobs.iloc[0:0]
         status = mine["status"] if not mine.empty else pd.Series(dtype=str)
         rows.append({
-            "run_id": parent["run_id"],
+            "run_id": parent["run_id"][:RUN_ID_CHARS],
             "suite": parent.get(f"tags.{TAG}suite"),
-            "experiment": parent.get("experiment_id"),
+            "experiment": tracker.experiment_name(parent.get("experiment_id")),
             "status": parent["status"],
-            "started": parent["start_time"],
-            "jobs": parent.get(f"tags.{TAG}n_jobs"),
+            "started": parent["start_time"].strftime("%Y-%m-%d %H:%M"),
+            "jobs": _count(parent.get(f"tags.{TAG}n_jobs")),
+            "ran": len(mine),
             "finished": int((status == "FINISHED").sum()),
-            "failed/killed": int(status.isin(["FAILED", "KILLED"]).sum()),
+            "failed": int(status.isin(["FAILED", "KILLED"]).sum()),
+            "skipped": _count(parent.get(f"tags.{TAG}n_skipped")),
             "running": int((status == "RUNNING").sum()),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=SUITE_COLUMNS)
 
 
+def current_jobs(tracker: Tracker, parent: pd.Series) -> pd.DataFrame:
+    """The suite's current results: for each job name run under any invocation of the suite, its newest
+    FINISHED run, else its newest run (so a rerun that skipped everything still shows the results it
+    stands on)."""
+    experiment = tracker.experiment_name(parent.get("experiment_id"))
+    suite = parent.get(f"tags.{TAG}suite")
+    runs = tracker.search(experiment, f"tags.`{TAG}kind` = 'job' and tags.`{TAG}suite` = '{suite}'")
+    if runs.empty:
+        return pd.DataFrame(columns=list(JOB_COLUMNS.values()))
+    runs = runs.assign(_done=runs["status"] == "FINISHED").sort_values(["_done", "start_time"])
+    current = runs.groupby(f"tags.{TAG}job").tail(1)  # the last row per job: finished beats newer
+    present = {k: v for k, v in JOB_COLUMNS.items() if k in current}
+    return current[list(present)].rename(columns=present).sort_values("job").reset_index(drop=True)
+
+
 def status(target: str | None = None, tracking_uri: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(suite invocations, jobs of the newest one). target: a suite file/name, a parent run id, or None."""
+    """(suite invocations, current results of the newest one's suite: `current_jobs`). target: a suite
+    file/name, a parent run id, or None."""
     tracker = Tracker(tracking_uri)
     tracker.check()
     parents = _suite_runs(tracker, target)
     if parents.empty:
         return pd.DataFrame(columns=SUITE_COLUMNS), pd.DataFrame()
     parents = parents.sort_values("start_time", ascending=False)
-    table = _job_counts(tracker, parents)
-    jobs = tracker.children(parents.iloc[0]["run_id"])
-    if jobs.empty:
-        return table, jobs
-    cols = {f"tags.{TAG}job": "job", "status": "status", f"tags.{TAG}outcome": "outcome",
-            f"tags.{TAG}attempt": "attempt", "metrics.train/loss": "loss",
-            f"tags.{TAG}error": "error"}  # fmt: skip
-    present = {k: v for k, v in cols.items() if k in jobs}
-    return table, jobs[list(present)].rename(columns=present).sort_values("job")
+    return _job_counts(tracker, parents), current_jobs(tracker, parents.iloc[0])
 
 
 def _alive(pid: int) -> bool:
@@ -173,6 +189,16 @@ def _compare_row(job, run: pd.Series | None) -> dict:
     return row
 
 
+def _state(run: pd.Series) -> tuple[str, str | None]:
+    """(state, one-line error) of a job run that did not finish: its failure class, or running."""
+    if run["status"] == "RUNNING":
+        return "running", None
+    outcome = run.get(f"tags.{TAG}outcome")
+    outcome = outcome if isinstance(outcome, str) and outcome else str(run["status"]).lower()
+    error = run.get(f"tags.{TAG}error")
+    return outcome, error if isinstance(error, str) and error else None
+
+
 def _measured_err(row, other, key: str, planned: float | None) -> tuple[float | None, bool]:
     """(row[key] / other[key] - 1, True) when both rows are measured, else (the planned error, False)."""
     if other is not None and row["numbers"] == "measured" and other["numbers"] == "measured":
@@ -202,22 +228,32 @@ def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
 
 
 def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per job of the suite with the metrics of its FINISHED run (by fingerprint; else the newest
-    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column).
+    """One row per job of the suite. Metrics come from its FINISHED run (by fingerprint; else the newest
+    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column). A job
+    whose newest run of this fingerprint did not finish shows that run's state (failed / oom / infra /
+    cancelled / running) and its one-line error; "not run" means no run at all.
     active_err / total_err / match_err are measured against measured (`numbers` = "measured"); rows whose
     group was not all run show the planned errors (`numbers` = "planned")."""
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    runs = tracker.search(spec.experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
+    runs = tracker.search(spec.experiment, f"tags.`{TAG}kind` = 'job'")
     if not runs.empty:
         runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
-    by_fp = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
-    by_name = {} if runs.empty else {r[f"tags.{TAG}job"]: r for _, r in runs.iterrows()}
+    finished = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
+    by_fp = {} if finished.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in finished.iterrows()}
+    by_name = {} if finished.empty else {r[f"tags.{TAG}job"]: r for _, r in finished.iterrows()}
+    latest = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
     rows = []
     for job in spec.jobs:
         run = by_fp.get(job.fingerprint)
+        if run is None and job.fingerprint in latest:  # ran under this config and did not finish
+            row = _compare_row(job, None)
+            row["status"], row["error"] = _state(latest[job.fingerprint])
+            rows.append(row)
+            continue
         row = _compare_row(job, run if run is not None else by_name.get(job.name))
+        row["error"] = None
         if run is None and job.name in by_name:  # same job, other code version or config: say so
             row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint']})"
         rows.append(row)
@@ -229,12 +265,54 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
 
 
-def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, subprocess.Popen]:
-    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (URL, process)."""
+def landing_url(tracker: Tracker, base_url: str) -> str:
+    """Where a user should land: the experiment of the newest suite run, in MLflow's "Model training"
+    view (MLflow 3.17's UI opens in its GenAI view, an empty Traces overview, whatever the experiment's
+    kind tag says; the workflowType parameter switches it and the browser remembers it)."""
+    suites = tracker.search_roles("suite", None)
+    view = "workflowType=machine_learning"
+    if suites.empty:
+        return f"{base_url}/#/experiments?{view}"
+    newest = suites.sort_values("start_time").iloc[-1]
+    return f"{base_url}/#/experiments/{newest['experiment_id']}?{view}"
+
+
+def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, str, subprocess.Popen]:
+    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (server URL, `landing_url`,
+    process) once the server answers (TrackingError if it exits or does not answer within
+    UI_START_TIMEOUT_S)."""
     tracker = Tracker(tracking_uri)
     tracker.check()
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     if tracker.db_path is not None:
         cmd += ["--artifacts-destination", str(tracker.db_path.parent / "mlartifacts")]
-    return f"http://127.0.0.1:{port}", subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    log = home() / "logs" / "mlflow-ui.log"  # the server's own log (a pipe nobody reads would fill up)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up(url, proc, log)
+    except BaseException:
+        proc.terminate()
+        proc.wait()
+        raise
+    return url, landing_url(tracker, url), proc
+
+
+def _wait_until_up(
+    url: str, proc: subprocess.Popen, log: Path, timeout_s: float = UI_START_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise TrackingError(f"mlflow server exited ({proc.returncode}): " + " | ".join(tail))
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.3)
+    raise TrackingError(f"mlflow server at {url} did not answer within {timeout_s:.0f} s")

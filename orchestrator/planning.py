@@ -231,14 +231,33 @@ def _train_job_plan(job, cluster: Cluster, calibration: Calibration | None = Non
         )
     fp32 = cfg.dtype == "float32" or (cfg.dtype == "auto" and not gpu)
     tokens = cfg.total_steps(n) * cfg.tokens_per_step_per_rank() * n
-    plan = plan_training(
-        model_shape(model_cfg, job.name), cluster, tokens=tokens, micro_batch=cfg.batch_size,
-        seq_len=cfg.data_config().seq_len, n_gpus=n, zero_stage=0, activation_checkpointing=False,
-        ep_size=model_cfg.moe.ep_size if model_cfg.moe else 1, precision="fp32" if fp32 else "amp-bf16",
-        grad_accum=cfg.grad_accum, calibration=calibration,
-    )  # fmt: skip
+
+    def sized(micro_batch: int, grad_accum: int) -> TrainPlan:
+        return plan_training(
+            model_shape(model_cfg, job.name), cluster, tokens=tokens, micro_batch=micro_batch,
+            seq_len=cfg.data_config().seq_len, n_gpus=n, zero_stage=0, activation_checkpointing=False,
+            ep_size=model_cfg.moe.ep_size if model_cfg.moe else 1, precision="fp32" if fp32 else "amp-bf16",
+            grad_accum=grad_accum, calibration=calibration,
+        )  # fmt: skip
+
+    plan = sized(cfg.batch_size, cfg.grad_accum)
+    note = f"as set: micro-batch {cfg.batch_size} x {cfg.grad_accum} accumulation, DDP, no checkpointing"
+    if not plan.fits:
+        gib = capacity.GIB
+        peak = f"peak {plan.memory.peak / gib:,.2f} GiB of {plan.capacity_bytes / gib:,.2f} GiB"
+        note = f"{peak}; {_proposal(cfg.batch_size, cfg.grad_accum, sized)}"
     wall = plan.cost.wall_s if plan.cost else None
-    return JobPlan(job.name, job.kind, n, plan.memory.peak, plan.capacity_bytes, plan.fits, wall)
+    return JobPlan(job.name, job.kind, n, plan.memory.peak, plan.capacity_bytes, plan.fits, wall, note)
+
+
+def _proposal(batch: int, accum: int, sized) -> str:
+    """What would fit, by the one memory knob the train job has (its micro-batch; the job runs plain DDP
+    without activation checkpointing): halve it, doubling grad_accum so tokens per step stay the same."""
+    while batch % 2 == 0:
+        batch, accum = batch // 2, accum * 2
+        if sized(batch, accum).fits:
+            return f"fits with train.batch_size={batch}, train.grad_accum={accum} (same tokens per step)"
+    return f"does not fit even at micro-batch {batch}: use more GPUs, a smaller preset, or a larger GPU"
 
 
 def _infer_job_plan(job, cluster: Cluster) -> JobPlan:

@@ -10,11 +10,15 @@ import sys
 import time
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 MAX_ROWS = 20
+PROGRESS_EVERY_S = 20.0  # piped logs: a line per running job this often (and one per state change)
+HEARTBEAT_S = 25.0  # piped logs: never silent longer than this
 STYLE = {"finished": "green", "skipped": "dim", "running": "cyan", "queued": "white",
          "failed": "red", "oom": "red", "infra": "yellow", "cancelled": "magenta"}  # fmt: skip
 
@@ -42,8 +46,105 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
         numeric = pd.api.types.is_numeric_dtype(df[col])
         table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
     for row in df.itertuples(index=False):
-        table.add_row(*(_fmt(v) for v in row))
+        table.add_row(*(escape(_fmt(v)) for v in row))  # cells are data, not markup ("[enforce fail ...]")
     return table
+
+
+# The default `compare` layout: one label column, the headline numbers and the state fit 80 columns; the
+# EXTRA columns join, in this order, while the terminal is wide enough. `--wide`: every column of
+# api.compare. Headers are short so the numbers set the widths.
+NARROW = {"label": "job", "active": "active", "total": "total", "val_loss": "val loss",
+          "tokens_per_s": "tok/s", "peak_mem_mib": "mem MiB", "status": "state"}  # fmt: skip
+EXTRA = {"sparsity": "sparsity", "match_err": "match err", "val_ppl": "val ppl",
+         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+LABEL_PARTS = ("job", "family", "preset", "variant", "seed")
+
+
+def _label(row: pd.Series) -> str:
+    """'train l3 tiny' (+ variant / seed when the suite has several)."""
+    return " ".join(str(row[c]) if c != "seed" else f"s{row[c]}" for c in LABEL_PARTS if c in row.index)
+
+
+def _narrow_table(df: pd.DataFrame, columns: dict[str, str]) -> Table:
+    narrow = df[list(columns)].rename(columns=columns)
+    table = Table(title="comparison", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for col in narrow.columns:
+        numeric = pd.api.types.is_numeric_dtype(narrow[col])
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
+    for row in narrow.itertuples(index=False):
+        *cells, state = (escape(_fmt(v)) for v in row)
+        table.add_row(*cells, f"[{STYLE.get(state, 'white')}]{state}")
+    return table
+
+
+def _fits(table: Table, width: int) -> bool:
+    return Console(width=10_000).measure(table).maximum <= width
+
+
+def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple[Table, list[str]]:
+    """(table, notes) for `compare`: the narrow layout (NARROW, then each EXTRA column, in order, that
+    still fits `width`; the errors of jobs that did not finish below the table, one each) or, wide,
+    every column."""
+    if wide or df.empty:
+        return df_table(df, "comparison"), []
+    df = df.assign(label=df.apply(_label, axis=1))
+    columns = dict(NARROW)
+    table = _narrow_table(df, columns)
+    for col, header in EXTRA.items():
+        more = {**{k: v for k, v in columns.items() if k != "status"}, col: header, "status": "state"}
+        candidate = _narrow_table(df, more) if col in df else None
+        if candidate is not None and _fits(candidate, width):
+            columns, table = more, candidate
+    errors = df["error"] if "error" in df else pd.Series([None] * len(df), index=df.index)
+    rows = zip(df.iterrows(), errors, strict=True)
+    notes = [f"{_label(r)}: {e}" for (_, r), e in rows if isinstance(e, str)]
+    return table, notes
+
+
+def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
+    table, notes = compare_view(df, wide, out.width)
+    if wide:  # every cell whole, wider than the terminal if need be (a terminal wraps or scrolls it)
+        needed = Console(width=10_000).measure(table).maximum
+        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
+                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+    out.print(table)
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
+
+
+def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
+    """A DataFrame without cell borders (fits more in 80 columns); long text cells wrap, none is cut."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for col in df.columns:
+        numeric = pd.api.types.is_numeric_dtype(df[col])
+        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=numeric, overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*(escape(_fmt(v)) for v in row))
+    return table
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_text(job, now_s: float) -> str:
+    """'step 40/120, loss 6.12, 1,234 tok/s, ETA 1m05s' of a running JobState (what is known of it)."""
+    if job.step is None:
+        elapsed = "" if job.started_s is None else f" for {_duration(now_s - job.started_s)}"
+        return f"running{elapsed}, no step reported yet"
+    done = job.step + 1  # steps count from 0
+    parts = [f"step {done}" + (f"/{job.total_steps}" if job.total_steps else "")]
+    if job.loss is not None:
+        parts.append(f"loss {job.loss:.4g}")
+    rate = job.rate_steps_per_s(now_s)
+    if rate and job.tokens_per_step:
+        parts.append(f"{rate * job.tokens_per_step:,.0f} tok/s")
+    if rate and job.total_steps:
+        parts.append(f"ETA {_duration(max(job.total_steps - job.step - 1, 0) / rate)}")
+    return ", ".join(parts)
 
 
 class Progress:
@@ -55,6 +156,8 @@ class Progress:
         self.live: Live | None = None
         self.seen: dict[str, tuple] = {}
         self.t0 = time.monotonic()
+        self.last: dict[str, float] = {}  # when each job's last line was printed (plain mode)
+        self.last_any = self.t0
 
     def _table(self, report) -> Table:
         counts = report.counts()
@@ -84,14 +187,24 @@ class Progress:
         if self.live is not None:
             self.live.update(self._table(report))
             return
+        now = time.monotonic()
         for j in report.jobs.values():
             key = (j.state, j.attempt)
             if self.seen.get(j.name) != key:
                 self.seen[j.name] = key
                 error = f"  ({j.error})" if j.error and j.state != "finished" else ""
-                self.out.print(
-                    f"[{time.monotonic() - self.t0:6.1f}s] {j.name}: {j.state} (attempt {j.attempt}){error}"
-                )
+                self._line(f"{j.name}: {j.state} (attempt {j.attempt}){error}", j.name, now)
+            elif j.state == "running" and now - self.last.get(j.name, now) >= PROGRESS_EVERY_S:
+                self._line(f"{j.name}: {progress_text(j, now)}", j.name, now)
+        if now - self.last_any >= HEARTBEAT_S:  # all queued, or running jobs that stream nothing yet
+            counts = "  ".join(f"{k}: {v}" for k, v in sorted(report.counts().items()))
+            self._line(f"{report.suite.name}: {counts}", None, now)
+
+    def _line(self, text: str, job: str | None, now: float) -> None:
+        self.out.print(f"[{now - self.t0:6.1f}s] {text}", markup=False, highlight=False)
+        self.last_any = now
+        if job is not None:
+            self.last[job] = now
 
     def stop(self, report) -> None:
         if self.live is not None:

@@ -8,13 +8,15 @@ alone talks to MLflow). Failure classes key on exception types (STYLE.md): worke
 exception raised by the job → `failed` (not retried), `ray.cancel` → `cancelled`.
 """
 
+import logging
+import re
 import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray
 from ray import exceptions as rex
@@ -33,6 +35,16 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     rex.RaySystemError,
 )
 OOM_NAMES = ("OutOfMemoryError", "MemoryError")  # torch.cuda.OutOfMemoryError / Python's, by type name
+# torch's CPU allocator (and CUDA/HIP under older torch) reports an allocation failure as a plain
+# RuntimeError: its message is the only thing that tells it from an application error.
+OOM_MESSAGES = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "HIP out of memory",
+    "std::bad_alloc",
+)
+OnOom = Literal["fail", "halve_batch"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
 
@@ -62,6 +74,21 @@ class Completion:
     will_retry: bool = False
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
+
+
+def plain(text: str) -> str:
+    """Text without ANSI escape codes (they end up in traceback.txt, MLflow tags and piped logs)."""
+    return ANSI.sub("", text)
+
+
+def one_line(err: BaseException) -> str:
+    """'Type: last line of the message' of the job's own exception (a Ray task error's cause)."""
+    err = getattr(err, "cause", None) or err
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return plain(f"{type(err).__name__}: {lines[-1].strip() if lines else ''}")
+
+
 def _job_ancestors(err: BaseException) -> Iterable[BaseException]:
     seen = set()
     while err is not None and id(err) not in seen:
@@ -83,7 +110,20 @@ def classify(err: BaseException) -> Outcome:
         return "infra"
     if any(type(e).__name__ in OOM_NAMES for e in chain):
         return "oom"
+    if any(isinstance(e, RuntimeError) and any(m in str(e) for m in OOM_MESSAGES) for e in chain):
+        return "oom"
     return "failed"
+
+
+def halved_micro_batch(config: Any) -> Any | None:
+    """The suite's `on_oom: halve_batch` retry: the same job with half the micro-batch and twice the
+    gradient accumulation (the same tokens per optimizer step, so the same training run and fingerprint);
+    None when the config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would
+    change the tokens per step)."""
+    batch, accum = getattr(config, "batch_size", None), getattr(config, "grad_accum", None)
+    if not isinstance(batch, int) or not isinstance(accum, int) or batch < 2 or batch % 2:
+        return None
+    return replace(config, batch_size=batch // 2, grad_accum=accum * 2)
 
 
 @ray.remote(num_cpus=0)
@@ -226,6 +266,8 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
     else:
         ray_link.check_reachable(address)
         kwargs["runtime_env"] = {"py_modules": [str(REPO_ROOT / p) for p in CODE_PACKAGES]}
+    # Ray's notice that a local cluster uses token auth is not news to the user of a local cluster.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     try:
         ray.init(**kwargs)
     except rex.AuthenticationError as err:
@@ -257,9 +299,11 @@ class Scheduler:
     on_event: Callable[[Event], None]
     on_done: Callable[[Completion], None]
     poll_s: float = 0.2
+    on_oom: OnOom = "fail"
     _sink: Any = None
     _pending: dict[Any, tuple[JobSpec, int]] = field(default_factory=dict)
     _results: dict[tuple[str, int], str] = field(default_factory=dict)
+    _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
@@ -267,7 +311,8 @@ class Scheduler:
     def submit(self, job: JobSpec, attempt: int = 1) -> None:
         res = job.resources
         ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
-        a = Attempt(job.kind, job.config, job.name, attempt, res.num_gpus, ckpt)
+        config = self._configs.get(job.name, job.config)
+        a = Attempt(job.kind, config, job.name, attempt, res.num_gpus, ckpt)
         if res.num_workers > 1:
             ref = _gang.remote(a, self._sink, res, self.storage_path)
         else:
@@ -298,14 +343,25 @@ class Scheduler:
             done = Completion(job.name, attempt, "finished", result_json=result_json)
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
-            retry = allow_retry and outcome == "infra" and attempt <= job.max_retries
-            lines = str(err).strip().splitlines()
-            summary = f"{type(err).__name__}: {lines[-1] if lines else ''}"
-            tb = "".join(traceback.format_exception(err))
+            retry = allow_retry and attempt <= job.max_retries and self._retryable(job, outcome)
+            summary = one_line(err)
+            tb = plain("".join(traceback.format_exception(err)))
             done = Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
         self.on_done(done)
         if done.will_retry:
             self.submit(job, attempt + 1)
+
+    def _retryable(self, job: JobSpec, outcome: Outcome) -> bool:
+        """infra: always (up to max_retries); oom: only as the suite says (`on_oom`), never unchanged."""
+        if outcome == "infra":
+            return True
+        if outcome != "oom" or self.on_oom != "halve_batch":
+            return False
+        smaller = halved_micro_batch(self._configs.get(job.name, job.config))
+        if smaller is None:
+            return False
+        self._configs[job.name] = smaller
+        return True
 
     def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
         ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)

@@ -82,6 +82,7 @@ def suite_model() -> type[BaseModel]:
         experiment=(str | None, None),
         description=(str, ""),
         max_retries=(int, Field(1, ge=0)),
+        on_oom=(Literal["fail", "halve_batch"], "fail"),  # orchestrator.scheduling.halved_micro_batch
         match_tolerance=(float, Field(0.02, gt=0, lt=1)),  # iso-sparse match, planned (L3_SPEC §5)
         resources=(dict[str, ResourcesModel] | None, None),
         model=(model_section | None, None),

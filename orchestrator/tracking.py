@@ -8,7 +8,9 @@ whichever process creates the experiment). Only the driver talks to MLflow; work
 """
 
 import contextlib
+import functools
 import json
+import logging
 import math
 import os
 import time
@@ -24,14 +26,20 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from orchestrator import interrupts
 from orchestrator.fingerprint import code_version, git_commit, git_dirty
 
+# A normal run prints no MLflow INFO lines (system-metrics monitor start/stop, database creation).
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 # Reports read result.json artifacts back; MLflow's tqdm bar per download would litter the run's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 TAG = "isosparse."  # prefix of every tag isosparse sets
 PARAM_VALUE_CHARS = 6000
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
+# MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty Traces overview, the job
+# runs under "Evaluations"); "custom_model_development" opens it on its training runs.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 STATUS = {
     "finished": "FINISHED",
     "failed": "FAILED",
@@ -39,6 +47,17 @@ STATUS = {
     "infra": "FAILED",
     "cancelled": "KILLED",
 }
+
+
+def _uncut(method):
+    """A store call that a first Ctrl-C does not cut in the middle (see orchestrator.interrupts)."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with interrupts.deferred():
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class TrackingError(RuntimeError):
@@ -107,6 +126,7 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)  # search_runs and the parent run use the global URI
         self._experiments: dict[str, str] = {}
 
+    @_uncut
     def check(self) -> None:
         """Raise TrackingError unless the store answers (a sqlite store's folder is created)."""
         try:
@@ -124,6 +144,7 @@ class Tracker:
             return None  # a server decides (its --artifacts-destination)
         return (self.db_path.parent / "mlartifacts" / experiment.replace("/", "_")).as_uri()
 
+    @_uncut
     def experiment_id(self, name: str, create: bool = True) -> str | None:
         if name in self._experiments:
             return self._experiments[name]
@@ -131,13 +152,29 @@ class Tracker:
         if exp is None:
             if not create:
                 return None
-            exp_id = self.client.create_experiment(name, artifact_location=self.artifact_location(name))
+            exp_id = self.client.create_experiment(
+                name, artifact_location=self.artifact_location(name), tags=EXPERIMENT_TAGS
+            )
         else:
             exp_id = exp.experiment_id
+            if create and any(exp.tags.get(k) != v for k, v in EXPERIMENT_TAGS.items()):
+                for key, value in EXPERIMENT_TAGS.items():  # experiments made by older code
+                    self.client.set_experiment_tag(exp_id, key, value)
         self._experiments[name] = exp_id
         return exp_id
 
+    @_uncut
+    def experiment_name(self, experiment_id: str | None) -> str | None:
+        """The name of an experiment id (status shows names, not ids); None for an unknown id."""
+        if experiment_id is None:
+            return None
+        try:
+            return self.client.get_experiment(str(experiment_id)).name
+        except MlflowException:
+            return None
+
     # -- runs ------------------------------------------------------------------------------------------
+    @_uncut
     def search(self, experiment: str, filter_string: str = "") -> pd.DataFrame:
         exp_id = self.experiment_id(experiment, create=False)
         if exp_id is None:
@@ -146,6 +183,7 @@ class Tracker:
             experiment_ids=[exp_id], filter_string=filter_string, output_format="pandas", max_results=100_000
         )
 
+    @_uncut
     def search_roles(self, role: str, experiment: str | None) -> pd.DataFrame:
         """Runs tagged isosparse.kind = role ("suite" | "job"), in one experiment or in all.
         (Job runs carry the job kind — train / infer / dummy — in isosparse.job_kind.)"""
@@ -159,6 +197,7 @@ class Tracker:
             max_results=100_000,
         )
 
+    @_uncut
     def children(self, parent_id: str) -> pd.DataFrame:
         exp_id = self.client.get_run(parent_id).info.experiment_id
         return mlflow.search_runs(
@@ -167,6 +206,7 @@ class Tracker:
             max_results=100_000,
         )
 
+    @_uncut
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
         """fingerprint → run id of the FINISHED job runs of the experiment."""
         runs = self.search(experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
@@ -175,6 +215,7 @@ class Tracker:
             return {}
         return dict(zip(runs[col], runs["run_id"], strict=True))
 
+    @_uncut
     def finished_run(self, experiment: str, fingerprint: str) -> str | None:
         """The run id of a FINISHED job run with this fingerprint, if any."""
         runs = self.search(
@@ -183,8 +224,12 @@ class Tracker:
         )
         return None if runs.empty else str(runs["run_id"].iloc[0])
 
-    def start_suite(self, experiment: str, name: str, tags: Mapping[str, str]) -> str:
-        """The parent run of one suite invocation, with MLflow system metrics (sampled in the driver)."""
+    @_uncut
+    def start_suite(
+        self, experiment: str, name: str, tags: Mapping[str, str], run_name: str | None = None
+    ) -> str:
+        """The parent run of one suite invocation (named run_name, default the suite's name), with MLflow
+        system metrics (sampled in the driver)."""
         exp_id = self.experiment_id(experiment)
         base = {
             f"{TAG}kind": "suite",
@@ -197,10 +242,11 @@ class Tracker:
         }
         mlflow.set_tracking_uri(self.uri)
         run = mlflow.start_run(
-            experiment_id=exp_id, run_name=name, tags={**base, **tags}, log_system_metrics=True
+            experiment_id=exp_id, run_name=run_name or name, tags={**base, **tags}, log_system_metrics=True
         )
         return run.info.run_id
 
+    @_uncut
     def end_suite(self, run_id: str, status: str) -> None:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == run_id:
@@ -208,6 +254,7 @@ class Tracker:
         else:
             self.client.set_terminated(run_id, status=status)
 
+    @_uncut
     def start_job(self, experiment: str, parent_id: str, job, attempt: int, tags: Mapping[str, str]) -> str:
         """A nested run for one attempt of `job` (a JobSpec): params, tags and config.yaml."""
         exp_id = self.experiment_id(experiment)
@@ -232,15 +279,18 @@ class Tracker:
         self.client.log_text(run_id, yaml.safe_dump(job.resolved, sort_keys=False), "config.yaml")
         return run_id
 
+    @_uncut
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    @_uncut
     def log_metrics(self, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in _finite(metrics).items()]
         for i in range(0, len(batch), 1000):
             self.client.log_batch(run_id, metrics=batch[i : i + 1000])
 
+    @_uncut
     def finish_job(self, run_id: str, fingerprint: str, experiment: str, completion, step: int = 0) -> str:
         """Record a Completion (scheduling.Completion) and close the run; returns the MLflow status.
 
@@ -274,20 +324,24 @@ class Tracker:
             text = summary if isinstance(summary, str) else json.dumps(summary, indent=2)
             self.client.log_text(run_id, text, "allocation_summary.json")
 
+    @_uncut
     def kill(self, run_id: str, reason: str) -> None:
         self.set_tags(run_id, {f"{TAG}outcome": "cancelled", f"{TAG}error": reason})
         self.client.set_terminated(run_id, status="KILLED")
 
+    @_uncut
     def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         """Every (step, value) logged for `key` in a run, in logging order."""
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, key)]
 
+    @_uncut
     def log_files(self, run_id: str, files: Mapping[Path, str]) -> None:
         """Upload local files as artifacts of a run, each into its artifact folder ({path: folder}). Works on
         runs of any status (reports go onto finished parent runs)."""
         for path, folder in files.items():
             self.client.log_artifact(run_id, str(path), folder)
 
+    @_uncut
     def download_text(self, run_id: str, artifact: str) -> str:
         """A text artifact of a run; FileNotFoundError when the run has no such artifact."""
         try:

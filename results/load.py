@@ -16,6 +16,7 @@ _TAGS = {
     "suite": (names.TAG_SUITE,),
     "parent_run_id": (names.TAG_PARENT_RUN,),
     "outcome": (names.TAG_OUTCOME,),
+    "error": (names.TAG_ERROR,),
     "family": (names.TAG_FAMILY,),
     "preset": (names.TAG_PRESET,),
     "group": (names.TAG_GROUP,),

@@ -42,6 +42,7 @@ TAG_INFO_HARDWARE = "isosparse.info.hardware"
 TAG_FINGERPRINT = "isosparse.fingerprint"
 TAG_MATCH_ERROR = "isosparse.match_error"
 TAG_OUTCOME = "isosparse.outcome"
+TAG_ERROR = "isosparse.error"  # one-line error of a run that did not finish
 TAG_VARIANT = "isosparse.variant"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow for nested runs
 

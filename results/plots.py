@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from results import analysis, names, schema
@@ -65,11 +66,31 @@ def loss_curves(history: pd.DataFrame, runs: pd.DataFrame, key: str = names.TRAI
     return fig
 
 
+def params_label(value: float, _pos: object = None) -> str:
+    """A parameter count as a short tick label: 6.52M, 33.8M, 1.2B, 950K."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:g}"
+
+
+def _params_axis(ax, xs: np.ndarray) -> None:
+    """x axis of parameter counts labelled 6.52M (matplotlib's 6.5×10⁶ minor labels overlap): log when the
+    sizes span 10× or more, else linear with at most 5 ticks (iso-active points sit close together)."""
+    xs = xs[np.isfinite(xs) & (xs > 0)]
+    if len(xs) and xs.max() / xs.min() >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(params_label))
+
+
 def val_loss_vs_params(
     runs: pd.DataFrame, x: str = "params_active", y: str = names.EVAL_VAL_LOSS, kind: str = "train"
 ) -> Figure:
-    """Seed-mean y (± std) against x per family and variant (colour = family, marker = variant), log x,
-    with each curve's best available power-law fit (offset if fitted, else log-log)."""
+    """Seed-mean y (± std) against x per family and variant (colour = family, marker = variant), x axis
+    by `_params_axis`, with each curve's best available power-law fit (offset if fitted, else log-log)."""
     summary = analysis.seed_summary(runs[runs["kind"].eq(kind).fillna(False)], [y]).dropna(subset=[x, y])
     if summary.empty:
         raise NoData(f"no finished {kind} runs with {x} and {y}")
@@ -92,7 +113,7 @@ def val_loss_vs_params(
                 pred = best["a"] * grid ** (-best["b"]) + best["c"]
                 label = f"{name} fit ({best['model']}): b={best['b']:.3f}, R²={best['r2']:.3f}"
                 ax.plot(grid, pred, "--", color=_color(family), lw=1, label=label)
-    ax.set_xscale("log")
+    _params_axis(ax, summary[x].to_numpy(float))
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y)
     ax.legend(fontsize=7)
@@ -138,7 +159,8 @@ def memory_breakdown(runs: pd.DataFrame, kind: str = "train") -> Figure:
             ax.barh(y, width, left=left, label=part.removeprefix("mem/"))
             left += width
     peaks = summary[peak].to_numpy(float, na_value=np.nan) / gib
-    ax.plot(peaks, y, "kD", ms=5, label="peak device")
+    if np.isfinite(peaks).any():  # CPU runs have no device peak: no empty legend entry
+        ax.plot(peaks, y, "kD", ms=5, label="peak device")
     ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("GiB")

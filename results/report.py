@@ -23,10 +23,11 @@ HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
 FIGURE_DIR = "figures"
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
+.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}.note{color:#a33}img{max-width:100%;border:1px solid #eee}
-.flag{background:#fde2e2}"""
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}.note{color:#555;font-style:italic}.error{color:#a33}
+img{max-width:100%;border:1px solid #eee}.flag{background:#fde2e2}"""
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,13 @@ class ReportPaths:
 
 @dataclass(frozen=True)
 class _Section:
+    """A report section: a table and/or a note. problem: the note reports something that went wrong
+    (styled as an error), not just an empty section ("none", "no finished infer runs")."""
+
     title: str
     table: pd.DataFrame | None = None
     note: str = ""
+    problem: bool = False
 
 
 def as_run_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +72,7 @@ def _try_table(title: str, build: Callable[[], pd.DataFrame], empty_note: str) -
     try:
         table = build()
     except ValueError as err:
-        return _Section(title, note=f"not built: {err}")
+        return _Section(title, note=f"not built: {err}", problem=True)
     return _Section(title, table) if not table.empty else _Section(title, note=empty_note)
 
 
@@ -79,19 +84,18 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
                    "no group holds both an L3 and a MoE train run"),
     ]  # fmt: skip
-    flagged = [s.table[s.table["match_flag"]] for s in out if s.table is not None]
-    flagged = [f for f in flagged if not f.empty]
+    flagged = sum(int(s.table["match_flag"].fillna(False).sum()) for s in out if s.table is not None)
     note = (
-        f"{sum(map(len, flagged))} comparison(s) off by more than {tol}" if flagged else f"none above {tol}"
-    )
+        f"{flagged} comparison(s) off by more than {tol}: highlighted in the tables below"
+        if flagged
+        else f"none above {tol}"
+    )  # the flagged rows are in the tables below: listing them again would repeat a table
     note += (
         ". active_error / total_error are measured (each run's params_active / params_total, L3 rows "
         "weighted by its training corpus); planned_match_error is the suite's plan (MLflow match/*)"
     )
-    out.insert(0, _Section(f"Match errors above {tol}", pd.concat(flagged) if flagged else None, note))
-    for x in ("params_active", "params_total"):
-        out.append(_try_table(f"Scaling fits: val loss vs {x}", lambda x=x: analysis.scaling_fits(runs, x=x),
-                              "no train runs with val loss"))  # fmt: skip
+    out.insert(0, _Section(f"Match errors above {tol}", None, note, problem=bool(flagged)))
+    out += _scaling_sections(runs)
     for axis in analysis.ABLATION_AXES:
         table = analysis.ablation_table(runs, axis)
         if not table.empty:
@@ -100,11 +104,29 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
     out.append(_Section("Inference (per batch size)", infer if not infer.empty else None,
                         "" if not infer.empty else "no finished infer runs"))  # fmt: skip
     bad = runs[~runs["status"].eq("FINISHED").fillna(False)]
-    cols = ["run_id", "family", "preset", "group", "kind", "seed", "status", "outcome"]
+    cols = ["run_id", "family", "preset", "group", "kind", "seed", "status", "outcome", "error"]
+    cols = [c for c in cols if c in bad.columns]
     out.append(
         _Section("Runs not finished", bad[cols] if not bad.empty else None, "" if len(bad) else "none")
     )
     return out
+
+
+def _scaling_sections(runs: pd.DataFrame) -> list[_Section]:
+    """The val-loss scaling fits against active and total params; one note instead of tables of empty
+    rows when no curve could be fitted (e.g. a suite with one size per family)."""
+    sections = []
+    for x in ("params_active", "params_total"):
+        section = _try_table(f"Scaling fits: val loss vs {x}", lambda x=x: analysis.scaling_fits(runs, x=x),
+                             "no train runs with val loss")  # fmt: skip
+        if section.table is not None and section.table["b"].isna().all():
+            why = "; ".join(dict.fromkeys(r for r in section.table["note"].dropna() if r)) or "too few sizes"
+            section = _Section(section.title, note=f"no curve fitted ({why})")
+        sections.append(section)
+    if all(s.table is None for s in sections):
+        why = "; ".join(dict.fromkeys(s.note for s in sections))
+        return [_Section("Scaling fits", note=why, problem=any(s.problem for s in sections))]
+    return sections
 
 
 def _inference_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -244,14 +266,14 @@ def _render_html(heading, subtitle, sections: list[_Section], figures) -> str:
     for s in sections:
         parts.append(f"<h3>{html.escape(s.title)}</h3>")
         if s.note:
-            parts.append(f"<p class='note'>{html.escape(s.note)}</p>")
+            parts.append(f"<p class='{'error' if s.problem else 'note'}'>{html.escape(s.note)}</p>")
         if s.table is not None:
-            parts.append(_html_table(s.table))
+            parts.append(f"<div class='scroll'>{_html_table(s.table)}</div>")  # wide tables scroll
     parts.append("<h2>Figures</h2>")
     for title, path, note in figures:
         parts.append(f"<h3>{html.escape(title)}</h3>")
         if path is None:
-            parts.append(f"<p class='note'>not drawn: {html.escape(note)}</p>")
+            parts.append(f"<p class='note'>not drawn: {html.escape(note)}</p>")  # no data: not an error
             continue
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")

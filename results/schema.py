@@ -19,6 +19,7 @@ IDENTITY: dict[str, str] = {
     "parent_run_id": "string",
     "status": "string",  # MLflow status: FINISHED | FAILED | KILLED | RUNNING | SCHEDULED
     "outcome": "string",  # failure class, names.OUTCOMES
+    "error": "string",  # one-line error of a run that did not finish
     "start_time": "datetime64[ns, UTC]",
     "family": "string",
     "preset": "string",

@@ -87,10 +87,17 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
     assert [m.step for m in history][:3] == [0, 1, 2]  # streamed per step from the worker
     assert boom["status"] == "FAILED" and boom["tags.isosparse.outcome"] == "failed"
     assert "traceback.txt" in artifacts(boom["run_id"])
+    tb = Tracker(store).download_text(boom["run_id"], "traceback.txt")
+    assert "RuntimeError" in tb and "\x1b[" not in tb  # no terminal colour codes in the artifact
     # the killed worker: attempt 1 is infra (FAILED), attempt 2 the one FINISHED run of that fingerprint
     crashed = runs.loc[["dummy/dense/debug/crash/s0"]].sort_values("tags.isosparse.attempt")
     assert list(crashed["tags.isosparse.outcome"]) == ["infra", "finished"]
     assert list(crashed["status"]) == ["FAILED", "FINISHED"]
+    # the infra error shows once, on the retry line, not again when attempt 2 runs
+    crash_lines = [line for line in result.output.splitlines() if "crash/s0:" in line]
+    retry = [line for line in crash_lines if "retrying after infra" in line]
+    assert len(retry) == 1 and "(attempt 2)" in retry[0], crash_lines
+    assert all("Error" not in line for line in crash_lines if ": running (attempt 2)" in line)
     # compare prints the expected columns
     table = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store])
     assert table.exit_code == 0
@@ -107,6 +114,19 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
         assert column in table.output, column
 
 
+def test_out_of_memory_is_classified_oom_and_not_retried_blindly(tmp_path, store):
+    big = "{name: big, dummy: {value: 1, fail_at_step: 1, error: MemoryError}}"
+    path = suite_file(tmp_path, "oom", [big])
+    report = api.run_suite(path, tracking_uri=store)  # max_retries: 1, on_oom: fail (the default)
+    job = report.jobs["dummy/dense/debug/big/s0"]
+    assert job.state == "oom" and job.attempt == 1 and job.error.startswith("MemoryError")
+    runs = job_runs("oom")
+    assert len(runs) == 1 and runs["tags.isosparse.outcome"].iloc[0] == "oom"
+    # on_oom: halve_batch retries only what has a micro-batch to halve: the dummy job has none
+    again = api.run_suite(path, ["on_oom=halve_batch", "experiment=oom2"], tracking_uri=store)
+    assert again.jobs["dummy/dense/debug/big/s0"].attempt == 1
+
+
 def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store):
     path = suite_file(
         tmp_path,
@@ -119,7 +139,7 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
             raise KeyboardInterrupt
 
     first = api.run_suite(path, tracking_uri=store, on_tick=interrupt_once_fast_finished)
-    assert first.cancelled and first.exit_code == 1
+    assert first.cancelled and first.exit_code == 130
     assert first.jobs["dummy/dense/debug/slow/s0"].state == "cancelled"
     runs = job_runs("resume")
     assert set(runs["status"]) <= {"FINISHED", "KILLED"} and "RUNNING" not in set(runs["status"])
@@ -130,6 +150,17 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
     assert {j.state for j in third.jobs.values()} == {"skipped"}
     finished = job_runs("resume").query("status == 'FINISHED'")
     assert finished["tags.isosparse.fingerprint"].is_unique and len(finished) == 2
+    # status: experiment names, skipped counts, and the results the all-skipped rerun stands on
+    suites, jobs = api.status(path, store)
+    assert list(suites["experiment"]) == ["resume"] * 3
+    assert [tuple(r) for r in suites[["ran", "finished", "failed", "skipped"]].itertuples(index=False)] == [
+        (0, 0, 0, 2), (1, 1, 0, 1), (2, 1, 1, 0)]  # fmt: skip
+    assert suites["run_id"].iloc[0] == third.parent_run_id[:8]
+    assert list(jobs["job"]) == ["dummy/dense/debug/fast/s0", "dummy/dense/debug/slow/s0"]
+    assert set(jobs["status"]) == {"FINISHED"}
+    assert mlflow.get_run(third.parent_run_id).info.run_name == "resume (rerun: all 2 jobs skipped)"
+    shown = CliRunner().invoke(app, ["status", third.parent_run_id[:8], "--tracking-uri", store])
+    assert shown.exit_code == 0 and "current results of resume" in shown.output, shown.output
 
 
 def test_run_writes_the_report_onto_the_parent_run_and_report_rebuilds_it(tmp_path, store):
@@ -177,9 +208,16 @@ def test_ui_serves_the_experiment_and_the_report_artifact(tmp_path, store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url, proc = api.ui(store, port)
+    started = time.monotonic()
+    url, landing, proc = api.ui(store, port)
     try:
         assert url == f"http://127.0.0.1:{port}"
+        experiment = mlflow.get_experiment_by_name("served")
+        assert landing == f"{url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        assert time.monotonic() - started < 180
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # up when ui() returns
+            assert answer.status == 200
         found = json.loads(_get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served"))
         assert found["experiment"]["name"] == "served"
         listed = json.loads(

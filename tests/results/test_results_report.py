@@ -136,3 +136,45 @@ def test_figure_contents_follow_the_data(raw_runs, history, tmp_path):
     assert not any(plots.CPU_OFFLOAD_NOTE in ln.get_label() for ln in gpu.axes[0].get_lines())
     path = plots.save_png(ratio, tmp_path / "sub" / "ratio.png")
     assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def _one_size(raw_runs: pd.DataFrame) -> pd.DataFrame:
+    preset = raw_runs[f"tags.{names.TAG_PRESET}"]
+    return raw_runs[preset.eq("tiny") | preset.isna()]
+
+
+def test_one_size_suite_says_once_that_no_scaling_curve_fits(raw_runs, tmp_path):
+    md = report.build_report(_one_size(raw_runs), out_dir=tmp_path, figures=False).markdown.read_text()
+    assert md.count("Scaling fits") == 1 and "## Scaling fits\n\n_no curve fitted (" in md
+    assert "val loss vs params_active" not in md
+
+
+def test_notes_errors_flags_and_wide_tables_are_styled_apart(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    failed = raw["run_id"].eq("moe-medium-failed")
+    raw.loc[failed, f"tags.{names.TAG_ERROR}"] = "RuntimeError: dummy job failing on request at step 3"
+    text = report.build_report(raw, out_dir=tmp_path, figures=False).html.read_text()
+    assert "<p class='note'>none above 2%. " in text  # "none" is not an error
+    assert text.count("<table>") == text.count("<div class='scroll'><table>")  # wide tables scroll
+    not_finished = text.split("<h3>Runs not finished</h3>", 1)[1]
+    assert "<th>error</th>" in not_finished and "failing on request at step 3" in not_finished
+    raw.loc[raw["run_id"].eq("moe-small-0"), f"tags.{names.TAG_MATCH_ERROR}"] = "0.035"
+    flagged = report.build_report(raw, out_dir=tmp_path / "f", figures=False).html.read_text()
+    assert "<p class='error'>2 comparison(s) off by more than 2%" in flagged
+    assert flagged.count("<table>") == text.count("<table>")  # flagged rows highlighted, not repeated
+
+
+def test_params_axis_reads_6_52m_and_cpu_memory_has_no_peak_entry(raw_runs, tmp_path):
+    runs = load.runs_from_mlflow(_one_size(raw_runs))
+    ax = plots.val_loss_vs_params(runs).axes[0]
+    assert ax.get_xscale() == "linear"  # the sizes of one preset are close: no overlapping log labels
+    plots.save_png(ax.figure, tmp_path / "v.png")  # draws: tick labels are set
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels and all(label.endswith("M") for label in labels), labels
+    short = [plots.params_label(v) for v in (6.52e6, 33.79e6, 1.2e9, 950e3)]
+    assert short == ["6.52M", "33.8M", "1.2B", "950K"]
+    on_cpu = runs.assign(**{names.MEM_PEAK_DEVICE_BYTES: np.nan})
+    legend = plots.memory_breakdown(on_cpu).axes[0].get_legend()
+    assert "peak device" not in [t.get_text() for t in legend.get_texts()]
+    legend = plots.memory_breakdown(runs).axes[0].get_legend()
+    assert "peak device" in [t.get_text() for t in legend.get_texts()]

@@ -1,0 +1,114 @@
+"""What people read: `compare` fits 80 columns without cutting a cell, `--wide` shows every column, the
+errors of jobs that did not finish follow the table; piped progress shows life."""
+
+import io
+import re
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from orchestrator import render
+from orchestrator.api import JobState
+from orchestrator.render import progress_text
+
+ROWS = [  # api.compare's frame for the quickstart suite (numbers of a captured `make demo`), one job failed
+    ("train", "dense", "tiny",
+     6.52e6, 8.62e6, 1.321, 0.0, 6.494, 661.0, 780.0, 941.0, None, None, "finished"),
+    ("infer", "dense", "tiny",
+     6.52e6, 8.62e6, 1.321, 0.0, None, None, 413.0, 526.0, None, None, "finished"),
+    ("train", "l3", "tiny",
+     6.62e6, 33.79e6, 5.102, 2e-4, 6.005, 405.0, 603.0, 1314.0, None, 129.0, "finished"),
+    ("infer", "l3", "tiny",
+     6.62e6, 33.79e6, 5.102, 2e-4, None, None, 288.0, 574.0, None, None, "finished"),
+    ("train", "moe", "tiny",
+     6.47e6, 34.01e6, 5.253, -0.0078, None, None, None, None, None, None, "oom"),
+    ("infer", "moe", "tiny",
+     6.47e6, 34.01e6, 5.253, -0.0078, None, None, 123.0, 653.0, 2.217, None, "finished"),
+]  # fmt: skip
+COLUMNS = ["job", "family", "preset", "active", "total", "sparsity", "match_err", "val_loss", "val_ppl",
+           "tokens_per_s", "peak_mem_mib", "moe_max/mean", "l3_rows/tok", "status"]  # fmt: skip
+ERROR = "RuntimeError: [enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory"
+
+
+def frame() -> pd.DataFrame:
+    df = pd.DataFrame(ROWS, columns=COLUMNS)
+    df["error"] = [None, None, None, None, ERROR, None]
+    return df
+
+
+def shown(width: int, wide: bool = False) -> str:
+    out = Console(width=width, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, frame(), wide)
+    return out.file.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_default_compare_fits_without_cutting_a_cell(width):
+    text = shown(width)
+    lines = text.splitlines()
+    assert "…" not in text and max(len(line) for line in lines) <= width
+    for kind, family in (("train", "dense"), ("infer", "l3"), ("train", "moe")):
+        assert f"{kind} {family} tiny" in text, text
+    assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+.*6\.005\s+.*603\s+1,314\s+.*finished", text), text
+    assert re.search(r"train moe tiny\s+6\.47M\s+34\.01M\s+.*oom", text), text
+    assert "train moe tiny: RuntimeError: [enforce fail" in text  # the error follows the table
+    assert "DefaultCPUAllocator: can't allocate memory" in " ".join(text.split())
+
+
+def test_wider_terminals_get_more_columns():
+    narrow, wider = shown(80), shown(120)
+    assert "match err" not in narrow and "match err" in wider and "val ppl" in wider
+    row = r"train l3 tiny\s+6\.62M\s+33\.79M\s+6\.005\s+603\s+1,314\s+5\.102\s+0\.0002\s+405\s.*finished"
+    assert re.search(row, wider), wider
+
+
+def test_wide_compare_shows_every_column_and_the_error():
+    text = shown(240, wide=True)
+    for column in ("sparsity", "match_err", "val_ppl", "moe_max/mean", "l3_rows/tok", "error"):
+        assert column in text
+    assert ERROR in text and "…" not in text
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_text_has_step_loss_rate_and_eta():
+    job = JobState("train/l3/tiny/s0", "train", {}, state="running", total_steps=120, tokens_per_step=512)
+    job.started_s = 0.0
+    assert progress_text(job, 30.0) == "running for 30s, no step reported yet"
+    job.first_metric, job.step, job.loss = (10.0, 0), 40, 6.1234
+    # 40 steps in 20 s: 2 steps/s = 1,024 tok/s; 79 steps to go = 39.5 s
+    assert progress_text(job, 30.0) == "step 41/120, loss 6.123, 1,024 tok/s, ETA 40s"
+
+
+def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(render.time, "monotonic", clock)
+    job = JobState("train/dense/tiny/base/s0", "train", {}, total_steps=1000, tokens_per_step=100)
+    report = SimpleNamespace(jobs={job.name: job}, suite=SimpleNamespace(name="s"),
+                             counts=lambda: {job.state: 1})  # fmt: skip
+    out = Console(width=200, file=io.StringIO(), force_terminal=False)
+    progress = render.Progress(out)
+    stamps = []
+    for second in range(0, 200):
+        clock.now = 1000.0 + second
+        if second == 5:
+            job.state, job.started_s = "running", clock.now
+        if second >= 10:
+            job.first_metric = job.first_metric or (1010.0, 0)
+            job.step, job.loss = second - 10, 5.0
+        before = out.file.getvalue().count("\n")
+        progress.tick(report)
+        if out.file.getvalue().count("\n") > before:
+            stamps.append(second)
+    assert max(b - a for a, b in zip(stamps, stamps[1:], strict=False)) <= 30
+    line = "[ 185.0s] train/dense/tiny/base/s0: step 176/1000, loss 5, 100 tok/s, ETA 13m44s"
+    assert line in out.file.getvalue()
+    assert "\x1b[" not in out.file.getvalue()  # no ANSI codes in a pipe
