@@ -17,9 +17,10 @@ from workloads.jobs.timing import StepTimer
 from workloads.kernels.l3_lookup.op import IMPL_NAMES, l3_lookup
 
 
-def zipf_counts(vocab: int, budget: int, cap: int, seed: int) -> np.ndarray:
-    """(vocab,) rows per token, each in [1, cap], summing to `budget`, Zipf-shaped (frequent ids own more
-    rows, like the LZW allocation) and shuffled over ids. Needs vocab ≤ budget ≤ vocab·cap."""
+def zipf_counts(vocab: int, budget: int, cap: int) -> np.ndarray:
+    """(vocab,) rows per token, each in [1, cap], summing to `budget`, Zipf-shaped and nonincreasing in
+    the id: with `zipf_ids`, frequent ids own the most rows, as the LZW allocation gives them (the
+    lookup's costliest case). Needs vocab ≤ budget ≤ vocab·cap."""
     if not vocab <= budget <= vocab * cap:
         raise ValueError(f"budget {budget} must lie in [vocab, vocab·cap] = [{vocab}, {vocab * cap}]")
     p = 1.0 / np.arange(1, vocab + 1)
@@ -27,11 +28,11 @@ def zipf_counts(vocab: int, budget: int, cap: int, seed: int) -> np.ndarray:
     while (left := budget - int(counts.sum())) > 0:  # hand the remainder to the most frequent open ids
         open_ids = np.flatnonzero(counts < cap)[:left]
         counts[open_ids] += 1
-    return np.random.default_rng(seed).permutation(counts)
+    return counts
 
 
 def zipf_ids(vocab: int, n: int, seed: int) -> np.ndarray:
-    """(n,) token ids with Zipf(1) frequencies over the ids ranked by their row counts' order."""
+    """(n,) token ids with Zipf(1) frequencies: id 0 the most frequent."""
     p = 1.0 / np.arange(1, vocab + 1)
     return np.random.default_rng(seed).choice(vocab, size=n, p=p / p.sum())
 
@@ -89,7 +90,7 @@ def correctness(device, small: bool) -> list[dict]:
     budget = vocab * (8 if small else 40)
     rows = []
     for tied in (False, True):
-        counts = zipf_counts(vocab, budget, 512, seed=1)
+        counts = zipf_counts(vocab, budget, 512)
         counts[0] = 100 if small else 512  # the most frequent id owns many rows (at the cap on a GPU)
         ids = zipf_ids(vocab, n, seed=2)
         for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 3e-2)):
@@ -126,7 +127,7 @@ def bandwidth(device, small: bool, peak_bytes_per_s: float | None, repeats: int,
     """Triton lookup fwd and bwd logical GB/s (formula in the module doc) at the `small` preset's L3
     shape (dim 512, d_emb 256, 128K rows, 8×1024 positions), per dtype; the sorted path alongside."""
     vocab, budget, n, dim, d_emb = (16, 128, 64, 16, 8) if small else (32768, 131072, 8192, 512, 256)
-    counts = zipf_counts(vocab, budget, 512, seed=4)
+    counts = zipf_counts(vocab, budget, 512)
     ids = zipf_ids(vocab, n, seed=5)
     rows = []
     for dtype in (torch.float32, torch.bfloat16):
