@@ -219,7 +219,8 @@ class TrainMemory:
 def _local_params(model: ModelShape, setup: TrainSetup) -> tuple[float, float]:
     """(replicated, expert) parameters held on one GPU."""
     replicated = model.params_dense + model.params_embeddings + model.params_l3_tables
-    return replicated, model.params_experts / setup.ep_size
+    replicated += model.params_fgram_model  # SCONE's A_fgram trains with the model (its activations: ≤ K
+    return replicated, model.params_experts / setup.ep_size  # tokens per distinct f-gram, not modelled)
 
 
 def _optimizer_temp(model: ModelShape, setup: TrainSetup, local_sharded: float) -> float:
@@ -255,6 +256,8 @@ def train_memory(model: ModelShape, setup: TrainSetup) -> TrainMemory:
         "l3_tables": p_b * model.params_l3_tables,
         "experts": p_b * experts,
     }
+    if model.params_fgram_model:
+        by_cat["fgram_model"] = p_b * model.params_fgram_model
     return TrainMemory(
         params=params, grads=grads, optimizer=optimizer, comm_buffers=comm, weight_copies=copies,
         activations=sum(activation_bytes(model, setup).values()), backward_live=live, optimizer_temp=opt_temp,
@@ -312,10 +315,15 @@ class InferMemory:
     l3_tables_device: float
     l3_tables_host: float  # pinned host memory needed when offloaded
     l3_bytes_per_step: float  # host->device bytes per decode step (offloaded), all L3 layers
+    fgram_table_device: float = 0.0  # SCONE's F on the device (placement "device"): storage, not params
+    fgram_table_host: float = 0.0  # SCONE's F in host memory (or a memory-mapped file), when offloaded
+    fgram_bytes_per_step: float = 0.0  # offloaded: at most one F row per sequence per decode step
 
     @property
     def device_total(self) -> float:
-        return self.weights + self.kv_cache + self.activations + self.l3_tables_device
+        return (
+            self.weights + self.kv_cache + self.activations + self.l3_tables_device + self.fgram_table_device
+        )
 
 
 def kv_cache_bytes(model: ModelShape, batch: int, context_len: int, dtype_bytes: int) -> float:
@@ -335,7 +343,8 @@ def infer_memory(model: ModelShape, setup: InferSetup) -> InferMemory:
     if model.l3 and setup.l3_placement == "offload":
         rows = l3_unique_rows(model, setup.batch)  # one new token per sequence per step
         per_step = model.l3.n_layers * rows * model.l3.row_width * e
-    offload = setup.l3_placement == "offload"
+    offload = setup.l3_placement == "offload"  # SCONE: where its f-gram table F lives
+    fgram = float(model.fgram_rows * model.dim * e)
     return InferMemory(
         weights=weights,
         kv_cache=kv_cache_bytes(model, setup.batch, setup.context_len, e),
@@ -343,4 +352,7 @@ def infer_memory(model: ModelShape, setup: InferSetup) -> InferMemory:
         l3_tables_device=0.0 if offload else tables,
         l3_tables_host=tables if offload else 0.0,
         l3_bytes_per_step=per_step,
+        fgram_table_device=0.0 if offload else fgram,
+        fgram_table_host=fgram if offload else 0.0,
+        fgram_bytes_per_step=float(setup.batch * model.dim * e) if fgram and offload else 0.0,
     )

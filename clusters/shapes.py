@@ -91,6 +91,8 @@ class ModelShape:
     params_embeddings: token embedding + LM head (once when tied).
     params_active: parameters multiplied per token (L3 rows at their mean, top-k experts; not the input
         embedding lookup: `count_params(...).flops_active`); only FLOPs are derived from it.
+    params_fgram_model: SCONE's A_fgram, trained with the model but never resident at inference.
+    fgram_rows: SCONE's f-gram table F (rows of dim values): host storage at inference, not parameters.
     """
 
     name: str
@@ -109,6 +111,8 @@ class ModelShape:
     params_experts: int = 0
     l3: L3Shape | None = None
     moe: MoEShape | None = None
+    params_fgram_model: int = 0
+    fgram_rows: int = 0
 
     def __post_init__(self) -> None:
         _positive("model", vocab_size=self.vocab_size, dim=self.dim, n_layers=self.n_layers,
@@ -129,7 +133,9 @@ class ModelShape:
 
     @property
     def params_total(self) -> int:
-        return self.params_dense + self.params_embeddings + self.params_l3_tables + self.params_experts
+        """Everything stored in training (SCONE: A_fgram included; its table F is storage, not counted)."""
+        parts = self.params_dense + self.params_embeddings + self.params_l3_tables + self.params_experts
+        return parts + self.params_fgram_model
 
     @property
     def params_lm_head(self) -> int:

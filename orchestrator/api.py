@@ -25,7 +25,8 @@ from orchestrator.driver import Driver, JobState, job_state
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
 from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
 from orchestrator.suite import Suite, load_suite, shipped_suites
-from orchestrator.tracking import TAG, Tracker, home
+from orchestrator.tracking import Tracker, home
+from results import names
 
 # Re-exported for callers that only import the api.
 from orchestrator.ray_link import ClusterError  # noqa: F401  isort: skip
@@ -66,23 +67,26 @@ def validate(suite: str, sets: list[str] | None = None) -> Suite:
     return load_suite(suite, sets)
 
 
-def on_cluster(spec: Suite, cluster_file: str, force: bool = False) -> tuple[Suite, str | None]:
-    """`run --cluster FILE`: size every job on the cluster (capacity model) and give each the cluster's
-    resources per device; returns (suite, Ray address of the cluster). Jobs that cannot fit raise a
-    SuiteError naming them (nothing submitted) unless force."""
-    from clusters.spec import load_cluster
+def on_cluster(
+    suite: str, sets: list[str] | None, cluster_file: str, force: bool = False
+) -> tuple[Suite, str | None]:
+    """`run --cluster FILE`: the suite loaded with the cluster's resources per device (so each job is
+    resolved and fingerprinted as it will run there), every job sized on the cluster (capacity model);
+    returns (suite, Ray address of the cluster). Jobs that cannot fit raise a SuiteError naming them
+    (nothing submitted) unless force."""
     from orchestrator import planning
+    from orchestrator.cluster_file import load_cluster
 
     try:
         cluster = load_cluster(cluster_file)
     except ValueError as err:
         raise SuiteError(cluster_file, [("", str(err))]) from None
+    spec = load_suite(suite, sets, cluster)
     unfit = planning.unfit_jobs(planning.plan_jobs(spec.jobs, cluster))
     if unfit and not force:
         errors = [(p.name, f"does not fit on {cluster.name}: {_fit_note(p)}") for p in unfit]
         raise SuiteError(spec.path, errors + [("", "rerun with --force to submit anyway")])
-    jobs = tuple(replace(j, resources=planning.cluster_resources(cluster, j.resources)) for j in spec.jobs)
-    return replace(spec, jobs=jobs), cluster.address
+    return spec, cluster.address
 
 
 def _fit_note(plan) -> str:
@@ -99,6 +103,25 @@ def calibration(tracking_uri: str | None = None):
     tracker = Tracker(tracking_uri)
     tracker.check()
     return planning.calibration_from_store(tracker.search_roles("job", None))
+
+
+def plan(request, cluster_file: str | None = None, calibrate: bool = False, tracking_uri: str | None = None):
+    """`isosparse plan`: `planning.plan` of a `planning.PlanRequest` on a cluster file (default: this
+    machine), calibrated on the runs in the tracking store when asked.
+    Raises ValueError / SuiteError / TrackingError."""
+    from orchestrator import planning
+    from orchestrator.cluster_file import load_cluster
+
+    cluster = load_cluster(cluster_file or "local")
+    return planning.plan(request, cluster, calibration(tracking_uri) if calibrate else None)
+
+
+def cluster_manifest(cluster_file: str, suite: str | None = None) -> str:
+    """`isosparse clusters kuberay`: the KubeRay RayCluster manifest (with `suite`, a RayJob running it)."""
+    from clusters import kuberay
+    from orchestrator.cluster_file import load_cluster
+
+    return kuberay.manifests_yaml(load_cluster(cluster_file), suite)
 
 
 def report(
@@ -154,10 +177,11 @@ def _prepare(suite, sets, address, tracking_uri, cluster, force, num_cpus):
     """Everything before the first record: (suite, tracker, job states, jobs to run, scheduling module or
     None). Not cut by a Ctrl-C (an interrupt inside an import breaks it): one raises when this returns."""
     with interrupts.deferred():
-        spec = load_suite(suite, sets)
         if cluster is not None:
-            spec, cluster_address = on_cluster(spec, cluster, force)
+            spec, cluster_address = on_cluster(suite, sets, cluster, force)
             address = address or cluster_address
+        else:
+            spec = load_suite(suite, sets)
         tracker = Tracker(tracking_uri)
         tracker.check()
         done_before = tracker.finished_fingerprints(spec.experiment)
@@ -178,9 +202,9 @@ def _run_suite(suite, sets, address, tracking_uri, cluster, force, make_report, 
     tracker.experiment_id(spec.experiment)
     report = RunReport(spec, None, jobs, tracking_uri=tracker.uri)
     tags = {
-        f"{TAG}suite_path": spec.path,
-        f"{TAG}n_jobs": str(len(spec.jobs)),
-        f"{TAG}n_skipped": str(len(spec.jobs) - len(todo)),
+        names.TAG_SUITE_PATH: spec.path,
+        names.TAG_N_JOBS: str(len(spec.jobs)),
+        names.TAG_N_SKIPPED: str(len(spec.jobs) - len(todo)),
         "mlflow.note.content": _parent_note(spec, todo),  # the run's description in the MLflow UI
     }
     final = "FINISHED"
@@ -307,7 +331,7 @@ def run_detached(
     returns (pid, log path)."""
     spec = load_suite(suite, sets)
     if cluster is not None:  # refuse before detaching, not in a log nobody reads
-        address = address or on_cluster(spec, cluster, force)[1]
+        address = address or on_cluster(suite, sets, cluster, force)[1]
     ray_link.check_reachable(address)
     tracker = Tracker(tracking_uri)
     tracker.check()

@@ -11,7 +11,7 @@ import typer
 
 from orchestrator import api, cli_clusters, render
 
-app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3 and MoE language models.")
+app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
 app.command("plan")(cli_clusters.plan)
 app.add_typer(cli_clusters.clusters_app, name="clusters")
 
@@ -35,9 +35,7 @@ ForceOpt = Annotated[
 ]
 
 
-def _bad_input(err: Exception) -> typer.Exit:
-    render.console().print(f"[red]error:[/red] {err}", markup=True, highlight=False)
-    return typer.Exit(2)
+_bad_input = cli_clusters.bad_input
 
 
 @app.callback()

@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clusters import kuberay
-from clusters.spec import Cluster, load_cluster
+from clusters.spec import Cluster
 from orchestrator import planning
+from orchestrator.cluster_file import load_cluster
 
 clusters_app = typer.Typer(help="Cluster files: show them, write KubeRay manifests.", no_args_is_help=True)
 GIB = float(1 << 30)
@@ -29,8 +29,9 @@ def _console() -> Console:
     return Console(width=max(Console().width, 110), highlight=False)  # rich assumes 80 columns when piped
 
 
-def _fail(err: Exception) -> typer.Exit:
-    _console().print(f"[red]error:[/red] {err}", markup=True)
+def bad_input(err: Exception) -> typer.Exit:
+    """Print a user-facing error as plain text (no markup: brackets and caret lines survive); exit 2."""
+    typer.echo(f"error: {err}")
     return typer.Exit(2)
 
 
@@ -62,7 +63,7 @@ def show(file: Annotated[str, typer.Argument(help="A cluster YAML file.")]) -> N
     try:
         cluster = load_cluster(file)
     except ValueError as err:
-        raise _fail(err) from None
+        raise bad_input(err) from None
     out = _console()
     out.print(cluster_table(cluster))
     acc = cluster.accelerator
@@ -83,10 +84,12 @@ def kuberay_manifest(
     out: Annotated[str | None, typer.Option(help="Write the manifest here instead of stdout.")] = None,
 ) -> None:
     """Write the KubeRay RayCluster manifest of FILE (or, with --suite, a RayJob that runs the suite)."""
+    from orchestrator import api
+
     try:
-        text = kuberay.manifests_yaml(load_cluster(file), suite)
+        text = api.cluster_manifest(file, suite)
     except ValueError as err:
-        raise _fail(err) from None
+        raise bad_input(err) from None
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -180,7 +183,7 @@ def calibrate_cmd(
     try:
         fitted = api.calibration(tracking_uri)
     except (ValueError, api.TrackingError) as err:
-        raise _fail(err) from None
+        raise bad_input(err) from None
     _console().print(calibration_table(fitted))
 
 
@@ -203,7 +206,7 @@ def plan(
         str | None, typer.Option(help="Cluster file or shipped example name (default: local).")
     ] = None,
     preset: Annotated[str | None, typer.Option(help="Model preset (without SUITE).")] = None,
-    family: Annotated[str | None, typer.Option(help="dense | l3 | moe.")] = None,
+    family: Annotated[str | None, typer.Option(help="dense | l3 | moe | scone.")] = None,
     tokens: Annotated[float | None, typer.Option(help="Tokens to train (e.g. 30e9).")] = None,
     micro_batch: Annotated[int | None, typer.Option(help="Sequences per GPU (default: largest ≤ 8).")] = None,
     seq_len: Annotated[int | None, typer.Option(help="Default: the preset's max_seq_len.")] = None,
@@ -222,37 +225,26 @@ def plan(
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
     from orchestrator import api
-    from workloads.models import presets
 
-    out = _console()
+    request = planning.PlanRequest(
+        suite, tuple(set_ or ()), preset, family or "dense", tokens or 1e9, micro_batch, seq_len, gpus,
+        zero_stage, checkpointing, precision, mfu,
+    )  # fmt: skip
     try:
-        cl = load_cluster(cluster or "local")
-        fitted = api.calibration(tracking_uri) if calibrate else None
-        if fitted is not None:
-            out.print(calibration_table(fitted))
-        if suite is not None:
-            plans = planning.plan_suite(suite, cl, set_, calibration=fitted)
-        else:
-            if preset is None:
-                raise ValueError("give SUITE or --preset (with --family)")
-            shape = planning.model_shape(
-                presets.get(preset, family or "dense"), f"{preset}/{family or 'dense'}"
-            )
-            options = {"micro_batch": micro_batch, "seq_len": seq_len, "n_gpus": gpus,
-                       "zero_stage": zero_stage, "activation_checkpointing": checkpointing}  # fmt: skip
-            extra = {k: v for k, v in (("precision", precision), ("mfu", mfu)) if v is not None}
-            result = planning.plan_training(
-                shape, cl, tokens=tokens or 1e9, calibration=fitted, **options, **extra
-            )
+        outcome = api.plan(request, cluster, bool(calibrate), tracking_uri)
     except (ValueError, api.TrackingError) as err:
-        raise _fail(err) from None
-    if suite is not None:
-        out.print(_suite_table(plans))
-        for p in plans:  # the setup each train job was sized with, or what would fit
-            if p.kind == "train" and p.note:
-                out.print(f"{p.name}: {p.note}", markup=False, highlight=False)
-        bad = planning.unfit_jobs(plans)
-        out.print(f"{len(plans) - len(bad)} of {len(plans)} jobs fit on {cl.name}")
-        raise typer.Exit(1 if bad else 0)
-    out.print(_memory_table(result))
-    out.print(_summary_table(result, tokens or 1e9))
+        raise bad_input(err) from None
+    out = _console()
+    if outcome.calibration is not None:
+        out.print(calibration_table(outcome.calibration))
+    if outcome.jobs is None:
+        out.print(_memory_table(outcome.training))
+        out.print(_summary_table(outcome.training, request.tokens))
+        return
+    out.print(_suite_table(outcome.jobs))
+    for p in outcome.jobs:  # the setup each train job was sized with, or what would fit
+        if p.kind == "train" and p.note:
+            out.print(f"{p.name}: {p.note}", markup=False, highlight=False)
+    bad = planning.unfit_jobs(outcome.jobs)
+    out.print(f"{len(outcome.jobs) - len(bad)} of {len(outcome.jobs)} jobs fit on {outcome.cluster.name}")
+    raise typer.Exit(1 if bad else 0)

@@ -12,7 +12,8 @@ from typing import Any
 from orchestrator import interrupts
 from orchestrator.monitor import match_error
 from orchestrator.suite import Suite
-from orchestrator.tracking import TAG, Tracker
+from orchestrator.tracking import Tracker
+from results import names
 
 
 @dataclass
@@ -69,8 +70,8 @@ class Driver:
         if key not in self.runs:
             job = self._spec(name)
             tags = {
-                f"{TAG}suite": self.suite.name,
-                f"{TAG}match_error": f"{match_error(job.match):.6f}",
+                names.TAG_SUITE: self.suite.name,
+                names.TAG_MATCH_ERROR: f"{match_error(job.match):.6f}",
                 **(extra or {}),
             }
             self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
@@ -87,8 +88,8 @@ class Driver:
         state = self.report.jobs[event.job]
         if event.kind == "start":
             state.step, state.loss, state.first_metric = None, None, None
-            tags = {f"{TAG}ray_node": event.payload["node"], f"{TAG}host": event.payload["host"],
-                    f"{TAG}hardware": event.payload["hw"]}  # fmt: skip
+            tags = {names.TAG_RAY_NODE: event.payload["node"], names.TAG_HOST: event.payload["host"],
+                    names.TAG_HARDWARE: event.payload["hw"]}  # fmt: skip
             state.run_id = self._run(event.job, event.attempt, tags)
             state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
             state.error = None  # the previous attempt's error was shown once, on its retry line
@@ -97,7 +98,7 @@ class Driver:
             if state.first_metric is None:
                 state.first_metric = (time.monotonic(), event.step)
             state.step = event.step
-            state.loss = event.payload.get("train/loss", state.loss)
+            state.loss = event.payload.get(names.TRAIN_LOSS, state.loss)
 
     def on_done(self, done) -> None:
         with interrupts.deferred():  # the run closed and the job's state updated together

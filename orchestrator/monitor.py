@@ -16,12 +16,16 @@ from pathlib import Path
 import pandas as pd
 
 from orchestrator.suite import SuiteError, load_suite, resolve_path
-from orchestrator.tracking import TAG, Tracker, TrackingError, home
+from orchestrator.tracking import Tracker, TrackingError, home
+from results import names
 
+_tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
+_PER_BATCH_DECODE = names.metric_column(names.batch_size_key(names.INFER_DECODE_TOKENS_PER_S, ""))
 SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "ran", "finished", "failed",
                  "skipped", "running"]  # fmt: skip
-JOB_COLUMNS = {f"tags.{TAG}job": "job", "state": "state", f"tags.{TAG}attempt": "attempt",
-               "metrics.train/loss": "loss", "started": "started", f"tags.{TAG}error": "error"}  # fmt: skip
+JOB_COLUMNS = {_tag(names.TAG_JOB): "job", "state": "state", _tag(names.TAG_ATTEMPT): "attempt",
+               names.metric_column(names.TRAIN_LOSS): "loss", "started": "started",
+               _tag(names.TAG_ERROR): "error"}  # fmt: skip
 MIB = 2**20
 UI_START_TIMEOUT_S = 180.0
 RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
@@ -57,22 +61,22 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
     """One row per suite invocation: its jobs, how many it ran (job runs under it) and how they ended,
     and how many it skipped because they had finished before."""
     jobs = tracker.search_roles("job", None)
-    parent_col = "tags.mlflow.parentRunId"
+    parent_col = _tag(names.TAG_PARENT_RUN)
     rows = []
     for _, parent in parents.iterrows():
         mine = jobs[jobs[parent_col] == parent["run_id"]] if parent_col in jobs else jobs.iloc[0:0]
         status = mine["status"] if not mine.empty else pd.Series(dtype=str)
         rows.append({
             "run_id": parent["run_id"][:RUN_ID_CHARS],
-            "suite": parent.get(f"tags.{TAG}suite"),
+            "suite": parent.get(_tag(names.TAG_SUITE)),
             "experiment": tracker.experiment_name(parent.get("experiment_id")),
             "status": parent["status"],
             "started": parent["start_time"].strftime("%m-%d %H:%M"),
-            "jobs": _count(parent.get(f"tags.{TAG}n_jobs")),
+            "jobs": _count(parent.get(_tag(names.TAG_N_JOBS))),
             "ran": len(mine),
             "finished": int((status == "FINISHED").sum()),
             "failed": int(status.isin(["FAILED", "KILLED"]).sum()),
-            "skipped": _count(parent.get(f"tags.{TAG}n_skipped")),
+            "skipped": _count(parent.get(_tag(names.TAG_N_SKIPPED))),
             "running": int((status == "RUNNING").sum()),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=SUITE_COLUMNS)
@@ -83,13 +87,18 @@ def current_jobs(tracker: Tracker, parent: pd.Series) -> pd.DataFrame:
     FINISHED run, else its newest run (so a rerun that skipped everything still shows the results it
     stands on)."""
     experiment = tracker.experiment_name(parent.get("experiment_id"))
-    suite = parent.get(f"tags.{TAG}suite")
-    runs = tracker.search(experiment, f"tags.`{TAG}kind` = 'job' and tags.`{TAG}suite` = '{suite}'")
+    suite = parent.get(_tag(names.TAG_SUITE))
+    runs = tracker.search(
+        experiment,
+        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB)
+        + " and "
+        + names.tag_filter(names.TAG_SUITE, suite),
+    )
     if runs.empty:
         return pd.DataFrame(columns=list(JOB_COLUMNS.values()))
     runs = runs.assign(_done=runs["status"] == "FINISHED").sort_values(["_done", "start_time"])
-    current = runs.groupby(f"tags.{TAG}job").tail(1)  # the last row per job: finished beats newer
-    outcome = current.get(f"tags.{TAG}outcome", pd.Series(None, index=current.index, dtype=object))
+    current = runs.groupby(_tag(names.TAG_JOB)).tail(1)  # the last row per job: finished beats newer
+    outcome = current.get(_tag(names.TAG_OUTCOME), pd.Series(None, index=current.index, dtype=object))
     state = outcome.where(outcome.notna() & (current["status"] != "RUNNING"), current["status"].str.lower())
     current = current.assign(state=state, started=current["start_time"].dt.strftime("%m-%d %H:%M"))
     present = {k: v for k, v in JOB_COLUMNS.items() if k in current}
@@ -127,7 +136,10 @@ def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[t
     parents = _suite_runs(tracker, target)
     actions = []
     for _, run in parents[parents["status"] == "RUNNING"].iterrows() if not parents.empty else []:
-        pid, host = int(run.get(f"tags.{TAG}driver_pid") or 0), run.get(f"tags.{TAG}driver_host")
+        pid, host = (
+            int(run.get(_tag(names.TAG_DRIVER_PID)) or 0),
+            run.get(_tag(names.TAG_DRIVER_HOST)),
+        )
         if host != socket.gethostname() and host != os.uname().nodename:
             actions.append((run["run_id"], f"driver runs on {host}: cancel it there"))
         elif pid and _alive(pid):
@@ -149,19 +161,17 @@ def match_error(match: dict[str, float]) -> float:
 
 def _first(row: pd.Series, *keys: str) -> float | None:
     for key in keys:
-        value = row.get(f"metrics.{key}")
+        value = row.get(names.metric_column(key))
         if value is not None and not pd.isna(value):
             return float(value)
     return None
 
 
 def _decode_tokens_per_s(row: pd.Series) -> float | None:
-    found = _first(row, "infer/decode_tokens_per_s")
+    found = _first(row, names.INFER_DECODE_TOKENS_PER_S)
     if found is not None:
         return found
-    per_bs = [
-        v for k, v in row.items() if k.startswith("metrics.infer/decode_tokens_per_s/bs") and not pd.isna(v)
-    ]
+    per_bs = [v for k, v in row.items() if k.startswith(_PER_BATCH_DECODE) and not pd.isna(v)]
     return max(per_bs) if per_bs else None
 
 
@@ -171,14 +181,14 @@ def _compare_row(job, run: pd.Series | None) -> dict:
     row = {"job": job.kind, "family": job.labels["family"], "preset": job.labels["preset"],
            "variant": job.labels["variant"], "seed": job.labels["seed"]}  # fmt: skip
     r = run if run is not None else pd.Series(dtype=object)
-    peak = _first(r, "mem/peak_device_bytes")
+    peak = _first(r, names.MEM_PEAK_DEVICE_BYTES)
     peak = peak if peak else _first(r, "mem/peak_host_bytes")
-    tokens = _first(r, "train/tokens_per_s") if job.kind == "train" else _decode_tokens_per_s(r)
-    measured = _first(r, "params_active") is not None and _first(r, "params_total") is not None
+    tokens = _first(r, names.TRAIN_TOKENS_PER_S) if job.kind == "train" else _decode_tokens_per_s(r)
+    measured = _first(r, names.PARAMS_ACTIVE) is not None and _first(r, names.PARAMS_TOTAL) is not None
     row.update({
         "numbers": "measured" if measured else "planned",
-        "active": _first(r, "params_active") if measured else job.match.get("params_active"),
-        "total": _first(r, "params_total") if measured else job.match.get("params_total"),
+        "active": _first(r, names.PARAMS_ACTIVE) if measured else job.match.get("params_active"),
+        "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
         "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
         "val_ppl": _first(r, "eval/val_ppl"),
@@ -195,9 +205,9 @@ def _state(run: pd.Series) -> tuple[str, str | None]:
     """(state, one-line error) of a job run that did not finish: its failure class, or running."""
     if run["status"] == "RUNNING":
         return "running", None
-    outcome = run.get(f"tags.{TAG}outcome")
+    outcome = run.get(_tag(names.TAG_OUTCOME))
     outcome = outcome if isinstance(outcome, str) and outcome else str(run["status"]).lower()
-    error = run.get(f"tags.{TAG}error")
+    error = run.get(_tag(names.TAG_ERROR))
     return outcome, error if isinstance(error, str) and error else None
 
 
@@ -239,13 +249,13 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    runs = tracker.search(spec.experiment, f"tags.`{TAG}kind` = 'job'")
+    runs = tracker.search(spec.experiment, f"{names.tag_filter(names.TAG_RUN_TYPE, 'job')}")
     if not runs.empty:
         runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
     finished = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
-    by_fp = {} if finished.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in finished.iterrows()}
-    by_name = {} if finished.empty else {r[f"tags.{TAG}job"]: r for _, r in finished.iterrows()}
-    latest = {} if runs.empty else {r[f"tags.{TAG}fingerprint"]: r for _, r in runs.iterrows()}
+    by_fp = {} if finished.empty else {r[_tag(names.TAG_FINGERPRINT)]: r for _, r in finished.iterrows()}
+    by_name = {} if finished.empty else {r[_tag(names.TAG_JOB)]: r for _, r in finished.iterrows()}
+    latest = {} if runs.empty else {r[_tag(names.TAG_FINGERPRINT)]: r for _, r in runs.iterrows()}
     rows = []
     for job in spec.jobs:
         run = by_fp.get(job.fingerprint)
@@ -257,7 +267,7 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
         row = _compare_row(job, run if run is not None else by_name.get(job.name))
         row["error"] = None
         if run is None and job.name in by_name:  # same job, other code version or config: say so
-            row["status"] = f"older ({by_name[job.name][f'tags.{TAG}fingerprint'][:8]})"
+            row["status"] = f"older ({by_name[job.name][_tag(names.TAG_FINGERPRINT)][:8]})"
         rows.append(row)
     table = _match_errors(pd.DataFrame(rows), spec.jobs)
     order = ["job", "family", "preset", "variant", "seed", "numbers", "active", "total", "sparsity",

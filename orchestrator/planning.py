@@ -16,6 +16,7 @@ from clusters.calibration import Calibration
 from clusters.catalog import Accelerator
 from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, OptimizerImpl, Precision, TrainSetup
 from clusters.spec import Cluster
+from results import names
 from workloads.models.accounting import count_params, l3_row_width
 from workloads.models.config import ModelConfig
 
@@ -74,6 +75,8 @@ def model_shape(
         params_embeddings=cat["embeddings"],
         params_l3_tables=cat["l3_tables"],
         params_experts=cat["experts"],
+        params_fgram_model=cat.get("fgram_model", 0),
+        fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
         params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
         l3=l3,
         moe=moe,
@@ -218,10 +221,8 @@ class JobPlan:
 
 
 def _train_job_plan(job, cluster: Cluster, calibration: Calibration | None = None) -> JobPlan:
-    from workloads.jobs.setup import resolve_model_config
-
     cfg = job.config
-    model_cfg = resolve_model_config(cfg.model_spec())
+    model_cfg = cfg.model  # resolved once by the suite: what the worker will run
     group = cluster.gpu_group
     gpu = group is not None
     n = max(1, job.resources.num_workers) if gpu else 1
@@ -261,20 +262,21 @@ def _proposal(batch: int, accum: int, sized) -> str:
 
 
 def _infer_job_plan(job, cluster: Cluster) -> JobPlan:
-    from workloads.jobs.setup import resolve_model_config
-
     cfg = job.config
-    model_cfg = resolve_model_config(cfg.model_spec())
+    model_cfg = cfg.model  # resolved once by the suite (dtype and MoE capacity included)
     placement = "offload" if cfg.l3_placement == "offload" else "device"  # "both" also runs on device
     setup = InferSetup(
         batch=max(cfg.batch_sizes), context_len=cfg.prompt_len + cfg.gen_len, prompt_len=cfg.prompt_len,
-        dtype_bytes=4 if cfg.dtype == "float32" or (cfg.dtype == "auto" and cluster.gpu_group is None) else 2,
+        dtype_bytes=4 if model_cfg.dtype == "float32" else 2,
         l3_placement=placement,
     )  # fmt: skip
     mem, _, fits = plan_inference(model_shape(model_cfg, job.name), cluster, setup)
     acc = cluster.accelerator
     cap = capacity.usable_bytes(acc, memory_bytes=None if acc.is_gpu else cluster.nodes[0].memory_bytes)
-    return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, f"batch {setup.batch}")
+    note = f"batch {setup.batch}"
+    if mem.fgram_table_host:
+        note += f"; SCONE table F {mem.fgram_table_host / capacity.GIB:,.2f} GiB in host memory"
+    return JobPlan(job.name, job.kind, 1, mem.device_total, cap, fits, None, note)
 
 
 def plan_suite(
@@ -342,14 +344,14 @@ def calibration_frame(runs: "pd.DataFrame", cluster: Cluster | None = None) -> "
                        predicted_peak_bytes=pd.Series(peaks, index=runs.index, dtype="float64"))  # fmt: skip
 
 
-def _column(raw: "pd.DataFrame", *names: str) -> "pd.Series":
-    """The first of `names` present in an mlflow.search_runs frame, filled from the later ones."""
+def _column(raw: "pd.DataFrame", *columns: str, numeric: bool = False) -> "pd.Series":
+    """The first of `columns` present in an mlflow.search_runs frame, filled from the later ones."""
     import pandas as pd
 
     found = pd.Series(pd.NA, index=raw.index, dtype="object")
-    for name in names:
-        if name in raw:
-            found = found.fillna(raw[name])
+    for column in columns:
+        if column in raw:
+            found = found.fillna(pd.to_numeric(raw[column], errors="coerce") if numeric else raw[column])
     return found
 
 
@@ -362,21 +364,72 @@ def calibration_from_store(raw: "pd.DataFrame") -> Calibration:
 
     if raw.empty:
         raise ValueError("the tracking store has no job runs to calibrate on: run a suite first")
-    tag = "tags.isosparse."
-    done = raw[(raw["status"] == "FINISHED") & (_column(raw, f"{tag}job_kind") == "train")]
+    tag, param = names.tag_column, names.param_column
+    done = raw[(raw["status"] == "FINISHED") & (_column(raw, tag(names.TAG_JOB_KIND)) == "train")]
     frame = done.assign(
-        hardware=_column(done, f"{tag}hardware", f"{tag}info.hardware"),
-        preset=_column(done, f"{tag}preset"),
-        family=_column(done, f"{tag}family"),
-        batch_size=_column(done, "params.job.batch_size"),
-        seq_len=_column(done, "params.job.seq_len"),
+        hardware=_column(done, tag(names.TAG_HARDWARE), tag(names.TAG_INFO_HARDWARE)),
+        preset=_column(done, tag(names.TAG_PRESET)),
+        family=_column(done, tag(names.TAG_FAMILY)),
+        batch_size=_column(done, param(names.PARAM_BATCH_SIZE), numeric=True),
+        seq_len=_column(done, param(names.PARAM_SEQ_LEN), param(names.PARAM_DATA_SEQ_LEN), numeric=True),
     ).dropna(subset=["hardware", "preset", "family", "batch_size", "seq_len"])
     if frame.empty:
         raise ValueError("no FINISHED train run in the tracking store has hardware, preset and batch shape")
     frame = calibration_frame(frame[["hardware", "preset", "family", "batch_size", "seq_len"]], None)
-    import pandas as pd
 
-    frame["train/tokens_per_s"] = pd.to_numeric(_column(done, "metrics.train/tokens_per_s"), errors="coerce")
-    peak = pd.to_numeric(_column(done, "metrics.mem/peak_device_bytes"), errors="coerce")
+    frame[names.TRAIN_TOKENS_PER_S] = _column(
+        done, names.metric_column(names.TRAIN_TOKENS_PER_S), numeric=True
+    )
+    peak = _column(done, names.metric_column(names.MEM_PEAK_DEVICE_BYTES), numeric=True)
     frame["measured_peak_bytes"] = peak.where(frame["hardware"] != "cpu")
     return calibrate(frame)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What `isosparse plan` asks: a SUITE (every job sized), or one preset as `family` trained on `tokens`
+    with the optional TrainSetup choices (None: `plan_training` picks)."""
+
+    suite: str | None = None
+    sets: tuple[str, ...] = ()
+    preset: str | None = None
+    family: str = "dense"
+    tokens: float = 1e9
+    micro_batch: int | None = None
+    seq_len: int | None = None
+    n_gpus: int | None = None
+    zero_stage: int | None = None
+    activation_checkpointing: bool | None = None
+    precision: Precision | None = None
+    mfu: float | None = None
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """The answer: the cluster, the calibration used (or None), and the suite's job plans or the one plan."""
+
+    cluster: Cluster
+    calibration: Calibration | None
+    jobs: list[JobPlan] | None = None
+    training: TrainPlan | None = None
+
+
+def plan(request: PlanRequest, cluster: Cluster, calibration: Calibration | None = None) -> PlanOutcome:
+    """Size `request` on `cluster`; ValueError for an incomplete request (SuiteError for a bad suite)."""
+    if request.suite is not None:
+        jobs = plan_suite(request.suite, cluster, list(request.sets), calibration=calibration)
+        return PlanOutcome(cluster, calibration, jobs=jobs)
+    if request.preset is None:
+        raise ValueError("give SUITE or --preset (with --family)")
+    from workloads.models import presets
+
+    shape = model_shape(presets.get(request.preset, request.family), f"{request.preset}/{request.family}")
+    r = request
+    options = {"micro_batch": r.micro_batch, "seq_len": r.seq_len, "n_gpus": r.n_gpus,
+               "zero_stage": r.zero_stage,
+               "activation_checkpointing": r.activation_checkpointing}  # fmt: skip
+    extra = {k: v for k, v in (("precision", request.precision), ("mfu", request.mfu)) if v is not None}
+    training = plan_training(
+        shape, cluster, tokens=request.tokens, calibration=calibration, **options, **extra
+    )
+    return PlanOutcome(cluster, calibration, training=training)

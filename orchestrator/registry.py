@@ -42,6 +42,15 @@ class JobKind:
             ) from e
         return getattr(mod, self.config_class), mod.run
 
+    def resolve(self, config: Any, cuda: bool, model: Any = None) -> Any:
+        """The config as the worker will run it: the module's `resolve(config, cuda=, model=)` (as is without
+        one). cuda: whether the job is given GPUs; model: the resolved ModelConfig of a model job (matched
+        in its comparison group). Raises the module's FieldError / ValueError."""
+        resolve = getattr(importlib.import_module(self.module), "resolve", None)
+        if resolve is None:
+            return config
+        return resolve(config, cuda=cuda) if model is None else resolve(config, cuda=cuda, model=model)
+
     def available(self) -> bool:
         try:
             self.load()
@@ -55,13 +64,13 @@ JOBS: dict[str, JobKind] = {
         "train",
         "workloads.jobs.train",
         "TrainJobConfig",
-        "train a model (dense / l3 / moe) and evaluate it; throughput, memory, load balance, val loss",
+        "train a model (dense / l3 / moe / scone) and evaluate it; throughput, memory, balance, val loss",
     ),
     "infer": JobKind(
         "infer",
         "workloads.jobs.infer",
         "InferJobConfig",
-        "prefill / decode throughput sweep over batch sizes (L3 tables on device or offloaded)",
+        "prefill / decode throughput over batch sizes (L3 tables / SCONE table F on device or offloaded)",
     ),
     "dummy": JobKind(
         "dummy",

@@ -236,7 +236,9 @@ class Progress:
 
 
 def jobs_frame(suite) -> pd.DataFrame:
-    """The expanded jobs of a suite: name, fingerprint, resources and the iso-sparse match."""
+    """The expanded jobs of a suite: name, fingerprint, resources and the planned iso-sparse match; `plan`
+    says whether the L3 rows per token were weighted by the job's corpus or estimated (budget / vocab:
+    a model-free job, or a remote corpus only the job prepares)."""
     rows = [
         {
             "job": j.name,
@@ -248,6 +250,7 @@ def jobs_frame(suite) -> pd.DataFrame:
             "total": j.match.get("params_total"),
             "active_err": j.match.get("active_rel_err"),
             "total_err": j.match.get("total_rel_err"),
+            "plan": "estimated" if j.match.get("estimated") else "corpus",
         }
         for j in suite.jobs
     ]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.suite import Suite
-from orchestrator.tracking import TAG, Tracker, home
+from orchestrator.tracking import Tracker, home
 from results import load, names, report
 
 ARTIFACT_DIR = "report"
@@ -35,11 +35,18 @@ class ReportOutcome:
 
 def suite_job_runs(tracker: Tracker, spec: Suite) -> pd.DataFrame:
     """The `mlflow.search_runs` rows of the suite's jobs (one per job at most), see the module docstring."""
-    runs = tracker.search(spec.experiment, f"tags.`{TAG}kind` = 'job' and tags.`{TAG}suite` = '{spec.name}'")
+    runs = tracker.search(
+        spec.experiment,
+        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB) + " and " + _of_suite(spec),
+    )
     if runs.empty:
         return runs
     runs = runs.sort_values("start_time", ascending=False)  # newest first: first match wins below
-    fp, job, finished = runs[f"tags.{TAG}fingerprint"], runs[f"tags.{TAG}job"], runs["status"] == "FINISHED"
+    fp, job, finished = (
+        runs[names.tag_column(names.TAG_FINGERPRINT)],
+        runs[names.tag_column(names.TAG_JOB)],
+        runs["status"] == "FINISHED",
+    )
     chosen = []
     for spec_job in spec.jobs:
         exact = runs.index[finished & (fp == spec_job.fingerprint)]
@@ -57,14 +64,16 @@ def _history(tracker: Tracker, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(row: pd.Series) -> str:
-    return f"{row.get(f'tags.{TAG}family')}/{row.get(f'tags.{TAG}preset')}/{row.get(f'tags.{TAG}variant')}"
+    return "/".join(
+        str(row.get(names.tag_column(t))) for t in (names.TAG_FAMILY, names.TAG_PRESET, names.TAG_VARIANT)
+    )
 
 
 def _load_arrays(tracker: Tracker, runs: pd.DataFrame) -> report.LoadArrays:
     """Per-run arrays from result.json of finished train runs (absent: that run is not in the figure)."""
     experts, rows = {}, {}
     for _, row in runs.iterrows():
-        if row["status"] != "FINISHED" or row.get(f"tags.{TAG}job_kind") != "train":
+        if row["status"] != "FINISHED" or row.get(names.tag_column(names.TAG_JOB_KIND)) != "train":
             continue
         try:
             arrays = json.loads(tracker.download_text(row["run_id"], "result.json")).get("arrays", {})
@@ -77,8 +86,12 @@ def _load_arrays(tracker: Tracker, runs: pd.DataFrame) -> report.LoadArrays:
     return report.LoadArrays(expert_tokens=experts, l3_rows_per_token=rows)
 
 
+def _of_suite(spec: Suite) -> str:
+    return names.tag_filter(names.TAG_SUITE, spec.name)
+
+
 def newest_parent(tracker: Tracker, spec: Suite) -> str | None:
-    query = f"tags.`{TAG}kind` = 'suite' and tags.`{TAG}suite` = '{spec.name}'"
+    query = names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_SUITE) + " and " + _of_suite(spec)
     parents = tracker.search(spec.experiment, query)
     if parents.empty:
         return None

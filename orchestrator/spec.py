@@ -6,6 +6,8 @@ Plain frozen dataclasses without ray or mlflow, so validation and tests need nei
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from workloads.fields import NonNegFloat, PosInt, check_fields
+
 Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
 OUTCOMES: tuple[str, ...] = ("finished", "failed", "oom", "infra", "cancelled")
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
@@ -17,21 +19,14 @@ class Resources:
     many workers (each with num_cpus / num_gpus / memory_bytes); placement is its placement-group
     strategy (STRICT_PACK keeps an expert-parallel group on one node)."""
 
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    memory_bytes: int | None = None
-    num_workers: int = 1
+    num_cpus: NonNegFloat = 1.0
+    num_gpus: NonNegFloat = 0.0
+    memory_bytes: PosInt | None = None
+    num_workers: PosInt = 1
     placement: Placement = "PACK"
 
     def __post_init__(self) -> None:
-        if self.num_cpus < 0 or self.num_gpus < 0:
-            raise ValueError(
-                f"resources must be >= 0, got num_cpus={self.num_cpus}, num_gpus={self.num_gpus}"
-            )
-        if self.memory_bytes is not None and self.memory_bytes <= 0:
-            raise ValueError(f"resources.memory_bytes must be > 0, got {self.memory_bytes}")
-        if self.num_workers < 1:
-            raise ValueError(f"resources.num_workers must be >= 1, got {self.num_workers}")
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -39,9 +34,10 @@ class JobSpec:
     """One expanded job of a suite.
 
     name: readable and unique within the suite ("train/l3/tiny/base/s0").
-    config: the job's frozen config dataclass, handed to `run(cfg, ctx)` in the worker.
-    resolved: JSON-able fully resolved config (job config, resolved model config, labels) — what the
-        fingerprint hashes and what MLflow records as params and as config.yaml.
+    config: the job's frozen config dataclass, resolved once by the suite (its `model` set; the infer
+        job's device and dtype fixed), handed as is to `run(cfg, ctx)` in the worker.
+    resolved: {"kind", "job": `to_jsonable(config)`} (+ labels and seed for model-free kinds): what the
+        fingerprint hashes and what MLflow records as params (results.names.PARAM_*) and config.yaml.
     labels: family, preset, variant, seed, group (the comparison group: jobs matched to each other).
     match: iso-sparse accounting within the group, logged as "match/<key>" metrics: params_active,
         params_total (from the config; L3 rows at budget / vocab), active_rel_err (vs the group's dense

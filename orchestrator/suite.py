@@ -1,35 +1,43 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
 
-`load_suite(path, sets)` validates everything it can before raising one `SuiteError` listing every
-problem with its path: structure and types (pydantic), unknown presets / families / job kinds (with
-did-you-mean), the job dataclasses' own checks, and iso-sparse matches that cannot be made. Expansion:
+`load_suite(path, sets)` validates everything before anything runs and raises one `SuiteError` listing
+every problem with its path: structure, types and bounds (pydantic over the workloads' dataclasses),
+unknown presets / families / job kinds (with did-you-mean), overrides no family of the matrix uses,
+iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
+do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
 for every (seed, variant, preset) comparison group the families are matched to each other through
 `workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
-model of that group: its l3_* overrides and allocation file included). L3 rows per token are weighted by
-the corpus of the job's own data (its tokenizer and LZW allocation are prepared here, into the same cache
-the job reads), so the planned numbers (`JobSpec.match`) are the ones the job will measure. A group whose
-planned active or total error exceeds `match_tolerance` (default 2%) is refused. Identical resolved jobs
-(same fingerprint) are kept once.
+model of that group, its l3_* overrides included), L3 rows per token weighted by the corpus of the job's
+own data (prepared here into the cache the job reads); a group whose planned error exceeds
+`match_tolerance` (default 2%) is refused. Each job's config is then resolved once (its kind's `resolve`
+with the group's model: the infer job's device, dtype and MoE capacity too) and that object is both
+fingerprinted and shipped to the worker, which never re-resolves. Identical jobs are kept once.
 """
 
-import copy
 import functools
+import itertools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from orchestrator import registry
-from orchestrator.dataclass_models import Error, build, dump, to_plain
 from orchestrator.fingerprint import code_version, fingerprint
 from orchestrator.spec import JobSpec, Resources
-from orchestrator.suite_schema import GIB, apply_sets, pydantic_errors, suite_model
+from orchestrator.suite_schema import (
+    GIB,
+    Error,
+    Where,
+    apply_sets,
+    format_loc,
+    merge,
+    pruned,
+    suite_model,
+    validate,
+)  # fmt: skip
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-L3_ONLY = ("l3_",)
-MOE_ONLY = ("moe_",)
 MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
 REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
 
@@ -74,6 +82,8 @@ def _read(path: Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise SuiteError(str(path), [("", f"not valid YAML: {e}")]) from e
+    if raw is None:
+        raise SuiteError(str(path), [("", "the file is empty; a suite needs at least matrix: {jobs: [...]}")])
     if not isinstance(raw, dict):
         raise SuiteError(str(path), [("", "a suite is a YAML mapping (experiment, matrix, ...)")])
     return raw
@@ -107,34 +117,20 @@ def _name_errors(raw: dict[str, Any]) -> list[Error]:
     return errors
 
 
-def _merge(base: Any, over: Any) -> Any:
-    if isinstance(base, dict) and isinstance(over, dict):
-        out = dict(base)
-        for key, value in over.items():
-            out[key] = _merge(base.get(key), value) if key in base else value
-        return out
-    return copy.deepcopy(over)
-
-
 def _resources(spec: dict, variant: dict, kind: str) -> Resources:
-    merged = _merge(
+    """The job's resources; on a cluster (`run --cluster`), the cluster's per device — before the job is
+    resolved, since its device (and so the infer job's dtype) follows whether it gets GPUs."""
+    merged = merge(
         (spec.get("resources") or {}).get(kind) or {}, (variant.get("resources") or {}).get(kind) or {}
     )
     memory = merged.pop("memory_gb", None)
     if memory is not None:
         merged["memory_bytes"] = int(memory * GIB)
-    return Resources(**merged)
+    if spec.get("cluster") is None:
+        return Resources(**merged)
+    from orchestrator.planning import cluster_resources
 
-
-def _family_overrides(overrides: dict[str, Any], family: str) -> dict[str, Any]:
-    """ModelOverrides that apply to `family`: moe_* only to MoE; l3_* to L3 and to MoE (whose model is
-    matched to its group's L3 model); the rest to all."""
-    return {
-        k: v
-        for k, v in overrides.items()
-        if not (k.startswith(L3_ONLY) and family not in MODEL_FAMILIES)
-        and not (k.startswith(MOE_ONLY) and family != "moe")
-    }
+    return cluster_resources(spec["cluster"], Resources(**merged))
 
 
 @functools.cache
@@ -160,47 +156,45 @@ def _resolve_cached(spec, data_cfg):
     return cfg, count_params(cfg, corpus.token_freqs, counts)
 
 
-def _group_models(
-    model_section: dict, preset: str, families: list[str], data_cfg, path: str, errors: list[Error]
-):
-    """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
-    always resolved: they are the references of the match errors); None when a match is impossible."""
-    from workloads.jobs.setup import ModelOverrides, ModelSpec
+def _override_errors(overrides: dict, families: list[str], path: str) -> list[Error]:
+    """Overrides (and an allocation file) for a family the matrix does not run would silently do nothing."""
+    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS
 
-    overrides = model_section.get("overrides") or {}
+    errors = []
+    for users, names in ((MODEL_FAMILIES, (*L3_FIELDS, "allocation_path")), (("moe",), MOE_FIELDS)):
+        for name in (n for n in names if n in overrides and not set(users) & set(families)):
+            where = path if name == "allocation_path" else f"{path}.overrides"
+            what = " or ".join(map(repr, users))
+            errors.append((f"{where}.{name}", f"applies to family {what}, which matrix.families lacks"))
+    return errors
+
+
+def _group_models(section: dict, preset: str, families: list[str], data_cfg, path: str, errors: list[Error]):
+    """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
+    always resolved: they are the references of the match errors); None when a match is impossible.
+    l3_* overrides and the allocation file go to L3 and MoE (matched to its group's L3), moe_* to MoE."""
+    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS, FieldError, ModelOverrides, ModelSpec
+
+    raw = section.get("overrides") or {}
+    if not set(MODEL_FAMILIES) & set(families):
+        data_cfg = None  # a dense-only group: its L3 reference is estimated, no corpus is prepared for it
     out = {}
     for family in dict.fromkeys(["dense", "l3", *families]):
-        o = build(ModelOverrides, _family_overrides(overrides, family), f"{path}.overrides", errors)
-        alloc = model_section.get("allocation_path") if family in MODEL_FAMILIES else None
-        fields = {"preset": preset, "family": family, "overrides": o, "allocation_path": alloc}
-        spec = build(ModelSpec, fields, path, errors) if o is not None else None
-        if spec is None:
-            return None
+        foreign = {"l3": MOE_FIELDS, "moe": ()}.get(family, (*L3_FIELDS, *MOE_FIELDS))
+        overrides = ModelOverrides(**{k: v for k, v in raw.items() if k not in foreign})
+        alloc = section.get("allocation_path") if family in MODEL_FAMILIES else None
+        spec = ModelSpec(preset, family, overrides, alloc)
         try:
             cfg, count = _resolve_cached(spec, data_cfg)
+        except FieldError as e:  # the model's own fields here; the job reports its data at the data's path
+            if e.field.startswith("overrides."):
+                errors.append((f"{path}.{e.field}", e.message))
+                return None
+            cfg, count = _resolve_cached(spec, None)
         except (ValueError, OSError) as e:
             errors.append((path, f"preset {preset!r} as {family}: {e}"))
             return None
         out[family] = (spec, cfg, count)
-    return out
-
-
-def _match(models: dict, family: str) -> dict[str, float]:
-    """The planned accounting of `family` in its group (L3_SPEC §5), logged as match/<key>."""
-    count = models[family][2]
-    dense, l3 = models["dense"][2], models["l3"][2]
-    out = {
-        "params_active": float(count.active),
-        "params_active_max": float(count.active_max),
-        "params_active_min": float(count.active_min),
-        "params_total": float(count.total),
-        "sparsity": count.total / count.active,
-        "active_rel_err": count.active / dense.active - 1.0,
-    }
-    if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
-        out["estimated"] = 1.0
-    if family == "moe":
-        out["total_rel_err"] = count.total / l3.total - 1.0
     return out
 
 
@@ -223,44 +217,106 @@ def _tolerance_errors(models: dict, families: list[str], group: str, tolerance: 
     return errors
 
 
-def _data_config(section: dict, path: str, errors: list[Error]):
-    """The DataConfig of a job section (its corpus and tokenizer decide the L3 rows per token)."""
+def _group_data(section: dict):
+    """The DataConfig of a merged job section, for the group's corpus (L3 rows per token), when it is valid
+    and readable; None otherwise (the job itself reports why, at the exact paths)."""
     from workloads.data import DataConfig
 
-    return build(DataConfig, section.get("data") or {}, f"{path}.data", errors)
+    data, problems = validate(DataConfig, section.get("data") or {})
+    return None if problems or _source_problems(data.source) else data
+
+
+def _match(models: dict, family: str) -> dict[str, float]:
+    """The planned accounting of `family` in its group (L3_SPEC §5), logged as match/<key>."""
+    count = models[family][2]
+    dense, l3 = models["dense"][2], models["l3"][2]
+    out = {
+        "params_active": float(count.active),
+        "params_active_max": float(count.active_max),
+        "params_active_min": float(count.active_min),
+        "params_total": float(count.total),
+        "sparsity": count.total / count.active,
+        "active_rel_err": count.active / dense.active - 1.0,
+    }
+    if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
+        out["estimated"] = 1.0
+    if family == "moe":
+        out["total_rel_err"] = count.total / l3.total - 1.0
+    return out
+
+
+@functools.cache
+def _source_problems(source) -> tuple[tuple[str, str], ...]:
+    return tuple(source.check())
+
+
+def _data_problems(cfg) -> list[tuple[str, str]]:
+    """(field path in the job config, message) for each data source that cannot be read (checked once)."""
+    sources = [("data", getattr(cfg, "data", None))]
+    sources += [(f"eval_data.{name}", d) for name, d in (getattr(cfg, "eval_data", None) or {}).items()]
+    return [
+        (f"{where}.source.{field}", msg)
+        for where, data in sources
+        if data is not None
+        for field, msg in _source_problems(data.source)
+    ]
 
 
 def _job(
-    kind_name, section, model_entry, labels, seed, resources, max_retries, path, errors
+    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors
 ) -> JobSpec | None:
+    """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
+    from workloads.jobs.setup import FieldError
+
     kind = registry.get(kind_name)
     cls, _ = kind.load()
-    data = dict(section)
+    fixed = {*(registry.MODEL_FIELDS if kind.uses_model else ()), "model", kind.seed_field} - {None}
+    given = [key for key in section if key in fixed]
+    for key in given:
+        errors.append((where.path(key), "set by the suite's matrix and model section, not in a job section"))
+    data = {k: v for k, v in section.items() if k not in given}
     if kind.uses_model:
-        spec = model_entry[0]
+        spec = models[labels["family"]][0]
         data.update({name: getattr(spec, name) for name in registry.MODEL_FIELDS})
     if kind.seed_field:
         data[kind.seed_field] = seed
-    config = build(cls, data, path, errors)
-    if config is None:
+    config, problems = validate(cls, data)
+    errors += [(where.path(loc), msg) for loc, msg in problems]
+    if config is None or given:
         return None
-    resolved: dict[str, Any] = {"kind": kind_name, "job": to_plain(config)}
-    if kind.uses_model:
-        resolved["model_config"] = to_plain(model_entry[1])
-    else:  # model-free (dummy): the labels keep jobs of different families apart
+    try:
+        model = models[labels["family"]][1] if kind.uses_model else None
+        config = kind.resolve(config, cuda=resources.num_gpus > 0, model=model)
+    except FieldError as e:
+        errors.append((where.path(e.field), e.message))
+        return None
+    except ValueError as e:
+        errors.append((where.kind, str(e)))
+        return None
+    bad_sources = _data_problems(config)
+    errors += [(where.path(field), msg) for field, msg in bad_sources]
+    return None if bad_sources else _spec(kind, config, labels, seed, resources)
+
+
+def _spec(kind: registry.JobKind, config, labels, seed, resources) -> JobSpec:
+    """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted."""
+    from workloads.jobs.result import to_jsonable
+
+    resolved: dict[str, Any] = {"kind": kind.name, "job": to_jsonable(config)}
+    if not kind.uses_model:  # model-free (dummy): the labels keep jobs of different families apart
         resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
     if not kind.seed_field:  # a job without a seed field still runs once per matrix seed
         resolved["seed"] = seed
-    name = "/".join([kind_name, *(labels[k] for k in ("family", "preset", "variant")), f"s{seed}"])
+    name = "/".join([kind.name, *(labels[k] for k in ("family", "preset", "variant")), f"s{seed}"])
     return JobSpec(
         name=name,
-        kind=kind_name,
+        kind=kind.name,
         config=config,
         resolved=resolved,
         fingerprint=fingerprint(resolved, code_version()),
         labels=labels,
         resources=resources,
-        max_retries=max_retries,
+        max_retries=1,
     )
 
 
@@ -269,67 +325,36 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
     jobs: dict[str, JobSpec] = {}
     for v_index, variant in enumerate(matrix["variants"]):
         vpath = f"matrix.variants[{v_index}]"
-        model_section = _merge(spec.get("model") or {}, variant.get("model") or {})
-        for preset in matrix["presets"]:
-            for kind in matrix["jobs"]:
-                section, spath = spec.get(kind) or {}, kind
-                if variant.get(kind):
-                    section, spath = _merge(section, variant[kind]), f"{vpath}.{kind}"
-                data_cfg = _data_config(section, spath, errors) if registry.get(kind).uses_model else None
-                fams = matrix["families"]
-                models = _group_models(model_section, preset, fams, data_cfg, f"{vpath}.model", errors)
-                if models is None:
-                    continue
-                for seed in matrix["seeds"]:
-                    group = f"{preset}/{variant['name']}/s{seed}"
-                    tolerance = spec["match_tolerance"]
-                    for err in _tolerance_errors(models, fams, group, tolerance, f"{vpath}.model"):
-                        errors.append(err) if err not in errors else None
-                    for family in fams:
-                        labels = {"family": family, "preset": preset, "variant": variant["name"],
-                                  "seed": str(seed), "group": group}  # fmt: skip
-                        resources = _resources(spec, variant, kind)
-                        args = (models[family], labels, seed, resources, spec["max_retries"])
-                        job = _job(kind, spec.get(kind) or {}, *args, kind, errors)  # the suite's own section
-                        if job is not None and variant.get(kind):
-                            job = _job(kind, section, *args, spath, errors)
-                        if job is not None and job.fingerprint not in jobs:
-                            jobs[job.fingerprint] = replace(job, match=_match(models, family))
+        model_section = merge(spec.get("model") or {}, variant.get("model") or {})
+        model_path = f"{vpath}.model" if variant.get("model") else "model"
+        overrides = model_section.get("overrides") or {}
+        errors += _override_errors({**overrides, **model_section}, matrix["families"], model_path)
+        for preset, kind in itertools.product(matrix["presets"], matrix["jobs"]):
+            section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+            data_cfg = _group_data(section) if registry.get(kind).uses_model else None
+            fams = matrix["families"]
+            models = _group_models(model_section, preset, fams, data_cfg, model_path, errors)
+            if models is None:
+                continue
+            for seed, family in itertools.product(matrix["seeds"], fams):
+                group = f"{preset}/{variant['name']}/s{seed}"
+                for err in _tolerance_errors(models, fams, group, spec["match_tolerance"], model_path):
+                    errors.append(err) if err not in errors else None
+                labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
+                labels["group"] = group
+                resources = _resources(spec, variant, kind)
+                job = _job(
+                    kind, section, models, labels, seed, resources, Where(kind, vpath, variant), errors
+                )
+                if job is not None and job.fingerprint not in jobs:
+                    job = replace(job, match=_match(models, family), max_retries=spec["max_retries"])
+                    jobs[job.fingerprint] = job
     return list(jobs.values())
 
 
-def _prune(data: Any, loc: tuple[Any, ...]) -> bool:
-    """Delete the value at `loc` so the rest of the suite can still be checked; False if not found."""
-    node = data
-    for part in loc[:-1]:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return False
-    try:
-        del node[loc[-1]]
-    except (KeyError, IndexError, TypeError):
-        return False
-    return True
-
-
-def _validate(raw: dict[str, Any], errors: list[Error]):
-    """The validated suite, after pruning invalid values (their errors recorded) so that expansion can
-    still find the errors elsewhere; None when what remains does not validate either."""
-    model, data = suite_model(), copy.deepcopy(raw)
-    for _ in range(4):
-        try:
-            return model.model_validate(data)
-        except ValidationError as e:
-            errors += [err for err in pydantic_errors(e, model) if err not in errors]
-            locs = sorted((tuple(err["loc"]) for err in e.errors()), reverse=True)  # list items last-first
-            if not all([_prune(data, loc) for loc in locs]):
-                return None
-    return None
-
-
 def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
-    """The matrix without the unknown presets / families / job kinds (reported by _name_errors)."""
+    """The matrix without the unknown presets / families / job kinds (reported by _name_errors); with none
+    left, a stand-in preset / family, so that the job sections are still checked."""
     from workloads.models import presets
     from workloads.models.config import FAMILIES
 
@@ -338,23 +363,31 @@ def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
         "families": FAMILIES,
         "jobs": [k for k, v in registry.JOBS.items() if v.available()],
     }
-    return {**matrix, **{key: [v for v in matrix[key] if v in known] for key, known in ok.items()}}
+    out = {**matrix, **{key: [v for v in matrix[key] if v in known] for key, known in ok.items()}}
+    return out | {k: v for k, v in (("presets", ["debug"]), ("families", ["dense"])) if not out[k]}
 
 
-def load_suite(suite: str | Path, sets: list[str] | None = None) -> Suite:
-    """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error."""
+def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -> Suite:
+    """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error.
+    cluster: a `clusters.spec.Cluster` whose resources the jobs get (`planning.cluster_resources`)."""
     path = resolve_path(str(suite))
     raw = _read(path)
     errors = apply_sets(raw, list(sets or []))
     errors += _name_errors(raw)
-    validated = _validate(raw, errors)
+    validated, problems = validate(suite_model(), raw)
+    errors += [(format_loc(loc), msg) for loc, msg in problems]
     if validated is None:
-        raise SuiteError(str(path), errors)
-    spec = dump(validated)
-    matrix = validated.matrix
-    spec["matrix"] = _known_names({**matrix.model_dump(), "variants": [dump(v) for v in matrix.variants]})
+        raw = pruned(raw, [loc for loc, _ in problems])
+        validated, _ = validate(suite_model(), raw)
+        if validated is None:
+            raise SuiteError(str(path), errors)
+    spec = {key: raw.get(key) for key in ("model", "resources", *registry.JOBS)}
+    matrix = validated.matrix.model_dump()
+    matrix["variants"] = raw.get("matrix", {}).get("variants") or [{"name": "base"}]
+    spec["matrix"] = _known_names(matrix)
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance
+    spec["cluster"] = cluster
     jobs = _expand(spec, errors)
     if errors:
         raise SuiteError(str(path), errors)

@@ -28,13 +28,13 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator import interrupts
 from orchestrator.fingerprint import code_version, git_commit, git_dirty
+from results import names
 
 # A normal run prints no MLflow INFO lines (system-metrics monitor start/stop, database creation).
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 # Reports read result.json artifacts back; MLflow's tqdm bar per download would litter the run's output.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-TAG = "isosparse."  # prefix of every tag isosparse sets
 PARAM_VALUE_CHARS = 6000
 BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
 # MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty Traces overview, the job
@@ -187,7 +187,7 @@ class Tracker:
     def search_roles(self, role: str, experiment: str | None) -> pd.DataFrame:
         """Runs tagged isosparse.kind = role ("suite" | "job"), in one experiment or in all.
         (Job runs carry the job kind — train / infer / dummy — in isosparse.job_kind.)"""
-        filter_string = f"tags.`{TAG}kind` = '{role}'"
+        filter_string = names.tag_filter(names.TAG_RUN_TYPE, role)
         if experiment is not None:
             return self.search(experiment, filter_string)
         return mlflow.search_runs(
@@ -202,15 +202,18 @@ class Tracker:
         exp_id = self.client.get_run(parent_id).info.experiment_id
         return mlflow.search_runs(
             experiment_ids=[exp_id],
-            filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+            filter_string=names.tag_filter(names.TAG_PARENT_RUN, parent_id),
             max_results=100_000,
         )
 
     @_uncut
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
         """fingerprint → run id of the FINISHED job runs of the experiment."""
-        runs = self.search(experiment, f"attributes.status = 'FINISHED' and tags.`{TAG}kind` = 'job'")
-        col = f"tags.{TAG}fingerprint"
+        runs = self.search(
+            experiment,
+            names.FINISHED_JOBS,
+        )
+        col = names.tag_column(names.TAG_FINGERPRINT)
         if runs.empty or col not in runs:
             return {}
         return dict(zip(runs[col], runs["run_id"], strict=True))
@@ -220,7 +223,7 @@ class Tracker:
         """The run id of a FINISHED job run with this fingerprint, if any."""
         runs = self.search(
             experiment,
-            f"attributes.status = 'FINISHED' and tags.`{TAG}fingerprint` = '{fingerprint}'",
+            f"attributes.status = 'FINISHED' and {names.tag_filter(names.TAG_FINGERPRINT, fingerprint)}",
         )
         return None if runs.empty else str(runs["run_id"].iloc[0])
 
@@ -232,13 +235,13 @@ class Tracker:
         system metrics (sampled in the driver)."""
         exp_id = self.experiment_id(experiment)
         base = {
-            f"{TAG}kind": "suite",
-            f"{TAG}suite": name,
-            f"{TAG}code_version": code_version(),
-            f"{TAG}git_commit": git_commit() or "",
-            f"{TAG}git_dirty": str(git_dirty()),
-            f"{TAG}driver_pid": str(os.getpid()),
-            f"{TAG}driver_host": os.uname().nodename,
+            names.TAG_RUN_TYPE: "suite",
+            names.TAG_SUITE: name,
+            names.TAG_CODE_VERSION: code_version(),
+            names.TAG_GIT_COMMIT: git_commit() or "",
+            names.TAG_GIT_DIRTY: str(git_dirty()),
+            names.TAG_DRIVER_PID: str(os.getpid()),
+            names.TAG_DRIVER_HOST: os.uname().nodename,
         }
         mlflow.set_tracking_uri(self.uri)
         run = mlflow.start_run(
@@ -260,14 +263,14 @@ class Tracker:
         exp_id = self.experiment_id(experiment)
         all_tags = {
             "mlflow.parentRunId": parent_id,
-            f"{TAG}kind": "job",
-            f"{TAG}job": job.name,
-            f"{TAG}job_kind": job.kind,
-            f"{TAG}fingerprint": job.fingerprint,
-            f"{TAG}attempt": str(attempt),
-            f"{TAG}code_version": code_version(),
-            f"{TAG}git_commit": git_commit() or "",
-            **{f"{TAG}{k}": str(v) for k, v in job.labels.items()},
+            names.TAG_RUN_TYPE: "job",
+            names.TAG_JOB: job.name,
+            names.TAG_JOB_KIND: job.kind,
+            names.TAG_FINGERPRINT: job.fingerprint,
+            names.TAG_ATTEMPT: str(attempt),
+            names.TAG_CODE_VERSION: code_version(),
+            names.TAG_GIT_COMMIT: git_commit() or "",
+            **{names.label_tag(k): str(v) for k, v in job.labels.items()},
             **tags,
         }
         run = self.client.create_run(exp_id, run_name=job.name, tags=all_tags)
@@ -275,7 +278,7 @@ class Tracker:
         params = [Param(k, v) for k, v in flatten(job.resolved).items()]
         for i in range(0, len(params), BATCH):
             self.client.log_batch(run_id, params=params[i : i + BATCH])
-        self.log_metrics(run_id, {f"match/{k}": v for k, v in job.match.items()}, 0)
+        self.log_metrics(run_id, {names.MATCH_PREFIX + k: v for k, v in job.match.items()}, 0)
         self.client.log_text(run_id, yaml.safe_dump(job.resolved, sort_keys=False), "config.yaml")
         return run_id
 
@@ -296,9 +299,9 @@ class Tracker:
 
         A run whose fingerprint FINISHED meanwhile (another invocation) is closed KILLED, tagged
         `isosparse.duplicate_of`: a fingerprint never has two FINISHED runs."""
-        tags = {f"{TAG}outcome": completion.outcome}
+        tags = {names.TAG_OUTCOME: completion.outcome}
         if completion.error:
-            tags[f"{TAG}error"] = completion.error[:PARAM_VALUE_CHARS]
+            tags[names.TAG_ERROR] = completion.error[:PARAM_VALUE_CHARS]
         if completion.traceback:
             self.client.log_text(run_id, completion.traceback, "traceback.txt")
         if completion.result_json:
@@ -307,7 +310,7 @@ class Tracker:
         if status == "FINISHED":
             other = self.finished_run(experiment, fingerprint)
             if other is not None and other != run_id:
-                tags[f"{TAG}duplicate_of"], status = other, "KILLED"
+                tags[names.TAG_DUPLICATE_OF], status = other, "KILLED"
         self.set_tags(run_id, tags)
         self.client.set_terminated(run_id, status=status)
         return status
@@ -318,7 +321,9 @@ class Tracker:
         self.log_metrics(run_id, {**result.get("params", {}), **result.get("metrics", {})}, step)
         info = result.get("info", {})
         if info:
-            self.set_tags(run_id, {f"{TAG}info.{k}": str(v)[:PARAM_VALUE_CHARS] for k, v in info.items()})
+            self.set_tags(
+                run_id, {f"{names.TAG_INFO_PREFIX}{k}": str(v)[:PARAM_VALUE_CHARS] for k, v in info.items()}
+            )
         summary = info.get("allocation_summary") or result.get("allocation")
         if summary:
             text = summary if isinstance(summary, str) else json.dumps(summary, indent=2)
@@ -326,7 +331,7 @@ class Tracker:
 
     @_uncut
     def kill(self, run_id: str, reason: str) -> None:
-        self.set_tags(run_id, {f"{TAG}outcome": "cancelled", f"{TAG}error": reason})
+        self.set_tags(run_id, {names.TAG_OUTCOME: "cancelled", names.TAG_ERROR: reason})
         self.client.set_terminated(run_id, status="KILLED")
 
     @_uncut

@@ -46,6 +46,10 @@ SHORT = {
     names.LB_L3_ROWS_PER_TOKEN_MEAN: "l3_rows_per_token_mean",
     names.LB_L3_ROWS_PER_TOKEN_MAX: "l3_rows_per_token_max",
     names.LB_L3_BYTES_PER_TOKEN: "l3_bytes_per_token",
+    names.LB_SCONE_MATCH_RATE: "scone_match_rate",
+    names.MEM_FGRAM_TABLE_BYTES: "fgram_table_bytes",
+    names.TRAIN_FLOPS_PER_TOKEN: "train_flops_per_token",
+    names.TRAIN_FLOPS_PER_TOKEN_MAIN: "train_flops_per_token_main",
 }
 ABLATION_AXES = ("l3_allocation", "l3_cap", "l3_tied", "l3_positions")
 # The paper's recipe is the reference of each ablation; placement has none (first in sorted order).
@@ -267,3 +271,28 @@ def ablation_tables(runs: pd.DataFrame, kind: str = "train") -> dict[str, pd.Dat
     """{axis: ablation_table} for the axes that vary anywhere in `runs`."""
     tables = {axis: ablation_table(runs, axis, kind) for axis in ABLATION_AXES}
     return {axis: t for axis, t in tables.items() if not t.empty}
+
+
+def scone_table(runs: pd.DataFrame, tolerance: float = MATCH_TOLERANCE) -> pd.DataFrame:
+    """Each SCONE train config against the dense config of its group (L3_SPEC §6, as the paper counts).
+
+    params_active is SCONE's inference-resident count (A_main + token embedding + head), matched to dense's
+    active (inference_error = params_active / dense − 1); params_total adds A_fgram, a training-time
+    parameter. train_flops_ratio = train FLOPs per token with A_fgram / without it: the extra training
+    compute SCONE spends over its inference-matched baseline. fgram_table_bytes: F, storage only.
+    """
+    summary = _short(seed_summary(runs[runs["kind"].eq("train").fillna(False)], _metrics(runs)))
+    table = summary.join(_dense_reference(summary))
+    table = table[table["family"].eq("scone").fillna(False)].copy()
+    table["delta_val_loss"] = table["val_loss"] - table["val_loss_dense"]
+    table["train_flops_ratio"] = table["train_flops_per_token"] / table["train_flops_per_token_main"]
+    table["inference_error"] = (
+        table["params_active"].astype("Float64") / table["params_active_dense"].astype("Float64") - 1
+    )
+    table["match_flag"] = flag_match(table, tolerance, ["match_error", "inference_error"])
+    cols = [
+        "group", "hardware", "preset", "variant", "n_seeds", "params_active", "params_total",
+        "val_loss", "val_loss_dense", "delta_val_loss", "train_flops_per_token", "train_flops_ratio",
+        "scone_match_rate", "fgram_table_bytes", "tokens_per_s", "inference_error", "match_flag",
+    ]  # fmt: skip
+    return table[cols].reset_index(drop=True)

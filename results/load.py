@@ -59,7 +59,7 @@ def runs_from_mlflow(raw: pd.DataFrame) -> pd.DataFrame:
         if col in jobs.columns:
             out[col] = jobs[col]
     for col, tags in _TAGS.items():
-        found = _first_present(jobs, [f"tags.{t}" for t in tags], numeric=False)
+        found = _first_present(jobs, [names.tag_column(t) for t in tags], numeric=False)
         if found is not None:
             out[col] = found
     out["suite"] = _suite(raw, jobs, out.get("suite"))
@@ -67,28 +67,30 @@ def runs_from_mlflow(raw: pd.DataFrame) -> pd.DataFrame:
         out["group"] = _strip_seed(out["group"], out["seed"])
     out["match_error"] = _match_error(jobs)
     for col, key in _ACCOUNTING.items():
-        found = _first_present(jobs, [f"metrics.{key}", f"params.{key}", f"tags.{names.TAG_PREFIX}{key}"])
+        found = _first_present(
+            jobs, [names.metric_column(key), names.param_column(key), names.tag_column(names.label_tag(key))]
+        )
         if found is not None:
             out[col] = found
     for col, param in _CONFIG_PARAMS.items():
-        found = _param(jobs, param)
-        if found is not None:
-            out[col] = found
+        if names.param_column(param) in jobs.columns:
+            out[col] = jobs[names.param_column(param)]
     for col in jobs.columns:
-        if col.startswith("metrics.") and col[len("metrics.") :] not in _ACCOUNTING.values():
-            out[col[len("metrics.") :]] = jobs[col]
+        key = col.removeprefix(names.metric_column(""))
+        if key != col and key not in _ACCOUNTING.values():
+            out[key] = jobs[col]
     return schema.coerce(pd.DataFrame(out, index=jobs.index))
 
 
 def _jobs(raw: pd.DataFrame) -> pd.DataFrame:
-    col = f"tags.{names.TAG_RUN_TYPE}"
+    col = names.tag_column(names.TAG_RUN_TYPE)
     return raw[raw[col].eq(names.RUN_TYPE_JOB).fillna(False)] if col in raw.columns else raw
 
 
 def _suite(raw: pd.DataFrame, jobs: pd.DataFrame, own: pd.Series | None) -> pd.Series:
     """The job's own suite tag, else the suite tag of its parent run (if that run is in `raw`)."""
     suite = own if own is not None else pd.Series(pd.NA, index=jobs.index, dtype="object")
-    tag, parent = f"tags.{names.TAG_SUITE}", f"tags.{names.TAG_PARENT_RUN}"
+    tag, parent = names.tag_column(names.TAG_SUITE), names.tag_column(names.TAG_PARENT_RUN)
     if tag in raw.columns and parent in jobs.columns:
         by_run = raw.set_index("run_id")[tag].dropna()
         suite = suite.fillna(jobs[parent].map(by_run))
@@ -111,11 +113,11 @@ def _match_error(jobs: pd.DataFrame) -> pd.Series:
     """The match-error tag, else the larger-magnitude of the match/*_rel_err metrics (NA when none)."""
     metric = pd.Series(pd.NA, index=jobs.index, dtype="Float64")
     for key in (names.MATCH_ACTIVE_REL_ERR, names.MATCH_TOTAL_REL_ERR):
-        if f"metrics.{key}" in jobs.columns:
-            err = pd.to_numeric(jobs[f"metrics.{key}"], errors="coerce").astype("Float64")
+        if names.metric_column(key) in jobs.columns:
+            err = pd.to_numeric(jobs[names.metric_column(key)], errors="coerce").astype("Float64")
             take = (err.notna() & (metric.isna() | err.abs().gt(metric.abs()))).fillna(False)
             metric[take] = err[take]
-    tag = _first_present(jobs, [f"tags.{names.TAG_MATCH_ERROR}"])
+    tag = _first_present(jobs, [names.tag_column(names.TAG_MATCH_ERROR)])
     return metric if tag is None else tag.astype("Float64").fillna(metric)
 
 
@@ -126,20 +128,6 @@ def _first_present(raw: pd.DataFrame, candidates: Iterable[str], numeric: bool =
         if col in raw.columns:
             series = pd.to_numeric(raw[col], errors="coerce") if numeric else raw[col]
             found = series if found is None else found.fillna(series)
-    return found
-
-
-def _param(raw: pd.DataFrame, dotted: str) -> pd.Series | None:
-    """ "params.<dotted>"; else the params columns ending in "." + its last two parts (e.g. ".l3.cap"),
-    shallowest path first, each filling the rows the previous ones left empty."""
-    if f"params.{dotted}" in raw.columns:
-        return raw[f"params.{dotted}"]
-    suffix = "." + ".".join(dotted.split(".")[-2:])
-    hits = sorted((c for c in raw.columns if c.startswith("params.") and c.endswith(suffix)),
-                  key=lambda c: (c.count("."), c))  # fmt: skip
-    found = None
-    for col in hits:
-        found = raw[col] if found is None else found.fillna(raw[col])
     return found
 
 

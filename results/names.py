@@ -1,9 +1,7 @@
-"""MLflow names that `results/` reads (tags, params, metric keys): the contract with orchestrator.tracking.
-
-Plain string constants only, importable without pandas. The orchestrator writes these names; `results.load`
+"""Every MLflow name isosparse uses (tags, params, metric keys), defined once: the orchestrator writes with
+these constants (tracking, api) and reads with them (status, compare, reporting, planning), and `results.load`
 reads them from an `mlflow.search_runs` DataFrame (columns "tags.<name>", "params.<name>", "metrics.<name>").
-
-They follow what `orchestrator/tracking.py` (suite.py labels) writes.
+Plain string constants only, importable without pandas.
 
 Tags of a job run (strings, as MLflow stores them):
   isosparse.kind          "job" for a job run, "suite" for the suite's parent run (dropped by results.load)
@@ -23,28 +21,68 @@ Tags of a job run (strings, as MLflow stores them):
   isosparse.match_error   optional signed match error (fraction); else the larger-magnitude of the metrics
                           match/active_rel_err (vs the group's dense) and match/total_rel_err (MoE vs L3)
 Accounting (params_active, params_total, sparsity) is read from metrics first, then params, then tags.
-Ablation settings come from the flattened resolved config (params), see PARAM_* below; if the exact name is
-absent, params columns ending in the same dotted suffix (e.g. ".l3.cap") are used, shallowest first.
+Ablation settings come from the flattened resolved config (params), exactly as PARAM_* below names them.
 """
 
 TAG_PREFIX = "isosparse."
-TAG_RUN_TYPE = "isosparse.kind"
+TAG_RUN_TYPE = TAG_PREFIX + "kind"
 RUN_TYPE_JOB = "job"
 RUN_TYPE_SUITE = "suite"
-TAG_JOB_KIND = "isosparse.job_kind"
-TAG_SUITE = "isosparse.suite"
-TAG_FAMILY = "isosparse.family"
-TAG_PRESET = "isosparse.preset"
-TAG_GROUP = "isosparse.group"
-TAG_SEED = "isosparse.seed"
-TAG_HARDWARE = "isosparse.hardware"
-TAG_INFO_HARDWARE = "isosparse.info.hardware"
-TAG_FINGERPRINT = "isosparse.fingerprint"
-TAG_MATCH_ERROR = "isosparse.match_error"
-TAG_OUTCOME = "isosparse.outcome"
-TAG_ERROR = "isosparse.error"  # one-line error of a run that did not finish
-TAG_VARIANT = "isosparse.variant"
+TAG_JOB = TAG_PREFIX + "job"  # the job's name ("train/l3/tiny/base/s0")
+TAG_JOB_KIND = TAG_PREFIX + "job_kind"
+TAG_SUITE = TAG_PREFIX + "suite"
+TAG_FAMILY = TAG_PREFIX + "family"
+TAG_PRESET = TAG_PREFIX + "preset"
+TAG_GROUP = TAG_PREFIX + "group"
+TAG_SEED = TAG_PREFIX + "seed"
+TAG_VARIANT = TAG_PREFIX + "variant"
+TAG_HARDWARE = TAG_PREFIX + "hardware"
+TAG_INFO_PREFIX = TAG_PREFIX + "info."  # + a BenchResult.info key
+TAG_INFO_HARDWARE = TAG_INFO_PREFIX + "hardware"
+TAG_FINGERPRINT = TAG_PREFIX + "fingerprint"
+TAG_MATCH_ERROR = TAG_PREFIX + "match_error"
+TAG_OUTCOME = TAG_PREFIX + "outcome"
+TAG_ERROR = TAG_PREFIX + "error"
+TAG_ATTEMPT = TAG_PREFIX + "attempt"
+TAG_DUPLICATE_OF = TAG_PREFIX + "duplicate_of"
+TAG_CODE_VERSION = TAG_PREFIX + "code_version"
+TAG_GIT_COMMIT = TAG_PREFIX + "git_commit"
+TAG_GIT_DIRTY = TAG_PREFIX + "git_dirty"
+TAG_DRIVER_PID = TAG_PREFIX + "driver_pid"
+TAG_DRIVER_HOST = TAG_PREFIX + "driver_host"
+TAG_RAY_NODE = TAG_PREFIX + "ray_node"
+TAG_HOST = TAG_PREFIX + "host"
+TAG_SUITE_PATH = TAG_PREFIX + "suite_path"
+TAG_N_JOBS = TAG_PREFIX + "n_jobs"
+TAG_N_SKIPPED = TAG_PREFIX + "n_skipped"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow for nested runs
+
+
+def label_tag(label: str) -> str:
+    """A JobSpec label ("family", "preset", "variant", "seed", "group") → its tag (TAG_FAMILY, ...)."""
+    return TAG_PREFIX + label
+
+
+def tag_column(name: str) -> str:
+    """A tag → its `mlflow.search_runs` column ("tags.isosparse.kind")."""
+    return f"tags.{name}"
+
+
+def tag_filter(name: str, value: str) -> str:
+    """An MLflow search filter on a tag's value: tags.`isosparse.kind` = 'job'."""
+    return f"tags.`{name}` = '{value}'"
+
+
+FINISHED_JOBS = "attributes.status = 'FINISHED' and " + tag_filter(TAG_RUN_TYPE, RUN_TYPE_JOB)
+
+
+def metric_column(key: str) -> str:
+    return f"metrics.{key}"
+
+
+def param_column(key: str) -> str:
+    return f"params.{key}"
+
 
 OUTCOMES = ("finished", "failed", "oom", "infra", "cancelled")
 
@@ -53,17 +91,24 @@ PARAMS_ACTIVE = "params_active"
 PARAMS_TOTAL = "params_total"
 SPARSITY = "sparsity"
 
-# Flattened resolved-config params (dotted paths) used by the ablation tables.
-PARAM_L3_ALLOCATION = "model_config.l3.allocation"
-PARAM_L3_CAP = "model_config.l3.cap"
-PARAM_L3_TIED = "model_config.l3.tied"
-PARAM_L3_POSITIONS = "model_config.l3.positions"
-PARAM_MOE_NUM_EXPERTS = "model_config.moe.num_experts"
-PARAM_MOE_TOP_K = "model_config.moe.top_k"
+# Params: the resolved config the worker ran (JobSpec.resolved: {"kind", "job": the job config with its
+# resolved model}), flattened with "." between keys; the ablation tables read these.
+PARAM_JOB = "job"  # prefix of the job config's params
+PARAM_MODEL = PARAM_JOB + ".model"  # prefix of the resolved model's params
+PARAM_BATCH_SIZE = PARAM_JOB + ".batch_size"
+PARAM_SEQ_LEN = PARAM_JOB + ".seq_len"
+PARAM_DATA_SEQ_LEN = PARAM_JOB + ".data.seq_len"
+PARAM_L3_ALLOCATION = PARAM_MODEL + ".l3.allocation"
+PARAM_L3_CAP = PARAM_MODEL + ".l3.cap"
+PARAM_L3_TIED = PARAM_MODEL + ".l3.tied"
+PARAM_L3_POSITIONS = PARAM_MODEL + ".l3.positions"
+PARAM_MOE_NUM_EXPERTS = PARAM_MODEL + ".moe.num_experts"
+PARAM_MOE_TOP_K = PARAM_MODEL + ".moe.top_k"
 
-# Match errors the orchestrator logs as metrics (signed fractions).
-MATCH_ACTIVE_REL_ERR = "match/active_rel_err"
-MATCH_TOTAL_REL_ERR = "match/total_rel_err"
+# Planned (iso-sparse match) numbers the orchestrator logs as metrics MATCH_PREFIX + JobSpec.match key.
+MATCH_PREFIX = "match/"
+MATCH_ACTIVE_REL_ERR = MATCH_PREFIX + "active_rel_err"
+MATCH_TOTAL_REL_ERR = MATCH_PREFIX + "total_rel_err"
 
 # Metric keys (DESIGN.md "Metrics every job records").
 TRAIN_TOKENS_PER_S = "train/tokens_per_s"
@@ -89,10 +134,15 @@ LB_L3_ROWS_PER_TOKEN_MEAN = "lb/l3_rows_per_token_mean"
 LB_L3_ROWS_PER_TOKEN_MAX = "lb/l3_rows_per_token_max"
 LB_L3_UNIQUE_ROWS_PER_STEP = "lb/l3_unique_rows_per_step"
 LB_L3_BYTES_PER_TOKEN = "lb/l3_bytes_per_token"
+LB_SCONE_MATCH_RATE = "lb/scone_match_rate"  # SCONE: positions whose input is an f-gram embedding
+LB_SCONE_MEAN_MATCH_LEN = "lb/scone_mean_match_len"
+MEM_FGRAM_TABLE_BYTES = "mem/fgram_table_bytes"  # SCONE's F: storage, never parameters
+TRAIN_FLOPS_PER_TOKEN = "train/flops_per_token"  # SCONE: the main model + A_fgram
+TRAIN_FLOPS_PER_TOKEN_MAIN = "train/flops_per_token_main"  # SCONE: the main model alone (= its dense)
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"
 
-PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "embeddings")
+PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 
 # Keys that are also logged per batch size with the suffix BATCH_SUFFIX + str(batch size),
 # e.g. "infer/decode_tokens_per_s/bs8".
@@ -139,6 +189,11 @@ METRICS = (
     LB_L3_ROWS_PER_TOKEN_MAX,
     LB_L3_UNIQUE_ROWS_PER_STEP,
     LB_L3_BYTES_PER_TOKEN,
+    LB_SCONE_MATCH_RATE,
+    LB_SCONE_MEAN_MATCH_LEN,
+    MEM_FGRAM_TABLE_BYTES,
+    TRAIN_FLOPS_PER_TOKEN,
+    TRAIN_FLOPS_PER_TOKEN_MAIN,
     EVAL_VAL_LOSS,
     EVAL_VAL_PPL,
 )

@@ -10,7 +10,7 @@ import base64
 import html
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -84,6 +84,8 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
                    "no group holds both an L3 and a MoE train run"),
     ]  # fmt: skip
+    if runs["family"].eq("scone").fillna(False).any():
+        out.append(_scone_section(runs))
     flagged = sum(int(s.table["match_flag"].fillna(False).sum()) for s in out if s.table is not None)
     note = (
         f"{flagged} comparison(s) off by more than {tol}: highlighted in the tables below"
@@ -110,6 +112,19 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         _Section("Runs not finished", bad[cols] if not bad.empty else None, "" if len(bad) else "none")
     )
     return out
+
+
+def _scone_section(runs: pd.DataFrame) -> _Section:
+    """SCONE vs dense, with the paper's caveat on training compute stated plainly."""
+    section = _try_table("SCONE vs dense at equal inference-resident params",
+                         lambda: analysis.scone_table(runs), "no finished SCONE train runs")  # fmt: skip
+    caveat = (
+        "SCONE spends more training compute than its inference-matched dense baseline (the paper says so "
+        "too): train_flops_ratio is its training FLOPs per token with A_fgram over those without. "
+        "params_active counts the inference-resident parameters (A_main + token embedding + head); "
+        "params_total adds A_fgram; the f-gram table F is storage (fgram_table_bytes), not parameters."
+    )
+    return replace(section, note=f"{section.note} {caveat}".strip())
 
 
 def _scaling_sections(runs: pd.DataFrame) -> list[_Section]:

@@ -51,7 +51,7 @@ def test_bad_input_exits_2(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nkind: ray\n")
     result = runner.invoke(app, ["clusters", "show", str(bad)])
-    assert result.exit_code == 2 and "address: is required" in result.output
+    assert result.exit_code == 2 and "address: required" in result.output
     assert runner.invoke(app, ["plan", "--cluster", str(EXAMPLES / "h100x8.yaml")]).exit_code == 2
 
 

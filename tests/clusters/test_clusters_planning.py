@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from clusters import capacity, roofline
-from clusters.spec import load_cluster
 from orchestrator import planning
+from orchestrator.cluster_file import load_cluster
 from workloads.models import presets
 from workloads.models.accounting import count_params
 

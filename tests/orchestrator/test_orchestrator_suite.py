@@ -1,5 +1,5 @@
-"""Suite validation and expansion without Ray: every error at once with paths, --set, fingerprints,
-iso-sparse match errors, the dataclass ↔ pydantic round trip, and `validate` / `run` exit 2."""
+"""Suite validation and expansion without Ray: every error at once with paths, --set, fingerprints of what
+ships, iso-sparse match errors, the dataclass → plain data → dataclass round trip, and exit 2."""
 
 import textwrap
 
@@ -8,11 +8,12 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.dataclass_models import build, dump, model_for, to_plain
 from orchestrator.suite import SuiteError, load_suite, shipped_suites
+from orchestrator.suite_schema import validate
 from workloads.data.config import DataConfig
 from workloads.data.sources import TextSource
 from workloads.jobs.dummy import DummyJobConfig
+from workloads.jobs.result import to_jsonable
 
 DUMMY = """
 experiment: t
@@ -57,7 +58,7 @@ def test_every_error_is_reported_at_once_with_its_path(tmp_path):
     assert "integer" in errors["matrix.seeds[1]"]
     assert errors["dummy.stesp"] == "unknown key 'stesp' (did you mean 'steps'?)"
     assert "valid number" in errors["dummy.sleep_s"]
-    assert "DummyJobConfig.steps must be an integer >= 0, got -3" in errors["matrix.variants[0].dummy"]
+    assert errors["matrix.variants[0].dummy.steps"] == "Input should be greater than or equal to 0 (got -3)"
     assert "not divisible by moe.ep_size=7" in errors["matrix.variants[1].model"]  # impossible match
     assert len(errors) == 6
 
@@ -66,7 +67,7 @@ def test_set_overrides_and_unknown_family(tmp_path):
     path = write(tmp_path, DUMMY)
     errors = errors_of(path, ["matrix.families.1=l4", "dummy.steps=-1", "nonsense"])
     assert errors["matrix.families[1]"] == "unknown family 'l4' (known: dense, l3, moe, scone)"
-    assert "DummyJobConfig.steps must be an integer >= 0, got -1" in errors["dummy"]
+    assert errors["dummy.steps"] == "Input should be greater than or equal to 0 (got -1)"
     assert "KEY=VALUE" in errors["--set nonsense"]
     suite = load_suite(path, ["dummy.steps=5", "matrix.seeds=[0, 1]"])
     assert {j.config.steps for j in suite.jobs} == {5}
@@ -92,13 +93,33 @@ def test_identical_resolved_jobs_are_kept_once(tmp_path):
     assert len(load_suite(write(tmp_path, text)).jobs) == 3
 
 
-def test_dataclass_round_trip_with_discriminated_source():
+def test_dataclass_round_trip_with_tagged_source():
     cfg = DataConfig(source=TextSource(paths=("a.txt",), unit="paragraph"), seq_len=64)
-    plain = to_plain(cfg)
+    plain = to_jsonable(cfg)
     assert plain["source"]["kind"] == "text"
-    model = model_for(DataConfig).model_validate(yaml.safe_load(yaml.safe_dump(plain)))
-    errors: list = []
-    assert build(DataConfig, dump(model), "data", errors) == cfg and errors == []
+    assert validate(DataConfig, yaml.safe_load(yaml.safe_dump(plain))) == (cfg, [])
+
+
+def test_shipped_job_config_is_the_fingerprinted_one(tmp_path):
+    """The worker gets the resolved config (model included); the fingerprint hashes exactly its data."""
+    from orchestrator.fingerprint import code_version, fingerprint
+
+    text = DUMMY.replace("jobs: [dummy]", "jobs: [train, infer]").replace("dummy: {steps: 2}", "")
+    text = text.replace("dummy: {value: 1}", "train: {steps: 1}").replace(
+        "dummy: {value: 2}", "train: {steps: 2}"
+    )
+    for job in load_suite(write(tmp_path, text)).jobs:
+        assert job.config.model is not None and job.config.model.family == job.labels["family"]
+        assert job.resolved == {"kind": job.kind, "job": to_jsonable(job.config)}
+        assert job.fingerprint == fingerprint(job.resolved, code_version())
+        if job.kind == "infer":  # resolved before fingerprinting: device, dtype, MoE capacity
+            assert (job.config.device, job.config.dtype, job.config.model.dtype) == (
+                "cpu",
+                "float32",
+                "float32",
+            )
+            if job.config.model.moe is not None:
+                assert job.config.model.moe.min_capacity == 1  # capped at the smallest batch size (1)
 
 
 def test_shipped_suites_validate():
@@ -146,8 +167,6 @@ def test_dict_of_dataclasses_field_is_built():
     from workloads.jobs.train import TrainJobConfig
 
     data = {"eval_data": {"docs": {"source": {"kind": "builtin", "content": "docs"}, "seq_len": 64}}}
-    model = model_for(TrainJobConfig).model_validate(data)
-    errors: list = []
-    cfg = build(TrainJobConfig, {**dump(model), "preset": "debug", "family": "dense"}, "train", errors)
+    cfg, errors = validate(TrainJobConfig, {**data, "preset": "debug", "family": "dense"})
     assert errors == [] and cfg.eval_data["docs"].seq_len == 64
     assert isinstance(cfg.eval_data["docs"], DataConfig)

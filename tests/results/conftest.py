@@ -50,7 +50,7 @@ def _run(
         "metrics.match/params_active": float(active),
         f"metrics.{names.MATCH_ACTIVE_REL_ERR}": 0.0 if family == "dense" else 0.004,
         "params.kind": kind,
-        "params.model_config.family": family,
+        names.param_column(names.PARAM_MODEL + ".family"): family,
     }
     if family == "moe":
         row[f"metrics.{names.MATCH_TOTAL_REL_ERR}"] = -0.006

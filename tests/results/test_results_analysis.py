@@ -205,3 +205,20 @@ def test_ablation_tables_against_the_papers_reference():
     assert place.loc["2", "delta_val_loss"] == pytest.approx(-0.2)
     with pytest.raises(ValueError, match="axis must be one of"):
         analysis.ablation_table(runs, "l3_budget")
+
+
+def test_scone_table_against_dense_of_its_group():
+    scone = {names.TRAIN_FLOPS_PER_TOKEN: 9.0e6, names.TRAIN_FLOPS_PER_TOKEN_MAIN: 6.0e6,
+             names.LB_SCONE_MATCH_RATE: 0.5, names.MEM_FGRAM_TABLE_BYTES: 4096.0}  # fmt: skip
+    runs = table(
+        run("d", "dense", loss=3.0, tok=1000.0),
+        run("s", "scone", total=1500, loss=2.8, tok=800.0, **scone),
+        run("s_off", "scone", group="h", active=1100, loss=2.0),  # its reference: the preset's only dense
+    )
+    t = analysis.scone_table(runs).set_index("group")
+    assert t.loc["g", "delta_val_loss"] == pytest.approx(-0.2)
+    assert t.loc["g", "train_flops_ratio"] == pytest.approx(1.5)
+    assert t.loc["g", "scone_match_rate"] == 0.5 and t.loc["g", "fgram_table_bytes"] == 4096
+    assert t.loc["g", "inference_error"] == 0 and not t.loc["g", "match_flag"]
+    assert t.loc["h", "inference_error"] == pytest.approx(0.1) and t.loc["h", "match_flag"]
+    assert list(t.index) == ["g", "h"]  # dense rows are not listed

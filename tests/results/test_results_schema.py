@@ -77,9 +77,10 @@ def test_match_error_tag_wins_and_group_keeps_a_foreign_suffix():
     assert table["group"].tolist() == ["g", "g/s7"]  # only the run's own seed is stripped
 
 
-def test_param_suffix_prefers_the_shallowest_path_then_fills_gaps():
-    cols = {"params.job.spec.model.l3.cap": ["8", "16"], "params.job.l3.cap": ["64", None]}
-    assert load.runs_from_mlflow(_raw(**cols))["l3_cap"].tolist() == [64, 16]
+def test_config_params_are_read_by_their_exact_name_only():
+    cols = {names.param_column(names.PARAM_L3_CAP): ["8", None], "params.job.l3.cap": ["64", "16"]}
+    caps = load.runs_from_mlflow(_raw(**cols))["l3_cap"]
+    assert caps.iloc[0] == 8 and pd.isna(caps.iloc[1])  # no guessing from a column with the same suffix
 
 
 def test_bad_values_raise_naming_the_column():

@@ -16,7 +16,9 @@ import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal
+
+from workloads.fields import check_fields
 
 # Bump when the extraction below changes what text a module yields: it is part of the fingerprint.
 EXTRACTION_VERSION = "1"
@@ -86,12 +88,15 @@ def module_text(source: str, content: Literal["source", "docs"] = "source") -> s
 class BuiltinSource:
     """Text that ships with Python: one document per stdlib module (see the module docstring)."""
 
-    kind: ClassVar[str] = "builtin"
     content: Literal["source", "docs"] = "source"
+    kind: Literal["builtin"] = "builtin"
 
     def __post_init__(self) -> None:
-        if self.content not in ("source", "docs"):
-            raise ValueError(f"builtin source: content must be 'source' or 'docs', got {self.content!r}")
+        check_fields(self)
+
+    def check(self) -> list[tuple[str, str]]:
+        """Nothing to check: the standard library is always there."""
+        return []
 
     def documents(self) -> Iterator[str]:
         for path in stdlib_files():

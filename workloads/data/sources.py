@@ -4,6 +4,7 @@
 did-you-mean errors. Sources: builtin (Python's stdlib), text (local files/globs), parquet, hf (Hub).
 """
 
+import codecs
 import contextlib
 import difflib
 import glob
@@ -13,9 +14,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
+
+from annotated_types import MinLen
 
 from workloads.data.builtin import BuiltinSource
+from workloads.fields import check_fields
 
 
 class SourceUnavailableError(RuntimeError):
@@ -59,51 +63,97 @@ def _files_fingerprint(kind: str, settings: str, files: list[Path]) -> str:
     return h.hexdigest()
 
 
+SAMPLE_BYTES = 64 * 2**20  # how much of each text file `check` decodes (whole files up to this size)
+Problem = tuple[str, str]  # (field path inside the source, e.g. "paths[1]"; message)
+
+
 @dataclass(frozen=True)
 class TextSource:
     """Local text files or globs, plain or `.gz`; a document is a whole file or a blank-line paragraph.
 
     unit="file" reads each file whole; for a corpus in one large file use unit="paragraph", which streams
-    it line by line and gives the document split something to split.
+    it line by line and gives the document split something to split (it needs an encoding in which b"\n"
+    is a newline: utf-8, latin-1, cp1252, ...). errors: what a byte that does not decode becomes.
+    "replace" (the default) turns it into U+FFFD, since one stray cp1252 byte in a 40 MB corpus should
+    not fail a benchmark; "strict" refuses the file naming it and the byte offset; "ignore" drops it.
     """
 
-    kind: ClassVar[str] = "text"
-    paths: tuple[str, ...]
+    paths: Annotated[tuple[str, ...], MinLen(1)]
     unit: Literal["file", "paragraph"] = "file"
     encoding: str = "utf-8"
+    errors: Literal["strict", "replace", "ignore"] = "replace"
+    kind: Literal["text"] = "text"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", _as_paths(self.kind, self.paths))
-        if self.unit not in ("file", "paragraph"):
-            raise ValueError(f"text source: unit must be 'file' or 'paragraph', got {self.unit!r}")
+        check_fields(self)
+        try:
+            newline = "\n".encode(self.encoding)
+        except LookupError as e:
+            raise ValueError(f"text source: unknown encoding {self.encoding!r}") from e
+        if self.unit == "paragraph" and newline != b"\n":
+            raise ValueError(f"text source: unit='paragraph' cannot split {self.encoding!r} text into lines")
 
     def _open(self, path: Path):
-        if path.suffix == ".gz":
-            return gzip.open(path, "rt", encoding=self.encoding)
-        return path.open(encoding=self.encoding)
+        return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+    def _decode(self, data: bytes, path: Path, offset: int, final: bool = True) -> str:
+        decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
+        try:
+            return decoder.decode(data, final=final).replace("\r\n", "\n")  # as universal newlines did
+        except UnicodeDecodeError as e:
+            where = "decompressed " if path.suffix == ".gz" else ""
+            raise ValueError(
+                f"text source: {path} is not valid {self.encoding} at {where}byte offset {offset + e.start} "
+                f"({e.reason}); set errors: replace (or the file's encoding)"
+            ) from None
 
     def documents(self) -> Iterator[str]:
         for path in resolve_paths(self.kind, self.paths):
-            with _naming(self.kind, path), self._open(path) as f:
+            with self._open(path) as f:
                 if self.unit == "file":
-                    text = f.read()
+                    text = self._decode(f.read(), path, 0)
                     if text.strip():
                         yield text
                 else:
-                    yield from _paragraphs(f)
+                    yield from _paragraphs(self._lines(f, path))
+
+    def _lines(self, f, path: Path) -> Iterator[str]:
+        offset = 0
+        for raw in f:
+            yield self._decode(raw, path, offset)
+            offset += len(raw)
+
+    def check(self, sample_bytes: int = SAMPLE_BYTES) -> list[Problem]:
+        """Every pattern that matches no file and, under errors="strict", every file whose first
+        `sample_bytes` do not decode."""
+        problems: list[Problem] = []
+        for i, pattern in enumerate(self.paths):
+            try:
+                files = resolve_paths(self.kind, (pattern,))
+            except ValueError as e:
+                problems.append((f"paths[{i}]", str(e)))
+                continue
+            for path in files if self.errors == "strict" else ():
+                try:
+                    with self._open(path) as f:
+                        self._decode(f.read(sample_bytes), path, 0, final=False)
+                except (ValueError, OSError) as e:
+                    problems.append((f"paths[{i}]", str(e)))
+        return problems
 
     def fingerprint(self) -> str:
-        settings = f"unit={self.unit} encoding={self.encoding}"
+        settings = f"unit={self.unit} encoding={self.encoding} errors={self.errors}"
         return _files_fingerprint(self.kind, settings, resolve_paths(self.kind, self.paths))
 
 
 @contextlib.contextmanager
 def _naming(kind: str, path: Path) -> Iterator[None]:
-    """A read or decode error of one file re-raised as a ValueError naming the file (a bare
-    UnicodeDecodeError or ArrowInvalid does not say which of a glob's files is broken)."""
+    """A read error of one file re-raised as a ValueError naming the file (pyarrow's ArrowInvalid for a
+    corrupt file does not say which of a glob's files is broken)."""
     try:
         yield
-    except (UnicodeDecodeError, OSError, EOFError, ValueError) as err:
+    except (OSError, EOFError, ValueError) as err:
         if str(path) in str(err):
             raise
         raise ValueError(f"{kind} source: cannot read {path}: {type(err).__name__}: {err}") from err
@@ -126,12 +176,29 @@ def _paragraphs(lines) -> Iterator[str]:
 class ParquetSource:
     """Parquet files or globs with a string column; one document per non-empty row, read by row group."""
 
-    kind: ClassVar[str] = "parquet"
-    paths: tuple[str, ...]
+    paths: Annotated[tuple[str, ...], MinLen(1)]
     text_column: str = "text"
+    kind: Literal["parquet"] = "parquet"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", _as_paths(self.kind, self.paths))
+        check_fields(self)
+
+    def check(self) -> list[Problem]:
+        """Every pattern that matches no file or names a file without `text_column` (schema read only)."""
+        problems: list[Problem] = []
+        for i, pattern in enumerate(self.paths):
+            try:
+                for path in resolve_paths(self.kind, (pattern,)):
+                    import pyarrow.parquet as pq
+
+                    if self.text_column not in (names := pq.read_schema(path).names):
+                        raise ValueError(
+                            f"parquet source: {path} has no column {self.text_column!r} ({names})"
+                        )
+            except (ValueError, OSError) as e:
+                problems.append((f"paths[{i}]", str(e)))
+        return problems
 
     def documents(self) -> Iterator[str]:
         import pyarrow.parquet as pq
@@ -164,18 +231,19 @@ class HFSource:
     for reproducible data, since an unpinned one cannot see upstream changes.
     """
 
-    kind: ClassVar[str] = "hf"
-    name: str
+    name: Annotated[str, MinLen(1)]  # such as 'roneneldan/TinyStories'
     config_name: str | None = None
     split: str = "train"
     text_field: str = "text"
     revision: str | None = None
+    kind: Literal["hf"] = "hf"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(
-                f"hf source: name must be a dataset name such as 'roneneldan/TinyStories', got {self.name!r}"
-            )
+        check_fields(self)
+
+    def check(self) -> list[Problem]:
+        """Nothing is checked before the job: reaching the Hub needs the network the job will have."""
+        return []
 
     def documents(self) -> Iterator[str]:
         try:

@@ -6,7 +6,7 @@ COLUMNS = {
     "bandwidth": ["impl", "dtype", "phase", "median_s", "gb_per_s", "frac_of_peak"],
     "train_step": ["model", "median_step_s", "tokens_per_s", "vs_dense"],
     "decode": ["batch", "on_device_tokens_per_s", "offloaded_tokens_per_s", "offloaded_vs_on_device"],
-    "host_syncs": ["model", "host_syncs_per_step", "how"],
+    "host_syncs": ["model", "fwd_bwd", "optimizer", "how"],
 }
 TIMING_FIELDS = {
     "median_s", "gb_per_s", "frac_of_peak", "median_step_s", "p10_s", "p90_s", "tokens_per_s", "vs_dense",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workloads.jobs.metrics import moe_balance, moe_capacity, moe_dropped
+from workloads.jobs.metrics import moe_balance
 from workloads.jobs.timing import StepTimer, TimingStats
 from workloads.models.transformer import Transformer
 
@@ -91,28 +91,29 @@ class GenerationTimer:
 def moe_generation_balance(model: Transformer, prompts: torch.Tensor, gen_len: int) -> dict[str, float]:
     """lb/* of one untimed generation (prefill + decode steps) through the MoE blocks in the model's mode.
 
-    Counts are pre-capacity routes per expert, summed over the generation's forwards; each forward's
-    dropped routes use DeepSpeed's capacity for that forward's token count (eval capacity factor in eval).
+    Counts are pre-capacity routes per expert, summed over the generation's forwards; dropped tokens (all
+    top_k routes lost) and dropped routes are the gate's own, per forward (`MoEMLP.last_dropped`, with
+    the eval capacity factor in eval mode), over tokens × MoE layers and all routes.
     """
     moe = model.config.moe
     if moe is None:
         raise ValueError(f"model.family={model.config.family!r} has no MoE blocks")
-    factor = moe.capacity_factor if model.training else moe.eval_capacity_factor
-    per_forward: list[tuple[torch.Tensor, torch.Tensor, int]] = []  # (counts (L, E), aux, n_tokens)
+    gates = [block.mlp for block in model.layers if block.index in moe.positions]
+    per_forward: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []  # counts, aux, drops, n
 
     def collect(out: tuple, n_tokens: int) -> None:
         _, aux, counts = out
-        per_forward.append((torch.stack([counts[k] for k in sorted(counts)]), aux, n_tokens))
+        drops = torch.stack([mlp.last_dropped for mlp in gates]).sum(0)  # (2,) tokens, routes
+        per_forward.append((torch.stack([counts[k] for k in sorted(counts)]), aux, drops, n_tokens))
 
     greedy_generate(model, prompts, gen_len, return_expert_counts=True, on_forward=collect)
     total = np.zeros((len(moe.positions), moe.num_experts), dtype=np.int64)
-    dropped = 0
-    aux_sum = 0.0
-    for counts, aux, n_tokens in per_forward:  # read back after the generation, once per forward
-        counts_np = counts.cpu().numpy()
-        total += counts_np
-        if moe.drop_tokens:
-            cap = moe_capacity(n_tokens, moe.num_experts, moe.top_k, factor, moe.min_capacity)
-            dropped += sum(moe_dropped(layer_counts, cap) for layer_counts in counts_np)
+    drops, passes, aux_sum = np.zeros(2), 0, 0.0
+    for counts, aux, dropped, n_tokens in per_forward:  # read back after the generation, once per forward
+        total += counts.cpu().numpy()
+        drops += dropped.cpu().numpy()
+        passes += n_tokens * len(gates)
         aux_sum += float(aux)
-    return moe_balance(total, dropped, aux_sum, len(per_forward))
+    return moe_balance(
+        total, drops[1], aux_sum, len(per_forward), dropped_tokens=drops[0], token_passes=passes
+    )

@@ -6,7 +6,9 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from workloads.fields import NonNegFloat, NonNegInt, check_fields
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 
 ERRORS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "MemoryError": MemoryError}
@@ -24,23 +26,16 @@ class DummyJobConfig:
     value: echoed as metric "dummy/value" (lets tests tell jobs apart).
     """
 
-    steps: int = 3
-    sleep_s: float = 0.0
+    steps: NonNegInt = 3
+    sleep_s: NonNegFloat = 0.0
     fail_at_step: int | None = None
-    error: str = "RuntimeError"
-    allocate_mb: int = 0
+    error: Literal["RuntimeError", "ValueError", "MemoryError"] = "RuntimeError"  # a key of ERRORS
+    allocate_mb: NonNegInt = 0
     crash_marker: str | None = None
     value: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
-            raise ValueError(f"DummyJobConfig.steps must be an integer >= 0, got {self.steps!r}")
-        if not isinstance(self.sleep_s, int | float) or self.sleep_s < 0:
-            raise ValueError(f"DummyJobConfig.sleep_s must be >= 0, got {self.sleep_s!r}")
-        if self.error not in ERRORS:
-            raise ValueError(f"DummyJobConfig.error must be one of {sorted(ERRORS)}, got {self.error!r}")
-        if not isinstance(self.allocate_mb, int) or self.allocate_mb < 0:
-            raise ValueError(f"DummyJobConfig.allocate_mb must be an integer >= 0, got {self.allocate_mb!r}")
+        check_fields(self)
 
 
 def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:

@@ -17,7 +17,8 @@ Metric names (DESIGN.md) and how variants are named:
   infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
                                      call in decode steps (median over generations); the prefill's:
                                      infer/offload_prefill_wait_s/bs<B>
-  lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B>,
+  lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B> (tokens
+  that lost all top_k routes), lb/dropped_route_frac/bs<B>,
   lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
   SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
   lb/scone_match_rate/bs<B>, lb/scone_mean_match_len/bs<B>   positions with an f-gram, its mean length
@@ -32,22 +33,25 @@ import resource
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from annotated_types import Ge, MinLen
 
 from workloads.data import DataConfig
+from workloads.fields import NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
-    Corpus,
+    FieldError,
     ModelOverrides,
     ModelSpec,
     base_model_config,
     build_model,
+    check_data_fits,
     corpus_for,
     prepare_data,
     resolve_l3_counts,
@@ -57,17 +61,12 @@ from workloads.jobs.setup import (
 )
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
-from workloads.models.config import ModelConfig
+from workloads.models.config import Family, ModelConfig
 from workloads.models.transformer import TORCH_DTYPES, Transformer
 from workloads.scone.serve import FgramTable
 
 Placement = Literal["device", "offload", "both"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"InferJobConfig.{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -83,65 +82,32 @@ class InferJobConfig:
     warmup / repeats: untimed and timed generations per (batch size, placement).
     checkpoint: weights to load: a training checkpoint folder (its latest step-*/rank-0.pt), or a .pt file
         holding a state dict (or a dict with a "model" state dict).
+    model: the resolved model (`resolve`: dtype and MoE min_capacity applied); None resolves it at start.
     """
 
     preset: str
-    family: str
+    family: Family
     overrides: ModelOverrides = field(default_factory=ModelOverrides)
     allocation_path: str | None = None
-    batch_sizes: tuple[int, ...] = (1, 8, 64)
-    prompt_len: int = 128
-    gen_len: int = 32
+    batch_sizes: Annotated[tuple[PosInt, ...], MinLen(1)] = (1, 8, 64)
+    prompt_len: PosInt = 128
+    gen_len: Annotated[int, Ge(2)] = 32  # one decode step at least
     l3_placement: Placement = "both"
     device: str = "auto"
     dtype: JobDType = "auto"
-    seed: int = 0
-    warmup: int = 1
-    repeats: int = 3
+    seed: NonNegInt = 0
+    warmup: NonNegInt = 1
+    repeats: PosInt = 3
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: str | None = None
+    model: ModelConfig | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
-        if not self.batch_sizes:
-            raise ValueError("InferJobConfig.batch_sizes must name at least one batch size, got ()")
-        for b in self.batch_sizes:
-            _check_int("batch_sizes", b, 1)
+        check_fields(self)
         if len(set(self.batch_sizes)) != len(self.batch_sizes):
             raise ValueError(f"InferJobConfig.batch_sizes has repeats: {self.batch_sizes!r}")
-        _check_int("prompt_len", self.prompt_len, 1)
-        _check_int("gen_len", self.gen_len, 2)  # one decode step at least
-        _check_int("seed", self.seed, 0)
-        _check_int("warmup", self.warmup, 0)
-        _check_int("repeats", self.repeats, 1)
-        if self.l3_placement not in ("device", "offload", "both"):
-            raise ValueError(
-                "InferJobConfig.l3_placement must be 'device', 'offload' or 'both', "
-                f"got {self.l3_placement!r}"
-            )
-        if self.dtype not in ("auto", *TORCH_DTYPES):
-            raise ValueError(
-                f"InferJobConfig.dtype must be 'auto' or one of {tuple(TORCH_DTYPES)}, got {self.dtype!r}"
-            )
         _parse_device(self.device)
-        if not isinstance(self.data, DataConfig):
-            raise ValueError(f"InferJobConfig.data must be a DataConfig, got {self.data!r}")
-        model = resolve_model_config(self.model_spec())  # unknown preset / family / overrides raise here
-        if model.moe is not None and model.moe.ep_size > 1:
-            raise ValueError(
-                f"InferJobConfig.overrides.moe_ep_size={model.moe.ep_size}: inference runs on one device "
-                "(expert parallelism needs the multi-worker training setup)"
-            )
-        if self.l3_placement == "offload" and model.l3 is None and model.scone is None:
-            raise ValueError(
-                "InferJobConfig.l3_placement='offload' needs an L3 model (or a SCONE model: it places "
-                f"its f-gram table), got family={self.family!r}"
-            )
-        if self.prompt_len + self.gen_len > model.max_seq_len:
-            raise ValueError(
-                f"InferJobConfig.prompt_len + gen_len = {self.prompt_len} + {self.gen_len} exceeds the "
-                f"model's max_seq_len={model.max_seq_len} (preset {self.preset!r})"
-            )
+        self.model_spec()  # unknown preset, misplaced overrides
 
     def model_spec(self) -> ModelSpec:
         return ModelSpec(self.preset, self.family, self.overrides, self.allocation_path)
@@ -161,13 +127,39 @@ def _parse_device(device: str) -> torch.device:
     return parsed
 
 
-def resolve_model(cfg: InferJobConfig, device: torch.device, corpus: Corpus | None = None) -> ModelConfig:
-    """The preset's model (L3 rows weighted by `corpus`, the job's data) in the job's dtype. For top-1 MoE,
-    min_capacity is capped at the smallest batch size: DeepSpeed's top-1 gate needs at least min_capacity
-    tokens per call, and a decode step has B."""
-    model = resolve_model_config(cfg.model_spec(), corpus)
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-    model = replace(model, dtype=dtype)
+def resolve(
+    cfg: InferJobConfig, cuda: bool | None = None, model: ModelConfig | None = None
+) -> InferJobConfig:
+    """The config as a worker runs it: device "auto" → "cuda" when `cuda` (None: torch sees a GPU) else
+    "cpu", dtype "auto" → bfloat16 on CUDA, float32 on CPU, and, given the resolved `model` (matched on this
+    job's corpus: the orchestrator passes its group's), that model specialized for the run (`_specialize`).
+    The orchestrator fingerprints and ships the result; a shipped config is returned as it is. Without a
+    model the job resolves it on its data when it starts. FieldError names a field that cannot run."""
+    if cfg.model is not None:
+        return cfg
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    device = cfg.device if cfg.device != "auto" else ("cuda" if cuda else "cpu")
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    base = model or base_model_config(cfg.model_spec())
+    ep_size = model.moe.ep_size if model is not None and model.moe else (cfg.overrides.moe_ep_size or 1)
+    if cfg.family == "moe" and ep_size > 1:
+        raise FieldError("overrides.moe_ep_size", f"{ep_size}: inference runs on one device "
+                         "(expert parallelism needs the multi-worker training setup)")  # fmt: skip
+    if cfg.l3_placement == "offload" and cfg.family not in ("l3", "scone"):
+        raise FieldError("l3_placement", "'offload' needs an L3 model (or a SCONE model: it places its "
+                         f"f-gram table), got family={cfg.family!r}")  # fmt: skip
+    if cfg.prompt_len + cfg.gen_len > base.max_seq_len:
+        raise FieldError("prompt_len", f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
+                         f"model's max_seq_len={base.max_seq_len} (preset {cfg.preset!r})")  # fmt: skip
+    check_data_fits(replace(cfg.data, seq_len=cfg.prompt_len), base, "prompt_len")
+    out = replace(cfg, device=device, dtype=dtype)
+    return out if model is None else replace(out, model=_specialize(out, model))
+
+
+def _specialize(cfg: InferJobConfig, model: ModelConfig) -> ModelConfig:
+    """The model in the job's (resolved) dtype; for top-1 MoE, min_capacity capped at the smallest batch
+    size: DeepSpeed's top-1 gate needs at least min_capacity tokens per call, and a decode step has B."""
+    model = replace(model, dtype=cfg.dtype)
     if model.moe is not None and model.moe.top_k == 1:
         min_capacity = min(model.moe.min_capacity, min(cfg.batch_sizes))
         model = replace(model, moe=replace(model.moe, min_capacity=min_capacity))
@@ -365,13 +357,17 @@ class _Built:
 
 def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     """Resolve and build the model (weights from `cfg.checkpoint` if given) and its prompts, whose ids are
-    validated here, where they enter: the model's layers do not re-check them on every call."""
+    validated here, where they enter: the model's layers do not re-check them on every call. A config the
+    orchestrator shipped is run as resolved; otherwise it is resolved here, on this job's data."""
+    cfg = resolve(cfg)  # a no-op for what the orchestrator ships
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
     spec = cfg.model_spec()
-    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
-    model_cfg = resolve_model(cfg, device, corpus_for(spec, data, ctx.cache_dir))
+    base = cfg.model or base_model_config(spec)
+    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base, ctx.cache_dir)
+    corpus = None if cfg.model is not None else corpus_for(spec, data, ctx.cache_dir)
+    model_cfg = cfg.model or _specialize(cfg, resolve_model_config(spec, corpus))
     prompts = _prompts(data, cfg)
     if int(prompts.min()) < 0 or int(prompts.max()) >= model_cfg.vocab_size:
         raise ValueError(f"prompt token ids must lie in [0, {model_cfg.vocab_size}) (model vocab_size)")
@@ -391,6 +387,7 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) 
     model_cfg, data = built.model_cfg, built.data
     if built.scone is not None:
         metrics["mem/fgram_table_bytes"] = float(built.scone.table.nbytes)
+        metrics["mem/params_bytes/fgram_table"] = float(built.scone.table.nbytes)  # storage, not parameters
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     acct_metrics, params = _accounting(model_cfg, data, built.counts)
     metrics |= acct_metrics

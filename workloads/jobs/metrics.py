@@ -42,20 +42,6 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float, world_si
     return tokens_per_s * flops_per_token / (peak_flops * world_size)
 
 
-def moe_capacity(
-    n_tokens: int, num_experts: int, top_k: int, capacity_factor: float, min_capacity: int
-) -> int:
-    """Per-expert slots of one MoE call on one rank, as DeepSpeed's gates compute it:
-    max(ceil(n_tokens / E · top_k · capacity_factor), min_capacity)."""
-    return max(math.ceil(n_tokens / num_experts * top_k * capacity_factor), min_capacity)
-
-
-def moe_dropped(counts: np.ndarray, capacity: int) -> int:
-    """Routes over capacity in one call: Σ_e max(0, count_e - capacity) (counts are pre-capacity). Exact
-    for top-1 without random token selection; the training loop reads the gate's own drops instead."""
-    return int(np.maximum(np.asarray(counts) - capacity, 0).sum())
-
-
 def moe_balance(
     expert_tokens: np.ndarray,
     dropped_routes: float,

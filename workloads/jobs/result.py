@@ -15,9 +15,10 @@ MetricsCallback = Callable[[Mapping[str, float], int], None]
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses, tuples and paths → plain JSON types (for resolved configs in results and MLflow)."""
+    """Dataclasses, tuples and paths → plain JSON types: the one serializer of configs (the fingerprint,
+    MLflow params, config.yaml, result.json). The orchestrator validates this form back into the dataclass."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {"_type": type(obj).__name__, **{k: to_jsonable(v) for k, v in asdict(obj).items()}}
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
     if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -22,17 +22,17 @@ API (every bad input raises ValueError naming the field, before the expensive pa
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import get_args
 
 import numpy as np
 import torch
 
 from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, resolve_cache_dir
-from workloads.data.config import stable_hash
+from workloads.data.config import min_vocab_size, stable_hash
+from workloads.fields import PosInt, check_fields
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.models.config import FAMILIES, Allocation, Family, L3Impl, ModelConfig
+from workloads.models.config import Allocation, Family, L3Impl, ModelConfig
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
 
@@ -51,30 +51,19 @@ class ModelOverrides:
         matcher may use. None keeps the preset's value.
     """
 
-    vocab_size: int | None = None
-    l3_cap: int | None = None
+    vocab_size: PosInt | None = None
+    l3_cap: PosInt | None = None
     l3_allocation: Allocation | None = None
     l3_tied: bool | None = None
     l3_residual: bool | None = None
     l3_impl: L3Impl | None = None
-    moe_top_k: int | None = None
-    moe_ep_size: int | None = None
+    moe_top_k: PosInt | None = None
+    moe_ep_size: PosInt | None = None
     moe_use_rts: bool | None = None
     moe_top2_sampling: bool | None = None
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "l3_cap", "moe_top_k", "moe_ep_size"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"overrides.{name} must be an integer >= 1 or None, got {value!r}")
-        if self.l3_allocation not in (None, "lzw", "uniform"):
-            raise ValueError(
-                f"overrides.l3_allocation must be 'lzw' or 'uniform', got {self.l3_allocation!r}"
-            )
-        if self.l3_impl is not None and self.l3_impl not in get_args(L3Impl):
-            raise ValueError(
-                f"overrides.l3_impl must be one of {list(get_args(L3Impl))}, got {self.l3_impl!r}"
-            )
+        check_fields(self)
 
     def given(self, names: tuple[str, ...]) -> list[str]:
         return [n for n in names if getattr(self, n) is not None]
@@ -90,12 +79,9 @@ class ModelSpec:
     allocation_path: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        if self.family not in FAMILIES:
-            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
-        if not isinstance(self.overrides, ModelOverrides):
-            raise ValueError(f"overrides must be a ModelOverrides, got {self.overrides!r}")
         # A MoE model is matched to its group's L3 model, which the l3_* fields and allocation_path describe.
         for fams, names in ((("l3", "moe"), L3_FIELDS), (("moe",), MOE_FIELDS)):
             wrong = self.overrides.given(names)
@@ -192,19 +178,39 @@ def corpus_for(
     return Corpus(token_freqs=freqs, allocate=allocate)
 
 
-def check_data_fits(data_cfg: DataConfig, model_cfg: ModelConfig) -> None:
-    """Cheap checks before any data work: window length and (for a given tokenizer) its vocabulary."""
+class FieldError(ValueError):
+    """A bad value found when a job's config is resolved: `field` is its dotted path in the job config
+    ("data.seq_len"), so that the orchestrator reports it where the user wrote it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def check_data_fits(
+    data_cfg: DataConfig, model_cfg: ModelConfig, seq_len_field: str = "data.seq_len"
+) -> None:
+    """Cheap checks before any data work: window length, the byte-level BPE minimum (the tokenizer is
+    trained to the model's vocab) and, for a given tokenizer, its vocabulary. Raises FieldError."""
     if data_cfg.seq_len > model_cfg.max_seq_len:
-        raise ValueError(
-            f"seq_len={data_cfg.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
+        raise FieldError(
+            seq_len_field, f"{data_cfg.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
         )
-    if data_cfg.tokenizer_path is not None:
-        vocab = load_tokenizer(data_cfg.tokenizer_path).get_vocab_size()
-        if vocab > model_cfg.vocab_size:
-            raise ValueError(
-                f"tokenizer_path {data_cfg.tokenizer_path!r} has vocab_size={vocab} > the model's "
-                f"vocab_size={model_cfg.vocab_size}"
+    if data_cfg.tokenizer_path is None:
+        least = min_vocab_size(data_cfg.special_tokens)
+        if model_cfg.vocab_size < least:
+            raise FieldError(
+                "overrides.vocab_size",
+                f"the model's vocab_size={model_cfg.vocab_size} is below the byte-level BPE minimum "
+                f"{least} (256 bytes + {least - 256} special token(s))",
             )
+        return
+    vocab = load_tokenizer(data_cfg.tokenizer_path).get_vocab_size()
+    if vocab > model_cfg.vocab_size:
+        raise FieldError(
+            "data.tokenizer_path",
+            f"{data_cfg.tokenizer_path!r} has vocab_size={vocab} > the model's {model_cfg.vocab_size}",
+        )
 
 
 def prepare_data(
@@ -213,13 +219,7 @@ def prepare_data(
     """`workloads.data.prepare` with the BPE trained to the model's vocab size (cached)."""
     check_data_fits(data_cfg, model_cfg)
     if data_cfg.tokenizer_path is None:
-        try:
-            data_cfg = replace(data_cfg, vocab_size=model_cfg.vocab_size)
-        except ValueError as err:
-            raise ValueError(
-                f"the model's vocab_size={model_cfg.vocab_size} cannot be a byte-level BPE vocabulary "
-                f"({err}); set overrides.vocab_size"
-            ) from err
+        data_cfg = replace(data_cfg, vocab_size=model_cfg.vocab_size)
     data = prepare(data_cfg, cache_dir)
     if data.vocab_size > model_cfg.vocab_size:
         raise ValueError(f"tokenizer vocab_size={data.vocab_size} > model vocab_size={model_cfg.vocab_size}")

@@ -12,12 +12,14 @@ import math
 import os
 import resource
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
+from annotated_types import Ge, Le, Lt
 
 from workloads.data import DataConfig, prepare
+from workloads.fields import NonNegFloat, NonNegInt, PosInt, check_fields
 from workloads.jobs import distributed, loop, metrics, optim
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
@@ -39,22 +41,7 @@ from workloads.models.config import Family, ModelConfig
 
 Device = Literal["cpu", "cuda"]
 AmpDType = Literal["auto", "float32", "bfloat16"]
-
-
-def _check_int(name: str, value: object, minimum: int, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"TrainJobConfig.{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(
-    name: str, value: object, low: float, high: float = math.inf, optional: bool = False
-) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ValueError(f"TrainJobConfig.{name} must be a number in [{low}, {high}], got {value!r}")
+Beta = Annotated[float, Ge(0), Lt(1)]
 
 
 @dataclass(frozen=True)
@@ -75,6 +62,8 @@ class TrainJobConfig:
     ctx.checkpoint_dir. log_every: stream train/loss every N steps (one host sync per flush).
     eval_data: extra evaluation corpora by name, tokenized with the job's tokenizer; their validation
     splits are scored as eval/<name>/val_loss and eval/<name>/val_ppl.
+    model: the resolved model (`resolve`); None resolves it from preset / family / overrides when the job
+    starts. The orchestrator ships it set, so the worker runs exactly the fingerprinted model.
     """
 
     preset: str
@@ -82,66 +71,39 @@ class TrainJobConfig:
     overrides: ModelOverrides = field(default_factory=ModelOverrides)
     allocation_path: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
-    seq_len: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    steps: int = 100
-    token_budget: int | None = None
-    lr: float = 3e-4
-    min_lr_ratio: float = 0.1
-    lr_warmup_steps: int = 10
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    l3_lr: float | None = None
-    l3_weight_decay: float | None = None
+    seq_len: PosInt | None = None
+    batch_size: PosInt = 8
+    grad_accum: PosInt = 1
+    steps: PosInt = 100
+    token_budget: PosInt | None = None
+    lr: NonNegFloat = 3e-4
+    min_lr_ratio: Annotated[NonNegFloat, Le(1)] = 0.1
+    lr_warmup_steps: NonNegInt = 10
+    weight_decay: NonNegFloat = 0.1
+    betas: tuple[Beta, Beta] = (0.9, 0.95)
+    grad_clip: NonNegFloat = 1.0
+    l3_lr: NonNegFloat | None = None
+    l3_weight_decay: NonNegFloat | None = None
     l3_optimizer: optim.L3Optimizer = "adamw"
-    embedding_lr: float | None = None
-    embedding_weight_decay: float | None = None
-    seed: int = 0
+    embedding_lr: NonNegFloat | None = None
+    embedding_weight_decay: NonNegFloat | None = None
+    seed: NonNegInt = 0
     device: Device = "cpu"
     dtype: AmpDType = "auto"
-    timing_warmup_steps: int = 2
-    eval_every: int | None = None
-    eval_batches: int = 8
-    checkpoint_every: int | None = None
-    log_every: int = 10
+    timing_warmup_steps: NonNegInt = 2
+    eval_every: PosInt | None = None
+    eval_batches: PosInt = 8
+    checkpoint_every: PosInt | None = None
+    log_every: PosInt = 10
     eval_data: dict[str, DataConfig] = field(default_factory=dict)
+    model: ModelConfig | None = None
 
     def __post_init__(self) -> None:
-        self.model_spec()  # unknown preset / family, misplaced overrides
-        for name, extra in dict(self.eval_data).items():
-            if not isinstance(name, str) or not name or "/" in name or not isinstance(extra, DataConfig):
-                raise ValueError(
-                    f"TrainJobConfig.eval_data must map names (no '/') to DataConfigs, got {name!r}: {extra}"
-                )
-        if not isinstance(self.data, DataConfig):
-            raise ValueError(f"TrainJobConfig.data must be a DataConfig, got {self.data!r}")
-        for name, minimum in (("batch_size", 1), ("grad_accum", 1), ("steps", 1), ("lr_warmup_steps", 0)):
-            _check_int(name, getattr(self, name), minimum)
-        for name, minimum in (("timing_warmup_steps", 0), ("eval_batches", 1), ("log_every", 1), ("seed", 0)):
-            _check_int(name, getattr(self, name), minimum)
-        for name in ("seq_len", "token_budget", "eval_every", "checkpoint_every"):
-            _check_int(name, getattr(self, name), 1, optional=True)
-        _check_float("lr", self.lr, 0.0)
-        _check_float("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
-        _check_float("weight_decay", self.weight_decay, 0.0)
-        _check_float("grad_clip", self.grad_clip, 0.0)
-        for name in ("l3_lr", "l3_weight_decay", "embedding_lr", "embedding_weight_decay"):
-            _check_float(name, getattr(self, name), 0.0, optional=True)
-        if self.l3_optimizer not in optim.L3_OPTIMIZERS:
+        check_fields(self)
+        self.model_spec()  # unknown preset, misplaced overrides
+        if any(not name or "/" in name for name in self.eval_data):
             raise ValueError(
-                f"TrainJobConfig.l3_optimizer must be one of {optim.L3_OPTIMIZERS}, got {self.l3_optimizer!r}"
-            )
-        betas = tuple(self.betas)
-        if len(betas) != 2 or not all(isinstance(b, int | float) and 0 <= b < 1 for b in betas):
-            raise ValueError(f"TrainJobConfig.betas must be two numbers in [0, 1), got {self.betas!r}")
-        object.__setattr__(self, "betas", betas)
-        if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"TrainJobConfig.device must be 'cpu' or 'cuda', got {self.device!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16"):
-            raise ValueError(
-                f"TrainJobConfig.dtype must be 'auto', 'float32' or 'bfloat16', got {self.dtype!r}"
+                f"TrainJobConfig.eval_data names must be non-empty, without '/', got {list(self.eval_data)}"
             )
 
     def model_spec(self) -> ModelSpec:
@@ -165,12 +127,22 @@ class TrainJobConfig:
         return self.batch_size * self.grad_accum * self.data_config().seq_len
 
 
-def _resolve(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
-    """Everything checkable before data or model work; returns the dense base (vocabulary, max_seq_len),
-    from which the data is prepared before the L3 / MoE model is matched on it."""
-    base = base_model_config(cfg.model_spec())
-    check_data_fits(cfg.data_config(), base)
-    ep_size = cfg.overrides.moe_ep_size or 1
+def resolve(
+    cfg: TrainJobConfig, cuda: bool | None = None, model: ModelConfig | None = None
+) -> TrainJobConfig:
+    """The config as a worker runs it, checked against the model's base (window length, BPE vocabulary;
+    FieldError names the field). `model`: the resolved model, matched on this job's corpus — the
+    orchestrator passes its group's, fingerprints the result and ships it, so the worker never re-resolves.
+    Without it (`cfg.model` None) the job resolves the model on its data when it starts. `cuda` is unused:
+    a training job's device is explicit."""
+    base = cfg.model or model or base_model_config(cfg.model_spec())
+    check_data_fits(cfg.data_config(), base, "seq_len" if cfg.seq_len is not None else "data.seq_len")
+    return cfg if cfg.model is not None or model is None else replace(cfg, model=model)
+
+
+def _check_world(cfg: TrainJobConfig, w: distributed.World) -> None:
+    """What only the worker can check: the distributed group and the device."""
+    ep_size = cfg.model.moe.ep_size if cfg.model and cfg.model.moe else (cfg.overrides.moe_ep_size or 1)
     if cfg.family == "moe" and w.size % ep_size:
         raise ValueError(
             f"moe.ep_size={ep_size} needs a distributed group whose size is a multiple of it; "
@@ -178,14 +150,15 @@ def _resolve(cfg: TrainJobConfig, w: distributed.World) -> ModelConfig:
         )
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("TrainJobConfig.device='cuda' but torch sees no CUDA device")
-    return base
 
 
 def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     """Resolve, prepare data and L3 counts (rank 0 first, then the others from its caches) and build the
     parallelized model, optimizer and schedule. `run` uses it; so does the benchmark."""
     w = distributed.world()
-    base = _resolve(cfg, w)
+    cfg = resolve(cfg)  # checks only: a shipped config is run as it is
+    _check_world(cfg, w)
+    base = cfg.model or base_model_config(cfg.model_spec())
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
@@ -194,7 +167,7 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
             data = prepare_data(data_cfg, base, ctx.cache_dir)
-            model_cfg = resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
+            model_cfg = cfg.model or resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
             counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
             scone = resolve_scone(model_cfg, data, ctx.cache_dir)
             extra = {  # tokenized with the job's tokenizer
@@ -218,9 +191,11 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     max_memory_allocated since the first step; omitted on CPU), mem/peak_host_bytes (ru_maxrss of the
     process since its start), mem/params_bytes/{dense,l3_tables,experts,embeddings}, mem/optimizer_bytes
     and its split mem/optimizer_bytes/<category> (this rank), eval/val_loss and eval/val_ppl (at the end),
-    params_active, params_total, sparsity (count_params weighted by the train token frequencies), by family
-    lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac, lb/aux_loss (MoE) or
-    lb/l3_rows_per_token_mean/_max, lb/l3_unique_rows_per_step, lb/l3_bytes_per_token (L3; metrics.py).
+    params_active (+ _max / _min), params_total, sparsity (count_params weighted by the train token
+    frequencies), by family lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac
+    (tokens that lost all top_k routes), lb/dropped_route_frac, lb/aux_loss (MoE) or
+    lb/l3_rows_per_token_mean/_max, lb/l3_unique_rows_per_step, lb/l3_bytes_per_token (L3), each balance
+    figure also per optimizer step as <key>_step_median / _step_p90 / _step_max (metrics.py).
     A job stopped through ctx.should_stop saves a checkpoint and returns without evaluating.
     """
     ctx = ctx or JobContext()
@@ -238,6 +213,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     out: dict[str, float] = dict(outcome.metrics)
     per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
     if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
+        out["train/flops_per_token_main"] = per_token
         per_token += fgram_train_flops_per_token(model_cfg, out.get("train/fgram_tokens_per_token", 0.0))
         element = job.model.tok_emb.weight.element_size()  # F in the parameter dtype
         out["mem/fgram_table_bytes"] = float(fgram_table_bytes(model_cfg, element))

@@ -7,7 +7,11 @@ Pure Python on purpose: configs are built, validated and counted without importi
 """
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Annotated, Literal
+
+from annotated_types import Ge, MinLen, Predicate
+
+from workloads.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields, strictly_increasing
 
 Family = Literal["dense", "l3", "moe", "scone"]
 Allocation = Literal["lzw", "uniform"]
@@ -18,21 +22,7 @@ L3Impl = Literal["auto", "reference", "sorted", "small", "triton"]
 
 FAMILIES: tuple[str, ...] = ("dense", "l3", "moe", "scone")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
-
-
-def _check_positive(owner: str, **values: int | float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
-
-
-def _check_positions(owner: str, positions: tuple[int, ...]) -> None:
-    if not isinstance(positions, tuple) or not positions:
-        raise ValueError(f"{owner}.positions must be a non-empty tuple of block indices, got {positions!r}")
-    if any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in positions):
-        raise ValueError(f"{owner}.positions must hold block indices >= 0, got {positions!r}")
-    if list(positions) != sorted(set(positions)):
-        raise ValueError(f"{owner}.positions must be strictly increasing (no repeats), got {positions!r}")
+Positions = Annotated[tuple[NonNegInt, ...], MinLen(1), Predicate(strictly_increasing)]  # block indices
 
 
 def middle_positions(n_layers: int, count: int) -> tuple[int, ...]:
@@ -57,23 +47,18 @@ class L3Config:
     "uniform" can be computed from the config alone, "lzw" needs a corpus (see Transformer).
     """
 
-    positions: tuple[int, ...]
-    budget: int
-    d_emb: int
-    d_up: int = 4096
-    cap: int = 512
+    positions: Positions
+    budget: PosInt
+    d_emb: PosInt
+    d_up: PosInt = 4096
+    cap: PosInt = 512
     tied: bool = False
     residual: bool = False
     allocation: Allocation = "lzw"
     impl: L3Impl = "auto"
 
     def __post_init__(self) -> None:
-        _check_positions("l3", self.positions)
-        _check_positive("l3", budget=self.budget, d_emb=self.d_emb, d_up=self.d_up, cap=self.cap)
-        if self.allocation not in ("lzw", "uniform"):
-            raise ValueError(f"l3.allocation must be 'lzw' or 'uniform', got {self.allocation!r}")
-        if self.impl not in get_args(L3Impl):
-            raise ValueError(f"l3.impl must be one of {list(get_args(L3Impl))}, got {self.impl!r}")
+        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -86,40 +71,27 @@ class MoEConfig:
     numbers even in eval, so turn them off for bit-reproducible evaluation.
     """
 
-    positions: tuple[int, ...]
-    num_experts: int
-    ffn_dim: int
-    top_k: int = 1
-    capacity_factor: float = 1.0
-    eval_capacity_factor: float = 1.0
-    min_capacity: int = 4
+    positions: Positions
+    num_experts: PosInt
+    ffn_dim: PosInt
+    top_k: PosInt = 1
+    capacity_factor: PosFloat = 1.0
+    eval_capacity_factor: PosFloat = 1.0
+    min_capacity: NonNegInt = 4
     drop_tokens: bool = True
-    aux_loss_coef: float = 0.01
-    ep_size: int = 1
+    aux_loss_coef: NonNegFloat = 0.01
+    ep_size: PosInt = 1
     use_rts: bool = True
     top2_sampling: bool = True
 
     def __post_init__(self) -> None:
-        _check_positions("moe", self.positions)
-        _check_positive(
-            "moe",
-            num_experts=self.num_experts,
-            ffn_dim=self.ffn_dim,
-            top_k=self.top_k,
-            capacity_factor=self.capacity_factor,
-            eval_capacity_factor=self.eval_capacity_factor,
-            ep_size=self.ep_size,
-        )
+        check_fields(self)
         if self.top_k > self.num_experts:
             raise ValueError(f"moe.top_k={self.top_k} exceeds moe.num_experts={self.num_experts}")
         if self.num_experts % self.ep_size:
             raise ValueError(
                 f"moe.num_experts={self.num_experts} is not divisible by moe.ep_size={self.ep_size}"
             )
-        if self.min_capacity < 0:
-            raise ValueError(f"moe.min_capacity must be >= 0, got {self.min_capacity}")
-        if self.aux_loss_coef < 0:
-            raise ValueError(f"moe.aux_loss_coef must be >= 0, got {self.aux_loss_coef}")
 
 
 @dataclass(frozen=True)
@@ -132,22 +104,14 @@ class SconeConfig:
     round(depth_multiplier · model.n_layers) (the paper scales A_fgram in depth only, 0.5×-3×).
     """
 
-    n_fgrams: int
-    max_n: int = 5
-    min_count: int = 5
-    fgram_layers: int | None = None
-    depth_multiplier: float = 1.0
+    n_fgrams: PosInt
+    max_n: Annotated[int, Ge(2)] = 5
+    min_count: PosInt = 5
+    fgram_layers: PosInt | None = None
+    depth_multiplier: PosFloat = 1.0
 
     def __post_init__(self) -> None:
-        for name, low in (("n_fgrams", 1), ("max_n", 2), ("min_count", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"scone.{name} must be an integer >= {low}, got {value!r}")
-        if self.fgram_layers is not None:
-            _check_positive("scone", fgram_layers=self.fgram_layers)
-            if not isinstance(self.fgram_layers, int):
-                raise ValueError(f"scone.fgram_layers must be an integer, got {self.fgram_layers!r}")
-        _check_positive("scone", depth_multiplier=self.depth_multiplier)
+        check_fields(self)
 
     def layers(self, n_layers: int) -> int:
         """A_fgram's depth for a main model of `n_layers` blocks."""
@@ -174,15 +138,15 @@ class ModelConfig:
     dtype is the parameter dtype the model is built in.
     """
 
-    vocab_size: int
-    dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    ffn_dim: int
-    max_seq_len: int = 2048
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
+    vocab_size: PosInt
+    dim: PosInt
+    n_layers: PosInt
+    n_heads: PosInt
+    n_kv_heads: PosInt
+    ffn_dim: PosInt
+    max_seq_len: PosInt = 2048
+    norm_eps: PosFloat = 1e-5
+    rope_theta: PosFloat = 10000.0
     tie_embeddings: bool = False
     dtype: DType = "float32"
     family: Family = "dense"
@@ -191,18 +155,7 @@ class ModelConfig:
     scone: SconeConfig | None = field(default=None)
 
     def __post_init__(self) -> None:
-        _check_positive(
-            "model",
-            vocab_size=self.vocab_size,
-            dim=self.dim,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            n_kv_heads=self.n_kv_heads,
-            ffn_dim=self.ffn_dim,
-            max_seq_len=self.max_seq_len,
-            norm_eps=self.norm_eps,
-            rope_theta=self.rope_theta,
-        )
+        check_fields(self)
         if self.dim % self.n_heads:
             raise ValueError(f"model.dim={self.dim} is not divisible by model.n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
@@ -212,13 +165,9 @@ class ModelConfig:
             )
         if self.head_dim % 2:
             raise ValueError(f"model head_dim = dim / n_heads = {self.head_dim} must be even for RoPE")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype must be one of {DTYPES}, got {self.dtype!r}")
         self._check_family()
 
     def _check_family(self) -> None:
-        if self.family not in FAMILIES:
-            raise ValueError(f"model.family must be one of {FAMILIES}, got {self.family!r}")
         wants_l3, wants_moe = self.family == "l3", self.family == "moe"
         if (self.l3 is not None) != wants_l3:
             raise ValueError(

@@ -72,13 +72,13 @@ PRESETS: dict[str, Preset] = {
     "debug": _preset(
         "CPU smoke tests: a train step in well under a second",
         scone=SconeConfig(n_fgrams=1024, fgram_layers=1),
-        vocab_size=256,
+        vocab_size=512,  # > 256 bytes + <|endoftext|>: the smallest byte-level BPE vocabulary
         dim=64,
         n_layers=4,
         n_heads=4,
         n_kv_heads=2,
         ffn_dim=176,
-        max_seq_len=128,
+        max_seq_len=256,  # DataConfig's default seq_len, so that every default runs
     ),
     "tiny": _preset(
         "a few M parameters; CPU/laptop runs",

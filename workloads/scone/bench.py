@@ -2,15 +2,18 @@
 
 Discovery and tagging tokens/s on the built-in corpus's training split (wall and per-core CPU time), then
 greedy decode tokens/s at each batch size for: the dense model, SCONE with F on the device, and SCONE with
-F offloaded to host memory (`workloads.scone.serve`), all in one process with their generations
+F offloaded to host memory, and SCONE with F in a memory-mapped file (`workloads.scone.serve`), all in one
+process with their generations
 interleaved (warm-up excluded, medians), plus the host lookup time per token. Weights are random: the
 throughput does not depend on them, the match rate comes from the real corpus.
 """
 
 import argparse
 import os
+import tempfile
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -21,7 +24,8 @@ from workloads.scone.discovery import discover_fgrams_flat
 from workloads.scone.serve import FgramTable
 from workloads.scone.tagging import SuffixMatcher
 
-VARIANTS = ("dense", "scone F on device", "scone F offloaded")
+VARIANTS = ("dense", "scone F on device", "scone F offloaded", "scone F mmap file")
+PLACEMENT = {"scone F on device": "device", "scone F offloaded": "host", "scone F mmap file": "disk"}
 
 
 def _timed(fn):
@@ -57,7 +61,7 @@ def decode_rates(models: dict, table: FgramTable, prompts: torch.Tensor, gen_len
             model = models["dense" if variant == "dense" else "scone"]
             server = None
             if variant != "dense":
-                server = table.serve(model, "device" if variant.endswith("device") else "host")
+                server = table.serve(model, PLACEMENT[variant])
             try:
                 timers[variant].generate(model, prompts)
             finally:
@@ -92,7 +96,9 @@ def main() -> None:
         "dense": build_model(cfgs["dense"], None, device, seed=0).eval(),
         "scone": build_model(cfgs["scone"], None, device, seed=0, fgrams=fgrams).eval(),
     }
-    table = FgramTable(matcher, models["scone"].precompute_fgram_table())
+    tmp = tempfile.TemporaryDirectory(prefix="scone-bench-")
+    F = models["scone"].precompute_fgram_table()
+    table = FgramTable(matcher, F, path=Path(tmp.name) / "F.npy")
     prompts, _ = next(data.packed("val", args.prompt_len, shuffle=False).batches(max(args.batch_sizes)))
     prompts = prompts.to(device)
     print(

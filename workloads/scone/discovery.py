@@ -80,7 +80,7 @@ class _Trie:
         self.V, self.n_nodes = V, V
         self.count, self.first = np.zeros(cap, np.int64), np.full(cap, -1, np.int64)
         self.parent, self.last = np.full(cap, -1, np.int64), np.zeros(cap, np.int64)
-        self.alive = np.zeros(cap, np.int64)
+        self.alive = np.zeros(cap, np.uint8)  # 1 byte per node: the scans read it at random
         self.last[:V], self.alive[:V] = np.arange(V), 1
         self.level = np.ones(V, np.int64)  # per node, filled after each scan
         self.table = lzw_trie.new_table(lzw_trie.MIN_SLOTS)

@@ -5,11 +5,13 @@ precompute_fgram_table`); A_fgram itself is not run any more. F lives on the dev
 (pinned) host memory ("host"), or in a memory-mapped file for tables larger than RAM ("disk"). A forward
 pre-hook on the model sees each step's new token ids before any block runs: it appends them to a short
 per-sequence history (K-1 tokens), finds each new position's longest f-gram suffix on the host (at most
-K-1 probes, `SuffixMatcher`), gathers the matched rows of F into one staging buffer together with the
-position mask (the packing of the L3 offload, `workloads.l3.offload`), and copies it to the device on a
-side CUDA stream; the embedding step waits on that copy's event only. The model reads the rows through
-`model.fgram_source`; its output equals A_fgram's up to F's dtype. A call at start_pos 0 starts new
-sequences.
+K-1 probes, `SuffixMatcher`) and hands the matched f-gram rows to the host-table prefetcher of the L3
+offload (`workloads.l3.prefetch.HostRowPrefetcher`, F as a table whose id r owns row r): its worker thread
+gathers them into one staging buffer and copies it to the device on a side CUDA stream, while the
+position mask goes up on its own; the embedding step waits on that copy only. The model reads the rows
+through `model.fgram_source`; its output equals A_fgram's up to F's dtype. A call at start_pos 0 starts
+new sequences. There is little to overlap (the embedding is the first thing a forward computes), so what
+the offloaded table costs is the host lookup plus one small copy per step.
 """
 
 import time
@@ -21,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from workloads.l3.offload import _layout
+from workloads.l3.prefetch import HostRowPrefetcher, HostTable
 from workloads.scone.tagging import SuffixMatcher
 
 Placement = Literal["device", "host", "disk"]
@@ -36,7 +38,7 @@ class ServeStats:
     positions: int = 0
     matched: int = 0
     match_tokens: int = 0  # Σ matched f-gram lengths
-    lookup_s: float = 0.0  # host time of the suffix lookups
+    lookup_s: float = 0.0  # host time of the suffix lookups (ids already on the host)
     fetch_s: float = 0.0  # host time of gathering rows and starting their copy
     bytes_copied: int = 0
 
@@ -67,7 +69,7 @@ def save_fgram_table(path: str | Path, table: torch.Tensor) -> Path:
 
 def open_fgram_table(path: str | Path, dtype: torch.dtype) -> np.ndarray:
     """F as a read-only memory map of its raw bits (rows are gathered by numpy, then viewed as `dtype`)."""
-    table = np.load(path, mmap_mode="r")
+    table = np.load(path, mmap_mode="c")  # copy-on-write: torch may wrap it; nothing ever writes
     if table.dtype != _INT_VIEW[torch.empty(0, dtype=dtype).element_size()][1]:
         raise ValueError(f"{path}: a table of {table.dtype} cannot hold {dtype}")
     return table
@@ -82,7 +84,11 @@ class FgramServer:
         self.dtype = model.tok_emb.weight.dtype
         self.dim = model.config.dim
         self.pin = pin
-        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.prefetcher = None
+        if placement != "device":  # disk: the raw bits of the memory map, viewed as the dtype on arrival
+            host = table if placement == "host" else torch.from_numpy(table)
+            consumer = HostTable(np.arange(host.shape[0] + 1, dtype=np.int64), (host,), name="f-gram table")
+            self.prefetcher = HostRowPrefetcher([consumer], self.device, pin_memory=pin)
         self.stats = ServeStats()
         self._history = np.zeros((0, 0), dtype=np.int64)
         self._pending = None
@@ -107,13 +113,13 @@ class FgramServer:
     @torch.no_grad()
     def prefetch(self, token_ids: torch.Tensor, start_pos: int, fgram_ids: torch.Tensor | None = None):
         """Look up the new positions' f-grams and start copying their rows (see the module doc)."""
+        # The newest ids on the host: on CUDA this waits for the step that sampled them (not timed here).
+        ids = token_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)  # (B, T)
         t0 = time.perf_counter()
-        ids = token_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)  # (B, T); a sync on CUDA
-        if fgram_ids is not None:
-            tags = fgram_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)
-        else:
-            tags = self._lookup(ids, start_pos)  # (B, T)
+        tags = self._lookup(ids, start_pos)  # (B, T); also keeps the history current
         t1 = time.perf_counter()
+        if fgram_ids is not None:  # the caller's tags win
+            tags = fgram_ids.detach().to("cpu").numpy().astype(np.int64, copy=False)
         mask = tags >= 0
         rows = tags[mask]
         self._pending = (token_ids, *self._fetch(mask, rows))
@@ -135,40 +141,30 @@ class FgramServer:
         self._history = both[:, -(self.matcher.max_n - 1) :]
         return self.matcher.tag_rows(both, context.shape[1])
 
-    def _fetch(self, mask: np.ndarray, rows: np.ndarray):
-        """(mask, rows) as device tensors, or a staging buffer in flight; see `_source`."""
+    def _fetch(self, mask: np.ndarray, rows: np.ndarray) -> tuple:
+        """The mask on the device, and the rows (device placement) or the ids whose rows are in flight."""
+        mask_d = torch.from_numpy(mask).to(self.device, non_blocking=True)
+        rows_t = torch.from_numpy(rows)
         if self.placement == "device":
-            mask_d = torch.from_numpy(mask).to(self.device, non_blocking=True)
-            return mask_d, self.table[torch.from_numpy(rows).to(self.device)], None, None
-        segments, nbytes = _layout([(torch.bool, mask.shape), (self.dtype, (rows.size, self.dim))])
-        staging = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin)
-        segments[0].view(staging).copy_(torch.from_numpy(mask))
-        out = segments[1].view(staging)
-        if self.placement == "host":
-            torch.index_select(self.table, 0, torch.from_numpy(rows), out=out)
-        else:  # disk: numpy gathers the raw bits from the memory map
-            out.view(_INT_VIEW[out.element_size()][0]).copy_(torch.from_numpy(self.table[rows]))
-        self.stats.bytes_copied += nbytes
-        buffer, event = staging, None
-        if self.stream is not None:
-            with torch.cuda.stream(self.stream):
-                buffer = staging.to(self.device, non_blocking=True)
-                event = torch.cuda.Event()
-                event.record(self.stream)
-        return segments, buffer, staging, event
+            return mask_d, self.table[rows_t.to(self.device)]
+        self.prefetcher.start(rows_t)  # the worker gathers F's rows and starts their copy
+        return mask_d, rows_t
 
     def _source(self, token_ids: torch.Tensor, fgram_ids: torch.Tensor | None):
         pending, self._pending = self._pending, None
         if pending is None or pending[0] is not token_ids:
             raise ValueError("the f-gram table serves the model's own forward only (these ids were not seen)")
+        _, mask, rows = pending
         if self.placement == "device":
-            return pending[1], pending[2]
-        _, segments, buffer, _staging, event = pending
-        if event is not None:
-            stream = torch.cuda.current_stream(self.device)
-            stream.wait_event(event)
-            buffer.record_stream(stream)
-        return segments[0].view(buffer), segments[1].view(buffer)
+            return mask, rows
+        t0 = time.perf_counter()
+        compact = self.prefetcher.take(0, rows)  # waits for this step's copy only
+        self.stats.fetch_s += time.perf_counter() - t0
+        self.stats.bytes_copied += mask.numel() + self.prefetcher.stats.last_step_bytes
+        table = compact.tables[0]
+        if table.dtype != self.dtype:  # disk: raw bits
+            table = table.view(self.dtype)
+        return mask, table[compact.offsets[compact.ids]]  # each f-gram owns one row
 
     def remove(self) -> None:
         """Detach the hook and the source (idempotent); the model needs fgram_ids again afterwards."""
@@ -176,6 +172,8 @@ class FgramServer:
             self._hook.remove()
             self._hook = None
             self.model.fgram_source = None
+            if self.prefetcher is not None:
+                self.prefetcher.close()
 
 
 @dataclass(frozen=True, eq=False)
@@ -187,6 +185,9 @@ class FgramTable:
     path: Path | None = None  # the file of placement "disk"
 
     def serve(self, model: nn.Module, placement: Placement) -> "FgramServer":
+        """A server of F at `placement`; "disk" writes `path` on first use and maps it afterwards."""
+        if placement == "disk" and self.path is not None and Path(self.path).exists():
+            return serve_fgrams(model, self.matcher, placement, path=self.path)
         return serve_fgrams(model, self.matcher, placement, table=self.table, path=self.path)
 
 
@@ -197,7 +198,8 @@ def serve_fgrams(
     """Serve F for `model` (family "scone", already on its device) from `placement`.
 
     table: F when already computed (else `model.precompute_fgram_table()`). path: the file of placement
-    "disk" (written here from F). pin_memory: None pins host staging when the model is on CUDA.
+    "disk": written here from F when `table` is given or the file is missing, else mapped as it is.
+    pin_memory: None pins host staging when the model is on CUDA.
     """
     if getattr(model, "fgram", None) is None:
         raise ValueError("serve_fgrams needs a model of family 'scone'")
@@ -208,16 +210,19 @@ def serve_fgrams(
     if matcher.fgrams.n_fgrams != model.config.scone.n_fgrams:
         n_model = model.config.scone.n_fgrams
         raise ValueError(f"the matcher has {matcher.fgrams.n_fgrams} f-grams, the model {n_model}")
-    table = model.precompute_fgram_table() if table is None else table
     device = model.tok_emb.weight.device
     pin = device.type == "cuda" and torch.cuda.is_available() if pin_memory is None else pin_memory
-    if placement == "device":
-        table = table.to(device)
-    elif placement == "host":
-        table = table.detach().to("cpu")
-        table = table.pin_memory() if pin else table
-    else:
+    if placement == "disk":
         if path is None:
             raise ValueError("placement 'disk' needs path= for the table file")
-        table = open_fgram_table(save_fgram_table(path, table), model.tok_emb.weight.dtype)
+        if table is not None or not Path(path).exists():  # else: map the file written before
+            save_fgram_table(path, model.precompute_fgram_table() if table is None else table)
+        table = open_fgram_table(path, model.tok_emb.weight.dtype)
+    else:
+        table = model.precompute_fgram_table() if table is None else table
+        if placement == "device":
+            table = table.to(device)
+        else:
+            table = table.detach().to("cpu")
+            table = table.pin_memory() if pin else table
     return FgramServer(model, matcher, placement, table, pin)

@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import os
+import re
 import sys
 import types
 
@@ -82,7 +83,7 @@ def test_text_source_errors_and_fingerprint(tmp_path):
         list(TextSource(paths=(str(tmp_path / "*.nothing"),)).documents())
     with pytest.raises(ValueError, match="is not a file"):
         TextSource(paths=(str(tmp_path / "missing.txt"),)).fingerprint()
-    with pytest.raises(ValueError, match="unit must be 'file' or 'paragraph', got 'line'"):
+    with pytest.raises(ValueError, match="TextSource.unit must be one of 'file', 'paragraph', got 'line'"):
         TextSource(paths=("x",), unit="line")
     path = tmp_path / "a.txt"
     path.write_text("hello")
@@ -93,6 +94,26 @@ def test_text_source_errors_and_fingerprint(tmp_path):
     path.write_text("hello, longer")
     assert source.fingerprint() != before
     assert TextSource(paths=str(path), unit="paragraph").fingerprint() != source.fingerprint()
+
+
+@pytest.mark.parametrize("unit", ["file", "paragraph"])
+def test_text_source_decoding_policy_names_file_and_byte_offset(tmp_path, unit):
+    """A cp1252 quote (0x92) in utf-8 text: strict refuses naming the file and the byte offset (also in
+    paragraph mode, where the line starts later in the file), replace (the default) gives U+FFFD, ignore
+    drops it; `check` finds the strict failure before any job runs."""
+    path = tmp_path / "dict.txt"
+    path.write_bytes(b"first line\n\nit\x92s here\n")  # the bad byte is at offset 14
+    strict = TextSource(paths=(str(path),), unit=unit, errors="strict")
+    message = f"text source: {path} is not valid utf-8 at byte offset 14 (invalid start byte)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        list(strict.documents())
+    assert strict.check() == [("paths[0]", message + "; set errors: replace (or the file's encoding)")]
+    replaced = "".join(TextSource(paths=(str(path),), unit=unit).documents())
+    assert "it\ufffds here" in replaced
+    assert "its here" in "".join(TextSource(paths=(str(path),), unit=unit, errors="ignore").documents())
+    assert TextSource(paths=(str(path),)).check() == []  # replace: nothing to refuse
+    missing = TextSource(paths=(str(path), str(tmp_path / "nope.txt")))
+    assert [field for field, _ in missing.check()] == ["paths[1]"]
 
 
 def test_parquet_source_streams_text_column_by_row_group(tmp_path):

@@ -28,6 +28,7 @@ class TimedModel:
     def __init__(self, clock: FakeClock, prefill_s: float, decode_s: float, slow: int):
         self.clock, self.prefill_s, self.decode_s, self.slow = clock, prefill_s, decode_s, slow
         self.generations = 0
+        self.config = types.SimpleNamespace(l3=None, scone=None)  # dense: one placement, "device"
 
     def new_cache(self, batch: int, length: int) -> None:
         return None
@@ -58,7 +59,7 @@ def test_decode_prefill_and_ttft_are_exact_under_a_fake_clock(
         repeats=1,
     )
     prompts = torch.zeros(batch, prompt_len, dtype=torch.int64)
-    out = infer._measure(model, prompts, cfg, ("device",))
+    out = infer._measure({"dense": model}, prompts, cfg)["dense"]
     assert model.generations == warmup + 1  # the warm-up generations ran, untimed
     assert out["infer/ttft_s"] == 0.25  # one prefill forward: the warm-up's 2 s are not counted
     assert out["infer/prefill_tokens_per_s"] == batch * prompt_len / 0.25

@@ -13,7 +13,15 @@ from workloads.jobs import infer
 from workloads.jobs.decode import greedy_generate
 from workloads.jobs.infer import InferJobConfig, run
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import ModelOverrides, build_model, prepare_data, resolve_l3_counts
+from workloads.jobs.setup import (
+    ModelOverrides,
+    base_model_config,
+    build_model,
+    corpus_for,
+    prepare_data,
+    resolve_l3_counts,
+    resolve_model_config,
+)
 from workloads.l3.offload import offload_l3_tables
 
 OVERRIDES = ModelOverrides(vocab_size=512)  # debug's 256 ids cannot hold a byte-level BPE vocabulary
@@ -23,7 +31,13 @@ OFFLOAD = ("infer/offload/prefill_tokens_per_s", "infer/offload/ttft_s", "infer/
 # On CPU nothing crosses to a device: the offloaded placement compacts rows host → host (no h2d_* names).
 H2D = ("infer/offload/host_compact_bytes_per_prefill", "infer/offload/host_compact_bytes_per_decode_step")
 OFFLOAD_EXTRA = (*H2D, "infer/offload_decode_ratio", "infer/offload_wait_s", "infer/offload_prefill_wait_s")
-MOE_LB = ("lb/expert_tokens_max_over_mean", "lb/expert_tokens_cv", "lb/dropped_route_frac", "lb/aux_loss")
+MOE_LB = (
+    "lb/expert_tokens_max_over_mean",
+    "lb/expert_tokens_cv",
+    "lb/dropped_route_frac",
+    "lb/dropped_token_frac",
+    "lb/aux_loss",
+)
 JOB_LEVEL = (
     "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
     "params_active_max", "params_active_min",
@@ -82,7 +96,7 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
             want = m[f"infer/offload/decode_tokens_per_s/bs{bs}"] / m[f"infer/decode_tokens_per_s/bs{bs}"]
             assert m[f"infer/offload_decode_ratio/bs{bs}"] == pytest.approx(want, rel=1e-12)
     if family == "moe":
-        assert 0 <= result.metrics["lb/dropped_route_frac"] < 1
+        assert 0 <= result.metrics["lb/dropped_token_frac"] <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
 
 
@@ -111,8 +125,10 @@ def test_offload_only_placement_reports_offload_keys_only(data_cfg, ctx):
 
 def _job_model(family: str, data_cfg: DataConfig, ctx: JobContext):
     cfg = _cfg(family, data_cfg)
-    model_cfg = infer.resolve_model(cfg, torch.device("cpu"))
-    data = prepare_data(replace(data_cfg, seq_len=cfg.prompt_len), model_cfg, ctx.cache_dir)
+    spec = cfg.model_spec()
+    data = prepare_data(replace(data_cfg, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
+    model = resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
+    model_cfg = infer.resolve(cfg, cuda=False, model=model).model
     counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
     return build_model(model_cfg, counts, "cpu", seed=0).eval(), infer._prompts(data, cfg)
 
@@ -163,25 +179,44 @@ def test_checkpoint_weights_are_loaded(data_cfg, ctx, tmp_path):
     ("kwargs", "message"),
     [
         ({"preset": "tinny"}, "unknown preset 'tinny'; did you mean 'tiny'"),
-        ({"family": "sparse"}, "family must be one of"),
-        ({"batch_sizes": (1, 0)}, "batch_sizes must be an integer >= 1, got 0"),
-        ({"batch_sizes": ()}, "batch_sizes must name at least one"),
+        ({"family": "sparse"}, "InferJobConfig.family must be one of"),
+        ({"batch_sizes": (1, 0)}, r"InferJobConfig.batch_sizes must be >= 1, got \(1, 0\)"),
+        ({"batch_sizes": ()}, r"batch_sizes must hold at least 1 item\(s\)"),
         ({"batch_sizes": (2, 2)}, "batch_sizes has repeats"),
-        ({"prompt_len": 100, "gen_len": 29}, r"prompt_len \+ gen_len = 100 \+ 29 exceeds .* max_seq_len=128"),
-        ({"gen_len": 1}, "gen_len must be an integer >= 2"),
-        ({"repeats": 0}, "repeats must be an integer >= 1"),
-        ({"l3_placement": "host"}, "l3_placement must be"),
-        ({"family": "dense", "l3_placement": "offload"}, "l3_placement='offload' needs an L3 model"),
-        ({"dtype": "int8"}, "dtype must be 'auto' or one of"),
+        ({"prompt_len": 200, "gen_len": 57}, r"prompt_len \+ gen_len = 200 \+ 57 exceeds .* max_seq_len=256"),
+        ({"gen_len": 1}, "InferJobConfig.gen_len must be >= 2, got 1"),
+        ({"repeats": 0}, "InferJobConfig.repeats must be >= 1, got 0"),
+        ({"l3_placement": "host"}, "InferJobConfig.l3_placement must be one of"),
+        ({"family": "dense", "l3_placement": "offload"}, "l3_placement: 'offload' needs an L3 model"),
+        ({"dtype": "int8"}, "InferJobConfig.dtype must be one of 'auto'"),
         ({"device": "tpu"}, "device must be 'auto', 'cpu' or 'cuda"),
-        ({"data": "builtin"}, "data must be a DataConfig"),
-        ({"family": "moe", "overrides": ModelOverrides(vocab_size=512, moe_ep_size=2)}, "moe_ep_size=2"),
+        ({"family": "moe", "overrides": ModelOverrides(vocab_size=512, moe_ep_size=2)}, "moe_ep_size: 2"),
     ],
 )
 def test_bad_config_raises_naming_the_field(kwargs, message, data_cfg):
+    """Bounds fail at construction; what needs the model (lengths, placement, ep) at `resolve`."""
     args = {"preset": "debug", "family": "l3", "overrides": OVERRIDES, "data": data_cfg} | kwargs
     with pytest.raises(ValueError, match=message):
-        InferJobConfig(**args)
+        infer.resolve(InferJobConfig(**args), cuda=False)
+
+
+def test_resolve_fixes_device_dtype_and_moe_capacity_once(data_cfg):
+    """The infer job's own changes to the model (dtype, top-1 MoE min_capacity) happen in `resolve`, so the
+    orchestrator fingerprints them; a resolved config is run as it is."""
+    job = _cfg("moe", data_cfg, batch_sizes=(2, 8))
+    model = resolve_model_config(job.model_spec())
+    assert (model.dtype, model.moe.top_k, model.moe.min_capacity) == ("float32", 1, 4)
+    cfg = infer.resolve(job, cuda=False, model=model)
+    assert (cfg.device, cfg.dtype, cfg.model.dtype, cfg.model.moe.min_capacity) == (
+        "cpu",
+        "float32",
+        "float32",
+        2,
+    )
+    assert infer.resolve(cfg, cuda=True) is cfg
+    gpu = infer.resolve(job, cuda=True, model=model)
+    assert (gpu.device, gpu.dtype, gpu.model.dtype) == ("cuda", "bfloat16", "bfloat16")
+    assert infer.resolve(job, cuda=False).model is None  # the job resolves it on its own data
 
 
 def test_batch_larger_than_the_data_fails_before_timing(data_cfg, ctx):

@@ -9,6 +9,7 @@ import torch
 
 from workloads.data import DataConfig
 from workloads.jobs.setup import (
+    FieldError,
     ModelOverrides,
     ModelSpec,
     build_model,
@@ -64,8 +65,8 @@ def test_overrides_are_matched_again():
         (lambda: ModelSpec("tiny", "dense", ModelOverrides(l3_cap=4)), "overrides.l3_cap"),
         (lambda: ModelSpec("tiny", "l3", ModelOverrides(moe_top_k=2)), "overrides.moe_top_k"),
         (lambda: ModelSpec("tiny", "dense", allocation_path="x.npz"), "allocation_path"),
-        (lambda: ModelOverrides(vocab_size=0), "overrides.vocab_size"),
-        (lambda: ModelOverrides(l3_impl="fast"), "overrides.l3_impl"),
+        (lambda: ModelOverrides(vocab_size=0), "ModelOverrides.vocab_size must be >= 1, got 0"),
+        (lambda: ModelOverrides(l3_impl="fast"), "ModelOverrides.l3_impl must be one of"),
     ],
 )
 def test_bad_specs_name_the_field(make, field):
@@ -75,14 +76,16 @@ def test_bad_specs_name_the_field(make, field):
 
 def test_data_checks(cache_dir):
     model = resolve_model_config(spec("dense"))
-    with pytest.raises(ValueError, match="seq_len=256 exceeds the model's max_seq_len=128"):
-        prepare_data(replace(DATA, seq_len=256), model, cache_dir)
-    with pytest.raises(ValueError, match="overrides.vocab_size"):  # 256 < 256 bytes + <|endoftext|>
-        prepare_data(DATA, presets.get("debug"), cache_dir)
+    with pytest.raises(FieldError, match="data.seq_len: 512 exceeds the model's max_seq_len=256"):
+        prepare_data(replace(DATA, seq_len=512), model, cache_dir)
+    tiny_vocab = resolve_model_config(ModelSpec("debug", "dense", ModelOverrides(vocab_size=256)))
+    with pytest.raises(FieldError, match="below the byte-level BPE minimum 257") as info:
+        prepare_data(DATA, tiny_vocab, cache_dir)  # 256 < 256 bytes + <|endoftext|>
+    assert info.value.field == "overrides.vocab_size"
     data = prepare_data(DATA, model, cache_dir)
     assert data.vocab_size <= VOCAB and data.config.vocab_size == VOCAB
     small = resolve_model_config(ModelSpec("debug", "dense", ModelOverrides(vocab_size=300)))
-    with pytest.raises(ValueError, match="tokenizer_path .* has vocab_size=512 > the model's vocab_size=300"):
+    with pytest.raises(FieldError, match="data.tokenizer_path: .* has vocab_size=512 > the model's 300"):
         prepare_data(replace(DATA, tokenizer_path=str(data.tokenizer_path)), small, cache_dir)
     freqs = token_freqs_for(resolve_model_config(ModelSpec("debug", "dense", ModelOverrides(1024))), data)
     assert freqs.shape == (1024,) and freqs[data.vocab_size :].sum() == 0

@@ -57,7 +57,7 @@ def test_bench_result_json_round_trip_and_nan_rejected():
     spec = ModelSpec("debug", "l3", ModelOverrides(vocab_size=512))
     result = BenchResult(kind="train", config=to_jsonable(spec), metrics={"train/loss": 1.5, "x": math.inf})
     assert BenchResult.from_json(result.to_json()) == result
-    assert result.config["_type"] == "ModelSpec" and result.config["overrides"]["vocab_size"] == 512
+    assert result.config["family"] == "l3" and result.config["overrides"]["vocab_size"] == 512
     with pytest.raises(ValueError, match="finite-or-inf"):
         BenchResult(kind="train", config={}, metrics={"train/loss": float("nan")})
     assert to_jsonable({"a": (1, Path("/x"))}) == {"a": [1, "/x"]}  # other types become strings

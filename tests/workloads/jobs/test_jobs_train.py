@@ -221,8 +221,8 @@ def test_bad_config_fields(kw, field):
 
 def test_bad_inputs_fail_before_any_work(tmp_path, cache_dir):
     empty = tmp_path / "cache"
-    with pytest.raises(ValueError, match="seq_len=256 exceeds the model's max_seq_len=128"):
-        run(job("dense", seq_len=256), JobContext(cache_dir=str(empty)))
+    with pytest.raises(ValueError, match="seq_len: 512 exceeds the model's max_seq_len=256"):
+        run(job("dense", seq_len=512), JobContext(cache_dir=str(empty)))
     with pytest.raises(ValueError, match="moe.ep_size=2 needs a distributed group"):
         run(job("moe", overrides={"moe_ep_size": 2}), JobContext(cache_dir=str(empty)))
     assert not empty.exists()  # nothing was prepared

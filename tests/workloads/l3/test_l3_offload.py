@@ -161,8 +161,9 @@ def test_errors():
         offload_l3_tables(Transformer(presets.get("debug", "dense")))
     model = _model(tied=False)
     offload_l3_tables(model)
-    with pytest.raises(ValueError, match="token id 256 is outside the L3 vocabulary"), torch.no_grad():
-        model.layers[0].l3(torch.zeros(1, 2, 64), torch.tensor([[1, 256]]))
+    vocab = model.config.vocab_size
+    with pytest.raises(ValueError, match=f"token id {vocab} is outside the L3 vocabulary"), torch.no_grad():
+        model.layers[0].l3(torch.zeros(1, 2, 64), torch.tensor([[1, vocab]]))
 
 
 # ---------------------------------------------------------------------------------------------- GPU

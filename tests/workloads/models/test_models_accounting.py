@@ -79,7 +79,10 @@ def test_token_freqs_weight_the_active_rows():
     vocab, budget = cfg.vocab_size, cfg.l3.budget
     counts = np.ones(vocab, dtype=np.int64)
     counts[7] = 500  # token 7 owns many rows (the cap is 512) ...
-    counts[8] += budget - int(counts.sum())
+    others = np.flatnonzero(np.arange(vocab) != 7)
+    extra = budget - int(counts.sum())  # the rest of the budget spread over the other tokens
+    counts[others] += extra // others.size
+    counts[others[: extra % others.size]] += 1
     l3_counts = {p: counts for p in cfg.l3.positions}
     freqs = np.ones(vocab)
     freqs[7] = 1000.0  # ... and is frequent
@@ -94,7 +97,9 @@ def test_token_freqs_weight_the_active_rows():
         weighted.active_max
         == weighted.active - weighted.active_by_category["l3_tables"] + 2 * counts[7] * width
     )
-    assert weighted.active_min == weighted.active - weighted.active_by_category["l3_tables"] + 2 * width
+    assert counts.sum() == budget and counts.max() == 500
+    low = weighted.active - weighted.active_by_category["l3_tables"] + 2 * int(counts.min()) * width
+    assert weighted.active_min == low
     assert not weighted.estimated and plain.estimated  # no corpus: the budget / vocab guess, labelled
 
     model = Transformer(cfg, l3_counts=l3_counts)
@@ -109,12 +114,13 @@ def test_token_freqs_need_counts_for_lzw():
     uniform = replace(cfg, l3=replace(cfg.l3, allocation="uniform"))
     assert count_params(uniform, token_freqs=freqs).active == count_params(uniform).active
     assert not count_params(uniform, token_freqs=freqs).estimated and count_params(uniform).estimated
-    with pytest.raises(ValueError, match=r"token_freqs must be \(256,\) non-negative"):
+    vocab, budget = cfg.vocab_size, cfg.l3.budget
+    with pytest.raises(ValueError, match=rf"token_freqs must be \({vocab},\) non-negative"):
         count_params(uniform, token_freqs=freqs[:10])
     with pytest.raises(
-        ValueError, match=r"l3_counts\[2\] must have shape \(256,\) and sum to l3.budget=1024"
+        ValueError, match=rf"l3_counts\[2\] must have shape \({vocab},\) and sum to l3.budget={budget}"
     ):
-        count_params(cfg, l3_counts={2: np.ones(256, dtype=np.int64)})
+        count_params(cfg, l3_counts={2: np.ones(vocab, dtype=np.int64)})
 
 
 def test_dense_active_equals_total_and_embeddings_count_fully():

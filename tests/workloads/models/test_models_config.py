@@ -9,7 +9,7 @@ import pytest
 from workloads.kernels.l3_lookup.op import LookupImpl
 from workloads.models.config import BlockSpec, L3Config, L3Impl, ModelConfig, MoEConfig, middle_positions
 
-BASE = dict(vocab_size=256, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=176)
+BASE = dict(vocab_size=512, dim=64, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=176)
 
 
 def l3(**kw):
@@ -26,16 +26,16 @@ def moe(**kw):
         ({"dim": 60, "n_heads": 8}, "model.dim=60 is not divisible by model.n_heads=8"),
         ({"n_kv_heads": 3}, "model.n_heads=4 is not divisible by model.n_kv_heads=3"),
         ({"dim": 12, "n_heads": 4}, "head_dim = dim / n_heads = 3 must be even"),
-        ({"n_layers": 0}, "model.n_layers must be > 0, got 0"),
-        ({"dtype": "float64"}, "model.dtype must be one of"),
-        ({"family": "ngram"}, "model.family must be one of"),
+        ({"n_layers": 0}, "ModelConfig.n_layers must be >= 1, got 0"),
+        ({"dtype": "float64"}, "ModelConfig.dtype must be one of 'float32', 'bfloat16', 'float16', got"),
+        ({"family": "ngram"}, "ModelConfig.family must be one of 'dense', 'l3', 'moe', 'scone', got 'ngram'"),
         ({"family": "l3"}, "model.family='l3' needs an l3 config"),
         ({"l3": l3()}, "model.family='dense' must not have an l3 config"),
         ({"family": "moe", "moe": moe(positions=(0, 4))}, "moe.positions=(0, 4) must lie in [0, 4)"),
         ({"family": "l3", "l3": l3(positions=(5,))}, "l3.positions=(5,) must lie in [0, 4)"),
         ({"family": "l3", "l3": l3(tied=True)}, "l3.tied=True needs l3.d_emb == model.dim"),
         ({"family": "l3", "l3": l3(budget=100)}, "l3.budget=100 must lie in [vocab_size, vocab_size * cap]"),
-        ({"family": "l3", "l3": l3(budget=256 * 4 + 1, cap=4)}, "l3.budget=1025 must lie in"),
+        ({"family": "l3", "l3": l3(budget=512 * 4 + 1, cap=4)}, "l3.budget=2049 must lie in"),
     ],
 )
 def test_model_config_rejects(overrides, message):
@@ -46,15 +46,16 @@ def test_model_config_rejects(overrides, message):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: l3(positions=(2, 1)), "l3.positions must be strictly increasing"),
-        (lambda: l3(positions=()), "l3.positions must be a non-empty tuple"),
-        (lambda: l3(positions=[1, 2]), "l3.positions must be a non-empty tuple"),
-        (lambda: l3(cap=0), "l3.cap must be > 0, got 0"),
-        (lambda: l3(allocation="zipf"), "l3.allocation must be 'lzw' or 'uniform', got 'zipf'"),
+        (lambda: l3(positions=(2, 1)), "L3Config.positions must be strictly increasing, got (2, 1)"),
+        (lambda: l3(positions=()), "L3Config.positions must hold at least 1 item(s), got ()"),
+        (lambda: l3(positions=(-1, 2)), "L3Config.positions must be >= 0, got (-1, 2)"),
+        (lambda: l3(cap=0), "L3Config.cap must be >= 1, got 0"),
+        (lambda: l3(allocation="zipf"), "L3Config.allocation must be one of 'lzw', 'uniform', got 'zipf'"),
         (lambda: moe(top_k=5), "moe.top_k=5 exceeds moe.num_experts=4"),
         (lambda: moe(ep_size=3), "moe.num_experts=4 is not divisible by moe.ep_size=3"),
-        (lambda: moe(min_capacity=-1), "moe.min_capacity must be >= 0"),
-        (lambda: moe(capacity_factor=0.0), "moe.capacity_factor must be > 0"),
+        (lambda: moe(min_capacity=-1), "MoEConfig.min_capacity must be >= 0"),
+        (lambda: moe(capacity_factor=0.0), "MoEConfig.capacity_factor must be > 0"),
+        (lambda: moe(capacity_factor=float("nan")), "MoEConfig.capacity_factor must be > 0, got nan"),
     ],
 )
 def test_sub_configs_reject(make, message):

@@ -64,10 +64,11 @@ def test_matched_set_is_iso_active_and_iso_total():
 def test_match_with_token_freqs_and_an_allocator():
     base = presets.get("debug")
     freqs = np.arange(1, base.vocab_size + 1, dtype=np.float64)
+    vocab = base.vocab_size
     cfg = match(
-        base, family="l3", sparsity=3.0, token_freqs=freqs, allocate=lambda b: uniform_allocate(256, b, 512)
+        base, family="l3", sparsity=3.0, token_freqs=freqs, allocate=lambda b: uniform_allocate(vocab, b, 512)
     )
-    counts = {p: uniform_allocate(256, cfg.l3.budget, 512) for p in cfg.l3.positions}
+    counts = {p: uniform_allocate(vocab, cfg.l3.budget, 512) for p in cfg.l3.positions}
     pc = count_params(cfg, token_freqs=freqs, l3_counts=counts)
     assert rel(pc.active, count_params(base).active) <= 0.02
     assert rel(pc.total, 3.0 * count_params(base).active) <= 0.02

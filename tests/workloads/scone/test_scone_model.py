@@ -83,9 +83,9 @@ def test_presets_and_the_matcher():
 
 
 def test_bad_input_names_the_field(fgrams, model_for, config_for):
-    with pytest.raises(ValueError, match=r"scone\.max_n must be an integer >= 2, got 1"):
+    with pytest.raises(ValueError, match=r"SconeConfig\.max_n must be >= 2, got 1"):
         SconeConfig(n_fgrams=4, max_n=1)
-    with pytest.raises(ValueError, match=r"scone\.n_fgrams must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"SconeConfig\.n_fgrams must be >= 1"):
         SconeConfig(n_fgrams=0)
     with pytest.raises(ValueError, match="needs a scone config"):
         replace(config_for(4), scone=None)

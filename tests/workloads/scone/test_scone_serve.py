@@ -1,9 +1,11 @@
 """Table-served f-gram embeddings equal A_fgram's (eval mode, float32), on every placement, incl. decoding."""
 
+import time
+
 import pytest
 import torch
 
-from workloads.scone.serve import serve_fgrams
+from workloads.scone.serve import FgramTable, serve_fgrams
 from workloads.scone.tagging import SuffixMatcher
 
 
@@ -57,3 +59,19 @@ def test_serving_checks_its_input(setup):
             model(seqs[:, 3:4], model.new_cache(2, 8), start_pos=3)
     finally:
         server.remove()
+
+
+def test_fgram_table_writes_its_file_once(setup, tmp_path):
+    model, matcher, seqs, _, want = setup
+    table = FgramTable(matcher, model.precompute_fgram_table(), path=tmp_path / "F.npy")
+    mtimes = []
+    for _ in range(2):
+        server = table.serve(model, "disk")
+        try:
+            with torch.no_grad():
+                torch.testing.assert_close(model(seqs)[0], want, rtol=1e-5, atol=1e-5)
+        finally:
+            server.remove()
+        mtimes.append((tmp_path / "F.npy").stat().st_mtime_ns)
+        time.sleep(0.01)  # a rewrite would get a later mtime
+    assert mtimes[0] == mtimes[1]

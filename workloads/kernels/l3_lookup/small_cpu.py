@@ -1,11 +1,11 @@
 """CPU kernel of the small-batch L3 lookup (numba): one pass over each position's own table rows.
 
 Inference only (no autograd): for position i with token t, scores over t's rows, a max-shifted softmax
-and the weighted sum of t's value rows, all in registers and one (d_t,) scratch vector; nothing the size
-of the gathered rows is ever materialized. Positions are grouped by id (an argsort inside), so each distinct
-id's rows are read from memory once: the right trade for up to a few hundred positions, where the torch
-paths pay more in op dispatch and in copying gathered rows than in arithmetic. `nogil` lets the offload
-prefetch thread run beside it. Accumulation is in the tables' dtype (float32 or float64).
+and the weighted sum of t's value rows, in registers and one (positions of t, d_t) scratch matrix;
+nothing the size of the gathered rows is ever materialized. Positions are grouped by id (an argsort
+inside), so each distinct id's rows are read from memory once: the right trade for up to a few hundred
+positions, where the torch paths pay more in op dispatch and in copying gathered rows than arithmetic.
+`nogil` lets the offload prefetch thread run beside it. Accumulates in the tables' dtype (fp32 or fp64).
 """
 
 import numpy as np

@@ -15,6 +15,13 @@ reproducible, no atomics. The atomics kernel (one program per position and row-t
 fp32 buffer with `tl.atomic_add`: faster when one token occurs very often, but the summation order, and
 so the last bits, vary from run to run. Tied tables (K = V) sum ds·q and w·g into one gradient.
 All loads are converted to fp32; every accumulation is fp32.
+
+Design notes (not yet measured on a GPU): one position per program keeps the forward and dq free of
+any sort; a frequent token's rows are re-read per occurrence, mostly from L2. The deterministic table
+backward's critical path is (the most frequent token's row tiles / SPLIT) × its occurrences, walked one
+position at a time; a blocked variant (BLOCK_N positions per step as tl.dot products) was tried and
+dropped: at dim 512 its six full-width fp32 tiles spill registers (4.7 KB of stack on sm_90), while
+these kernels compile spill-free (tests/workloads/kernels/test_kernels_triton_compile.py).
 """
 
 import triton
