@@ -16,6 +16,7 @@ from pathlib import Path
 
 LOCAL = "local"
 PROBE_TIMEOUT_S = 5.0
+CONNECT_RETRIES = 6  # seconds of Ray's GCS lookup retries, see prepare()
 TOKEN_HINT = "set RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH, or write ~/.ray/auth_token) to the cluster's token"
 
 
@@ -47,7 +48,13 @@ def ray_env(address: str | None) -> dict[str, str]:
 
 def prepare(address: str | None) -> None:
     """Set the auth environment for `address`. When ray was imported already (a library caller, a test
-    process), refresh Ray's cached config the way Ray itself does when it enables token mode."""
+    process), refresh Ray's cached config the way Ray itself does when it enables token mode.
+
+    For an existing cluster, Ray's GCS lookup retries once a second (RAY_NUM_REDIS_GET_RETRIES, read at
+    import, default 20): a host that accepts TCP but is no Ray head would hold `run` for 20 s. A running
+    head answers at once, so CONNECT_RETRIES keeps the failure within ~15 s (a user's value wins)."""
+    if resolve(address) != LOCAL:
+        os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", str(CONNECT_RETRIES))
     env = ray_env(address)
     if not env:
         return
