@@ -1,5 +1,9 @@
 """Field constraints of the config dataclasses, declared once with annotated-types and checked once.
 
+Workloads import the markers (Ge, MinLen, ...) from here, never from annotated_types: on a machine without
+that package (the bare GPU image: torch, numpy, triton only) equivalent frozen dataclasses stand in, which
+`check_fields` reads the same way.
+
 A field reads `batch_size: PosInt = 8`. The orchestrator validates YAML against these same annotations with
 pydantic (every error at once, with its path); `check_fields(self)` in a `__post_init__` gives configs that
 code builds directly the same bounds (first violation raised as ValueError naming the field and value).
@@ -12,7 +16,34 @@ import types
 import typing
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Le, Lt, MinLen, Predicate
+try:  # the orchestrator's pydantic reads these same markers; the bare GPU image has no annotated-types
+    from annotated_types import Ge, Gt, Le, Lt, MinLen, Predicate
+except ImportError:  # pragma: no cover - exercised by tests/workloads/test_gpu_check.py's import blocker
+
+    @dataclasses.dataclass(frozen=True)
+    class Ge:
+        ge: Any
+
+    @dataclasses.dataclass(frozen=True)
+    class Gt:
+        gt: Any
+
+    @dataclasses.dataclass(frozen=True)
+    class Le:
+        le: Any
+
+    @dataclasses.dataclass(frozen=True)
+    class Lt:
+        lt: Any
+
+    @dataclasses.dataclass(frozen=True)
+    class MinLen:
+        min_length: int
+
+    @dataclasses.dataclass(frozen=True)
+    class Predicate:
+        func: Any
+
 
 PosInt = Annotated[int, Ge(1)]
 NonNegInt = Annotated[int, Ge(0)]

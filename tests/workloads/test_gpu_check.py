@@ -17,8 +17,8 @@ from workloads.gpu_check.model_checks import SyncCounter
 
 ROOT = Path(__file__).resolve().parents[2]
 # Not on the GPU image (DESIGN.md "GPU machines"), plus the project's non-workloads packages.
-BLOCKED = ["ray", "mlflow", "deepspeed", "pydantic", "pandas", "typer", "rich", "yaml", "tokenizers", "numba",
-           "pyarrow", "clusters", "orchestrator", "results"]  # fmt: skip
+BLOCKED = ["ray", "mlflow", "deepspeed", "pydantic", "annotated_types", "pandas", "typer", "rich", "yaml",
+           "tokenizers", "numba", "pyarrow", "clusters", "orchestrator", "results"]  # fmt: skip
 
 # A finder that makes every blocked module fail to import; `find_spec` probes still see a module (as
 # torch's optional-dependency checks expect a spec or None, never an exception).

@@ -8,10 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from annotated_types import Le, Lt
-
 from workloads.data.sources import BuiltinSource, SourceSpec
-from workloads.fields import NonNegInt, PosInt, UnitFraction, check_fields
+from workloads.fields import Le, Lt, NonNegInt, PosInt, UnitFraction, check_fields
 
 EOT_TOKEN = "<|endoftext|>"
 N_BYTE_TOKENS = 256  # byte-level BPE starts from one token per byte

@@ -16,10 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from annotated_types import MinLen
-
 from workloads.data.builtin import BuiltinSource
-from workloads.fields import check_fields
+from workloads.fields import MinLen, check_fields
 
 
 class SourceUnavailableError(RuntimeError):

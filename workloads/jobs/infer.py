@@ -37,10 +37,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from annotated_types import Ge, MinLen
 
 from workloads.data import DataConfig
-from workloads.fields import NonNegInt, PosInt, check_fields
+from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics

@@ -16,10 +16,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from annotated_types import Ge, Le, Lt
 
 from workloads.data import DataConfig, prepare
-from workloads.fields import NonNegFloat, NonNegInt, PosInt, check_fields
+from workloads.fields import Ge, Le, Lt, NonNegFloat, NonNegInt, PosInt, check_fields
 from workloads.jobs import distributed, loop, metrics, optim
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable

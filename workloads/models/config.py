@@ -9,9 +9,17 @@ Pure Python on purpose: configs are built, validated and counted without importi
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from annotated_types import Ge, MinLen, Predicate
-
-from workloads.fields import NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields, strictly_increasing
+from workloads.fields import (
+    Ge,
+    MinLen,
+    NonNegFloat,
+    NonNegInt,
+    PosFloat,
+    PosInt,
+    Predicate,
+    check_fields,
+    strictly_increasing,
+)
 
 Family = Literal["dense", "l3", "moe", "scone"]
 Allocation = Literal["lzw", "uniform"]
