@@ -55,6 +55,8 @@ def prepare(address: str | None) -> None:
     head answers at once, so CONNECT_RETRIES keeps the failure within ~15 s (a user's value wins)."""
     if resolve(address) != LOCAL:
         os.environ.setdefault("RAY_NUM_REDIS_GET_RETRIES", str(CONNECT_RETRIES))
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):  # worker lines echoed into a pipe or log file:
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # no ANSI colour around "(pid=...)" (read per line)
     env = ray_env(address)
     if not env:
         return

@@ -5,6 +5,7 @@ rendered by the Agg canvas). A function with nothing to draw raises `NoData`, so
 """
 
 import io
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from results import analysis, names, schema
+
+# Mathtext tick labels (log axes) probe the STIX / Computer Modern families, which a bare machine lacks;
+# matplotlib then warns once per family and falls back to DejaVu Sans, which is what we draw with anyway.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 FAMILY_COLORS = {"dense": "#4c72b0", "l3": "#dd8452", "moe": "#55a868", "scone": "#c44e52"}
 OTHER_COLOR = "#8172b3"

@@ -9,10 +9,18 @@ With ep_size > 1 the layer must run under a DeepSpeed engine, which creates the 
 (`deepspeed.initialize` calls `MoE.set_deepspeed_parallelism`); the model code does not change.
 """
 
+import os
+
 import torch
 import torch.nn as nn
 
 from workloads.models.config import MoEConfig
+
+
+def choose_deepspeed_accelerator() -> None:
+    """Tell DeepSpeed its accelerator before its first import (DS_ACCELERATOR; a user's value wins), so a
+    CPU worker does not print DeepSpeed's "Setting accelerator to CPU" warning into every job log."""
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def route_drops(gate_output: tuple, top_k: int) -> torch.Tensor:
@@ -49,6 +57,7 @@ class MoEMLP(nn.Module):
 
     def __init__(self, dim: int, config: MoEConfig, expert: nn.Module):
         super().__init__()
+        choose_deepspeed_accelerator()
         try:
             from deepspeed.moe.layer import MoE
         except ImportError as err:  # only MoE models need deepspeed
