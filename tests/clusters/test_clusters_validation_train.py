@@ -17,6 +17,8 @@ from workloads.data import DataConfig
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
     ModelOverrides,
+    base_model_config,
+    corpus_for,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
@@ -38,9 +40,10 @@ def _config(preset, family, batch, seq, device="cpu"):
 
 def _predicted(cfg: TrainJobConfig, cache: str, precision: str):
     """The prediction for the job's own model, L3 rows per token weighted by its corpus like the job."""
-    model_cfg = resolve_model_config(cfg.model_spec())
-    data = prepare_data(cfg.data_config(), model_cfg, cache)
-    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, cache)
+    spec = cfg.model_spec()
+    data = prepare_data(cfg.data_config(), base_model_config(spec), cache)
+    model_cfg = resolve_model_config(spec, corpus_for(spec, data, cache))  # matched on the job's corpus
+    counts = resolve_l3_counts(spec, model_cfg, data, cache)
     shape = model_shape(model_cfg, token_freqs=token_freqs_for(model_cfg, data), l3_counts=counts or None)
     setup = TrainSetup(cfg.batch_size, cfg.data_config().seq_len, precision=precision, optimizer_impl="fused")
     return train_memory(shape, setup)
