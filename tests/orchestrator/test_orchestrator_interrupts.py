@@ -27,7 +27,7 @@ matrix:
   jobs: [dummy]
   presets: [debug]
   variants: [{name: a, dummy: {value: 1}}, {name: b, dummy: {value: 2}}, {name: c, dummy: {value: 3}}]
-dummy: {steps: 15, sleep_s: 0.03}
+dummy: {steps: 60, sleep_s: 0.03}  # 1.8 s a job: every offset (<= 1.5 s) lands while the suite runs
 """
 
 

@@ -55,6 +55,7 @@ def _worker(rank: int, world: int, port: int, cfg: TrainJobConfig, cache_dir: st
             {s: m["train/loss"]} if "train/loss" in m else {})))  # fmt: skip
         payload = {"metrics": result.metrics, "info": result.info, "losses": losses, "moe": moe, "l3": l3}
         Path(out, f"rank{rank}.json").write_text(json.dumps(payload))
+        dist.barrier()  # neither rank tears gloo down while the other still has work in flight
     finally:
         dist.destroy_process_group()
 
