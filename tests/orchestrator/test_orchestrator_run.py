@@ -101,7 +101,7 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
     # compare prints the expected columns
     table = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store])
     assert table.exit_code == 0
-    for column in ("job", "active", "total", "val loss", "tok/s", "mem MiB", "state"):
+    for column in ("job", "active", "total", "val loss", "match err", "tok/s", "state"):
         assert column in table.output, column
     assert "dummy dense debug boom: RuntimeError: dummy job failing on request at step 1" in table.output
     wide = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store, "--wide"])
