@@ -5,11 +5,9 @@ phrase; stage 2 (``allocate_from_counts``) sorts phrases by count and gives each
 """
 
 import hashlib
-import json
 import multiprocessing
 import operator
 import os
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from workloads.l3 import lzw_trie
+from workloads.npz_files import load_npz, save_npz
 
 DEFAULT_CHUNK_TOKENS = 1 << 22
 # Hash keys are parent * V + token in int64; V < 2**31 keeps them exact for up to 2**32 phrases.
@@ -355,29 +354,13 @@ def save_allocation(
     )  # fmt: skip
     meta = {k: getattr(alloc, k) for k in ("vocab_size", "budget", "cap", "corpus_fingerprint", "n_tokens")}
     meta |= {"format": _FORMAT, "method": alloc.method}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, counts=alloc.counts, metadata=np.array(json.dumps(meta, sort_keys=True)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_npz(path, meta, counts=alloc.counts)
 
 
 def load_allocation(path: str | os.PathLike) -> Allocation:
     """Read a ``save_allocation`` file; a corrupt file or counts that break its metadata raise ValueError."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            counts, meta = data["counts"], json.loads(str(data["metadata"]))
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, TypeError, AttributeError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable allocation file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise ValueError(f"{path}: metadata format is not {_FORMAT!r}")
+    arrays, meta = load_npz(path, ("counts",), "allocation", _FORMAT)
+    counts = arrays["counts"]
     try:
         return Allocation(
             counts=counts,

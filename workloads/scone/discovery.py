@@ -9,10 +9,8 @@ Memory is the trie of candidate n-grams, never an array per corpus position.
 """
 
 import hashlib
-import json
 import os
 import tempfile
-import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from workloads.l3 import lzw_trie
+from workloads.npz_files import load_npz, save_npz
 from workloads.scone import fgram_kernels
 
 DEFAULT_CHUNK_TOKENS = 1 << 22
@@ -218,31 +217,12 @@ def save_fgrams(path: str | os.PathLike, fgrams: Fgrams) -> Path:
     meta = {k: getattr(fgrams, k) for k in ("vocab_size", "max_n", "min_count", "corpus_fingerprint")}
     meta |= {"format": _FORMAT, "n_fgrams": fgrams.n_fgrams, "n_tokens": fgrams.n_tokens,
              "n_candidates": fgrams.n_candidates}  # fmt: skip
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, tokens=fgrams.tokens, lengths=fgrams.lengths, counts=fgrams.counts,
-                     metadata=np.array(json.dumps(meta, sort_keys=True)))  # fmt: skip
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return save_npz(path, meta, tokens=fgrams.tokens, lengths=fgrams.lengths, counts=fgrams.counts)
 
 
 def load_fgrams(path: str | os.PathLike) -> Fgrams:
     """Read a ``save_fgrams`` file; a corrupt or inconsistent file raises ValueError."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("tokens", "lengths", "counts")}
-            meta = json.loads(str(data["metadata"]))
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, KeyError, EOFError, TypeError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable f-gram file ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise ValueError(f"{path}: metadata format is not {_FORMAT!r}")
+    arrays, meta = load_npz(path, ("tokens", "lengths", "counts"), "f-gram", _FORMAT)
     try:
         fg = Fgrams(**arrays, **{k: meta[k] for k in ("vocab_size", "max_n", "min_count",
                     "corpus_fingerprint", "n_tokens", "n_candidates")})  # fmt: skip

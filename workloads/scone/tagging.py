@@ -9,10 +9,10 @@ readable specification the kernel is tested against.
 """
 
 import os
-from pathlib import Path
 
 import numpy as np
 
+from workloads.npz_files import atomic_write
 from workloads.scone import fgram_kernels
 from workloads.scone.discovery import Fgrams
 
@@ -79,18 +79,12 @@ def tag_split(
 
     Chunks overlap by K-1 tokens, so each position sees the same context as a whole-stream pass.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     n, overlap = int(tokens.shape[0]), matcher.max_n - 1
-    try:
-        with open(tmp, "wb") as f:
-            for lo in range(0, n, chunk_tokens):
-                ctx = max(0, lo - overlap)
-                part = np.asarray(tokens[ctx : min(n, lo + chunk_tokens)])
-                matcher.tag(part, start=lo - ctx).astype(TAG_DTYPE).tofile(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as f:
+        for lo in range(0, n, chunk_tokens):
+            ctx = max(0, lo - overlap)
+            part = np.asarray(tokens[ctx : min(n, lo + chunk_tokens)])
+            matcher.tag(part, start=lo - ctx).astype(TAG_DTYPE).tofile(f)
     return open_tags(path, n)
 
 
