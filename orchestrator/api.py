@@ -23,7 +23,7 @@ from orchestrator import interrupts, ray_link, registry, reporting
 from orchestrator.driver import Driver, JobState, job_state
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
-from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
+from orchestrator.monitor import cancel, compare, match_error, status, ui, verdict  # noqa: F401
 from orchestrator.suite import Suite, load_suite, shipped_suites
 from orchestrator.tracking import Tracker, home
 from results import names

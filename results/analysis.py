@@ -161,7 +161,8 @@ def _dense_reference(summary: pd.DataFrame) -> pd.DataFrame:
     """Per summary row: the reference dense config's values (suffixed _dense) and its `dense_group`."""
     cols = ["params_active", "val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes", "group"]
     ref = dense_index(summary)
-    values = summary[cols].reindex(pd.Index(ref)).set_axis(summary.index)
+    rows = summary[cols].set_axis(summary.index.map(str))  # string labels: NA (no reference) matches none
+    values = rows.reindex(["" if pd.isna(j) else str(j) for j in ref]).set_axis(summary.index)
     return values.rename(columns={"group": "dense_group"}).rename(
         columns=lambda c: c if c == "dense_group" else f"{c}_dense"
     )

@@ -139,9 +139,8 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
     bad = runs[~runs["status"].eq("FINISHED").fillna(False)]
     cols = ["run_id", "family", "preset", "group", "kind", "seed", "status", "outcome", "error"]
     cols = [c for c in cols if c in bad.columns]
-    out.append(  # a problem: shown unfolded
-        _Section("Runs not finished", bad[cols] if len(bad) else None, "" if len(bad) else "none", bool(len(bad)))
-    )
+    listed = bad[cols] if len(bad) else None
+    out.append(_Section("Runs not finished", listed, "" if len(bad) else "none", bool(len(bad))))  # unfolded
     return out
 
 

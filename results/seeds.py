@@ -18,7 +18,8 @@ LEVEL = 0.95
 # How the verdict and the narrow tables name the families (the issue's and the papers' spelling).
 DISPLAY = {"dense": "dense", "l3": "L3", "moe": "MoE", "scone": "SCONE", "hash_moe": "hash-MoE"}
 COLUMNS = ["preset", "hardware", "group", "family", "variant", "label", "n_seeds", "mean", "std",
-           "dense_group", "n_pairs", "diff_mean", "diff_std", "ci_low", "ci_high", "within_noise"]  # fmt: skip
+           "dense_group", "n_pairs", "diff_mean", "diff_std", "ci_low", "ci_high",
+           "within_noise"]  # fmt: skip
 
 
 def t_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
