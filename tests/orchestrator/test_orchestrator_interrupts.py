@@ -16,7 +16,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from orchestrator import api, interrupts, scheduling
+from orchestrator import api
+from orchestrator.runs import interrupts, scheduling
 
 pytestmark = pytest.mark.ray
 

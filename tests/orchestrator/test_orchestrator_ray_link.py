@@ -7,8 +7,8 @@ import socket
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import ray_link
-from orchestrator.cli import app
+from orchestrator.cli.main import app
+from orchestrator.runs import ray_link
 
 
 def closed_port() -> int:
