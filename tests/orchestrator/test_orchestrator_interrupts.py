@@ -14,7 +14,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from orchestrator import api, scheduling
+from orchestrator import api
+from orchestrator.runs import scheduling
 
 pytestmark = pytest.mark.ray
 

@@ -8,8 +8,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import api, ray_link
-from orchestrator.cli import app
+from orchestrator import api
+from orchestrator.cli.main import app
+from orchestrator.runs import ray_link
 
 
 def closed_port() -> int:

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from orchestrator import render
 from orchestrator.api import JobState
-from orchestrator.render import progress_text
+from orchestrator.cli import render
+from orchestrator.cli.render import progress_text
 
 ROWS = [  # api.compare's frame for the quickstart suite (numbers of a captured `make demo`), one job failed
     ("train", "dense", "tiny",

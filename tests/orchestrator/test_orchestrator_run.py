@@ -15,9 +15,11 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import api, registry, scheduling
-from orchestrator.cli import app
-from orchestrator.tracking import Tracker
+from orchestrator import api
+from orchestrator.cli.main import app
+from orchestrator.runs import scheduling
+from orchestrator.runs.tracking import Tracker
+from orchestrator.suites import registry
 
 pytestmark = pytest.mark.ray
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.suite import SuiteError, load_suite, resolve_path
-from orchestrator.tracking import Tracker, TrackingError, home
+from orchestrator.runs.tracking import Tracker, TrackingError, home
+from orchestrator.suites.expansion import SuiteError, load_suite, resolve_path
 from results import names
 
 _tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
