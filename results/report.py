@@ -75,20 +75,24 @@ class _Verdict:
 
 
 VERDICT_NOTE = (
-    "Validation loss per token, lower is better; mean ± sd over seeds. Δ vs dense is paired by seed (each "
-    "config minus its group's dense model trained with the same seed), with a 95% Student-t interval; "
-    "'within noise': the interval covers 0."
+    "{what}, lower is better; mean ± sd over seeds. Δ vs dense is paired by seed (each config minus its "
+    "group's dense model trained with the same seed), with a 95% Student-t interval; 'within noise': the "
+    "interval covers 0."
 )
+QUALITY = {"val loss": "Validation loss per token",
+           "val bpb": "Validation bits per byte (the runs mix tokenizers: loss per token would not compare)"}  # fmt: skip
 
 
 def _verdict(runs: pd.DataFrame) -> _Verdict:
+    metric, short = seeds.quality(runs)
     try:
-        paired = seeds.paired_table(runs)
+        paired = seeds.paired_table(runs, metric)
     except ValueError as err:
         return _Verdict((), None, f"no verdict: {err}")
     if paired.empty:
-        return _Verdict((), None, "no verdict: no finished train runs with a validation loss")
-    return _Verdict(tuple(seeds.verdict(paired)), seeds.display(paired), VERDICT_NOTE)
+        return _Verdict((), None, f"no verdict: no finished train runs with {metric}")
+    note = VERDICT_NOTE.format(what=QUALITY[short])
+    return _Verdict(tuple(seeds.verdict(paired)), seeds.display(paired, short), note)
 
 
 def as_run_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -109,9 +113,16 @@ def _try_table(title: str, build: Callable[[], pd.DataFrame], empty_note: str) -
 
 def _sections(runs: pd.DataFrame) -> list[_Section]:
     tol = f"{analysis.MATCH_TOLERANCE:.0%}"
+    iso = _try_table("Iso-active comparison (vs dense of each group)",
+                     lambda: analysis.iso_sparse_table(runs), "no finished train runs")  # fmt: skip
+    if analysis.mixes_tokenizers(runs):
+        unit = (
+            "The runs use different tokenizers (their validation bytes per token differ), so val_loss per "
+            "token does not compare across rows: read val_bpb (bits per byte) and delta_val_bpb."
+        )
+        iso = replace(iso, note=f"{iso.note} {unit}".strip())
     out = [
-        _try_table("Iso-active comparison (vs dense of each group)", lambda: analysis.iso_sparse_table(runs),
-                   "no finished train runs"),
+        iso,
         _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
                    "no group holds both an L3 and a MoE train run"),
     ]  # fmt: skip
@@ -158,12 +169,14 @@ def _scone_section(runs: pd.DataFrame) -> _Section:
 
 
 def _scaling_sections(runs: pd.DataFrame) -> list[_Section]:
-    """The val-loss scaling fits against active and total params; one note instead of tables of empty
-    rows when no curve could be fitted (e.g. a suite with one size per family)."""
+    """The val-loss scaling fits (val-bpb when the runs mix tokenizers) against active and total params;
+    one note instead of tables of empty rows when no curve could be fitted (e.g. one size per family)."""
     sections = []
+    bpb = analysis.mixes_tokenizers(runs)  # losses per token in several units: fit bits per byte
+    y, what = (names.EVAL_VAL_BPB, "val bpb") if bpb else (names.EVAL_VAL_LOSS, "val loss")
     for x in ("params_active", "params_total"):
-        section = _try_table(f"Scaling fits: val loss vs {x}", lambda x=x: analysis.scaling_fits(runs, x=x),
-                             "no train runs with val loss")  # fmt: skip
+        fits = lambda x=x: analysis.scaling_fits(runs, x=x, y=y)  # noqa: E731
+        section = _try_table(f"Scaling fits: {what} vs {x}", fits, f"no train runs with {what}")
         if section.table is not None and section.table["b"].isna().all():
             why = "; ".join(dict.fromkeys(r for r in section.table["note"].dropna() if r)) or "too few sizes"
             section = _Section(section.title, note=f"no curve fitted ({why})")

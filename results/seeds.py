@@ -107,6 +107,14 @@ def verdict(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def quality(runs: pd.DataFrame, kind: str = "train") -> tuple[str, str]:
+    """(metric, its short name) the verdict reads: bits per byte when the runs mix tokenizers (loss per
+    token is then in different units), else the validation loss."""
+    if analysis.quality_column(runs, kind) == "val_bpb":
+        return names.EVAL_VAL_BPB, "val bpb"
+    return names.EVAL_VAL_LOSS, "val loss"
+
+
 def display(table: pd.DataFrame, metric_name: str = "val loss", digits: int = 3) -> pd.DataFrame:
     """The narrow table a person reads (strings): config (with its preset when there are several), seeds,
     mean ± sd, Δ vs dense and its 95% interval, and whether the gap is real or within noise."""

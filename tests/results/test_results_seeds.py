@@ -120,3 +120,12 @@ def test_display_is_narrow_and_readable():
     assert (l3["Δ vs dense"], l3["95% interval"], l3["gap"]) == ("-0.070", "[-0.095, -0.045]", "real")
     assert shown[shown["config"].eq("SCONE")].iloc[0]["gap"] == "within noise"
     assert shown[shown["config"].eq("dense")].iloc[0]["95% interval"] == "—"
+
+
+def test_quality_reads_bits_per_byte_when_tokenizers_mix():
+    runs = _runs()
+    assert seeds.quality(runs) == (names.EVAL_VAL_LOSS, "val loss")
+    bpt = runs["family"].map({"dense": 4.0, "l3": 5.0, "scone": 4.0, "moe": 4.0}).astype(float)
+    mixed = runs.assign(**{names.DATA_VAL_BYTES_PER_TOKEN: bpt, names.EVAL_VAL_BPB: 1.0})
+    assert seeds.quality(mixed) == (names.EVAL_VAL_BPB, "val bpb")
+    assert seeds.display(seeds.paired_table(mixed, names.EVAL_VAL_BPB), "val bpb").columns[2] == "val bpb"
