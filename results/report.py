@@ -79,8 +79,10 @@ VERDICT_NOTE = (
     "group's dense model trained with the same seed), with a 95% Student-t interval; 'within noise': the "
     "interval covers 0."
 )
-QUALITY = {"val loss": "Validation loss per token",
-           "val bpb": "Validation bits per byte (the runs mix tokenizers: loss per token would not compare)"}  # fmt: skip
+QUALITY = {
+    "val loss": "Validation loss per token",
+    "val bpb": "Validation bits per byte (the runs mix tokenizers: loss per token would not compare)",
+}
 
 
 def _verdict(runs: pd.DataFrame) -> _Verdict:

@@ -283,8 +283,8 @@ def verdict(
     suite: str, sets: list[str] | None = None, tracking_uri: str | None = None
 ) -> tuple[list[str], pd.DataFrame]:
     """(the ordering the seeds support, one line per preset; the narrow seeds table) over the finished train
-    runs of the suite's current jobs (`results.seeds`; bits per byte when they mix tokenizers). The table is empty unless some config has 2 or
-    more seeds (with one seed the comparison table already shows every number)."""
+    runs of the suite's current jobs (`results.seeds`; bits per byte when they mix tokenizers). The table
+    is empty unless some config has 2 or more seeds (with one seed the comparison table shows it all)."""
     spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()

@@ -8,9 +8,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from orchestrator import api, render
-from orchestrator.cli import app
-from orchestrator.suite import load_suite
+from orchestrator import api
+from orchestrator.cli import app, render
+from orchestrator.suites.expansion import load_suite
 from results import names
 
 SUITE = """
