@@ -17,7 +17,7 @@ import pandas as pd
 
 from orchestrator.readers import recorded
 from orchestrator.runs.tracking import Tracker, TrackingError, home
-from results import names
+from results import load, names, seeds
 
 _tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
 _PER_BATCH_DECODE = names.metric_column(names.batch_size_key(names.INFER_DECODE_TOKENS_PER_S, ""))
@@ -168,6 +168,8 @@ def _compare_row(job, run: pd.Series | None) -> dict:
         "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
         "val_ppl": _first(r, "eval/val_ppl"),
+        "val_bpb": _first(r, names.EVAL_VAL_BPB),
+        "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
         "tokens_per_s": tokens,
         "peak_mem_mib": None if peak is None else peak / MIB,
         "moe_max/mean": _first(r, "lb/expert_tokens_max_over_mean"),
@@ -251,6 +253,26 @@ def compare(target: str, tracking_uri: str | None = None) -> pd.DataFrame:
     table = table[order + [c for c in table.columns if c not in order]]
     constant = [c for c in ("variant", "seed") if table[c].nunique() == 1]
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
+
+
+def verdict(target: str, tracking_uri: str | None = None) -> tuple[list[str], pd.DataFrame]:
+    """(the ordering the seeds support, one line per preset; the narrow seeds table) over the finished train
+    runs of TARGET's recorded jobs (`results.seeds`; bits per byte when they mix tokenizers). The table
+    is empty unless some config has 2 or more seeds (with one seed the comparison table shows it all)."""
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    spec = recorded.locate(tracker, target)
+    raw = tracker.search(spec.experiment, names.FINISHED_JOBS)
+    if not raw.empty:
+        raw = raw[raw[_tag(names.TAG_FINGERPRINT)].isin({job.fingerprint for job in spec.jobs})]
+    runs = load.runs_from_mlflow(raw)
+    metric, short = seeds.quality(runs)
+    try:
+        paired = seeds.paired_table(runs, metric)
+    except ValueError as err:  # an ambiguous dense reference: say so instead of failing compare
+        return [f"no verdict: {err}"], pd.DataFrame()
+    several = not paired.empty and paired["n_seeds"].max() >= 2
+    return seeds.verdict(paired), seeds.display(paired, short) if several else pd.DataFrame()
 
 
 def landing_url(tracker: Tracker, base_url: str) -> str:

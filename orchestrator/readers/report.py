@@ -101,5 +101,6 @@ def build_and_log(
     )
     files = {paths.html: ARTIFACT_DIR, paths.markdown: ARTIFACT_DIR}
     files |= {fig: f"{ARTIFACT_DIR}/{report.FIGURE_DIR}" for fig in paths.figures}
+    files |= {csv: f"{ARTIFACT_DIR}/{report.TABLE_DIR}" for csv in paths.tables}
     tracker.log_files(spec.parent_run_id, files)
     return ReportOutcome(paths, spec.parent_run_id, len(runs))

@@ -65,6 +65,23 @@ def test_wider_terminals_get_more_columns():
     assert re.search(row, wider), wider
 
 
+@pytest.mark.parametrize("mixed", [False, True])
+def test_bits_per_byte_leads_when_the_rows_mix_tokenizers(mixed):
+    df = frame()
+    df["val_bpb"] = [2.345, None, 1.987, None, None, None]
+    df["bytes/tok"] = [4.0, None, 4.4 if mixed else 4.0, None, None, None]
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    text = out.file.getvalue()
+    header = next(line for line in text.splitlines() if line.strip().startswith("job"))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    if mixed:  # per-token losses in two units: bits per byte is the quality column, val loss moves back
+        assert header.split()[:5] == ["job", "active", "total", "val", "bpb"] and "val loss" not in header
+        assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+1\.987\s+0\.0002\s", text), text
+    else:
+        assert header.split()[:5] == ["job", "active", "total", "val", "loss"], header
+
+
 def test_wide_compare_shows_every_column_and_the_error():
     text = shown(240, wide=True)
     for column in ("sparsity", "match_err", "val_ppl", "moe_max/mean", "l3_rows/tok", "error"):
