@@ -141,6 +141,10 @@ TRAIN_FLOPS_PER_TOKEN = "train/flops_per_token"  # SCONE: the main model + A_fgr
 TRAIN_FLOPS_PER_TOKEN_MAIN = "train/flops_per_token_main"  # SCONE: the main model alone (= its dense)
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"
+# Bits per UTF-8 byte of the validation text: val_loss / (ln 2 · DATA_VAL_BYTES_PER_TOKEN). Loss per token
+# depends on the tokenizer; bits per byte does not, so rows with different bytes per token compare by it.
+EVAL_VAL_BPB = "eval/val_bpb"
+DATA_VAL_BYTES_PER_TOKEN = "data/val_bytes_per_token"
 
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 
@@ -196,4 +200,6 @@ METRICS = (
     TRAIN_FLOPS_PER_TOKEN_MAIN,
     EVAL_VAL_LOSS,
     EVAL_VAL_PPL,
+    EVAL_VAL_BPB,
+    DATA_VAL_BYTES_PER_TOKEN,
 )

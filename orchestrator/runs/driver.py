@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import interrupts
-from orchestrator.monitor import match_error
-from orchestrator.suite import Suite
-from orchestrator.tracking import Tracker
+from orchestrator.readers.monitor import match_error
+from orchestrator.runs import interrupts
+from orchestrator.runs.tracking import Tracker
+from orchestrator.suites.expansion import Suite
 from results import names
 
 

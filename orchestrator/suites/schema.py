@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from orchestrator import registry
+from orchestrator.suites import registry
 
 Error = tuple[str, str]  # (path such as "matrix.variants[1].train.steps", message)
 Loc = tuple[str | int, ...]

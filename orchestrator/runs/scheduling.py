@@ -21,8 +21,9 @@ from typing import Any, Literal
 import ray
 from ray import exceptions as rex
 
-from orchestrator import ray_link, registry
-from orchestrator.spec import JobSpec, Outcome
+from orchestrator.runs import ray_link
+from orchestrator.suites import registry
+from orchestrator.suites.spec import JobSpec, Outcome
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     rex.WorkerCrashedError,
@@ -45,7 +46,7 @@ OOM_MESSAGES = (
     "std::bad_alloc",
 )
 OnOom = Literal["fail", "halve_batch"]
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
 
 
