@@ -101,6 +101,9 @@ class Driver:
             )
             state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
             state.error = None  # the previous attempt's error was shown once, on its retry line
+        elif event.kind == "end" and (event.job, event.attempt) in self.occupancy:
+            key = (event.job, event.attempt)
+            self.occupancy[key] = replace(self.occupancy[key], end_s=event.payload["t"])
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
             if state.first_metric is None:
@@ -132,7 +135,7 @@ class Driver:
         """The job leaves its node; a finished job's timed phase gets how many other jobs occupied its
         node meanwhile (its interleaved partners excepted) and whether its speed numbers are contended."""
         key = (done.job, done.attempt)
-        if key in self.occupancy:
+        if key in self.occupancy and self.occupancy[key].end_s is None:  # no "end" event: ended by now
             self.occupancy[key] = replace(self.occupancy[key], end_s=time.time())
         if done.outcome != "finished" or not done.result_json or key not in self.occupancy:
             return

@@ -54,8 +54,8 @@ CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
 
 @dataclass(frozen=True)
 class Event:
-    """Something a running job told the driver: kind "start" (payload: node, host, hardware) or
-    "metrics" (payload: {name: value}, with step)."""
+    """Something a running job told the driver: kind "start" (payload: node, host, hardware, t), "metrics"
+    (payload: {name: value}, with step) or "end" (payload: t, when the job stopped occupying its node)."""
 
     job: str
     attempt: int
@@ -203,11 +203,19 @@ def _job_context(sink, a: Attempt, report: bool):
     )
 
 
+def _ended(sink, attempts: list[Attempt]) -> None:
+    """Tell the driver (before the task returns) when the job stopped occupying its node."""
+    now = time.time()
+    for a in attempts:
+        sink.put.remote(Event(a.job, a.attempt, "end", {"t": now}))
+    ray.get(sink.flush.remote())
+
+
 def _run_job(a: Attempt, sink, report: bool = True) -> str:
     _, run = registry.get(a.kind).load()
     result = run(a.config, _job_context(sink, a, report))
     if report:
-        ray.get(sink.flush.remote())
+        _ended(sink, [a])
     return result.to_json()
 
 
@@ -227,7 +235,7 @@ def _interleaved_task(attempts: list[Attempt], sink) -> list[str]:
     module = importlib.import_module(registry.get(attempts[0].kind).module)
     ctxs = [_job_context(sink, a, True) for a in attempts]
     results = module.run_interleaved([a.config for a in attempts], ctxs)
-    ray.get(sink.flush.remote())
+    _ended(sink, attempts)
     return [r.to_json() for r in results]
 
 
