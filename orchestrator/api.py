@@ -19,19 +19,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import interrupts, ray_link, registry, reporting
-from orchestrator.driver import Driver, JobState, job_state
+from orchestrator.readers import report as reporting
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
-from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
-from orchestrator.suite import Suite, load_suite, shipped_suites
-from orchestrator.tracking import Tracker, home
+from orchestrator.readers.monitor import cancel, compare, match_error, status, ui  # noqa: F401
+from orchestrator.runs import interrupts, ray_link
+from orchestrator.runs.driver import Driver, JobState, job_state
+from orchestrator.runs.tracking import Tracker, home
+from orchestrator.suites import registry
+from orchestrator.suites.expansion import Suite, load_suite, shipped_suites
 from results import names
 
 # Re-exported for callers that only import the api.
-from orchestrator.ray_link import ClusterError  # noqa: F401  isort: skip
-from orchestrator.suite import SuiteError  # noqa: F401  isort: skip
-from orchestrator.tracking import TrackingError  # noqa: F401  isort: skip
+from orchestrator.runs.ray_link import ClusterError  # noqa: F401  isort: skip
+from orchestrator.suites.expansion import SuiteError  # noqa: F401  isort: skip
+from orchestrator.runs.tracking import TrackingError  # noqa: F401  isort: skip
 
 DONE_STATES = ("finished", "failed", "oom", "infra", "cancelled", "skipped")
 CANCEL_GRACE_S = 3.0  # running tasks get this long to stop after a Ctrl-C before Ray kills them
@@ -74,8 +76,8 @@ def on_cluster(
     resolved and fingerprinted as it will run there), every job sized on the cluster (capacity model);
     returns (suite, Ray address of the cluster). Jobs that cannot fit raise a SuiteError naming them
     (nothing submitted) unless force."""
-    from orchestrator import planning
-    from orchestrator.cluster_file import load_cluster
+    from orchestrator.planning import plan as planning
+    from orchestrator.planning.cluster_file import load_cluster
 
     try:
         cluster = load_cluster(cluster_file)
@@ -98,7 +100,7 @@ def _fit_note(plan) -> str:
 def calibration(tracking_uri: str | None = None):
     """The capacity model's factors fitted to the FINISHED train runs in the tracking store
     (`clusters.calibration.Calibration`); ValueError when there is nothing to fit."""
-    from orchestrator import planning
+    from orchestrator.planning import plan as planning
 
     tracker = Tracker(tracking_uri)
     tracker.check()
@@ -109,8 +111,8 @@ def plan(request, cluster_file: str | None = None, calibrate: bool = False, trac
     """`isosparse plan`: `planning.plan` of a `planning.PlanRequest` on a cluster file (default: this
     machine), calibrated on the runs in the tracking store when asked.
     Raises ValueError / SuiteError / TrackingError."""
-    from orchestrator import planning
-    from orchestrator.cluster_file import load_cluster
+    from orchestrator.planning import plan as planning
+    from orchestrator.planning.cluster_file import load_cluster
 
     cluster = load_cluster(cluster_file or "local")
     return planning.plan(request, cluster, calibration(tracking_uri) if calibrate else None)
@@ -119,7 +121,7 @@ def plan(request, cluster_file: str | None = None, calibrate: bool = False, trac
 def cluster_manifest(cluster_file: str, suite: str | None = None) -> str:
     """`isosparse clusters kuberay`: the KubeRay RayCluster manifest (with `suite`, a RayJob running it)."""
     from clusters import kuberay
-    from orchestrator.cluster_file import load_cluster
+    from orchestrator.planning.cluster_file import load_cluster
 
     return kuberay.manifests_yaml(load_cluster(cluster_file), suite)
 
@@ -270,7 +272,7 @@ def connect(address: str | None = None, num_cpus: int | None = None):
     unreachable cluster raises ClusterError within seconds."""
     ray_link.prepare(address)
     ray_link.check_reachable(address)
-    from orchestrator import scheduling  # ray is imported only when jobs run, after prepare()
+    from orchestrator.runs import scheduling  # ray is imported only when jobs run, after prepare()
 
     scheduling.start(address, num_cpus)
     return scheduling
@@ -318,7 +320,7 @@ def exit_now(code: int) -> None:
     flush the output, and skip the interpreter's teardown of torch / pandas / MLflow modules, which took
     4-8 s on a loaded machine (every run is already closed by then)."""
     if "ray" in sys.modules:
-        from orchestrator import scheduling
+        from orchestrator.runs import scheduling
 
         scheduling.shutdown()
     sys.stdout.flush()

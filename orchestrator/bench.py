@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import api, scheduling
+from orchestrator import api
+from orchestrator.runs import scheduling
 
 SUITE = """
 experiment: bench-{name}

@@ -155,6 +155,10 @@ INFER_VS_DENSE_DECODE = "infer/vs_dense/decode_tokens_per_s"  # + /bs<B>: interl
 TAG_TIMING = TAG_PREFIX + "timing"  # "exclusive" | "shared" | "interleaved"
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"
+# Bits per UTF-8 byte of the validation text: val_loss / (ln 2 · DATA_VAL_BYTES_PER_TOKEN). Loss per token
+# depends on the tokenizer; bits per byte does not, so rows with different bytes per token compare by it.
+EVAL_VAL_BPB = "eval/val_bpb"
+DATA_VAL_BYTES_PER_TOKEN = "data/val_bytes_per_token"
 
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 
@@ -210,4 +214,6 @@ METRICS = (
     TRAIN_FLOPS_PER_TOKEN_MAIN,
     EVAL_VAL_LOSS,
     EVAL_VAL_PPL,
+    EVAL_VAL_BPB,
+    DATA_VAL_BYTES_PER_TOKEN,
 )

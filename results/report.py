@@ -78,9 +78,16 @@ def _try_table(title: str, build: Callable[[], pd.DataFrame], empty_note: str) -
 
 def _sections(runs: pd.DataFrame) -> list[_Section]:
     tol = f"{analysis.MATCH_TOLERANCE:.0%}"
+    iso = _try_table("Iso-active comparison (vs dense of each group)",
+                     lambda: analysis.iso_sparse_table(runs), "no finished train runs")  # fmt: skip
+    if analysis.mixes_tokenizers(runs):
+        unit = (
+            "The runs use different tokenizers (their validation bytes per token differ), so val_loss per "
+            "token does not compare across rows: read val_bpb (bits per byte) and delta_val_bpb."
+        )
+        iso = replace(iso, note=f"{iso.note} {unit}".strip())
     out = [
-        _try_table("Iso-active comparison (vs dense of each group)", lambda: analysis.iso_sparse_table(runs),
-                   "no finished train runs"),
+        iso,
         _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
                    "no group holds both an L3 and a MoE train run"),
     ]  # fmt: skip
@@ -128,12 +135,14 @@ def _scone_section(runs: pd.DataFrame) -> _Section:
 
 
 def _scaling_sections(runs: pd.DataFrame) -> list[_Section]:
-    """The val-loss scaling fits against active and total params; one note instead of tables of empty
-    rows when no curve could be fitted (e.g. a suite with one size per family)."""
+    """The val-loss scaling fits (val-bpb when the runs mix tokenizers) against active and total params;
+    one note instead of tables of empty rows when no curve could be fitted (e.g. one size per family)."""
     sections = []
+    bpb = analysis.mixes_tokenizers(runs)  # losses per token in several units: fit bits per byte
+    y, what = (names.EVAL_VAL_BPB, "val bpb") if bpb else (names.EVAL_VAL_LOSS, "val loss")
     for x in ("params_active", "params_total"):
-        section = _try_table(f"Scaling fits: val loss vs {x}", lambda x=x: analysis.scaling_fits(runs, x=x),
-                             "no train runs with val loss")  # fmt: skip
+        fits = lambda x=x: analysis.scaling_fits(runs, x=x, y=y)  # noqa: E731
+        section = _try_table(f"Scaling fits: {what} vs {x}", fits, f"no train runs with {what}")
         if section.table is not None and section.table["b"].isna().all():
             why = "; ".join(dict.fromkeys(r for r in section.table["note"].dropna() if r)) or "too few sizes"
             section = _Section(section.title, note=f"no curve fitted ({why})")

@@ -1,4 +1,4 @@
-"""orchestrator/planning.py: ModelConfig -> ModelShape agrees with count_params; plans are coherent."""
+"""orchestrator/planning/plan.py: ModelConfig -> ModelShape agrees with count_params; plans are coherent."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from clusters import capacity, roofline
-from orchestrator import planning
-from orchestrator.cluster_file import load_cluster
+from orchestrator.planning import plan as planning
+from orchestrator.planning.cluster_file import load_cluster
 from workloads.models import presets
 from workloads.models.accounting import count_params
 
@@ -74,7 +74,7 @@ def test_plan_suite_flags_jobs_that_do_not_fit(tmp_path):
 
 
 def test_cluster_resources_for_suite_jobs():
-    from orchestrator.spec import Resources
+    from orchestrator.suites.spec import Resources
 
     h100 = load_cluster(EXAMPLES / "h100x8.yaml")
     r = planning.cluster_resources(h100, Resources(num_workers=4, num_gpus=1, placement="STRICT_PACK"))

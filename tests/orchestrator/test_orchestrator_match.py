@@ -7,8 +7,8 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from orchestrator.suite import SuiteError, load_suite
+from orchestrator.cli.main import app
+from orchestrator.suites.expansion import SuiteError, load_suite
 from workloads.jobs import train
 from workloads.jobs.result import JobContext
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from orchestrator import render
 from orchestrator.api import JobState
-from orchestrator.render import progress_text
+from orchestrator.cli import render
+from orchestrator.cli.render import progress_text
 
 ROWS = [  # api.compare's frame for the quickstart suite (numbers of a captured `make demo`), one job failed
     ("train", "dense", "tiny",
@@ -63,6 +63,23 @@ def test_wider_terminals_get_more_columns():
     assert "match err" in narrow and "val ppl" not in narrow and "val ppl" in wider
     row = r"train l3 tiny\s+6\.62M\s+33\.79M\s+6\.005\s+0\.0002\s+603\s+5\.102\s+1,314\s+405\s.*finished"
     assert re.search(row, wider), wider
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_bits_per_byte_leads_when_the_rows_mix_tokenizers(mixed):
+    df = frame()
+    df["val_bpb"] = [2.345, None, 1.987, None, None, None]
+    df["bytes/tok"] = [4.0, None, 4.4 if mixed else 4.0, None, None, None]
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    text = out.file.getvalue()
+    header = next(line for line in text.splitlines() if line.strip().startswith("job"))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    if mixed:  # per-token losses in two units: bits per byte is the quality column, val loss moves back
+        assert header.split()[:5] == ["job", "active", "total", "val", "bpb"] and "val loss" not in header
+        assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+1\.987\s+0\.0002\s", text), text
+    else:
+        assert header.split()[:5] == ["job", "active", "total", "val", "loss"], header
 
 
 def test_wide_compare_shows_every_column_and_the_error():

@@ -5,9 +5,9 @@ import textwrap
 
 import pytest
 
-from orchestrator import timing
-from orchestrator.spec import JobSpec
-from orchestrator.suite import SuiteError, load_suite
+from orchestrator.runs import timing
+from orchestrator.suites.expansion import SuiteError, load_suite
+from orchestrator.suites.spec import JobSpec
 from results import names
 
 DUMMY = """

@@ -8,7 +8,8 @@ import textwrap
 import mlflow
 import pytest
 
-from orchestrator import api, scheduling
+from orchestrator import api
+from orchestrator.runs import scheduling
 from results import names
 
 pytestmark = pytest.mark.ray

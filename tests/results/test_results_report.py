@@ -178,3 +178,19 @@ def test_params_axis_reads_6_52m_and_cpu_memory_has_no_peak_entry(raw_runs, tmp_
     assert "peak device" not in [t.get_text() for t in legend.get_texts()]
     legend = plots.memory_breakdown(runs).axes[0].get_legend()
     assert "peak device" in [t.get_text() for t in legend.get_texts()]
+
+
+def test_mixed_tokenizers_fit_and_read_bits_per_byte(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    train = raw[f"tags.{names.TAG_JOB_KIND}"].eq("train")
+    bpt = 4.0 + raw["run_id"].str.startswith("l3").astype(float)  # L3's tokenizer: 5 bytes per token
+    raw.loc[train, f"metrics.{names.DATA_VAL_BYTES_PER_TOKEN}"] = bpt[train]
+    raw.loc[train, f"metrics.{names.EVAL_VAL_BPB}"] = raw[f"metrics.{names.EVAL_VAL_LOSS}"] / (
+        np.log(2) * bpt
+    )
+    md = report.build_report(raw, out_dir=tmp_path, figures=False).markdown.read_text()
+    assert "read val_bpb (bits per byte)" in md and "## Scaling fits: val bpb vs params_active" in md
+    same = raw.copy()
+    same.loc[train, f"metrics.{names.DATA_VAL_BYTES_PER_TOKEN}"] = 4.0
+    md = report.build_report(same, out_dir=tmp_path / "same", figures=False).markdown.read_text()
+    assert "read val_bpb" not in md and "## Scaling fits: val loss vs params_active" in md

@@ -23,7 +23,7 @@ from workloads.models.config import ModelConfig
 if TYPE_CHECKING:
     import pandas as pd
 
-    from orchestrator.spec import Resources
+    from orchestrator.suites.spec import Resources
 
 
 def model_shape(
@@ -284,7 +284,7 @@ def plan_suite(
 ) -> list[JobPlan]:
     """Size every job of a suite on `cluster` before anything is submitted (train and infer jobs; other
     kinds need no model and always fit). Raises the suite's SuiteError for an invalid suite."""
-    from orchestrator.suite import load_suite
+    from orchestrator.suites.expansion import load_suite
 
     return plan_jobs(load_suite(suite, sets).jobs, cluster, calibration)
 
@@ -310,7 +310,7 @@ def unfit_jobs(plans: list[JobPlan]) -> list[JobPlan]:
 def cluster_resources(cluster: Cluster, resources: "Resources") -> "Resources":
     """A suite job's resources on `cluster` (`run --cluster`): its num_workers GPU workers with the
     cluster's CPUs and host memory per GPU, or one CPU worker on a CPU-only cluster."""
-    from orchestrator.spec import Resources
+    from orchestrator.suites.spec import Resources
 
     wanted = resources.num_workers if resources.num_gpus > 0 or cluster.gpu_group is not None else 0
     worker = cluster.resources_for(wanted)

@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import api, cli_clusters, render
+from orchestrator import api
+from orchestrator.cli import clusters as cli_clusters
+from orchestrator.cli import render
 
 app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
 app.command("plan")(cli_clusters.plan)

@@ -24,7 +24,7 @@ from clusters.spec import (
     detect_gpus,
     host_memory_bytes,
 )  # fmt: skip
-from orchestrator.suite_schema import FORBID, format_loc, validate
+from orchestrator.suites.schema import FORBID, format_loc, validate
 
 StrMap = dict[str, str]
 

@@ -26,8 +26,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator import interrupts
-from orchestrator.fingerprint import code_version, git_commit, git_dirty
+from orchestrator.runs import interrupts
+from orchestrator.suites.fingerprint import code_version, git_commit, git_dirty
 from results import names
 
 # A normal run prints no MLflow INFO lines (system-metrics monitor start/stop, database creation).

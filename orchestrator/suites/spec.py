@@ -11,7 +11,7 @@ from workloads.fields import NonNegFloat, PosInt, check_fields
 Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
 OUTCOMES: tuple[str, ...] = ("finished", "failed", "oom", "infra", "cancelled")
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
-# How a job's timed phases share its node (orchestrator.scheduling enforces it with a Ray resource):
+# How a job's timed phases share its node (orchestrator.runs.timing: a Ray resource):
 # "exclusive": nothing else of isosparse runs on the node meanwhile; "shared": anything may (its speed
 # numbers are marked contended); "interleaved": exclusive, and the comparison group's jobs of this kind
 # run in one process whose timed loops alternate (the benchmark's way; ratios from one process).

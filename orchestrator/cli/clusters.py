@@ -1,4 +1,4 @@
-"""CLI commands for clusters and capacity planning, as a typer sub-app that `orchestrator/cli.py` registers:
+"""CLI commands for clusters and capacity planning, as a typer sub-app that `cli/main.py` registers:
 
     app.command("plan")(cli_clusters.plan)
     app.add_typer(cli_clusters.clusters_app, name="clusters")
@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.table import Table
 
 from clusters.spec import Cluster
-from orchestrator import planning
-from orchestrator.cluster_file import load_cluster
+from orchestrator.planning import plan as planning
+from orchestrator.planning.cluster_file import load_cluster
 
 clusters_app = typer.Typer(help="Cluster files: show them, write KubeRay manifests.", no_args_is_help=True)
 GIB = float(1 << 30)

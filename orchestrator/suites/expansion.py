@@ -22,10 +22,9 @@ from typing import Any
 
 import yaml
 
-from orchestrator import registry
-from orchestrator.fingerprint import code_version, fingerprint
-from orchestrator.spec import JobSpec, Resources
-from orchestrator.suite_schema import (
+from orchestrator.suites import registry
+from orchestrator.suites.fingerprint import code_version, fingerprint
+from orchestrator.suites.schema import (
     GIB,
     Error,
     Where,
@@ -36,8 +35,9 @@ from orchestrator.suite_schema import (
     suite_model,
     validate,
 )  # fmt: skip
+from orchestrator.suites.spec import JobSpec, Resources
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
 REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
 
@@ -144,7 +144,7 @@ def _resources(spec: dict, variant: dict, kind: str) -> Resources:
         merged["memory_bytes"] = int(memory * GIB)
     if spec.get("cluster") is None:
         return Resources(**merged)
-    from orchestrator.planning import cluster_resources
+    from orchestrator.planning.plan import cluster_resources
 
     return cluster_resources(spec["cluster"], Resources(**merged))
 

@@ -22,7 +22,7 @@ class JobKind:
     seed_field: the config field the matrix seed goes to (None: the seed is a label only).
     fresh_process: run each attempt in a new worker process (Ray reuses workers otherwise), so that
     process-lifetime measurements — peak RSS, CUDA peak memory, allocator caches — are the job's own.
-    timing: the default of the suite's `timing.<kind>` (orchestrator.spec.Timing): "exclusive" for kinds
+    timing: the default of the suite's `timing.<kind>` (suites.spec.Timing): "exclusive" for kinds
     whose speed numbers are reported, "shared" for those that report none.
     interleave: the module's `run_interleaved(configs, ctxs) -> [BenchResult]` times several jobs of one
     comparison group in one process (needed for `timing: interleaved`).

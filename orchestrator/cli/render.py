@@ -55,9 +55,14 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 # the measured match error is what an iso-sparse comparison is read by, so it comes right after quality).
 # `--wide`: every column of api.compare. Headers are short so the numbers set the widths.
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
-EXTRA = {"val_loss": "val loss", "match_err": "match err", "tokens_per_s": "tok/s", "sparsity": "sparsity",
-         "peak_mem_mib": "mem MiB", "val_ppl": "val ppl", "moe_max/mean": "moe max/mean",
-         "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+EXTRA = {"val_loss": "val loss", "match_err": "match err", "tokens_per_s": "tok/s", "val_bpb": "val bpb",
+         "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
+         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+# Rows whose validation bytes per token differ (a suite that overrides vocab_size retrains the BPE) measure
+# loss per token in different units: bits per byte then leads and val loss moves back.
+MIXED_TOKENIZERS = {"val_bpb": "val bpb", "match_err": "match err", "tokens_per_s": "tok/s"} | {
+    k: v for k, v in EXTRA.items() if k not in ("val_bpb", "match_err", "tokens_per_s")
+}
 LABEL_PARTS = ("job", "family", "preset", "variant", "seed")
 
 
@@ -84,14 +89,15 @@ def _fits(table: Table, width: int) -> bool:
 
 def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple[Table, list[str]]:
     """(table, notes) for `compare`: the narrow layout (NARROW, then each EXTRA column, in order, that
-    still fits `width`; the errors of jobs that did not finish below the table, one each) or, wide,
-    every column."""
+    still fits `width`, in MIXED_TOKENIZERS' order when the rows' bytes per token differ; the errors of
+    jobs that did not finish below the table, one each) or, wide, every column."""
     if wide or df.empty:
         return df_table(df, "comparison"), []
     df = df.assign(label=df.apply(_label, axis=1))
     columns = dict(NARROW)
     table = _narrow_table(df, columns)
-    for col, header in EXTRA.items():
+    mixed = "bytes/tok" in df and df["bytes/tok"].dropna().nunique() > 1
+    for col, header in (MIXED_TOKENIZERS if mixed else EXTRA).items():
         more = {**{k: v for k, v in columns.items() if k != "status"}, col: header, "status": "state"}
         candidate = _narrow_table(df, more) if col in df else None
         if candidate is not None and _fits(candidate, width):

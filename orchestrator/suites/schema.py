@@ -20,8 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from orchestrator import registry
-from orchestrator.spec import TIMINGS
+from orchestrator.suites import registry
+from orchestrator.suites.spec import TIMINGS
 
 Error = tuple[str, str]  # (path such as "matrix.variants[1].train.steps", message)
 Loc = tuple[str | int, ...]
@@ -204,7 +204,7 @@ def suite_model() -> type[BaseModel]:
         max_retries=(int, Field(1, ge=0)),
         on_oom=(Literal["fail", "halve_batch"], "fail"),  # orchestrator.scheduling.halved_micro_batch
         match_tolerance=(float, Field(0.02, gt=0, lt=1)),  # iso-sparse match, planned (L3_SPEC §5)
-        timing=(dict[str, Literal[TIMINGS]] | None, None),  # job kind → orchestrator.spec.Timing
+        timing=(dict[str, Literal[TIMINGS]] | None, None),  # job kind → orchestrator.suites.spec.Timing
         resources=resources, model=(model_section | None, None),
         matrix=(matrix, ...), **sections,
     )  # fmt: skip

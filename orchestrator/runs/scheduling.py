@@ -2,7 +2,7 @@
 single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure classes and retries.
 
 Concurrency is Ray's: every job is submitted at once with its declared resources and Ray runs as many as
-fit; timed work runs alone (orchestrator.timing). Step metrics stream from the job's rank 0 to a
+fit; timed work runs alone (orchestrator.runs.timing). Step metrics stream from the job's rank 0 to a
 `_Sink` actor that the driver drains (the driver alone talks to MLflow). Failure classes key on exception
 types (STYLE.md): worker/node loss → `infra` (retried up to `max_retries`), Ray's OOM killer or an
 out-of-memory error in the job → `oom`, any other exception raised by the job → `failed` (not
@@ -23,9 +23,10 @@ from typing import Any, Literal
 import ray
 from ray import exceptions as rex
 
-from orchestrator import ray_link, registry
-from orchestrator.spec import JobSpec, Outcome
-from orchestrator.timing import TIMING_RESOURCE, interleaved_groups, timing_request
+from orchestrator.runs import ray_link
+from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
+from orchestrator.suites import registry
+from orchestrator.suites.spec import JobSpec, Outcome
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
     rex.WorkerCrashedError,
@@ -48,7 +49,7 @@ OOM_MESSAGES = (
     "std::bad_alloc",
 )
 OnOom = Literal["fail", "halve_batch"]
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
 
 

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator import interrupts, timing
-from orchestrator.monitor import match_error
-from orchestrator.suite import Suite
-from orchestrator.tracking import Tracker
+from orchestrator.readers.monitor import match_error
+from orchestrator.runs import interrupts, timing
+from orchestrator.runs.tracking import Tracker
+from orchestrator.suites.expansion import Suite
 from results import names
 
 

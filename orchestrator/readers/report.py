@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.suite import Suite
-from orchestrator.tracking import Tracker, home
+from orchestrator.runs.tracking import Tracker, home
+from orchestrator.suites.expansion import Suite
 from results import load, names, report
 
 ARTIFACT_DIR = "report"

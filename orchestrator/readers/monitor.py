@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.suite import SuiteError, load_suite, resolve_path
-from orchestrator.tracking import Tracker, TrackingError, home
+from orchestrator.runs.tracking import Tracker, TrackingError, home
+from orchestrator.suites.expansion import SuiteError, load_suite, resolve_path
 from results import names
 
 _tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
@@ -192,6 +192,8 @@ def _compare_row(job, run: pd.Series | None) -> dict:
         "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
         "val_ppl": _first(r, "eval/val_ppl"),
+        "val_bpb": _first(r, names.EVAL_VAL_BPB),
+        "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
         "tokens_per_s": tokens,
         "peak_mem_mib": None if peak is None else peak / MIB,
         "moe_max/mean": _first(r, "lb/expert_tokens_max_over_mean"),

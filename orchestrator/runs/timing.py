@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.spec import JobSpec
+from orchestrator.suites.spec import JobSpec
 from results import names
 
 # Timed work runs alone (`JobSpec.timing`): every node declares one unit of TIMING_RESOURCE; an exclusive
