@@ -30,7 +30,8 @@ def test_a_run_without_a_contention_record_counts_as_contended():
 
 def test_ratios_prefer_the_interleaved_ones_and_mark_contended_sides():
     table = runs([
-        infer("dense", 100.0, 0.0), infer("l3", 80.0, 0.0, **{VS_DENSE1: 0.88}),  # interleaved: 0.88, not 0.80
+        infer("dense", 100.0, 0.0),
+        infer("l3", 80.0, 0.0, **{VS_DENSE1: 0.88}),  # interleaved: 0.88, not 0.80
         infer("moe", 20.0, 0.0),  # separate jobs: 20 / 100
         infer("dense", 50.0, 1.0, group="small/base"), infer("l3", 40.0, 0.0, group="small/base"),
     ])  # fmt: skip
