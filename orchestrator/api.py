@@ -267,11 +267,10 @@ def _attach_report(report: RunReport, tracker: Tracker) -> None:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None):
-    """Start the local in-process Ray cluster (address None) or connect to an existing one, and return
-    the scheduling module. The auth environment is set before ray is first imported (`ray_link`); an
-    unreachable cluster raises ClusterError within seconds."""
-    ray_link.prepare(address)
-    ray_link.check_reachable(address)
+    """Start a local in-process Ray cluster or connect to an existing one (`ray_link.resolve`: address,
+    else RAY_ADDRESS, else local), and return the scheduling module. The auth environment is set before
+    ray is first imported (`ray_link`); an unusable cluster raises ClusterError within seconds."""
+    address = ray_link.prepare(address)  # ClusterError: unreachable, no Ray head, token missing / refused
     from orchestrator.runs import scheduling  # ray is imported only when jobs run, after prepare()
 
     scheduling.start(address, num_cpus)

@@ -25,7 +25,7 @@ AddrOpt = Annotated[
     str | None,
     typer.Option(
         help="Ray cluster to use: HOST:PORT, ray://HOST:10001, or auto (the cluster `ray start` runs on this "
-        "machine). Default: a new in-process local cluster."
+        "machine). Default: RAY_ADDRESS when set (a Ray job's driver), else a new in-process local cluster."
     ),
 ]
 ClusterOpt = Annotated[
