@@ -442,14 +442,3 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     for family in metrics:
         metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
     return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
-
-
-def main() -> None:
-    """`python -m workloads.jobs.infer [preset]`: the interleaved sweep of every family (infer_bench)."""
-    from workloads.jobs.infer_bench import main as bench_main
-
-    bench_main()
-
-
-if __name__ == "__main__":
-    main()
