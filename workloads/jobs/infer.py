@@ -41,6 +41,7 @@ import torch
 from workloads.data import DataConfig
 from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
+from workloads.jobs.contention import TimedPhase
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
@@ -419,6 +420,20 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     return run_interleaved([cfg], [ctx or JobContext()])[0]
 
 
+def _vs_dense(metrics: dict[str, dict], family: str, batch_sizes) -> dict[str, float]:
+    """infer/vs_dense/decode_tokens_per_s/bs<B>: `family`'s decode tokens/s over dense's, when both were
+    timed in this process (their generations alternating): the ratio a noisy machine cannot bias."""
+    key = "infer/decode_tokens_per_s/bs{}"
+    if family == "dense" or "dense" not in metrics:
+        return {}
+    mine, dense = metrics[family], metrics["dense"]
+    return {
+        f"infer/vs_dense/decode_tokens_per_s/bs{bs}": mine[key.format(bs)] / dense[key.format(bs)]
+        for bs in batch_sizes
+        if key.format(bs) in mine and key.format(bs) in dense
+    }
+
+
 def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = None) -> list[BenchResult]:
     """Several jobs (e.g. the families of one preset) timed together: every generation of every job
     alternates, so their ratios hold on a machine whose load drifts. The jobs must share the sweep
@@ -431,16 +446,8 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
     by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
     scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
-    metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
+    with TimedPhase(built[0].prompts.device) as phase:
+        metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
+    for family in metrics:
+        metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
     return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
-
-
-def main() -> None:
-    """`python -m workloads.jobs.infer [preset]`: the interleaved sweep of every family (infer_bench)."""
-    from workloads.jobs.infer_bench import main as bench_main
-
-    bench_main()
-
-
-if __name__ == "__main__":
-    main()
