@@ -57,7 +57,7 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
 EXTRA = {"val_loss": "val loss", "match_err": "match err", "tokens_per_s": "tok/s", "val_bpb": "val bpb",
          "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
-         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok", "dropped": "dropped"}  # fmt: skip
 # Rows whose validation bytes per token differ (a suite that overrides vocab_size retrains the BPE) measure
 # loss per token in different units: bits per byte then leads and val loss moves back.
 MIXED_TOKENIZERS = {"val_bpb": "val bpb", "match_err": "match err", "tokens_per_s": "tok/s"} | {

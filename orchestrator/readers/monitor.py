@@ -176,6 +176,7 @@ def _compare_row(job, run: pd.Series | None) -> dict:
         "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
         "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
+        "dropped": _first(r, names.LB_DROPPED_TOKEN_FRAC),  # MoE: token passes that lost every route
         "val_ppl": _first(r, "eval/val_ppl"),
         "val_bpb": _first(r, names.EVAL_VAL_BPB),
         "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),

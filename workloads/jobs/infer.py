@@ -62,10 +62,12 @@ from workloads.jobs.setup import (
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
+from workloads.models.moe import serve_dropless
 from workloads.models.transformer import TORCH_DTYPES, Transformer
 from workloads.scone.serve import FgramTable
 
 Placement = Literal["device", "offload", "both"]
+MoEServing = Literal["dropless", "deepspeed"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -83,6 +85,9 @@ class InferJobConfig:
     checkpoint: weights to load: a training checkpoint folder (its latest step-*/rank-0.pt), or a .pt file
         holding a state dict (or a dict with a "model" state dict).
     model: the resolved model (`resolve`: dtype and MoE min_capacity applied); None resolves it at start.
+    moe_impl: how MoE blocks serve: "dropless" (every token reaches its top_k experts, one matmul per
+        expert over its tokens: `workloads.models.moe_dropless`) or "deepspeed" (the training layer with
+        its eval capacity factor, for comparison).
     """
 
     preset: str
@@ -101,6 +106,7 @@ class InferJobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: str | None = None
     model: ModelConfig | None = None
+    moe_impl: MoEServing = "dropless"
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -377,6 +383,8 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
         _load_weights(model, cfg.checkpoint)
+    if model_cfg.moe is not None:
+        serve_dropless(model, cfg.moe_impl)
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
@@ -402,6 +410,7 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) 
     }
     if model_cfg.moe is not None:
         info["moe_min_capacity"] = str(model_cfg.moe.min_capacity)
+        info["moe_impl"] = cfg.moe_impl
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
     return BenchResult(kind="infer", config=config, metrics=metrics, params=params, info=info)
 
