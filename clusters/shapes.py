@@ -64,7 +64,8 @@ class L3Shape:
 
 @dataclass(frozen=True)
 class MoEShape:
-    """The model's MoE blocks (DeepSpeed-MoE top-k gating with a capacity per expert)."""
+    """The model's MoE blocks (DeepSpeed-MoE top-k gating with a capacity per expert). router=False: the
+    experts are routed by a hash of the token id (family hash_moe): no router parameters."""
 
     positions: tuple[int, ...]
     num_experts: int
@@ -72,6 +73,7 @@ class MoEShape:
     ffn_dim: int
     capacity_factor: float = 1.0
     min_capacity: int = 4
+    router: bool = True
 
     def __post_init__(self) -> None:
         _positions("moe", self.positions)
@@ -152,7 +154,7 @@ class ModelShape:
         dense = 2 * D * D + 2 * D * self.kv_dim + 2 * D
         experts = 0
         if self.moe is not None and index in self.moe.positions:
-            dense += D * self.moe.num_experts
+            dense += D * self.moe.num_experts if self.moe.router else 0
             experts = self.moe.num_experts * 3 * D * self.moe.ffn_dim
         else:
             dense += 3 * D * self.ffn_dim

@@ -56,6 +56,7 @@ def model_shape(
             ffn_dim=m.ffn_dim,
             capacity_factor=m.capacity_factor,
             min_capacity=m.min_capacity,
+            router=cfg.family != "hash_moe",
         )
     cat = pc.by_category
     return ModelShape(

@@ -35,13 +35,14 @@ from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.models.config import Allocation, Family, L3Impl, ModelConfig
+from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
 
 L3Counts = dict[int, np.ndarray]
 L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
 # moe_<name> overrides MoEConfig.<name>; moe_top_k and moe_num_experts fix what the matcher may choose.
+HASH_MOE_FIELDS = ("moe_top_k", "moe_num_experts")  # the MoE knobs a hash-routed MoE has
 MOE_FIELDS = (
     "moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling", "moe_num_experts", "moe_capacity_factor",
     "moe_eval_capacity_factor", "moe_min_capacity", "moe_drop_tokens", "moe_aux_loss_coef",
@@ -98,11 +99,13 @@ class ModelSpec:
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
         # A MoE model is matched to its group's L3 model, which the l3_* fields and allocation_path describe.
-        for fams, names in ((("l3", "moe"), L3_FIELDS), (("moe",), MOE_FIELDS)):
+        router = tuple(n for n in MOE_FIELDS if n not in HASH_MOE_FIELDS)  # hash_moe has no router
+        for fams, names in ((("l3", *EXPERT_FAMILIES), L3_FIELDS), (EXPERT_FAMILIES, HASH_MOE_FIELDS),
+                            (("moe",), router)):  # fmt: skip
             wrong = self.overrides.given(names)
             if wrong and self.family not in fams:
                 raise ValueError(f"overrides.{wrong[0]} applies to family '{fams[0]}', not {self.family!r}")
-        if self.allocation_path is not None and self.family not in ("l3", "moe"):
+        if self.allocation_path is not None and self.family not in ("l3", *EXPERT_FAMILIES):
             raise ValueError(f"allocation_path applies to family 'l3', not {self.family!r}")
 
 
@@ -167,7 +170,7 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     top_ks = (o.moe_top_k,) if o.moe_top_k is not None else (1, 2, 4, 8)
     total = count_params(l3_cfg).total
     return match(
-        base, family="moe", total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
+        base, family=spec.family, total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
     )
 
 
