@@ -9,11 +9,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.readers.monitor import match_error
 from orchestrator.runs import interrupts
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import Suite
 from results import names
+from results.schema import match_error
 
 
 @dataclass
@@ -69,9 +69,10 @@ class Driver:
         key = (name, attempt)
         if key not in self.runs:
             job = self._spec(name)
+            error = match_error(job.match.get("active_rel_err"), job.match.get("total_rel_err")) or 0.0
             tags = {
                 names.TAG_SUITE: self.suite.name,
-                names.TAG_MATCH_ERROR: f"{match_error(job.match):.6f}",
+                names.TAG_MATCH_ERROR: f"{error:.6f}",
                 **(extra or {}),
             }
             self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
