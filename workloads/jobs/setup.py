@@ -39,6 +39,16 @@ from workloads.models.transformer import Transformer
 L3Counts = dict[int, np.ndarray]
 L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
 MOE_FIELDS = ("moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling")
+# The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
+# model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
+# override (vocab_size) applies to every family.
+OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", "moe")),
+                     **dict.fromkeys(MOE_FIELDS, ("moe",))}  # fmt: skip
+
+
+def applies(name: str, family: str) -> bool:
+    """Whether override `name` (or "allocation_path") changes a `family` model (OVERRIDE_FAMILIES)."""
+    return family in OVERRIDE_FAMILIES.get(name, (family,))
 
 
 @dataclass(frozen=True)
@@ -82,13 +92,11 @@ class ModelSpec:
         check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        # A MoE model is matched to its group's L3 model, which the l3_* fields and allocation_path describe.
-        for fams, names in ((("l3", "moe"), L3_FIELDS), (("moe",), MOE_FIELDS)):
-            wrong = self.overrides.given(names)
-            if wrong and self.family not in fams:
-                raise ValueError(f"overrides.{wrong[0]} applies to family '{fams[0]}', not {self.family!r}")
-        if self.allocation_path is not None and self.family not in ("l3", "moe"):
-            raise ValueError(f"allocation_path applies to family 'l3', not {self.family!r}")
+        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS))]
+        given += ["allocation_path"] if self.allocation_path is not None else []
+        for name in (n for n in given if not applies(n.removeprefix("overrides."), self.family)):
+            first = OVERRIDE_FAMILIES[name.removeprefix("overrides.")][0]
+            raise ValueError(f"{name} applies to family '{first}', not {self.family!r}")
 
 
 @dataclass(frozen=True, eq=False)
