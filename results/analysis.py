@@ -71,7 +71,7 @@ def seed_summary(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
     grouped = fin.groupby(keys, dropna=False, sort=False)
     out = grouped[list(ACCOUNTING)].first()
     out.insert(0, "n_seeds", grouped.size().astype("Int64"))
-    out["match_error"] = grouped["match_error"].agg(_largest_magnitude).astype("Float64")
+    out["match_error"] = grouped["match_error"].agg(lambda e: schema.match_error(*e)).astype("Float64")
     means = grouped[metrics].mean().astype("Float64")
     stds = grouped[metrics].std(ddof=1).astype("Float64").add_suffix("_std")
     out = pd.concat([out, means, stds], axis=1).reset_index()
@@ -81,11 +81,6 @@ def seed_summary(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
         ["_size", "group", "hardware", "_rank", "preset", "variant"], na_position="first"
     )
     return out.loc[order.index].reset_index(drop=True)
-
-
-def _largest_magnitude(values: pd.Series):
-    values = values.dropna()
-    return pd.NA if values.empty else values.loc[values.abs().idxmax()]
 
 
 def flag_match(

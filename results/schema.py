@@ -45,6 +45,14 @@ FAMILY_ORDER = ("dense", "l3", "moe", "hash_moe", "scone")
 _BS_RE = re.compile(re.escape(names.BATCH_SUFFIX) + r"(\d+)$")
 
 
+def match_error(*errors):
+    """The match rule, once (L3_SPEC §5): the largest-magnitude of the relative errors given (a job's
+    active vs its group's dense and total vs its L3; a config's over seeds). None/NA are skipped; None if
+    nothing is left."""
+    present = [float(e) for e in errors if e is not None and not pd.isna(e)]
+    return max(present, key=abs, default=None)
+
+
 def columns(df: pd.DataFrame | None = None) -> list[str]:
     """Identity columns, then the DESIGN.md metrics, then any extra metric columns of `df` (sorted)."""
     fixed = [*IDENTITY, *names.METRICS]

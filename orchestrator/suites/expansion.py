@@ -181,16 +181,13 @@ def _resolve_cached(spec, data_cfg):
 
 def _override_errors(overrides: dict, families: list[str], path: str) -> list[Error]:
     """Overrides (and an allocation file) for a family the matrix does not run would silently do nothing."""
-    from workloads.jobs.setup import HASH_MOE_FIELDS, L3_FIELDS, MOE_FIELDS
+    from workloads.jobs.setup import OVERRIDE_FAMILIES, applies
 
     errors = []
-    router = tuple(n for n in MOE_FIELDS if n not in HASH_MOE_FIELDS)
-    uses = ((MODEL_FAMILIES, (*L3_FIELDS, "allocation_path")), (EXPERT_FAMILIES, HASH_MOE_FIELDS),
-            (("moe",), router))  # fmt: skip
-    for users, names in uses:
-        for name in (n for n in names if n in overrides and not set(users) & set(families)):
+    for name in (n for n in OVERRIDE_FAMILIES if n in overrides):
+        if not any(applies(name, f) for f in families):
             where = path if name == "allocation_path" else f"{path}.overrides"
-            what = " or ".join(map(repr, users))
+            what = " or ".join(map(repr, OVERRIDE_FAMILIES[name]))
             errors.append((f"{where}.{name}", f"applies to family {what}, which matrix.families lacks"))
     return errors
 
@@ -199,26 +196,15 @@ def _group_models(section: dict, preset: str, families: list[str], data_cfg, pat
     """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
     always resolved: they are the references of the match errors); None when a match is impossible.
     l3_* overrides and the allocation file go to L3 and MoE (matched to its group's L3), moe_* to MoE."""
-    from workloads.jobs.setup import (
-        HASH_MOE_FIELDS,
-        L3_FIELDS,
-        MOE_FIELDS,
-        FieldError,
-        ModelOverrides,
-        ModelSpec,
-    )
+    from workloads.jobs.setup import FieldError, ModelOverrides, ModelSpec, applies
 
     raw = section.get("overrides") or {}
     if not set(MODEL_FAMILIES) & set(families):
         data_cfg = None  # a dense-only group: its L3 reference is estimated, no corpus is prepared for it
     out = {}
     for family in dict.fromkeys(["dense", "l3", *families]):
-        hash_foreign = tuple(n for n in MOE_FIELDS if n not in HASH_MOE_FIELDS)
-        foreign = {"l3": MOE_FIELDS, "moe": (), "hash_moe": hash_foreign}.get(
-            family, (*L3_FIELDS, *MOE_FIELDS)
-        )
-        overrides = ModelOverrides(**{k: v for k, v in raw.items() if k not in foreign})
-        alloc = section.get("allocation_path") if family in MODEL_FAMILIES else None
+        overrides = ModelOverrides(**{k: v for k, v in raw.items() if applies(k, family)})
+        alloc = section.get("allocation_path") if applies("allocation_path", family) else None
         spec = ModelSpec(preset, family, overrides, alloc)
         try:
             cfg, count = _resolve_cached(spec, data_cfg)

@@ -47,6 +47,18 @@ MOE_FIELDS = (
     "moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling", "moe_num_experts", "moe_capacity_factor",
     "moe_eval_capacity_factor", "moe_min_capacity", "moe_drop_tokens", "moe_aux_loss_coef",
 )  # fmt: skip
+# The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
+# model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
+# override (vocab_size) applies to every family.
+# hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
+OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
+                     **dict.fromkeys(MOE_FIELDS, ("moe",)),
+                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES)}  # fmt: skip
+
+
+def applies(name: str, family: str) -> bool:
+    """Whether override `name` (or "allocation_path") changes a `family` model (OVERRIDE_FAMILIES)."""
+    return family in OVERRIDE_FAMILIES.get(name, (family,))
 
 
 @dataclass(frozen=True)
@@ -98,15 +110,11 @@ class ModelSpec:
         check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        # A MoE model is matched to its group's L3 model, which the l3_* fields and allocation_path describe.
-        router = tuple(n for n in MOE_FIELDS if n not in HASH_MOE_FIELDS)  # hash_moe has no router
-        for fams, names in ((("l3", *EXPERT_FAMILIES), L3_FIELDS), (EXPERT_FAMILIES, HASH_MOE_FIELDS),
-                            (("moe",), router)):  # fmt: skip
-            wrong = self.overrides.given(names)
-            if wrong and self.family not in fams:
-                raise ValueError(f"overrides.{wrong[0]} applies to family '{fams[0]}', not {self.family!r}")
-        if self.allocation_path is not None and self.family not in ("l3", *EXPERT_FAMILIES):
-            raise ValueError(f"allocation_path applies to family 'l3', not {self.family!r}")
+        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS))]
+        given += ["allocation_path"] if self.allocation_path is not None else []
+        for name in (n for n in given if not applies(n.removeprefix("overrides."), self.family)):
+            first = OVERRIDE_FAMILIES[name.removeprefix("overrides.")][0]
+            raise ValueError(f"{name} applies to family '{first}', not {self.family!r}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from workloads.data import BuiltinSource, DataConfig
-from workloads.jobs import metrics
 from workloads.jobs.loop import Batches
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
@@ -23,6 +22,7 @@ from workloads.jobs.setup import (
 )
 from workloads.jobs.train import TrainJobConfig, run
 from workloads.l3.allocation import save_allocation, uniform_allocate
+from workloads.models import accounting
 
 VOCAB = 512
 DATA = DataConfig(max_documents=50, val_fraction=0.2)
@@ -104,7 +104,7 @@ def test_each_family_reports_every_metric(family, cache_dir):
     flops_active = (
         m["params_active"] - model_cfg.vocab_size * model_cfg.dim
     )  # the input lookup multiplies nothing
-    per_token = metrics.train_flops_per_token(model_cfg, flops_active, 32)
+    per_token = accounting.train_flops_per_token(model_cfg, flops_active, 32)
     assert m["train/mfu"] == pytest.approx(m["train/tokens_per_s"] * per_token / 1e12)
     assert m["eval/val_ppl"] == pytest.approx(math.exp(m["eval/val_loss"]))
     bytes_per_token = resolved(cfg, cache_dir)[1].val_bytes_per_token
