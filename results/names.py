@@ -6,7 +6,7 @@ Plain string constants only, importable without pandas.
 Tags of a job run (strings, as MLflow stores them):
   isosparse.kind          "job" for a job run, "suite" for the suite's parent run (dropped by results.load)
   isosparse.job_kind      "train" | "infer" | "dummy"
-  isosparse.family        "dense" | "l3" | "moe" | "scone"
+  isosparse.family        "dense" | "l3" | "moe" | "hash_moe" | "scone"
   isosparse.preset        preset name, e.g. "tiny"
   isosparse.variant       the suite variant's name (e.g. "base", "cap64"); ablations are variants
   isosparse.seed          integer seed

@@ -41,7 +41,7 @@ IDENTITY: dict[str, str] = {
     "moe_top_k": "Int64",
 }
 METRIC_DTYPE = "Float64"
-FAMILY_ORDER = ("dense", "l3", "moe", "scone")
+FAMILY_ORDER = ("dense", "l3", "moe", "hash_moe", "scone")
 _BS_RE = re.compile(re.escape(names.BATCH_SUFFIX) + r"(\d+)$")
 
 
@@ -154,6 +154,6 @@ def finished(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def family_rank(family: pd.Series) -> pd.Series:
-    """Sort key: dense, l3, moe, scone, then anything else."""
+    """Sort key: FAMILY_ORDER, then anything else."""
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
     return family.map(lambda f: order.get(f, len(order)), na_action="ignore").fillna(len(order))

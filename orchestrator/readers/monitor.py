@@ -238,7 +238,7 @@ def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
     for g, job, (_, r) in zip(groups, jobs, table.iterrows(), strict=True):
         a, a_ok = _measured_err(r, ref.get((g, r["job"], "dense")), "active", job.match.get("active_rel_err"))
         t, t_ok = None, True
-        if r["family"] == "moe":
+        if r["family"] in ("moe", "hash_moe"):  # matched iso-total with the group's L3 model
             t, t_ok = _measured_err(r, ref.get((g, r["job"], "l3")), "total", job.match.get("total_rel_err"))
         active_err.append(a)
         total_err.append(t)

@@ -6,8 +6,10 @@ import functools
 from dataclasses import replace
 
 from orchestrator.suites.schema import Error
+from workloads.models.config import EXPERT_FAMILIES
 
-MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
+# the families whose models depend on the L3 template (MoE and hash-MoE: iso-total with it)
+MODEL_FAMILIES = ("l3", *EXPERT_FAMILIES)
 REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
 
 
@@ -106,6 +108,6 @@ def match(models: dict, family: str) -> dict[str, float]:
     }
     if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
         out["estimated"] = 1.0
-    if family == "moe":
+    if family in EXPERT_FAMILIES:
         out["total_rel_err"] = count.total / l3.total - 1.0
     return out

@@ -16,7 +16,7 @@ EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
 
 
 @pytest.mark.parametrize("preset", presets.names())
-@pytest.mark.parametrize("family", ["dense", "l3", "moe"])
+@pytest.mark.parametrize("family", ["dense", "l3", "moe", "hash_moe"])
 def test_shape_matches_count_params(preset, family):
     cfg = presets.get(preset, family)
     shape = planning.model_shape(cfg)

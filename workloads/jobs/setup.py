@@ -35,13 +35,14 @@ from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.models.config import Allocation, Family, L3Impl, ModelConfig
+from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
 
 L3Counts = dict[int, np.ndarray]
 L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
 # moe_<name> overrides MoEConfig.<name>; moe_top_k and moe_num_experts fix what the matcher may choose.
+HASH_MOE_FIELDS = ("moe_top_k", "moe_num_experts")  # the MoE knobs a hash-routed MoE has
 MOE_FIELDS = (
     "moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling", "moe_num_experts", "moe_capacity_factor",
     "moe_eval_capacity_factor", "moe_min_capacity", "moe_drop_tokens", "moe_aux_loss_coef",
@@ -49,8 +50,10 @@ MOE_FIELDS = (
 # The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
 # model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
 # override (vocab_size) applies to every family.
-OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", "moe")),
-                     **dict.fromkeys(MOE_FIELDS, ("moe",))}  # fmt: skip
+# hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
+OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
+                     **dict.fromkeys(MOE_FIELDS, ("moe",)),
+                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES)}  # fmt: skip
 
 
 def applies(name: str, family: str) -> bool:
@@ -175,7 +178,7 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     top_ks = (o.moe_top_k,) if o.moe_top_k is not None else (1, 2, 4, 8)
     total = count_params(l3_cfg).total
     return match(
-        base, family="moe", total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
+        base, family=spec.family, total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
     )
 
 

@@ -3,7 +3,7 @@
 Definitions follow L3_SPEC §5: total = everything stored; active = parameters used per token, counted as
 the paper's Table 1 does (a dense model's active equals its total). Categories (`by_category`,
 `active_by_category`):
-  dense       attention, dense MLPs, all norms, MoE routers, L3 W_up/W_mix/norms   (all active)
+  dense       attention, dense MLPs, all norms, MoE routers (hash_moe has none), L3 W_up/W_mix/norms (active)
   l3_tables   L3 key/value rows; active = Σ over L3 layers of d_t · (dim + d_emb), d_t the corpus-weighted
               mean rows per token of the allocation the job uses (`token_freqs` with `l3_counts`, or with a
               uniform allocation). Without a corpus the mean is budget / vocab_size and the count is
@@ -160,7 +160,7 @@ def block_counts(config: ModelConfig) -> tuple[tuple[int, int, int], ...]:
         if spec.mlp == "dense":
             dense += mlp_params(c.dim, c.ffn_dim)
         else:
-            dense += c.dim * c.moe.num_experts  # router
+            dense += 0 if c.family == "hash_moe" else c.dim * c.moe.num_experts  # router (hash_moe: none)
             experts = c.moe.num_experts * mlp_params(c.dim, c.moe.ffn_dim)
         if spec.l3_after:
             dense += l3_dense_params(c)
