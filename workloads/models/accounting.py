@@ -19,7 +19,7 @@ reported in bytes (`fgram_table_bytes`), not as parameters.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -72,9 +72,11 @@ def block_params(config: ModelConfig) -> int:
 
 
 def fgram_model_params(config: ModelConfig) -> int:
-    """SCONE's A_fgram: scone.layers(n_layers) dense blocks + K absolute position embeddings."""
+    """SCONE's A_fgram: scone.layers(n_layers) dense blocks (MLPs scone.ffn_dim(ffn_dim) wide) + K absolute
+    position embeddings."""
     sc = config.scone
-    return sc.layers(config.n_layers) * block_params(config) + sc.max_n * config.dim
+    inner = replace(config, ffn_dim=sc.ffn_dim(config.ffn_dim))
+    return sc.layers(config.n_layers) * block_params(inner) + sc.max_n * config.dim
 
 
 def fgram_table_bytes(config: ModelConfig, bytes_per_value: int = 2) -> int:
