@@ -36,13 +36,19 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     rex.RaySystemError,
 )
 OOM_NAMES = ("OutOfMemoryError", "MemoryError")  # torch.cuda.OutOfMemoryError / Python's, by type name
-# torch's CPU allocator (and CUDA/HIP under older torch) reports an allocation failure as a plain
-# RuntimeError: its message is the only thing that tells it from an application error.
+# torch's allocators (CPU always, CUDA/HIP under older torch or from the driver) report an allocation
+# failure as a plain RuntimeError: its message is the only thing that tells it from an application error.
+# Every wording torch 2.x raises (c10/core/impl/alloc_cpu.cpp, c10/cuda, the MPS/XPU allocators):
 OOM_MESSAGES = (
-    "DefaultCPUAllocator: can't allocate memory",
-    "CUDA out of memory",
-    "CUDA error: out of memory",
+    "DefaultCPUAllocator: can't allocate memory",  # posix_memalign failed (Linux, macOS)
+    "DefaultCPUAllocator: not enough memory",  # _aligned_malloc / memalign failed (Windows, Android)
+    "C10 Out of Memory",  # c10::OutOfMemoryError's own text
+    "CUDA out of memory",  # the caching allocator
+    "CUDA error: out of memory",  # the driver (cudaMalloc outside the cache, context creation)
     "HIP out of memory",
+    "HIP error: out of memory",
+    "MPS backend out of memory",
+    "XPU out of memory",
     "std::bad_alloc",
 )
 OnOom = Literal["fail", "halve_batch"]
@@ -53,13 +59,16 @@ CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
 @dataclass(frozen=True)
 class Event:
     """Something a running job told the driver: kind "start" (payload: node, host, hardware) or
-    "metrics" (payload: {name: value}, with step)."""
+    "metrics" (payload: {name: value}, with step). time_s: when the job emitted it, on the worker's
+    monotonic clock (only differences within one attempt mean something: the driver drains events in
+    batches, so their arrival times say nothing of how fast the steps ran)."""
 
     job: str
     attempt: int
     kind: str
     payload: dict[str, Any]
     step: int = 0
+    time_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ class Completion:
     error: str | None = None
     traceback: str | None = None
     will_retry: bool = False
+    retry_job: JobSpec | None = None  # what the retry runs when it differs (an OOM-halved micro-batch)
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
@@ -118,13 +128,20 @@ def classify(err: BaseException) -> Outcome:
 
 def halved_micro_batch(config: Any) -> Any | None:
     """The suite's `on_oom: halve_batch` retry: the same job with half the micro-batch and twice the
-    gradient accumulation (the same tokens per optimizer step, so the same training run and fingerprint);
-    None when the config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would
-    change the tokens per step)."""
+    gradient accumulation (the same tokens per optimizer step, so the same training run); None when the
+    config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would change the tokens
+    per step)."""
     batch, accum = getattr(config, "batch_size", None), getattr(config, "grad_accum", None)
     if not isinstance(batch, int) or not isinstance(accum, int) or batch < 2 or batch % 2:
         return None
     return replace(config, batch_size=batch // 2, grad_accum=accum * 2)
+
+
+def oom_retry(job: JobSpec) -> JobSpec | None:
+    """The job an `on_oom: halve_batch` retry runs (`halved_micro_batch`), recorded as what it is: its
+    own params and fingerprint, the suite's fingerprint as `requested_fingerprint`; None if none."""
+    smaller = halved_micro_batch(job.config)
+    return None if smaller is None else job.with_config(smaller)
 
 
 @ray.remote(num_cpus=0)
@@ -182,7 +199,7 @@ def _job_context(sink, a: Attempt, report: bool):
     from workloads.jobs.result import JobContext
 
     def on_metrics(metrics, step: int) -> None:
-        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step))
+        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step, time.monotonic()))
 
     hardware, peak_flops = _hardware(a.num_gpus, a.config)
     if report:
@@ -304,7 +321,6 @@ class Scheduler:
     _sink: Any = None
     _pending: dict[Any, tuple[JobSpec, int]] = field(default_factory=dict)
     _results: dict[tuple[str, int], str] = field(default_factory=dict)
-    _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
@@ -312,8 +328,7 @@ class Scheduler:
     def submit(self, job: JobSpec, attempt: int = 1) -> None:
         res = job.resources
         ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
-        config = self._configs.get(job.name, job.config)
-        a = Attempt(job.kind, config, job.name, attempt, res.num_gpus, ckpt)
+        a = Attempt(job.kind, job.config, job.name, attempt, res.num_gpus, ckpt)
         if res.num_workers > 1:
             ref = _gang.remote(a, self._sink, res, self.storage_path)
         else:
@@ -344,25 +359,25 @@ class Scheduler:
             done = Completion(job.name, attempt, "finished", result_json=result_json)
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
-            retry = allow_retry and attempt <= job.max_retries and self._retryable(job, outcome)
+            again = self._retry(job, outcome) if allow_retry and attempt <= job.max_retries else None
             summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
             tb = plain("".join(traceback.format_exception(err)))
-            done = Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
+            changed = None if again is job else again
+            done = Completion(job.name, attempt, outcome, error=summary, traceback=tb,
+                              will_retry=again is not None, retry_job=changed)  # fmt: skip
+            job = again or job
         self.on_done(done)
         if done.will_retry:
             self.submit(job, attempt + 1)
 
-    def _retryable(self, job: JobSpec, outcome: Outcome) -> bool:
-        """infra: always (up to max_retries); oom: only as the suite says (`on_oom`), never unchanged."""
+    def _retry(self, job: JobSpec, outcome: Outcome) -> JobSpec | None:
+        """What a retry runs: infra: the job again (up to max_retries); oom: only as the suite says
+        (`on_oom`), never unchanged (`oom_retry`); else None."""
         if outcome == "infra":
-            return True
+            return job
         if outcome != "oom" or self.on_oom != "halve_batch":
-            return False
-        smaller = halved_micro_batch(self._configs.get(job.name, job.config))
-        if smaller is None:
-            return False
-        self._configs[job.name] = smaller
-        return True
+            return None
+        return oom_retry(job)
 
     def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
         ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)
