@@ -59,6 +59,8 @@ TAG_SUITE_PATH = TAG_PREFIX + "suite_path"
 TAG_N_JOBS = TAG_PREFIX + "n_jobs"
 TAG_N_SKIPPED = TAG_PREFIX + "n_skipped"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow for nested runs
+# The parent run's record of its expanded jobs (name, kind, fingerprint, labels, match): what readers read.
+SUITE_JOBS = "suite_jobs.json"
 
 
 def label_tag(label: str) -> str:
@@ -74,6 +76,11 @@ def tag_column(name: str) -> str:
 def tag_filter(name: str, value: str) -> str:
     """An MLflow search filter on a tag's value: tags.`isosparse.kind` = 'job'."""
     return f"tags.`{name}` = '{value}'"
+
+
+def job_runs_of(suite: str) -> str:
+    """The MLflow filter of a suite's job runs."""
+    return tag_filter(TAG_RUN_TYPE, RUN_TYPE_JOB) + " and " + tag_filter(TAG_SUITE, suite)
 
 
 FINISHED_JOBS = "attributes.status = 'FINISHED' and " + tag_filter(TAG_RUN_TYPE, RUN_TYPE_JOB)

@@ -276,13 +276,11 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
     Connecting ships this checkout's packages to the cluster's workers (runtime_env py_modules)."""
     if ray.is_initialized():
         return ray.cluster_resources()
-    address = ray_link.resolve(address)
-    ray_link.prepare(address)
+    address = ray_link.prepare(address)  # the concrete address, reachable, auth environment set
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": "WARNING"}
     if address == ray_link.LOCAL:
         kwargs["num_cpus"] = num_cpus
     else:
-        ray_link.check_reachable(address)
         kwargs["runtime_env"] = {"py_modules": [str(REPO_ROOT / p) for p in CODE_PACKAGES]}
     # Ray's notice that a local cluster uses token auth is not news to the user of a local cluster.
     logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)

@@ -35,7 +35,7 @@ from orchestrator.suites.schema import (
     suite_model,
     validate,
 )  # fmt: skip
-from orchestrator.suites.spec import JobSpec, Resources
+from orchestrator.suites.spec import JobSpec, Resources, cluster_resources
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
@@ -71,6 +71,13 @@ def resolve_path(suite: str) -> Path:
         return shipped
     known = [p.stem for p in sorted(SUITES_DIR.glob("*.yaml"))]
     raise SuiteError(suite, [("", f"no such suite file{registry.did_you_mean(suite, known)}")])
+
+
+def identity(suite: str) -> tuple[str, str]:
+    """(name, experiment) of a suite file or shipped name, read without validating or expanding it."""
+    path = resolve_path(suite)
+    raw = _read(path)
+    return path.stem, str(raw.get("experiment") or path.stem)
 
 
 def shipped_suites() -> list[Path]:
@@ -128,8 +135,6 @@ def _resources(spec: dict, variant: dict, kind: str) -> Resources:
         merged["memory_bytes"] = int(memory * GIB)
     if spec.get("cluster") is None:
         return Resources(**merged)
-    from orchestrator.planning.plan import cluster_resources
-
     return cluster_resources(spec["cluster"], Resources(**merged))
 
 
@@ -371,7 +376,7 @@ def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
 
 def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -> Suite:
     """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error.
-    cluster: a `clusters.spec.Cluster` whose resources the jobs get (`planning.cluster_resources`)."""
+    cluster: a `clusters.spec.Cluster` whose resources the jobs get (`spec.cluster_resources`)."""
     path = resolve_path(str(suite))
     raw = _read(path)
     errors = apply_sets(raw, list(sets or []))

@@ -6,6 +6,7 @@ Plain frozen dataclasses without ray or mlflow, so validation and tests need nei
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from clusters.spec import Cluster
 from workloads.fields import NonNegFloat, PosInt, check_fields
 
 Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
@@ -68,3 +69,17 @@ class JobSpec:
         requested = self.requested_fingerprint or self.fingerprint
         return replace(self, config=config, resolved=resolved, requested_fingerprint=requested,
                        fingerprint=fingerprint(resolved, code_version()))  # fmt: skip
+
+
+def cluster_resources(cluster: Cluster, resources: Resources) -> Resources:
+    """A suite job's resources on `cluster` (`run --cluster`): its num_workers GPU workers with the
+    cluster's CPUs and host memory per GPU, or one CPU worker on a CPU-only cluster."""
+    wanted = resources.num_workers if resources.num_gpus > 0 or cluster.gpu_group is not None else 0
+    worker = cluster.resources_for(wanted)
+    return Resources(
+        num_cpus=worker.num_cpus,
+        num_gpus=worker.num_gpus,
+        memory_bytes=worker.memory_bytes or resources.memory_bytes,
+        num_workers=worker.num_workers,
+        placement=resources.placement,
+    )

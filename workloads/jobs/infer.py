@@ -424,14 +424,3 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
     metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
     return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
-
-
-def main() -> None:
-    """`python -m workloads.jobs.infer [preset]`: the interleaved sweep of every family (infer_bench)."""
-    from workloads.jobs.infer_bench import main as bench_main
-
-    bench_main()
-
-
-if __name__ == "__main__":
-    main()
