@@ -276,13 +276,21 @@ def connect(address: str | None = None, num_cpus: int | None = None):
 
 
 def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
-    driver = Driver(spec, tracker, report.parent_run_id, report)
+    enforced = scheduling.timing_enforced()
+    if not enforced:  # said once, on the driver's terminal; each run records it (timing/enforced)
+        res = scheduling.TIMING_RESOURCE
+        hint = f"""ray start --resources='{{"{res}": 1}}'"""
+        print(f"isosparse: this cluster's nodes declare no {res!r} resource, so timed work cannot run "
+              f"alone: speed numbers are marked contended (~). Start its nodes with {hint}.",
+              file=sys.stderr)  # fmt: skip
+    driver = Driver(spec, tracker, report.parent_run_id, report, timing_enforced=enforced)
     scheduler = scheduling.Scheduler(
         storage_path=str(home() / "ray_train"),
         checkpoint_root=str(home() / "checkpoints"),
         on_event=driver.on_event,
         on_done=driver.on_done,
         on_oom=spec.raw.get("on_oom", "fail"),
+        enforce_timing=enforced,
     )
     tick = (lambda: on_tick(report)) if on_tick is not None else None
     try:

@@ -149,6 +149,20 @@ LB_SCONE_MEAN_MATCH_LEN = "lb/scone_mean_match_len"
 MEM_FGRAM_TABLE_BYTES = "mem/fgram_table_bytes"  # SCONE's F: storage, never parameters
 TRAIN_FLOPS_PER_TOKEN = "train/flops_per_token"  # SCONE: the main model + A_fgram
 TRAIN_FLOPS_PER_TOKEN_MAIN = "train/flops_per_token_main"  # SCONE: the main model alone (= its dense)
+# Timed work (issue 26): what shared the node during a job's timed phase (workloads.jobs.contention) and
+# the orchestrator's verdict on it; TAG_TIMING is the suite's timing mode of the job.
+TIMING_PHASE_START_S = "timing/phase_start_s"  # epoch seconds
+TIMING_PHASE_END_S = "timing/phase_end_s"
+TIMING_LOAD_AVG_1M = "timing/load_avg_1m"
+TIMING_OTHER_CPU_CORES = "timing/other_cpu_cores"  # other processes' CPU-seconds per second of the phase
+TIMING_NODE_CPUS = "timing/node_cpus"
+TIMING_THREADS = "timing/threads"
+TIMING_OTHER_DEVICE_PROCS = "timing/other_device_procs"
+TIMING_OVERLAPPING_JOBS = "timing/overlapping_jobs"  # other jobs on the node during the phase
+TIMING_ENFORCED = "timing/enforced"  # 1: the cluster's nodes declare the timing resource
+TIMING_CONTENDED = "timing/contended"  # 1: speed numbers marked "~" in compare and the report
+INFER_VS_DENSE_DECODE = "infer/vs_dense/decode_tokens_per_s"  # + /bs<B>: interleaved, one process
+TAG_TIMING = TAG_PREFIX + "timing"  # "exclusive" | "shared" | "interleaved"
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"
 # Bits per UTF-8 byte of the validation text: val_loss / (ln 2 · DATA_VAL_BYTES_PER_TOKEN). Loss per token

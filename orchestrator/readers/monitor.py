@@ -151,6 +151,15 @@ def _decode_tokens_per_s(row: pd.Series) -> float | None:
     return max(per_bs) if per_bs else None
 
 
+def _contended(run: pd.Series, tokens_per_s: float | None) -> bool | None:
+    """Whether the run's speed was measured under contention (its timing/contended); a speed recorded
+    without that verdict (a run older than it) counts as contended: nothing says it ran alone."""
+    if tokens_per_s is None:
+        return None
+    flag = _first(run, names.TIMING_CONTENDED)
+    return flag is None or flag > 0
+
+
 def _compare_row(job, run: pd.Series | None) -> dict:
     """A job's row: measured numbers from its run; active / total / sparsity fall back to the planned ones
     (match/...) only when it has no run, and the `numbers` column says which."""
@@ -167,10 +176,12 @@ def _compare_row(job, run: pd.Series | None) -> dict:
         "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
         "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
+        "dropped": _first(r, names.LB_DROPPED_TOKEN_FRAC),  # MoE: token passes that lost every route
         "val_ppl": _first(r, "eval/val_ppl"),
         "val_bpb": _first(r, names.EVAL_VAL_BPB),
         "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
         "tokens_per_s": tokens,
+        "contended": _contended(r, tokens),
         "peak_mem_mib": None if peak is None else peak / MIB,
         "moe_max/mean": _first(r, "lb/expert_tokens_max_over_mean"),
         "l3_rows/tok": _first(r, "lb/l3_rows_per_token_mean"),

@@ -12,6 +12,12 @@ from workloads.fields import NonNegFloat, PosInt, check_fields
 Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
 OUTCOMES: tuple[str, ...] = ("finished", "failed", "oom", "infra", "cancelled")
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
+# How a job's timed phases share its node (orchestrator.runs.timing: a Ray resource):
+# "exclusive": nothing else of isosparse runs on the node meanwhile; "shared": anything may (its speed
+# numbers are marked contended); "interleaved": exclusive, and the comparison group's jobs of this kind
+# run in one process whose timed loops alternate (the benchmark's way; ratios from one process).
+Timing = Literal["exclusive", "shared", "interleaved"]
+TIMINGS: tuple[str, ...] = ("exclusive", "shared", "interleaved")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
     max_retries: int = 1
     match: dict[str, float] = field(default_factory=dict)
+    timing: Timing = "shared"
     requested_fingerprint: str | None = None
 
     def with_config(self, config: Any) -> "JobSpec":
