@@ -426,9 +426,11 @@ class Scheduler:
             again = self._retry(jobs, outcome) if allow_retry and attempt <= jobs[0].max_retries else None
             summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
             tb = plain("".join(traceback.format_exception(err)))
-            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=again is not None,
-                               retry_job=None if again is None or again[i] is job else again[i])
-                    for i, job in enumerate(jobs)]  # fmt: skip
+            again_or = again or jobs
+            changed = [None if new is job else new for job, new in zip(jobs, again_or, strict=True)]
+            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb,
+                               will_retry=again is not None, retry_job=new)
+                    for job, new in zip(jobs, changed, strict=True)]  # fmt: skip
         for completion in done:
             self.on_done(completion)
         if done[0].will_retry:

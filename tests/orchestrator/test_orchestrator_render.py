@@ -137,7 +137,7 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
 def test_the_first_progress_line_rates_the_steps_by_the_job_s_clock(monkeypatch):
     """The driver drains a job's events in batches: 25 steps that took 12.5 s on the worker arrive at one
     driver instant. The first line rates them by the worker's timestamps, as every later line does."""
-    job = SimpleNamespace(name="train/dense/tiny/base/s0", match={}, fingerprint="f")
+    job = SimpleNamespace(name="train/dense/tiny/base/s0", match={}, fingerprint="f", timing="shared")
     tracker = SimpleNamespace(start_job=lambda *a: "run", log_metrics=lambda *a: None)
     report = SimpleNamespace(jobs={job.name: JobState(job.name, "train", {}, total_steps=300,
                                                       tokens_per_step=128)})  # fmt: skip
