@@ -320,8 +320,9 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
     try:
         ray.init(**kwargs)
     except rex.AuthenticationError as err:
-        raise ray_link.ClusterError(f"Ray cluster at {address} refused this driver: {err}. "
-                                    f"{ray_link.TOKEN_HINT}") from None  # fmt: skip
+        raise ray_link.ClusterError(
+            f"Ray cluster at {address} refused this driver: {err}. {ray_link.TOKEN_HINT}"
+        ) from None
     except (ConnectionError, TimeoutError, RuntimeError) as err:  # Ray reports a refused token as these
         raise ray_link.ClusterError(
             f"cannot connect to the Ray cluster at {address}: {err}. If the "
