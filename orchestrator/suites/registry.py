@@ -72,6 +72,12 @@ JOBS: dict[str, JobKind] = {
         "InferJobConfig",
         "prefill / decode throughput over batch sizes (L3 tables / SCONE table F on device or offloaded)",
     ),
+    "eval": JobKind(
+        "eval",
+        "workloads.jobs.evaluate",
+        "EvalJobConfig",
+        "downstream tasks through lm-evaluation-harness on its group's train job's final weights",
+    ),
     "dummy": JobKind(
         "dummy",
         "workloads.jobs.dummy",
