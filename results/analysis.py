@@ -142,23 +142,39 @@ def iso_sparse_table(
     return table[cols].rename(columns={"match_error": "planned_match_error"}).reset_index(drop=True)
 
 
-def _dense_reference(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per summary row: the reference dense config's values (suffixed _dense) and its `dense_group`."""
+def dense_index(summary: pd.DataFrame) -> pd.Series:
+    """Per summary row: the index of its reference dense config (the dense config of its group and
+    hardware, else the only dense config of its preset and hardware), NA when there is none.
+    Raises ValueError when a group has several dense configs (the reference would be ambiguous)."""
     dense = summary[summary["family"].eq("dense").fillna(False)]
     cell, dense_cell = _key(summary, "group", "hardware"), _key(dense, "group", "hardware")
     dup = dense_cell.duplicated(keep=False)
     if dup.any():
         bad = sorted(set(dense.loc[dup, "group"].fillna("<no group>")))
         raise ValueError(f"groups {bad} have several dense configs; give each its own group tag")
-    cols = ["params_active", "val_loss", "val_ppl", "val_bpb", "tokens_per_s", "peak_device_bytes"]
-    values = dense[cols].add_suffix("_dense").assign(dense_group=dense["group"])
-    ref = values.set_axis(dense_cell).reindex(cell).set_axis(summary.index)
+    ref = pd.Series(dense.index, index=dense_cell, dtype="Int64").reindex(cell).set_axis(summary.index)
     preset, dense_preset = _key(summary, "preset", "hardware"), _key(dense, "preset", "hardware")
     unique = ~dense_preset.duplicated(keep=False)
-    fallback = values[unique].set_axis(dense_preset[unique]).reindex(preset).set_axis(summary.index)
+    fallback = pd.Series(dense.index[unique.to_numpy()], index=dense_preset[unique], dtype="Int64")
     missing = ~cell.isin(set(dense_cell))
-    ref.loc[missing] = fallback.loc[missing]
+    ref.loc[missing] = fallback.reindex(preset[missing]).to_numpy()
     return ref
+
+
+def _dense_reference(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per summary row: the reference dense config's values (suffixed _dense) and its `dense_group`."""
+    cols = ["params_active", "val_loss", "val_ppl", "val_bpb", "tokens_per_s", "peak_device_bytes", "group"]
+    ref = dense_index(summary)
+    rows = summary[cols].set_axis(summary.index.map(str))  # string labels: NA (no reference) matches none
+    values = rows.reindex(["" if pd.isna(j) else str(j) for j in ref]).set_axis(summary.index)
+    return values.rename(columns={"group": "dense_group"}).rename(
+        columns=lambda c: c if c == "dense_group" else f"{c}_dense"
+    )
+
+
+def config_key(df: pd.DataFrame, cols) -> pd.Series:
+    """A join key over `cols` that also matches missing values."""
+    return _key(df, *cols)
 
 
 def _key(df: pd.DataFrame, *cols: str) -> pd.Series:

@@ -9,6 +9,7 @@ note instead of failing the whole report.
 import base64
 import html
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,17 +18,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results import analysis, load, names, plots, schema
+from results import analysis, load, names, plots, schema, seeds
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
 FIGURE_DIR = "figures"
+TABLE_DIR = "tables"  # every detail table as CSV (the HTML folds them, the Markdown links them)
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}th{background:#f0f0f0}
 td:first-child,th:first-child{text-align:left}.note{color:#555;font-style:italic}.error{color:#a33}
-img{max-width:100%;border:1px solid #eee}.flag{background:#fde2e2}"""
+img{max-width:100%;border:1px solid #eee}.flag{background:#fde2e2}
+.verdict{font-size:1.25em;font-weight:600}details{margin:0.4em 0}summary{cursor:pointer;font-weight:600}
+table.narrow{font-size:14px}"""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class ReportPaths:
     html: Path
     markdown: Path
     figures: tuple[Path, ...]
+    tables: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,38 @@ class _Section:
     table: pd.DataFrame | None = None
     note: str = ""
     problem: bool = False
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What the report opens with: the ordering the seeds support and the narrow table behind it."""
+
+    lines: tuple[str, ...]
+    table: pd.DataFrame | None
+    note: str
+
+
+VERDICT_NOTE = (
+    "{what}, lower is better; mean ± sd over seeds. Δ vs dense is paired by seed (each config minus its "
+    "group's dense model trained with the same seed), with a 95% Student-t interval; 'within noise': the "
+    "interval covers 0."
+)
+QUALITY = {
+    "val loss": "Validation loss per token",
+    "val bpb": "Validation bits per byte (the runs mix tokenizers: loss per token would not compare)",
+}
+
+
+def _verdict(runs: pd.DataFrame) -> _Verdict:
+    metric, short = seeds.quality(runs)
+    try:
+        paired = seeds.paired_table(runs, metric)
+    except ValueError as err:
+        return _Verdict((), None, f"no verdict: {err}")
+    if paired.empty:
+        return _Verdict((), None, f"no verdict: no finished train runs with {metric}")
+    note = VERDICT_NOTE.format(what=QUALITY[short])
+    return _Verdict(tuple(seeds.verdict(paired)), seeds.display(paired, short), note)
 
 
 def as_run_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -115,9 +152,8 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
     bad = runs[~runs["status"].eq("FINISHED").fillna(False)]
     cols = ["run_id", "family", "preset", "group", "kind", "seed", "status", "outcome", "error"]
     cols = [c for c in cols if c in bad.columns]
-    out.append(
-        _Section("Runs not finished", bad[cols] if not bad.empty else None, "" if len(bad) else "none")
-    )
+    listed = bad[cols] if len(bad) else None
+    out.append(_Section("Runs not finished", listed, "" if len(bad) else "none", bool(len(bad))))  # unfolded
     return out
 
 
@@ -236,7 +272,7 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _html_table(table: pd.DataFrame) -> str:
+def _html_table(table: pd.DataFrame, cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in _display(table).columns)
     flags = (
         table["match_flag"].fillna(False).tolist() if "match_flag" in table.columns else [False] * len(table)
@@ -245,7 +281,8 @@ def _html_table(table: pd.DataFrame) -> str:
     for cells, flag in zip(_cells(table), flags, strict=True):
         tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
         rows.append(f'<tr class="flag">{tds}</tr>' if flag else f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    attr = f" class='{cls}'" if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _header(runs: pd.DataFrame, title: str) -> tuple[str, str]:
@@ -253,6 +290,21 @@ def _header(runs: pd.DataFrame, title: str) -> tuple[str, str]:
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return title, f"{len(runs)} job runs ({status}); generated {stamp}"
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+
+
+def _write_tables(sections: list[_Section], table_dir: Path) -> dict[str, Path]:
+    """{section title: CSV path} for every section with a table (the numbers unformatted, NA empty)."""
+    out = {}
+    for s in sections:
+        if s.table is not None:
+            table_dir.mkdir(parents=True, exist_ok=True)
+            out[s.title] = table_dir / f"{_slug(s.title)}.csv"
+            s.table.to_csv(out[s.title], index=False)
+    return out
 
 
 def build_report(
@@ -264,8 +316,10 @@ def build_report(
     load_arrays: LoadArrays | None = None,
     figures: bool = True,
 ) -> ReportPaths:
-    """Write report.html, report.md and figures/*.png under out_dir; returns their paths.
+    """Write report.html, report.md, figures/*.png and tables/*.csv under out_dir; returns their paths.
 
+    The report opens with the verdict (the ordering the seeds support) and its narrow table, then the
+    figures; the wide tables follow folded (HTML) or as links to their CSV files (Markdown).
     runs: `mlflow.search_runs` frame of the suite's runs (or a run table). history: long frame run_id, key,
     step, value (see `load.history_from_mlflow`), for the loss curves. figures=False: tables only (fast).
     """
@@ -275,24 +329,31 @@ def build_report(
     suite = table["suite"].dropna()
     title = title or f"isosparse report: {suite.iloc[0] if len(suite) else 'suite'}"
     sections = _sections(table)
+    verdict = _verdict(table)
     drawn = _figures(table, history, load_arrays or LoadArrays(), out_dir / FIGURE_DIR) if figures else []
+    csvs = _write_tables(sections, out_dir / TABLE_DIR)
     heading, subtitle = _header(table, title)
     html_path, md_path = out_dir / HTML_NAME, out_dir / MARKDOWN_NAME
-    html_path.write_text(_render_html(heading, subtitle, sections, drawn), encoding="utf-8")
-    md_path.write_text(_render_markdown(heading, subtitle, sections, drawn, out_dir), encoding="utf-8")
-    return ReportPaths(html_path, md_path, tuple(p for _, p, _ in drawn if p is not None))
+    page = _render_html(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
+    html_path.write_text(page, encoding="utf-8")
+    md = _render_markdown(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
+    md_path.write_text(md, encoding="utf-8")
+    figs = tuple(p for _, p, _ in drawn if p is not None)
+    return ReportPaths(html_path, md_path, figs, tuple(csvs.values()))
 
 
-def _render_html(heading, subtitle, sections: list[_Section], figures) -> str:
+def _rel(path: Path, out_dir: Path) -> str:
+    return path.relative_to(out_dir).as_posix()
+
+
+def _render_html(heading, subtitle, verdict: _Verdict, sections, figures, csvs, out_dir: Path) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
              f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1><p>{html.escape(subtitle)}</p>",
-             "<h2>Tables</h2>"]  # fmt: skip
-    for s in sections:
-        parts.append(f"<h3>{html.escape(s.title)}</h3>")
-        if s.note:
-            parts.append(f"<p class='{'error' if s.problem else 'note'}'>{html.escape(s.note)}</p>")
-        if s.table is not None:
-            parts.append(f"<div class='scroll'>{_html_table(s.table)}</div>")  # wide tables scroll
+             "<h2>Verdict</h2>"]  # fmt: skip
+    parts += [f"<p class='verdict'>{html.escape(line)}</p>" for line in verdict.lines]
+    if verdict.table is not None:
+        parts.append(_html_table(verdict.table, "narrow"))
+    parts.append(f"<p class='note'>{html.escape(verdict.note)}</p>")
     parts.append("<h2>Figures</h2>")
     for title, path, note in figures:
         parts.append(f"<h3>{html.escape(title)}</h3>")
@@ -301,20 +362,42 @@ def _render_html(heading, subtitle, sections: list[_Section], figures) -> str:
             continue
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
+    parts.append("<h2>Details</h2>")
+    for s in sections:
+        note = f"<p class='{'error' if s.problem else 'note'}'>{html.escape(s.note)}</p>" if s.note else ""
+        if s.table is None:
+            parts.append(f"<h3>{html.escape(s.title)}</h3>{note}")
+            continue
+        csv = html.escape(_rel(csvs[s.title], out_dir))
+        summary = f"{html.escape(s.title)} <span class='note'>({len(s.table)} rows; CSV: {csv})</span>"
+        opened = " open" if s.problem else ""  # something went wrong: shown, not folded
+        parts.append(f"<details{opened}><summary>{summary}</summary>{note}"
+                     f"<div class='scroll'>{_html_table(s.table)}</div></details>")  # fmt: skip
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _render_markdown(heading, subtitle, sections: list[_Section], figures, out_dir: Path) -> str:
-    parts = [f"# {heading}", "", subtitle, ""]
+MARKDOWN_MAX_COLUMNS = 10  # wider tables are linked as CSV, not inlined
+
+
+def _render_markdown(heading, subtitle, verdict: _Verdict, sections, figures, csvs, out_dir: Path) -> str:
+    parts = [f"# {heading}", "", subtitle, "", "## Verdict", ""]
+    parts += [f"**{line}**\n" for line in verdict.lines]
+    if verdict.table is not None:
+        parts += [to_markdown(verdict.table), ""]
+    parts += [f"_{verdict.note}_", "", "## Figures", ""]
+    parts += [] if figures else ["_none drawn (tables-only report)_", ""]
+    for title, path, note in figures:
+        rel = None if path is None else _rel(path, out_dir)
+        parts += [f"![{title}]({rel})" if rel else f"_{title}: not drawn: {note}_", ""]
+    parts += ["## Details", ""]
     for s in sections:
-        parts += [f"## {s.title}", ""]
+        parts += [f"### {s.title}", ""]
         if s.note:
             parts += [f"_{s.note}_", ""]
-        if s.table is not None:
+        if s.table is not None and len(s.table.columns) <= MARKDOWN_MAX_COLUMNS:
             parts += [to_markdown(s.table), ""]
-    parts += ["## Figures", ""] + ([] if figures else ["_none drawn (tables-only report)_", ""])
-    for title, path, note in figures:
-        rel = None if path is None else path.relative_to(out_dir).as_posix()
-        parts += [f"![{title}]({rel})" if rel else f"_{title}: not drawn: {note}_", ""]
+        elif s.table is not None:
+            csv = _rel(csvs[s.title], out_dir)
+            parts += [f"{len(s.table)} rows × {len(s.table.columns)} columns: [{csv}]({csv})", ""]
     return "\n".join(parts)

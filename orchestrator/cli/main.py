@@ -85,6 +85,7 @@ def run(
         out.print(f"interrupted: {counts}; rerun the same command to resume (finished jobs are skipped)")
         api.exit_now(report.exit_code)
     render.print_compare(out, api.compare(suite, set_, tracking_uri=report.tracking_uri))
+    render.print_verdict(out, *api.verdict(suite, set_, tracking_uri=report.tracking_uri))
     out.print(render.report_line(report.report, report.report_error))
     out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
     raise typer.Exit(report.exit_code)
@@ -140,9 +141,12 @@ def compare(
     """SUITE's jobs side by side: finished numbers, or the state and error of jobs that did not finish."""
     try:
         table = api.compare(suite, set_, tracking_uri)
+        lines, seeds = api.verdict(suite, set_, tracking_uri)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
-    render.print_compare(render.console(), table, bool(wide))
+    out = render.console()
+    render.print_compare(out, table, bool(wide))
+    render.print_verdict(out, lines, seeds)
 
 
 @app.command()

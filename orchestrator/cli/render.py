@@ -119,6 +119,15 @@ def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
         out.print(note, markup=False, highlight=False)
 
 
+def print_verdict(out: Console, lines: list[str], seeds: pd.DataFrame) -> None:
+    """The seeds table (mean ± sd, paired Δ vs dense and its 95% interval) when the suite has several
+    seeds, then the ordering they support."""
+    if not seeds.empty:
+        out.print(compact_table(seeds, f"seeds ({seeds.columns[2]}; Δ paired by seed, 95% t interval)"))
+    for line in lines:
+        out.print(f"verdict: {line}", markup=False, highlight=False)
+
+
 def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
     """A DataFrame without cell borders (fits more in 80 columns); long text cells wrap, none is cut."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))

@@ -17,7 +17,7 @@ import pandas as pd
 
 from orchestrator.runs.tracking import Tracker, TrackingError, home
 from orchestrator.suites.expansion import SuiteError, load_suite, resolve_path
-from results import names
+from results import load, names, seeds
 
 _tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
 _PER_BATCH_DECODE = names.metric_column(names.batch_size_key(names.INFER_DECODE_TOKENS_PER_S, ""))
@@ -277,6 +277,28 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     table = table[order + [c for c in table.columns if c not in order]]
     constant = [c for c in ("variant", "seed") if table[c].nunique() == 1]
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
+
+
+def verdict(
+    suite: str, sets: list[str] | None = None, tracking_uri: str | None = None
+) -> tuple[list[str], pd.DataFrame]:
+    """(the ordering the seeds support, one line per preset; the narrow seeds table) over the finished train
+    runs of the suite's current jobs (`results.seeds`; bits per byte when they mix tokenizers). The table
+    is empty unless some config has 2 or more seeds (with one seed the comparison table shows it all)."""
+    spec = load_suite(suite, sets)
+    tracker = Tracker(tracking_uri)
+    tracker.check()
+    raw = tracker.search(spec.experiment, names.FINISHED_JOBS)
+    if not raw.empty:
+        raw = raw[raw[_tag(names.TAG_FINGERPRINT)].isin({job.fingerprint for job in spec.jobs})]
+    runs = load.runs_from_mlflow(raw)
+    metric, short = seeds.quality(runs)
+    try:
+        paired = seeds.paired_table(runs, metric)
+    except ValueError as err:  # an ambiguous dense reference: say so instead of failing compare
+        return [f"no verdict: {err}"], pd.DataFrame()
+    several = not paired.empty and paired["n_seeds"].max() >= 2
+    return seeds.verdict(paired), seeds.display(paired, short) if several else pd.DataFrame()
 
 
 def landing_url(tracker: Tracker, base_url: str) -> str:

@@ -122,5 +122,6 @@ def build_and_log(
     if parent is not None:
         files = {paths.html: ARTIFACT_DIR, paths.markdown: ARTIFACT_DIR}
         files |= {fig: f"{ARTIFACT_DIR}/{report.FIGURE_DIR}" for fig in paths.figures}
+        files |= {csv: f"{ARTIFACT_DIR}/{report.TABLE_DIR}" for csv in paths.tables}
         tracker.log_files(parent, files)
     return ReportOutcome(paths, parent, len(runs))

@@ -307,6 +307,8 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources) -> JobSpec:
         resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
     if not kind.seed_field:  # a job without a seed field still runs once per matrix seed
         resolved["seed"] = seed
+    if resources.num_workers > 1:  # the world size changes what runs (global batch, steps of a budget);
+        resolved["num_workers"] = resources.num_workers  # cpus, gpus, memory, placement only where it runs
     name = "/".join([kind.name, *(labels[k] for k in ("family", "preset", "variant")), f"s{seed}"])
     return JobSpec(
         name=name,

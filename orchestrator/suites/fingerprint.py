@@ -18,11 +18,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FINGERPRINT_CHARS = 16
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, root: Path = REPO_ROOT) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
-        )
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -41,12 +39,17 @@ def git_dirty() -> bool:
     return bool(status)
 
 
+def workloads_tree(root: Path = REPO_ROOT) -> str | None:
+    """The git tree hash of `workloads/` at HEAD of the checkout at root, or None outside a checkout."""
+    return _git("rev-parse", "HEAD:workloads", root=root)
+
+
 @functools.cache
 def code_version() -> str:
-    """ "git:<commit>" in a checkout, else "pkg:<isosparse version>"."""
-    commit = git_commit()
-    if commit:
-        return f"git:{commit}"
+    """ "git:<tree hash of workloads/ at HEAD>" in a checkout, else "pkg:<isosparse version>"."""
+    tree = workloads_tree()
+    if tree:
+        return f"git:{tree}"
     try:
         return f"pkg:{version('isosparse')}"
     except PackageNotFoundError:

@@ -36,8 +36,9 @@ class JobSpec:
     name: readable and unique within the suite ("train/l3/tiny/base/s0").
     config: the job's frozen config dataclass, resolved once by the suite (its `model` set; the infer
         job's device and dtype fixed), handed as is to `run(cfg, ctx)` in the worker.
-    resolved: {"kind", "job": `to_jsonable(config)`} (+ labels and seed for model-free kinds): what the
-        fingerprint hashes and what MLflow records as params (results.names.PARAM_*) and config.yaml.
+    resolved: {"kind", "job": `to_jsonable(config)`} (+ labels and seed for model-free kinds, + num_workers
+        when > 1): what the fingerprint hashes and what MLflow records as params (results.names.PARAM_*)
+        and config.yaml.
     labels: family, preset, variant, seed, group (the comparison group: jobs matched to each other).
     match: iso-sparse accounting within the group, logged as "match/<key>" metrics: params_active,
         params_total (from the config; L3 rows at budget / vocab), active_rel_err (vs the group's dense

@@ -128,7 +128,10 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
     path = suite_file(
         tmp_path,
         "resume",
-        ["{name: fast, dummy: {value: 1}}", "{name: slow, dummy: {steps: 200, sleep_s: 0.1}}"],
+        [
+            "{name: fast, dummy: {value: 1}}",
+            "{name: slow, dummy: {steps: 100000, sleep_s: 0.1}}",
+        ],  # never ends by itself
     )
 
     def interrupt_once_fast_finished(report):

@@ -156,7 +156,7 @@ def test_notes_errors_flags_and_wide_tables_are_styled_apart(raw_runs, tmp_path)
     text = report.build_report(raw, out_dir=tmp_path, figures=False).html.read_text()
     assert "<p class='note'>none above 2%. " in text  # "none" is not an error
     assert text.count("<table>") == text.count("<div class='scroll'><table>")  # wide tables scroll
-    not_finished = text.split("<h3>Runs not finished</h3>", 1)[1]
+    not_finished = text.split("<details open><summary>Runs not finished", 1)[1]
     assert "<th>error</th>" in not_finished and "failing on request at step 3" in not_finished
     raw.loc[raw["run_id"].eq("moe-small-0"), f"tags.{names.TAG_MATCH_ERROR}"] = "0.035"
     flagged = report.build_report(raw, out_dir=tmp_path / "f", figures=False).html.read_text()
@@ -178,6 +178,30 @@ def test_params_axis_reads_6_52m_and_cpu_memory_has_no_peak_entry(raw_runs, tmp_
     assert "peak device" not in [t.get_text() for t in legend.get_texts()]
     legend = plots.memory_breakdown(runs).axes[0].get_legend()
     assert "peak device" in [t.get_text() for t in legend.get_texts()]
+
+
+def test_report_opens_with_the_verdict_and_folds_the_wide_tables(raw_runs, tmp_path):
+    paths = report.build_report(raw_runs, out_dir=tmp_path, figures=False)
+    text = paths.html.read_text(encoding="utf-8")
+    body = text.split("<body>", 1)[1]
+    assert body.index("<h2>Verdict</h2>") < body.index("<table") < body.index("<h2>Figures</h2>")
+    # the fake suite: per size L3 < MoE < dense; both seeds shift every family alike: every gap is real
+    for preset in ("small", "medium", "large"):
+        assert f"<p class='verdict'>{preset} cpu: L3 &lt; MoE &lt; dense</p>" in text
+    tiny = "tiny cpu: L3 base &lt; L3 cap64 &lt; L3 tied &lt; L3 uniform &lt; MoE &lt; dense</p>"
+    assert f"<p class='verdict'>{tiny}" in text  # ablations: one seed each, but the rest have two
+    narrow = body.split("<table class='narrow'>", 1)[1].split("</table>", 1)[0]
+    assert narrow.count("<th>") == 6 and "<td>small L3</td><td>2</td><td>3.034 ± 0.014</td>" in narrow
+    assert text.count("<details") == len(paths.tables)  # every wide table folded, with its CSV
+    for csv in paths.tables:
+        assert csv.parent == tmp_path / report.TABLE_DIR and f"CSV: tables/{csv.name}" in text
+    iso = pd.read_csv(tmp_path / report.TABLE_DIR / "iso_active_comparison_vs_dense_of_each_group.csv")
+    assert len(iso) == 15 and {"val_loss", "delta_val_loss", "match_flag"} <= set(iso.columns)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert md.index("## Verdict") < md.index("**small cpu: L3 < MoE < dense**") < md.index("## Details")
+    widths = [line.count(" | ") + 1 for line in md.splitlines() if line.startswith("| ")]
+    assert widths and max(widths) <= report.MARKDOWN_MAX_COLUMNS
+    assert "[tables/iso_active_comparison_vs_dense_of_each_group.csv]" in md
 
 
 def test_mixed_tokenizers_fit_and_read_bits_per_byte(raw_runs, tmp_path):

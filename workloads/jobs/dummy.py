@@ -24,6 +24,9 @@ class DummyJobConfig:
         os._exit(1) at the first step (the worker dies, as on node loss) — so exactly the first attempt
         crashes and a retry finishes. Lets a test check "retried, exactly one FINISHED run".
     value: echoed as metric "dummy/value" (lets tests tell jobs apart).
+    ignore_cancel: swallow the KeyboardInterrupt that a cancel raises and keep running, as a job stuck in
+        native code does: cancelling it takes the driver's whole grace period and then Ray's forced kill
+        (lets a test press Ctrl-C a second time while the first cancel is still under way).
     """
 
     steps: NonNegInt = 3
@@ -33,9 +36,20 @@ class DummyJobConfig:
     allocate_mb: NonNegInt = 0
     crash_marker: str | None = None
     value: float = 0.0
+    ignore_cancel: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+def _step(cfg: DummyJobConfig, ctx: JobContext, step: int) -> None:
+    if cfg.crash_marker is not None and not Path(cfg.crash_marker).exists():
+        Path(cfg.crash_marker).touch()
+        os._exit(1)
+    if cfg.fail_at_step is not None and step == cfg.fail_at_step:
+        raise ERRORS[cfg.error](f"dummy job failing on request at step {step}")
+    time.sleep(cfg.sleep_s)
+    ctx.log({"train/loss": 1.0 / (step + 1)}, step)
 
 
 def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
@@ -45,13 +59,11 @@ def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
     for step in range(cfg.steps):
         if ctx.stop_requested():
             break
-        if cfg.crash_marker is not None and not Path(cfg.crash_marker).exists():
-            Path(cfg.crash_marker).touch()
-            os._exit(1)
-        if cfg.fail_at_step is not None and step == cfg.fail_at_step:
-            raise ERRORS[cfg.error](f"dummy job failing on request at step {step}")
-        time.sleep(cfg.sleep_s)
-        ctx.log({"train/loss": 1.0 / (step + 1)}, step)
+        try:
+            _step(cfg, ctx, step)
+        except KeyboardInterrupt:  # Ray's cancel of a running task
+            if not cfg.ignore_cancel:
+                raise
     elapsed = time.perf_counter() - start
     metrics = {"dummy/value": float(cfg.value), "dummy/elapsed_s": elapsed, "mem/ballast_bytes": len(ballast)}
     if cfg.steps:
