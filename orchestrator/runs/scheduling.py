@@ -305,13 +305,15 @@ class Scheduler:
     _pending: dict[Any, tuple[JobSpec, int]] = field(default_factory=dict)
     _results: dict[tuple[str, int], str] = field(default_factory=dict)
     _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
+    _waiting: dict[str, list[JobSpec]] = field(default_factory=dict)  # fingerprint → jobs held after it
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
 
     def submit(self, job: JobSpec, attempt: int = 1) -> None:
         res = job.resources
-        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
+        folder = job.after or job.fingerprint  # a dependent job reads the checkpoint folder of its job
+        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{folder}"
         config = self._configs.get(job.name, job.config)
         a = Attempt(job.kind, config, job.name, attempt, res.num_gpus, ckpt)
         if res.num_workers > 1:
@@ -351,6 +353,19 @@ class Scheduler:
         self.on_done(done)
         if done.will_retry:
             self.submit(job, attempt + 1)
+        else:
+            self._release(job, done)
+
+    def _release(self, job: JobSpec, done: Completion) -> None:
+        """The jobs held after `job`: submitted when it finished, else cancelled (they never start: what
+        they would read does not exist), and so on down their own dependents."""
+        for held in self._waiting.pop(job.fingerprint, []):
+            if done.outcome == "finished":
+                self.submit(held)
+                continue
+            why = Completion(held.name, 1, "cancelled", error=f"cancelled: {job.name} ended {done.outcome}")
+            self.on_done(why)
+            self._release(held, why)
 
     def _retryable(self, job: JobSpec, outcome: Outcome) -> bool:
         """infra: always (up to max_retries); oom: only as the suite says (`on_oom`), never unchanged."""
@@ -376,8 +391,15 @@ class Scheduler:
         self._collect(self.poll_s)
 
     def run(self, jobs: Iterable[JobSpec], on_tick: Callable[[], None] | None = None) -> None:
+        """Run `jobs`; a job whose `after` is among them waits until that one ends (a job after one that is
+        not here, e.g. finished in an earlier invocation, starts at once)."""
+        jobs = list(jobs)
+        here = {job.fingerprint for job in jobs}
         for job in jobs:
-            self.submit(job)
+            if job.after in here:
+                self._waiting.setdefault(job.after, []).append(job)
+            else:
+                self.submit(job)
         while self._pending:
             self.step()
             if on_tick is not None:
@@ -385,7 +407,10 @@ class Scheduler:
 
     def cancel(self, grace_s: float = 10.0) -> None:
         """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s) a
-        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as)."""
+        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as); jobs held
+        after another are cancelled without starting, even when that one finishes within the grace."""
+        held = [job for jobs in self._waiting.values() for job in jobs]
+        self._waiting.clear()
         for ref in list(self._pending):
             ray.cancel(ref, recursive=True)
         deadline = time.monotonic() + grace_s
@@ -395,3 +420,5 @@ class Scheduler:
             ray.cancel(ref, force=True, recursive=True)
             job, attempt = self._pending.pop(ref)
             self.on_done(Completion(job.name, attempt, "cancelled", error="cancelled (forced)"))
+        for job in held:  # never started
+            self.on_done(Completion(job.name, 1, "cancelled", error="cancelled before it started"))

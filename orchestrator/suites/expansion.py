@@ -322,17 +322,53 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources) -> JobSpec:
     )
 
 
+def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Error]) -> dict:
+    """The merged job section of `kind`. With an eval job in the matrix, the train job saves its final
+    weights and the eval job takes the train job's data (seq_len included): it evaluates the weights
+    trained on that corpus, with its tokenizer, L3 allocation and f-grams, so eval.data is never set."""
+    section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+    if kind == "train" and "eval" in spec["matrix"]["jobs"]:
+        return section | {"save_weights": True}
+    if kind != "eval":
+        return section
+    if "data" in section:
+        mine = "data" in (variant.get("eval") or {})
+        errors.append((f"{vpath}.eval.data" if mine else "eval.data",
+                       "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
+                       "set it in the train section"))  # fmt: skip
+    train = merge(spec.get("train") or {}, variant.get("train") or {})
+    data = dict(train.get("data") or {})
+    if train.get("seq_len") is not None:  # TrainJobConfig.data_config()
+        data["seq_len"] = train["seq_len"]
+    return {k: v for k, v in section.items() if k != "data"} | {"data": data}
+
+
+def _linked(job: JobSpec, train: str | None, errors: list[Error]) -> JobSpec | None:
+    """An eval job that runs after the train job `train` (its fingerprint) and reads its final weights:
+    `after` names it, and it joins the fingerprint (other weights are another evaluation)."""
+    if train is None:
+        if job.config.checkpoint is None:
+            errors.append(("matrix.jobs", "an eval job evaluates its group's train job's final weights: add "
+                           "'train' to matrix.jobs (or give eval.checkpoint)"))  # fmt: skip
+            return None
+        return job
+    resolved = job.resolved | {"after": train}
+    return replace(job, after=train, resolved=resolved, fingerprint=fingerprint(resolved, code_version()))
+
+
 def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
     matrix = spec["matrix"]
     jobs: dict[str, JobSpec] = {}
+    trained: dict[tuple, str] = {}  # (variant, preset, seed, family) → the train job's fingerprint
+    kinds = sorted(matrix["jobs"], key=lambda kind: kind == "eval")  # train jobs before their evals
     for v_index, variant in enumerate(matrix["variants"]):
         vpath = f"matrix.variants[{v_index}]"
         model_section = merge(spec.get("model") or {}, variant.get("model") or {})
         model_path = f"{vpath}.model" if variant.get("model") else "model"
         overrides = model_section.get("overrides") or {}
         errors += _override_errors({**overrides, **model_section}, matrix["families"], model_path)
-        for preset, kind in itertools.product(matrix["presets"], matrix["jobs"]):
-            section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+        for preset, kind in itertools.product(matrix["presets"], kinds):
+            section = _section(spec, variant, kind, vpath, errors)
             data_cfg = _group_data(section) if registry.get(kind).uses_model else None
             fams = matrix["families"]
             models = _group_models(model_section, preset, fams, data_cfg, model_path, errors)
@@ -348,7 +384,14 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                 job = _job(
                     kind, section, models, labels, seed, resources, Where(kind, vpath, variant), errors
                 )
-                if job is not None and job.fingerprint not in jobs:
+                key = (variant["name"], preset, seed, family)
+                if job is not None and kind == "eval":
+                    job = _linked(job, trained.get(key), errors)
+                if job is None:
+                    continue
+                if kind == "train":
+                    trained[key] = job.fingerprint
+                if job.fingerprint not in jobs:
                     job = replace(job, match=_match(models, family), max_retries=spec["max_retries"])
                     jobs[job.fingerprint] = job
     return list(jobs.values())

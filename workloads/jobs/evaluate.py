@@ -257,8 +257,7 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
             handle.remove()
     metrics = _metrics(out["results"], cfg.tasks)
     metrics["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    datasets = [{"name": data.config.source.kind, "digest": data.fingerprint, "context": "training",
-                 "source": repr(data.config.source)}]  # fmt: skip
+    datasets = data.dataset_inputs()[:1]  # the corpus the weights were trained on
     for task in cfg.tasks:
         docs = _task_docs(task_dict, task.name, cfg.limit)
         datasets.append({"name": task.name, "digest": _digest(docs), "context": "eval",

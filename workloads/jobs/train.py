@@ -252,6 +252,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         "parallel": job.parallel_kind,
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
+        "datasets": json.dumps(data.dataset_inputs()),
         "resumed_from_step": str(start_step),
         "steps_done": str(outcome.steps_done),
         "stopped_early": str(outcome.stopped).lower(),
