@@ -14,7 +14,8 @@ SUITE = """
 experiment: evals
 matrix: {jobs: [eval, train], families: [dense, l3], presets: [debug], variants: [{name: base}, VARIANT]}
 model: {overrides: {vocab_size: 512}}
-train: {steps: 2, batch_size: 2, seq_len: 32, data: {source: {kind: builtin, content: docs}, max_documents: 60}}
+train: {steps: 2, batch_size: 2, seq_len: 32, data: {source: {kind: builtin, content: docs},
+        max_documents: 60}}
 eval: {tasks: [{name: mc, path: PATH}], batch_size: 4}
 """
 

@@ -8,6 +8,7 @@ names each task's data with a content digest (and the training corpus), for MLfl
 The Hugging Face hub and datasets are set offline unless a task needs the harness's own data.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -155,8 +156,29 @@ def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | N
         raise FieldError("l3_placement", f"'offload' needs an L3 or SCONE model, got family={cfg.family!r}")
     if model is not None and model.moe is not None and model.moe.ep_size > 1:
         raise FieldError("overrides.moe_ep_size", f"{model.moe.ep_size}: evaluation runs on one device")
+    for i, task in enumerate(cfg.tasks):
+        if task.path is not None and not Path(task.path).expanduser().is_file():
+            raise FieldError(f"tasks[{i}].path", f"no such file: {task.path!r}")
+    unknown = [t.name for t in cfg.tasks if t.path is None and t.name not in harness_tasks()]
+    if unknown:
+        raise FieldError("tasks", f"unknown lm-eval task(s) {unknown} (lm-eval {_lm_eval_version()}; a "
+                         "local file needs `path`)")  # fmt: skip
     out = replace(cfg, device=device, dtype=dtype)
     return out if model is None else replace(out, model=_specialize(model, dtype))
+
+
+@functools.cache
+def harness_tasks() -> frozenset[str]:
+    """Every task, group and tag name lm-eval knows (indexing its task folders takes seconds: once)."""
+    from lm_eval.tasks import TaskManager
+
+    return frozenset(TaskManager().all_tasks)
+
+
+def _lm_eval_version() -> str:
+    from importlib.metadata import version
+
+    return version("lm_eval")
 
 
 def _specialize(model: ModelConfig, dtype: str) -> ModelConfig:
