@@ -24,6 +24,7 @@ def _suite(tmp_path, variant="{name: cap, model: {overrides: {l3_cap: 8}}}", **r
     text = SUITE.replace("VARIANT", variant).replace("PATH", str(tmp_path / "mc.jsonl"))
     for old, new in replace.items():
         text = text.replace(old, new)
+    (tmp_path / "mc.jsonl").write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n')
     path = tmp_path / "s.yaml"
     path.write_text(textwrap.dedent(text))
     return path
@@ -60,6 +61,8 @@ def test_eval_without_train_or_with_its_own_data_is_refused(tmp_path):
         load_suite(_suite(tmp_path, **{"batch_size: 4}": "batch_size: 4, data: {max_documents: 10}}"}))
     with pytest.raises(SuiteError, match=r"eval.tasks\[0\]: EvalTask.path must end in one of"):
         load_suite(_suite(tmp_path, **{"mc.jsonl": "mc.csv"}))
+    with pytest.raises(SuiteError, match=r"eval.tasks\[0\].path: no such file: '.*/none.jsonl'"):
+        load_suite(_suite(tmp_path, **{"mc.jsonl": "none.jsonl"}))
 
 
 def test_datasets_become_mlflow_dataset_inputs(tmp_path):

@@ -53,12 +53,14 @@ def offline(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def built(cache):
+def built(cache, tmp_path_factory):
     """family -> (model, data, scone data): the job's real model (LZW rows, SCONE f-grams) at random init."""
     out = {}
+    task = tmp_path_factory.mktemp("task") / "t.jsonl"
+    task.write_text("{}\n")
     for family in ("dense", "l3", "scone", "moe"):
         cfg = EvalJobConfig(
-            "debug", family, tasks=(EvalTask("t", "x.jsonl"),), overrides=OVERRIDES, data=DATA
+            "debug", family, tasks=(EvalTask("t", str(task)),), overrides=OVERRIDES, data=DATA
         )
         spec = cfg.model_spec()
         data = prepare_data(DATA, base_model_config(spec), cache)
@@ -251,7 +253,8 @@ def test_eval_job_on_local_task_files_equals_a_direct_computation(built, cache, 
     assert result.kind == "eval" and result.info["weights"].endswith("final-model.pt")
 
 
-def test_eval_job_refuses_random_weights_and_bad_tasks(cache, tmp_path):
+def test_eval_job_refuses_random_weights_and_bad_tasks(cache, tmp_path, monkeypatch):
+    _write_tasks(tmp_path)
     tasks = (EvalTask("mc", str(tmp_path / "mc.jsonl")),)
     cfg = EvalJobConfig("debug", "dense", tasks=tasks, overrides=OVERRIDES, data=DATA)
     with pytest.raises(ValueError, match="final weights are missing"):
@@ -264,6 +267,24 @@ def test_eval_job_refuses_random_weights_and_bad_tasks(cache, tmp_path):
         EvalJobConfig("debug", "dense", tasks=(EvalTask("a"), EvalTask("a")))
     with pytest.raises(ValueError, match="l3_placement"):
         evaluate.resolve(replace(cfg, l3_placement="offload"), cuda=False)
+    with pytest.raises(ValueError, match=r"tasks\[1\].path: no such file"):
+        evaluate.resolve(replace(cfg, tasks=(*tasks, EvalTask("b", str(tmp_path / "b.jsonl")))), cuda=False)
+    monkeypatch.setattr(evaluate, "harness_tasks", lambda: frozenset({"hellaswag"}))
+    evaluate.resolve(replace(cfg, tasks=(*tasks, EvalTask("hellaswag"))), cuda=False)
+    with pytest.raises(ValueError, match=r"unknown lm-eval task\(s\) \['hellaswg'\]"):
+        evaluate.resolve(replace(cfg, tasks=(EvalTask("hellaswg"),)), cuda=False)
+
+
+@pytest.mark.slow
+def test_the_papers_tasks_are_harness_tasks():
+    assert {
+        "arc_easy",
+        "arc_challenge",
+        "hellaswag",
+        "piqa",
+        "winogrande",
+        "wikitext",
+    } <= evaluate.harness_tasks()
 
 
 def test_local_tasks_set_the_hub_offline(tmp_path, monkeypatch):
