@@ -175,6 +175,13 @@ def _decode_tokens_per_s(row: pd.Series) -> float | None:
     return max(per_bs) if per_bs else None
 
 
+def _mean_accuracy(row: pd.Series) -> float | None:
+    """An eval job's accuracy averaged over its tasks (lm_eval/<task>/acc), as papers tabulate it."""
+    prefix, suffix = names.metric_column(names.LM_EVAL_PREFIX), "/acc"
+    values = [v for k, v in row.items() if k.startswith(prefix) and k.endswith(suffix) and not pd.isna(v)]
+    return float(sum(values) / len(values)) if values else None
+
+
 def _compare_row(job, run: pd.Series | None) -> dict:
     """A job's row: measured numbers from its run; active / total / sparsity fall back to the planned ones
     (match/...) only when it has no run, and the `numbers` column says which."""
@@ -193,6 +200,7 @@ def _compare_row(job, run: pd.Series | None) -> dict:
         "val_loss": _first(r, "eval/val_loss"),
         "val_ppl": _first(r, "eval/val_ppl"),
         "val_bpb": _first(r, names.EVAL_VAL_BPB),
+        "avg_acc": _mean_accuracy(r),
         "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
         "tokens_per_s": tokens,
         "peak_mem_mib": None if peak is None else peak / MIB,

@@ -64,7 +64,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Completion:
-    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary."""
+    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary;
+    blocked: the job never started because the job it runs after did not finish (recorded as cancelled)."""
 
     job: str
     attempt: int
@@ -73,6 +74,7 @@ class Completion:
     error: str | None = None
     traceback: str | None = None
     will_retry: bool = False
+    blocked: bool = False
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
@@ -363,7 +365,8 @@ class Scheduler:
             if done.outcome == "finished":
                 self.submit(held)
                 continue
-            why = Completion(held.name, 1, "cancelled", error=f"cancelled: {job.name} ended {done.outcome}")
+            why = Completion(held.name, 1, "cancelled", error=f"cancelled: {job.name} ended {done.outcome}",
+                             blocked=True)  # fmt: skip
             self.on_done(why)
             self._release(held, why)
 

@@ -130,6 +130,7 @@ def test_a_job_after_one_that_did_not_finish_is_cancelled_not_failed(outcome):
     s._release(train, Completion("train/l3", 2, outcome, error="boom"))
     assert [(d.job, d.outcome) for d in done] == [("eval/l3", "cancelled"), ("eval2/l3", "cancelled")]
     assert done[0].error == f"cancelled: train/l3 ended {outcome}" and not done[0].will_retry
+    assert done[0].blocked  # recorded as a cancelled run (unlike a job Ctrl-C stopped before it started)
     assert s.submitted == ["train/l3"] and not s._waiting
 
 
@@ -139,4 +140,5 @@ def test_cancelling_cancels_the_held_jobs_without_starting_them():
     train, evaluate, _, _ = _jobs()
     s.run([train, evaluate])
     s.cancel(grace_s=0)
-    assert [(d.job, d.outcome) for d in done] == [("eval/l3", "cancelled")] and s.submitted == ["train/l3"]
+    assert [(d.job, d.outcome, d.blocked) for d in done] == [("eval/l3", "cancelled", False)]
+    assert s.submitted == ["train/l3"]
