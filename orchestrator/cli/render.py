@@ -55,8 +55,8 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 # the measured match error is what an iso-sparse comparison is read by, so it comes right after quality).
 # `--wide`: every column of api.compare. Headers are short so the numbers set the widths.
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
-EXTRA = {"val_loss": "val loss", "avg_acc": "acc", "match_err": "match err", "tokens_per_s": "tok/s", "val_bpb": "val bpb",
-         "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
+EXTRA = {"val_loss": "val loss", "avg_acc": "acc", "match_err": "match err", "tokens_per_s": "tok/s",
+         "val_bpb": "val bpb", "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
          "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
 # Rows whose validation bytes per token differ (a suite that overrides vocab_size retrains the BPE) measure
 # loss per token in different units: bits per byte then leads and val loss moves back.

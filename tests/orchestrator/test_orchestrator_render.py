@@ -134,7 +134,8 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
 
 def test_eval_rows_show_their_accuracy_and_empty_columns_are_left_out():
     df = frame()
-    df.loc[len(df)] = ["eval", "l3", "tiny", 6.62e6, 33.79e6, 5.102, 2e-4] + [None] * 6 + ["finished"] + [None]
+    eval_row = ["eval", "l3", "tiny", 6.62e6, 33.79e6, 5.102, 2e-4]
+    df.loc[len(df)] = eval_row + [None] * 6 + ["finished"] + [None]
     df["avg_acc"] = [None] * 6 + [0.375]
     text = shown_frame(df, 80)
     header = next(line for line in text.splitlines() if line.strip().startswith("job"))
