@@ -322,13 +322,21 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources) -> JobSpec:
     )
 
 
+def _suite_relative(task: Any, folder: Path) -> Any:
+    if isinstance(task, dict) and isinstance(task.get("path"), str):
+        path = Path(task["path"]).expanduser()
+        return task | {"path": str(path if path.is_absolute() else folder / path)}
+    return task
+
+
 def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Error]) -> dict:
     """The merged job section of `kind`. With an eval job in the matrix, the train job saves its final
-    weights and the eval job takes the train job's data (seq_len included): it evaluates the weights
-    trained on that corpus, with its tokenizer, L3 allocation and f-grams, so eval.data is never set."""
+    weights (unless it checkpoints: it does so at its last step too) and the eval job takes the train
+    job's data (seq_len included): it evaluates the weights trained on that corpus, with its tokenizer, L3
+    allocation and f-grams, so eval.data is never set. Task file paths are relative to the suite file."""
     section = merge(spec.get(kind) or {}, variant.get(kind) or {})
-    if kind == "train" and "eval" in spec["matrix"]["jobs"]:
-        return section | {"save_weights": True}
+    if kind == "train" and "eval" in spec["matrix"]["jobs"] and not section.get("checkpoint_every"):
+        return section | {"save_weights": True}  # with checkpoints, the last one (the final step) serves
     if kind != "eval":
         return section
     if "data" in section:
@@ -336,6 +344,9 @@ def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Erro
         errors.append((f"{vpath}.eval.data" if mine else "eval.data",
                        "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
                        "set it in the train section"))  # fmt: skip
+    tasks = section.get("tasks")
+    if isinstance(tasks, list):  # a local task file's path is relative to the suite file's folder
+        section["tasks"] = [_suite_relative(t, spec["dir"]) for t in tasks]
     train = merge(spec.get("train") or {}, variant.get("train") or {})
     data = dict(train.get("data") or {})
     if train.get("seq_len") is not None:  # TrainJobConfig.data_config()
@@ -433,6 +444,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance
     spec["cluster"] = cluster
+    spec["dir"] = path.resolve().parent
     jobs = _expand(spec, errors)
     if errors:
         raise SuiteError(str(path), errors)

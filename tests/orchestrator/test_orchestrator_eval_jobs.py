@@ -44,6 +44,8 @@ def test_each_eval_job_runs_after_its_train_job_on_its_data(tmp_path):
         assert job.config.data == train.config.data_config()  # the corpus, tokenizer and windows trained on
         assert job.config.model.l3 == train.config.model.l3 and job.config.model.dim == train.config.model.dim
     assert all(job.config.save_weights for job in trains.values())
+    checkpointing = load_suite(_suite(tmp_path, **{"steps: 2,": "steps: 2, checkpoint_every: 1,"})).jobs
+    assert not any(j.config.save_weights for j in checkpointing if j.kind == "train")  # its last step serves
 
 
 def test_an_eval_fingerprint_follows_its_train_job(tmp_path):

@@ -108,8 +108,8 @@ class EvalJobConfig:
     batch_size: requests per forward; max_length: tokens per forward (None: the model's max_seq_len).
     l3_placement: the L3 tables on the "device" or "offload"ed to host memory; a SCONE model's F likewise
         ("offload": host memory). device / dtype: as the infer job ("auto": cuda when there, bfloat16 on it).
-    checkpoint: the weights: a .pt state dict or a training checkpoint folder; None reads the final weights
-        its train job wrote (<ctx.checkpoint_dir>/final-model.pt, the folder the orchestrator names).
+    checkpoint: the weights: a .pt state dict or a training checkpoint folder; None reads its train job's
+        folder (ctx.checkpoint_dir, as the orchestrator names it): final-model.pt, else the last step.
     """
 
     preset: str
@@ -190,10 +190,15 @@ def _specialize(model: ModelConfig, dtype: str) -> ModelConfig:
 
 
 def _weights(cfg: EvalJobConfig, ctx: JobContext) -> str:
+    """cfg.checkpoint, else in the train job's folder its final weights, else its last checkpoint (a train
+    job that checkpoints saves one at its final step)."""
     if cfg.checkpoint is not None:
         return cfg.checkpoint
-    if ctx.checkpoint_dir and (Path(ctx.checkpoint_dir) / WEIGHTS_FILE).is_file():
-        return str(Path(ctx.checkpoint_dir) / WEIGHTS_FILE)
+    folder = Path(ctx.checkpoint_dir) if ctx.checkpoint_dir else None
+    if folder is not None and (folder / WEIGHTS_FILE).is_file():
+        return str(folder / WEIGHTS_FILE)
+    if folder is not None and checkpoint.latest_step(folder) is not None:
+        return str(folder)
     where = f"{ctx.checkpoint_dir}/{WEIGHTS_FILE}" if ctx.checkpoint_dir else "no checkpoint folder given"
     raise ValueError(f"EvalJobConfig.checkpoint is not set and its train job's final weights are missing "
                      f"({where}): an eval job evaluates trained weights, never random ones")  # fmt: skip

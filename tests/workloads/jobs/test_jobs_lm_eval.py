@@ -259,6 +259,13 @@ def test_eval_job_refuses_random_weights_and_bad_tasks(cache, tmp_path, monkeypa
     cfg = EvalJobConfig("debug", "dense", tasks=tasks, overrides=OVERRIDES, data=DATA)
     with pytest.raises(ValueError, match="final weights are missing"):
         evaluate.run(cfg, JobContext(cache_dir=cache, checkpoint_dir=str(tmp_path)))
+    (tmp_path / "step-00000004").mkdir()  # a train job that checkpoints: its last step's folder
+    assert evaluate._weights(cfg, JobContext(checkpoint_dir=str(tmp_path))) == str(tmp_path)
+    checkpoint.save_weights(tmp_path, torch.nn.Linear(1, 1))  # the final weights come first
+    assert evaluate._weights(cfg, JobContext(checkpoint_dir=str(tmp_path))).endswith("final-model.pt")
+    assert (
+        evaluate._weights(replace(cfg, checkpoint="w.pt"), JobContext(checkpoint_dir=str(tmp_path))) == "w.pt"
+    )
     with pytest.raises(ValueError, match="EvalTask.path must end in"):
         EvalTask("x", "tasks.csv")
     with pytest.raises(ValueError, match="EvalTask.name"):
