@@ -107,7 +107,8 @@ class EvalJobConfig:
     tasks: what to evaluate (EvalTask). limit: at most this many documents per task (None: all).
     batch_size: requests per forward; max_length: tokens per forward (None: the model's max_seq_len).
     l3_placement: the L3 tables on the "device" or "offload"ed to host memory; a SCONE model's F likewise
-        ("offload": host memory). device / dtype: as the infer job ("auto": cuda when there, bfloat16 on it).
+        ("offload": host memory); nothing to place for dense and MoE (one suite section serves every
+        family). device / dtype: as the infer job ("auto": cuda when there, bfloat16 on it).
     checkpoint: the weights: a .pt state dict or a training checkpoint folder; None reads its train job's
         folder (ctx.checkpoint_dir, as the orchestrator names it): final-model.pt, else the last step.
     """
@@ -152,8 +153,6 @@ def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | N
     if cfg.max_length is not None and not 2 <= cfg.max_length <= base.max_seq_len:
         raise FieldError("max_length", f"{cfg.max_length} must lie in [2, {base.max_seq_len}] (the model's "
                          f"max_seq_len, preset {cfg.preset!r})")  # fmt: skip
-    if cfg.l3_placement == "offload" and cfg.family not in ("l3", "scone"):
-        raise FieldError("l3_placement", f"'offload' needs an L3 or SCONE model, got family={cfg.family!r}")
     if model is not None and model.moe is not None and model.moe.ep_size > 1:
         raise FieldError("overrides.moe_ep_size", f"{model.moe.ep_size}: evaluation runs on one device")
     for i, task in enumerate(cfg.tasks):
@@ -290,7 +289,7 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
         datasets.append({"name": task.name, "digest": _digest(docs), "context": "eval",
                          "source": task.path or f"lm-eval:{task.name}", "n_docs": len(docs)})  # fmt: skip
     info = {"family": model_cfg.family, "preset": cfg.preset, "device": str(device), "dtype": model_cfg.dtype,
-            "weights": weights, "placement": cfg.l3_placement, "hardware": ctx.hardware or "",
+            "weights": weights, "placement": cfg.l3_placement if model_cfg.family in ("l3", "scone") else "device", "hardware": ctx.hardware or "",
             "data_fingerprint": data.fingerprint, "datasets": json.dumps(datasets),
             "lm_eval_results": json.dumps(out["results"], default=str)}  # fmt: skip
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
