@@ -288,8 +288,9 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
         docs = _task_docs(task_dict, task.name, cfg.limit)
         datasets.append({"name": task.name, "digest": _digest(docs), "context": "eval",
                          "source": task.path or f"lm-eval:{task.name}", "n_docs": len(docs)})  # fmt: skip
+    placed = cfg.l3_placement if model_cfg.family in ("l3", "scone") else "device"
     info = {"family": model_cfg.family, "preset": cfg.preset, "device": str(device), "dtype": model_cfg.dtype,
-            "weights": weights, "placement": cfg.l3_placement if model_cfg.family in ("l3", "scone") else "device", "hardware": ctx.hardware or "",
+            "weights": weights, "placement": placed, "hardware": ctx.hardware or "",
             "data_fingerprint": data.fingerprint, "datasets": json.dumps(datasets),
             "lm_eval_results": json.dumps(out["results"], default=str)}  # fmt: skip
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
