@@ -5,6 +5,9 @@ argmax; batched equals one by one; offloaded equals on device; SCONE's served F 
 import json
 import math
 import os
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -223,7 +226,12 @@ def _write_tasks(tmp_path):
     return rows, mc, ppl
 
 
-def test_eval_job_on_local_task_files_equals_a_direct_computation(built, cache, tmp_path):
+def _no_network(*args, **kwargs):
+    raise AssertionError(f"the eval job reached for the network: connect{args[1:]}")
+
+
+def test_eval_job_on_local_task_files_equals_a_direct_computation(built, cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _no_network)  # local tasks never touch the network
     model, data, _ = built["l3"]
     rows, mc, ppl = _write_tasks(tmp_path)
     checkpoint.save_weights(tmp_path / "ckpt", model)
@@ -301,3 +309,13 @@ def test_local_tasks_set_the_hub_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_DATASETS_OFFLINE")
     evaluate._offline_env((EvalTask("a", "a.jsonl"), EvalTask("hellaswag")), tmp_path)
     assert "HF_DATASETS_OFFLINE" not in os.environ  # a harness task downloads its data on first use
+
+
+def test_lm_eval_core_and_the_adapter_import_no_transformers():
+    code = (
+        "import sys, lm_eval.api.model, lm_eval.tasks, workloads.jobs.lm_eval_adapter, "
+        "workloads.jobs.evaluate;"
+        "print(sorted(m for m in ('transformers', 'accelerate', 'peft', 'vllm') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
