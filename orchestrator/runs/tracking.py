@@ -351,6 +351,10 @@ class Tracker:
             self.client.log_inputs(run_id, datasets=inputs)
 
     @_uncut
+    def log_text(self, run_id: str, text: str, artifact: str) -> None:
+        self.client.log_text(run_id, text, artifact)
+
+    @_uncut
     def kill(self, run_id: str, reason: str) -> None:
         self.set_tags(run_id, {names.TAG_OUTCOME: "cancelled", names.TAG_ERROR: reason})
         self.client.set_terminated(run_id, status="KILLED")

@@ -38,6 +38,7 @@ from workloads.jobs.setup import (
 )
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.config import Family, ModelConfig
+from workloads.models.moe import serve_dropless
 
 WEIGHTS_FILE = checkpoint.FINAL_WEIGHTS  # a train job with save_weights writes it into its folder
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -142,8 +143,8 @@ class EvalJobConfig:
 
 def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | None = None) -> EvalJobConfig:
     """Device and dtype fixed as the infer job does; `model` (the train job's, matched in its group) in the
-    job's dtype and, for MoE, dropless: no token is dropped for capacity, so a request's score does not
-    depend on what else is in its batch (until the dropless inference path replaces this)."""
+    job's dtype. A MoE model is evaluated through its dropless inference path (`serve_dropless`): no token
+    is dropped for capacity, so a request's score does not depend on what else is in its batch."""
     if cfg.model is not None:
         return cfg
     cuda = torch.cuda.is_available() if cuda is None else cuda
@@ -181,11 +182,7 @@ def _lm_eval_version() -> str:
 
 
 def _specialize(model: ModelConfig, dtype: str) -> ModelConfig:
-    model = replace(model, dtype=dtype)
-    if model.moe is None:
-        return model
-    # dropless: no capacity limit, so min_capacity (DeepSpeed's top-1 floor on tokens per call) is moot
-    return replace(model, moe=replace(model.moe, drop_tokens=False, min_capacity=1))
+    return replace(model, dtype=dtype)
 
 
 def _weights(cfg: EvalJobConfig, ctx: JobContext) -> str:
@@ -268,6 +265,8 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
     fgrams = scone_data.fgrams if scone_data is not None else None
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()
     checkpoint.load_weights(model, weights)
+    if model_cfg.moe is not None:
+        serve_dropless(model)
     if scone_data is not None:  # F once, from the trained A_fgram (L3_SPEC §6); each request tagged by suffix
         table = FgramTable(scone_data.matcher, model.precompute_fgram_table())
         handle = table.serve(model, "host" if cfg.l3_placement == "offload" else "device")

@@ -31,6 +31,7 @@ from workloads.jobs.setup import (
     resolve_scone,
 )
 from workloads.l3.offload import offload_l3_tables
+from workloads.models.moe import serve_dropless
 from workloads.scone.serve import FgramTable
 
 DATA = DataConfig(vocab_size=512, max_documents=50, seq_len=32)
@@ -74,6 +75,8 @@ def built(cache, tmp_path_factory):
         scone = resolve_scone(model_cfg, data, cache)
         fgrams = scone.fgrams if scone is not None else None
         model = build_model(model_cfg, counts, "cpu", seed=3, fgrams=fgrams).eval()
+        if model_cfg.moe is not None:
+            serve_dropless(model)  # as the eval job serves MoE
         out[family] = (model, data, scone)
     return out
 
