@@ -27,7 +27,7 @@ from orchestrator.readers import recorded
 from orchestrator.readers import report as reporting
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
-from orchestrator.readers.monitor import cancel, compare, match_error, status, ui, verdict  # noqa: F401
+from orchestrator.readers.monitor import cancel, compare, status, ui, verdict  # noqa: F401
 from orchestrator.runs import interrupts, ray_link
 from orchestrator.runs.driver import Driver, JobState, job_state
 from orchestrator.runs.tracking import Tracker, home

@@ -221,10 +221,21 @@ def plan(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for --calibrate.")] = None,
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
-    request = planning.PlanRequest(
-        suite, tuple(set_ or ()), preset, family or "dense", tokens or 1e9, micro_batch, seq_len, gpus,
-        zero_stage, checkpointing, precision, mfu,
-    )  # fmt: skip
+    given = {
+        "suite": suite,
+        "sets": tuple(set_ or ()),
+        "preset": preset,
+        "family": family,
+        "tokens": tokens,
+        "micro_batch": micro_batch,
+        "seq_len": seq_len,
+        "n_gpus": gpus,
+        "zero_stage": zero_stage,
+        "activation_checkpointing": checkpointing,
+        "precision": precision,
+        "mfu": mfu,
+    }
+    request = planning.PlanRequest(**{k: v for k, v in given.items() if v is not None})  # its defaults
     try:
         outcome = api.plan(request, cluster, bool(calibrate), tracking_uri)
     except (ValueError, api.TrackingError) as err:

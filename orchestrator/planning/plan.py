@@ -19,7 +19,7 @@ from clusters.spec import Cluster
 from orchestrator.suites.expansion import load_suite
 from results import names
 from workloads.models import presets
-from workloads.models.accounting import count_params, l3_row_width
+from workloads.models.accounting import block_counts, count_params, l3_row_width, train_flops_terms
 from workloads.models.config import ModelConfig
 
 
@@ -75,6 +75,8 @@ def model_shape(
         params_fgram_model=cat.get("fgram_model", 0),
         fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
         params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
+        blocks=block_counts(cfg),
+        train_flops=train_flops_terms(cfg, pc.flops_active),
         l3=l3,
         moe=moe,
     )
@@ -313,7 +315,7 @@ def calibration_frame(runs: pd.DataFrame, cluster: Cluster | None = None) -> pd.
         n_devices = int(getattr(row, "n_devices", 1) or 1)
         setup = TrainSetup(int(row.batch_size), int(row.seq_len), n_gpus=n_devices,
                            precision="amp-bf16" if gpu else "fp32", optimizer_impl="fused")  # fmt: skip
-        flops.append(roofline.train_flops_per_token(shape, setup.seq_len))
+        flops.append(shape.train_flops_per_token(setup.seq_len))
         peaks.append(capacity.train_memory(shape, setup).peak)
     return runs.assign(flops_per_token=pd.Series(flops, index=runs.index, dtype="float64"),
                        predicted_peak_bytes=pd.Series(peaks, index=runs.index, dtype="float64"))  # fmt: skip

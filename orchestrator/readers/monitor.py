@@ -18,6 +18,7 @@ import pandas as pd
 from orchestrator.readers import recorded
 from orchestrator.runs.tracking import Tracker, TrackingError, home
 from results import load, names, seeds
+from results.schema import match_error
 
 _tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
 _PER_BATCH_DECODE = names.metric_column(names.batch_size_key(names.INFER_DECODE_TOKENS_PER_S, ""))
@@ -130,11 +131,6 @@ def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[t
     return actions
 
 
-def match_error(match: dict[str, float]) -> float:
-    """The larger-magnitude of a job's active and total match errors (signed fraction)."""
-    return max(match.get("active_rel_err", 0.0), match.get("total_rel_err", 0.0), key=abs)
-
-
 def _first(row: pd.Series, *keys: str) -> float | None:
     for key in keys:
         value = row.get(names.metric_column(key))
@@ -225,14 +221,13 @@ def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
     for g, job, (_, r) in zip(groups, jobs, table.iterrows(), strict=True):
         a, a_ok = _measured_err(r, ref.get((g, r["job"], "dense")), "active", job.match.get("active_rel_err"))
         t, t_ok = None, True
-        if r["family"] == "moe":
+        if r["family"] in ("moe", "hash_moe"):  # matched iso-total with the group's L3 model
             t, t_ok = _measured_err(r, ref.get((g, r["job"], "l3")), "total", job.match.get("total_rel_err"))
         active_err.append(a)
         total_err.append(t)
         numbers.append("measured" if a_ok and t_ok else "planned")
     out = table.assign(active_err=active_err, total_err=total_err, numbers=numbers)
-    out["match_err"] = [max((e for e in (a, t) if e is not None and not pd.isna(e)), key=abs, default=None)
-                        for a, t in zip(out["active_err"], out["total_err"], strict=True)]  # fmt: skip
+    out["match_err"] = [match_error(a, t) for a, t in zip(out["active_err"], out["total_err"], strict=True)]
     return out
 
 

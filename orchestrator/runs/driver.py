@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.readers.monitor import match_error
 from orchestrator.runs import interrupts, timing
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import Suite
 from results import names
+from results.schema import match_error
 
 
 @dataclass
@@ -72,9 +72,10 @@ class Driver:
         key = (name, attempt)
         if key not in self.runs:
             job = self._spec(name)
+            error = match_error(job.match.get("active_rel_err"), job.match.get("total_rel_err")) or 0.0
             tags = {
                 names.TAG_SUITE: self.suite.name,
-                names.TAG_MATCH_ERROR: f"{match_error(job.match):.6f}",
+                names.TAG_MATCH_ERROR: f"{error:.6f}",
                 names.TAG_TIMING: job.timing,
                 **(extra or {}),
             }

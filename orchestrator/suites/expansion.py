@@ -38,7 +38,9 @@ from orchestrator.suites.schema import (
 from orchestrator.suites.spec import JobSpec, Resources, cluster_resources
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
-MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
+# the families whose models depend on the L3 template (MoE and hash-MoE: iso-total with it)
+MODEL_FAMILIES = ("l3", "moe", "hash_moe")
+EXPERT_FAMILIES = ("moe", "hash_moe")  # = workloads.models.config.EXPERT_FAMILIES (matched iso-total to L3)
 REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
 
 
@@ -179,13 +181,13 @@ def _resolve_cached(spec, data_cfg):
 
 def _override_errors(overrides: dict, families: list[str], path: str) -> list[Error]:
     """Overrides (and an allocation file) for a family the matrix does not run would silently do nothing."""
-    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS
+    from workloads.jobs.setup import OVERRIDE_FAMILIES, applies
 
     errors = []
-    for users, names in ((MODEL_FAMILIES, (*L3_FIELDS, "allocation_path")), (("moe",), MOE_FIELDS)):
-        for name in (n for n in names if n in overrides and not set(users) & set(families)):
+    for name in (n for n in OVERRIDE_FAMILIES if n in overrides):
+        if not any(applies(name, f) for f in families):
             where = path if name == "allocation_path" else f"{path}.overrides"
-            what = " or ".join(map(repr, users))
+            what = " or ".join(map(repr, OVERRIDE_FAMILIES[name]))
             errors.append((f"{where}.{name}", f"applies to family {what}, which matrix.families lacks"))
     return errors
 
@@ -194,16 +196,15 @@ def _group_models(section: dict, preset: str, families: list[str], data_cfg, pat
     """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
     always resolved: they are the references of the match errors); None when a match is impossible.
     l3_* overrides and the allocation file go to L3 and MoE (matched to its group's L3), moe_* to MoE."""
-    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS, FieldError, ModelOverrides, ModelSpec
+    from workloads.jobs.setup import FieldError, ModelOverrides, ModelSpec, applies
 
     raw = section.get("overrides") or {}
     if not set(MODEL_FAMILIES) & set(families):
         data_cfg = None  # a dense-only group: its L3 reference is estimated, no corpus is prepared for it
     out = {}
     for family in dict.fromkeys(["dense", "l3", *families]):
-        foreign = {"l3": MOE_FIELDS, "moe": ()}.get(family, (*L3_FIELDS, *MOE_FIELDS))
-        overrides = ModelOverrides(**{k: v for k, v in raw.items() if k not in foreign})
-        alloc = section.get("allocation_path") if family in MODEL_FAMILIES else None
+        overrides = ModelOverrides(**{k: v for k, v in raw.items() if applies(k, family)})
+        alloc = section.get("allocation_path") if applies("allocation_path", family) else None
         spec = ModelSpec(preset, family, overrides, alloc)
         try:
             cfg, count = _resolve_cached(spec, data_cfg)
@@ -261,7 +262,7 @@ def _match(models: dict, family: str) -> dict[str, float]:
     }
     if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
         out["estimated"] = 1.0
-    if family == "moe":
+    if family in EXPERT_FAMILIES:
         out["total_rel_err"] = count.total / l3.total - 1.0
     return out
 

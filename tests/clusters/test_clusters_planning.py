@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from clusters import capacity, roofline
+from clusters import capacity
 from orchestrator.planning import plan as planning
 from orchestrator.suites.cluster_file import load_cluster
 from workloads.models import presets
@@ -15,14 +15,14 @@ EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
 
 
 @pytest.mark.parametrize("preset", presets.names())
-@pytest.mark.parametrize("family", ["dense", "l3", "moe"])
+@pytest.mark.parametrize("family", ["dense", "l3", "moe", "hash_moe"])
 def test_shape_matches_count_params(preset, family):
     cfg = presets.get(preset, family)
     shape = planning.model_shape(cfg)
     pc = count_params(cfg)
     assert (shape.params_total, shape.params_active) == (pc.total, pc.flops_active)  # FLOPs: no lookup table
     assert pc.active - pc.flops_active == (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
-    blocks = [shape.block_params(i) for i in range(cfg.n_layers)]
+    blocks = shape.blocks
     assert sum(b[0] for b in blocks) + cfg.dim == pc.by_category["dense"]  # + final norm
     assert sum(b[1] for b in blocks) == pc.by_category["experts"]
     assert sum(b[2] for b in blocks) == pc.by_category["l3_tables"]
@@ -123,7 +123,7 @@ def test_calibration_from_the_tracking_store(tmp_path):
     uri = _store_with_train_runs(tmp_path, [1000.0, 4000.0])
     fitted = api.calibration(uri)
     fit = fitted.by_hardware["cpu"]
-    flops = roofline.train_flops_per_token(planning.model_shape(presets.get("debug")), 64)
+    flops = planning.model_shape(presets.get("debug")).train_flops_per_token(64)
     assert fit.n_time_runs == 2 and fit.n_memory_runs == 0  # host RSS is not used for memory
     assert fit.flops_per_s == pytest.approx(2000.0 * flops)  # geometric mean of the two rates
     assert fit.time_error_after == pytest.approx(0.75)  # 2000 vs 1000 and 4000: median of 1.0 and 0.5

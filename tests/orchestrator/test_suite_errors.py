@@ -57,7 +57,8 @@ CASES = {  # name: (suite text, --set, {path: message})
     ),
     "override for a family the matrix does not run": (
         HEAD + "model: {overrides: {l3_cap: 64}}\n", [],
-        {"model.overrides.l3_cap": "applies to family 'l3' or 'moe', which matrix.families lacks"},
+        {"model.overrides.l3_cap":
+         "applies to family 'l3' or 'moe' or 'hash_moe', which matrix.families lacks"},
     ),
     "unknown source kind": (
         HEAD + "train: {data: {source: {kind: txt}}}\n", [],
