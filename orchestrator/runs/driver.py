@@ -93,8 +93,11 @@ class Driver:
         state = self.report.jobs[event.job]
         if event.kind == "start":
             state.step, state.loss, state.first_metric = None, None, None
-            tags = {names.TAG_RAY_NODE: event.payload["node"], names.TAG_HOST: event.payload["host"],
-                    names.TAG_HARDWARE: event.payload["hw"]}  # fmt: skip
+            tags = {
+                names.TAG_RAY_NODE: event.payload["node"],
+                names.TAG_HOST: event.payload["host"],
+                names.TAG_HARDWARE: event.payload["hw"],
+            }
             state.run_id = self._run(event.job, event.attempt, tags)
             start_s = event.payload.get("t", time.time())
             self.occupancy[event.job, event.attempt] = timing.Occupancy(

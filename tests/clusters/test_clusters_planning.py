@@ -7,6 +7,7 @@ import pytest
 
 from clusters import capacity
 from orchestrator.planning import plan as planning
+from orchestrator.planning.calibration import calibration_frame
 from orchestrator.suites.cluster_file import load_cluster
 from workloads.models import presets
 from workloads.models.accounting import count_params
@@ -91,7 +92,7 @@ def test_calibration_frame_round_trip():
     runs = pd.DataFrame({"preset": ["tiny", "tiny"], "family": ["dense", "l3"], "hardware": ["cpu", "cpu"],
                          "batch_size": [8, 8], "seq_len": [128, 128],
                          "train/tokens_per_s": [5000.0, 4500.0]})  # fmt: skip
-    frame = planning.calibration_frame(runs)
+    frame = calibration_frame(runs)
     assert (frame["flops_per_token"] > 6 * 4e6).all() and (frame["predicted_peak_bytes"] > 0).all()
     frame["measured_peak_bytes"] = frame["predicted_peak_bytes"] * 1.05
     fit = calibrate(frame).by_hardware["cpu"]
