@@ -1,6 +1,6 @@
 """Failure classes key on exception types (no cluster needed)."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 
 import pytest
@@ -204,3 +204,14 @@ def test_cancelling_cancels_the_held_jobs_without_starting_them():
     s.cancel(grace_s=0)
     assert [(d.job, d.outcome, d.blocked) for d in done] == [("eval/l3", "cancelled", False)]
     assert s.submitted == ["train/l3"]
+
+
+def test_an_oom_halved_job_releases_its_dependents_and_keeps_its_checkpoints():
+    done: list[Completion] = []
+    s = HeldScheduler("store", "ckpt", on_event=print, on_done=done.append)
+    train, evaluate, _, _ = _jobs()
+    s.run([train, evaluate])
+    halved = replace(train, fingerprint="fp-halved", requested_fingerprint="fp-train")  # what oom_retry makes
+    assert s._attempt(halved, 2).checkpoint_dir == "ckpt/fp-train"  # resumes the same training
+    s._release(halved, Completion("train/l3", 2, "finished"))
+    assert s.submitted[-1] == "eval/l3" and not s._waiting
