@@ -1,12 +1,6 @@
 """Ray scheduling of suite jobs (the only module importing ray): cluster start/connect, one Ray task per
 single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure classes and retries.
-
-Concurrency is Ray's: every job is submitted at once with its declared resources and Ray runs as many as
-fit; timed work runs alone (orchestrator.runs.timing). Step metrics stream from the job's rank 0 to a
-`_Sink` actor that the driver drains (the driver alone talks to MLflow). Failure classes key on exception
-types (STYLE.md): worker/node loss → `infra` (retried up to `max_retries`), Ray's OOM killer or an
-out-of-memory error in the job → `oom`, any other exception raised by the job → `failed` (not
-retried), `ray.cancel` → `cancelled`.
+Details: docs/orchestrator.md#orchestratorrunsscheduling.
 """
 
 import importlib

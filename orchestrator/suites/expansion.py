@@ -1,17 +1,5 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
-
-`load_suite(path, sets)` validates everything before anything runs and raises one `SuiteError` listing
-every problem with its path: structure, types and bounds (pydantic over the workloads' dataclasses),
-unknown presets / families / job kinds (with did-you-mean), overrides no family of the matrix uses,
-iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
-do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
-for every (seed, variant, preset) comparison group the families are matched to each other through
-`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
-model of that group, its l3_* overrides included), L3 rows per token weighted by the corpus of the job's
-own data (prepared here into the cache the job reads); a group whose planned error exceeds
-`match_tolerance` (default 2%) is refused. Each job's config is then resolved once (its kind's `resolve`
-with the group's model: the infer job's device, dtype and MoE capacity too) and that object is both
-fingerprinted and shipped to the worker, which never re-resolves. Identical jobs are kept once.
+Details: docs/orchestrator.md#orchestratorsuitesexpansion.
 """
 
 import functools

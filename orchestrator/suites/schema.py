@@ -1,11 +1,6 @@
 """Pydantic at the boundary: the suite file's models, validation of the workloads' own dataclasses, errors
 with exact paths, and which section (the suite's or a variant's) a merged value came from.
-
-The job, model and data configs are the workloads' frozen dataclasses, with their bounds declared on the
-fields (annotated-types); pydantic validates YAML against them directly (`validate`), with unknown keys
-refused (`extra="forbid"` set here, so workloads never see pydantic). A suite names an MLflow experiment,
-per-kind job sections (partial job configs, checked per expanded job), a `model:` section (ModelOverrides),
-resources and `timing` per job kind, and a `matrix` of families × presets × jobs × seeds × variants.
+Details: docs/orchestrator.md#orchestratorsuitesschema.
 """
 
 import copy
