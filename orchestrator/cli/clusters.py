@@ -1,7 +1,5 @@
-"""CLI commands for clusters and capacity planning, as a typer sub-app that `cli/main.py` registers:
-
-    app.command("plan")(cli_clusters.plan)
-    app.add_typer(cli_clusters.clusters_app, name="clusters")
+"""`isosparse plan` and `isosparse clusters ...`: capacity planning and cluster files, a typer sub-app
+that cli/main.py registers (`app.command("plan")`, `app.add_typer(clusters_app)`).
 Details: docs/orchestrator.md#orchestratorcliclusters.
 """
 
