@@ -186,6 +186,22 @@ LB_DROPPED_ROUTE_FRAC = "lb/dropped_route_frac"
 MEM_OFFLOAD_HOST_TABLE_BYTES = "mem/offload/host_table_bytes"
 MEM_BALLAST_BYTES = "mem/ballast_bytes"  # the dummy job's
 
+# Downstream tasks (the eval job, lm-evaluation-harness): LM_EVAL_PREFIX + "<task>/<metric>", and the
+# standard error "<task>/<metric>_stderr" where lm-eval computes one (acc, acc_norm).
+LM_EVAL_PREFIX = "lm_eval/"
+
+
+def lm_eval_key(task: str, metric: str) -> str:
+    """ "arc_easy", "acc" -> "lm_eval/arc_easy/acc"."""
+    return f"{LM_EVAL_PREFIX}{task}/{metric}"
+
+
+# BenchResult.info keys the orchestrator logs other than as tags: the datasets a job was measured on (JSON
+# list → MLflow dataset inputs, digests cut to DATASET_DIGEST_CHARS) and lm-eval's raw results (artifact).
+INFO_DATASETS = "datasets"
+INFO_LM_EVAL_RESULTS = "lm_eval_results"
+DATASET_DIGEST_CHARS = 36  # MLflow's dataset digest column holds 36 characters
+
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 
 # Keys that are also logged per batch size with the suffix BATCH_SUFFIX + str(batch size),

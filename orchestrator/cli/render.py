@@ -65,6 +65,7 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
 EXTRA = {
     "val_loss": "val loss",
+    "avg_acc": "acc",
     "match_err": "match err",
     "tokens_per_s": "tok/s",
     "val_bpb": "val bpb",
@@ -132,6 +133,8 @@ def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple
     table = _narrow_table(df, columns)
     mixed = "bytes/tok" in df and df["bytes/tok"].dropna().nunique() > 1
     for col, header in (MIXED_TOKENIZERS if mixed else EXTRA).items():
+        if col in df and df[col].isna().all():
+            continue  # a column without a value says nothing (acc without eval jobs, MoE without MoE)
         more = {**{k: v for k, v in columns.items() if k != "status"}, col: header, "status": "state"}
         candidate = _narrow_table(df, more) if col in df else None
         if candidate is not None and _fits(candidate, width):

@@ -121,8 +121,8 @@ class Driver:
 
     def _on_done(self, done) -> None:
         state = self.report.jobs[done.job]
-        if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs:
-            state.state = "cancelled"  # never started: no run to close
+        if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs and not done.blocked:
+            state.state, state.error = "cancelled", done.error  # never started: no run to close
             return
         run_id = self._run(done.job, done.attempt)
         step = state.step if state.step is not None and state.attempt == done.attempt else 0

@@ -61,7 +61,8 @@ class Event:
 
 @dataclass(frozen=True)
 class Completion:
-    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary."""
+    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary;
+    blocked: the job never started because the job it runs after did not finish (recorded as cancelled)."""
 
     job: str
     attempt: int
@@ -70,6 +71,7 @@ class Completion:
     error: str | None = None
     traceback: str | None = None
     will_retry: bool = False
+    blocked: bool = False
 
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
@@ -333,12 +335,14 @@ class Scheduler:
     _pending: dict[Any, tuple[tuple[JobSpec, ...], int]] = field(default_factory=dict)
     _results: dict[tuple[str, int], str] = field(default_factory=dict)
     _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
+    _waiting: dict[str, list[JobSpec]] = field(default_factory=dict)  # fingerprint → jobs held after it
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
 
     def _attempt(self, job: JobSpec, attempt: int) -> Attempt:
-        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
+        folder = job.after or job.fingerprint  # a dependent job reads the checkpoint folder of its job
+        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{folder}"
         config = self._configs.get(job.name, job.config)
         return Attempt(job.kind, config, job.name, attempt, job.resources.num_gpus, ckpt)
 
@@ -412,6 +416,21 @@ class Scheduler:
             self.on_done(completion)
         if done[0].will_retry:
             self._resubmit(jobs, attempt + 1)
+            return
+        for job, completion in zip(jobs, done, strict=True):
+            self._release(job, completion)
+
+    def _release(self, job: JobSpec, done: Completion) -> None:
+        """The jobs held after `job`: submitted when it finished, else cancelled (they never start: what
+        they would read does not exist), and so on down their own dependents."""
+        for held in self._waiting.pop(job.fingerprint, []):
+            if done.outcome == "finished":
+                self._resubmit((held,), 1)
+                continue
+            why = Completion(held.name, 1, "cancelled", error=f"cancelled: {job.name} ended {done.outcome}",
+                             blocked=True)  # fmt: skip
+            self.on_done(why)
+            self._release(held, why)
 
     def _resubmit(self, jobs: tuple[JobSpec, ...], attempt: int) -> None:
         if len(jobs) == 1 and jobs[0].timing != "interleaved":
@@ -443,7 +462,14 @@ class Scheduler:
         self._collect(self.poll_s)
 
     def run(self, jobs: Iterable[JobSpec], on_tick: Callable[[], None] | None = None) -> None:
-        for group in interleaved_groups(jobs):
+        """Run `jobs`; a job whose `after` is among them waits until that one ends (a job after one that is
+        not here, e.g. finished in an earlier invocation, starts at once)."""
+        jobs = list(jobs)
+        here = {job.fingerprint for job in jobs}
+        for job in jobs:
+            if job.after in here:
+                self._waiting.setdefault(job.after, []).append(job)
+        for group in interleaved_groups([job for job in jobs if job.after not in here]):
             self._resubmit(group, 1)
         while self._pending:
             self.step()
@@ -452,7 +478,10 @@ class Scheduler:
 
     def cancel(self, grace_s: float = 10.0) -> None:
         """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s) a
-        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as)."""
+        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as); jobs held
+        after another are cancelled without starting, even when that one finishes within the grace."""
+        held = [job for jobs in self._waiting.values() for job in jobs]
+        self._waiting.clear()
         for ref in list(self._pending):
             ray.cancel(ref, recursive=True)
         deadline = time.monotonic() + grace_s
@@ -463,3 +492,5 @@ class Scheduler:
             jobs, attempt = self._pending.pop(ref)
             for job in jobs:
                 self.on_done(Completion(job.name, attempt, "cancelled", error="cancelled (forced)"))
+        for job in held:  # never started
+            self.on_done(Completion(job.name, 1, "cancelled", error="cancelled before it started"))

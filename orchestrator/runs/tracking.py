@@ -308,7 +308,11 @@ class Tracker:
         result = json.loads(result_json)
         self.client.log_text(run_id, result_json, "result.json")
         self.log_metrics(run_id, {**result.get("params", {}), **result.get("metrics", {})}, step)
-        info = result.get("info", {})
+        info = dict(result.get("info", {}))
+        self._log_datasets(run_id, info.pop(names.INFO_DATASETS, None))
+        harness = info.pop(names.INFO_LM_EVAL_RESULTS, None)
+        if harness:
+            self.client.log_text(run_id, harness, "lm_eval_results.json")
         if info:
             self.set_tags(
                 run_id, {f"{names.TAG_INFO_PREFIX}{k}": str(v)[:PARAM_VALUE_CHARS] for k, v in info.items()}
@@ -317,6 +321,23 @@ class Tracker:
         if summary:
             text = summary if isinstance(summary, str) else json.dumps(summary, indent=2)
             self.client.log_text(run_id, text, "allocation_summary.json")
+
+    def _log_datasets(self, run_id: str, datasets_json: str | None) -> None:
+        """Each dataset a job names (its training corpus, every eval set) as an MLflow dataset input: a
+        metadata-only dataset with the content digest, so a run says what it was measured on."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = []
+        for d in json.loads(datasets_json) if datasets_json else []:
+            source = CodeDatasetSource({k: str(v) for k, v in d.items() if k not in ("name", "digest")})
+            dataset = MetaDataset(source, name=d["name"], digest=d["digest"][: names.DATASET_DIGEST_CHARS])
+            tags = [InputTag(MLFLOW_DATASET_CONTEXT, d["context"])]
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
 
     @_uncut
     def log_text(self, run_id: str, text: str, artifact: str) -> None:

@@ -50,6 +50,9 @@ class JobSpec:
     match: iso-sparse accounting within the group, logged as "match/<key>" metrics: params_active,
         params_total (from the config; L3 rows at budget / vocab), active_rel_err (vs the group's dense
         model), total_rel_err (MoE vs the group's L3 model).
+    after: the fingerprint of the job this one runs after and reads the checkpoint folder of (an eval job:
+        its train job's final weights); the scheduler holds it until that job finished and cancels it when
+        that job did not. None: no dependency.
     """
 
     name: str
@@ -61,6 +64,7 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
     max_retries: int = 1
     match: dict[str, float] = field(default_factory=dict)
+    after: str | None = None
     timing: Timing = "shared"
 
 

@@ -132,6 +132,25 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
     assert "\x1b[" not in out.file.getvalue()  # no ANSI codes in a pipe
 
 
+def test_eval_rows_show_their_accuracy_and_empty_columns_are_left_out():
+    df = frame()
+    eval_row = ["eval", "l3", "tiny", 6.62e6, 33.79e6, 5.102, 2e-4]
+    df.loc[len(df)] = eval_row + [None] * 6 + ["finished"] + [None]
+    df["avg_acc"] = [None] * 6 + [0.375]
+    text = shown_frame(df, 80)
+    header = next(line for line in text.splitlines() if line.strip().startswith("job"))
+    assert header.split()[:6] == ["job", "active", "total", "val", "loss", "acc"], header
+    assert re.search(r"eval l3 tiny\s+6\.62M\s+33\.79M\s+-\s+0\.375\s", text), text
+    plain = next(line for line in shown_frame(frame(), 80).splitlines() if line.strip().startswith("job"))
+    assert "acc" not in plain.split() and "match" in plain  # no eval job: no accuracy column
+
+
+def shown_frame(df: pd.DataFrame, width: int) -> str:
+    out = Console(width=width, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    return out.file.getvalue()
+
+
 @pytest.mark.parametrize("wide", [False, True])
 def test_speeds_measured_under_contention_are_marked_with_a_footnote(wide):
     df = frame()

@@ -6,7 +6,15 @@ import pytest
 import torch
 from ray import exceptions as rex
 
-from orchestrator.runs.scheduling import classify, halved_micro_batch, one_line, plain
+from orchestrator.runs.scheduling import (
+    Completion,
+    Scheduler,
+    classify,
+    halved_micro_batch,
+    one_line,
+    plain,
+)
+from orchestrator.suites.spec import JobSpec
 
 
 def task_error(cause: BaseException) -> BaseException:
@@ -81,3 +89,56 @@ def test_ansi_codes_are_stripped_from_errors():
     coloured = "\x1b[36mray::_task_body()\x1b[39m (pid=1)\n\x1b[1;31mValueError: bad\x1b[0m"
     assert plain(coloured) == "ray::_task_body() (pid=1)\nValueError: bad"
     assert one_line(RuntimeError(coloured)) == "RuntimeError: ValueError: bad"
+
+
+class HeldScheduler(Scheduler):
+    """The scheduler's dependency bookkeeping without Ray: submissions and completions are recorded."""
+
+    def __post_init__(self) -> None:
+        self.submitted: list[str] = []
+
+    def submit(self, job, attempt: int = 1) -> None:
+        self.submitted.append(job.name)
+
+
+def _jobs():
+    train = JobSpec("train/l3", "train", None, {}, "fp-train", {})
+    evaluate = JobSpec("eval/l3", "eval", None, {}, "fp-eval", {}, after="fp-train")
+    later = JobSpec("eval2/l3", "eval", None, {}, "fp-later", {}, after="fp-eval")  # a chain
+    done_before = JobSpec("eval/dense", "eval", None, {}, "fp-e2", {}, after="fp-finished-earlier")
+    return train, evaluate, later, done_before
+
+
+def test_a_dependent_job_waits_for_its_job_and_runs_after_it_finished():
+    done: list[Completion] = []
+    s = HeldScheduler("store", "ckpt", on_event=print, on_done=done.append)
+    train, evaluate, later, done_before = _jobs()
+    s.run([later, evaluate, train, done_before])
+    assert s.submitted == ["train/l3", "eval/dense"]  # the train job's dependency ran in an earlier run
+    s._release(train, Completion("train/l3", 1, "finished"))
+    assert s.submitted[-1] == "eval/l3" and not done
+    s._release(evaluate, Completion("eval/l3", 1, "finished"))
+    assert s.submitted[-1] == "eval2/l3" and not s._waiting
+
+
+@pytest.mark.parametrize("outcome", ["failed", "oom", "infra", "cancelled"])
+def test_a_job_after_one_that_did_not_finish_is_cancelled_not_failed(outcome):
+    done: list[Completion] = []
+    s = HeldScheduler("store", "ckpt", on_event=print, on_done=done.append)
+    train, evaluate, later, _ = _jobs()
+    s.run([train, evaluate, later])
+    s._release(train, Completion("train/l3", 2, outcome, error="boom"))
+    assert [(d.job, d.outcome) for d in done] == [("eval/l3", "cancelled"), ("eval2/l3", "cancelled")]
+    assert done[0].error == f"cancelled: train/l3 ended {outcome}" and not done[0].will_retry
+    assert done[0].blocked  # recorded as a cancelled run (unlike a job Ctrl-C stopped before it started)
+    assert s.submitted == ["train/l3"] and not s._waiting
+
+
+def test_cancelling_cancels_the_held_jobs_without_starting_them():
+    done: list[Completion] = []
+    s = HeldScheduler("store", "ckpt", on_event=print, on_done=done.append)
+    train, evaluate, _, _ = _jobs()
+    s.run([train, evaluate])
+    s.cancel(grace_s=0)
+    assert [(d.job, d.outcome, d.blocked) for d in done] == [("eval/l3", "cancelled", False)]
+    assert s.submitted == ["train/l3"]

@@ -65,6 +65,16 @@ class PreparedData:
             raise ValueError("the validation split holds no tokens: bits per byte is undefined")
         return self.val_bytes / self.val.n_tokens
 
+    def dataset_inputs(self) -> list[dict]:
+        """What a run was trained and validated on, for MLflow dataset inputs: per split its name, the
+        content digest of these token streams (`fingerprint`), the source and its token count."""
+        source = self.config.source
+        return [
+            {"name": f"{source.kind}-{split}", "digest": self.fingerprint, "context": context,
+             "source": repr(source), "n_tokens": self.split(split).n_tokens}
+            for split, context in (("train", "training"), ("val", "validation"))
+        ]  # fmt: skip
+
     def split(self, name: Split) -> TokenSplit:
         if name not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {name!r}")

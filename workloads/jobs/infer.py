@@ -32,7 +32,6 @@ import contextlib
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -203,23 +202,6 @@ def _prompts(data, cfg: InferJobConfig) -> torch.Tensor:
     return prompts  # (need, prompt_len) int64
 
 
-def _load_weights(model: Transformer, path: str) -> None:
-    """Load a training checkpoint folder (latest step, rank 0) or a .pt state dict into `model`."""
-    source = Path(path)
-    if source.is_dir():
-        step = checkpoint.latest_step(source)
-        if step is None:
-            raise ValueError(f"InferJobConfig.checkpoint={path!r} holds no complete step-* checkpoint")
-        source = source / f"step-{step:08d}" / "rank-0.pt"
-    if not source.is_file():
-        raise ValueError(f"InferJobConfig.checkpoint={path!r} is neither a checkpoint folder nor a file")
-    state = torch.load(source, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
-    model.load_state_dict(state)
-
-
 @contextlib.contextmanager
 def _placed(model: Transformer, placement: str, scone=None) -> Iterator[L3Offload | None]:
     """The model with its L3 tables on the device, or offloaded for the duration of the block; a SCONE
@@ -382,7 +364,10 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     fgrams = scone_data.fgrams if scone_data is not None else None
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
-        _load_weights(model, cfg.checkpoint)
+        try:
+            checkpoint.load_weights(model, cfg.checkpoint)
+        except ValueError as err:
+            raise ValueError(f"InferJobConfig.checkpoint: {err}") from err
     if model_cfg.moe is not None:
         serve_dropless(model, cfg.moe_impl)
     scone = None

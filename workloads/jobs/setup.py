@@ -35,12 +35,12 @@ from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig
+from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig, Positions
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
 
 L3Counts = dict[int, np.ndarray]
-L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
+L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl", "l3_positions")
 # moe_<name> overrides MoEConfig.<name>; moe_top_k and moe_num_experts fix what the matcher may choose.
 HASH_MOE_FIELDS = ("moe_top_k", "moe_num_experts")  # the MoE knobs a hash-routed MoE has
 MOE_FIELDS = (
@@ -66,7 +66,8 @@ class ModelOverrides:
     """Changes to a preset, applied to its dense base / L3 / MoE templates before iso-sparse matching.
 
     vocab_size: the model's vocabulary (the tokenizer is trained to it); the L3 budget keeps the preset's
-        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim); for a MoE model they
+        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim; l3_positions: the blocks
+        the L3 layers follow, e.g. [0, 1] early, the paper's middle by default); for a MoE model they
         describe the L3 model it is matched to. moe_*: fields of MoEConfig (DeepSpeed's: capacity factor
         for training and eval, min capacity, drop_tokens=False for dropless training, aux-loss coefficient);
         moe_top_k / moe_num_experts fix the routing / expert count the matcher may use (it still sets the
@@ -79,6 +80,7 @@ class ModelOverrides:
     l3_tied: bool | None = None
     l3_residual: bool | None = None
     l3_impl: L3Impl | None = None
+    l3_positions: Positions | None = None
     moe_top_k: PosInt | None = None
     moe_ep_size: PosInt | None = None
     moe_use_rts: bool | None = None
@@ -91,6 +93,8 @@ class ModelOverrides:
     moe_aux_loss_coef: NonNegFloat | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.l3_positions, list):  # YAML gives a list; the frozen spec is hashed (cached)
+            object.__setattr__(self, "l3_positions", tuple(self.l3_positions))
         check_fields(self)
 
     def given(self, names: tuple[str, ...]) -> list[str]:
@@ -143,7 +147,14 @@ def _templates(spec: ModelSpec):
         tied=o.l3_tied if o.l3_tied is not None else l3.tied,
         residual=o.l3_residual if o.l3_residual is not None else l3.residual,
         impl=o.l3_impl or l3.impl,
+        positions=o.l3_positions or l3.positions,
     )
+    if l3.positions[-1] >= base.n_layers:
+        raise FieldError(
+            "overrides.l3_positions",
+            f"{list(l3.positions)} must lie in [0, {base.n_layers}): preset {spec.preset!r} has "
+            f"{base.n_layers} blocks (position i is the L3 layer after block i)",
+        )
     if l3.tied:
         l3 = replace(l3, d_emb=base.dim)
     return base, replace(l3, budget=min(l3.budget, base.vocab_size * l3.cap))

@@ -64,7 +64,9 @@ class TrainJobConfig:
     dtype: "auto" = bfloat16 autocast on cuda, float32 on cpu (parameters stay float32).
     timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
     (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
-    ctx.checkpoint_dir. log_every: stream train/loss every N steps (one host sync per flush).
+    ctx.checkpoint_dir. save_weights: when training finishes, write the model's weights alone to
+    <ctx.checkpoint_dir>/final-model.pt (the suite sets it for a train job that an eval job evaluates).
+    log_every: stream train/loss every N steps (one host sync per flush).
     eval_data: extra evaluation corpora by name, tokenized with the job's tokenizer; their validation
     splits are scored as eval/<name>/val_loss and eval/<name>/val_ppl.
     model: the resolved model (`resolve`); None resolves it from preset / family / overrides when the job
@@ -99,6 +101,7 @@ class TrainJobConfig:
     eval_every: PosInt | None = None
     eval_batches: PosInt = 8
     checkpoint_every: PosInt | None = None
+    save_weights: bool = False
     log_every: PosInt = 10
     eval_data: dict[str, DataConfig] = field(default_factory=dict)
     model: ModelConfig | None = None
@@ -214,6 +217,7 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     outcome.metrics |= phase.metrics()
     if not outcome.stopped:
         job.evaluate_into(outcome)
+        job.save_weights()
     return _result(cfg, ctx, job, outcome, start_step)
 
 
@@ -256,6 +260,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         "parallel": job.parallel_kind,
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
+        "datasets": json.dumps(data.dataset_inputs()),
         "resumed_from_step": str(start_step),
         "steps_done": str(outcome.steps_done),
         "stopped_early": str(outcome.stopped).lower(),
