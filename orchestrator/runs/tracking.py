@@ -284,7 +284,7 @@ class Tracker:
 
     @_uncut
     def finish_job(self, run_id: str, fingerprint: str, experiment: str, completion, step: int = 0) -> str:
-        """Record a Completion (scheduling.Completion) and close the run; returns the MLflow status.
+        """Record a Completion (runs.outcomes.Completion) and close the run; returns the MLflow status.
 
         A run whose fingerprint FINISHED meanwhile (another invocation) is closed KILLED, tagged
         `isosparse.duplicate_of`: a fingerprint never has two FINISHED runs."""

@@ -252,9 +252,13 @@ def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Erro
         return section
     if "data" in section:
         mine = "data" in (variant.get("eval") or {})
-        errors.append((f"{vpath}.eval.data" if mine else "eval.data",
-                       "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
-                       "set it in the train section"))  # fmt: skip
+        errors.append(
+            (
+                f"{vpath}.eval.data" if mine else "eval.data",
+                "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
+                "set it in the train section",
+            )
+        )
     tasks = section.get("tasks")
     if isinstance(tasks, list):  # a local task file's path is relative to the suite file's folder
         section["tasks"] = [_suite_relative(t, spec["dir"]) for t in tasks]
@@ -270,8 +274,13 @@ def _linked(job: JobSpec, train: str | None, errors: list[Error]) -> JobSpec | N
     `after` names it, and it joins the fingerprint (other weights are another evaluation)."""
     if train is None:
         if job.config.checkpoint is None:
-            errors.append(("matrix.jobs", "an eval job evaluates its group's train job's final weights: add "
-                           "'train' to matrix.jobs (or give eval.checkpoint)"))  # fmt: skip
+            errors.append(
+                (
+                    "matrix.jobs",
+                    "an eval job evaluates its group's train job's final weights: add "
+                    "'train' to matrix.jobs (or give eval.checkpoint)",
+                )
+            )
             return None
         return job
     resolved = job.resolved | {"after": train}

@@ -205,7 +205,7 @@ def suite_model() -> type[BaseModel]:
         experiment=(str | None, None),
         description=(str, ""),
         max_retries=(int, Field(1, ge=0)),
-        on_oom=(Literal["fail", "halve_batch"], "fail"),  # orchestrator.scheduling.halved_micro_batch
+        on_oom=(Literal["fail", "halve_batch"], "fail"),  # orchestrator.runs.outcomes.halved_micro_batch
         match_tolerance=(float, Field(0.02, gt=0, lt=1)),  # iso-sparse match, planned (L3_SPEC §5)
         timing=(dict[str, Literal[TIMINGS]] | None, None),  # job kind → orchestrator.suites.spec.Timing
         resources=resources,

@@ -6,14 +6,8 @@ import pytest
 import torch
 from ray import exceptions as rex
 
-from orchestrator.runs.scheduling import (
-    Completion,
-    Scheduler,
-    classify,
-    halved_micro_batch,
-    one_line,
-    plain,
-)
+from orchestrator.runs.outcomes import Completion, classify, halved_micro_batch, one_line, plain
+from orchestrator.runs.scheduling import Scheduler
 from orchestrator.suites.spec import JobSpec
 
 
