@@ -1,153 +1,29 @@
 """Ray scheduling of suite jobs (the only module importing ray): cluster start/connect, one Ray task per
 single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure classes and retries.
-
-Concurrency is Ray's: every job is submitted at once with its declared resources and Ray runs as many as
-fit; timed work runs alone (orchestrator.runs.timing). Step metrics stream from the job's rank 0 to a
-`_Sink` actor that the driver drains (the driver alone talks to MLflow). Failure classes key on exception
-types (STYLE.md): worker/node loss → `infra` (retried up to `max_retries`), Ray's OOM killer or an
-out-of-memory error in the job → `oom`, any other exception raised by the job → `failed` (not
-retried), `ray.cancel` → `cancelled`.
+Details: docs/orchestrator.md#orchestratorrunsscheduling.
 """
 
 import importlib
 import logging
-import re
 import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import ray
 from ray import exceptions as rex
 
 from orchestrator.runs import ray_link
+from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, one_line, oom_retry, plain
 from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
 from orchestrator.suites import registry
 from orchestrator.suites.spec import JobSpec, Outcome
 
-INFRA_ERRORS: tuple[type[BaseException], ...] = (
-    rex.WorkerCrashedError,
-    rex.NodeDiedError,
-    rex.LocalRayletDiedError,
-    rex.ActorDiedError,
-    rex.ActorUnavailableError,
-    rex.ObjectLostError,
-    rex.OwnerDiedError,
-    rex.RaySystemError,
-)
-OOM_NAMES = ("OutOfMemoryError", "MemoryError")  # torch.cuda.OutOfMemoryError / Python's, by type name
-# torch's allocators (CPU always, CUDA/HIP under older torch or from the driver) report an allocation
-# failure as a plain RuntimeError: its message is the only thing that tells it from an application error.
-# Every wording torch 2.x raises (c10/core/impl/alloc_cpu.cpp, c10/cuda, the MPS/XPU allocators):
-OOM_MESSAGES = (
-    "DefaultCPUAllocator: can't allocate memory",  # posix_memalign failed (Linux, macOS)
-    "DefaultCPUAllocator: not enough memory",  # _aligned_malloc / memalign failed (Windows, Android)
-    "C10 Out of Memory",  # c10::OutOfMemoryError's own text
-    "CUDA out of memory",  # the caching allocator
-    "CUDA error: out of memory",  # the driver (cudaMalloc outside the cache, context creation)
-    "HIP out of memory",
-    "HIP error: out of memory",
-    "MPS backend out of memory",
-    "XPU out of memory",
-    "std::bad_alloc",
-)
-OnOom = Literal["fail", "halve_batch"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a running job told the driver: kind "start" (payload: node, host, hardware, t), "metrics"
-    (payload: {name: value}, with step) or "end" (payload: t, when the job stopped occupying its node).
-    time_s: when a "metrics" event was emitted, on the worker's monotonic clock (only differences within
-    one attempt mean something: the driver drains events in batches, so their arrival says nothing of how
-    fast the steps ran)."""
-
-    job: str
-    attempt: int
-    kind: str
-    payload: dict[str, Any]
-    step: int = 0
-    time_s: float | None = None
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary;
-    blocked: the job never started because the job it runs after did not finish (recorded as cancelled)."""
-
-    job: str
-    attempt: int
-    outcome: Outcome
-    result_json: str | None = None
-    error: str | None = None
-    traceback: str | None = None
-    will_retry: bool = False
-    retry_job: JobSpec | None = None  # what the retry runs when it differs (an OOM-halved micro-batch)
-    blocked: bool = False
-
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
-
-
-def plain(text: str) -> str:
-    """Text without ANSI escape codes (they end up in traceback.txt, MLflow tags and piped logs)."""
-    return ANSI.sub("", text)
-
-
-def one_line(err: BaseException) -> str:
-    """'Type: last line of the message' of the job's own exception (a Ray task error's cause)."""
-    err = getattr(err, "cause", None) or err
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return plain(f"{type(err).__name__}: {lines[-1].strip() if lines else ''}")
-
-
-def _job_ancestors(err: BaseException) -> Iterable[BaseException]:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        for extra in getattr(err, "worker_failures", {}).values() if hasattr(err, "worker_failures") else ():
-            yield from _job_ancestors(extra)
-        err = getattr(err, "cause", None) or err.__cause__
-
-
-def classify(err: BaseException) -> Outcome:
-    """The failure class of an exception from `ray.get` (or of one a Ray Train run wraps)."""
-    chain = list(_job_ancestors(err))
-    if any(isinstance(e, rex.TaskCancelledError | KeyboardInterrupt) for e in chain):
-        return "cancelled"
-    if any(isinstance(e, rex.OutOfMemoryError) for e in chain):
-        return "oom"
-    if any(isinstance(e, INFRA_ERRORS) for e in chain):
-        return "infra"
-    if any(type(e).__name__ in OOM_NAMES for e in chain):
-        return "oom"
-    if any(isinstance(e, RuntimeError) and any(m in str(e) for m in OOM_MESSAGES) for e in chain):
-        return "oom"
-    return "failed"
-
-
-def halved_micro_batch(config: Any) -> Any | None:
-    """The suite's `on_oom: halve_batch` retry: the same job with half the micro-batch and twice the
-    gradient accumulation (the same tokens per optimizer step, so the same training run); None when the
-    config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would change the tokens
-    per step)."""
-    batch, accum = getattr(config, "batch_size", None), getattr(config, "grad_accum", None)
-    if not isinstance(batch, int) or not isinstance(accum, int) or batch < 2 or batch % 2:
-        return None
-    return replace(config, batch_size=batch // 2, grad_accum=accum * 2)
-
-
-def oom_retry(job: JobSpec) -> JobSpec | None:
-    """The job an `on_oom: halve_batch` retry runs (`halved_micro_batch`), recorded as what it is: its
-    own params and fingerprint, the suite's fingerprint as `requested_fingerprint`; None if none."""
-    smaller = halved_micro_batch(job.config)
-    return None if smaller is None else job.with_config(smaller)
 
 
 @ray.remote(num_cpus=0)
@@ -451,8 +327,9 @@ class Scheduler:
             if done.outcome == "finished":
                 self._resubmit((held,), 1)
                 continue
-            why = Completion(held.name, 1, "cancelled", error=f"cancelled: {job.name} ended {done.outcome}",
-                             blocked=True)  # fmt: skip
+            why = Completion(
+                held.name, 1, "cancelled", error=f"cancelled: {job.name} ended {done.outcome}", blocked=True
+            )
             self.on_done(why)
             self._release(held, why)
 

@@ -1,10 +1,6 @@
 """MLflow tracking (the only module importing mlflow): the store, experiments, one parent run per suite
 invocation, one nested run per job attempt, and the FINISHED-fingerprint lookup that makes suites resume.
-
-Store: `--tracking-uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///$ISOSPARSE_HOME/mlflow.db` where
-ISOSPARSE_HOME defaults to `./.isosparse`. For a sqlite store, experiments are created with an explicit
-artifact location `<store dir>/mlartifacts/<experiment>` (otherwise MLflow would pick a path relative to
-whichever process creates the experiment). Only the driver talks to MLflow; workers never do.
+Details: docs/orchestrator.md#orchestratorrunstracking.
 """
 
 import contextlib
@@ -296,7 +292,7 @@ class Tracker:
 
     @_uncut
     def finish_job(self, run_id: str, fingerprint: str, experiment: str, completion, step: int = 0) -> str:
-        """Record a Completion (scheduling.Completion) and close the run; returns the MLflow status.
+        """Record a Completion (runs.outcomes.Completion) and close the run; returns the MLflow status.
 
         A run whose fingerprint FINISHED meanwhile (another invocation) is closed KILLED, tagged
         `isosparse.duplicate_of`: a fingerprint never has two FINISHED runs."""

@@ -8,15 +8,8 @@ import torch
 from ray import exceptions as rex
 
 from orchestrator.runs.driver import Driver, job_state
-from orchestrator.runs.scheduling import (
-    Completion,
-    Scheduler,
-    classify,
-    halved_micro_batch,
-    one_line,
-    oom_retry,
-    plain,
-)
+from orchestrator.runs.outcomes import Completion, classify, halved_micro_batch, one_line, oom_retry, plain
+from orchestrator.runs.scheduling import Scheduler
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import load_suite
 from orchestrator.suites.spec import JobSpec
