@@ -136,8 +136,9 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
         ],  # never ends by itself
     )
 
-    def interrupt_once_fast_finished(report):
-        if report.jobs["dummy/dense/debug/fast/s0"].state == "finished":
+    def interrupt_once_fast_finished(report):  # and slow runs (on a loaded box it may start late)
+        jobs = report.jobs
+        if jobs["dummy/dense/debug/fast/s0"].state == "finished" and jobs["dummy/dense/debug/slow/s0"].run_id:
             raise KeyboardInterrupt
 
     first = api.run_suite(path, tracking_uri=store, on_tick=interrupt_once_fast_finished)
