@@ -9,19 +9,23 @@ from typing import Any, Literal
 
 from ray import exceptions as rex
 
-from orchestrator.suites.spec import Outcome
+from orchestrator.suites.spec import JobSpec, Outcome
 
 
 @dataclass(frozen=True)
 class Event:
     """Something a running job told the driver: kind "start" (payload: node, host, hardware, t), "metrics"
-    (payload: {name: value}, with step) or "end" (payload: t, when the job stopped occupying its node)."""
+    (payload: {name: value}, with step) or "end" (payload: t, when the job stopped occupying its node).
+    time_s: when a "metrics" event was emitted, on the worker's monotonic clock (only differences within
+    one attempt mean something: the driver drains events in batches, so their arrival says nothing of how
+    fast the steps ran)."""
 
     job: str
     attempt: int
     kind: str
     payload: dict[str, Any]
     step: int = 0
+    time_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Completion:
     traceback: str | None = None
     will_retry: bool = False
     blocked: bool = False
+    retry_job: JobSpec | None = None  # what the retry runs when it differs (an OOM-halved micro-batch)
 
 
 INFRA_ERRORS: tuple[type[BaseException], ...] = (
@@ -50,13 +55,19 @@ INFRA_ERRORS: tuple[type[BaseException], ...] = (
     rex.RaySystemError,
 )
 OOM_NAMES = ("OutOfMemoryError", "MemoryError")  # torch.cuda.OutOfMemoryError / Python's, by type name
-# torch's CPU allocator (and CUDA/HIP under older torch) reports an allocation failure as a plain
-# RuntimeError: its message is the only thing that tells it from an application error.
+# torch's allocators (CPU always, CUDA/HIP under older torch or from the driver) report an allocation
+# failure as a plain RuntimeError: its message is the only thing that tells it from an application error.
+# Every wording torch 2.x raises (c10/core/impl/alloc_cpu.cpp, c10/cuda, the MPS/XPU allocators):
 OOM_MESSAGES = (
-    "DefaultCPUAllocator: can't allocate memory",
-    "CUDA out of memory",
-    "CUDA error: out of memory",
+    "DefaultCPUAllocator: can't allocate memory",  # posix_memalign failed (Linux, macOS)
+    "DefaultCPUAllocator: not enough memory",  # _aligned_malloc / memalign failed (Windows, Android)
+    "C10 Out of Memory",  # c10::OutOfMemoryError's own text
+    "CUDA out of memory",  # the caching allocator
+    "CUDA error: out of memory",  # the driver (cudaMalloc outside the cache, context creation)
     "HIP out of memory",
+    "HIP error: out of memory",
+    "MPS backend out of memory",
+    "XPU out of memory",
     "std::bad_alloc",
 )
 OnOom = Literal["fail", "halve_batch"]
@@ -105,10 +116,17 @@ def classify(err: BaseException) -> Outcome:
 
 def halved_micro_batch(config: Any) -> Any | None:
     """The suite's `on_oom: halve_batch` retry: the same job with half the micro-batch and twice the
-    gradient accumulation (the same tokens per optimizer step, so the same training run and fingerprint);
-    None when the config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would
-    change the tokens per step)."""
+    gradient accumulation (the same tokens per optimizer step, so the same training run); None when the
+    config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would change the tokens
+    per step)."""
     batch, accum = getattr(config, "batch_size", None), getattr(config, "grad_accum", None)
     if not isinstance(batch, int) or not isinstance(accum, int) or batch < 2 or batch % 2:
         return None
     return replace(config, batch_size=batch // 2, grad_accum=accum * 2)
+
+
+def oom_retry(job: JobSpec) -> JobSpec | None:
+    """The job an `on_oom: halve_batch` retry runs (`halved_micro_batch`), recorded as what it is: its
+    own params and fingerprint, the suite's fingerprint as `requested_fingerprint`; None if none."""
+    smaller = halved_micro_batch(job.config)
+    return None if smaller is None else job.with_config(smaller)

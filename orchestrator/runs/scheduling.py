@@ -17,7 +17,7 @@ import ray
 from ray import exceptions as rex
 
 from orchestrator.runs import ray_link
-from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, halved_micro_batch, one_line, plain
+from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, one_line, oom_retry, plain
 from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
 from orchestrator.suites import registry
 from orchestrator.suites.spec import JobSpec, Outcome
@@ -81,7 +81,7 @@ def _job_context(sink, a: Attempt, report: bool):
     from workloads.jobs.result import JobContext
 
     def on_metrics(metrics, step: int) -> None:
-        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step))
+        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step, time.monotonic()))
 
     hardware, peak_flops = _hardware(a.num_gpus, a.config)
     if report:
@@ -234,17 +234,16 @@ class Scheduler:
     _sink: Any = None
     _pending: dict[Any, tuple[tuple[JobSpec, ...], int]] = field(default_factory=dict)
     _results: dict[tuple[str, int], str] = field(default_factory=dict)
-    _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
     _waiting: dict[str, list[JobSpec]] = field(default_factory=dict)  # fingerprint → jobs held after it
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
 
     def _attempt(self, job: JobSpec, attempt: int) -> Attempt:
-        folder = job.after or job.fingerprint  # a dependent job reads the checkpoint folder of its job
+        # a dependent job reads the checkpoint folder of its job; an OOM-halved retry resumes its own
+        folder = job.after or job.requested_fingerprint or job.fingerprint
         ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{folder}"
-        config = self._configs.get(job.name, job.config)
-        return Attempt(job.kind, config, job.name, attempt, job.resources.num_gpus, ckpt)
+        return Attempt(job.kind, job.config, job.name, attempt, job.resources.num_gpus, ckpt)
 
     def _timing(self, job: JobSpec) -> dict[str, float]:
         return timing_request(job.timing, job.resources.num_workers) if self.enforce_timing else {}
@@ -305,17 +304,18 @@ class Scheduler:
             ]
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
-            retry = allow_retry and attempt <= jobs[0].max_retries and self._retryable(jobs, outcome)
+            again = self._retry(jobs, outcome) if allow_retry and attempt <= jobs[0].max_retries else None
             summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
             tb = plain("".join(traceback.format_exception(err)))
-            done = [
-                Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
-                for job in jobs
-            ]
+            again_or = again or jobs
+            changed = [None if new is job else new for job, new in zip(jobs, again_or, strict=True)]
+            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb,
+                               will_retry=again is not None, retry_job=new)
+                    for job, new in zip(jobs, changed, strict=True)]  # fmt: skip
         for completion in done:
             self.on_done(completion)
         if done[0].will_retry:
-            self._resubmit(jobs, attempt + 1)
+            self._resubmit(again, attempt + 1)
             return
         for job, completion in zip(jobs, done, strict=True):
             self._release(job, completion)
@@ -323,7 +323,7 @@ class Scheduler:
     def _release(self, job: JobSpec, done: Completion) -> None:
         """The jobs held after `job`: submitted when it finished, else cancelled (they never start: what
         they would read does not exist), and so on down their own dependents."""
-        for held in self._waiting.pop(job.fingerprint, []):
+        for held in self._waiting.pop(job.requested_fingerprint or job.fingerprint, []):
             if done.outcome == "finished":
                 self._resubmit((held,), 1)
                 continue
@@ -339,17 +339,15 @@ class Scheduler:
         else:
             self.submit_interleaved(jobs, attempt)
 
-    def _retryable(self, jobs: tuple[JobSpec, ...], outcome: Outcome) -> bool:
-        """infra: always (up to max_retries); oom: only as the suite says (`on_oom`), never unchanged."""
+    def _retry(self, jobs: tuple[JobSpec, ...], outcome: Outcome) -> tuple[JobSpec, ...] | None:
+        """What a retry runs: infra: the jobs again (up to max_retries); oom: only as the suite says
+        (`on_oom`), never unchanged (`oom_retry` of every job); else None."""
         if outcome == "infra":
-            return True
+            return jobs
         if outcome != "oom" or self.on_oom != "halve_batch":
-            return False
-        smaller = [halved_micro_batch(self._configs.get(job.name, job.config)) for job in jobs]
-        if any(s is None for s in smaller):
-            return False
-        self._configs.update({job.name: s for job, s in zip(jobs, smaller, strict=True)})
-        return True
+            return None
+        smaller = tuple(oom_retry(job) for job in jobs)
+        return None if any(s is None for s in smaller) else smaller
 
     def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
         ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)

@@ -197,7 +197,8 @@ class Tracker:
 
     @_uncut
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
-        """fingerprint → run id of the FINISHED job runs of the experiment."""
+        """fingerprint → run id of the FINISHED job runs of the experiment; a run of another config than
+        its suite asked for (an OOM-halved retry) also under the suite's fingerprint."""
         runs = self.search(
             experiment,
             names.FINISHED_JOBS,
@@ -205,7 +206,12 @@ class Tracker:
         col = names.tag_column(names.TAG_FINGERPRINT)
         if runs.empty or col not in runs:
             return {}
-        return dict(zip(runs[col], runs["run_id"], strict=True))
+        out = dict(zip(runs[col], runs["run_id"], strict=True))
+        requested = names.tag_column(names.TAG_REQUESTED_FINGERPRINT)
+        if requested in runs:
+            asked = runs.dropna(subset=[requested])
+            out |= {fp: run for fp, run in zip(asked[requested], asked["run_id"], strict=True) if fp}
+        return out
 
     @_uncut
     def finished_run(self, experiment: str, fingerprint: str) -> str | None:
@@ -262,6 +268,8 @@ class Tracker:
             **{names.label_tag(k): str(v) for k, v in job.labels.items()},
             **tags,
         }
+        if getattr(job, "requested_fingerprint", None):
+            all_tags[names.TAG_REQUESTED_FINGERPRINT] = job.requested_fingerprint
         run = self.client.create_run(exp_id, run_name=job.name, tags=all_tags)
         run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(job.resolved).items()]
