@@ -30,11 +30,7 @@ from workloads.jobs.setup import (
     ModelSpec,
     base_model_config,
     build_model,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
 )
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.config import Family, ModelConfig
@@ -257,11 +253,8 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
     weights = _weights(cfg, ctx)
     _offline_env(cfg.tasks, resolve_cache_dir(ctx.cache_dir))
     spec, device = cfg.model_spec(), torch.device(cfg.device)
-    data = prepare_data(cfg.data, cfg.model or base_model_config(spec), ctx.cache_dir)
-    model_cfg = cfg.model or _specialize(resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir)),
-                                         cfg.dtype)  # fmt: skip
-    counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
-    scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
+    job = prepare_job(spec, cfg.model, cfg.data, ctx.cache_dir, lambda m: _specialize(m, cfg.dtype))
+    data, model_cfg, counts, scone_data = job.data, job.model, job.counts, job.scone
     fgrams = scone_data.fgrams if scone_data is not None else None
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()
     checkpoint.load_weights(model, weights)
