@@ -271,7 +271,8 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
         table = FgramTable(scone_data.matcher, model.precompute_fgram_table())
         handle = table.serve(model, "host" if cfg.l3_placement == "offload" else "device")
     else:
-        handle = offload_l3_tables(model) if cfg.l3_placement == "offload" else None
+        offload = cfg.l3_placement == "offload" and model_cfg.l3 is not None  # dense / MoE: nothing to place
+        handle = offload_l3_tables(model) if offload else None
     try:
         task_dict = _task_dict(cfg)
         lm = IsoLM(model, data.tokenizer, data.eot_id, cfg.batch_size, cfg.max_length)
