@@ -40,6 +40,9 @@ TAG_HARDWARE = TAG_PREFIX + "hardware"
 TAG_INFO_PREFIX = TAG_PREFIX + "info."  # + a BenchResult.info key
 TAG_INFO_HARDWARE = TAG_INFO_PREFIX + "hardware"
 TAG_FINGERPRINT = TAG_PREFIX + "fingerprint"
+# the suite's fingerprint of a run whose config differs from what the suite asked (an OOM-halved retry):
+# a rerun of the suite finds the job finished under it
+TAG_REQUESTED_FINGERPRINT = TAG_PREFIX + "requested_fingerprint"
 TAG_MATCH_ERROR = TAG_PREFIX + "match_error"
 TAG_OUTCOME = TAG_PREFIX + "outcome"
 TAG_ERROR = TAG_PREFIX + "error"

@@ -32,8 +32,10 @@ STYLE = {
 
 
 def console() -> Console:
-    """A terminal's own width; 240 columns when piped (rich would assume 80 and squeeze the tables)."""
-    return Console(width=None if sys.stdout.isatty() else 240)
+    """A terminal's own width, or an explicit COLUMNS (as rich and most CLIs honour it, piped or not); 240
+    columns when piped without one (rich would assume 80 and squeeze the tables)."""
+    explicit = os.environ.get("COLUMNS", "").strip().isdigit()
+    return Console(width=None if sys.stdout.isatty() or explicit else 240)
 
 
 def _fmt(value) -> str:
@@ -198,7 +200,7 @@ def progress_text(job, now_s: float) -> str:
     parts = [f"step {done}" + (f"/{job.total_steps}" if job.total_steps else "")]
     if job.loss is not None:
         parts.append(f"loss {job.loss:.4g}")
-    rate = job.rate_steps_per_s(now_s)
+    rate = job.rate_steps_per_s()
     if rate and job.tokens_per_step:
         parts.append(f"{rate * job.tokens_per_step:,.0f} tok/s")
     if rate and job.total_steps:

@@ -1,10 +1,6 @@
 """MLflow tracking (the only module importing mlflow): the store, experiments, one parent run per suite
 invocation, one nested run per job attempt, and the FINISHED-fingerprint lookup that makes suites resume.
-
-Store: `--tracking-uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///$ISOSPARSE_HOME/mlflow.db` where
-ISOSPARSE_HOME defaults to `./.isosparse`. For a sqlite store, experiments are created with an explicit
-artifact location `<store dir>/mlartifacts/<experiment>` (otherwise MLflow would pick a path relative to
-whichever process creates the experiment). Only the driver talks to MLflow; workers never do.
+Details: docs/orchestrator.md#orchestratorrunstracking.
 """
 
 import contextlib
@@ -201,7 +197,8 @@ class Tracker:
 
     @_uncut
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
-        """fingerprint → run id of the FINISHED job runs of the experiment."""
+        """fingerprint → run id of the FINISHED job runs of the experiment; a run of another config than
+        its suite asked for (an OOM-halved retry) also under the suite's fingerprint."""
         runs = self.search(
             experiment,
             names.FINISHED_JOBS,
@@ -209,7 +206,12 @@ class Tracker:
         col = names.tag_column(names.TAG_FINGERPRINT)
         if runs.empty or col not in runs:
             return {}
-        return dict(zip(runs[col], runs["run_id"], strict=True))
+        out = dict(zip(runs[col], runs["run_id"], strict=True))
+        requested = names.tag_column(names.TAG_REQUESTED_FINGERPRINT)
+        if requested in runs:
+            asked = runs.dropna(subset=[requested])
+            out |= {fp: run for fp, run in zip(asked[requested], asked["run_id"], strict=True) if fp}
+        return out
 
     @_uncut
     def finished_run(self, experiment: str, fingerprint: str) -> str | None:
@@ -266,6 +268,8 @@ class Tracker:
             **{names.label_tag(k): str(v) for k, v in job.labels.items()},
             **tags,
         }
+        if getattr(job, "requested_fingerprint", None):
+            all_tags[names.TAG_REQUESTED_FINGERPRINT] = job.requested_fingerprint
         run = self.client.create_run(exp_id, run_name=job.name, tags=all_tags)
         run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(job.resolved).items()]
@@ -288,7 +292,7 @@ class Tracker:
 
     @_uncut
     def finish_job(self, run_id: str, fingerprint: str, experiment: str, completion, step: int = 0) -> str:
-        """Record a Completion (scheduling.Completion) and close the run; returns the MLflow status.
+        """Record a Completion (runs.outcomes.Completion) and close the run; returns the MLflow status.
 
         A run whose fingerprint FINISHED meanwhile (another invocation) is closed KILLED, tagged
         `isosparse.duplicate_of`: a fingerprint never has two FINISHED runs."""

@@ -1,17 +1,5 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
-
-`load_suite(path, sets)` validates everything before anything runs and raises one `SuiteError` listing
-every problem with its path: structure, types and bounds (pydantic over the workloads' dataclasses),
-unknown presets / families / job kinds (with did-you-mean), overrides no family of the matrix uses,
-iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
-do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
-for every (seed, variant, preset) comparison group the families are matched to each other through
-`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
-model of that group, its l3_* overrides included), L3 rows per token weighted by the corpus of the job's
-own data (prepared here into the cache the job reads); a group whose planned error exceeds
-`match_tolerance` (default 2%) is refused. Each job's config is then resolved once (its kind's `resolve`
-with the group's model: the infer job's device, dtype and MoE capacity too) and that object is both
-fingerprinted and shipped to the worker, which never re-resolves. Identical jobs are kept once.
+Details: docs/orchestrator.md#orchestratorsuitesexpansion.
 """
 
 import functools
@@ -264,9 +252,13 @@ def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Erro
         return section
     if "data" in section:
         mine = "data" in (variant.get("eval") or {})
-        errors.append((f"{vpath}.eval.data" if mine else "eval.data",
-                       "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
-                       "set it in the train section"))  # fmt: skip
+        errors.append(
+            (
+                f"{vpath}.eval.data" if mine else "eval.data",
+                "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
+                "set it in the train section",
+            )
+        )
     tasks = section.get("tasks")
     if isinstance(tasks, list):  # a local task file's path is relative to the suite file's folder
         section["tasks"] = [_suite_relative(t, spec["dir"]) for t in tasks]
@@ -282,8 +274,13 @@ def _linked(job: JobSpec, train: str | None, errors: list[Error]) -> JobSpec | N
     `after` names it, and it joins the fingerprint (other weights are another evaluation)."""
     if train is None:
         if job.config.checkpoint is None:
-            errors.append(("matrix.jobs", "an eval job evaluates its group's train job's final weights: add "
-                           "'train' to matrix.jobs (or give eval.checkpoint)"))  # fmt: skip
+            errors.append(
+                (
+                    "matrix.jobs",
+                    "an eval job evaluates its group's train job's final weights: add "
+                    "'train' to matrix.jobs (or give eval.checkpoint)",
+                )
+            )
             return None
         return job
     resolved = job.resolved | {"after": train}

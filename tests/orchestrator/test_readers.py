@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from orchestrator import api
 from orchestrator.cli import app
 from orchestrator.readers import recorded
-from orchestrator.runs.scheduling import Completion
+from orchestrator.runs.outcomes import Completion
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites import expansion
 from orchestrator.suites.spec import JobSpec

@@ -88,6 +88,13 @@ class PreparedData:
         """What the L3 allocation is built from: the training documents only, never validation."""
         return self.train.iter_documents()
 
+    def allocation_texts(self) -> Iterator[str]:
+        """The training documents as text (the tokenizer round-trips exactly), for `lzw-paper`'s lines."""
+        return (
+            self.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+            for ids in self.allocation_sequences()
+        )
+
     def packed(
         self, split: Split, seq_len: int | None = None, seed: int = 0, shuffle: bool | None = None
     ) -> PackedDataset:

@@ -33,6 +33,7 @@ from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, re
 from workloads.data.config import min_vocab_size, stable_hash
 from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
+from workloads.l3.lzw_paper import lzw_paper_allocate, paper_lines
 from workloads.models import presets
 from workloads.models.accounting import count_params
 from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig, Positions
@@ -299,11 +300,14 @@ def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedDa
     path = resolve_cache_dir(cache_dir) / "l3" / f"alloc-{key[:24]}.npz"
     if path.is_file():
         return load_allocation(path).counts
-    counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
+    if method == "lzw-paper":
+        counts = lzw_paper_allocate(paper_lines(data.allocation_texts(), data.tokenizer), vocab, budget, cap)
+    else:
+        counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_allocation(
         path, counts, vocab_size=vocab, budget=budget, cap=cap, corpus_fingerprint=data.fingerprint,
-        n_tokens=data.train.n_tokens,
+        n_tokens=data.train.n_tokens, method=method,
     )  # fmt: skip
     return counts
 
