@@ -210,7 +210,7 @@ def _weights(cfg: EvalJobConfig, ctx: JobContext) -> str:
 def _offline_env(tasks: tuple[EvalTask, ...], cache_dir: Path) -> None:
     """HF datasets caches under the job's cache; hub and datasets offline unless a harness task downloads."""
     os.environ.setdefault("HF_DATASETS_CACHE", str(cache_dir / "hf_datasets"))
-    os.environ["TQDM_DISABLE"] = os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # a job log, no bars
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # a job log: no bars for a local file's load
     if all(t.path is not None for t in tasks):
         os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
 
