@@ -338,6 +338,7 @@ def downstream_table(runs: pd.DataFrame) -> pd.DataFrame:
     standard errors). Empty without eval runs."""
     evals = runs[runs["kind"].eq("eval").fillna(False)]
     metrics = [c for c in runs.columns if c.startswith(names.LM_EVAL_PREFIX)]
+    metrics.sort(key=lambda c: (c.removesuffix("_stderr"), c.endswith("_stderr")))  # each value, its error
     if not metrics or schema.finished(evals).empty:
         return pd.DataFrame()
     summary = seed_summary(evals, metrics)

@@ -293,5 +293,6 @@ def test_eval_runs_get_a_downstream_tasks_section(raw_runs, tmp_path):
         0.25
     )
     assert table.loc["l3", "n_seeds"] == 2
+    assert list(table.columns[-2:]) == ["mc/acc", "mc/acc_stderr"]  # each value next to its error
     assert "Downstream tasks" not in report.build_report(raw_runs, out_dir=tmp_path / "none", figures=False
                                                          ).markdown.read_text()  # fmt: skip
