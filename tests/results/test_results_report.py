@@ -282,6 +282,8 @@ def test_eval_runs_get_a_downstream_tasks_section(raw_runs, tmp_path):
             row[f"tags.{names.TAG_FINGERPRINT}"] = f"fp-eval-{family}-{seed}"
             row[f"metrics.{names.lm_eval_key('mc', 'acc')}"] = acc + delta
             row[f"metrics.{names.lm_eval_key('mc', 'acc_stderr')}"] = 0.1
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_norm')}"] = acc
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_norm_stderr')}"] = 0.1
             evals.append(row)
     raw = pd.concat([raw, pd.DataFrame(evals)], ignore_index=True)
     md = report.build_report(raw, out_dir=tmp_path, figures=False).markdown.read_text()
@@ -293,6 +295,7 @@ def test_eval_runs_get_a_downstream_tasks_section(raw_runs, tmp_path):
         0.25
     )
     assert table.loc["l3", "n_seeds"] == 2
-    assert list(table.columns[-2:]) == ["mc/acc", "mc/acc_stderr"]  # each value next to its error
+    want = ["mc/acc", "mc/acc_stderr", "mc/acc_norm", "mc/acc_norm_stderr"]
+    assert list(table.columns[-4:]) == want  # each value next to its error
     assert "Downstream tasks" not in report.build_report(raw_runs, out_dir=tmp_path / "none", figures=False
                                                          ).markdown.read_text()  # fmt: skip
