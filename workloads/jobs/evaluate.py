@@ -42,6 +42,10 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # The metrics of a local task per kind (lm-eval metric names; each also gets its standard error).
 LOCAL_METRICS = {"multiple_choice": ("acc", "acc_norm"),
                  "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte")}  # fmt: skip
+# lm-eval's own aggregation of each (stated, so that it does not warn that it picks the default).
+AGGREGATION = {"acc": ("mean", True), "acc_norm": ("mean", True), "bits_per_byte": ("bits_per_byte", False),
+               "word_perplexity": ("weighted_perplexity", False),
+               "byte_perplexity": ("weighted_perplexity", False)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,10 @@ class EvalTask:
             "dataset_kwargs": {"data_files": {"test": path}},
             "test_split": "test",
             "num_fewshot": self.num_fewshot,
-            "metric_list": [{"metric": m} for m in LOCAL_METRICS[self.kind]],
+            "metric_list": [
+                {"metric": m, "aggregation": AGGREGATION[m][0], "higher_is_better": AGGREGATION[m][1]}
+                for m in LOCAL_METRICS[self.kind]
+            ],  # fmt: skip
         }
         if self.num_fewshot:
             config["fewshot_split"] = "test"
@@ -199,6 +206,7 @@ def _weights(cfg: EvalJobConfig, ctx: JobContext) -> str:
 def _offline_env(tasks: tuple[EvalTask, ...], cache_dir: Path) -> None:
     """HF datasets caches under the job's cache; hub and datasets offline unless a harness task downloads."""
     os.environ.setdefault("HF_DATASETS_CACHE", str(cache_dir / "hf_datasets"))
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # a job log: no bars for a local file's load
     if all(t.path is not None for t in tasks):
         os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -264,7 +272,8 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
         table = FgramTable(scone_data.matcher, model.precompute_fgram_table())
         handle = table.serve(model, "host" if cfg.l3_placement == "offload" else "device")
     else:
-        handle = offload_l3_tables(model) if cfg.l3_placement == "offload" else None
+        offload = cfg.l3_placement == "offload" and model_cfg.l3 is not None  # dense / MoE: nothing to place
+        handle = offload_l3_tables(model) if offload else None
     try:
         task_dict = _task_dict(cfg)
         lm = IsoLM(model, data.tokenizer, data.eot_id, cfg.batch_size, cfg.max_length)
