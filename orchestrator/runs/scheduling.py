@@ -309,9 +309,18 @@ class Scheduler:
             tb = plain("".join(traceback.format_exception(err)))
             again_or = again or jobs
             changed = [None if new is job else new for job, new in zip(jobs, again_or, strict=True)]
-            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb,
-                               will_retry=again is not None, retry_job=new)
-                    for job, new in zip(jobs, changed, strict=True)]  # fmt: skip
+            done = [
+                Completion(
+                    job.name,
+                    attempt,
+                    outcome,
+                    error=summary,
+                    traceback=tb,
+                    will_retry=again is not None,
+                    retry_job=new,
+                )
+                for job, new in zip(jobs, changed, strict=True)
+            ]
         for completion in done:
             self.on_done(completion)
         if done[0].will_retry:

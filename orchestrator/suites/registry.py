@@ -84,6 +84,7 @@ JOBS: dict[str, JobKind] = {
         "workloads.jobs.evaluate",
         "EvalJobConfig",
         "downstream tasks through lm-evaluation-harness on its group's train job's final weights",
+        timing="shared",  # it measures quality, no speed: it may share the machine
     ),
     "dummy": JobKind(
         "dummy",

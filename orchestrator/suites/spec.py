@@ -78,8 +78,13 @@ class JobSpec:
 
         resolved = {**self.resolved, "job": to_jsonable(config)}
         requested = self.requested_fingerprint or self.fingerprint
-        return replace(self, config=config, resolved=resolved, requested_fingerprint=requested,
-                       fingerprint=fingerprint(resolved, code_version()))  # fmt: skip
+        return replace(
+            self,
+            config=config,
+            resolved=resolved,
+            requested_fingerprint=requested,
+            fingerprint=fingerprint(resolved, code_version()),
+        )
 
 
 def cluster_resources(cluster: Cluster, resources: Resources) -> Resources:

@@ -199,6 +199,39 @@ def test_cancelling_cancels_the_held_jobs_without_starting_them():
     assert s.submitted == ["train/l3"]
 
 
+class RecordingTracker:
+    def __init__(self):
+        self.started, self.finished = [], []
+
+    def start_job(self, experiment, parent, job, attempt, tags):
+        self.started.append(job.name)
+        return f"run-{job.name}"
+
+    def finish_job(self, run_id, fingerprint, experiment, done, step=0):
+        self.finished.append((run_id, done.outcome, done.error))
+        return "KILLED"
+
+
+def test_a_blocked_eval_is_recorded_cancelled_and_a_never_started_one_is_not():
+    from types import SimpleNamespace
+
+    from orchestrator.runs.driver import Driver, JobState
+
+    _, evaluate, later, _ = _jobs()
+    suite = SimpleNamespace(name="s", experiment="e", jobs=(evaluate, later))
+    states = {j.name: JobState(j.name, j.kind, {}) for j in (evaluate, later)}
+    tracker = RecordingTracker()
+    driver = Driver(suite, tracker, "parent", SimpleNamespace(jobs=states))
+    driver.on_done(
+        Completion("eval/l3", 1, "cancelled", error="cancelled: train/l3 ended failed", blocked=True)
+    )
+    driver.on_done(Completion("eval2/l3", 1, "cancelled", error="cancelled before it started"))
+    assert tracker.finished == [("run-eval/l3", "cancelled", "cancelled: train/l3 ended failed")]
+    assert states["eval/l3"].state == states["eval2/l3"].state == "cancelled"
+    assert states["eval/l3"].error == "cancelled: train/l3 ended failed"
+    assert states["eval2/l3"].run_id is None and states["eval2/l3"].error == "cancelled before it started"
+
+
 def test_an_oom_halved_job_releases_its_dependents_and_keeps_its_checkpoints():
     done: list[Completion] = []
     s = HeldScheduler("store", "ckpt", on_event=print, on_done=done.append)

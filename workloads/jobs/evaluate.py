@@ -30,11 +30,7 @@ from workloads.jobs.setup import (
     ModelSpec,
     base_model_config,
     build_model,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
 )
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.config import Family, ModelConfig
@@ -46,6 +42,10 @@ LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # The metrics of a local task per kind (lm-eval metric names; each also gets its standard error).
 LOCAL_METRICS = {"multiple_choice": ("acc", "acc_norm"),
                  "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte")}  # fmt: skip
+# lm-eval's own aggregation of each (stated, so that it does not warn that it picks the default).
+AGGREGATION = {"acc": ("mean", True), "acc_norm": ("mean", True), "bits_per_byte": ("bits_per_byte", False),
+               "word_perplexity": ("weighted_perplexity", False),
+               "byte_perplexity": ("weighted_perplexity", False)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,10 @@ class EvalTask:
             "dataset_kwargs": {"data_files": {"test": path}},
             "test_split": "test",
             "num_fewshot": self.num_fewshot,
-            "metric_list": [{"metric": m} for m in LOCAL_METRICS[self.kind]],
+            "metric_list": [
+                {"metric": m, "aggregation": AGGREGATION[m][0], "higher_is_better": AGGREGATION[m][1]}
+                for m in LOCAL_METRICS[self.kind]
+            ],  # fmt: skip
         }
         if self.num_fewshot:
             config["fewshot_split"] = "test"
@@ -203,6 +206,7 @@ def _weights(cfg: EvalJobConfig, ctx: JobContext) -> str:
 def _offline_env(tasks: tuple[EvalTask, ...], cache_dir: Path) -> None:
     """HF datasets caches under the job's cache; hub and datasets offline unless a harness task downloads."""
     os.environ.setdefault("HF_DATASETS_CACHE", str(cache_dir / "hf_datasets"))
+    os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # a job log: no bars for a local file's load
     if all(t.path is not None for t in tasks):
         os.environ["HF_DATASETS_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -257,11 +261,8 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
     weights = _weights(cfg, ctx)
     _offline_env(cfg.tasks, resolve_cache_dir(ctx.cache_dir))
     spec, device = cfg.model_spec(), torch.device(cfg.device)
-    data = prepare_data(cfg.data, cfg.model or base_model_config(spec), ctx.cache_dir)
-    model_cfg = cfg.model or _specialize(resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir)),
-                                         cfg.dtype)  # fmt: skip
-    counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
-    scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
+    job = prepare_job(spec, cfg.model, cfg.data, ctx.cache_dir, lambda m: _specialize(m, cfg.dtype))
+    data, model_cfg, counts, scone_data = job.data, job.model, job.counts, job.scone
     fgrams = scone_data.fgrams if scone_data is not None else None
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()
     checkpoint.load_weights(model, weights)
@@ -271,7 +272,8 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
         table = FgramTable(scone_data.matcher, model.precompute_fgram_table())
         handle = table.serve(model, "host" if cfg.l3_placement == "offload" else "device")
     else:
-        handle = offload_l3_tables(model) if cfg.l3_placement == "offload" else None
+        offload = cfg.l3_placement == "offload" and model_cfg.l3 is not None  # dense / MoE: nothing to place
+        handle = offload_l3_tables(model) if offload else None
     try:
         task_dict = _task_dict(cfg)
         lm = IsoLM(model, data.tokenizer, data.eot_id, cfg.batch_size, cfg.max_length)

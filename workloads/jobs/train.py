@@ -29,11 +29,7 @@ from workloads.jobs.setup import (
     allocation_summary,
     base_model_config,
     check_data_fits,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
     token_freqs_for,
 )
 from workloads.models.accounting import (
@@ -166,7 +162,6 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     w = distributed.world()
     cfg = resolve(cfg)  # checks only: a shipped config is run as it is
     _check_world(cfg, w)
-    base = cfg.model or base_model_config(cfg.model_spec())
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
@@ -174,10 +169,8 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     data = counts = scone = None
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
-            data = prepare_data(data_cfg, base, ctx.cache_dir)
-            model_cfg = cfg.model or resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
-            counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
-            scone = resolve_scone(model_cfg, data, ctx.cache_dir)
+            job = prepare_job(spec, cfg.model, data_cfg, ctx.cache_dir)
+            data, model_cfg, counts, scone = job.data, job.model, job.counts, job.scone
             extra = {  # tokenized with the job's tokenizer
                 name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
                               ctx.cache_dir)

@@ -264,6 +264,17 @@ def test_eval_job_on_local_task_files_equals_a_direct_computation(built, cache, 
     assert result.kind == "eval" and result.info["weights"].endswith("final-model.pt")
 
 
+def test_a_dense_eval_with_offload_placement_has_nothing_to_place(built, cache, tmp_path):
+    model, _, _ = built["dense"]
+    _, mc, _ = _write_tasks(tmp_path)
+    checkpoint.save_weights(tmp_path, model)
+    cfg = EvalJobConfig("debug", "dense", tasks=(EvalTask("mc", str(mc)),), overrides=OVERRIDES, data=DATA,
+                        l3_placement="offload", limit=2)  # fmt: skip
+    result = evaluate.run(cfg, JobContext(cache_dir=cache, checkpoint_dir=str(tmp_path)))
+    assert result.info["placement"] == "device" and 0 <= result.metrics["lm_eval/mc/acc"] <= 1
+    assert json.loads(result.info["datasets"])[1]["n_docs"] == 2  # limit: the first 2 documents
+
+
 def test_eval_job_refuses_random_weights_and_bad_tasks(cache, tmp_path, monkeypatch):
     _write_tasks(tmp_path)
     tasks = (EvalTask("mc", str(tmp_path / "mc.jsonl")),)
