@@ -18,6 +18,7 @@ API (every bad input raises ValueError naming the field, before the expensive pa
       budget, cap), the uniform ablation, or `spec.allocation_path` (its vocab must match the tokenizer).
   token_freqs_for(model_cfg, data) -> (vocab,) float64   # train token counts padded to the model vocab
   resolve_scone(model_cfg, data, cache_dir=None) -> SconeData | None   # f-grams + tags (family scone)
+  prepare_job(spec, model, data_cfg, cache_dir=None, specialize=id) -> Prepared   # the chain above, once
   build_model(model_cfg, counts, device, seed=None, fgrams=None) -> Transformer
 """
 
@@ -33,6 +34,7 @@ from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, re
 from workloads.data.config import min_vocab_size, stable_hash
 from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
+from workloads.l3.lzw_paper import lzw_paper_allocate, paper_lines
 from workloads.models import presets
 from workloads.models.accounting import count_params
 from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig, Positions
@@ -316,11 +318,14 @@ def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedDa
     path = resolve_cache_dir(cache_dir) / "l3" / f"alloc-{key[:24]}.npz"
     if path.is_file():
         return load_allocation(path).counts
-    counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
+    if method == "lzw-paper":
+        counts = lzw_paper_allocate(paper_lines(data.allocation_texts(), data.tokenizer), vocab, budget, cap)
+    else:
+        counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_allocation(
         path, counts, vocab_size=vocab, budget=budget, cap=cap, corpus_fingerprint=data.fingerprint,
-        n_tokens=data.train.n_tokens,
+        n_tokens=data.train.n_tokens, method=method,
     )  # fmt: skip
     return counts
 
@@ -357,6 +362,33 @@ def resolve_scone(model_cfg: ModelConfig, data: PreparedData, cache_dir=None):
     from workloads.scone.data import prepare_scone
 
     return prepare_scone(data, model_cfg.scone, model_cfg.vocab_size, cache_dir)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job's inputs, prepared once: its data, the model it runs, the L3 rows per token and SCONE's data."""
+
+    data: PreparedData
+    model: ModelConfig
+    counts: L3Counts
+    scone: object  # resolve_scone's SconeData, None for the other families
+
+
+def prepare_job(
+    spec: ModelSpec,
+    model: ModelConfig | None,
+    data_cfg: DataConfig,
+    cache_dir=None,
+    specialize: Callable[[ModelConfig], ModelConfig] = lambda m: m,
+) -> Prepared:
+    """data → corpus → matched model → L3 counts → f-grams: the one chain the train, infer and eval jobs
+    run. `model`: the resolved config the orchestrator shipped (run as is); None resolves it here, on this
+    data, then `specialize`s it (the infer job's dtype and MoE capacity)."""
+    data = prepare_data(data_cfg, model or base_model_config(spec), cache_dir)
+    if model is None:
+        model = specialize(resolve_model_config(spec, corpus_for(spec, data, cache_dir)))
+    counts = resolve_l3_counts(spec, model, data, cache_dir)
+    return Prepared(data, model, counts, resolve_scone(model, data, cache_dir))
 
 
 def allocation_summary(spec: ModelSpec, model_cfg: ModelConfig, counts: L3Counts, data: PreparedData) -> dict:

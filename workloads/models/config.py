@@ -22,7 +22,7 @@ from workloads.fields import (
 )
 
 Family = Literal["dense", "l3", "moe", "scone", "hash_moe"]
-Allocation = Literal["lzw", "uniform"]
+Allocation = Literal["lzw", "lzw-paper", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
@@ -55,7 +55,8 @@ class L3Config:
     d_emb: value-row width (= dim when tied). d_up: width of W_up's output.
     residual: h = h + L3(h) instead of h = L3(h) (the paper's choice is not public; replace is default).
     allocation: how rows per token are chosen when the model is built without explicit counts; only
-    "uniform" can be computed from the config alone, "lzw" needs a corpus (see Transformer).
+    "uniform" can be computed from the config alone, "lzw" and "lzw-paper" (the published reference
+    loop on lines, workloads.l3.lzw_paper) need a corpus (see Transformer).
     """
 
     positions: Positions

@@ -210,10 +210,11 @@ def resolve_l3_counts(
         )
     resolved = {pos: _check_counts(config, pos, counts) for pos, counts in l3_counts.items()}
     missing = [p for p in config.l3.positions if p not in resolved]
-    if missing and config.l3.allocation == "lzw":
+    if missing and config.l3.allocation != "uniform":
         warnings.warn(
-            f"l3.allocation='lzw' but no counts were given for L3 positions {missing}; using a uniform "
-            "allocation (lzw needs the corpus: pass l3_counts from workloads.l3.allocation.lzw_allocate)",
+            f"l3.allocation={config.l3.allocation!r} but no counts were given for L3 positions {missing}; "
+            "using a uniform allocation (it needs the corpus: pass l3_counts from "
+            "workloads.l3.allocation.lzw_allocate)",
             stacklevel=3,
         )
     if missing:  # imported only when needed: the allocation module pulls in numba (JIT trie)
@@ -286,7 +287,7 @@ class Transformer(nn.Module):
 
     l3_counts: for each L3 position, the (vocab_size,) rows per token summing to `l3.budget` (e.g. from
     `lzw_allocate` on the training corpus). Positions without counts get `uniform_allocate(vocab_size,
-    budget, cap)`, with a warning when `l3.allocation == "lzw"` (a uniform allocation is the ablation).
+    budget, cap)`, with a warning unless `l3.allocation` is "uniform" (a uniform allocation is the ablation).
     fgrams (family "scone" only): the kept f-grams (`workloads.scone.discovery.Fgrams`), stored as the
     buffers fgram_tokens (S, K) and fgram_lengths (S,); `fgram_source` serves precomputed rows instead.
     """

@@ -272,3 +272,17 @@ def test_extra_eval_corpora_get_their_own_keys(cache_dir):
     assert main_ratio != pytest.approx(docs_ratio, rel=1e-3)
     with pytest.raises(ValueError, match="TrainJobConfig.eval_data"):
         job("dense", eval_data={"a/b": docs})
+
+
+def test_save_weights_writes_the_final_model_for_evaluation(cache_dir, tmp_path):
+    cfg = job("dense", steps=2, save_weights=True, checkpoint_every=2)
+    run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(tmp_path)))
+    final = torch.load(tmp_path / "final-model.pt", weights_only=False)
+    last = torch.load(tmp_path / "step-00000002" / "rank-0.pt", weights_only=False)["model"]
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+    assert not (tmp_path / "final-model.pt.part").exists()
+    stopped = tmp_path / "stopped"  # a job stopped early has no final weights
+    run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(stopped), should_stop=lambda: True))
+    assert not (stopped / "final-model.pt").exists()
+    with pytest.raises(ValueError, match="save_weights needs JobContext.checkpoint_dir"):
+        run(cfg, JobContext(cache_dir=cache_dir))
