@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 SECTIONS: dict[str, str] = {
     "layer": "workloads.bench.layer:rows",
+    "train": "workloads.bench.train:rows",
+    "infer": "workloads.bench.infer:rows",
     "lzw": "workloads.bench.lzw:rows",
 }
 

@@ -350,7 +350,7 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
 
 
 @dataclass(frozen=True)
-class _Built:
+class Built:
     """A job's resolved model config, data, prompts, L3 counts and built model."""
 
     model_cfg: ModelConfig
@@ -361,7 +361,7 @@ class _Built:
     scone: "FgramTable | None"  # a SCONE model's precomputed f-gram table F
 
 
-def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
+def build(cfg: InferJobConfig, ctx: JobContext) -> Built:
     """Resolve and build the model (weights from `cfg.checkpoint` if given) and its prompts, whose ids are
     validated here, where they enter: the model's layers do not re-check them on every call. A config the
     orchestrator shipped is run as resolved; otherwise it is resolved here, on this job's data."""
@@ -388,10 +388,10 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
-    return _Built(model_cfg, data, prompts.to(device), counts, model, scone)
+    return Built(model_cfg, data, prompts.to(device), counts, model, scone)
 
 
-def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) -> BenchResult:
+def _result(cfg: InferJobConfig, ctx: JobContext, built: Built, metrics: dict) -> BenchResult:
     model_cfg, data = built.model_cfg, built.data
     if built.scone is not None:
         metrics["mem/fgram_table_bytes"] = float(built.scone.table.nbytes)
@@ -442,7 +442,7 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     sweep = {(c.batch_sizes, c.prompt_len, c.gen_len, c.warmup, c.repeats, c.device, c.data) for c in cfgs}
     if len(sweep) != 1 or len({c.family for c in cfgs}) != len(cfgs):
         raise ValueError("run_interleaved needs jobs with one sweep and distinct families")
-    built = [_build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
+    built = [build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
     models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
     by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
     scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
