@@ -40,7 +40,7 @@ import torch
 
 from workloads.data import DataConfig
 from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
-from workloads.jobs import checkpoint
+from workloads.jobs import checkpoint, floors
 from workloads.jobs.contention import TimedPhase
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
@@ -442,7 +442,9 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     sweep = {(c.batch_sizes, c.prompt_len, c.gen_len, c.warmup, c.repeats, c.device, c.data) for c in cfgs}
     if len(sweep) != 1 or len({c.family for c in cfgs}) != len(cfgs):
         raise ValueError("run_interleaved needs jobs with one sweep and distinct families")
+    floors.set_threads(ctxs[0].threads)
     built = [build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
+    machine = floors.job_probe(built[0].prompts.device, (1, built[0].model_cfg.dim, built[0].model_cfg.dim))
     models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
     by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
     scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
@@ -450,4 +452,10 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
         metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
     for family in metrics:
         metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
+    for c, b in zip(cfgs, built, strict=True):
+        mc = b.model_cfg
+        pc = count_params(mc, token_freqs_for(mc, b.data), b.counts or None)
+        element = torch.empty((), dtype=TORCH_DTYPES[mc.dtype]).element_size()
+        metrics[c.family] |= floors.infer_floor_fracs(mc, pc, element, c, metrics[c.family], machine)
+        metrics[c.family] |= floors.probe_metrics(machine)
     return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
