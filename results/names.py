@@ -145,6 +145,7 @@ EVAL_VAL_PPL = "eval/val_ppl"
 # depends on the tokenizer; bits per byte does not, so rows with different bytes per token compare by it.
 EVAL_VAL_BPB = "eval/val_bpb"
 DATA_VAL_BYTES_PER_TOKEN = "data/val_bytes_per_token"
+DATA_REPLACED_CHARS = "data/replaced_chars"  # characters of the corpus that did not decode (became U+FFFD)
 
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 
@@ -202,4 +203,5 @@ METRICS = (
     EVAL_VAL_PPL,
     EVAL_VAL_BPB,
     DATA_VAL_BYTES_PER_TOKEN,
+    DATA_REPLACED_CHARS,
 )

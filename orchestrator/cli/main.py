@@ -92,11 +92,18 @@ def run(
 
 
 @app.command()
-def validate(suite: str, set_: SetOpt = None) -> None:
-    """Validate and expand SUITE without side effects; list its jobs."""
+def validate(
+    suite: str,
+    set_: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    cluster: ClusterOpt = None,
+    force: ForceOpt = None,
+) -> None:
+    """Check SUITE as `run` would before submitting (its data, the cluster file's sizing, the tracking
+    store's path) without running anything; list its jobs."""
     try:
-        spec = api.validate(suite, set_)
-    except api.SuiteError as err:
+        spec = api.validate(suite, set_, tracking_uri=tracking_uri, cluster=cluster, force=bool(force))
+    except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     render.console().print(
         render.df_table(render.jobs_frame(spec), f"{spec.name}: {len(spec.jobs)} jobs, valid")
