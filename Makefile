@@ -22,6 +22,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The quickstart suite on this machine: local Ray in-process, MLflow in .isosparse/mlflow.db, the built-in
 # corpus. Re-running skips the jobs that already finished (delete .isosparse/ to start over).

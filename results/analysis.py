@@ -132,10 +132,10 @@ def iso_sparse_table(
     table["match_flag"] = flag_match(table, tolerance, ["match_error", "active_error"])
     cols = [
         "group", "hardware", "family", "preset", "variant", "n_seeds", *ACCOUNTING, "dense_group",
-        "val_loss", "val_loss_std", "val_ppl", "val_ppl_std", "delta_val_loss", "delta_val_ppl",
-        "val_bpb", "val_bpb_std", "delta_val_bpb", "tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio",
-        "peak_device_bytes", "peak_host_bytes",
-        "peak_device_ratio", "expert_max_over_mean", "expert_cv", "dropped_token_frac",
+        "val_loss", "val_loss_std", "dropped_token_frac", "val_ppl", "val_ppl_std", "delta_val_loss",
+        "delta_val_ppl", "val_bpb", "val_bpb_std", "delta_val_bpb", "tokens_per_s", "tokens_per_s_std",
+        "tokens_per_s_ratio", "peak_device_bytes", "peak_host_bytes",
+        "peak_device_ratio", "expert_max_over_mean", "expert_cv",
         "l3_rows_per_token_mean", "l3_rows_per_token_max", "l3_bytes_per_token",
         "active_error", "match_error", "match_flag",
     ]  # fmt: skip

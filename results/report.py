@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results import analysis, load, names, plots, schema, seeds
+from results import analysis, contention, load, names, plots, schema, seeds
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
@@ -128,6 +128,7 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
                    "no group holds both an L3 and a MoE train run"),
     ]  # fmt: skip
+    train_flags = contention.config_contended(runs, "train")
     if runs["family"].eq("scone").fillna(False).any():
         out.append(_scone_section(runs))
     flagged = sum(int(s.table["match_flag"].fillna(False).sum()) for s in out if s.table is not None)
@@ -140,21 +141,56 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         ". active_error / total_error are measured (each run's params_active / params_total, L3 rows "
         "weighted by its training corpus); planned_match_error is the suite's plan (MLflow match/*)"
     )
+    out = [_marked(s, train_flags, TRAIN_SPEED) for s in out]
     out.insert(0, _Section(f"Match errors above {tol}", None, note, problem=bool(flagged)))
     out += _scaling_sections(runs)
     for axis in analysis.ABLATION_AXES:
         table = analysis.ablation_table(runs, axis)
         if not table.empty:
-            out.append(_Section(f"Ablation: {axis}", table))
-    infer = _inference_table(runs)
-    out.append(_Section("Inference (per batch size)", infer if not infer.empty else None,
-                        "" if not infer.empty else "no finished infer runs"))  # fmt: skip
+            out.append(_marked(_Section(f"Ablation: {axis}", table), train_flags, TRAIN_SPEED))
+    out += _speed_sections(runs)
     bad = runs[~runs["status"].eq("FINISHED").fillna(False)]
     cols = ["run_id", "family", "preset", "group", "kind", "seed", "status", "outcome", "error"]
     cols = [c for c in cols if c in bad.columns]
     listed = bad[cols] if len(bad) else None
     out.append(_Section("Runs not finished", listed, "" if len(bad) else "none", bool(len(bad))))  # unfolded
     return out
+
+
+TRAIN_SPEED = ["tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio"]
+
+
+def _marked(section: _Section, flags: pd.DataFrame, columns: list[str]) -> _Section:
+    """The section with its speed cells measured under contention marked "~", and the footnote."""
+    if section.table is None or flags.empty:
+        return section
+    table = contention.mark(section.table, flags, columns, with_dense=("tokens_per_s_ratio",))
+    if not contention.any_marked(table):
+        return replace(section, table=table)
+    return replace(section, table=table, note=f"{section.note} {contention.FOOTNOTE}".strip())
+
+
+def _speed_sections(runs: pd.DataFrame) -> list[_Section]:
+    """Decode vs dense (interleaved ratios preferred; the summary names clean ratios only), then the
+    per-batch-size inference table, contended cells marked."""
+    infer = _inference_table(runs)
+    if infer.empty:
+        return [_Section("Inference (per batch size)", None, "no finished infer runs")]
+    flags = contention.config_contended(runs, "infer")
+    ratios = contention.decode_ratios(runs)
+    note = (
+        f"{contention.ratio_summary(ratios)}. Ratios of runs timed in one process "
+        f"({contention.INTERLEAVED}, `timing: {{infer: interleaved}}`) are preferred: load drift cannot "
+        "bias them; ratios of separate jobs compare numbers measured at different times."
+    )
+    if not ratios.empty and ratios["contended"].any():
+        ratios = ratios.assign(decode_vs_dense=[
+            contention.MARK + f"{v:.3f}" if c else f"{v:.3f}"
+            for v, c in zip(ratios["decode_vs_dense"], ratios["contended"], strict=True)
+        ])  # fmt: skip
+        note += " " + contention.FOOTNOTE
+    table = _marked(_Section("Inference (per batch size)", infer), flags, list(contention.INFER_SPEED))
+    return [_Section("Decode speed vs dense", ratios if not ratios.empty else None, note), table]
 
 
 def _scone_section(runs: pd.DataFrame) -> _Section:

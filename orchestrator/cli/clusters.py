@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from clusters.spec import Cluster
+from orchestrator import api
 from orchestrator.planning import plan as planning
-from orchestrator.planning.cluster_file import load_cluster
+from orchestrator.suites.cluster_file import load_cluster
 
 clusters_app = typer.Typer(help="Cluster files: show them, write KubeRay manifests.", no_args_is_help=True)
 GIB = float(1 << 30)
@@ -84,8 +85,6 @@ def kuberay_manifest(
     out: Annotated[str | None, typer.Option(help="Write the manifest here instead of stdout.")] = None,
 ) -> None:
     """Write the KubeRay RayCluster manifest of FILE (or, with --suite, a RayJob that runs the suite)."""
-    from orchestrator import api
-
     try:
         text = api.cluster_manifest(file, suite)
     except ValueError as err:
@@ -178,8 +177,6 @@ def calibrate_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Fit the capacity model to the finished train runs in MLflow; print the prediction errors."""
-    from orchestrator import api
-
     try:
         fitted = api.calibration(tracking_uri)
     except (ValueError, api.TrackingError) as err:
@@ -224,8 +221,6 @@ def plan(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for --calibrate.")] = None,
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
-    from orchestrator import api
-
     request = planning.PlanRequest(
         suite, tuple(set_ or ()), preset, family or "dense", tokens or 1e9, micro_batch, seq_len, gpus,
         zero_stage, checkpointing, precision, mfu,

@@ -84,8 +84,8 @@ def run(
     if report.cancelled:  # the runs are closed; the table can wait for `isosparse compare`
         out.print(f"interrupted: {counts}; rerun the same command to resume (finished jobs are skipped)")
         api.exit_now(report.exit_code)
-    render.print_compare(out, api.compare(suite, set_, tracking_uri=report.tracking_uri))
-    render.print_verdict(out, *api.verdict(suite, set_, tracking_uri=report.tracking_uri))
+    render.print_compare(out, api.compare(report.parent_run_id, tracking_uri=report.tracking_uri))
+    render.print_verdict(out, *api.verdict(report.parent_run_id, tracking_uri=report.tracking_uri))
     out.print(render.report_line(report.report, report.report_error))
     out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
     raise typer.Exit(report.exit_code)
@@ -140,15 +140,15 @@ def cancel(target: Annotated[str | None, typer.Argument()] = None, tracking_uri:
 
 @app.command()
 def compare(
-    suite: str,
-    set_: SetOpt = None,
+    target: str,
     tracking_uri: UriOpt = None,
     wide: Annotated[bool | None, typer.Option("--wide", help="Every column (needs ~200 columns).")] = None,
 ) -> None:
-    """SUITE's jobs side by side: finished numbers, or the state and error of jobs that did not finish."""
+    """TARGET's jobs side by side, as recorded (TARGET: a suite file or name, an experiment, a parent run
+    id): finished numbers, or the state and error of jobs that did not finish."""
     try:
-        table = api.compare(suite, set_, tracking_uri)
-        lines, seeds = api.verdict(suite, set_, tracking_uri)
+        table = api.compare(target, tracking_uri)
+        lines, seeds = api.verdict(target, tracking_uri)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     out = render.console()
@@ -158,14 +158,14 @@ def compare(
 
 @app.command()
 def report(
-    suite: str,
-    set_: SetOpt = None,
+    target: str,
     out: Annotated[str | None, typer.Option(help="Folder (default: $ISOSPARSE_HOME/reports/SUITE).")] = None,
     tracking_uri: UriOpt = None,
 ) -> None:
-    """Write SUITE's HTML/Markdown report with figures and log it onto the suite's newest MLflow run."""
+    """Write the HTML/Markdown report (with figures) of TARGET's newest run (a suite file or name, an
+    experiment, a parent run id) and log it onto that MLflow run."""
     try:
-        outcome = api.report(suite, set_, tracking_uri=tracking_uri, out_dir=out)
+        outcome = api.report(target, tracking_uri=tracking_uri, out_dir=out)
     except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
     render.console().print(render.report_line(outcome))

@@ -43,7 +43,7 @@ def _fmt(value) -> str:
 def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
     table = Table(title=title)
     for col in df.columns:
-        numeric = pd.api.types.is_numeric_dtype(df[col])
+        numeric = pd.api.types.is_numeric_dtype(df[col]) or col == "tokens_per_s"  # "~" marks text
         table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
     for row in df.itertuples(index=False):
         table.add_row(*(escape(_fmt(v)) for v in row))  # cells are data, not markup ("[enforce fail ...]")
@@ -57,7 +57,7 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
 EXTRA = {"val_loss": "val loss", "match_err": "match err", "tokens_per_s": "tok/s", "val_bpb": "val bpb",
          "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
-         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok", "dropped": "dropped"}  # fmt: skip
 # Rows whose validation bytes per token differ (a suite that overrides vocab_size retrains the BPE) measure
 # loss per token in different units: bits per byte then leads and val loss moves back.
 MIXED_TOKENIZERS = {"val_bpb": "val bpb", "match_err": "match err", "tokens_per_s": "tok/s"} | {
@@ -71,11 +71,27 @@ def _label(row: pd.Series) -> str:
     return " ".join(str(row[c]) if c != "seed" else f"s{row[c]}" for c in LABEL_PARTS if c in row.index)
 
 
+CONTENDED_NOTE = (
+    "~ speed measured under contention (timing: shared, or other jobs or processes on the node during "
+    "the timed phase): not a clean number"
+)
+
+
+def _mark_contended(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """tokens_per_s as text, "~" before each speed measured under contention (`contended`), and the
+    footnote when any is; the frame as it is without those columns."""
+    if "tokens_per_s" not in df or "contended" not in df:
+        return df, []
+    marked = df["contended"].fillna(False).astype(bool)
+    text = ["~" + _fmt(v) if m else _fmt(v) for v, m in zip(df["tokens_per_s"], marked, strict=True)]
+    return df.assign(tokens_per_s=text), [CONTENDED_NOTE] if marked.any() else []
+
+
 def _narrow_table(df: pd.DataFrame, columns: dict[str, str]) -> Table:
     narrow = df[list(columns)].rename(columns=columns)
     table = Table(title="comparison", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
     for col in narrow.columns:
-        numeric = pd.api.types.is_numeric_dtype(narrow[col])
+        numeric = pd.api.types.is_numeric_dtype(narrow[col]) or col == EXTRA["tokens_per_s"]
         table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
     for row in narrow.itertuples(index=False):
         *cells, state = (escape(_fmt(v)) for v in row)
@@ -91,8 +107,9 @@ def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple
     """(table, notes) for `compare`: the narrow layout (NARROW, then each EXTRA column, in order, that
     still fits `width`, in MIXED_TOKENIZERS' order when the rows' bytes per token differ; the errors of
     jobs that did not finish below the table, one each) or, wide, every column."""
+    df, footnote = _mark_contended(df)
     if wide or df.empty:
-        return df_table(df, "comparison"), []
+        return df_table(df, "comparison"), footnote
     df = df.assign(label=df.apply(_label, axis=1))
     columns = dict(NARROW)
     table = _narrow_table(df, columns)
@@ -105,7 +122,7 @@ def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple
     errors = df["error"] if "error" in df else pd.Series([None] * len(df), index=df.index)
     rows = zip(df.iterrows(), errors, strict=True)
     notes = [f"{_label(r)}: {e}" for (_, r), e in rows if isinstance(e, str)]
-    return table, notes
+    return table, notes + (footnote if "tokens_per_s" in columns else [])
 
 
 def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:

@@ -7,23 +7,20 @@ both. Parameter counts come from `workloads.models.accounting.count_params` (L3_
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from clusters import capacity, roofline
-from clusters.calibration import Calibration
+from clusters.calibration import Calibration, calibrate
 from clusters.catalog import Accelerator
 from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, OptimizerImpl, Precision, TrainSetup
 from clusters.spec import Cluster
+from orchestrator.suites.expansion import load_suite
 from results import names
+from workloads.models import presets
 from workloads.models.accounting import count_params, l3_row_width
 from workloads.models.config import ModelConfig
-
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from orchestrator.suites.spec import Resources
 
 
 def model_shape(
@@ -284,8 +281,6 @@ def plan_suite(
 ) -> list[JobPlan]:
     """Size every job of a suite on `cluster` before anything is submitted (train and infer jobs; other
     kinds need no model and always fit). Raises the suite's SuiteError for an invalid suite."""
-    from orchestrator.suites.expansion import load_suite
-
     return plan_jobs(load_suite(suite, sets).jobs, cluster, calibration)
 
 
@@ -307,30 +302,10 @@ def unfit_jobs(plans: list[JobPlan]) -> list[JobPlan]:
     return [p for p in plans if not p.fits]
 
 
-def cluster_resources(cluster: Cluster, resources: "Resources") -> "Resources":
-    """A suite job's resources on `cluster` (`run --cluster`): its num_workers GPU workers with the
-    cluster's CPUs and host memory per GPU, or one CPU worker on a CPU-only cluster."""
-    from orchestrator.suites.spec import Resources
-
-    wanted = resources.num_workers if resources.num_gpus > 0 or cluster.gpu_group is not None else 0
-    worker = cluster.resources_for(wanted)
-    return Resources(
-        num_cpus=worker.num_cpus,
-        num_gpus=worker.num_gpus,
-        memory_bytes=worker.memory_bytes or resources.memory_bytes,
-        num_workers=worker.num_workers,
-        placement=resources.placement,
-    )
-
-
-def calibration_frame(runs: "pd.DataFrame", cluster: Cluster | None = None) -> "pd.DataFrame":
+def calibration_frame(runs: pd.DataFrame, cluster: Cluster | None = None) -> pd.DataFrame:
     """Add what `clusters.calibration.calibrate` needs to a run table with preset, family, hardware,
     batch_size and seq_len columns (and optionally n_devices): flops_per_token and predicted_peak_bytes
     of each run's preset model (overrides are not applied: runs with overrides need their own shape)."""
-    import pandas as pd
-
-    from workloads.models import presets
-
     flops, peaks = [], []
     for row in runs.itertuples(index=False):
         shape = model_shape(presets.get(row.preset, row.family))
@@ -344,10 +319,8 @@ def calibration_frame(runs: "pd.DataFrame", cluster: Cluster | None = None) -> "
                        predicted_peak_bytes=pd.Series(peaks, index=runs.index, dtype="float64"))  # fmt: skip
 
 
-def _column(raw: "pd.DataFrame", *columns: str, numeric: bool = False) -> "pd.Series":
+def _column(raw: pd.DataFrame, *columns: str, numeric: bool = False) -> pd.Series:
     """The first of `columns` present in an mlflow.search_runs frame, filled from the later ones."""
-    import pandas as pd
-
     found = pd.Series(pd.NA, index=raw.index, dtype="object")
     for column in columns:
         if column in raw:
@@ -355,13 +328,11 @@ def _column(raw: "pd.DataFrame", *columns: str, numeric: bool = False) -> "pd.Se
     return found
 
 
-def calibration_from_store(raw: "pd.DataFrame") -> Calibration:
+def calibration_from_store(raw: pd.DataFrame) -> Calibration:
     """`calibrate` on the FINISHED train runs of an `mlflow.search_runs` frame of job runs (any
     experiments). Per run: hardware tag, preset/family tags, job.batch_size / job.seq_len params,
     train/tokens_per_s and (GPU runs) mem/peak_device_bytes; CPU host RSS is not a model-memory number
     and is left out of the memory fit. Raises ValueError when no run can be used."""
-    from clusters.calibration import calibrate
-
     if raw.empty:
         raise ValueError("the tracking store has no job runs to calibrate on: run a suite first")
     tag, param = names.tag_column, names.param_column
@@ -421,8 +392,6 @@ def plan(request: PlanRequest, cluster: Cluster, calibration: Calibration | None
         return PlanOutcome(cluster, calibration, jobs=jobs)
     if request.preset is None:
         raise ValueError("give SUITE or --preset (with --family)")
-    from workloads.models import presets
-
     shape = model_shape(presets.get(request.preset, request.family), f"{request.preset}/{request.family}")
     r = request
     options = {"micro_batch": r.micro_batch, "seq_len": r.seq_len, "n_gpus": r.n_gpus,

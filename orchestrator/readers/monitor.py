@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from orchestrator.readers import recorded
 from orchestrator.runs.tracking import Tracker, TrackingError, home
-from orchestrator.suites.expansion import SuiteError, load_suite, resolve_path
 from results import load, names, seeds
 
 _tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
@@ -29,25 +29,6 @@ JOB_COLUMNS = {_tag(names.TAG_JOB): "job", "state": "state", _tag(names.TAG_ATTE
 MIB = 2**20
 UI_START_TIMEOUT_S = 180.0
 RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
-
-
-def _suite_target(target: str | None) -> str | None:
-    """The experiment of a suite file/name, or None when `target` is not a suite (a run id, or None)."""
-    if target is None:
-        return None
-    try:
-        resolve_path(target)
-    except SuiteError:
-        return None
-    return load_suite(target).experiment
-
-
-def _suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
-    experiment = _suite_target(target)
-    runs = tracker.search_roles("suite", experiment)
-    if not runs.empty and target is not None and experiment is None:
-        runs = runs[runs["run_id"].str.startswith(target)]  # status shows run ids cut to RUN_ID_CHARS
-    return runs
 
 
 def _count(value) -> int:
@@ -88,12 +69,7 @@ def current_jobs(tracker: Tracker, parent: pd.Series) -> pd.DataFrame:
     stands on)."""
     experiment = tracker.experiment_name(parent.get("experiment_id"))
     suite = parent.get(_tag(names.TAG_SUITE))
-    runs = tracker.search(
-        experiment,
-        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB)
-        + " and "
-        + names.tag_filter(names.TAG_SUITE, suite),
-    )
+    runs = tracker.search(experiment, names.job_runs_of(suite))
     if runs.empty:
         return pd.DataFrame(columns=list(JOB_COLUMNS.values()))
     runs = runs.assign(_done=runs["status"] == "FINISHED").sort_values(["_done", "start_time"])
@@ -110,7 +86,7 @@ def status(target: str | None = None, tracking_uri: str | None = None) -> tuple[
     file/name, a parent run id, or None."""
     tracker = Tracker(tracking_uri)
     tracker.check()
-    parents = _suite_runs(tracker, target)
+    parents = recorded.suite_runs(tracker, target)
     if parents.empty:
         return pd.DataFrame(columns=SUITE_COLUMNS), pd.DataFrame()
     parents = parents.sort_values("start_time", ascending=False)
@@ -133,7 +109,7 @@ def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[t
     RUNNING: those are closed KILLED here. Returns (run id, what was done)."""
     tracker = Tracker(tracking_uri)
     tracker.check()
-    parents = _suite_runs(tracker, target)
+    parents = recorded.suite_runs(tracker, target)
     actions = []
     for _, run in parents[parents["status"] == "RUNNING"].iterrows() if not parents.empty else []:
         pid, host = (
@@ -175,6 +151,15 @@ def _decode_tokens_per_s(row: pd.Series) -> float | None:
     return max(per_bs) if per_bs else None
 
 
+def _contended(run: pd.Series, tokens_per_s: float | None) -> bool | None:
+    """Whether the run's speed was measured under contention (its timing/contended); a speed recorded
+    without that verdict (a run older than it) counts as contended: nothing says it ran alone."""
+    if tokens_per_s is None:
+        return None
+    flag = _first(run, names.TIMING_CONTENDED)
+    return flag is None or flag > 0
+
+
 def _compare_row(job, run: pd.Series | None) -> dict:
     """A job's row: measured numbers from its run; active / total / sparsity fall back to the planned ones
     (match/...) only when it has no run, and the `numbers` column says which."""
@@ -191,10 +176,12 @@ def _compare_row(job, run: pd.Series | None) -> dict:
         "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
         "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
         "val_loss": _first(r, "eval/val_loss"),
+        "dropped": _first(r, names.LB_DROPPED_TOKEN_FRAC),  # MoE: token passes that lost every route
         "val_ppl": _first(r, "eval/val_ppl"),
         "val_bpb": _first(r, names.EVAL_VAL_BPB),
         "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
         "tokens_per_s": tokens,
+        "contended": _contended(r, tokens),
         "peak_mem_mib": None if peak is None else peak / MIB,
         "moe_max/mean": _first(r, "lb/expert_tokens_max_over_mean"),
         "l3_rows/tok": _first(r, "lb/l3_rows_per_token_mean"),
@@ -241,17 +228,17 @@ def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
     return out
 
 
-def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per job of the suite. Metrics come from its FINISHED run (by fingerprint; else the newest
-    FINISHED run of the same job name, marked "older (<its fingerprint>)" in the status column). A job
-    whose newest run of this fingerprint did not finish shows that run's state (failed / oom / infra /
-    cancelled / running) and its one-line error; "not run" means no run at all.
+def compare(target: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per job of TARGET's newest recorded invocation (`recorded.locate`: a suite file or name, an
+    experiment, a parent run id). Metrics come from the job's FINISHED run (by fingerprint; else the newest
+    FINISHED run of that job name, status "older (<its fingerprint>)"). A job whose newest run of this
+    fingerprint did not finish shows that run's state and one-line error; "not run" means no run at all.
     active_err / total_err / match_err are measured against measured (`numbers` = "measured"); rows whose
     group was not all run show the planned errors (`numbers` = "planned")."""
-    spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
-    runs = tracker.search(spec.experiment, f"{names.tag_filter(names.TAG_RUN_TYPE, 'job')}")
+    spec = recorded.locate(tracker, target)
+    runs = tracker.search(spec.experiment, names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB))
     if not runs.empty:
         runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
     finished = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
@@ -279,15 +266,13 @@ def compare(suite: str, sets: list[str] | None = None, tracking_uri: str | None 
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
 
 
-def verdict(
-    suite: str, sets: list[str] | None = None, tracking_uri: str | None = None
-) -> tuple[list[str], pd.DataFrame]:
+def verdict(target: str, tracking_uri: str | None = None) -> tuple[list[str], pd.DataFrame]:
     """(the ordering the seeds support, one line per preset; the narrow seeds table) over the finished train
-    runs of the suite's current jobs (`results.seeds`; bits per byte when they mix tokenizers). The table
+    runs of TARGET's recorded jobs (`results.seeds`; bits per byte when they mix tokenizers). The table
     is empty unless some config has 2 or more seeds (with one seed the comparison table shows it all)."""
-    spec = load_suite(suite, sets)
     tracker = Tracker(tracking_uri)
     tracker.check()
+    spec = recorded.locate(tracker, target)
     raw = tracker.search(spec.experiment, names.FINISHED_JOBS)
     if not raw.empty:
         raw = raw[raw[_tag(names.TAG_FINGERPRINT)].isin({job.fingerprint for job in spec.jobs})]

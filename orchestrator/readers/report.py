@@ -1,11 +1,7 @@
-"""`isosparse report SUITE`: gather a suite's job runs from MLflow, build the `results` report, and log it
-(HTML, Markdown, figures) as artifacts of the suite's newest parent run, so it shows in the MLflow UI.
-
-Which runs: for every job the suite expands to now, its FINISHED run with the same fingerprint; else the
-newest run of that job name (any status, unlike `compare`, which shows finished numbers only: a failed
-job shows in the report's "Runs not finished", and a job last run under other code with its older numbers).
-Loss curves come from the runs' `train/loss` histories; the load figure (MoE expert tokens, L3 rows per
-token) from the arrays that train jobs put in their result.json (`BenchResult.arrays`, keys below).
+"""`isosparse report TARGET`: a recorded invocation's job runs → the `results` report, logged (HTML,
+Markdown, figures) onto its parent run. Per recorded job: its FINISHED run of that fingerprint, else the
+newest run of that job name (any status: unlike `compare`, failed jobs show under "Runs not finished").
+Loss curves come from `train/loss` histories; load figures from train jobs' result.json arrays.
 """
 
 import json
@@ -15,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from orchestrator.readers.recorded import RecordedSuite
 from orchestrator.runs.tracking import Tracker, home
-from orchestrator.suites.expansion import Suite
 from results import load, names, report
 
 ARTIFACT_DIR = "report"
@@ -29,15 +25,17 @@ L3_ROWS = "l3_rows_per_token"  # rows d_t of each token id (first L3 layer)
 @dataclass(frozen=True)
 class ReportOutcome:
     paths: report.ReportPaths
-    parent_run_id: str | None  # where the report was logged; None when the suite has no parent run yet
+    parent_run_id: str  # the invocation the report is of, and where it was logged
     n_runs: int
 
 
-def suite_job_runs(tracker: Tracker, spec: Suite) -> pd.DataFrame:
+def suite_job_runs(tracker: Tracker, spec: RecordedSuite) -> pd.DataFrame:
     """The `mlflow.search_runs` rows of the suite's jobs (one per job at most), see the module docstring."""
     runs = tracker.search(
         spec.experiment,
-        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB) + " and " + _of_suite(spec),
+        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB)
+        + " and "
+        + names.tag_filter(names.TAG_SUITE, spec.name),
     )
     if runs.empty:
         return runs
@@ -86,28 +84,11 @@ def _load_arrays(tracker: Tracker, runs: pd.DataFrame) -> report.LoadArrays:
     return report.LoadArrays(expert_tokens=experts, l3_rows_per_token=rows)
 
 
-def _of_suite(spec: Suite) -> str:
-    return names.tag_filter(names.TAG_SUITE, spec.name)
-
-
-def newest_parent(tracker: Tracker, spec: Suite) -> str | None:
-    query = names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_SUITE) + " and " + _of_suite(spec)
-    parents = tracker.search(spec.experiment, query)
-    if parents.empty:
-        return None
-    return str(parents.sort_values("start_time", ascending=False)["run_id"].iloc[0])
-
-
 def build_and_log(
-    spec: Suite,
-    tracker: Tracker,
-    *,
-    out_dir: str | Path | None = None,
-    parent_run_id: str | None = None,
-    figures: bool = True,
+    spec: RecordedSuite, tracker: Tracker, *, out_dir: str | Path | None = None, figures: bool = True
 ) -> ReportOutcome:
-    """Write the report of an expanded suite under out_dir (default `$ISOSPARSE_HOME/reports/<suite>`)
-    and log it onto the suite's parent run (`parent_run_id`, else its newest one)."""
+    """Write the report of a recorded suite invocation under out_dir (default
+    `$ISOSPARSE_HOME/reports/<suite>`) and log it onto that invocation's parent run."""
     runs = suite_job_runs(tracker, spec)
     out = Path(out_dir) if out_dir is not None else home() / "reports" / spec.name
     paths = report.build_report(
@@ -118,10 +99,8 @@ def build_and_log(
         load_arrays=_load_arrays(tracker, runs) if not runs.empty else None,
         figures=figures,
     )
-    parent = parent_run_id or newest_parent(tracker, spec)
-    if parent is not None:
-        files = {paths.html: ARTIFACT_DIR, paths.markdown: ARTIFACT_DIR}
-        files |= {fig: f"{ARTIFACT_DIR}/{report.FIGURE_DIR}" for fig in paths.figures}
-        files |= {csv: f"{ARTIFACT_DIR}/{report.TABLE_DIR}" for csv in paths.tables}
-        tracker.log_files(parent, files)
-    return ReportOutcome(paths, parent, len(runs))
+    files = {paths.html: ARTIFACT_DIR, paths.markdown: ARTIFACT_DIR}
+    files |= {fig: f"{ARTIFACT_DIR}/{report.FIGURE_DIR}" for fig in paths.figures}
+    files |= {csv: f"{ARTIFACT_DIR}/{report.TABLE_DIR}" for csv in paths.tables}
+    tracker.log_files(spec.parent_run_id, files)
+    return ReportOutcome(paths, spec.parent_run_id, len(runs))

@@ -5,12 +5,13 @@ Every callback is one `interrupts.deferred()` block: a Ctrl-C never separates a 
 record of it, nor a run closed from its job's new state.
 """
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.readers.monitor import match_error
-from orchestrator.runs import interrupts
+from orchestrator.runs import interrupts, timing
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import Suite
 from results import names
@@ -63,7 +64,9 @@ class Driver:
     tracker: Tracker
     parent: str
     report: Any  # orchestrator.api.RunReport: its jobs (name → JobState) are what the driver updates
+    timing_enforced: bool = True  # the cluster's nodes declare timing.TIMING_RESOURCE
     runs: dict[tuple[str, int], str] = field(default_factory=dict)
+    occupancy: dict[tuple[str, int], timing.Occupancy] = field(default_factory=dict)
 
     def _run(self, name: str, attempt: int, extra: dict[str, str] | None = None) -> str:
         key = (name, attempt)
@@ -72,6 +75,7 @@ class Driver:
             tags = {
                 names.TAG_SUITE: self.suite.name,
                 names.TAG_MATCH_ERROR: f"{match_error(job.match):.6f}",
+                names.TAG_TIMING: job.timing,
                 **(extra or {}),
             }
             self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
@@ -91,8 +95,15 @@ class Driver:
             tags = {names.TAG_RAY_NODE: event.payload["node"], names.TAG_HOST: event.payload["host"],
                     names.TAG_HARDWARE: event.payload["hw"]}  # fmt: skip
             state.run_id = self._run(event.job, event.attempt, tags)
+            start_s = event.payload.get("t", time.time())
+            self.occupancy[event.job, event.attempt] = timing.Occupancy(
+                event.job, event.payload["node"], start_s
+            )
             state.state, state.attempt, state.started_s = "running", event.attempt, time.monotonic()
             state.error = None  # the previous attempt's error was shown once, on its retry line
+        elif event.kind == "end" and (event.job, event.attempt) in self.occupancy:
+            key = (event.job, event.attempt)
+            self.occupancy[key] = replace(self.occupancy[key], end_s=event.payload["t"])
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
             if state.first_metric is None:
@@ -111,6 +122,7 @@ class Driver:
             return
         run_id = self._run(done.job, done.attempt)
         step = state.step if state.step is not None and state.attempt == done.attempt else 0
+        self._record_contention(done, run_id, step)
         self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
         state.run_id, state.error = run_id, done.error
         if done.will_retry:
@@ -118,3 +130,29 @@ class Driver:
         state.state = "queued" if done.will_retry else done.outcome
         if done.will_retry:
             state.attempt = done.attempt + 1
+
+    def _record_contention(self, done, run_id: str, step: int) -> None:
+        """The job leaves its node; a finished job's timed phase gets how many other jobs occupied its
+        node meanwhile (its interleaved partners excepted) and whether its speed numbers are contended."""
+        key = (done.job, done.attempt)
+        if key in self.occupancy and self.occupancy[key].end_s is None:  # no "end" event: ended by now
+            self.occupancy[key] = replace(self.occupancy[key], end_s=time.time())
+        if done.outcome != "finished" or not done.result_json or key not in self.occupancy:
+            return
+        metrics = json.loads(done.result_json).get("metrics", {})
+        bounds = metrics.get(names.TIMING_PHASE_START_S), metrics.get(names.TIMING_PHASE_END_S)
+        if None in bounds:
+            return  # a job kind without a timed phase
+        job = self._spec(done.job)
+        partners = {
+            j.name for unit in timing.interleaved_groups(self.suite.jobs) if job in unit for j in unit
+        }
+        others = [o for k, o in self.occupancy.items() if k != key]
+        n = timing.overlapping_jobs(bounds, self.occupancy[key].node, others, partners | {done.job})
+        contended = timing.contended(job.timing, self.timing_enforced, metrics, n)
+        recorded = {
+            names.TIMING_OVERLAPPING_JOBS: float(n),
+            names.TIMING_ENFORCED: float(self.timing_enforced),
+            names.TIMING_CONTENDED: float(contended),
+        }
+        self.tracker.log_metrics(run_id, recorded, step)

@@ -2,12 +2,14 @@
 single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure classes and retries.
 
 Concurrency is Ray's: every job is submitted at once with its declared resources and Ray runs as many as
-fit. Step metrics stream from the job's rank 0 to a `_Sink` actor that the driver drains (the driver
-alone talks to MLflow). Failure classes key on exception types (STYLE.md): worker/node loss → `infra`
-(retried up to `max_retries`), Ray's OOM killer or an out-of-memory error in the job → `oom`, any other
-exception raised by the job → `failed` (not retried), `ray.cancel` → `cancelled`.
+fit; timed work runs alone (orchestrator.runs.timing). Step metrics stream from the job's rank 0 to a
+`_Sink` actor that the driver drains (the driver alone talks to MLflow). Failure classes key on exception
+types (STYLE.md): worker/node loss → `infra` (retried up to `max_retries`), Ray's OOM killer or an
+out-of-memory error in the job → `oom`, any other exception raised by the job → `failed` (not
+retried), `ray.cancel` → `cancelled`.
 """
 
+import importlib
 import logging
 import re
 import socket
@@ -22,6 +24,7 @@ import ray
 from ray import exceptions as rex
 
 from orchestrator.runs import ray_link
+from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
 from orchestrator.suites import registry
 from orchestrator.suites.spec import JobSpec, Outcome
 
@@ -52,8 +55,8 @@ CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
 
 @dataclass(frozen=True)
 class Event:
-    """Something a running job told the driver: kind "start" (payload: node, host, hardware) or
-    "metrics" (payload: {name: value}, with step)."""
+    """Something a running job told the driver: kind "start" (payload: node, host, hardware, t), "metrics"
+    (payload: {name: value}, with step) or "end" (payload: t, when the job stopped occupying its node)."""
 
     job: str
     attempt: int
@@ -190,6 +193,7 @@ def _job_context(sink, a: Attempt, report: bool):
             "node": ray.get_runtime_context().get_node_id(),
             "host": socket.gethostname(),
             "hw": hardware,
+            "t": time.time(),  # when the job began to occupy its node (contention.overlapping_jobs)
         }
         sink.put.remote(Event(a.job, a.attempt, "start", start))
     return JobContext(
@@ -200,11 +204,19 @@ def _job_context(sink, a: Attempt, report: bool):
     )
 
 
+def _ended(sink, attempts: list[Attempt]) -> None:
+    """Tell the driver (before the task returns) when the job stopped occupying its node."""
+    now = time.time()
+    for a in attempts:
+        sink.put.remote(Event(a.job, a.attempt, "end", {"t": now}))
+    ray.get(sink.flush.remote())
+
+
 def _run_job(a: Attempt, sink, report: bool = True) -> str:
     _, run = registry.get(a.kind).load()
     result = run(a.config, _job_context(sink, a, report))
     if report:
-        ray.get(sink.flush.remote())
+        _ended(sink, [a])
     return result.to_json()
 
 
@@ -217,8 +229,27 @@ _task = ray.remote(max_retries=0)(_task_body)
 _fresh_task = ray.remote(max_retries=0, max_calls=1)(_task_body)
 
 
+@ray.remote(max_retries=0, max_calls=1)
+def _interleaved_task(attempts: list[Attempt], sink) -> list[str]:
+    """One process times a group's jobs together (`run_interleaved`): each job still streams and returns
+    its own BenchResult, in the order given."""
+    module = importlib.import_module(registry.get(attempts[0].kind).module)
+    ctxs = [_job_context(sink, a, True) for a in attempts]
+    results = module.run_interleaved([a.config for a in attempts], ctxs)
+    _ended(sink, attempts)
+    return [r.to_json() for r in results]
+
+
+def timing_enforced() -> bool:
+    """Whether every alive node with CPUs declares TIMING_RESOURCE (a local cluster does; nodes of an
+    existing cluster need `ray start --resources='{"isosparse_timing": 1}'`). Without it no job asks for
+    the resource, timed work is not kept apart, and the jobs' numbers are marked contended."""
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    return bool(nodes) and all(n["Resources"].get(TIMING_RESOURCE, 0) >= 1 for n in nodes)
+
+
 @ray.remote(num_cpus=0, max_retries=0)
-def _gang(a: Attempt, sink, resources, storage: str) -> str:
+def _gang(a: Attempt, sink, resources, storage: str, timing: dict[str, float]) -> str:
     """Runs a multi-worker job as a TorchTrainer; rank 0's BenchResult travels back through the sink
     (Ray Train v2 drops metrics reported without a checkpoint, so it is not used for results)."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig, get_context
@@ -230,7 +261,7 @@ def _gang(a: Attempt, sink, resources, storage: str) -> str:
         if rank0:
             ray.get(sink.put.remote(Event(a.job, a.attempt, "result", {"json": result_json})))
 
-    per_worker = {"CPU": resources.num_cpus, "GPU": resources.num_gpus}
+    per_worker = {"CPU": resources.num_cpus, "GPU": resources.num_gpus, **timing}
     if resources.memory_bytes:
         per_worker["memory"] = resources.memory_bytes
     trainer = TorchTrainer(
@@ -263,6 +294,7 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
     kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": "WARNING"}
     if address == ray_link.LOCAL:
         kwargs["num_cpus"] = num_cpus
+        kwargs["resources"] = {TIMING_RESOURCE: 1}
     else:
         kwargs["runtime_env"] = {"py_modules": [str(REPO_ROOT / p) for p in CODE_PACKAGES]}
     # Ray's notice that a local cluster uses token auth is not news to the user of a local cluster.
@@ -291,7 +323,9 @@ def node_id() -> str:
 
 @dataclass
 class Scheduler:
-    """Submits attempts, retries infra failures, and reports events and completions to callbacks."""
+    """Submits attempts, retries infra failures, and reports events and completions to callbacks.
+
+    enforce_timing: ask for TIMING_RESOURCE (`timing_enforced()` of the cluster; False: no job asks)."""
 
     storage_path: str
     checkpoint_root: str | None
@@ -299,28 +333,50 @@ class Scheduler:
     on_done: Callable[[Completion], None]
     poll_s: float = 0.2
     on_oom: OnOom = "fail"
+    enforce_timing: bool = True
     _sink: Any = None
-    _pending: dict[Any, tuple[JobSpec, int]] = field(default_factory=dict)
+    _pending: dict[Any, tuple[tuple[JobSpec, ...], int]] = field(default_factory=dict)
     _results: dict[tuple[str, int], str] = field(default_factory=dict)
     _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
 
-    def submit(self, job: JobSpec, attempt: int = 1) -> None:
-        res = job.resources
+    def _attempt(self, job: JobSpec, attempt: int) -> Attempt:
         ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
         config = self._configs.get(job.name, job.config)
-        a = Attempt(job.kind, config, job.name, attempt, res.num_gpus, ckpt)
+        return Attempt(job.kind, config, job.name, attempt, job.resources.num_gpus, ckpt)
+
+    def _timing(self, job: JobSpec) -> dict[str, float]:
+        return timing_request(job.timing, job.resources.num_workers) if self.enforce_timing else {}
+
+    def submit(self, job: JobSpec, attempt: int = 1) -> None:
+        res = job.resources
+        a = self._attempt(job, attempt)
         if res.num_workers > 1:
-            ref = _gang.remote(a, self._sink, res, self.storage_path)
+            ref = _gang.remote(a, self._sink, res, self.storage_path, self._timing(job))
         else:
             options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
             if res.memory_bytes:
                 options["memory"] = res.memory_bytes
+            options["resources"] = self._timing(job)
             task = _fresh_task if registry.get(job.kind).fresh_process else _task
             ref = task.options(**options).remote(a, self._sink)
-        self._pending[ref] = (job, attempt)
+        self._pending[ref] = ((job,), attempt)
+
+    def submit_interleaved(self, jobs: tuple[JobSpec, ...], attempt: int = 1) -> None:
+        """One task for a group's `interleaved` jobs: the most CPUs / GPUs any of them asks for, the sum
+        of their memory (one process holds every model)."""
+        options: dict[str, Any] = {
+            "num_cpus": max(j.resources.num_cpus for j in jobs),
+            "num_gpus": max(j.resources.num_gpus for j in jobs),
+            "resources": self._timing(jobs[0]),
+        }
+        memory = sum(j.resources.memory_bytes or 0 for j in jobs)
+        if memory:
+            options["memory"] = memory
+        attempts = [self._attempt(j, attempt) for j in jobs]
+        self._pending[_interleaved_task.options(**options).remote(attempts, self._sink)] = (jobs, attempt)
 
     @property
     def active(self) -> int:
@@ -335,31 +391,47 @@ class Scheduler:
                 self.on_event(event)
 
     def _complete(self, ref, allow_retry: bool = True) -> None:
-        job, attempt = self._pending.pop(ref)
+        jobs, attempt = self._pending.pop(ref)
         try:
             value = ray.get(ref)
-            result_json = value or self._results.pop((job.name, attempt), None)
-            done = Completion(job.name, attempt, "finished", result_json=result_json)
+            values = value if isinstance(value, list) else [value]
+            done = [
+                Completion(
+                    job.name,
+                    attempt,
+                    "finished",
+                    result_json=v or self._results.pop((job.name, attempt), None),
+                )
+                for job, v in zip(jobs, values, strict=True)
+            ]
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
-            retry = allow_retry and attempt <= job.max_retries and self._retryable(job, outcome)
+            retry = allow_retry and attempt <= jobs[0].max_retries and self._retryable(jobs, outcome)
             summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
             tb = plain("".join(traceback.format_exception(err)))
-            done = Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
-        self.on_done(done)
-        if done.will_retry:
-            self.submit(job, attempt + 1)
+            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
+                    for job in jobs]  # fmt: skip
+        for completion in done:
+            self.on_done(completion)
+        if done[0].will_retry:
+            self._resubmit(jobs, attempt + 1)
 
-    def _retryable(self, job: JobSpec, outcome: Outcome) -> bool:
+    def _resubmit(self, jobs: tuple[JobSpec, ...], attempt: int) -> None:
+        if len(jobs) == 1 and jobs[0].timing != "interleaved":
+            self.submit(jobs[0], attempt)
+        else:
+            self.submit_interleaved(jobs, attempt)
+
+    def _retryable(self, jobs: tuple[JobSpec, ...], outcome: Outcome) -> bool:
         """infra: always (up to max_retries); oom: only as the suite says (`on_oom`), never unchanged."""
         if outcome == "infra":
             return True
         if outcome != "oom" or self.on_oom != "halve_batch":
             return False
-        smaller = halved_micro_batch(self._configs.get(job.name, job.config))
-        if smaller is None:
+        smaller = [halved_micro_batch(self._configs.get(job.name, job.config)) for job in jobs]
+        if any(s is None for s in smaller):
             return False
-        self._configs[job.name] = smaller
+        self._configs.update({job.name: s for job, s in zip(jobs, smaller, strict=True)})
         return True
 
     def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
@@ -374,8 +446,8 @@ class Scheduler:
         self._collect(self.poll_s)
 
     def run(self, jobs: Iterable[JobSpec], on_tick: Callable[[], None] | None = None) -> None:
-        for job in jobs:
-            self.submit(job)
+        for group in interleaved_groups(jobs):
+            self._resubmit(group, 1)
         while self._pending:
             self.step()
             if on_tick is not None:
@@ -391,5 +463,6 @@ class Scheduler:
             self._collect(0.5, allow_retry=False)
         for ref in list(self._pending):
             ray.cancel(ref, force=True, recursive=True)
-            job, attempt = self._pending.pop(ref)
-            self.on_done(Completion(job.name, attempt, "cancelled", error="cancelled (forced)"))
+            jobs, attempt = self._pending.pop(ref)
+            for job in jobs:
+                self.on_done(Completion(job.name, attempt, "cancelled", error="cancelled (forced)"))

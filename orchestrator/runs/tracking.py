@@ -344,6 +344,10 @@ class Tracker:
             self.client.log_text(run_id, text, "allocation_summary.json")
 
     @_uncut
+    def log_text(self, run_id: str, text: str, artifact: str) -> None:
+        self.client.log_text(run_id, text, artifact)
+
+    @_uncut
     def kill(self, run_id: str, reason: str) -> None:
         self.set_tags(run_id, {names.TAG_OUTCOME: "cancelled", names.TAG_ERROR: reason})
         self.client.set_terminated(run_id, status="KILLED")

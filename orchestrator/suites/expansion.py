@@ -36,7 +36,7 @@ from orchestrator.suites.schema import (
     suite_model,
     validate,
 )  # fmt: skip
-from orchestrator.suites.spec import JobSpec, Resources
+from orchestrator.suites.spec import JobSpec, Resources, cluster_resources
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
@@ -76,6 +76,13 @@ def resolve_path(suite: str) -> Path:
         return shipped
     known = [p.stem for p in sorted(SUITES_DIR.glob("*.yaml"))]
     raise SuiteError(suite, [("", f"no such suite file{registry.did_you_mean(suite, known)}")])
+
+
+def identity(suite: str) -> tuple[str, str]:
+    """(name, experiment) of a suite file or shipped name, read without validating or expanding it."""
+    path = resolve_path(suite)
+    raw = _read(path)
+    return path.stem, str(raw.get("experiment") or path.stem)
 
 
 def shipped_suites() -> list[Path]:
@@ -122,6 +129,22 @@ def _name_errors(raw: dict[str, Any]) -> list[Error]:
     return errors
 
 
+def _timings(raw: Any, errors: list[Error]) -> dict[str, str]:
+    """The suite's `timing:` per job kind over the kinds' defaults (`registry.JobKind.timing`): unknown
+    kinds and `interleaved` for a kind that cannot interleave its jobs are errors at their paths."""
+    out = {name: kind.timing for name, kind in registry.JOBS.items()}
+    for name, mode in (raw if isinstance(raw, dict) else {}).items():
+        if name not in registry.JOBS:
+            errors.append((f"timing.{name}", f"unknown job kind{registry.did_you_mean(name, registry.JOBS)}"))
+        elif mode == "interleaved" and not registry.get(name).interleave:
+            able = [k for k, v in registry.JOBS.items() if v.interleave]
+            errors.append((f"timing.{name}", f"'interleaved' applies to job kinds {', '.join(able)}; "
+                           f"{name} jobs are timed one per process (exclusive or shared)"))  # fmt: skip
+        else:
+            out[name] = mode
+    return out
+
+
 def _resources(spec: dict, variant: dict, kind: str) -> Resources:
     """The job's resources; on a cluster (`run --cluster`), the cluster's per device — before the job is
     resolved, since its device (and so the infer job's dtype) follows whether it gets GPUs."""
@@ -133,8 +156,6 @@ def _resources(spec: dict, variant: dict, kind: str) -> Resources:
         merged["memory_bytes"] = int(memory * GIB)
     if spec.get("cluster") is None:
         return Resources(**merged)
-    from orchestrator.planning.plan import cluster_resources
-
     return cluster_resources(spec["cluster"], Resources(**merged))
 
 
@@ -268,7 +289,7 @@ def _data_problems(cfg) -> list[tuple[str, str]]:
 
 
 def _job(
-    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors
+    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing="shared"
 ) -> JobSpec | None:
     """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
     from workloads.jobs.setup import FieldError
@@ -300,14 +321,15 @@ def _job(
         return None
     bad_sources = _data_problems(config) or inputs.corpus_problems(config)
     errors += [(where.path(field), msg) for field, msg in bad_sources]
-    return None if bad_sources else _spec(kind, config, labels, seed, resources)
+    return None if bad_sources else _spec(kind, config, labels, seed, resources, timing)
 
 
-def _spec(kind: registry.JobKind, config, labels, seed, resources) -> JobSpec:
-    """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted."""
+def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str = "shared") -> JobSpec:
+    """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted (the timing
+    mode too: numbers measured alone and beside other jobs are different results)."""
     from workloads.jobs.result import to_jsonable
 
-    resolved: dict[str, Any] = {"kind": kind.name, "job": to_jsonable(config)}
+    resolved: dict[str, Any] = {"kind": kind.name, "job": to_jsonable(config), "timing": timing}
     if not kind.uses_model:  # model-free (dummy): the labels keep jobs of different families apart
         resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
     if not kind.seed_field:  # a job without a seed field still runs once per matrix seed
@@ -324,6 +346,7 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources) -> JobSpec:
         labels=labels,
         resources=resources,
         max_retries=1,
+        timing=timing,
     )
 
 
@@ -350,8 +373,12 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                 labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
                 labels["group"] = group
                 resources = _resources(spec, variant, kind)
+                if spec["timing"][kind] == "interleaved" and resources.num_workers > 1:
+                    gang = f"resources.{kind}.num_workers={resources.num_workers} asks for a gang"
+                    errors.append((f"timing.{kind}", f"'interleaved' runs a group in one process; {gang}"))
+                where = Where(kind, vpath, variant)
                 job = _job(
-                    kind, section, models, labels, seed, resources, Where(kind, vpath, variant), errors
+                    kind, section, models, labels, seed, resources, where, errors, spec["timing"][kind]
                 )
                 if job is not None and job.fingerprint not in jobs:
                     job = replace(job, match=_match(models, family), max_retries=spec["max_retries"])
@@ -376,7 +403,7 @@ def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
 
 def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -> Suite:
     """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error.
-    cluster: a `clusters.spec.Cluster` whose resources the jobs get (`planning.cluster_resources`)."""
+    cluster: a `clusters.spec.Cluster` whose resources the jobs get (`spec.cluster_resources`)."""
     path = resolve_path(str(suite))
     raw = _read(path)
     errors = apply_sets(raw, list(sets or []))
@@ -396,6 +423,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance
     spec["cluster"] = cluster
+    spec["timing"] = _timings(raw.get("timing"), errors)
     jobs = _expand(spec, errors)
     if errors:
         raise SuiteError(str(path), errors)

@@ -22,6 +22,10 @@ class JobKind:
     seed_field: the config field the matrix seed goes to (None: the seed is a label only).
     fresh_process: run each attempt in a new worker process (Ray reuses workers otherwise), so that
     process-lifetime measurements — peak RSS, CUDA peak memory, allocator caches — are the job's own.
+    timing: the default of the suite's `timing.<kind>` (suites.spec.Timing): "exclusive" for kinds
+    whose speed numbers are reported, "shared" for those that report none.
+    interleave: the module's `run_interleaved(configs, ctxs) -> [BenchResult]` times several jobs of one
+    comparison group in one process (needed for `timing: interleaved`).
     """
 
     name: str
@@ -31,6 +35,8 @@ class JobKind:
     uses_model: bool = True
     seed_field: str | None = "seed"
     fresh_process: bool = True
+    timing: str = "exclusive"
+    interleave: bool = False
 
     def load(self) -> tuple[type, Callable[..., Any]]:
         """(config dataclass, run function); ValueError naming the kind when the module is missing."""
@@ -71,6 +77,7 @@ JOBS: dict[str, JobKind] = {
         "workloads.jobs.infer",
         "InferJobConfig",
         "prefill / decode throughput over batch sizes (L3 tables / SCONE table F on device or offloaded)",
+        interleave=True,
     ),
     "dummy": JobKind(
         "dummy",
@@ -80,6 +87,7 @@ JOBS: dict[str, JobKind] = {
         uses_model=False,
         seed_field=None,
         fresh_process=False,
+        timing="shared",
     ),
 }
 

@@ -5,7 +5,7 @@ The job, model and data configs are the workloads' frozen dataclasses, with thei
 fields (annotated-types); pydantic validates YAML against them directly (`validate`), with unknown keys
 refused (`extra="forbid"` set here, so workloads never see pydantic). A suite names an MLflow experiment,
 per-kind job sections (partial job configs, checked per expanded job), a `model:` section (ModelOverrides),
-resources per job kind, and a `matrix` of families × presets × jobs × seeds × variants.
+resources and `timing` per job kind, and a `matrix` of families × presets × jobs × seeds × variants.
 """
 
 import copy
@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from orchestrator.suites import registry
+from orchestrator.suites.spec import TIMINGS
 
 Error = tuple[str, str]  # (path such as "matrix.variants[1].train.steps", message)
 Loc = tuple[str | int, ...]
@@ -203,6 +204,7 @@ def suite_model() -> type[BaseModel]:
         max_retries=(int, Field(1, ge=0)),
         on_oom=(Literal["fail", "halve_batch"], "fail"),  # orchestrator.scheduling.halved_micro_batch
         match_tolerance=(float, Field(0.02, gt=0, lt=1)),  # iso-sparse match, planned (L3_SPEC §5)
+        timing=(dict[str, Literal[TIMINGS]] | None, None),  # job kind → orchestrator.suites.spec.Timing
         resources=resources, model=(model_section | None, None),
         matrix=(matrix, ...), **sections,
     )  # fmt: skip

@@ -6,11 +6,18 @@ Plain frozen dataclasses without ray or mlflow, so validation and tests need nei
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from clusters.spec import Cluster
 from workloads.fields import NonNegFloat, PosInt, check_fields
 
 Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
 OUTCOMES: tuple[str, ...] = ("finished", "failed", "oom", "infra", "cancelled")
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
+# How a job's timed phases share its node (orchestrator.runs.timing: a Ray resource):
+# "exclusive": nothing else of isosparse runs on the node meanwhile; "shared": anything may (its speed
+# numbers are marked contended); "interleaved": exclusive, and the comparison group's jobs of this kind
+# run in one process whose timed loops alternate (the benchmark's way; ratios from one process).
+Timing = Literal["exclusive", "shared", "interleaved"]
+TIMINGS: tuple[str, ...] = ("exclusive", "shared", "interleaved")
 
 
 @dataclass(frozen=True)
@@ -54,3 +61,18 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
     max_retries: int = 1
     match: dict[str, float] = field(default_factory=dict)
+    timing: Timing = "shared"
+
+
+def cluster_resources(cluster: Cluster, resources: Resources) -> Resources:
+    """A suite job's resources on `cluster` (`run --cluster`): its num_workers GPU workers with the
+    cluster's CPUs and host memory per GPU, or one CPU worker on a CPU-only cluster."""
+    wanted = resources.num_workers if resources.num_gpus > 0 or cluster.gpu_group is not None else 0
+    worker = cluster.resources_for(wanted)
+    return Resources(
+        num_cpus=worker.num_cpus,
+        num_gpus=worker.num_gpus,
+        memory_bytes=worker.memory_bytes or resources.memory_bytes,
+        num_workers=worker.num_workers,
+        placement=resources.placement,
+    )

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from clusters import kuberay
-from orchestrator.planning.cluster_file import load_cluster
+from orchestrator.suites.cluster_file import load_cluster
 
 EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -16,7 +16,7 @@ from conftest import HEAD_TOKEN, REPO, clean_env
 from mlflow import MlflowClient
 
 from clusters import kuberay
-from orchestrator.planning.cluster_file import load_cluster
+from orchestrator.suites.cluster_file import load_cluster
 from results import names
 
 pytestmark = pytest.mark.ray

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
 from orchestrator.planning import plan as planning
-from orchestrator.planning.cluster_file import load_cluster
+from orchestrator.suites.cluster_file import load_cluster
 
 SUITE, CLUSTER = "suites/iso-sparse-800m.yaml", "clusters/examples/h100x8.yaml"
 

@@ -130,3 +130,27 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
     line = "[ 185.0s] train/dense/tiny/base/s0: step 176/1000, loss 5, 100 tok/s, ETA 13m44s"
     assert line in out.file.getvalue()
     assert "\x1b[" not in out.file.getvalue()  # no ANSI codes in a pipe
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_speeds_measured_under_contention_are_marked_with_a_footnote(wide):
+    df = frame()
+    df["contended"] = [True, False, False, True, None, False]
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df, wide)
+    text = out.file.getvalue()
+    assert "~780" in text and "~288" in text  # train dense, infer l3
+    assert "~413" not in text and "~603" not in text and " 413" in text and " 603" in text
+    assert render.CONTENDED_NOTE in " ".join(text.split())
+    if not wide:
+        assert re.search(r"infer l3 tiny\s+6\.62M\s+33\.79M\s+-\s+0\.0002\s+~288\s", text), text
+        assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_no_footnote_when_every_speed_ran_alone():
+    df = frame()
+    df["contended"] = [False, False, False, False, None, False]
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    text = out.file.getvalue()
+    assert "~" not in text and "contention" not in text

@@ -110,7 +110,7 @@ def test_shipped_job_config_is_the_fingerprinted_one(tmp_path):
     )
     for job in load_suite(write(tmp_path, text)).jobs:
         assert job.config.model is not None and job.config.model.family == job.labels["family"]
-        assert job.resolved == {"kind": job.kind, "job": to_jsonable(job.config)}
+        assert job.resolved == {"kind": job.kind, "job": to_jsonable(job.config), "timing": "exclusive"}
         assert job.fingerprint == fingerprint(job.resolved, code_version())
         if job.kind == "infer":  # resolved before fingerprinting: device, dtype, MoE capacity
             assert (job.config.device, job.config.dtype, job.config.model.dtype) == (

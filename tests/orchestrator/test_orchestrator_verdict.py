@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from orchestrator import api
 from orchestrator.cli import app, render
+from orchestrator.readers import recorded
+from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import load_suite
 from results import names
 
@@ -49,6 +51,10 @@ def logged(tmp_path, monkeypatch):
         value = loss if loss is not None else LOSS[job.labels["family"]][int(job.labels["seed"])]
         client.log_metric(rid, names.EVAL_VAL_LOSS, value)
         client.set_terminated(rid, "FINISHED")
+    tracker = Tracker(uri)  # the parent run records the jobs, as `run` does: what the readers read
+    parent = tracker.start_suite("verdict-test", "verdict", {})
+    tracker.log_text(parent, recorded.jobs_json(jobs), names.SUITE_JOBS)
+    tracker.end_suite(parent, "FINISHED")
     return str(path), uri
 
 

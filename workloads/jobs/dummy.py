@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from workloads.fields import NonNegFloat, NonNegInt, check_fields
+from workloads.jobs.contention import TimedPhase
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 
 ERRORS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "MemoryError": MemoryError}
@@ -56,16 +57,18 @@ def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
     ctx = ctx or JobContext()
     ballast = bytearray(cfg.allocate_mb * 2**20)  # zero-filled, so the pages are really touched
     start = time.perf_counter()
-    for step in range(cfg.steps):
-        if ctx.stop_requested():
-            break
-        try:
-            _step(cfg, ctx, step)
-        except KeyboardInterrupt:  # Ray's cancel of a running task
-            if not cfg.ignore_cancel:
-                raise
+    with TimedPhase() as phase:  # the pretend timed phase: its bounds are recorded as a real job's are
+        for step in range(cfg.steps):
+            if ctx.stop_requested():
+                break
+            try:
+                _step(cfg, ctx, step)
+            except KeyboardInterrupt:  # Ray's cancel of a running task
+                if not cfg.ignore_cancel:
+                    raise
     elapsed = time.perf_counter() - start
     metrics = {"dummy/value": float(cfg.value), "dummy/elapsed_s": elapsed, "mem/ballast_bytes": len(ballast)}
+    metrics |= phase.metrics()
     if cfg.steps:
         metrics["train/loss"] = 1.0 / cfg.steps
     return BenchResult(

@@ -20,6 +20,7 @@ import torch
 from workloads.data import DataConfig, prepare
 from workloads.fields import Ge, Le, Lt, NonNegFloat, NonNegInt, PosInt, check_fields
 from workloads.jobs import distributed, loop, metrics, optim
+from workloads.jobs.contention import TimedPhase
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
@@ -204,7 +205,9 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     ctx = ctx or JobContext()
     job = build_loop(cfg, ctx)
     start_step = job.resume()
-    outcome = job.train(start_step)
+    with TimedPhase(job.device) as phase:  # the timed steps (and the evaluations between them)
+        outcome = job.train(start_step)
+    outcome.metrics |= phase.metrics()
     if not outcome.stopped:
         job.evaluate_into(outcome)
     return _result(cfg, ctx, job, outcome, start_step)
