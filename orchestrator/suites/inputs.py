@@ -6,9 +6,8 @@ f-gram supply (the discovery itself, on the job's tokens, cached for the job). E
 import functools
 from collections import Counter
 
+from orchestrator.suites.matching import REMOTE_SOURCES  # the job downloads these: not read here
 from orchestrator.suites.schema import Error
-
-REMOTE_SOURCES = ("hf",)  # corpora the job downloads on its cluster: not read at validation
 
 
 def variant_name_errors(variants: list) -> list[Error]:

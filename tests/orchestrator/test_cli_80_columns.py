@@ -107,7 +107,9 @@ def recorded(tmp_path_factory):
 def test_each_command_fits_80_columns(tmp_path, args):
     (tmp_path / "wide.yaml").write_text(textwrap.dedent(WIDE_SUITE))
     shipped = ("suites/", "clusters/")
-    args = [str(tmp_path / a) if a == "wide.yaml" else str(REPO / a) if a.startswith(shipped) else a for a in args]
+    args = [
+        str(tmp_path / a) if a == "wide.yaml" else str(REPO / a) if a.startswith(shipped) else a for a in args
+    ]
     check_fits([*CLI, *args], env(tmp_path), tmp_path)
 
 

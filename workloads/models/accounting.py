@@ -3,7 +3,7 @@
 Definitions follow L3_SPEC §5: total = everything stored; active = parameters used per token, counted as
 the paper's Table 1 does (a dense model's active equals its total). Categories (`by_category`,
 `active_by_category`):
-  dense       attention, dense MLPs, all norms, MoE routers, L3 W_up/W_mix/norms   (all active)
+  dense       attention, dense MLPs, all norms, MoE routers (hash_moe has none), L3 W_up/W_mix/norms (active)
   l3_tables   L3 key/value rows; active = Σ over L3 layers of d_t · (dim + d_emb), d_t the corpus-weighted
               mean rows per token of the allocation the job uses (`token_freqs` with `l3_counts`, or with a
               uniform allocation). Without a corpus the mean is budget / vocab_size and the count is
@@ -19,7 +19,7 @@ reported in bytes (`fgram_table_bytes`), not as parameters.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -72,9 +72,11 @@ def block_params(config: ModelConfig) -> int:
 
 
 def fgram_model_params(config: ModelConfig) -> int:
-    """SCONE's A_fgram: scone.layers(n_layers) dense blocks + K absolute position embeddings."""
+    """SCONE's A_fgram: scone.layers(n_layers) dense blocks (MLPs scone.ffn_dim(ffn_dim) wide) + K absolute
+    position embeddings."""
     sc = config.scone
-    return sc.layers(config.n_layers) * block_params(config) + sc.max_n * config.dim
+    inner = replace(config, ffn_dim=sc.ffn_dim(config.ffn_dim))
+    return sc.layers(config.n_layers) * block_params(inner) + sc.max_n * config.dim
 
 
 def fgram_table_bytes(config: ModelConfig, bytes_per_value: int = 2) -> int:
@@ -150,6 +152,37 @@ def _l3_rows_per_token(
     return out, estimated
 
 
+def block_counts(config: ModelConfig) -> tuple[tuple[int, int, int], ...]:
+    """(dense, experts, l3_tables) parameters stored in each block, its L3 sublayer included. With the
+    final norm and the embeddings they sum to `count_params`' totals; the capacity model gets them through
+    `clusters.shapes.ModelShape.blocks` (built by the orchestrator) instead of re-deriving them."""
+    c, out = config, []
+    for spec in c.block_specs():
+        dense, experts, tables = 2 * c.dim + attention_params(c), 0, 0  # two RMSNorms + attention
+        if spec.mlp == "dense":
+            dense += mlp_params(c.dim, c.ffn_dim)
+        else:
+            dense += 0 if c.family == "hash_moe" else c.dim * c.moe.num_experts  # router (hash_moe: none)
+            experts = c.moe.num_experts * mlp_params(c.dim, c.moe.ffn_dim)
+        if spec.l3_after:
+            dense += l3_dense_params(c)
+            tables = c.l3.budget * l3_row_width(c)
+        out.append((dense, experts, tables))
+    return tuple(out)
+
+
+def train_flops_terms(config: ModelConfig, flops_active: int) -> tuple[float, float]:
+    """(6·N_active, 12·L·H·Q): training FLOPs per token are the first plus the second × seq_len (forward +
+    backward matmuls, attention: PaLM's MFU numerator). N_active: `ParamCount.flops_active`."""
+    return 6.0 * flops_active, 12.0 * config.n_layers * config.n_heads * config.head_dim
+
+
+def train_flops_per_token(config: ModelConfig, flops_active: int, seq_len: int) -> float:
+    """See `train_flops_terms`; the jobs' MFU and the capacity model (`ModelShape`) both use them."""
+    fixed, per_position = train_flops_terms(config, flops_active)
+    return fixed + per_position * seq_len
+
+
 def count_params(
     config: ModelConfig,
     token_freqs: Sequence[float] | np.ndarray | None = None,
@@ -164,18 +197,12 @@ def count_params(
     c = config
     total = dict.fromkeys(CATEGORIES, 0)
     active = dict.fromkeys(CATEGORIES, 0)
-    block = 2 * c.dim + attention_params(c)  # two RMSNorms + attention
-    for spec in c.block_specs():
-        total["dense"] += block
-        if spec.mlp == "dense":
-            total["dense"] += mlp_params(c.dim, c.ffn_dim)
-        else:
-            total["dense"] += c.dim * c.moe.num_experts  # router
-            total["experts"] += c.moe.num_experts * mlp_params(c.dim, c.moe.ffn_dim)
-            active["experts"] += c.moe.top_k * mlp_params(c.dim, c.moe.ffn_dim)
-        if spec.l3_after:
-            total["dense"] += l3_dense_params(c)
-            total["l3_tables"] += c.l3.budget * l3_row_width(c)
+    for dense, experts, tables in block_counts(c):
+        total["dense"] += dense
+        total["experts"] += experts
+        total["l3_tables"] += tables
+    n_moe = sum(spec.mlp != "dense" for spec in c.block_specs())
+    active["experts"] = n_moe * c.moe.top_k * mlp_params(c.dim, c.moe.ffn_dim) if n_moe else 0
     total["dense"] += c.dim  # final norm
     active["dense"] = total["dense"]
     table = c.vocab_size * c.dim
@@ -202,3 +229,68 @@ def count_params(
         flops_active=n_active - (0 if c.tie_embeddings else table),
         estimated=estimated,
     )
+
+
+def _attention_flops(config: ModelConfig, context: float) -> float:
+    """FLOPs of one token's attention over `context` cached positions, all layers: q·k and p·v, 2 each."""
+    return 4.0 * config.n_layers * config.n_heads * config.head_dim * context
+
+
+def _kv_bytes(config: ModelConfig, context: float, element_bytes: int) -> float:
+    """K and V of `context` positions, all layers."""
+    return 2.0 * config.n_layers * config.n_kv_heads * config.head_dim * context * element_bytes
+
+
+def decode_step_cost(
+    config: ModelConfig,
+    pc: ParamCount,
+    batch: int,
+    context: float,
+    experts_touched: float | None = None,
+    element_bytes: int = 4,
+) -> tuple[float, float]:
+    """(bytes read, FLOPs) at the least for one KV-cache decode step of `batch` sequences at `context`
+    cached positions (the roofline of `workloads.probe`): the dense weights and the LM head once, `batch`
+    embedding rows, the experts touched (`experts_touched`: distinct experts summed over the MoE layers,
+    measured; default min(batch · top_k, num_experts) per layer), the L3 rows of `batch` tokens
+    (corpus-weighted mean), and the KV cache. FLOPs: 2 per active weight per token plus attention."""
+    a = pc.active_by_category
+    table = config.vocab_size * config.dim
+    weights = a["dense"] + table + batch * config.dim * (0 if config.tie_embeddings else 1)
+    if config.moe is not None:
+        moe = config.moe
+        if experts_touched is None:
+            experts_touched = len(moe.positions) * min(batch * moe.top_k, moe.num_experts)
+        weights += experts_touched * mlp_params(config.dim, moe.ffn_dim)
+    weights += min(batch * a.get("l3_tables", 0), pc.by_category.get("l3_tables", 0))
+    nbytes = weights * element_bytes + _kv_bytes(config, batch * context, element_bytes)
+    flops = batch * (2.0 * pc.flops_active + _attention_flops(config, context))
+    return float(nbytes), float(flops)
+
+
+def prefill_cost(
+    config: ModelConfig, pc: ParamCount, batch: int, prompt_len: int, element_bytes: int = 4
+) -> tuple[float, float]:
+    """(bytes, FLOPs) at the least of a prefill of `batch` prompts of `prompt_len`: every stored weight a
+    prompt can reach read once (all experts; L3 rows of every token, at most the tables) and the KV cache
+    written; FLOPs 2 per active weight per token plus causal attention (context grows 1..prompt_len)."""
+    tokens = batch * prompt_len
+    total = pc.by_category
+    weights = total["dense"] + total["embeddings"] + total.get("experts", 0)
+    weights += min(tokens * pc.active_by_category.get("l3_tables", 0), total.get("l3_tables", 0))
+    nbytes = weights * element_bytes + _kv_bytes(config, tokens, element_bytes)
+    flops = tokens * (2.0 * pc.flops_active + _attention_flops(config, (prompt_len + 1) / 2))
+    return float(nbytes), float(flops)
+
+
+def train_step_cost(
+    config: ModelConfig, pc: ParamCount, batch: int, seq_len: int, element_bytes: int = 4
+) -> tuple[float, float]:
+    """(bytes, FLOPs) at the least of one AdamW training step over batch × seq_len tokens: every stored
+    weight read in the forward and the backward, its gradient written, and AdamW reading weight, gradient
+    and both moments and writing weight and moments (10 accesses per parameter); FLOPs 3× the forward's
+    (forward, backward to activations and to weights)."""
+    tokens = batch * seq_len
+    nbytes = 10.0 * pc.total * element_bytes
+    flops = 3.0 * tokens * (2.0 * pc.flops_active + _attention_flops(config, (seq_len + 1) / 2))
+    return float(nbytes), float(flops)

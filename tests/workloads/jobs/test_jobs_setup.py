@@ -178,3 +178,37 @@ def test_allocation_file_covers_the_model_vocab_when_the_bpe_stops_short(cache_d
                     budget=l3.budget, cap=l3.cap, corpus_fingerprint="x", n_tokens=1)  # fmt: skip
     with pytest.raises(ValueError, match=f"allocation_path .* has vocab_size={data.vocab_size}, but the"):
         resolve_l3_counts(replace(s, allocation_path=str(short)), model, data, cache_dir)
+
+
+def test_l3_positions_place_the_l3_layers_and_keep_the_match():
+    """l3_positions moves the L3 layers (the paper's middle by default); the model stays iso-active and its
+    MoE / hash-MoE peers are matched to the moved L3 model."""
+    early = ModelOverrides(l3_positions=[0, 1])  # a YAML list becomes the frozen tuple
+    assert early.l3_positions == (0, 1) and hash(ModelSpec("tiny", "l3", early))
+    dense = count_params(presets.get("tiny"))
+    l3 = resolve_model_config(ModelSpec("tiny", "l3", early))
+    assert l3.l3.positions == (0, 1) != presets.get("tiny", "l3").l3.positions
+    assert [b.index for b in l3.block_specs() if b.l3_after] == [0, 1]
+    assert abs(count_params(l3).active / dense.active - 1) <= 0.02
+    for family in ("moe", "hash_moe"):
+        peer = count_params(resolve_model_config(ModelSpec("tiny", family, early)))
+        assert abs(peer.total / count_params(l3).total - 1) <= 0.02
+    with pytest.raises(ValueError, match="applies to family 'l3'"):
+        ModelSpec("tiny", "dense", early)
+
+
+def test_scone_overrides_set_its_scaling_axes():
+    """scone_* overrides reach SconeConfig; inference-resident params stay matched (A_fgram trains only)."""
+    base = resolve_model_config(ModelSpec("tiny", "scone"))
+    o = ModelOverrides(scone_n_fgrams=4096, scone_max_n=3, scone_min_count=2, scone_fgram_ffn_dim=256,
+                       scone_depth_multiplier=0.5)  # fmt: skip
+    cfg = resolve_model_config(ModelSpec("tiny", "scone", o))
+    sc = cfg.scone
+    assert (sc.n_fgrams, sc.max_n, sc.min_count, sc.fgram_ffn_dim) == (4096, 3, 2, 256)
+    assert sc.fgram_layers is None and sc.layers(cfg.n_layers) == round(0.5 * cfg.n_layers)  # the multiplier
+    assert count_params(cfg).active == count_params(base).active
+    assert count_params(cfg).by_category["fgram_model"] < count_params(base).by_category["fgram_model"]
+    deep = resolve_model_config(ModelSpec("tiny", "scone", ModelOverrides(scone_fgram_layers=3)))
+    assert deep.scone.layers(deep.n_layers) == 3
+    with pytest.raises(ValueError, match="overrides.scone_n_fgrams applies to family 'scone', not 'l3'"):
+        ModelSpec("tiny", "l3", ModelOverrides(scone_n_fgrams=10))
