@@ -15,13 +15,12 @@ from rich.table import Table
 
 from workloads.jobs.infer import InferJobConfig, run_interleaved
 
-MOVED = ("h2d", "host_compact")  # the offload byte metrics: CUDA copies, CPU host-side compaction
 
 
 def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
     rows = []
     for placement in places:
-        p = "" if placement == "device" else "offload/"  # "offload" (CUDA) or "host-compact" (CPU)
+        p = "" if placement == "device" else "offload/"  # "offload" (CUDA) or "host" (CPU, in place)
         for bs in cfg.batch_sizes:
             moved = [
                 m.get(f"infer/offload/{n}_bytes_per_decode_step/bs{bs}") for n in ("h2d", "host_compact")
