@@ -6,7 +6,11 @@ COLUMNS = {
     "bandwidth": ["impl", "dtype", "phase", "median_s", "gb_per_s", "frac_of_peak"],
     "train_step": ["model", "median_step_s", "tokens_per_s", "vs_dense"],
     "decode": [
-        "batch", "on_device_tokens_per_s", "offloaded_tokens_per_s", "offloaded_vs_on_device", "goal",
+        "batch",
+        "on_device_tokens_per_s",
+        "offloaded_tokens_per_s",
+        "offloaded_vs_on_device",
+        "goal",
         "wait_us_per_l3_call",
     ],
     "host_syncs": ["model", "fwd_bwd", "optimizer", "how"],

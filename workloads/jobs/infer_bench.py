@@ -16,7 +16,6 @@ from rich.table import Table
 from workloads.jobs.infer import InferJobConfig, run_interleaved
 
 
-
 def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
     rows = []
     for placement in places:

@@ -161,9 +161,9 @@ class HostRowPrefetcher:
         self._staging = [_Staging(pin_memory) for _ in consumers]
         self.stats = PrefetchStats()
         self._lock = threading.Lock()  # stats are updated by the worker and the caller
-        self._worker = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-row-prefetch") if self.threaded else None
-        )
+        self._worker = None
+        if self.threaded:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-row-prefetch")
         self._job: _Job | None = None
 
     def start(self, token_ids: torch.Tensor) -> None:
