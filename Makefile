@@ -22,14 +22,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The quickstart suite on this machine: local Ray in-process, MLflow in .isosparse/mlflow.db, the built-in
 # corpus. Re-running skips the jobs that already finished (delete .isosparse/ to start over).
 demo: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/isosparse run suites/quickstart.yaml
 
+# Every benchmark section in one table per thread count (BENCH_ARGS="--threads 1 2" sweeps); JSON in .isosparse/bench/.
 bench: $(STAMP)
-	$(BIN)/python -m workloads.l3.bench
+	$(BIN)/python -m workloads.bench all $(BENCH_ARGS)
 
 # For a lent GPU machine (Python, torch, triton, numpy; no pip, no network): needs no venv, runs from a
 # plain checkout. GPU_CHECK_ARGS=--dry-run runs the same code paths on CPU with tiny shapes.

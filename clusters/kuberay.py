@@ -3,7 +3,8 @@
 RayCluster: one head group (no GPUs, serves GCS 6379 / dashboard 8265 / client 10001) and one worker group
 per node pool, GPUs requested as the `nvidia.com/gpu` extended resource (limits = requests, as Kubernetes
 requires for extended resources), node selectors and tolerations passed through. A RayJob embeds the same
-spec as `rayClusterSpec` and runs `isosparse run SUITE` as its entrypoint, tearing the cluster down after.
+spec as `rayClusterSpec` and runs `isosparse run SUITE --address auto` as its entrypoint (the job's driver
+attaches to its own cluster, never a private one on the head pod), tearing the cluster down after.
 Reference: KubeRay ray-operator/config/samples (ray-cluster.*.yaml, ray-job.sample.yaml).
 """
 
@@ -127,8 +128,9 @@ def _job_name(cluster: Cluster, suite: str) -> str:
 def rayjob_manifest(cluster: Cluster, suite: str, *, ttl_seconds_after_finished: int = 600) -> dict[str, Any]:
     """A RayJob that creates the cluster, runs `isosparse run SUITE` on it and deletes it afterwards.
 
-    SUITE is a path inside the image (e.g. suites/iso-sparse-800m.yaml). The submitter connects to the
-    job's own cluster, so the entrypoint needs no address.
+    SUITE is a path inside the image (e.g. suites/iso-sparse-800m.yaml). Ray gives a job's driver its
+    cluster in RAY_ADDRESS; `--address auto` makes the entrypoint attach to it (or to the head pod's
+    current cluster) and fail rather than start a GPU-less local cluster if neither is there.
     """
     if not suite or any(c.isspace() for c in suite):
         raise ValueError(f"suite must be a path without whitespace, got {suite!r}")
@@ -137,7 +139,7 @@ def rayjob_manifest(cluster: Cluster, suite: str, *, ttl_seconds_after_finished:
         "kind": "RayJob",
         "metadata": _metadata(cluster, _job_name(cluster, suite)),
         "spec": {
-            "entrypoint": f"isosparse run {suite}",
+            "entrypoint": f"isosparse run {suite} --address auto",
             "shutdownAfterJobFinishes": True,
             "ttlSecondsAfterFinished": ttl_seconds_after_finished,
             "submissionMode": "K8sJobMode",

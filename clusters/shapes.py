@@ -1,6 +1,6 @@
 """Plain descriptions the capacity model works from: model shape and counts, training or inference setup.
 
-`clusters/` never imports workloads or torch: the orchestrator (orchestrator/planning.py) converts a
+`clusters/` never imports workloads or torch: the orchestrator (orchestrator/planning/plan.py) converts a
 workloads `ModelConfig` + `count_params` into a `ModelShape`. Counts are parameters (not bytes).
 """
 

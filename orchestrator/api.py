@@ -19,19 +19,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator import interrupts, ray_link, registry, reporting
-from orchestrator.driver import Driver, JobState, job_state
+import yaml
+
+from clusters import kuberay
+from orchestrator.planning import plan as planning
+from orchestrator.readers import recorded
+from orchestrator.readers import report as reporting
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
-from orchestrator.monitor import cancel, compare, match_error, status, ui  # noqa: F401
-from orchestrator.suite import Suite, load_suite, shipped_suites
-from orchestrator.tracking import Tracker, home
+from orchestrator.readers.monitor import cancel, compare, match_error, status, ui, verdict  # noqa: F401
+from orchestrator.runs import interrupts, ray_link
+from orchestrator.runs.driver import Driver, JobState, job_state
+from orchestrator.runs.tracking import Tracker, home
+from orchestrator.suites import registry
+from orchestrator.suites.cluster_file import load_cluster
+from orchestrator.suites.expansion import Suite, load_suite, shipped_suites
 from results import names
+from workloads.models import presets
 
 # Re-exported for callers that only import the api.
-from orchestrator.ray_link import ClusterError  # noqa: F401  isort: skip
-from orchestrator.suite import SuiteError  # noqa: F401  isort: skip
-from orchestrator.tracking import TrackingError  # noqa: F401  isort: skip
+from orchestrator.runs.ray_link import ClusterError  # noqa: F401  isort: skip
+from orchestrator.suites.expansion import SuiteError  # noqa: F401  isort: skip
+from orchestrator.runs.tracking import TrackingError  # noqa: F401  isort: skip
 
 DONE_STATES = ("finished", "failed", "oom", "infra", "cancelled", "skipped")
 CANCEL_GRACE_S = 3.0  # running tasks get this long to stop after a Ctrl-C before Ray kills them
@@ -74,8 +83,6 @@ def on_cluster(
     resolved and fingerprinted as it will run there), every job sized on the cluster (capacity model);
     returns (suite, Ray address of the cluster). Jobs that cannot fit raise a SuiteError naming them
     (nothing submitted) unless force."""
-    from orchestrator import planning
-    from orchestrator.cluster_file import load_cluster
 
     try:
         cluster = load_cluster(cluster_file)
@@ -98,7 +105,6 @@ def _fit_note(plan) -> str:
 def calibration(tracking_uri: str | None = None):
     """The capacity model's factors fitted to the FINISHED train runs in the tracking store
     (`clusters.calibration.Calibration`); ValueError when there is nothing to fit."""
-    from orchestrator import planning
 
     tracker = Tracker(tracking_uri)
     tracker.check()
@@ -109,8 +115,6 @@ def plan(request, cluster_file: str | None = None, calibrate: bool = False, trac
     """`isosparse plan`: `planning.plan` of a `planning.PlanRequest` on a cluster file (default: this
     machine), calibrated on the runs in the tracking store when asked.
     Raises ValueError / SuiteError / TrackingError."""
-    from orchestrator import planning
-    from orchestrator.cluster_file import load_cluster
 
     cluster = load_cluster(cluster_file or "local")
     return planning.plan(request, cluster, calibration(tracking_uri) if calibrate else None)
@@ -118,26 +122,21 @@ def plan(request, cluster_file: str | None = None, calibrate: bool = False, trac
 
 def cluster_manifest(cluster_file: str, suite: str | None = None) -> str:
     """`isosparse clusters kuberay`: the KubeRay RayCluster manifest (with `suite`, a RayJob running it)."""
-    from clusters import kuberay
-    from orchestrator.cluster_file import load_cluster
 
     return kuberay.manifests_yaml(load_cluster(cluster_file), suite)
 
 
 def report(
-    suite: str,
-    sets: list[str] | None = None,
-    *,
-    tracking_uri: str | None = None,
-    out_dir: str | None = None,
-    figures: bool = True,
+    target: str, *, tracking_uri: str | None = None, out_dir: str | None = None, figures: bool = True
 ) -> "reporting.ReportOutcome":
-    """Build SUITE's report (HTML + Markdown + figures) and log it onto its newest parent run.
-    Raises SuiteError / TrackingError."""
-    spec = load_suite(suite, sets)
+    """Build the report (HTML + Markdown + figures) of the newest recorded invocation of TARGET (a suite
+    file or name, an experiment, a parent run id) and log it onto that parent run. Raises SuiteError /
+    TrackingError."""
     tracker = Tracker(tracking_uri)
     tracker.check()
-    return reporting.build_and_log(spec, tracker, out_dir=out_dir, figures=figures)
+    return reporting.build_and_log(
+        recorded.locate(tracker, target), tracker, out_dir=out_dir, figures=figures
+    )
 
 
 def raise_on_sigterm() -> None:
@@ -213,6 +212,7 @@ def _run_suite(suite, sets, address, tracking_uri, cluster, force, make_report, 
             report.parent_run_id = tracker.start_suite(
                 spec.experiment, spec.name, tags, _parent_name(spec, todo)
             )
+            tracker.log_text(report.parent_run_id, recorded.jobs_json(spec.jobs), names.SUITE_JOBS)
         if on_start is not None:
             on_start(report)
         if todo:
@@ -259,31 +259,38 @@ def _close(report: RunReport, tracker: Tracker, final: str, make_report: bool, s
 
 def _attach_report(report: RunReport, tracker: Tracker) -> None:
     try:
-        report.report = reporting.build_and_log(report.suite, tracker, parent_run_id=report.parent_run_id)
+        report.report = reporting.build_and_log(recorded.locate(tracker, report.parent_run_id), tracker)
     except Exception as err:  # noqa: BLE001 - the jobs' results are recorded; a report bug must not hide them
         report.report_error = f"{type(err).__name__}: {err}"
 
 
 def connect(address: str | None = None, num_cpus: int | None = None):
-    """Start the local in-process Ray cluster (address None) or connect to an existing one, and return
-    the scheduling module. The auth environment is set before ray is first imported (`ray_link`); an
-    unreachable cluster raises ClusterError within seconds."""
-    ray_link.prepare(address)
-    ray_link.check_reachable(address)
-    from orchestrator import scheduling  # ray is imported only when jobs run, after prepare()
+    """Start a local in-process Ray cluster or connect to an existing one (`ray_link.resolve`: address,
+    else RAY_ADDRESS, else local), and return the scheduling module. The auth environment is set before
+    ray is first imported (`ray_link`); an unusable cluster raises ClusterError within seconds."""
+    address = ray_link.prepare(address)  # ClusterError: unreachable, no Ray head, token missing / refused
+    from orchestrator.runs import scheduling  # ray is imported only when jobs run, after prepare()
 
     scheduling.start(address, num_cpus)
     return scheduling
 
 
 def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
-    driver = Driver(spec, tracker, report.parent_run_id, report)
+    enforced = scheduling.timing_enforced()
+    if not enforced:  # said once, on the driver's terminal; each run records it (timing/enforced)
+        res = scheduling.TIMING_RESOURCE
+        hint = f"""ray start --resources='{{"{res}": 1}}'"""
+        print(f"isosparse: this cluster's nodes declare no {res!r} resource, so timed work cannot run "
+              f"alone: speed numbers are marked contended (~). Start its nodes with {hint}.",
+              file=sys.stderr)  # fmt: skip
+    driver = Driver(spec, tracker, report.parent_run_id, report, timing_enforced=enforced)
     scheduler = scheduling.Scheduler(
         storage_path=str(home() / "ray_train"),
         checkpoint_root=str(home() / "checkpoints"),
         on_event=driver.on_event,
         on_done=driver.on_done,
         on_oom=spec.raw.get("on_oom", "fail"),
+        enforce_timing=enforced,
     )
     tick = (lambda: on_tick(report)) if on_tick is not None else None
     try:
@@ -310,7 +317,7 @@ def exit_now(code: int) -> None:
     flush the output, and skip the interpreter's teardown of torch / pandas / MLflow modules, which took
     4-8 s on a loaded machine (every run is already closed by then)."""
     if "ray" in sys.modules:
-        from orchestrator import scheduling
+        from orchestrator.runs import scheduling
 
         scheduling.shutdown()
     sys.stdout.flush()
@@ -349,13 +356,11 @@ def run_detached(
 
 
 def list_presets() -> list[tuple[str, str]]:
-    from workloads.models import presets
 
     return [(name, presets.PRESETS[name].note) for name in presets.names()]
 
 
 def list_suites() -> list[tuple[str, str]]:
-    import yaml
 
     out = []
     for path in shipped_suites():

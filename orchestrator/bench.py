@@ -5,16 +5,21 @@ worker) — wall seconds until it is done, and the `ray.init` part of it. Overhe
 cluster, a suite of N zero-work dummy jobs (steps=0) through the full path (suite expansion, Ray task,
 MLflow nested run with params, config.yaml, result.json); seconds per job = wall / N. The end-of-run
 report is timed on its own (`isosparse report` of the N-job suite) and left out of both numbers unless
---with-report. Uses a temporary ISOSPARSE_HOME and sqlite store; RAY_AUTH_MODE from the environment.
+--with-report; so is `compare` by experiment name, in-process and as a fresh `isosparse compare` process
+(next to the bare interpreter start). Temporary ISOSPARSE_HOME and sqlite store; RAY_AUTH_MODE from env.
 """
 
 import argparse
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from orchestrator import api, scheduling
+from orchestrator import api
+from orchestrator.runs import scheduling
 
 SUITE = """
 experiment: bench-{name}
@@ -32,6 +37,22 @@ def _suite(folder: Path, name: str, n_jobs: int, cpus: float) -> str:
     path = folder / f"{name}.yaml"
     path.write_text(SUITE.format(name=name, cpus=cpus, seeds=list(range(n_jobs))))
     return str(path)
+
+
+def _compare_times(uri: str, rounds: int = 3) -> tuple[float, float, float]:
+    """Medians of (api.compare in-process, `python -m orchestrator.cli compare` wall, `python -c pass`
+    wall), interleaved round by round."""
+    cli = [sys.executable, "-m", "orchestrator.cli", "compare", "bench-warm", "--tracking-uri", uri]
+    times: list[tuple[float, float, float]] = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        api.compare("bench-warm", uri)
+        t1 = time.perf_counter()
+        subprocess.run(cli, check=True, capture_output=True)
+        t2 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    return tuple(statistics.median(column) for column in zip(*times, strict=True))
 
 
 def main() -> None:
@@ -60,6 +81,7 @@ def main() -> None:
         t2 = time.perf_counter()
         api.report(warm_suite, tracking_uri=uri)
         report_s = time.perf_counter() - t2
+        compare_s, cli_s, python_s = _compare_times(uri)
     if cold.exit_code or warm.exit_code:
         raise SystemExit(f"bench jobs failed: {cold.counts()} {warm.counts()}")
     load = os.getloadavg()
@@ -68,6 +90,8 @@ def main() -> None:
     per_job = warm_s / args.jobs
     print(f"warm: {args.jobs} zero-work jobs in {warm_s:.2f} s = {per_job:.3f} s per job ({report} report)")
     print(f"report of the {args.jobs}-job suite (tables + figures, logged to MLflow): {report_s:.2f} s")
+    print(f"compare bench-warm ({args.jobs} jobs, by name, medians of 3): {compare_s:.2f} s in-process,")
+    print(f"  {cli_s:.2f} s as a fresh `isosparse compare` process ({python_s:.2f} s of it `python -c pass`)")
     print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, {os.cpu_count()} cores")
 
 

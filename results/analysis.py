@@ -37,6 +37,8 @@ ACCOUNTING = ("params_active", "params_total", "sparsity")
 SHORT = {
     names.EVAL_VAL_LOSS: "val_loss",
     names.EVAL_VAL_PPL: "val_ppl",
+    names.EVAL_VAL_BPB: "val_bpb",
+    names.DATA_VAL_BYTES_PER_TOKEN: "val_bytes_per_token",
     names.TRAIN_TOKENS_PER_S: "tokens_per_s",
     names.MEM_PEAK_DEVICE_BYTES: "peak_device_bytes",
     names.MEM_PEAK_HOST_BYTES: "peak_host_bytes",
@@ -121,6 +123,7 @@ def iso_sparse_table(
     table = summary.join(_dense_reference(summary))
     table["delta_val_loss"] = table["val_loss"] - table["val_loss_dense"]
     table["delta_val_ppl"] = table["val_ppl"] - table["val_ppl_dense"]
+    table["delta_val_bpb"] = table["val_bpb"] - table["val_bpb_dense"]
     table["tokens_per_s_ratio"] = table["tokens_per_s"] / table["tokens_per_s_dense"]
     table["peak_device_ratio"] = table["peak_device_bytes"] / table["peak_device_bytes_dense"]
     table["active_error"] = (
@@ -129,38 +132,71 @@ def iso_sparse_table(
     table["match_flag"] = flag_match(table, tolerance, ["match_error", "active_error"])
     cols = [
         "group", "hardware", "family", "preset", "variant", "n_seeds", *ACCOUNTING, "dense_group",
-        "val_loss", "val_loss_std", "val_ppl", "val_ppl_std", "delta_val_loss", "delta_val_ppl",
-        "tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio", "peak_device_bytes", "peak_host_bytes",
-        "peak_device_ratio", "expert_max_over_mean", "expert_cv", "dropped_token_frac",
+        "val_loss", "val_loss_std", "dropped_token_frac", "val_ppl", "val_ppl_std", "delta_val_loss",
+        "delta_val_ppl", "val_bpb", "val_bpb_std", "delta_val_bpb", "tokens_per_s", "tokens_per_s_std",
+        "tokens_per_s_ratio", "peak_device_bytes", "peak_host_bytes",
+        "peak_device_ratio", "expert_max_over_mean", "expert_cv",
         "l3_rows_per_token_mean", "l3_rows_per_token_max", "l3_bytes_per_token",
         "active_error", "match_error", "match_flag",
     ]  # fmt: skip
     return table[cols].rename(columns={"match_error": "planned_match_error"}).reset_index(drop=True)
 
 
-def _dense_reference(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per summary row: the reference dense config's values (suffixed _dense) and its `dense_group`."""
+def dense_index(summary: pd.DataFrame) -> pd.Series:
+    """Per summary row: the index of its reference dense config (the dense config of its group and
+    hardware, else the only dense config of its preset and hardware), NA when there is none.
+    Raises ValueError when a group has several dense configs (the reference would be ambiguous)."""
     dense = summary[summary["family"].eq("dense").fillna(False)]
     cell, dense_cell = _key(summary, "group", "hardware"), _key(dense, "group", "hardware")
     dup = dense_cell.duplicated(keep=False)
     if dup.any():
         bad = sorted(set(dense.loc[dup, "group"].fillna("<no group>")))
         raise ValueError(f"groups {bad} have several dense configs; give each its own group tag")
-    cols = ["params_active", "val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes"]
-    values = dense[cols].add_suffix("_dense").assign(dense_group=dense["group"])
-    ref = values.set_axis(dense_cell).reindex(cell).set_axis(summary.index)
+    ref = pd.Series(dense.index, index=dense_cell, dtype="Int64").reindex(cell).set_axis(summary.index)
     preset, dense_preset = _key(summary, "preset", "hardware"), _key(dense, "preset", "hardware")
     unique = ~dense_preset.duplicated(keep=False)
-    fallback = values[unique].set_axis(dense_preset[unique]).reindex(preset).set_axis(summary.index)
+    fallback = pd.Series(dense.index[unique.to_numpy()], index=dense_preset[unique], dtype="Int64")
     missing = ~cell.isin(set(dense_cell))
-    ref.loc[missing] = fallback.loc[missing]
+    ref.loc[missing] = fallback.reindex(preset[missing]).to_numpy()
     return ref
+
+
+def _dense_reference(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per summary row: the reference dense config's values (suffixed _dense) and its `dense_group`."""
+    cols = ["params_active", "val_loss", "val_ppl", "val_bpb", "tokens_per_s", "peak_device_bytes", "group"]
+    ref = dense_index(summary)
+    rows = summary[cols].set_axis(summary.index.map(str))  # string labels: NA (no reference) matches none
+    values = rows.reindex(["" if pd.isna(j) else str(j) for j in ref]).set_axis(summary.index)
+    return values.rename(columns={"group": "dense_group"}).rename(
+        columns=lambda c: c if c == "dense_group" else f"{c}_dense"
+    )
+
+
+def config_key(df: pd.DataFrame, cols) -> pd.Series:
+    """A join key over `cols` that also matches missing values."""
+    return _key(df, *cols)
 
 
 def _key(df: pd.DataFrame, *cols: str) -> pd.Series:
     """A join key over `cols` that also matches missing values."""
     return pd.Series(["\x1f".join("\0" if pd.isna(v) else str(v) for v in row) for row in
                       df[list(cols)].itertuples(index=False)], index=df.index, dtype="object")  # fmt: skip
+
+
+def mixes_tokenizers(runs: pd.DataFrame, kind: str = "train") -> bool:
+    """True when the finished `kind` runs measured their validation loss in more than one unit: their
+    data/val_bytes_per_token (validation text bytes over tokens) differ, i.e. their tokenizers (or texts)
+    do. Loss per token then does not compare across rows; bits per byte does."""
+    fin = schema.finished(runs)
+    if fin.empty or names.DATA_VAL_BYTES_PER_TOKEN not in fin.columns:
+        return False
+    ratios = fin.loc[fin["kind"].eq(kind).fillna(False), names.DATA_VAL_BYTES_PER_TOKEN].dropna()
+    return ratios.nunique() > 1
+
+
+def quality_column(runs: pd.DataFrame, kind: str = "train") -> str:
+    """The quality a table leads with: "val_bpb" when its runs mix tokenizers, else "val_loss"."""
+    return "val_bpb" if mixes_tokenizers(runs, kind) else "val_loss"
 
 
 def _metrics(runs: pd.DataFrame) -> list[str]:

@@ -56,6 +56,8 @@ TAG_SUITE_PATH = TAG_PREFIX + "suite_path"
 TAG_N_JOBS = TAG_PREFIX + "n_jobs"
 TAG_N_SKIPPED = TAG_PREFIX + "n_skipped"
 TAG_PARENT_RUN = "mlflow.parentRunId"  # set by MLflow for nested runs
+# The parent run's record of its expanded jobs (name, kind, fingerprint, labels, match): what readers read.
+SUITE_JOBS = "suite_jobs.json"
 
 
 def label_tag(label: str) -> str:
@@ -71,6 +73,11 @@ def tag_column(name: str) -> str:
 def tag_filter(name: str, value: str) -> str:
     """An MLflow search filter on a tag's value: tags.`isosparse.kind` = 'job'."""
     return f"tags.`{name}` = '{value}'"
+
+
+def job_runs_of(suite: str) -> str:
+    """The MLflow filter of a suite's job runs."""
+    return tag_filter(TAG_RUN_TYPE, RUN_TYPE_JOB) + " and " + tag_filter(TAG_SUITE, suite)
 
 
 FINISHED_JOBS = "attributes.status = 'FINISHED' and " + tag_filter(TAG_RUN_TYPE, RUN_TYPE_JOB)
@@ -139,8 +146,26 @@ LB_SCONE_MEAN_MATCH_LEN = "lb/scone_mean_match_len"
 MEM_FGRAM_TABLE_BYTES = "mem/fgram_table_bytes"  # SCONE's F: storage, never parameters
 TRAIN_FLOPS_PER_TOKEN = "train/flops_per_token"  # SCONE: the main model + A_fgram
 TRAIN_FLOPS_PER_TOKEN_MAIN = "train/flops_per_token_main"  # SCONE: the main model alone (= its dense)
+# Timed work (issue 26): what shared the node during a job's timed phase (workloads.jobs.contention) and
+# the orchestrator's verdict on it; TAG_TIMING is the suite's timing mode of the job.
+TIMING_PHASE_START_S = "timing/phase_start_s"  # epoch seconds
+TIMING_PHASE_END_S = "timing/phase_end_s"
+TIMING_LOAD_AVG_1M = "timing/load_avg_1m"
+TIMING_OTHER_CPU_CORES = "timing/other_cpu_cores"  # other processes' CPU-seconds per second of the phase
+TIMING_NODE_CPUS = "timing/node_cpus"
+TIMING_THREADS = "timing/threads"
+TIMING_OTHER_DEVICE_PROCS = "timing/other_device_procs"
+TIMING_OVERLAPPING_JOBS = "timing/overlapping_jobs"  # other jobs on the node during the phase
+TIMING_ENFORCED = "timing/enforced"  # 1: the cluster's nodes declare the timing resource
+TIMING_CONTENDED = "timing/contended"  # 1: speed numbers marked "~" in compare and the report
+INFER_VS_DENSE_DECODE = "infer/vs_dense/decode_tokens_per_s"  # + /bs<B>: interleaved, one process
+TAG_TIMING = TAG_PREFIX + "timing"  # "exclusive" | "shared" | "interleaved"
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"
+# Bits per UTF-8 byte of the validation text: val_loss / (ln 2 · DATA_VAL_BYTES_PER_TOKEN). Loss per token
+# depends on the tokenizer; bits per byte does not, so rows with different bytes per token compare by it.
+EVAL_VAL_BPB = "eval/val_bpb"
+DATA_VAL_BYTES_PER_TOKEN = "data/val_bytes_per_token"
 
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 
@@ -196,4 +221,6 @@ METRICS = (
     TRAIN_FLOPS_PER_TOKEN_MAIN,
     EVAL_VAL_LOSS,
     EVAL_VAL_PPL,
+    EVAL_VAL_BPB,
+    DATA_VAL_BYTES_PER_TOKEN,
 )

@@ -1,14 +1,12 @@
-"""The suite report: a self-contained HTML page (tables + figures embedded as base64 PNG) and a Markdown
-summary next to it, plus every figure as a PNG file (for MLflow artifacts).
+"""The suite report: a self-contained HTML page opening with the verdict (`results.seeds`), figures chosen by
+what the suite varies, detail tables folded; a Markdown summary; every figure as PNG and table as CSV.
 
 `build_report(runs, history, out_dir=...)` accepts an `mlflow.search_runs` frame or a run table. A table
 that cannot be built (e.g. an ambiguous dense reference) or a figure with no data is reported in place as a
 note instead of failing the whole report.
 """
 
-import base64
-import html
-import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,17 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results import analysis, load, names, plots, schema
+from results import analysis, contention, load, names, plots, quality_plots, schema, seeds
+from results.report_page import MARKDOWN_MAX_COLUMNS, render_html, render_markdown, to_markdown  # noqa: F401
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
 FIGURE_DIR = "figures"
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
-.scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}.note{color:#555;font-style:italic}.error{color:#a33}
-img{max-width:100%;border:1px solid #eee}.flag{background:#fde2e2}"""
+TABLE_DIR = "tables"  # every detail table as CSV (the HTML folds them, the Markdown links them)
 
 
 @dataclass(frozen=True)
@@ -47,6 +41,7 @@ class ReportPaths:
     html: Path
     markdown: Path
     figures: tuple[Path, ...]
+    tables: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,6 +53,38 @@ class _Section:
     table: pd.DataFrame | None = None
     note: str = ""
     problem: bool = False
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """What the report opens with: the ordering the seeds support and the narrow table behind it."""
+
+    lines: tuple[str, ...]
+    table: pd.DataFrame | None
+    note: str
+
+
+VERDICT_NOTE = (
+    "{what}, lower is better; mean ± sd over seeds. Δ vs dense is paired by seed (each config minus its "
+    "group's dense model trained with the same seed), with a 95% Student-t interval; 'within noise': the "
+    "interval covers 0."
+)
+QUALITY = {
+    "val loss": "Validation loss per token",
+    "val bpb": "Validation bits per byte (the runs mix tokenizers: loss per token would not compare)",
+}
+
+
+def _verdict(runs: pd.DataFrame) -> _Verdict:
+    metric, short = seeds.quality(runs)
+    try:
+        paired = seeds.paired_table(runs, metric)
+    except ValueError as err:
+        return _Verdict((), None, f"no verdict: {err}")
+    if paired.empty:
+        return _Verdict((), None, f"no verdict: no finished train runs with {metric}")
+    note = VERDICT_NOTE.format(what=QUALITY[short])
+    return _Verdict(tuple(seeds.verdict(paired)), seeds.display(paired, short), note)
 
 
 def as_run_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -78,12 +105,20 @@ def _try_table(title: str, build: Callable[[], pd.DataFrame], empty_note: str) -
 
 def _sections(runs: pd.DataFrame) -> list[_Section]:
     tol = f"{analysis.MATCH_TOLERANCE:.0%}"
+    iso = _try_table("Iso-active comparison (vs dense of each group)",
+                     lambda: analysis.iso_sparse_table(runs), "no finished train runs")  # fmt: skip
+    if analysis.mixes_tokenizers(runs):
+        unit = (
+            "The runs use different tokenizers (their validation bytes per token differ), so val_loss per "
+            "token does not compare across rows: read val_bpb (bits per byte) and delta_val_bpb."
+        )
+        iso = replace(iso, note=f"{iso.note} {unit}".strip())
     out = [
-        _try_table("Iso-active comparison (vs dense of each group)", lambda: analysis.iso_sparse_table(runs),
-                   "no finished train runs"),
+        iso,
         _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
                    "no group holds both an L3 and a MoE train run"),
     ]  # fmt: skip
+    train_flags = contention.config_contended(runs, "train")
     if runs["family"].eq("scone").fillna(False).any():
         out.append(_scone_section(runs))
     flagged = sum(int(s.table["match_flag"].fillna(False).sum()) for s in out if s.table is not None)
@@ -96,22 +131,56 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         ". active_error / total_error are measured (each run's params_active / params_total, L3 rows "
         "weighted by its training corpus); planned_match_error is the suite's plan (MLflow match/*)"
     )
+    out = [_marked(s, train_flags, TRAIN_SPEED) for s in out]
     out.insert(0, _Section(f"Match errors above {tol}", None, note, problem=bool(flagged)))
     out += _scaling_sections(runs)
     for axis in analysis.ABLATION_AXES:
         table = analysis.ablation_table(runs, axis)
         if not table.empty:
-            out.append(_Section(f"Ablation: {axis}", table))
-    infer = _inference_table(runs)
-    out.append(_Section("Inference (per batch size)", infer if not infer.empty else None,
-                        "" if not infer.empty else "no finished infer runs"))  # fmt: skip
+            out.append(_marked(_Section(f"Ablation: {axis}", table), train_flags, TRAIN_SPEED))
+    out += _speed_sections(runs)
     bad = runs[~runs["status"].eq("FINISHED").fillna(False)]
     cols = ["run_id", "family", "preset", "group", "kind", "seed", "status", "outcome", "error"]
     cols = [c for c in cols if c in bad.columns]
-    out.append(
-        _Section("Runs not finished", bad[cols] if not bad.empty else None, "" if len(bad) else "none")
-    )
+    listed = bad[cols] if len(bad) else None
+    out.append(_Section("Runs not finished", listed, "" if len(bad) else "none", bool(len(bad))))  # unfolded
     return out
+
+
+TRAIN_SPEED = ["tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio"]
+
+
+def _marked(section: _Section, flags: pd.DataFrame, columns: list[str]) -> _Section:
+    """The section with its speed cells measured under contention marked "~", and the footnote."""
+    if section.table is None or flags.empty:
+        return section
+    table = contention.mark(section.table, flags, columns, with_dense=("tokens_per_s_ratio",))
+    if not contention.any_marked(table):
+        return replace(section, table=table)
+    return replace(section, table=table, note=f"{section.note} {contention.FOOTNOTE}".strip())
+
+
+def _speed_sections(runs: pd.DataFrame) -> list[_Section]:
+    """Decode vs dense (interleaved ratios preferred; the summary names clean ratios only), then the
+    per-batch-size inference table, contended cells marked."""
+    infer = _inference_table(runs)
+    if infer.empty:
+        return [_Section("Inference (per batch size)", None, "no finished infer runs")]
+    flags = contention.config_contended(runs, "infer")
+    ratios = contention.decode_ratios(runs)
+    note = (
+        f"{contention.ratio_summary(ratios)}. Ratios of runs timed in one process "
+        f"({contention.INTERLEAVED}, `timing: {{infer: interleaved}}`) are preferred: load drift cannot "
+        "bias them; ratios of separate jobs compare numbers measured at different times."
+    )
+    if not ratios.empty and ratios["contended"].any():
+        ratios = ratios.assign(decode_vs_dense=[
+            contention.MARK + f"{v:.3f}" if c else f"{v:.3f}"
+            for v, c in zip(ratios["decode_vs_dense"], ratios["contended"], strict=True)
+        ])  # fmt: skip
+        note += " " + contention.FOOTNOTE
+    table = _marked(_Section("Inference (per batch size)", infer), flags, list(contention.INFER_SPEED))
+    return [_Section("Decode speed vs dense", ratios if not ratios.empty else None, note), table]
 
 
 def _scone_section(runs: pd.DataFrame) -> _Section:
@@ -128,12 +197,14 @@ def _scone_section(runs: pd.DataFrame) -> _Section:
 
 
 def _scaling_sections(runs: pd.DataFrame) -> list[_Section]:
-    """The val-loss scaling fits against active and total params; one note instead of tables of empty
-    rows when no curve could be fitted (e.g. a suite with one size per family)."""
+    """The val-loss scaling fits (val-bpb when the runs mix tokenizers) against active and total params;
+    one note instead of tables of empty rows when no curve could be fitted (e.g. one size per family)."""
     sections = []
+    bpb = analysis.mixes_tokenizers(runs)  # losses per token in several units: fit bits per byte
+    y, what = (names.EVAL_VAL_BPB, "val bpb") if bpb else (names.EVAL_VAL_LOSS, "val loss")
     for x in ("params_active", "params_total"):
-        section = _try_table(f"Scaling fits: val loss vs {x}", lambda x=x: analysis.scaling_fits(runs, x=x),
-                             "no train runs with val loss")  # fmt: skip
+        fits = lambda x=x: analysis.scaling_fits(runs, x=x, y=y)  # noqa: E731
+        section = _try_table(f"Scaling fits: {what} vs {x}", fits, f"no train runs with {what}")
         if section.table is not None and section.table["b"].isna().all():
             why = "; ".join(dict.fromkeys(r for r in section.table["note"].dropna() if r)) or "too few sizes"
             section = _Section(section.title, note=f"no curve fitted ({why})")
@@ -162,10 +233,6 @@ def _inference_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 _FIGURES: list[tuple[str, str, Callable[..., object]]] = [
-    ("loss_curves", "Training loss per family", lambda r, h, a: plots.loss_curves(h, r)),
-    ("val_loss_vs_active", "Val loss vs active params", lambda r, h, a: plots.val_loss_vs_params(r)),
-    ("val_loss_vs_total", "Val loss vs total params",
-     lambda r, h, a: plots.val_loss_vs_params(r, x="params_total")),
     ("tokens_per_s_vs_sparsity", "Training tokens/s vs sparsity",
      lambda r, h, a: plots.tokens_per_s_vs_sparsity(r)),
     ("memory_breakdown", "Memory breakdown", lambda r, h, a: plots.memory_breakdown(r)),
@@ -178,10 +245,26 @@ _FIGURES: list[tuple[str, str, Callable[..., object]]] = [
 ]  # fmt: skip
 
 
+def _quality_figures(runs: pd.DataFrame) -> list[tuple[str, str, Callable[..., object]]]:
+    """Chosen by what the suite varies: one model size gets a dot plot per config (seeds and their 95%
+    intervals), several get log-log scaling plots; then the loss curves, every family on one axis."""
+    metric, short = seeds.quality(runs)
+    if quality_plots.n_sizes(runs) <= 1:
+        out = [("quality_per_config", f"{short.capitalize()} per config: seeds and 95% intervals",
+                lambda r, h, a: quality_plots.quality_dots(r, metric))]  # fmt: skip
+    else:
+        out = [(f"quality_vs_{x}", f"{short.capitalize()} vs {x.replace('_', ' ')} (log-log)",
+                lambda r, h, a, x=x: plots.val_loss_vs_params(r, x=x, y=metric))
+               for x in ("params_active", "params_total")]  # fmt: skip
+    curves = ("loss_curves", "Training loss, smoothed: every family on one axis, band over seeds",
+              lambda r, h, a: quality_plots.loss_curves(h, r))  # fmt: skip
+    return [*out, curves]
+
+
 def _figures(runs, history, arrays, fig_dir: Path) -> list[tuple[str, Path | None, str]]:
     """[(title, png path or None, note)] — each figure saved under fig_dir, or the reason it is missing."""
     out = []
-    for name, title, make in _FIGURES:
+    for name, title, make in [*_quality_figures(runs), *_FIGURES]:
         if name == "loss_curves" and history is None:
             out.append((title, None, "no metric history given"))
             continue
@@ -194,56 +277,26 @@ def _figures(runs, history, arrays, fig_dir: Path) -> list[tuple[str, Path | Non
     return out
 
 
-def _fmt(value: object) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
-    return str(value)
-
-
-def _display(table: pd.DataFrame) -> pd.DataFrame:
-    """Byte columns shown in GiB (renamed *_GiB); everything else as is."""
-    out = table.copy()
-    for col in [c for c in out.columns if str(c).endswith("_bytes")]:
-        out[col] = out[col].astype("Float64") / 2**30
-        out = out.rename(columns={col: str(col).removesuffix("_bytes") + "_GiB"})
-    return out
-
-
-def _cells(table: pd.DataFrame) -> list[list[str]]:
-    return [[_fmt(v) for v in row] for row in _display(table).astype(object).itertuples(index=False)]
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no tabulate dependency); NA shows as —."""
-    header = [str(c) for c in _display(table).columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _cells(table)]
-    return "\n".join(lines)
-
-
-def _html_table(table: pd.DataFrame) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in _display(table).columns)
-    flags = (
-        table["match_flag"].fillna(False).tolist() if "match_flag" in table.columns else [False] * len(table)
-    )
-    rows = []
-    for cells, flag in zip(_cells(table), flags, strict=True):
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        rows.append(f'<tr class="flag">{tds}</tr>' if flag else f"<tr>{tds}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
 def _header(runs: pd.DataFrame, title: str) -> tuple[str, str]:
     counts = runs["status"].fillna("unknown").value_counts().to_dict()
     status = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "no runs"
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return title, f"{len(runs)} job runs ({status}); generated {stamp}"
+
+
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
+
+
+def _write_tables(sections: list[_Section], table_dir: Path) -> dict[str, Path]:
+    """{section title: CSV path} for every section with a table (the numbers unformatted, NA empty)."""
+    out = {}
+    for s in sections:
+        if s.table is not None:
+            table_dir.mkdir(parents=True, exist_ok=True)
+            out[s.title] = table_dir / f"{_slug(s.title)}.csv"
+            s.table.to_csv(out[s.title], index=False)
+    return out
 
 
 def build_report(
@@ -255,8 +308,10 @@ def build_report(
     load_arrays: LoadArrays | None = None,
     figures: bool = True,
 ) -> ReportPaths:
-    """Write report.html, report.md and figures/*.png under out_dir; returns their paths.
+    """Write report.html, report.md, figures/*.png and tables/*.csv under out_dir; returns their paths.
 
+    The report opens with the verdict (the ordering the seeds support) and its narrow table, then the
+    figures; the wide tables follow folded (HTML) or as links to their CSV files (Markdown).
     runs: `mlflow.search_runs` frame of the suite's runs (or a run table). history: long frame run_id, key,
     step, value (see `load.history_from_mlflow`), for the loss curves. figures=False: tables only (fast).
     """
@@ -266,46 +321,14 @@ def build_report(
     suite = table["suite"].dropna()
     title = title or f"isosparse report: {suite.iloc[0] if len(suite) else 'suite'}"
     sections = _sections(table)
+    verdict = _verdict(table)
     drawn = _figures(table, history, load_arrays or LoadArrays(), out_dir / FIGURE_DIR) if figures else []
+    csvs = _write_tables(sections, out_dir / TABLE_DIR)
     heading, subtitle = _header(table, title)
     html_path, md_path = out_dir / HTML_NAME, out_dir / MARKDOWN_NAME
-    html_path.write_text(_render_html(heading, subtitle, sections, drawn), encoding="utf-8")
-    md_path.write_text(_render_markdown(heading, subtitle, sections, drawn, out_dir), encoding="utf-8")
-    return ReportPaths(html_path, md_path, tuple(p for _, p, _ in drawn if p is not None))
-
-
-def _render_html(heading, subtitle, sections: list[_Section], figures) -> str:
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1><p>{html.escape(subtitle)}</p>",
-             "<h2>Tables</h2>"]  # fmt: skip
-    for s in sections:
-        parts.append(f"<h3>{html.escape(s.title)}</h3>")
-        if s.note:
-            parts.append(f"<p class='{'error' if s.problem else 'note'}'>{html.escape(s.note)}</p>")
-        if s.table is not None:
-            parts.append(f"<div class='scroll'>{_html_table(s.table)}</div>")  # wide tables scroll
-    parts.append("<h2>Figures</h2>")
-    for title, path, note in figures:
-        parts.append(f"<h3>{html.escape(title)}</h3>")
-        if path is None:
-            parts.append(f"<p class='note'>not drawn: {html.escape(note)}</p>")  # no data: not an error
-            continue
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def _render_markdown(heading, subtitle, sections: list[_Section], figures, out_dir: Path) -> str:
-    parts = [f"# {heading}", "", subtitle, ""]
-    for s in sections:
-        parts += [f"## {s.title}", ""]
-        if s.note:
-            parts += [f"_{s.note}_", ""]
-        if s.table is not None:
-            parts += [to_markdown(s.table), ""]
-    parts += ["## Figures", ""] + ([] if figures else ["_none drawn (tables-only report)_", ""])
-    for title, path, note in figures:
-        rel = None if path is None else path.relative_to(out_dir).as_posix()
-        parts += [f"![{title}]({rel})" if rel else f"_{title}: not drawn: {note}_", ""]
-    return "\n".join(parts)
+    page = render_html(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
+    html_path.write_text(page, encoding="utf-8")
+    md = render_markdown(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
+    md_path.write_text(md, encoding="utf-8")
+    figs = tuple(p for _, p, _ in drawn if p is not None)
+    return ReportPaths(html_path, md_path, figs, tuple(csvs.values()))

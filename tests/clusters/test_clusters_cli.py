@@ -6,7 +6,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator import cli_clusters
+from orchestrator.cli import clusters as cli_clusters
 
 EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
 app = typer.Typer()

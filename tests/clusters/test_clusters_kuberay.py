@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from clusters import kuberay
-from orchestrator.cluster_file import load_cluster
+from orchestrator.suites.cluster_file import load_cluster
 
 EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
 DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -63,7 +63,7 @@ def test_rayjob_manifest(cluster):
     assert doc["metadata"]["name"] == "isosparse-h100-iso-sparse-800m"
     assert DNS_1123.match(doc["metadata"]["name"]) and len(doc["metadata"]["name"]) <= 63
     spec = doc["spec"]
-    assert spec["entrypoint"] == "isosparse run suites/iso-sparse-800m.yaml"
+    assert spec["entrypoint"] == "isosparse run suites/iso-sparse-800m.yaml --address auto"  # its own cluster
     assert spec["shutdownAfterJobFinishes"] is True and spec["submissionMode"] == "K8sJobMode"
     _check_raycluster_spec(spec["rayClusterSpec"], cluster)
 

@@ -1,4 +1,4 @@
-"""orchestrator/planning.py: ModelConfig -> ModelShape agrees with count_params; plans are coherent."""
+"""orchestrator/planning/plan.py: ModelConfig -> ModelShape agrees with count_params; plans are coherent."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from clusters import capacity, roofline
-from orchestrator import planning
-from orchestrator.cluster_file import load_cluster
+from orchestrator.planning import plan as planning
+from orchestrator.suites.cluster_file import load_cluster
 from workloads.models import presets
 from workloads.models.accounting import count_params
 
@@ -74,13 +74,13 @@ def test_plan_suite_flags_jobs_that_do_not_fit(tmp_path):
 
 
 def test_cluster_resources_for_suite_jobs():
-    from orchestrator.spec import Resources
+    from orchestrator.suites.spec import Resources, cluster_resources
 
     h100 = load_cluster(EXAMPLES / "h100x8.yaml")
-    r = planning.cluster_resources(h100, Resources(num_workers=4, num_gpus=1, placement="STRICT_PACK"))
+    r = cluster_resources(h100, Resources(num_workers=4, num_gpus=1, placement="STRICT_PACK"))
     assert (r.num_workers, r.num_gpus, r.num_cpus, r.placement) == (4, 1.0, 12.0, "STRICT_PACK")
     ray = load_cluster(EXAMPLES / "ray.yaml")
-    assert planning.cluster_resources(ray, Resources()).memory_bytes == 100 * 2**30
+    assert cluster_resources(ray, Resources()).memory_bytes == 100 * 2**30
 
 
 def test_calibration_frame_round_trip():

@@ -6,7 +6,7 @@ import pytest
 
 from clusters import catalog, roofline
 from clusters.shapes import InferSetup, L3Shape, ModelShape, TrainSetup
-from orchestrator.cluster_file import parse_cluster
+from orchestrator.suites.cluster_file import parse_cluster
 
 H100 = catalog.get("h100-sxm")
 # 1e9 parameters, all active, dense-only; 16 layers, 16 heads of 64.

@@ -18,7 +18,7 @@ from torch.utils.checkpoint import checkpoint
 
 from clusters.capacity import activation_bytes, train_memory
 from clusters.shapes import TrainSetup
-from orchestrator.planning import model_shape
+from orchestrator.planning.plan import model_shape
 from workloads.models import presets
 from workloads.models.transformer import Transformer, rope_angles
 

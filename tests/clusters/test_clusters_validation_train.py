@@ -12,7 +12,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from clusters.capacity import train_memory
 from clusters.shapes import TrainSetup
-from orchestrator.planning import model_shape
+from orchestrator.planning.plan import model_shape
 from workloads.data import DataConfig
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (

@@ -2,7 +2,7 @@ from importlib.metadata import version
 
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
+from orchestrator.cli.main import app
 
 
 def test_version_command_prints_distribution_version():

@@ -7,7 +7,7 @@ import yaml
 
 from clusters import catalog
 from clusters.spec import GIB
-from orchestrator.cluster_file import load_cluster, parse_cluster
+from orchestrator.suites.cluster_file import load_cluster, parse_cluster
 
 EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
 CPU_NODE = {"count": 1, "accelerator": "cpu", "gpus_per_node": 0, "cpus_per_node": 2, "memory_gib": 4}

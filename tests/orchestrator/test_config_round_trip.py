@@ -5,9 +5,9 @@ import textwrap
 
 import yaml
 
-from orchestrator.suite import load_suite
-from orchestrator.suite_schema import validate
-from orchestrator.tracking import Tracker
+from orchestrator.runs.tracking import Tracker
+from orchestrator.suites.expansion import load_suite
+from orchestrator.suites.schema import validate
 from results import load, names
 from workloads.jobs.train import TrainJobConfig
 

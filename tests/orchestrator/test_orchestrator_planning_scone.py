@@ -4,7 +4,7 @@ from dataclasses import replace
 
 from clusters import capacity
 from clusters.shapes import InferSetup, TrainSetup
-from orchestrator.planning import model_shape
+from orchestrator.planning.plan import model_shape
 from workloads.models import presets
 from workloads.models.accounting import count_params, fgram_model_params
 

@@ -3,9 +3,9 @@ capacity model, `plan` says the setup it sized, and a micro-batch that does not 
 
 from typer.testing import CliRunner
 
-from orchestrator import planning
-from orchestrator.cli import app
-from orchestrator.cluster_file import load_cluster
+from orchestrator.cli.main import app
+from orchestrator.planning import plan as planning
+from orchestrator.suites.cluster_file import load_cluster
 
 SUITE, CLUSTER = "suites/iso-sparse-800m.yaml", "clusters/examples/h100x8.yaml"
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from orchestrator import render
 from orchestrator.api import JobState
-from orchestrator.render import progress_text
+from orchestrator.cli import render
+from orchestrator.cli.render import progress_text
 
 ROWS = [  # api.compare's frame for the quickstart suite (numbers of a captured `make demo`), one job failed
     ("train", "dense", "tiny",
@@ -65,6 +65,23 @@ def test_wider_terminals_get_more_columns():
     assert re.search(row, wider), wider
 
 
+@pytest.mark.parametrize("mixed", [False, True])
+def test_bits_per_byte_leads_when_the_rows_mix_tokenizers(mixed):
+    df = frame()
+    df["val_bpb"] = [2.345, None, 1.987, None, None, None]
+    df["bytes/tok"] = [4.0, None, 4.4 if mixed else 4.0, None, None, None]
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    text = out.file.getvalue()
+    header = next(line for line in text.splitlines() if line.strip().startswith("job"))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    if mixed:  # per-token losses in two units: bits per byte is the quality column, val loss moves back
+        assert header.split()[:5] == ["job", "active", "total", "val", "bpb"] and "val loss" not in header
+        assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+1\.987\s+0\.0002\s", text), text
+    else:
+        assert header.split()[:5] == ["job", "active", "total", "val", "loss"], header
+
+
 def test_wide_compare_shows_every_column_and_the_error():
     text = shown(240, wide=True)
     for column in ("sparsity", "match_err", "val_ppl", "moe_max/mean", "l3_rows/tok", "error"):
@@ -113,3 +130,27 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
     line = "[ 185.0s] train/dense/tiny/base/s0: step 176/1000, loss 5, 100 tok/s, ETA 13m44s"
     assert line in out.file.getvalue()
     assert "\x1b[" not in out.file.getvalue()  # no ANSI codes in a pipe
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_speeds_measured_under_contention_are_marked_with_a_footnote(wide):
+    df = frame()
+    df["contended"] = [True, False, False, True, None, False]
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df, wide)
+    text = out.file.getvalue()
+    assert "~780" in text and "~288" in text  # train dense, infer l3
+    assert "~413" not in text and "~603" not in text and " 413" in text and " 603" in text
+    assert render.CONTENDED_NOTE in " ".join(text.split())
+    if not wide:
+        assert re.search(r"infer l3 tiny\s+6\.62M\s+33\.79M\s+-\s+0\.0002\s+~288\s", text), text
+        assert max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_no_footnote_when_every_speed_ran_alone():
+    df = frame()
+    df["contended"] = [False, False, False, False, None, False]
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    text = out.file.getvalue()
+    assert "~" not in text and "contention" not in text

@@ -15,9 +15,11 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator import api, registry, scheduling
-from orchestrator.cli import app
-from orchestrator.tracking import Tracker
+from orchestrator import api
+from orchestrator.cli.main import app
+from orchestrator.runs import scheduling
+from orchestrator.runs.tracking import Tracker
+from orchestrator.suites import registry
 
 pytestmark = pytest.mark.ray
 
@@ -126,7 +128,10 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
     path = suite_file(
         tmp_path,
         "resume",
-        ["{name: fast, dummy: {value: 1}}", "{name: slow, dummy: {steps: 200, sleep_s: 0.1}}"],
+        [
+            "{name: fast, dummy: {value: 1}}",
+            "{name: slow, dummy: {steps: 100000, sleep_s: 0.1}}",
+        ],  # never ends by itself
     )
 
     def interrupt_once_fast_finished(report):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from ray import exceptions as rex
 
-from orchestrator.scheduling import classify, halved_micro_batch, one_line, plain
+from orchestrator.runs.scheduling import classify, halved_micro_batch, one_line, plain
 
 
 def task_error(cause: BaseException) -> BaseException:

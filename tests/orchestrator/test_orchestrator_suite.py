@@ -7,9 +7,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from orchestrator.suite import SuiteError, load_suite, shipped_suites
-from orchestrator.suite_schema import validate
+from orchestrator.cli.main import app
+from orchestrator.suites.expansion import SuiteError, load_suite, shipped_suites
+from orchestrator.suites.schema import validate
 from workloads.data.config import DataConfig
 from workloads.data.sources import TextSource
 from workloads.jobs.dummy import DummyJobConfig
@@ -102,7 +102,7 @@ def test_dataclass_round_trip_with_tagged_source():
 
 def test_shipped_job_config_is_the_fingerprinted_one(tmp_path):
     """The worker gets the resolved config (model included); the fingerprint hashes exactly its data."""
-    from orchestrator.fingerprint import code_version, fingerprint
+    from orchestrator.suites.fingerprint import code_version, fingerprint
 
     text = DUMMY.replace("jobs: [dummy]", "jobs: [train, infer]").replace("dummy: {steps: 2}", "")
     text = text.replace("dummy: {value: 1}", "train: {steps: 1}").replace(
@@ -110,7 +110,7 @@ def test_shipped_job_config_is_the_fingerprinted_one(tmp_path):
     )
     for job in load_suite(write(tmp_path, text)).jobs:
         assert job.config.model is not None and job.config.model.family == job.labels["family"]
-        assert job.resolved == {"kind": job.kind, "job": to_jsonable(job.config)}
+        assert job.resolved == {"kind": job.kind, "job": to_jsonable(job.config), "timing": "exclusive"}
         assert job.fingerprint == fingerprint(job.resolved, code_version())
         if job.kind == "infer":  # resolved before fingerprinting: device, dtype, MoE capacity
             assert (job.config.device, job.config.dtype, job.config.model.dtype) == (

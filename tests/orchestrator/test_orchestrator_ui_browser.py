@@ -11,7 +11,8 @@ import textwrap
 
 import pytest
 
-from orchestrator import api, scheduling
+from orchestrator import api
+from orchestrator.runs import scheduling
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -6,8 +6,8 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.cli import app
-from orchestrator.suite import SuiteError, load_suite
+from orchestrator.cli.main import app
+from orchestrator.suites.expansion import SuiteError, load_suite
 
 HEAD = "experiment: t\nmatrix: {jobs: [train], families: [dense], presets: [tiny]}\n"
 TWO_VARIANTS = """

@@ -26,7 +26,7 @@ def law_loss(family: str, n_active: float) -> float:
 def _run(
     run_id: str, family: str, preset: str, seed: int, kind: str = "train", variant: str = "base", **extra
 ):
-    """One job run as the orchestrator records it (orchestrator/tracking.py, suite.py labels)."""
+    """One job run as the orchestrator records it (orchestrator/runs/tracking.py, suite.py labels)."""
     active = SIZES[preset]
     total = active if family == "dense" else int(active * SPARSITY)
     row = {

@@ -74,6 +74,32 @@ def test_iso_sparse_deltas_and_ratios_vs_dense():
     assert not t["match_flag"].any()
 
 
+def test_bits_per_byte_and_the_quality_column_of_mixed_tokenizers():
+    bpb, bpt = names.EVAL_VAL_BPB, names.DATA_VAL_BYTES_PER_TOKEN
+    ln2 = math.log(2)
+    # one corpus, two tokenizers: dense at 4 bytes/token, L3 with a larger vocabulary at 5 bytes/token.
+    # Per token L3 looks worse (3.2 > 3.0 nats) but per byte it is better: 3.2/(5 ln2) < 3.0/(4 ln2).
+    dense = run("d", "dense", loss=3.0, **{bpb: 3.0 / (4 * ln2), bpt: 4.0})
+    l3 = run("l", "l3", loss=3.2, **{bpb: 3.2 / (5 * ln2), bpt: 5.0})
+    t = analysis.iso_sparse_table(table(dense, l3)).set_index("family")
+    assert t.loc["l3", "delta_val_loss"] == pytest.approx(0.2)
+    assert (
+        t.loc["l3", "delta_val_bpb"] == pytest.approx((3.2 / 5 - 3.0 / 4) / ln2)
+        and t.loc["l3", "delta_val_bpb"] < 0
+    )
+    assert (
+        analysis.mixes_tokenizers(table(dense, l3)) and analysis.quality_column(table(dense, l3)) == "val_bpb"
+    )
+    same = run("l", "l3", loss=2.9, **{bpb: 2.9 / (4 * ln2), bpt: 4.0})
+    assert (
+        not analysis.mixes_tokenizers(table(dense, same))
+        and analysis.quality_column(table(dense, same)) == "val_loss"
+    )
+    failed = run("f", "l3", status="FAILED", loss=9.0, **{bpt: 7.0})  # only finished runs count
+    assert not analysis.mixes_tokenizers(table(dense, same, failed))
+    assert not analysis.mixes_tokenizers(table(run("o", "dense", loss=3.0)))  # older runs: no ratio logged
+
+
 def test_iso_sparse_without_dense_gives_na_deltas_and_several_dense_raise():
     t = analysis.iso_sparse_table(table(run("l", "l3", loss=2.0)))
     assert pd.isna(t.loc[0, "delta_val_loss"]) and pd.isna(t.loc[0, "active_error"])

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results import load, names, plots, report
+from results import load, names, plots, quality_plots, report, schema, seeds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -54,7 +54,9 @@ def _arrays() -> report.LoadArrays:
 
 def test_full_report_renders_with_every_figure(raw_runs, history, tmp_path):
     paths = report.build_report(raw_runs, history, out_dir=tmp_path, load_arrays=_arrays())
-    assert len(paths.figures) == len(report._FIGURES)  # every figure has data in the fake suite
+    # every figure has data in the fake suite (4 sizes: two log-log scaling plots, no per-config dot plot)
+    assert len(paths.figures) == len(report._FIGURES) + 3
+    assert {p.stem for p in paths.figures} >= {"quality_vs_params_active", "quality_vs_params_total"}
     for fig in paths.figures:
         width, height = _png_size(fig.read_bytes())
         assert width > 100 and height > 100, fig
@@ -114,14 +116,13 @@ def test_plots_raise_no_data_on_empty_tables_and_accept_run_tables():
     with pytest.raises(plots.NoData):
         plots.load_distributions({}, {})
     with pytest.raises(plots.NoData, match="train/loss"):
-        plots.loss_curves(pd.DataFrame(columns=["run_id", "key", "step", "value"]), empty)
+        quality_plots.loss_curves(pd.DataFrame(columns=["run_id", "key", "step", "value"]), empty)
+    with pytest.raises(plots.NoData):
+        quality_plots.quality_dots(empty)
 
 
 def test_figure_contents_follow_the_data(raw_runs, history, tmp_path):
     runs = load.runs_from_mlflow(raw_runs)
-    fig = plots.loss_curves(history, runs)
-    assert [ax.get_title() for ax in fig.axes] == ["dense", "l3", "moe"]
-    assert len(fig.axes[1].get_lines()) == 4 * 2 + 3  # 4 sizes x 2 seeds + 3 ablation runs
     ratio = plots.offload_decode_ratio(runs)
     lines = [ln for ln in ratio.axes[0].get_lines() if len(ln.get_xdata()) == 3]
     assert len(lines) == 4  # one per L3 infer run
@@ -156,7 +157,7 @@ def test_notes_errors_flags_and_wide_tables_are_styled_apart(raw_runs, tmp_path)
     text = report.build_report(raw, out_dir=tmp_path, figures=False).html.read_text()
     assert "<p class='note'>none above 2%. " in text  # "none" is not an error
     assert text.count("<table>") == text.count("<div class='scroll'><table>")  # wide tables scroll
-    not_finished = text.split("<h3>Runs not finished</h3>", 1)[1]
+    not_finished = text.split("<details open><summary>Runs not finished", 1)[1]
     assert "<th>error</th>" in not_finished and "failing on request at step 3" in not_finished
     raw.loc[raw["run_id"].eq("moe-small-0"), f"tags.{names.TAG_MATCH_ERROR}"] = "0.035"
     flagged = report.build_report(raw, out_dir=tmp_path / "f", figures=False).html.read_text()
@@ -165,12 +166,14 @@ def test_notes_errors_flags_and_wide_tables_are_styled_apart(raw_runs, tmp_path)
 
 
 def test_params_axis_reads_6_52m_and_cpu_memory_has_no_peak_entry(raw_runs, tmp_path):
-    runs = load.runs_from_mlflow(_one_size(raw_runs))
+    runs = load.runs_from_mlflow(raw_runs)
     ax = plots.val_loss_vs_params(runs).axes[0]
-    assert ax.get_xscale() == "linear"  # the sizes of one preset are close: no overlapping log labels
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")  # several sizes: a power law is a line
     plots.save_png(ax.figure, tmp_path / "v.png")  # draws: tick labels are set
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
-    assert labels and all(label.endswith("M") for label in labels), labels
+    assert labels and all(label[-1] in "MB" for label in labels), labels
+    with pytest.raises(plots.NoData, match="one model size"):
+        plots.val_loss_vs_params(load.runs_from_mlflow(_one_size(raw_runs)))
     short = [plots.params_label(v) for v in (6.52e6, 33.79e6, 1.2e9, 950e3)]
     assert short == ["6.52M", "33.8M", "1.2B", "950K"]
     on_cpu = runs.assign(**{names.MEM_PEAK_DEVICE_BYTES: np.nan})
@@ -178,3 +181,92 @@ def test_params_axis_reads_6_52m_and_cpu_memory_has_no_peak_entry(raw_runs, tmp_
     assert "peak device" not in [t.get_text() for t in legend.get_texts()]
     legend = plots.memory_breakdown(runs).axes[0].get_legend()
     assert "peak device" in [t.get_text() for t in legend.get_texts()]
+
+
+def test_figures_follow_what_the_suite_varies(raw_runs, history, tmp_path):
+    one = report.build_report(_one_size(raw_runs), history, out_dir=tmp_path / "one").figures
+    several = report.build_report(raw_runs, history, out_dir=tmp_path / "several").figures
+    assert "quality_per_config" in {p.stem for p in one}
+    assert not any(p.stem.startswith("quality_vs_") for p in one)
+    assert "quality_per_config" not in {p.stem for p in several}
+
+
+# val loss per seed of a one-size suite: the dot plot's ◆ sits at the mean, its bar is the t interval
+DOTS = {"dense": (4.20, 4.21, 4.24), "l3": (4.14, 4.14, 4.16), "moe": (4.40, 4.46, 4.54)}
+
+
+def _one_size_runs() -> pd.DataFrame:
+    rows = [{"run_id": f"{f}{s}", "status": "FINISHED", "kind": "train", "family": f, "preset": "tiny",
+             "variant": "base", "group": "tiny/base", "seed": s, "hardware": "cpu", names.EVAL_VAL_LOSS: v}
+            for f, vs in DOTS.items() for s, v in enumerate(vs)]  # fmt: skip
+    return schema.coerce(pd.DataFrame(rows))
+
+
+def test_dot_plot_marks_seeds_means_and_intervals():
+    ax = quality_plots.quality_dots(_one_size_runs()).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["MoE", "dense", "L3"]  # best at the top
+    means = [ln for ln in ax.get_lines() if ln.get_marker() == "D"]
+    expected = [sum(DOTS[f]) / 3 for f in ("moe", "dense", "l3")]
+    assert [ln.get_xdata()[0] for ln in means] == pytest.approx(expected)
+    dots = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert sorted(dots[2].get_xdata()) == pytest.approx(sorted(DOTS["l3"]))
+    _, low, high = seeds.t_interval(DOTS["l3"])
+    bars = [c for c in ax.collections if len(c.get_segments())]
+    l3_bar = bars[2].get_segments()[0]
+    assert (l3_bar[0][0], l3_bar[1][0]) == pytest.approx((low, high))
+
+
+def test_smoothing_and_loss_curves_band_over_seeds():
+    assert quality_plots.smooth([0.0, 1.0], span=3) == pytest.approx([0.0, 1 / 1.5])  # α = 0.5, adjusted
+    assert quality_plots.smooth([2.0] * 5, span=4) == pytest.approx([2.0] * 5)
+    runs = _one_size_runs()
+    steps = range(0, 50, 5)
+    flat = [(r, names.TRAIN_LOSS, step, 5.0 + i) for i, r in enumerate(runs["run_id"]) for step in steps]
+    hist = pd.DataFrame(flat, columns=["run_id", "key", "step", "value"])
+    fig = quality_plots.loss_curves(hist, runs)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and [ln.get_label() for ln in ax.get_lines()] == [
+        "dense (3 seeds)", "L3 (3 seeds)", "MoE (3 seeds)"]  # fmt: skip
+    assert ax.get_lines()[1].get_ydata() == pytest.approx([9.0] * 10)  # l3 runs: 8, 9, 10 flat
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(8.0) and band.max() == pytest.approx(10.0)
+
+
+def test_report_opens_with_the_verdict_and_folds_the_wide_tables(raw_runs, tmp_path):
+    paths = report.build_report(raw_runs, out_dir=tmp_path, figures=False)
+    text = paths.html.read_text(encoding="utf-8")
+    body = text.split("<body>", 1)[1]
+    assert body.index("<h2>Verdict</h2>") < body.index("<table") < body.index("<h2>Figures</h2>")
+    # the fake suite: per size L3 < MoE < dense; both seeds shift every family alike: every gap is real
+    for preset in ("small", "medium", "large"):
+        assert f"<p class='verdict'>{preset} cpu: L3 &lt; MoE &lt; dense</p>" in text
+    tiny = "tiny cpu: L3 base &lt; L3 cap64 &lt; L3 tied &lt; L3 uniform &lt; MoE &lt; dense</p>"
+    assert f"<p class='verdict'>{tiny}" in text  # ablations: one seed each, but the rest have two
+    narrow = body.split("<table class='narrow'>", 1)[1].split("</table>", 1)[0]
+    assert narrow.count("<th>") == 6 and "<td>small L3</td><td>2</td><td>3.034 ± 0.014</td>" in narrow
+    assert text.count("<details") == len(paths.tables)  # every wide table folded, with its CSV
+    for csv in paths.tables:
+        assert csv.parent == tmp_path / report.TABLE_DIR and f"CSV: tables/{csv.name}" in text
+    iso = pd.read_csv(tmp_path / report.TABLE_DIR / "iso_active_comparison_vs_dense_of_each_group.csv")
+    assert len(iso) == 15 and {"val_loss", "delta_val_loss", "match_flag"} <= set(iso.columns)
+    md = paths.markdown.read_text(encoding="utf-8")
+    assert md.index("## Verdict") < md.index("**small cpu: L3 < MoE < dense**") < md.index("## Details")
+    widths = [line.count(" | ") + 1 for line in md.splitlines() if line.startswith("| ")]
+    assert widths and max(widths) <= report.MARKDOWN_MAX_COLUMNS
+    assert "[tables/iso_active_comparison_vs_dense_of_each_group.csv]" in md
+
+
+def test_mixed_tokenizers_fit_and_read_bits_per_byte(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    train = raw[f"tags.{names.TAG_JOB_KIND}"].eq("train")
+    bpt = 4.0 + raw["run_id"].str.startswith("l3").astype(float)  # L3's tokenizer: 5 bytes per token
+    raw.loc[train, f"metrics.{names.DATA_VAL_BYTES_PER_TOKEN}"] = bpt[train]
+    raw.loc[train, f"metrics.{names.EVAL_VAL_BPB}"] = raw[f"metrics.{names.EVAL_VAL_LOSS}"] / (
+        np.log(2) * bpt
+    )
+    md = report.build_report(raw, out_dir=tmp_path, figures=False).markdown.read_text()
+    assert "read val_bpb (bits per byte)" in md and "## Scaling fits: val bpb vs params_active" in md
+    same = raw.copy()
+    same.loc[train, f"metrics.{names.DATA_VAL_BYTES_PER_TOKEN}"] = 4.0
+    md = report.build_report(same, out_dir=tmp_path / "same", figures=False).markdown.read_text()
+    assert "read val_bpb" not in md and "## Scaling fits: val loss vs params_active" in md

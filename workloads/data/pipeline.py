@@ -50,10 +50,20 @@ class PreparedData:
     fingerprint: str  # sha256 of (split documents, tokenizer file): names these exact token streams
     vocab_size: int  # of the tokenizer, which may be below config.vocab_size on a small corpus
     eot_id: int
+    val_bytes: int  # UTF-8 bytes of the validation documents (separators not counted: they are no text)
 
     @property
     def n_tokens(self) -> dict[str, int]:
         return {"train": self.train.n_tokens, "val": self.val.n_tokens}
+
+    @property
+    def val_bytes_per_token(self) -> float:
+        """UTF-8 bytes of the validation split over its tokens (each document's separator counted as a
+        token, since the model predicts it): loss per token / (ln 2 · this) is bits per byte, a unit that
+        does not depend on the tokenizer (lm-eval's `bits_per_byte`, the nanoGPT speedruns')."""
+        if self.val.n_tokens == 0:
+            raise ValueError("the validation split holds no tokens: bits per byte is undefined")
+        return self.val_bytes / self.val.n_tokens
 
     def split(self, name: Split) -> TokenSplit:
         if name not in SPLITS:
@@ -162,6 +172,7 @@ def prepare(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> P
     )
     meta = json.loads((tokens_dir / "meta.json").read_text())
     dtype = np.dtype(meta["dtype"])
+    corpus_meta = json.loads((corpus_dir / "meta.json").read_text())
     return PreparedData(
         config=config,
         tokenizer=tokenizer,
@@ -172,4 +183,5 @@ def prepare(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> P
         fingerprint=fingerprint,
         vocab_size=meta["vocab_size"],
         eot_id=eot_id(tokenizer),
+        val_bytes=int(corpus_meta["splits"]["val"]["bytes"]),
     )

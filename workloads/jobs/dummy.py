@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from workloads.fields import NonNegFloat, NonNegInt, check_fields
+from workloads.jobs.contention import TimedPhase
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 
 ERRORS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "MemoryError": MemoryError}
@@ -24,6 +25,9 @@ class DummyJobConfig:
         os._exit(1) at the first step (the worker dies, as on node loss) — so exactly the first attempt
         crashes and a retry finishes. Lets a test check "retried, exactly one FINISHED run".
     value: echoed as metric "dummy/value" (lets tests tell jobs apart).
+    ignore_cancel: swallow the KeyboardInterrupt that a cancel raises and keep running, as a job stuck in
+        native code does: cancelling it takes the driver's whole grace period and then Ray's forced kill
+        (lets a test press Ctrl-C a second time while the first cancel is still under way).
     """
 
     steps: NonNegInt = 3
@@ -33,27 +37,38 @@ class DummyJobConfig:
     allocate_mb: NonNegInt = 0
     crash_marker: str | None = None
     value: float = 0.0
+    ignore_cancel: bool = False
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+def _step(cfg: DummyJobConfig, ctx: JobContext, step: int) -> None:
+    if cfg.crash_marker is not None and not Path(cfg.crash_marker).exists():
+        Path(cfg.crash_marker).touch()
+        os._exit(1)
+    if cfg.fail_at_step is not None and step == cfg.fail_at_step:
+        raise ERRORS[cfg.error](f"dummy job failing on request at step {step}")
+    time.sleep(cfg.sleep_s)
+    ctx.log({"train/loss": 1.0 / (step + 1)}, step)
 
 
 def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
     ctx = ctx or JobContext()
     ballast = bytearray(cfg.allocate_mb * 2**20)  # zero-filled, so the pages are really touched
     start = time.perf_counter()
-    for step in range(cfg.steps):
-        if ctx.stop_requested():
-            break
-        if cfg.crash_marker is not None and not Path(cfg.crash_marker).exists():
-            Path(cfg.crash_marker).touch()
-            os._exit(1)
-        if cfg.fail_at_step is not None and step == cfg.fail_at_step:
-            raise ERRORS[cfg.error](f"dummy job failing on request at step {step}")
-        time.sleep(cfg.sleep_s)
-        ctx.log({"train/loss": 1.0 / (step + 1)}, step)
+    with TimedPhase() as phase:  # the pretend timed phase: its bounds are recorded as a real job's are
+        for step in range(cfg.steps):
+            if ctx.stop_requested():
+                break
+            try:
+                _step(cfg, ctx, step)
+            except KeyboardInterrupt:  # Ray's cancel of a running task
+                if not cfg.ignore_cancel:
+                    raise
     elapsed = time.perf_counter() - start
     metrics = {"dummy/value": float(cfg.value), "dummy/elapsed_s": elapsed, "mem/ballast_bytes": len(ballast)}
+    metrics |= phase.metrics()
     if cfg.steps:
         metrics["train/loss"] = 1.0 / cfg.steps
     return BenchResult(

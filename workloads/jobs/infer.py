@@ -43,6 +43,7 @@ import torch
 from workloads.data import DataConfig
 from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
+from workloads.jobs.contention import TimedPhase
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
@@ -63,10 +64,12 @@ from workloads.jobs.setup import (
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
+from workloads.models.moe import serve_dropless
 from workloads.models.transformer import TORCH_DTYPES, Transformer
 from workloads.scone.serve import FgramTable
 
 Placement = Literal["device", "offload", "both"]
+MoEServing = Literal["dropless", "deepspeed"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -84,6 +87,9 @@ class InferJobConfig:
     checkpoint: weights to load: a training checkpoint folder (its latest step-*/rank-0.pt), or a .pt file
         holding a state dict (or a dict with a "model" state dict).
     model: the resolved model (`resolve`: dtype and MoE min_capacity applied); None resolves it at start.
+    moe_impl: how MoE blocks serve: "dropless" (every token reaches its top_k experts, one matmul per
+        expert over its tokens: `workloads.models.moe_dropless`) or "deepspeed" (the training layer with
+        its eval capacity factor, for comparison).
     """
 
     preset: str
@@ -102,6 +108,7 @@ class InferJobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: str | None = None
     model: ModelConfig | None = None
+    moe_impl: MoEServing = "dropless"
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -382,6 +389,8 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
         _load_weights(model, cfg.checkpoint)
+    if model_cfg.moe is not None:
+        serve_dropless(model, cfg.moe_impl)
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
@@ -409,6 +418,7 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) 
     }
     if model_cfg.moe is not None:
         info["moe_min_capacity"] = str(model_cfg.moe.min_capacity)
+        info["moe_impl"] = cfg.moe_impl
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
     return BenchResult(kind="infer", config=config, metrics=metrics, params=params, info=info)
 
@@ -416,6 +426,20 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) 
 def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     """Build the model, then time the sweep; see the module doc."""
     return run_interleaved([cfg], [ctx or JobContext()])[0]
+
+
+def _vs_dense(metrics: dict[str, dict], family: str, batch_sizes) -> dict[str, float]:
+    """infer/vs_dense/decode_tokens_per_s/bs<B>: `family`'s decode tokens/s over dense's, when both were
+    timed in this process (their generations alternating): the ratio a noisy machine cannot bias."""
+    key = "infer/decode_tokens_per_s/bs{}"
+    if family == "dense" or "dense" not in metrics:
+        return {}
+    mine, dense = metrics[family], metrics["dense"]
+    return {
+        f"infer/vs_dense/decode_tokens_per_s/bs{bs}": mine[key.format(bs)] / dense[key.format(bs)]
+        for bs in batch_sizes
+        if key.format(bs) in mine and key.format(bs) in dense
+    }
 
 
 def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = None) -> list[BenchResult]:
@@ -430,16 +454,8 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
     by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
     scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
-    metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
+    with TimedPhase(built[0].prompts.device) as phase:
+        metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
+    for family in metrics:
+        metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
     return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
-
-
-def main() -> None:
-    """`python -m workloads.jobs.infer [preset]`: the interleaved sweep of every family (infer_bench)."""
-    from workloads.jobs.infer_bench import main as bench_main
-
-    bench_main()
-
-
-if __name__ == "__main__":
-    main()

@@ -117,6 +117,9 @@ class TrainLoop:
         self.eval_sets = {"": self.val} | {
             name: d.packed("val", self.seq_len, shuffle=False) for name, d in (extra_eval or {}).items()
         }
+        self.eval_bytes_per_token = {"": data.val_bytes_per_token} | {
+            name: d.val_bytes_per_token for name, d in (extra_eval or {}).items()
+        }
         self._check_sizes()
         self._init_scone(scone, extra_eval or {})
         self.model = build_model(
@@ -351,15 +354,18 @@ class TrainLoop:
 
     # -- evaluation ---------------------------------------------------------------------------------
     def _evaluate(self) -> dict[str, float]:
-        """eval/val_loss, eval/val_ppl of the job's corpus and eval/<name>/val_loss, ... of each extra one."""
+        """eval/val_loss, eval/val_ppl, eval/val_bpb of the job's corpus and eval/<name>/val_loss, ... of
+        each extra one (bits per byte with that corpus's own bytes per token)."""
         out = {}
         for name, ds in self.eval_sets.items():
-            values = self._evaluate_one(ds, self.eval_tags[name])
+            values = self._evaluate_one(ds, self.eval_bytes_per_token[name], self.eval_tags[name])
             out |= {(k.replace("eval/", f"eval/{name}/") if name else k): v for k, v in values.items()}
         return out
 
     @torch.no_grad()
-    def _evaluate_one(self, val: PackedDataset, tags: PackedDataset | None = None) -> dict[str, float]:
+    def _evaluate_one(
+        self, val: PackedDataset, bytes_per_token: float, tags: PackedDataset | None = None
+    ) -> dict[str, float]:
         """Mean token loss over up to eval_batches validation batches per rank (equal on every rank)."""
         w = self.world
         batch = max(1, min(self.cfg.batch_size, val.n_windows // w.size))
@@ -378,7 +384,7 @@ class TrainLoop:
             total[1] += y.numel()
         self.model.train()
         loss_sum, n_tokens = distributed.all_reduce_sum(total).tolist()
-        return metrics.eval_metrics(loss_sum, n_tokens)
+        return metrics.eval_metrics(loss_sum, n_tokens, bytes_per_token)
 
     def evaluate_into(self, outcome: Outcome) -> None:
         values = self._evaluate()

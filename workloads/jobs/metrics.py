@@ -155,12 +155,19 @@ def l3_row_bytes(cfg: ModelConfig, element_bytes: int) -> int:
     return l3_row_width(cfg) * element_bytes * len(cfg.l3.positions)
 
 
-def eval_metrics(loss_sum: float, n_tokens: float) -> dict[str, float]:
-    """eval/val_loss (mean token cross-entropy, nats) and eval/val_ppl = exp(val_loss)."""
+def eval_metrics(loss_sum: float, n_tokens: float, bytes_per_token: float) -> dict[str, float]:
+    """eval/val_loss (mean token cross-entropy, nats), eval/val_ppl = exp(val_loss) and eval/val_bpb =
+    val_loss / (ln 2 · bytes_per_token): bits per UTF-8 byte of the split, comparable across tokenizers."""
     if n_tokens <= 0:
         raise ValueError(f"n_tokens must be > 0, got {n_tokens}")
+    if bytes_per_token <= 0:
+        raise ValueError(f"bytes_per_token must be > 0, got {bytes_per_token}")
     loss = loss_sum / n_tokens
-    return {"eval/val_loss": float(loss), "eval/val_ppl": float(math.exp(min(loss, 700.0)))}
+    return {
+        "eval/val_loss": float(loss),
+        "eval/val_ppl": float(math.exp(min(loss, 700.0))),
+        "eval/val_bpb": float(loss / (math.log(2) * bytes_per_token)),
+    }
 
 
 def accounting_metrics(pc: ParamCount) -> dict[str, float]:

@@ -2,7 +2,9 @@
 
 API (every bad input raises ValueError naming the field, before the expensive part where possible):
   ModelOverrides(vocab_size=None, l3_cap=None, l3_allocation=None, l3_tied=None, l3_residual=None,
-                 l3_impl=None, moe_top_k=None, moe_ep_size=None, moe_use_rts=None, moe_top2_sampling=None)
+                 l3_impl=None, moe_top_k=None, moe_ep_size=None, moe_use_rts=None, moe_top2_sampling=None,
+                 moe_num_experts=None, moe_capacity_factor=None, moe_eval_capacity_factor=None,
+                 moe_min_capacity=None, moe_drop_tokens=None, moe_aux_loss_coef=None)
   ModelSpec(preset, family, overrides=ModelOverrides(), allocation_path=None)   # frozen, JSON-able
   base_model_config(spec) -> ModelConfig         # the dense base after the overrides (vocab, max_seq_len)
   corpus_for(spec, data, cache_dir=None) -> Corpus | None   # token counts + allocate(budget) of the data
@@ -22,13 +24,14 @@ API (every bad input raises ValueError naming the field, before the expensive pa
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, resolve_cache_dir
 from workloads.data.config import min_vocab_size, stable_hash
-from workloads.fields import PosInt, check_fields
+from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
@@ -38,7 +41,11 @@ from workloads.models.transformer import Transformer
 
 L3Counts = dict[int, np.ndarray]
 L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
-MOE_FIELDS = ("moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling")
+# moe_<name> overrides MoEConfig.<name>; moe_top_k and moe_num_experts fix what the matcher may choose.
+MOE_FIELDS = (
+    "moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling", "moe_num_experts", "moe_capacity_factor",
+    "moe_eval_capacity_factor", "moe_min_capacity", "moe_drop_tokens", "moe_aux_loss_coef",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -47,8 +54,10 @@ class ModelOverrides:
 
     vocab_size: the model's vocabulary (the tokenizer is trained to it); the L3 budget keeps the preset's
         rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim); for a MoE model they
-        describe the L3 model it is matched to. moe_*: fields of MoEConfig; moe_top_k fixes the routing the
-        matcher may use. None keeps the preset's value.
+        describe the L3 model it is matched to. moe_*: fields of MoEConfig (DeepSpeed's: capacity factor
+        for training and eval, min capacity, drop_tokens=False for dropless training, aux-loss coefficient);
+        moe_top_k / moe_num_experts fix the routing / expert count the matcher may use (it still sets the
+        expert width so the model stays iso-active and iso-total). None keeps the preset's value.
     """
 
     vocab_size: PosInt | None = None
@@ -61,6 +70,12 @@ class ModelOverrides:
     moe_ep_size: PosInt | None = None
     moe_use_rts: bool | None = None
     moe_top2_sampling: bool | None = None
+    moe_num_experts: Annotated[int, Ge(2)] | None = None
+    moe_capacity_factor: PosFloat | None = None
+    moe_eval_capacity_factor: PosFloat | None = None
+    moe_min_capacity: NonNegInt | None = None
+    moe_drop_tokens: bool | None = None
+    moe_aux_loss_coef: NonNegFloat | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -147,14 +162,20 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     if spec.family == "l3":
         return l3_cfg
     moe = default_moe(base)
-    moe = replace(
-        moe,
-        ep_size=o.moe_ep_size or moe.ep_size,
-        use_rts=o.moe_use_rts if o.moe_use_rts is not None else moe.use_rts,
-        top2_sampling=o.moe_top2_sampling if o.moe_top2_sampling is not None else moe.top2_sampling,
-    )
+    given = {name: getattr(o, f"moe_{name}") for name in _MOE_TEMPLATE_FIELDS}
+    moe = replace(moe, **{name: value for name, value in given.items() if value is not None})
     top_ks = (o.moe_top_k,) if o.moe_top_k is not None else (1, 2, 4, 8)
-    return match(base, family="moe", total_params=count_params(l3_cfg).total, moe=moe, top_ks=top_ks)
+    total = count_params(l3_cfg).total
+    return match(
+        base, family="moe", total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
+    )
+
+
+# MoEConfig fields an override sets on the template as they are (the matcher sets num_experts and top_k).
+_MOE_TEMPLATE_FIELDS = (
+    "ep_size", "use_rts", "top2_sampling", "capacity_factor", "eval_capacity_factor", "min_capacity",
+    "drop_tokens", "aux_loss_coef",
+)  # fmt: skip
 
 
 def corpus_for(

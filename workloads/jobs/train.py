@@ -20,6 +20,7 @@ import torch
 from workloads.data import DataConfig, prepare
 from workloads.fields import Ge, Le, Lt, NonNegFloat, NonNegInt, PosInt, check_fields
 from workloads.jobs import distributed, loop, metrics, optim
+from workloads.jobs.contention import TimedPhase
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
@@ -183,13 +184,16 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     latest checkpoint in ctx.checkpoint_dir. Only rank 0 streams; every rank returns the same all-reduced
     loss / eval / load-balance numbers (timings and memory are its own).
 
-    Streams (ctx.log): train/loss and train/lr per step; eval/val_loss, eval/val_ppl at each evaluation.
+    Streams (ctx.log): train/loss and train/lr per step; eval/val_loss, eval/val_ppl, eval/val_bpb at each
+    evaluation.
     BenchResult.metrics: train/loss (last step, rank mean), train/tokens_per_s (all ranks' tokens per step
     / median step time), train/step_time_s (median) with train/step_time_s_p10 and _p90 (warm-up steps
     excluded), train/mfu (only with ctx.peak_flops; see metrics.py), mem/peak_device_bytes (CUDA
     max_memory_allocated since the first step; omitted on CPU), mem/peak_host_bytes (ru_maxrss of the
     process since its start), mem/params_bytes/{dense,l3_tables,experts,embeddings}, mem/optimizer_bytes
-    and its split mem/optimizer_bytes/<category> (this rank), eval/val_loss and eval/val_ppl (at the end),
+    and its split mem/optimizer_bytes/<category> (this rank), eval/val_loss, eval/val_ppl and eval/val_bpb
+    (at the end) with data/val_bytes_per_token (the split's UTF-8 bytes over its tokens: equal across rows
+    iff their losses per token are in one unit),
     params_active (+ _max / _min), params_total, sparsity (count_params weighted by the train token
     frequencies), by family lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac
     (tokens that lost all top_k routes), lb/dropped_route_frac, lb/aux_loss (MoE) or
@@ -200,7 +204,9 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     ctx = ctx or JobContext()
     job = build_loop(cfg, ctx)
     start_step = job.resume()
-    outcome = job.train(start_step)
+    with TimedPhase(job.device) as phase:  # the timed steps (and the evaluations between them)
+        outcome = job.train(start_step)
+    outcome.metrics |= phase.metrics()
     if not outcome.stopped:
         job.evaluate_into(outcome)
     return _result(cfg, ctx, job, outcome, start_step)
@@ -210,6 +216,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     model_cfg, w, data, counts = job.model_cfg, job.world, job.data, job.counts
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     out: dict[str, float] = dict(outcome.metrics)
+    out["data/val_bytes_per_token"] = data.val_bytes_per_token
     per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
     if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
         out["train/flops_per_token_main"] = per_token

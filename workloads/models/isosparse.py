@@ -139,17 +139,22 @@ def _match_l3(base, want_active, want_total, token_freqs, template: L3Config, al
     return _check("l3", cfg, active(cfg), count_params(cfg).total, want_active, want_total)
 
 
-def _moe_candidates(base, template: MoEConfig, top_ks: Sequence[int], max_experts: int):
+def _moe_candidates(base, template: MoEConfig, top_ks: Sequence[int], max_experts: int, num_experts=None):
     n_moe = len(template.positions)
     for k in top_ks:
-        for n_exp in range(max(2, k + 1), max_experts + 1):
+        counts = range(max(2, k + 1), max_experts + 1) if num_experts is None else [num_experts]
+        for n_exp in counts:
+            if k >= n_exp:
+                continue
             if n_exp % template.ep_size == 0:
                 yield k, n_exp, n_moe
 
 
-def _match_moe(base, want_active, want_total, template: MoEConfig, top_ks, max_experts) -> ModelConfig:
+def _match_moe(
+    base, want_active, want_total, template: MoEConfig, top_ks, max_experts, num_experts=None
+) -> ModelConfig:
     best = None  # (score, top_k, num_experts, config)
-    for k, n_exp, n_moe in _moe_candidates(base, template, top_ks, max_experts):
+    for k, n_exp, n_moe in _moe_candidates(base, template, top_ks, max_experts, num_experts):
         m = _multiple_of(3 * base.dim * n_moe * k, want_active)
         cfgs = [
             replace(base, family="moe", moe=replace(template, top_k=k, num_experts=n_exp, ffn_dim=f))
@@ -178,7 +183,9 @@ def _match_moe(base, want_active, want_total, template: MoEConfig, top_ks, max_e
                     best = (key, replace(cfgs[0], moe=replace(cfgs[0].moe, ffn_dim=f)))
     if best is None:
         raise ValueError(
-            f"no MoE candidate: top_ks={tuple(top_ks)}, max_experts={max_experts}, ep_size={template.ep_size}"
+            f"no MoE candidate: top_ks={tuple(top_ks)}, max_experts={max_experts}, "
+            f"num_experts={num_experts}, ep_size={template.ep_size} (top_k must be below num_experts, "
+            "and ep_size must divide it)"
         )
     cfg = best[1]
     pc = count_params(cfg)
@@ -198,6 +205,7 @@ def match(
     allocate: Callable[[int], np.ndarray] | None = None,
     top_ks: Sequence[int] = (1, 2, 4, 8),
     max_experts: int = 256,
+    num_experts: int | None = None,
 ) -> ModelConfig:
     """An L3 or MoE config iso-active with the dense `base` (same depth) and with the target total.
 
@@ -206,7 +214,8 @@ def match(
     rows; with an LZW allocation pass `allocate(budget) -> counts` (e.g. a closure over `lzw_allocate`).
     l3 / moe: templates (default `default_l3(base)` / `default_moe(base)`) whose sizes the search sets.
     family "scone": inference-resident parameters equal to the base's active ones (total is not matched;
-    scone: the template, default `default_scone(base)`).
+    scone: the template, default `default_scone(base)`). num_experts (MoE) fixes the expert count: the
+    matcher then chooses only top_k (from top_ks) and the expert ffn_dim.
     Raises ValueError naming the closest achievable numbers when no config is within 2%.
     """
     if base.family != "dense":
@@ -220,7 +229,8 @@ def match(
     if family == "moe":
         if want_total is None:
             raise ValueError("family='moe' needs total_params or sparsity (the expert count follows from it)")
-        return _match_moe(base, want_active, want_total, moe or default_moe(base), top_ks, max_experts)
+        template = moe or default_moe(base)
+        return _match_moe(base, want_active, want_total, template, top_ks, max_experts, num_experts)
     raise ValueError(f"family must be 'l3', 'moe' or 'scone', got {family!r}")
 
 

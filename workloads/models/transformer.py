@@ -353,8 +353,9 @@ class Transformer(nn.Module):
         expert_counts: dict[int, torch.Tensor] = {}
         for block in self.layers:
             h, l_aux, exp_counts = block(h, token_ids, cos, sin, cache, start_pos)
-            if l_aux is not None:
+            if l_aux is not None:  # None: a dense block, or dropless MoE serving (no aux loss)
                 aux_loss = aux_loss + l_aux
+            if exp_counts is not None:
                 expert_counts[block.index] = exp_counts
         logits = self.lm_head(self.norm(h))  # (B, T, vocab)
         if self.config.moe is not None:

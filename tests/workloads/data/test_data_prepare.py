@@ -35,6 +35,17 @@ def test_memmaps_hold_the_tokenizer_output_with_separators(tmp_path, corpus, sma
     assert prepared.n_tokens == {"train": prepared.train.n_tokens, "val": prepared.val.n_tokens}
 
 
+def test_val_bytes_per_token_is_the_split_text_bytes_over_its_tokens(tmp_path, corpus, small_config):
+    prepared = prepare(small_config, cache_dir=tmp_path / "cache")
+    val_texts = _split_texts(corpus, small_config)["val"]
+    n_bytes = sum(len(t.encode("utf-8")) for t in val_texts)
+    n_tokens = sum(len(prepared.tokenizer.encode(t, add_special_tokens=False).ids) + 1 for t in val_texts)
+    assert prepared.val_bytes == n_bytes
+    assert prepared.val_bytes_per_token == n_bytes / n_tokens
+    again = prepare(small_config, cache_dir=tmp_path / "cache")  # read back from the cache
+    assert again.val_bytes == n_bytes
+
+
 def test_token_freqs_count_the_train_split_only(tmp_path, small_config):
     prepared = prepare(small_config, cache_dir=tmp_path / "cache")
     freqs = prepared.token_freqs

@@ -97,10 +97,20 @@ def test_l3_row_bytes():
 
 
 def test_eval_metrics():
-    out = metrics.eval_metrics(loss_sum=20.0, n_tokens=10)
-    assert out == {"eval/val_loss": 2.0, "eval/val_ppl": pytest.approx(math.exp(2.0))}
+    # 2 nats per token at 4 bytes per token: 2 / ln 2 bits per token = 2 / (4 ln 2) bits per byte
+    out = metrics.eval_metrics(loss_sum=20.0, n_tokens=10, bytes_per_token=4.0)
+    assert out == {
+        "eval/val_loss": 2.0,
+        "eval/val_ppl": pytest.approx(math.exp(2.0)),
+        "eval/val_bpb": pytest.approx(0.5 / math.log(2), rel=1e-12),
+    }
+    # a uniform model over 256 byte values with one byte per token scores exactly 8 bits per byte
+    uniform = metrics.eval_metrics(loss_sum=3 * math.log(256), n_tokens=3, bytes_per_token=1.0)
+    assert uniform["eval/val_bpb"] == pytest.approx(8.0, rel=1e-12)
     with pytest.raises(ValueError, match="n_tokens"):
-        metrics.eval_metrics(1.0, 0)
+        metrics.eval_metrics(1.0, 0, 1.0)
+    with pytest.raises(ValueError, match="bytes_per_token"):
+        metrics.eval_metrics(1.0, 1, 0.0)
 
 
 @pytest.mark.parametrize("family", ["dense", "l3", "moe"])

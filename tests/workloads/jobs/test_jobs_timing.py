@@ -88,3 +88,15 @@ def test_dummy_job_streams_fails_stops_and_allocates():
     assert dummy.run(dummy.DummyJobConfig(steps=0, allocate_mb=1)).metrics["mem/ballast_bytes"] == 2**20
     with pytest.raises(ValueError, match="DummyJobConfig.error"):
         dummy.DummyJobConfig(error="KeyError")
+
+
+def test_dummy_job_that_ignores_cancels_keeps_going(monkeypatch):
+    def cancelled_sleep(_):  # what Ray's cancel of a running task raises in it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dummy.time, "sleep", cancelled_sleep)
+    seen = []
+    ctx = JobContext(on_metrics=lambda m, s: seen.append(s))
+    assert dummy.run(dummy.DummyJobConfig(steps=3, ignore_cancel=True), ctx).metrics["dummy/value"] == 0.0
+    with pytest.raises(KeyboardInterrupt):
+        dummy.run(dummy.DummyJobConfig(steps=3), ctx)

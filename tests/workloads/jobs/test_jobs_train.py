@@ -28,7 +28,8 @@ VOCAB = 512
 DATA = DataConfig(max_documents=50, val_fraction=0.2)
 COMMON = {
     "train/loss", "train/tokens_per_s", "train/step_time_s", "train/step_time_s_p10", "train/step_time_s_p90",
-    "mem/peak_host_bytes", "mem/optimizer_bytes", "eval/val_loss", "eval/val_ppl",
+    "mem/peak_host_bytes", "mem/optimizer_bytes", "eval/val_loss", "eval/val_ppl", "eval/val_bpb",
+    "data/val_bytes_per_token",
     "mem/params_bytes/dense", "mem/params_bytes/l3_tables", "mem/params_bytes/experts",
     "mem/params_bytes/embeddings", "params_active", "params_total", "sparsity", "params_active_max",
     "params_active_min",
@@ -94,7 +95,7 @@ def test_each_family_reports_every_metric(family, cache_dir):
     assert set(result.metrics) == COMMON | FAMILY_KEYS[family] | {"train/mfu"}
     assert all(math.isfinite(v) for v in result.metrics.values())
     assert sorted(rec.losses()) == [0, 1, 2, 3]  # streamed per step, in two flushes
-    assert rec.steps[-1][1].keys() == {"eval/val_loss", "eval/val_ppl"}  # evaluated at the end
+    assert rec.steps[-1][1].keys() == {"eval/val_loss", "eval/val_ppl", "eval/val_bpb"}  # at the end
     m = result.metrics
     assert m["train/tokens_per_s"] == pytest.approx(4 * 32 / m["train/step_time_s"])
     assert m["train/step_time_s_p10"] <= m["train/step_time_s"] <= m["train/step_time_s_p90"]
@@ -105,6 +106,9 @@ def test_each_family_reports_every_metric(family, cache_dir):
     per_token = metrics.train_flops_per_token(model_cfg, flops_active, 32)
     assert m["train/mfu"] == pytest.approx(m["train/tokens_per_s"] * per_token / 1e12)
     assert m["eval/val_ppl"] == pytest.approx(math.exp(m["eval/val_loss"]))
+    bytes_per_token = resolved(cfg, cache_dir)[1].val_bytes_per_token
+    assert m["data/val_bytes_per_token"] == bytes_per_token
+    assert m["eval/val_bpb"] == pytest.approx(m["eval/val_loss"] / (math.log(2) * bytes_per_token))
     split = [m[f"mem/optimizer_bytes/{c}"] for c in ("dense", "l3_tables", "experts", "embeddings")]
     assert sum(split) == m["mem/optimizer_bytes"] > 0
     for c in ("l3_tables", "experts"):  # AdamW holds two fp32 moments (+ a step scalar) per parameter
@@ -254,13 +258,12 @@ def test_extra_eval_corpora_get_their_own_keys(cache_dir):
     m = run(
         job("dense", steps=2, eval_data={"docs": docs}), JobContext(cache_dir=cache_dir, on_metrics=rec)
     ).metrics
-    assert {"eval/val_loss", "eval/val_ppl", "eval/docs/val_loss", "eval/docs/val_ppl"} <= m.keys()
     assert m["eval/docs/val_loss"] != m["eval/val_loss"] and math.isfinite(m["eval/docs/val_loss"])
-    assert rec.steps[-1][1].keys() == {
-        "eval/val_loss",
-        "eval/val_ppl",
-        "eval/docs/val_loss",
-        "eval/docs/val_ppl",
-    }
+    keys = {f"eval/{corpus}val_{k}" for corpus in ("", "docs/") for k in ("loss", "ppl", "bpb")}
+    assert rec.steps[-1][1].keys() == keys and keys <= m.keys()
+    # each corpus's bits per byte uses its own bytes per token (its own text, the job's tokenizer)
+    main_ratio = m["eval/val_loss"] / m["eval/val_bpb"]
+    docs_ratio = m["eval/docs/val_loss"] / m["eval/docs/val_bpb"]
+    assert main_ratio != pytest.approx(docs_ratio, rel=1e-3)
     with pytest.raises(ValueError, match="TrainJobConfig.eval_data"):
         job("dense", eval_data={"a/b": docs})

@@ -22,7 +22,7 @@ from workloads.kernels.l3_lookup.sorted import l3_lookup_sorted
 LookupImpl = Literal["auto", "reference", "sorted", "small", "triton"]
 IMPL_NAMES: tuple[str, ...] = get_args(LookupImpl)
 
-# `auto` thresholds, measured with `python -m workloads.l3.bench_small` (dim 256, 65K rows, cap 512, the
+# `auto` thresholds, measured with the former small-batch L3 benchmark (dim 256, 65K rows, cap 512, the
 # 2-core CPU): the numba kernel (CPU, no grad) beats the sorted path up to a few hundred positions of
 # real text; the padded gather (autograd or GPU) only up to a handful (its (N, d_max) rows grow fast).
 SMALL_MAX_POSITIONS = 256

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import torch
 
-from workloads.kernels.l3_lookup.sorted_function import SortedLookup, lookup_forward
+from workloads.kernels.l3_lookup.sorted_function import SortedLookup, _Plan, lookup_forward
 
 
 def _ceil_log2(n: torch.Tensor) -> torch.Tensor:
@@ -81,23 +81,6 @@ def l3_lookup_sorted(
         return SortedLookup.apply(q, keys, values, plan, sparse_grad)
     # Inference: the same forward, keeping nothing for a backward.
     return lookup_forward(q, keys, values, plan, keep=False)[0]
-
-
-class _Plan(NamedTuple):
-    """Padded layout of all groups, bin after bin; a bin of G groups is (G, n_max) × (G, d_max).
-
-    Sq = Σ_bins G·n_max query slots and Sr = Σ_bins G·d_max row slots; padding slots repeat a valid
-    index of their group (so every gather is in range) and are masked (rows) or never read (queries).
-    """
-
-    pos: torch.Tensor  # (Sq,) original position of each query slot
-    r_idx: torch.Tensor  # (Sr,) table row of each row slot
-    r_padding: torch.Tensor  # (Sr,) bool, True at padding row slots (masked)
-    slot: torch.Tensor  # (N,) query slot of each original position
-    bins: list[tuple[int, int, int]]  # (G, n_max, d_max) per bin
-    q_slices: list[slice]  # each bin's query slots, G·n_max of them
-    r_slices: list[slice]  # each bin's row slots, G·d_max of them
-    row_padded: list[bool]  # whether a bin has any padded row slot (else the mask is skipped)
 
 
 class _Groups(NamedTuple):

@@ -10,13 +10,27 @@ With `sparse_grad` the table gradients are sparse COO tensors over the row slots
 slot's table row; padded slots repeat a row of their group with exact-zero values, so the sum is the
 same): no (v, width) buffer is zeroed or written, only the touched rows exist (issue 21)."""
 
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import torch
 from torch.autograd.function import once_differentiable
 
-if TYPE_CHECKING:
-    from workloads.kernels.l3_lookup.sorted import _Plan
+
+class _Plan(NamedTuple):
+    """Padded layout of all groups, bin after bin; a bin of G groups is (G, n_max) × (G, d_max).
+
+    Sq = Σ_bins G·n_max query slots and Sr = Σ_bins G·d_max row slots; padding slots repeat a valid
+    index of their group (so every gather is in range) and are masked (rows) or never read (queries).
+    """
+
+    pos: torch.Tensor  # (Sq,) original position of each query slot
+    r_idx: torch.Tensor  # (Sr,) table row of each row slot
+    r_padding: torch.Tensor  # (Sr,) bool, True at padding row slots (masked)
+    slot: torch.Tensor  # (N,) query slot of each original position
+    bins: list[tuple[int, int, int]]  # (G, n_max, d_max) per bin
+    q_slices: list[slice]  # each bin's query slots, G·n_max of them
+    r_slices: list[slice]  # each bin's row slots, G·d_max of them
+    row_padded: list[bool]  # whether a bin has any padded row slot (else the mask is skipped)
 
 
 def compute_dtype(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.dtype:
@@ -41,7 +55,7 @@ def lookup_forward(
     q: torch.Tensor,  # (N, dim)
     keys: torch.Tensor,  # (v, dim)
     values: torch.Tensor,  # (v, d_emb); may be `keys` itself (tied)
-    plan: "_Plan",
+    plan: _Plan,
     keep: bool,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
     """(output (N, d_emb), what backward needs: q_pad, then per bin its key rows, value rows (untied
@@ -52,7 +66,7 @@ def lookup_forward(
         return _forward(q, keys, values, plan, keep, dtype, tied)
 
 
-def _forward(q, keys, values, plan: "_Plan", keep: bool, dtype: torch.dtype, tied: bool):
+def _forward(q, keys, values, plan: _Plan, keep: bool, dtype: torch.dtype, tied: bool):
     q_pad = q.index_select(0, plan.pos).to(dtype)  # (Sq, dim)
     o_pad = q_pad.new_empty(q_pad.shape[0], values.shape[1])  # (Sq, d_emb)
     saved = [q_pad]

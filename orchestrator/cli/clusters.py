@@ -1,0 +1,245 @@
+"""CLI commands for clusters and capacity planning, as a typer sub-app that `cli/main.py` registers:
+
+    app.command("plan")(cli_clusters.plan)
+    app.add_typer(cli_clusters.clusters_app, name="clusters")
+
+`isosparse plan --preset paper-2.6b --family l3 --cluster clusters/examples/h100x8.yaml --tokens 30e9`
+sizes one model (memory breakdown, fit, GPUs, step time, tokens/s, wall time, GPU-hours, cost);
+`isosparse plan SUITE --cluster FILE` sizes every job of a suite and flags those that cannot fit (exit 1).
+`isosparse clusters show FILE` / `isosparse clusters kuberay FILE [--suite S] [--out PATH]`.
+Exit 2 on bad input (unknown preset, invalid cluster file or suite), as in cli.py.
+"""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from clusters.spec import Cluster
+from orchestrator import api
+from orchestrator.planning import plan as planning
+from orchestrator.suites.cluster_file import load_cluster
+
+clusters_app = typer.Typer(help="Cluster files: show them, write KubeRay manifests.", no_args_is_help=True)
+GIB = float(1 << 30)
+
+
+def _console() -> Console:
+    return Console(width=max(Console().width, 110), highlight=False)  # rich assumes 80 columns when piped
+
+
+def bad_input(err: Exception) -> typer.Exit:
+    """Print a user-facing error as plain text (no markup: brackets and caret lines survive); exit 2."""
+    typer.echo(f"error: {err}")
+    return typer.Exit(2)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:,.2f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:,.1f} days"
+    return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds:,.1f} s"
+
+
+def cluster_table(cluster: Cluster) -> Table:
+    desc = f": {cluster.description}" if cluster.description else ""
+    table = Table(title=f"cluster {cluster.name} ({cluster.kind}){desc}")
+    for col in ("group", "nodes", "accelerator", "GPUs/node", "CPUs/node", "memory/node", "GPUs"):
+        table.add_column(col, justify="left" if col in ("group", "accelerator") else "right")
+    for g in cluster.nodes:
+        nodes = f"{g.count}" if g.min_count == g.max_count else f"{g.count} ({g.min_count}..{g.max_count})"
+        table.add_row(g.name, nodes, g.accelerator, str(g.gpus_per_node), str(g.cpus_per_node),
+                      _gib(g.memory_bytes), str(g.gpus))  # fmt: skip
+    return table
+
+
+@clusters_app.command("show")
+def show(file: Annotated[str, typer.Argument(help="A cluster YAML file.")]) -> None:
+    """Validate a cluster file and print its node groups, accelerator and Ray address."""
+    try:
+        cluster = load_cluster(file)
+    except ValueError as err:
+        raise bad_input(err) from None
+    out = _console()
+    out.print(cluster_table(cluster))
+    acc = cluster.accelerator
+    peak = acc.peak("bfloat16")
+    out.print(f"address: {cluster.address or 'in-process (ray.init())'}; total GPUs: {cluster.total_gpus}")
+    out.print(
+        f"accelerator: {acc.name} ({acc.description})"
+        + (f", {_gib(acc.memory_bytes)}, bf16 {peak / 1e12:,.0f} TFLOP/s dense" if peak else "")
+    )
+    if cluster.price_per_gpu_hour is not None:
+        out.print(f"price: ${cluster.price_per_gpu_hour:.2f} per GPU-hour")
+
+
+@clusters_app.command("kuberay")
+def kuberay_manifest(
+    file: Annotated[str, typer.Argument(help="A cluster file of kind 'kuberay'.")],
+    suite: Annotated[str | None, typer.Option(help="Write a RayJob running `isosparse run SUITE`.")] = None,
+    out: Annotated[str | None, typer.Option(help="Write the manifest here instead of stdout.")] = None,
+) -> None:
+    """Write the KubeRay RayCluster manifest of FILE (or, with --suite, a RayJob that runs the suite)."""
+    try:
+        text = api.cluster_manifest(file, suite)
+    except ValueError as err:
+        raise bad_input(err) from None
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    Path(out).write_text(text)
+    _console().print(f"wrote {out} ({'RayJob' if suite else 'RayCluster'})")
+
+
+def _memory_table(plan: planning.TrainPlan) -> Table:
+    m = plan.memory
+    table = Table(title=f"training memory per GPU ({plan.accelerator.name})")
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    rows = [
+        ("parameters", m.params), ("gradients", m.grads), ("AdamW states", m.optimizer),
+        ("comm buffers", m.comm_buffers), ("bf16 weight copies", m.weight_copies),
+        ("activations (after forward)", m.activations), ("backward live (acts+grads+loss)", m.backward_live),
+        ("optimizer temporaries", m.optimizer_temp),
+    ]  # fmt: skip
+    for name, value in rows:
+        table.add_row(name, _gib(value))
+    for cat, value in m.params_by_category.items():
+        if value:
+            table.add_row(f"  params: {cat}", _gib(value))
+    table.add_section()
+    table.add_row("forward/backward phase", _gib(m.forward_backward))
+    table.add_row("optimizer-step phase", _gib(m.optimizer_step))
+    verdict = "[green]fits[/green]" if plan.fits else "[red]does not fit[/red]"
+    table.add_row(
+        "[bold]peak[/bold]", f"[bold]{_gib(m.peak)}[/bold] of {_gib(plan.capacity_bytes)}: {verdict}"
+    )
+    return table
+
+
+def _summary_table(plan: planning.TrainPlan, tokens: float) -> Table:
+    s, shape = plan.setup, plan.model
+    table = Table(title=f"plan: {shape.name}, {tokens:,.3g} tokens", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row(
+        "params total / active", f"{shape.params_total / 1e9:,.3f}B / {shape.params_active / 1e9:,.3f}B"
+    )
+    table.add_row("GPUs used", f"{s.n_gpus} × {plan.accelerator.name}")
+    ckpt = "on" if s.activation_checkpointing else "off"
+    table.add_row("setup", f"ZeRO-{s.zero_stage}, {s.precision}, checkpointing {ckpt}, ep {s.ep_size}")
+    table.add_row("micro-batch × seq_len × accum", f"{s.micro_batch} × {s.seq_len} × {s.grad_accum}")
+    table.add_row("largest micro-batch that fits", str(plan.max_micro_batch))
+    table.add_row(
+        "fewest GPUs that fit (ZeRO-2)", str(plan.min_gpus) if plan.min_gpus else "none on this pool"
+    )
+    if plan.step is None:
+        table.add_row("time", "unknown: no peak for this accelerator (calibrate on measured runs)")
+        return table
+    st, cost = plan.step, plan.cost
+    table.add_row("FLOPs per token", f"{st.flops_per_token:,.4g}")
+    table.add_row("compute / memory / comm", f"{st.compute_s:.3f} / {st.memory_s:.3f} / {st.comm_s:.3f} s")
+    table.add_row("step time", f"{st.step_s:.3f} s ({st.bound}-bound, {st.tokens_per_step:,} tokens/step)")
+    table.add_row("tokens/s", f"{st.tokens_per_s:,.0f}")
+    table.add_row("wall time", _duration(cost.wall_s))
+    table.add_row("GPU-hours", f"{cost.gpu_hours:,.1f}")
+    if cost.dollars is not None:
+        table.add_row("cost", f"${cost.dollars:,.0f}")
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def calibration_table(fitted) -> Table:
+    """One row per hardware: fitted FLOP/s (MFU) and memory scale, median errors before → after."""
+    table = Table(title="calibration on the finished train runs in MLflow")
+    cols = ("hardware", "runs (time/mem)", "achieved FLOP/s", "MFU", "time err", "memory scale", "mem err")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "hardware" else "right")
+    for f in fitted.by_hardware.values():
+        rate = "-" if f.flops_per_s is None else f"{f.flops_per_s / 1e9:,.2f} G"
+        scale = "-" if f.memory_scale is None else f"{f.memory_scale:.3f}"
+        table.add_row(f.hardware, f"{f.n_time_runs}/{f.n_memory_runs}", rate, _pct(f.mfu),
+                      f"{_pct(f.time_error_before)} → {_pct(f.time_error_after)}", scale,
+                      f"{_pct(f.memory_error_before)} → {_pct(f.memory_error_after)}")  # fmt: skip
+    return table
+
+
+@clusters_app.command("calibrate")
+def calibrate_cmd(
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Fit the capacity model to the finished train runs in MLflow; print the prediction errors."""
+    try:
+        fitted = api.calibration(tracking_uri)
+    except (ValueError, api.TrackingError) as err:
+        raise bad_input(err) from None
+    _console().print(calibration_table(fitted))
+
+
+def _suite_table(plans: list[planning.JobPlan]) -> Table:
+    table = Table(title="suite plan")
+    for col in ("job", "GPUs", "peak", "capacity", "fits", "est. time"):
+        table.add_column(col, justify="left" if col == "job" else "right")
+    for p in plans:
+        fits = "[green]yes[/green]" if p.fits else "[red]NO[/red]"
+        wall = _duration(p.wall_s) if p.wall_s is not None else (p.note or "-")
+        sized = p.peak_bytes > 0 or p.capacity_bytes > 0
+        peak, cap = (_gib(p.peak_bytes), _gib(p.capacity_bytes)) if sized else ("-", "-")
+        table.add_row(p.name, str(p.n_gpus), peak, cap, fits, wall)
+    return table
+
+
+def plan(
+    suite: Annotated[str | None, typer.Argument(help="A suite: plan each of its jobs.")] = None,
+    cluster: Annotated[
+        str | None, typer.Option(help="Cluster file or shipped example name (default: local).")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Model preset (without SUITE).")] = None,
+    family: Annotated[str | None, typer.Option(help="dense | l3 | moe | scone.")] = None,
+    tokens: Annotated[float | None, typer.Option(help="Tokens to train (e.g. 30e9).")] = None,
+    micro_batch: Annotated[int | None, typer.Option(help="Sequences per GPU (default: largest ≤ 8).")] = None,
+    seq_len: Annotated[int | None, typer.Option(help="Default: the preset's max_seq_len.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs (default: the cluster's GPU pool).")] = None,
+    zero_stage: Annotated[
+        int | None, typer.Option(help="0 (DDP), 1 or 2 (default: lowest that fits).")
+    ] = None,
+    precision: Annotated[str | None, typer.Option(help="fp32 | amp-bf16 | bf16-master.")] = None,
+    checkpointing: Annotated[bool | None, typer.Option("--checkpointing/--no-checkpointing")] = None,
+    mfu: Annotated[float | None, typer.Option(help="Assumed model FLOPs utilization.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Suite override KEY=VALUE.")] = None,
+    calibrate: Annotated[
+        bool | None, typer.Option("--calibrate", help="Fit time/memory factors to the runs in MLflow.")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for --calibrate.")] = None,
+) -> None:
+    """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
+    request = planning.PlanRequest(
+        suite, tuple(set_ or ()), preset, family or "dense", tokens or 1e9, micro_batch, seq_len, gpus,
+        zero_stage, checkpointing, precision, mfu,
+    )  # fmt: skip
+    try:
+        outcome = api.plan(request, cluster, bool(calibrate), tracking_uri)
+    except (ValueError, api.TrackingError) as err:
+        raise bad_input(err) from None
+    out = _console()
+    if outcome.calibration is not None:
+        out.print(calibration_table(outcome.calibration))
+    if outcome.jobs is None:
+        out.print(_memory_table(outcome.training))
+        out.print(_summary_table(outcome.training, request.tokens))
+        return
+    out.print(_suite_table(outcome.jobs))
+    for p in outcome.jobs:  # the setup each train job was sized with, or what would fit
+        if p.kind == "train" and p.note:
+            out.print(f"{p.name}: {p.note}", markup=False, highlight=False)
+    bad = planning.unfit_jobs(outcome.jobs)
+    out.print(f"{len(outcome.jobs) - len(bad)} of {len(outcome.jobs)} jobs fit on {outcome.cluster.name}")
+    raise typer.Exit(1 if bad else 0)

@@ -1,0 +1,197 @@
+"""The `isosparse` command line: a thin typer skin over `orchestrator.api` (parse → one api call → render).
+
+Exit codes: 0 every job finished, 1 some job failed / was cancelled, 2 bad input (a suite error, an
+unusable tracking store): nothing was submitted. Option defaults are None; real defaults live in the api.
+"""
+
+from importlib.metadata import version as _dist_version
+from typing import Annotated
+
+import typer
+
+from orchestrator import api
+from orchestrator.cli import clusters as cli_clusters
+from orchestrator.cli import render
+
+app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
+app.command("plan")(cli_clusters.plan)
+app.add_typer(cli_clusters.clusters_app, name="clusters")
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a suite value: KEY=VALUE (YAML).")]
+UriOpt = Annotated[
+    str | None, typer.Option(help="MLflow tracking URI (default: sqlite under ISOSPARSE_HOME).")
+]
+AddrOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Ray cluster to use: HOST:PORT, ray://HOST:10001, or auto (the cluster `ray start` runs on this "
+        "machine). Default: RAY_ADDRESS when set (a Ray job's driver), else a new in-process local cluster."
+    ),
+]
+ClusterOpt = Annotated[
+    str | None,
+    typer.Option(help="Cluster file: Ray address and resources per job; jobs that cannot fit are refused."),
+]
+ForceOpt = Annotated[
+    bool | None, typer.Option("--force", help="Submit jobs the capacity model says won't fit.")
+]
+
+
+_bad_input = cli_clusters.bad_input
+
+
+@app.callback()
+def main() -> None:
+    """isosparse: compare sparse architectures at equal active and total parameters."""
+
+
+@app.command()
+def version() -> None:
+    """Print the installed isosparse version."""
+    typer.echo(_dist_version("isosparse"))
+
+
+@app.command()
+def run(
+    suite: str,
+    set_: SetOpt = None,
+    detach: Annotated[bool | None, typer.Option("--detach", help="Run in the background.")] = None,
+    address: AddrOpt = None,
+    tracking_uri: UriOpt = None,
+    cluster: ClusterOpt = None,
+    force: ForceOpt = None,
+) -> None:
+    """Run SUITE (a path or a shipped suite's name), print the comparison table, write the report."""
+    out = render.console()
+    where = {"address": address, "tracking_uri": tracking_uri, "cluster": cluster, "force": bool(force)}
+    try:
+        if detach:
+            pid, log = api.run_detached(suite, set_, **where)
+            out.print(
+                f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}"
+            )
+            return
+        progress = render.Progress(out)
+        out.print(f"{suite}: validating, checking the store, starting Ray ...", highlight=False)
+        report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
+    except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
+        raise _bad_input(err) from None
+    except KeyboardInterrupt:  # before any run was opened (e.g. while Ray started)
+        out.print("interrupted: nothing was recorded")
+        raise typer.Exit(130) from None
+    progress.stop(report)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items()))
+    if report.cancelled:  # the runs are closed; the table can wait for `isosparse compare`
+        out.print(f"interrupted: {counts}; rerun the same command to resume (finished jobs are skipped)")
+        api.exit_now(report.exit_code)
+    render.print_compare(out, api.compare(report.parent_run_id, tracking_uri=report.tracking_uri))
+    render.print_verdict(out, *api.verdict(report.parent_run_id, tracking_uri=report.tracking_uri))
+    out.print(render.report_line(report.report, report.report_error))
+    out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def validate(suite: str, set_: SetOpt = None) -> None:
+    """Validate and expand SUITE without side effects; list its jobs."""
+    try:
+        spec = api.validate(suite, set_)
+    except api.SuiteError as err:
+        raise _bad_input(err) from None
+    render.console().print(
+        render.df_table(render.jobs_frame(spec), f"{spec.name}: {len(spec.jobs)} jobs, valid")
+    )
+
+
+@app.command()
+def status(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
+    """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the current results of the newest one's
+    suite (each job's newest finished run, from whichever invocation ran it)."""
+    try:
+        suites, jobs = api.status(target, tracking_uri)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    out = render.console()
+    if suites.empty:
+        out.print(f"no suite runs{f' match {target!r}' if target else ''} in {tracking_uri or 'the store'}")
+        return
+    out.print(render.compact_table(render.status_view(suites), "suite runs (newest first)"))
+    if not jobs.empty:
+        render.print_jobs(out, jobs, f"current results of {suites['suite'].iloc[0]}")
+
+
+@app.command()
+def cancel(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
+    """Cancel running suites (all, a SUITE's, or a parent RUN_ID) started on this host."""
+    try:
+        actions = api.cancel(target, tracking_uri)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    for run_id, action in actions or [("-", "nothing running")]:
+        typer.echo(f"{run_id}: {action}")
+
+
+@app.command()
+def compare(
+    target: str,
+    tracking_uri: UriOpt = None,
+    wide: Annotated[bool | None, typer.Option("--wide", help="Every column (needs ~200 columns).")] = None,
+) -> None:
+    """TARGET's jobs side by side, as recorded (TARGET: a suite file or name, an experiment, a parent run
+    id): finished numbers, or the state and error of jobs that did not finish."""
+    try:
+        table = api.compare(target, tracking_uri)
+        lines, seeds = api.verdict(target, tracking_uri)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    out = render.console()
+    render.print_compare(out, table, bool(wide))
+    render.print_verdict(out, lines, seeds)
+
+
+@app.command()
+def report(
+    target: str,
+    out: Annotated[str | None, typer.Option(help="Folder (default: $ISOSPARSE_HOME/reports/SUITE).")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Write the HTML/Markdown report (with figures) of TARGET's newest run (a suite file or name, an
+    experiment, a parent run id) and log it onto that MLflow run."""
+    try:
+        outcome = api.report(target, tracking_uri=tracking_uri, out_dir=out)
+    except (api.SuiteError, api.TrackingError) as err:
+        raise _bad_input(err) from None
+    render.console().print(render.report_line(outcome))
+
+
+@app.command("list")
+def list_(what: Annotated[str, typer.Argument(help="presets | suites | jobs")]) -> None:
+    """List model presets, shipped suites, or job kinds."""
+    listers = {"presets": api.list_presets, "suites": api.list_suites, "jobs": api.list_jobs}
+    if what not in listers:
+        raise _bad_input(ValueError(f"list what? {what!r} is not one of {', '.join(listers)}"))
+    for name, note in listers[what]():
+        typer.echo(f"{name:<14} {note}")
+
+
+@app.command()
+def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] = None) -> None:
+    """Start the MLflow UI on 127.0.0.1 over the project's store (Ctrl-C stops it)."""
+    typer.echo("starting the MLflow UI (the first start takes a while)...")
+    try:
+        url, landing, proc = api.ui(tracking_uri, port or 5000)
+    except api.TrackingError as err:
+        raise _bad_input(err) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    typer.echo(f"MLflow UI: {landing}\n  (server {url}; Ctrl-C to stop)")  # once the server answers
+    api.raise_on_sigterm()
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,298 @@
+"""Terminal output for the CLI: live suite progress, DataFrames as rich tables, suite errors.
+
+Live progress redraws a rich table on a TTY; elsewhere (pipes, logs of detached runs, or
+ISOSPARSE_PLAIN_PROGRESS=1) it prints one line per job state change instead.
+"""
+
+import math
+import os
+import sys
+import time
+
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+MAX_ROWS = 20
+PROGRESS_EVERY_S = 20.0  # piped logs: a line per running job this often (and one per state change)
+HEARTBEAT_S = 25.0  # piped logs: never silent longer than this
+STYLE = {"finished": "green", "skipped": "dim", "running": "cyan", "queued": "white",
+         "failed": "red", "oom": "red", "infra": "yellow", "cancelled": "magenta"}  # fmt: skip
+
+
+def console() -> Console:
+    """A terminal's own width; 240 columns when piped (rich would assume 80 and squeeze the tables)."""
+    return Console(width=None if sys.stdout.isatty() else 240)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 1e6:
+            return f"{value / 1e6:,.2f}M"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
+    table = Table(title=title)
+    for col in df.columns:
+        numeric = pd.api.types.is_numeric_dtype(df[col]) or col == "tokens_per_s"  # "~" marks text
+        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
+    for row in df.itertuples(index=False):
+        table.add_row(*(escape(_fmt(v)) for v in row))  # cells are data, not markup ("[enforce fail ...]")
+    return table
+
+
+# The default `compare` layout: a label column, active and total params, the state; then, in this order,
+# each further column that still fits the terminal (the first four fit 80 columns on the shipped suites:
+# the measured match error is what an iso-sparse comparison is read by, so it comes right after quality).
+# `--wide`: every column of api.compare. Headers are short so the numbers set the widths.
+NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
+EXTRA = {"val_loss": "val loss", "match_err": "match err", "tokens_per_s": "tok/s", "val_bpb": "val bpb",
+         "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
+         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok", "dropped": "dropped"}  # fmt: skip
+# Rows whose validation bytes per token differ (a suite that overrides vocab_size retrains the BPE) measure
+# loss per token in different units: bits per byte then leads and val loss moves back.
+MIXED_TOKENIZERS = {"val_bpb": "val bpb", "match_err": "match err", "tokens_per_s": "tok/s"} | {
+    k: v for k, v in EXTRA.items() if k not in ("val_bpb", "match_err", "tokens_per_s")
+}
+LABEL_PARTS = ("job", "family", "preset", "variant", "seed")
+
+
+def _label(row: pd.Series) -> str:
+    """'train l3 tiny' (+ variant / seed when the suite has several)."""
+    return " ".join(str(row[c]) if c != "seed" else f"s{row[c]}" for c in LABEL_PARTS if c in row.index)
+
+
+CONTENDED_NOTE = (
+    "~ speed measured under contention (timing: shared, or other jobs or processes on the node during "
+    "the timed phase): not a clean number"
+)
+
+
+def _mark_contended(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """tokens_per_s as text, "~" before each speed measured under contention (`contended`), and the
+    footnote when any is; the frame as it is without those columns."""
+    if "tokens_per_s" not in df or "contended" not in df:
+        return df, []
+    marked = df["contended"].fillna(False).astype(bool)
+    text = ["~" + _fmt(v) if m else _fmt(v) for v, m in zip(df["tokens_per_s"], marked, strict=True)]
+    return df.assign(tokens_per_s=text), [CONTENDED_NOTE] if marked.any() else []
+
+
+def _narrow_table(df: pd.DataFrame, columns: dict[str, str]) -> Table:
+    narrow = df[list(columns)].rename(columns=columns)
+    table = Table(title="comparison", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for col in narrow.columns:
+        numeric = pd.api.types.is_numeric_dtype(narrow[col]) or col == EXTRA["tokens_per_s"]
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
+    for row in narrow.itertuples(index=False):
+        *cells, state = (escape(_fmt(v)) for v in row)
+        table.add_row(*cells, f"[{STYLE.get(state, 'white')}]{state}")
+    return table
+
+
+def _fits(table: Table, width: int) -> bool:
+    return Console(width=10_000).measure(table).maximum <= width
+
+
+def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple[Table, list[str]]:
+    """(table, notes) for `compare`: the narrow layout (NARROW, then each EXTRA column, in order, that
+    still fits `width`, in MIXED_TOKENIZERS' order when the rows' bytes per token differ; the errors of
+    jobs that did not finish below the table, one each) or, wide, every column."""
+    df, footnote = _mark_contended(df)
+    if wide or df.empty:
+        return df_table(df, "comparison"), footnote
+    df = df.assign(label=df.apply(_label, axis=1))
+    columns = dict(NARROW)
+    table = _narrow_table(df, columns)
+    mixed = "bytes/tok" in df and df["bytes/tok"].dropna().nunique() > 1
+    for col, header in (MIXED_TOKENIZERS if mixed else EXTRA).items():
+        more = {**{k: v for k, v in columns.items() if k != "status"}, col: header, "status": "state"}
+        candidate = _narrow_table(df, more) if col in df else None
+        if candidate is not None and _fits(candidate, width):
+            columns, table = more, candidate
+    errors = df["error"] if "error" in df else pd.Series([None] * len(df), index=df.index)
+    rows = zip(df.iterrows(), errors, strict=True)
+    notes = [f"{_label(r)}: {e}" for (_, r), e in rows if isinstance(e, str)]
+    return table, notes + (footnote if "tokens_per_s" in columns else [])
+
+
+def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
+    table, notes = compare_view(df, wide, out.width)
+    if wide:  # every cell whole, wider than the terminal if need be (a terminal wraps or scrolls it)
+        needed = Console(width=10_000).measure(table).maximum
+        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
+                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+    out.print(table)
+    for note in notes:
+        out.print(note, markup=False, highlight=False)
+
+
+def print_verdict(out: Console, lines: list[str], seeds: pd.DataFrame) -> None:
+    """The seeds table (mean ± sd, paired Δ vs dense and its 95% interval) when the suite has several
+    seeds, then the ordering they support."""
+    if not seeds.empty:
+        out.print(compact_table(seeds, f"seeds ({seeds.columns[2]}; Δ paired by seed, 95% t interval)"))
+    for line in lines:
+        out.print(f"verdict: {line}", markup=False, highlight=False)
+
+
+def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
+    """A DataFrame without cell borders (fits more in 80 columns); long text cells wrap, none is cut."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for i, col in enumerate(df.columns):
+        numeric = pd.api.types.is_numeric_dtype(df[col])
+        keep = numeric or i == 0 or col in ("run_id", "started", "status", "state")  # short: never wrapped
+        table.add_column(str(col), justify="right" if numeric else "left", no_wrap=keep, overflow="fold")
+    for row in df.itertuples(index=False):
+        table.add_row(*(escape(_fmt(v)) for v in row))
+    return table
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_text(job, now_s: float) -> str:
+    """'step 40/120, loss 6.12, 1,234 tok/s, ETA 1m05s' of a running JobState (what is known of it)."""
+    if job.step is None:
+        elapsed = "" if job.started_s is None else f" for {_duration(now_s - job.started_s)}"
+        return f"running{elapsed}, no step reported yet"
+    done = job.step + 1  # steps count from 0
+    parts = [f"step {done}" + (f"/{job.total_steps}" if job.total_steps else "")]
+    if job.loss is not None:
+        parts.append(f"loss {job.loss:.4g}")
+    rate = job.rate_steps_per_s(now_s)
+    if rate and job.tokens_per_step:
+        parts.append(f"{rate * job.tokens_per_step:,.0f} tok/s")
+    if rate and job.total_steps:
+        parts.append(f"ETA {_duration(max(job.total_steps - job.step - 1, 0) / rate)}")
+    return ", ".join(parts)
+
+
+def status_view(suites: pd.DataFrame) -> pd.DataFrame:
+    """api.status's suite table for a terminal: without the experiment column when it repeats the suite's
+    name, nor the running column when nothing runs (so it fits 80 columns)."""
+    drop = []
+    if (suites["experiment"] == suites["suite"]).all():
+        drop.append("experiment")
+    if (suites["running"] == 0).all():
+        drop.append("running")
+    return suites.drop(columns=drop)
+
+
+def print_jobs(out: Console, jobs: pd.DataFrame, title: str) -> None:
+    """status's job table, each error on its own line under the table (a column would wrap at 80)."""
+    errors = jobs.get("error", pd.Series(None, index=jobs.index, dtype=object))
+    out.print(compact_table(jobs.drop(columns=["error"], errors="ignore"), title))
+    for job, error in zip(jobs["job"], errors, strict=True):
+        if isinstance(error, str) and error:
+            out.print(f"{job}: {error}", markup=False, highlight=False)
+
+
+class Progress:
+    """Callbacks for api.run_suite: `start(report)`, `tick(report)`, `stop()`."""
+
+    def __init__(self, out: Console | None = None):
+        self.out = out or console()
+        self.plain = not self.out.is_terminal or os.environ.get("ISOSPARSE_PLAIN_PROGRESS") == "1"
+        self.live: Live | None = None
+        self.seen: dict[str, tuple] = {}
+        self.t0 = time.monotonic()
+        self.last: dict[str, float] = {}  # when each job's last line was printed (plain mode)
+        self.last_any = self.t0
+
+    def _table(self, report) -> Table:
+        counts = report.counts()
+        summary = "  ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+        table = Table(title=f"{report.suite.name} — {len(report.jobs)} jobs — {summary}")
+        for col in ("job", "state", "attempt", "step", "loss", "elapsed"):
+            table.add_column(col, justify="left" if col in ("job", "state") else "right")
+        order = {"running": 0, "queued": 1}
+        rows = sorted(report.jobs.values(), key=lambda j: (order.get(j.state, 2), j.name))[:MAX_ROWS]
+        for j in rows:
+            elapsed = f"{time.monotonic() - j.started_s:.0f}s" if j.started_s and j.state == "running" else ""
+            table.add_row(j.name, f"[{STYLE.get(j.state, 'white')}]{j.state}", str(j.attempt),
+                          _fmt(j.step), _fmt(j.loss), elapsed)  # fmt: skip
+        return table
+
+    def start(self, report) -> None:
+        suite = report.suite
+        self.out.print(f"suite {suite.name}: {len(report.jobs)} jobs, experiment {suite.experiment!r}, "
+                       f"parent run {report.parent_run_id}")  # fmt: skip
+        if self.plain:
+            self.tick(report)
+        else:
+            self.live = Live(self._table(report), console=self.out, refresh_per_second=4)
+            self.live.start()
+
+    def tick(self, report) -> None:
+        if self.live is not None:
+            self.live.update(self._table(report))
+            return
+        now = time.monotonic()
+        for j in report.jobs.values():
+            key = (j.state, j.attempt)
+            if self.seen.get(j.name) != key:
+                self.seen[j.name] = key
+                error = f"  ({j.error})" if j.error and j.state != "finished" else ""
+                self._line(f"{j.name}: {j.state} (attempt {j.attempt}){error}", j.name, now)
+            elif j.state == "running" and now - self.last.get(j.name, now) >= PROGRESS_EVERY_S:
+                self._line(f"{j.name}: {progress_text(j, now)}", j.name, now)
+        if now - self.last_any >= HEARTBEAT_S:  # all queued, or running jobs that stream nothing yet
+            counts = "  ".join(f"{k}: {v}" for k, v in sorted(report.counts().items()))
+            self._line(f"{report.suite.name}: {counts}", None, now)
+
+    def _line(self, text: str, job: str | None, now: float) -> None:
+        self.out.print(f"[{now - self.t0:6.1f}s] {text}", markup=False, highlight=False)
+        self.last_any = now
+        if job is not None:
+            self.last[job] = now
+
+    def stop(self, report) -> None:
+        if self.live is not None:
+            self.live.update(self._table(report))
+            self.live.stop()
+        else:
+            self.tick(report)
+
+
+def jobs_frame(suite) -> pd.DataFrame:
+    """The expanded jobs of a suite: name, fingerprint, resources and the planned iso-sparse match; `plan`
+    says whether the L3 rows per token were weighted by the job's corpus or estimated (budget / vocab:
+    a model-free job, or a remote corpus only the job prepares)."""
+    rows = [
+        {
+            "job": j.name,
+            "fingerprint": j.fingerprint,
+            "cpus": j.resources.num_cpus,
+            "gpus": j.resources.num_gpus,
+            "workers": j.resources.num_workers,
+            "active": j.match.get("params_active"),
+            "total": j.match.get("params_total"),
+            "active_err": j.match.get("active_rel_err"),
+            "total_err": j.match.get("total_rel_err"),
+            "plan": "estimated" if j.match.get("estimated") else "corpus",
+        }
+        for j in suite.jobs
+    ]
+    return pd.DataFrame(rows)
+
+
+def report_line(outcome, error: str | None = None) -> str:
+    """Where the report went (a `reporting.ReportOutcome`), or why there is none."""
+    if outcome is None:
+        return f"report: not built ({error})" if error else "report: not built"
+    where = f"; logged to MLflow run {outcome.parent_run_id} under report/" if outcome.parent_run_id else ""
+    return f"report: {outcome.paths.html} ({outcome.n_runs} job runs){where}"

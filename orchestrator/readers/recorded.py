@@ -1,0 +1,119 @@
+"""What a suite invocation recorded, read back from MLflow: its experiment, suite name and jobs.
+
+The readers (`status`, `compare`, `report`) start here and never expand a suite or prepare data: a suite
+file is read only for its name and experiment; the jobs come from the parent run's `suite_jobs.json`.
+"""
+
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from orchestrator.runs.tracking import Tracker
+from orchestrator.suites.expansion import SuiteError, identity
+from results import names
+
+LABELS = ("family", "preset", "variant", "seed", "group")
+
+
+@dataclass(frozen=True)
+class RecordedJob:
+    """The part of a `JobSpec` the readers need, as the suite's parent run recorded it."""
+
+    name: str
+    kind: str
+    fingerprint: str
+    labels: dict[str, str]
+    match: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordedSuite:
+    name: str
+    experiment: str
+    jobs: tuple[RecordedJob, ...]
+    parent_run_id: str
+
+
+def jobs_json(jobs) -> str:
+    """The `suite_jobs.json` artifact of a parent run: its expanded jobs (JobSpecs) as recorded."""
+    keep = [
+        {
+            "name": j.name,
+            "kind": j.kind,
+            "fingerprint": j.fingerprint,
+            "labels": dict(j.labels),
+            "match": dict(j.match),
+        }
+        for j in jobs
+    ]
+    return json.dumps(keep, indent=1)
+
+
+def suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
+    """Parent runs of a target: a suite file or name (its experiment), an experiment name, a parent run id
+    (or the prefix `status` prints), or every suite run when target is None."""
+    if target is None:
+        return tracker.search_roles(names.RUN_TYPE_SUITE, None)
+    try:
+        return tracker.search_roles(names.RUN_TYPE_SUITE, identity(target)[1])
+    except SuiteError:
+        pass
+    if tracker.experiment_id(target, create=False) is not None:
+        return tracker.search_roles(names.RUN_TYPE_SUITE, target)
+    runs = tracker.search_roles(names.RUN_TYPE_SUITE, None)
+    return runs[runs["run_id"].str.startswith(target)] if not runs.empty else runs
+
+
+def locate(tracker: Tracker, target: str) -> RecordedSuite:
+    """The newest recorded invocation of `target` (see `suite_runs`; a suite file's own suite name wins
+    over other suites sharing its experiment). SuiteError when nothing of that name was recorded."""
+    runs = suite_runs(tracker, target)
+    try:
+        name = identity(target)[0]
+        runs = runs[runs[names.tag_column(names.TAG_SUITE)] == name] if not runs.empty else runs
+    except SuiteError:
+        pass
+    if runs.empty:
+        raise SuiteError(
+            target, [("", f"no suite file, experiment or suite run of that name in {tracker.uri}")]
+        )
+    parent = runs.sort_values("start_time").iloc[-1]
+    name = parent[names.tag_column(names.TAG_SUITE)]
+    experiment = tracker.experiment_name(parent["experiment_id"])
+    try:
+        jobs = tuple(
+            RecordedJob(**j) for j in json.loads(tracker.download_text(parent["run_id"], names.SUITE_JOBS))
+        )
+    except FileNotFoundError:  # a parent run from before suite_jobs.json: the jobs that have runs
+        jobs = _jobs_from_runs(tracker, experiment, name)
+    if not jobs:
+        raise SuiteError(target, [("", f"its newest run ({parent['run_id']}) recorded no jobs")])
+    return RecordedSuite(name, experiment, jobs, parent["run_id"])
+
+
+def _jobs_from_runs(tracker: Tracker, experiment: str, suite: str) -> tuple[RecordedJob, ...]:
+    query = (
+        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB)
+        + " and "
+        + names.tag_filter(names.TAG_SUITE, suite)
+    )
+    runs = tracker.search(experiment, query)
+    if runs.empty:
+        return ()
+    newest = runs.sort_values("start_time").groupby(names.tag_column(names.TAG_JOB)).tail(1)
+    match_cols = [c for c in newest if c.startswith(names.metric_column(names.MATCH_PREFIX))]
+    return tuple(
+        RecordedJob(
+            name=row[names.tag_column(names.TAG_JOB)],
+            kind=row[names.tag_column(names.TAG_JOB_KIND)],
+            fingerprint=row[names.tag_column(names.TAG_FINGERPRINT)],
+            labels={k: str(row.get(names.tag_column(names.label_tag(k)))) for k in LABELS},
+            match={
+                c.removeprefix(names.metric_column(names.MATCH_PREFIX)): float(row[c])
+                for c in match_cols
+                if pd.notna(row[c])
+            },
+        )
+        for _, row in newest.sort_values(names.tag_column(names.TAG_JOB)).iterrows()
+    )

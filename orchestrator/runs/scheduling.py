@@ -1,0 +1,468 @@
+"""Ray scheduling of suite jobs (the only module importing ray): cluster start/connect, one Ray task per
+single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure classes and retries.
+
+Concurrency is Ray's: every job is submitted at once with its declared resources and Ray runs as many as
+fit; timed work runs alone (orchestrator.runs.timing). Step metrics stream from the job's rank 0 to a
+`_Sink` actor that the driver drains (the driver alone talks to MLflow). Failure classes key on exception
+types (STYLE.md): worker/node loss → `infra` (retried up to `max_retries`), Ray's OOM killer or an
+out-of-memory error in the job → `oom`, any other exception raised by the job → `failed` (not
+retried), `ray.cancel` → `cancelled`.
+"""
+
+import importlib
+import logging
+import re
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import ray
+from ray import exceptions as rex
+
+from orchestrator.runs import ray_link
+from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
+from orchestrator.suites import registry
+from orchestrator.suites.spec import JobSpec, Outcome
+
+INFRA_ERRORS: tuple[type[BaseException], ...] = (
+    rex.WorkerCrashedError,
+    rex.NodeDiedError,
+    rex.LocalRayletDiedError,
+    rex.ActorDiedError,
+    rex.ActorUnavailableError,
+    rex.ObjectLostError,
+    rex.OwnerDiedError,
+    rex.RaySystemError,
+)
+OOM_NAMES = ("OutOfMemoryError", "MemoryError")  # torch.cuda.OutOfMemoryError / Python's, by type name
+# torch's CPU allocator (and CUDA/HIP under older torch) reports an allocation failure as a plain
+# RuntimeError: its message is the only thing that tells it from an application error.
+OOM_MESSAGES = (
+    "DefaultCPUAllocator: can't allocate memory",
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "HIP out of memory",
+    "std::bad_alloc",
+)
+OnOom = Literal["fail", "halve_batch"]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a running job told the driver: kind "start" (payload: node, host, hardware, t), "metrics"
+    (payload: {name: value}, with step) or "end" (payload: t, when the job stopped occupying its node)."""
+
+    job: str
+    attempt: int
+    kind: str
+    payload: dict[str, Any]
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary."""
+
+    job: str
+    attempt: int
+    outcome: Outcome
+    result_json: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    will_retry: bool = False
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
+
+
+def plain(text: str) -> str:
+    """Text without ANSI escape codes (they end up in traceback.txt, MLflow tags and piped logs)."""
+    return ANSI.sub("", text)
+
+
+def one_line(err: BaseException) -> str:
+    """'Type: last line of the message' of the job's own exception (a Ray task error's cause)."""
+    err = getattr(err, "cause", None) or err
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return plain(f"{type(err).__name__}: {lines[-1].strip() if lines else ''}")
+
+
+def _job_ancestors(err: BaseException) -> Iterable[BaseException]:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        for extra in getattr(err, "worker_failures", {}).values() if hasattr(err, "worker_failures") else ():
+            yield from _job_ancestors(extra)
+        err = getattr(err, "cause", None) or err.__cause__
+
+
+def classify(err: BaseException) -> Outcome:
+    """The failure class of an exception from `ray.get` (or of one a Ray Train run wraps)."""
+    chain = list(_job_ancestors(err))
+    if any(isinstance(e, rex.TaskCancelledError | KeyboardInterrupt) for e in chain):
+        return "cancelled"
+    if any(isinstance(e, rex.OutOfMemoryError) for e in chain):
+        return "oom"
+    if any(isinstance(e, INFRA_ERRORS) for e in chain):
+        return "infra"
+    if any(type(e).__name__ in OOM_NAMES for e in chain):
+        return "oom"
+    if any(isinstance(e, RuntimeError) and any(m in str(e) for m in OOM_MESSAGES) for e in chain):
+        return "oom"
+    return "failed"
+
+
+def halved_micro_batch(config: Any) -> Any | None:
+    """The suite's `on_oom: halve_batch` retry: the same job with half the micro-batch and twice the
+    gradient accumulation (the same tokens per optimizer step, so the same training run and fingerprint);
+    None when the config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would
+    change the tokens per step)."""
+    batch, accum = getattr(config, "batch_size", None), getattr(config, "grad_accum", None)
+    if not isinstance(batch, int) or not isinstance(accum, int) or batch < 2 or batch % 2:
+        return None
+    return replace(config, batch_size=batch // 2, grad_accum=accum * 2)
+
+
+@ray.remote(num_cpus=0)
+class _Sink:
+    """Collects job events in arrival order; the driver drains them."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def put(self, event: Event) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list[Event]:
+        out, self.events = self.events, []
+        return out
+
+    def flush(self) -> bool:
+        return True  # calls from one caller run in order: once this returns, its earlier puts are in
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a worker needs to run one attempt of a job."""
+
+    kind: str
+    config: Any
+    job: str
+    attempt: int
+    num_gpus: float
+    checkpoint_dir: str | None
+
+
+def _hardware(num_gpus: float, config: Any) -> tuple[str, float | None]:
+    """(hardware catalog name, dense peak FLOP/s for the job's dtype) of this worker's device; the raw
+    device name and no peak when the catalog does not know it (MFU is then omitted, not guessed)."""
+    if num_gpus <= 0:
+        return "cpu", None
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu", None
+    name = torch.cuda.get_device_name(0)
+    try:
+        from clusters import catalog
+
+        entry = catalog.identify(name)
+        dtype = "float32" if getattr(config, "dtype", "auto") == "float32" else "bfloat16"
+        return entry, catalog.peak_flops(entry, dtype)
+    except (ImportError, ValueError):
+        return name, None
+
+
+def _job_context(sink, a: Attempt, report: bool):
+    """The JobContext of one rank: rank 0 (`report`) streams events to the sink, others stay silent."""
+    from workloads.jobs.result import JobContext
+
+    def on_metrics(metrics, step: int) -> None:
+        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step))
+
+    hardware, peak_flops = _hardware(a.num_gpus, a.config)
+    if report:
+        start = {
+            "node": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "hw": hardware,
+            "t": time.time(),  # when the job began to occupy its node (contention.overlapping_jobs)
+        }
+        sink.put.remote(Event(a.job, a.attempt, "start", start))
+    return JobContext(
+        on_metrics=on_metrics if report else None,
+        peak_flops=peak_flops,
+        hardware=hardware,
+        checkpoint_dir=a.checkpoint_dir,
+    )
+
+
+def _ended(sink, attempts: list[Attempt]) -> None:
+    """Tell the driver (before the task returns) when the job stopped occupying its node."""
+    now = time.time()
+    for a in attempts:
+        sink.put.remote(Event(a.job, a.attempt, "end", {"t": now}))
+    ray.get(sink.flush.remote())
+
+
+def _run_job(a: Attempt, sink, report: bool = True) -> str:
+    _, run = registry.get(a.kind).load()
+    result = run(a.config, _job_context(sink, a, report))
+    if report:
+        _ended(sink, [a])
+    return result.to_json()
+
+
+def _task_body(a: Attempt, sink) -> str:
+    return _run_job(a, sink)
+
+
+_task = ray.remote(max_retries=0)(_task_body)
+# max_calls=1: a new worker process per attempt (max_calls cannot be set through .options()).
+_fresh_task = ray.remote(max_retries=0, max_calls=1)(_task_body)
+
+
+@ray.remote(max_retries=0, max_calls=1)
+def _interleaved_task(attempts: list[Attempt], sink) -> list[str]:
+    """One process times a group's jobs together (`run_interleaved`): each job still streams and returns
+    its own BenchResult, in the order given."""
+    module = importlib.import_module(registry.get(attempts[0].kind).module)
+    ctxs = [_job_context(sink, a, True) for a in attempts]
+    results = module.run_interleaved([a.config for a in attempts], ctxs)
+    _ended(sink, attempts)
+    return [r.to_json() for r in results]
+
+
+def timing_enforced() -> bool:
+    """Whether every alive node with CPUs declares TIMING_RESOURCE (a local cluster does; nodes of an
+    existing cluster need `ray start --resources='{"isosparse_timing": 1}'`). Without it no job asks for
+    the resource, timed work is not kept apart, and the jobs' numbers are marked contended."""
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+    return bool(nodes) and all(n["Resources"].get(TIMING_RESOURCE, 0) >= 1 for n in nodes)
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _gang(a: Attempt, sink, resources, storage: str, timing: dict[str, float]) -> str:
+    """Runs a multi-worker job as a TorchTrainer; rank 0's BenchResult travels back through the sink
+    (Ray Train v2 drops metrics reported without a checkpoint, so it is not used for results)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig, get_context
+    from ray.train.torch import TorchTrainer
+
+    def loop(_: dict) -> None:
+        rank0 = get_context().get_world_rank() == 0
+        result_json = _run_job(a, sink, report=rank0)
+        if rank0:
+            ray.get(sink.put.remote(Event(a.job, a.attempt, "result", {"json": result_json})))
+
+    per_worker = {"CPU": resources.num_cpus, "GPU": resources.num_gpus, **timing}
+    if resources.memory_bytes:
+        per_worker["memory"] = resources.memory_bytes
+    trainer = TorchTrainer(
+        loop,
+        scaling_config=ScalingConfig(
+            num_workers=resources.num_workers,
+            use_gpu=resources.num_gpus > 0,
+            resources_per_worker=per_worker,
+            placement_strategy=resources.placement,
+        ),
+        run_config=RunConfig(
+            name=f"{a.job.replace('/', '_')}-a{a.attempt}",
+            storage_path=storage,
+            failure_config=FailureConfig(0),
+        ),
+    )
+    trainer.fit()
+    return ""  # the result came through the sink
+
+
+def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
+    """Start an in-process local cluster (address None or "local") or connect to an existing one ("auto",
+    "HOST:PORT", "ray://HOST:PORT"); returns its resources. Call `ray_link.prepare` before this module is
+    imported (Ray reads its auth mode at import); failures to connect raise `ray_link.ClusterError`.
+
+    Connecting ships this checkout's packages to the cluster's workers (runtime_env py_modules)."""
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    address = ray_link.prepare(address)  # the concrete address, reachable, auth environment set
+    kwargs: dict[str, Any] = {"address": address, "include_dashboard": False, "logging_level": "WARNING"}
+    if address == ray_link.LOCAL:
+        kwargs["num_cpus"] = num_cpus
+        kwargs["resources"] = {TIMING_RESOURCE: 1}
+    else:
+        kwargs["runtime_env"] = {"py_modules": [str(REPO_ROOT / p) for p in CODE_PACKAGES]}
+    # Ray's notice that a local cluster uses token auth is not news to the user of a local cluster.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    try:
+        ray.init(**kwargs)
+    except rex.AuthenticationError as err:
+        raise ray_link.ClusterError(f"Ray cluster at {address} refused this driver: {err}. "
+                                    f"{ray_link.TOKEN_HINT}") from None  # fmt: skip
+    except (ConnectionError, TimeoutError, RuntimeError) as err:  # Ray reports a refused token as these
+        raise ray_link.ClusterError(
+            f"cannot connect to the Ray cluster at {address}: {err}. If the "
+            f"cluster uses token authentication, {ray_link.TOKEN_HINT}"
+        ) from None
+    return ray.cluster_resources()
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+@dataclass
+class Scheduler:
+    """Submits attempts, retries infra failures, and reports events and completions to callbacks.
+
+    enforce_timing: ask for TIMING_RESOURCE (`timing_enforced()` of the cluster; False: no job asks)."""
+
+    storage_path: str
+    checkpoint_root: str | None
+    on_event: Callable[[Event], None]
+    on_done: Callable[[Completion], None]
+    poll_s: float = 0.2
+    on_oom: OnOom = "fail"
+    enforce_timing: bool = True
+    _sink: Any = None
+    _pending: dict[Any, tuple[tuple[JobSpec, ...], int]] = field(default_factory=dict)
+    _results: dict[tuple[str, int], str] = field(default_factory=dict)
+    _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
+
+    def __post_init__(self) -> None:
+        self._sink = _Sink.remote()
+
+    def _attempt(self, job: JobSpec, attempt: int) -> Attempt:
+        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
+        config = self._configs.get(job.name, job.config)
+        return Attempt(job.kind, config, job.name, attempt, job.resources.num_gpus, ckpt)
+
+    def _timing(self, job: JobSpec) -> dict[str, float]:
+        return timing_request(job.timing, job.resources.num_workers) if self.enforce_timing else {}
+
+    def submit(self, job: JobSpec, attempt: int = 1) -> None:
+        res = job.resources
+        a = self._attempt(job, attempt)
+        if res.num_workers > 1:
+            ref = _gang.remote(a, self._sink, res, self.storage_path, self._timing(job))
+        else:
+            options: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus}
+            if res.memory_bytes:
+                options["memory"] = res.memory_bytes
+            options["resources"] = self._timing(job)
+            task = _fresh_task if registry.get(job.kind).fresh_process else _task
+            ref = task.options(**options).remote(a, self._sink)
+        self._pending[ref] = ((job,), attempt)
+
+    def submit_interleaved(self, jobs: tuple[JobSpec, ...], attempt: int = 1) -> None:
+        """One task for a group's `interleaved` jobs: the most CPUs / GPUs any of them asks for, the sum
+        of their memory (one process holds every model)."""
+        options: dict[str, Any] = {
+            "num_cpus": max(j.resources.num_cpus for j in jobs),
+            "num_gpus": max(j.resources.num_gpus for j in jobs),
+            "resources": self._timing(jobs[0]),
+        }
+        memory = sum(j.resources.memory_bytes or 0 for j in jobs)
+        if memory:
+            options["memory"] = memory
+        attempts = [self._attempt(j, attempt) for j in jobs]
+        self._pending[_interleaved_task.options(**options).remote(attempts, self._sink)] = (jobs, attempt)
+
+    @property
+    def active(self) -> int:
+        return len(self._pending)
+
+    def _drain(self) -> None:
+        """Deliver streamed events; keep gang results (they may arrive ticks before their task ends)."""
+        for event in ray.get(self._sink.drain.remote()):
+            if event.kind == "result":
+                self._results[(event.job, event.attempt)] = event.payload["json"]
+            else:
+                self.on_event(event)
+
+    def _complete(self, ref, allow_retry: bool = True) -> None:
+        jobs, attempt = self._pending.pop(ref)
+        try:
+            value = ray.get(ref)
+            values = value if isinstance(value, list) else [value]
+            done = [
+                Completion(
+                    job.name,
+                    attempt,
+                    "finished",
+                    result_json=v or self._results.pop((job.name, attempt), None),
+                )
+                for job, v in zip(jobs, values, strict=True)
+            ]
+        except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
+            outcome = classify(err)
+            retry = allow_retry and attempt <= jobs[0].max_retries and self._retryable(jobs, outcome)
+            summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
+            tb = plain("".join(traceback.format_exception(err)))
+            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
+                    for job in jobs]  # fmt: skip
+        for completion in done:
+            self.on_done(completion)
+        if done[0].will_retry:
+            self._resubmit(jobs, attempt + 1)
+
+    def _resubmit(self, jobs: tuple[JobSpec, ...], attempt: int) -> None:
+        if len(jobs) == 1 and jobs[0].timing != "interleaved":
+            self.submit(jobs[0], attempt)
+        else:
+            self.submit_interleaved(jobs, attempt)
+
+    def _retryable(self, jobs: tuple[JobSpec, ...], outcome: Outcome) -> bool:
+        """infra: always (up to max_retries); oom: only as the suite says (`on_oom`), never unchanged."""
+        if outcome == "infra":
+            return True
+        if outcome != "oom" or self.on_oom != "halve_batch":
+            return False
+        smaller = [halved_micro_batch(self._configs.get(job.name, job.config)) for job in jobs]
+        if any(s is None for s in smaller):
+            return False
+        self._configs.update({job.name: s for job, s in zip(jobs, smaller, strict=True)})
+        return True
+
+    def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
+        ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)
+        self._drain()
+        for ref in ready:
+            self._complete(ref, allow_retry)
+
+    def step(self) -> None:
+        """Wait up to poll_s for completions; deliver events first, then completions (in that order, so a
+        job's metrics are logged before its run is closed)."""
+        self._collect(self.poll_s)
+
+    def run(self, jobs: Iterable[JobSpec], on_tick: Callable[[], None] | None = None) -> None:
+        for group in interleaved_groups(jobs):
+            self._resubmit(group, 1)
+        while self._pending:
+            self.step()
+            if on_tick is not None:
+                on_tick()
+
+    def cancel(self, grace_s: float = 10.0) -> None:
+        """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s) a
+        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as)."""
+        for ref in list(self._pending):
+            ray.cancel(ref, recursive=True)
+        deadline = time.monotonic() + grace_s
+        while self._pending and time.monotonic() < deadline:
+            self._collect(0.5, allow_retry=False)
+        for ref in list(self._pending):
+            ray.cancel(ref, force=True, recursive=True)
+            jobs, attempt = self._pending.pop(ref)
+            for job in jobs:
+                self.on_done(Completion(job.name, attempt, "cancelled", error="cancelled (forced)"))

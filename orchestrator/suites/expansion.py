@@ -1,0 +1,427 @@
+"""Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
+
+`load_suite(path, sets)` validates everything before anything runs and raises one `SuiteError` listing
+every problem with its path: structure, types and bounds (pydantic over the workloads' dataclasses),
+unknown presets / families / job kinds (with did-you-mean), overrides no family of the matrix uses,
+iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
+do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
+for every (seed, variant, preset) comparison group the families are matched to each other through
+`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
+model of that group, its l3_* overrides included), L3 rows per token weighted by the corpus of the job's
+own data (prepared here into the cache the job reads); a group whose planned error exceeds
+`match_tolerance` (default 2%) is refused. Each job's config is then resolved once (its kind's `resolve`
+with the group's model: the infer job's device, dtype and MoE capacity too) and that object is both
+fingerprinted and shipped to the worker, which never re-resolves. Identical jobs are kept once.
+"""
+
+import functools
+import itertools
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.suites import registry
+from orchestrator.suites.fingerprint import code_version, fingerprint
+from orchestrator.suites.schema import (
+    GIB,
+    Error,
+    Where,
+    apply_sets,
+    format_loc,
+    merge,
+    pruned,
+    suite_model,
+    validate,
+)  # fmt: skip
+from orchestrator.suites.spec import JobSpec, Resources, cluster_resources
+
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
+MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
+REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
+
+
+class SuiteError(ValueError):
+    """Every problem found in a suite, each as (path, message)."""
+
+    def __init__(self, source: str, errors: list[Error]):
+        self.source, self.errors = source, list(dict.fromkeys(errors))
+        lines = [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in self.errors]
+        super().__init__(f"{source}: {len(self.errors)} error(s)\n" + "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: str
+    experiment: str
+    description: str
+    jobs: tuple[JobSpec, ...]
+    raw: dict[str, Any]
+
+
+def resolve_path(suite: str) -> Path:
+    """A path, or the name of a shipped suite ("quickstart" → suites/quickstart.yaml)."""
+    path = Path(suite)
+    if path.is_file():
+        return path
+    shipped = SUITES_DIR / f"{suite}.yaml"
+    if shipped.is_file():
+        return shipped
+    known = [p.stem for p in sorted(SUITES_DIR.glob("*.yaml"))]
+    raise SuiteError(suite, [("", f"no such suite file{registry.did_you_mean(suite, known)}")])
+
+
+def identity(suite: str) -> tuple[str, str]:
+    """(name, experiment) of a suite file or shipped name, read without validating or expanding it."""
+    path = resolve_path(suite)
+    raw = _read(path)
+    return path.stem, str(raw.get("experiment") or path.stem)
+
+
+def shipped_suites() -> list[Path]:
+    return sorted(SUITES_DIR.glob("*.yaml"))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise SuiteError(str(path), [("", f"not valid YAML: {e}")]) from e
+    if raw is None:
+        raise SuiteError(str(path), [("", "the file is empty; a suite needs at least matrix: {jobs: [...]}")])
+    if not isinstance(raw, dict):
+        raise SuiteError(str(path), [("", "a suite is a YAML mapping (experiment, matrix, ...)")])
+    return raw
+
+
+def _name_errors(raw: dict[str, Any]) -> list[Error]:
+    """Unknown presets, families and job kinds in the matrix, with did-you-mean."""
+    from workloads.models import presets
+    from workloads.models.config import FAMILIES
+
+    matrix = raw.get("matrix")
+    if not isinstance(matrix, dict):
+        return []
+    errors = []
+    for key, known, what in (
+        ("presets", presets.names(), "preset"),
+        ("families", FAMILIES, "family"),
+        ("jobs", tuple(registry.JOBS), "job kind"),
+    ):
+        values = matrix.get(key)
+        for i, value in enumerate(values if isinstance(values, list) else []):
+            if value not in known:
+                errors.append(
+                    (f"matrix.{key}[{i}]", f"unknown {what} {value!r}{registry.did_you_mean(value, known)}")
+                )
+            elif key == "jobs":
+                try:
+                    registry.get(value).load()
+                except ValueError as e:
+                    errors.append((f"matrix.{key}[{i}]", str(e)))
+    return errors
+
+
+def _timings(raw: Any, errors: list[Error]) -> dict[str, str]:
+    """The suite's `timing:` per job kind over the kinds' defaults (`registry.JobKind.timing`): unknown
+    kinds and `interleaved` for a kind that cannot interleave its jobs are errors at their paths."""
+    out = {name: kind.timing for name, kind in registry.JOBS.items()}
+    for name, mode in (raw if isinstance(raw, dict) else {}).items():
+        if name not in registry.JOBS:
+            errors.append((f"timing.{name}", f"unknown job kind{registry.did_you_mean(name, registry.JOBS)}"))
+        elif mode == "interleaved" and not registry.get(name).interleave:
+            able = [k for k, v in registry.JOBS.items() if v.interleave]
+            errors.append((f"timing.{name}", f"'interleaved' applies to job kinds {', '.join(able)}; "
+                           f"{name} jobs are timed one per process (exclusive or shared)"))  # fmt: skip
+        else:
+            out[name] = mode
+    return out
+
+
+def _resources(spec: dict, variant: dict, kind: str) -> Resources:
+    """The job's resources; on a cluster (`run --cluster`), the cluster's per device — before the job is
+    resolved, since its device (and so the infer job's dtype) follows whether it gets GPUs."""
+    merged = merge(
+        (spec.get("resources") or {}).get(kind) or {}, (variant.get("resources") or {}).get(kind) or {}
+    )
+    memory = merged.pop("memory_gb", None)
+    if memory is not None:
+        merged["memory_bytes"] = int(memory * GIB)
+    if spec.get("cluster") is None:
+        return Resources(**merged)
+    return cluster_resources(spec["cluster"], Resources(**merged))
+
+
+@functools.cache
+def _resolve_cached(spec, data_cfg):
+    """(ModelConfig, ParamCount) of `spec` as a job on `data_cfg` runs it: the data is prepared (cached) and
+    the L3 rows per token are weighted by its corpus. Estimated (budget / vocab rows, `ParamCount.estimated`,
+    logged as match/estimated) when there is no corpus here: a model-free group (data_cfg None) or a
+    remote corpus (kind in REMOTE_SOURCES), which only the job downloads and tokenizes on its cluster."""
+    from workloads.jobs.setup import base_model_config, corpus_for, prepare_data, resolve_model_config
+    from workloads.models.accounting import count_params
+
+    corpus = None
+    local = data_cfg is not None and data_cfg.source.kind not in REMOTE_SOURCES
+    if local and spec.family in MODEL_FAMILIES:
+        base = base_model_config(spec)
+        # The window length changes neither the tokens nor the allocation (the job checks it itself).
+        data_cfg = replace(data_cfg, seq_len=min(data_cfg.seq_len, base.max_seq_len))
+        corpus = corpus_for(spec, prepare_data(data_cfg, base))
+    cfg = resolve_model_config(spec, corpus)
+    if cfg.l3 is None or corpus is None:
+        return cfg, count_params(cfg)
+    counts = {pos: corpus.allocate(cfg.l3.budget) for pos in cfg.l3.positions}
+    return cfg, count_params(cfg, corpus.token_freqs, counts)
+
+
+def _override_errors(overrides: dict, families: list[str], path: str) -> list[Error]:
+    """Overrides (and an allocation file) for a family the matrix does not run would silently do nothing."""
+    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS
+
+    errors = []
+    for users, names in ((MODEL_FAMILIES, (*L3_FIELDS, "allocation_path")), (("moe",), MOE_FIELDS)):
+        for name in (n for n in names if n in overrides and not set(users) & set(families)):
+            where = path if name == "allocation_path" else f"{path}.overrides"
+            what = " or ".join(map(repr, users))
+            errors.append((f"{where}.{name}", f"applies to family {what}, which matrix.families lacks"))
+    return errors
+
+
+def _group_models(section: dict, preset: str, families: list[str], data_cfg, path: str, errors: list[Error]):
+    """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
+    always resolved: they are the references of the match errors); None when a match is impossible.
+    l3_* overrides and the allocation file go to L3 and MoE (matched to its group's L3), moe_* to MoE."""
+    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS, FieldError, ModelOverrides, ModelSpec
+
+    raw = section.get("overrides") or {}
+    if not set(MODEL_FAMILIES) & set(families):
+        data_cfg = None  # a dense-only group: its L3 reference is estimated, no corpus is prepared for it
+    out = {}
+    for family in dict.fromkeys(["dense", "l3", *families]):
+        foreign = {"l3": MOE_FIELDS, "moe": ()}.get(family, (*L3_FIELDS, *MOE_FIELDS))
+        overrides = ModelOverrides(**{k: v for k, v in raw.items() if k not in foreign})
+        alloc = section.get("allocation_path") if family in MODEL_FAMILIES else None
+        spec = ModelSpec(preset, family, overrides, alloc)
+        try:
+            cfg, count = _resolve_cached(spec, data_cfg)
+        except FieldError as e:  # the model's own fields here; the job reports its data at the data's path
+            if e.field.startswith("overrides."):
+                errors.append((f"{path}.{e.field}", e.message))
+                return None
+            cfg, count = _resolve_cached(spec, None)
+        except (ValueError, OSError) as e:
+            errors.append((path, f"preset {preset!r} as {family}: {e}"))
+            return None
+        out[family] = (spec, cfg, count)
+    return out
+
+
+def _tolerance_errors(models: dict, families: list[str], group: str, tolerance: float, path: str) -> list:
+    """One error per family of the group whose planned active or total error exceeds `tolerance`."""
+    errors = []
+    for family in families:
+        planned = _match(models, family)
+        for key, ref in (("active_rel_err", "dense"), ("total_rel_err", "l3")):
+            err = planned.get(key)
+            if err is None or abs(err) <= tolerance:
+                continue
+            what = "active" if key == "active_rel_err" else "total"
+            mine, theirs = models[family][2], models[ref][2]
+            n_mine, n_ref = (mine.active, theirs.active) if what == "active" else (mine.total, theirs.total)
+            errors.append((path, (
+                f"group {group}: {family} {what} {n_mine:,} vs {ref} {n_ref:,} is {err:+.2%} off, over the "
+                f"match_tolerance {tolerance:.2%}"
+            )))  # fmt: skip
+    return errors
+
+
+def _group_data(section: dict):
+    """The DataConfig of a merged job section, for the group's corpus (L3 rows per token), when it is valid
+    and readable; None otherwise (the job itself reports why, at the exact paths)."""
+    from workloads.data import DataConfig
+
+    data, problems = validate(DataConfig, section.get("data") or {})
+    return None if problems or _source_problems(data.source) else data
+
+
+def _match(models: dict, family: str) -> dict[str, float]:
+    """The planned accounting of `family` in its group (L3_SPEC §5), logged as match/<key>."""
+    count = models[family][2]
+    dense, l3 = models["dense"][2], models["l3"][2]
+    out = {
+        "params_active": float(count.active),
+        "params_active_max": float(count.active_max),
+        "params_active_min": float(count.active_min),
+        "params_total": float(count.total),
+        "sparsity": count.total / count.active,
+        "active_rel_err": count.active / dense.active - 1.0,
+    }
+    if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
+        out["estimated"] = 1.0
+    if family == "moe":
+        out["total_rel_err"] = count.total / l3.total - 1.0
+    return out
+
+
+@functools.cache
+def _source_problems(source) -> tuple[tuple[str, str], ...]:
+    return tuple(source.check())
+
+
+def _data_problems(cfg) -> list[tuple[str, str]]:
+    """(field path in the job config, message) for each data source that cannot be read (checked once)."""
+    sources = [("data", getattr(cfg, "data", None))]
+    sources += [(f"eval_data.{name}", d) for name, d in (getattr(cfg, "eval_data", None) or {}).items()]
+    return [
+        (f"{where}.source.{field}", msg)
+        for where, data in sources
+        if data is not None
+        for field, msg in _source_problems(data.source)
+    ]
+
+
+def _job(
+    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing="shared"
+) -> JobSpec | None:
+    """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
+    from workloads.jobs.setup import FieldError
+
+    kind = registry.get(kind_name)
+    cls, _ = kind.load()
+    fixed = {*(registry.MODEL_FIELDS if kind.uses_model else ()), "model", kind.seed_field} - {None}
+    given = [key for key in section if key in fixed]
+    for key in given:
+        errors.append((where.path(key), "set by the suite's matrix and model section, not in a job section"))
+    data = {k: v for k, v in section.items() if k not in given}
+    if kind.uses_model:
+        spec = models[labels["family"]][0]
+        data.update({name: getattr(spec, name) for name in registry.MODEL_FIELDS})
+    if kind.seed_field:
+        data[kind.seed_field] = seed
+    config, problems = validate(cls, data)
+    errors += [(where.path(loc), msg) for loc, msg in problems]
+    if config is None or given:
+        return None
+    try:
+        model = models[labels["family"]][1] if kind.uses_model else None
+        config = kind.resolve(config, cuda=resources.num_gpus > 0, model=model)
+    except FieldError as e:
+        errors.append((where.path(e.field), e.message))
+        return None
+    except ValueError as e:
+        errors.append((where.kind, str(e)))
+        return None
+    bad_sources = _data_problems(config)
+    errors += [(where.path(field), msg) for field, msg in bad_sources]
+    return None if bad_sources else _spec(kind, config, labels, seed, resources, timing)
+
+
+def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str = "shared") -> JobSpec:
+    """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted (the timing
+    mode too: numbers measured alone and beside other jobs are different results)."""
+    from workloads.jobs.result import to_jsonable
+
+    resolved: dict[str, Any] = {"kind": kind.name, "job": to_jsonable(config), "timing": timing}
+    if not kind.uses_model:  # model-free (dummy): the labels keep jobs of different families apart
+        resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
+    if not kind.seed_field:  # a job without a seed field still runs once per matrix seed
+        resolved["seed"] = seed
+    if resources.num_workers > 1:  # the world size changes what runs (global batch, steps of a budget);
+        resolved["num_workers"] = resources.num_workers  # cpus, gpus, memory, placement only where it runs
+    name = "/".join([kind.name, *(labels[k] for k in ("family", "preset", "variant")), f"s{seed}"])
+    return JobSpec(
+        name=name,
+        kind=kind.name,
+        config=config,
+        resolved=resolved,
+        fingerprint=fingerprint(resolved, code_version()),
+        labels=labels,
+        resources=resources,
+        max_retries=1,
+        timing=timing,
+    )
+
+
+def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
+    matrix = spec["matrix"]
+    jobs: dict[str, JobSpec] = {}
+    for v_index, variant in enumerate(matrix["variants"]):
+        vpath = f"matrix.variants[{v_index}]"
+        model_section = merge(spec.get("model") or {}, variant.get("model") or {})
+        model_path = f"{vpath}.model" if variant.get("model") else "model"
+        overrides = model_section.get("overrides") or {}
+        errors += _override_errors({**overrides, **model_section}, matrix["families"], model_path)
+        for preset, kind in itertools.product(matrix["presets"], matrix["jobs"]):
+            section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+            data_cfg = _group_data(section) if registry.get(kind).uses_model else None
+            fams = matrix["families"]
+            models = _group_models(model_section, preset, fams, data_cfg, model_path, errors)
+            if models is None:
+                continue
+            for seed, family in itertools.product(matrix["seeds"], fams):
+                group = f"{preset}/{variant['name']}/s{seed}"
+                for err in _tolerance_errors(models, fams, group, spec["match_tolerance"], model_path):
+                    errors.append(err) if err not in errors else None
+                labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
+                labels["group"] = group
+                resources = _resources(spec, variant, kind)
+                if spec["timing"][kind] == "interleaved" and resources.num_workers > 1:
+                    gang = f"resources.{kind}.num_workers={resources.num_workers} asks for a gang"
+                    errors.append((f"timing.{kind}", f"'interleaved' runs a group in one process; {gang}"))
+                where = Where(kind, vpath, variant)
+                job = _job(
+                    kind, section, models, labels, seed, resources, where, errors, spec["timing"][kind]
+                )
+                if job is not None and job.fingerprint not in jobs:
+                    job = replace(job, match=_match(models, family), max_retries=spec["max_retries"])
+                    jobs[job.fingerprint] = job
+    return list(jobs.values())
+
+
+def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
+    """The matrix without the unknown presets / families / job kinds (reported by _name_errors); with none
+    left, a stand-in preset / family, so that the job sections are still checked."""
+    from workloads.models import presets
+    from workloads.models.config import FAMILIES
+
+    ok = {
+        "presets": presets.names(),
+        "families": FAMILIES,
+        "jobs": [k for k, v in registry.JOBS.items() if v.available()],
+    }
+    out = {**matrix, **{key: [v for v in matrix[key] if v in known] for key, known in ok.items()}}
+    return out | {k: v for k, v in (("presets", ["debug"]), ("families", ["dense"])) if not out[k]}
+
+
+def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -> Suite:
+    """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error.
+    cluster: a `clusters.spec.Cluster` whose resources the jobs get (`spec.cluster_resources`)."""
+    path = resolve_path(str(suite))
+    raw = _read(path)
+    errors = apply_sets(raw, list(sets or []))
+    errors += _name_errors(raw)
+    validated, problems = validate(suite_model(), raw)
+    errors += [(format_loc(loc), msg) for loc, msg in problems]
+    if validated is None:
+        raw = pruned(raw, [loc for loc, _ in problems])
+        validated, _ = validate(suite_model(), raw)
+        if validated is None:
+            raise SuiteError(str(path), errors)
+    spec = {key: raw.get(key) for key in ("model", "resources", *registry.JOBS)}
+    matrix = validated.matrix.model_dump()
+    matrix["variants"] = raw.get("matrix", {}).get("variants") or [{"name": "base"}]
+    spec["matrix"] = _known_names(matrix)
+    spec["max_retries"] = validated.max_retries
+    spec["match_tolerance"] = validated.match_tolerance
+    spec["cluster"] = cluster
+    spec["timing"] = _timings(raw.get("timing"), errors)
+    jobs = _expand(spec, errors)
+    if errors:
+        raise SuiteError(str(path), errors)
+    if not jobs:
+        raise SuiteError(str(path), [("matrix", "expands to no jobs")])
+    experiment = validated.experiment or path.stem
+    return Suite(path.stem, str(path), experiment, validated.description, tuple(jobs), raw)

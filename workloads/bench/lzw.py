@@ -1,0 +1,37 @@
+"""Section `lzw`: the L3 allocation's LZW phrase counting (stage 1, numba trie walk) over the built-in
+corpus's training documents, and stage 2 (sort + walk to per-token row counts).
+
+Bytes: the token ids stage 1 reads (int32 each); it is a pointer-chasing walk, so its floor is far below
+what it reaches. Goal (issue 2): stage 1 ≥ 5 M tokens/s.
+"""
+
+import time
+from dataclasses import replace
+
+from workloads.bench.layer import BUDGET, CAP, l3_setup
+from workloads.bench.rows import BenchContext, Row, timed_row
+from workloads.l3.allocation import allocate_from_counts, count_phrases
+
+TOKENS_PER_S_GOAL = 5e6
+
+
+def rows(ctx: BenchContext) -> list[Row]:
+    data, _ = l3_setup()
+    docs = list(data.allocation_sequences())
+    if ctx.quick:
+        docs = docs[: max(1, len(docs) // 8)]
+    count_phrases(docs[:2], data.vocab_size)  # JIT warm-up
+    stage1, stage2, phrases = [], [], None
+    for _ in range(max(3, ctx.rounds // 2)):
+        t0 = time.perf_counter()
+        phrases = count_phrases(docs, data.vocab_size)
+        stage1.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        allocate_from_counts(phrases, BUDGET, CAP)
+        stage2.append(time.perf_counter() - t0)
+    n = phrases.n_tokens
+    first = timed_row("lzw", "stage 1 count", stage1, ctx.probe, nbytes=4.0 * n)
+    first = replace(first, items=float(n))
+    first = first.with_goal(f"≥{TOKENS_PER_S_GOAL / 1e6:g}M tok/s", first.items_per_s >= TOKENS_PER_S_GOAL)
+    second = timed_row("lzw", "stage 2 allocate", stage2)
+    return [first, second]

@@ -1,0 +1,130 @@
+"""A benchmark row: one timed call with its median/p10/p90, the bytes and FLOPs it must move, and the
+roofline floor of those on the probed machine; and the interleaved-rounds timer every section uses.
+
+% of floor = floor_s / median_s (100% = as fast as the hardware allows; floor_s = `MachineProbe.floor_s`).
+Bytes and FLOPs come from model shapes and `workloads.models.accounting`, never typed in.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+
+from workloads.probe import MachineProbe
+
+
+@dataclass(frozen=True)
+class BenchContext:
+    """What every section gets: the machine's probe (taken at this thread count), the device, how many
+    interleaved rounds to time, and `quick` (the smallest sizes that still mean something: tests, CI)."""
+
+    probe: MachineProbe
+    device: torch.device
+    rounds: int = 7
+    quick: bool = False
+
+    @property
+    def threads(self) -> int:
+        return self.probe.threads
+
+
+@dataclass(frozen=True)
+class Row:
+    """One timed variant. `items` per call in `unit` (e.g. tokens) gives the rate column; `goal` is a
+    short condition (e.g. "≥0.9× dense") and `met` whether the measurement satisfies it (None: no goal).
+    `value` is the number the goal is about when it is not the time itself (a ratio), printed beside it."""
+
+    section: str
+    name: str
+    median_s: float
+    p10_s: float
+    p90_s: float
+    bytes: float | None = None
+    flops: float | None = None
+    floor_s: float | None = None
+    items: float | None = None
+    unit: str = "tok"
+    value: float | None = None
+    goal: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def gb_per_s(self) -> float | None:
+        return None if self.bytes is None else self.bytes / self.median_s / 1e9
+
+    @property
+    def gflop_per_s(self) -> float | None:
+        return None if self.flops is None else self.flops / self.median_s / 1e9
+
+    @property
+    def floor_frac(self) -> float | None:
+        """floor_s / median_s: the fraction of the hardware's speed this call reached."""
+        return None if self.floor_s is None else self.floor_s / self.median_s
+
+    @property
+    def items_per_s(self) -> float | None:
+        return None if self.items is None else self.items / self.median_s
+
+    def with_goal(self, goal: str, met: bool, value: float | None = None) -> "Row":
+        return replace(self, goal=goal, met=met, value=self.value if value is None else value)
+
+    def as_dict(self) -> dict:
+        derived = {"gb_per_s": self.gb_per_s, "gflop_per_s": self.gflop_per_s, "floor_frac": self.floor_frac}
+        return asdict(self) | derived | {"items_per_s": self.items_per_s}
+
+
+def timed_row(
+    section: str,
+    name: str,
+    samples_s: list[float],
+    probe: MachineProbe | None = None,
+    *,
+    nbytes: float | None = None,
+    flops: float | None = None,
+    gemm: tuple[int, int, int] | None = None,
+    **kw,
+) -> Row:
+    """A row from per-call seconds; floor from the probe (FLOPs at the probed GEMM rate of `gemm`'s
+    m×k×n shape when given, else the best rate probed)."""
+    if not samples_s:
+        raise ValueError(f"{section}/{name}: no timing samples")
+    p10, med, p90 = np.percentile(np.asarray(samples_s, dtype=np.float64), [10, 50, 90])
+    floor = None
+    if probe is not None and (nbytes is not None or flops is not None):
+        rate = probe.flops_per_s(*gemm) if gemm is not None and flops else None
+        floor = probe.floor_s(nbytes or 0.0, flops or 0.0, rate)
+    return Row(section, name, float(med), float(p10), float(p90), nbytes, flops, floor, **kw)
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], rounds: int, inner: int = 1, warmup: int = 1, sync=None
+) -> dict[str, list[float]]:
+    """Seconds per call of each fn: one sample per round (the mean of `inner` calls), the fns taking turns
+    within every round so a load change on a shared machine hits each alike. `sync` (e.g. a CUDA
+    synchronize) runs before and after each timed block. Warm-up calls are not timed."""
+    if rounds < 1 or inner < 1:
+        raise ValueError(f"interleaved needs rounds >= 1 and inner >= 1, got {rounds}, {inner}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if sync is not None:
+                sync()
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            if sync is not None:
+                sync()
+            samples[name].append((time.perf_counter() - t0) / inner)
+    return samples
+
+
+def ratio_goal(row: Row, baseline: Row, at_least: float, label: str) -> Row:
+    """`row` with the goal "speed ≥ at_least × baseline's" (speed = 1 / median time) and its ratio."""
+    ratio = baseline.median_s / row.median_s
+    return row.with_goal(f"≥{at_least:g}× {label}", ratio >= at_least, ratio)

@@ -1,0 +1,23 @@
+"""The benchmark sections: name -> "module:function", the function `(BenchContext) -> list[Row]`.
+
+An explicit registry (imported lazily, so one section does not pay for another's imports). A section lives
+next to what it measures or in this package; `all` runs them in this order. The orchestration section
+measures the orchestrator in a subprocess (`python -m orchestrator.overhead`): workloads never imports
+orchestrator (DESIGN.md, import-linter).
+"""
+
+import importlib
+from collections.abc import Callable
+
+SECTIONS: dict[str, str] = {
+    "layer": "workloads.bench.layer:rows",
+    "lzw": "workloads.bench.lzw:rows",
+}
+
+
+def resolve(name: str) -> Callable:
+    """The section function of `name`; ValueError naming the known ones otherwise."""
+    if name not in SECTIONS:
+        raise ValueError(f"unknown benchmark section {name!r}; known: {', '.join(SECTIONS)} or 'all'")
+    module, _, func = SECTIONS[name].partition(":")
+    return getattr(importlib.import_module(module), func)
