@@ -12,6 +12,9 @@ from collections.abc import Callable
 SECTIONS: dict[str, str] = {
     "layer": "workloads.bench.layer:rows",
     "lzw": "workloads.bench.lzw:rows",
+    "lookup": "workloads.bench.l3:lookup",
+    "offload": "workloads.bench.l3:offload",
+    "l3_train": "workloads.bench.l3:l3_train",
 }
 
 
