@@ -6,7 +6,7 @@ Plain string constants only, importable without pandas.
 Tags of a job run (strings, as MLflow stores them):
   isosparse.kind          "job" for a job run, "suite" for the suite's parent run (dropped by results.load)
   isosparse.job_kind      "train" | "infer" | "dummy"
-  isosparse.family        "dense" | "l3" | "moe" | "scone"
+  isosparse.family        "dense" | "l3" | "moe" | "hash_moe" | "scone"
   isosparse.preset        preset name, e.g. "tiny"
   isosparse.variant       the suite variant's name (e.g. "base", "cap64"); ablations are variants
   isosparse.seed          integer seed
@@ -91,7 +91,15 @@ def param_column(key: str) -> str:
     return f"params.{key}"
 
 
-OUTCOMES = ("finished", "failed", "oom", "infra", "cancelled")
+# The failure classes (tag isosparse.outcome) and the MLflow status each closes a job run with.
+OUTCOME_STATUS = {
+    "finished": "FINISHED",
+    "failed": "FAILED",
+    "oom": "FAILED",
+    "infra": "FAILED",
+    "cancelled": "KILLED",
+}
+OUTCOMES = tuple(OUTCOME_STATUS)
 
 # Accounting keys (BenchResult.params); logged as metrics (preferred) or params.
 PARAMS_ACTIVE = "params_active"
@@ -166,6 +174,17 @@ EVAL_VAL_PPL = "eval/val_ppl"
 # depends on the tokenizer; bits per byte does not, so rows with different bytes per token compare by it.
 EVAL_VAL_BPB = "eval/val_bpb"
 DATA_VAL_BYTES_PER_TOKEN = "data/val_bytes_per_token"
+# Logged by jobs, kept as extra columns (not in METRICS): tests/workloads/jobs/test_metric_names.py holds
+# every key literal in workloads/ to this module.
+TRAIN_LR = "train/lr"
+TRAIN_FGRAM_TOKENS_PER_TOKEN = "train/fgram_tokens_per_token"  # SCONE: f-gram tokens A_fgram ran per token
+MEM_OPTIMIZER_BYTES_PREFIX = MEM_OPTIMIZER_BYTES + "/"  # + a parameter category
+INFER_OFFLOAD_WAIT_S = "infer/offload_wait_s"
+INFER_OFFLOAD_PREFILL_WAIT_S = "infer/offload_prefill_wait_s"
+INFER_SCONE_LOOKUP_US_PER_TOKEN = "infer/scone_lookup_us_per_token"
+LB_DROPPED_ROUTE_FRAC = "lb/dropped_route_frac"
+MEM_OFFLOAD_HOST_TABLE_BYTES = "mem/offload/host_table_bytes"
+MEM_BALLAST_BYTES = "mem/ballast_bytes"  # the dummy job's
 
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 

@@ -19,8 +19,16 @@ from rich.table import Table
 MAX_ROWS = 20
 PROGRESS_EVERY_S = 20.0  # piped logs: a line per running job this often (and one per state change)
 HEARTBEAT_S = 25.0  # piped logs: never silent longer than this
-STYLE = {"finished": "green", "skipped": "dim", "running": "cyan", "queued": "white",
-         "failed": "red", "oom": "red", "infra": "yellow", "cancelled": "magenta"}  # fmt: skip
+STYLE = {
+    "finished": "green",
+    "skipped": "dim",
+    "running": "cyan",
+    "queued": "white",
+    "failed": "red",
+    "oom": "red",
+    "infra": "yellow",
+    "cancelled": "magenta",
+}
 
 
 def console() -> Console:
@@ -55,9 +63,18 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 # the measured match error is what an iso-sparse comparison is read by, so it comes right after quality).
 # `--wide`: every column of api.compare. Headers are short so the numbers set the widths.
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
-EXTRA = {"val_loss": "val loss", "match_err": "match err", "tokens_per_s": "tok/s", "val_bpb": "val bpb",
-         "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
-         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok", "dropped": "dropped"}  # fmt: skip
+EXTRA = {
+    "val_loss": "val loss",
+    "match_err": "match err",
+    "tokens_per_s": "tok/s",
+    "val_bpb": "val bpb",
+    "sparsity": "sparsity",
+    "peak_mem_mib": "mem MiB",
+    "val_ppl": "val ppl",
+    "moe_max/mean": "moe max/mean",
+    "l3_rows/tok": "l3 rows/tok",
+    "dropped": "dropped",
+}
 # Rows whose validation bytes per token differ (a suite that overrides vocab_size retrains the BPE) measure
 # loss per token in different units: bits per byte then leads and val loss moves back.
 MIXED_TOKENIZERS = {"val_bpb": "val bpb", "match_err": "match err", "tokens_per_s": "tok/s"} | {
@@ -129,8 +146,13 @@ def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
     table, notes = compare_view(df, wide, out.width)
     if wide:  # every cell whole, wider than the terminal if need be (a terminal wraps or scrolls it)
         needed = Console(width=10_000).measure(table).maximum
-        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
-                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+        out = Console(
+            width=max(out.width, needed),
+            file=out.file,
+            force_terminal=out.is_terminal,
+            color_system=out.color_system,
+            no_color=out.no_color,
+        )
     out.print(table)
     for note in notes:
         out.print(note, markup=False, highlight=False)
@@ -223,14 +245,22 @@ class Progress:
         rows = sorted(report.jobs.values(), key=lambda j: (order.get(j.state, 2), j.name))[:MAX_ROWS]
         for j in rows:
             elapsed = f"{time.monotonic() - j.started_s:.0f}s" if j.started_s and j.state == "running" else ""
-            table.add_row(j.name, f"[{STYLE.get(j.state, 'white')}]{j.state}", str(j.attempt),
-                          _fmt(j.step), _fmt(j.loss), elapsed)  # fmt: skip
+            table.add_row(
+                j.name,
+                f"[{STYLE.get(j.state, 'white')}]{j.state}",
+                str(j.attempt),
+                _fmt(j.step),
+                _fmt(j.loss),
+                elapsed,
+            )
         return table
 
     def start(self, report) -> None:
         suite = report.suite
-        self.out.print(f"suite {suite.name}: {len(report.jobs)} jobs, experiment {suite.experiment!r}, "
-                       f"parent run {report.parent_run_id}")  # fmt: skip
+        self.out.print(
+            f"suite {suite.name}: {len(report.jobs)} jobs, experiment {suite.experiment!r}, "
+            f"parent run {report.parent_run_id}"
+        )
         if self.plain:
             self.tick(report)
         else:

@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.readers.monitor import match_error
 from orchestrator.runs import interrupts, timing
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import Suite
 from results import names
+from results.schema import match_error
 
 
 @dataclass
@@ -72,9 +72,10 @@ class Driver:
         key = (name, attempt)
         if key not in self.runs:
             job = self._spec(name)
+            error = match_error(job.match.get("active_rel_err"), job.match.get("total_rel_err")) or 0.0
             tags = {
                 names.TAG_SUITE: self.suite.name,
-                names.TAG_MATCH_ERROR: f"{match_error(job.match):.6f}",
+                names.TAG_MATCH_ERROR: f"{error:.6f}",
                 names.TAG_TIMING: job.timing,
                 **(extra or {}),
             }
@@ -92,8 +93,11 @@ class Driver:
         state = self.report.jobs[event.job]
         if event.kind == "start":
             state.step, state.loss, state.first_metric = None, None, None
-            tags = {names.TAG_RAY_NODE: event.payload["node"], names.TAG_HOST: event.payload["host"],
-                    names.TAG_HARDWARE: event.payload["hw"]}  # fmt: skip
+            tags = {
+                names.TAG_RAY_NODE: event.payload["node"],
+                names.TAG_HOST: event.payload["host"],
+                names.TAG_HARDWARE: event.payload["hw"],
+            }
             state.run_id = self._run(event.job, event.attempt, tags)
             start_s = event.payload.get("t", time.time())
             self.occupancy[event.job, event.attempt] = timing.Occupancy(

@@ -302,8 +302,9 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
     try:
         ray.init(**kwargs)
     except rex.AuthenticationError as err:
-        raise ray_link.ClusterError(f"Ray cluster at {address} refused this driver: {err}. "
-                                    f"{ray_link.TOKEN_HINT}") from None  # fmt: skip
+        raise ray_link.ClusterError(
+            f"Ray cluster at {address} refused this driver: {err}. {ray_link.TOKEN_HINT}"
+        ) from None
     except (ConnectionError, TimeoutError, RuntimeError) as err:  # Ray reports a refused token as these
         raise ray_link.ClusterError(
             f"cannot connect to the Ray cluster at {address}: {err}. If the "
@@ -409,8 +410,10 @@ class Scheduler:
             retry = allow_retry and attempt <= jobs[0].max_retries and self._retryable(jobs, outcome)
             summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
             tb = plain("".join(traceback.format_exception(err)))
-            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
-                    for job in jobs]  # fmt: skip
+            done = [
+                Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
+                for job in jobs
+            ]
         for completion in done:
             self.on_done(completion)
         if done[0].will_retry:

@@ -40,13 +40,6 @@ BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
 # MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty Traces overview, the job
 # runs under "Evaluations"); "custom_model_development" opens it on its training runs.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-STATUS = {
-    "finished": "FINISHED",
-    "failed": "FAILED",
-    "oom": "FAILED",
-    "infra": "FAILED",
-    "cancelled": "KILLED",
-}
 
 
 def _uncut(method):
@@ -306,7 +299,7 @@ class Tracker:
             self.client.log_text(run_id, completion.traceback, "traceback.txt")
         if completion.result_json:
             self._log_result(run_id, completion.result_json, step)
-        status = STATUS[completion.outcome]
+        status = names.OUTCOME_STATUS[completion.outcome]
         if status == "FINISHED":
             other = self.finished_run(experiment, fingerprint)
             if other is not None and other != run_id:

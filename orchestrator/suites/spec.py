@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from clusters.spec import Cluster
+from results import names
 from workloads.fields import NonNegFloat, PosInt, check_fields
 
-Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
-OUTCOMES: tuple[str, ...] = ("finished", "failed", "oom", "infra", "cancelled")
+Outcome = Literal[names.OUTCOMES]  # the failure classes, named once in results.names
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
 # How a job's timed phases share its node (orchestrator.runs.timing: a Ray resource):
 # "exclusive": nothing else of isosparse runs on the node meanwhile; "shared": anything may (its speed

@@ -20,6 +20,7 @@ from orchestrator.cli.main import app
 from orchestrator.runs import scheduling
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites import registry
+from results import names
 
 pytestmark = pytest.mark.ray
 
@@ -257,7 +258,14 @@ def test_multi_worker_job_runs_as_a_torch_trainer_gang(tmp_path, store):
 
 
 def test_fresh_process_kinds_run_in_a_new_worker(tmp_path, store, monkeypatch):
+    """Each job asks for both CPUs, so they run one after another: a reused worker would show one pid
+    twice, or a process that loaded the job before the suite began; fresh ones are new and distinct."""
     monkeypatch.setitem(registry.JOBS, "dummy", replace(registry.JOBS["dummy"], fresh_process=True))
-    path = suite_file(tmp_path, "fresh", ["{name: a, dummy: {value: 1}}", "{name: b, dummy: {value: 2}}"])
-    report = api.run_suite(path, tracking_uri=store)
+    path = suite_file(tmp_path, "fresh", [f"{{name: v{i}, dummy: {{value: {i}}}}}" for i in range(3)])
+    started = time.time()
+    report = api.run_suite(path, ["resources.dummy.num_cpus=2"], tracking_uri=store)
     assert report.exit_code == 0, report.jobs
+    runs = job_runs("fresh")
+    pids = runs[f"tags.{names.TAG_INFO_PREFIX}pid"]
+    assert len(runs) == 3 and pids.is_unique, pids
+    assert (runs[f"tags.{names.TAG_INFO_PREFIX}loaded_at"].astype(float) > started).all()

@@ -66,7 +66,7 @@ def test_every_error_is_reported_at_once_with_its_path(tmp_path):
 def test_set_overrides_and_unknown_family(tmp_path):
     path = write(tmp_path, DUMMY)
     errors = errors_of(path, ["matrix.families.1=l4", "dummy.steps=-1", "nonsense"])
-    assert errors["matrix.families[1]"] == "unknown family 'l4' (known: dense, l3, moe, scone)"
+    assert errors["matrix.families[1]"] == "unknown family 'l4' (known: dense, l3, moe, scone, hash_moe)"
     assert errors["dummy.steps"] == "Input should be greater than or equal to 0 (got -1)"
     assert "KEY=VALUE" in errors["--set nonsense"]
     suite = load_suite(path, ["dummy.steps=5", "matrix.seeds=[0, 1]"])

@@ -12,6 +12,7 @@ from workloads.fields import NonNegFloat, NonNegInt, check_fields
 from workloads.jobs.contention import TimedPhase
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 
+LOADED_AT = time.time()
 ERRORS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "MemoryError": MemoryError}
 
 
@@ -71,6 +72,6 @@ def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
     metrics |= phase.metrics()
     if cfg.steps:
         metrics["train/loss"] = 1.0 / cfg.steps
-    return BenchResult(
-        kind="dummy", config=to_jsonable(cfg), metrics=metrics, info={"hardware": ctx.hardware or ""}
-    )
+    # pid and when this process loaded the module: a test tells a fresh worker process from a reused one
+    info = {"hardware": ctx.hardware or "", "pid": os.getpid(), "loaded_at": LOADED_AT}
+    return BenchResult(kind="dummy", config=to_jsonable(cfg), metrics=metrics, info=info)

@@ -35,17 +35,30 @@ from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.models.config import Allocation, Family, L3Impl, ModelConfig
+from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig, Positions
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
 
 L3Counts = dict[int, np.ndarray]
-L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
+L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl", "l3_positions")
 # moe_<name> overrides MoEConfig.<name>; moe_top_k and moe_num_experts fix what the matcher may choose.
+HASH_MOE_FIELDS = ("moe_top_k", "moe_num_experts")  # the MoE knobs a hash-routed MoE has
 MOE_FIELDS = (
     "moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling", "moe_num_experts", "moe_capacity_factor",
     "moe_eval_capacity_factor", "moe_min_capacity", "moe_drop_tokens", "moe_aux_loss_coef",
 )  # fmt: skip
+# The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
+# model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
+# override (vocab_size) applies to every family.
+# hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
+OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
+                     **dict.fromkeys(MOE_FIELDS, ("moe",)),
+                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES)}  # fmt: skip
+
+
+def applies(name: str, family: str) -> bool:
+    """Whether override `name` (or "allocation_path") changes a `family` model (OVERRIDE_FAMILIES)."""
+    return family in OVERRIDE_FAMILIES.get(name, (family,))
 
 
 @dataclass(frozen=True)
@@ -53,7 +66,8 @@ class ModelOverrides:
     """Changes to a preset, applied to its dense base / L3 / MoE templates before iso-sparse matching.
 
     vocab_size: the model's vocabulary (the tokenizer is trained to it); the L3 budget keeps the preset's
-        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim); for a MoE model they
+        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim; l3_positions: the blocks
+        the L3 layers follow, e.g. [0, 1] early, the paper's middle by default); for a MoE model they
         describe the L3 model it is matched to. moe_*: fields of MoEConfig (DeepSpeed's: capacity factor
         for training and eval, min capacity, drop_tokens=False for dropless training, aux-loss coefficient);
         moe_top_k / moe_num_experts fix the routing / expert count the matcher may use (it still sets the
@@ -66,6 +80,7 @@ class ModelOverrides:
     l3_tied: bool | None = None
     l3_residual: bool | None = None
     l3_impl: L3Impl | None = None
+    l3_positions: Positions | None = None
     moe_top_k: PosInt | None = None
     moe_ep_size: PosInt | None = None
     moe_use_rts: bool | None = None
@@ -78,6 +93,8 @@ class ModelOverrides:
     moe_aux_loss_coef: NonNegFloat | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.l3_positions, list):  # YAML gives a list; the frozen spec is hashed (cached)
+            object.__setattr__(self, "l3_positions", tuple(self.l3_positions))
         check_fields(self)
 
     def given(self, names: tuple[str, ...]) -> list[str]:
@@ -97,13 +114,11 @@ class ModelSpec:
         check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        # A MoE model is matched to its group's L3 model, which the l3_* fields and allocation_path describe.
-        for fams, names in ((("l3", "moe"), L3_FIELDS), (("moe",), MOE_FIELDS)):
-            wrong = self.overrides.given(names)
-            if wrong and self.family not in fams:
-                raise ValueError(f"overrides.{wrong[0]} applies to family '{fams[0]}', not {self.family!r}")
-        if self.allocation_path is not None and self.family not in ("l3", "moe"):
-            raise ValueError(f"allocation_path applies to family 'l3', not {self.family!r}")
+        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS))]
+        given += ["allocation_path"] if self.allocation_path is not None else []
+        for name in (n for n in given if not applies(n.removeprefix("overrides."), self.family)):
+            first = OVERRIDE_FAMILIES[name.removeprefix("overrides.")][0]
+            raise ValueError(f"{name} applies to family '{first}', not {self.family!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,7 +147,14 @@ def _templates(spec: ModelSpec):
         tied=o.l3_tied if o.l3_tied is not None else l3.tied,
         residual=o.l3_residual if o.l3_residual is not None else l3.residual,
         impl=o.l3_impl or l3.impl,
+        positions=o.l3_positions or l3.positions,
     )
+    if l3.positions[-1] >= base.n_layers:
+        raise FieldError(
+            "overrides.l3_positions",
+            f"{list(l3.positions)} must lie in [0, {base.n_layers}): preset {spec.preset!r} has "
+            f"{base.n_layers} blocks (position i is the L3 layer after block i)",
+        )
     if l3.tied:
         l3 = replace(l3, d_emb=base.dim)
     return base, replace(l3, budget=min(l3.budget, base.vocab_size * l3.cap))
@@ -167,7 +189,7 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     top_ks = (o.moe_top_k,) if o.moe_top_k is not None else (1, 2, 4, 8)
     total = count_params(l3_cfg).total
     return match(
-        base, family="moe", total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
+        base, family=spec.family, total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
     )
 
 

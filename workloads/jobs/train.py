@@ -36,7 +36,12 @@ from workloads.jobs.setup import (
     resolve_scone,
     token_freqs_for,
 )
-from workloads.models.accounting import count_params, fgram_table_bytes, fgram_train_flops_per_token
+from workloads.models.accounting import (
+    count_params,
+    fgram_table_bytes,
+    fgram_train_flops_per_token,
+    train_flops_per_token,
+)
 from workloads.models.config import Family, ModelConfig
 
 Device = Literal["cpu", "cuda"]
@@ -217,7 +222,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     out: dict[str, float] = dict(outcome.metrics)
     out["data/val_bytes_per_token"] = data.val_bytes_per_token
-    per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
+    per_token = train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
     if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
         out["train/flops_per_token_main"] = per_token
         per_token += fgram_train_flops_per_token(model_cfg, out.get("train/fgram_tokens_per_token", 0.0))

@@ -4,12 +4,13 @@ active parameters equal the base's and whose total parameters hit a target, each
 L3: the template's recipe (positions, cap, d_emb, d_up, tied) is kept; the per-layer budget sets the total,
 and the backbone's dense `ffn_dim` (every block) shrinks so that W_up, W_mix, the norms and the active
 rows (mean rows per token · row width) are paid for: active stays equal to the base's.
-MoE: the template's blocks (default: every block) use experts. For each top_k in `top_ks` and each
-num_experts, active and total are affine in the expert ffn_dim; the ffn_dim minimizing
-max(|active error|, |total error|) is taken. Among candidates within 1% the smallest top_k, then the
-fewest experts, wins; if none is that close, the smallest error wins. top_k defaults to {1, 2, 4, 8}:
-with top_k ∈ {1, 2} alone, total moves in steps of 1/top_k of the whole MLP stack per expert, too
-coarse for 2% at many targets (~10% of sparsities 1.5-8 fail); pass top_ks=(2,) to fix the routing.
+MoE (and hash_moe, the same experts routed by token id): the template's blocks (default: every block) use
+experts. For each top_k in `top_ks` and each num_experts, active and total are affine in the expert
+ffn_dim; the ffn_dim minimizing max(|active error|, |total error|) is taken. Among candidates within 1%
+the smallest top_k, then the fewest experts, wins; if none is that close, the smallest error wins. top_k
+defaults to {1, 2, 4, 8}: with top_k ∈ {1, 2} alone, total moves in steps of 1/top_k of the whole MLP
+stack per expert, too coarse for 2% at many targets (~10% of sparsities 1.5-8 fail); pass top_ks=(2,) to
+fix the routing.
 SCONE (L3_SPEC §6): the main model keeps the base's shape; its inference-resident parameters (A_main +
 token embedding + head, `count_params(...).active`) must equal the base's active ones, and the backbone
 `ffn_dim` (every block, A_fgram's too) moves only when the accounting conventions differ by more than the
@@ -23,7 +24,14 @@ from dataclasses import replace
 import numpy as np
 
 from workloads.models.accounting import count_params
-from workloads.models.config import L3Config, ModelConfig, MoEConfig, SconeConfig, middle_positions
+from workloads.models.config import (
+    EXPERT_FAMILIES,
+    L3Config,
+    ModelConfig,
+    MoEConfig,
+    SconeConfig,
+    middle_positions,
+)
 
 TOLERANCE = 0.02
 GOOD_ENOUGH = 0.01  # MoE search: below this error the simplest routing wins
@@ -151,13 +159,13 @@ def _moe_candidates(base, template: MoEConfig, top_ks: Sequence[int], max_expert
 
 
 def _match_moe(
-    base, want_active, want_total, template: MoEConfig, top_ks, max_experts, num_experts=None
+    base, want_active, want_total, template: MoEConfig, top_ks, max_experts, num_experts=None, family="moe"
 ) -> ModelConfig:
     best = None  # (score, top_k, num_experts, config)
     for k, n_exp, n_moe in _moe_candidates(base, template, top_ks, max_experts, num_experts):
         m = _multiple_of(3 * base.dim * n_moe * k, want_active)
         cfgs = [
-            replace(base, family="moe", moe=replace(template, top_k=k, num_experts=n_exp, ffn_dim=f))
+            replace(base, family=family, moe=replace(template, top_k=k, num_experts=n_exp, ffn_dim=f))
             for f in (m, 2 * m)
         ]
         (a1, t1), (a2, t2) = ((p.active, p.total) for p in map(count_params, cfgs))
@@ -189,7 +197,7 @@ def _match_moe(
         )
     cfg = best[1]
     pc = count_params(cfg)
-    return _check("moe", cfg, pc.active, pc.total, want_active, want_total)
+    return _check(family, cfg, pc.active, pc.total, want_active, want_total)
 
 
 def match(
@@ -226,12 +234,14 @@ def match(
         return _match_l3(base, want_active, want_total, token_freqs, l3 or default_l3(base), allocate)
     if family == "scone":
         return _match_scone(base, want_active, scone or default_scone(base))
-    if family == "moe":
+    if family in EXPERT_FAMILIES:  # hash_moe: the same search, without a router to count
         if want_total is None:
-            raise ValueError("family='moe' needs total_params or sparsity (the expert count follows from it)")
+            raise ValueError(
+                f"family={family!r} needs total_params or sparsity (the expert count follows from it)"
+            )
         template = moe or default_moe(base)
-        return _match_moe(base, want_active, want_total, template, top_ks, max_experts, num_experts)
-    raise ValueError(f"family must be 'l3', 'moe' or 'scone', got {family!r}")
+        return _match_moe(base, want_active, want_total, template, top_ks, max_experts, num_experts, family)
+    raise ValueError(f"family must be 'l3', 'moe', 'hash_moe' or 'scone', got {family!r}")
 
 
 def matched_set(

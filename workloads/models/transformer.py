@@ -1,7 +1,8 @@
 """One Llama-style decoder for every family: RMSNorm, RoPE, grouped-query attention, SwiGLU MLP.
 
-Which blocks use DeepSpeed-MoE instead of the dense MLP, and after which blocks an L3 sublayer sits
-(between blocks, L3_SPEC §1), comes from `ModelConfig.block_specs()`; there is no second model file.
+Which blocks use DeepSpeed-MoE (or hash-routed experts, family "hash_moe") instead of the dense MLP, and
+after which blocks an L3 sublayer sits (between blocks, L3_SPEC §1), comes from `ModelConfig.block_specs()`;
+there is no second model file.
 Family "scone" (L3_SPEC §6) replaces the input embedding at f-gram positions by A_fgram's output.
 Single-device and eager: parallelism, compile and checkpointing are applied to a built model elsewhere.
 """
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from workloads.l3.layer import L3Layer
 from workloads.models.config import BlockSpec, ModelConfig
+from workloads.models.hash_moe import HashMoEMLP
 from workloads.models.moe import MoEMLP
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -138,7 +140,10 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
         if spec.mlp == "moe":
             expert = FeedForward(config.dim, config.moe.ffn_dim, out_std)
-            self.mlp: nn.Module = MoEMLP(config.dim, config.moe, expert)
+            if config.family == "hash_moe":  # experts routed by token id: no router, no aux loss
+                self.mlp: nn.Module = HashMoEMLP(config.dim, config.moe, expert, config.vocab_size)
+            else:
+                self.mlp = MoEMLP(config.dim, config.moe, expert)
         else:
             self.mlp = FeedForward(config.dim, config.ffn_dim, out_std)
         self.l3: L3Layer | None = None
@@ -161,6 +166,8 @@ class Block(nn.Module):
         l_aux = exp_counts = None
         if isinstance(self.mlp, MoEMLP):
             out, l_aux, exp_counts = self.mlp(self.mlp_norm(h))
+        elif isinstance(self.mlp, HashMoEMLP):
+            out, l_aux, exp_counts = self.mlp(self.mlp_norm(h), token_ids)
         else:
             out = self.mlp(self.mlp_norm(h))
         h = h + out  # (B, T, D)

@@ -66,7 +66,12 @@ def _expected_keys(per_batch: tuple[str, ...]) -> set[str]:
 
 @pytest.mark.parametrize(
     ("family", "per_batch"),
-    [("dense", PER_BATCH), ("l3", PER_BATCH + OFFLOAD + OFFLOAD_EXTRA), ("moe", PER_BATCH + MOE_LB)],
+    [
+        ("dense", PER_BATCH),
+        ("l3", PER_BATCH + OFFLOAD + OFFLOAD_EXTRA),
+        ("moe", PER_BATCH + MOE_LB),
+        ("hash_moe", PER_BATCH + MOE_LB),
+    ],
 )
 def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx):
     streamed = []
@@ -94,6 +99,8 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
     if family == "moe":
         assert 0 <= result.metrics["lb/dropped_token_frac"] <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
+    if family == "hash_moe":  # routed by token id: nothing dropped, no aux loss
+        assert result.metrics["lb/dropped_route_frac"] == 0 == result.metrics["lb/aux_loss"]
 
 
 def test_interleaved_families_report_what_separate_runs_do(data_cfg, ctx):

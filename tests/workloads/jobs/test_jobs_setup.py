@@ -178,3 +178,20 @@ def test_allocation_file_covers_the_model_vocab_when_the_bpe_stops_short(cache_d
                     budget=l3.budget, cap=l3.cap, corpus_fingerprint="x", n_tokens=1)  # fmt: skip
     with pytest.raises(ValueError, match=f"allocation_path .* has vocab_size={data.vocab_size}, but the"):
         resolve_l3_counts(replace(s, allocation_path=str(short)), model, data, cache_dir)
+
+
+def test_l3_positions_place_the_l3_layers_and_keep_the_match():
+    """l3_positions moves the L3 layers (the paper's middle by default); the model stays iso-active and its
+    MoE / hash-MoE peers are matched to the moved L3 model."""
+    early = ModelOverrides(l3_positions=[0, 1])  # a YAML list becomes the frozen tuple
+    assert early.l3_positions == (0, 1) and hash(ModelSpec("tiny", "l3", early))
+    dense = count_params(presets.get("tiny"))
+    l3 = resolve_model_config(ModelSpec("tiny", "l3", early))
+    assert l3.l3.positions == (0, 1) != presets.get("tiny", "l3").l3.positions
+    assert [b.index for b in l3.block_specs() if b.l3_after] == [0, 1]
+    assert abs(count_params(l3).active / dense.active - 1) <= 0.02
+    for family in ("moe", "hash_moe"):
+        peer = count_params(resolve_model_config(ModelSpec("tiny", family, early)))
+        assert abs(peer.total / count_params(l3).total - 1) <= 0.02
+    with pytest.raises(ValueError, match="applies to family 'l3'"):
+        ModelSpec("tiny", "dense", early)
