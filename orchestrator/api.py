@@ -1,12 +1,6 @@
 """The library behind the CLI: validate, run (attached or detached), status, cancel, compare, report,
 list, ui.
-
-`run_suite` is the data flow of DESIGN.md: load + expand the suite (SuiteError: nothing submitted),
-size it on the cluster file when one is given (jobs that cannot fit: SuiteError unless force), check the
-tracking store (TrackingError: nothing submitted), skip fingerprints that already FINISHED, open the
-parent run, submit the rest to Ray, log what the jobs stream and return, build the report onto the
-parent run, close every run. Ctrl-C (or SIGTERM, or `isosparse cancel`, which sends SIGINT to the driver)
-cancels the Ray tasks and closes the open runs as KILLED.
+Details: docs/orchestrator.md#orchestratorapi.
 """
 
 import contextlib

@@ -330,3 +330,17 @@ def scone_table(runs: pd.DataFrame, tolerance: float = MATCH_TOLERANCE) -> pd.Da
         "scone_match_rate", "fgram_table_bytes", "tokens_per_s", "inference_error", "match_flag",
     ]  # fmt: skip
     return table[cols].reset_index(drop=True)
+
+
+def downstream_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per config of the finished eval runs (lm-evaluation-harness): the seed mean of every
+    lm_eval/<task>/<metric>, named "<task>/<metric>" ("<task>/acc_stderr": the mean of the runs' own
+    standard errors). Empty without eval runs."""
+    evals = runs[runs["kind"].eq("eval").fillna(False)]
+    metrics = [c for c in runs.columns if c.startswith(names.LM_EVAL_PREFIX)]
+    metrics.sort(key=lambda c: (c.removesuffix("_stderr"), c.endswith("_stderr")))  # each value, its error
+    if not metrics or schema.finished(evals).empty:
+        return pd.DataFrame()
+    summary = seed_summary(evals, metrics)
+    cols = ["group", "family", "preset", "variant", "n_seeds", *metrics]
+    return summary[cols].rename(columns=lambda c: c.removeprefix(names.LM_EVAL_PREFIX))

@@ -40,6 +40,9 @@ TAG_HARDWARE = TAG_PREFIX + "hardware"
 TAG_INFO_PREFIX = TAG_PREFIX + "info."  # + a BenchResult.info key
 TAG_INFO_HARDWARE = TAG_INFO_PREFIX + "hardware"
 TAG_FINGERPRINT = TAG_PREFIX + "fingerprint"
+# the suite's fingerprint of a run whose config differs from what the suite asked (an OOM-halved retry):
+# a rerun of the suite finds the job finished under it
+TAG_REQUESTED_FINGERPRINT = TAG_PREFIX + "requested_fingerprint"
 TAG_MATCH_ERROR = TAG_PREFIX + "match_error"
 TAG_OUTCOME = TAG_PREFIX + "outcome"
 TAG_ERROR = TAG_PREFIX + "error"
@@ -141,6 +144,13 @@ MEM_PEAK_DEVICE_BYTES = "mem/peak_device_bytes"
 MEM_PEAK_HOST_BYTES = "mem/peak_host_bytes"
 MEM_PARAMS_BYTES = "mem/params_bytes"  # per category: mem/params_bytes/<category>
 MEM_OPTIMIZER_BYTES = "mem/optimizer_bytes"
+# Floors (workloads.jobs.floors): floor time / measured time of the speed metric beside it (1 = the probed
+# hardware's limit; per batch size /bs<B> for infer) and the probe taken at job start.
+TRAIN_FLOOR_FRAC = "train/floor_frac"
+INFER_PREFILL_FLOOR_FRAC = "infer/prefill_floor_frac"
+INFER_DECODE_FLOOR_FRAC = "infer/decode_floor_frac"
+PROBE_READ_BYTES_PER_S = "probe/read_bytes_per_s"
+PROBE_GEMM_FLOP_PER_S = "probe/gemm_flop_per_s"
 LB_EXPERT_MAX_OVER_MEAN = "lb/expert_tokens_max_over_mean"
 LB_EXPERT_CV = "lb/expert_tokens_cv"
 LB_DROPPED_TOKEN_FRAC = "lb/dropped_token_frac"
@@ -185,6 +195,22 @@ INFER_SCONE_LOOKUP_US_PER_TOKEN = "infer/scone_lookup_us_per_token"
 LB_DROPPED_ROUTE_FRAC = "lb/dropped_route_frac"
 MEM_OFFLOAD_HOST_TABLE_BYTES = "mem/offload/host_table_bytes"
 MEM_BALLAST_BYTES = "mem/ballast_bytes"  # the dummy job's
+
+# Downstream tasks (the eval job, lm-evaluation-harness): LM_EVAL_PREFIX + "<task>/<metric>", and the
+# standard error "<task>/<metric>_stderr" where lm-eval computes one (acc, acc_norm).
+LM_EVAL_PREFIX = "lm_eval/"
+
+
+def lm_eval_key(task: str, metric: str) -> str:
+    """ "arc_easy", "acc" -> "lm_eval/arc_easy/acc"."""
+    return f"{LM_EVAL_PREFIX}{task}/{metric}"
+
+
+# BenchResult.info keys the orchestrator logs other than as tags: the datasets a job was measured on (JSON
+# list → MLflow dataset inputs, digests cut to DATASET_DIGEST_CHARS) and lm-eval's raw results (artifact).
+INFO_DATASETS = "datasets"
+INFO_LM_EVAL_RESULTS = "lm_eval_results"
+DATASET_DIGEST_CHARS = 36  # MLflow's dataset digest column holds 36 characters
 
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 

@@ -133,6 +133,9 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
     )
     out = [_marked(s, train_flags, TRAIN_SPEED) for s in out]
     out.insert(0, _Section(f"Match errors above {tol}", None, note, problem=bool(flagged)))
+    if runs["kind"].eq("eval").fillna(False).any():
+        tasks = lambda: analysis.downstream_table(runs)  # noqa: E731
+        out.append(_try_table("Downstream tasks (lm-evaluation-harness)", tasks, "no finished eval runs"))
     out += _scaling_sections(runs)
     for axis in analysis.ABLATION_AXES:
         table = analysis.ablation_table(runs, axis)

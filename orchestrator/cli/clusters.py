@@ -1,13 +1,6 @@
-"""CLI commands for clusters and capacity planning, as a typer sub-app that `cli/main.py` registers:
-
-    app.command("plan")(cli_clusters.plan)
-    app.add_typer(cli_clusters.clusters_app, name="clusters")
-
-`isosparse plan --preset paper-2.6b --family l3 --cluster clusters/examples/h100x8.yaml --tokens 30e9`
-sizes one model (memory breakdown, fit, GPUs, step time, tokens/s, wall time, GPU-hours, cost);
-`isosparse plan SUITE --cluster FILE` sizes every job of a suite and flags those that cannot fit (exit 1).
-`isosparse clusters show FILE` / `isosparse clusters kuberay FILE [--suite S] [--out PATH]`.
-Exit 2 on bad input (unknown preset, invalid cluster file or suite), as in cli.py.
+"""`isosparse plan` and `isosparse clusters ...`: capacity planning and cluster files, a typer sub-app
+that cli/main.py registers (`app.command("plan")`, `app.add_typer(clusters_app)`).
+Details: docs/orchestrator.md#orchestratorcliclusters.
 """
 
 from pathlib import Path

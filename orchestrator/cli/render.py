@@ -32,8 +32,10 @@ STYLE = {
 
 
 def console() -> Console:
-    """A terminal's own width; 240 columns when piped (rich would assume 80 and squeeze the tables)."""
-    return Console(width=None if sys.stdout.isatty() else 240)
+    """A terminal's own width, or an explicit COLUMNS (as rich and most CLIs honour it, piped or not); 240
+    columns when piped without one (rich would assume 80 and squeeze the tables)."""
+    explicit = os.environ.get("COLUMNS", "").strip().isdigit()
+    return Console(width=None if sys.stdout.isatty() or explicit else 240)
 
 
 def _fmt(value) -> str:
@@ -65,6 +67,7 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
 EXTRA = {
     "val_loss": "val loss",
+    "avg_acc": "acc",
     "match_err": "match err",
     "tokens_per_s": "tok/s",
     "val_bpb": "val bpb",
@@ -132,6 +135,8 @@ def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple
     table = _narrow_table(df, columns)
     mixed = "bytes/tok" in df and df["bytes/tok"].dropna().nunique() > 1
     for col, header in (MIXED_TOKENIZERS if mixed else EXTRA).items():
+        if col in df and df[col].isna().all():
+            continue  # a column without a value says nothing (acc without eval jobs, MoE without MoE)
         more = {**{k: v for k, v in columns.items() if k != "status"}, col: header, "status": "state"}
         candidate = _narrow_table(df, more) if col in df else None
         if candidate is not None and _fits(candidate, width):
@@ -195,7 +200,7 @@ def progress_text(job, now_s: float) -> str:
     parts = [f"step {done}" + (f"/{job.total_steps}" if job.total_steps else "")]
     if job.loss is not None:
         parts.append(f"loss {job.loss:.4g}")
-    rate = job.rate_steps_per_s(now_s)
+    rate = job.rate_steps_per_s()
     if rate and job.tokens_per_step:
         parts.append(f"{rate * job.tokens_per_step:,.0f} tok/s")
     if rate and job.total_steps:

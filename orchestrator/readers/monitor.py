@@ -165,6 +165,13 @@ def _decode_tokens_per_s(row: pd.Series) -> float | None:
     return max(per_bs) if per_bs else None
 
 
+def _mean_accuracy(row: pd.Series) -> float | None:
+    """An eval job's accuracy averaged over its tasks (lm_eval/<task>/acc), as papers tabulate it."""
+    prefix, suffix = names.metric_column(names.LM_EVAL_PREFIX), "/acc"
+    values = [v for k, v in row.items() if k.startswith(prefix) and k.endswith(suffix) and not pd.isna(v)]
+    return float(sum(values) / len(values)) if values else None
+
+
 def _contended(run: pd.Series, tokens_per_s: float | None) -> bool | None:
     """Whether the run's speed was measured under contention (its timing/contended); a speed recorded
     without that verdict (a run older than it) counts as contended: nothing says it ran alone."""
@@ -199,6 +206,7 @@ def _compare_row(job, run: pd.Series | None) -> dict:
             "dropped": _first(r, names.LB_DROPPED_TOKEN_FRAC),  # MoE: token passes that lost every route
             "val_ppl": _first(r, "eval/val_ppl"),
             "val_bpb": _first(r, names.EVAL_VAL_BPB),
+            "avg_acc": _mean_accuracy(r),
             "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
             "tokens_per_s": tokens,
             "contended": _contended(r, tokens),

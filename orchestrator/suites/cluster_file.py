@@ -1,9 +1,5 @@
 """Cluster files (`clusters/examples/*.yaml`) validated with pydantic into `clusters.spec.Cluster`.
-
-The file's shape per kind (local / ray / kuberay; see clusters/spec.py) is described once here with
-`extra="forbid"`, so that every problem of a file is reported at once with its path and value
-("nodes[0].count: Input should be greater than or equal to 0 (got -1)"); `clusters/` keeps the frozen
-dataclasses the rest of the code uses and never imports pydantic.
+Details: docs/orchestrator.md#orchestratorsuitescluster_file.
 """
 
 import os

@@ -1,17 +1,5 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
-
-`load_suite(path, sets)` validates everything before anything runs and raises one `SuiteError` listing
-every problem with its path: structure, types and bounds (pydantic over the workloads' dataclasses),
-unknown presets / families / job kinds (with did-you-mean), overrides no family of the matrix uses,
-iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
-do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
-for every (seed, variant, preset) comparison group the families are matched to each other through
-`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
-model of that group, its l3_* overrides included), L3 rows per token weighted by the corpus of the job's
-own data (prepared here into the cache the job reads); a group whose planned error exceeds
-`match_tolerance` (default 2%) is refused. Each job's config is then resolved once (its kind's `resolve`
-with the group's model: the infer job's device, dtype and MoE capacity too) and that object is both
-fingerprinted and shipped to the worker, which never re-resolves. Identical jobs are kept once.
+Details: docs/orchestrator.md#orchestratorsuitesexpansion.
 """
 
 import functools
@@ -245,17 +233,73 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str =
     )
 
 
+def _suite_relative(task: Any, folder: Path) -> Any:
+    if isinstance(task, dict) and isinstance(task.get("path"), str):
+        path = Path(task["path"]).expanduser()
+        return task | {"path": str(path if path.is_absolute() else folder / path)}
+    return task
+
+
+def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Error]) -> dict:
+    """The merged job section of `kind`. With an eval job in the matrix, the train job saves its final
+    weights (unless it checkpoints: it does so at its last step too) and the eval job takes the train
+    job's data (seq_len included): it evaluates the weights trained on that corpus, with its tokenizer, L3
+    allocation and f-grams, so eval.data is never set. Task file paths are relative to the suite file."""
+    section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+    if kind == "train" and "eval" in spec["matrix"]["jobs"] and not section.get("checkpoint_every"):
+        return section | {"save_weights": True}  # with checkpoints, the last one (the final step) serves
+    if kind != "eval":
+        return section
+    if "data" in section:
+        mine = "data" in (variant.get("eval") or {})
+        errors.append(
+            (
+                f"{vpath}.eval.data" if mine else "eval.data",
+                "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
+                "set it in the train section",
+            )
+        )
+    tasks = section.get("tasks")
+    if isinstance(tasks, list):  # a local task file's path is relative to the suite file's folder
+        section["tasks"] = [_suite_relative(t, spec["dir"]) for t in tasks]
+    train = merge(spec.get("train") or {}, variant.get("train") or {})
+    data = dict(train.get("data") or {})
+    if train.get("seq_len") is not None:  # TrainJobConfig.data_config()
+        data["seq_len"] = train["seq_len"]
+    return {k: v for k, v in section.items() if k != "data"} | {"data": data}
+
+
+def _linked(job: JobSpec, train: str | None, errors: list[Error]) -> JobSpec | None:
+    """An eval job that runs after the train job `train` (its fingerprint) and reads its final weights:
+    `after` names it, and it joins the fingerprint (other weights are another evaluation)."""
+    if train is None:
+        if job.config.checkpoint is None:
+            errors.append(
+                (
+                    "matrix.jobs",
+                    "an eval job evaluates its group's train job's final weights: add "
+                    "'train' to matrix.jobs (or give eval.checkpoint)",
+                )
+            )
+            return None
+        return job
+    resolved = job.resolved | {"after": train}
+    return replace(job, after=train, resolved=resolved, fingerprint=fingerprint(resolved, code_version()))
+
+
 def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
     matrix = spec["matrix"]
     jobs: dict[str, JobSpec] = {}
+    trained: dict[tuple, str] = {}  # (variant, preset, seed, family) → the train job's fingerprint
+    kinds = sorted(matrix["jobs"], key=lambda kind: kind == "eval")  # train jobs before their evals
     for v_index, variant in enumerate(matrix["variants"]):
         vpath = f"matrix.variants[{v_index}]"
         model_section = merge(spec.get("model") or {}, variant.get("model") or {})
         model_path = f"{vpath}.model" if variant.get("model") else "model"
         overrides = model_section.get("overrides") or {}
         errors += matching.override_errors({**overrides, **model_section}, matrix["families"], model_path)
-        for preset, kind in itertools.product(matrix["presets"], matrix["jobs"]):
-            section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+        for preset, kind in itertools.product(matrix["presets"], kinds):
+            section = _section(spec, variant, kind, vpath, errors)
             data_cfg = _group_data(section) if registry.get(kind).uses_model else None
             fams = matrix["families"]
             models = matching.group_models(model_section, preset, fams, data_cfg, model_path, errors)
@@ -277,7 +321,14 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                 job = _job(
                     kind, section, models, labels, seed, resources, where, errors, spec["timing"][kind]
                 )
-                if job is not None and job.fingerprint not in jobs:
+                key = (variant["name"], preset, seed, family)
+                if job is not None and kind == "eval":
+                    job = _linked(job, trained.get(key), errors)
+                if job is None:
+                    continue
+                if kind == "train":
+                    trained[key] = job.fingerprint
+                if job.fingerprint not in jobs:
                     job = replace(job, match=matching.match(models, family), max_retries=spec["max_retries"])
                     jobs[job.fingerprint] = job
     return list(jobs.values())
@@ -319,6 +370,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance
     spec["cluster"] = cluster
+    spec["dir"] = path.resolve().parent
     spec["timing"] = _timings(raw.get("timing"), errors)
     jobs = _expand(spec, errors)
     if errors:

@@ -270,3 +270,32 @@ def test_mixed_tokenizers_fit_and_read_bits_per_byte(raw_runs, tmp_path):
     same.loc[train, f"metrics.{names.DATA_VAL_BYTES_PER_TOKEN}"] = 4.0
     md = report.build_report(same, out_dir=tmp_path / "same", figures=False).markdown.read_text()
     assert "read val_bpb" not in md and "## Scaling fits: val loss vs params_active" in md
+
+
+def test_eval_runs_get_a_downstream_tasks_section(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    evals = []
+    for family, acc in (("dense", 0.25), ("l3", 0.5)):
+        for seed, delta in ((0, -0.05), (1, 0.05)):
+            row = raw[raw["run_id"].eq(f"{family}-tiny-{seed}")].iloc[0].copy()
+            row["run_id"], row[f"tags.{names.TAG_JOB_KIND}"] = f"eval-{family}-{seed}", "eval"
+            row[f"tags.{names.TAG_FINGERPRINT}"] = f"fp-eval-{family}-{seed}"
+            row[f"metrics.{names.lm_eval_key('mc', 'acc')}"] = acc + delta
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_stderr')}"] = 0.1
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_norm')}"] = acc
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_norm_stderr')}"] = 0.1
+            evals.append(row)
+    raw = pd.concat([raw, pd.DataFrame(evals)], ignore_index=True)
+    md = report.build_report(raw, out_dir=tmp_path, figures=False).markdown.read_text()
+    section = md.split("Downstream tasks (lm-evaluation-harness)", 1)[1]
+    assert "mc/acc" in section and "mc/acc_stderr" in section
+    runs = load.runs_from_mlflow(raw)
+    table = report.analysis.downstream_table(runs).set_index("family")
+    assert table.loc["l3", "mc/acc"] == pytest.approx(0.5) and table.loc["dense", "mc/acc"] == pytest.approx(
+        0.25
+    )
+    assert table.loc["l3", "n_seeds"] == 2
+    want = ["mc/acc", "mc/acc_stderr", "mc/acc_norm", "mc/acc_norm_stderr"]
+    assert list(table.columns[-4:]) == want  # each value next to its error
+    assert "Downstream tasks" not in report.build_report(raw_runs, out_dir=tmp_path / "none", figures=False
+                                                         ).markdown.read_text()  # fmt: skip

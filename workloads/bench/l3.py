@@ -81,7 +81,7 @@ def offload(ctx: BenchContext) -> list[Row]:
     prompt_len, gen_len = (32, 6) if ctx.quick else (128, 32)
     job = infer.InferJobConfig("tiny", "l3", batch_sizes=(1, 8), prompt_len=prompt_len, gen_len=gen_len,
                                l3_placement="both", device=str(ctx.device))  # fmt: skip
-    built = _build_infer(job, JobContext())
+    built = infer.build(job, JobContext())
     out: list[Row] = []
     for bs in job.batch_sizes:
         prompts = built.prompts[:bs]
@@ -102,11 +102,6 @@ def offload(ctx: BenchContext) -> list[Row]:
         off = ratio_goal(rows["offload"], rows["device"], OFFLOAD_GOAL, "on device")
         out += [rows["device"], replace(off, note=wait)]
     return out
-
-
-def _build_infer(job, ctx):
-    """The infer job's model and prompts (`build`; `_build` before issue 20 renamed it)."""
-    return (getattr(infer, "build", None) or infer._build)(job, ctx)
 
 
 def l3_train(ctx: BenchContext) -> list[Row]:

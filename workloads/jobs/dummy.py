@@ -12,7 +12,6 @@ from workloads.fields import NonNegFloat, NonNegInt, check_fields
 from workloads.jobs.contention import TimedPhase
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 
-LOADED_AT = time.time()
 ERRORS = {"RuntimeError": RuntimeError, "ValueError": ValueError, "MemoryError": MemoryError}
 
 
@@ -72,6 +71,5 @@ def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
     metrics |= phase.metrics()
     if cfg.steps:
         metrics["train/loss"] = 1.0 / cfg.steps
-    # pid and when this process loaded the module: a test tells a fresh worker process from a reused one
-    info = {"hardware": ctx.hardware or "", "pid": os.getpid(), "loaded_at": LOADED_AT}
+    info = {"hardware": ctx.hardware or "", "pid": os.getpid()}  # pid: tells fresh workers from reused ones
     return BenchResult(kind="dummy", config=to_jsonable(cfg), metrics=metrics, info=info)

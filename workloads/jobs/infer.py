@@ -34,7 +34,6 @@ import contextlib
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -42,7 +41,7 @@ import torch
 
 from workloads.data import DataConfig
 from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
-from workloads.jobs import checkpoint
+from workloads.jobs import checkpoint, floors
 from workloads.jobs.contention import TimedPhase
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
@@ -54,11 +53,7 @@ from workloads.jobs.setup import (
     base_model_config,
     build_model,
     check_data_fits,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
     token_freqs_for,
 )
 from workloads.l3.offload import L3Offload, offload_l3_tables
@@ -208,23 +203,6 @@ def _prompts(data, cfg: InferJobConfig) -> torch.Tensor:
     return prompts  # (need, prompt_len) int64
 
 
-def _load_weights(model: Transformer, path: str) -> None:
-    """Load a training checkpoint folder (latest step, rank 0) or a .pt state dict into `model`."""
-    source = Path(path)
-    if source.is_dir():
-        step = checkpoint.latest_step(source)
-        if step is None:
-            raise ValueError(f"InferJobConfig.checkpoint={path!r} holds no complete step-* checkpoint")
-        source = source / f"step-{step:08d}" / "rank-0.pt"
-    if not source.is_file():
-        raise ValueError(f"InferJobConfig.checkpoint={path!r} is neither a checkpoint folder nor a file")
-    state = torch.load(source, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
-    model.load_state_dict(state)
-
-
 @contextlib.contextmanager
 def _placed(model: Transformer, placement: str, scone=None) -> Iterator[L3Offload | None]:
     """The model with its L3 tables on the device, or offloaded for the duration of the block; a SCONE
@@ -356,7 +334,7 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
 
 
 @dataclass(frozen=True)
-class _Built:
+class Built:
     """A job's resolved model config, data, prompts, L3 counts and built model."""
 
     model_cfg: ModelConfig
@@ -367,7 +345,7 @@ class _Built:
     scone: "FgramTable | None"  # a SCONE model's precomputed f-gram table F
 
 
-def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
+def build(cfg: InferJobConfig, ctx: JobContext) -> Built:
     """Resolve and build the model (weights from `cfg.checkpoint` if given) and its prompts, whose ids are
     validated here, where they enter: the model's layers do not re-check them on every call. A config the
     orchestrator shipped is run as resolved; otherwise it is resolved here, on this job's data."""
@@ -375,29 +353,28 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
-    spec = cfg.model_spec()
-    base = cfg.model or base_model_config(spec)
-    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base, ctx.cache_dir)
-    corpus = None if cfg.model is not None else corpus_for(spec, data, ctx.cache_dir)
-    model_cfg = cfg.model or _specialize(cfg, resolve_model_config(spec, corpus))
+    data_cfg = replace(cfg.data, seq_len=cfg.prompt_len)
+    job = prepare_job(cfg.model_spec(), cfg.model, data_cfg, ctx.cache_dir, lambda m: _specialize(cfg, m))
+    data, model_cfg, counts, scone_data = job.data, job.model, job.counts, job.scone
     prompts = _prompts(data, cfg)
     if int(prompts.min()) < 0 or int(prompts.max()) >= model_cfg.vocab_size:
         raise ValueError(f"prompt token ids must lie in [0, {model_cfg.vocab_size}) (model vocab_size)")
-    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
-    scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
     fgrams = scone_data.fgrams if scone_data is not None else None
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
-        _load_weights(model, cfg.checkpoint)
+        try:
+            checkpoint.load_weights(model, cfg.checkpoint)
+        except ValueError as err:
+            raise ValueError(f"InferJobConfig.checkpoint: {err}") from err
     if model_cfg.moe is not None:
         serve_dropless(model, cfg.moe_impl)
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
-    return _Built(model_cfg, data, prompts.to(device), counts, model, scone)
+    return Built(model_cfg, data, prompts.to(device), counts, model, scone)
 
 
-def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) -> BenchResult:
+def _result(cfg: InferJobConfig, ctx: JobContext, built: Built, metrics: dict) -> BenchResult:
     model_cfg, data = built.model_cfg, built.data
     if built.scone is not None:
         metrics["mem/fgram_table_bytes"] = float(built.scone.table.nbytes)
@@ -450,7 +427,9 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     sweep = {(c.batch_sizes, c.prompt_len, c.gen_len, c.warmup, c.repeats, c.device, c.data) for c in cfgs}
     if len(sweep) != 1 or len({c.family for c in cfgs}) != len(cfgs):
         raise ValueError("run_interleaved needs jobs with one sweep and distinct families")
-    built = [_build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
+    floors.set_threads(ctxs[0].threads)
+    built = [build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
+    machine = floors.job_probe(built[0].prompts.device, (1, built[0].model_cfg.dim, built[0].model_cfg.dim))
     models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
     by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
     scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
@@ -458,4 +437,10 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
         metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
     for family in metrics:
         metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
+    for c, b in zip(cfgs, built, strict=True):
+        mc = b.model_cfg
+        pc = count_params(mc, token_freqs_for(mc, b.data), b.counts or None)
+        element = torch.empty((), dtype=TORCH_DTYPES[mc.dtype]).element_size()
+        metrics[c.family] |= floors.infer_floor_fracs(mc, pc, element, c, metrics[c.family], machine)
+        metrics[c.family] |= floors.probe_metrics(machine)
     return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]

@@ -18,6 +18,7 @@ API (every bad input raises ValueError naming the field, before the expensive pa
       budget, cap), the uniform ablation, or `spec.allocation_path` (its vocab must match the tokenizer).
   token_freqs_for(model_cfg, data) -> (vocab,) float64   # train token counts padded to the model vocab
   resolve_scone(model_cfg, data, cache_dir=None) -> SconeData | None   # f-grams + tags (family scone)
+  prepare_job(spec, model, data_cfg, cache_dir=None, specialize=id) -> Prepared   # the chain above, once
   build_model(model_cfg, counts, device, seed=None, fgrams=None) -> Transformer
 """
 
@@ -33,6 +34,7 @@ from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, re
 from workloads.data.config import min_vocab_size, stable_hash
 from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
+from workloads.l3.lzw_paper import lzw_paper_allocate, paper_lines
 from workloads.models import presets
 from workloads.models.accounting import count_params
 from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig, Positions
@@ -50,10 +52,14 @@ MOE_FIELDS = (
 # The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
 # model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
 # override (vocab_size) applies to every family.
+# scone_<name> overrides SconeConfig.<name>: SCONE's scaling axes (f-grams; A_fgram's depth and width).
+SCONE_FIELDS = ("scone_n_fgrams", "scone_max_n", "scone_min_count", "scone_fgram_layers",
+                "scone_depth_multiplier", "scone_fgram_ffn_dim")  # fmt: skip
 # hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
 OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
                      **dict.fromkeys(MOE_FIELDS, ("moe",)),
-                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES)}  # fmt: skip
+                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES),
+                     **dict.fromkeys(SCONE_FIELDS, ("scone",))}  # fmt: skip
 
 
 def applies(name: str, family: str) -> bool:
@@ -71,7 +77,9 @@ class ModelOverrides:
         describe the L3 model it is matched to. moe_*: fields of MoEConfig (DeepSpeed's: capacity factor
         for training and eval, min capacity, drop_tokens=False for dropless training, aux-loss coefficient);
         moe_top_k / moe_num_experts fix the routing / expert count the matcher may use (it still sets the
-        expert width so the model stays iso-active and iso-total). None keeps the preset's value.
+        expert width so the model stays iso-active and iso-total). scone_*: fields of SconeConfig (the
+        number of f-grams, the longest f-gram, discovery's min count, A_fgram's depth as layers or a
+        multiple of the model's, A_fgram's MLP width). None keeps the preset's value.
     """
 
     vocab_size: PosInt | None = None
@@ -91,6 +99,12 @@ class ModelOverrides:
     moe_min_capacity: NonNegInt | None = None
     moe_drop_tokens: bool | None = None
     moe_aux_loss_coef: NonNegFloat | None = None
+    scone_n_fgrams: PosInt | None = None
+    scone_max_n: Annotated[int, Ge(2)] | None = None
+    scone_min_count: PosInt | None = None
+    scone_fgram_layers: PosInt | None = None
+    scone_depth_multiplier: PosFloat | None = None
+    scone_fgram_ffn_dim: PosInt | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.l3_positions, list):  # YAML gives a list; the frozen spec is hashed (cached)
@@ -114,7 +128,7 @@ class ModelSpec:
         check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS))]
+        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS, *SCONE_FIELDS))]
         given += ["allocation_path"] if self.allocation_path is not None else []
         for name in (n for n in given if not applies(n.removeprefix("overrides."), self.family)):
             first = OVERRIDE_FAMILIES[name.removeprefix("overrides.")][0]
@@ -178,7 +192,12 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     if spec.family == "dense":
         return base
     if spec.family == "scone":  # the backbone with f-gram embeddings, inference-resident iso with it
-        return match(base, family="scone", scone=presets.PRESETS[spec.preset].scone)
+        scone = presets.PRESETS[spec.preset].scone
+        given = {n: getattr(o, n) for n in SCONE_FIELDS if getattr(o, n) is not None}
+        scone = replace(scone, **{n.removeprefix("scone_"): v for n, v in given.items()})
+        if o.scone_fgram_layers is None and o.scone_depth_multiplier is not None:
+            scone = replace(scone, fgram_layers=None)  # the multiplier decides A_fgram's depth
+        return match(base, family="scone", scone=scone)
     freqs, allocate = (None, None) if corpus is None else (corpus.token_freqs, corpus.allocate)
     l3_cfg = match(base, family="l3", l3=l3, token_freqs=freqs, allocate=allocate)
     if spec.family == "l3":
@@ -299,11 +318,14 @@ def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedDa
     path = resolve_cache_dir(cache_dir) / "l3" / f"alloc-{key[:24]}.npz"
     if path.is_file():
         return load_allocation(path).counts
-    counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
+    if method == "lzw-paper":
+        counts = lzw_paper_allocate(paper_lines(data.allocation_texts(), data.tokenizer), vocab, budget, cap)
+    else:
+        counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_allocation(
         path, counts, vocab_size=vocab, budget=budget, cap=cap, corpus_fingerprint=data.fingerprint,
-        n_tokens=data.train.n_tokens,
+        n_tokens=data.train.n_tokens, method=method,
     )  # fmt: skip
     return counts
 
@@ -340,6 +362,33 @@ def resolve_scone(model_cfg: ModelConfig, data: PreparedData, cache_dir=None):
     from workloads.scone.data import prepare_scone
 
     return prepare_scone(data, model_cfg.scone, model_cfg.vocab_size, cache_dir)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job's inputs, prepared once: its data, the model it runs, the L3 rows per token and SCONE's data."""
+
+    data: PreparedData
+    model: ModelConfig
+    counts: L3Counts
+    scone: object  # resolve_scone's SconeData, None for the other families
+
+
+def prepare_job(
+    spec: ModelSpec,
+    model: ModelConfig | None,
+    data_cfg: DataConfig,
+    cache_dir=None,
+    specialize: Callable[[ModelConfig], ModelConfig] = lambda m: m,
+) -> Prepared:
+    """data → corpus → matched model → L3 counts → f-grams: the one chain the train, infer and eval jobs
+    run. `model`: the resolved config the orchestrator shipped (run as is); None resolves it here, on this
+    data, then `specialize`s it (the infer job's dtype and MoE capacity)."""
+    data = prepare_data(data_cfg, model or base_model_config(spec), cache_dir)
+    if model is None:
+        model = specialize(resolve_model_config(spec, corpus_for(spec, data, cache_dir)))
+    counts = resolve_l3_counts(spec, model, data, cache_dir)
+    return Prepared(data, model, counts, resolve_scone(model, data, cache_dir))
 
 
 def allocation_summary(spec: ModelSpec, model_cfg: ModelConfig, counts: L3Counts, data: PreparedData) -> dict:

@@ -19,7 +19,7 @@ import torch
 
 from workloads.data import DataConfig, prepare
 from workloads.fields import Ge, Le, Lt, NonNegFloat, NonNegInt, PosInt, check_fields
-from workloads.jobs import distributed, loop, metrics, optim
+from workloads.jobs import distributed, floors, loop, metrics, optim
 from workloads.jobs.contention import TimedPhase
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
@@ -29,11 +29,7 @@ from workloads.jobs.setup import (
     allocation_summary,
     base_model_config,
     check_data_fits,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
     token_freqs_for,
 )
 from workloads.models.accounting import (
@@ -41,6 +37,7 @@ from workloads.models.accounting import (
     fgram_table_bytes,
     fgram_train_flops_per_token,
     train_flops_per_token,
+    train_step_cost,
 )
 from workloads.models.config import Family, ModelConfig
 
@@ -64,7 +61,9 @@ class TrainJobConfig:
     dtype: "auto" = bfloat16 autocast on cuda, float32 on cpu (parameters stay float32).
     timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
     (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
-    ctx.checkpoint_dir. log_every: stream train/loss every N steps (one host sync per flush).
+    ctx.checkpoint_dir. save_weights: when training finishes, write the model's weights alone to
+    <ctx.checkpoint_dir>/final-model.pt (the suite sets it for a train job that an eval job evaluates).
+    log_every: stream train/loss every N steps (one host sync per flush).
     eval_data: extra evaluation corpora by name, tokenized with the job's tokenizer; their validation
     splits are scored as eval/<name>/val_loss and eval/<name>/val_ppl.
     model: the resolved model (`resolve`); None resolves it from preset / family / overrides when the job
@@ -99,6 +98,7 @@ class TrainJobConfig:
     eval_every: PosInt | None = None
     eval_batches: PosInt = 8
     checkpoint_every: PosInt | None = None
+    save_weights: bool = False
     log_every: PosInt = 10
     eval_data: dict[str, DataConfig] = field(default_factory=dict)
     model: ModelConfig | None = None
@@ -163,7 +163,6 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     w = distributed.world()
     cfg = resolve(cfg)  # checks only: a shipped config is run as it is
     _check_world(cfg, w)
-    base = cfg.model or base_model_config(cfg.model_spec())
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
@@ -171,10 +170,8 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     data = counts = scone = None
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
-            data = prepare_data(data_cfg, base, ctx.cache_dir)
-            model_cfg = cfg.model or resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
-            counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
-            scone = resolve_scone(model_cfg, data, ctx.cache_dir)
+            job = prepare_job(spec, cfg.model, data_cfg, ctx.cache_dir)
+            data, model_cfg, counts, scone = job.data, job.model, job.counts, job.scone
             extra = {  # tokenized with the job's tokenizer
                 name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
                               ctx.cache_dir)
@@ -207,14 +204,24 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     A job stopped through ctx.should_stop saves a checkpoint and returns without evaluating.
     """
     ctx = ctx or JobContext()
+    floors.set_threads(ctx.threads)
     job = build_loop(cfg, ctx)
+    gemm = (cfg.batch_size * job.seq_len, job.model_cfg.dim, job.model_cfg.ffn_dim)  # the MLP's matmul
+    machine = floors.job_probe(job.device, gemm)
     start_step = job.resume()
     with TimedPhase(job.device) as phase:  # the timed steps (and the evaluations between them)
         outcome = job.train(start_step)
-    outcome.metrics |= phase.metrics()
+    outcome.metrics |= phase.metrics() | floors.probe_metrics(machine)
     if not outcome.stopped:
         job.evaluate_into(outcome)
-    return _result(cfg, ctx, job, outcome, start_step)
+        job.save_weights()
+    result = _result(cfg, ctx, job, outcome, start_step)
+    if outcome.timing is not None:  # this rank's step against the floor of its own share of the work
+        pc = count_params(job.model_cfg, token_freqs_for(job.model_cfg, job.data), job.counts or None)
+        element = job.model.tok_emb.weight.element_size()
+        cost = train_step_cost(job.model_cfg, pc, cfg.batch_size * cfg.grad_accum, job.seq_len, element)
+        result.metrics["train/floor_frac"] = floors.floor_frac(machine, cost, outcome.timing.median_s, gemm)
+    return result
 
 
 def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step: int) -> BenchResult:
@@ -256,6 +263,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         "parallel": job.parallel_kind,
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
+        "datasets": json.dumps(data.dataset_inputs()),
         "resumed_from_step": str(start_step),
         "steps_done": str(outcome.steps_done),
         "stopped_early": str(outcome.stopped).lower(),

@@ -22,7 +22,7 @@ from workloads.fields import (
 )
 
 Family = Literal["dense", "l3", "moe", "scone", "hash_moe"]
-Allocation = Literal["lzw", "uniform"]
+Allocation = Literal["lzw", "lzw-paper", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
@@ -55,7 +55,8 @@ class L3Config:
     d_emb: value-row width (= dim when tied). d_up: width of W_up's output.
     residual: h = h + L3(h) instead of h = L3(h) (the paper's choice is not public; replace is default).
     allocation: how rows per token are chosen when the model is built without explicit counts; only
-    "uniform" can be computed from the config alone, "lzw" needs a corpus (see Transformer).
+    "uniform" can be computed from the config alone, "lzw" and "lzw-paper" (the published reference
+    loop on lines, workloads.l3.lzw_paper) need a corpus (see Transformer).
     """
 
     positions: Positions
@@ -113,6 +114,8 @@ class SconeConfig:
     f-gram (n = 2..K; A_fgram's absolute positions). min_count: discovery's threshold from scan 3 on.
     A_fgram is the main model's block stack without token embedding, `fgram_layers` blocks deep, else
     round(depth_multiplier · model.n_layers) (the paper scales A_fgram in depth only, 0.5×-3×).
+    fgram_ffn_dim: the width of A_fgram's MLPs (None: the main model's ffn_dim); its residual width stays
+    model.dim, since its output stands in for a token embedding.
     """
 
     n_fgrams: PosInt
@@ -120,9 +123,14 @@ class SconeConfig:
     min_count: PosInt = 5
     fgram_layers: PosInt | None = None
     depth_multiplier: PosFloat = 1.0
+    fgram_ffn_dim: PosInt | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    def ffn_dim(self, model_ffn_dim: int) -> int:
+        """A_fgram's MLP width for a main model whose MLPs are `model_ffn_dim` wide."""
+        return self.fgram_ffn_dim if self.fgram_ffn_dim is not None else model_ffn_dim
 
     def layers(self, n_layers: int) -> int:
         """A_fgram's depth for a main model of `n_layers` blocks."""

@@ -210,10 +210,11 @@ def resolve_l3_counts(
         )
     resolved = {pos: _check_counts(config, pos, counts) for pos, counts in l3_counts.items()}
     missing = [p for p in config.l3.positions if p not in resolved]
-    if missing and config.l3.allocation == "lzw":
+    if missing and config.l3.allocation != "uniform":
         warnings.warn(
-            f"l3.allocation='lzw' but no counts were given for L3 positions {missing}; using a uniform "
-            "allocation (lzw needs the corpus: pass l3_counts from workloads.l3.allocation.lzw_allocate)",
+            f"l3.allocation={config.l3.allocation!r} but no counts were given for L3 positions {missing}; "
+            "using a uniform allocation (it needs the corpus: pass l3_counts from "
+            "workloads.l3.allocation.lzw_allocate)",
             stacklevel=3,
         )
     if missing:  # imported only when needed: the allocation module pulls in numba (JIT trie)
@@ -225,17 +226,19 @@ def resolve_l3_counts(
 
 
 class FgramEncoder(nn.Module):
-    """A_fgram (L3_SPEC §6): the main model's blocks without a token embedding, `scone.layers(n_layers)`
-    deep, plus learned absolute positions 0..K-1 (the blocks keep their RoPE). It reads the token
-    embeddings of an f-gram (left-aligned, right-padded) and returns the residual stream at the f-gram's
-    last position: causal attention keeps that output independent of the padding. No final norm: the
-    output stands in for a token embedding, so it keeps the residual stream's scale.
+    """A_fgram (L3_SPEC §6): the main model's blocks without a token embedding, `scone.layers(n_layers)` deep
+    with `scone.ffn_dim(ffn_dim)`-wide MLPs, plus learned absolute positions 0..K-1 (the blocks keep
+    their RoPE). It reads the token embeddings of an f-gram (left-aligned, right-padded) and returns the
+    residual stream at the f-gram's last position: causal attention keeps that output independent of the
+    padding. No final norm: the output stands in for a token embedding, so it keeps the residual
+    stream's scale.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         sc = config.scone
-        inner = replace(config, family="dense", scone=None, n_layers=sc.layers(config.n_layers))
+        inner = replace(config, family="dense", scone=None, n_layers=sc.layers(config.n_layers),
+                        ffn_dim=sc.ffn_dim(config.ffn_dim))  # fmt: skip
         self.config, self.max_n = inner, sc.max_n
         self.pos_emb = nn.Embedding(sc.max_n, config.dim)
         nn.init.normal_(self.pos_emb.weight, std=INIT_STD)
@@ -284,7 +287,7 @@ class Transformer(nn.Module):
 
     l3_counts: for each L3 position, the (vocab_size,) rows per token summing to `l3.budget` (e.g. from
     `lzw_allocate` on the training corpus). Positions without counts get `uniform_allocate(vocab_size,
-    budget, cap)`, with a warning when `l3.allocation == "lzw"` (a uniform allocation is the ablation).
+    budget, cap)`, with a warning unless `l3.allocation` is "uniform" (a uniform allocation is the ablation).
     fgrams (family "scone" only): the kept f-grams (`workloads.scone.discovery.Fgrams`), stored as the
     buffers fgram_tokens (S, K) and fgram_lengths (S,); `fgram_source` serves precomputed rows instead.
     """

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workloads.data import DataConfig
-from workloads.jobs import infer
+from workloads.jobs import checkpoint, infer
 from workloads.jobs.decode import greedy_generate
 from workloads.jobs.infer import InferJobConfig, run
 from workloads.jobs.result import JobContext
@@ -60,8 +60,15 @@ def _cfg(family: str, data_cfg: DataConfig, **kw) -> InferJobConfig:
     return InferJobConfig("debug", family, overrides=OVERRIDES, data=data_cfg, **kw)
 
 
+FLOORS = ("infer/prefill_floor_frac", "infer/decode_floor_frac")  # per batch size (workloads.jobs.floors)
+PROBE = ("probe/read_bytes_per_s", "probe/gemm_flop_per_s")
+
+
 def _expected_keys(per_batch: tuple[str, ...]) -> set[str]:
-    return set(per_batch) | {f"{k}/bs{b}" for k in per_batch for b in BATCH_SIZES} | set(JOB_LEVEL)
+    per_batch = (*per_batch, *FLOORS)
+    return (
+        set(per_batch) | {f"{k}/bs{b}" for k in per_batch for b in BATCH_SIZES} | set(JOB_LEVEL) | set(PROBE)
+    )
 
 
 @pytest.mark.parametrize(
@@ -171,16 +178,16 @@ def test_checkpoint_weights_are_loaded(data_cfg, ctx, tmp_path):
     model, _ = _job_model("dense", data_cfg, ctx)
     other = build_model(model.config, None, "cpu", seed=1)
     torch.save({"model": other.state_dict(), "step": 3}, tmp_path / "weights.pt")
-    infer._load_weights(model, str(tmp_path / "weights.pt"))
+    checkpoint.load_weights(model, str(tmp_path / "weights.pt"))
     assert all(
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True)
     )
-    with pytest.raises(ValueError, match="checkpoint="):
-        infer._load_weights(model, str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="neither a checkpoint folder nor a file"):
+        checkpoint.load_weights(model, str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no complete step"):
-        infer._load_weights(model, str(tmp_path / "empty"))
+        checkpoint.load_weights(model, str(tmp_path / "empty"))
 
 
 @pytest.mark.parametrize(

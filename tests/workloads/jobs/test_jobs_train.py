@@ -36,6 +36,7 @@ COMMON = {
     "mem/optimizer_bytes/dense", "mem/optimizer_bytes/l3_tables", "mem/optimizer_bytes/experts",
     "mem/optimizer_bytes/embeddings",
 }  # fmt: skip
+FLOORS = {"train/floor_frac", "probe/read_bytes_per_s", "probe/gemm_flop_per_s"}  # workloads.jobs.floors
 FAMILY_KEYS = {
     "dense": set(),
     "l3": {"lb/l3_rows_per_token_mean", "lb/l3_rows_per_token_max", "lb/l3_unique_rows_per_step",
@@ -93,7 +94,8 @@ def test_each_family_reports_every_metric(family, cache_dir):
     rec = Recorder()
     cfg = job(family, log_every=3)
     result = run(cfg, JobContext(cache_dir=cache_dir, peak_flops=1e12, on_metrics=rec))
-    assert set(result.metrics) == COMMON | FAMILY_KEYS[family] | {"train/mfu"}
+    assert set(result.metrics) == COMMON | FAMILY_KEYS[family] | {"train/mfu"} | FLOORS
+    assert result.metrics["train/floor_frac"] > 0 and result.metrics["probe/read_bytes_per_s"] > 0
     assert all(math.isfinite(v) for v in result.metrics.values())
     assert sorted(rec.losses()) == [0, 1, 2, 3]  # streamed per step, in two flushes
     assert rec.steps[-1][1].keys() == {"eval/val_loss", "eval/val_ppl", "eval/val_bpb"}  # at the end
@@ -272,3 +274,17 @@ def test_extra_eval_corpora_get_their_own_keys(cache_dir):
     assert main_ratio != pytest.approx(docs_ratio, rel=1e-3)
     with pytest.raises(ValueError, match="TrainJobConfig.eval_data"):
         job("dense", eval_data={"a/b": docs})
+
+
+def test_save_weights_writes_the_final_model_for_evaluation(cache_dir, tmp_path):
+    cfg = job("dense", steps=2, save_weights=True, checkpoint_every=2)
+    run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(tmp_path)))
+    final = torch.load(tmp_path / "final-model.pt", weights_only=False)
+    last = torch.load(tmp_path / "step-00000002" / "rank-0.pt", weights_only=False)["model"]
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+    assert not (tmp_path / "final-model.pt.part").exists()
+    stopped = tmp_path / "stopped"  # a job stopped early has no final weights
+    run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(stopped), should_stop=lambda: True))
+    assert not (stopped / "final-model.pt").exists()
+    with pytest.raises(ValueError, match="save_weights needs JobContext.checkpoint_dir"):
+        run(cfg, JobContext(cache_dir=cache_dir))

@@ -9,7 +9,7 @@ from pathlib import Path
 from results import names
 
 WORKLOADS = Path(__file__).resolve().parents[3] / "workloads"
-KEY = re.compile(r"^(train|infer|eval|mem|lb|data|floor)/[\w/]*$")
+KEY = re.compile(r"^(train|infer|eval|mem|lb|data|floor|timing)/[\w/]*$")
 NAMED = {v for k, v in vars(names).items() if k.isupper() and isinstance(v, str)} | set(names.METRICS)
 
 
