@@ -84,7 +84,9 @@ def _verdict(runs: pd.DataFrame) -> _Verdict:
     if paired.empty:
         return _Verdict((), None, f"no verdict: no finished train runs with {metric}")
     note = VERDICT_NOTE.format(what=QUALITY[short])
-    return _Verdict(tuple(seeds.verdict(paired)), seeds.display(paired, short), note)
+    return _Verdict(
+        tuple(seeds.verdict(paired) + seeds.gain_kept(paired)), seeds.display(paired, short), note
+    )
 
 
 def as_run_table(runs: pd.DataFrame) -> pd.DataFrame:

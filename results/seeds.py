@@ -108,6 +108,27 @@ def verdict(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def gain_kept(table: pd.DataFrame) -> list[str]:
+    """What each control keeps of L3's gain over dense (the paired Δ of each config over the L3 reference's:
+    the `base` variant's L3 when several L3 configs ran), one line per config, e.g. "L3 cap1 keeps 80% of
+    L3's gain over dense". A control that keeps most of it explains the gain; none without an L3 gain."""
+    lines = []
+    for _, cell in table.groupby(["preset", "hardware"], dropna=False, sort=False):
+        l3 = cell[cell["family"].eq("l3").fillna(False)]
+        ref = l3[l3["variant"].eq("base").fillna(False)] if len(l3) > 1 else l3
+        if ref.empty or not ref["diff_mean"].iloc[0] < 0:
+            continue
+        gain, ref_label = ref["diff_mean"].iloc[0], ref["label"].iloc[0]
+        for _, r in cell[~cell.index.isin(ref.index) & cell["family"].ne("dense")].iterrows():
+            if pd.isna(r["diff_mean"]):
+                continue
+            noise = " (its gap to dense is within noise)" if r["within_noise"] is True else ""
+            lines.append(
+                f"{r['label']} keeps {r['diff_mean'] / gain:.0%} of {ref_label}'s gain over dense{noise}"
+            )
+    return lines
+
+
 def quality(runs: pd.DataFrame, kind: str = "train") -> tuple[str, str]:
     """(metric, its short name) the verdict reads: bits per byte when the runs mix tokenizers (loss per
     token is then in different units), else the validation loss."""

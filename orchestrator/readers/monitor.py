@@ -323,7 +323,8 @@ def verdict(target: str, tracking_uri: str | None = None) -> tuple[list[str], pd
     except ValueError as err:  # an ambiguous dense reference: say so instead of failing compare
         return [f"no verdict: {err}"], pd.DataFrame()
     several = not paired.empty and paired["n_seeds"].max() >= 2
-    return seeds.verdict(paired), seeds.display(paired, short) if several else pd.DataFrame()
+    lines = seeds.verdict(paired) + seeds.gain_kept(paired)
+    return lines, seeds.display(paired, short) if several else pd.DataFrame()
 
 
 def landing_url(tracker: Tracker, base_url: str) -> str:

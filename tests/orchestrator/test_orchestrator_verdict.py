@@ -61,7 +61,8 @@ def logged(tmp_path, monkeypatch):
 def test_verdict_and_seeds_table_from_the_store(logged):
     path, uri = logged
     lines, table = api.verdict(path, tracking_uri=uri)
-    assert lines == ["L3 < MoE < dense (MoE vs dense within noise)"]
+    assert lines == ["L3 < MoE < dense (MoE vs dense within noise)",
+                     "MoE keeps 14% of L3's gain over dense (its gap to dense is within noise)"]  # fmt: skip
     l3 = table[table["config"].eq("L3")].iloc[0]
     assert (l3["seeds"], l3["val loss"], l3["95% interval"]) == (3, "4.147 ± 0.012", "[-0.095, -0.045]")
     out = Console(width=80, record=True)

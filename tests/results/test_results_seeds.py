@@ -129,3 +129,14 @@ def test_quality_reads_bits_per_byte_when_tokenizers_mix():
     mixed = runs.assign(**{names.DATA_VAL_BYTES_PER_TOKEN: bpt, names.EVAL_VAL_BPB: 1.0})
     assert seeds.quality(mixed) == (names.EVAL_VAL_BPB, "val bpb")
     assert seeds.display(seeds.paired_table(mixed, names.EVAL_VAL_BPB), "val bpb").columns[2] == "val bpb"
+
+
+def test_gain_kept_says_what_each_control_keeps_of_l3s_gain():
+    base = _runs({"dense": LOSS["dense"], "l3": LOSS["l3"], "scone": LOSS["scone"]})  # L3 gain: −0.07
+    cap1 = _runs({"l3": {0: 4.15, 1: 4.16, 2: 4.19}}, group="tiny/cap1", variant="cap1")  # −0.05
+    lines = seeds.gain_kept(seeds.paired_table(pd.concat([base, cap1], ignore_index=True)))
+    assert lines == [
+        "SCONE keeps 14% of L3 base's gain over dense (its gap to dense is within noise)",
+        "L3 cap1 keeps 71% of L3 base's gain over dense",
+    ]
+    assert seeds.gain_kept(seeds.paired_table(_runs({"dense": LOSS["dense"], "moe": LOSS["moe"]}))) == []
