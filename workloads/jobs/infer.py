@@ -441,4 +441,11 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
         metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
     for family in metrics:
         metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
-    return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
+    results = [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
+    if len(cfgs) == 1:
+        return results
+    # One process held every model: its peak RSS is no job's own, so none records it.
+    return [
+        replace(r, metrics={k: v for k, v in r.metrics.items() if k != "mem/peak_host_bytes"})
+        for r in results
+    ]
