@@ -15,8 +15,8 @@ Columns of `runs_df` (extra columns are ignored; rows missing a fit's columns ar
                                             flops_per_token column, 6·params_active is used (PaLM
                                             without the attention term)
   predicted_peak_bytes and measured_peak_bytes (else mem/peak_device_bytes)   memory fit
-`orchestrator.planning.calibration_frame` builds `flops_per_token` and `predicted_peak_bytes` from each
-run's resolved model config.
+`orchestrator.planning.calibration.calibration_frame` builds `flops_per_token` and `predicted_peak_bytes`
+from each run's resolved model config.
 """
 
 import math

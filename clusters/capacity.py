@@ -168,7 +168,7 @@ def _backward_peak(model: ModelShape, setup: TrainSetup, g_dense: float, g_exper
     kept = [S * (model.dim * r + 8)] * model.n_layers if setup.activation_checkpointing else acts
     block_grads = []
     for i in range(model.n_layers):
-        dense, experts, tables = model.block_params(i)
+        dense, experts, tables = model.blocks[i]
         block_grads.append(g_dense * (dense + tables) + g_expert * experts / setup.ep_size)
     head_grads = g_dense * (model.params_lm_head + model.dim)  # lm_head (the embedding when tied), norm
     embedding_grads = 0.0 if model.tie_embeddings else g_dense * V * model.dim  # dense, computed last

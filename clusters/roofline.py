@@ -29,11 +29,6 @@ def compute_dtype(precision: str) -> str:
     return "float32" if precision == "fp32" else "bfloat16"
 
 
-def train_flops_per_token(model: ModelShape, seq_len: int) -> float:
-    """6·N_active + 12·L·H·Q·T: forward + backward matmuls and attention (PaLM's MFU numerator)."""
-    return 6.0 * model.params_active + 12.0 * model.n_layers * model.n_heads * model.head_dim * seq_len
-
-
 @dataclass(frozen=True)
 class StepTime:
     compute_s: float
@@ -118,7 +113,7 @@ def train_step_time(
         if peak is None:
             raise ValueError(f"{acc.name!r} has no {setup.precision} peak; calibrate on measured runs first")
         achieved_flops_per_s = peak * mfu
-    flops = train_flops_per_token(model, setup.seq_len)
+    flops = model.train_flops_per_token(setup.seq_len)
     executed = flops * (4 / 3 if setup.activation_checkpointing else 1.0)
     tokens_per_gpu = setup.micro_batch * setup.seq_len * setup.grad_accum
     return StepTime(

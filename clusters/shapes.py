@@ -90,7 +90,10 @@ class ModelShape:
     params_dense: attention, dense MLPs, norms, routers, L3 W_up/W_mix/norms.
     params_embeddings: token embedding + LM head (once when tied).
     params_active: parameters multiplied per token (L3 rows at their mean, top-k experts; not the input
-        embedding lookup: `count_params(...).flops_active`); only FLOPs are derived from it.
+        embedding lookup: `count_params(...).flops_active`); inference FLOPs are derived from it.
+    blocks: (dense, experts, l3_tables) parameters of each block (`accounting.block_counts`).
+    train_flops: training FLOPs per token = train_flops[0] + train_flops[1] × seq_len
+        (`accounting.train_flops_terms`). Both are handed over, never re-derived here.
     params_fgram_model: SCONE's A_fgram, trained with the model but never resident at inference.
     fgram_rows: SCONE's f-gram table F (rows of dim values): host storage at inference, not parameters.
     """
@@ -113,8 +116,12 @@ class ModelShape:
     moe: MoEShape | None = None
     params_fgram_model: int = 0
     fgram_rows: int = 0
+    blocks: tuple[tuple[int, int, int], ...] = ()
+    train_flops: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
+        if len(self.blocks) != self.n_layers or self.train_flops[0] <= 0:
+            raise ValueError("model.blocks (one per layer) and model.train_flops must come from accounting")
         _positive("model", vocab_size=self.vocab_size, dim=self.dim, n_layers=self.n_layers,
                   n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, ffn_dim=self.ffn_dim,
                   max_seq_len=self.max_seq_len, params_active=self.params_active)  # fmt: skip
@@ -141,27 +148,8 @@ class ModelShape:
     def params_lm_head(self) -> int:
         return self.vocab_size * self.dim
 
-    def block_params(self, index: int) -> tuple[int, int, int]:
-        """(dense, experts, l3_tables) parameters of block `index`, its L3 sublayer included.
-
-        Llama block: wq, wo (D×D), wk, wv (D×Dkv), two RMSNorms, SwiGLU (3·D·F) or router (D·E) + experts;
-        L3: W_up (d_up×d_emb), W_mix (D×(d_up + D)), two RMSNorms, tables. Sums to the params_* counts
-        (with the final norm and the embeddings), which a test checks against workloads' count_params.
-        """
-        D = self.dim
-        dense = 2 * D * D + 2 * D * self.kv_dim + 2 * D
-        experts = 0
-        if self.moe is not None and index in self.moe.positions:
-            dense += D * self.moe.num_experts
-            experts = self.moe.num_experts * 3 * D * self.moe.ffn_dim
-        else:
-            dense += 3 * D * self.ffn_dim
-        tables = 0
-        if self.l3 is not None and index in self.l3.positions:
-            l3 = self.l3
-            dense += l3.d_up * l3.d_emb + D * (l3.d_up + D) + D + l3.d_up
-            tables = l3.rows * l3.row_width
-        return dense, experts, tables
+    def train_flops_per_token(self, seq_len: int) -> float:
+        return self.train_flops[0] + self.train_flops[1] * seq_len
 
     def largest_param(self) -> int:
         """Elements of the largest parameter tensor (the for-loop AdamW temporaries scale with it)."""

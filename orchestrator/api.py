@@ -1,12 +1,6 @@
 """The library behind the CLI: validate, run (attached or detached), status, cancel, compare, report,
 list, ui.
-
-`run_suite` is the data flow of DESIGN.md: load + expand the suite (SuiteError: nothing submitted),
-size it on the cluster file when one is given (jobs that cannot fit: SuiteError unless force), check the
-tracking store (TrackingError: nothing submitted), skip fingerprints that already FINISHED, open the
-parent run, submit the rest to Ray, log what the jobs stream and return, build the report onto the
-parent run, close every run. Ctrl-C (or SIGTERM, or `isosparse cancel`, which sends SIGINT to the driver)
-cancels the Ray tasks and closes the open runs as KILLED.
+Details: docs/orchestrator.md#orchestratorapi.
 """
 
 import contextlib
@@ -23,11 +17,12 @@ import yaml
 
 from clusters import kuberay
 from orchestrator.planning import plan as planning
+from orchestrator.planning.calibration import calibration_from_store
 from orchestrator.readers import recorded
 from orchestrator.readers import report as reporting
 
 # status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
-from orchestrator.readers.monitor import cancel, compare, match_error, status, ui, verdict  # noqa: F401
+from orchestrator.readers.monitor import cancel, compare, status, ui, verdict  # noqa: F401
 from orchestrator.runs import interrupts, ray_link
 from orchestrator.runs.driver import Driver, JobState, job_state
 from orchestrator.runs.tracking import Tracker, home
@@ -42,7 +37,6 @@ from orchestrator.runs.ray_link import ClusterError  # noqa: F401  isort: skip
 from orchestrator.suites.expansion import SuiteError  # noqa: F401  isort: skip
 from orchestrator.runs.tracking import TrackingError  # noqa: F401  isort: skip
 
-DONE_STATES = ("finished", "failed", "oom", "infra", "cancelled", "skipped")
 CANCEL_GRACE_S = 3.0  # running tasks get this long to stop after a Ctrl-C before Ray kills them
 
 
@@ -108,7 +102,7 @@ def calibration(tracking_uri: str | None = None):
 
     tracker = Tracker(tracking_uri)
     tracker.check()
-    return planning.calibration_from_store(tracker.search_roles("job", None))
+    return calibration_from_store(tracker.search_roles("job", None))
 
 
 def plan(request, cluster_file: str | None = None, calibrate: bool = False, tracking_uri: str | None = None):
@@ -168,8 +162,9 @@ def run_suite(
     is recorded in `RunReport.report_error`, never fails the suite). on_start / on_tick: progress
     callbacks (the CLI's live display)."""
     with interrupts.installed():
-        return _run_suite(suite, sets, address, tracking_uri, cluster, force, make_report, num_cpus,
-                          on_start, on_tick)  # fmt: skip
+        return _run_suite(
+            suite, sets, address, tracking_uri, cluster, force, make_report, num_cpus, on_start, on_tick
+        )
 
 
 def _prepare(suite, sets, address, tracking_uri, cluster, force, num_cpus):
@@ -280,9 +275,11 @@ def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
     if not enforced:  # said once, on the driver's terminal; each run records it (timing/enforced)
         res = scheduling.TIMING_RESOURCE
         hint = f"""ray start --resources='{{"{res}": 1}}'"""
-        print(f"isosparse: this cluster's nodes declare no {res!r} resource, so timed work cannot run "
-              f"alone: speed numbers are marked contended (~). Start its nodes with {hint}.",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"isosparse: this cluster's nodes declare no {res!r} resource, so timed work cannot run "
+            f"alone: speed numbers are marked contended (~). Start its nodes with {hint}.",
+            file=sys.stderr,
+        )
     driver = Driver(spec, tracker, report.parent_run_id, report, timing_enforced=enforced)
     scheduler = scheduling.Scheduler(
         storage_path=str(home() / "ray_train"),

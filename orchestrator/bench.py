@@ -1,12 +1,5 @@
 """Orchestration overhead: `python -m orchestrator.bench [--jobs 50] [--num-cpus N]`.
-
-Cold start: a one-job dummy suite from nothing (in-process Ray cluster start, store creation, first
-worker) — wall seconds until it is done, and the `ray.init` part of it. Overhead: on the now-warm
-cluster, a suite of N zero-work dummy jobs (steps=0) through the full path (suite expansion, Ray task,
-MLflow nested run with params, config.yaml, result.json); seconds per job = wall / N. The end-of-run
-report is timed on its own (`isosparse report` of the N-job suite) and left out of both numbers unless
---with-report; so is `compare` by experiment name, in-process and as a fresh `isosparse compare` process
-(next to the bare interpreter start). Temporary ISOSPARSE_HOME and sqlite store; RAY_AUTH_MODE from env.
+Details: docs/orchestrator.md#orchestratorbench.
 """
 
 import argparse

@@ -53,6 +53,7 @@ SHORT = {
     names.TRAIN_FLOPS_PER_TOKEN: "train_flops_per_token",
     names.TRAIN_FLOPS_PER_TOKEN_MAIN: "train_flops_per_token_main",
 }
+EXPERT_FAMILIES = ("moe", "hash_moe")  # matched iso-total with the group's L3 model
 ABLATION_AXES = ("l3_allocation", "l3_cap", "l3_tied", "l3_positions")
 # The paper's recipe is the reference of each ablation; placement has none (first in sorted order).
 ABLATION_REFERENCE: dict[str, object] = {"l3_allocation": "lzw", "l3_cap": 512, "l3_tied": False}
@@ -70,7 +71,7 @@ def seed_summary(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
     grouped = fin.groupby(keys, dropna=False, sort=False)
     out = grouped[list(ACCOUNTING)].first()
     out.insert(0, "n_seeds", grouped.size().astype("Int64"))
-    out["match_error"] = grouped["match_error"].agg(_largest_magnitude).astype("Float64")
+    out["match_error"] = grouped["match_error"].agg(lambda e: schema.match_error(*e)).astype("Float64")
     means = grouped[metrics].mean().astype("Float64")
     stds = grouped[metrics].std(ddof=1).astype("Float64").add_suffix("_std")
     out = pd.concat([out, means, stds], axis=1).reset_index()
@@ -80,11 +81,6 @@ def seed_summary(runs: pd.DataFrame, metrics: Sequence[str] | None = None) -> pd
         ["_size", "group", "hardware", "_rank", "preset", "variant"], na_position="first"
     )
     return out.loc[order.index].reset_index(drop=True)
-
-
-def _largest_magnitude(values: pd.Series):
-    values = values.dropna()
-    return pd.NA if values.empty else values.loc[values.abs().idxmax()]
 
 
 def flag_match(
@@ -132,10 +128,10 @@ def iso_sparse_table(
     table["match_flag"] = flag_match(table, tolerance, ["match_error", "active_error"])
     cols = [
         "group", "hardware", "family", "preset", "variant", "n_seeds", *ACCOUNTING, "dense_group",
-        "val_loss", "val_loss_std", "val_ppl", "val_ppl_std", "delta_val_loss", "delta_val_ppl",
-        "val_bpb", "val_bpb_std", "delta_val_bpb", "tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio",
-        "peak_device_bytes", "peak_host_bytes",
-        "peak_device_ratio", "expert_max_over_mean", "expert_cv", "dropped_token_frac",
+        "val_loss", "val_loss_std", "dropped_token_frac", "val_ppl", "val_ppl_std", "delta_val_loss",
+        "delta_val_ppl", "val_bpb", "val_bpb_std", "delta_val_bpb", "tokens_per_s", "tokens_per_s_std",
+        "tokens_per_s_ratio", "peak_device_bytes", "peak_host_bytes",
+        "peak_device_ratio", "expert_max_over_mean", "expert_cv",
         "l3_rows_per_token_mean", "l3_rows_per_token_max", "l3_bytes_per_token",
         "active_error", "match_error", "match_flag",
     ]  # fmt: skip
@@ -206,7 +202,8 @@ def _metrics(runs: pd.DataFrame) -> list[str]:
 def l3_vs_moe_table(
     runs: pd.DataFrame, kind: str = "train", tolerance: float = MATCH_TOLERANCE
 ) -> pd.DataFrame:
-    """Each L3 config against each MoE config of its group (and hardware): equal total params.
+    """Each L3 config against each MoE / hash-MoE config (`family`) of its group (and hardware): equal total
+    params.
 
     total_error / active_error = MoE / L3 − 1, measured (the MoE's error against the L3 model it was
     matched to: the direction of match/total_rel_err and of `isosparse compare`'s total_err);
@@ -218,7 +215,8 @@ def l3_vs_moe_table(
     side = ["_cell", "group", "hardware", "preset", "variant", "n_seeds", "params_active", "params_total"]
     side += ["val_loss", "val_ppl", "tokens_per_s", "peak_device_bytes", "match_error"]
     l3 = summary.loc[summary["family"].eq("l3").fillna(False), side]
-    moe = summary.loc[summary["family"].eq("moe").fillna(False), [*side, "moe_num_experts", "moe_top_k"]]
+    experts = summary["family"].isin(EXPERT_FAMILIES).fillna(False)  # the MoE and the hash-routed MoE
+    moe = summary.loc[experts, [*side, "family", "moe_num_experts", "moe_top_k"]]
     pair = l3.merge(moe.drop(columns=["group", "hardware"]), on="_cell", suffixes=("_l3", "_moe"))
     for n in ("params_total", "params_active"):
         err = pair[f"{n}_moe"].astype("Float64") / pair[f"{n}_l3"].astype("Float64") - 1
@@ -230,7 +228,7 @@ def l3_vs_moe_table(
     errors = ["total_error", "active_error", "match_error_l3", "match_error_moe"]
     pair["match_flag"] = flag_match(pair, tolerance, errors)
     cols = [
-        "group", "hardware", "variant_l3", "variant_moe", "moe_num_experts", "moe_top_k",
+        "group", "hardware", "variant_l3", "family", "variant_moe", "moe_num_experts", "moe_top_k",
         "params_total_l3", "params_total_moe", "total_error", "params_active_l3", "params_active_moe",
         "active_error", "val_loss_l3", "val_loss_moe", "delta_val_loss", "val_ppl_l3", "val_ppl_moe",
         "delta_val_ppl", "tokens_per_s_ratio", "peak_device_ratio", "match_flag",
@@ -332,3 +330,17 @@ def scone_table(runs: pd.DataFrame, tolerance: float = MATCH_TOLERANCE) -> pd.Da
         "scone_match_rate", "fgram_table_bytes", "tokens_per_s", "inference_error", "match_flag",
     ]  # fmt: skip
     return table[cols].reset_index(drop=True)
+
+
+def downstream_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per config of the finished eval runs (lm-evaluation-harness): the seed mean of every
+    lm_eval/<task>/<metric>, named "<task>/<metric>" ("<task>/acc_stderr": the mean of the runs' own
+    standard errors). Empty without eval runs."""
+    evals = runs[runs["kind"].eq("eval").fillna(False)]
+    metrics = [c for c in runs.columns if c.startswith(names.LM_EVAL_PREFIX)]
+    metrics.sort(key=lambda c: (c.removesuffix("_stderr"), c.endswith("_stderr")))  # each value, its error
+    if not metrics or schema.finished(evals).empty:
+        return pd.DataFrame()
+    summary = seed_summary(evals, metrics)
+    cols = ["group", "family", "preset", "variant", "n_seeds", *metrics]
+    return summary[cols].rename(columns=lambda c: c.removeprefix(names.LM_EVAL_PREFIX))

@@ -6,7 +6,7 @@ Plain string constants only, importable without pandas.
 Tags of a job run (strings, as MLflow stores them):
   isosparse.kind          "job" for a job run, "suite" for the suite's parent run (dropped by results.load)
   isosparse.job_kind      "train" | "infer" | "dummy"
-  isosparse.family        "dense" | "l3" | "moe" | "scone"
+  isosparse.family        "dense" | "l3" | "moe" | "hash_moe" | "scone"
   isosparse.preset        preset name, e.g. "tiny"
   isosparse.variant       the suite variant's name (e.g. "base", "cap64"); ablations are variants
   isosparse.seed          integer seed
@@ -40,6 +40,9 @@ TAG_HARDWARE = TAG_PREFIX + "hardware"
 TAG_INFO_PREFIX = TAG_PREFIX + "info."  # + a BenchResult.info key
 TAG_INFO_HARDWARE = TAG_INFO_PREFIX + "hardware"
 TAG_FINGERPRINT = TAG_PREFIX + "fingerprint"
+# the suite's fingerprint of a run whose config differs from what the suite asked (an OOM-halved retry):
+# a rerun of the suite finds the job finished under it
+TAG_REQUESTED_FINGERPRINT = TAG_PREFIX + "requested_fingerprint"
 TAG_MATCH_ERROR = TAG_PREFIX + "match_error"
 TAG_OUTCOME = TAG_PREFIX + "outcome"
 TAG_ERROR = TAG_PREFIX + "error"
@@ -91,7 +94,15 @@ def param_column(key: str) -> str:
     return f"params.{key}"
 
 
-OUTCOMES = ("finished", "failed", "oom", "infra", "cancelled")
+# The failure classes (tag isosparse.outcome) and the MLflow status each closes a job run with.
+OUTCOME_STATUS = {
+    "finished": "FINISHED",
+    "failed": "FAILED",
+    "oom": "FAILED",
+    "infra": "FAILED",
+    "cancelled": "KILLED",
+}
+OUTCOMES = tuple(OUTCOME_STATUS)
 
 # Accounting keys (BenchResult.params); logged as metrics (preferred) or params.
 PARAMS_ACTIVE = "params_active"
@@ -166,6 +177,33 @@ EVAL_VAL_PPL = "eval/val_ppl"
 # depends on the tokenizer; bits per byte does not, so rows with different bytes per token compare by it.
 EVAL_VAL_BPB = "eval/val_bpb"
 DATA_VAL_BYTES_PER_TOKEN = "data/val_bytes_per_token"
+# Logged by jobs, kept as extra columns (not in METRICS): tests/workloads/jobs/test_metric_names.py holds
+# every key literal in workloads/ to this module.
+TRAIN_LR = "train/lr"
+TRAIN_FGRAM_TOKENS_PER_TOKEN = "train/fgram_tokens_per_token"  # SCONE: f-gram tokens A_fgram ran per token
+MEM_OPTIMIZER_BYTES_PREFIX = MEM_OPTIMIZER_BYTES + "/"  # + a parameter category
+INFER_OFFLOAD_WAIT_S = "infer/offload_wait_s"
+INFER_OFFLOAD_PREFILL_WAIT_S = "infer/offload_prefill_wait_s"
+INFER_SCONE_LOOKUP_US_PER_TOKEN = "infer/scone_lookup_us_per_token"
+LB_DROPPED_ROUTE_FRAC = "lb/dropped_route_frac"
+MEM_OFFLOAD_HOST_TABLE_BYTES = "mem/offload/host_table_bytes"
+MEM_BALLAST_BYTES = "mem/ballast_bytes"  # the dummy job's
+
+# Downstream tasks (the eval job, lm-evaluation-harness): LM_EVAL_PREFIX + "<task>/<metric>", and the
+# standard error "<task>/<metric>_stderr" where lm-eval computes one (acc, acc_norm).
+LM_EVAL_PREFIX = "lm_eval/"
+
+
+def lm_eval_key(task: str, metric: str) -> str:
+    """ "arc_easy", "acc" -> "lm_eval/arc_easy/acc"."""
+    return f"{LM_EVAL_PREFIX}{task}/{metric}"
+
+
+# BenchResult.info keys the orchestrator logs other than as tags: the datasets a job was measured on (JSON
+# list → MLflow dataset inputs, digests cut to DATASET_DIGEST_CHARS) and lm-eval's raw results (artifact).
+INFO_DATASETS = "datasets"
+INFO_LM_EVAL_RESULTS = "lm_eval_results"
+DATASET_DIGEST_CHARS = 36  # MLflow's dataset digest column holds 36 characters
 
 PARAM_CATEGORIES = ("dense", "l3_tables", "experts", "fgram_table", "fgram_model", "embeddings")
 

@@ -20,7 +20,13 @@ from results import analysis, names, schema
 # matplotlib then warns once per family and falls back to DejaVu Sans, which is what we draw with anyway.
 logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
-FAMILY_COLORS = {"dense": "#4c72b0", "l3": "#dd8452", "moe": "#55a868", "scone": "#c44e52"}
+FAMILY_COLORS = {
+    "dense": "#4c72b0",
+    "l3": "#dd8452",
+    "moe": "#55a868",
+    "scone": "#c44e52",
+    "hash_moe": "#937860",
+}
 OTHER_COLOR = "#8172b3"
 
 
@@ -47,30 +53,6 @@ def _same(values: pd.Series, value: object) -> pd.Series:
     return values.isna() if pd.isna(value) else values.eq(value).fillna(False)
 
 
-def loss_curves(history: pd.DataFrame, runs: pd.DataFrame, key: str = names.TRAIN_LOSS) -> Figure:
-    """One panel per family, one line per run of `key` against step (history: run_id, key, step, value)."""
-    hist = history[history["key"].eq(key).fillna(False)]
-    hist = hist.merge(runs[["run_id", "family", "preset", "variant", "seed"]], on="run_id", how="inner")
-    if hist.empty:
-        raise NoData(f"no history of {key!r} for the given runs")
-    families = _families(hist) or [pd.NA]
-    fig = Figure(figsize=(4.5 * len(families), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(families), sharey=True, squeeze=False)[0]
-    for ax, family in zip(axes, families, strict=True):
-        sub = hist[hist["family"].eq(family).fillna(False)] if not pd.isna(family) else hist
-        for _, curve in sub.groupby("run_id", sort=True):
-            curve = curve.sort_values("step")
-            first = curve.iloc[0]
-            seed = "" if pd.isna(first["seed"]) else f" s{first['seed']}"
-            ax.plot(curve["step"].to_numpy(float), curve["value"].to_numpy(float), lw=1.2,
-                    label=_label(first) + seed)  # fmt: skip
-        ax.set_title(str(family))
-        ax.set_xlabel("step")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel(key)
-    return fig
-
-
 def params_label(value: float, _pos: object = None) -> str:
     """A parameter count as a short tick label: 6.52M, 33.8M, 1.2B, 950K."""
     for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
@@ -79,26 +61,24 @@ def params_label(value: float, _pos: object = None) -> str:
     return f"{value:g}"
 
 
-def _params_axis(ax, xs: np.ndarray) -> None:
-    """x axis of parameter counts labelled 6.52M (matplotlib's 6.5×10⁶ minor labels overlap): log when the
-    sizes span 10× or more, else linear with at most 5 ticks (iso-active points sit close together)."""
-    xs = xs[np.isfinite(xs) & (xs > 0)]
-    if len(xs) and xs.max() / xs.min() >= 10:
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    else:
-        ax.xaxis.set_major_locator(ticker.MaxNLocator(5))
+def _params_axis(ax) -> None:
+    """Log x axis of parameter counts labelled 6.52M (matplotlib's 6.5×10⁶ minor labels overlap)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(params_label))
 
 
 def val_loss_vs_params(
     runs: pd.DataFrame, x: str = "params_active", y: str = names.EVAL_VAL_LOSS, kind: str = "train"
 ) -> Figure:
-    """Seed-mean y (± std) against x per family and variant (colour = family, marker = variant), x axis
-    by `_params_axis`, with each curve's best available power-law fit (offset if fitted, else log-log)."""
+    """Seed-mean y (± std) against x per family and variant (colour = family, marker = variant) on
+    log-log axes, with each curve's best available power-law fit (offset if fitted, else log-log). For
+    several model sizes: one size's iso-active points differ by the matching error only (NoData)."""
     summary = analysis.seed_summary(runs[runs["kind"].eq(kind).fillna(False)], [y]).dropna(subset=[x, y])
     if summary.empty:
         raise NoData(f"no finished {kind} runs with {x} and {y}")
+    if summary["preset"].nunique() < 2:
+        raise NoData("one model size: see the per-config dot plot")
     fits = analysis.scaling_fits(runs, x=x, y=y, kind=kind).dropna(subset=["b"])
     fig = Figure(figsize=(6, 4.2), layout="constrained")
     ax = fig.subplots()
@@ -118,9 +98,13 @@ def val_loss_vs_params(
                 pred = best["a"] * grid ** (-best["b"]) + best["c"]
                 label = f"{name} fit ({best['model']}): b={best['b']:.3f}, R²={best['r2']:.3f}"
                 ax.plot(grid, pred, "--", color=_color(family), lw=1, label=label)
-    _params_axis(ax, summary[x].to_numpy(float))
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(y)
+    _params_axis(ax)
+    ax.set_yscale("log")  # a power law is a line
+    ax.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2f"))
+    ax.yaxis.set_minor_formatter(ticker.FormatStrFormatter("%.2f"))
+    ax.set_xlabel(f"{x.replace('_', ' ')} (log)")
+    ax.set_ylabel(f"{y} (log)")
+    ax.grid(which="both", alpha=0.25)
     ax.legend(fontsize=7)
     return fig
 

@@ -1,14 +1,11 @@
-"""The suite report: a self-contained HTML page (tables + figures embedded as base64 PNG) and a Markdown
-summary next to it, plus every figure as a PNG file (for MLflow artifacts).
+"""The suite report: a self-contained HTML page opening with the verdict (`results.seeds`), figures chosen by
+what the suite varies, detail tables folded; a Markdown summary; every figure as PNG and table as CSV.
 
 `build_report(runs, history, out_dir=...)` accepts an `mlflow.search_runs` frame or a run table. A table
 that cannot be built (e.g. an ambiguous dense reference) or a figure with no data is reported in place as a
 note instead of failing the whole report.
 """
 
-import base64
-import html
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,20 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results import analysis, contention, load, names, plots, schema, seeds
+from results import analysis, contention, load, names, plots, quality_plots, schema, seeds
+from results.report_page import MARKDOWN_MAX_COLUMNS, render_html, render_markdown, to_markdown  # noqa: F401
 
 HTML_NAME = "report.html"
 MARKDOWN_NAME = "report.md"
 FIGURE_DIR = "figures"
 TABLE_DIR = "tables"  # every detail table as CSV (the HTML folds them, the Markdown links them)
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}
-.scroll{overflow-x:auto;max-width:100%}
-table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}th{background:#f0f0f0}
-td:first-child,th:first-child{text-align:left}.note{color:#555;font-style:italic}.error{color:#a33}
-img{max-width:100%;border:1px solid #eee}.flag{background:#fde2e2}
-.verdict{font-size:1.25em;font-weight:600}details{margin:0.4em 0}summary{cursor:pointer;font-weight:600}
-table.narrow{font-size:14px}"""
 
 
 @dataclass(frozen=True)
@@ -143,6 +133,9 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
     )
     out = [_marked(s, train_flags, TRAIN_SPEED) for s in out]
     out.insert(0, _Section(f"Match errors above {tol}", None, note, problem=bool(flagged)))
+    if runs["kind"].eq("eval").fillna(False).any():
+        tasks = lambda: analysis.downstream_table(runs)  # noqa: E731
+        out.append(_try_table("Downstream tasks (lm-evaluation-harness)", tasks, "no finished eval runs"))
     out += _scaling_sections(runs)
     for axis in analysis.ABLATION_AXES:
         table = analysis.ablation_table(runs, axis)
@@ -243,10 +236,6 @@ def _inference_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 _FIGURES: list[tuple[str, str, Callable[..., object]]] = [
-    ("loss_curves", "Training loss per family", lambda r, h, a: plots.loss_curves(h, r)),
-    ("val_loss_vs_active", "Val loss vs active params", lambda r, h, a: plots.val_loss_vs_params(r)),
-    ("val_loss_vs_total", "Val loss vs total params",
-     lambda r, h, a: plots.val_loss_vs_params(r, x="params_total")),
     ("tokens_per_s_vs_sparsity", "Training tokens/s vs sparsity",
      lambda r, h, a: plots.tokens_per_s_vs_sparsity(r)),
     ("memory_breakdown", "Memory breakdown", lambda r, h, a: plots.memory_breakdown(r)),
@@ -259,10 +248,26 @@ _FIGURES: list[tuple[str, str, Callable[..., object]]] = [
 ]  # fmt: skip
 
 
+def _quality_figures(runs: pd.DataFrame) -> list[tuple[str, str, Callable[..., object]]]:
+    """Chosen by what the suite varies: one model size gets a dot plot per config (seeds and their 95%
+    intervals), several get log-log scaling plots; then the loss curves, every family on one axis."""
+    metric, short = seeds.quality(runs)
+    if quality_plots.n_sizes(runs) <= 1:
+        out = [("quality_per_config", f"{short.capitalize()} per config: seeds and 95% intervals",
+                lambda r, h, a: quality_plots.quality_dots(r, metric))]  # fmt: skip
+    else:
+        out = [(f"quality_vs_{x}", f"{short.capitalize()} vs {x.replace('_', ' ')} (log-log)",
+                lambda r, h, a, x=x: plots.val_loss_vs_params(r, x=x, y=metric))
+               for x in ("params_active", "params_total")]  # fmt: skip
+    curves = ("loss_curves", "Training loss, smoothed: every family on one axis, band over seeds",
+              lambda r, h, a: quality_plots.loss_curves(h, r))  # fmt: skip
+    return [*out, curves]
+
+
 def _figures(runs, history, arrays, fig_dir: Path) -> list[tuple[str, Path | None, str]]:
     """[(title, png path or None, note)] — each figure saved under fig_dir, or the reason it is missing."""
     out = []
-    for name, title, make in _FIGURES:
+    for name, title, make in [*_quality_figures(runs), *_FIGURES]:
         if name == "loss_curves" and history is None:
             out.append((title, None, "no metric history given"))
             continue
@@ -273,52 +278,6 @@ def _figures(runs, history, arrays, fig_dir: Path) -> list[tuple[str, Path | Non
             continue
         out.append((title, plots.save_png(fig, fig_dir / f"{name}.png"), ""))
     return out
-
-
-def _fmt(value: object) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, bool | np.bool_):
-        return "yes" if value else "no"
-    if isinstance(value, int | np.integer):
-        return f"{int(value):,}"
-    if isinstance(value, float | np.floating):
-        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.3e}"
-    return str(value)
-
-
-def _display(table: pd.DataFrame) -> pd.DataFrame:
-    """Byte columns shown in GiB (renamed *_GiB); everything else as is."""
-    out = table.copy()
-    for col in [c for c in out.columns if str(c).endswith("_bytes")]:
-        out[col] = out[col].astype("Float64") / 2**30
-        out = out.rename(columns={col: str(col).removesuffix("_bytes") + "_GiB"})
-    return out
-
-
-def _cells(table: pd.DataFrame) -> list[list[str]]:
-    return [[_fmt(v) for v in row] for row in _display(table).astype(object).itertuples(index=False)]
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no tabulate dependency); NA shows as —."""
-    header = [str(c) for c in _display(table).columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in _cells(table)]
-    return "\n".join(lines)
-
-
-def _html_table(table: pd.DataFrame, cls: str = "") -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in _display(table).columns)
-    flags = (
-        table["match_flag"].fillna(False).tolist() if "match_flag" in table.columns else [False] * len(table)
-    )
-    rows = []
-    for cells, flag in zip(_cells(table), flags, strict=True):
-        tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        rows.append(f'<tr class="flag">{tds}</tr>' if flag else f"<tr>{tds}</tr>")
-    attr = f" class='{cls}'" if cls else ""
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _header(runs: pd.DataFrame, title: str) -> tuple[str, str]:
@@ -370,70 +329,9 @@ def build_report(
     csvs = _write_tables(sections, out_dir / TABLE_DIR)
     heading, subtitle = _header(table, title)
     html_path, md_path = out_dir / HTML_NAME, out_dir / MARKDOWN_NAME
-    page = _render_html(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
+    page = render_html(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
     html_path.write_text(page, encoding="utf-8")
-    md = _render_markdown(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
+    md = render_markdown(heading, subtitle, verdict, sections, drawn, csvs, out_dir)
     md_path.write_text(md, encoding="utf-8")
     figs = tuple(p for _, p, _ in drawn if p is not None)
     return ReportPaths(html_path, md_path, figs, tuple(csvs.values()))
-
-
-def _rel(path: Path, out_dir: Path) -> str:
-    return path.relative_to(out_dir).as_posix()
-
-
-def _render_html(heading, subtitle, verdict: _Verdict, sections, figures, csvs, out_dir: Path) -> str:
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1><p>{html.escape(subtitle)}</p>",
-             "<h2>Verdict</h2>"]  # fmt: skip
-    parts += [f"<p class='verdict'>{html.escape(line)}</p>" for line in verdict.lines]
-    if verdict.table is not None:
-        parts.append(_html_table(verdict.table, "narrow"))
-    parts.append(f"<p class='note'>{html.escape(verdict.note)}</p>")
-    parts.append("<h2>Figures</h2>")
-    for title, path, note in figures:
-        parts.append(f"<h3>{html.escape(title)}</h3>")
-        if path is None:
-            parts.append(f"<p class='note'>not drawn: {html.escape(note)}</p>")  # no data: not an error
-            continue
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        parts.append(f"<img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>")
-    parts.append("<h2>Details</h2>")
-    for s in sections:
-        note = f"<p class='{'error' if s.problem else 'note'}'>{html.escape(s.note)}</p>" if s.note else ""
-        if s.table is None:
-            parts.append(f"<h3>{html.escape(s.title)}</h3>{note}")
-            continue
-        csv = html.escape(_rel(csvs[s.title], out_dir))
-        summary = f"{html.escape(s.title)} <span class='note'>({len(s.table)} rows; CSV: {csv})</span>"
-        opened = " open" if s.problem else ""  # something went wrong: shown, not folded
-        parts.append(f"<details{opened}><summary>{summary}</summary>{note}"
-                     f"<div class='scroll'>{_html_table(s.table)}</div></details>")  # fmt: skip
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-MARKDOWN_MAX_COLUMNS = 10  # wider tables are linked as CSV, not inlined
-
-
-def _render_markdown(heading, subtitle, verdict: _Verdict, sections, figures, csvs, out_dir: Path) -> str:
-    parts = [f"# {heading}", "", subtitle, "", "## Verdict", ""]
-    parts += [f"**{line}**\n" for line in verdict.lines]
-    if verdict.table is not None:
-        parts += [to_markdown(verdict.table), ""]
-    parts += [f"_{verdict.note}_", "", "## Figures", ""]
-    parts += [] if figures else ["_none drawn (tables-only report)_", ""]
-    for title, path, note in figures:
-        rel = None if path is None else _rel(path, out_dir)
-        parts += [f"![{title}]({rel})" if rel else f"_{title}: not drawn: {note}_", ""]
-    parts += ["## Details", ""]
-    for s in sections:
-        parts += [f"### {s.title}", ""]
-        if s.note:
-            parts += [f"_{s.note}_", ""]
-        if s.table is not None and len(s.table.columns) <= MARKDOWN_MAX_COLUMNS:
-            parts += [to_markdown(s.table), ""]
-        elif s.table is not None:
-            csv = _rel(csvs[s.title], out_dir)
-            parts += [f"{len(s.table)} rows × {len(s.table.columns)} columns: [{csv}]({csv})", ""]
-    return "\n".join(parts)

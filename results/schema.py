@@ -41,8 +41,16 @@ IDENTITY: dict[str, str] = {
     "moe_top_k": "Int64",
 }
 METRIC_DTYPE = "Float64"
-FAMILY_ORDER = ("dense", "l3", "moe", "scone")
+FAMILY_ORDER = ("dense", "l3", "moe", "hash_moe", "scone")
 _BS_RE = re.compile(re.escape(names.BATCH_SUFFIX) + r"(\d+)$")
+
+
+def match_error(*errors):
+    """The match rule, once (L3_SPEC §5): the largest-magnitude of the relative errors given (a job's
+    active vs its group's dense and total vs its L3; a config's over seeds). None/NA are skipped; None if
+    nothing is left."""
+    present = [float(e) for e in errors if e is not None and not pd.isna(e)]
+    return max(present, key=abs, default=None)
 
 
 def columns(df: pd.DataFrame | None = None) -> list[str]:
@@ -146,6 +154,6 @@ def finished(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def family_rank(family: pd.Series) -> pd.Series:
-    """Sort key: dense, l3, moe, scone, then anything else."""
+    """Sort key: FAMILY_ORDER, then anything else."""
     order = {f: i for i, f in enumerate(FAMILY_ORDER)}
     return family.map(lambda f: order.get(f, len(order)), na_action="ignore").fillna(len(order))

@@ -19,7 +19,7 @@ LEVEL = 0.95
 DISPLAY = {"dense": "dense", "l3": "L3", "moe": "MoE", "scone": "SCONE", "hash_moe": "hash-MoE"}
 COLUMNS = ["preset", "hardware", "group", "family", "variant", "label", "n_seeds", "mean", "std",
            "dense_group", "n_pairs", "diff_mean", "diff_std", "ci_low", "ci_high",
-           "within_noise"]  # fmt: skip
+           "within_noise", "config"]  # fmt: skip
 
 
 def t_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
@@ -57,6 +57,7 @@ def paired_table(
     rows = []
     for i, row in summary.iterrows():
         out = {k: row[k] for k in ("preset", "hardware", "group", "family", "variant", "n_seeds")}
+        out["config"] = config.loc[i]  # analysis.config_key: matches the runs of this config
         out |= {"mean": row[metric], "std": row[f"{metric}_std"], "dense_group": pd.NA, "n_pairs": 0,
                 "diff_mean": np.nan, "diff_std": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                 "within_noise": pd.NA}  # fmt: skip

@@ -1,13 +1,6 @@
-"""CLI commands for clusters and capacity planning, as a typer sub-app that `cli/main.py` registers:
-
-    app.command("plan")(cli_clusters.plan)
-    app.add_typer(cli_clusters.clusters_app, name="clusters")
-
-`isosparse plan --preset paper-2.6b --family l3 --cluster clusters/examples/h100x8.yaml --tokens 30e9`
-sizes one model (memory breakdown, fit, GPUs, step time, tokens/s, wall time, GPU-hours, cost);
-`isosparse plan SUITE --cluster FILE` sizes every job of a suite and flags those that cannot fit (exit 1).
-`isosparse clusters show FILE` / `isosparse clusters kuberay FILE [--suite S] [--out PATH]`.
-Exit 2 on bad input (unknown preset, invalid cluster file or suite), as in cli.py.
+"""`isosparse plan` and `isosparse clusters ...`: capacity planning and cluster files, a typer sub-app
+that cli/main.py registers (`app.command("plan")`, `app.add_typer(clusters_app)`).
+Details: docs/orchestrator.md#orchestratorcliclusters.
 """
 
 from pathlib import Path
@@ -53,8 +46,15 @@ def cluster_table(cluster: Cluster) -> Table:
         table.add_column(col, justify="left" if col in ("group", "accelerator") else "right")
     for g in cluster.nodes:
         nodes = f"{g.count}" if g.min_count == g.max_count else f"{g.count} ({g.min_count}..{g.max_count})"
-        table.add_row(g.name, nodes, g.accelerator, str(g.gpus_per_node), str(g.cpus_per_node),
-                      _gib(g.memory_bytes), str(g.gpus))  # fmt: skip
+        table.add_row(
+            g.name,
+            nodes,
+            g.accelerator,
+            str(g.gpus_per_node),
+            str(g.cpus_per_node),
+            _gib(g.memory_bytes),
+            str(g.gpus),
+        )
     return table
 
 
@@ -102,11 +102,15 @@ def _memory_table(plan: planning.TrainPlan) -> Table:
     table.add_column("part")
     table.add_column("bytes", justify="right")
     rows = [
-        ("parameters", m.params), ("gradients", m.grads), ("AdamW states", m.optimizer),
-        ("comm buffers", m.comm_buffers), ("bf16 weight copies", m.weight_copies),
-        ("activations (after forward)", m.activations), ("backward live (acts+grads+loss)", m.backward_live),
+        ("parameters", m.params),
+        ("gradients", m.grads),
+        ("AdamW states", m.optimizer),
+        ("comm buffers", m.comm_buffers),
+        ("bf16 weight copies", m.weight_copies),
+        ("activations (after forward)", m.activations),
+        ("backward live (acts+grads+loss)", m.backward_live),
         ("optimizer temporaries", m.optimizer_temp),
-    ]  # fmt: skip
+    ]
     for name, value in rows:
         table.add_row(name, _gib(value))
     for cat, value in m.params_by_category.items():
@@ -166,9 +170,15 @@ def calibration_table(fitted) -> Table:
     for f in fitted.by_hardware.values():
         rate = "-" if f.flops_per_s is None else f"{f.flops_per_s / 1e9:,.2f} G"
         scale = "-" if f.memory_scale is None else f"{f.memory_scale:.3f}"
-        table.add_row(f.hardware, f"{f.n_time_runs}/{f.n_memory_runs}", rate, _pct(f.mfu),
-                      f"{_pct(f.time_error_before)} → {_pct(f.time_error_after)}", scale,
-                      f"{_pct(f.memory_error_before)} → {_pct(f.memory_error_after)}")  # fmt: skip
+        table.add_row(
+            f.hardware,
+            f"{f.n_time_runs}/{f.n_memory_runs}",
+            rate,
+            _pct(f.mfu),
+            f"{_pct(f.time_error_before)} → {_pct(f.time_error_after)}",
+            scale,
+            f"{_pct(f.memory_error_before)} → {_pct(f.memory_error_after)}",
+        )
     return table
 
 
@@ -221,10 +231,21 @@ def plan(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for --calibrate.")] = None,
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
-    request = planning.PlanRequest(
-        suite, tuple(set_ or ()), preset, family or "dense", tokens or 1e9, micro_batch, seq_len, gpus,
-        zero_stage, checkpointing, precision, mfu,
-    )  # fmt: skip
+    given = {
+        "suite": suite,
+        "sets": tuple(set_ or ()),
+        "preset": preset,
+        "family": family,
+        "tokens": tokens,
+        "micro_batch": micro_batch,
+        "seq_len": seq_len,
+        "n_gpus": gpus,
+        "zero_stage": zero_stage,
+        "activation_checkpointing": checkpointing,
+        "precision": precision,
+        "mfu": mfu,
+    }
+    request = planning.PlanRequest(**{k: v for k, v in given.items() if v is not None})  # its defaults
     try:
         outcome = api.plan(request, cluster, bool(calibrate), tracking_uri)
     except (ValueError, api.TrackingError) as err:

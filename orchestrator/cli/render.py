@@ -19,13 +19,23 @@ from rich.table import Table
 MAX_ROWS = 20
 PROGRESS_EVERY_S = 20.0  # piped logs: a line per running job this often (and one per state change)
 HEARTBEAT_S = 25.0  # piped logs: never silent longer than this
-STYLE = {"finished": "green", "skipped": "dim", "running": "cyan", "queued": "white",
-         "failed": "red", "oom": "red", "infra": "yellow", "cancelled": "magenta"}  # fmt: skip
+STYLE = {
+    "finished": "green",
+    "skipped": "dim",
+    "running": "cyan",
+    "queued": "white",
+    "failed": "red",
+    "oom": "red",
+    "infra": "yellow",
+    "cancelled": "magenta",
+}
 
 
 def console() -> Console:
-    """A terminal's own width; 240 columns when piped (rich would assume 80 and squeeze the tables)."""
-    return Console(width=None if sys.stdout.isatty() else 240)
+    """A terminal's own width, or an explicit COLUMNS (as rich and most CLIs honour it, piped or not); 240
+    columns when piped without one (rich would assume 80 and squeeze the tables)."""
+    explicit = os.environ.get("COLUMNS", "").strip().isdigit()
+    return Console(width=None if sys.stdout.isatty() or explicit else 240)
 
 
 def _fmt(value) -> str:
@@ -55,9 +65,19 @@ def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
 # the measured match error is what an iso-sparse comparison is read by, so it comes right after quality).
 # `--wide`: every column of api.compare. Headers are short so the numbers set the widths.
 NARROW = {"label": "job", "active": "active", "total": "total", "status": "state"}
-EXTRA = {"val_loss": "val loss", "match_err": "match err", "tokens_per_s": "tok/s", "val_bpb": "val bpb",
-         "sparsity": "sparsity", "peak_mem_mib": "mem MiB", "val_ppl": "val ppl",
-         "moe_max/mean": "moe max/mean", "l3_rows/tok": "l3 rows/tok"}  # fmt: skip
+EXTRA = {
+    "val_loss": "val loss",
+    "avg_acc": "acc",
+    "match_err": "match err",
+    "tokens_per_s": "tok/s",
+    "val_bpb": "val bpb",
+    "sparsity": "sparsity",
+    "peak_mem_mib": "mem MiB",
+    "val_ppl": "val ppl",
+    "moe_max/mean": "moe max/mean",
+    "l3_rows/tok": "l3 rows/tok",
+    "dropped": "dropped",
+}
 # Rows whose validation bytes per token differ (a suite that overrides vocab_size retrains the BPE) measure
 # loss per token in different units: bits per byte then leads and val loss moves back.
 MIXED_TOKENIZERS = {"val_bpb": "val bpb", "match_err": "match err", "tokens_per_s": "tok/s"} | {
@@ -115,6 +135,8 @@ def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple
     table = _narrow_table(df, columns)
     mixed = "bytes/tok" in df and df["bytes/tok"].dropna().nunique() > 1
     for col, header in (MIXED_TOKENIZERS if mixed else EXTRA).items():
+        if col in df and df[col].isna().all():
+            continue  # a column without a value says nothing (acc without eval jobs, MoE without MoE)
         more = {**{k: v for k, v in columns.items() if k != "status"}, col: header, "status": "state"}
         candidate = _narrow_table(df, more) if col in df else None
         if candidate is not None and _fits(candidate, width):
@@ -129,8 +151,13 @@ def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
     table, notes = compare_view(df, wide, out.width)
     if wide:  # every cell whole, wider than the terminal if need be (a terminal wraps or scrolls it)
         needed = Console(width=10_000).measure(table).maximum
-        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
-                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+        out = Console(
+            width=max(out.width, needed),
+            file=out.file,
+            force_terminal=out.is_terminal,
+            color_system=out.color_system,
+            no_color=out.no_color,
+        )
     out.print(table)
     for note in notes:
         out.print(note, markup=False, highlight=False)
@@ -173,7 +200,7 @@ def progress_text(job, now_s: float) -> str:
     parts = [f"step {done}" + (f"/{job.total_steps}" if job.total_steps else "")]
     if job.loss is not None:
         parts.append(f"loss {job.loss:.4g}")
-    rate = job.rate_steps_per_s(now_s)
+    rate = job.rate_steps_per_s()
     if rate and job.tokens_per_step:
         parts.append(f"{rate * job.tokens_per_step:,.0f} tok/s")
     if rate and job.total_steps:
@@ -223,14 +250,22 @@ class Progress:
         rows = sorted(report.jobs.values(), key=lambda j: (order.get(j.state, 2), j.name))[:MAX_ROWS]
         for j in rows:
             elapsed = f"{time.monotonic() - j.started_s:.0f}s" if j.started_s and j.state == "running" else ""
-            table.add_row(j.name, f"[{STYLE.get(j.state, 'white')}]{j.state}", str(j.attempt),
-                          _fmt(j.step), _fmt(j.loss), elapsed)  # fmt: skip
+            table.add_row(
+                j.name,
+                f"[{STYLE.get(j.state, 'white')}]{j.state}",
+                str(j.attempt),
+                _fmt(j.step),
+                _fmt(j.loss),
+                elapsed,
+            )
         return table
 
     def start(self, report) -> None:
         suite = report.suite
-        self.out.print(f"suite {suite.name}: {len(report.jobs)} jobs, experiment {suite.experiment!r}, "
-                       f"parent run {report.parent_run_id}")  # fmt: skip
+        self.out.print(
+            f"suite {suite.name}: {len(report.jobs)} jobs, experiment {suite.experiment!r}, "
+            f"parent run {report.parent_run_id}"
+        )
         if self.plain:
             self.tick(report)
         else:

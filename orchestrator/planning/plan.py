@@ -9,17 +9,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pandas as pd
 
 from clusters import capacity, roofline
-from clusters.calibration import Calibration, calibrate
+from clusters.calibration import Calibration
 from clusters.catalog import Accelerator
 from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, OptimizerImpl, Precision, TrainSetup
 from clusters.spec import Cluster
 from orchestrator.suites.expansion import load_suite
-from results import names
 from workloads.models import presets
-from workloads.models.accounting import count_params, l3_row_width
+from workloads.models.accounting import block_counts, count_params, l3_row_width, train_flops_terms
 from workloads.models.config import ModelConfig
 
 
@@ -75,6 +73,8 @@ def model_shape(
         params_fgram_model=cat.get("fgram_model", 0),
         fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
         params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
+        blocks=block_counts(cfg),
+        train_flops=train_flops_terms(cfg, pc.flops_active),
         l3=l3,
         moe=moe,
     )
@@ -170,9 +170,13 @@ def plan_training(
         optimizer_impl=optimizer_impl,
     )
     setup, fits = choose_setup(
-        shape, base, cap, micro_batch=micro_batch, zero_stage=zero_stage,
+        shape,
+        base,
+        cap,
+        micro_batch=micro_batch,
+        zero_stage=zero_stage,
         activation_checkpointing=activation_checkpointing,
-    )  # fmt: skip
+    )
     step = cost = None
     eff = calibration.flops_per_s(acc, precision) if calibration is not None else None
     if eff is not None or acc.peak(roofline.compute_dtype(precision)) is not None:
@@ -232,11 +236,19 @@ def _train_job_plan(job, cluster: Cluster, calibration: Calibration | None = Non
 
     def sized(micro_batch: int, grad_accum: int) -> TrainPlan:
         return plan_training(
-            model_shape(model_cfg, job.name), cluster, tokens=tokens, micro_batch=micro_batch,
-            seq_len=cfg.data_config().seq_len, n_gpus=n, zero_stage=0, activation_checkpointing=False,
-            ep_size=model_cfg.moe.ep_size if model_cfg.moe else 1, precision="fp32" if fp32 else "amp-bf16",
-            grad_accum=grad_accum, calibration=calibration,
-        )  # fmt: skip
+            model_shape(model_cfg, job.name),
+            cluster,
+            tokens=tokens,
+            micro_batch=micro_batch,
+            seq_len=cfg.data_config().seq_len,
+            n_gpus=n,
+            zero_stage=0,
+            activation_checkpointing=False,
+            ep_size=model_cfg.moe.ep_size if model_cfg.moe else 1,
+            precision="fp32" if fp32 else "amp-bf16",
+            grad_accum=grad_accum,
+            calibration=calibration,
+        )
 
     plan = sized(cfg.batch_size, cfg.grad_accum)
     note = f"as set: micro-batch {cfg.batch_size} x {cfg.grad_accum} accumulation, DDP, no checkpointing"
@@ -263,10 +275,12 @@ def _infer_job_plan(job, cluster: Cluster) -> JobPlan:
     model_cfg = cfg.model  # resolved once by the suite (dtype and MoE capacity included)
     placement = "offload" if cfg.l3_placement == "offload" else "device"  # "both" also runs on device
     setup = InferSetup(
-        batch=max(cfg.batch_sizes), context_len=cfg.prompt_len + cfg.gen_len, prompt_len=cfg.prompt_len,
+        batch=max(cfg.batch_sizes),
+        context_len=cfg.prompt_len + cfg.gen_len,
+        prompt_len=cfg.prompt_len,
         dtype_bytes=4 if model_cfg.dtype == "float32" else 2,
         l3_placement=placement,
-    )  # fmt: skip
+    )
     mem, _, fits = plan_inference(model_shape(model_cfg, job.name), cluster, setup)
     acc = cluster.accelerator
     cap = capacity.usable_bytes(acc, memory_bytes=None if acc.is_gpu else cluster.nodes[0].memory_bytes)
@@ -300,60 +314,6 @@ def plan_jobs(jobs, cluster: Cluster, calibration: Calibration | None = None) ->
 def unfit_jobs(plans: list[JobPlan]) -> list[JobPlan]:
     """The jobs `run --cluster` must refuse (exit 2) unless --force."""
     return [p for p in plans if not p.fits]
-
-
-def calibration_frame(runs: pd.DataFrame, cluster: Cluster | None = None) -> pd.DataFrame:
-    """Add what `clusters.calibration.calibrate` needs to a run table with preset, family, hardware,
-    batch_size and seq_len columns (and optionally n_devices): flops_per_token and predicted_peak_bytes
-    of each run's preset model (overrides are not applied: runs with overrides need their own shape)."""
-    flops, peaks = [], []
-    for row in runs.itertuples(index=False):
-        shape = model_shape(presets.get(row.preset, row.family))
-        gpu = str(row.hardware) != "cpu"
-        n_devices = int(getattr(row, "n_devices", 1) or 1)
-        setup = TrainSetup(int(row.batch_size), int(row.seq_len), n_gpus=n_devices,
-                           precision="amp-bf16" if gpu else "fp32", optimizer_impl="fused")  # fmt: skip
-        flops.append(roofline.train_flops_per_token(shape, setup.seq_len))
-        peaks.append(capacity.train_memory(shape, setup).peak)
-    return runs.assign(flops_per_token=pd.Series(flops, index=runs.index, dtype="float64"),
-                       predicted_peak_bytes=pd.Series(peaks, index=runs.index, dtype="float64"))  # fmt: skip
-
-
-def _column(raw: pd.DataFrame, *columns: str, numeric: bool = False) -> pd.Series:
-    """The first of `columns` present in an mlflow.search_runs frame, filled from the later ones."""
-    found = pd.Series(pd.NA, index=raw.index, dtype="object")
-    for column in columns:
-        if column in raw:
-            found = found.fillna(pd.to_numeric(raw[column], errors="coerce") if numeric else raw[column])
-    return found
-
-
-def calibration_from_store(raw: pd.DataFrame) -> Calibration:
-    """`calibrate` on the FINISHED train runs of an `mlflow.search_runs` frame of job runs (any
-    experiments). Per run: hardware tag, preset/family tags, job.batch_size / job.seq_len params,
-    train/tokens_per_s and (GPU runs) mem/peak_device_bytes; CPU host RSS is not a model-memory number
-    and is left out of the memory fit. Raises ValueError when no run can be used."""
-    if raw.empty:
-        raise ValueError("the tracking store has no job runs to calibrate on: run a suite first")
-    tag, param = names.tag_column, names.param_column
-    done = raw[(raw["status"] == "FINISHED") & (_column(raw, tag(names.TAG_JOB_KIND)) == "train")]
-    frame = done.assign(
-        hardware=_column(done, tag(names.TAG_HARDWARE), tag(names.TAG_INFO_HARDWARE)),
-        preset=_column(done, tag(names.TAG_PRESET)),
-        family=_column(done, tag(names.TAG_FAMILY)),
-        batch_size=_column(done, param(names.PARAM_BATCH_SIZE), numeric=True),
-        seq_len=_column(done, param(names.PARAM_SEQ_LEN), param(names.PARAM_DATA_SEQ_LEN), numeric=True),
-    ).dropna(subset=["hardware", "preset", "family", "batch_size", "seq_len"])
-    if frame.empty:
-        raise ValueError("no FINISHED train run in the tracking store has hardware, preset and batch shape")
-    frame = calibration_frame(frame[["hardware", "preset", "family", "batch_size", "seq_len"]], None)
-
-    frame[names.TRAIN_TOKENS_PER_S] = _column(
-        done, names.metric_column(names.TRAIN_TOKENS_PER_S), numeric=True
-    )
-    peak = _column(done, names.metric_column(names.MEM_PEAK_DEVICE_BYTES), numeric=True)
-    frame["measured_peak_bytes"] = peak.where(frame["hardware"] != "cpu")
-    return calibrate(frame)
 
 
 @dataclass(frozen=True)
@@ -394,9 +354,13 @@ def plan(request: PlanRequest, cluster: Cluster, calibration: Calibration | None
         raise ValueError("give SUITE or --preset (with --family)")
     shape = model_shape(presets.get(request.preset, request.family), f"{request.preset}/{request.family}")
     r = request
-    options = {"micro_batch": r.micro_batch, "seq_len": r.seq_len, "n_gpus": r.n_gpus,
-               "zero_stage": r.zero_stage,
-               "activation_checkpointing": r.activation_checkpointing}  # fmt: skip
+    options = {
+        "micro_batch": r.micro_batch,
+        "seq_len": r.seq_len,
+        "n_gpus": r.n_gpus,
+        "zero_stage": r.zero_stage,
+        "activation_checkpointing": r.activation_checkpointing,
+    }
     extra = {k: v for k, v in (("precision", request.precision), ("mfu", request.mfu)) if v is not None}
     training = plan_training(
         shape, cluster, tokens=request.tokens, calibration=calibration, **options, **extra

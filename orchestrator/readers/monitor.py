@@ -18,14 +18,31 @@ import pandas as pd
 from orchestrator.readers import recorded
 from orchestrator.runs.tracking import Tracker, TrackingError, home
 from results import load, names, seeds
+from results.schema import match_error
 
 _tag = names.tag_column  # a tag's column in an mlflow.search_runs frame
 _PER_BATCH_DECODE = names.metric_column(names.batch_size_key(names.INFER_DECODE_TOKENS_PER_S, ""))
-SUITE_COLUMNS = ["run_id", "suite", "experiment", "status", "started", "jobs", "ran", "finished", "failed",
-                 "skipped", "running"]  # fmt: skip
-JOB_COLUMNS = {_tag(names.TAG_JOB): "job", "state": "state", _tag(names.TAG_ATTEMPT): "attempt",
-               names.metric_column(names.TRAIN_LOSS): "loss", "started": "started",
-               _tag(names.TAG_ERROR): "error"}  # fmt: skip
+SUITE_COLUMNS = [
+    "run_id",
+    "suite",
+    "experiment",
+    "status",
+    "started",
+    "jobs",
+    "ran",
+    "finished",
+    "failed",
+    "skipped",
+    "running",
+]
+JOB_COLUMNS = {
+    _tag(names.TAG_JOB): "job",
+    "state": "state",
+    _tag(names.TAG_ATTEMPT): "attempt",
+    names.metric_column(names.TRAIN_LOSS): "loss",
+    "started": "started",
+    _tag(names.TAG_ERROR): "error",
+}
 MIB = 2**20
 UI_START_TIMEOUT_S = 180.0
 RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
@@ -47,19 +64,21 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
     for _, parent in parents.iterrows():
         mine = jobs[jobs[parent_col] == parent["run_id"]] if parent_col in jobs else jobs.iloc[0:0]
         status = mine["status"] if not mine.empty else pd.Series(dtype=str)
-        rows.append({
-            "run_id": parent["run_id"][:RUN_ID_CHARS],
-            "suite": parent.get(_tag(names.TAG_SUITE)),
-            "experiment": tracker.experiment_name(parent.get("experiment_id")),
-            "status": parent["status"],
-            "started": parent["start_time"].strftime("%m-%d %H:%M"),
-            "jobs": _count(parent.get(_tag(names.TAG_N_JOBS))),
-            "ran": len(mine),
-            "finished": int((status == "FINISHED").sum()),
-            "failed": int(status.isin(["FAILED", "KILLED"]).sum()),
-            "skipped": _count(parent.get(_tag(names.TAG_N_SKIPPED))),
-            "running": int((status == "RUNNING").sum()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "run_id": parent["run_id"][:RUN_ID_CHARS],
+                "suite": parent.get(_tag(names.TAG_SUITE)),
+                "experiment": tracker.experiment_name(parent.get("experiment_id")),
+                "status": parent["status"],
+                "started": parent["start_time"].strftime("%m-%d %H:%M"),
+                "jobs": _count(parent.get(_tag(names.TAG_N_JOBS))),
+                "ran": len(mine),
+                "finished": int((status == "FINISHED").sum()),
+                "failed": int(status.isin(["FAILED", "KILLED"]).sum()),
+                "skipped": _count(parent.get(_tag(names.TAG_N_SKIPPED))),
+                "running": int((status == "RUNNING").sum()),
+            }
+        )
     return pd.DataFrame(rows, columns=SUITE_COLUMNS)
 
 
@@ -130,11 +149,6 @@ def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[t
     return actions
 
 
-def match_error(match: dict[str, float]) -> float:
-    """The larger-magnitude of a job's active and total match errors (signed fraction)."""
-    return max(match.get("active_rel_err", 0.0), match.get("total_rel_err", 0.0), key=abs)
-
-
 def _first(row: pd.Series, *keys: str) -> float | None:
     for key in keys:
         value = row.get(names.metric_column(key))
@@ -151,6 +165,13 @@ def _decode_tokens_per_s(row: pd.Series) -> float | None:
     return max(per_bs) if per_bs else None
 
 
+def _mean_accuracy(row: pd.Series) -> float | None:
+    """An eval job's accuracy averaged over its tasks (lm_eval/<task>/acc), as papers tabulate it."""
+    prefix, suffix = names.metric_column(names.LM_EVAL_PREFIX), "/acc"
+    values = [v for k, v in row.items() if k.startswith(prefix) and k.endswith(suffix) and not pd.isna(v)]
+    return float(sum(values) / len(values)) if values else None
+
+
 def _contended(run: pd.Series, tokens_per_s: float | None) -> bool | None:
     """Whether the run's speed was measured under contention (its timing/contended); a speed recorded
     without that verdict (a run older than it) counts as contended: nothing says it ran alone."""
@@ -163,29 +184,38 @@ def _contended(run: pd.Series, tokens_per_s: float | None) -> bool | None:
 def _compare_row(job, run: pd.Series | None) -> dict:
     """A job's row: measured numbers from its run; active / total / sparsity fall back to the planned ones
     (match/...) only when it has no run, and the `numbers` column says which."""
-    row = {"job": job.kind, "family": job.labels["family"], "preset": job.labels["preset"],
-           "variant": job.labels["variant"], "seed": job.labels["seed"]}  # fmt: skip
+    row = {
+        "job": job.kind,
+        "family": job.labels["family"],
+        "preset": job.labels["preset"],
+        "variant": job.labels["variant"],
+        "seed": job.labels["seed"],
+    }
     r = run if run is not None else pd.Series(dtype=object)
     peak = _first(r, names.MEM_PEAK_DEVICE_BYTES)
     peak = peak if peak else _first(r, "mem/peak_host_bytes")
     tokens = _first(r, names.TRAIN_TOKENS_PER_S) if job.kind == "train" else _decode_tokens_per_s(r)
     measured = _first(r, names.PARAMS_ACTIVE) is not None and _first(r, names.PARAMS_TOTAL) is not None
-    row.update({
-        "numbers": "measured" if measured else "planned",
-        "active": _first(r, names.PARAMS_ACTIVE) if measured else job.match.get("params_active"),
-        "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
-        "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
-        "val_loss": _first(r, "eval/val_loss"),
-        "val_ppl": _first(r, "eval/val_ppl"),
-        "val_bpb": _first(r, names.EVAL_VAL_BPB),
-        "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
-        "tokens_per_s": tokens,
-        "contended": _contended(r, tokens),
-        "peak_mem_mib": None if peak is None else peak / MIB,
-        "moe_max/mean": _first(r, "lb/expert_tokens_max_over_mean"),
-        "l3_rows/tok": _first(r, "lb/l3_rows_per_token_mean"),
-        "status": "not run" if run is None else "finished",
-    })  # fmt: skip
+    row.update(
+        {
+            "numbers": "measured" if measured else "planned",
+            "active": _first(r, names.PARAMS_ACTIVE) if measured else job.match.get("params_active"),
+            "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
+            "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
+            "val_loss": _first(r, "eval/val_loss"),
+            "dropped": _first(r, names.LB_DROPPED_TOKEN_FRAC),  # MoE: token passes that lost every route
+            "val_ppl": _first(r, "eval/val_ppl"),
+            "val_bpb": _first(r, names.EVAL_VAL_BPB),
+            "avg_acc": _mean_accuracy(r),
+            "bytes/tok": _first(r, names.DATA_VAL_BYTES_PER_TOKEN),
+            "tokens_per_s": tokens,
+            "contended": _contended(r, tokens),
+            "peak_mem_mib": None if peak is None else peak / MIB,
+            "moe_max/mean": _first(r, "lb/expert_tokens_max_over_mean"),
+            "l3_rows/tok": _first(r, "lb/l3_rows_per_token_mean"),
+            "status": "not run" if run is None else "finished",
+        }
+    )
     return row
 
 
@@ -216,14 +246,13 @@ def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
     for g, job, (_, r) in zip(groups, jobs, table.iterrows(), strict=True):
         a, a_ok = _measured_err(r, ref.get((g, r["job"], "dense")), "active", job.match.get("active_rel_err"))
         t, t_ok = None, True
-        if r["family"] == "moe":
+        if r["family"] in ("moe", "hash_moe"):  # matched iso-total with the group's L3 model
             t, t_ok = _measured_err(r, ref.get((g, r["job"], "l3")), "total", job.match.get("total_rel_err"))
         active_err.append(a)
         total_err.append(t)
         numbers.append("measured" if a_ok and t_ok else "planned")
     out = table.assign(active_err=active_err, total_err=total_err, numbers=numbers)
-    out["match_err"] = [max((e for e in (a, t) if e is not None and not pd.isna(e)), key=abs, default=None)
-                        for a, t in zip(out["active_err"], out["total_err"], strict=True)]  # fmt: skip
+    out["match_err"] = [match_error(a, t) for a, t in zip(out["active_err"], out["total_err"], strict=True)]
     return out
 
 
@@ -258,8 +287,20 @@ def compare(target: str, tracking_uri: str | None = None) -> pd.DataFrame:
             row["status"] = f"older ({by_name[job.name][_tag(names.TAG_FINGERPRINT)][:8]})"
         rows.append(row)
     table = _match_errors(pd.DataFrame(rows), spec.jobs)
-    order = ["job", "family", "preset", "variant", "seed", "numbers", "active", "total", "sparsity",
-             "active_err", "total_err", "match_err"]  # fmt: skip
+    order = [
+        "job",
+        "family",
+        "preset",
+        "variant",
+        "seed",
+        "numbers",
+        "active",
+        "total",
+        "sparsity",
+        "active_err",
+        "total_err",
+        "match_err",
+    ]
     table = table[order + [c for c in table.columns if c not in order]]
     constant = [c for c in ("variant", "seed") if table[c].nunique() == 1]
     return table.drop(columns=constant)  # a single variant / seed says nothing per row
@@ -303,8 +344,18 @@ def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, str, sub
     UI_START_TIMEOUT_S)."""
     tracker = Tracker(tracking_uri)
     tracker.check()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        tracker.uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     if tracker.db_path is not None:
         cmd += ["--artifacts-destination", str(tracker.db_path.parent / "mlartifacts")]
     url = f"http://127.0.0.1:{port}"

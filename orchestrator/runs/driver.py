@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from orchestrator.readers.monitor import match_error
 from orchestrator.runs import interrupts, timing
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import Suite
 from results import names
+from results.schema import match_error
 
 
 @dataclass
@@ -34,13 +34,18 @@ class JobState:
     started_s: float | None = None
     total_steps: int | None = None  # from the job's config when it has steps (progress lines, ETA)
     tokens_per_step: int | None = None
-    first_metric: tuple[float, int] | None = None  # (monotonic s, step) of this attempt's first step
+    first_metric: tuple[float, int] | None = None  # (job's clock s, step) of this attempt's first step
+    last_metric_s: float | None = None  # the job's clock at its latest streamed step
 
-    def rate_steps_per_s(self, now_s: float) -> float | None:
-        """Steps per second since this attempt's first streamed step (None before two steps)."""
-        if self.first_metric is None or self.step is None or self.step <= self.first_metric[1]:
+    def rate_steps_per_s(self) -> float | None:
+        """Steps per second over the steps this attempt has streamed, timed by the job's own clock (the
+        driver receives them in batches); None before two steps."""
+        if self.first_metric is None or self.step is None or self.last_metric_s is None:
             return None
-        return (self.step - self.first_metric[1]) / max(now_s - self.first_metric[0], 1e-9)
+        first_s, first_step = self.first_metric
+        if self.step <= first_step or self.last_metric_s <= first_s:
+            return None
+        return (self.step - first_step) / (self.last_metric_s - first_s)
 
 
 def job_state(job) -> JobState:
@@ -67,22 +72,25 @@ class Driver:
     timing_enforced: bool = True  # the cluster's nodes declare timing.TIMING_RESOURCE
     runs: dict[tuple[str, int], str] = field(default_factory=dict)
     occupancy: dict[tuple[str, int], timing.Occupancy] = field(default_factory=dict)
+    retried: dict[tuple[str, int], Any] = field(default_factory=dict)  # attempts that run another config
 
     def _run(self, name: str, attempt: int, extra: dict[str, str] | None = None) -> str:
         key = (name, attempt)
         if key not in self.runs:
-            job = self._spec(name)
+            job = self._spec(name, attempt)
+            error = match_error(job.match.get("active_rel_err"), job.match.get("total_rel_err")) or 0.0
             tags = {
                 names.TAG_SUITE: self.suite.name,
-                names.TAG_MATCH_ERROR: f"{match_error(job.match):.6f}",
+                names.TAG_MATCH_ERROR: f"{error:.6f}",
                 names.TAG_TIMING: job.timing,
                 **(extra or {}),
             }
             self.runs[key] = self.tracker.start_job(self.suite.experiment, self.parent, job, attempt, tags)
         return self.runs[key]
 
-    def _spec(self, name: str):
-        return next(j for j in self.suite.jobs if j.name == name)
+    def _spec(self, name: str, attempt: int = 1):
+        """The JobSpec an attempt runs: the suite's, or the one its retry was given (Completion.retry_job)."""
+        return self.retried.get((name, attempt)) or next(j for j in self.suite.jobs if j.name == name)
 
     def on_event(self, event) -> None:
         with interrupts.deferred():  # a run created is a run remembered (and closed on Ctrl-C)
@@ -91,9 +99,12 @@ class Driver:
     def _on_event(self, event) -> None:
         state = self.report.jobs[event.job]
         if event.kind == "start":
-            state.step, state.loss, state.first_metric = None, None, None
-            tags = {names.TAG_RAY_NODE: event.payload["node"], names.TAG_HOST: event.payload["host"],
-                    names.TAG_HARDWARE: event.payload["hw"]}  # fmt: skip
+            state.step, state.loss, state.first_metric, state.last_metric_s = None, None, None, None
+            tags = {
+                names.TAG_RAY_NODE: event.payload["node"],
+                names.TAG_HOST: event.payload["host"],
+                names.TAG_HARDWARE: event.payload["hw"],
+            }
             state.run_id = self._run(event.job, event.attempt, tags)
             start_s = event.payload.get("t", time.time())
             self.occupancy[event.job, event.attempt] = timing.Occupancy(
@@ -106,9 +117,10 @@ class Driver:
             self.occupancy[key] = replace(self.occupancy[key], end_s=event.payload["t"])
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
+            sent_s = event.time_s if event.time_s is not None else time.monotonic()
             if state.first_metric is None:
-                state.first_metric = (time.monotonic(), event.step)
-            state.step = event.step
+                state.first_metric = (sent_s, event.step)
+            state.step, state.last_metric_s = event.step, sent_s
             state.loss = event.payload.get(names.TRAIN_LOSS, state.loss)
 
     def on_done(self, done) -> None:
@@ -117,13 +129,16 @@ class Driver:
 
     def _on_done(self, done) -> None:
         state = self.report.jobs[done.job]
-        if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs:
-            state.state = "cancelled"  # never started: no run to close
+        if done.outcome == "cancelled" and (done.job, done.attempt) not in self.runs and not done.blocked:
+            state.state, state.error = "cancelled", done.error  # never started: no run to close
             return
         run_id = self._run(done.job, done.attempt)
         step = state.step if state.step is not None and state.attempt == done.attempt else 0
+        fingerprint = self._spec(done.job, done.attempt).fingerprint
         self._record_contention(done, run_id, step)
-        self.tracker.finish_job(run_id, self._spec(done.job).fingerprint, self.suite.experiment, done, step)
+        self.tracker.finish_job(run_id, fingerprint, self.suite.experiment, done, step)
+        if getattr(done, "retry_job", None) is not None:
+            self.retried[(done.job, done.attempt + 1)] = done.retry_job
         state.run_id, state.error = run_id, done.error
         if done.will_retry:
             state.error = f"retrying after {done.outcome}: {done.error}"

@@ -1,10 +1,5 @@
 """Ctrl-C (and SIGTERM) for a running suite: the first one cancels cleanly, a second one forces the exit.
-
-A KeyboardInterrupt raised in the middle of an MLflow sqlite write leaves the store locked ("database is
-locked" for a minute, runs left RUNNING). So while `installed()` is active the handler never raises inside
-a `deferred()` block (every tracking call is one, see orchestrator.tracking): it records the interrupt and
-the block raises KeyboardInterrupt when it ends. Outside such blocks the interrupt raises at once. The
-second signal calls os._exit(130) without cleanup: the user asked twice.
+Details: docs/orchestrator.md#orchestratorrunsinterrupts.
 """
 
 import contextlib

@@ -1,12 +1,5 @@
 """Which Ray cluster the driver uses and how it authenticates, settled before `import ray`.
-
-The address, in Ray's own order: `--address` (or a cluster file's), else RAY_ADDRESS (how a Ray job's
-driver, e.g. a KubeRay RayJob's, learns its cluster), else "local": a new in-process cluster. A stale
-/tmp/ray/ray_current_cluster is followed only for `--address auto`. An existing cluster is asked over
-gRPC, before `ray.init` and before anything is recorded, whether it wants a token (`auth_probe`): token
-mode only if it does, so a no-auth head works whether or not ~/.ray/auth_token exists. Unreachable,
-no Ray head, token missing or refused: ClusterError (exit 2). Ray reads RAY_AUTH_MODE at import, so
-`prepare` runs before the first `import ray`. This module imports no ray.
+Details: docs/orchestrator.md#orchestratorrunsray_link.
 """
 
 import os

@@ -1,133 +1,29 @@
 """Ray scheduling of suite jobs (the only module importing ray): cluster start/connect, one Ray task per
 single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure classes and retries.
-
-Concurrency is Ray's: every job is submitted at once with its declared resources and Ray runs as many as
-fit; timed work runs alone (orchestrator.runs.timing). Step metrics stream from the job's rank 0 to a
-`_Sink` actor that the driver drains (the driver alone talks to MLflow). Failure classes key on exception
-types (STYLE.md): worker/node loss → `infra` (retried up to `max_retries`), Ray's OOM killer or an
-out-of-memory error in the job → `oom`, any other exception raised by the job → `failed` (not
-retried), `ray.cancel` → `cancelled`.
+Details: docs/orchestrator.md#orchestratorrunsscheduling.
 """
 
 import importlib
 import logging
-import re
 import socket
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import ray
 from ray import exceptions as rex
 
 from orchestrator.runs import ray_link
+from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, one_line, oom_retry, plain
 from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
 from orchestrator.suites import registry
 from orchestrator.suites.spec import JobSpec, Outcome
 
-INFRA_ERRORS: tuple[type[BaseException], ...] = (
-    rex.WorkerCrashedError,
-    rex.NodeDiedError,
-    rex.LocalRayletDiedError,
-    rex.ActorDiedError,
-    rex.ActorUnavailableError,
-    rex.ObjectLostError,
-    rex.OwnerDiedError,
-    rex.RaySystemError,
-)
-OOM_NAMES = ("OutOfMemoryError", "MemoryError")  # torch.cuda.OutOfMemoryError / Python's, by type name
-# torch's CPU allocator (and CUDA/HIP under older torch) reports an allocation failure as a plain
-# RuntimeError: its message is the only thing that tells it from an application error.
-OOM_MESSAGES = (
-    "DefaultCPUAllocator: can't allocate memory",
-    "CUDA out of memory",
-    "CUDA error: out of memory",
-    "HIP out of memory",
-    "std::bad_alloc",
-)
-OnOom = Literal["fail", "halve_batch"]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
-
-
-@dataclass(frozen=True)
-class Event:
-    """Something a running job told the driver: kind "start" (payload: node, host, hardware, t), "metrics"
-    (payload: {name: value}, with step) or "end" (payload: t, when the job stopped occupying its node)."""
-
-    job: str
-    attempt: int
-    kind: str
-    payload: dict[str, Any]
-    step: int = 0
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One attempt's end. result_json: the BenchResult JSON when finished; error: a one-line summary."""
-
-    job: str
-    attempt: int
-    outcome: Outcome
-    result_json: str | None = None
-    error: str | None = None
-    traceback: str | None = None
-    will_retry: bool = False
-
-
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ray colours task tracebacks for terminals
-
-
-def plain(text: str) -> str:
-    """Text without ANSI escape codes (they end up in traceback.txt, MLflow tags and piped logs)."""
-    return ANSI.sub("", text)
-
-
-def one_line(err: BaseException) -> str:
-    """'Type: last line of the message' of the job's own exception (a Ray task error's cause)."""
-    err = getattr(err, "cause", None) or err
-    lines = [line for line in str(err).strip().splitlines() if line.strip()]
-    return plain(f"{type(err).__name__}: {lines[-1].strip() if lines else ''}")
-
-
-def _job_ancestors(err: BaseException) -> Iterable[BaseException]:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        yield err
-        for extra in getattr(err, "worker_failures", {}).values() if hasattr(err, "worker_failures") else ():
-            yield from _job_ancestors(extra)
-        err = getattr(err, "cause", None) or err.__cause__
-
-
-def classify(err: BaseException) -> Outcome:
-    """The failure class of an exception from `ray.get` (or of one a Ray Train run wraps)."""
-    chain = list(_job_ancestors(err))
-    if any(isinstance(e, rex.TaskCancelledError | KeyboardInterrupt) for e in chain):
-        return "cancelled"
-    if any(isinstance(e, rex.OutOfMemoryError) for e in chain):
-        return "oom"
-    if any(isinstance(e, INFRA_ERRORS) for e in chain):
-        return "infra"
-    if any(type(e).__name__ in OOM_NAMES for e in chain):
-        return "oom"
-    if any(isinstance(e, RuntimeError) and any(m in str(e) for m in OOM_MESSAGES) for e in chain):
-        return "oom"
-    return "failed"
-
-
-def halved_micro_batch(config: Any) -> Any | None:
-    """The suite's `on_oom: halve_batch` retry: the same job with half the micro-batch and twice the
-    gradient accumulation (the same tokens per optimizer step, so the same training run and fingerprint);
-    None when the config has no micro-batch to halve (infer sweeps, dummy) or it is odd (halving would
-    change the tokens per step)."""
-    batch, accum = getattr(config, "batch_size", None), getattr(config, "grad_accum", None)
-    if not isinstance(batch, int) or not isinstance(accum, int) or batch < 2 or batch % 2:
-        return None
-    return replace(config, batch_size=batch // 2, grad_accum=accum * 2)
 
 
 @ray.remote(num_cpus=0)
@@ -185,7 +81,7 @@ def _job_context(sink, a: Attempt, report: bool):
     from workloads.jobs.result import JobContext
 
     def on_metrics(metrics, step: int) -> None:
-        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step))
+        sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step, time.monotonic()))
 
     hardware, peak_flops = _hardware(a.num_gpus, a.config)
     if report:
@@ -302,8 +198,9 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
     try:
         ray.init(**kwargs)
     except rex.AuthenticationError as err:
-        raise ray_link.ClusterError(f"Ray cluster at {address} refused this driver: {err}. "
-                                    f"{ray_link.TOKEN_HINT}") from None  # fmt: skip
+        raise ray_link.ClusterError(
+            f"Ray cluster at {address} refused this driver: {err}. {ray_link.TOKEN_HINT}"
+        ) from None
     except (ConnectionError, TimeoutError, RuntimeError) as err:  # Ray reports a refused token as these
         raise ray_link.ClusterError(
             f"cannot connect to the Ray cluster at {address}: {err}. If the "
@@ -337,15 +234,16 @@ class Scheduler:
     _sink: Any = None
     _pending: dict[Any, tuple[tuple[JobSpec, ...], int]] = field(default_factory=dict)
     _results: dict[tuple[str, int], str] = field(default_factory=dict)
-    _configs: dict[str, Any] = field(default_factory=dict)  # a job's config after OOM retries
+    _waiting: dict[str, list[JobSpec]] = field(default_factory=dict)  # fingerprint → jobs held after it
 
     def __post_init__(self) -> None:
         self._sink = _Sink.remote()
 
     def _attempt(self, job: JobSpec, attempt: int) -> Attempt:
-        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{job.fingerprint}"
-        config = self._configs.get(job.name, job.config)
-        return Attempt(job.kind, config, job.name, attempt, job.resources.num_gpus, ckpt)
+        # a dependent job reads the checkpoint folder of its job; an OOM-halved retry resumes its own
+        folder = job.after or job.requested_fingerprint or job.fingerprint
+        ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{folder}"
+        return Attempt(job.kind, job.config, job.name, attempt, job.resources.num_gpus, ckpt)
 
     def _timing(self, job: JobSpec) -> dict[str, float]:
         return timing_request(job.timing, job.resources.num_workers) if self.enforce_timing else {}
@@ -406,15 +304,43 @@ class Scheduler:
             ]
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
-            retry = allow_retry and attempt <= jobs[0].max_retries and self._retryable(jobs, outcome)
+            again = self._retry(jobs, outcome) if allow_retry and attempt <= jobs[0].max_retries else None
             summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
             tb = plain("".join(traceback.format_exception(err)))
-            done = [Completion(job.name, attempt, outcome, error=summary, traceback=tb, will_retry=retry)
-                    for job in jobs]  # fmt: skip
+            again_or = again or jobs
+            changed = [None if new is job else new for job, new in zip(jobs, again_or, strict=True)]
+            done = [
+                Completion(
+                    job.name,
+                    attempt,
+                    outcome,
+                    error=summary,
+                    traceback=tb,
+                    will_retry=again is not None,
+                    retry_job=new,
+                )
+                for job, new in zip(jobs, changed, strict=True)
+            ]
         for completion in done:
             self.on_done(completion)
         if done[0].will_retry:
-            self._resubmit(jobs, attempt + 1)
+            self._resubmit(again, attempt + 1)
+            return
+        for job, completion in zip(jobs, done, strict=True):
+            self._release(job, completion)
+
+    def _release(self, job: JobSpec, done: Completion) -> None:
+        """The jobs held after `job`: submitted when it finished, else cancelled (they never start: what
+        they would read does not exist), and so on down their own dependents."""
+        for held in self._waiting.pop(job.requested_fingerprint or job.fingerprint, []):
+            if done.outcome == "finished":
+                self._resubmit((held,), 1)
+                continue
+            why = Completion(
+                held.name, 1, "cancelled", error=f"cancelled: {job.name} ended {done.outcome}", blocked=True
+            )
+            self.on_done(why)
+            self._release(held, why)
 
     def _resubmit(self, jobs: tuple[JobSpec, ...], attempt: int) -> None:
         if len(jobs) == 1 and jobs[0].timing != "interleaved":
@@ -422,17 +348,15 @@ class Scheduler:
         else:
             self.submit_interleaved(jobs, attempt)
 
-    def _retryable(self, jobs: tuple[JobSpec, ...], outcome: Outcome) -> bool:
-        """infra: always (up to max_retries); oom: only as the suite says (`on_oom`), never unchanged."""
+    def _retry(self, jobs: tuple[JobSpec, ...], outcome: Outcome) -> tuple[JobSpec, ...] | None:
+        """What a retry runs: infra: the jobs again (up to max_retries); oom: only as the suite says
+        (`on_oom`), never unchanged (`oom_retry` of every job); else None."""
         if outcome == "infra":
-            return True
+            return jobs
         if outcome != "oom" or self.on_oom != "halve_batch":
-            return False
-        smaller = [halved_micro_batch(self._configs.get(job.name, job.config)) for job in jobs]
-        if any(s is None for s in smaller):
-            return False
-        self._configs.update({job.name: s for job, s in zip(jobs, smaller, strict=True)})
-        return True
+            return None
+        smaller = tuple(oom_retry(job) for job in jobs)
+        return None if any(s is None for s in smaller) else smaller
 
     def _collect(self, timeout_s: float, allow_retry: bool = True) -> None:
         ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=timeout_s)
@@ -446,7 +370,14 @@ class Scheduler:
         self._collect(self.poll_s)
 
     def run(self, jobs: Iterable[JobSpec], on_tick: Callable[[], None] | None = None) -> None:
-        for group in interleaved_groups(jobs):
+        """Run `jobs`; a job whose `after` is among them waits until that one ends (a job after one that is
+        not here, e.g. finished in an earlier invocation, starts at once)."""
+        jobs = list(jobs)
+        here = {job.fingerprint for job in jobs}
+        for job in jobs:
+            if job.after in here:
+                self._waiting.setdefault(job.after, []).append(job)
+        for group in interleaved_groups([job for job in jobs if job.after not in here]):
             self._resubmit(group, 1)
         while self._pending:
             self.step()
@@ -455,7 +386,10 @@ class Scheduler:
 
     def cancel(self, grace_s: float = 10.0) -> None:
         """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s) a
-        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as)."""
+        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as); jobs held
+        after another are cancelled without starting, even when that one finishes within the grace."""
+        held = [job for jobs in self._waiting.values() for job in jobs]
+        self._waiting.clear()
         for ref in list(self._pending):
             ray.cancel(ref, recursive=True)
         deadline = time.monotonic() + grace_s
@@ -466,3 +400,5 @@ class Scheduler:
             jobs, attempt = self._pending.pop(ref)
             for job in jobs:
                 self.on_done(Completion(job.name, attempt, "cancelled", error="cancelled (forced)"))
+        for job in held:  # never started
+            self.on_done(Completion(job.name, 1, "cancelled", error="cancelled before it started"))

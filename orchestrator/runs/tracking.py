@@ -1,10 +1,6 @@
 """MLflow tracking (the only module importing mlflow): the store, experiments, one parent run per suite
 invocation, one nested run per job attempt, and the FINISHED-fingerprint lookup that makes suites resume.
-
-Store: `--tracking-uri`, else $MLFLOW_TRACKING_URI, else `sqlite:///$ISOSPARSE_HOME/mlflow.db` where
-ISOSPARSE_HOME defaults to `./.isosparse`. For a sqlite store, experiments are created with an explicit
-artifact location `<store dir>/mlartifacts/<experiment>` (otherwise MLflow would pick a path relative to
-whichever process creates the experiment). Only the driver talks to MLflow; workers never do.
+Details: docs/orchestrator.md#orchestratorrunstracking.
 """
 
 import contextlib
@@ -40,13 +36,6 @@ BATCH = 100  # MLflow accepts at most 100 params / 1000 metrics per log_batch
 # MLflow 3's UI opens an experiment without this tag in GenAI mode (an empty Traces overview, the job
 # runs under "Evaluations"); "custom_model_development" opens it on its training runs.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
-STATUS = {
-    "finished": "FINISHED",
-    "failed": "FAILED",
-    "oom": "FAILED",
-    "infra": "FAILED",
-    "cancelled": "KILLED",
-}
 
 
 def _uncut(method):
@@ -208,7 +197,8 @@ class Tracker:
 
     @_uncut
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
-        """fingerprint → run id of the FINISHED job runs of the experiment."""
+        """fingerprint → run id of the FINISHED job runs of the experiment; a run of another config than
+        its suite asked for (an OOM-halved retry) also under the suite's fingerprint."""
         runs = self.search(
             experiment,
             names.FINISHED_JOBS,
@@ -216,7 +206,12 @@ class Tracker:
         col = names.tag_column(names.TAG_FINGERPRINT)
         if runs.empty or col not in runs:
             return {}
-        return dict(zip(runs[col], runs["run_id"], strict=True))
+        out = dict(zip(runs[col], runs["run_id"], strict=True))
+        requested = names.tag_column(names.TAG_REQUESTED_FINGERPRINT)
+        if requested in runs:
+            asked = runs.dropna(subset=[requested])
+            out |= {fp: run for fp, run in zip(asked[requested], asked["run_id"], strict=True) if fp}
+        return out
 
     @_uncut
     def finished_run(self, experiment: str, fingerprint: str) -> str | None:
@@ -273,6 +268,8 @@ class Tracker:
             **{names.label_tag(k): str(v) for k, v in job.labels.items()},
             **tags,
         }
+        if getattr(job, "requested_fingerprint", None):
+            all_tags[names.TAG_REQUESTED_FINGERPRINT] = job.requested_fingerprint
         run = self.client.create_run(exp_id, run_name=job.name, tags=all_tags)
         run_id = run.info.run_id
         params = [Param(k, v) for k, v in flatten(job.resolved).items()]
@@ -295,7 +292,7 @@ class Tracker:
 
     @_uncut
     def finish_job(self, run_id: str, fingerprint: str, experiment: str, completion, step: int = 0) -> str:
-        """Record a Completion (scheduling.Completion) and close the run; returns the MLflow status.
+        """Record a Completion (runs.outcomes.Completion) and close the run; returns the MLflow status.
 
         A run whose fingerprint FINISHED meanwhile (another invocation) is closed KILLED, tagged
         `isosparse.duplicate_of`: a fingerprint never has two FINISHED runs."""
@@ -306,7 +303,7 @@ class Tracker:
             self.client.log_text(run_id, completion.traceback, "traceback.txt")
         if completion.result_json:
             self._log_result(run_id, completion.result_json, step)
-        status = STATUS[completion.outcome]
+        status = names.OUTCOME_STATUS[completion.outcome]
         if status == "FINISHED":
             other = self.finished_run(experiment, fingerprint)
             if other is not None and other != run_id:
@@ -319,7 +316,11 @@ class Tracker:
         result = json.loads(result_json)
         self.client.log_text(run_id, result_json, "result.json")
         self.log_metrics(run_id, {**result.get("params", {}), **result.get("metrics", {})}, step)
-        info = result.get("info", {})
+        info = dict(result.get("info", {}))
+        self._log_datasets(run_id, info.pop(names.INFO_DATASETS, None))
+        harness = info.pop(names.INFO_LM_EVAL_RESULTS, None)
+        if harness:
+            self.client.log_text(run_id, harness, "lm_eval_results.json")
         if info:
             self.set_tags(
                 run_id, {f"{names.TAG_INFO_PREFIX}{k}": str(v)[:PARAM_VALUE_CHARS] for k, v in info.items()}
@@ -328,6 +329,23 @@ class Tracker:
         if summary:
             text = summary if isinstance(summary, str) else json.dumps(summary, indent=2)
             self.client.log_text(run_id, text, "allocation_summary.json")
+
+    def _log_datasets(self, run_id: str, datasets_json: str | None) -> None:
+        """Each dataset a job names (its training corpus, every eval set) as an MLflow dataset input: a
+        metadata-only dataset with the content digest, so a run says what it was measured on."""
+        from mlflow.data.code_dataset_source import CodeDatasetSource
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = []
+        for d in json.loads(datasets_json) if datasets_json else []:
+            source = CodeDatasetSource({k: str(v) for k, v in d.items() if k not in ("name", "digest")})
+            dataset = MetaDataset(source, name=d["name"], digest=d["digest"][: names.DATASET_DIGEST_CHARS])
+            tags = [InputTag(MLFLOW_DATASET_CONTEXT, d["context"])]
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
 
     @_uncut
     def log_text(self, run_id: str, text: str, artifact: str) -> None:

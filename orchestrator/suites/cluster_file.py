@@ -1,9 +1,5 @@
 """Cluster files (`clusters/examples/*.yaml`) validated with pydantic into `clusters.spec.Cluster`.
-
-The file's shape per kind (local / ray / kuberay; see clusters/spec.py) is described once here with
-`extra="forbid"`, so that every problem of a file is reported at once with its path and value
-("nodes[0].count: Input should be greater than or equal to 0 (got -1)"); `clusters/` keeps the frozen
-dataclasses the rest of the code uses and never imports pydantic.
+Details: docs/orchestrator.md#orchestratorsuitescluster_file.
 """
 
 import os
@@ -23,7 +19,7 @@ from clusters.spec import (
     NodeGroup,
     detect_gpus,
     host_memory_bytes,
-)  # fmt: skip
+)
 from orchestrator.suites.schema import FORBID, format_loc, validate
 
 StrMap = dict[str, str]
@@ -69,11 +65,17 @@ class NodeGroupFile(_File):
     def group(self, index: int) -> NodeGroup:
         count = self.count
         return NodeGroup(
-            self.name or f"group{index}", count, self.accelerator, self.gpus_per_node, self.cpus_per_node,
-            int(self.memory_gib * GIB), count if self.min_count is None else self.min_count,
-            count if self.max_count is None else self.max_count, tuple(self.node_selector.items()),
+            self.name or f"group{index}",
+            count,
+            self.accelerator,
+            self.gpus_per_node,
+            self.cpus_per_node,
+            int(self.memory_gib * GIB),
+            count if self.min_count is None else self.min_count,
+            count if self.max_count is None else self.max_count,
+            tuple(self.node_selector.items()),
             tuple(tuple(t.items()) for t in self.tolerations),
-        )  # fmt: skip
+        )
 
 
 class JobFile(_File):
@@ -100,9 +102,14 @@ class _ClusterFile(_File):
     job: JobFile = JobFile()
 
     def common(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "description": self.description,
-                "job": self.job.defaults(), "price_per_gpu_hour": self.price_per_gpu_hour,
-                "interconnect_bytes_per_s": self.interconnect_bytes_per_s}  # fmt: skip
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "job": self.job.defaults(),
+            "price_per_gpu_hour": self.price_per_gpu_hour,
+            "interconnect_bytes_per_s": self.interconnect_bytes_per_s,
+        }
 
 
 class LocalFile(_ClusterFile):
@@ -169,9 +176,15 @@ class KubeRayFile(RayFile):
         address = self.address or f"ray://{self.name}-head-svc.{self.namespace}.svc.cluster.local:10001"
         nodes = tuple(n.group(i) for i, n in enumerate(self.nodes))
         return Cluster(
-            nodes=nodes, address=address, namespace=self.namespace, image=self.image,
-            ray_version=self.ray_version, head=head, tracking_uri=self.tracking_uri, **self.common(),
-        )  # fmt: skip
+            nodes=nodes,
+            address=address,
+            namespace=self.namespace,
+            image=self.image,
+            ray_version=self.ray_version,
+            head=head,
+            tracking_uri=self.tracking_uri,
+            **self.common(),
+        )
 
 
 KINDS = {"local": LocalFile, "ray": RayFile, "kuberay": KubeRayFile}

@@ -1,17 +1,5 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
-
-`load_suite(path, sets)` validates everything before anything runs and raises one `SuiteError` listing
-every problem with its path: structure, types and bounds (pydantic over the workloads' dataclasses),
-unknown presets / families / job kinds (with did-you-mean), overrides no family of the matrix uses,
-iso-sparse matches that cannot be made, and what only resolution shows: data sources that do not exist or
-do not decode, a vocabulary below the byte-level BPE minimum, windows longer than max_seq_len. Expansion:
-for every (seed, variant, preset) comparison group the families are matched to each other through
-`workloads.jobs.setup.resolve_model_config` (iso-active with the dense base, MoE iso-total with the L3
-model of that group, its l3_* overrides included), L3 rows per token weighted by the corpus of the job's
-own data (prepared here into the cache the job reads); a group whose planned error exceeds
-`match_tolerance` (default 2%) is refused. Each job's config is then resolved once (its kind's `resolve`
-with the group's model: the infer job's device, dtype and MoE capacity too) and that object is both
-fingerprinted and shipped to the worker, which never re-resolves. Identical jobs are kept once.
+Details: docs/orchestrator.md#orchestratorsuitesexpansion.
 """
 
 import functools
@@ -22,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.suites import registry
+from orchestrator.suites import matching, registry
 from orchestrator.suites.fingerprint import code_version, fingerprint
 from orchestrator.suites.schema import (
     GIB,
@@ -34,12 +22,10 @@ from orchestrator.suites.schema import (
     pruned,
     suite_model,
     validate,
-)  # fmt: skip
+)
 from orchestrator.suites.spec import JobSpec, Resources, cluster_resources
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
-MODEL_FAMILIES = ("l3", "moe")  # the families whose models depend on the L3 template (MoE: iso-total)
-REMOTE_SOURCES = ("hf",)  # corpora not prepared at validation (network, size): planned numbers estimated
 
 
 class SuiteError(ValueError):
@@ -133,8 +119,13 @@ def _timings(raw: Any, errors: list[Error]) -> dict[str, str]:
             errors.append((f"timing.{name}", f"unknown job kind{registry.did_you_mean(name, registry.JOBS)}"))
         elif mode == "interleaved" and not registry.get(name).interleave:
             able = [k for k, v in registry.JOBS.items() if v.interleave]
-            errors.append((f"timing.{name}", f"'interleaved' applies to job kinds {', '.join(able)}; "
-                           f"{name} jobs are timed one per process (exclusive or shared)"))  # fmt: skip
+            errors.append(
+                (
+                    f"timing.{name}",
+                    f"'interleaved' applies to job kinds {', '.join(able)}; "
+                    f"{name} jobs are timed one per process (exclusive or shared)",
+                )
+            )
         else:
             out[name] = mode
     return out
@@ -154,90 +145,6 @@ def _resources(spec: dict, variant: dict, kind: str) -> Resources:
     return cluster_resources(spec["cluster"], Resources(**merged))
 
 
-@functools.cache
-def _resolve_cached(spec, data_cfg):
-    """(ModelConfig, ParamCount) of `spec` as a job on `data_cfg` runs it: the data is prepared (cached) and
-    the L3 rows per token are weighted by its corpus. Estimated (budget / vocab rows, `ParamCount.estimated`,
-    logged as match/estimated) when there is no corpus here: a model-free group (data_cfg None) or a
-    remote corpus (kind in REMOTE_SOURCES), which only the job downloads and tokenizes on its cluster."""
-    from workloads.jobs.setup import base_model_config, corpus_for, prepare_data, resolve_model_config
-    from workloads.models.accounting import count_params
-
-    corpus = None
-    local = data_cfg is not None and data_cfg.source.kind not in REMOTE_SOURCES
-    if local and spec.family in MODEL_FAMILIES:
-        base = base_model_config(spec)
-        # The window length changes neither the tokens nor the allocation (the job checks it itself).
-        data_cfg = replace(data_cfg, seq_len=min(data_cfg.seq_len, base.max_seq_len))
-        corpus = corpus_for(spec, prepare_data(data_cfg, base))
-    cfg = resolve_model_config(spec, corpus)
-    if cfg.l3 is None or corpus is None:
-        return cfg, count_params(cfg)
-    counts = {pos: corpus.allocate(cfg.l3.budget) for pos in cfg.l3.positions}
-    return cfg, count_params(cfg, corpus.token_freqs, counts)
-
-
-def _override_errors(overrides: dict, families: list[str], path: str) -> list[Error]:
-    """Overrides (and an allocation file) for a family the matrix does not run would silently do nothing."""
-    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS
-
-    errors = []
-    for users, names in ((MODEL_FAMILIES, (*L3_FIELDS, "allocation_path")), (("moe",), MOE_FIELDS)):
-        for name in (n for n in names if n in overrides and not set(users) & set(families)):
-            where = path if name == "allocation_path" else f"{path}.overrides"
-            what = " or ".join(map(repr, users))
-            errors.append((f"{where}.{name}", f"applies to family {what}, which matrix.families lacks"))
-    return errors
-
-
-def _group_models(section: dict, preset: str, families: list[str], data_cfg, path: str, errors: list[Error]):
-    """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
-    always resolved: they are the references of the match errors); None when a match is impossible.
-    l3_* overrides and the allocation file go to L3 and MoE (matched to its group's L3), moe_* to MoE."""
-    from workloads.jobs.setup import L3_FIELDS, MOE_FIELDS, FieldError, ModelOverrides, ModelSpec
-
-    raw = section.get("overrides") or {}
-    if not set(MODEL_FAMILIES) & set(families):
-        data_cfg = None  # a dense-only group: its L3 reference is estimated, no corpus is prepared for it
-    out = {}
-    for family in dict.fromkeys(["dense", "l3", *families]):
-        foreign = {"l3": MOE_FIELDS, "moe": ()}.get(family, (*L3_FIELDS, *MOE_FIELDS))
-        overrides = ModelOverrides(**{k: v for k, v in raw.items() if k not in foreign})
-        alloc = section.get("allocation_path") if family in MODEL_FAMILIES else None
-        spec = ModelSpec(preset, family, overrides, alloc)
-        try:
-            cfg, count = _resolve_cached(spec, data_cfg)
-        except FieldError as e:  # the model's own fields here; the job reports its data at the data's path
-            if e.field.startswith("overrides."):
-                errors.append((f"{path}.{e.field}", e.message))
-                return None
-            cfg, count = _resolve_cached(spec, None)
-        except (ValueError, OSError) as e:
-            errors.append((path, f"preset {preset!r} as {family}: {e}"))
-            return None
-        out[family] = (spec, cfg, count)
-    return out
-
-
-def _tolerance_errors(models: dict, families: list[str], group: str, tolerance: float, path: str) -> list:
-    """One error per family of the group whose planned active or total error exceeds `tolerance`."""
-    errors = []
-    for family in families:
-        planned = _match(models, family)
-        for key, ref in (("active_rel_err", "dense"), ("total_rel_err", "l3")):
-            err = planned.get(key)
-            if err is None or abs(err) <= tolerance:
-                continue
-            what = "active" if key == "active_rel_err" else "total"
-            mine, theirs = models[family][2], models[ref][2]
-            n_mine, n_ref = (mine.active, theirs.active) if what == "active" else (mine.total, theirs.total)
-            errors.append((path, (
-                f"group {group}: {family} {what} {n_mine:,} vs {ref} {n_ref:,} is {err:+.2%} off, over the "
-                f"match_tolerance {tolerance:.2%}"
-            )))  # fmt: skip
-    return errors
-
-
 def _group_data(section: dict):
     """The DataConfig of a merged job section, for the group's corpus (L3 rows per token), when it is valid
     and readable; None otherwise (the job itself reports why, at the exact paths)."""
@@ -245,25 +152,6 @@ def _group_data(section: dict):
 
     data, problems = validate(DataConfig, section.get("data") or {})
     return None if problems or _source_problems(data.source) else data
-
-
-def _match(models: dict, family: str) -> dict[str, float]:
-    """The planned accounting of `family` in its group (L3_SPEC §5), logged as match/<key>."""
-    count = models[family][2]
-    dense, l3 = models["dense"][2], models["l3"][2]
-    out = {
-        "params_active": float(count.active),
-        "params_active_max": float(count.active_max),
-        "params_active_min": float(count.active_min),
-        "params_total": float(count.total),
-        "sparsity": count.total / count.active,
-        "active_rel_err": count.active / dense.active - 1.0,
-    }
-    if any(models[f][2].estimated for f in models):  # a model-free group: no corpus to weight L3 rows by
-        out["estimated"] = 1.0
-    if family == "moe":
-        out["total_rel_err"] = count.total / l3.total - 1.0
-    return out
 
 
 @functools.cache
@@ -345,25 +233,83 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str =
     )
 
 
+def _suite_relative(task: Any, folder: Path) -> Any:
+    if isinstance(task, dict) and isinstance(task.get("path"), str):
+        path = Path(task["path"]).expanduser()
+        return task | {"path": str(path if path.is_absolute() else folder / path)}
+    return task
+
+
+def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Error]) -> dict:
+    """The merged job section of `kind`. With an eval job in the matrix, the train job saves its final
+    weights (unless it checkpoints: it does so at its last step too) and the eval job takes the train
+    job's data (seq_len included): it evaluates the weights trained on that corpus, with its tokenizer, L3
+    allocation and f-grams, so eval.data is never set. Task file paths are relative to the suite file."""
+    section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+    if kind == "train" and "eval" in spec["matrix"]["jobs"] and not section.get("checkpoint_every"):
+        return section | {"save_weights": True}  # with checkpoints, the last one (the final step) serves
+    if kind != "eval":
+        return section
+    if "data" in section:
+        mine = "data" in (variant.get("eval") or {})
+        errors.append(
+            (
+                f"{vpath}.eval.data" if mine else "eval.data",
+                "the eval job evaluates on the train job's data (tokenizer, L3 rows, f-grams): "
+                "set it in the train section",
+            )
+        )
+    tasks = section.get("tasks")
+    if isinstance(tasks, list):  # a local task file's path is relative to the suite file's folder
+        section["tasks"] = [_suite_relative(t, spec["dir"]) for t in tasks]
+    train = merge(spec.get("train") or {}, variant.get("train") or {})
+    data = dict(train.get("data") or {})
+    if train.get("seq_len") is not None:  # TrainJobConfig.data_config()
+        data["seq_len"] = train["seq_len"]
+    return {k: v for k, v in section.items() if k != "data"} | {"data": data}
+
+
+def _linked(job: JobSpec, train: str | None, errors: list[Error]) -> JobSpec | None:
+    """An eval job that runs after the train job `train` (its fingerprint) and reads its final weights:
+    `after` names it, and it joins the fingerprint (other weights are another evaluation)."""
+    if train is None:
+        if job.config.checkpoint is None:
+            errors.append(
+                (
+                    "matrix.jobs",
+                    "an eval job evaluates its group's train job's final weights: add "
+                    "'train' to matrix.jobs (or give eval.checkpoint)",
+                )
+            )
+            return None
+        return job
+    resolved = job.resolved | {"after": train}
+    return replace(job, after=train, resolved=resolved, fingerprint=fingerprint(resolved, code_version()))
+
+
 def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
     matrix = spec["matrix"]
     jobs: dict[str, JobSpec] = {}
+    trained: dict[tuple, str] = {}  # (variant, preset, seed, family) → the train job's fingerprint
+    kinds = sorted(matrix["jobs"], key=lambda kind: kind == "eval")  # train jobs before their evals
     for v_index, variant in enumerate(matrix["variants"]):
         vpath = f"matrix.variants[{v_index}]"
         model_section = merge(spec.get("model") or {}, variant.get("model") or {})
         model_path = f"{vpath}.model" if variant.get("model") else "model"
         overrides = model_section.get("overrides") or {}
-        errors += _override_errors({**overrides, **model_section}, matrix["families"], model_path)
-        for preset, kind in itertools.product(matrix["presets"], matrix["jobs"]):
-            section = merge(spec.get(kind) or {}, variant.get(kind) or {})
+        errors += matching.override_errors({**overrides, **model_section}, matrix["families"], model_path)
+        for preset, kind in itertools.product(matrix["presets"], kinds):
+            section = _section(spec, variant, kind, vpath, errors)
             data_cfg = _group_data(section) if registry.get(kind).uses_model else None
             fams = matrix["families"]
-            models = _group_models(model_section, preset, fams, data_cfg, model_path, errors)
+            models = matching.group_models(model_section, preset, fams, data_cfg, model_path, errors)
             if models is None:
                 continue
             for seed, family in itertools.product(matrix["seeds"], fams):
                 group = f"{preset}/{variant['name']}/s{seed}"
-                for err in _tolerance_errors(models, fams, group, spec["match_tolerance"], model_path):
+                for err in matching.tolerance_errors(
+                    models, fams, group, spec["match_tolerance"], model_path
+                ):
                     errors.append(err) if err not in errors else None
                 labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
                 labels["group"] = group
@@ -375,8 +321,15 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                 job = _job(
                     kind, section, models, labels, seed, resources, where, errors, spec["timing"][kind]
                 )
-                if job is not None and job.fingerprint not in jobs:
-                    job = replace(job, match=_match(models, family), max_retries=spec["max_retries"])
+                key = (variant["name"], preset, seed, family)
+                if job is not None and kind == "eval":
+                    job = _linked(job, trained.get(key), errors)
+                if job is None:
+                    continue
+                if kind == "train":
+                    trained[key] = job.fingerprint
+                if job.fingerprint not in jobs:
+                    job = replace(job, match=matching.match(models, family), max_retries=spec["max_retries"])
                     jobs[job.fingerprint] = job
     return list(jobs.values())
 
@@ -417,6 +370,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance
     spec["cluster"] = cluster
+    spec["dir"] = path.resolve().parent
     spec["timing"] = _timings(raw.get("timing"), errors)
     jobs = _expand(spec, errors)
     if errors:

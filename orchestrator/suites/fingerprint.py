@@ -1,9 +1,5 @@
 """Job fingerprints: sha256 of the fully resolved job config (canonical JSON) and the code version.
-
-The code version is the git tree hash of `workloads/` at HEAD (what a job's result depends on: a commit
-that only touches the orchestrator, results or docs keeps finished runs valid), else the installed
-package version. Uncommitted edits do not change it (runs record `isosparse.git_commit` and
-`isosparse.git_dirty` tags instead), so that re-running a suite while developing still resumes.
+Details: docs/orchestrator.md#orchestratorsuitesfingerprint.
 """
 
 import functools

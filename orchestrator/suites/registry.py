@@ -79,6 +79,13 @@ JOBS: dict[str, JobKind] = {
         "prefill / decode throughput over batch sizes (L3 tables / SCONE table F on device or offloaded)",
         interleave=True,
     ),
+    "eval": JobKind(
+        "eval",
+        "workloads.jobs.evaluate",
+        "EvalJobConfig",
+        "downstream tasks through lm-evaluation-harness on its group's train job's final weights",
+        timing="shared",  # it measures quality, no speed: it may share the machine
+    ),
     "dummy": JobKind(
         "dummy",
         "workloads.jobs.dummy",

@@ -1,11 +1,6 @@
 """Pydantic at the boundary: the suite file's models, validation of the workloads' own dataclasses, errors
 with exact paths, and which section (the suite's or a variant's) a merged value came from.
-
-The job, model and data configs are the workloads' frozen dataclasses, with their bounds declared on the
-fields (annotated-types); pydantic validates YAML against them directly (`validate`), with unknown keys
-refused (`extra="forbid"` set here, so workloads never see pydantic). A suite names an MLflow experiment,
-per-kind job sections (partial job configs, checked per expanded job), a `model:` section (ModelOverrides),
-resources and `timing` per job kind, and a `matrix` of families × presets × jobs × seeds × variants.
+Details: docs/orchestrator.md#orchestratorsuitesschema.
 """
 
 import copy
@@ -188,26 +183,36 @@ def suite_model() -> type[BaseModel]:
     sections = {name: (dict[str, Any] | None, None) for name in registry.JOBS}
     resources = (dict[str, ResourcesModel] | None, None)
     variant = create_model(
-        "Variant", **forbid, name=(str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")),
-        model=(model_section | None, None), resources=resources, **sections,
-    )  # fmt: skip
+        "Variant",
+        **forbid,
+        name=(str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")),
+        model=(model_section | None, None),
+        resources=resources,
+        **sections,
+    )
     matrix = create_model(
-        "Matrix", **forbid,
+        "Matrix",
+        **forbid,
         families=(list[str], Field(["dense"], min_length=1)),
         presets=(list[str], Field(["debug"], min_length=1)),
         jobs=(list[str], Field(..., min_length=1)),
         seeds=(list[int], Field([0], min_length=1)),
         variants=(list[variant], Field(default_factory=lambda: [variant(name="base")], min_length=1)),
-    )  # fmt: skip
+    )
     return create_model(
-        "Suite", **forbid, experiment=(str | None, None), description=(str, ""),
+        "Suite",
+        **forbid,
+        experiment=(str | None, None),
+        description=(str, ""),
         max_retries=(int, Field(1, ge=0)),
-        on_oom=(Literal["fail", "halve_batch"], "fail"),  # orchestrator.scheduling.halved_micro_batch
+        on_oom=(Literal["fail", "halve_batch"], "fail"),  # orchestrator.runs.outcomes.halved_micro_batch
         match_tolerance=(float, Field(0.02, gt=0, lt=1)),  # iso-sparse match, planned (L3_SPEC §5)
         timing=(dict[str, Literal[TIMINGS]] | None, None),  # job kind → orchestrator.suites.spec.Timing
-        resources=resources, model=(model_section | None, None),
-        matrix=(matrix, ...), **sections,
-    )  # fmt: skip
+        resources=resources,
+        model=(model_section | None, None),
+        matrix=(matrix, ...),
+        **sections,
+    )
 
 
 # -- merging sections, and where a value was written -------------------------------------------------

@@ -3,14 +3,14 @@
 Plain frozen dataclasses without ray or mlflow, so validation and tests need neither.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from clusters.spec import Cluster
+from results import names
 from workloads.fields import NonNegFloat, PosInt, check_fields
 
-Outcome = Literal["finished", "failed", "oom", "infra", "cancelled"]
-OUTCOMES: tuple[str, ...] = ("finished", "failed", "oom", "infra", "cancelled")
+Outcome = Literal[names.OUTCOMES]  # the failure classes, named once in results.names
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
 # How a job's timed phases share its node (orchestrator.runs.timing: a Ray resource):
 # "exclusive": nothing else of isosparse runs on the node meanwhile; "shared": anything may (its speed
@@ -50,6 +50,10 @@ class JobSpec:
     match: iso-sparse accounting within the group, logged as "match/<key>" metrics: params_active,
         params_total (from the config; L3 rows at budget / vocab), active_rel_err (vs the group's dense
         model), total_rel_err (MoE vs the group's L3 model).
+    after: the fingerprint of the job this one runs after and reads the checkpoint folder of (an eval job:
+        its train job's final weights); the scheduler holds it until that job finished and cancels it when
+        that job did not. None: no dependency.
+    requested_fingerprint: the suite's fingerprint when the job runs another config (`with_config`).
     """
 
     name: str
@@ -61,7 +65,26 @@ class JobSpec:
     resources: Resources = field(default_factory=Resources)
     max_retries: int = 1
     match: dict[str, float] = field(default_factory=dict)
+    after: str | None = None
     timing: Timing = "shared"
+    requested_fingerprint: str | None = None
+
+    def with_config(self, config: Any) -> "JobSpec":
+        """The same job running another config (an OOM retry's halved micro-batch): its resolved form and
+        fingerprint follow the config, so the run records what ran; `requested_fingerprint` keeps the
+        suite's, under which a rerun finds the job finished."""
+        from orchestrator.suites.fingerprint import code_version, fingerprint
+        from workloads.jobs.result import to_jsonable
+
+        resolved = {**self.resolved, "job": to_jsonable(config)}
+        requested = self.requested_fingerprint or self.fingerprint
+        return replace(
+            self,
+            config=config,
+            resolved=resolved,
+            requested_fingerprint=requested,
+            fingerprint=fingerprint(resolved, code_version()),
+        )
 
 
 def cluster_resources(cluster: Cluster, resources: Resources) -> Resources:

@@ -12,21 +12,24 @@ from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, TrainSetu
 # Block: wq+wo 2·64, wk+wv 2·32, 2 norms 16, SwiGLU 3·8·16=384 -> 592; dense = 2·592 + final norm 8 = 1192.
 TOY = ModelShape("toy", vocab_size=32, dim=8, n_layers=2, n_heads=2, n_kv_heads=1, ffn_dim=16,
                  max_seq_len=64, tie_embeddings=False, params_dense=1192, params_embeddings=512,
-                 params_active=1456)  # fmt: skip
+                 params_active=1456, blocks=((592, 0, 0),) * 2,
+                 train_flops=(6 * 1456, 12 * 2 * 2 * 4))  # fmt: skip
 FP32 = TrainSetup(micro_batch=1, seq_len=4, precision="fp32", optimizer_impl="fused")
 
 
 def _moe_toy() -> ModelShape:
     # Block 1 is MoE: 4 experts of 3·8·8 = 192 -> 768 expert params; router 8·4 = 32 replaces the 384 MLP.
     moe = MoEShape(positions=(1,), num_experts=4, top_k=1, ffn_dim=8)
-    return replace(TOY, moe=moe, params_dense=592 + 240 + 8, params_experts=768)
+    return replace(
+        TOY, moe=moe, params_dense=592 + 240 + 8, params_experts=768, blocks=((592, 0, 0), (240, 768, 0))
+    )
 
 
-def test_block_params_sum_to_the_counts():
-    assert [TOY.block_params(i) for i in range(2)] == [(592, 0, 0), (592, 0, 0)]
-    moe = _moe_toy()
-    assert moe.block_params(1) == (240, 768, 0)
-    assert sum(moe.block_params(i)[0] for i in range(2)) + moe.dim == moe.params_dense
+def test_a_shape_without_counts_from_accounting_is_refused():
+    with pytest.raises(ValueError, match="model.blocks"):
+        replace(TOY, blocks=((592, 0, 0),))
+    with pytest.raises(ValueError, match="model.train_flops"):
+        replace(TOY, train_flops=(0.0, 0.0))
 
 
 def test_block_activation_bytes_by_hand():

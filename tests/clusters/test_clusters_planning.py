@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from clusters import capacity, roofline
+from clusters import capacity
 from orchestrator.planning import plan as planning
+from orchestrator.planning.calibration import calibration_frame
 from orchestrator.suites.cluster_file import load_cluster
 from workloads.models import presets
 from workloads.models.accounting import count_params
@@ -15,14 +16,14 @@ EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
 
 
 @pytest.mark.parametrize("preset", presets.names())
-@pytest.mark.parametrize("family", ["dense", "l3", "moe"])
+@pytest.mark.parametrize("family", ["dense", "l3", "moe", "hash_moe"])
 def test_shape_matches_count_params(preset, family):
     cfg = presets.get(preset, family)
     shape = planning.model_shape(cfg)
     pc = count_params(cfg)
     assert (shape.params_total, shape.params_active) == (pc.total, pc.flops_active)  # FLOPs: no lookup table
     assert pc.active - pc.flops_active == (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.dim)
-    blocks = [shape.block_params(i) for i in range(cfg.n_layers)]
+    blocks = shape.blocks
     assert sum(b[0] for b in blocks) + cfg.dim == pc.by_category["dense"]  # + final norm
     assert sum(b[1] for b in blocks) == pc.by_category["experts"]
     assert sum(b[2] for b in blocks) == pc.by_category["l3_tables"]
@@ -91,7 +92,7 @@ def test_calibration_frame_round_trip():
     runs = pd.DataFrame({"preset": ["tiny", "tiny"], "family": ["dense", "l3"], "hardware": ["cpu", "cpu"],
                          "batch_size": [8, 8], "seq_len": [128, 128],
                          "train/tokens_per_s": [5000.0, 4500.0]})  # fmt: skip
-    frame = planning.calibration_frame(runs)
+    frame = calibration_frame(runs)
     assert (frame["flops_per_token"] > 6 * 4e6).all() and (frame["predicted_peak_bytes"] > 0).all()
     frame["measured_peak_bytes"] = frame["predicted_peak_bytes"] * 1.05
     fit = calibrate(frame).by_hardware["cpu"]
@@ -123,7 +124,7 @@ def test_calibration_from_the_tracking_store(tmp_path):
     uri = _store_with_train_runs(tmp_path, [1000.0, 4000.0])
     fitted = api.calibration(uri)
     fit = fitted.by_hardware["cpu"]
-    flops = roofline.train_flops_per_token(planning.model_shape(presets.get("debug")), 64)
+    flops = planning.model_shape(presets.get("debug")).train_flops_per_token(64)
     assert fit.n_time_runs == 2 and fit.n_memory_runs == 0  # host RSS is not used for memory
     assert fit.flops_per_s == pytest.approx(2000.0 * flops)  # geometric mean of the two rates
     assert fit.time_error_after == pytest.approx(0.75)  # 2000 vs 1000 and 4000: median of 1.0 and 0.5

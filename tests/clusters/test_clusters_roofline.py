@@ -9,10 +9,11 @@ from clusters.shapes import InferSetup, L3Shape, ModelShape, TrainSetup
 from orchestrator.suites.cluster_file import parse_cluster
 
 H100 = catalog.get("h100-sxm")
-# 1e9 parameters, all active, dense-only; 16 layers, 16 heads of 64.
+# 1e9 parameters, all active, dense-only; 16 layers, 16 heads of 64; blocks: (dense - final norm) / 16.
 MODEL = ModelShape("m", vocab_size=32000, dim=1024, n_layers=16, n_heads=16, n_kv_heads=16, ffn_dim=4096,
                    max_seq_len=2048, tie_embeddings=False, params_dense=1_000_000_000 - 65_536_000,
-                   params_embeddings=65_536_000, params_active=1_000_000_000)  # fmt: skip
+                   params_embeddings=65_536_000, params_active=1_000_000_000,
+                   blocks=((58_403_936, 0, 0),) * 16, train_flops=(6e9, 12 * 16 * 16 * 64))  # fmt: skip
 SETUP = TrainSetup(micro_batch=8, seq_len=2048, n_gpus=1, precision="amp-bf16")
 
 
@@ -31,7 +32,7 @@ def _cluster(gpus_per_node=8, nodes=1, link=None):
 
 
 def test_flops_per_token_is_palm():
-    assert roofline.train_flops_per_token(MODEL, 2048) == 6e9 + 12 * 16 * 16 * 64 * 2048
+    assert MODEL.train_flops_per_token(2048) == 6e9 + 12 * 16 * 16 * 64 * 2048
 
 
 def test_compute_time_and_tokens_per_s():

@@ -27,6 +27,12 @@ def test_run_on_a_cluster_too_small_is_refused_before_anything_is_submitted(tmp_
 def test_plan_and_clusters_are_commands_of_the_main_app():
     result = CliRunner().invoke(app, ["plan", "--preset", "debug", "--cluster", "h100x8"])
     assert result.exit_code == 0, result.output
-    assert "training memory per GPU" in result.output and "fits" in result.output
+    assert "training memory per GPU" in result.output
+    peak = next(line for line in result.output.splitlines() if line.startswith("│ peak "))
+    assert peak.removesuffix("│").rstrip().endswith("of 72.00 GiB: fits"), peak  # the verdict, H100 capacity
+    args = ["--preset", "paper-2.6b", "--gpus", "1", "--zero-stage", "0", "--micro-batch", "64"]
+    too_big = CliRunner().invoke(app, ["plan", *args, "--cluster", "h100x8"])
+    peak = next(line for line in too_big.output.splitlines() if line.startswith("│ peak "))
+    assert peak.removesuffix("│").rstrip().endswith(": does not fit"), peak
     shown = CliRunner().invoke(app, ["clusters", "show", "h100x8"])
     assert shown.exit_code == 0 and "h100-sxm" in shown.output

@@ -23,6 +23,7 @@ from orchestrator.suites.expansion import load_suite
 from orchestrator.suites.fingerprint import code_version, fingerprint
 from orchestrator.suites.schema import ResourcesModel, validate
 from results import names
+from workloads.jobs.evaluate import EvalTask
 from workloads.jobs.result import to_jsonable
 from workloads.models.config import Family
 
@@ -33,6 +34,7 @@ experiment: coverage
 matrix: {{jobs: [{", ".join(registry.JOBS)}], families: [{", ".join(FAMILIES)}], presets: [debug]}}
 train: {{steps: 3, batch_size: 2, data: {DATA}}}
 infer: {{data: {DATA}}}
+eval: {{tasks: [{{name: mc, path: TASKS}}]}}
 """
 # field name → values to try first where the generic ones (type-derived) are not accepted
 ALTERNATIVES: dict[str, list[Any]] = {
@@ -48,7 +50,10 @@ COUPLED = {"tied": ("d_emb", "dim")}
 @pytest.fixture(scope="module")
 def jobs(tmp_path_factory):
     path = tmp_path_factory.mktemp("coverage") / "coverage.yaml"
-    path.write_text(textwrap.dedent(SUITE))
+    tasks = path.with_name("mc.jsonl")
+    tasks.write_text('{"question": "q", "choices": ["a", "b"], "answer": 0}\n')
+    path.write_text(textwrap.dedent(SUITE).replace("TASKS", str(tasks)))
+    ALTERNATIVES["tasks"] = [(EvalTask("other", str(tasks), num_fewshot=1),)]  # a tuple of task dataclasses
     suite = load_suite(path)
     kinds = {job.kind for job in suite.jobs}
     assert kinds == {k for k, v in registry.JOBS.items() if v.available()}, kinds

@@ -97,3 +97,16 @@ def test_measured_params_equal_the_planned_ones(tmp_path, monkeypatch):
     assert abs(measured["moe"]["params_total"] / measured["l3"]["params_total"] - 1) <= 0.02
     # The L3 rows are the corpus-weighted mean, not budget / vocab (4 rows): frequent tokens own more.
     assert "estimated" not in {k for job in suite.jobs for k in job.match}
+
+
+def test_shipped_moe_capacity_suite_is_matched_and_records_its_knobs():
+    """suites/moe-capacity.yaml: cf 1.0 vs 1.25 vs dropless, each MoE within 2% of dense's active and of
+    its group's L3 total, with the knobs in the job's resolved model (what the run's params record)."""
+    suite = load_suite("suites/moe-capacity.yaml")
+    moe = {job.labels["variant"]: job for job in suite.jobs if job.labels["family"] == "moe"}
+    assert sorted(moe) == ["cf1.0", "cf1.25", "dropless"]
+    for job in moe.values():
+        assert abs(job.match["active_rel_err"]) <= 0.02 and abs(job.match["total_rel_err"]) <= 0.02
+    knobs = {v: job.resolved["job"]["model"]["moe"] for v, job in moe.items()}
+    assert knobs["cf1.25"]["capacity_factor"] == knobs["cf1.25"]["eval_capacity_factor"] == 1.25
+    assert knobs["cf1.0"]["drop_tokens"] is True and knobs["dropless"]["drop_tokens"] is False

@@ -12,6 +12,8 @@ from rich.console import Console
 from orchestrator.api import JobState
 from orchestrator.cli import render
 from orchestrator.cli.render import progress_text
+from orchestrator.runs import driver as driver_module
+from orchestrator.runs.driver import Driver
 
 ROWS = [  # api.compare's frame for the quickstart suite (numbers of a captured `make demo`), one job failed
     ("train", "dense", "tiny",
@@ -101,7 +103,7 @@ def test_progress_text_has_step_loss_rate_and_eta():
     job = JobState("train/l3/tiny/s0", "train", {}, state="running", total_steps=120, tokens_per_step=512)
     job.started_s = 0.0
     assert progress_text(job, 30.0) == "running for 30s, no step reported yet"
-    job.first_metric, job.step, job.loss = (10.0, 0), 40, 6.1234
+    job.first_metric, job.step, job.loss, job.last_metric_s = (10.0, 0), 40, 6.1234, 30.0
     # 40 steps in 20 s: 2 steps/s = 1,024 tok/s; 79 steps to go = 39.5 s
     assert progress_text(job, 30.0) == "step 41/120, loss 6.123, 1,024 tok/s, ETA 40s"
 
@@ -121,7 +123,7 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
             job.state, job.started_s = "running", clock.now
         if second >= 10:
             job.first_metric = job.first_metric or (1010.0, 0)
-            job.step, job.loss = second - 10, 5.0
+            job.step, job.loss, job.last_metric_s = second - 10, 5.0, clock.now
         before = out.file.getvalue().count("\n")
         progress.tick(report)
         if out.file.getvalue().count("\n") > before:
@@ -130,6 +132,55 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
     line = "[ 185.0s] train/dense/tiny/base/s0: step 176/1000, loss 5, 100 tok/s, ETA 13m44s"
     assert line in out.file.getvalue()
     assert "\x1b[" not in out.file.getvalue()  # no ANSI codes in a pipe
+
+
+def test_the_first_progress_line_rates_the_steps_by_the_job_s_clock(monkeypatch):
+    """The driver drains a job's events in batches: 25 steps that took 12.5 s on the worker arrive at one
+    driver instant. The first line rates them by the worker's timestamps, as every later line does."""
+    job = SimpleNamespace(name="train/dense/tiny/base/s0", match={}, fingerprint="f", timing="shared")
+    tracker = SimpleNamespace(start_job=lambda *a: "run", log_metrics=lambda *a: None)
+    report = SimpleNamespace(jobs={job.name: JobState(job.name, "train", {}, total_steps=300,
+                                                      tokens_per_step=128)})  # fmt: skip
+    driver = Driver(SimpleNamespace(name="s", experiment="e", jobs=[job]), tracker, "parent", report)
+    monkeypatch.setattr(driver_module.time, "monotonic", lambda: 5000.0)  # every event arrives at once
+    start = {"node": "n", "host": "h", "hw": "cpu"}
+    driver.on_event(SimpleNamespace(job=job.name, attempt=1, kind="start", payload=start))
+    for step in range(0, 25, 5):  # the worker's clock: 0.5 s a step
+        driver.on_event(SimpleNamespace(job=job.name, attempt=1, kind="metrics", step=step,
+                                        payload={"train/loss": 5.0}, time_s=100.0 + 0.5 * step))  # fmt: skip
+    state = report.jobs[job.name]
+    assert state.rate_steps_per_s() == 2.0
+    # 2 steps/s · 128 tokens; 280 steps to go at 2 steps/s = 140 s
+    assert progress_text(state, 5000.0) == "step 21/300, loss 5, 256 tok/s, ETA 2m20s"
+
+
+@pytest.mark.parametrize(("columns", "width"), [("80", 80), ("132", 132), (None, 240), ("wide", 240)])
+def test_piped_output_honours_an_explicit_columns(monkeypatch, columns, width):
+    monkeypatch.setattr(render.sys.stdout, "isatty", lambda: False)
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert render.console().width == width
+
+
+def test_eval_rows_show_their_accuracy_and_empty_columns_are_left_out():
+    df = frame()
+    eval_row = ["eval", "l3", "tiny", 6.62e6, 33.79e6, 5.102, 2e-4]
+    df.loc[len(df)] = eval_row + [None] * 6 + ["finished"] + [None]
+    df["avg_acc"] = [None] * 6 + [0.375]
+    text = shown_frame(df, 80)
+    header = next(line for line in text.splitlines() if line.strip().startswith("job"))
+    assert header.split()[:6] == ["job", "active", "total", "val", "loss", "acc"], header
+    assert re.search(r"eval l3 tiny\s+6\.62M\s+33\.79M\s+-\s+0\.375\s", text), text
+    plain = next(line for line in shown_frame(frame(), 80).splitlines() if line.strip().startswith("job"))
+    assert "acc" not in plain.split() and "match" in plain  # no eval job: no accuracy column
+
+
+def shown_frame(df: pd.DataFrame, width: int) -> str:
+    out = Console(width=width, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    return out.file.getvalue()
 
 
 @pytest.mark.parametrize("wide", [False, True])

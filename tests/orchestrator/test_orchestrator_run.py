@@ -4,6 +4,7 @@ read back with mlflow.search_runs, failure classes, infra retries, resume after 
 import json
 import os
 import socket
+import subprocess
 import textwrap
 import time
 import urllib.error
@@ -20,6 +21,7 @@ from orchestrator.cli.main import app
 from orchestrator.runs import scheduling
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites import registry
+from results import names
 
 pytestmark = pytest.mark.ray
 
@@ -103,8 +105,9 @@ def test_failures_are_classified_and_recorded_while_others_finish(tmp_path, stor
     # compare prints the expected columns
     table = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store])
     assert table.exit_code == 0
-    for column in ("job", "active", "total", "val loss", "match err", "tok/s", "state"):
+    for column in ("job", "active", "total", "match err", "tok/s", "state"):
         assert column in table.output, column
+    assert "val loss" not in table.output  # dummy jobs record none: an empty column is left out
     assert "dummy dense debug boom: RuntimeError: dummy job failing on request at step 1" in table.output
     wide = CliRunner().invoke(app, ["compare", path, "--tracking-uri", store, "--wide"])
     for column in ("family", "sparsity", "val_loss", "val_ppl", "tokens_per_s", "peak_mem", "error"):
@@ -134,8 +137,9 @@ def test_rerun_after_interruption_runs_only_what_did_not_finish(tmp_path, store)
         ],  # never ends by itself
     )
 
-    def interrupt_once_fast_finished(report):
-        if report.jobs["dummy/dense/debug/fast/s0"].state == "finished":
+    def interrupt_once_fast_finished(report):  # and slow runs (on a loaded box it may start late)
+        jobs = report.jobs
+        if jobs["dummy/dense/debug/fast/s0"].state == "finished" and jobs["dummy/dense/debug/slow/s0"].run_id:
             raise KeyboardInterrupt
 
     first = api.run_suite(path, tracking_uri=store, on_tick=interrupt_once_fast_finished)
@@ -193,9 +197,9 @@ def _get(url: str, deadline_s: float = 90.0) -> bytes:
     deadline = time.monotonic() + deadline_s
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
+            with urllib.request.urlopen(url, timeout=60) as response:  # a loaded box answers slowly
                 return response.read()
-        except (urllib.error.URLError, ConnectionError):
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
@@ -208,16 +212,13 @@ def test_ui_serves_the_experiment_and_the_report_artifact(tmp_path, store):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    started = time.monotonic()
     url, landing, proc = api.ui(store, port)
     try:
         assert url == f"http://127.0.0.1:{port}"
         experiment = mlflow.get_experiment_by_name("served")
         assert landing == f"{url}/#/experiments/{experiment.experiment_id}?workflowType=machine_learning"
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-        assert time.monotonic() - started < 180
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:  # up when ui() returns
-            assert answer.status == 200
+        assert _get(f"{url}/health", deadline_s=0) == b"OK"  # up when ui() returns (one try, slow or not)
         found = json.loads(_get(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=served"))
         assert found["experiment"]["name"] == "served"
         listed = json.loads(
@@ -229,7 +230,11 @@ def test_ui_serves_the_experiment_and_the_report_artifact(tmp_path, store):
         assert b"<html" in _get(url)  # the dashboard itself
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a loaded machine: its workers are slow to stop
+            proc.kill()
+            proc.wait()
 
 
 class _Tags(HTMLParser):
@@ -257,7 +262,12 @@ def test_multi_worker_job_runs_as_a_torch_trainer_gang(tmp_path, store):
 
 
 def test_fresh_process_kinds_run_in_a_new_worker(tmp_path, store, monkeypatch):
+    """Each job asks for both CPUs, so they run one after another: without max_calls=1 Ray hands the next
+    job the idle worker of the last one (one pid for all); a fresh-process kind's worker exits after it."""
     monkeypatch.setitem(registry.JOBS, "dummy", replace(registry.JOBS["dummy"], fresh_process=True))
-    path = suite_file(tmp_path, "fresh", ["{name: a, dummy: {value: 1}}", "{name: b, dummy: {value: 2}}"])
-    report = api.run_suite(path, tracking_uri=store)
+    path = suite_file(tmp_path, "fresh", [f"{{name: v{i}, dummy: {{value: {i}}}}}" for i in range(3)])
+    report = api.run_suite(path, ["resources.dummy.num_cpus=2"], tracking_uri=store)
     assert report.exit_code == 0, report.jobs
+    runs = job_runs("fresh")
+    pids = runs[f"tags.{names.TAG_INFO_PREFIX}pid"]
+    assert len(runs) == 3 and pids.is_unique, pids

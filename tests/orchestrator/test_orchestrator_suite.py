@@ -66,7 +66,7 @@ def test_every_error_is_reported_at_once_with_its_path(tmp_path):
 def test_set_overrides_and_unknown_family(tmp_path):
     path = write(tmp_path, DUMMY)
     errors = errors_of(path, ["matrix.families.1=l4", "dummy.steps=-1", "nonsense"])
-    assert errors["matrix.families[1]"] == "unknown family 'l4' (known: dense, l3, moe, scone)"
+    assert errors["matrix.families[1]"] == "unknown family 'l4' (known: dense, l3, moe, scone, hash_moe)"
     assert errors["dummy.steps"] == "Input should be greater than or equal to 0 (got -1)"
     assert "KEY=VALUE" in errors["--set nonsense"]
     suite = load_suite(path, ["dummy.steps=5", "matrix.seeds=[0, 1]"])
@@ -124,7 +124,7 @@ def test_shipped_job_config_is_the_fingerprinted_one(tmp_path):
 
 def test_shipped_suites_validate():
     names = {p.stem for p in shipped_suites()}
-    assert {"quickstart", "iso-sparse-800m", "ablations"} <= names
+    assert {"quickstart", "iso-sparse-800m", "ablations", "eval-quick", "downstream"} <= names
     for path in shipped_suites():
         try:
             suite = load_suite(path)
@@ -170,3 +170,18 @@ def test_dict_of_dataclasses_field_is_built():
     cfg, errors = validate(TrainJobConfig, {**data, "preset": "debug", "family": "dense"})
     assert errors == [] and cfg.eval_data["docs"].seq_len == 64
     assert isinstance(cfg.eval_data["docs"], DataConfig)
+
+
+def test_validate_accepts_the_paper_s_allocation(tmp_path):
+    path = tmp_path / "paper.yaml"
+    path.write_text(
+        "experiment: paper\nmodel: {overrides: {l3_allocation: lzw-paper}}\n"
+        "matrix: {jobs: [train], families: [dense, l3], presets: [debug]}\n"
+        "train: {steps: 2, data: {source: {kind: builtin, content: docs}, max_documents: 300}}\n"
+    )
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    l3 = next(j for j in load_suite(path).jobs if j.labels["family"] == "l3")
+    assert l3.config.model.l3.allocation == "lzw-paper" and l3.resolved["job"]["model"]["l3"][
+        "allocation"
+    ] == ("lzw-paper")

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from orchestrator import api
 from orchestrator.cli import app
 from orchestrator.readers import recorded
-from orchestrator.runs.scheduling import Completion
+from orchestrator.runs.outcomes import Completion
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites import expansion
 from orchestrator.suites.spec import JobSpec
@@ -133,3 +133,13 @@ def test_an_unknown_target_is_a_clear_error(store):
     assert result.exit_code == 2
     assert "no-such-thing" in result.output
     assert "no suite file, experiment or suite run of that name" in result.output
+
+
+def test_the_newest_invocation_is_the_one_read(store):
+    _, uri, first = store
+    tracker = Tracker(uri)
+    again = tracker.start_suite("exp-recorded", "recorded", {})  # a rerun of the dense job alone (--set)
+    tracker.log_text(again, recorded.jobs_json([job("dense")]), names.SUITE_JOBS)
+    tracker.end_suite(again, "FINISHED")
+    assert list(api.compare("exp-recorded", uri)["family"]) == ["dense"]
+    assert len(api.compare(first, uri)) == 4  # an older invocation by its run id

@@ -55,9 +55,21 @@ CASES = {  # name: (suite text, --set, {path: message})
     "--set error at the field's own path": (
         HEAD, ["train.batch_size=0"], {"train.batch_size": GE_1 + " (got 0)"},
     ),
+    "L3 placed after a block the preset lacks": (
+        "experiment: t\nmatrix: {jobs: [train], families: [dense, l3], presets: [tiny]}\n"
+        "model: {overrides: {l3_positions: [0, 6]}}\n", [],
+        {"model.overrides.l3_positions":
+         "[0, 6] must lie in [0, 6): preset 'tiny' has 6 blocks (position i is the L3 layer after block i)"},
+    ),
+    "L3 positions out of order": (
+        "experiment: t\nmatrix: {jobs: [train], families: [dense, l3], presets: [tiny]}\n"
+        "model: {overrides: {l3_positions: [3, 1]}}\n", [],
+        {"model.overrides.l3_positions": "Predicate 'strictly_increasing' failed (got [3, 1])"},
+    ),
     "override for a family the matrix does not run": (
         HEAD + "model: {overrides: {l3_cap: 64}}\n", [],
-        {"model.overrides.l3_cap": "applies to family 'l3' or 'moe', which matrix.families lacks"},
+        {"model.overrides.l3_cap":
+         "applies to family 'l3' or 'moe' or 'hash_moe', which matrix.families lacks"},
     ),
     "unknown source kind": (
         HEAD + "train: {data: {source: {kind: txt}}}\n", [],

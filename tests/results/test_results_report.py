@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results import load, names, plots, report
+from results import load, names, plots, quality_plots, report, schema, seeds
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -54,7 +54,9 @@ def _arrays() -> report.LoadArrays:
 
 def test_full_report_renders_with_every_figure(raw_runs, history, tmp_path):
     paths = report.build_report(raw_runs, history, out_dir=tmp_path, load_arrays=_arrays())
-    assert len(paths.figures) == len(report._FIGURES)  # every figure has data in the fake suite
+    # every figure has data in the fake suite (4 sizes: two log-log scaling plots, no per-config dot plot)
+    assert len(paths.figures) == len(report._FIGURES) + 3
+    assert {p.stem for p in paths.figures} >= {"quality_vs_params_active", "quality_vs_params_total"}
     for fig in paths.figures:
         width, height = _png_size(fig.read_bytes())
         assert width > 100 and height > 100, fig
@@ -114,14 +116,13 @@ def test_plots_raise_no_data_on_empty_tables_and_accept_run_tables():
     with pytest.raises(plots.NoData):
         plots.load_distributions({}, {})
     with pytest.raises(plots.NoData, match="train/loss"):
-        plots.loss_curves(pd.DataFrame(columns=["run_id", "key", "step", "value"]), empty)
+        quality_plots.loss_curves(pd.DataFrame(columns=["run_id", "key", "step", "value"]), empty)
+    with pytest.raises(plots.NoData):
+        quality_plots.quality_dots(empty)
 
 
 def test_figure_contents_follow_the_data(raw_runs, history, tmp_path):
     runs = load.runs_from_mlflow(raw_runs)
-    fig = plots.loss_curves(history, runs)
-    assert [ax.get_title() for ax in fig.axes] == ["dense", "l3", "moe"]
-    assert len(fig.axes[1].get_lines()) == 4 * 2 + 3  # 4 sizes x 2 seeds + 3 ablation runs
     ratio = plots.offload_decode_ratio(runs)
     lines = [ln for ln in ratio.axes[0].get_lines() if len(ln.get_xdata()) == 3]
     assert len(lines) == 4  # one per L3 infer run
@@ -165,12 +166,14 @@ def test_notes_errors_flags_and_wide_tables_are_styled_apart(raw_runs, tmp_path)
 
 
 def test_params_axis_reads_6_52m_and_cpu_memory_has_no_peak_entry(raw_runs, tmp_path):
-    runs = load.runs_from_mlflow(_one_size(raw_runs))
+    runs = load.runs_from_mlflow(raw_runs)
     ax = plots.val_loss_vs_params(runs).axes[0]
-    assert ax.get_xscale() == "linear"  # the sizes of one preset are close: no overlapping log labels
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")  # several sizes: a power law is a line
     plots.save_png(ax.figure, tmp_path / "v.png")  # draws: tick labels are set
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
-    assert labels and all(label.endswith("M") for label in labels), labels
+    assert labels and all(label[-1] in "MB" for label in labels), labels
+    with pytest.raises(plots.NoData, match="one model size"):
+        plots.val_loss_vs_params(load.runs_from_mlflow(_one_size(raw_runs)))
     short = [plots.params_label(v) for v in (6.52e6, 33.79e6, 1.2e9, 950e3)]
     assert short == ["6.52M", "33.8M", "1.2B", "950K"]
     on_cpu = runs.assign(**{names.MEM_PEAK_DEVICE_BYTES: np.nan})
@@ -178,6 +181,55 @@ def test_params_axis_reads_6_52m_and_cpu_memory_has_no_peak_entry(raw_runs, tmp_
     assert "peak device" not in [t.get_text() for t in legend.get_texts()]
     legend = plots.memory_breakdown(runs).axes[0].get_legend()
     assert "peak device" in [t.get_text() for t in legend.get_texts()]
+
+
+def test_figures_follow_what_the_suite_varies(raw_runs, history, tmp_path):
+    one = report.build_report(_one_size(raw_runs), history, out_dir=tmp_path / "one").figures
+    several = report.build_report(raw_runs, history, out_dir=tmp_path / "several").figures
+    assert "quality_per_config" in {p.stem for p in one}
+    assert not any(p.stem.startswith("quality_vs_") for p in one)
+    assert "quality_per_config" not in {p.stem for p in several}
+
+
+# val loss per seed of a one-size suite: the dot plot's ◆ sits at the mean, its bar is the t interval
+DOTS = {"dense": (4.20, 4.21, 4.24), "l3": (4.14, 4.14, 4.16), "moe": (4.40, 4.46, 4.54)}
+
+
+def _one_size_runs() -> pd.DataFrame:
+    rows = [{"run_id": f"{f}{s}", "status": "FINISHED", "kind": "train", "family": f, "preset": "tiny",
+             "variant": "base", "group": "tiny/base", "seed": s, "hardware": "cpu", names.EVAL_VAL_LOSS: v}
+            for f, vs in DOTS.items() for s, v in enumerate(vs)]  # fmt: skip
+    return schema.coerce(pd.DataFrame(rows))
+
+
+def test_dot_plot_marks_seeds_means_and_intervals():
+    ax = quality_plots.quality_dots(_one_size_runs()).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["MoE", "dense", "L3"]  # best at the top
+    means = [ln for ln in ax.get_lines() if ln.get_marker() == "D"]
+    expected = [sum(DOTS[f]) / 3 for f in ("moe", "dense", "l3")]
+    assert [ln.get_xdata()[0] for ln in means] == pytest.approx(expected)
+    dots = [ln for ln in ax.get_lines() if ln.get_marker() == "o"]
+    assert sorted(dots[2].get_xdata()) == pytest.approx(sorted(DOTS["l3"]))
+    _, low, high = seeds.t_interval(DOTS["l3"])
+    bars = [c for c in ax.collections if len(c.get_segments())]
+    l3_bar = bars[2].get_segments()[0]
+    assert (l3_bar[0][0], l3_bar[1][0]) == pytest.approx((low, high))
+
+
+def test_smoothing_and_loss_curves_band_over_seeds():
+    assert quality_plots.smooth([0.0, 1.0], span=3) == pytest.approx([0.0, 1 / 1.5])  # α = 0.5, adjusted
+    assert quality_plots.smooth([2.0] * 5, span=4) == pytest.approx([2.0] * 5)
+    runs = _one_size_runs()
+    steps = range(0, 50, 5)
+    flat = [(r, names.TRAIN_LOSS, step, 5.0 + i) for i, r in enumerate(runs["run_id"]) for step in steps]
+    hist = pd.DataFrame(flat, columns=["run_id", "key", "step", "value"])
+    fig = quality_plots.loss_curves(hist, runs)
+    ax = fig.axes[0]
+    assert len(fig.axes) == 1 and [ln.get_label() for ln in ax.get_lines()] == [
+        "dense (3 seeds)", "L3 (3 seeds)", "MoE (3 seeds)"]  # fmt: skip
+    assert ax.get_lines()[1].get_ydata() == pytest.approx([9.0] * 10)  # l3 runs: 8, 9, 10 flat
+    band = ax.collections[1].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(8.0) and band.max() == pytest.approx(10.0)
 
 
 def test_report_opens_with_the_verdict_and_folds_the_wide_tables(raw_runs, tmp_path):
@@ -218,3 +270,32 @@ def test_mixed_tokenizers_fit_and_read_bits_per_byte(raw_runs, tmp_path):
     same.loc[train, f"metrics.{names.DATA_VAL_BYTES_PER_TOKEN}"] = 4.0
     md = report.build_report(same, out_dir=tmp_path / "same", figures=False).markdown.read_text()
     assert "read val_bpb" not in md and "## Scaling fits: val loss vs params_active" in md
+
+
+def test_eval_runs_get_a_downstream_tasks_section(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    evals = []
+    for family, acc in (("dense", 0.25), ("l3", 0.5)):
+        for seed, delta in ((0, -0.05), (1, 0.05)):
+            row = raw[raw["run_id"].eq(f"{family}-tiny-{seed}")].iloc[0].copy()
+            row["run_id"], row[f"tags.{names.TAG_JOB_KIND}"] = f"eval-{family}-{seed}", "eval"
+            row[f"tags.{names.TAG_FINGERPRINT}"] = f"fp-eval-{family}-{seed}"
+            row[f"metrics.{names.lm_eval_key('mc', 'acc')}"] = acc + delta
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_stderr')}"] = 0.1
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_norm')}"] = acc
+            row[f"metrics.{names.lm_eval_key('mc', 'acc_norm_stderr')}"] = 0.1
+            evals.append(row)
+    raw = pd.concat([raw, pd.DataFrame(evals)], ignore_index=True)
+    md = report.build_report(raw, out_dir=tmp_path, figures=False).markdown.read_text()
+    section = md.split("Downstream tasks (lm-evaluation-harness)", 1)[1]
+    assert "mc/acc" in section and "mc/acc_stderr" in section
+    runs = load.runs_from_mlflow(raw)
+    table = report.analysis.downstream_table(runs).set_index("family")
+    assert table.loc["l3", "mc/acc"] == pytest.approx(0.5) and table.loc["dense", "mc/acc"] == pytest.approx(
+        0.25
+    )
+    assert table.loc["l3", "n_seeds"] == 2
+    want = ["mc/acc", "mc/acc_stderr", "mc/acc_norm", "mc/acc_norm_stderr"]
+    assert list(table.columns[-4:]) == want  # each value next to its error
+    assert "Downstream tasks" not in report.build_report(raw_runs, out_dir=tmp_path / "none", figures=False
+                                                         ).markdown.read_text()  # fmt: skip

@@ -121,3 +121,10 @@ def test_history_from_mlflow_long_form():
         "step": [0, 1],
         "value": [2.0, 1.5],
     }
+
+
+def test_match_error_is_the_largest_magnitude_of_the_errors_given():
+    assert schema.match_error(0.01, -0.03) == -0.03
+    assert schema.match_error(-0.02, 0.02) == -0.02  # a tie keeps the first (active before total)
+    assert schema.match_error(None, float("nan"), pd.NA, 0.015) == 0.015
+    assert schema.match_error() is None and schema.match_error(None, pd.NA) is None

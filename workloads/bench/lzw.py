@@ -1,5 +1,7 @@
 """Section `lzw`: the L3 allocation's LZW phrase counting (stage 1, numba trie walk) over the built-in
-corpus's training documents, and stage 2 (sort + walk to per-token row counts).
+corpus's training documents, and stage 2 (sort + walk to per-token row counts); then `lzw-paper`'s stage 1
+(the published loop, on the same documents' lines) and how many rows it moves against `lzw` (its value:
+half the sum of |rows_lzw - rows_paper| over tokens, at the layer section's budget and cap).
 
 Bytes: the token ids stage 1 reads (int32 each); it is a pointer-chasing walk, so its floor is far below
 what it reaches. Goal (issue 2): stage 1 ≥ 5 M tokens/s.
@@ -11,6 +13,7 @@ from dataclasses import replace
 from workloads.bench.layer import BUDGET, CAP, l3_setup
 from workloads.bench.rows import BenchContext, Row, timed_row
 from workloads.l3.allocation import allocate_from_counts, count_phrases
+from workloads.l3.lzw_paper import count_phrases_paper, paper_lines
 
 TOKENS_PER_S_GOAL = 5e6
 
@@ -34,4 +37,20 @@ def rows(ctx: BenchContext) -> list[Row]:
     first = replace(first, items=float(n))
     first = first.with_goal(f"≥{TOKENS_PER_S_GOAL / 1e6:g}M tok/s", first.items_per_s >= TOKENS_PER_S_GOAL)
     second = timed_row("lzw", "stage 2 allocate", stage2)
-    return [first, second]
+    return [first, second, _paper_row(ctx, docs, data, allocate_from_counts(phrases, BUDGET, CAP))]
+
+
+def _paper_row(ctx: BenchContext, docs: list, data, lzw_rows) -> Row:
+    """lzw-paper's stage 1 over the lines of the same documents; value: rows moved against `lzw`."""
+    texts = (data.tokenizer.decode(ids.tolist(), skip_special_tokens=False) for ids in docs)
+    lines = list(paper_lines(texts, data.tokenizer))
+    count_phrases_paper(lines[:2], data.vocab_size)  # JIT warm-up
+    times, phrases = [], None
+    for _ in range(max(3, ctx.rounds // 2)):
+        t0 = time.perf_counter()
+        phrases = count_phrases_paper(lines, data.vocab_size)
+        times.append(time.perf_counter() - t0)
+    moved = int(abs(allocate_from_counts(phrases, BUDGET, CAP) - lzw_rows).sum()) // 2
+    row = timed_row("lzw", "lzw-paper stage 1 (lines)", times, ctx.probe, nbytes=4.0 * phrases.n_tokens)
+    note = f"rows moved vs lzw: {moved:,} of {BUDGET:,} ({moved / BUDGET:.1%})"
+    return replace(row, items=float(phrases.n_tokens), value=float(moved), note=note)

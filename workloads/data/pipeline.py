@@ -65,6 +65,16 @@ class PreparedData:
             raise ValueError("the validation split holds no tokens: bits per byte is undefined")
         return self.val_bytes / self.val.n_tokens
 
+    def dataset_inputs(self) -> list[dict]:
+        """What a run was trained and validated on, for MLflow dataset inputs: per split its name, the
+        content digest of these token streams (`fingerprint`), the source and its token count."""
+        source = self.config.source
+        return [
+            {"name": f"{source.kind}-{split}", "digest": self.fingerprint, "context": context,
+             "source": repr(source), "n_tokens": self.split(split).n_tokens}
+            for split, context in (("train", "training"), ("val", "validation"))
+        ]  # fmt: skip
+
     def split(self, name: Split) -> TokenSplit:
         if name not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {name!r}")
@@ -77,6 +87,13 @@ class PreparedData:
     def allocation_sequences(self) -> Iterator[np.ndarray]:
         """What the L3 allocation is built from: the training documents only, never validation."""
         return self.train.iter_documents()
+
+    def allocation_texts(self) -> Iterator[str]:
+        """The training documents as text (the tokenizer round-trips exactly), for `lzw-paper`'s lines."""
+        return (
+            self.tokenizer.decode(ids.tolist(), skip_special_tokens=False)
+            for ids in self.allocation_sequences()
+        )
 
     def packed(
         self, split: Split, seq_len: int | None = None, seed: int = 0, shuffle: bool | None = None

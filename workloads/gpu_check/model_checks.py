@@ -163,14 +163,3 @@ def decode(preset: str, device, batches: tuple[int, ...], prompt_len: int, gen_l
         )
     del model
     return rows
-
-
-def train_dims(preset: str) -> dict:
-    cfg = presets.get(preset, "l3")
-    return {
-        "preset": preset,
-        "dim": cfg.dim,
-        "n_layers": cfg.n_layers,
-        "l3": str(cfg.l3),
-        "vocab": cfg.vocab_size,
-    }

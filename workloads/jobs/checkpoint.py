@@ -1,4 +1,5 @@
-"""Training checkpoints: one folder per step, one file per rank, made visible atomically.
+"""Training checkpoints: one folder per step, one file per rank, made visible atomically; and the final
+weights of a finished job (`<dir>/final-model.pt`, the model's state dict only, for evaluation).
 
 Layout: `<dir>/step-00000040/rank-0.pt ...`. Every rank writes its own state (model, optimizer,
 scheduler, data position, RNG states: expert-parallel ranks hold different experts, and RNG streams differ
@@ -18,6 +19,7 @@ import torch
 
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 KEEP_LAST = 2  # older complete checkpoints are deleted after a new one lands
+FINAL_WEIGHTS = "final-model.pt"  # a finished job's model state dict alone (what an eval job loads)
 
 
 def rng_state() -> dict[str, Any]:
@@ -89,3 +91,30 @@ def load(directory: str | os.PathLike, step: int, rank: int, world_size: int) ->
             f"checkpoint {path.parent} was written by {state['world_size']} ranks, this job has {world_size}"
         )
     return state
+
+
+def save_weights(directory: str | os.PathLike, model: torch.nn.Module) -> Path:
+    """Write `model`'s state dict to <directory>/final-model.pt atomically (rank 0 of a finished job)."""
+    path = Path(directory) / FINAL_WEIGHTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    torch.save(model.state_dict(), part)
+    part.rename(path)
+    return path
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a model state dict (a .pt file, or a dict with a "model" entry: a rank file of a training
+    checkpoint) or a checkpoint folder (its latest step's rank 0) into `model`; a DDP prefix is dropped."""
+    source = Path(path)
+    if source.is_dir():
+        step = latest_step(source)
+        if step is None:
+            raise ValueError(f"checkpoint folder {str(path)!r} holds no complete step-* checkpoint")
+        source = _step_dir(source, step) / "rank-0.pt"
+    if not source.is_file():
+        raise ValueError(f"checkpoint {str(path)!r} is neither a checkpoint folder nor a file")
+    state = torch.load(source, map_location="cpu", weights_only=False)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})

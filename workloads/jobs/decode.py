@@ -93,7 +93,8 @@ def moe_generation_balance(model: Transformer, prompts: torch.Tensor, gen_len: i
 
     Counts are pre-capacity routes per expert, summed over the generation's forwards; dropped tokens (all
     top_k routes lost) and dropped routes are the gate's own, per forward (`MoEMLP.last_dropped`, with
-    the eval capacity factor in eval mode), over tokens × MoE layers and all routes.
+    the eval capacity factor in eval mode; zero on the dropless serving path), over tokens × MoE layers
+    and all routes.
     """
     moe = model.config.moe
     if moe is None:
@@ -106,7 +107,13 @@ def moe_generation_balance(model: Transformer, prompts: torch.Tensor, gen_len: i
         drops = torch.stack([mlp.last_dropped for mlp in gates]).sum(0)  # (2,) tokens, routes
         per_forward.append((torch.stack([counts[k] for k in sorted(counts)]), aux, drops, n_tokens))
 
-    greedy_generate(model, prompts, gen_len, return_expert_counts=True, on_forward=collect)
+    for mlp in gates:  # the dropless serving path computes its aux loss only when asked
+        mlp.record_balance = True
+    try:
+        greedy_generate(model, prompts, gen_len, return_expert_counts=True, on_forward=collect)
+    finally:
+        for mlp in gates:
+            mlp.record_balance = False
     total = np.zeros((len(moe.positions), moe.num_experts), dtype=np.int64)
     drops, passes, aux_sum = np.zeros(2), 0, 0.0
     for counts, aux, dropped, n_tokens in per_forward:  # read back after the generation, once per forward

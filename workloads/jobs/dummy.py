@@ -71,9 +71,8 @@ def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
     metrics |= phase.metrics()
     if cfg.steps:
         metrics["train/loss"] = 1.0 / cfg.steps
-    return BenchResult(
-        kind="dummy", config=to_jsonable(cfg), metrics=metrics, info={"hardware": ctx.hardware or ""}
-    )
+    info = {"hardware": ctx.hardware or "", "pid": os.getpid()}  # pid: tells fresh workers from reused ones
+    return BenchResult(kind="dummy", config=to_jsonable(cfg), metrics=metrics, info=info)
 
 
 def run_interleaved(cfgs: list[DummyJobConfig], ctxs: list[JobContext] | None = None) -> list[BenchResult]:

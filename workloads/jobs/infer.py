@@ -32,7 +32,6 @@ import contextlib
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
@@ -52,20 +51,18 @@ from workloads.jobs.setup import (
     base_model_config,
     build_model,
     check_data_fits,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
     token_freqs_for,
 )
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
+from workloads.models.moe import serve_dropless
 from workloads.models.transformer import TORCH_DTYPES, Transformer
 from workloads.scone.serve import FgramTable
 
 Placement = Literal["device", "offload", "both"]
+MoEServing = Literal["dropless", "deepspeed"]
 JobDType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -83,6 +80,9 @@ class InferJobConfig:
     checkpoint: weights to load: a training checkpoint folder (its latest step-*/rank-0.pt), or a .pt file
         holding a state dict (or a dict with a "model" state dict).
     model: the resolved model (`resolve`: dtype and MoE min_capacity applied); None resolves it at start.
+    moe_impl: how MoE blocks serve: "dropless" (every token reaches its top_k experts, one matmul per
+        expert over its tokens: `workloads.models.moe_dropless`) or "deepspeed" (the training layer with
+        its eval capacity factor, for comparison).
     """
 
     preset: str
@@ -101,6 +101,7 @@ class InferJobConfig:
     data: DataConfig = field(default_factory=DataConfig)
     checkpoint: str | None = None
     model: ModelConfig | None = None
+    moe_impl: MoEServing = "dropless"
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -195,23 +196,6 @@ def _prompts(data, cfg: InferJobConfig) -> torch.Tensor:
     windows = data.packed("val", seq_len=cfg.prompt_len, shuffle=False)
     prompts, _ = next(windows.batches(need))
     return prompts  # (need, prompt_len) int64
-
-
-def _load_weights(model: Transformer, path: str) -> None:
-    """Load a training checkpoint folder (latest step, rank 0) or a .pt state dict into `model`."""
-    source = Path(path)
-    if source.is_dir():
-        step = checkpoint.latest_step(source)
-        if step is None:
-            raise ValueError(f"InferJobConfig.checkpoint={path!r} holds no complete step-* checkpoint")
-        source = source / f"step-{step:08d}" / "rank-0.pt"
-    if not source.is_file():
-        raise ValueError(f"InferJobConfig.checkpoint={path!r} is neither a checkpoint folder nor a file")
-    state = torch.load(source, map_location="cpu", weights_only=False)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from a DDP wrapper
-    model.load_state_dict(state)
 
 
 @contextlib.contextmanager
@@ -363,20 +347,21 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     device = _parse_device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"InferJobConfig.device={cfg.device!r} but CUDA is not available")
-    spec = cfg.model_spec()
-    base = cfg.model or base_model_config(spec)
-    data = prepare_data(replace(cfg.data, seq_len=cfg.prompt_len), base, ctx.cache_dir)
-    corpus = None if cfg.model is not None else corpus_for(spec, data, ctx.cache_dir)
-    model_cfg = cfg.model or _specialize(cfg, resolve_model_config(spec, corpus))
+    data_cfg = replace(cfg.data, seq_len=cfg.prompt_len)
+    job = prepare_job(cfg.model_spec(), cfg.model, data_cfg, ctx.cache_dir, lambda m: _specialize(cfg, m))
+    data, model_cfg, counts, scone_data = job.data, job.model, job.counts, job.scone
     prompts = _prompts(data, cfg)
     if int(prompts.min()) < 0 or int(prompts.max()) >= model_cfg.vocab_size:
         raise ValueError(f"prompt token ids must lie in [0, {model_cfg.vocab_size}) (model vocab_size)")
-    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
-    scone_data = resolve_scone(model_cfg, data, ctx.cache_dir)
     fgrams = scone_data.fgrams if scone_data is not None else None
     model = build_model(model_cfg, counts, device, seed=cfg.seed, fgrams=fgrams).eval()  # eval: MoE capacity
     if cfg.checkpoint is not None:
-        _load_weights(model, cfg.checkpoint)
+        try:
+            checkpoint.load_weights(model, cfg.checkpoint)
+        except ValueError as err:
+            raise ValueError(f"InferJobConfig.checkpoint: {err}") from err
+    if model_cfg.moe is not None:
+        serve_dropless(model, cfg.moe_impl)
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
@@ -402,6 +387,7 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) 
     }
     if model_cfg.moe is not None:
         info["moe_min_capacity"] = str(model_cfg.moe.min_capacity)
+        info["moe_impl"] = cfg.moe_impl
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
     return BenchResult(kind="infer", config=config, metrics=metrics, params=params, info=info)
 

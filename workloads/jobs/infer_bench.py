@@ -15,8 +15,6 @@ from rich.table import Table
 
 from workloads.jobs.infer import InferJobConfig, run_interleaved
 
-MOVED = ("h2d", "host_compact")  # the offload byte metrics: CUDA copies, CPU host-side compaction
-
 
 def _table_rows(family: str, places: tuple[str, ...], cfg: InferJobConfig, m: dict) -> list[list[str]]:
     rows = []

@@ -395,6 +395,15 @@ class TrainLoop:
             self.ctx.checkpoint_dir, done, state, self.world.rank, self.world.size, distributed.barrier
         )
 
+    def save_weights(self) -> None:
+        """The final weights for evaluation (cfg.save_weights): rank 0 writes the whole model; expert-
+        parallel ranks hold different experts, so such a job has none to write whole (eval refuses it)."""
+        if not self.cfg.save_weights or not self.world.is_main:
+            return
+        if not self.ctx.checkpoint_dir:
+            raise ValueError("TrainJobConfig.save_weights needs JobContext.checkpoint_dir (a folder)")
+        checkpoint.save_weights(self.ctx.checkpoint_dir, self.model)
+
     def resume(self) -> int:
         """Load the latest checkpoint of ctx.checkpoint_dir, if any; returns the step to continue from."""
         if not self.ctx.checkpoint_dir:

@@ -30,11 +30,6 @@ def throughput_metrics(stats: TimingStats, tokens_per_step: int) -> dict[str, fl
     }
 
 
-def train_flops_per_token(cfg: ModelConfig, active_params: int, seq_len: int) -> float:
-    """6·N_active (forward + backward matmuls) + 12·L·H·Q·T (attention), PaLM's MFU numerator per token."""
-    return 6.0 * active_params + 12.0 * cfg.n_layers * cfg.n_heads * cfg.head_dim * seq_len
-
-
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float, world_size: int = 1) -> float:
     """Model FLOPs utilization: achieved model FLOP/s over the peak of all `world_size` devices."""
     if peak_flops <= 0:

@@ -2,7 +2,9 @@
 
 API (every bad input raises ValueError naming the field, before the expensive part where possible):
   ModelOverrides(vocab_size=None, l3_cap=None, l3_allocation=None, l3_tied=None, l3_residual=None,
-                 l3_impl=None, moe_top_k=None, moe_ep_size=None, moe_use_rts=None, moe_top2_sampling=None)
+                 l3_impl=None, moe_top_k=None, moe_ep_size=None, moe_use_rts=None, moe_top2_sampling=None,
+                 moe_num_experts=None, moe_capacity_factor=None, moe_eval_capacity_factor=None,
+                 moe_min_capacity=None, moe_drop_tokens=None, moe_aux_loss_coef=None)
   ModelSpec(preset, family, overrides=ModelOverrides(), allocation_path=None)   # frozen, JSON-able
   base_model_config(spec) -> ModelConfig         # the dense base after the overrides (vocab, max_seq_len)
   corpus_for(spec, data, cache_dir=None) -> Corpus | None   # token counts + allocate(budget) of the data
@@ -16,29 +18,49 @@ API (every bad input raises ValueError naming the field, before the expensive pa
       budget, cap), the uniform ablation, or `spec.allocation_path` (its vocab must match the tokenizer).
   token_freqs_for(model_cfg, data) -> (vocab,) float64   # train token counts padded to the model vocab
   resolve_scone(model_cfg, data, cache_dir=None) -> SconeData | None   # f-grams + tags (family scone)
+  prepare_job(spec, model, data_cfg, cache_dir=None, specialize=id) -> Prepared   # the chain above, once
   build_model(model_cfg, counts, device, seed=None, fgrams=None) -> Transformer
 """
 
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Annotated
 
 import numpy as np
 import torch
 
 from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, resolve_cache_dir
 from workloads.data.config import min_vocab_size, stable_hash
-from workloads.fields import PosInt, check_fields
+from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
+from workloads.l3.lzw_paper import lzw_paper_allocate, paper_lines
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.models.config import Allocation, Family, L3Impl, ModelConfig
+from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig, Positions
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
 
 L3Counts = dict[int, np.ndarray]
-L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl")
-MOE_FIELDS = ("moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling")
+L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl", "l3_positions")
+# moe_<name> overrides MoEConfig.<name>; moe_top_k and moe_num_experts fix what the matcher may choose.
+HASH_MOE_FIELDS = ("moe_top_k", "moe_num_experts")  # the MoE knobs a hash-routed MoE has
+MOE_FIELDS = (
+    "moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling", "moe_num_experts", "moe_capacity_factor",
+    "moe_eval_capacity_factor", "moe_min_capacity", "moe_drop_tokens", "moe_aux_loss_coef",
+)  # fmt: skip
+# The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
+# model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
+# override (vocab_size) applies to every family.
+# hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
+OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
+                     **dict.fromkeys(MOE_FIELDS, ("moe",)),
+                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES)}  # fmt: skip
+
+
+def applies(name: str, family: str) -> bool:
+    """Whether override `name` (or "allocation_path") changes a `family` model (OVERRIDE_FAMILIES)."""
+    return family in OVERRIDE_FAMILIES.get(name, (family,))
 
 
 @dataclass(frozen=True)
@@ -46,9 +68,12 @@ class ModelOverrides:
     """Changes to a preset, applied to its dense base / L3 / MoE templates before iso-sparse matching.
 
     vocab_size: the model's vocabulary (the tokenizer is trained to it); the L3 budget keeps the preset's
-        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim); for a MoE model they
-        describe the L3 model it is matched to. moe_*: fields of MoEConfig; moe_top_k fixes the routing the
-        matcher may use. None keeps the preset's value.
+        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim; l3_positions: the blocks
+        the L3 layers follow, e.g. [0, 1] early, the paper's middle by default); for a MoE model they
+        describe the L3 model it is matched to. moe_*: fields of MoEConfig (DeepSpeed's: capacity factor
+        for training and eval, min capacity, drop_tokens=False for dropless training, aux-loss coefficient);
+        moe_top_k / moe_num_experts fix the routing / expert count the matcher may use (it still sets the
+        expert width so the model stays iso-active and iso-total). None keeps the preset's value.
     """
 
     vocab_size: PosInt | None = None
@@ -57,12 +82,21 @@ class ModelOverrides:
     l3_tied: bool | None = None
     l3_residual: bool | None = None
     l3_impl: L3Impl | None = None
+    l3_positions: Positions | None = None
     moe_top_k: PosInt | None = None
     moe_ep_size: PosInt | None = None
     moe_use_rts: bool | None = None
     moe_top2_sampling: bool | None = None
+    moe_num_experts: Annotated[int, Ge(2)] | None = None
+    moe_capacity_factor: PosFloat | None = None
+    moe_eval_capacity_factor: PosFloat | None = None
+    moe_min_capacity: NonNegInt | None = None
+    moe_drop_tokens: bool | None = None
+    moe_aux_loss_coef: NonNegFloat | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.l3_positions, list):  # YAML gives a list; the frozen spec is hashed (cached)
+            object.__setattr__(self, "l3_positions", tuple(self.l3_positions))
         check_fields(self)
 
     def given(self, names: tuple[str, ...]) -> list[str]:
@@ -82,13 +116,11 @@ class ModelSpec:
         check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        # A MoE model is matched to its group's L3 model, which the l3_* fields and allocation_path describe.
-        for fams, names in ((("l3", "moe"), L3_FIELDS), (("moe",), MOE_FIELDS)):
-            wrong = self.overrides.given(names)
-            if wrong and self.family not in fams:
-                raise ValueError(f"overrides.{wrong[0]} applies to family '{fams[0]}', not {self.family!r}")
-        if self.allocation_path is not None and self.family not in ("l3", "moe"):
-            raise ValueError(f"allocation_path applies to family 'l3', not {self.family!r}")
+        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS))]
+        given += ["allocation_path"] if self.allocation_path is not None else []
+        for name in (n for n in given if not applies(n.removeprefix("overrides."), self.family)):
+            first = OVERRIDE_FAMILIES[name.removeprefix("overrides.")][0]
+            raise ValueError(f"{name} applies to family '{first}', not {self.family!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,7 +149,14 @@ def _templates(spec: ModelSpec):
         tied=o.l3_tied if o.l3_tied is not None else l3.tied,
         residual=o.l3_residual if o.l3_residual is not None else l3.residual,
         impl=o.l3_impl or l3.impl,
+        positions=o.l3_positions or l3.positions,
     )
+    if l3.positions[-1] >= base.n_layers:
+        raise FieldError(
+            "overrides.l3_positions",
+            f"{list(l3.positions)} must lie in [0, {base.n_layers}): preset {spec.preset!r} has "
+            f"{base.n_layers} blocks (position i is the L3 layer after block i)",
+        )
     if l3.tied:
         l3 = replace(l3, d_emb=base.dim)
     return base, replace(l3, budget=min(l3.budget, base.vocab_size * l3.cap))
@@ -147,14 +186,20 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     if spec.family == "l3":
         return l3_cfg
     moe = default_moe(base)
-    moe = replace(
-        moe,
-        ep_size=o.moe_ep_size or moe.ep_size,
-        use_rts=o.moe_use_rts if o.moe_use_rts is not None else moe.use_rts,
-        top2_sampling=o.moe_top2_sampling if o.moe_top2_sampling is not None else moe.top2_sampling,
-    )
+    given = {name: getattr(o, f"moe_{name}") for name in _MOE_TEMPLATE_FIELDS}
+    moe = replace(moe, **{name: value for name, value in given.items() if value is not None})
     top_ks = (o.moe_top_k,) if o.moe_top_k is not None else (1, 2, 4, 8)
-    return match(base, family="moe", total_params=count_params(l3_cfg).total, moe=moe, top_ks=top_ks)
+    total = count_params(l3_cfg).total
+    return match(
+        base, family=spec.family, total_params=total, moe=moe, top_ks=top_ks, num_experts=o.moe_num_experts
+    )
+
+
+# MoEConfig fields an override sets on the template as they are (the matcher sets num_experts and top_k).
+_MOE_TEMPLATE_FIELDS = (
+    "ep_size", "use_rts", "top2_sampling", "capacity_factor", "eval_capacity_factor", "min_capacity",
+    "drop_tokens", "aux_loss_coef",
+)  # fmt: skip
 
 
 def corpus_for(
@@ -256,11 +301,14 @@ def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedDa
     path = resolve_cache_dir(cache_dir) / "l3" / f"alloc-{key[:24]}.npz"
     if path.is_file():
         return load_allocation(path).counts
-    counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
+    if method == "lzw-paper":
+        counts = lzw_paper_allocate(paper_lines(data.allocation_texts(), data.tokenizer), vocab, budget, cap)
+    else:
+        counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_allocation(
         path, counts, vocab_size=vocab, budget=budget, cap=cap, corpus_fingerprint=data.fingerprint,
-        n_tokens=data.train.n_tokens,
+        n_tokens=data.train.n_tokens, method=method,
     )  # fmt: skip
     return counts
 
@@ -297,6 +345,33 @@ def resolve_scone(model_cfg: ModelConfig, data: PreparedData, cache_dir=None):
     from workloads.scone.data import prepare_scone
 
     return prepare_scone(data, model_cfg.scone, model_cfg.vocab_size, cache_dir)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A job's inputs, prepared once: its data, the model it runs, the L3 rows per token and SCONE's data."""
+
+    data: PreparedData
+    model: ModelConfig
+    counts: L3Counts
+    scone: object  # resolve_scone's SconeData, None for the other families
+
+
+def prepare_job(
+    spec: ModelSpec,
+    model: ModelConfig | None,
+    data_cfg: DataConfig,
+    cache_dir=None,
+    specialize: Callable[[ModelConfig], ModelConfig] = lambda m: m,
+) -> Prepared:
+    """data → corpus → matched model → L3 counts → f-grams: the one chain the train, infer and eval jobs
+    run. `model`: the resolved config the orchestrator shipped (run as is); None resolves it here, on this
+    data, then `specialize`s it (the infer job's dtype and MoE capacity)."""
+    data = prepare_data(data_cfg, model or base_model_config(spec), cache_dir)
+    if model is None:
+        model = specialize(resolve_model_config(spec, corpus_for(spec, data, cache_dir)))
+    counts = resolve_l3_counts(spec, model, data, cache_dir)
+    return Prepared(data, model, counts, resolve_scone(model, data, cache_dir))
 
 
 def allocation_summary(spec: ModelSpec, model_cfg: ModelConfig, counts: L3Counts, data: PreparedData) -> dict:

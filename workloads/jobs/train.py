@@ -29,14 +29,15 @@ from workloads.jobs.setup import (
     allocation_summary,
     base_model_config,
     check_data_fits,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
     token_freqs_for,
 )
-from workloads.models.accounting import count_params, fgram_table_bytes, fgram_train_flops_per_token
+from workloads.models.accounting import (
+    count_params,
+    fgram_table_bytes,
+    fgram_train_flops_per_token,
+    train_flops_per_token,
+)
 from workloads.models.config import Family, ModelConfig
 
 Device = Literal["cpu", "cuda"]
@@ -59,7 +60,9 @@ class TrainJobConfig:
     dtype: "auto" = bfloat16 autocast on cuda, float32 on cpu (parameters stay float32).
     timing_warmup_steps: untimed first steps of this process. eval_every: also evaluate every N steps
     (always at the end), over eval_batches validation batches. checkpoint_every: save every N steps to
-    ctx.checkpoint_dir. log_every: stream train/loss every N steps (one host sync per flush).
+    ctx.checkpoint_dir. save_weights: when training finishes, write the model's weights alone to
+    <ctx.checkpoint_dir>/final-model.pt (the suite sets it for a train job that an eval job evaluates).
+    log_every: stream train/loss every N steps (one host sync per flush).
     eval_data: extra evaluation corpora by name, tokenized with the job's tokenizer; their validation
     splits are scored as eval/<name>/val_loss and eval/<name>/val_ppl.
     model: the resolved model (`resolve`); None resolves it from preset / family / overrides when the job
@@ -94,6 +97,7 @@ class TrainJobConfig:
     eval_every: PosInt | None = None
     eval_batches: PosInt = 8
     checkpoint_every: PosInt | None = None
+    save_weights: bool = False
     log_every: PosInt = 10
     eval_data: dict[str, DataConfig] = field(default_factory=dict)
     model: ModelConfig | None = None
@@ -158,7 +162,6 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     w = distributed.world()
     cfg = resolve(cfg)  # checks only: a shipped config is run as it is
     _check_world(cfg, w)
-    base = cfg.model or base_model_config(cfg.model_spec())
     device = distributed.job_device(cfg.device, w)
     if cfg.device == "cpu":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before DeepSpeed's first import picks one
@@ -166,10 +169,8 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
     data = counts = scone = None
     for turn in (0, 1):  # turn 0: rank 0 builds the caches; turn 1: every other rank reads them
         if (w.rank == 0) == (turn == 0):
-            data = prepare_data(data_cfg, base, ctx.cache_dir)
-            model_cfg = cfg.model or resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
-            counts = resolve_l3_counts(spec, model_cfg, data, ctx.cache_dir)
-            scone = resolve_scone(model_cfg, data, ctx.cache_dir)
+            job = prepare_job(spec, cfg.model, data_cfg, ctx.cache_dir)
+            data, model_cfg, counts, scone = job.data, job.model, job.counts, job.scone
             extra = {  # tokenized with the job's tokenizer
                 name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
                               ctx.cache_dir)
@@ -209,6 +210,7 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     outcome.metrics |= phase.metrics()
     if not outcome.stopped:
         job.evaluate_into(outcome)
+        job.save_weights()
     return _result(cfg, ctx, job, outcome, start_step)
 
 
@@ -217,7 +219,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
     out: dict[str, float] = dict(outcome.metrics)
     out["data/val_bytes_per_token"] = data.val_bytes_per_token
-    per_token = metrics.train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
+    per_token = train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
     if job.scone is not None:  # SCONE also trains A_fgram (L3_SPEC §6): more training compute
         out["train/flops_per_token_main"] = per_token
         per_token += fgram_train_flops_per_token(model_cfg, out.get("train/fgram_tokens_per_token", 0.0))
@@ -251,6 +253,7 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         "parallel": job.parallel_kind,
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
+        "datasets": json.dumps(data.dataset_inputs()),
         "resumed_from_step": str(start_step),
         "steps_done": str(outcome.steps_done),
         "stopped_early": str(outcome.stopped).lower(),

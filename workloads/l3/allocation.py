@@ -1,7 +1,9 @@
 """LZW-based embedding allocation for Large Lookup Layers (L3_SPEC §2, "Algorithm 1").
 
-Stage 1 (``count_phrases``) runs a greedy LZ78 parse over the corpus with one dictionary and counts every
-phrase; stage 2 (``allocate_from_counts``) sorts phrases by count and gives each a row for its last token.
+Stage 1 (``count_phrases``) runs a greedy LZ78 parse over the corpus (documents) with one dictionary and
+counts every phrase; a match that reaches a sequence's end is counted +1 like any other, nothing inserted.
+Stage 2 (``allocate_from_counts``) sorts phrases by count and gives each a row for its last token.
+`lzw-paper` (workloads.l3.lzw_paper) is the published loop on lines, with its own sequence ends.
 """
 
 import hashlib
@@ -23,7 +25,7 @@ from workloads.npz_files import load_npz, save_npz
 DEFAULT_CHUNK_TOKENS = 1 << 22
 # Hash keys are parent * V + token in int64; V < 2**31 keeps them exact for up to 2**32 phrases.
 MAX_VOCAB_SIZE = (1 << 31) - 1
-AllocationMethod = Literal["lzw", "uniform"]
+AllocationMethod = Literal["lzw", "lzw-paper", "uniform"]
 _FORMAT = "isosparse.l3.allocation/v1"
 
 
@@ -325,8 +327,8 @@ class Allocation:
 
     def __post_init__(self) -> None:
         check_budget(self.vocab_size, self.budget, self.cap)
-        if self.method not in ("lzw", "uniform"):
-            raise ValueError(f"method must be 'lzw' or 'uniform', got {self.method!r}")
+        if self.method not in ("lzw", "lzw-paper", "uniform"):
+            raise ValueError(f"method must be 'lzw', 'lzw-paper' or 'uniform', got {self.method!r}")
         c = self.counts
         if c.shape != (self.vocab_size,) or c.dtype != np.int64:
             raise ValueError(f"counts must be ({self.vocab_size},) int64, got {c.shape} {c.dtype}")

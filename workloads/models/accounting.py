@@ -3,7 +3,7 @@
 Definitions follow L3_SPEC §5: total = everything stored; active = parameters used per token, counted as
 the paper's Table 1 does (a dense model's active equals its total). Categories (`by_category`,
 `active_by_category`):
-  dense       attention, dense MLPs, all norms, MoE routers, L3 W_up/W_mix/norms   (all active)
+  dense       attention, dense MLPs, all norms, MoE routers (hash_moe has none), L3 W_up/W_mix/norms (active)
   l3_tables   L3 key/value rows; active = Σ over L3 layers of d_t · (dim + d_emb), d_t the corpus-weighted
               mean rows per token of the allocation the job uses (`token_freqs` with `l3_counts`, or with a
               uniform allocation). Without a corpus the mean is budget / vocab_size and the count is
@@ -150,6 +150,37 @@ def _l3_rows_per_token(
     return out, estimated
 
 
+def block_counts(config: ModelConfig) -> tuple[tuple[int, int, int], ...]:
+    """(dense, experts, l3_tables) parameters stored in each block, its L3 sublayer included. With the
+    final norm and the embeddings they sum to `count_params`' totals; the capacity model gets them through
+    `clusters.shapes.ModelShape.blocks` (built by the orchestrator) instead of re-deriving them."""
+    c, out = config, []
+    for spec in c.block_specs():
+        dense, experts, tables = 2 * c.dim + attention_params(c), 0, 0  # two RMSNorms + attention
+        if spec.mlp == "dense":
+            dense += mlp_params(c.dim, c.ffn_dim)
+        else:
+            dense += 0 if c.family == "hash_moe" else c.dim * c.moe.num_experts  # router (hash_moe: none)
+            experts = c.moe.num_experts * mlp_params(c.dim, c.moe.ffn_dim)
+        if spec.l3_after:
+            dense += l3_dense_params(c)
+            tables = c.l3.budget * l3_row_width(c)
+        out.append((dense, experts, tables))
+    return tuple(out)
+
+
+def train_flops_terms(config: ModelConfig, flops_active: int) -> tuple[float, float]:
+    """(6·N_active, 12·L·H·Q): training FLOPs per token are the first plus the second × seq_len (forward +
+    backward matmuls, attention: PaLM's MFU numerator). N_active: `ParamCount.flops_active`."""
+    return 6.0 * flops_active, 12.0 * config.n_layers * config.n_heads * config.head_dim
+
+
+def train_flops_per_token(config: ModelConfig, flops_active: int, seq_len: int) -> float:
+    """See `train_flops_terms`; the jobs' MFU and the capacity model (`ModelShape`) both use them."""
+    fixed, per_position = train_flops_terms(config, flops_active)
+    return fixed + per_position * seq_len
+
+
 def count_params(
     config: ModelConfig,
     token_freqs: Sequence[float] | np.ndarray | None = None,
@@ -164,18 +195,12 @@ def count_params(
     c = config
     total = dict.fromkeys(CATEGORIES, 0)
     active = dict.fromkeys(CATEGORIES, 0)
-    block = 2 * c.dim + attention_params(c)  # two RMSNorms + attention
-    for spec in c.block_specs():
-        total["dense"] += block
-        if spec.mlp == "dense":
-            total["dense"] += mlp_params(c.dim, c.ffn_dim)
-        else:
-            total["dense"] += c.dim * c.moe.num_experts  # router
-            total["experts"] += c.moe.num_experts * mlp_params(c.dim, c.moe.ffn_dim)
-            active["experts"] += c.moe.top_k * mlp_params(c.dim, c.moe.ffn_dim)
-        if spec.l3_after:
-            total["dense"] += l3_dense_params(c)
-            total["l3_tables"] += c.l3.budget * l3_row_width(c)
+    for dense, experts, tables in block_counts(c):
+        total["dense"] += dense
+        total["experts"] += experts
+        total["l3_tables"] += tables
+    n_moe = sum(spec.mlp != "dense" for spec in c.block_specs())
+    active["experts"] = n_moe * c.moe.top_k * mlp_params(c.dim, c.moe.ffn_dim) if n_moe else 0
     total["dense"] += c.dim  # final norm
     active["dense"] = total["dense"]
     table = c.vocab_size * c.dim

@@ -21,14 +21,17 @@ from workloads.fields import (
     strictly_increasing,
 )
 
-Family = Literal["dense", "l3", "moe", "scone"]
-Allocation = Literal["lzw", "uniform"]
+Family = Literal["dense", "l3", "moe", "scone", "hash_moe"]
+Allocation = Literal["lzw", "lzw-paper", "uniform"]
 DType = Literal["float32", "bfloat16", "float16"]
 # Mirrors workloads.kernels.l3_lookup.op.LookupImpl (a test keeps the two equal); kept here so that
 # configs stay importable without torch.
 L3Impl = Literal["auto", "reference", "sorted", "small", "triton"]
 
-FAMILIES: tuple[str, ...] = ("dense", "l3", "moe", "scone")
+FAMILIES: tuple[str, ...] = ("dense", "l3", "moe", "scone", "hash_moe")
+# Families with MoE experts (`moe` config): matched iso-active with dense and iso-total with the group's L3
+# model. "hash_moe" routes by a fixed hash of the token id (workloads/models/hash_moe.py), not a router.
+EXPERT_FAMILIES: tuple[str, ...] = ("moe", "hash_moe")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 Positions = Annotated[tuple[NonNegInt, ...], MinLen(1), Predicate(strictly_increasing)]  # block indices
 
@@ -52,7 +55,8 @@ class L3Config:
     d_emb: value-row width (= dim when tied). d_up: width of W_up's output.
     residual: h = h + L3(h) instead of h = L3(h) (the paper's choice is not public; replace is default).
     allocation: how rows per token are chosen when the model is built without explicit counts; only
-    "uniform" can be computed from the config alone, "lzw" needs a corpus (see Transformer).
+    "uniform" can be computed from the config alone, "lzw" and "lzw-paper" (the published reference
+    loop on lines, workloads.l3.lzw_paper) need a corpus (see Transformer).
     """
 
     positions: Positions
@@ -141,8 +145,9 @@ class BlockSpec:
 class ModelConfig:
     """A Llama-style decoder (RMSNorm, RoPE, GQA, SwiGLU) plus the family's sparse parts.
 
-    family "dense" has neither `l3` nor `moe` nor `scone`; "l3" needs `l3`; "moe" needs `moe`; "scone"
-    needs `scone` (a dense backbone whose input embedding at f-gram positions comes from A_fgram).
+    family "dense" has neither `l3` nor `moe` nor `scone`; "l3" needs `l3`; "moe" and "hash_moe" need
+    `moe`; "scone" needs `scone` (a dense backbone whose input embedding at f-gram positions comes from
+    A_fgram).
     dtype is the parameter dtype the model is built in.
     """
 
@@ -176,7 +181,7 @@ class ModelConfig:
         self._check_family()
 
     def _check_family(self) -> None:
-        wants_l3, wants_moe = self.family == "l3", self.family == "moe"
+        wants_l3, wants_moe = self.family == "l3", self.family in EXPERT_FAMILIES
         if (self.l3 is not None) != wants_l3:
             raise ValueError(
                 f"model.family={self.family!r} {'needs' if wants_l3 else 'must not have'} an l3 config"
@@ -189,6 +194,10 @@ class ModelConfig:
             raise ValueError(
                 f"model.family={self.family!r} {'needs' if self.family == 'scone' else 'must not have'} "
                 "a scone config"
+            )
+        if self.family == "hash_moe" and self.moe.ep_size != 1:
+            raise ValueError(
+                f"hash_moe keeps its experts on every rank: moe.ep_size must be 1, got {self.moe.ep_size}"
             )
         for name, sub in (("l3", self.l3), ("moe", self.moe)):
             if sub is not None and sub.positions[-1] >= self.n_layers:

@@ -4,12 +4,13 @@ active parameters equal the base's and whose total parameters hit a target, each
 L3: the template's recipe (positions, cap, d_emb, d_up, tied) is kept; the per-layer budget sets the total,
 and the backbone's dense `ffn_dim` (every block) shrinks so that W_up, W_mix, the norms and the active
 rows (mean rows per token · row width) are paid for: active stays equal to the base's.
-MoE: the template's blocks (default: every block) use experts. For each top_k in `top_ks` and each
-num_experts, active and total are affine in the expert ffn_dim; the ffn_dim minimizing
-max(|active error|, |total error|) is taken. Among candidates within 1% the smallest top_k, then the
-fewest experts, wins; if none is that close, the smallest error wins. top_k defaults to {1, 2, 4, 8}:
-with top_k ∈ {1, 2} alone, total moves in steps of 1/top_k of the whole MLP stack per expert, too
-coarse for 2% at many targets (~10% of sparsities 1.5-8 fail); pass top_ks=(2,) to fix the routing.
+MoE (and hash_moe, the same experts routed by token id): the template's blocks (default: every block) use
+experts. For each top_k in `top_ks` and each num_experts, active and total are affine in the expert
+ffn_dim; the ffn_dim minimizing max(|active error|, |total error|) is taken. Among candidates within 1%
+the smallest top_k, then the fewest experts, wins; if none is that close, the smallest error wins. top_k
+defaults to {1, 2, 4, 8}: with top_k ∈ {1, 2} alone, total moves in steps of 1/top_k of the whole MLP
+stack per expert, too coarse for 2% at many targets (~10% of sparsities 1.5-8 fail); pass top_ks=(2,) to
+fix the routing.
 SCONE (L3_SPEC §6): the main model keeps the base's shape; its inference-resident parameters (A_main +
 token embedding + head, `count_params(...).active`) must equal the base's active ones, and the backbone
 `ffn_dim` (every block, A_fgram's too) moves only when the accounting conventions differ by more than the
@@ -23,7 +24,14 @@ from dataclasses import replace
 import numpy as np
 
 from workloads.models.accounting import count_params
-from workloads.models.config import L3Config, ModelConfig, MoEConfig, SconeConfig, middle_positions
+from workloads.models.config import (
+    EXPERT_FAMILIES,
+    L3Config,
+    ModelConfig,
+    MoEConfig,
+    SconeConfig,
+    middle_positions,
+)
 
 TOLERANCE = 0.02
 GOOD_ENOUGH = 0.01  # MoE search: below this error the simplest routing wins
@@ -139,20 +147,25 @@ def _match_l3(base, want_active, want_total, token_freqs, template: L3Config, al
     return _check("l3", cfg, active(cfg), count_params(cfg).total, want_active, want_total)
 
 
-def _moe_candidates(base, template: MoEConfig, top_ks: Sequence[int], max_experts: int):
+def _moe_candidates(base, template: MoEConfig, top_ks: Sequence[int], max_experts: int, num_experts=None):
     n_moe = len(template.positions)
     for k in top_ks:
-        for n_exp in range(max(2, k + 1), max_experts + 1):
+        counts = range(max(2, k + 1), max_experts + 1) if num_experts is None else [num_experts]
+        for n_exp in counts:
+            if k >= n_exp:
+                continue
             if n_exp % template.ep_size == 0:
                 yield k, n_exp, n_moe
 
 
-def _match_moe(base, want_active, want_total, template: MoEConfig, top_ks, max_experts) -> ModelConfig:
+def _match_moe(
+    base, want_active, want_total, template: MoEConfig, top_ks, max_experts, num_experts=None, family="moe"
+) -> ModelConfig:
     best = None  # (score, top_k, num_experts, config)
-    for k, n_exp, n_moe in _moe_candidates(base, template, top_ks, max_experts):
+    for k, n_exp, n_moe in _moe_candidates(base, template, top_ks, max_experts, num_experts):
         m = _multiple_of(3 * base.dim * n_moe * k, want_active)
         cfgs = [
-            replace(base, family="moe", moe=replace(template, top_k=k, num_experts=n_exp, ffn_dim=f))
+            replace(base, family=family, moe=replace(template, top_k=k, num_experts=n_exp, ffn_dim=f))
             for f in (m, 2 * m)
         ]
         (a1, t1), (a2, t2) = ((p.active, p.total) for p in map(count_params, cfgs))
@@ -178,11 +191,13 @@ def _match_moe(base, want_active, want_total, template: MoEConfig, top_ks, max_e
                     best = (key, replace(cfgs[0], moe=replace(cfgs[0].moe, ffn_dim=f)))
     if best is None:
         raise ValueError(
-            f"no MoE candidate: top_ks={tuple(top_ks)}, max_experts={max_experts}, ep_size={template.ep_size}"
+            f"no MoE candidate: top_ks={tuple(top_ks)}, max_experts={max_experts}, "
+            f"num_experts={num_experts}, ep_size={template.ep_size} (top_k must be below num_experts, "
+            "and ep_size must divide it)"
         )
     cfg = best[1]
     pc = count_params(cfg)
-    return _check("moe", cfg, pc.active, pc.total, want_active, want_total)
+    return _check(family, cfg, pc.active, pc.total, want_active, want_total)
 
 
 def match(
@@ -198,6 +213,7 @@ def match(
     allocate: Callable[[int], np.ndarray] | None = None,
     top_ks: Sequence[int] = (1, 2, 4, 8),
     max_experts: int = 256,
+    num_experts: int | None = None,
 ) -> ModelConfig:
     """An L3 or MoE config iso-active with the dense `base` (same depth) and with the target total.
 
@@ -206,7 +222,8 @@ def match(
     rows; with an LZW allocation pass `allocate(budget) -> counts` (e.g. a closure over `lzw_allocate`).
     l3 / moe: templates (default `default_l3(base)` / `default_moe(base)`) whose sizes the search sets.
     family "scone": inference-resident parameters equal to the base's active ones (total is not matched;
-    scone: the template, default `default_scone(base)`).
+    scone: the template, default `default_scone(base)`). num_experts (MoE) fixes the expert count: the
+    matcher then chooses only top_k (from top_ks) and the expert ffn_dim.
     Raises ValueError naming the closest achievable numbers when no config is within 2%.
     """
     if base.family != "dense":
@@ -217,11 +234,14 @@ def match(
         return _match_l3(base, want_active, want_total, token_freqs, l3 or default_l3(base), allocate)
     if family == "scone":
         return _match_scone(base, want_active, scone or default_scone(base))
-    if family == "moe":
+    if family in EXPERT_FAMILIES:  # hash_moe: the same search, without a router to count
         if want_total is None:
-            raise ValueError("family='moe' needs total_params or sparsity (the expert count follows from it)")
-        return _match_moe(base, want_active, want_total, moe or default_moe(base), top_ks, max_experts)
-    raise ValueError(f"family must be 'l3', 'moe' or 'scone', got {family!r}")
+            raise ValueError(
+                f"family={family!r} needs total_params or sparsity (the expert count follows from it)"
+            )
+        template = moe or default_moe(base)
+        return _match_moe(base, want_active, want_total, template, top_ks, max_experts, num_experts, family)
+    raise ValueError(f"family must be 'l3', 'moe', 'hash_moe' or 'scone', got {family!r}")
 
 
 def matched_set(

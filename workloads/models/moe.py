@@ -10,11 +10,15 @@ With ep_size > 1 the layer must run under a DeepSpeed engine, which creates the 
 """
 
 import os
+from typing import Literal
 
 import torch
 import torch.nn as nn
 
 from workloads.models.config import MoEConfig
+from workloads.models.moe_dropless import aux_loss, dropless_sorted, route
+
+MoEImpl = Literal["deepspeed", "dropless"]
 
 
 def choose_deepspeed_accelerator() -> None:
@@ -53,6 +57,10 @@ class MoEMLP(nn.Module):
     exp_counts are this rank's pre-capacity routing counts, (num_experts,) int64: tokens routed, not kept.
     last_dropped: (2,) int64 [dropped tokens, dropped routes] of the last forward (`route_drops`), read
     from the gate's own dispatch by a forward hook; the training loop sums it per step.
+    impl: "deepspeed" (training; DeepSpeed's capacity dispatch) or "dropless" (serving:
+    `workloads.models.moe_dropless`, the same experts and router weights; `serve_dropless` switches a
+    built model). The dropless path returns l_aux (and, at a few tokens, exp_counts) only while
+    `record_balance` is set (they cost ops per call), else None; it drops nothing: last_dropped is zero.
     """
 
     def __init__(self, dim: int, config: MoEConfig, expert: nn.Module):
@@ -82,6 +90,8 @@ class MoEMLP(nn.Module):
             local_expert.reset_parameters()
         self.last_dropped: torch.Tensor | None = None
         self.moe.deepspeed_moe.gate.register_forward_hook(self._record_drops)
+        self.impl: MoEImpl = "deepspeed"
+        self.record_balance = False
 
     def _record_drops(self, _gate, _inputs, output) -> None:
         self.last_dropped = route_drops(output, self.config.top_k)
@@ -96,7 +106,18 @@ class MoEMLP(nn.Module):
         """The router, (num_experts, dim); DeepSpeed computes the gate in float32 whatever its dtype."""
         return self.moe.deepspeed_moe.gate.wg
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def set_impl(self, impl: MoEImpl) -> None:
+        if impl not in ("deepspeed", "dropless"):
+            raise ValueError(f"MoE impl must be 'deepspeed' or 'dropless', got {impl!r}")
+        if impl == "dropless" and self.config.ep_size > 1:
+            raise ValueError(f"the dropless MoE path runs on one device; moe.ep_size={self.config.ep_size}")
+        self.impl = impl
+        # Plain references for the serving path: nn.Module attribute lookups cost µs per call at decode.
+        self._served = (self.gate.weight, list(self.experts), self.config.top_k)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        if self.impl == "dropless":
+            return self._dropless(x)
         n_tokens = x.shape[0] * x.shape[1]
         # DeepSpeed's top-1 gate asserts on this; say it in words (one-token decoding hits it first).
         if self.config.top_k == 1 and n_tokens < self.config.min_capacity:
@@ -107,3 +128,22 @@ class MoEMLP(nn.Module):
             )
         out, l_aux, exp_counts = self.moe(x)  # (B, T, dim), scalar, (num_experts,)
         return out, l_aux, exp_counts
+
+    def _dropless(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        gate_weight, experts, top_k = self._served
+        flat = x.reshape(-1, x.shape[-1])  # (N, dim)
+        routes = route(flat, gate_weight, top_k)
+        out, counts = dropless_sorted(flat, gate_weight, experts, top_k, routes, counts=self.record_balance)
+        l_aux = None
+        if self.record_balance:
+            l_aux = aux_loss(flat, gate_weight, routes[1], top_k)
+            self.last_dropped = torch.zeros(2, dtype=torch.int64)
+        return out.view_as(x), l_aux, counts
+
+
+def serve_dropless(model: nn.Module, impl: MoEImpl = "dropless") -> nn.Module:
+    """Switch every MoE block of a built model to `impl` ("dropless" to serve); returns the model."""
+    for module in model.modules():
+        if isinstance(module, MoEMLP):
+            module.set_impl(impl)
+    return model

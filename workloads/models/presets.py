@@ -158,7 +158,7 @@ def _lookup(name: str) -> Preset:
 
 @functools.cache
 def get(name: str, family: str = "dense") -> ModelConfig:
-    """The preset `name` as a `family` model ("dense", "l3", "moe" or "scone"); exact names only."""
+    """The preset `name` as a `family` model (one of FAMILIES); exact names only."""
     preset = _lookup(name)
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r} for preset {name!r}; choose one of {FAMILIES}")
@@ -169,7 +169,7 @@ def get(name: str, family: str = "dense") -> ModelConfig:
     l3 = match(preset.dense, family="l3", l3=preset.l3)
     if family == "l3":
         return l3
-    return match(preset.dense, family="moe", total_params=count_params(l3).total)
+    return match(preset.dense, family=family, total_params=count_params(l3).total)
 
 
 def _shape(cfg: ModelConfig) -> str:
@@ -192,7 +192,7 @@ def _human(n: int) -> str:
 
 def _vs_paper(name: str, family: str, pc) -> str:
     """ours vs the paper's Table 1 ("active / total"), with the relative errors; "" when not quoted."""
-    if name not in PAPER_TABLE_1 or family in ("moe", "scone"):
+    if name not in PAPER_TABLE_1 or family in ("moe", "hash_moe", "scone"):
         return ""
     dense, l3_active, l3_total = PAPER_TABLE_1[name]
     active, total = (dense, dense) if family == "dense" else (l3_active, l3_total)

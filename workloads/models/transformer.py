@@ -1,7 +1,8 @@
 """One Llama-style decoder for every family: RMSNorm, RoPE, grouped-query attention, SwiGLU MLP.
 
-Which blocks use DeepSpeed-MoE instead of the dense MLP, and after which blocks an L3 sublayer sits
-(between blocks, L3_SPEC §1), comes from `ModelConfig.block_specs()`; there is no second model file.
+Which blocks use DeepSpeed-MoE (or hash-routed experts, family "hash_moe") instead of the dense MLP, and
+after which blocks an L3 sublayer sits (between blocks, L3_SPEC §1), comes from `ModelConfig.block_specs()`;
+there is no second model file.
 Family "scone" (L3_SPEC §6) replaces the input embedding at f-gram positions by A_fgram's output.
 Single-device and eager: parallelism, compile and checkpointing are applied to a built model elsewhere.
 """
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from workloads.l3.layer import L3Layer
 from workloads.models.config import BlockSpec, ModelConfig
+from workloads.models.hash_moe import HashMoEMLP
 from workloads.models.moe import MoEMLP
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -138,7 +140,10 @@ class Block(nn.Module):
         self.mlp_norm = nn.RMSNorm(config.dim, eps=config.norm_eps)
         if spec.mlp == "moe":
             expert = FeedForward(config.dim, config.moe.ffn_dim, out_std)
-            self.mlp: nn.Module = MoEMLP(config.dim, config.moe, expert)
+            if config.family == "hash_moe":  # experts routed by token id: no router, no aux loss
+                self.mlp: nn.Module = HashMoEMLP(config.dim, config.moe, expert, config.vocab_size)
+            else:
+                self.mlp = MoEMLP(config.dim, config.moe, expert)
         else:
             self.mlp = FeedForward(config.dim, config.ffn_dim, out_std)
         self.l3: L3Layer | None = None
@@ -161,6 +166,8 @@ class Block(nn.Module):
         l_aux = exp_counts = None
         if isinstance(self.mlp, MoEMLP):
             out, l_aux, exp_counts = self.mlp(self.mlp_norm(h))
+        elif isinstance(self.mlp, HashMoEMLP):
+            out, l_aux, exp_counts = self.mlp(self.mlp_norm(h), token_ids)
         else:
             out = self.mlp(self.mlp_norm(h))
         h = h + out  # (B, T, D)
@@ -203,10 +210,11 @@ def resolve_l3_counts(
         )
     resolved = {pos: _check_counts(config, pos, counts) for pos, counts in l3_counts.items()}
     missing = [p for p in config.l3.positions if p not in resolved]
-    if missing and config.l3.allocation == "lzw":
+    if missing and config.l3.allocation != "uniform":
         warnings.warn(
-            f"l3.allocation='lzw' but no counts were given for L3 positions {missing}; using a uniform "
-            "allocation (lzw needs the corpus: pass l3_counts from workloads.l3.allocation.lzw_allocate)",
+            f"l3.allocation={config.l3.allocation!r} but no counts were given for L3 positions {missing}; "
+            "using a uniform allocation (it needs the corpus: pass l3_counts from "
+            "workloads.l3.allocation.lzw_allocate)",
             stacklevel=3,
         )
     if missing:  # imported only when needed: the allocation module pulls in numba (JIT trie)
@@ -277,7 +285,7 @@ class Transformer(nn.Module):
 
     l3_counts: for each L3 position, the (vocab_size,) rows per token summing to `l3.budget` (e.g. from
     `lzw_allocate` on the training corpus). Positions without counts get `uniform_allocate(vocab_size,
-    budget, cap)`, with a warning when `l3.allocation == "lzw"` (a uniform allocation is the ablation).
+    budget, cap)`, with a warning unless `l3.allocation` is "uniform" (a uniform allocation is the ablation).
     fgrams (family "scone" only): the kept f-grams (`workloads.scone.discovery.Fgrams`), stored as the
     buffers fgram_tokens (S, K) and fgram_lengths (S,); `fgram_source` serves precomputed rows instead.
     """
@@ -353,8 +361,9 @@ class Transformer(nn.Module):
         expert_counts: dict[int, torch.Tensor] = {}
         for block in self.layers:
             h, l_aux, exp_counts = block(h, token_ids, cos, sin, cache, start_pos)
-            if l_aux is not None:
+            if l_aux is not None:  # None: a dense block, or dropless MoE serving (no aux loss)
                 aux_loss = aux_loss + l_aux
+            if exp_counts is not None:
                 expert_counts[block.index] = exp_counts
         logits = self.lm_head(self.norm(h))  # (B, T, vocab)
         if self.config.moe is not None:

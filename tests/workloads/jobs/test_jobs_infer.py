@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workloads.data import DataConfig
-from workloads.jobs import infer
+from workloads.jobs import checkpoint, infer
 from workloads.jobs.decode import greedy_generate
 from workloads.jobs.infer import InferJobConfig, run
 from workloads.jobs.result import JobContext
@@ -69,7 +69,12 @@ def _expected_keys(per_batch: tuple[str, ...]) -> set[str]:
 
 @pytest.mark.parametrize(
     ("family", "per_batch"),
-    [("dense", PER_BATCH), ("l3", PER_BATCH + OFFLOAD + OFFLOAD_EXTRA), ("moe", PER_BATCH + MOE_LB)],
+    [
+        ("dense", PER_BATCH),
+        ("l3", PER_BATCH + OFFLOAD + OFFLOAD_EXTRA),
+        ("moe", PER_BATCH + MOE_LB),
+        ("hash_moe", PER_BATCH + MOE_LB),
+    ],
 )
 def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx):
     streamed = []
@@ -101,6 +106,8 @@ def test_every_family_returns_every_metric_key(family, per_batch, data_cfg, ctx)
     if family == "moe":
         assert 0 <= result.metrics["lb/dropped_token_frac"] <= result.metrics["lb/dropped_route_frac"] < 1
         assert result.metrics["lb/expert_tokens_max_over_mean"] >= 1
+    if family == "hash_moe":  # routed by token id: nothing dropped, no aux loss
+        assert result.metrics["lb/dropped_route_frac"] == 0 == result.metrics["lb/aux_loss"]
 
 
 def test_interleaved_families_report_what_separate_runs_do(data_cfg, ctx):
@@ -175,16 +182,16 @@ def test_checkpoint_weights_are_loaded(data_cfg, ctx, tmp_path):
     model, _ = _job_model("dense", data_cfg, ctx)
     other = build_model(model.config, None, "cpu", seed=1)
     torch.save({"model": other.state_dict(), "step": 3}, tmp_path / "weights.pt")
-    infer._load_weights(model, str(tmp_path / "weights.pt"))
+    checkpoint.load_weights(model, str(tmp_path / "weights.pt"))
     assert all(
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), other.state_dict().values(), strict=True)
     )
-    with pytest.raises(ValueError, match="checkpoint="):
-        infer._load_weights(model, str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="neither a checkpoint folder nor a file"):
+        checkpoint.load_weights(model, str(tmp_path / "missing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no complete step"):
-        infer._load_weights(model, str(tmp_path / "empty"))
+        checkpoint.load_weights(model, str(tmp_path / "empty"))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import torch
 
 from workloads.jobs import metrics, optim
 from workloads.jobs.timing import TimingStats
-from workloads.models import presets
+from workloads.models import accounting, presets
 from workloads.models.accounting import count_params
 from workloads.models.transformer import Transformer
 
@@ -27,7 +27,7 @@ def test_throughput_uses_the_median_and_names_the_spread():
 
 def test_flops_per_token_and_mfu():
     cfg = presets.get("debug")  # 4 layers, 4 heads of 16
-    assert metrics.train_flops_per_token(cfg, active_params=1000, seq_len=32) == 6000 + 12 * 4 * 4 * 16 * 32
+    assert accounting.train_flops_per_token(cfg, 1000, 32) == 6000 + 12 * 4 * 4 * 16 * 32
     # 1e4 tokens/s * 1e6 FLOPs/token = 1e10 FLOP/s on 2 devices of 1e11 peak -> 5%
     assert metrics.mfu(1e4, 1e6, 1e11, world_size=2) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="peak_flops"):

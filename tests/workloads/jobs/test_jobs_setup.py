@@ -57,9 +57,32 @@ def test_overrides_are_matched_again():
     assert (ep.moe.top_k, ep.moe.ep_size, ep.moe.use_rts, ep.moe.num_experts % 2) == (2, 2, False, 0)
 
 
+def test_moe_knobs_reach_the_config_and_the_matcher_keeps_iso_sparse():
+    l3 = resolve_model_config(spec("l3"))
+    active, total = count_params(resolve_model_config(spec("dense"))).active, count_params(l3).total
+    knobs = dict(moe_capacity_factor=1.25, moe_eval_capacity_factor=2.0, moe_min_capacity=0,
+                 moe_drop_tokens=False, moe_aux_loss_coef=0.001)  # fmt: skip
+    moe = resolve_model_config(spec("moe", **knobs))
+    got = (moe.moe.capacity_factor, moe.moe.eval_capacity_factor, moe.moe.min_capacity,
+           moe.moe.drop_tokens, moe.moe.aux_loss_coef)  # fmt: skip
+    assert got == (1.25, 2.0, 0, False, 0.001)
+    for n_exp in (4, 16):  # a fixed expert count: the matcher picks top_k and the width
+        fixed = resolve_model_config(spec("moe", moe_num_experts=n_exp))
+        assert fixed.moe.num_experts == n_exp
+        pc = count_params(fixed)
+        assert abs(pc.active / active - 1) <= 0.02 and abs(pc.total / total - 1) <= 0.02, n_exp
+    with pytest.raises(ValueError, match="num_experts=2"):  # top_k 2 needs more than 2 experts
+        resolve_model_config(spec("moe", moe_num_experts=2, moe_top_k=2))
+
+
 @pytest.mark.parametrize(
     ("make", "field"),
     [
+        (lambda: ModelSpec("tiny", "dense", ModelOverrides(moe_num_experts=4)), "overrides.moe_num_experts"),
+        (lambda: ModelOverrides(moe_capacity_factor=0.0), "ModelOverrides.moe_capacity_factor must be > 0"),
+        (lambda: ModelOverrides(moe_num_experts=1), "ModelOverrides.moe_num_experts must be >= 2, got 1"),
+        (lambda: ModelOverrides(moe_min_capacity=-1), "ModelOverrides.moe_min_capacity must be >= 0"),
+        (lambda: ModelOverrides(moe_aux_loss_coef=-0.1), "ModelOverrides.moe_aux_loss_coef must be >= 0"),
         (lambda: ModelSpec("tinyy", "dense"), "did you mean 'tiny'"),
         (lambda: ModelSpec("tiny", "sparse"), "family"),
         (lambda: ModelSpec("tiny", "dense", ModelOverrides(l3_cap=4)), "overrides.l3_cap"),
@@ -155,3 +178,20 @@ def test_allocation_file_covers_the_model_vocab_when_the_bpe_stops_short(cache_d
                     budget=l3.budget, cap=l3.cap, corpus_fingerprint="x", n_tokens=1)  # fmt: skip
     with pytest.raises(ValueError, match=f"allocation_path .* has vocab_size={data.vocab_size}, but the"):
         resolve_l3_counts(replace(s, allocation_path=str(short)), model, data, cache_dir)
+
+
+def test_l3_positions_place_the_l3_layers_and_keep_the_match():
+    """l3_positions moves the L3 layers (the paper's middle by default); the model stays iso-active and its
+    MoE / hash-MoE peers are matched to the moved L3 model."""
+    early = ModelOverrides(l3_positions=[0, 1])  # a YAML list becomes the frozen tuple
+    assert early.l3_positions == (0, 1) and hash(ModelSpec("tiny", "l3", early))
+    dense = count_params(presets.get("tiny"))
+    l3 = resolve_model_config(ModelSpec("tiny", "l3", early))
+    assert l3.l3.positions == (0, 1) != presets.get("tiny", "l3").l3.positions
+    assert [b.index for b in l3.block_specs() if b.l3_after] == [0, 1]
+    assert abs(count_params(l3).active / dense.active - 1) <= 0.02
+    for family in ("moe", "hash_moe"):
+        peer = count_params(resolve_model_config(ModelSpec("tiny", family, early)))
+        assert abs(peer.total / count_params(l3).total - 1) <= 0.02
+    with pytest.raises(ValueError, match="applies to family 'l3'"):
+        ModelSpec("tiny", "dense", early)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from workloads.data import BuiltinSource, DataConfig
-from workloads.jobs import metrics
 from workloads.jobs.loop import Batches
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
@@ -23,6 +22,7 @@ from workloads.jobs.setup import (
 )
 from workloads.jobs.train import TrainJobConfig, run
 from workloads.l3.allocation import save_allocation, uniform_allocate
+from workloads.models import accounting
 
 VOCAB = 512
 DATA = DataConfig(max_documents=50, val_fraction=0.2)
@@ -45,6 +45,7 @@ FAMILY_KEYS = {
             "lb/dropped_route_frac", "lb/aux_loss"} | {f"lb/{k}_step_{s}" for k in (
                 "expert_tokens_max_over_mean", "expert_tokens_cv") for s in ("median", "p90", "max")},
 }  # fmt: skip
+FAMILY_KEYS["hash_moe"] = FAMILY_KEYS["moe"]  # the same load-balance numbers (no drops, aux loss 0)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ class Recorder:
         return {s: v["train/loss"] for s, v in self.steps if "train/loss" in v}
 
 
-@pytest.mark.parametrize("family", ["dense", "l3", "moe"])
+@pytest.mark.parametrize("family", ["dense", "l3", "moe", "hash_moe"])
 def test_each_family_reports_every_metric(family, cache_dir):
     rec = Recorder()
     cfg = job(family, log_every=3)
@@ -103,7 +104,7 @@ def test_each_family_reports_every_metric(family, cache_dir):
     flops_active = (
         m["params_active"] - model_cfg.vocab_size * model_cfg.dim
     )  # the input lookup multiplies nothing
-    per_token = metrics.train_flops_per_token(model_cfg, flops_active, 32)
+    per_token = accounting.train_flops_per_token(model_cfg, flops_active, 32)
     assert m["train/mfu"] == pytest.approx(m["train/tokens_per_s"] * per_token / 1e12)
     assert m["eval/val_ppl"] == pytest.approx(math.exp(m["eval/val_loss"]))
     bytes_per_token = resolved(cfg, cache_dir)[1].val_bytes_per_token
@@ -120,8 +121,12 @@ def test_each_family_reports_every_metric(family, cache_dir):
     assert result.config["model"]["vocab_size"] == VOCAB
     model_cfg = resolved(cfg, cache_dir)[0]
     arrays = type(result).from_json(result.to_json()).arrays  # what result.json carries for the figures
-    assert arrays.keys() == {"dense": set(), "l3": {"l3_rows_per_token"}, "moe": {"expert_tokens"}}[family]
-    if family == "moe":  # every routed token counted once per route: steps × tokens × top_k per layer
+    want = {"dense": set(), "l3": {"l3_rows_per_token"}, "moe": {"expert_tokens"}}
+    want["hash_moe"] = want["moe"]
+    assert arrays.keys() == want[family]
+    if family == "hash_moe":  # nothing dropped, no aux loss
+        assert m["lb/dropped_token_frac"] == 0 and m["lb/aux_loss"] == 0
+    if family in ("moe", "hash_moe"):  # every routed token counted once per route: steps × tokens × top_k
         routes = np.asarray(arrays["expert_tokens"])
         assert routes.shape == (len(model_cfg.moe.positions), model_cfg.moe.num_experts)
         assert (routes.sum(axis=1) == 4 * 4 * 32 * model_cfg.moe.top_k).all()
@@ -267,3 +272,17 @@ def test_extra_eval_corpora_get_their_own_keys(cache_dir):
     assert main_ratio != pytest.approx(docs_ratio, rel=1e-3)
     with pytest.raises(ValueError, match="TrainJobConfig.eval_data"):
         job("dense", eval_data={"a/b": docs})
+
+
+def test_save_weights_writes_the_final_model_for_evaluation(cache_dir, tmp_path):
+    cfg = job("dense", steps=2, save_weights=True, checkpoint_every=2)
+    run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(tmp_path)))
+    final = torch.load(tmp_path / "final-model.pt", weights_only=False)
+    last = torch.load(tmp_path / "step-00000002" / "rank-0.pt", weights_only=False)["model"]
+    assert final.keys() == last.keys() and all(torch.equal(final[k], last[k]) for k in final)
+    assert not (tmp_path / "final-model.pt.part").exists()
+    stopped = tmp_path / "stopped"  # a job stopped early has no final weights
+    run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(stopped), should_stop=lambda: True))
+    assert not (stopped / "final-model.pt").exists()
+    with pytest.raises(ValueError, match="save_weights needs JobContext.checkpoint_dir"):
+        run(cfg, JobContext(cache_dir=cache_dir))

@@ -4,6 +4,7 @@ the doubled batch; DeepSpeed MoE with ep_size=2 all-reduces its load-balance cou
 import json
 import os
 import socket
+import types
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +14,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from workloads.data import DataConfig
-from workloads.jobs import metrics
+from workloads.jobs import metrics, timing
 from workloads.jobs.loop import reduce_l3_balance, reduce_moe_balance
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import ModelOverrides
 from workloads.jobs.train import TrainJobConfig, run
 
 DATA = DataConfig(max_documents=50, val_fraction=0.2)
+STEP_S = 0.125  # a binary fraction: the fake clock's differences are exact
 
 
 def job(family: str, batch_size: int, **overrides) -> TrainJobConfig:
@@ -37,6 +39,7 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, cfg: TrainJobConfig, cache_dir: str, out: str) -> None:
+    fake_clock()
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port), DS_ACCELERATOR="cpu",
@@ -58,6 +61,18 @@ def _worker(rank: int, world: int, port: int, cfg: TrainJobConfig, cache_dir: st
         dist.barrier()  # neither rank tears gloo down while the other still has work in flight
     finally:
         dist.destroy_process_group()
+
+
+def fake_clock() -> None:
+    """The step timer's clock in this process: each reading STEP_S after the previous one, so each timed
+    step (a reading on entry and on exit) lasts exactly STEP_S however loaded the machine is."""
+    now = [0.0]
+
+    def perf_counter() -> float:
+        now[0] += STEP_S
+        return now[0]
+
+    timing.time = types.SimpleNamespace(perf_counter=perf_counter)
 
 
 def spawn(cfg: TrainJobConfig, cache_dir: str, out: Path) -> list[dict]:
@@ -82,6 +97,9 @@ def test_ddp_two_ranks_equal_one_process_with_the_doubled_batch(cache_dir, tmp_p
     r0, r1 = ranks
     assert r0["info"]["parallel"] == "ddp" and r0["info"]["world_size"] == "2"
     assert r1["losses"] == {}  # only rank 0 streams
+    # every rank's micro-batch · accumulation · window, over the fake clock's step time
+    assert r0["metrics"]["train/tokens_per_s"] == 2 * 1 * 32 * 2 / STEP_S  # (accumulation: closed_forms)
+    assert r0["metrics"]["train/step_time_s"] == STEP_S
     # Rank r takes windows r, r+2, ... of the same order: the two micro-batches are the big batch, and DDP's
     # gradient mean is the big batch's mean loss gradient.
     assert [r0["losses"][str(s)] for s in range(3)] == pytest.approx([single[s] for s in range(3)], rel=1e-5)

@@ -8,7 +8,7 @@ import torch
 
 from workloads.l3.allocation import uniform_allocate
 from workloads.models import presets
-from workloads.models.accounting import CATEGORIES, count_params
+from workloads.models.accounting import CATEGORIES, block_counts, count_params
 from workloads.models.transformer import Transformer
 
 
@@ -146,3 +146,15 @@ def test_one_row_per_token_l3_active_is_closed_form():
     assert pc.active_by_category["l3_tables"] == 2 * (cfg.dim + cfg.l3.d_emb)
     assert pc.active_max == pc.active == pc.active_min
     assert pc.total - pc.active == 2 * (cfg.vocab_size - 1) * (cfg.dim + cfg.l3.d_emb)
+
+
+@pytest.mark.parametrize("family", ["dense", "l3", "moe", "hash_moe"])
+def test_block_counts_equal_each_built_block(family):
+    """What the capacity model gets per block (ModelShape.blocks) is each real block's split."""
+    cfg = presets.get("debug", family)
+    model = build(cfg)
+    for (dense, experts, tables), block in zip(block_counts(cfg), model.layers, strict=True):
+        table = [] if block.l3 is None else [block.l3.keys] + ([] if block.l3.tied else [block.l3.values])
+        expert = block.mlp.experts.parameters() if hasattr(block.mlp, "experts") else ()
+        assert (tables, experts) == (sum(t.numel() for t in table), sum(p.numel() for p in expert))
+        assert dense + experts + tables == sum(p.numel() for p in block.parameters())

@@ -28,7 +28,10 @@ def moe(**kw):
         ({"dim": 12, "n_heads": 4}, "head_dim = dim / n_heads = 3 must be even"),
         ({"n_layers": 0}, "ModelConfig.n_layers must be >= 1, got 0"),
         ({"dtype": "float64"}, "ModelConfig.dtype must be one of 'float32', 'bfloat16', 'float16', got"),
-        ({"family": "ngram"}, "ModelConfig.family must be one of 'dense', 'l3', 'moe', 'scone', got 'ngram'"),
+        (
+            {"family": "ngram"},
+            "ModelConfig.family must be one of 'dense', 'l3', 'moe', 'scone', 'hash_moe', got 'ngram'",
+        ),
         ({"family": "l3"}, "model.family='l3' needs an l3 config"),
         ({"l3": l3()}, "model.family='dense' must not have an l3 config"),
         ({"family": "moe", "moe": moe(positions=(0, 4))}, "moe.positions=(0, 4) must lie in [0, 4)"),

@@ -88,7 +88,10 @@ def test_moe_top_k_can_be_fixed():
         ({"family": "moe"}, "family='moe' needs total_params or sparsity"),
         ({"family": "l3", "sparsity": 2.0, "total_params": 10**6}, "give total_params or sparsity, not both"),
         ({"family": "l3", "sparsity": 0.5}, "sparsity = total / active must be >= 1, got 0.5"),
-        ({"family": "ngram", "sparsity": 2.0}, "family must be 'l3', 'moe' or 'scone', got 'ngram'"),
+        (
+            {"family": "ngram", "sparsity": 2.0},
+            "family must be 'l3', 'moe', 'hash_moe' or 'scone', got 'ngram'",
+        ),
     ],
 )
 def test_impossible_matches_explain_themselves(kwargs, message):
