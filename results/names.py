@@ -144,6 +144,13 @@ MEM_PEAK_DEVICE_BYTES = "mem/peak_device_bytes"
 MEM_PEAK_HOST_BYTES = "mem/peak_host_bytes"
 MEM_PARAMS_BYTES = "mem/params_bytes"  # per category: mem/params_bytes/<category>
 MEM_OPTIMIZER_BYTES = "mem/optimizer_bytes"
+# Floors (workloads.jobs.floors): floor time / measured time of the speed metric beside it (1 = the probed
+# hardware's limit; per batch size /bs<B> for infer) and the probe taken at job start.
+TRAIN_FLOOR_FRAC = "train/floor_frac"
+INFER_PREFILL_FLOOR_FRAC = "infer/prefill_floor_frac"
+INFER_DECODE_FLOOR_FRAC = "infer/decode_floor_frac"
+PROBE_READ_BYTES_PER_S = "probe/read_bytes_per_s"
+PROBE_GEMM_FLOP_PER_S = "probe/gemm_flop_per_s"
 LB_EXPERT_MAX_OVER_MEAN = "lb/expert_tokens_max_over_mean"
 LB_EXPERT_CV = "lb/expert_tokens_cv"
 LB_DROPPED_TOKEN_FRAC = "lb/dropped_token_frac"

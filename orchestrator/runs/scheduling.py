@@ -54,6 +54,7 @@ class Attempt:
     attempt: int
     num_gpus: float
     checkpoint_dir: str | None
+    num_cpus: float = 1.0  # torch's intra-op threads in the job: max(1, int(num_cpus))
 
 
 def _hardware(num_gpus: float, config: Any) -> tuple[str, float | None]:
@@ -97,6 +98,7 @@ def _job_context(sink, a: Attempt, report: bool):
         peak_flops=peak_flops,
         hardware=hardware,
         checkpoint_dir=a.checkpoint_dir,
+        threads=max(1, int(a.num_cpus)),
     )
 
 
@@ -243,7 +245,8 @@ class Scheduler:
         # a dependent job reads the checkpoint folder of its job; an OOM-halved retry resumes its own
         folder = job.after or job.requested_fingerprint or job.fingerprint
         ckpt = None if self.checkpoint_root is None else f"{self.checkpoint_root}/{folder}"
-        return Attempt(job.kind, job.config, job.name, attempt, job.resources.num_gpus, ckpt)
+        res = job.resources
+        return Attempt(job.kind, job.config, job.name, attempt, res.num_gpus, ckpt, res.num_cpus)
 
     def _timing(self, job: JobSpec) -> dict[str, float]:
         return timing_request(job.timing, job.resources.num_workers) if self.enforce_timing else {}

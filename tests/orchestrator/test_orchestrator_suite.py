@@ -124,7 +124,8 @@ def test_shipped_job_config_is_the_fingerprinted_one(tmp_path):
 
 def test_shipped_suites_validate():
     names = {p.stem for p in shipped_suites()}
-    assert {"quickstart", "iso-sparse-800m", "ablations", "eval-quick", "downstream"} <= names
+    shipped = {"quickstart", "iso-sparse-800m", "ablations", "eval-quick", "downstream", "controls"}
+    assert shipped | {"scone-scaling"} <= names
     for path in shipped_suites():
         try:
             suite = load_suite(path)

@@ -2,7 +2,7 @@
 
 An explicit registry (imported lazily, so one section does not pay for another's imports). A section lives
 next to what it measures or in this package; `all` runs them in this order. The orchestration section
-measures the orchestrator in a subprocess (`python -m orchestrator.overhead`): workloads never imports
+measures the orchestrator in a subprocess (`python -m orchestrator.runs.overhead`): workloads never imports
 orchestrator (DESIGN.md, import-linter).
 """
 
@@ -11,7 +11,11 @@ from collections.abc import Callable
 
 SECTIONS: dict[str, str] = {
     "layer": "workloads.bench.layer:rows",
+    "train": "workloads.bench.train:rows",
+    "infer": "workloads.bench.infer:rows",
+    "scone": "workloads.bench.scone:rows",
     "lzw": "workloads.bench.lzw:rows",
+    "orchestration": "workloads.bench.orchestration:rows",
 }
 
 

@@ -39,7 +39,7 @@ import torch
 
 from workloads.data import DataConfig
 from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
-from workloads.jobs import checkpoint
+from workloads.jobs import checkpoint, floors
 from workloads.jobs.contention import TimedPhase
 from workloads.jobs.decode import GenerationTimer, moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
@@ -328,7 +328,7 @@ def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, f
 
 
 @dataclass(frozen=True)
-class _Built:
+class Built:
     """A job's resolved model config, data, prompts, L3 counts and built model."""
 
     model_cfg: ModelConfig
@@ -339,7 +339,7 @@ class _Built:
     scone: "FgramTable | None"  # a SCONE model's precomputed f-gram table F
 
 
-def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
+def build(cfg: InferJobConfig, ctx: JobContext) -> Built:
     """Resolve and build the model (weights from `cfg.checkpoint` if given) and its prompts, whose ids are
     validated here, where they enter: the model's layers do not re-check them on every call. A config the
     orchestrator shipped is run as resolved; otherwise it is resolved here, on this job's data."""
@@ -365,10 +365,10 @@ def _build(cfg: InferJobConfig, ctx: JobContext) -> _Built:
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
-    return _Built(model_cfg, data, prompts.to(device), counts, model, scone)
+    return Built(model_cfg, data, prompts.to(device), counts, model, scone)
 
 
-def _result(cfg: InferJobConfig, ctx: JobContext, built: _Built, metrics: dict) -> BenchResult:
+def _result(cfg: InferJobConfig, ctx: JobContext, built: Built, metrics: dict) -> BenchResult:
     model_cfg, data = built.model_cfg, built.data
     if built.scone is not None:
         metrics["mem/fgram_table_bytes"] = float(built.scone.table.nbytes)
@@ -419,7 +419,9 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     sweep = {(c.batch_sizes, c.prompt_len, c.gen_len, c.warmup, c.repeats, c.device, c.data) for c in cfgs}
     if len(sweep) != 1 or len({c.family for c in cfgs}) != len(cfgs):
         raise ValueError("run_interleaved needs jobs with one sweep and distinct families")
-    built = [_build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
+    floors.set_threads(ctxs[0].threads)
+    built = [build(cfg, ctx) for cfg, ctx in zip(cfgs, ctxs, strict=True)]
+    machine = floors.job_probe(built[0].prompts.device, (1, built[0].model_cfg.dim, built[0].model_cfg.dim))
     models = {cfg.family: b.model for cfg, b in zip(cfgs, built, strict=True)}
     by_family = {c.family: x for c, x in zip(cfgs, ctxs, strict=True)}
     scones = {c.family: b.scone for c, b in zip(cfgs, built, strict=True)}
@@ -427,6 +429,12 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
         metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
     for family in metrics:
         metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
+    for c, b in zip(cfgs, built, strict=True):
+        mc = b.model_cfg
+        pc = count_params(mc, token_freqs_for(mc, b.data), b.counts or None)
+        element = torch.empty((), dtype=TORCH_DTYPES[mc.dtype]).element_size()
+        metrics[c.family] |= floors.infer_floor_fracs(mc, pc, element, c, metrics[c.family], machine)
+        metrics[c.family] |= floors.probe_metrics(machine)
     results = [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
     if len(cfgs) == 1:
         return results

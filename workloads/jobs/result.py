@@ -73,6 +73,8 @@ class JobContext:
     checkpoint_dir: where the job writes/resumes checkpoints; None disables checkpointing.
     cache_dir: the data/tokenizer cache (None: $ISOSPARSE_CACHE or ~/.cache/isosparse).
     should_stop: polled between steps; returning True ends the job early (cancellation).
+    threads: torch intra-op threads for the job (the orchestrator passes the job's Ray num_cpus); None
+        keeps torch's default. The count used is recorded as torch/threads.
     """
 
     on_metrics: MetricsCallback | None = None
@@ -81,6 +83,7 @@ class JobContext:
     checkpoint_dir: str | None = None
     cache_dir: str | None = None
     should_stop: Callable[[], bool] | None = None
+    threads: int | None = None
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         if self.on_metrics is not None:

@@ -52,10 +52,14 @@ MOE_FIELDS = (
 # The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
 # model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
 # override (vocab_size) applies to every family.
+# scone_<name> overrides SconeConfig.<name>: SCONE's scaling axes (f-grams; A_fgram's depth and width).
+SCONE_FIELDS = ("scone_n_fgrams", "scone_max_n", "scone_min_count", "scone_fgram_layers",
+                "scone_depth_multiplier", "scone_fgram_ffn_dim")  # fmt: skip
 # hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
 OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
                      **dict.fromkeys(MOE_FIELDS, ("moe",)),
-                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES)}  # fmt: skip
+                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES),
+                     **dict.fromkeys(SCONE_FIELDS, ("scone",))}  # fmt: skip
 
 
 def applies(name: str, family: str) -> bool:
@@ -73,7 +77,9 @@ class ModelOverrides:
         describe the L3 model it is matched to. moe_*: fields of MoEConfig (DeepSpeed's: capacity factor
         for training and eval, min capacity, drop_tokens=False for dropless training, aux-loss coefficient);
         moe_top_k / moe_num_experts fix the routing / expert count the matcher may use (it still sets the
-        expert width so the model stays iso-active and iso-total). None keeps the preset's value.
+        expert width so the model stays iso-active and iso-total). scone_*: fields of SconeConfig (the
+        number of f-grams, the longest f-gram, discovery's min count, A_fgram's depth as layers or a
+        multiple of the model's, A_fgram's MLP width). None keeps the preset's value.
     """
 
     vocab_size: PosInt | None = None
@@ -93,6 +99,12 @@ class ModelOverrides:
     moe_min_capacity: NonNegInt | None = None
     moe_drop_tokens: bool | None = None
     moe_aux_loss_coef: NonNegFloat | None = None
+    scone_n_fgrams: PosInt | None = None
+    scone_max_n: Annotated[int, Ge(2)] | None = None
+    scone_min_count: PosInt | None = None
+    scone_fgram_layers: PosInt | None = None
+    scone_depth_multiplier: PosFloat | None = None
+    scone_fgram_ffn_dim: PosInt | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.l3_positions, list):  # YAML gives a list; the frozen spec is hashed (cached)
@@ -116,7 +128,7 @@ class ModelSpec:
         check_fields(self)
         if self.preset not in presets.names():
             presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS))]
+        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS, *SCONE_FIELDS))]
         given += ["allocation_path"] if self.allocation_path is not None else []
         for name in (n for n in given if not applies(n.removeprefix("overrides."), self.family)):
             first = OVERRIDE_FAMILIES[name.removeprefix("overrides.")][0]
@@ -180,7 +192,12 @@ def resolve_model_config(spec: ModelSpec, corpus: Corpus | None = None) -> Model
     if spec.family == "dense":
         return base
     if spec.family == "scone":  # the backbone with f-gram embeddings, inference-resident iso with it
-        return match(base, family="scone", scone=presets.PRESETS[spec.preset].scone)
+        scone = presets.PRESETS[spec.preset].scone
+        given = {n: getattr(o, n) for n in SCONE_FIELDS if getattr(o, n) is not None}
+        scone = replace(scone, **{n.removeprefix("scone_"): v for n, v in given.items()})
+        if o.scone_fgram_layers is None and o.scone_depth_multiplier is not None:
+            scone = replace(scone, fgram_layers=None)  # the multiplier decides A_fgram's depth
+        return match(base, family="scone", scone=scone)
     freqs, allocate = (None, None) if corpus is None else (corpus.token_freqs, corpus.allocate)
     l3_cfg = match(base, family="l3", l3=l3, token_freqs=freqs, allocate=allocate)
     if spec.family == "l3":

@@ -19,7 +19,7 @@ import torch
 
 from workloads.data import DataConfig, prepare
 from workloads.fields import Ge, Le, Lt, NonNegFloat, NonNegInt, PosInt, check_fields
-from workloads.jobs import distributed, loop, metrics, optim
+from workloads.jobs import distributed, floors, loop, metrics, optim
 from workloads.jobs.contention import TimedPhase
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
@@ -37,6 +37,7 @@ from workloads.models.accounting import (
     fgram_table_bytes,
     fgram_train_flops_per_token,
     train_flops_per_token,
+    train_step_cost,
 )
 from workloads.models.config import Family, ModelConfig
 
@@ -203,15 +204,24 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     A job stopped through ctx.should_stop saves a checkpoint and returns without evaluating.
     """
     ctx = ctx or JobContext()
+    floors.set_threads(ctx.threads)
     job = build_loop(cfg, ctx)
+    gemm = (cfg.batch_size * job.seq_len, job.model_cfg.dim, job.model_cfg.ffn_dim)  # the MLP's matmul
+    machine = floors.job_probe(job.device, gemm)
     start_step = job.resume()
     with TimedPhase(job.device) as phase:  # the timed steps (and the evaluations between them)
         outcome = job.train(start_step)
-    outcome.metrics |= phase.metrics()
+    outcome.metrics |= phase.metrics() | floors.probe_metrics(machine)
     if not outcome.stopped:
         job.evaluate_into(outcome)
         job.save_weights()
-    return _result(cfg, ctx, job, outcome, start_step)
+    result = _result(cfg, ctx, job, outcome, start_step)
+    if outcome.timing is not None:  # this rank's step against the floor of its own share of the work
+        pc = count_params(job.model_cfg, token_freqs_for(job.model_cfg, job.data), job.counts or None)
+        element = job.model.tok_emb.weight.element_size()
+        cost = train_step_cost(job.model_cfg, pc, cfg.batch_size * cfg.grad_accum, job.seq_len, element)
+        result.metrics["train/floor_frac"] = floors.floor_frac(machine, cost, outcome.timing.median_s, gemm)
+    return result
 
 
 def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step: int) -> BenchResult:

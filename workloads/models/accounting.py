@@ -19,7 +19,7 @@ reported in bytes (`fgram_table_bytes`), not as parameters.
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -72,9 +72,11 @@ def block_params(config: ModelConfig) -> int:
 
 
 def fgram_model_params(config: ModelConfig) -> int:
-    """SCONE's A_fgram: scone.layers(n_layers) dense blocks + K absolute position embeddings."""
+    """SCONE's A_fgram: scone.layers(n_layers) dense blocks (MLPs scone.ffn_dim(ffn_dim) wide) + K absolute
+    position embeddings."""
     sc = config.scone
-    return sc.layers(config.n_layers) * block_params(config) + sc.max_n * config.dim
+    inner = replace(config, ffn_dim=sc.ffn_dim(config.ffn_dim))
+    return sc.layers(config.n_layers) * block_params(inner) + sc.max_n * config.dim
 
 
 def fgram_table_bytes(config: ModelConfig, bytes_per_value: int = 2) -> int:
@@ -227,3 +229,68 @@ def count_params(
         flops_active=n_active - (0 if c.tie_embeddings else table),
         estimated=estimated,
     )
+
+
+def _attention_flops(config: ModelConfig, context: float) -> float:
+    """FLOPs of one token's attention over `context` cached positions, all layers: q·k and p·v, 2 each."""
+    return 4.0 * config.n_layers * config.n_heads * config.head_dim * context
+
+
+def _kv_bytes(config: ModelConfig, context: float, element_bytes: int) -> float:
+    """K and V of `context` positions, all layers."""
+    return 2.0 * config.n_layers * config.n_kv_heads * config.head_dim * context * element_bytes
+
+
+def decode_step_cost(
+    config: ModelConfig,
+    pc: ParamCount,
+    batch: int,
+    context: float,
+    experts_touched: float | None = None,
+    element_bytes: int = 4,
+) -> tuple[float, float]:
+    """(bytes read, FLOPs) at the least for one KV-cache decode step of `batch` sequences at `context`
+    cached positions (the roofline of `workloads.probe`): the dense weights and the LM head once, `batch`
+    embedding rows, the experts touched (`experts_touched`: distinct experts summed over the MoE layers,
+    measured; default min(batch · top_k, num_experts) per layer), the L3 rows of `batch` tokens
+    (corpus-weighted mean), and the KV cache. FLOPs: 2 per active weight per token plus attention."""
+    a = pc.active_by_category
+    table = config.vocab_size * config.dim
+    weights = a["dense"] + table + batch * config.dim * (0 if config.tie_embeddings else 1)
+    if config.moe is not None:
+        moe = config.moe
+        if experts_touched is None:
+            experts_touched = len(moe.positions) * min(batch * moe.top_k, moe.num_experts)
+        weights += experts_touched * mlp_params(config.dim, moe.ffn_dim)
+    weights += min(batch * a.get("l3_tables", 0), pc.by_category.get("l3_tables", 0))
+    nbytes = weights * element_bytes + _kv_bytes(config, batch * context, element_bytes)
+    flops = batch * (2.0 * pc.flops_active + _attention_flops(config, context))
+    return float(nbytes), float(flops)
+
+
+def prefill_cost(
+    config: ModelConfig, pc: ParamCount, batch: int, prompt_len: int, element_bytes: int = 4
+) -> tuple[float, float]:
+    """(bytes, FLOPs) at the least of a prefill of `batch` prompts of `prompt_len`: every stored weight a
+    prompt can reach read once (all experts; L3 rows of every token, at most the tables) and the KV cache
+    written; FLOPs 2 per active weight per token plus causal attention (context grows 1..prompt_len)."""
+    tokens = batch * prompt_len
+    total = pc.by_category
+    weights = total["dense"] + total["embeddings"] + total.get("experts", 0)
+    weights += min(tokens * pc.active_by_category.get("l3_tables", 0), total.get("l3_tables", 0))
+    nbytes = weights * element_bytes + _kv_bytes(config, tokens, element_bytes)
+    flops = tokens * (2.0 * pc.flops_active + _attention_flops(config, (prompt_len + 1) / 2))
+    return float(nbytes), float(flops)
+
+
+def train_step_cost(
+    config: ModelConfig, pc: ParamCount, batch: int, seq_len: int, element_bytes: int = 4
+) -> tuple[float, float]:
+    """(bytes, FLOPs) at the least of one AdamW training step over batch × seq_len tokens: every stored
+    weight read in the forward and the backward, its gradient written, and AdamW reading weight, gradient
+    and both moments and writing weight and moments (10 accesses per parameter); FLOPs 3× the forward's
+    (forward, backward to activations and to weights)."""
+    tokens = batch * seq_len
+    nbytes = 10.0 * pc.total * element_bytes
+    flops = 3.0 * tokens * (2.0 * pc.flops_active + _attention_flops(config, (seq_len + 1) / 2))
+    return float(nbytes), float(flops)

@@ -114,6 +114,8 @@ class SconeConfig:
     f-gram (n = 2..K; A_fgram's absolute positions). min_count: discovery's threshold from scan 3 on.
     A_fgram is the main model's block stack without token embedding, `fgram_layers` blocks deep, else
     round(depth_multiplier · model.n_layers) (the paper scales A_fgram in depth only, 0.5×-3×).
+    fgram_ffn_dim: the width of A_fgram's MLPs (None: the main model's ffn_dim); its residual width stays
+    model.dim, since its output stands in for a token embedding.
     """
 
     n_fgrams: PosInt
@@ -121,9 +123,14 @@ class SconeConfig:
     min_count: PosInt = 5
     fgram_layers: PosInt | None = None
     depth_multiplier: PosFloat = 1.0
+    fgram_ffn_dim: PosInt | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+    def ffn_dim(self, model_ffn_dim: int) -> int:
+        """A_fgram's MLP width for a main model whose MLPs are `model_ffn_dim` wide."""
+        return self.fgram_ffn_dim if self.fgram_ffn_dim is not None else model_ffn_dim
 
     def layers(self, n_layers: int) -> int:
         """A_fgram's depth for a main model of `n_layers` blocks."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from workloads.models.config import MoEConfig
-from workloads.models.moe_dropless import aux_loss, dropless_sorted, route
+from workloads.models.moe_dropless import aux_loss, dropless_one_token, dropless_sorted, route
 
 MoEImpl = Literal["deepspeed", "dropless"]
 
@@ -131,6 +131,8 @@ class MoEMLP(nn.Module):
 
     def _dropless(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         gate_weight, experts, top_k = self._served
+        if x.shape[0] * x.shape[1] == 1 and not self.record_balance:  # decode at batch 1
+            return dropless_one_token(x, gate_weight, experts, top_k), None, None
         flat = x.reshape(-1, x.shape[-1])  # (N, dim)
         routes = route(flat, gate_weight, top_k)
         out, counts = dropless_sorted(flat, gate_weight, experts, top_k, routes, counts=self.record_balance)

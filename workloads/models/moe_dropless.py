@@ -8,8 +8,12 @@ sampled second expert (`top2_sampling`) and random token selection are training-
 the deterministic top_k. `dropless_reference` is the spec (a loop over tokens); `dropless_sorted` groups the
 routes by expert (one stable sort) and runs each expert once over its tokens: one host read (the per-expert
 counts) per call, and at a handful of routes (decode) the grouping is done on the host from the ids.
+`dropless_one_token` (decode at batch 1): the E logits are read to the host and routed there, so the
+call costs the router matmul, one host read and one scale beyond the experts' own ops.
 """
 
+import heapq
+import math
 from collections.abc import Sequence
 
 import torch
@@ -41,6 +45,25 @@ def aux_loss(x: torch.Tensor, gate_weight: torch.Tensor, experts: torch.Tensor, 
     chosen = experts[:, :1] if top_k <= 2 else experts
     share = F.one_hot(chosen, E).sum(1).float().mean(0)  # (E,)
     return (probs.mean(0) * share).sum() * (E if top_k <= 2 else E / top_k)
+
+
+def dropless_one_token(
+    x: torch.Tensor, gate_weight: torch.Tensor, experts: Sequence[nn.Module], top_k: int
+) -> torch.Tensor:
+    """One token, x of any shape (..., D) holding a single row -> the same shape. Routing as `route`, in
+    float64 on the host from the float32 logits (equal to `route` up to float32 rounding; exact ties
+    may pick another of the tied experts)."""
+    row = F.linear(x.float(), gate_weight.float()).tolist()  # nested (..., E): the one host read
+    while isinstance(row[0], list):
+        row = row[0]
+    top = heapq.nlargest(top_k, range(len(row)), key=row.__getitem__)
+    biggest = row[top[0]]
+    exps = [math.exp(v - biggest) for v in row]
+    norm = sum(exps) if top_k == 1 else sum(exps[e] for e in top)  # top-1: the softmax probability
+    out = experts[top[0]](x).mul_(exps[top[0]] / norm)
+    for e in top[1:]:
+        out.add_(experts[e](x), alpha=exps[e] / norm)
+    return out
 
 
 def dropless_reference(

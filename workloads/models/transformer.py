@@ -226,17 +226,19 @@ def resolve_l3_counts(
 
 
 class FgramEncoder(nn.Module):
-    """A_fgram (L3_SPEC §6): the main model's blocks without a token embedding, `scone.layers(n_layers)`
-    deep, plus learned absolute positions 0..K-1 (the blocks keep their RoPE). It reads the token
-    embeddings of an f-gram (left-aligned, right-padded) and returns the residual stream at the f-gram's
-    last position: causal attention keeps that output independent of the padding. No final norm: the
-    output stands in for a token embedding, so it keeps the residual stream's scale.
+    """A_fgram (L3_SPEC §6): the main model's blocks without a token embedding, `scone.layers(n_layers)` deep
+    with `scone.ffn_dim(ffn_dim)`-wide MLPs, plus learned absolute positions 0..K-1 (the blocks keep
+    their RoPE). It reads the token embeddings of an f-gram (left-aligned, right-padded) and returns the
+    residual stream at the f-gram's last position: causal attention keeps that output independent of the
+    padding. No final norm: the output stands in for a token embedding, so it keeps the residual
+    stream's scale.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         sc = config.scone
-        inner = replace(config, family="dense", scone=None, n_layers=sc.layers(config.n_layers))
+        inner = replace(config, family="dense", scone=None, n_layers=sc.layers(config.n_layers),
+                        ffn_dim=sc.ffn_dim(config.ffn_dim))  # fmt: skip
         self.config, self.max_n = inner, sc.max_n
         self.pos_emb = nn.Embedding(sc.max_n, config.dim)
         nn.init.normal_(self.pos_emb.weight, std=INIT_STD)

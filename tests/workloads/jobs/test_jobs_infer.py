@@ -63,8 +63,15 @@ def _cfg(family: str, data_cfg: DataConfig, **kw) -> InferJobConfig:
     return InferJobConfig("debug", family, overrides=OVERRIDES, data=data_cfg, **kw)
 
 
+FLOORS = ("infer/prefill_floor_frac", "infer/decode_floor_frac")  # per batch size (workloads.jobs.floors)
+PROBE = ("probe/read_bytes_per_s", "probe/gemm_flop_per_s")
+
+
 def _expected_keys(per_batch: tuple[str, ...]) -> set[str]:
-    return set(per_batch) | {f"{k}/bs{b}" for k in per_batch for b in BATCH_SIZES} | set(JOB_LEVEL)
+    per_batch = (*per_batch, *FLOORS)
+    return (
+        set(per_batch) | {f"{k}/bs{b}" for k in per_batch for b in BATCH_SIZES} | set(JOB_LEVEL) | set(PROBE)
+    )
 
 
 @pytest.mark.parametrize(

@@ -195,3 +195,20 @@ def test_l3_positions_place_the_l3_layers_and_keep_the_match():
         assert abs(peer.total / count_params(l3).total - 1) <= 0.02
     with pytest.raises(ValueError, match="applies to family 'l3'"):
         ModelSpec("tiny", "dense", early)
+
+
+def test_scone_overrides_set_its_scaling_axes():
+    """scone_* overrides reach SconeConfig; inference-resident params stay matched (A_fgram trains only)."""
+    base = resolve_model_config(ModelSpec("tiny", "scone"))
+    o = ModelOverrides(scone_n_fgrams=4096, scone_max_n=3, scone_min_count=2, scone_fgram_ffn_dim=256,
+                       scone_depth_multiplier=0.5)  # fmt: skip
+    cfg = resolve_model_config(ModelSpec("tiny", "scone", o))
+    sc = cfg.scone
+    assert (sc.n_fgrams, sc.max_n, sc.min_count, sc.fgram_ffn_dim) == (4096, 3, 2, 256)
+    assert sc.fgram_layers is None and sc.layers(cfg.n_layers) == round(0.5 * cfg.n_layers)  # the multiplier
+    assert count_params(cfg).active == count_params(base).active
+    assert count_params(cfg).by_category["fgram_model"] < count_params(base).by_category["fgram_model"]
+    deep = resolve_model_config(ModelSpec("tiny", "scone", ModelOverrides(scone_fgram_layers=3)))
+    assert deep.scone.layers(deep.n_layers) == 3
+    with pytest.raises(ValueError, match="overrides.scone_n_fgrams applies to family 'scone', not 'l3'"):
+        ModelSpec("tiny", "l3", ModelOverrides(scone_n_fgrams=10))

@@ -36,6 +36,7 @@ COMMON = {
     "mem/optimizer_bytes/dense", "mem/optimizer_bytes/l3_tables", "mem/optimizer_bytes/experts",
     "mem/optimizer_bytes/embeddings",
 }  # fmt: skip
+FLOORS = {"train/floor_frac", "probe/read_bytes_per_s", "probe/gemm_flop_per_s"}  # workloads.jobs.floors
 FAMILY_KEYS = {
     "dense": set(),
     "l3": {"lb/l3_rows_per_token_mean", "lb/l3_rows_per_token_max", "lb/l3_unique_rows_per_step",
@@ -93,7 +94,8 @@ def test_each_family_reports_every_metric(family, cache_dir):
     rec = Recorder()
     cfg = job(family, log_every=3)
     result = run(cfg, JobContext(cache_dir=cache_dir, peak_flops=1e12, on_metrics=rec))
-    assert set(result.metrics) == COMMON | FAMILY_KEYS[family] | {"train/mfu"}
+    assert set(result.metrics) == COMMON | FAMILY_KEYS[family] | {"train/mfu"} | FLOORS
+    assert result.metrics["train/floor_frac"] > 0 and result.metrics["probe/read_bytes_per_s"] > 0
     assert all(math.isfinite(v) for v in result.metrics.values())
     assert sorted(rec.losses()) == [0, 1, 2, 3]  # streamed per step, in two flushes
     assert rec.steps[-1][1].keys() == {"eval/val_loss", "eval/val_ppl", "eval/val_bpb"}  # at the end

@@ -158,3 +158,45 @@ def test_block_counts_equal_each_built_block(family):
         expert = block.mlp.experts.parameters() if hasattr(block.mlp, "experts") else ()
         assert (tables, experts) == (sum(t.numel() for t in table), sum(p.numel() for p in expert))
         assert dense + experts + tables == sum(p.numel() for p in block.parameters())
+
+
+def _tiny_cost_config(**kw):
+    from workloads.models.config import ModelConfig
+
+    # vocab 10, dim 4, 1 layer, 2 heads of 2 (1 kv head), ffn 8: attention 4·4 + 2·4·2 + 4·4 = 48,
+    # MLP 3·4·8 = 96, norms 2·4 + final 4: dense 156; embeddings 2 · 10·4 = 80 (untied).
+    return ModelConfig(vocab_size=10, dim=4, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=8, **kw)
+
+
+def test_decode_prefill_and_train_costs_from_closed_forms():
+    from workloads.models.accounting import decode_step_cost, prefill_cost, train_step_cost
+
+    cfg = _tiny_cost_config()
+    pc = count_params(cfg)
+    assert (pc.active_by_category["dense"], pc.total, pc.flops_active) == (156, 236, 196)
+    # decode, batch 2 at 3 cached positions, fp32: weights 156 + LM head 40 + 2 embedding rows of 4 = 204;
+    # KV 2 (k, v) · 1 layer · 1 kv head · 2 dims · 6 positions = 24 values. FLOPs per token 2 · 196 +
+    # attention 4 · 1 layer · 2 heads · 2 dims · 3 positions = 392 + 48.
+    assert decode_step_cost(cfg, pc, 2, 3) == (4.0 * (204 + 24), 2.0 * (392 + 48))
+    # prefill of 2 prompts of 3: every stored weight once (236) + KV of 6 positions (24 values); attention
+    # over (3 + 1) / 2 = 2 positions on average: 6 tokens · (392 + 4·2·2·2).
+    assert prefill_cost(cfg, pc, 2, 3) == (4.0 * (236 + 24), 6.0 * (392 + 32))
+    # train: 10 accesses per parameter (fwd, bwd, grad, AdamW) and 3× the forward's FLOPs.
+    assert train_step_cost(cfg, pc, 2, 3, element_bytes=2) == (10.0 * 236 * 2, 3 * 6.0 * (392 + 32))
+
+
+def test_decode_cost_of_a_moe_batch_counts_the_experts_it_touches():
+    from workloads.models.accounting import decode_step_cost, mlp_params
+    from workloads.models.config import MoEConfig
+
+    moe = MoEConfig(positions=(0,), num_experts=4, ffn_dim=8, top_k=1)
+    cfg = _tiny_cost_config(family="moe", moe=moe)
+    pc = count_params(cfg)
+    one, _ = decode_step_cost(cfg, pc, 1, 3)
+    touched_3, flops = decode_step_cost(cfg, pc, 8, 3, experts_touched=3)
+    default_8, _ = decode_step_cost(cfg, pc, 8, 3)  # min(8 routes, 4 experts) = all 4
+    expert = 4.0 * mlp_params(4, 8)
+    assert default_8 - touched_3 == expert  # the 4th expert
+    kv_and_rows = 4.0 * (2 * 2 * (8 - 1) * 3 + (8 - 1) * 4)  # 7 more sequences' KV and embedding rows
+    assert touched_3 - one == 2 * expert + kv_and_rows  # 3 experts vs 1 at batch 1
+    assert flops == 8 * (2.0 * pc.flops_active + 48)

@@ -56,7 +56,8 @@ def test_gradients_reach_a_fgram(fgrams, corpus, model_for):
 
 
 def test_accounting_equals_module_counts(fgrams, model_for):
-    for scone, blocks in (({}, 2), ({"fgram_layers": 3}, 3), ({"depth_multiplier": 0.5}, 1)):
+    cases = (({}, 2), ({"fgram_layers": 3}, 3), ({"depth_multiplier": 0.5}, 1), ({"fgram_ffn_dim": 24}, 2))
+    for scone, blocks in cases:
         model = model_for(fgrams, **scone)
         cfg = model.config
         pc = count_params(cfg)
@@ -64,6 +65,8 @@ def test_accounting_equals_module_counts(fgrams, model_for):
         assert pc.by_category["fgram_model"] == sum(p.numel() for p in model.fgram.parameters())
         assert pc.by_category["fgram_model"] == fgram_model_params(cfg)
         assert len(model.fgram.layers) == cfg.scone.layers(cfg.n_layers) == blocks
+        width = scone.get("fgram_ffn_dim", cfg.ffn_dim)  # A_fgram's MLP width (the main model's unless set)
+        assert all(block.mlp.w1.weight.shape == (width, 32) for block in model.fgram.layers)
         # inference-resident = A_main + the whole token embedding + head; A_fgram is training-time only
         resident = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("fgram."))
         assert pc.active == resident and pc.active_by_category["embeddings"] == 2 * V * 32

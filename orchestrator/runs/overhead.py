@@ -1,0 +1,93 @@
+"""Orchestration overhead, measured for `python -m workloads.bench orchestration` (which runs this module in
+a subprocess, `python -m orchestrator.runs.overhead JOBS`, and reads the JSON line it prints: workloads
+never imports orchestrator).
+
+Cold start: a one-job dummy suite from nothing (in-process Ray cluster start, store creation, first
+worker), and the `ray.init` part of it. Warm: on the now-warm cluster, a suite of JOBS zero-work dummy
+jobs (steps=0) through the full path (suite expansion, Ray task, MLflow nested run with params,
+config.yaml, result.json), without the end-of-run report, which is timed on its own; so is `compare`
+by experiment name, in-process and as a fresh `isosparse compare` process (next to the bare interpreter
+start). A temporary ISOSPARSE_HOME and sqlite store; RAY_AUTH_MODE from the environment.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SUITE = """
+experiment: bench-{name}
+resources:
+  dummy: {{num_cpus: 0.25}}
+dummy: {{steps: 0}}
+matrix:
+  jobs: [dummy]
+  presets: [debug]
+  seeds: {seeds}
+"""
+
+
+def _suite(folder: Path, name: str, n_jobs: int) -> str:
+    path = folder / f"{name}.yaml"
+    path.write_text(SUITE.format(name=name, seeds=list(range(n_jobs))))
+    return str(path)
+
+
+def _compare_times(uri: str, rounds: int = 3) -> tuple[float, float, float]:
+    """Medians of (api.compare in-process, `python -m orchestrator.cli compare` wall, `python -c pass`
+    wall), interleaved round by round."""
+    from orchestrator import api
+
+    cli = [sys.executable, "-m", "orchestrator.cli", "compare", "bench-warm", "--tracking-uri", uri]
+    times: list[tuple[float, float, float]] = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        api.compare("bench-warm", uri)
+        t1 = time.perf_counter()
+        subprocess.run(cli, check=True, capture_output=True)
+        t2 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+        times.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
+    return tuple(statistics.median(column) for column in zip(*times, strict=True))
+
+
+def measure(n_jobs: int) -> dict[str, float]:
+    """{"ray_init_s", "cold_s", "warm_s", "per_job_s", "report_s", "compare_s", "compare_cli_s",
+    "python_s", "jobs"} (seconds; see the module doc)."""
+    from orchestrator import api
+    from orchestrator.runs import scheduling
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        os.environ["ISOSPARSE_HOME"] = str(folder / "home")
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        t0 = time.perf_counter()
+        scheduling.start()
+        ray_init_s = time.perf_counter() - t0
+        cold = api.run_suite(_suite(folder, "cold", 1), tracking_uri=uri, make_report=False)
+        cold_s = time.perf_counter() - t0
+        api.run_suite(_suite(folder, "warmup", 2), tracking_uri=uri, make_report=False)
+        t1 = time.perf_counter()
+        warm_suite = _suite(folder, "warm", n_jobs)
+        warm = api.run_suite(warm_suite, tracking_uri=uri, make_report=False)
+        warm_s = time.perf_counter() - t1
+        scheduling.shutdown()
+        t2 = time.perf_counter()
+        api.report(warm_suite, tracking_uri=uri)
+        report_s = time.perf_counter() - t2
+        compare_s, cli_s, python_s = _compare_times(uri)
+    if cold.exit_code or warm.exit_code:
+        raise SystemExit(f"overhead jobs failed: {cold.counts()} {warm.counts()}")
+    return {"ray_init_s": ray_init_s, "cold_s": cold_s, "warm_s": warm_s, "per_job_s": warm_s / n_jobs,
+            "report_s": report_s, "compare_s": compare_s, "compare_cli_s": cli_s, "python_s": python_s,
+            "jobs": n_jobs}  # fmt: skip
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not sys.argv[1].isdigit() or int(sys.argv[1]) < 1:
+        raise SystemExit("usage: python -m orchestrator.runs.overhead JOBS (a positive count)")
+    print(json.dumps(measure(int(sys.argv[1]))))
