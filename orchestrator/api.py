@@ -65,9 +65,22 @@ class RunReport:
         return out
 
 
-def validate(suite: str, sets: list[str] | None = None) -> Suite:
-    """Load and expand a suite; no side effects (raises SuiteError)."""
-    return load_suite(suite, sets)
+def validate(
+    suite: str,
+    sets: list[str] | None = None,
+    *,
+    tracking_uri: str | None = None,
+    cluster: str | None = None,
+    force: bool = False,
+) -> Suite:
+    """Everything `run` checks before it submits, creating nothing but data caches: the suite (SuiteError),
+    with a cluster file its sizing on that cluster (`on_cluster`), the tracking store's path
+    (TrackingError; a server is not contacted)."""
+    from orchestrator.runs.tracking import check_uri
+
+    spec = on_cluster(suite, sets, cluster, force)[0] if cluster is not None else load_suite(suite, sets)
+    check_uri(tracking_uri)
+    return spec
 
 
 def on_cluster(

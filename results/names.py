@@ -184,6 +184,7 @@ EVAL_VAL_PPL = "eval/val_ppl"
 # depends on the tokenizer; bits per byte does not, so rows with different bytes per token compare by it.
 EVAL_VAL_BPB = "eval/val_bpb"
 DATA_VAL_BYTES_PER_TOKEN = "data/val_bytes_per_token"
+DATA_REPLACED_CHARS = "data/replaced_chars"  # characters of the corpus that did not decode (became U+FFFD)
 # Logged by jobs, kept as extra columns (not in METRICS): tests/workloads/jobs/test_metric_names.py holds
 # every key literal in workloads/ to this module.
 TRAIN_LR = "train/lr"
@@ -268,4 +269,5 @@ METRICS = (
     EVAL_VAL_PPL,
     EVAL_VAL_BPB,
     DATA_VAL_BYTES_PER_TOKEN,
+    DATA_REPLACED_CHARS,
 )

@@ -207,12 +207,12 @@ def metric_vs_batch_size(
     return fig
 
 
-CPU_OFFLOAD_NOTE = " (CPU: host-compact, no device transfer)"
+CPU_OFFLOAD_NOTE = " (CPU: tables read in host memory, no device transfer)"
 
 
 def offload_decode_ratio(runs: pd.DataFrame) -> Figure:
     """Decode tokens/s with L3 tables offloaded to host / on device, against batch size. A CPU run (hardware
-    "cpu") has no device to offload from: its "offloaded" side only compacts rows within host memory, and
+    "cpu") has no device to offload from: its "offloaded" side reads the tables in host memory, and
     its line and the title say so."""
     cpu = (
         runs["hardware"].eq("cpu").fillna(False)
@@ -226,7 +226,7 @@ def offload_decode_ratio(runs: pd.DataFrame) -> Figure:
     ax = fig.axes[0]
     ax.axhline(1.0, color="k", lw=0.8, ls=":")
     if suffix:
-        ax.set_title("CPU runs: no device transfer (rows compacted in host memory)", fontsize=9)
+        ax.set_title("CPU runs: no device transfer (tables read in host memory)", fontsize=9)
     return fig
 
 

@@ -6,12 +6,14 @@ Details: docs/orchestrator.md#orchestratorcliclusters.
 from pathlib import Path
 from typing import Annotated
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from clusters.spec import Cluster
 from orchestrator import api
+from orchestrator.cli import render
 from orchestrator.planning import plan as planning
 from orchestrator.suites.cluster_file import load_cluster
 
@@ -20,7 +22,7 @@ GIB = float(1 << 30)
 
 
 def _console() -> Console:
-    return Console(width=max(Console().width, 110), highlight=False)  # rich assumes 80 columns when piped
+    return Console(width=render.console().width, highlight=False)  # the terminal's (piped: render's) width
 
 
 def bad_input(err: Exception) -> typer.Exit:
@@ -39,34 +41,35 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds:,.1f} s"
 
 
-def cluster_table(cluster: Cluster) -> Table:
+def cluster_table(cluster: Cluster, width: int = 80, wide: bool = False) -> Table:
+    """group, accelerator and GPUs, then nodes and the per-node resources while they fit the terminal."""
     desc = f": {cluster.description}" if cluster.description else ""
-    table = Table(title=f"cluster {cluster.name} ({cluster.kind}){desc}")
-    for col in ("group", "nodes", "accelerator", "GPUs/node", "CPUs/node", "memory/node", "GPUs"):
-        table.add_column(col, justify="left" if col in ("group", "accelerator") else "right")
+    rows = []
     for g in cluster.nodes:
         nodes = f"{g.count}" if g.min_count == g.max_count else f"{g.count} ({g.min_count}..{g.max_count})"
-        table.add_row(
-            g.name,
-            nodes,
-            g.accelerator,
-            str(g.gpus_per_node),
-            str(g.cpus_per_node),
-            _gib(g.memory_bytes),
-            str(g.gpus),
-        )
-    return table
+        rows.append([g.name, nodes, g.accelerator, str(g.gpus_per_node), str(g.cpus_per_node),
+                     _gib(g.memory_bytes), str(g.gpus)])  # fmt: skip
+    columns = ["group", "nodes", "accelerator", "GPUs/node", "CPUs/node", "memory/node", "GPUs"]
+    title = f"cluster {cluster.name} ({cluster.kind}){desc}"
+    optional = ["nodes", "GPUs/node", "CPUs/node", "memory/node"]
+    df = pd.DataFrame(rows, columns=columns)
+    right = ("nodes", "GPUs/node", "CPUs/node", "memory/node", "GPUs")
+    required = ["group", "accelerator", "GPUs"]
+    return render.fitted_table(df, title, required, optional, width, wide, right=right)
 
 
 @clusters_app.command("show")
-def show(file: Annotated[str, typer.Argument(help="A cluster YAML file.")]) -> None:
+def show(
+    file: Annotated[str, typer.Argument(help="A cluster YAML file.")],
+    wide: Annotated[bool | None, typer.Option("--wide", help="Every column.")] = None,
+) -> None:
     """Validate a cluster file and print its node groups, accelerator and Ray address."""
     try:
         cluster = load_cluster(file)
     except ValueError as err:
         raise bad_input(err) from None
     out = _console()
-    out.print(cluster_table(cluster))
+    render.print_table(out, cluster_table(cluster, out.width, bool(wide)), bool(wide))
     acc = cluster.accelerator
     peak = acc.peak("bfloat16")
     out.print(f"address: {cluster.address or 'in-process (ray.init())'}; total GPUs: {cluster.total_gpus}")
@@ -194,17 +197,21 @@ def calibrate_cmd(
     _console().print(calibration_table(fitted))
 
 
-def _suite_table(plans: list[planning.JobPlan]) -> Table:
-    table = Table(title="suite plan")
-    for col in ("job", "GPUs", "peak", "capacity", "fits", "est. time"):
-        table.add_column(col, justify="left" if col == "job" else "right")
+def _suite_table(plans: list[planning.JobPlan], width: int, wide: bool, cpu_only: bool = False) -> Table:
+    """job and fits, then GPUs, peak, time and capacity while they fit the terminal. cpu_only: a cluster
+    without GPUs (`local` on a CPU box), where each job's device is "cpu", not 1 GPU."""
+    rows = []
     for p in plans:
-        fits = "[green]yes[/green]" if p.fits else "[red]NO[/red]"
         wall = _duration(p.wall_s) if p.wall_s is not None else (p.note or "-")
         sized = p.peak_bytes > 0 or p.capacity_bytes > 0
         peak, cap = (_gib(p.peak_bytes), _gib(p.capacity_bytes)) if sized else ("-", "-")
-        table.add_row(p.name, str(p.n_gpus), peak, cap, fits, wall)
-    return table
+        gpus = "cpu" if cpu_only else str(p.n_gpus)
+        rows.append({"job": p.name, "GPUs": gpus, "peak": peak, "capacity": cap,
+                     "fits": "yes" if p.fits else "NO", "est. time": wall})  # fmt: skip
+    df = pd.DataFrame(rows, columns=["job", "GPUs", "peak", "capacity", "fits", "est. time"])
+    return render.fitted_table(df, "suite plan", ["job", "fits"], ["GPUs", "peak", "est. time", "capacity"],
+                               width, wide, {"fits": {"yes": "green", "NO": "red"}},
+                               right=("GPUs", "peak", "capacity", "est. time"))  # fmt: skip
 
 
 def plan(
@@ -229,6 +236,7 @@ def plan(
         bool | None, typer.Option("--calibrate", help="Fit time/memory factors to the runs in MLflow.")
     ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow store for --calibrate.")] = None,
+    wide: Annotated[bool | None, typer.Option("--wide", help="Every column.")] = None,
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
     given = {
@@ -257,7 +265,8 @@ def plan(
         out.print(_memory_table(outcome.training))
         out.print(_summary_table(outcome.training, request.tokens))
         return
-    out.print(_suite_table(outcome.jobs))
+    table = _suite_table(outcome.jobs, out.width, bool(wide), not outcome.cluster.total_gpus)
+    render.print_table(out, table, bool(wide))
     for p in outcome.jobs:  # the setup each train job was sized with, or what would fit
         if p.kind == "train" and p.note:
             out.print(f"{p.name}: {p.note}", markup=False, highlight=False)

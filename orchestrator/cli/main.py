@@ -32,6 +32,9 @@ ClusterOpt = Annotated[
     str | None,
     typer.Option(help="Cluster file: Ray address and resources per job; jobs that cannot fit are refused."),
 ]
+WideOpt = Annotated[
+    bool | None, typer.Option("--wide", help="Every column, wider than the terminal if need be.")
+]
 ForceOpt = Annotated[
     bool | None, typer.Option("--force", help="Submit jobs the capacity model says won't fit.")
 ]
@@ -92,19 +95,27 @@ def run(
 
 
 @app.command()
-def validate(suite: str, set_: SetOpt = None) -> None:
-    """Validate and expand SUITE without side effects; list its jobs."""
+def validate(
+    suite: str,
+    set_: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    cluster: ClusterOpt = None,
+    force: ForceOpt = None,
+    wide: WideOpt = None,
+) -> None:
+    """Check SUITE as `run` would before submitting (its data, the cluster file's sizing, the tracking
+    store's path) without running anything; list its jobs."""
     try:
-        spec = api.validate(suite, set_)
-    except api.SuiteError as err:
+        spec = api.validate(suite, set_, tracking_uri=tracking_uri, cluster=cluster, force=bool(force))
+    except (api.SuiteError, api.TrackingError) as err:
         raise _bad_input(err) from None
-    render.console().print(
-        render.df_table(render.jobs_frame(spec), f"{spec.name}: {len(spec.jobs)} jobs, valid")
-    )
+    render.print_jobs_frame(render.console(), spec, bool(wide))
 
 
 @app.command()
-def status(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
+def status(
+    target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None, wide: WideOpt = None
+) -> None:
     """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the current results of the newest one's
     suite (each job's newest finished run, from whichever invocation ran it)."""
     try:
@@ -115,9 +126,9 @@ def status(target: Annotated[str | None, typer.Argument()] = None, tracking_uri:
     if suites.empty:
         out.print(f"no suite runs{f' match {target!r}' if target else ''} in {tracking_uri or 'the store'}")
         return
-    out.print(render.compact_table(render.status_view(suites), "suite runs (newest first)"))
+    render.print_status(out, suites, "suite runs (newest first)", bool(wide))
     if not jobs.empty:
-        render.print_jobs(out, jobs, f"current results of {suites['suite'].iloc[0]}")
+        render.print_jobs(out, jobs, f"current results of {suites['suite'].iloc[0]}", bool(wide))
 
 
 @app.command()
@@ -165,13 +176,16 @@ def report(
 
 
 @app.command("list")
-def list_(what: Annotated[str, typer.Argument(help="presets | suites | jobs")]) -> None:
-    """List model presets, shipped suites, or job kinds."""
+def list_(
+    what: Annotated[str | None, typer.Argument(help="presets | suites | jobs (default: all three)")] = None,
+) -> None:
+    """List model presets, shipped suites, or job kinds (all three without an argument)."""
     listers = {"presets": api.list_presets, "suites": api.list_suites, "jobs": api.list_jobs}
-    if what not in listers:
+    if what is not None and what not in listers:
         raise _bad_input(ValueError(f"list what? {what!r} is not one of {', '.join(listers)}"))
-    for name, note in listers[what]():
-        typer.echo(f"{name:<14} {note}")
+    out = render.console()
+    for name in [what] if what else list(listers):
+        out.print(render.listing(listers[name](), name))
 
 
 @app.command()

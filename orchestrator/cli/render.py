@@ -123,6 +123,53 @@ def _fits(table: Table, width: int) -> bool:
     return Console(width=10_000).measure(table).maximum <= width
 
 
+def fitted_table(
+    df: pd.DataFrame,
+    title: str | None,
+    required: list[str],
+    optional: list[str],
+    width: int,
+    wide: bool = False,
+    styles: dict[str, dict[str, str]] | None = None,
+    right: tuple[str, ...] = (),
+) -> Table:
+    """`compare`'s priority-column layout for any table: the `required` columns, then each of `optional`,
+    in that (priority) order, that still fits `width`; shown in the DataFrame's column order, cells whole
+    (never cut to "…"). wide: every column. styles: {column: {cell text: rich style}}; numbers and the
+    `right` columns are right-aligned."""
+    shown = list(df.columns) if wide else [c for c in required if c in df]
+
+    def build(columns: list[str]) -> Table:
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+        ordered = [c for c in df.columns if c in columns]
+        for col in ordered:
+            numeric = pd.api.types.is_numeric_dtype(df[col]) or col in right
+            table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
+        for row in df[ordered].itertuples(index=False):
+            cells = [escape(_fmt(v)) for v in row]
+            for i, col in enumerate(ordered):
+                style = (styles or {}).get(col, {}).get(cells[i])
+                cells[i] = f"[{style}]{cells[i]}" if style else cells[i]
+            table.add_row(*cells)
+        return table
+
+    table = build(shown)
+    for col in [] if wide else [c for c in optional if c in df]:
+        candidate = build([*shown, col])
+        if _fits(candidate, width):
+            shown, table = [*shown, col], candidate
+    return table
+
+
+def print_table(out: Console, table: Table, wide: bool = False) -> None:
+    """Print a table; wide: every cell whole, wider than the terminal if need be (it wraps or scrolls)."""
+    if wide:
+        needed = Console(width=10_000).measure(table).maximum
+        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
+                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+    out.print(table)
+
+
 def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple[Table, list[str]]:
     """(table, notes) for `compare`: the narrow layout (NARROW, then each EXTRA column, in order, that
     still fits `width`, in MIXED_TOKENIZERS' order when the rows' bytes per token differ; the errors of
@@ -149,16 +196,7 @@ def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple
 
 def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
     table, notes = compare_view(df, wide, out.width)
-    if wide:  # every cell whole, wider than the terminal if need be (a terminal wraps or scrolls it)
-        needed = Console(width=10_000).measure(table).maximum
-        out = Console(
-            width=max(out.width, needed),
-            file=out.file,
-            force_terminal=out.is_terminal,
-            color_system=out.color_system,
-            no_color=out.no_color,
-        )
-    out.print(table)
+    print_table(out, table, wide)
     for note in notes:
         out.print(note, markup=False, highlight=False)
 
@@ -181,6 +219,17 @@ def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
         table.add_column(str(col), justify="right" if numeric else "left", no_wrap=keep, overflow="fold")
     for row in df.itertuples(index=False):
         table.add_row(*(escape(_fmt(v)) for v in row))
+    return table
+
+
+def listing(items: list[tuple[str, str]], title: str) -> Table:
+    """`list`: names and their one-line notes, the notes wrapped to the terminal (never cut)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_header=False,
+                  title_justify="left")  # fmt: skip
+    table.add_column("name", no_wrap=True)
+    table.add_column("note", overflow="fold")
+    for name, note in items:
+        table.add_row(escape(name), escape(note))
     return table
 
 
@@ -219,10 +268,28 @@ def status_view(suites: pd.DataFrame) -> pd.DataFrame:
     return suites.drop(columns=drop)
 
 
-def print_jobs(out: Console, jobs: pd.DataFrame, title: str) -> None:
-    """status's job table, each error on its own line under the table (a column would wrap at 80)."""
+STATUS_REQUIRED = ["run_id", "suite", "status"]
+STATUS_OPTIONAL = ["started", "jobs", "finished", "failed", "skipped", "ran", "running", "experiment"]
+
+
+def print_status(out: Console, suites: pd.DataFrame, title: str, wide: bool = False) -> None:
+    """status's suite table: run id, suite and status, then the counts while they fit the terminal."""
+    view = suites if wide else status_view(suites)
+    styles = {"status": STYLE_UPPER}
+    table = fitted_table(view, title, STATUS_REQUIRED, STATUS_OPTIONAL, out.width, wide, styles)
+    print_table(out, table, wide)
+
+
+STYLE_UPPER = {"FINISHED": "green", "FAILED": "red", "KILLED": "magenta", "RUNNING": "cyan"}
+
+
+def print_jobs(out: Console, jobs: pd.DataFrame, title: str, wide: bool = False) -> None:
+    """status's job table (job and state, then attempt, loss, started while they fit), each error on its
+    own line under the table (a column would wrap at 80)."""
     errors = jobs.get("error", pd.Series(None, index=jobs.index, dtype=object))
-    out.print(compact_table(jobs.drop(columns=["error"], errors="ignore"), title))
+    table = fitted_table(jobs.drop(columns=["error"], errors="ignore"), title, ["job", "state"],
+                         ["loss", "started", "attempt"], out.width, wide, {"state": STYLE})  # fmt: skip
+    print_table(out, table, wide)
     for job, error in zip(jobs["job"], errors, strict=True):
         if isinstance(error, str) and error:
             out.print(f"{job}: {error}", markup=False, highlight=False)
@@ -301,6 +368,17 @@ class Progress:
             self.live.stop()
         else:
             self.tick(report)
+
+
+def print_jobs_frame(out: Console, suite, wide: bool = False) -> None:
+    """validate's table: job, active, total, then the match errors, resources, plan and the fingerprint
+    (8 characters; whole with --wide) while they fit the terminal."""
+    df = jobs_frame(suite)
+    if not wide:
+        df = df.assign(fingerprint=df["fingerprint"].str[:8])
+    title = f"{suite.name}: {len(suite.jobs)} jobs, valid"
+    optional = ["active_err", "total_err", "gpus", "cpus", "workers", "plan", "fingerprint"]
+    print_table(out, fitted_table(df, title, ["job", "active", "total"], optional, out.width, wide), wide)
 
 
 def jobs_frame(suite) -> pd.DataFrame:

@@ -51,7 +51,8 @@ def jobs_json(jobs) -> str:
 
 
 def suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
-    """Parent runs of a target: a suite file or name (its experiment), an experiment name, a parent run id
+    """Parent runs of a target: a suite file or shipped name (its experiment), an experiment name, a
+    recorded suite name (what `status` prints, also when the file is gone or elsewhere), a parent run id
     (or the prefix `status` prints), or every suite run when target is None."""
     if target is None:
         return tracker.search_roles(names.RUN_TYPE_SUITE, None)
@@ -62,7 +63,10 @@ def suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
     if tracker.experiment_id(target, create=False) is not None:
         return tracker.search_roles(names.RUN_TYPE_SUITE, target)
     runs = tracker.search_roles(names.RUN_TYPE_SUITE, None)
-    return runs[runs["run_id"].str.startswith(target)] if not runs.empty else runs
+    if runs.empty:
+        return runs
+    named = runs[runs[names.tag_column(names.TAG_SUITE)] == target]  # the name `status` prints
+    return named if not named.empty else runs[runs["run_id"].str.startswith(target)]
 
 
 def locate(tracker: Tracker, target: str) -> RecordedSuite:

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from orchestrator.runs import interrupts
+from orchestrator.runs import interrupts, store_path
 from orchestrator.suites.fingerprint import code_version, git_commit, git_dirty
 from results import names
 
@@ -51,6 +51,18 @@ def _uncut(method):
 
 class TrackingError(RuntimeError):
     """The tracking store cannot be used (unreachable server, unwritable directory)."""
+
+
+def check_uri(uri: str | None = None) -> None:
+    """TrackingError when the (resolved) store is an sqlite path that cannot be used; creates nothing."""
+    uri = resolve_uri(uri)
+    db = _sqlite_path(uri)
+    if db is None:
+        return
+    default = uri == resolve_uri(None) and not os.environ.get("MLFLOW_TRACKING_URI")
+    found = store_path.problem(db, creatable=home() if default else None)
+    if found:
+        raise TrackingError(f"tracking store {uri}: {found}")
 
 
 def home() -> Path:
@@ -111,16 +123,18 @@ class Tracker:
     def __init__(self, uri: str | None = None):
         self.uri = resolve_uri(uri)
         self.db_path = _sqlite_path(self.uri)
+        check_uri(self.uri)  # before MlflowClient, which opens (and retries) an sqlite store at once
+        if self.db_path is not None:
+            self.db_path.parent.mkdir(exist_ok=True)  # ISOSPARSE_HOME; any other folder exists (check_uri)
         self.client = MlflowClient(tracking_uri=self.uri)
         mlflow.set_tracking_uri(self.uri)  # search_runs and the parent run use the global URI
         self._experiments: dict[str, str] = {}
 
     @_uncut
     def check(self) -> None:
-        """Raise TrackingError unless the store answers (a sqlite store's folder is created)."""
+        """Raise TrackingError unless the store answers at once (an unusable sqlite path was refused when
+        the Tracker was made: `check_uri`)."""
         try:
-            if self.db_path is not None:
-                self.db_path.parent.mkdir(parents=True, exist_ok=True)
             with _fail_fast_http():
                 self.client.search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator.suites import matching, registry
+from orchestrator.suites import inputs, matching, registry
 from orchestrator.suites.fingerprint import code_version, fingerprint
 from orchestrator.suites.schema import (
     GIB,
@@ -52,6 +52,11 @@ def resolve_path(suite: str) -> Path:
     path = Path(suite)
     if path.is_file():
         return path
+    if path.is_dir():
+        found = ", ".join(p.name for p in sorted(path.glob("*.yaml"))[:3])
+        raise SuiteError(
+            suite, [("", f"{path} is a folder; give a suite file{f' ({found}, ...)' if found else ''}")]
+        )
     shipped = SUITES_DIR / f"{suite}.yaml"
     if shipped.is_file():
         return shipped
@@ -202,7 +207,7 @@ def _job(
     except ValueError as e:
         errors.append((where.kind, str(e)))
         return None
-    bad_sources = _data_problems(config)
+    bad_sources = _data_problems(config) or inputs.corpus_problems(config)
     errors += [(where.path(field), msg) for field, msg in bad_sources]
     return None if bad_sources else _spec(kind, config, labels, seed, resources, timing)
 
@@ -366,6 +371,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     spec = {key: raw.get(key) for key in ("model", "resources", *registry.JOBS)}
     matrix = validated.matrix.model_dump()
     matrix["variants"] = raw.get("matrix", {}).get("variants") or [{"name": "base"}]
+    errors += inputs.variant_name_errors(matrix["variants"])
     spec["matrix"] = _known_names(matrix)
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance

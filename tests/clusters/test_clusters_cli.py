@@ -71,6 +71,6 @@ def test_clusters_kuberay_stdout_and_file(tmp_path):
                                  "suites/quickstart.yaml", "--out", str(out)])  # fmt: skip
     assert result.exit_code == 0 and "RayJob" in result.output
     doc = yaml.safe_load(out.read_text())
-    assert doc["spec"]["entrypoint"] == "isosparse run suites/quickstart.yaml"
+    assert doc["spec"]["entrypoint"] == "isosparse run suites/quickstart.yaml --address auto"
     wrong = runner.invoke(app, ["clusters", "kuberay", str(EXAMPLES / "h100x8.yaml")])
     assert wrong.exit_code == 2 and "need 'kuberay'" in wrong.output

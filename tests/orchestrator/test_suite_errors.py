@@ -158,5 +158,5 @@ def test_fixed_mistakes_validate(tmp_path):
     suite = load_suite(_write(tmp_path, text))
     sources = {j.labels["variant"]: j.config.data.source for j in suite.jobs}
     assert sources["file"] == TextSource(paths=(str(tmp_path / "d.txt"),), unit="paragraph")
-    assert sources["file"].errors == "replace"
+    assert sources["file"].errors is None  # replace; one stray byte is far below the 1% that is refused
     assert [j.labels["preset"] for j in suite.jobs] == ["debug"] * 2

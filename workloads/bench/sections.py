@@ -15,6 +15,9 @@ SECTIONS: dict[str, str] = {
     "infer": "workloads.bench.infer:rows",
     "scone": "workloads.bench.scone:rows",
     "lzw": "workloads.bench.lzw:rows",
+    "lookup": "workloads.bench.l3:lookup",
+    "offload": "workloads.bench.l3:offload",
+    "l3_train": "workloads.bench.l3:l3_train",
     "orchestration": "workloads.bench.orchestration:rows",
 }
 

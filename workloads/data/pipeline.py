@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 
 from workloads.data.config import DataConfig, stable_hash
 from workloads.data.packing import PackedDataset
+from workloads.data.sources import replaced_chars
 from workloads.data.splits import SPLITS, Split, read_split_spool, write_split_spools
 from workloads.data.tokenizer import eot_id, load_tokenizer, token_dtype, train_tokenizer
 from workloads.data.tokens import TokenSplit, open_token_split, token_counts, write_token_split
@@ -51,6 +52,9 @@ class PreparedData:
     vocab_size: int  # of the tokenizer, which may be below config.vocab_size on a small corpus
     eot_id: int
     val_bytes: int  # UTF-8 bytes of the validation documents (separators not counted: they are no text)
+    replaced_chars: int | None = (
+        None  # undecodable characters the source turned into U+FFFD (None: not counted)
+    )
 
     @property
     def n_tokens(self) -> dict[str, int]:
@@ -126,19 +130,25 @@ def _cached(final: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _build_corpus(config: DataConfig, directory: Path) -> None:
-    counts = write_split_spools(
-        config.source.documents(), directory, config.split_seed, config.val_fraction, config.max_documents
-    )
+    with replaced_chars() as replaced:
+        counts = write_split_spools(
+            config.source.documents(), directory, config.split_seed, config.val_fraction, config.max_documents
+        )
     for split in SPLITS:
         if counts[split]["documents"] == 0:
             # A text source reads each file as one document; a one-file corpus needs paragraphs.
-            hint = " or set unit='paragraph'" if getattr(config.source, "unit", None) == "file" else ""
+            hint = (
+                " or set unit: paragraph on the text source"
+                if getattr(config.source, "unit", None) == "file"
+                else ""
+            )
             raise ValueError(
                 f"the {split} split is empty ({counts['train']['documents']} train / "
                 f"{counts['val']['documents']} val documents from source '{config.source.kind}'): "
                 f"add documents{hint} or change val_fraction={config.val_fraction}"
             )
-    meta = {"source": repr(config.source), "fingerprint": config.source.fingerprint(), "splits": counts}
+    meta = {"source": repr(config.source), "fingerprint": config.source.fingerprint(), "splits": counts,
+            "replaced_chars": replaced[0]}  # fmt: skip
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
@@ -175,11 +185,21 @@ def _build_tokens(tokenizer: Tokenizer, corpus_dir: Path, directory: Path) -> No
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
+def prepare_corpus(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """The split documents of `config` (cached) and their meta (documents and bytes per split,
+    replaced_chars); ValueError when a split is empty. What `isosparse validate` checks a corpus with."""
+    corpus_dir = _cached(
+        resolve_cache_dir(cache_dir) / "data" / f"corpus-{config.corpus_key()[:KEY_CHARS]}",
+        lambda d: _build_corpus(config, d),
+    )
+    return corpus_dir, json.loads((corpus_dir / "meta.json").read_text())
+
+
 def prepare(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> PreparedData:
     """Split, tokenize and count the corpus of `config`, or load all of it from the cache when present."""
     root = resolve_cache_dir(cache_dir) / "data"
     corpus_key = config.corpus_key()
-    corpus_dir = _cached(root / f"corpus-{corpus_key[:KEY_CHARS]}", lambda d: _build_corpus(config, d))
+    corpus_dir, corpus_meta = prepare_corpus(config, cache_dir)
     tokenizer_path = _tokenizer_file(config, root, corpus_dir, corpus_key)
     tokenizer = load_tokenizer(tokenizer_path)
     tokenizer_hash = hashlib.sha256(tokenizer_path.read_bytes()).hexdigest()
@@ -201,4 +221,5 @@ def prepare(config: DataConfig, cache_dir: str | os.PathLike | None = None) -> P
         vocab_size=meta["vocab_size"],
         eot_id=eot_id(tokenizer),
         val_bytes=int(corpus_meta["splits"]["val"]["bytes"]),
+        replaced_chars=corpus_meta.get("replaced_chars"),
     )

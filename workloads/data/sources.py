@@ -19,6 +19,32 @@ from typing import Annotated, Any, Literal
 from workloads.data.builtin import BuiltinSource
 from workloads.fields import MinLen, check_fields
 
+REPLACE_HANDLER = "isosparse.count_replace"  # "replace", counting what it replaces (replaced_chars)
+MAX_REPLACED_FRACTION = 0.01  # a text file whose characters are more U+FFFD than this is refused
+
+
+class _Replaced:
+    n = 0  # characters replaced by U+FFFD since the process started (read differences, see replaced_chars)
+
+
+def _count_replace(err: UnicodeDecodeError) -> tuple[str, int]:
+    _Replaced.n += 1  # one U+FFFD per undecodable sequence, as "replace" writes it
+    return "\ufffd", err.end
+
+
+codecs.register_error(REPLACE_HANDLER, _count_replace)
+
+
+@contextlib.contextmanager
+def replaced_chars() -> Iterator[list[int]]:
+    """Count the characters text sources replace by U+FFFD while the block reads: yields a one-item list
+    that holds the count when the block ends (single-threaded readers, as the data pipeline is)."""
+    start, out = _Replaced.n, [0]
+    try:
+        yield out
+    finally:
+        out[0] = _Replaced.n - start
+
 
 class SourceUnavailableError(RuntimeError):
     """A source cannot be read here: a missing optional package or no network."""
@@ -72,14 +98,17 @@ class TextSource:
     unit="file" reads each file whole; for a corpus in one large file use unit="paragraph", which streams
     it line by line and gives the document split something to split (it needs an encoding in which b"\n"
     is a newline: utf-8, latin-1, cp1252, ...). errors: what a byte that does not decode becomes.
-    "replace" (the default) turns it into U+FFFD, since one stray cp1252 byte in a 40 MB corpus should
-    not fail a benchmark; "strict" refuses the file naming it and the byte offset; "ignore" drops it.
+    Unset (the default), it becomes U+FFFD, since one stray cp1252 byte in a 40 MB corpus should not fail
+    a benchmark, but `check` refuses a file where over MAX_REPLACED_FRACTION of the characters did not
+    decode (random bytes, latin-1 read as utf-8), naming the count and the fix. "replace" keeps them on
+    purpose; "strict" refuses the file naming it and the byte offset; "ignore" drops it. Replacements
+    are counted while reading (`replaced_chars`; the jobs log them as data/replaced_chars).
     """
 
     paths: Annotated[tuple[str, ...], MinLen(1)]
     unit: Literal["file", "paragraph"] = "file"
     encoding: str = "utf-8"
-    errors: Literal["strict", "replace", "ignore"] = "replace"
+    errors: Literal["strict", "replace", "ignore"] | None = None  # None: replace, refused above 1%
     kind: Literal["text"] = "text"
 
     def __post_init__(self) -> None:
@@ -96,7 +125,8 @@ class TextSource:
         return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
     def _decode(self, data: bytes, path: Path, offset: int, final: bool = True) -> str:
-        decoder = codecs.getincrementaldecoder(self.encoding)(self.errors)
+        handler = REPLACE_HANDLER if self.errors in (None, "replace") else self.errors
+        decoder = codecs.getincrementaldecoder(self.encoding)(handler)
         try:
             return decoder.decode(data, final=final).replace("\r\n", "\n")  # as universal newlines did
         except UnicodeDecodeError as e:
@@ -123,8 +153,9 @@ class TextSource:
             offset += len(raw)
 
     def check(self, sample_bytes: int = SAMPLE_BYTES) -> list[Problem]:
-        """Every pattern that matches no file and, under errors="strict", every file whose first
-        `sample_bytes` do not decode."""
+        """Every pattern that matches no file, every file with no text, and every file whose first
+        `sample_bytes` do not decode (errors="strict") or decode to over MAX_REPLACED_FRACTION U+FFFD
+        (errors unset)."""
         problems: list[Problem] = []
         for i, pattern in enumerate(self.paths):
             try:
@@ -132,16 +163,32 @@ class TextSource:
             except ValueError as e:
                 problems.append((f"paths[{i}]", str(e)))
                 continue
-            for path in files if self.errors == "strict" else ():
+            for path in files:
                 try:
-                    with self._open(path) as f:
-                        self._decode(f.read(sample_bytes), path, 0, final=False)
+                    problem = self._check_file(path, sample_bytes)
                 except (ValueError, OSError) as e:
-                    problems.append((f"paths[{i}]", str(e)))
+                    problem = str(e)
+                if problem:
+                    problems.append((f"paths[{i}]", problem))
         return problems
 
+    def _check_file(self, path: Path, sample_bytes: int) -> str | None:
+        with self._open(path) as f, replaced_chars() as replaced:
+            data = f.read(sample_bytes)
+            text = self._decode(data, path, 0, final=len(data) < sample_bytes)  # whole file: its end too
+        if not text.strip():
+            return f"text source: {path} has no text (empty or only whitespace); remove it or add text"
+        n = replaced[0]
+        if self.errors is None and n > MAX_REPLACED_FRACTION * len(text):
+            return (
+                f"text source: {path}: {n:,} of {len(text):,} characters ({n / len(text):.1%}) "
+                f"are not valid {self.encoding} and would become U+FFFD; set encoding: to the file's "
+                "encoding (e.g. latin-1, cp1252), or errors: replace to keep them on purpose"
+            )
+        return None
+
     def fingerprint(self) -> str:
-        settings = f"unit={self.unit} encoding={self.encoding} errors={self.errors}"
+        settings = f"unit={self.unit} encoding={self.encoding} errors={self.errors or 'replace'}"
         return _files_fingerprint(self.kind, settings, resolve_paths(self.kind, self.paths))
 
 

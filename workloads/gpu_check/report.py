@@ -5,12 +5,19 @@ COLUMNS = {
     "correctness": ["impl", "dtype", "tied", "max_rel_error", "tolerance", "ok", "repeatable"],
     "bandwidth": ["impl", "dtype", "phase", "median_s", "gb_per_s", "frac_of_peak"],
     "train_step": ["model", "median_step_s", "tokens_per_s", "vs_dense"],
-    "decode": ["batch", "on_device_tokens_per_s", "offloaded_tokens_per_s", "offloaded_vs_on_device"],
+    "decode": [
+        "batch",
+        "on_device_tokens_per_s",
+        "offloaded_tokens_per_s",
+        "offloaded_vs_on_device",
+        "goal",
+        "wait_us_per_l3_call",
+    ],
     "host_syncs": ["model", "fwd_bwd", "optimizer", "how"],
 }
 TIMING_FIELDS = {
     "median_s", "gb_per_s", "frac_of_peak", "median_step_s", "p10_s", "p90_s", "tokens_per_s", "vs_dense",
-    "on_device_tokens_per_s", "offloaded_tokens_per_s", "offloaded_vs_on_device",
+    "on_device_tokens_per_s", "offloaded_tokens_per_s", "offloaded_vs_on_device", "wait_us_per_l3_call",
 }  # fmt: skip
 
 

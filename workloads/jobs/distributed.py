@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from workloads.jobs import row_sparse
 from workloads.models.moe import MoEMLP
 
 
@@ -97,7 +98,11 @@ class TrainEngine:
 
     def optimizer_step(self) -> None:
         if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            if any(p.grad.is_sparse for p in params):  # L3 tables with sparse_grad (row_sparse.py)
+                row_sparse.clip_grad_norm_(params, self.grad_clip)
+            else:
+                nn.utils.clip_grad_norm_(params, self.grad_clip, foreach=True)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 

@@ -10,8 +10,10 @@ Metric names (DESIGN.md) and how variants are named:
   infer/offload/h2d_bytes_per_prefill/bs<B>, infer/offload/h2d_bytes_per_decode_step/bs<B>
                                      CUDA: bytes copied host → device (rows, remapped ids, offsets)
   infer/offload/host_compact_bytes_per_prefill/bs<B>, ..._per_decode_step/bs<B>
-                                     CPU: the same rows compacted host → host; nothing crosses to a
-                                     device, so these runs are labelled placement "host-compact"
+                                     CPU, SCONE's F: the same rows compacted host → host; nothing crosses
+                                     to a device, so these runs are labelled placement "host-compact".
+                                     CPU L3: the lookup reads the host tables in place (workloads.l3.
+                                     offload), nothing is copied: placement "host", no bytes or waits
   mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.97)
   infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
@@ -173,9 +175,12 @@ def transfer_name(device: torch.device) -> str:
     return "h2d" if device.type == "cuda" else "host_compact"
 
 
-def placement_label(placement: str, device: torch.device) -> str:
-    """The placement as reported: "offload" on CUDA, "host-compact" on CPU (no device to offload from)."""
-    return "host-compact" if placement == "offload" and device.type != "cuda" else placement
+def placement_label(placement: str, device: torch.device, family: str = "l3") -> str:
+    """The placement as reported: "offload" on CUDA; on CPU (no device to offload from) "host" for L3
+    tables, read in place, and "host-compact" for SCONE's F, whose rows are still gathered."""
+    if placement != "offload" or device.type == "cuda":
+        return placement
+    return "host-compact" if family == "scone" else "host"
 
 
 def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
@@ -237,7 +242,7 @@ def _generate_placed(
             s = handle.stats
             out |= {"lb/scone_match_rate": s.match_rate, "lb/scone_mean_match_len": s.mean_match_len,
                     "infer/scone_lookup_us_per_token": s.lookup_us_per_token}  # fmt: skip
-        if handle is not None and placement == "offload":
+        if handle is not None and placement == "offload" and getattr(handle, "compact", True):
             (prefill_bytes, n_prefill_waits), waits = prefill[0], getattr(handle.stats, "wait_s", [])
             decode_bytes = handle.stats.bytes_copied - prefill_bytes
             moved = transfer_name(device)
@@ -246,6 +251,7 @@ def _generate_placed(
             if waits:  # L3 prefetch waits (SCONE's table handle records none)
                 out["infer/offload_prefill_wait_s"] = float(np.mean(waits[:n_prefill_waits]))
                 out["infer/offload_wait_s"] = float(np.mean(waits[n_prefill_waits:]))
+        if handle is not None and placement == "offload":
             out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
     return out
 
@@ -381,7 +387,9 @@ def _result(cfg: InferJobConfig, ctx: JobContext, built: Built, metrics: dict) -
         "preset": cfg.preset,
         "device": str(built.prompts.device),
         "dtype": model_cfg.dtype,
-        "placements": ",".join(placement_label(p, built.prompts.device) for p in placements(cfg, model_cfg)),
+        "placements": ",".join(
+            placement_label(p, built.prompts.device, model_cfg.family) for p in placements(cfg, model_cfg)
+        ),
         "hardware": ctx.hardware or "",
         "data_fingerprint": data.fingerprint,
     }

@@ -4,8 +4,9 @@ Timed region (StepTimer): the forward/backward of every micro-batch of a step pl
 batch assembly from the memmap and the host-side L3 statistics happen before it, loss streaming after
 it. Inside, the only device-to-host reads are each L3 call's one (its lookup plan's bin sizes; token ids
 are range-checked once, on the host, when the job starts, not per call) and, with a row-sparse
-`l3_optimizer`, one `nonzero` per L3 table per optimizer step. Load-balance counts accumulate on the
-device, per optimizer step (MoE routes per expert, L3 rows) and for the whole run (plus the gate's dropped
+`l3_optimizer` under DDP/DeepSpeed, one `nonzero` per L3 table per optimizer step (on one process the
+tables get sparse gradients: only touched rows exist). Load-balance counts accumulate on the device,
+per optimizer step (MoE routes per expert, L3 rows) and for the whole run (plus the gate's dropped
 tokens and routes), and are summed over ranks once, at the end: the per-step balance is computed on
 all-reduced counts. train/loss is streamed per step as the rank mean (one all-reduce and one host sync
 per `log_every` steps); the summary's train/loss is the last step's.
@@ -23,6 +24,7 @@ from workloads.data import PackedDataset, PreparedData
 from workloads.jobs import checkpoint, distributed, metrics, optim
 from workloads.jobs.setup import build_model
 from workloads.jobs.timing import StepTimer, TimingStats
+from workloads.l3.layer import L3Layer
 
 
 class Batches:
@@ -135,6 +137,12 @@ class TrainLoop:
             grad_clip=cfg.grad_clip, seed=cfg.seed,
         )  # fmt: skip
         self.parallel_kind = "deepspeed" if ep_size > 1 else ("ddp" if w.size > 1 else "single")
+        if cfg.l3_optimizer != "adamw" and self.parallel_kind == "single":
+            # Row-sparse optimizers on one process take sparse table gradients: only touched rows exist
+            # (DDP / DeepSpeed all-reduce dense gradients, so there the optimizers scan for them).
+            for module in self.model.modules():
+                if isinstance(module, L3Layer):
+                    module.sparse_grad = True
         self.scheduler = optim.build_scheduler(
             self.engine.optimizer, warmup_steps=cfg.lr_warmup_steps, total_steps=self.total_steps,
             min_ratio=cfg.min_lr_ratio,

@@ -1,10 +1,12 @@
 """Row-sparse optimizers for the L3 tables (the `l3_optimizer` option of the train job).
 
 Large-embedding systems update only the rows a step touched (TorchRec's fused row-wise optimizers;
-Engram trains its tables with Adam at 5× lr and no weight decay). A row counts as touched when its
-gradient row is not all zero (the L3 backward writes exact zeros everywhere else); one `nonzero` per
-table per optimizer step finds them (a host sync on GPU, outside every L3 call). How they differ from
-dense AdamW, the default (the paper's setup):
+Engram trains its tables with Adam at 5× lr and no weight decay). The touched rows come from the
+gradient: a sparse COO gradient (the L3 layers' `sparse_grad`, which the train job sets with these
+optimizers on one process) lists them itself, so nothing of size (rows, width) is zeroed, scanned or
+written; with a dense gradient (Triton, DDP) a row counts as touched when its gradient row is not all
+zero (one `nonzero` per table per step, a host sync on GPU). How they differ from dense AdamW, the
+default (the paper's setup):
   - lazy moments: an untouched row's moments are not decayed and its step is not taken (dense AdamW
     keeps moving a row on its old momentum for many steps after its token was last seen);
   - no decay of untouched rows: weight decay (decoupled, as AdamW's) is applied to touched rows only;
@@ -23,8 +25,41 @@ from torch.optim import Optimizer
 
 
 def touched_rows(grad: torch.Tensor) -> torch.Tensor:
-    """(k,) indices of the rows of a (rows, width) gradient that are not all zero."""
+    """(k,) indices of the rows of a (rows, width) dense gradient that are not all zero."""
     return grad.ne(0).any(dim=1).nonzero().squeeze(1)
+
+
+def row_gradient(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows (k,), their gradient rows (k, width)) of a dense or sparse COO (rows, width) gradient;
+    a sparse one is coalesced (duplicate rows summed), a dense one scanned for nonzero rows."""
+    if grad.is_sparse:
+        g = grad.coalesce()
+        return g.indices()[0], g.values()
+    rows = touched_rows(grad)
+    return rows, grad.index_select(0, rows)
+
+
+@torch.no_grad()
+def clip_grad_norm_(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` (L2, foreach) that also takes sparse COO gradients (torch's
+    raises on them): their coalesced values count once per row and are scaled in place."""
+    params = [p for p in params if p.grad is not None]
+    dense = [p.grad for p in params if not p.grad.is_sparse]
+    with_sparse = [p for p in params if p.grad.is_sparse]
+    sparse = [p.grad.coalesce() for p in with_sparse]
+    norms = [torch.nn.utils.get_total_norm(dense, foreach=True)] if dense else []
+    norms += [torch.linalg.vector_norm(g._values()) for g in sparse]
+    if not norms:
+        return torch.tensor(0.0)
+    total = torch.linalg.vector_norm(torch.stack(norms))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    if dense:
+        torch._foreach_mul_(dense, coef.to(dense[0].device))
+    for g in sparse:
+        g._values().mul_(coef)
+    for p, g in zip(with_sparse, sparse, strict=True):
+        p.grad = g
+    return total
 
 
 class RowSparseAdam(Optimizer):
@@ -47,8 +82,7 @@ class RowSparseAdam(Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 step = state["step"]
-                rows = touched_rows(p.grad)
-                g = p.grad.index_select(0, rows)  # (k, width)
+                rows, g = row_gradient(p.grad)  # (k,), (k, width)
                 m = state["exp_avg"].index_select(0, rows).mul_(b1).add_(g, alpha=1 - b1)
                 v = state["exp_avg_sq"].index_select(0, rows).mul_(b2).addcmul_(g, g, value=1 - b2)
                 state["exp_avg"].index_copy_(0, rows, m)
@@ -77,8 +111,7 @@ class RowwiseAdagrad(Optimizer):
                 state = self.state[p]
                 if not state:
                     state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype, device=p.device)  # (rows,)
-                rows = touched_rows(p.grad)
-                g = p.grad.index_select(0, rows)  # (k, width)
+                rows, g = row_gradient(p.grad)  # (k,), (k, width)
                 acc = state["sum"].index_select(0, rows).add_(g.pow(2).mean(dim=1))  # (k,)
                 state["sum"].index_copy_(0, rows, acc)
                 w = p.index_select(0, rows)

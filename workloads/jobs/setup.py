@@ -267,7 +267,10 @@ def check_data_fits(
                 f"{least} (256 bytes + {least - 256} special token(s))",
             )
         return
-    vocab = load_tokenizer(data_cfg.tokenizer_path).get_vocab_size()
+    try:
+        vocab = load_tokenizer(data_cfg.tokenizer_path).get_vocab_size()
+    except (ValueError, OSError) as err:  # reported at the field the user wrote, not the model's section
+        raise FieldError("data.tokenizer_path", str(err)) from None
     if vocab > model_cfg.vocab_size:
         raise FieldError(
             "data.tokenizer_path",

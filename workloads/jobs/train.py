@@ -195,7 +195,8 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
     process since its start), mem/params_bytes/{dense,l3_tables,experts,embeddings}, mem/optimizer_bytes
     and its split mem/optimizer_bytes/<category> (this rank), eval/val_loss, eval/val_ppl and eval/val_bpb
     (at the end) with data/val_bytes_per_token (the split's UTF-8 bytes over its tokens: equal across rows
-    iff their losses per token are in one unit),
+    iff their losses per token are in one unit), data/replaced_chars (U+FFFD the text source wrote for
+    undecodable input),
     params_active (+ _max / _min), params_total, sparsity (count_params weighted by the train token
     frequencies), by family lb/expert_tokens_max_over_mean, lb/expert_tokens_cv, lb/dropped_token_frac
     (tokens that lost all top_k routes), lb/dropped_route_frac, lb/aux_loss (MoE) or
@@ -246,6 +247,8 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
     if job.device.type == "cuda":
         out["mem/peak_device_bytes"] = float(torch.cuda.max_memory_allocated(job.device))
     out["mem/peak_host_bytes"] = float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # KiB
+    if data.replaced_chars is not None:  # undecodable characters of the corpus that became U+FFFD
+        out["data/replaced_chars"] = float(data.replaced_chars)
     out |= metrics.param_bytes_metrics(param_bytes(job.model))
     opt_bytes = job.optimizer_bytes()
     out["mem/optimizer_bytes"] = float(sum(opt_bytes.values()))

@@ -60,6 +60,9 @@ class L3Layer(nn.Module):
             turns it off: its token embedding rejects such ids first, and the jobs validate the ids
             where they enter (batch loader, prompts), keeping the per-call host reads to the lookup's.
         init_std: std of the normal init of `keys`/`values` (and of W_mix's lookup block).
+        sparse_grad: give `keys`/`values` sparse COO gradients over the rows a step touched (the sorted
+            path; others stay dense), for the row-sparse optimizers (workloads.jobs.row_sparse); dense
+            AdamW needs dense ones (default). An attribute: the train job sets it.
 
     Initialization (chosen so a freshly inserted layer is close to a no-op on the residual stream):
     keys/values ~ N(0, init_std²) — with unit-RMS queries the scores have std ≈ init_std·√dim, so the
@@ -84,6 +87,7 @@ class L3Layer(nn.Module):
         impl: LookupImpl = "auto",
         init_std: float = 0.02,
         check_ids: bool = True,
+        sparse_grad: bool = False,
     ):
         super().__init__()
         for name, value in (("dim", dim), ("d_emb", d_emb), ("d_up", d_up)):
@@ -97,7 +101,7 @@ class L3Layer(nn.Module):
             raise ValueError(f"impl must be one of {list(IMPL_NAMES)}, got {impl!r}")
         self.dim, self.d_emb, self.d_up = dim, d_emb, d_up
         self.tied, self.residual, self.impl, self.init_std = tied, residual, impl, init_std
-        self.check_ids = check_ids
+        self.check_ids, self.sparse_grad = check_ids, sparse_grad
         self.register_buffer("offsets", _offsets_from_counts(counts))
         self.vocab_size = self.offsets.shape[0] - 1
         self.n_rows = int(self.offsets[-1])
@@ -146,7 +150,9 @@ class L3Layer(nn.Module):
         B, T, D = x.shape
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         t = self.lookup_tables(token_ids)
-        looked_up = l3_lookup(q, t.ids, t.keys, t.values, t.offsets, self.impl)  # (B*T, d_emb)
+        looked_up = l3_lookup(
+            q, t.ids, t.keys, t.values, t.offsets, self.impl, self.sparse_grad
+        )  # (B*T, d_emb)
         u = self.norm_out(self.up(looked_up)).view(B, T, self.d_up)  # (B, T, d_up)
         out = self.mix(torch.cat([u, x], dim=-1))  # (B, T, dim); the concatenated x is the raw input
         return x + out if self.residual else out

@@ -1,16 +1,21 @@
 """Inference with the L3 tables in host memory (L3_SPEC §4): `offload_l3_tables(model) -> L3Offload`.
 
-Every L3 layer's key/value tables move to host memory (pinned when the model is on CUDA). A forward
-pre-hook on the model sees the token ids before any block runs — for a decode step that is right after
-the previous step sampled them, for the prefill the prompt — and starts a `HostRowPrefetcher`
+Every L3 layer's key/value tables move to host memory (pinned when the model is on CUDA). On CUDA a
+forward pre-hook on the model sees the token ids before any block runs — for a decode step that is right
+after the previous step sampled them, for the prefill the prompt — and starts a `HostRowPrefetcher`
 (workloads.l3.prefetch): on a worker thread it gathers, for each L3 layer in forward order, the rows of
-the step's distinct ids into one staging buffer with the remapped ids and offsets, and copies it to the
-device on a side stream. The main thread meanwhile launches the blocks before the first L3 layer; each
-L3 layer waits only on its own copy and runs the same lookup op on the compacted tables, so its output
-equals the on-device one exactly. Inference only: the compacted tables carry no gradient.
-On CPU the same code runs with the thread and without streams. The host time each L3 layer waited for
-its rows is recorded per call (`stats.wait_s`); the infer job reports it as infer/offload_wait_s.
+the step's distinct ids into a reused pinned staging buffer with the remapped ids and offsets, and copies
+it to the device on a side stream, so layer ℓ's gather and copy run while layers < ℓ compute (no CUDA
+graph is involved). Each L3 layer waits only on its own copy and runs the same lookup op on the
+compacted tables, so its output equals the on-device one exactly. Inference only.
+On CPU host memory is the compute device's memory: by default (`compact=None`) the lookup reads the host
+tables in place, with no thread and no copy (measured, issue 21: a worker thread cost 2.5-4x decode on
+2 cores, and compacting on the caller still cost 5-15%: it copies every byte the lookup then reads).
+`compact=True` runs the CUDA path's gather on CPU (on the caller, between layers; tests, measurements).
+The host time each L3 layer waited for its rows is recorded per call (`stats.wait_s`; compact only).
 """
+
+import weakref
 
 import torch
 import torch.nn as nn
@@ -21,35 +26,50 @@ from workloads.l3.prefetch import ALIGN_BYTES, HostRowPrefetcher, HostTable, Pre
 # _layout: the packing that workloads.scone.serve imports from here (it lives in prefetch.py now)
 __all__ = ["ALIGN_BYTES", "L3Offload", "OffloadStats", "_layout", "l3_layers", "offload_l3_tables"]
 
+_OFFLOADED: "weakref.WeakSet[L3Layer]" = weakref.WeakSet()  # layers whose tables a live handle holds
 OffloadStats = PrefetchStats  # per-step copy counters and per-call waits (one step = one model forward)
 
 
 class L3Offload:
     """The handle `offload_l3_tables` returns: host tables, the prefetcher, per-step copy statistics.
 
-    `prefetch(token_ids)` is what the model's pre-hook calls; `remove()` moves the tables back to the
-    device, detaches every hook and stops the worker thread.
+    `prefetch(token_ids)` is what the model's pre-hook calls (compact only); `remove()` moves the tables
+    back to the device, detaches every hook and stops the worker thread.
     """
 
-    def __init__(self, model: nn.Module, layers: list[L3Layer], pin_memory: bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: list[L3Layer],
+        pin_memory: bool | None = None,
+        compact: bool | None = None,
+    ):
         devices = {layer.mix.weight.device for layer in layers}
         if len(devices) != 1:
             raise ValueError(f"L3 layers must share one device to offload, got {sorted(map(str, devices))}")
         self.model, self.layers = model, layers
         self.device = devices.pop()
         cuda = self.device.type == "cuda"
+        self.compact = cuda if compact is None else compact
+        if cuda and not self.compact:
+            raise ValueError("compact=False reads the tables in place, which needs the model on the CPU")
         self.pin_memory = cuda and torch.cuda.is_available() if pin_memory is None else pin_memory
         consumers = [
             HostTable(layer.offsets.cpu().numpy(), self._move_tables_to_host(layer), name="L3")
             for layer in layers
         ]
         self.prefetcher = HostRowPrefetcher(consumers, self.device, self.pin_memory)
-        for i, layer in enumerate(layers):
-            layer.table_source = self._source(i)
-        self._hook = model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
+        _OFFLOADED.update(layers)
+        self._hook = None
+        if self.compact:
+            for i, layer in enumerate(layers):
+                layer.table_source = self._source(i)
+            self._hook = model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)
+        self._removed = False
 
     @property
     def stats(self) -> PrefetchStats:
+        """Rows and bytes gathered, waits per L3 call (all zero/empty when reading in place)."""
         return self.prefetcher.stats
 
     def _move_tables_to_host(self, layer: L3Layer) -> tuple[torch.Tensor, ...]:
@@ -87,12 +107,15 @@ class L3Offload:
 
     def remove(self) -> None:
         """Move the tables back to the model's device, detach the hooks, stop the thread (idempotent)."""
-        if self._hook is None:
+        if self._removed:
             return
-        self._hook.remove()
-        self._hook = None
+        self._removed = True
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         self.prefetcher.close()
         for layer in self.layers:
+            _OFFLOADED.discard(layer)
             layer.table_source = None
             for name in ("keys",) if layer.tied else ("keys", "values"):
                 param = getattr(layer, name)
@@ -104,15 +127,18 @@ def l3_layers(model: nn.Module) -> list[L3Layer]:
     return [m for m in model.modules() if isinstance(m, L3Layer)]
 
 
-def offload_l3_tables(model: nn.Module, pin_memory: bool | None = None) -> L3Offload:
+def offload_l3_tables(
+    model: nn.Module, pin_memory: bool | None = None, compact: bool | None = None
+) -> L3Offload:
     """Keep the L3 tables of a built model (already on its device) in host memory; see the module doc.
 
-    pin_memory: None pins when the model is on CUDA. The returned handle's `stats` count the bytes
-    copied per step and the waits; `remove()` undoes the offload.
+    pin_memory: None pins when the model is on CUDA. compact: gather each step's rows into a staging
+    buffer (None: on CUDA only; on CPU the lookup reads the host tables in place). The returned handle's
+    `stats` count the bytes gathered per step and the waits; `remove()` undoes the offload.
     """
     layers = l3_layers(model)
     if not layers:
         raise ValueError(f"model has no L3 layers to offload ({type(model).__name__})")
-    if any(layer.table_source is not None for layer in layers):
+    if any(layer in _OFFLOADED for layer in layers):
         raise ValueError("the model's L3 tables are already offloaded (call remove() on that handle first)")
-    return L3Offload(model, layers, pin_memory)
+    return L3Offload(model, layers, pin_memory, compact)

@@ -1,17 +1,20 @@
-"""Host-table row prefetch on a background thread: the reusable part of table offload (L3_SPEC §4).
+"""Host-table row prefetch: the reusable part of table offload (L3_SPEC §4).
 
 A `HostRowPrefetcher` serves consumers (one per table: each L3 layer; SCONE's f-gram table can be
-another) whose rows live in host memory, id t owning rows [offsets[t], offsets[t+1]). As soon as a
-step's ids exist, `start(ids)` returns at once; a worker thread then
-  1. waits until the ids are on the host (on CUDA: an async copy into pinned memory on a side stream,
-     after the stream that produced them, and an event the thread waits on; on CPU: nothing),
-  2. finds the distinct ids once (`np.unique`), and for each consumer in order gathers the rows of those
-     ids into one staging buffer (pinned on CUDA) with the remapped ids and compacted offsets, and on
-     CUDA starts its host-to-device copy on the side stream, then marks that consumer ready.
-`take(i, ids)` is what consumer i calls when it runs: it waits for its own copy only (the host waits
-for the thread to have issued it, timed into `wait_s`; the device stream waits on the copy's event) and
-gets its own ready `Compacted` tables. Work for later consumers continues meanwhile. On CPU the same code
-runs, with threads and no streams; the staging buffer is then the consumer's copy.
+another) whose rows live in host memory, id t owning rows [offsets[t], offsets[t+1]). `start(ids)`
+returns at once; consumer i's rows for the step's distinct ids (`np.unique`, once per step) are gathered
+into a reused staging buffer (pinned on CUDA) with the remapped ids and compacted offsets, and on CUDA
+copied to the device on a side stream. `take(i, ids)` waits for consumer i's rows only.
+
+Where the gather runs (measured on the 2-core CPU, issue 21: a worker thread there cost 2.5-4x decode):
+- CUDA: on one worker thread, consumer after consumer, so layer ℓ's gather and copy run while the
+  device computes layers < ℓ. The worker runs no torch compute op: numpy `take` into the preallocated
+  staging buffer (it releases the GIL and uses no thread pool), then the copy launch.
+- CPU: no thread (`threaded=None`). There is no device to overlap with; a thread could only compete
+  with torch's intra-op pool and the GIL for the same cores. `take` gathers on the caller, between
+  layers, with the same numpy gather. `threaded=True` forces the worker (tests, measurements).
+Staging buffers are a ring of two per consumer, grown geometrically and never freed: a step's tables
+stay valid through the next step; on CUDA a buffer is refilled only after its previous copy finished.
 """
 
 import math
@@ -25,6 +28,7 @@ import numpy as np
 import torch
 
 ALIGN_BYTES = 64  # segment starts in a transfer buffer, so every dtype view of a segment is aligned
+RING = 2  # staging buffers per consumer: the one a step reads and the one the next step fills
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,11 @@ class _Segment(NamedTuple):
         """This segment of a (nbytes,) uint8 buffer as a tensor of its dtype and shape (no copy)."""
         return buffer[self.start : self.start + self.nbytes].view(self.dtype).view(self.shape)
 
+    def bytes_of(self, buffer: np.ndarray) -> np.ndarray:
+        """This segment of a uint8 numpy buffer, as (shape[0], row bytes) uint8 (no copy)."""
+        row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        return buffer[self.start : self.start + self.nbytes].reshape(self.shape[0], row_bytes)
+
 
 def _layout(parts: list[tuple[torch.dtype, tuple[int, ...]]]) -> tuple[list[_Segment], int]:
     """Aligned segments for `parts` (dtype, shape) packed back to back; returns them and the total bytes."""
@@ -105,21 +114,60 @@ class _Ready(NamedTuple):
 class _Job(NamedTuple):
     token_ids: torch.Tensor  # the ids the job serves (matched by identity in `take`)
     ready: list[Future]  # one per consumer, resolved with a _Ready
+    distinct: list  # [(uniq, inverse)] once computed (the caller's path computes it on first take)
+
+
+class _Staging:
+    """A consumer's ring of reusable host buffers (pinned on CUDA), each with its last copy's event."""
+
+    def __init__(self, pin_memory: bool):
+        self.pin_memory = pin_memory
+        self.buffers: list[torch.Tensor | None] = [None] * RING
+        self.events: list = [None] * RING
+        self.next = 0
+
+    def take(self, nbytes: int) -> tuple[int, torch.Tensor, np.ndarray]:
+        """The next buffer of the ring with at least `nbytes`, free to overwrite: (slot, tensor, numpy)."""
+        k, self.next = self.next, (self.next + 1) % RING
+        if self.events[k] is not None:  # its previous contents are still being copied to the device
+            self.events[k].synchronize()
+            self.events[k] = None
+        buf = self.buffers[k]
+        if buf is None or buf.numel() < nbytes:  # grown geometrically, allocated rarely
+            size = max(nbytes, 2 * (0 if buf is None else buf.numel()), 1 << 16)
+            buf = self.buffers[k] = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin_memory)
+        return k, buf[:nbytes], buf.numpy()[:nbytes]
 
 
 class HostRowPrefetcher:
-    """Gathers host-table rows for the next step's ids on a worker thread; see the module doc."""
+    """Gathers host-table rows for a step's ids into staging buffers; see the module doc.
 
-    def __init__(self, consumers: list[HostTable], device: torch.device, pin_memory: bool = False):
+    threaded: gather on a worker thread (True) or on the caller inside `take` (False); None: a worker
+    only when `device` is CUDA.
+    """
+
+    def __init__(
+        self,
+        consumers: list[HostTable],
+        device: torch.device,
+        pin_memory: bool = False,
+        threaded: bool | None = None,
+    ):
         self.consumers, self.device, self.pin_memory = consumers, torch.device(device), pin_memory
         self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self.threaded = self.device.type == "cuda" if threaded is None else threaded
+        # Each table's rows as raw bytes, so numpy gathers any dtype (bf16 included) without torch ops.
+        self._bytes = [[t.detach().view(torch.uint8).numpy() for t in c.tables] for c in consumers]
+        self._staging = [_Staging(pin_memory) for _ in consumers]
         self.stats = PrefetchStats()
         self._lock = threading.Lock()  # stats are updated by the worker and the caller
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-row-prefetch")
+        self._worker = None
+        if self.threaded:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="host-row-prefetch")
         self._job: _Job | None = None
 
     def start(self, token_ids: torch.Tensor) -> None:
-        """Begin gathering every consumer's rows for `token_ids` (any shape and device); returns at once."""
+        """Begin serving every consumer's rows for `token_ids` (any shape and device); returns at once."""
         ids = token_ids.detach().reshape(-1)
         host, event = ids, None
         if ids.device.type == "cuda":
@@ -130,20 +178,26 @@ class HostRowPrefetcher:
                 event = torch.cuda.Event()
                 event.record(self.stream)
             ids.record_stream(self.stream)
-        job = _Job(token_ids, [Future() for _ in self.consumers])
+        job = _Job(token_ids, [Future() for _ in self.consumers], [])
+        self._new_step()
+        self._job = job
+        if self._worker is not None:
+            self._worker.submit(self._run, job, host, event)
+        else:
+            job.distinct.append(host)  # the caller's `take` computes the distinct ids on first use
+
+    def _new_step(self) -> None:
         with self._lock:
             self.stats.steps += 1
             self.stats.last_step_bytes = self.stats.last_step_rows = 0
-        self._job = job
-        self._worker.submit(self._run, job, host, event)
 
     def _run(self, job: _Job, host: torch.Tensor, event) -> None:
         try:
             if event is not None:
                 event.synchronize()
-            uniq, inverse = np.unique(host.numpy().astype(np.int64, copy=False), return_inverse=True)
+            uniq, inverse = _distinct(host)
             for i, ready in enumerate(job.ready):
-                ready.set_result(self._gather(i, uniq, inverse.reshape(-1)))
+                ready.set_result(self._gather(i, uniq, inverse))
         except BaseException as err:  # noqa: BLE001 — handed to every waiting consumer
             for ready in job.ready:
                 if not ready.done():
@@ -161,21 +215,22 @@ class HostRowPrefetcher:
         local = np.zeros(uniq.size + 1, dtype=np.int64)  # (U + 1,) offsets into the compacted rows
         np.cumsum(counts, out=local[1:])
         n_rows = int(local[-1])
-        rows = torch.from_numpy(np.repeat(start - local[:-1], counts) + np.arange(n_rows))  # (R,)
+        rows = np.repeat(start - local[:-1], counts) + np.arange(n_rows)  # (R,) table row of each
         parts = [(torch.int64, inverse.shape), (torch.int64, local.shape)]
         parts += [(t.dtype, (n_rows, t.shape[1])) for t in consumer.tables]
         segments, nbytes = _layout(parts)
-        staging = torch.empty(nbytes, dtype=torch.uint8, pin_memory=self.pin_memory)
-        segments[0].view(staging).copy_(torch.from_numpy(inverse))
-        segments[1].view(staging).copy_(torch.from_numpy(local))
-        for table, segment in zip(consumer.tables, segments[2:], strict=True):
-            torch.index_select(table, 0, rows, out=segment.view(staging))
+        slot, staging, raw = self._staging[i].take(nbytes)
+        for segment, values in zip(segments[:2], (inverse, local), strict=True):
+            raw[segment.start : segment.start + segment.nbytes].view(np.int64)[:] = values
+        for table, segment in zip(self._bytes[i], segments[2:], strict=True):
+            np.take(table, rows, axis=0, out=segment.bytes_of(raw))  # releases the GIL, one thread
         buffer, event = staging, None
         if self.stream is not None:
             with torch.cuda.stream(self.stream):
                 buffer = staging.to(self.device, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(self.stream)
+            self._staging[i].events[slot] = event
         with self._lock:
             self.stats.rows_copied += n_rows
             self.stats.last_step_rows += n_rows
@@ -189,15 +244,13 @@ class HostRowPrefetcher:
         job for these very ids (a call outside the step), fetches this consumer's rows synchronously."""
         job = self._job
         if job is None or job.token_ids is not token_ids:
-            job = _Job(token_ids, [Future() for _ in self.consumers])
-            with self._lock:
-                self.stats.steps += 1
-                self.stats.last_step_bytes = self.stats.last_step_rows = 0
-            ids = token_ids.detach().reshape(-1).cpu().numpy().astype(np.int64, copy=False)
-            uniq, inverse = np.unique(ids, return_inverse=True)
-            job.ready[i].set_result(self._gather(i, uniq, inverse.reshape(-1)))
+            job = _Job(token_ids, [Future() for _ in self.consumers], [token_ids.detach().reshape(-1).cpu()])
+            self._new_step()
         t0 = time.perf_counter()
-        ready = job.ready[i].result()  # re-raises the worker's error (e.g. an id out of range)
+        ready = job.ready[i]
+        if job is not self._job or (self._worker is None and not ready.done()):
+            self._gather_here(job, i)
+        ready = ready.result()  # re-raises the gather's error (e.g. an id out of range)
         self.stats.wait_s.append(time.perf_counter() - t0)
         if ready.event is not None:
             stream = torch.cuda.current_stream(self.device)
@@ -206,7 +259,23 @@ class HostRowPrefetcher:
         ids, offsets, *tables = (s.view(ready.buffer) for s in ready.segments)
         return Compacted(ids, offsets, tuple(tables))
 
+    def _gather_here(self, job: _Job, i: int) -> None:
+        """Gather consumer i's rows for `job` on the calling thread (the path without a worker)."""
+        if not isinstance(job.distinct[0], tuple):
+            job.distinct[0] = _distinct(job.distinct[0])
+        try:
+            job.ready[i].set_result(self._gather(i, *job.distinct[0]))
+        except Exception as err:  # noqa: BLE001 — raised by `result()` to this and any later take
+            job.ready[i].set_exception(err)
+
     def close(self) -> None:
         """Finish the pending job and stop the worker thread."""
         self._job = None
-        self._worker.shutdown(wait=True)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+
+
+def _distinct(host: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted distinct ids of a (N,) host tensor and each position's index among them."""
+    uniq, inverse = np.unique(host.numpy().astype(np.int64, copy=False), return_inverse=True)
+    return uniq, inverse.reshape(-1)

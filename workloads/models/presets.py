@@ -202,32 +202,68 @@ def _vs_paper(name: str, family: str, pc) -> str:
     return f"{_human(round(active))} / {_human(round(total))} ({errors})"
 
 
-def main() -> None:
+# The table's columns in the order they are dropped when the terminal is narrower than the table
+# (`--wide` keeps every one): the paper's quote first, preset/family/active/total never.
+DROP_ORDER = ("paper Table 1 (err)", "shape", "layers×dim", "sparsity")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print every preset as every family; `--wide`: every column whatever the terminal's width."""
+    import shutil
+    import sys
+
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(
-        title="isosparse model presets (L3_SPEC §5: embeddings counted fully; L3 active marked ~ is "
-        "estimated at budget / vocab rows per token, a job weights it by its corpus)"
-    )
-    columns = ("preset", "family", "layers×dim", "shape", "active", "total", "sparsity")
-    columns += ("paper Table 1 (err)",)
-    for column in columns:
-        table.add_column(column, justify="right" if column in ("active", "total", "sparsity") else "left")
+    wide = "--wide" in (sys.argv[1:] if argv is None else argv)
+    columns = [
+        "preset",
+        "family",
+        "layers×dim",
+        "shape",
+        "active",
+        "total",
+        "sparsity",
+        "paper Table 1 (err)",
+    ]
+    rows = []
     for name in PRESETS:
         for family in FAMILIES:
             cfg = get(name, family)
             pc = count_params(cfg)
             active = ("~" if pc.estimated else "") + _human(pc.active)
-            table.add_row(
-                name if family == "dense" else "", family, f"{cfg.n_layers} × {cfg.dim}", _shape(cfg), active,
-                _human(pc.total), f"{pc.sparsity:.2f}", _vs_paper(name, family, pc),
-            )  # fmt: skip
-        table.add_section()
-    console = Console(width=max(Console().width, 150))  # rich assumes 80 columns when piped
+            label = name if family == "dense" else ""
+            rows.append([label, family, f"{cfg.n_layers} × {cfg.dim}", _shape(cfg), active,
+                         _human(pc.total), f"{pc.sparsity:.2f}", _vs_paper(name, family, pc)])  # fmt: skip
+    width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 240
+
+    def build(shown: list[str]) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+        for column in shown:
+            table.add_column(column, justify="right" if column in ("active", "total", "sparsity") else "left",
+                             no_wrap=True)  # fmt: skip
+        for i, row in enumerate(rows):
+            table.add_row(*(row[columns.index(c)] for c in shown), end_section=i % len(FAMILIES) == 3)
+        return table
+
+    shown = list(columns)
+    table = build(shown)
+    for column in () if wide else DROP_ORDER:
+        if Console(width=10_000).measure(table).maximum <= width:
+            break
+        shown.remove(column)
+        table = build(shown)
+    needed = Console(width=10_000).measure(table).maximum
+    console = Console(width=max(width, needed) if wide else width)
+    console.print(
+        "isosparse model presets (L3_SPEC §5: embeddings counted fully; L3 active marked ~ is estimated at "
+        "budget / vocab rows per token, a job weights it by its corpus)",
+        highlight=False,
+    )
     console.print(table)
     for name, preset in PRESETS.items():
-        console.print(f"[bold]{name}[/bold]: {preset.note}")
+        console.print(f"[bold]{name}[/bold]: {preset.note}", highlight=False)
 
 
 if __name__ == "__main__":

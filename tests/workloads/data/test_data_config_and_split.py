@@ -80,7 +80,7 @@ def test_an_empty_validation_split_is_an_error(tmp_path):
 def test_a_one_file_text_corpus_points_at_the_paragraph_unit(tmp_path):
     (tmp_path / "all.txt").write_text("\n\n".join(f"paragraph number {i} of one file" for i in range(40)))
     source = TextSource(paths=(str(tmp_path / "all.txt"),))
-    with pytest.raises(ValueError, match=r"\(1 train / 0 val documents .* or set unit='paragraph'"):
+    with pytest.raises(ValueError, match=r"\(1 train / 0 val documents .* or set unit: paragraph"):
         prepare(DataConfig(source=source, vocab_size=300, val_fraction=0.2), cache_dir=tmp_path / "c")
     paragraphs = replace(source, unit="paragraph")
     prepared = prepare(DataConfig(source=paragraphs, vocab_size=300, val_fraction=0.2), tmp_path / "c")

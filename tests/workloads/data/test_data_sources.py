@@ -111,8 +111,10 @@ def test_text_source_decoding_policy_names_file_and_byte_offset(tmp_path, unit):
     replaced = "".join(TextSource(paths=(str(path),), unit=unit).documents())
     assert "it\ufffds here" in replaced
     assert "its here" in "".join(TextSource(paths=(str(path),), unit=unit, errors="ignore").documents())
-    assert TextSource(paths=(str(path),)).check() == []  # replace: nothing to refuse
-    missing = TextSource(paths=(str(path), str(tmp_path / "nope.txt")))
+    assert TextSource(paths=(str(path),), errors="replace").check() == []  # replace on purpose: accepted
+    (_, refused), *_ = TextSource(paths=(str(path),)).check()  # unset: 1 of 22 characters is over 1%
+    assert refused.startswith(f"text source: {path}: 1 of 22 characters (4.5%) are not valid utf-8")
+    missing = TextSource(paths=(str(path), str(tmp_path / "nope.txt")), errors="replace")
     assert [field for field, _ in missing.check()] == ["paths[1]"]
 
 

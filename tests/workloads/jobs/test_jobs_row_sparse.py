@@ -108,3 +108,74 @@ def test_bad_l3_optimizer_is_rejected_naming_the_field():
 
     with pytest.raises(ValueError, match="TrainJobConfig.l3_optimizer must be one of .* got 'lazy'"):
         TrainJobConfig(preset="debug", family="l3", l3_optimizer="lazy")
+
+
+def _sparse(rows: list[int], grads: torch.Tensor, shape=(6, 3)) -> torch.Tensor:
+    """An uncoalesced COO gradient: rows may repeat (their values add), as the L3 backward emits them."""
+    return torch.sparse_coo_tensor(torch.tensor([rows]), grads, shape, check_invariants=True)
+
+
+@pytest.mark.parametrize("make", [RowSparseAdam, RowwiseAdagrad], ids=["sparse_adam", "rowwise_adagrad"])
+def test_sparse_gradients_step_exactly_like_their_dense_equivalent(make):
+    start = torch.randn(6, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    a, b = start.clone().requires_grad_(), start.clone().requires_grad_()
+    opt_a, opt_b = make([a], lr=0.1, weight_decay=0.1), make([b], lr=0.1, weight_decay=0.1)
+    for step in range(3):
+        g = torch.randn(4, 3, generator=torch.Generator().manual_seed(step), dtype=torch.float64)
+        a.grad = _sparse([4, 1, 4, 0], g)  # row 4 twice: its two pieces add
+        b.grad = a.grad.to_dense()
+        opt_a.step()
+        opt_b.step()
+    assert torch.equal(a, b)
+    assert torch.equal(a[[2, 3, 5]], start[[2, 3, 5]])
+
+
+def test_clip_grad_norm_counts_sparse_rows_once_and_scales_them_like_torch():
+    from workloads.jobs.row_sparse import clip_grad_norm_
+
+    g = torch.Generator().manual_seed(3)
+    table, dense = torch.zeros(6, 3, requires_grad=True), torch.zeros(4, requires_grad=True)
+    twin_table, twin_dense = torch.zeros(6, 3, requires_grad=True), torch.zeros(4, requires_grad=True)
+    dense.grad = torch.randn(4, generator=g)
+    table.grad = _sparse([2, 5, 2], torch.randn(3, 3, generator=g))
+    twin_dense.grad, twin_table.grad = dense.grad.clone(), table.grad.to_dense()
+    total = clip_grad_norm_([table, dense], 0.5)
+    want = torch.nn.utils.clip_grad_norm_([twin_table, twin_dense], 0.5)
+    torch.testing.assert_close(total, want)
+    assert table.grad.is_sparse
+    torch.testing.assert_close(table.grad.to_dense(), twin_table.grad)
+    torch.testing.assert_close(dense.grad, twin_dense.grad)
+
+
+@pytest.mark.parametrize("choice", ["sparse_adam", "rowwise_adagrad"])
+def test_a_step_touches_and_decays_only_the_rows_of_the_batch_ids(choice):
+    """An L3 layer with sparse table gradients and a row-sparse optimizer (weight decay on): after one
+    step exactly the rows owned by the batch's ids have moved (and were decayed); every other row is
+    bit-identical, where dense AdamW would have decayed all of them. The gradient never has a dense
+    (rows, width) form."""
+    from workloads.l3.layer import L3Layer
+
+    torch.manual_seed(0)
+    counts = [3, 1, 4, 2, 5, 1, 2]
+    layer = L3Layer(8, counts, d_emb=6, d_up=10, impl="sorted", sparse_grad=True)
+    tables = [layer.keys, layer.values]
+    before = [t.detach().clone() for t in tables]
+    ids = torch.tensor([[4, 1, 4, 6]])
+    layer(torch.randn(1, 4, 8), ids).square().sum().backward()
+    assert all(t.grad.is_sparse for t in tables)
+    groups = [{"name": "l3_tables", "params": tables, "lr": 0.1, "weight_decay": 0.5}]
+    optim.build_optimizer(groups, (0.9, 0.95), l3_optimizer=choice).step()
+    owned = torch.zeros(sum(counts), dtype=torch.bool)
+    for t in (1, 4, 6):
+        owned[sum(counts[:t]) : sum(counts[: t + 1])] = True
+    for table, old in zip(tables, before, strict=True):
+        moved = (table.detach() != old).any(dim=1)
+        assert torch.equal(moved, owned)
+    if choice == "sparse_adam":  # the touched rows took AdamW's step, decay included
+        twin = [old.clone().requires_grad_() for old in before]
+        for t, real in zip(twin, tables, strict=True):
+            t.grad = real.grad.to_dense()
+        torch.optim.AdamW(twin, lr=0.1, betas=(0.9, 0.95), weight_decay=0.5).step()
+        for t, real in zip(twin, tables, strict=True):
+            torch.testing.assert_close(real.detach()[owned], t.detach()[owned], rtol=1e-6, atol=1e-7)
+            assert not torch.equal(t.detach()[~owned], real.detach()[~owned])  # AdamW decays the rest

@@ -29,7 +29,7 @@ DATA = DataConfig(max_documents=50, val_fraction=0.2)
 COMMON = {
     "train/loss", "train/tokens_per_s", "train/step_time_s", "train/step_time_s_p10", "train/step_time_s_p90",
     "mem/peak_host_bytes", "mem/optimizer_bytes", "eval/val_loss", "eval/val_ppl", "eval/val_bpb",
-    "data/val_bytes_per_token",
+    "data/val_bytes_per_token", "data/replaced_chars",
     "mem/params_bytes/dense", "mem/params_bytes/l3_tables", "mem/params_bytes/experts",
     "mem/params_bytes/embeddings", "params_active", "params_total", "sparsity", "params_active_max",
     "params_active_min",
@@ -111,6 +111,7 @@ def test_each_family_reports_every_metric(family, cache_dir):
     assert m["eval/val_ppl"] == pytest.approx(math.exp(m["eval/val_loss"]))
     bytes_per_token = resolved(cfg, cache_dir)[1].val_bytes_per_token
     assert m["data/val_bytes_per_token"] == bytes_per_token
+    assert m["data/replaced_chars"] == 0  # the built-in corpus is Python's own (valid) text
     assert m["eval/val_bpb"] == pytest.approx(m["eval/val_loss"] / (math.log(2) * bytes_per_token))
     split = [m[f"mem/optimizer_bytes/{c}"] for c in ("dense", "l3_tables", "experts", "embeddings")]
     assert sum(split) == m["mem/optimizer_bytes"] > 0

@@ -230,3 +230,27 @@ def test_small_cpu_kernel_matches_reference_without_grad(name, tied):
             got = l3_lookup(*args, "small")
         assert got.dtype == dtype
         torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sorted_sparse_table_gradients_equal_the_reference_and_touch_only_the_batch_rows(name, tied):
+    """sparse_grad: the table gradients are sparse COO tensors whose sum equals the reference's dense
+    gradient, and whose indices are only rows owned by an id of the batch (no other row exists)."""
+    counts, ids = CASES[name]
+    q, t, keys, values, offsets = _case(counts, ids, 6, 6 if tied else 5, seed=len(name), tied=tied)
+    leaves = [q, keys] if tied else [q, keys, values]
+    grad_out = torch.randn(
+        len(ids), values.shape[1], generator=torch.Generator().manual_seed(2), dtype=q.dtype
+    )
+    out = l3_lookup(q, t, keys, values, offsets, "sorted", sparse_grad=True)
+    got = torch.autograd.grad(out, leaves, grad_out)
+    want = torch.autograd.grad(l3_lookup(q, t, keys, values, offsets, "reference"), leaves, grad_out)
+    owned = torch.cat([torch.arange(offsets[i], offsets[i + 1]) for i in sorted(set(ids))])
+    assert not got[0].is_sparse
+    torch.testing.assert_close(got[0], want[0], rtol=1e-10, atol=1e-12)
+    for table_grad, ref in zip(got[1:], want[1:], strict=True):
+        assert table_grad.is_sparse
+        rows = table_grad.coalesce().indices()[0]
+        assert torch.equal(rows, owned)  # exactly the batch ids' rows, each once after coalescing
+        torch.testing.assert_close(table_grad.to_dense(), ref, rtol=1e-10, atol=1e-12)

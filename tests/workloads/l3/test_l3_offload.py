@@ -75,18 +75,38 @@ def test_offloaded_logits_equal_device_logits_prefill_and_decode(shape, tied):
     model = _model(tied=tied, tie_embeddings=tied)
     prompt = _ids(shape, seed=shape[0] * 10 + shape[1])
     on_device = _generate(model, prompt, steps=3)
-    handle = offload_l3_tables(model)
+    handle = offload_l3_tables(model, compact=True)
     offloaded = _generate(model, prompt, steps=3)
     assert handle.stats.steps == 4  # one prefill + three decode forwards
     for i, (a, b) in enumerate(zip(offloaded, on_device, strict=True)):
         assert torch.equal(a, b), f"forward {i} differs"
 
 
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_cpu_default_reads_the_host_tables_in_place(tied):
+    """On CPU the default offload copies nothing: no hook, no thread, no table source; the lookup reads
+    the (host) tables themselves, so the logits are those of the model as it was."""
+    model = _model(tied=tied, tie_embeddings=tied)
+    prompt = _ids((3, 5), seed=11)
+    on_device = _generate(model, prompt, steps=3)
+    handle = offload_l3_tables(model)
+    assert not handle.compact and handle.prefetcher._worker is None
+    assert all(layer.table_source is None and layer.keys.device.type == "cpu" for layer in l3_layers(model))
+    offloaded = _generate(model, prompt, steps=3)
+    assert handle.stats.steps == 0 and handle.stats.bytes_copied == 0 and handle.stats.wait_s == []
+    for a, b in zip(offloaded, on_device, strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="already offloaded"):
+        offload_l3_tables(model, compact=True)
+    handle.remove()
+    offload_l3_tables(model, compact=True).remove()
+
+
 def test_bytes_and_rows_copied_per_step_match_the_distinct_ids():
     model = _model(tied=False)
     layers = l3_layers(model)
     ids = torch.tensor([[7, 7, 3, 200], [3, 9, 7, 7]])
-    handle = offload_l3_tables(model)
+    handle = offload_l3_tables(model, compact=True)
     with torch.no_grad():
         model(ids)
     uniq = [3, 7, 9, 200]
@@ -114,12 +134,12 @@ def test_tables_live_on_the_host_and_remove_restores_the_model():
     prompt = _ids((2, 6), seed=1)
     with torch.no_grad():
         before, _ = model(prompt)
-    handle = offload_l3_tables(model)
+    handle = offload_l3_tables(model, compact=True)
     layers = l3_layers(model)
     assert all(layer.table_source is not None for layer in layers)
     assert handle.host_table_bytes == sum(layer.keys.nbytes + layer.values.nbytes for layer in layers)
     with pytest.raises(ValueError, match="already offloaded"):
-        offload_l3_tables(model)
+        offload_l3_tables(model, compact=True)
     handle.remove()
     handle.remove()  # idempotent
     assert all(layer.table_source is None for layer in layers)
@@ -127,7 +147,7 @@ def test_tables_live_on_the_host_and_remove_restores_the_model():
         after, _ = model(prompt)
     assert torch.equal(before, after)
     assert handle.stats.steps == 0  # the hook is gone
-    offload_l3_tables(model).remove()  # can offload again after remove
+    offload_l3_tables(model, compact=True).remove()  # can offload again after remove
 
 
 def test_layer_called_outside_the_model_fetches_its_rows_itself():
@@ -137,7 +157,7 @@ def test_layer_called_outside_the_model_fetches_its_rows_itself():
     ids = _ids((2, 5), seed=3)
     with torch.no_grad():
         expected = layer(x, ids)
-        handle = offload_l3_tables(model)
+        handle = offload_l3_tables(model, compact=True)
         got = layer(x, ids)  # no model pre-hook ran: a synchronous fetch for this layer only
     assert torch.equal(got, expected)
     assert handle.stats.steps == 1
@@ -150,7 +170,7 @@ def test_prefetch_for_other_ids_is_not_used():
     ids, other = _ids((1, 4), seed=4), _ids((1, 4), seed=5)
     with torch.no_grad():
         expected = layer(x, ids)
-        handle = offload_l3_tables(model)
+        handle = offload_l3_tables(model, compact=True)
         handle.prefetch(other)  # stale rows for different ids must not be consumed
         got = layer(x, ids)
     assert torch.equal(got, expected)
@@ -160,7 +180,7 @@ def test_errors():
     with pytest.raises(ValueError, match="no L3 layers"):
         offload_l3_tables(Transformer(presets.get("debug", "dense")))
     model = _model(tied=False)
-    offload_l3_tables(model)
+    offload_l3_tables(model, compact=True)
     vocab = model.config.vocab_size
     with pytest.raises(ValueError, match=f"token id {vocab} is outside the L3 vocabulary"), torch.no_grad():
         model.layers[0].l3(torch.zeros(1, 2, 64), torch.tensor([[1, vocab]]))
@@ -182,7 +202,7 @@ def test_gpu_offloaded_logits_equal_device_logits_and_tables_are_pinned(dtype):
     on_device = _generate(model, prompt, steps=4)
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
-    handle = offload_l3_tables(model)
+    handle = offload_l3_tables(model, compact=True)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() <= before - handle.host_table_bytes
     for layer in l3_layers(model):
@@ -201,7 +221,7 @@ def test_gpu_copy_runs_on_a_side_stream_overlapping_compute(tmp_path):
 
     # ~40 MB of rows per L3 layer per step: the second layer's copy is still running when the blocks start
     model = _model(tied=False, device="cuda", budget=256 * 400)
-    offload_l3_tables(model)
+    offload_l3_tables(model, compact=True)
     prompt = torch.randint(0, 256, (64, 64), device="cuda")
     with torch.no_grad():
         model(prompt)  # warm-up: allocator, kernels

@@ -16,9 +16,11 @@ def _tables(counts: list[int], width: int, seed: int) -> HostTable:
     return HostTable(offsets, (torch.randn(offsets[-1], width, generator=g),), name=f"t{seed}")
 
 
-def test_each_consumer_gets_the_rows_of_the_distinct_ids():
+@pytest.mark.parametrize("threaded", [False, True], ids=["caller", "worker"])
+def test_each_consumer_gets_the_rows_of_the_distinct_ids(threaded):
     consumers = [_tables([2, 1, 3], 4, seed=0), _tables([1, 1, 1], 2, seed=1)]
-    pf = HostRowPrefetcher(consumers, torch.device("cpu"))
+    pf = HostRowPrefetcher(consumers, torch.device("cpu"), threaded=threaded)
+    assert (pf._worker is not None) == threaded
     ids = torch.tensor([[2, 0, 2]])
     pf.start(ids)
     first = pf.take(0, ids)
@@ -35,7 +37,7 @@ def test_each_consumer_gets_the_rows_of_the_distinct_ids():
 def test_a_consumer_waits_only_for_its_own_rows():
     """Consumer 1's gather is held back; consumer 0's rows are handed out meanwhile."""
     consumers = [_tables([1, 2], 3, seed=0), _tables([2, 2], 3, seed=1)]
-    pf = HostRowPrefetcher(consumers, torch.device("cpu"))
+    pf = HostRowPrefetcher(consumers, torch.device("cpu"), threaded=True)
     release, gather = threading.Event(), pf._gather
 
     def slow_gather(i, uniq, inverse):
@@ -53,8 +55,9 @@ def test_a_consumer_waits_only_for_its_own_rows():
     pf.close()
 
 
-def test_worker_errors_reach_the_consumer_and_other_ids_fetch_synchronously():
-    pf = HostRowPrefetcher([_tables([1, 1], 2, seed=0)], torch.device("cpu"))
+@pytest.mark.parametrize("threaded", [False, True], ids=["caller", "worker"])
+def test_gather_errors_reach_the_consumer_and_other_ids_fetch_synchronously(threaded):
+    pf = HostRowPrefetcher([_tables([1, 1], 2, seed=0)], torch.device("cpu"), threaded=threaded)
     bad = torch.tensor([0, 5])
     pf.start(bad)
     with pytest.raises(ValueError, match="token id 5 is outside the t0 vocabulary"):
@@ -62,6 +65,24 @@ def test_worker_errors_reach_the_consumer_and_other_ids_fetch_synchronously():
     other = torch.tensor([1])
     assert pf.take(0, other).offsets.tolist() == [0, 1]  # no job for these ids: fetched on the spot
     pf.close()
+
+
+def test_the_caller_path_gathers_lazily_and_each_step_reuses_a_staging_ring():
+    """Without a worker nothing is gathered before `take`; staging buffers alternate between two, so a
+    step's rows stay valid through the next step, and are then refilled in place (no new allocation)."""
+    table = _tables([3, 2, 4], 8, seed=2)
+    pf = HostRowPrefetcher([table], torch.device("cpu"))
+    steps = [torch.tensor([2]), torch.tensor([0, 1]), torch.tensor([2, 2])]
+    got = []
+    for ids in steps:
+        pf.start(ids)
+        assert not pf._job.ready[0].done()  # lazy: gathered on the caller, when the layer asks
+        got.append(pf.take(0, ids).tables[0])
+    ptr = [t.untyped_storage().data_ptr() for t in got]
+    assert ptr[0] != ptr[1] and ptr[2] == ptr[0]  # a ring of two buffers
+    torch.testing.assert_close(got[1], table.tables[0][:5], rtol=0, atol=0)  # step 1 intact after step 2
+    torch.testing.assert_close(got[2], table.tables[0][5:], rtol=0, atol=0)
+    assert pf.stats.steps == 3 and pf.stats.rows_copied == 4 + 5 + 4
 
 
 def test_offload_records_one_wait_per_l3_call():
@@ -74,7 +95,7 @@ def test_offload_records_one_wait_per_l3_call():
     prompts = torch.randint(0, 256, (2, 5))
     with torch.no_grad():
         want = greedy_generate(model, prompts, 4)
-    handle = offload_l3_tables(model)
+    handle = offload_l3_tables(model, compact=True)
     with torch.no_grad():
         got = greedy_generate(model, prompts, 4)
     assert torch.equal(got, want)

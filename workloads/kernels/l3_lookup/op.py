@@ -80,8 +80,13 @@ def l3_lookup(
     values: torch.Tensor,  # (v, d_emb)
     offsets: torch.Tensor,  # (vocab + 1,) int64
     impl: LookupImpl = "auto",
+    sparse_grad: bool = False,
 ) -> torch.Tensor:  # (N, d_emb)
-    """softmax(K_t q)ᵀ V_t for every position, t its token id. Inputs are assumed validated."""
+    """softmax(K_t q)ᵀ V_t for every position, t its token id. Inputs are assumed validated.
+    sparse_grad: the `sorted` path returns sparse COO table gradients over the touched rows (the others
+    return dense ones; row-sparse optimizers accept both)."""
     kernel_ok = impl == "auto" and small_cpu.supported(q, keys, values)
     name = resolve_impl(impl, q.device, token_ids.shape[0], kernel_ok)
+    if name == "sorted":
+        return l3_lookup_sorted(q, token_ids, keys, values, offsets, sparse_grad)
     return IMPLS[name](q, token_ids, keys, values, offsets)

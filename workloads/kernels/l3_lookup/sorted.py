@@ -69,14 +69,16 @@ def l3_lookup_sorted(
     keys: torch.Tensor,  # (v, dim)
     values: torch.Tensor,  # (v, d_emb); pass `keys` itself for tied tables
     offsets: torch.Tensor,  # (vocab + 1,) int64
+    sparse_grad: bool = False,
 ) -> torch.Tensor:  # (N, d_emb)
-    """The lookup with a hand-written backward (first order only: no double backward)."""
+    """The lookup with a hand-written backward (first order only: no double backward); `sparse_grad`:
+    the table gradients are sparse COO tensors over the touched rows (see sorted_function.py)."""
     n_tokens, d_emb = token_ids.shape[0], values.shape[1]
     if n_tokens == 0:
         return q.new_zeros(0, d_emb)
     plan = _plan(token_ids, offsets, keys.shape[0])
     if torch.is_grad_enabled() and (q.requires_grad or keys.requires_grad or values.requires_grad):
-        return SortedLookup.apply(q, keys, values, plan)
+        return SortedLookup.apply(q, keys, values, plan, sparse_grad)
     # Inference: the same forward, keeping nothing for a backward.
     return lookup_forward(q, keys, values, plan, keep=False)[0]
 

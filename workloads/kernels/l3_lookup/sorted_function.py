@@ -5,7 +5,10 @@ dW = gO Vᵀ, dV = Wᵀ gO, dS = W ⊙ (dW − rowsum(dW ⊙ W)), dQ = dS K, dK 
 autograd would run). dQ of every bin goes into one preallocated padded buffer (`bmm(out=)` into
 slices; no per-bin concatenation) read back with one gather; each bin's dK/dV is `index_add`-ed
 straight into the table gradient (each table row owns at most one valid slot, so these are exact
-segment sums). Tied tables get dK + dV in one gradient. Double backward raises (once_differentiable)."""
+segment sums). Tied tables get dK + dV in one gradient. Double backward raises (once_differentiable).
+With `sparse_grad` the table gradients are sparse COO tensors over the row slots instead (indices: each
+slot's table row; padded slots repeat a row of their group with exact-zero values, so the sum is the
+same): no (v, width) buffer is zeroed or written, only the touched rows exist (issue 21)."""
 
 from typing import NamedTuple
 
@@ -88,10 +91,10 @@ class SortedLookup(torch.autograd.Function):
     """softmax(K_t q)ᵀ V_t over a precomputed plan; `values is keys` means tied tables (one gradient)."""
 
     @staticmethod
-    def forward(ctx, q, keys, values, plan):
+    def forward(ctx, q, keys, values, plan, sparse_grad=False):
         out, saved = lookup_forward(q, keys, values, plan, keep=True)
         ctx.save_for_backward(*saved)
-        ctx.plan, ctx.tied, ctx.device = plan, values is keys, q.device.type
+        ctx.plan, ctx.tied, ctx.device, ctx.sparse = plan, values is keys, q.device.type, sparse_grad
         ctx.tables = (keys.shape[0], keys.dtype, values.shape[1], values.dtype)
         ctx.q_dtype = q.dtype
         return out
@@ -107,7 +110,7 @@ class SortedLookup(torch.autograd.Function):
         bins = [(b[0], b[0], b[1]) if ctx.tied else tuple(b) for b in _chunks(per_bin, step)]
         with torch.autocast(ctx.device, enabled=False):
             dq, dk, dv = _grads(ctx, grad_out, q_pad, bins, (need_q, need_k, need_v))
-        return dq, dk, dv, None
+        return dq, dk, dv, None, None
 
 
 def _chunks(items: list, size: int) -> list[list]:
@@ -126,8 +129,9 @@ def _grads(ctx, grad_out, q_pad, bins, needs):
     g_pad = grad_out.new_zeros(q_pad.shape[0], d_emb, dtype=dtype)  # (Sq, d_emb)
     g_pad.index_copy_(0, plan.slot, grad_out.to(dtype))
     dq_pad = torch.empty_like(q_pad) if need_q else None  # (Sq, dim)
-    dk = grad_out.new_zeros(n_rows, q_pad.shape[1], dtype=k_dtype) if need_k else None  # (v, dim)
-    dv = grad_out.new_zeros(n_rows, d_emb, dtype=v_dtype) if need_v and not tied else None  # (v, d_emb)
+    dim = q_pad.shape[1]
+    dk = _TableGrad(n_rows, dim, k_dtype, grad_out.device, ctx.sparse) if need_k else None
+    dv = _TableGrad(n_rows, d_emb, v_dtype, grad_out.device, ctx.sparse) if need_v and not tied else None
     for (G, n, _), qs, rs, (kb, vb, w) in zip(plan.bins, plan.q_slices, plan.r_slices, bins, strict=True):
         gb = g_pad[qs].view(G, n, -1)  # (G, n, d_emb); w: (G, n, d) in fp32 or fp64
         dkb = None
@@ -143,8 +147,32 @@ def _grads(ctx, grad_out, q_pad, bins, needs):
             if tied:  # keys and values share rows: dV adds to dK
                 dkb = dkb.baddbmm_(wt, gb)
             else:
-                dv.index_add_(0, plan.r_idx[rs], torch.bmm(wt, gb).flatten(0, 1).to(v_dtype))
+                dv.add(plan.r_idx[rs], torch.bmm(wt, gb).flatten(0, 1))
         if dkb is not None:
-            dk.index_add_(0, plan.r_idx[rs], dkb.flatten(0, 1).to(k_dtype))
+            dk.add(plan.r_idx[rs], dkb.flatten(0, 1))
     dq = dq_pad.index_select(0, plan.slot).to(ctx.q_dtype) if need_q else None
-    return dq, dk, dv
+    return dq, None if dk is None else dk.result(), None if dv is None else dv.result()
+
+
+class _TableGrad:
+    """A table's gradient, bin by bin: `index_add_` into a zeroed dense (rows, width) tensor, or (sparse)
+    the bins' (row indices, gradient rows) kept and joined once into a sparse COO tensor."""
+
+    def __init__(self, n_rows: int, width: int, dtype: torch.dtype, device: torch.device, sparse: bool):
+        self.shape, self.dtype, self.sparse = (n_rows, width), dtype, sparse
+        self.dense = None if sparse else torch.zeros(n_rows, width, dtype=dtype, device=device)
+        self.rows: list[torch.Tensor] = []
+        self.grads: list[torch.Tensor] = []
+
+    def add(self, rows: torch.Tensor, grad: torch.Tensor) -> None:  # (S,), (S, width)
+        if self.sparse:
+            self.rows.append(rows)
+            self.grads.append(grad.to(self.dtype))
+        else:
+            self.dense.index_add_(0, rows, grad.to(self.dtype))
+
+    def result(self) -> torch.Tensor:
+        if not self.sparse:
+            return self.dense
+        rows, grads = torch.cat(self.rows), torch.cat(self.grads)
+        return torch.sparse_coo_tensor(rows.unsqueeze(0), grads, self.shape, check_invariants=False)

@@ -1,0 +1,45 @@
+"""Whether an sqlite tracking store's path is usable, decided without creating anything: MLflow would
+create missing folders anywhere (one landed at the filesystem root), retry a path it cannot open for
+108 s, and end in a traceback. Used by `isosparse validate` and before a run opens the store."""
+
+import os
+import tempfile
+from pathlib import Path
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def problem(db: Path, creatable: Path | None = None) -> str | None:
+    """Why the sqlite file `db` cannot be the store, or None. Only `creatable` (ISOSPARSE_HOME for the
+    default store) may be a missing folder, created by the run; any other missing folder is refused."""
+    db = db.expanduser().absolute()
+    if db.is_dir():
+        return f"{db} is a folder; give a file path such as {db / 'mlflow.db'}"
+    existing, missing = db.parent, []
+    while not existing.exists():
+        missing.append(existing)
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "ISOSPARSE_HOME " if creatable is not None and existing == creatable else ""
+        return f"{what}{existing} is a file, not a folder, so {db} cannot be created there"
+    if missing and missing != [creatable]:
+        return f"the folder {db.parent} does not exist; create it first (or give another path)"
+    if db.exists():
+        if not os.access(db, os.R_OK | os.W_OK):
+            return f"{db} is not writable by this user"
+        if db.stat().st_size and db.read_bytes()[:16] != SQLITE_HEADER:
+            return f"{db} exists and is not an sqlite database; give another path"
+    return _unwritable(existing)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Whether a file can be made in `folder` (sqlite also writes its journal next to the database):
+    os.access, then a real anonymous temporary file, since root passes os.access on /proc."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable by this user"
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"cannot create files in {folder}: {err.strerror or err}"
+    return None

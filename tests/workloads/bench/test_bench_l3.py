@@ -1,0 +1,43 @@
+"""workloads.bench sections of issue 21 (lookup, offload): the rows, their bytes and their goals."""
+
+import numpy as np
+import pytest
+import torch
+
+from workloads.bench import l3 as sections
+from workloads.bench.rows import BenchContext
+from workloads.probe import MachineProbe
+
+
+def _ctx() -> BenchContext:
+    probe = MachineProbe(device="cpu", threads=1, read_bytes_per_s=2e9, gemm_flop_per_s={"8x8x8": 4e9})
+    return BenchContext(probe, torch.device("cpu"), rounds=1, quick=True)
+
+
+def test_lookup_rows_read_each_distinct_ids_rows_once_and_carry_the_goals():
+    from workloads.bench.layer import _windows, l3_setup
+
+    rows = {r.name: r for r in sections.lookup(_ctx())}
+    assert list(rows) == ["lookup op 1 pos", "mlp 1 pos", "l3 sublayer 1 pos", "lookup op 8 pos"]
+    data, counts = l3_setup()
+    width = 256 + 128  # key + value row (dim 256, d_emb 128), float32
+    want = np.mean([sum(counts[t] for t in set(w.view(-1).tolist())) * width * 4 for w in _windows(data, 8)])
+    row = rows["lookup op 8 pos"]
+    assert row.bytes == pytest.approx(want)
+    assert row.floor_s == pytest.approx(want / 2e9)  # bytes at the probed read bandwidth
+    assert row.goal == "≥60% read bw" and row.met == (row.floor_frac >= 0.6)
+    sub = rows["l3 sublayer 1 pos"]
+    assert sub.value == pytest.approx(sub.median_s / rows["mlp 1 pos"].median_s)
+    assert sub.met == (sub.value <= 1.3)
+    assert rows["lookup op 1 pos"].goal == ""  # the bandwidth goal is for >= 8 positions
+
+
+def test_offload_rows_give_the_ratio_to_on_device_decode():
+    rows = sections.offload(_ctx())
+    assert [r.name for r in rows] == [
+        "decode bs1 l3 device", "decode bs1 l3 offload", "decode bs8 l3 device", "decode bs8 l3 offload",
+    ]  # fmt: skip
+    for device, off in (rows[:2], rows[2:]):
+        assert off.value == pytest.approx(device.median_s / off.median_s)
+        assert off.goal == "≥0.97× on device" and off.met == (off.value >= 0.97)
+        assert off.note == "tables read in place"  # CPU: nothing is copied or waited for

@@ -1,0 +1,128 @@
+"""Sections of issue 21 (L3 at the roofline): `lookup`, `offload`, `l3_train`.
+
+- lookup: the L3 lookup op alone at 1 / 8 / 64 positions (the `layer` section's corpus, LZW counts,
+  consecutive validation tokens): bytes = the distinct ids' key and value rows, read once. Goal at ≥ 8
+  positions: ≥ 60% of the probed read bandwidth. At 1 position the whole sublayer against the
+  iso-active SwiGLU MLP (the same bytes), goal ≤ 1.3× its time.
+- offload: `tiny` L3 decode with tables in host memory ÷ on the device, at batch 1 and 8, interleaved
+  generation by generation. Goal ≥ 0.97. (On CPU the offloaded lookup reads the host tables in place.)
+- l3_train: `tiny` optimizer steps of dense and of L3 with each table optimizer, built as the train job
+  builds them and stepped in turn. Goals: L3 ≥ 0.93× dense with AdamW, ≥ 0.97× with a row-wise one.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from workloads.bench.layer import DIM, _windows, l3_active_params, l3_setup, mlp_moved
+from workloads.bench.rows import BenchContext, Row, interleaved, ratio_goal, timed_row
+from workloads.data import DataConfig
+from workloads.jobs import infer
+from workloads.jobs.decode import GenerationTimer
+from workloads.jobs.result import JobContext
+from workloads.jobs.train import TrainJobConfig, build_loop
+from workloads.kernels.l3_lookup.op import l3_lookup
+from workloads.l3.layer import L3Layer
+from workloads.l3.offload import offload_l3_tables
+from workloads.models.transformer import FeedForward
+
+LOOKUP_READ_GOAL = 0.6  # of the probed read bandwidth, at >= 8 positions
+ONE_POSITION_GOAL = 1.3  # L3 sublayer time ÷ iso-active MLP time, at 1 position
+OFFLOAD_GOAL = 0.97
+TRAIN_GOALS = {"adamw": 0.93, "sparse_adam": 0.97, "rowwise_adagrad": 0.97}
+
+
+def _row_bytes(layer: L3Layer, ids: torch.Tensor) -> float:
+    """Bytes of the key and value rows of the distinct ids in `ids` (what the lookup must read)."""
+    width = layer.dim if layer.tied else layer.dim + layer.d_emb
+    return float(layer.counts()[ids.reshape(-1).unique()].sum()) * width * layer.keys.element_size()
+
+
+def lookup(ctx: BenchContext) -> list[Row]:
+    torch.manual_seed(0)
+    data, counts = l3_setup()
+    layer = L3Layer(DIM, counts, DIM // 2, 4 * DIM, check_ids=False).eval()
+    active = l3_active_params(layer, data.token_freqs[: data.vocab_size].astype(np.float64))
+    mlp = FeedForward(DIM, max(1, round(active / (3 * DIM)))).eval()
+    keys, values, offsets = layer.keys.detach(), layer.values.detach(), layer.offsets
+    out: list[Row] = []
+    for n in (1, 8) if ctx.quick else (1, 8, 64):
+        windows, x = _windows(data, n), torch.randn(1, n, DIM)
+        q = torch.randn(n, DIM)
+        state = {"k": 0}
+
+        def op(q=q, windows=windows, state=state):
+            state["k"] = (state["k"] + 1) % len(windows)
+            return l3_lookup(q, windows[state["k"]].view(-1), keys, values, offsets)
+
+        def sublayer(x=x, windows=windows, state=state):
+            return layer(x, windows[state["k"]])
+
+        fns = {"lookup": op, "sublayer": sublayer, "mlp": lambda x=x: mlp(x)}
+        with torch.no_grad():
+            s = interleaved(fns, ctx.rounds, inner=5 if ctx.quick else 20)
+        nbytes = float(np.mean([_row_bytes(layer, w) for w in windows]))
+        row = timed_row("lookup", f"lookup op {n} pos", s["lookup"], ctx.probe, nbytes=nbytes, items=n)
+        if n >= 8:
+            row = row.with_goal(f"≥{LOOKUP_READ_GOAL:.0%} read bw", row.floor_frac >= LOOKUP_READ_GOAL)
+        out.append(row)
+        if n == 1:
+            mb, mf = mlp_moved(mlp, n)
+            mlp_row = timed_row("lookup", "mlp 1 pos", s["mlp"], ctx.probe, nbytes=mb, flops=mf, items=1)
+            sub = timed_row("lookup", "l3 sublayer 1 pos", s["sublayer"], ctx.probe, items=1)
+            times = sub.median_s / mlp_row.median_s
+            goal = f"≤{ONE_POSITION_GOAL:g}× mlp time"
+            out += [mlp_row, sub.with_goal(goal, times <= ONE_POSITION_GOAL, times)]
+    return out
+
+
+def offload(ctx: BenchContext) -> list[Row]:
+    prompt_len, gen_len = (32, 6) if ctx.quick else (128, 32)
+    job = infer.InferJobConfig("tiny", "l3", batch_sizes=(1, 8), prompt_len=prompt_len, gen_len=gen_len,
+                               l3_placement="both", device=str(ctx.device))  # fmt: skip
+    built = infer.build(job, JobContext())
+    out: list[Row] = []
+    for bs in job.batch_sizes:
+        prompts = built.prompts[:bs]
+        timers = {p: GenerationTimer(ctx.device, gen_len, warmup=1) for p in ("device", "offload")}
+        waits: list[float] = []
+        for _ in range(1 + ctx.rounds):
+            timers["device"].generate(built.model, prompts)
+            handle = offload_l3_tables(built.model)
+            try:
+                timers["offload"].generate(built.model, prompts)
+                waits += handle.stats.wait_s
+            finally:
+                handle.remove()
+        rows = {p: timed_row("offload", f"decode bs{bs} l3 {p}", t.decode.samples_s()[t.decode.warmup :],
+                             items=bs)
+                for p, t in timers.items()}  # fmt: skip
+        wait = f"wait {1e6 * np.mean(waits):.0f} µs/L3 call" if waits else "tables read in place"
+        off = ratio_goal(rows["offload"], rows["device"], OFFLOAD_GOAL, "on device")
+        out += [rows["device"], replace(off, note=wait)]
+    return out
+
+
+def l3_train(ctx: BenchContext) -> list[Row]:
+    batch, seq_len = (4, 64) if ctx.quick else (8, 256)
+    warmup, steps = 2, 2 + max(3, ctx.rounds)
+    data = DataConfig(max_documents=100 if ctx.quick else 400)
+    variants = {"dense": ("dense", "adamw")} | {f"l3 {o}": ("l3", o) for o in TRAIN_GOALS}
+    loops = {
+        name: build_loop(TrainJobConfig(preset="tiny", family=f, data=data, seq_len=seq_len, batch_size=batch,
+                                        steps=steps, timing_warmup_steps=warmup, device=ctx.device.type,
+                                        l3_optimizer=o), JobContext())
+        for name, (f, o) in variants.items()
+    }  # fmt: skip
+    for step in range(steps):
+        for name, job in loops.items():
+            loss = job.step(step)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"l3_train/{name}: loss is {loss.item()} at step {step}")
+    rows = {name: timed_row("l3_train", f"step {name} {batch}×{seq_len}", job.timer.samples_s()[warmup:],
+                            items=batch * seq_len)
+            for name, job in loops.items()}  # fmt: skip
+    for opt, goal in TRAIN_GOALS.items():
+        rows[f"l3 {opt}"] = ratio_goal(rows[f"l3 {opt}"], rows["dense"], goal, "dense")
+    return list(rows.values())
