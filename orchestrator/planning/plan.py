@@ -17,8 +17,20 @@ from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, Optimizer
 from clusters.spec import Cluster
 from orchestrator.suites.expansion import load_suite
 from workloads.models import presets
-from workloads.models.accounting import block_counts, count_params, l3_row_width, train_flops_terms
+from workloads.models.accounting import (
+    block_counts,
+    count_params,
+    fgram_plan_train_flops_per_token,
+    l3_row_width,
+    train_flops_terms,
+)
 from workloads.models.config import ModelConfig
+
+
+def _with_fgram(terms: tuple[float, float], cfg: ModelConfig) -> tuple[float, float]:
+    """SCONE trains A_fgram beside the model: its FLOPs per token join the fixed term (a bound, see
+    `accounting.fgram_plan_train_flops_per_token`)."""
+    return terms[0] + fgram_plan_train_flops_per_token(cfg), terms[1]
 
 
 def model_shape(
@@ -74,7 +86,7 @@ def model_shape(
         fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
         params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
         blocks=block_counts(cfg),
-        train_flops=train_flops_terms(cfg, pc.flops_active),
+        train_flops=_with_fgram(train_flops_terms(cfg, pc.flops_active), cfg),
         l3=l3,
         moe=moe,
     )

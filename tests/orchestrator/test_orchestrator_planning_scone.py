@@ -33,3 +33,14 @@ def test_scone_shape_and_memory():
         == capacity.infer_memory(d, replace(infer, l3_placement="device")).device_total + f_bytes
     )
     assert capacity.infer_memory(replace(s, fgram_rows=0), infer).fgram_table_host == 0
+
+
+def test_planned_train_flops_count_a_fgram():
+    """The plan's FLOPs per token add A_fgram's 6·N_fgram per encoded f-gram token, at the bound of max_n
+    tokens per position (runs measure fewer); dense's terms are untouched."""
+    dense, scone = presets.get("tiny", "dense"), presets.get("tiny", "scone")
+    d, s = model_shape(dense), model_shape(scone)
+    assert d.train_flops == (6.0 * count_params(dense).flops_active, d.train_flops[1])
+    extra = 6.0 * fgram_model_params(scone) * scone.scone.max_n
+    assert s.train_flops[0] == d.train_flops[0] + extra and s.train_flops[1] == d.train_flops[1]
+    assert s.train_flops_per_token(128) - d.train_flops_per_token(128) == extra

@@ -31,6 +31,7 @@ mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_acti
 """
 
 import contextlib
+import os
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -39,7 +40,7 @@ from typing import Annotated, Literal
 import numpy as np
 import torch
 
-from workloads.data import DataConfig
+from workloads.data import DataConfig, resolve_cache_dir
 from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint, floors
 from workloads.jobs.contention import TimedPhase
@@ -76,6 +77,8 @@ class InferJobConfig:
     gen_len: tokens generated per sequence (the first by the prefill, gen_len - 1 by decode steps).
     l3_placement: where L3 tables live: "device", "offload" (pinned host memory), or "both" (each timed
         in the same run, with the ratio); for dense/MoE models only "device" applies ("both" means it).
+    fgram_offload: where a SCONE model's offloaded F lives: "host" memory or "disk" (a memory-mapped file
+        under the cache dir, for tables larger than RAM).
     device: "auto" (cuda when available, else cpu), "cpu", "cuda" or "cuda:<i>".
     dtype: parameter/activation dtype; "auto" is bfloat16 on CUDA and float32 on CPU.
     warmup / repeats: untimed and timed generations per (batch size, placement).
@@ -95,6 +98,7 @@ class InferJobConfig:
     prompt_len: PosInt = 128
     gen_len: Annotated[int, Ge(2)] = 32  # one decode step at least
     l3_placement: Placement = "both"
+    fgram_offload: Literal["host", "disk"] = "host"
     device: str = "auto"
     dtype: JobDType = "auto"
     seed: NonNegInt = 0
@@ -208,7 +212,7 @@ def _placed(model: Transformer, placement: str, scone=None) -> Iterator[L3Offloa
     """The model with its L3 tables on the device, or offloaded for the duration of the block; a SCONE
     model (scone: its `FgramTable`) serves F from the device or from host memory ("offload")."""
     if scone is not None:
-        handle = scone.serve(model, "host" if placement == "offload" else "device")
+        handle = scone.serve(model, scone.offload if placement == "offload" else "device")
     else:
         handle = offload_l3_tables(model) if placement == "offload" else None
     try:
@@ -370,7 +374,11 @@ def build(cfg: InferJobConfig, ctx: JobContext) -> Built:
         serve_dropless(model, cfg.moe_impl)
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
-        scone = FgramTable(scone_data.matcher, model.precompute_fgram_table())
+        path = None  # fgram_offload "disk": F in a memory-mapped file next to the job's other caches
+        if cfg.fgram_offload == "disk":
+            path = resolve_cache_dir(ctx.cache_dir) / "scone" / f"F-{os.getpid()}-{id(model):x}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+        scone = FgramTable(scone_data.matcher, model.precompute_fgram_table(), path, cfg.fgram_offload)
     return Built(model_cfg, data, prompts.to(device), counts, model, scone)
 
 

@@ -93,6 +93,13 @@ def fgram_train_flops_per_token(config: ModelConfig, fgram_tokens_per_token: flo
     return 6.0 * fgram_model_params(config) * fgram_tokens_per_token
 
 
+def fgram_plan_train_flops_per_token(config: ModelConfig) -> float:
+    """A_fgram's training FLOPs per token for planning, before any run measured train/fgram_tokens_per_token:
+    the bound of one f-gram of max_n tokens encoded per position (each distinct f-gram of a micro-batch is
+    encoded once, so runs measure less: the plan errs long, never short)."""
+    return 0.0 if config.scone is None else fgram_train_flops_per_token(config, float(config.scone.max_n))
+
+
 def l3_row_width(config: ModelConfig) -> int:
     """Parameters per L3 table row: a key (dim) and, unless tied, a value (d_emb)."""
     return config.dim + (0 if config.l3.tied else config.l3.d_emb)

@@ -183,6 +183,7 @@ class FgramTable:
     matcher: SuffixMatcher
     table: torch.Tensor  # (S, D)
     path: Path | None = None  # the file of placement "disk"
+    offload: Placement = "host"  # where the infer job's offloaded placement serves F: "host" or "disk"
 
     def serve(self, model: nn.Module, placement: Placement) -> "FgramServer":
         """A server of F at `placement`; "disk" writes `path` on first use and maps it afterwards."""

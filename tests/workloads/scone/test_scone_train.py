@@ -2,6 +2,7 @@
 
 import json
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +87,18 @@ def test_infer_job_serves_f_on_device_and_offloaded(cache_dir):
         staged = m[f"infer/offload/host_compact_bytes_per_decode_step/bs{bs}"]
         assert 0 < staged <= bs + 3 * 64 + bs * (8 + 8 + model_cfg.dim * 4)
     assert m["mem/offload/host_table_bytes"] == m["mem/fgram_table_bytes"]
+
+
+def test_infer_job_serves_f_from_a_memory_mapped_file(cache_dir):
+    from workloads.jobs.infer import InferJobConfig
+    from workloads.jobs.infer import run as infer
+
+    cfg = InferJobConfig(
+        preset="debug", family="scone", overrides=OVERRIDES, data=DATA, batch_sizes=(2,), prompt_len=16,
+        gen_len=4, l3_placement="offload", fgram_offload="disk", warmup=0, repeats=1, device="cpu",
+    )  # fmt: skip
+    result = infer(cfg, JobContext(cache_dir=cache_dir))
+    m = result.metrics
+    assert m["infer/offload/decode_tokens_per_s/bs2"] > 0 and 0 < m["lb/scone_match_rate/bs2"] < 1
+    assert m["mem/offload/host_table_bytes"] == m["mem/fgram_table_bytes"]  # the mapped file's bytes
+    assert list((Path(cache_dir) / "scone").glob("F-*.npy"))  # F was written and mapped
