@@ -95,6 +95,7 @@ JOBS: dict[str, JobKind] = {
         seed_field=None,
         fresh_process=False,
         timing="shared",
+        interleave=True,
     ),
 }
 

@@ -87,6 +87,9 @@ def test_timing_defaults_per_kind_and_suite_override(tmp_path):
     jobs = load_suite(suite(tmp_path)).jobs
     assert {j.timing for j in jobs} == {"shared"}  # dummy reports no speed
     exclusive = load_suite(suite(tmp_path, "timing: {dummy: exclusive}")).jobs
+    gang = "timing: {dummy: interleaved}\nresources: {dummy: {num_workers: 2}}"
+    with pytest.raises(SuiteError, match="'interleaved' runs a group in one process; resources.dummy.num"):
+        load_suite(suite(tmp_path, gang))
     assert {j.timing for j in exclusive} == {"exclusive"}
     assert {j.resolved["timing"] for j in exclusive} == {"exclusive"}
     # numbers measured alone and beside others are different results: different fingerprints
@@ -95,8 +98,8 @@ def test_timing_defaults_per_kind_and_suite_override(tmp_path):
 
 def test_bad_timing_is_refused_at_its_path(tmp_path):
     with pytest.raises(SuiteError) as info:
-        load_suite(suite(tmp_path, "timing: {dummy: interleaved, trian: shared, infer: alone}"))
+        load_suite(suite(tmp_path, "timing: {train: interleaved, trian: shared, infer: alone}"))
     errors = dict(info.value.errors)
-    assert errors["timing.dummy"].startswith("'interleaved' applies to job kinds infer")
+    assert errors["timing.train"].startswith("'interleaved' applies to job kinds infer, dummy;")
     assert errors["timing.trian"] == "unknown job kind (did you mean 'train'?)"
     assert "'exclusive', 'shared' or 'interleaved'" in errors["timing.infer"]

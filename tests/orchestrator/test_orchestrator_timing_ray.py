@@ -77,3 +77,27 @@ def test_shared_jobs_are_marked_contended(tmp_path, store):
     runs = run(tmp_path, store, "shared")
     assert set(runs[names.metric_column(names.TIMING_CONTENDED)]) == {1.0}
     assert set(runs[names.tag_column(names.TAG_TIMING)]) == {"shared"}
+
+
+def test_an_interleaved_group_runs_in_one_process_and_its_jobs_are_not_each_others_contention(
+    tmp_path, store
+):
+    text = SUITE.format(name="interleaved", mode="interleaved").replace(
+        "presets: [debug]", "presets: [debug]\n  families: [dense, l3]"
+    )
+    path = tmp_path / "interleaved.yaml"
+    path.write_text(textwrap.dedent(text))
+    report = api.run_suite(str(path), tracking_uri=store, make_report=False)
+    assert report.exit_code == 0, {n: j.error for n, j in report.jobs.items()}
+    runs = mlflow.search_runs(
+        experiment_names=["interleaved"], filter_string=names.tag_filter(names.TAG_RUN_TYPE, "job")
+    )
+    assert len(runs) == 8  # 4 groups (variants) × 2 families, each its own run
+    by_group = runs.groupby(names.tag_column(names.TAG_GROUP))
+    assert by_group["metrics.dummy/pid"].nunique().tolist() == [1] * 4  # a group's families: one process
+    assert by_group[names.metric_column(names.TIMING_PHASE_START_S)].nunique().tolist() == [1] * 4
+    assert set(runs[names.metric_column(names.TIMING_OVERLAPPING_JOBS)]) == {0.0}  # partners do not count
+    groups = [(g[names.metric_column(names.TIMING_PHASE_START_S)].iloc[0],
+               g[names.metric_column(names.TIMING_PHASE_END_S)].iloc[0]) for _, g in by_group]  # fmt: skip
+    for (_, end), (next_start, _) in itertools.pairwise(sorted(groups)):
+        assert end < next_start  # the groups themselves ran one after another

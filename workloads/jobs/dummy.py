@@ -73,3 +73,24 @@ def run(cfg: DummyJobConfig, ctx: JobContext | None = None) -> BenchResult:
         metrics["train/loss"] = 1.0 / cfg.steps
     info = {"hardware": ctx.hardware or "", "pid": os.getpid()}  # pid: tells fresh workers from reused ones
     return BenchResult(kind="dummy", config=to_jsonable(cfg), metrics=metrics, info=info)
+
+
+def run_interleaved(cfgs: list[DummyJobConfig], ctxs: list[JobContext] | None = None) -> list[BenchResult]:
+    """Several dummy jobs in one process, their steps alternating, as `infer.run_interleaved` alternates
+    generations: exercises `timing: interleaved` in seconds. dummy/pid tells which process ran a job."""
+    ctxs = ctxs or [JobContext() for _ in cfgs]
+    with TimedPhase() as phase:
+        for step in range(max(c.steps for c in cfgs)):
+            for cfg, ctx in zip(cfgs, ctxs, strict=True):
+                if step < cfg.steps:
+                    _step(cfg, ctx, step)
+    metrics = phase.metrics() | {"dummy/pid": float(os.getpid())}
+    return [
+        BenchResult(
+            kind="dummy",
+            config=to_jsonable(c),
+            metrics=metrics | {"dummy/value": float(c.value)},
+            info={"hardware": x.hardware or ""},
+        )  # fmt: skip
+        for c, x in zip(cfgs, ctxs, strict=True)
+    ]

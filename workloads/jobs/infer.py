@@ -451,4 +451,11 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
         element = torch.empty((), dtype=TORCH_DTYPES[mc.dtype]).element_size()
         metrics[c.family] |= floors.infer_floor_fracs(mc, pc, element, c, metrics[c.family], machine)
         metrics[c.family] |= floors.probe_metrics(machine)
-    return [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
+    results = [_result(c, x, b, metrics[c.family]) for c, x, b in zip(cfgs, ctxs, built, strict=True)]
+    if len(cfgs) == 1:
+        return results
+    # One process held every model: its peak RSS is no job's own, so none records it.
+    return [
+        replace(r, metrics={k: v for k, v in r.metrics.items() if k != "mem/peak_host_bytes"})
+        for r in results
+    ]

@@ -42,6 +42,9 @@ JOB_LEVEL = (
     "mem/peak_host_bytes", "params_active", "params_total", "sparsity", "mem/params_bytes/dense",
     "params_active_max", "params_active_min",
     "mem/params_bytes/l3_tables", "mem/params_bytes/experts", "mem/params_bytes/embeddings",
+    # the sweep's timed phase (workloads.jobs.contention; psutil is installed here)
+    "timing/phase_start_s", "timing/phase_end_s", "timing/node_cpus", "timing/threads", "timing/load_avg_1m",
+    "timing/other_cpu_cores",
 )  # fmt: skip
 
 
@@ -115,10 +118,19 @@ def test_interleaved_families_report_what_separate_runs_do(data_cfg, ctx):
 
     dense, l3 = run_interleaved([_cfg("dense", data_cfg), _cfg("l3", data_cfg)], [ctx, ctx])
     assert dense.info["family"] == "dense" and l3.info["family"] == "l3"
-    assert set(dense.metrics) == _expected_keys(PER_BATCH)
-    assert set(l3.metrics) - {"mem/offload/host_table_bytes"} == _expected_keys(
-        PER_BATCH + OFFLOAD + OFFLOAD_EXTRA
+    # one process held both models: neither records a peak RSS of its own
+    assert set(dense.metrics) == _expected_keys(PER_BATCH) - {"mem/peak_host_bytes"}
+    ratios = {f"infer/vs_dense/decode_tokens_per_s/bs{b}" for b in BATCH_SIZES}
+    assert set(l3.metrics) - {"mem/offload/host_table_bytes"} == (
+        _expected_keys(PER_BATCH + OFFLOAD + OFFLOAD_EXTRA) - {"mem/peak_host_bytes"} | ratios
     )
+    for bs in BATCH_SIZES:  # L3 over dense, both timed in this process
+        want = (
+            l3.metrics[f"infer/decode_tokens_per_s/bs{bs}"]
+            / dense.metrics[f"infer/decode_tokens_per_s/bs{bs}"]
+        )
+        assert l3.metrics[f"infer/vs_dense/decode_tokens_per_s/bs{bs}"] == pytest.approx(want, rel=1e-12)
+    assert dense.metrics["timing/phase_start_s"] == l3.metrics["timing/phase_start_s"]  # one timed phase
     with pytest.raises(ValueError, match="one sweep and distinct families"):
         run_interleaved([_cfg("dense", data_cfg), _cfg("dense", data_cfg)])
     with pytest.raises(ValueError, match="one sweep and distinct families"):
