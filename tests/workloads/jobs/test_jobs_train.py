@@ -37,6 +37,9 @@ COMMON = {
     "mem/optimizer_bytes/embeddings",
 }  # fmt: skip
 FLOORS = {"train/floor_frac", "probe/read_bytes_per_s", "probe/gemm_flop_per_s"}  # workloads.jobs.floors
+# the timed steps' phase (workloads.jobs.contention; psutil is installed here)
+TIMING = {"timing/phase_start_s", "timing/phase_end_s", "timing/node_cpus", "timing/threads",
+          "timing/load_avg_1m", "timing/other_cpu_cores"}  # fmt: skip
 FAMILY_KEYS = {
     "dense": set(),
     "l3": {"lb/l3_rows_per_token_mean", "lb/l3_rows_per_token_max", "lb/l3_unique_rows_per_step",
@@ -94,7 +97,7 @@ def test_each_family_reports_every_metric(family, cache_dir):
     rec = Recorder()
     cfg = job(family, log_every=3)
     result = run(cfg, JobContext(cache_dir=cache_dir, peak_flops=1e12, on_metrics=rec))
-    assert set(result.metrics) == COMMON | FAMILY_KEYS[family] | {"train/mfu"} | FLOORS
+    assert set(result.metrics) == COMMON | FAMILY_KEYS[family] | {"train/mfu"} | FLOORS | TIMING
     assert result.metrics["train/floor_frac"] > 0 and result.metrics["probe/read_bytes_per_s"] > 0
     assert all(math.isfinite(v) for v in result.metrics.values())
     assert sorted(rec.losses()) == [0, 1, 2, 3]  # streamed per step, in two flushes

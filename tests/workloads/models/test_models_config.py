@@ -53,7 +53,10 @@ def test_model_config_rejects(overrides, message):
         (lambda: l3(positions=()), "L3Config.positions must hold at least 1 item(s), got ()"),
         (lambda: l3(positions=(-1, 2)), "L3Config.positions must be >= 0, got (-1, 2)"),
         (lambda: l3(cap=0), "L3Config.cap must be >= 1, got 0"),
-        (lambda: l3(allocation="zipf"), "L3Config.allocation must be one of 'lzw', 'uniform', got 'zipf'"),
+        (
+            lambda: l3(allocation="zipf"),
+            "L3Config.allocation must be one of 'lzw', 'lzw-paper', 'uniform', got 'zipf'",
+        ),
         (lambda: moe(top_k=5), "moe.top_k=5 exceeds moe.num_experts=4"),
         (lambda: moe(ep_size=3), "moe.num_experts=4 is not divisible by moe.ep_size=3"),
         (lambda: moe(min_capacity=-1), "MoEConfig.min_capacity must be >= 0"),
