@@ -123,9 +123,11 @@ def gain_kept(table: pd.DataFrame) -> list[str]:
             if pd.isna(r["diff_mean"]):
                 continue
             noise = " (its gap to dense is within noise)" if r["within_noise"] is True else ""
-            lines.append(
-                f"{r['label']} keeps {r['diff_mean'] / gain:.0%} of {ref_label}'s gain over dense{noise}"
-            )
+            if r["diff_mean"] >= 0:  # no better than dense: a negative share of a gain reads as nonsense
+                kept, noise = "none", noise or " (it is worse than dense)"
+            else:
+                kept = f"{r['diff_mean'] / gain:.0%}"
+            lines.append(f"{r['label']} keeps {kept} of {ref_label}'s gain over dense{noise}")
     return lines
 
 

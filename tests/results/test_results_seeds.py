@@ -132,10 +132,11 @@ def test_quality_reads_bits_per_byte_when_tokenizers_mix():
 
 
 def test_gain_kept_says_what_each_control_keeps_of_l3s_gain():
-    base = _runs({"dense": LOSS["dense"], "l3": LOSS["l3"], "scone": LOSS["scone"]})  # L3 gain: −0.07
+    base = _runs(LOSS)  # L3 gain: −0.07; MoE +0.25 (worse than dense, interval [+0.13, +0.37])
     cap1 = _runs({"l3": {0: 4.15, 1: 4.16, 2: 4.19}}, group="tiny/cap1", variant="cap1")  # −0.05
     lines = seeds.gain_kept(seeds.paired_table(pd.concat([base, cap1], ignore_index=True)))
     assert lines == [
+        "MoE keeps none of L3 base's gain over dense (it is worse than dense)",
         "SCONE keeps 14% of L3 base's gain over dense (its gap to dense is within noise)",
         "L3 cap1 keeps 71% of L3 base's gain over dense",
     ]
