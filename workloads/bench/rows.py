@@ -85,17 +85,19 @@ def timed_row(
     nbytes: float | None = None,
     flops: float | None = None,
     gemm: tuple[int, int, int] | None = None,
+    working_set: float | None = None,
     **kw,
 ) -> Row:
     """A row from per-call seconds; floor from the probe (FLOPs at the probed GEMM rate of `gemm`'s
-    m×k×n shape when given, else the best rate probed)."""
+    m×k×n shape when given, else the best rate probed; bytes at the read rate of `working_set`, the bytes
+    the repeated calls keep touching, by default `nbytes`: `MachineProbe.read_rate`)."""
     if not samples_s:
         raise ValueError(f"{section}/{name}: no timing samples")
     p10, med, p90 = np.percentile(np.asarray(samples_s, dtype=np.float64), [10, 50, 90])
     floor = None
     if probe is not None and (nbytes is not None or flops is not None):
         rate = probe.flops_per_s(*gemm) if gemm is not None and flops else None
-        floor = probe.floor_s(nbytes or 0.0, flops or 0.0, rate)
+        floor = probe.floor_s(nbytes or 0.0, flops or 0.0, rate, working_set)
     return Row(section, name, float(med), float(p10), float(p90), nbytes, flops, floor, **kw)
 
 

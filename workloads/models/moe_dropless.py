@@ -9,7 +9,7 @@ the deterministic top_k. `dropless_reference` is the spec (a loop over tokens); 
 routes by expert (one stable sort) and runs each expert once over its tokens: one host read (the per-expert
 counts) per call, and at a handful of routes (decode) the grouping is done on the host from the ids.
 `dropless_one_token` (decode at batch 1): the E logits are read to the host and routed there, so the
-call costs the router matmul, one host read and one scale beyond the experts' own ops.
+call costs the router's matrix-vector product, one host read and one scale beyond the experts' own ops.
 """
 
 import heapq
@@ -52,17 +52,24 @@ def dropless_one_token(
 ) -> torch.Tensor:
     """One token, x of any shape (..., D) holding a single row -> the same shape. Routing as `route`, in
     float64 on the host from the float32 logits (equal to `route` up to float32 rounding; exact ties
-    may pick another of the tied experts)."""
-    row = F.linear(x.float(), gate_weight.float()).tolist()  # nested (..., E): the one host read
-    while isinstance(row[0], list):
-        row = row[0]
+    may pick another of the tied experts). Ops beyond the experts' own: the router's matrix-vector
+    product, its one host read (`tolist`) and, for top-1, the in-place scale of the expert's output; the
+    experts run as modules, the dense MLP's own linear path."""
+    xv, gw = x.reshape(-1), gate_weight  # (D,), (E, D)
+    if xv.dtype != torch.float32:  # DeepSpeed's gate computes in float32 (a no-op op avoided for fp32)
+        xv, gw = xv.float(), gw.float()
+    row = torch.mv(gw, xv).tolist()  # (E,) logits: the one host read
+    if top_k == 1:  # the softmax probability of the argmax: 1 / Σ_e exp(l_e - l_max)
+        e = max(range(len(row)), key=row.__getitem__)
+        biggest = row[e]
+        return experts[e](x).mul_(1.0 / sum(math.exp(v - biggest) for v in row))
     top = heapq.nlargest(top_k, range(len(row)), key=row.__getitem__)
     biggest = row[top[0]]
-    exps = [math.exp(v - biggest) for v in row]
-    norm = sum(exps) if top_k == 1 else sum(exps[e] for e in top)  # top-1: the softmax probability
-    out = experts[top[0]](x).mul_(exps[top[0]] / norm)
-    for e in top[1:]:
-        out.add_(experts[e](x), alpha=exps[e] / norm)
+    exps = [math.exp(row[e] - biggest) for e in top]
+    norm = sum(exps)  # k >= 2: renormalized over the chosen experts
+    out = experts[top[0]](x).mul_(exps[0] / norm)
+    for e, v in zip(top[1:], exps[1:], strict=True):
+        out.add_(experts[e](x), alpha=v / norm)
     return out
 
 

@@ -83,14 +83,37 @@ def test_sorted_equals_the_reference_on_ragged_sizes(top_k, n):
 
 @pytest.mark.parametrize("top_k", [1, 2, 3])
 @pytest.mark.parametrize("seed", range(4))
-def test_one_token_routed_on_the_host_equals_the_reference(top_k, seed):
-    experts, gen = _experts(6, seed=seed), torch.Generator().manual_seed(seed)
-    gate, x = torch.randn(6, 8, generator=gen), torch.randn(1, 1, 8, generator=gen)
+@pytest.mark.parametrize(
+    ("shape", "num_experts"), [((1, 1, 8), 6), ((1, 8), 6), ((1, 1, 1, 8), 3), ((8,), 1)]
+)
+def test_one_token_routed_on_the_host_equals_the_reference(top_k, seed, shape, num_experts):
+    top_k = min(top_k, num_experts)
+    experts, gen = _experts(num_experts, seed=seed), torch.Generator().manual_seed(seed)
+    gate, x = torch.randn(num_experts, 8, generator=gen), torch.randn(*shape, generator=gen)
     with torch.no_grad():
         got = dropless_one_token(x, gate, experts, top_k)
-        want = dropless_reference(x.view(1, 8), gate, experts, top_k).view(1, 1, 8)
-    assert got.shape == (1, 1, 8)
+        want = dropless_reference(x.view(1, 8), gate, experts, top_k).view(shape)
+    assert got.shape == shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_one_token_at_tinys_shape_and_in_bfloat16_equals_the_reference(top_k):
+    # tiny's MoE: dim 256, 9 experts of 688; bfloat16 routes from float32 logits as DeepSpeed's gate does
+    torch.manual_seed(3)
+    experts = [FeedForward(256, 688).eval() for _ in range(9)]
+    gate = torch.randn(9, 256)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 2e-2)):
+        exp = [FeedForward(256, 688).to(dtype).eval() for _ in range(9)]
+        for e, src in zip(exp, experts, strict=True):
+            e.load_state_dict({k: v.to(dtype) for k, v in src.state_dict().items()})
+        for seed in range(3):
+            x = torch.randn(1, 1, 256, generator=torch.Generator().manual_seed(seed)).to(dtype)
+            with torch.no_grad():
+                got = dropless_one_token(x, gate.to(dtype), exp, top_k)
+                want = dropless_reference(x.view(1, 256), gate.to(dtype), exp, top_k).view(1, 1, 256)
+            assert got.dtype == dtype
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol * 1e-2)
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
