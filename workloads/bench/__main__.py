@@ -1,8 +1,9 @@
 """`python -m workloads.bench layer|train|infer|scone|lzw|orchestration|all [--threads 1 2] [--quick]`.
 
 For each thread count: set torch's intra-op threads, probe the machine at that count, run the sections,
-print one table (header: device, threads, load average, probe) and keep its rows; one JSON file per
-invocation holds every run (`--out`, default .isosparse/bench/bench-<UTC time>.json).
+print one table (header: device, threads, load average, probe; footer: each section's wall time) and keep
+its rows; the last line is the invocation's total time. One JSON file per invocation holds every run
+(`--out`, default .isosparse/bench/bench-<UTC time>.json).
 """
 
 import argparse
@@ -38,18 +39,21 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(sections: list[str], threads: int, rounds: int, quick: bool, device: str, console: Console) -> dict:
-    """One thread count: probe, every section, the table; returns the JSON record of the run."""
+    """One thread count: probe, every section, the table with each section's wall time in its footer;
+    returns the JSON record of the run."""
     torch.set_num_threads(threads)
     load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
     ctx = BenchContext(probe(device), torch.device(device), rounds=rounds, quick=quick)
+    wall = {"probe": time.perf_counter() - t0}
     rows = []
     for name in sections:
         t0 = time.perf_counter()
         rows += resolve(name)(ctx)
-        console.print(f"[dim]{name}: {time.perf_counter() - t0:.0f} s[/dim]")
+        wall[name] = time.perf_counter() - t0
     loads = (load_before, os.getloadavg()[0])
-    report.print_run(console, rows, ctx.probe, loads)
-    return {"threads": threads, "load_avg_1m": loads, "probe": ctx.probe.as_dict(),
+    report.print_run(console, rows, ctx.probe, loads, wall)
+    return {"threads": threads, "load_avg_1m": loads, "probe": ctx.probe.as_dict(), "wall_s": wall,
             "rows": [r.as_dict() for r in rows]}  # fmt: skip
 
 
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path(".isosparse") / "bench" / f"bench-{stamp}.json"
     record = {"command": " ".join(["python -m workloads.bench", *sys.argv[1:]]), "runs": runs}
     report.write_json(out, record)
-    console.print(f"{time.perf_counter() - start:.0f} s; rows in {out}", highlight=False)
+    console.print(f"total {time.perf_counter() - start:.0f} s; rows in {out}", highlight=False)
 
 
 if __name__ == "__main__":

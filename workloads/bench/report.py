@@ -31,12 +31,20 @@ def _spread(r: Row) -> str:
     return f"{100 * (r.p10_s / r.median_s - 1):+.0f}/{100 * (r.p90_s / r.median_s - 1):+.0f}"
 
 
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / 2**20:g}M"
+
+
 def header(probe: MachineProbe, load_before: float, load_after: float) -> str:
+    """Device, threads, load, the GEMM peak and, on a second line, the read bandwidth per working-set size
+    (a row's floor reads at the rate of its working set: `MachineProbe.read_rate`)."""
     peak = max(probe.gemm_flop_per_s.values()) if probe.gemm_flop_per_s else None
     gemm = "" if peak is None else f", GEMM ≤{peak / 1e9:,.1f} GFLOP/s"
+    ladder = " · ".join(f"{_mib(s)} {r / 1e9:.0f}" for s, r in sorted(probe.read_by_size.items()))
     return (
         f"{probe.device}, torch threads {probe.threads}, {os.cpu_count()} cores, load avg (1 min) "
         f"{load_before:.2f} → {load_after:.2f}; probed read {probe.read_bytes_per_s / 1e9:.1f} GB/s{gemm}"
+        + (f"\nread GB/s by working set: {ladder}" if ladder else "")
     )
 
 
@@ -66,11 +74,25 @@ def table(rows: list[Row], title: str) -> Table:
     return t
 
 
-def print_run(console: Console, rows: list[Row], probe: MachineProbe, loads: tuple[float, float]) -> None:
+def footer(wall_s: dict[str, float]) -> str:
+    """Each section's wall time (the probe's first) and their total: "probe 1 s · train 40 s; 41 s"."""
+    parts = " · ".join(f"{name} {seconds:.0f} s" for name, seconds in wall_s.items())
+    return f"wall time: {parts}; {sum(wall_s.values()):.0f} s at this thread count"
+
+
+def print_run(
+    console: Console,
+    rows: list[Row],
+    probe: MachineProbe,
+    loads: tuple[float, float],
+    wall_s: dict[str, float] | None = None,
+) -> None:
     console.print(table(rows, header(probe, *loads)))
     for r in rows:
         if r.note:
             console.print(f"  {r.section}/{r.name}: {r.note}", highlight=False)
+    if wall_s:
+        console.print(footer(wall_s), highlight=False)
 
 
 def write_json(path: Path, record: dict) -> Path:

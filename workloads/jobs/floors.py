@@ -7,7 +7,7 @@ limit). Bytes and FLOPs come from `workloads.models.accounting`.
 
 import torch
 
-from workloads.models.accounting import ParamCount, decode_step_cost, prefill_cost
+from workloads.models.accounting import ParamCount, decode_step_cost, decode_working_set_bytes, prefill_cost
 from workloads.models.config import ModelConfig
 from workloads.probe import MachineProbe, probe
 
@@ -36,11 +36,16 @@ def probe_metrics(p: MachineProbe) -> dict[str, float]:
 
 
 def floor_frac(
-    p: MachineProbe, cost: tuple[float, float], seconds: float, gemm: tuple[int, int, int]
+    p: MachineProbe,
+    cost: tuple[float, float],
+    seconds: float,
+    gemm: tuple[int, int, int],
+    working_set: float | None = None,
 ) -> float:
-    """floor_s(bytes, FLOPs at the GEMM rate of `gemm`) / measured seconds."""
+    """floor_s(bytes at the read rate of `working_set` (default: the bytes), FLOPs at the GEMM rate of
+    `gemm`) / measured seconds."""
     nbytes, flops = cost
-    return p.floor_s(nbytes, flops, p.flops_per_s(*gemm)) / seconds
+    return p.floor_s(nbytes, flops, p.flops_per_s(*gemm), working_set) / seconds
 
 
 def infer_floor_fracs(
@@ -49,17 +54,20 @@ def infer_floor_fracs(
     """infer/prefill_floor_frac/bs<B> and infer/decode_floor_frac/bs<B> of an infer job (`job`: its
     InferJobConfig; `m`: its measured metrics; device placement; the unsuffixed keys at the largest B):
     the floor of `prefill_cost` / `decode_step_cost` (a MoE batch taken to touch min(B · top_k,
-    num_experts) experts per layer) over the measured median time."""
+    num_experts) experts per layer; decode read at the rate of `decode_working_set_bytes`) over the
+    measured median time."""
     out: dict[str, float] = {}
     for bs in job.batch_sizes:
         if f"infer/decode_tokens_per_s/bs{bs}" not in m:  # stopped before this batch size
             continue
         prefill = prefill_cost(mc, pc, bs, job.prompt_len, element)
-        decode = decode_step_cost(mc, pc, bs, job.prompt_len + job.gen_len / 2, None, element)
+        context = job.prompt_len + job.gen_len / 2
+        decode = decode_step_cost(mc, pc, bs, context, None, element)
+        working_set = decode_working_set_bytes(mc, pc, bs, context, element)
         step_s = bs / m[f"infer/decode_tokens_per_s/bs{bs}"]
         ttft_s = m[f"infer/ttft_s/bs{bs}"]
         pf = floor_frac(machine, prefill, ttft_s, (bs * job.prompt_len, mc.dim, mc.ffn_dim))
-        df = floor_frac(machine, decode, step_s, (bs, mc.dim, mc.ffn_dim))
+        df = floor_frac(machine, decode, step_s, (bs, mc.dim, mc.ffn_dim), working_set)
         out |= {f"infer/prefill_floor_frac/bs{bs}": pf, f"infer/decode_floor_frac/bs{bs}": df}
         if bs == max(job.batch_sizes):
             out |= {"infer/prefill_floor_frac": pf, "infer/decode_floor_frac": df}

@@ -275,6 +275,18 @@ def decode_step_cost(
     return float(nbytes), float(flops)
 
 
+def decode_working_set_bytes(
+    config: ModelConfig, pc: ParamCount, batch: int, context: float, element_bytes: int = 4
+) -> float:
+    """Bytes a run of decode steps keeps touching (the working set `MachineProbe.read_rate` picks the read
+    bandwidth by): every parameter a step can reach (a MoE's steps route to any expert, an L3 step reads
+    any row of its tables), but of an untied input embedding only the `batch` rows a step reads, and the
+    KV cache at `context`. For a dense model it equals `decode_step_cost`'s bytes."""
+    untied_unread = 0 if config.tie_embeddings else (config.vocab_size - batch) * config.dim
+    weights = sum(pc.by_category.get(c, 0) for c in CATEGORIES) - untied_unread  # no A_fgram (training only)
+    return float(weights * element_bytes + _kv_bytes(config, batch * context, element_bytes))
+
+
 def prefill_cost(
     config: ModelConfig, pc: ParamCount, batch: int, prompt_len: int, element_bytes: int = 4
 ) -> tuple[float, float]:

@@ -62,6 +62,14 @@ def test_si_and_table_show_every_column_and_goal():
         assert cell in text, cell
 
 
+def test_header_lists_the_read_ladder_and_footer_the_section_times():
+    p = MachineProbe(device="cpu", threads=2, read_bytes_per_s=20e9, read_by_size={2**19: 150e9, 2**28: 20e9})
+    assert "\nread GB/s by working set: 0.5M 150 · 256M 20" in report.header(p, 0.5, 1.0)
+    assert report.footer({"probe": 1.2, "train": 40.4, "infer": 99.6}) == (
+        "wall time: probe 1 s · train 40 s · infer 100 s; 141 s at this thread count"
+    )
+
+
 def test_unknown_section_is_named():
     with pytest.raises(ValueError, match="unknown benchmark section 'lzww'; known: layer"):
         sections.resolve("lzww")
@@ -86,6 +94,7 @@ def test_entry_runs_each_thread_count_and_writes_one_json(tmp_path, monkeypatch)
     (row,) = record["runs"][0]["rows"]
     assert row["median_s"] == pytest.approx(2e-3) and row["floor_s"] == pytest.approx(5e-4)
     assert row["floor_frac"] == pytest.approx(0.25)
+    assert list(record["runs"][0]["wall_s"]) == ["probe", "fake"]  # each section's wall time
     with pytest.raises(SystemExit):
         entry.main(["fake", "--threads", "0"])
 

@@ -46,3 +46,27 @@ def test_infer_floor_fractions_per_batch_size():
     assert got["infer/prefill_floor_frac/bs2"] == pytest.approx(prefill_floor / 0.01)
     assert got["infer/decode_floor_frac"] == got["infer/decode_floor_frac/bs2"]  # the largest batch
     assert floors.infer_floor_fracs(cfg, pc, 4, Job, {}, p) == {}  # stopped before any batch size
+
+
+def test_moe_decode_floor_reads_at_the_rate_of_every_expert_not_one():
+    from workloads.models.accounting import decode_working_set_bytes
+    from workloads.models.config import MoEConfig
+
+    class Job:
+        batch_sizes, prompt_len, gen_len = (1,), 3, 2
+
+    moe = MoEConfig(positions=(0,), num_experts=4, ffn_dim=8, top_k=1)
+    cfg = ModelConfig(
+        vocab_size=10, dim=4, n_layers=1, n_heads=2, n_kv_heads=1, ffn_dim=8, family="moe", moe=moe
+    )
+    pc = count_params(cfg)
+    step_bytes, _ = decode_step_cost(cfg, pc, 1, 3 + 1)
+    working_set = decode_working_set_bytes(cfg, pc, 1, 3 + 1)
+    assert working_set > step_bytes  # 3 experts the step does not read, but its neighbours do
+    # a cache that holds one step's bytes (1 TB/s) but not the working set (1 GB/s): FLOPs are free here
+    p = MachineProbe(device="cpu", threads=1, read_bytes_per_s=1e9, gemm_flop_per_s={"1x4x8": 1e18},
+                     read_by_size={int(step_bytes): 1e12, int(working_set): 1e9})  # fmt: skip
+    got = floors.infer_floor_fracs(
+        cfg, pc, 4, Job, {"infer/decode_tokens_per_s/bs1": 1.0, "infer/ttft_s/bs1": 1.0}, p
+    )
+    assert got["infer/decode_floor_frac/bs1"] == pytest.approx(step_bytes / 1e9)  # 1 s per step measured

@@ -200,3 +200,23 @@ def test_decode_cost_of_a_moe_batch_counts_the_experts_it_touches():
     kv_and_rows = 4.0 * (2 * 2 * (8 - 1) * 3 + (8 - 1) * 4)  # 7 more sequences' KV and embedding rows
     assert touched_3 - one == 2 * expert + kv_and_rows  # 3 experts vs 1 at batch 1
     assert flops == 8 * (2.0 * pc.flops_active + 48)
+
+
+def test_decode_working_set_is_every_reachable_weight_and_the_kv_cache():
+    from workloads.models.accounting import decode_step_cost, decode_working_set_bytes, mlp_params
+    from workloads.models.config import MoEConfig
+
+    # dense, untied: stored 236, of which the input table's 10 - 2 unread rows of 4 are out: 204 + KV 24,
+    # the same bytes a step moves (every weight a dense step can reach, it reads)
+    dense = _tiny_cost_config()
+    pc = count_params(dense)
+    assert (
+        decode_working_set_bytes(dense, pc, 2, 3) == 4.0 * (204 + 24) == decode_step_cost(dense, pc, 2, 3)[0]
+    )
+    tied = _tiny_cost_config(tie_embeddings=True)  # stored 196: the one table is the LM head, read whole
+    assert decode_working_set_bytes(tied, count_params(tied), 2, 3) == 4.0 * (196 + 24)
+    # a top-1 MoE at batch 1 moves one expert a step but keeps touching all 4 across steps
+    moe = _tiny_cost_config(family="moe", moe=MoEConfig(positions=(0,), num_experts=4, ffn_dim=8, top_k=1))
+    pc = count_params(moe)
+    step, _ = decode_step_cost(moe, pc, 1, 3)
+    assert decode_working_set_bytes(moe, pc, 1, 3, element_bytes=4) - step == 3 * 4.0 * mlp_params(4, 8)
