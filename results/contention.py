@@ -15,7 +15,8 @@ FOOTNOTE = (
 )
 KEYS = ["group", "family", "preset", "variant"]
 INFER_SPEED = ("prefill_tokens_per_s", "decode_tokens_per_s", "ttft_s", "offload/prefill_tokens_per_s",
-               "offload/decode_tokens_per_s", "offload/ttft_s", "offload_decode_ratio")  # fmt: skip
+               "offload/decode_tokens_per_s", "offload/ttft_s", "offload_decode_ratio",
+               "prefill_floor_frac", "decode_floor_frac")  # fmt: skip
 INTERLEAVED = "interleaved (one process)"
 SEPARATE = "separate jobs"
 

@@ -152,7 +152,7 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
     return out
 
 
-TRAIN_SPEED = ["tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio"]
+TRAIN_SPEED = ["tokens_per_s", "tokens_per_s_std", "tokens_per_s_ratio", "floor_frac"]
 
 
 def _marked(section: _Section, flags: pd.DataFrame, columns: list[str]) -> _Section:

@@ -299,3 +299,36 @@ def test_eval_runs_get_a_downstream_tasks_section(raw_runs, tmp_path):
     assert list(table.columns[-4:]) == want  # each value next to its error
     assert "Downstream tasks" not in report.build_report(raw_runs, out_dir=tmp_path / "none", figures=False
                                                          ).markdown.read_text()  # fmt: skip
+
+
+def test_floor_fractions_sit_beside_the_speeds_they_qualify(raw_runs, tmp_path):
+    raw = raw_runs.copy()
+    train = raw[f"tags.{names.TAG_JOB_KIND}"].eq("train").to_numpy(dtype=bool)
+    seed = pd.to_numeric(raw[f"tags.{names.TAG_SEED}"], errors="coerce").fillna(0).to_numpy()
+    raw[f"metrics.{names.TRAIN_FLOOR_FRAC}"] = np.where(train, 0.2 + 0.1 * seed, np.nan)  # seeds 0.2, 0.3
+    for bs in (1, 8):
+        raw[f"metrics.{names.batch_size_key(names.INFER_DECODE_FLOOR_FRAC, bs)}"] = np.where(
+            ~train, bs / 100, np.nan
+        )
+        raw[f"metrics.{names.batch_size_key(names.INFER_PREFILL_FLOOR_FRAC, bs)}"] = np.where(
+            ~train, bs / 10, np.nan
+        )
+    paths = report.build_report(raw, out_dir=tmp_path, figures=False)
+    iso = pd.read_csv(tmp_path / report.TABLE_DIR / "iso_active_comparison_vs_dense_of_each_group.csv")
+    cols = list(iso.columns)
+    assert cols.index("floor_frac") == cols.index("tokens_per_s_ratio") + 1
+    moe = iso.set_index(["preset", "family"]).loc[
+        ("small", "moe"), "floor_frac"
+    ]  # "~": timed under contention
+    assert float(str(moe).removeprefix("~")) == pytest.approx(0.25)  # the mean of seeds 0.2 and 0.3
+    infer = pd.read_csv(tmp_path / report.TABLE_DIR / "inference_per_batch_size.csv")
+    cols = list(infer.columns)
+    assert cols.index("decode_floor_frac") + 1 == cols.index("decode_tokens_per_s")
+    assert cols.index("prefill_floor_frac") + 1 == cols.index("prefill_tokens_per_s")
+    by_bs = infer.groupby("batch_size")[["decode_floor_frac", "prefill_floor_frac"]].first()
+    assert [float(str(v).removeprefix("~")) for v in by_bs.loc[8]] == [
+        pytest.approx(0.08),
+        pytest.approx(0.8),
+    ]
+    narrow = paths.html.read_text(encoding="utf-8").split("<table class='narrow'>", 1)[1].split("</table>")[0]
+    assert narrow.count("<th>") == 6 and "floor" not in narrow  # the opening table stays narrow
