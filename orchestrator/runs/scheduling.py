@@ -387,17 +387,18 @@ class Scheduler:
             if on_tick is not None:
                 on_tick()
 
-    def cancel(self, grace_s: float = 10.0) -> None:
-        """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s) a
-        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as); jobs held
-        after another are cancelled without starting, even when that one finishes within the grace."""
+    def cancel(self, grace_s: float = 10.0, stop: Callable[[], bool] = lambda: False) -> None:
+        """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s, or as
+        soon as `stop()`) a forced kill. Each attempt still gets its Completion (cancelled, or whatever it
+        ended as); jobs held after another are cancelled without starting, even when that one finishes
+        within the grace."""
         held = [job for jobs in self._waiting.values() for job in jobs]
         self._waiting.clear()
         for ref in list(self._pending):
             ray.cancel(ref, recursive=True)
         deadline = time.monotonic() + grace_s
-        while self._pending and time.monotonic() < deadline:
-            self._collect(0.5, allow_retry=False)
+        while self._pending and time.monotonic() < deadline and not stop():
+            self._collect(0.2, allow_retry=False)
         for ref in list(self._pending):
             ray.cancel(ref, force=True, recursive=True)
             jobs, attempt = self._pending.pop(ref)

@@ -117,6 +117,11 @@ def _fail_fast_http() -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _create_store(db: Path) -> None:
+    """MLflow's sqlite schema, made in the file `db` (see store_path.create_atomically)."""
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
+
+
 class Tracker:
     """One tracking store. Construct, then `check()` before submitting anything."""
 
@@ -135,6 +140,8 @@ class Tracker:
         """Raise TrackingError unless the store answers at once (an unusable sqlite path was refused when
         the Tracker was made: `check_uri`)."""
         try:
+            if self.db_path is not None:
+                store_path.create_atomically(self.db_path, _create_store)
             with _fail_fast_http():
                 self.client.search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"
