@@ -131,6 +131,7 @@ class Tracker:
         check_uri(self.uri)  # before MlflowClient, which opens (and retries) an sqlite store at once
         if self.db_path is not None:
             self.db_path.parent.mkdir(exist_ok=True)  # ISOSPARSE_HOME; any other folder exists (check_uri)
+            store_path.create_atomically(self.db_path, _create_store)  # MlflowClient would make it in place
         self.client = MlflowClient(tracking_uri=self.uri)
         mlflow.set_tracking_uri(self.uri)  # search_runs and the parent run use the global URI
         self._experiments: dict[str, str] = {}
@@ -140,8 +141,6 @@ class Tracker:
         """Raise TrackingError unless the store answers at once (an unusable sqlite path was refused when
         the Tracker was made: `check_uri`)."""
         try:
-            if self.db_path is not None:
-                store_path.create_atomically(self.db_path, _create_store)
             with _fail_fast_http():
                 self.client.search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001 - any failure here means "unusable store"
