@@ -82,7 +82,8 @@ class Trial:
         out = []
         for p in psutil.process_iter():
             try:
-                if p.pid != self.proc.pid and os.getsid(p.pid) == self.proc.pid:
+                alive = p.status() != psutil.STATUS_ZOMBIE  # killed, not yet reaped
+                if p.pid != self.proc.pid and os.getsid(p.pid) == self.proc.pid and alive:
                     out.append(p)
             except (OSError, psutil.Error):
                 continue

@@ -17,7 +17,7 @@ import ray
 from ray import exceptions as rex
 
 from orchestrator.runs import ray_link
-from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, one_line, oom_retry, plain
+from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, oom_retry, plain, summary
 from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
 from orchestrator.suites import registry
 from orchestrator.suites.spec import JobSpec, Outcome
@@ -308,7 +308,7 @@ class Scheduler:
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
             again = self._retry(jobs, outcome) if allow_retry and attempt <= jobs[0].max_retries else None
-            summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
+            line = summary(err, outcome, jobs[0].name, self.on_oom)
             tb = plain("".join(traceback.format_exception(err)))
             again_or = again or jobs
             changed = [None if new is job else new for job, new in zip(jobs, again_or, strict=True)]
@@ -317,7 +317,7 @@ class Scheduler:
                     job.name,
                     attempt,
                     outcome,
-                    error=summary,
+                    error=line,
                     traceback=tb,
                     will_retry=again is not None,
                     retry_job=new,

@@ -71,7 +71,8 @@ class Run:
         found = []
         for p in psutil.process_iter(["name"]):
             try:
-                if p.pid != self.proc.pid and os.getsid(p.pid) == self.proc.pid:
+                alive = p.status() != psutil.STATUS_ZOMBIE  # killed, not yet reaped
+                if p.pid != self.proc.pid and os.getsid(p.pid) == self.proc.pid and alive:
                     found.append(p.info["name"])
                     p.kill()
             except (OSError, psutil.Error):
