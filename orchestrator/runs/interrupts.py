@@ -84,9 +84,9 @@ def _handler(signum, frame) -> None:
     if _state.count >= 3:
         exit_at_once("interrupted a third time: exiting now; runs not closed yet stay RUNNING")
     if _state.count == 2:
-        _say("interrupted again: not waiting for jobs; closing the runs (Ctrl-C again to exit at once)")
+        _say("interrupted again: not waiting for jobs, closing runs (again: exit at once)")
         return  # the first press is being handled: `forced()` now cuts its wait for the jobs
-    _say("interrupted: cancelling jobs and closing runs (Ctrl-C again to stop waiting for jobs)")
+    _say("interrupted: cancelling jobs, closing runs (Ctrl-C again: stop waiting for jobs)")
     if _state.depth > 0:
         _state.pending = True
         return
