@@ -1,8 +1,11 @@
-"""The typer CLI; `orchestrator.cli:app` is the `isosparse` console script. While its modules import
-(torch, MLflow, pandas: seconds on a loaded machine) a Ctrl-C exits 130 at once: nothing has started."""
+"""The typer CLI; `orchestrator.cli:app` is the `isosparse` console script. Until a command starts (the
+imports of torch, MLflow and pandas, and typer building the command: seconds, 20 s on a loaded machine)
+a Ctrl-C exits 130 at once: nothing has started. Only in a real command line (`isosparse`, `python -m
+orchestrator.cli`); a test process importing this keeps its own SIGINT handling."""
 
 import os
 import signal
+import sys
 import threading
 
 
@@ -11,15 +14,17 @@ def _exit_interrupted(signum, frame) -> None:
     os._exit(130)
 
 
-_EARLY = threading.current_thread() is threading.main_thread() and (
-    signal.getsignal(signal.SIGINT) is signal.default_int_handler
-)
-if _EARLY:
+def restore_sigint() -> None:
+    """A command starts (the app's callback): Ctrl-C is a KeyboardInterrupt again, or `run`'s handling."""
+    if signal.getsignal(signal.SIGINT) is _exit_interrupted:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_ENTRY = sys.argv[0] == "-m" or sys.argv[0].endswith(("/isosparse", "orchestrator/cli/__main__.py"))
+_MAIN = threading.current_thread() is threading.main_thread()
+if _ENTRY and _MAIN and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
     signal.signal(signal.SIGINT, _exit_interrupted)
 
 from orchestrator.cli.main import app  # noqa: E402 - after the handler, on purpose
 
-if _EARLY:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-__all__ = ["app"]
+__all__ = ["app", "restore_sigint"]

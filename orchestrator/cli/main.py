@@ -57,6 +57,9 @@ _bad_input = cli_clusters.bad_input
 @app.callback()
 def main() -> None:
     """isosparse: compare sparse architectures at equal active and total parameters."""
+    from orchestrator import cli  # noqa: PLC0415 - the package's early Ctrl-C handling ends here
+
+    cli.restore_sigint()
 
 
 @app.command()
