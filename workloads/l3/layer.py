@@ -54,9 +54,10 @@ class L3Layer(nn.Module):
         tied: use `keys` as values too (W_K = W_V); halves the sparse parameters.
         residual: return `x + L3(x)` instead of `L3(x)` (the paper's form is not public; L3_SPEC §1).
         impl: "auto" (Triton on CUDA when it imports, else "small" for a few positions and "sorted"
-            above), "sorted" (block-diagonal pure torch), "small" (per-position: numba kernel on CPU
-            without grad, else a padded gather), "triton" (kernels/l3_lookup/triton.py) or "reference"
-            (per-position loop, the spec).
+            above; CPU inference at ≤ 8 positions runs the whole sublayer as one numba call,
+            kernels/l3_lookup/sublayer_cpu.py), "sorted" (block-diagonal pure torch), "small"
+            (per-position: numba kernel on CPU without grad, else a padded gather), "triton"
+            (kernels/l3_lookup/triton.py) or "reference" (per-position loop, the spec).
         check_ids: check on every call that the ids lie in [0, vocab) (one host read). The Transformer
             turns it off: its token embedding rejects such ids first, and the jobs validate the ids
             where they enter (batch loader, prompts), keeping the per-call host reads to the lookup's.
@@ -166,7 +167,7 @@ class L3Layer(nn.Module):
                 self.mix.weight,
                 self.residual,
             )
-            return out.view(B, T, D)  # fmt: skip
+            return out.view(B, T, D)
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         looked_up = l3_lookup(
             q, t.ids, t.keys, t.values, t.offsets, self.impl, self.sparse_grad

@@ -132,3 +132,8 @@ def test_layer_runs_the_fused_kernel_only_for_cpu_inference_at_few_positions(mon
     out = layer(torch.ones(1, 3, 16), few)  # grad enabled: the autograd path, gradients reach the tables
     out.sum().backward()
     assert len(calls) == 1 and layer.keys.grad is not None and layer.keys.grad.abs().sum() > 0
+    layer.keys.requires_grad_(False)  # frozen tables, trained dense weights: still the autograd path
+    layer.values.requires_grad_(False)
+    layer.up.weight.grad = None
+    layer(torch.ones(1, 3, 16), few).sum().backward()
+    assert len(calls) == 1 and layer.up.weight.grad is not None
