@@ -137,9 +137,11 @@ class TrainLoop:
             grad_clip=cfg.grad_clip, seed=cfg.seed,
         )  # fmt: skip
         self.parallel_kind = "deepspeed" if ep_size > 1 else ("ddp" if w.size > 1 else "single")
-        if cfg.l3_optimizer != "adamw" and self.parallel_kind == "single":
-            # Row-sparse optimizers on one process take sparse table gradients: only touched rows exist
-            # (DDP / DeepSpeed all-reduce dense gradients, so there the optimizers scan for them).
+        if self.parallel_kind == "single":
+            # On one process the tables get sparse gradients: only touched rows exist. The row-sparse
+            # optimizers step those rows; dense AdamW (SparseGradAdamW) adds them into a kept zero buffer
+            # and steps every row (DDP / DeepSpeed all-reduce dense gradients: there the row-sparse
+            # optimizers scan for touched rows).
             for module in self.model.modules():
                 if isinstance(module, L3Layer):
                     module.sparse_grad = True
