@@ -225,7 +225,7 @@ def test_the_l3_tables_default_adamw_step_equals_the_dense_gradient_step():
     for ts, make in ((tables[0], optim.build_optimizer), (tables[1], None)):
         groups = [{"name": "l3_tables", "params": ts, "lr": 0.1, "weight_decay": 0.5}]
         opt = (
-            make(groups, (0.9, 0.95), True)
+            make(groups, (0.9, 0.95), True, "adamw", True)
             if make
             else torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=True)
         )
@@ -233,3 +233,23 @@ def test_the_l3_tables_default_adamw_step_equals_the_dense_gradient_step():
     for sparse_t, dense_t in zip(*tables, strict=True):
         torch.testing.assert_close(sparse_t, dense_t, rtol=0, atol=0)
     assert (tables[0][0].detach() != before).all(dim=1).all()  # every row moved, untouched ones too
+    plain = optim.build_optimizer(groups, (0.9, 0.95), True)  # dense gradients (DDP, DeepSpeed)
+    assert type(plain) is torch.optim.AdamW and plain.defaults["fused"]
+
+
+def test_one_process_train_job_gives_the_tables_sparse_gradients_under_the_default_adamw(tmp_path_factory):
+    from workloads.data import DataConfig
+    from workloads.jobs.result import JobContext
+    from workloads.jobs.row_sparse import SparseGradAdamW
+    from workloads.jobs.train import TrainJobConfig, build_loop
+    from workloads.l3.layer import L3Layer
+
+    cfg = TrainJobConfig(preset="debug", family="l3", data=DataConfig(max_documents=50), seq_len=32,
+                         batch_size=2, steps=2)  # fmt: skip
+    job = build_loop(cfg, JobContext())
+    layers = [m for m in job.model.modules() if isinstance(m, L3Layer)]
+    assert layers and all(m.sparse_grad for m in layers)
+    assert type(job.engine.optimizer) is SparseGradAdamW and job.engine.optimizer.defaults["fused"]
+    job.step(0)
+    assert all(m.keys.grad is None for m in layers)  # zeroed (set to None) after the step
+    assert all(b.count_nonzero() == 0 for b in job.engine.optimizer._grad_buffers.values())
