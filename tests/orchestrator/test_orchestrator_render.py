@@ -3,6 +3,7 @@ errors of jobs that did not finish follow the table; piped progress shows life."
 
 import io
 import re
+import sys
 from types import SimpleNamespace
 
 import pandas as pd
@@ -108,6 +109,21 @@ def test_progress_text_has_step_loss_rate_and_eta():
     assert progress_text(job, 30.0) == "step 41/120, loss 6.123, 1,024 tok/s, ETA 40s"
 
 
+def test_the_live_table_counts_steps_done_and_a_finished_job_shows_its_last_step():
+    running = JobState("train/a", "train", {}, state="running", total_steps=30)
+    finished = JobState("train/b", "train", {}, state="finished", total_steps=30)
+    running.step, finished.step = 4, 28  # streamed steps count from 0; log_every need not hit the last
+    dummy = JobState("dummy/c", "dummy", {}, state="queued")
+    assert [render.step_cell(j) for j in (running, finished, dummy)] == ["5/30", "30/30", "-"]
+    report = SimpleNamespace(jobs={j.name: j for j in (running, finished, dummy)},
+                             suite=SimpleNamespace(name="s"), counts=lambda: {})  # fmt: skip
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    out.print(render.Progress(out)._table(report))
+    cells = [line.replace("│", " ").split() for line in out.file.getvalue().splitlines() if "train/" in line]
+    rows = {cell[0]: cell[3] for cell in cells}  # job, state, attempt, step
+    assert rows == {"train/a": "5/30", "train/b": "30/30"}
+
+
 def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
     clock = Clock()
     monkeypatch.setattr(render.time, "monotonic", clock)
@@ -169,9 +185,9 @@ def test_no_rate_before_the_second_flush():
     assert JobState("x", "train", {}, total_steps=7, log_every=5).flushed_at(6)  # the last step flushes
 
 
-@pytest.mark.parametrize(("columns", "width"), [("80", 80), ("132", 132), (None, 240), ("wide", 240)])
+@pytest.mark.parametrize(("columns", "width"), [("80", 80), ("132", 132), (None, 80), ("wide", 80)])
 def test_piped_output_honours_an_explicit_columns(monkeypatch, columns, width):
-    monkeypatch.setattr(render.sys.stdout, "isatty", lambda: False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     if columns is None:
         monkeypatch.delenv("COLUMNS", raising=False)
     else:
