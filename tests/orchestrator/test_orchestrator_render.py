@@ -104,7 +104,7 @@ def test_progress_text_has_step_loss_rate_and_eta():
     job = JobState("train/l3/tiny/s0", "train", {}, state="running", total_steps=120, tokens_per_step=512)
     job.started_s = 0.0
     assert progress_text(job, 30.0) == "running for 30s, no step reported yet"
-    job.first_metric, job.step, job.loss, job.last_metric_s = (10.0, 0), 40, 6.1234, 30.0
+    job.first_metric, job.step, job.loss, job.last_metric = (10.0, 0), 40, 6.1234, (30.0, 40)
     # 40 steps in 20 s: 2 steps/s = 1,024 tok/s; 79 steps to go = 39.5 s
     assert progress_text(job, 30.0) == "step 41/120, loss 6.123, 1,024 tok/s, ETA 40s"
 
@@ -139,7 +139,7 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
             job.state, job.started_s = "running", clock.now
         if second >= 10:
             job.first_metric = job.first_metric or (1010.0, 0)
-            job.step, job.loss, job.last_metric_s = second - 10, 5.0, clock.now
+            job.step, job.loss, job.last_metric = second - 10, 5.0, (clock.now, second - 10)
         before = out.file.getvalue().count("\n")
         progress.tick(report)
         if out.file.getvalue().count("\n") > before:
@@ -156,18 +156,33 @@ def test_the_first_progress_line_rates_the_steps_by_the_job_s_clock(monkeypatch)
     job = SimpleNamespace(name="train/dense/tiny/base/s0", match={}, fingerprint="f", timing="shared")
     tracker = SimpleNamespace(start_job=lambda *a: "run", log_metrics=lambda *a: None)
     report = SimpleNamespace(jobs={job.name: JobState(job.name, "train", {}, total_steps=300,
-                                                      tokens_per_step=128)})  # fmt: skip
+                                                      tokens_per_step=128, log_every=5)})  # fmt: skip
     driver = Driver(SimpleNamespace(name="s", experiment="e", jobs=[job]), tracker, "parent", report)
     monkeypatch.setattr(driver_module.time, "monotonic", lambda: 5000.0)  # every event arrives at once
     start = {"node": "n", "host": "h", "hw": "cpu"}
     driver.on_event(SimpleNamespace(job=job.name, attempt=1, kind="start", payload=start))
-    for step in range(0, 25, 5):  # the worker's clock: 0.5 s a step
+    for step in range(0, 25):  # the worker's clock: 0.5 s a step, streamed in flushes of log_every = 5
+        sent_s = 100.0 + 0.5 * (step // 5 * 5 + 4) + 0.001 * (step % 5)  # a flush sends its 5 back to back
         driver.on_event(SimpleNamespace(job=job.name, attempt=1, kind="metrics", step=step,
-                                        payload={"train/loss": 5.0}, time_s=100.0 + 0.5 * step))  # fmt: skip
+                                        payload={"train/loss": 5.0}, time_s=sent_s))  # fmt: skip
     state = report.jobs[job.name]
-    assert state.rate_steps_per_s() == 2.0
-    # 2 steps/s · 128 tokens; 280 steps to go at 2 steps/s = 140 s
-    assert progress_text(state, 5000.0) == "step 21/300, loss 5, 256 tok/s, ETA 2m20s"
+    assert state.rate_steps_per_s() == 2.0  # steps 4 → 24 over 10 s, the flushes' own timestamps
+    # 2 steps/s · 128 tokens; 275 steps to go at 2 steps/s = 137.5 s
+    assert progress_text(state, 5000.0) == "step 25/300, loss 5, 256 tok/s, ETA 2m18s"
+
+
+def test_no_rate_before_the_second_flush():
+    job = JobState("train/l3/tiny/s0", "train", {}, state="running", total_steps=120, tokens_per_step=512,
+                   log_every=5)  # fmt: skip
+    for step in range(5):  # one flush: its steps are sent within microseconds of each other
+        if job.flushed_at(step):
+            job.first_metric = job.first_metric or (7.0 + 1e-5 * step, step)
+            job.last_metric = (7.0 + 1e-5 * step, step)
+        job.step = step
+    assert job.rate_steps_per_s() is None  # was 236,086 tok/s: 4 steps over 40 µs of sending
+    assert progress_text(job, 9.0) == "step 5/120"
+    assert [s for s in range(12) if job.flushed_at(s)] == [4, 9]
+    assert JobState("x", "train", {}, total_steps=7, log_every=5).flushed_at(6)  # the last step flushes
 
 
 @pytest.mark.parametrize(("columns", "width"), [("80", 80), ("132", 132), (None, 80), ("wide", 80)])
