@@ -77,6 +77,14 @@ MUTATIONS = (
     Mutation("cancel-leaves-jobs-open", "3", "a Ctrl-C does not close the running jobs' runs",
              "orchestrator/api.py", "tracker.kill(job.run_id, \"cancelled by the user\")", "pass",
              (INTERRUPTS + "::test_ctrl_c_in_the_cli_exits_130_and_closes_every_run_killed",)),
+    Mutation("timer-keeps-warmup", "3", "the step timer's median includes its warm-up steps",
+             "workloads/jobs/timing.py", "return TimingStats.of(self.samples_s()[self.warmup :])",
+             "return TimingStats.of(self.samples_s())",
+             (T + "workloads/jobs/test_jobs_timing.py::test_step_timer_drops_the_warmup",)),
+    Mutation("store-judged-late", "3", "MLflow opens an unusable sqlite store before it is judged",
+             "orchestrator/runs/tracking.py",
+             "check_uri(self.uri)  # before MlflowClient", "pass  # before MlflowClient",
+             (T + "orchestrator/test_store_path.py",)),
     Mutation("code-version-head", "4", "the code version is the HEAD commit, not the workloads/ tree",
              "orchestrator/suites/fingerprint.py", "tree = workloads_tree()", "tree = git_commit()",
              (T + "orchestrator/test_fingerprint_code_version.py",)),
@@ -204,7 +212,9 @@ def main() -> int:
         result = {0: "SURVIVED", 1: "caught", -1: "hung"}.get(rc, f"error rc={rc}")
         rows.append((m.name, m.item, m.file, failed[0] if failed else "-", result, seconds))
         print(f"{m.name}: {result} ({seconds:.0f} s) by {failed[0] if failed else '-'}", flush=True)
-    assert not dirty(), "a mutation was left in place"  # Patched restores; this checks it did
+    left = [m.file for m in chosen if (ROOT / m.file).read_bytes() != patches[m.name].original]
+    if left:  # Patched restores on every exit; this checks that it did
+        raise RuntimeError(f"mutated files not restored: {left}")
     print("\nmutation | item | file | caught by | result | s")
     for name, item, file, caught, result, seconds in rows:
         print(f"{name} | {item} | {file} | {caught} | {result} | {seconds:.0f}")

@@ -73,7 +73,7 @@ def ray_head(home: Path, *, auth: bool, dashboard: bool = False) -> Iterator[Hea
     )
     proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # a hang guard: a loaded box starts a head slowly
         for port in [gcs] + ([dash] if dashboard else []):
             while True:
                 try:

@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -128,10 +127,10 @@ def test_a_cluster_is_reached_the_way_its_auth_is_set_up(request, tmp_path, clus
 def test_a_token_cluster_without_its_token_is_exit_2_with_a_hint_and_nothing_recorded(
     tmp_path, token_head, token_file
 ):
-    started = time.monotonic()
     done, store = run_cli(tmp_path, token_head.gcs, token_file)
     assert done.returncode == 2, done.stdout + done.stderr
-    assert time.monotonic() - started < 60  # fails at the probe, not after Ray's retries
+    # both messages come from the auth probe (ray_link.ray_env), which runs before Ray is imported: the
+    # run fails there, not after Ray's connection retries
     expected = "no token is set" if token_file is None else "refused the token"
     assert expected in done.stdout and "RAY_AUTH_TOKEN" in done.stdout, done.stdout
     assert "Traceback" not in done.stdout + done.stderr
