@@ -59,7 +59,7 @@ def run_once(tests: list[str], log: Path, timeout_s: float) -> tuple[str, str, f
         finally:
             stop([proc])
     text = log.read_text()
-    summary = re.findall(r"^=+ (.*(?:passed|failed|error).*) =+$", text, flags=re.MULTILINE)
+    summary = re.findall(r"^=* ?(\d+ (?:passed|failed|error).*?) ?=*$", text, flags=re.MULTILINE)
     result = "green" if rc == 0 else "HUNG" if rc is None else f"RED rc={rc}"
     return result, summary[-1] if summary else "", time.monotonic() - started
 
