@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import HEAD_TOKEN, REPO, clean_env
+from conftest import HEAD_TOKEN, REPO, SUBPROCESS_HANG_S, clean_env
 from mlflow import MlflowClient
 
 from clusters import kuberay
@@ -52,7 +52,7 @@ def head_node_ids(head) -> set[str]:
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     cmd = [ray_bin, "list", "nodes", "--address", head.dashboard, "--format", "json"]
     listed = subprocess.run(
-        cmd, env=clean_env(head.home), capture_output=True, text=True, timeout=60, check=True
+        cmd, env=clean_env(head.home), capture_output=True, text=True, timeout=SUBPROCESS_HANG_S, check=True
     )
     return {node["node_id"] for node in json.loads(listed.stdout)}
 
@@ -73,7 +73,7 @@ def test_isosparse_run_as_a_ray_job_runs_on_that_clusters_node(noauth_head, tmp_
     submit = [ray_bin, "job", "submit", "--address", noauth_head.dashboard, "--",
               "bash", "-c", f"cd {tmp_path} && {command} --tracking-uri {store}"]  # fmt: skip
     done = subprocess.run(
-        submit, env=clean_env(noauth_head.home), capture_output=True, text=True, timeout=300
+        submit, env=clean_env(noauth_head.home), capture_output=True, text=True, timeout=SUBPROCESS_HANG_S
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = job_runs(store, f"as-a-job-{entry}")
@@ -102,7 +102,10 @@ def run_cli(tmp_path: Path, address: str, token_file: str | None) -> tuple[subpr
         "--tracking-uri",
         store,
     ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path), store
+    done = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_HANG_S, cwd=tmp_path
+    )
+    return done, store
 
 
 STALE = "a-token-left-by-a-local-run-0123456789"  # what every default local run writes to ~/.ray/auth_token

@@ -121,7 +121,7 @@ def cli(suite: Path, store: str, home: Path, grace_s: float | None = None) -> su
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def wait_for_line(proc: subprocess.Popen, needle: str, timeout_s: float = 120) -> list[str]:
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout_s: float = 900) -> list[str]:
     lines, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
