@@ -85,7 +85,7 @@ def _verdict(runs: pd.DataFrame) -> _Verdict:
         return _Verdict((), None, f"no verdict: no finished train runs with {metric}")
     note = VERDICT_NOTE.format(what=QUALITY[short])
     return _Verdict(
-        tuple(seeds.verdict(paired) + seeds.gain_kept(paired)), seeds.display(paired, short), note
+        tuple(seeds.verdict(paired) + seeds.gain_kept(paired)), seeds.narrow(runs, paired, metric), note
     )
 
 

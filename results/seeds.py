@@ -131,6 +131,12 @@ def gain_kept(table: pd.DataFrame) -> list[str]:
     return lines
 
 
+def narrow(runs: pd.DataFrame, paired: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """`display` of `paired` (a `paired_table` of `metric`) with bits per byte beside a loss per token."""
+    bpb = None if metric == names.EVAL_VAL_BPB else paired_table(runs, names.EVAL_VAL_BPB)
+    return display(paired, "val bpb" if metric == names.EVAL_VAL_BPB else "val loss", bpb=bpb)
+
+
 def quality(runs: pd.DataFrame, kind: str = "train") -> tuple[str, str]:
     """(metric, its short name) the verdict reads: bits per byte when the runs mix tokenizers (loss per
     token is then in different units), else the validation loss."""
@@ -139,20 +145,37 @@ def quality(runs: pd.DataFrame, kind: str = "train") -> tuple[str, str]:
     return names.EVAL_VAL_LOSS, "val loss"
 
 
-def display(table: pd.DataFrame, metric_name: str = "val loss", digits: int = 3) -> pd.DataFrame:
+def display(
+    table: pd.DataFrame, metric_name: str = "val loss", digits: int = 3, bpb: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The narrow table a person reads (strings): config (with its preset when there are several), seeds,
-    mean ± sd, Δ vs dense and its 95% interval, and whether the gap is real or within noise."""
+    mean ± sd, Δ vs dense and its 95% interval, and whether the gap is real or within noise. `bpb`, a
+    `paired_table` of bits per byte, adds its seed mean as a "val bpb" column (mean only, to stay narrow)."""
 
     def num(v: float, signed: bool = False) -> str:
         return "—" if pd.isna(v) else f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
     presets = table["preset"].nunique(dropna=False) > 1
+    show_bpb = bpb is not None and not bpb.empty and metric_name != "val bpb"
+    bpb_mean = bpb.set_index("config")["mean"].to_dict() if show_bpb else {}
     rows = []
     for _, r in table.iterrows():
         sd = "" if pd.isna(r["std"]) else f" ± {r['std']:.{digits}f}"
         ci = "—" if pd.isna(r["ci_low"]) else f"[{num(r['ci_low'], True)}, {num(r['ci_high'], True)}]"
         gap = "" if pd.isna(r["within_noise"]) else ("within noise" if r["within_noise"] else "real")
         config = f"{r['preset']} {r['label']}" if presets else r["label"]
-        rows.append({"config": config, "seeds": int(r["n_seeds"]), metric_name: num(r["mean"]) + sd,
-                     "Δ vs dense": num(r["diff_mean"], True), "95% interval": ci, "gap": gap})  # fmt: skip
-    return pd.DataFrame(rows, columns=["config", "seeds", metric_name, "Δ vs dense", "95% interval", "gap"])
+        rows.append(
+            {
+                "config": config,
+                "seeds": int(r["n_seeds"]),
+                metric_name: num(r["mean"]) + sd,
+                "Δ vs dense": num(r["diff_mean"], True),
+                "95% interval": ci,
+                "gap": gap,
+            }
+            | ({"val bpb": num(bpb_mean.get(r["config"], np.nan))} if show_bpb else {})
+        )
+    extra = ["val bpb"] if show_bpb else []
+    return pd.DataFrame(
+        rows, columns=["config", "seeds", metric_name, *extra, "Δ vs dense", "95% interval", "gap"]
+    )

@@ -317,14 +317,14 @@ def verdict(target: str, tracking_uri: str | None = None) -> tuple[list[str], pd
     if not raw.empty:
         raw = raw[raw[_tag(names.TAG_FINGERPRINT)].isin({job.fingerprint for job in spec.jobs})]
     runs = load.runs_from_mlflow(raw)
-    metric, short = seeds.quality(runs)
+    metric, _ = seeds.quality(runs)
     try:
         paired = seeds.paired_table(runs, metric)
     except ValueError as err:  # an ambiguous dense reference: say so instead of failing compare
         return [f"no verdict: {err}"], pd.DataFrame()
     several = not paired.empty and paired["n_seeds"].max() >= 2
     lines = seeds.verdict(paired) + seeds.gain_kept(paired)
-    return lines, seeds.display(paired, short) if several else pd.DataFrame()
+    return lines, seeds.narrow(runs, paired, metric) if several else pd.DataFrame()
 
 
 def landing_url(tracker: Tracker, base_url: str) -> str:

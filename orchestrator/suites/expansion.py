@@ -112,6 +112,14 @@ def _name_errors(raw: dict[str, Any]) -> list[Error]:
                     registry.get(value).load()
                 except ValueError as e:
                     errors.append((f"matrix.{key}[{i}]", str(e)))
+    families = matrix.get("families") if isinstance(matrix.get("families"), list) else []
+    variants = matrix.get("variants") if isinstance(matrix.get("variants"), list) else []
+    for v, variant in enumerate(variants):
+        own = variant.get("families") if isinstance(variant, dict) else None
+        for i, value in enumerate(own if isinstance(own, list) else []):
+            if value not in families:
+                msg = f"{value!r} is not in matrix.families ({', '.join(map(str, families))})"
+                errors.append((f"matrix.variants[{v}].families[{i}]", msg))
     return errors
 
 
@@ -302,11 +310,12 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
         model_section = merge(spec.get("model") or {}, variant.get("model") or {})
         model_path = f"{vpath}.model" if variant.get("model") else "model"
         overrides = model_section.get("overrides") or {}
-        errors += matching.override_errors({**overrides, **model_section}, matrix["families"], model_path)
+        # a variant may run only some of the matrix's families (a control that means nothing for the others)
+        fams = [f for f in matrix["families"] if f in (variant.get("families") or matrix["families"])]
+        errors += matching.override_errors({**overrides, **model_section}, fams, model_path)
         for preset, kind in itertools.product(matrix["presets"], kinds):
             section = _section(spec, variant, kind, vpath, errors)
             data_cfg = _group_data(section) if registry.get(kind).uses_model else None
-            fams = matrix["families"]
             models = matching.group_models(model_section, preset, fams, data_cfg, model_path, errors)
             if models is None:
                 continue

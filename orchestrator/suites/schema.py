@@ -186,6 +186,7 @@ def suite_model() -> type[BaseModel]:
         "Variant",
         **forbid,
         name=(str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")),
+        families=(list[str] | None, Field(None, min_length=1)),  # a subset of matrix.families (default: all)
         model=(model_section | None, None),
         resources=resources,
         **sections,

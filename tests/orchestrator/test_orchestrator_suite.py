@@ -93,6 +93,19 @@ def test_identical_resolved_jobs_are_kept_once(tmp_path):
     assert len(load_suite(write(tmp_path, text)).jobs) == 3
 
 
+def test_a_variant_runs_only_the_families_it_names(tmp_path):
+    text = DUMMY.replace("{name: b, dummy: {value: 2}}", "{name: b, families: [moe, l3], dummy: {value: 2}}")
+    jobs = load_suite(write(tmp_path, text)).jobs
+    ran = sorted((j.labels["variant"], j.labels["family"]) for j in jobs)
+    assert ran == [("a", "dense"), ("a", "l3"), ("a", "moe"), ("b", "l3"), ("b", "moe")]
+    moe_b = next(j for j in jobs if j.labels["variant"] == "b" and j.labels["family"] == "moe")
+    assert abs(moe_b.match["total_rel_err"]) <= 0.02  # still matched iso-total with its group's L3
+    bad = DUMMY.replace("{name: b, dummy: {value: 2}}", "{name: b, families: [l3, scone]}")
+    assert errors_of(write(tmp_path, bad, "bad.yaml")) == {
+        "matrix.variants[1].families[1]": "'scone' is not in matrix.families (dense, l3, moe)"
+    }
+
+
 def test_dataclass_round_trip_with_tagged_source():
     cfg = DataConfig(source=TextSource(paths=("a.txt",), unit="paragraph"), seq_len=64)
     plain = to_jsonable(cfg)

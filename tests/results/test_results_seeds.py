@@ -122,6 +122,20 @@ def test_display_is_narrow_and_readable():
     assert shown[shown["config"].eq("dense")].iloc[0]["95% interval"] == "—"
 
 
+def test_narrow_puts_bits_per_byte_beside_the_loss():
+    runs = _runs()
+    runs[names.EVAL_VAL_BPB] = runs[names.EVAL_VAL_LOSS] / 4.0  # one tokenizer: bpb is loss over a constant
+    runs.loc[runs["family"].eq("moe") & runs["seed"].eq(2), names.EVAL_VAL_BPB] = 1.0
+    shown = seeds.narrow(runs, seeds.paired_table(runs), names.EVAL_VAL_LOSS)
+    assert list(shown.columns)[:5] == ["config", "seeds", "val loss", "val bpb", "Δ vs dense"]
+    by = shown.set_index("config")["val bpb"]
+    assert (by["dense"], by["L3"], by["MoE"]) == ("1.054", "1.037", "1.072")  # 12.65/12, 12.44/12, 3.215/3
+    without = seeds.narrow(_runs(), seeds.paired_table(_runs()), names.EVAL_VAL_LOSS)
+    assert "val bpb" not in without.columns  # nothing recorded: no empty column
+    bpb_only = seeds.narrow(runs, seeds.paired_table(runs, names.EVAL_VAL_BPB), names.EVAL_VAL_BPB)
+    assert list(bpb_only.columns)[2:4] == ["val bpb", "Δ vs dense"]  # bpb is the metric: not twice
+
+
 def test_quality_reads_bits_per_byte_when_tokenizers_mix():
     runs = _runs()
     assert seeds.quality(runs) == (names.EVAL_VAL_LOSS, "val loss")
