@@ -1,18 +1,20 @@
 """KubeRay manifests from a `kuberay` cluster file: a `RayCluster` and, for a suite, a `RayJob` (ray.io/v1).
 
 RayCluster: one head group (no GPUs, serves GCS 6379 / dashboard 8265 / client 10001) and one worker group
-per node pool, GPUs requested as the `nvidia.com/gpu` extended resource (limits = requests, as Kubernetes
-requires for extended resources), node selectors and tolerations passed through. A RayJob embeds the same
+per node pool, each worker declaring one unit of the timing resource (timed work runs alone), GPUs requested
+as the `nvidia.com/gpu` extended resource (limits = requests, as Kubernetes requires for extended
+resources), node selectors and tolerations passed through. A RayJob embeds the same
 spec as `rayClusterSpec` and runs `isosparse run SUITE --address auto` as its entrypoint (the job's driver
 attaches to its own cluster, never a private one on the head pod), tearing the cluster down after.
 Reference: KubeRay ray-operator/config/samples (ray-cluster.*.yaml, ray-job.sample.yaml).
 """
 
+import json
 from typing import Any
 
 import yaml
 
-from clusters.spec import GIB, Cluster, NodeGroup
+from clusters.spec import GIB, TIMING_RESOURCE, Cluster, NodeGroup
 
 API_VERSION = "ray.io/v1"
 HEAD_PORTS = (("gcs-server", 6379), ("dashboard", 8265), ("client", 10001))
@@ -41,6 +43,13 @@ def _container(cluster: Cluster, name: str, resources: dict[str, Any], ports=())
     if env:
         container["env"] = env
     return container
+
+
+def _resources_param(resources: dict[str, int]) -> str:
+    """rayStartParams.resources: KubeRay pastes the value into the `ray start --resources=...` shell line,
+    so the JSON goes in double quotes with its own quotes escaped (KubeRay's rayStartParams guide:
+    '"{\\"Custom1\\": 1}"')."""
+    return '"' + json.dumps(resources).replace('"', '\\"') + '"'
 
 
 def _head_group(cluster: Cluster) -> dict[str, Any]:
@@ -79,7 +88,7 @@ def _worker_group(cluster: Cluster, group: NodeGroup) -> dict[str, Any]:
         "minReplicas": group.min_count,
         "maxReplicas": group.max_count,
         # Ray reads the GPU count from the nvidia.com/gpu limit and detects the accelerator type itself.
-        "rayStartParams": {},
+        "rayStartParams": {"resources": _resources_param({TIMING_RESOURCE: 1})},
         "template": {"spec": pod_spec},
     }
 

@@ -22,6 +22,9 @@ Kind = Literal["local", "ray", "kuberay"]
 KINDS: tuple[str, ...] = ("local", "ray", "kuberay")
 GIB = 1 << 30
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+# The Ray custom resource of which every worker node declares one unit: a job whose timed work must run
+# alone on its node holds it whole (orchestrator.runs.timing); local clusters and KubeRay workers declare it.
+TIMING_RESOURCE = "isosparse_timing"
 
 
 @dataclass(frozen=True)

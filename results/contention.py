@@ -70,10 +70,18 @@ def any_marked(table: pd.DataFrame) -> bool:
     return any(isinstance(v, str) and v.startswith(MARK) for col in table.columns for v in table[col])
 
 
+_SPREAD = (names.INFER_VS_DENSE_DECODE_P10, names.INFER_VS_DENSE_DECODE_P90)
+
+
+def _value(run: pd.Series, key: str) -> float:
+    return float(run[key]) if key in run.index and not pd.isna(run[key]) else float("nan")
+
+
 def decode_ratios(runs: pd.DataFrame) -> pd.DataFrame:
     """Per infer group, family (not dense) and batch size: decode tokens/s over dense's, the interleaved
-    ratio (both timed in one process) when the run logged it, else the ratio of the two separate runs;
-    `source` says which, `contended` whether either side was measured under contention."""
+    ratio (both timed in one process: the median over rounds, `p10`/`p90` its spread) when the run logged
+    it, else the ratio of the two separate runs (no spread); `source` says which, `contended` whether
+    either side was measured under contention."""
     fin = schema.finished(runs)
     fin = fin[fin["kind"].eq("infer").fillna(False)].assign(_contended=run_contended(fin))
     rows = []
@@ -87,14 +95,17 @@ def decode_ratios(runs: pd.DataFrame) -> pd.DataFrame:
         for _, run in cell[~cell["family"].eq("dense").fillna(False)].iterrows():
             for bs, col in schema.batch_size_columns(cell, names.INFER_DECODE_TOKENS_PER_S).items():
                 inter = names.batch_size_key(names.INFER_VS_DENSE_DECODE, bs)
+                spread = (float("nan"), float("nan"))
                 if inter in run.index and not pd.isna(run[inter]):
                     ratio, source = float(run[inter]), INTERLEAVED
+                    spread = tuple(_value(run, names.batch_size_key(k, bs)) for k in _SPREAD)
                 elif not pd.isna(run[col]) and not pd.isna(d[col]):
                     ratio, source = float(run[col]) / float(d[col]), SEPARATE
                 else:
                     continue
                 rows.append({"group": group, "preset": preset, "variant": variant, "family": run["family"],
-                             "batch_size": bs, "decode_vs_dense": ratio, "source": source,
+                             "batch_size": bs, "decode_vs_dense": ratio, "p10": spread[0], "p90": spread[1],
+                             "source": source,
                              "contended": bool(run["_contended"] or d["_contended"])})  # fmt: skip
     return pd.DataFrame(rows)
 

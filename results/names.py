@@ -177,6 +177,9 @@ TIMING_OVERLAPPING_JOBS = "timing/overlapping_jobs"  # other jobs on the node du
 TIMING_ENFORCED = "timing/enforced"  # 1: the cluster's nodes declare the timing resource
 TIMING_CONTENDED = "timing/contended"  # 1: speed numbers marked "~" in compare and the report
 INFER_VS_DENSE_DECODE = "infer/vs_dense/decode_tokens_per_s"  # + /bs<B>: interleaved, one process
+# its spread over the rounds of alternating generations the ratio is taken in (workloads.jobs.rounds)
+INFER_VS_DENSE_DECODE_P10 = INFER_VS_DENSE_DECODE + "_p10"
+INFER_VS_DENSE_DECODE_P90 = INFER_VS_DENSE_DECODE + "_p90"
 TAG_TIMING = TAG_PREFIX + "timing"  # "exclusive" | "shared" | "interleaved"
 EVAL_VAL_LOSS = "eval/val_loss"
 EVAL_VAL_PPL = "eval/val_ppl"

@@ -6,8 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from clusters.spec import TIMING_RESOURCE
 from orchestrator.suites.spec import JobSpec
 from results import names
+
+__all__ = ["TIMING_RESOURCE", "contended", "interleaved_groups", "overlapping_jobs", "timing_request"]
 
 # Timed work runs alone (`JobSpec.timing`): every node declares one unit of TIMING_RESOURCE; an exclusive
 # job asks for the whole unit, a shared job for SHARED_SHARE of it, so Ray never places anything of a
@@ -16,7 +19,6 @@ from results import names
 # job, and a lock the scheduler holds can neither deadlock nor be left held by a dead worker, as a lock
 # taken inside the worker (a named actor per node) could. An `interleaved` group (one kind, one
 # comparison group) runs as one task, `run_interleaved` in one process, holding the unit as well.
-TIMING_RESOURCE = "isosparse_timing"
 SHARED_SHARE = 0.001  # what a shared job holds: up to 1000 side by side, none beside an exclusive job
 CPU_SLACK = 0.5  # cores of other processes' CPU a phase tolerates beyond the cores its job left free
 

@@ -1,12 +1,15 @@
 """KubeRay manifests: parse the YAML back and check the fields the ray.io/v1 CRDs require."""
 
+import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
 from clusters import kuberay
+from clusters.spec import TIMING_RESOURCE
 from orchestrator.suites.cluster_file import load_cluster
 
 EXAMPLES = Path(__file__).parents[2] / "clusters" / "examples"
@@ -18,10 +21,17 @@ def cluster():
     return load_cluster(EXAMPLES / "kuberay.yaml")
 
 
+def _ray_start_resources(params: dict) -> dict:
+    """What `ray start` gets from rayStartParams.resources: KubeRay appends `--resources=VALUE` to the
+    container's shell command, so the shell's word splitting decides what Ray parses as JSON."""
+    (word,) = shlex.split(f"--resources={params['resources']}")
+    return json.loads(word.removeprefix("--resources="))
+
+
 def _check_raycluster_spec(spec, cluster):
     assert spec["rayVersion"] == "2.60.0"
     head = spec["headGroupSpec"]
-    assert isinstance(head["rayStartParams"], dict)
+    assert head["rayStartParams"]["num-cpus"] == "0" and "resources" not in head["rayStartParams"]  # no jobs
     (head_container,) = head["template"]["spec"]["containers"]
     assert head_container["image"] == cluster.image
     assert {p["containerPort"] for p in head_container["ports"]} == {6379, 8265, 10001}
@@ -30,7 +40,7 @@ def _check_raycluster_spec(spec, cluster):
     assert [w["groupName"] for w in workers] == [g.name for g in cluster.nodes]
     for w, group in zip(workers, cluster.nodes, strict=True):
         assert (w["replicas"], w["minReplicas"], w["maxReplicas"]) == (2, 0, 4)
-        assert isinstance(w["rayStartParams"], dict)
+        assert _ray_start_resources(w["rayStartParams"]) == {TIMING_RESOURCE: 1}  # timed work runs alone
         (container,) = w["template"]["spec"]["containers"]
         res = container["resources"]
         assert (

@@ -7,6 +7,9 @@ from results import contention, names, report, schema
 
 DECODE1 = names.batch_size_key(names.INFER_DECODE_TOKENS_PER_S, 1)
 VS_DENSE1 = names.batch_size_key(names.INFER_VS_DENSE_DECODE, 1)
+P10, P90 = (
+    names.batch_size_key(k, 1) for k in (names.INFER_VS_DENSE_DECODE_P10, names.INFER_VS_DENSE_DECODE_P90)
+)
 
 
 def runs(rows: list[dict]) -> pd.DataFrame:
@@ -31,7 +34,7 @@ def test_a_run_without_a_contention_record_counts_as_contended():
 def test_ratios_prefer_the_interleaved_ones_and_mark_contended_sides():
     table = runs([
         infer("dense", 100.0, 0.0),
-        infer("l3", 80.0, 0.0, **{VS_DENSE1: 0.88}),  # interleaved: 0.88, not 0.80
+        infer("l3", 80.0, 0.0, **{VS_DENSE1: 0.88, P10: 0.86, P90: 0.9}),  # interleaved: 0.88, not 0.80
         infer("moe", 20.0, 0.0),  # separate jobs: 20 / 100
         infer("dense", 50.0, 1.0, group="small/base"), infer("l3", 40.0, 0.0, group="small/base"),
     ])  # fmt: skip
@@ -40,6 +43,8 @@ def test_ratios_prefer_the_interleaved_ones_and_mark_contended_sides():
     assert ratios.loc[("tiny/base", "l3"), "source"] == contention.INTERLEAVED
     assert ratios.loc[("tiny/base", "moe"), "decode_vs_dense"] == 0.2
     assert ratios.loc[("tiny/base", "moe"), "source"] == contention.SEPARATE
+    assert ratios.loc[("tiny/base", "l3"), ["p10", "p90"]].tolist() == [0.86, 0.9]  # its spread over rounds
+    assert ratios.loc[("tiny/base", "moe"), ["p10", "p90"]].isna().all()  # two runs: no rounds
     assert ratios.loc[("small/base", "l3"), "decode_vs_dense"] == 0.8
     assert ratios["contended"].tolist() == [False, False, True]  # small's dense was contended
     summary = contention.ratio_summary(ratios.reset_index())

@@ -1,6 +1,7 @@
-"""Section `infer`: prefill and KV-cache decode of the `tiny` families as the infer job builds them
-(`workloads.jobs.infer.build`: matched models, validation prompts), MoE served dropless and, for
-comparison, through DeepSpeed's training layer; every generation of every variant interleaved.
+"""Section `infer`: prefill and KV-cache decode of the `tiny` families as the quickstart's infer job builds
+and times them (`infer.build`, then `rounds.measure`, the job's own timing core, on the quickstart's infer
+section `JOB`), MoE served dropless and, for comparison, through DeepSpeed's training layer. Decode ratios
+to dense are per round of alternating generations (median, p10–p90 in the note), as the job logs them.
 
 Bytes and FLOPs per call from `accounting.decode_step_cost` / `prefill_cost` (a decode step reads the
 experts its batch touched: counted from one recorded generation). Goals: MoE (dropless) decode ≥ 0.9×
@@ -12,10 +13,13 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from workloads.bench.rows import BenchContext, Row, ratio_goal, timed_row
-from workloads.jobs.decode import GenerationTimer, greedy_generate
-from workloads.jobs.infer import InferJobConfig, build
+from workloads.bench.rows import BenchContext, Row, timed_row
+from workloads.data import BuiltinSource, DataConfig
+from workloads.jobs import rounds
+from workloads.jobs.decode import greedy_generate
+from workloads.jobs.infer import InferJobConfig, build, placement_label
 from workloads.jobs.result import JobContext
+from workloads.jobs.rounds import measure
 from workloads.jobs.setup import token_freqs_for
 from workloads.models.accounting import count_params, decode_step_cost, prefill_cost
 from workloads.models.transformer import TORCH_DTYPES
@@ -23,6 +27,13 @@ from workloads.models.transformer import TORCH_DTYPES
 VARIANTS = {"dense": ("dense", "dropless"), "moe": ("moe", "dropless"), "moe-ds": ("moe", "deepspeed"),
             "l3": ("l3", "dropless")}  # fmt: skip
 GOALS = {"moe": (0.9, (1,)), "l3": (0.95, (1, 8))}  # ≥ this × dense decode, at these batch sizes
+# suites/quickstart.yaml's infer section, family aside (tests/orchestrator/test_ratio_check.py holds them
+# equal): `make demo`'s report and this section take their decode ratios from one measurement.
+# Loop lengths: a round's generation has 31 decode steps (its median makes the round's ratio), and 24
+# counted rounds after 2 warm-up ones give the median and p10/p90 of the ratio; --rounds does not apply.
+JOB = InferJobConfig("tiny", "dense", data=DataConfig(source=BuiltinSource(content="docs")),
+                     batch_sizes=(1, 8), prompt_len=64, gen_len=32, l3_placement="both", warmup=2,
+                     repeats=24)  # fmt: skip
 
 
 def experts_touched(model, prompts: torch.Tensor, gen_len: int) -> float:
@@ -45,40 +56,48 @@ def experts_touched(model, prompts: torch.Tensor, gen_len: int) -> float:
 
 
 def rows(ctx: BenchContext) -> list[Row]:
-    prompt_len, gen_len = (32, 6) if ctx.quick else (64, 24)
-    job = InferJobConfig("tiny", "dense", batch_sizes=(1, 8), prompt_len=prompt_len, gen_len=gen_len,
-                         l3_placement="device", device=str(ctx.device))  # fmt: skip
+    job = replace(JOB, device=str(ctx.device))
+    if ctx.quick:
+        job = replace(job, prompt_len=32, gen_len=6, repeats=2)
     built = {
         name: build(replace(job, family=f, moe_impl=impl), JobContext())
         for name, (f, impl) in VARIANTS.items()
     }
     out: list[Row] = []
     for bs in job.batch_sizes:
-        timers = {name: GenerationTimer(ctx.device, gen_len, warmup=1) for name in built}
-        for _ in range(1 + ctx.rounds):
-            for name, b in built.items():
-                timers[name].generate(b.model, b.prompts[:bs])
+        measured = measure({n: b.model for n, b in built.items()}, built["dense"].prompts[:bs], job,
+                           {n: b.scone for n, b in built.items()})  # fmt: skip
         decode: dict[str, Row] = {}
-        for name, b in built.items():
+        for (name, placement), t in measured.timers.items():
+            b = built[name]
             cfg = b.model_cfg
             pc = count_params(cfg, token_freqs_for(cfg, b.data), b.counts or None)
             element = torch.empty((), dtype=TORCH_DTYPES[cfg.dtype]).element_size()
-            touched = experts_touched(b.model, b.prompts[:bs], gen_len) if cfg.moe and name == "moe" else None
-            d_bytes, d_flops = decode_step_cost(cfg, pc, bs, prompt_len + gen_len / 2, touched, element)
-            p_bytes, p_flops = prefill_cost(cfg, pc, bs, prompt_len, element)
-            t = timers[name]
-            prefill = timed_row("infer", f"prefill bs{bs} {name}", t.prefill.samples_s()[1:], ctx.probe,
-                                nbytes=p_bytes, flops=p_flops)  # fmt: skip
-            step = timed_row("infer", f"decode bs{bs} {name}", t.decode.samples_s()[gen_len - 1 :], ctx.probe,
-                             nbytes=d_bytes, flops=d_flops)  # fmt: skip
+            touched = experts_touched(b.model, b.prompts[:bs], job.gen_len) if name == "moe" else None
+            d_bytes, d_flops = decode_step_cost(
+                cfg, pc, bs, job.prompt_len + job.gen_len / 2, touched, element
+            )
+            p_bytes, p_flops = prefill_cost(cfg, pc, bs, job.prompt_len, element)
+            label = name if placement == "device" else f"{name} {placement_label(placement, ctx.device)}"
+            prefill = timed_row("infer", f"prefill bs{bs} {label}", t.prefill.samples_s()[job.warmup :],
+                                ctx.probe, nbytes=p_bytes, flops=p_flops)  # fmt: skip
+            step = timed_row("infer", f"decode bs{bs} {label}", t.decode.samples_s()[t.decode.warmup :],
+                             ctx.probe, nbytes=d_bytes, flops=d_flops)  # fmt: skip
             note = "" if touched is None else f"{touched:.1f} experts touched per step (all MoE layers)"
-            decode[name] = replace(step, items=bs, note=note)
-            out.append(replace(prefill, items=bs * prompt_len))
-        for name, row in decode.items():
-            at_least, sizes = GOALS.get(name, (None, ()))
-            if name != "dense" and at_least is not None and bs in sizes:
-                row = ratio_goal(row, decode["dense"], at_least, "dense")
-            elif name != "dense":
-                row = replace(row, value=decode["dense"].median_s / row.median_s, goal="÷ dense")
-            out.append(row)
+            decode[label] = replace(step, items=bs, note=note)
+            out.append(replace(prefill, items=bs * job.prompt_len))
+        for label, row in decode.items():
+            ratio = measured.metrics[label].get(rounds.VS_DENSE) if label in measured.metrics else None
+            out.append(row if ratio is None else _vs_dense(row, label, bs, ratio, measured.metrics[label]))
     return out
+
+
+def _vs_dense(row: Row, name: str, bs: int, ratio: float, m: dict) -> Row:
+    """The row with its decode ratio to dense (median over rounds, p10–p90 in the note) and its goal."""
+    spread = f"÷ dense p10–p90 {m[rounds.VS_DENSE_P10]:.3f}–{m[rounds.VS_DENSE_P90]:.3f}"
+    note = f"{row.note}; {spread}" if row.note else spread
+    row = replace(row, note=note, value_p10=m[rounds.VS_DENSE_P10], value_p90=m[rounds.VS_DENSE_P90])
+    at_least, sizes = GOALS.get(name, (None, ()))
+    if at_least is not None and bs in sizes:
+        return row.with_goal(f"≥{at_least:g}× dense", ratio >= at_least, ratio)
+    return replace(row, value=ratio, goal="÷ dense")

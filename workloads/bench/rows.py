@@ -34,7 +34,8 @@ class BenchContext:
 class Row:
     """One timed variant. `items` per call in `unit` (e.g. tokens) gives the rate column; `goal` is a
     short condition (e.g. "≥0.9× dense") and `met` whether the measurement satisfies it (None: no goal).
-    `value` is the number the goal is about when it is not the time itself (a ratio), printed beside it."""
+    `value` is the number the goal is about when it is not the time itself (a ratio), printed beside it;
+    `value_p10`/`value_p90` its spread when it is a median over rounds (a per-round ratio)."""
 
     section: str
     name: str
@@ -50,6 +51,8 @@ class Row:
     goal: str = ""
     met: bool | None = None
     note: str = ""
+    value_p10: float | None = None
+    value_p90: float | None = None
 
     @property
     def gb_per_s(self) -> float | None:

@@ -72,7 +72,7 @@ class GenerationTimer:
     """
 
     def __init__(self, device: torch.device | str, gen_len: int, warmup: int):
-        self.gen_len = gen_len
+        self.gen_len, self.warmup = gen_len, warmup
         self.prefill = StepTimer(device, warmup=warmup)
         self.decode = StepTimer(device, warmup=warmup * (gen_len - 1))
 
@@ -86,6 +86,11 @@ class GenerationTimer:
 
     def summary(self) -> GenerationTimes:
         return GenerationTimes(prefill=self.prefill.summary(), decode=self.decode.summary())
+
+    def decode_s_per_generation(self) -> np.ndarray:
+        """(counted generations,) each counted generation's median decode-step seconds."""
+        steps = np.asarray(self.decode.samples_s(), dtype=np.float64).reshape(-1, self.gen_len - 1)
+        return np.median(steps[self.warmup :], axis=1)
 
 
 def moe_generation_balance(model: Transformer, prompts: torch.Tensor, gen_len: int) -> dict[str, float]:

@@ -16,6 +16,10 @@ Metric names (DESIGN.md) and how variants are named:
                                      offload), nothing is copied: placement "host", no bytes or waits
   mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
   infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.97)
+  infer/vs_dense/decode_tokens_per_s/bs<B>, ..._p10/bs<B>, ..._p90/bs<B>
+                                     run_interleaved with dense: decode speed over dense's, taken per
+                                     round of alternating generations, median/p10/p90 over rounds
+                                     (workloads.jobs.rounds: the benchmark's core too)
   infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
                                      call in decode steps (median over generations); the prefill's:
                                      infer/offload_prefill_wait_s/bs<B>
@@ -30,23 +34,21 @@ A key without the /bs<B> suffix holds the value at the largest batch size of the
 mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
 """
 
-import contextlib
 import os
 import resource
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
 
-import numpy as np
 import torch
 
 from workloads.data import DataConfig, resolve_cache_dir
 from workloads.fields import Ge, MinLen, NonNegInt, PosInt, check_fields
-from workloads.jobs import checkpoint, floors
+from workloads.jobs import checkpoint, floors, rounds
 from workloads.jobs.contention import TimedPhase
-from workloads.jobs.decode import GenerationTimer, moe_generation_balance
+from workloads.jobs.decode import moe_generation_balance
 from workloads.jobs.metrics import accounting_metrics, param_bytes_metrics
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
+from workloads.jobs.rounds import placements
 from workloads.jobs.setup import (
     FieldError,
     ModelOverrides,
@@ -57,7 +59,6 @@ from workloads.jobs.setup import (
     prepare_job,
     token_freqs_for,
 )
-from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
 from workloads.models.moe import serve_dropless
@@ -173,24 +174,12 @@ def _specialize(cfg: InferJobConfig, model: ModelConfig) -> ModelConfig:
     return model
 
 
-def transfer_name(device: torch.device) -> str:
-    """What the offloaded placement's copies are: "h2d" (host → device) on CUDA; on CPU the rows are only
-    compacted within host memory ("host_compact"), so no metric claims a device transfer."""
-    return "h2d" if device.type == "cuda" else "host_compact"
-
-
 def placement_label(placement: str, device: torch.device, family: str = "l3") -> str:
     """The placement as reported: "offload" on CUDA; on CPU (no device to offload from) "host" for L3
     tables, read in place, and "host-compact" for SCONE's F, whose rows are still gathered."""
     if placement != "offload" or device.type == "cuda":
         return placement
     return "host-compact" if family == "scone" else "host"
-
-
-def placements(cfg: InferJobConfig, model: ModelConfig) -> tuple[str, ...]:
-    if (model.l3 is None and model.scone is None) or cfg.l3_placement == "device":
-        return ("device",)
-    return ("offload",) if cfg.l3_placement == "offload" else ("device", "offload")
 
 
 def _prompts(data, cfg: InferJobConfig) -> torch.Tensor:
@@ -207,95 +196,6 @@ def _prompts(data, cfg: InferJobConfig) -> torch.Tensor:
     return prompts  # (need, prompt_len) int64
 
 
-@contextlib.contextmanager
-def _placed(model: Transformer, placement: str, scone=None) -> Iterator[L3Offload | None]:
-    """The model with its L3 tables on the device, or offloaded for the duration of the block; a SCONE
-    model (scone: its `FgramTable`) serves F from the device or from host memory ("offload")."""
-    if scone is not None:
-        handle = scone.serve(model, scone.offload if placement == "offload" else "device")
-    else:
-        handle = offload_l3_tables(model) if placement == "offload" else None
-    try:
-        yield handle
-    finally:
-        if handle is not None:
-            handle.remove()
-
-
-def _generate_placed(
-    model: Transformer, prompts: torch.Tensor, timer: GenerationTimer, placement: str, scone=None
-) -> dict:
-    """One timed generation with the L3 tables at `placement`: its peak device bytes (CUDA) and, when
-    offloaded, the bytes the prefill and each decode step copied and the host time each L3 layer waited
-    for its rows (mean per L3 call, prefill and decode apart)."""
-    device = prompts.device
-    out: dict[str, float] = {}
-    with _placed(model, placement, scone) as handle:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        prefill: list[tuple[int, int]] = []  # (bytes copied, waits recorded) after the prefill forward
-
-        def after_forward(_out, _n_tokens) -> None:
-            if handle is not None and not prefill:
-                prefill.append((handle.stats.bytes_copied, len(getattr(handle.stats, "wait_s", ()))))
-
-        timer.generate(model, prompts, on_forward=after_forward)
-        if device.type == "cuda":
-            out["peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
-        if scone is not None:
-            s = handle.stats
-            out |= {"lb/scone_match_rate": s.match_rate, "lb/scone_mean_match_len": s.mean_match_len,
-                    "infer/scone_lookup_us_per_token": s.lookup_us_per_token}  # fmt: skip
-        if handle is not None and placement == "offload" and getattr(handle, "compact", True):
-            (prefill_bytes, n_prefill_waits), waits = prefill[0], getattr(handle.stats, "wait_s", [])
-            decode_bytes = handle.stats.bytes_copied - prefill_bytes
-            moved = transfer_name(device)
-            out[f"infer/offload/{moved}_bytes_per_prefill"] = float(prefill_bytes)
-            out[f"infer/offload/{moved}_bytes_per_decode_step"] = decode_bytes / (timer.gen_len - 1)
-            if waits:  # L3 prefetch waits (SCONE's table handle records none)
-                out["infer/offload_prefill_wait_s"] = float(np.mean(waits[:n_prefill_waits]))
-                out["infer/offload_wait_s"] = float(np.mean(waits[n_prefill_waits:]))
-        if handle is not None and placement == "offload":
-            out["mem/offload/host_table_bytes"] = float(handle.host_table_bytes)
-    return out
-
-
-def _measure(
-    models: dict[str, Transformer], prompts: torch.Tensor, cfg: InferJobConfig, scones: dict | None = None
-) -> dict[str, dict]:
-    """One batch size, every model (by family) × placement. All generations alternate (warm-up included),
-    so load drift on a shared machine biases no side of a ratio. Returns per family its keys without
-    the /bs suffix; waits are medians over the timed generations. scones: a SCONE model's FgramTable."""
-    B, P = prompts.shape
-    scones = scones or {}
-    runs = [(f, p) for f, model in models.items() for p in placements(cfg, model.config)]
-    timers = {r: GenerationTimer(prompts.device, cfg.gen_len, cfg.warmup) for r in runs}
-    peak = dict.fromkeys(runs, 0.0)
-    out: dict[str, dict] = {f: {} for f in models}
-    waits: dict[str, list[float]] = {}
-    for i in range(cfg.warmup + cfg.repeats):
-        for family, placement in runs:
-            timer = timers[family, placement]
-            run_out = _generate_placed(models[family], prompts, timer, placement, scones.get(family))
-            peak[family, placement] = max(peak[family, placement], run_out.pop("peak_device_bytes", 0.0))
-            for key in ("infer/offload_wait_s", "infer/offload_prefill_wait_s"):
-                if key in run_out and i >= cfg.warmup:
-                    waits.setdefault(f"{family}/{key}", []).append(run_out.pop(key))
-            out[family] |= {k: v for k, v in run_out.items() if "wait_s" not in k}
-    for family, placement in runs:
-        m, prefix = out[family], "offload/" if placement == "offload" else ""
-        times = timers[family, placement].summary()
-        m[f"infer/{prefix}prefill_tokens_per_s"] = B * P / times.prefill.median_s
-        m[f"infer/{prefix}ttft_s"] = times.prefill.median_s
-        m[f"infer/{prefix}decode_tokens_per_s"] = B / times.decode.median_s
-        if prompts.device.type == "cuda":
-            m[f"mem/{prefix}peak_device_bytes"] = peak[family, placement]
-    for name, values in waits.items():
-        family, key = name.split("/", 1)
-        out[family][key] = float(np.median(values))
-    return out
-
-
 def _sweep(
     models: dict[str, Transformer],
     prompts: torch.Tensor,
@@ -310,8 +210,8 @@ def _sweep(
     for i, bs in enumerate(cfg.batch_sizes):
         if any(ctx.stop_requested() for ctx in ctxs.values()):
             break
-        measured = _measure(models, prompts[:bs], cfg, scones)
-        for family, step in measured.items():
+        measured = rounds.measure(models, prompts[:bs], cfg, scones)
+        for family, step in measured.metrics.items():
             model = models[family]
             if len(placements(cfg, model.config)) == 2:
                 step["infer/offload_decode_ratio"] = (
@@ -413,20 +313,6 @@ def run(cfg: InferJobConfig, ctx: JobContext | None = None) -> BenchResult:
     return run_interleaved([cfg], [ctx or JobContext()])[0]
 
 
-def _vs_dense(metrics: dict[str, dict], family: str, batch_sizes) -> dict[str, float]:
-    """infer/vs_dense/decode_tokens_per_s/bs<B>: `family`'s decode tokens/s over dense's, when both were
-    timed in this process (their generations alternating): the ratio a noisy machine cannot bias."""
-    key = "infer/decode_tokens_per_s/bs{}"
-    if family == "dense" or "dense" not in metrics:
-        return {}
-    mine, dense = metrics[family], metrics["dense"]
-    return {
-        f"infer/vs_dense/decode_tokens_per_s/bs{bs}": mine[key.format(bs)] / dense[key.format(bs)]
-        for bs in batch_sizes
-        if key.format(bs) in mine and key.format(bs) in dense
-    }
-
-
 def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = None) -> list[BenchResult]:
     """Several jobs (e.g. the families of one preset) timed together: every generation of every job
     alternates, so their ratios hold on a machine whose load drifts. The jobs must share the sweep
@@ -444,7 +330,7 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
     with TimedPhase(built[0].prompts.device) as phase:
         metrics = _sweep(models, built[0].prompts, cfgs[0], by_family, scones)
     for family in metrics:
-        metrics[family] |= phase.metrics() | _vs_dense(metrics, family, cfgs[0].batch_sizes)
+        metrics[family] |= phase.metrics()
     for c, b in zip(cfgs, built, strict=True):
         mc = b.model_cfg
         pc = count_params(mc, token_freqs_for(mc, b.data), b.counts or None)

@@ -24,6 +24,7 @@ from workloads.jobs.setup import (
 )
 from workloads.l3.offload import offload_l3_tables
 
+VS_DENSE = "infer/vs_dense/decode_tokens_per_s"
 OVERRIDES = ModelOverrides(vocab_size=512)  # debug's 256 ids cannot hold a byte-level BPE vocabulary
 BATCH_SIZES = (1, 4)
 PER_BATCH = ("infer/prefill_tokens_per_s", "infer/ttft_s", "infer/decode_tokens_per_s")
@@ -120,16 +121,14 @@ def test_interleaved_families_report_what_separate_runs_do(data_cfg, ctx):
     assert dense.info["family"] == "dense" and l3.info["family"] == "l3"
     # one process held both models: neither records a peak RSS of its own
     assert set(dense.metrics) == _expected_keys(PER_BATCH) - {"mem/peak_host_bytes"}
-    ratios = {f"infer/vs_dense/decode_tokens_per_s/bs{b}" for b in BATCH_SIZES}
+    ratio_keys = [VS_DENSE, VS_DENSE + "_p10", VS_DENSE + "_p90"]
+    ratios = {f"{k}/bs{b}" for k in ratio_keys for b in BATCH_SIZES} | set(ratio_keys)  # + the largest bs
     assert set(l3.metrics) - {"mem/offload/host_table_bytes"} == (
         _expected_keys(PER_BATCH + OFFLOAD + OFFLOAD_EXTRA) - {"mem/peak_host_bytes"} | ratios
     )
-    for bs in BATCH_SIZES:  # L3 over dense, both timed in this process
-        want = (
-            l3.metrics[f"infer/decode_tokens_per_s/bs{bs}"]
-            / dense.metrics[f"infer/decode_tokens_per_s/bs{bs}"]
-        )
-        assert l3.metrics[f"infer/vs_dense/decode_tokens_per_s/bs{bs}"] == pytest.approx(want, rel=1e-12)
+    for bs in BATCH_SIZES:  # L3 over dense per round, both timed in this process (arithmetic: decode_timing)
+        low, mid, high = (l3.metrics[f"{k}/bs{bs}"] for k in ratio_keys)
+        assert 0 < low <= mid <= high
     assert dense.metrics["timing/phase_start_s"] == l3.metrics["timing/phase_start_s"]  # one timed phase
     with pytest.raises(ValueError, match="one sweep and distinct families"):
         run_interleaved([_cfg("dense", data_cfg), _cfg("dense", data_cfg)])
