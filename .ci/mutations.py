@@ -82,10 +82,6 @@ MUTATIONS = (
              "orchestrator/runs/tracking.py",
              "check_uri(self.uri)  # before MlflowClient", "pass  # before MlflowClient",
              (T + "orchestrator/test_store_path.py",)),
-    Mutation("token-not-probed", "3", "a token the cluster refuses is left for Ray's connect to find",
-             "orchestrator/runs/ray_link.py", "if auth_probe(target, secret):", "if False:",
-             (T + "orchestrator/test_orchestrator_cluster.py"
-              "::test_a_wrong_token_is_refused_with_a_clear_message_and_nothing_recorded",)),
     Mutation("code-version-head", "4", "the code version is the HEAD commit, not the workloads/ tree",
              "orchestrator/suites/fingerprint.py", "tree = workloads_tree()", "tree = git_commit()",
              (T + "orchestrator/test_fingerprint_code_version.py",)),

