@@ -3,6 +3,10 @@ that cli/main.py registers (`app.command("plan")`, `app.add_typer(clusters_app)`
 Details: docs/orchestrator.md#orchestratorcliclusters.
 """
 
+import os
+import shutil
+import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -26,9 +30,23 @@ def _console() -> Console:
 
 
 def bad_input(err: Exception) -> typer.Exit:
-    """Print a user-facing error as plain text (no markup: brackets and caret lines survive); exit 2."""
-    typer.echo(f"error: {err}")
+    """Print a user-facing error as plain text (no markup: brackets and caret lines survive); exit 2.
+    In a terminal (or with COLUMNS set) a line longer than the width wraps at words, indented under its
+    own start; piped without COLUMNS each error stays one line, for grep."""
+    text = f"error: {err}"
+    columns = os.environ.get("COLUMNS", "").strip()
+    if sys.stdout.isatty() or columns.isdigit():
+        width = shutil.get_terminal_size((80, 24)).columns if not columns.isdigit() else int(columns)
+        text = "\n".join(_wrapped(line, max(width, 40)) for line in text.splitlines())
+    typer.echo(text)
     return typer.Exit(2)
+
+
+def _wrapped(line: str, width: int) -> str:
+    if len(line) <= width:
+        return line
+    indent = " " * (len(line) - len(line.lstrip()) + 4)
+    return textwrap.fill(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _gib(n_bytes: float) -> str:

@@ -13,7 +13,18 @@ from orchestrator import api
 from orchestrator.cli import clusters as cli_clusters
 from orchestrator.cli import render
 
-app = typer.Typer(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
+
+class _App(typer.Typer):
+    """The console script and `python -m orchestrator.cli` call the app: such a process is the user's
+    command, which `run` may end at once on Ctrl-C (`api.own_process`). CliRunner tests invoke the
+    command without this call, so their process is never ended."""
+
+    def __call__(self, *args, **kwargs):
+        api.own_process()
+        return super().__call__(*args, **kwargs)
+
+
+app = _App(help="Iso-sparse scaling benchmarks of dense, L3, MoE and SCONE language models.")
 app.command("plan")(cli_clusters.plan)
 app.add_typer(cli_clusters.clusters_app, name="clusters")
 
@@ -46,6 +57,9 @@ _bad_input = cli_clusters.bad_input
 @app.callback()
 def main() -> None:
     """isosparse: compare sparse architectures at equal active and total parameters."""
+    from orchestrator import cli  # noqa: PLC0415 - the package's early Ctrl-C handling ends here
+
+    cli.restore_sigint()
 
 
 @app.command()
@@ -67,31 +81,40 @@ def run(
     """Run SUITE (a path or a shipped suite's name), print the comparison table, write the report."""
     out = render.console()
     where = {"address": address, "tracking_uri": tracking_uri, "cluster": cluster, "force": bool(force)}
-    try:
-        if detach:
-            pid, log = api.run_detached(suite, set_, **where)
-            out.print(
-                f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}"
-            )
-            return
-        progress = render.Progress(out)
-        out.print(f"{suite}: validating, checking the store, starting Ray ...", highlight=False)
-        report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
-    except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
-        raise _bad_input(err) from None
-    except KeyboardInterrupt:  # before any run was opened (e.g. while Ray started)
-        out.print("interrupted: nothing was recorded")
-        raise typer.Exit(130) from None
-    progress.stop(report)
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items()))
-    if report.cancelled:  # the runs are closed; the table can wait for `isosparse compare`
-        out.print(f"interrupted: {counts}; rerun the same command to resume (finished jobs are skipped)")
-        api.exit_now(report.exit_code)
-    render.print_compare(out, api.compare(report.parent_run_id, tracking_uri=report.tracking_uri))
-    render.print_verdict(out, *api.verdict(report.parent_run_id, tracking_uri=report.tracking_uri))
-    out.print(render.report_line(report.report, report.report_error))
-    out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
-    raise typer.Exit(report.exit_code)
+    with api.interrupt_handling():  # Ctrl-C at any moment: within 3 s, 130, no run left RUNNING
+        try:
+            if detach:
+                pid, log = api.run_detached(suite, set_, **where)
+                out.print(
+                    f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}"
+                )
+                return
+            progress = render.Progress(out)
+            out.print(f"{suite}: validating, checking the store, starting Ray ...", highlight=False)
+            report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
+        except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
+            _end(_bad_input(err).exit_code)
+        except KeyboardInterrupt:  # a library-style caller, before any run was opened
+            out.print("interrupted: nothing was recorded")
+            _end(130)
+        progress.stop(report)
+        counts = ", ".join(f"{n} {state}" for state, n in sorted(report.counts().items()))
+        if report.cancelled:  # the runs are closed; the table can wait for `isosparse compare`
+            out.print(f"interrupted: {counts}; rerun the same command to resume (finished jobs are skipped)")
+            api.exit_now(report.exit_code)
+        render.print_compare(out, api.compare(report.parent_run_id, tracking_uri=report.tracking_uri))
+        render.print_verdict(out, *api.verdict(report.parent_run_id, tracking_uri=report.tracking_uri))
+        out.print(render.report_line(report.report, report.report_error))
+        out.print(f"{counts} in {report.wall_s:.1f}s; dashboard: isosparse ui  (store {report.tracking_uri})")
+        _end(report.exit_code, graceful=True)
+
+
+def _end(code: int, graceful: bool = False) -> None:
+    """Exit with `code`: at once in the CLI's own process (`api.exit_now`: no 20 s interpreter teardown,
+    during which a Ctrl-C could not be honoured), else through typer (CliRunner tests)."""
+    if api.owns_process():
+        api.exit_now(code, graceful)
+    raise typer.Exit(code)
 
 
 @app.command()

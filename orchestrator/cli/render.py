@@ -6,7 +6,6 @@ ISOSPARSE_PLAIN_PROGRESS=1) it prints one line per job state change instead.
 
 import math
 import os
-import sys
 import time
 
 import pandas as pd
@@ -15,6 +14,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+
+from orchestrator.suites import registry
 
 MAX_ROWS = 20
 PROGRESS_EVERY_S = 20.0  # piped logs: a line per running job this often (and one per state change)
@@ -32,10 +33,9 @@ STYLE = {
 
 
 def console() -> Console:
-    """A terminal's own width, or an explicit COLUMNS (as rich and most CLIs honour it, piped or not); 240
-    columns when piped without one (rich would assume 80 and squeeze the tables)."""
-    explicit = os.environ.get("COLUMNS", "").strip().isdigit()
-    return Console(width=None if sys.stdout.isatty() or explicit else 240)
+    """rich's own choice: a terminal's width, else COLUMNS when set, else 80 (a pipe or a log file gets
+    the same priority columns as an 80-column terminal; `--wide` or COLUMNS=200 show more)."""
+    return Console()
 
 
 def _fmt(value) -> str:
@@ -295,6 +295,15 @@ def print_jobs(out: Console, jobs: pd.DataFrame, title: str, wide: bool = False)
             out.print(f"{job}: {error}", markup=False, highlight=False)
 
 
+def step_cell(job) -> str:
+    """Steps done (the streamed step counts from 0): '5/30' running, '30/30' once finished."""
+    if job.state == "finished" and job.total_steps:
+        return f"{job.total_steps}/{job.total_steps}"
+    if job.step is None:
+        return "-"
+    return f"{job.step + 1}/{job.total_steps}" if job.total_steps else str(job.step + 1)
+
+
 class Progress:
     """Callbacks for api.run_suite: `start(report)`, `tick(report)`, `stop()`."""
 
@@ -321,7 +330,7 @@ class Progress:
                 j.name,
                 f"[{STYLE.get(j.state, 'white')}]{j.state}",
                 str(j.attempt),
-                _fmt(j.step),
+                step_cell(j),
                 _fmt(j.loss),
                 elapsed,
             )
@@ -392,13 +401,14 @@ def jobs_frame(suite) -> pd.DataFrame:
             "cpus": j.resources.num_cpus,
             "gpus": j.resources.num_gpus,
             "workers": j.resources.num_workers,
-            "active": j.match.get("params_active"),
-            "total": j.match.get("params_total"),
-            "active_err": j.match.get("active_rel_err"),
-            "total_err": j.match.get("total_rel_err"),
-            "plan": "estimated" if j.match.get("estimated") else "corpus",
+            "active": plan.get("params_active"),
+            "total": plan.get("params_total"),
+            "active_err": plan.get("active_rel_err"),
+            "total_err": plan.get("total_rel_err"),
+            "plan": "-" if not plan else "estimated" if plan.get("estimated") else "corpus",
         }
         for j in suite.jobs
+        for plan in [registry.planned(j.kind, j.match)]
     ]
     return pd.DataFrame(rows)
 

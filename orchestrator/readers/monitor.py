@@ -17,6 +17,7 @@ import pandas as pd
 
 from orchestrator.readers import recorded
 from orchestrator.runs.tracking import Tracker, TrackingError, home
+from orchestrator.suites import registry
 from results import load, names, seeds
 from results.schema import match_error
 
@@ -196,12 +197,13 @@ def _compare_row(job, run: pd.Series | None) -> dict:
     peak = peak if peak else _first(r, "mem/peak_host_bytes")
     tokens = _first(r, names.TRAIN_TOKENS_PER_S) if job.kind == "train" else _decode_tokens_per_s(r)
     measured = _first(r, names.PARAMS_ACTIVE) is not None and _first(r, names.PARAMS_TOTAL) is not None
+    plan = registry.planned(job.kind, job.match)
     row.update(
         {
             "numbers": "measured" if measured else "planned",
-            "active": _first(r, names.PARAMS_ACTIVE) if measured else job.match.get("params_active"),
-            "total": _first(r, names.PARAMS_TOTAL) if measured else job.match.get("params_total"),
-            "sparsity": _first(r, "sparsity") if measured else job.match.get("sparsity"),
+            "active": _first(r, names.PARAMS_ACTIVE) if measured else plan.get("params_active"),
+            "total": _first(r, names.PARAMS_TOTAL) if measured else plan.get("params_total"),
+            "sparsity": _first(r, "sparsity") if measured else plan.get("sparsity"),
             "val_loss": _first(r, "eval/val_loss"),
             "dropped": _first(r, names.LB_DROPPED_TOKEN_FRAC),  # MoE: token passes that lost every route
             "val_ppl": _first(r, "eval/val_ppl"),
@@ -236,6 +238,10 @@ def _measured_err(row, other, key: str, planned: float | None) -> tuple[float | 
     return planned, False
 
 
+def _plan(job, key: str) -> float | None:
+    return registry.planned(job.kind, job.match).get(key)
+
+
 def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
     """active_err (vs the dense job of the same group and kind) and total_err (MoE vs the group's L3 job),
     from the numbers in the table: measured against measured. When either side has no measured numbers the
@@ -244,10 +250,10 @@ def _match_errors(table: pd.DataFrame, jobs) -> pd.DataFrame:
     ref = {(g, r["job"], r["family"]): r for g, (_, r) in zip(groups, table.iterrows(), strict=True)}
     active_err, total_err, numbers = [], [], []
     for g, job, (_, r) in zip(groups, jobs, table.iterrows(), strict=True):
-        a, a_ok = _measured_err(r, ref.get((g, r["job"], "dense")), "active", job.match.get("active_rel_err"))
+        a, a_ok = _measured_err(r, ref.get((g, r["job"], "dense")), "active", _plan(job, "active_rel_err"))
         t, t_ok = None, True
         if r["family"] in ("moe", "hash_moe"):  # matched iso-total with the group's L3 model
-            t, t_ok = _measured_err(r, ref.get((g, r["job"], "l3")), "total", job.match.get("total_rel_err"))
+            t, t_ok = _measured_err(r, ref.get((g, r["job"], "l3")), "total", _plan(job, "total_rel_err"))
         active_err.append(a)
         total_err.append(t)
         numbers.append("measured" if a_ok and t_ok else "planned")

@@ -34,18 +34,24 @@ class JobState:
     started_s: float | None = None
     total_steps: int | None = None  # from the job's config when it has steps (progress lines, ETA)
     tokens_per_step: int | None = None
-    first_metric: tuple[float, int] | None = None  # (job's clock s, step) of this attempt's first step
-    last_metric_s: float | None = None  # the job's clock at its latest streamed step
+    log_every: int = 1  # the job streams its steps in flushes of this many (train's log_every)
+    first_metric: tuple[float, int] | None = None  # (job's clock s, step) at this attempt's first flush
+    last_metric: tuple[float, int] | None = None  # the same at its latest flush
+
+    def flushed_at(self, step: int) -> bool:
+        """Whether `step` ends a flush: a flush streams `log_every` steps back to back, so only its last
+        step's timestamp says when the step ran (the others were timed when they were sent)."""
+        return (step + 1) % self.log_every == 0 or step + 1 == self.total_steps
 
     def rate_steps_per_s(self) -> float | None:
-        """Steps per second over the steps this attempt has streamed, timed by the job's own clock (the
-        driver receives them in batches); None before two steps."""
-        if self.first_metric is None or self.step is None or self.last_metric_s is None:
+        """Steps per second between this attempt's first and latest flush, timed by the job's own clock;
+        None before two flushes."""
+        if self.first_metric is None or self.last_metric is None:
             return None
-        first_s, first_step = self.first_metric
-        if self.step <= first_step or self.last_metric_s <= first_s:
+        (first_s, first_step), (last_s, last_step) = self.first_metric, self.last_metric
+        if last_step <= first_step or last_s <= first_s:
             return None
-        return (self.step - first_step) / (self.last_metric_s - first_s)
+        return (last_step - first_step) / (last_s - first_s)
 
 
 def job_state(job) -> JobState:
@@ -58,7 +64,11 @@ def job_state(job) -> JobState:
     if callable(getattr(config, "tokens_per_step_per_rank", None)):
         tokens = config.tokens_per_step_per_rank() * workers
     total = total if isinstance(total, int) else None
-    return JobState(job.name, job.kind, job.labels, total_steps=total, tokens_per_step=tokens)
+    every = getattr(config, "log_every", 1)
+    every = every if isinstance(every, int) and every > 0 else 1
+    return JobState(
+        job.name, job.kind, job.labels, total_steps=total, tokens_per_step=tokens, log_every=every
+    )
 
 
 @dataclass
@@ -99,7 +109,7 @@ class Driver:
     def _on_event(self, event) -> None:
         state = self.report.jobs[event.job]
         if event.kind == "start":
-            state.step, state.loss, state.first_metric, state.last_metric_s = None, None, None, None
+            state.step, state.loss, state.first_metric, state.last_metric = None, None, None, None
             tags = {
                 names.TAG_RAY_NODE: event.payload["node"],
                 names.TAG_HOST: event.payload["host"],
@@ -118,9 +128,10 @@ class Driver:
         elif event.kind == "metrics":
             self.tracker.log_metrics(self._run(event.job, event.attempt), event.payload, event.step)
             sent_s = event.time_s if event.time_s is not None else time.monotonic()
-            if state.first_metric is None:
-                state.first_metric = (sent_s, event.step)
-            state.step, state.last_metric_s = event.step, sent_s
+            if state.flushed_at(event.step):
+                state.first_metric = state.first_metric or (sent_s, event.step)
+                state.last_metric = (sent_s, event.step)
+            state.step = event.step
             state.loss = event.payload.get(names.TRAIN_LOSS, state.loss)
 
     def on_done(self, done) -> None:

@@ -88,6 +88,35 @@ def one_line(err: BaseException) -> str:
     return plain(f"{type(err).__name__}: {lines[-1].strip() if lines else ''}")
 
 
+DEVICE_OOM_MESSAGES = tuple(m for m in OOM_MESSAGES if not m.startswith(("Default", "std::")))
+
+
+def oom_summary(err: BaseException, job: str, on_oom: OnOom) -> str:
+    """The one line of an `oom` (a MemoryError has no message at all): what ran out, in which job, and
+    what to do about it."""
+    chain = list(_job_ancestors(err))
+    if any(isinstance(e, rex.OutOfMemoryError) for e in chain):
+        what = "the node's memory ran out (Ray's memory monitor killed the worker)"
+    elif any(type(e).__name__ == "OutOfMemoryError" or any(m in str(e) for m in DEVICE_OOM_MESSAGES)
+             for e in chain):  # fmt: skip
+        what = "GPU memory ran out"
+    else:
+        what = "host memory ran out"
+    hint = "lower its batch_size or seq_len, or give it more memory (resources: memory_gb"
+    hint += ", num_gpus)" if what.startswith("GPU") else ")"
+    if on_oom == "fail":
+        hint += ", or set on_oom: halve_batch"
+    first = one_line(err).rstrip(": ")
+    return f"{first}: {what} in job {job}; {hint}"
+
+
+def summary(err: BaseException, outcome: Outcome, job: str, on_oom: OnOom) -> str:
+    """A Completion's one-line error: no TaskID noise, and what ran out for an `oom`."""
+    if outcome == "cancelled":
+        return "cancelled"
+    return oom_summary(err, job, on_oom) if outcome == "oom" else one_line(err)
+
+
 def _job_ancestors(err: BaseException) -> Iterable[BaseException]:
     seen = set()
     while err is not None and id(err) not in seen:

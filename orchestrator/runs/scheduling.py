@@ -17,7 +17,7 @@ import ray
 from ray import exceptions as rex
 
 from orchestrator.runs import ray_link
-from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, one_line, oom_retry, plain
+from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, oom_retry, plain, summary
 from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
 from orchestrator.suites import registry
 from orchestrator.suites.spec import JobSpec, Outcome
@@ -308,7 +308,7 @@ class Scheduler:
         except Exception as err:  # noqa: BLE001 - every exception is classified, none is swallowed
             outcome = classify(err)
             again = self._retry(jobs, outcome) if allow_retry and attempt <= jobs[0].max_retries else None
-            summary = "cancelled" if outcome == "cancelled" else one_line(err)  # no TaskID noise
+            line = summary(err, outcome, jobs[0].name, self.on_oom)
             tb = plain("".join(traceback.format_exception(err)))
             again_or = again or jobs
             changed = [None if new is job else new for job, new in zip(jobs, again_or, strict=True)]
@@ -317,7 +317,7 @@ class Scheduler:
                     job.name,
                     attempt,
                     outcome,
-                    error=summary,
+                    error=line,
                     traceback=tb,
                     will_retry=again is not None,
                     retry_job=new,
@@ -387,17 +387,18 @@ class Scheduler:
             if on_tick is not None:
                 on_tick()
 
-    def cancel(self, grace_s: float = 10.0) -> None:
-        """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s) a
-        forced kill. Each attempt still gets its Completion (cancelled, or whatever it ended as); jobs held
-        after another are cancelled without starting, even when that one finishes within the grace."""
+    def cancel(self, grace_s: float = 10.0, stop: Callable[[], bool] = lambda: False) -> None:
+        """Cancel every pending attempt: a KeyboardInterrupt in running tasks, then (after grace_s, or as
+        soon as `stop()`) a forced kill. Each attempt still gets its Completion (cancelled, or whatever it
+        ended as); jobs held after another are cancelled without starting, even when that one finishes
+        within the grace."""
         held = [job for jobs in self._waiting.values() for job in jobs]
         self._waiting.clear()
         for ref in list(self._pending):
             ray.cancel(ref, recursive=True)
         deadline = time.monotonic() + grace_s
-        while self._pending and time.monotonic() < deadline:
-            self._collect(0.5, allow_retry=False)
+        while self._pending and time.monotonic() < deadline and not stop():
+            self._collect(0.2, allow_retry=False)
         for ref in list(self._pending):
             ray.cancel(ref, force=True, recursive=True)
             jobs, attempt = self._pending.pop(ref)

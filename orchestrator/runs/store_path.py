@@ -2,9 +2,13 @@
 create missing folders anywhere (one landed at the filesystem root), retry a path it cannot open for
 108 s, and end in a traceback. Used by `isosparse validate` and before a run opens the store."""
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -43,3 +47,23 @@ def _unwritable(folder: Path) -> str | None:
     except OSError as err:
         return f"cannot create files in {folder}: {err.strerror or err}"
     return None
+
+
+def create_atomically(db: Path, create: Callable[[Path], None]) -> None:
+    """Make a missing sqlite store complete or not at all: `create(tmp)` builds it under a temporary
+    sibling name (MLflow's schema is dozens of migrations, 20 s on a loaded machine), then it is linked
+    into place. A Ctrl-C during start-up ends the process at once (orchestrator.runs.interrupts); this
+    keeps that from leaving a half-migrated store. Leftovers of processes that died so are removed."""
+    if db.exists():
+        return
+    for old in db.parent.glob(f".{db.name}.*.creating*"):
+        pid = old.name[len(db.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            old.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.creating")
+    try:
+        create(tmp)
+        with contextlib.suppress(FileExistsError):  # another process made it first: theirs is complete
+            os.link(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)

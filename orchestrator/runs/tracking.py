@@ -117,6 +117,11 @@ def _fail_fast_http() -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _create_store(db: Path) -> None:
+    """MLflow's sqlite schema, made in the file `db` (see store_path.create_atomically)."""
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments(max_results=1)
+
+
 class Tracker:
     """One tracking store. Construct, then `check()` before submitting anything."""
 
@@ -126,6 +131,7 @@ class Tracker:
         check_uri(self.uri)  # before MlflowClient, which opens (and retries) an sqlite store at once
         if self.db_path is not None:
             self.db_path.parent.mkdir(exist_ok=True)  # ISOSPARSE_HOME; any other folder exists (check_uri)
+            store_path.create_atomically(self.db_path, _create_store)  # MlflowClient would make it in place
         self.client = MlflowClient(tracking_uri=self.uri)
         mlflow.set_tracking_uri(self.uri)  # search_runs and the parent run use the global URI
         self._experiments: dict[str, str] = {}

@@ -33,8 +33,13 @@ class SuiteError(ValueError):
 
     def __init__(self, source: str, errors: list[Error]):
         self.source, self.errors = source, list(dict.fromkeys(errors))
-        lines = [f"  {path}: {msg}" if path else f"  {msg}" for path, msg in self.errors]
-        super().__init__(f"{source}: {len(self.errors)} error(s)\n" + "\n".join(lines))
+        where: dict[str, list[str]] = {}  # one problem, one line: jobs sharing a file list all its paths
+        for path, msg in self.errors:
+            where.setdefault(msg, []).append(path)
+        lines = [f"  {', '.join(p for p in paths if p)}: {msg}" if any(paths) else f"  {msg}"
+                 for msg, paths in where.items()]  # fmt: skip
+        count = f"{len(lines)} error" + ("s" if len(lines) != 1 else "")
+        super().__init__(f"{source}: {count}\n" + "\n".join(lines))
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,12 @@ def did_you_mean(name: str, known) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
 
 
+def planned(kind: str, match: dict) -> dict:
+    """What to show of a job's planned accounting (match/...): nothing for a model-free job (dummy), which
+    has no parameters although its group's families are sized (the matcher's cheap test case)."""
+    return match if kind not in JOBS or JOBS[kind].uses_model else {}
+
+
 def get(name: str) -> JobKind:
     if name not in JOBS:
         raise ValueError(f"unknown job kind {name!r}{did_you_mean(name, JOBS)}")

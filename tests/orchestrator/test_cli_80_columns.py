@@ -86,11 +86,19 @@ def recorded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("recorded")
     (tmp / "mini.yaml").write_text(textwrap.dedent(MINI))
     store = f"sqlite:///{tmp / 'mlflow.db'}"
-    done = subprocess.run([*CLI, "run", "mini.yaml", "--tracking-uri", store], env=env(tmp), cwd=tmp,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
+    rc, text = in_a_terminal([*CLI, "run", "mini.yaml", "--tracking-uri", store], env(tmp), tmp)
+    assert rc == 0, text
     (tmp / "elsewhere").mkdir()
-    return tmp, store
+    return tmp, store, text
+
+
+def test_run_fits_80_columns(recorded):
+    """`run`'s own output in a terminal: the start line, the live table, the comparison, the verdict,
+    the report line and the counts."""
+    text = recorded[2]
+    assert "comparison" in text and "1 finished" not in text and "2 finished" in text
+    too_wide = [line for line in text.splitlines() if len(line) > 80]
+    assert not too_wide, "\n".join(too_wide)
 
 
 @pytest.mark.parametrize(
@@ -123,13 +131,26 @@ def test_the_presets_table_fits_80_columns_and_wide_shows_every_column(tmp_path)
 
 
 def test_status_fits_80_columns_and_its_names_round_trip(recorded):
-    tmp, store = recorded
+    tmp, store, _ = recorded
     cwd = tmp / "elsewhere"  # mini.yaml is not here: the name must come from the store
     text = check_fits([*CLI, "status", "--tracking-uri", store], env(tmp), cwd)
     assert " mini " in text  # the suite's name as status prints it
     named = check_fits([*CLI, "status", "mini", "--tracking-uri", store], env(tmp), cwd)
     assert "dummy/l3/debug/base/s0" in named
-    done = subprocess.run([*CLI, "compare", "mini", "--tracking-uri", store], env=env(tmp), cwd=cwd,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "dummy l3 debug" in done.stdout
+    compared = check_fits([*CLI, "compare", "mini", "--tracking-uri", store], env(tmp), cwd)
+    assert "dummy l3 debug" in compared
+
+
+def test_a_long_error_wraps_in_a_terminal_and_stays_one_line_piped(tmp_path):
+    long = tmp_path / ("a-corpus-folder-with-a-name-long-enough-to-need-wrapping" * 2)
+    long.mkdir()
+    (long / "empty.txt").write_text("")
+    source = f"{{kind: text, paths: [{long / 'empty.txt'}]}}"
+    (tmp_path / "s.yaml").write_text(
+        f"matrix: {{jobs: [train], presets: [debug]}}\ntrain: {{data: {{source: {source}}}}}\n"
+    )
+    cmd = [*CLI, "validate", str(tmp_path / "s.yaml")]
+    text = check_fits(cmd, env(tmp_path), tmp_path, expect_rc=2)
+    assert "has no text" in text
+    piped = subprocess.run(cmd, env=env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert f"{long / 'empty.txt'} has no text" in piped.stdout  # whole, for grep

@@ -3,6 +3,7 @@ errors of jobs that did not finish follow the table; piped progress shows life."
 
 import io
 import re
+import sys
 from types import SimpleNamespace
 
 import pandas as pd
@@ -103,9 +104,24 @@ def test_progress_text_has_step_loss_rate_and_eta():
     job = JobState("train/l3/tiny/s0", "train", {}, state="running", total_steps=120, tokens_per_step=512)
     job.started_s = 0.0
     assert progress_text(job, 30.0) == "running for 30s, no step reported yet"
-    job.first_metric, job.step, job.loss, job.last_metric_s = (10.0, 0), 40, 6.1234, 30.0
+    job.first_metric, job.step, job.loss, job.last_metric = (10.0, 0), 40, 6.1234, (30.0, 40)
     # 40 steps in 20 s: 2 steps/s = 1,024 tok/s; 79 steps to go = 39.5 s
     assert progress_text(job, 30.0) == "step 41/120, loss 6.123, 1,024 tok/s, ETA 40s"
+
+
+def test_the_live_table_counts_steps_done_and_a_finished_job_shows_its_last_step():
+    running = JobState("train/a", "train", {}, state="running", total_steps=30)
+    finished = JobState("train/b", "train", {}, state="finished", total_steps=30)
+    running.step, finished.step = 4, 28  # streamed steps count from 0; log_every need not hit the last
+    dummy = JobState("dummy/c", "dummy", {}, state="queued")
+    assert [render.step_cell(j) for j in (running, finished, dummy)] == ["5/30", "30/30", "-"]
+    report = SimpleNamespace(jobs={j.name: j for j in (running, finished, dummy)},
+                             suite=SimpleNamespace(name="s"), counts=lambda: {})  # fmt: skip
+    out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
+    out.print(render.Progress(out)._table(report))
+    cells = [line.replace("│", " ").split() for line in out.file.getvalue().splitlines() if "train/" in line]
+    rows = {cell[0]: cell[3] for cell in cells}  # job, state, attempt, step
+    assert rows == {"train/a": "5/30", "train/b": "30/30"}
 
 
 def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
@@ -123,7 +139,7 @@ def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
             job.state, job.started_s = "running", clock.now
         if second >= 10:
             job.first_metric = job.first_metric or (1010.0, 0)
-            job.step, job.loss, job.last_metric_s = second - 10, 5.0, clock.now
+            job.step, job.loss, job.last_metric = second - 10, 5.0, (clock.now, second - 10)
         before = out.file.getvalue().count("\n")
         progress.tick(report)
         if out.file.getvalue().count("\n") > before:
@@ -140,23 +156,38 @@ def test_the_first_progress_line_rates_the_steps_by_the_job_s_clock(monkeypatch)
     job = SimpleNamespace(name="train/dense/tiny/base/s0", match={}, fingerprint="f", timing="shared")
     tracker = SimpleNamespace(start_job=lambda *a: "run", log_metrics=lambda *a: None)
     report = SimpleNamespace(jobs={job.name: JobState(job.name, "train", {}, total_steps=300,
-                                                      tokens_per_step=128)})  # fmt: skip
+                                                      tokens_per_step=128, log_every=5)})  # fmt: skip
     driver = Driver(SimpleNamespace(name="s", experiment="e", jobs=[job]), tracker, "parent", report)
     monkeypatch.setattr(driver_module.time, "monotonic", lambda: 5000.0)  # every event arrives at once
     start = {"node": "n", "host": "h", "hw": "cpu"}
     driver.on_event(SimpleNamespace(job=job.name, attempt=1, kind="start", payload=start))
-    for step in range(0, 25, 5):  # the worker's clock: 0.5 s a step
+    for step in range(0, 25):  # the worker's clock: 0.5 s a step, streamed in flushes of log_every = 5
+        sent_s = 100.0 + 0.5 * (step // 5 * 5 + 4) + 0.001 * (step % 5)  # a flush sends its 5 back to back
         driver.on_event(SimpleNamespace(job=job.name, attempt=1, kind="metrics", step=step,
-                                        payload={"train/loss": 5.0}, time_s=100.0 + 0.5 * step))  # fmt: skip
+                                        payload={"train/loss": 5.0}, time_s=sent_s))  # fmt: skip
     state = report.jobs[job.name]
-    assert state.rate_steps_per_s() == 2.0
-    # 2 steps/s · 128 tokens; 280 steps to go at 2 steps/s = 140 s
-    assert progress_text(state, 5000.0) == "step 21/300, loss 5, 256 tok/s, ETA 2m20s"
+    assert state.rate_steps_per_s() == 2.0  # steps 4 → 24 over 10 s, the flushes' own timestamps
+    # 2 steps/s · 128 tokens; 275 steps to go at 2 steps/s = 137.5 s
+    assert progress_text(state, 5000.0) == "step 25/300, loss 5, 256 tok/s, ETA 2m18s"
 
 
-@pytest.mark.parametrize(("columns", "width"), [("80", 80), ("132", 132), (None, 240), ("wide", 240)])
+def test_no_rate_before_the_second_flush():
+    job = JobState("train/l3/tiny/s0", "train", {}, state="running", total_steps=120, tokens_per_step=512,
+                   log_every=5)  # fmt: skip
+    for step in range(5):  # one flush: its steps are sent within microseconds of each other
+        if job.flushed_at(step):
+            job.first_metric = job.first_metric or (7.0 + 1e-5 * step, step)
+            job.last_metric = (7.0 + 1e-5 * step, step)
+        job.step = step
+    assert job.rate_steps_per_s() is None  # was 236,086 tok/s: 4 steps over 40 µs of sending
+    assert progress_text(job, 9.0) == "step 5/120"
+    assert [s for s in range(12) if job.flushed_at(s)] == [4, 9]
+    assert JobState("x", "train", {}, total_steps=7, log_every=5).flushed_at(6)  # the last step flushes
+
+
+@pytest.mark.parametrize(("columns", "width"), [("80", 80), ("132", 132), (None, 80), ("wide", 80)])
 def test_piped_output_honours_an_explicit_columns(monkeypatch, columns, width):
-    monkeypatch.setattr(render.sys.stdout, "isatty", lambda: False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     if columns is None:
         monkeypatch.delenv("COLUMNS", raising=False)
     else:

@@ -8,7 +8,15 @@ import torch
 from ray import exceptions as rex
 
 from orchestrator.runs.driver import Driver, job_state
-from orchestrator.runs.outcomes import Completion, classify, halved_micro_batch, one_line, oom_retry, plain
+from orchestrator.runs.outcomes import (
+    Completion,
+    classify,
+    halved_micro_batch,
+    one_line,
+    oom_retry,
+    plain,
+    summary,
+)
 from orchestrator.runs.scheduling import Scheduler
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites.expansion import load_suite
@@ -103,6 +111,22 @@ def test_halved_micro_batch_keeps_tokens_per_step():
 def test_one_line_is_the_last_line_of_the_message():
     assert one_line(task_error(ValueError("bad\nvalue\n\n"))) == "ValueError: value"
     assert one_line(RuntimeError()) == "RuntimeError: "
+
+
+def test_an_oom_says_what_ran_out_in_which_job_and_what_to_do():
+    job, hint = "train/dense/debug/base/s0", "lower its batch_size or seq_len, or give it more memory"
+    empty = summary(task_error(MemoryError()), "oom", job, "fail")  # Python's MemoryError has no message
+    assert empty == (
+        f"MemoryError: host memory ran out in job {job}; {hint} (resources: memory_gb), or set on_oom: "
+        "halve_batch"
+    )
+    cuda = summary(task_error(torch.OutOfMemoryError("CUDA out of memory")), "oom", job, "halve_batch")
+    assert cuda == f"OutOfMemoryError: CUDA out of memory: GPU memory ran out in job {job}; {hint} " \
+        "(resources: memory_gb, num_gpus)"  # fmt: skip
+    monitor = summary(rex.OutOfMemoryError("killed"), "oom", job, "halve_batch")
+    assert "the node's memory ran out (Ray's memory monitor killed the worker) in job" in monitor
+    assert summary(task_error(ValueError("bad")), "failed", job, "fail") == "ValueError: bad"
+    assert summary(rex.TaskCancelledError(), "cancelled", job, "fail") == "cancelled"
 
 
 def test_ansi_codes_are_stripped_from_errors():

@@ -143,3 +143,32 @@ def test_the_newest_invocation_is_the_one_read(store):
     tracker.end_suite(again, "FINISHED")
     assert list(api.compare("exp-recorded", uri)["family"]) == ["dense"]
     assert len(api.compare(first, uri)) == 4  # an older invocation by its run id
+
+
+def test_a_model_free_job_shows_no_parameters(tmp_path):
+    """A dummy job has no model: validate's table and compare show '-' for its parameters and match
+    error, though its group is still sized (the matcher's cheap test case)."""
+    from orchestrator.cli import render
+
+    suite = tmp_path / "free.yaml"
+    suite.write_text(
+        "experiment: exp-free\nmatrix: {jobs: [dummy], families: [dense, l3]}\ndummy: {steps: 1}\n"
+    )
+    spec = expansion.load_suite(str(suite))
+    assert all(j.match.get("params_active") for j in spec.jobs)
+    frame = render.jobs_frame(spec)
+    assert frame["active"].isna().all() and frame["total"].isna().all() and set(frame["plan"]) == {"-"}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri)
+    parent = tracker.start_suite("exp-free", "free", {})
+    tracker.log_text(parent, recorded.jobs_json(spec.jobs), names.SUITE_JOBS)
+    for j in spec.jobs:
+        run = tracker.start_job("exp-free", parent, j, 1, {names.TAG_SUITE: "free"})
+        empty = json.dumps({"metrics": {"dummy/value": 1.0}, "params": {}, "info": {}})
+        tracker.finish_job(
+            run, j.fingerprint, "exp-free", Completion(j.name, 1, "finished", result_json=empty)
+        )
+    tracker.end_suite(parent, "FINISHED")
+    table = api.compare(parent, tracking_uri=uri)
+    assert len(table) == 2 and table["active"].isna().all() and table["total"].isna().all()
+    assert table["match_err"].isna().all()

@@ -134,7 +134,7 @@ def test_malformed_yaml_and_missing_file_print_plain_text(tmp_path):
     assert "expected ',' or ']'" in result.output and "^" in result.output  # no markup ate them
     missing = CliRunner().invoke(app, ["validate", "quickstrat"])
     assert missing.exit_code == 2
-    assert "quickstrat: 1 error(s)\n  no such suite file (did you mean 'quickstart'?)" in missing.output
+    assert "quickstrat: 1 error\n  no such suite file (did you mean 'quickstart'?)" in missing.output
 
 
 def test_fixed_mistakes_validate(tmp_path):
@@ -160,3 +160,20 @@ def test_fixed_mistakes_validate(tmp_path):
     assert sources["file"] == TextSource(paths=(str(tmp_path / "d.txt"),), unit="paragraph")
     assert sources["file"].errors is None  # replace; one stray byte is far below the 1% that is refused
     assert [j.labels["preset"] for j in suite.jobs] == ["debug"] * 2
+
+
+def test_one_problem_of_two_jobs_is_counted_once_naming_both(tmp_path):
+    """An empty corpus that the train and the infer job share is one error, with both paths."""
+    (tmp_path / "empty.txt").write_text("")
+    source = f"{{kind: text, paths: [{tmp_path / 'empty.txt'}]}}"
+    suite = _write(
+        tmp_path,
+        f"matrix: {{jobs: [train, infer], presets: [debug]}}\ntrain: {{data: {{source: {source}}}}}\n"
+        f"infer: {{data: {{source: {source}}}}}\n",
+    )
+    result = CliRunner().invoke(app, ["validate", str(suite)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert lines[0].endswith(": 1 error"), result.output
+    assert lines[1].startswith("  train.data.source.paths[0], infer.data.source.paths[0]: text source: ")
+    assert len(lines) == 2

@@ -131,15 +131,18 @@ class TrainLoop:
             embedding_weight_decay=cfg.embedding_weight_decay,
         )  # fmt: skip
         ep_size = model_cfg.moe.ep_size if model_cfg.moe else 1
+        self.parallel_kind = "deepspeed" if ep_size > 1 else ("ddp" if w.size > 1 else "single")
+        sparse = self.parallel_kind == "single"
         self.engine = distributed.parallelize(
-            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer),
+            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer, sparse),
             w=w, device=device, ep_size=ep_size, micro_batch=cfg.batch_size, grad_accum=cfg.grad_accum,
             grad_clip=cfg.grad_clip, seed=cfg.seed,
         )  # fmt: skip
-        self.parallel_kind = "deepspeed" if ep_size > 1 else ("ddp" if w.size > 1 else "single")
-        if cfg.l3_optimizer != "adamw" and self.parallel_kind == "single":
-            # Row-sparse optimizers on one process take sparse table gradients: only touched rows exist
-            # (DDP / DeepSpeed all-reduce dense gradients, so there the optimizers scan for them).
+        if sparse:
+            # On one process the tables get sparse gradients: only touched rows exist. The row-sparse
+            # optimizers step those rows; dense AdamW (SparseGradAdamW) adds them into a kept zero buffer
+            # and steps every row (DDP / DeepSpeed all-reduce dense gradients: there the row-sparse
+            # optimizers scan for touched rows).
             for module in self.model.modules():
                 if isinstance(module, L3Layer):
                     module.sparse_grad = True

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-from workloads.jobs.row_sparse import MixedOptimizer, RowSparseAdam, RowwiseAdagrad
+from workloads.jobs.row_sparse import MixedOptimizer, RowSparseAdam, RowwiseAdagrad, SparseGradAdamW
 
 L3Optimizer = Literal["adamw", "sparse_adam", "rowwise_adagrad"]
 L3_OPTIMIZERS: tuple[str, ...] = ("adamw", "sparse_adam", "rowwise_adagrad")
@@ -117,16 +117,22 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_ratio: 
 
 
 def build_optimizer(
-    groups: list[dict], betas: tuple[float, float], fused: bool = False, l3_optimizer: L3Optimizer = "adamw"
+    groups: list[dict],
+    betas: tuple[float, float],
+    fused: bool = False,
+    l3_optimizer: L3Optimizer = "adamw",
+    sparse_tables: bool = False,
 ) -> torch.optim.Optimizer:
-    """AdamW over `groups`; with a row-sparse `l3_optimizer`, the "l3_tables" group goes to that
-    optimizer instead (same lr / weight decay settings) and both step as one `MixedOptimizer`."""
+    """AdamW over `groups` (`SparseGradAdamW` when `sparse_tables`: the L3 tables' gradients are sparse,
+    one process); with a row-sparse `l3_optimizer`, the "l3_tables" group goes to that optimizer instead
+    (same lr / weight decay settings) and both step as one `MixedOptimizer`."""
     if l3_optimizer not in L3_OPTIMIZERS:
         raise ValueError(f"l3_optimizer must be one of {L3_OPTIMIZERS}, got {l3_optimizer!r}")
     groups = [g for g in groups if g["params"]]
     tables = [g for g in groups if g["name"] == "l3_tables"]
     if l3_optimizer == "adamw" or not tables:
-        return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=betas, fused=fused or None)
+        adamw = SparseGradAdamW if sparse_tables and tables else torch.optim.AdamW
+        return adamw(groups, lr=groups[0]["lr"], betas=betas, fused=fused or None)
     dense = [g for g in groups if g["name"] != "l3_tables"]
     (table_group,) = tables
     if l3_optimizer == "sparse_adam":

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from workloads.kernels.l3_lookup import sublayer_cpu
 from workloads.kernels.l3_lookup.op import IMPL_NAMES, LookupImpl, l3_lookup
 
 # Integer dtypes whose range check (aminmax) and widening to int64 work on every device.
@@ -53,9 +54,10 @@ class L3Layer(nn.Module):
         tied: use `keys` as values too (W_K = W_V); halves the sparse parameters.
         residual: return `x + L3(x)` instead of `L3(x)` (the paper's form is not public; L3_SPEC §1).
         impl: "auto" (Triton on CUDA when it imports, else "small" for a few positions and "sorted"
-            above), "sorted" (block-diagonal pure torch), "small" (per-position: numba kernel on CPU
-            without grad, else a padded gather), "triton" (kernels/l3_lookup/triton.py) or "reference"
-            (per-position loop, the spec).
+            above; CPU inference at ≤ 8 positions runs the whole sublayer as one numba call,
+            kernels/l3_lookup/sublayer_cpu.py), "sorted" (block-diagonal pure torch), "small"
+            (per-position: numba kernel on CPU without grad, else a padded gather), "triton"
+            (kernels/l3_lookup/triton.py) or "reference" (per-position loop, the spec).
         check_ids: check on every call that the ids lie in [0, vocab) (one host read). The Transformer
             turns it off: its token embedding rejects such ids first, and the jobs validate the ids
             where they enter (batch loader, prompts), keeping the per-call host reads to the lookup's.
@@ -148,8 +150,25 @@ class L3Layer(nn.Module):
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
         self._check_inputs(x, token_ids, check_range=self.check_ids and self.table_source is None)
         B, T, D = x.shape
-        q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         t = self.lookup_tables(token_ids)
+        weights = (self.norm_in.weight, self.up.weight, self.norm_out.weight, self.mix.weight)
+        if self.impl == "auto" and sublayer_cpu.supported(x, t.keys, t.values, *weights):
+            # Decode on CPU: the whole sublayer in one kernel call (no per-op dispatch; sublayer_cpu.py).
+            flat = x.reshape(B * T, D)
+            out = sublayer_cpu.l3_sublayer_cpu(
+                flat,
+                t.ids,
+                t.keys,
+                t.values,
+                t.offsets,
+                self.norm_in,
+                self.up.weight,
+                self.norm_out,
+                self.mix.weight,
+                self.residual,
+            )
+            return out.view(B, T, D)
+        q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         looked_up = l3_lookup(
             q, t.ids, t.keys, t.values, t.offsets, self.impl, self.sparse_grad
         )  # (B*T, d_emb)

@@ -179,3 +179,77 @@ def test_a_step_touches_and_decays_only_the_rows_of_the_batch_ids(choice):
         for t, real in zip(twin, tables, strict=True):
             torch.testing.assert_close(real.detach()[owned], t.detach()[owned], rtol=1e-6, atol=1e-7)
             assert not torch.equal(t.detach()[~owned], real.detach()[~owned])  # AdamW decays the rest
+
+
+@pytest.mark.parametrize("fused", [None, True], ids=["default", "fused"])
+def test_sparse_grad_adamw_steps_exactly_as_adamw_on_the_dense_gradient(fused):
+    """Dense AdamW fed sparse gradients: bit-identical to torch's AdamW on the equal dense gradient (same
+    kernel), rows never touched decay by (1 - lr·wd) per step (zero moments: no other move), and the kept
+    gradient buffer is all zero again after every step."""
+    from workloads.jobs.row_sparse import SparseGradAdamW
+
+    dtype = torch.float32 if fused else torch.float64
+    start = torch.randn(6, 3, generator=torch.Generator().manual_seed(4), dtype=dtype)
+    a, b = start.clone().requires_grad_(), start.clone().requires_grad_()
+    kw = {"lr": 0.1, "betas": (0.9, 0.95), "weight_decay": 0.1, "fused": fused}
+    opt_a, opt_b = SparseGradAdamW([a], **kw), torch.optim.AdamW([b], **kw)
+    for step in range(3):
+        g = torch.randn(4, 3, generator=torch.Generator().manual_seed(step), dtype=dtype)
+        a.grad = _sparse([4, 1, 4, 0], g)  # row 4 twice: its two pieces add
+        b.grad = a.grad.to_dense()
+        opt_a.step()
+        opt_b.step()
+        assert torch.equal(a, b)
+        assert opt_a._grad_buffers[a].count_nonzero() == 0
+    want = start[[2, 3, 5]] * (1 - 0.1 * 0.1) ** 3
+    torch.testing.assert_close(a.detach()[[2, 3, 5]], want, rtol=1e-6, atol=0)
+    assert opt_a.state_dict()["state"].keys() == opt_b.state_dict()["state"].keys()
+    assert optim.optimizer_bytes(opt_a) == optim.optimizer_bytes(opt_b)  # the buffer is no state
+
+
+def test_the_l3_tables_default_adamw_step_equals_the_dense_gradient_step():
+    """The train job's default on one process: sparse table gradients into `build_optimizer`'s AdamW give
+    the same tables as dense gradients into torch's AdamW (every row steps: AdamW decays them all)."""
+    from workloads.l3.layer import L3Layer
+
+    layers = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        layers.append(L3Layer(8, [3, 1, 4, 2, 5, 1, 2], d_emb=6, d_up=10, impl="sorted", sparse_grad=sparse))
+    x, ids = torch.randn(2, 4, 8), torch.tensor([[4, 1, 4, 6], [0, 4, 4, 1]])
+    for layer in layers:
+        layer(x, ids).square().sum().backward()
+    tables = [[layer.keys, layer.values] for layer in layers]
+    assert all(t.grad.is_sparse for t in tables[0]) and not any(t.grad.is_sparse for t in tables[1])
+    before = tables[1][0].detach().clone()
+    for ts, make in ((tables[0], optim.build_optimizer), (tables[1], None)):
+        groups = [{"name": "l3_tables", "params": ts, "lr": 0.1, "weight_decay": 0.5}]
+        opt = (
+            make(groups, (0.9, 0.95), True, "adamw", True)
+            if make
+            else torch.optim.AdamW(groups, betas=(0.9, 0.95), fused=True)
+        )
+        opt.step()
+    for sparse_t, dense_t in zip(*tables, strict=True):
+        torch.testing.assert_close(sparse_t, dense_t, rtol=0, atol=0)
+    assert (tables[0][0].detach() != before).all(dim=1).all()  # every row moved, untouched ones too
+    plain = optim.build_optimizer(groups, (0.9, 0.95), True)  # dense gradients (DDP, DeepSpeed)
+    assert type(plain) is torch.optim.AdamW and plain.defaults["fused"]
+
+
+def test_one_process_train_job_gives_the_tables_sparse_gradients_under_the_default_adamw(tmp_path_factory):
+    from workloads.data import DataConfig
+    from workloads.jobs.result import JobContext
+    from workloads.jobs.row_sparse import SparseGradAdamW
+    from workloads.jobs.train import TrainJobConfig, build_loop
+    from workloads.l3.layer import L3Layer
+
+    cfg = TrainJobConfig(preset="debug", family="l3", data=DataConfig(max_documents=50), seq_len=32,
+                         batch_size=2, steps=2)  # fmt: skip
+    job = build_loop(cfg, JobContext())
+    layers = [m for m in job.model.modules() if isinstance(m, L3Layer)]
+    assert layers and all(m.sparse_grad for m in layers)
+    assert type(job.engine.optimizer) is SparseGradAdamW and job.engine.optimizer.defaults["fused"]
+    job.step(0)
+    assert all(m.keys.grad is None for m in layers)  # zeroed (set to None) after the step
+    assert all(b.count_nonzero() == 0 for b in job.engine.optimizer._grad_buffers.values())

@@ -8,7 +8,8 @@ straight into the table gradient (each table row owns at most one valid slot, so
 segment sums). Tied tables get dK + dV in one gradient. Double backward raises (once_differentiable).
 With `sparse_grad` the table gradients are sparse COO tensors over the row slots instead (indices: each
 slot's table row; padded slots repeat a row of their group with exact-zero values, so the sum is the
-same): no (v, width) buffer is zeroed or written, only the touched rows exist (issue 21)."""
+same): no (v, width) buffer is zeroed or written, only the touched rows exist (issue 21). Each bin's
+matmuls write its slots' gradient rows straight into one (Sr, width) buffer (no per-bin pieces to join)."""
 
 from typing import NamedTuple
 
@@ -130,9 +131,10 @@ def _grads(ctx, grad_out, q_pad, bins, needs):
     g_pad.index_copy_(0, plan.slot, grad_out.to(dtype))
     dq_pad = torch.empty_like(q_pad) if need_q else None  # (Sq, dim)
     dim = q_pad.shape[1]
-    dk = _TableGrad(n_rows, dim, k_dtype, grad_out.device, ctx.sparse) if need_k else None
-    dv = _TableGrad(n_rows, d_emb, v_dtype, grad_out.device, ctx.sparse) if need_v and not tied else None
-    for (G, n, _), qs, rs, (kb, vb, w) in zip(plan.bins, plan.q_slices, plan.r_slices, bins, strict=True):
+    device, sparse, n_slots = grad_out.device, ctx.sparse, plan.r_idx.shape[0]
+    dk = _TableGrad(n_rows, dim, k_dtype, dtype, device, sparse, n_slots) if need_k else None
+    dv = _TableGrad(n_rows, d_emb, v_dtype, dtype, device, sparse, n_slots) if need_v and not tied else None
+    for (G, n, d), qs, rs, (kb, vb, w) in zip(plan.bins, plan.q_slices, plan.r_slices, bins, strict=True):
         gb = g_pad[qs].view(G, n, -1)  # (G, n, d_emb); w: (G, n, d) in fp32 or fp64
         dkb = None
         if need_q or need_k:
@@ -140,39 +142,42 @@ def _grads(ctx, grad_out, q_pad, bins, needs):
             ds = dw.sub_((dw * w).sum(-1, keepdim=True)).mul_(w).to(dtype)  # masked rows: w = 0 -> 0
             if need_q:
                 torch.bmm(ds, kb, out=dq_pad[qs].view(G, n, -1))
-            if need_k:
-                dkb = torch.bmm(ds.transpose(1, 2), q_pad[qs].view(G, n, -1))  # (G, d, dim)
+            if need_k:  # (G, d, dim)
+                dkb = torch.bmm(ds.transpose(1, 2), q_pad[qs].view(G, n, -1), out=dk.slots(rs, G, d))
         if need_v:
             wt = w.to(dtype).transpose(1, 2)  # (G, d, n)
             if tied:  # keys and values share rows: dV adds to dK
                 dkb = dkb.baddbmm_(wt, gb)
             else:
-                dv.add(plan.r_idx[rs], torch.bmm(wt, gb).flatten(0, 1))
+                dv.add(plan.r_idx[rs], torch.bmm(wt, gb, out=dv.slots(rs, G, d)))
         if dkb is not None:
-            dk.add(plan.r_idx[rs], dkb.flatten(0, 1))
+            dk.add(plan.r_idx[rs], dkb)
     dq = dq_pad.index_select(0, plan.slot).to(ctx.q_dtype) if need_q else None
-    return dq, None if dk is None else dk.result(), None if dv is None else dv.result()
+    dk = None if dk is None else dk.result(plan.r_idx)
+    return dq, dk, None if dv is None else dv.result(plan.r_idx)
 
 
 class _TableGrad:
     """A table's gradient, bin by bin: `index_add_` into a zeroed dense (rows, width) tensor, or (sparse)
-    the bins' (row indices, gradient rows) kept and joined once into a sparse COO tensor."""
+    the gradient rows of all Sr row slots, which the bins' matmuls write in place (`slots`), made one
+    sparse COO tensor over the slots' table rows (a copy only where the table's dtype differs)."""
 
-    def __init__(self, n_rows: int, width: int, dtype: torch.dtype, device: torch.device, sparse: bool):
+    def __init__(self, n_rows, width, dtype, compute_dtype, device, sparse: bool, n_slots: int):
         self.shape, self.dtype, self.sparse = (n_rows, width), dtype, sparse
         self.dense = None if sparse else torch.zeros(n_rows, width, dtype=dtype, device=device)
-        self.rows: list[torch.Tensor] = []
-        self.grads: list[torch.Tensor] = []
+        self.buffer = torch.empty(n_slots, width, dtype=compute_dtype, device=device) if sparse else None
+        self.rows: torch.Tensor | None = None
 
-    def add(self, rows: torch.Tensor, grad: torch.Tensor) -> None:  # (S,), (S, width)
-        if self.sparse:
-            self.rows.append(rows)
-            self.grads.append(grad.to(self.dtype))
-        else:
-            self.dense.index_add_(0, rows, grad.to(self.dtype))
+    def slots(self, rs: slice, G: int, d: int) -> torch.Tensor | None:
+        """Where one bin's (G, d, width) gradient rows go (sparse), else None (a new tensor)."""
+        return None if self.buffer is None else self.buffer[rs].view(G, d, -1)
 
-    def result(self) -> torch.Tensor:
+    def add(self, rows: torch.Tensor, grad: torch.Tensor) -> None:  # (G·d,), (G, d, width)
+        if not self.sparse:
+            self.dense.index_add_(0, rows, grad.flatten(0, 1).to(self.dtype))
+
+    def result(self, rows: torch.Tensor) -> torch.Tensor:  # rows: (Sr,) every slot's table row
         if not self.sparse:
             return self.dense
-        rows, grads = torch.cat(self.rows), torch.cat(self.grads)
-        return torch.sparse_coo_tensor(rows.unsqueeze(0), grads, self.shape, check_invariants=False)
+        values = self.buffer.to(self.dtype)
+        return torch.sparse_coo_tensor(rows.unsqueeze(0), values, self.shape, check_invariants=False)

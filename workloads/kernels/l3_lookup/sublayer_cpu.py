@@ -1,0 +1,131 @@
+"""The whole L3 sublayer for CPU inference at a few positions (decode) in one numba call.
+
+RMSNorm_in → lookup (small_cpu's partials and merge) → W_up → RMSNorm_out → W_mix·[u | x] (+ x), with no
+torch op in between: at 1 position the torch path's ~30 op dispatches (two RMSNorms alone are ~20) cost more
+than its 2.2 MB of reads. W_mix is applied as two blocks, so the concat is never built. Each weight row is
+read once and dotted with every position. The reference is the torch path of `L3Layer.forward`; the tests
+hold the two equal. Same limits as small_cpu: fp32/fp64, no autograd; `L3Layer` checks `supported`.
+"""
+
+import numpy as np
+import torch
+
+from workloads.kernels.l3_lookup import small_cpu
+
+numba = small_cpu.numba
+prange = small_cpu.prange
+
+# Above this many positions the torch path's GEMMs (MKL, blocked) beat the kernel's row-by-row GEMVs.
+MAX_POSITIONS = 8
+
+
+def _rms_norm(x, weight, eps, out):
+    """out[p] = x[p] / sqrt(mean(x[p]²) + eps) · weight, as torch.nn.RMSNorm (statistics in x's dtype)."""
+    for p in range(x.shape[0]):
+        ss = x.dtype.type(0)
+        for j in range(x.shape[1]):
+            ss += x[p, j] * x[p, j]
+        scale = 1 / np.sqrt(ss / x.shape[1] + eps)
+        for j in range(x.shape[1]):
+            out[p, j] = x[p, j] * scale * weight[j]
+
+
+def _gemv(w, col0, col1, v, out, accumulate):
+    """out[p, o] (+)= Σ_j w[o, col0 + j] · v[p, j] for every output row o (parallel over rows)."""
+    for o in prange(w.shape[0]):
+        row = w[o, col0:col1]  # a slice, so the inner index needs no offset and the loop vectorizes
+        for p in range(v.shape[0]):
+            vec = v[p]
+            acc = out.dtype.type(0)
+            for j in range(row.shape[0]):
+                acc += row[j] * vec[j]
+            out[p, o] = out[p, o] + acc if accumulate else acc
+
+
+def _dense_in(x, w_in, eps_in, d_emb):
+    """(queries RMSNorm_in(x), an empty (N, d_emb) for the lookup's output)."""
+    q = np.empty_like(x)  # (N, dim)
+    _rms_norm_jit(x, w_in, eps_in, q)
+    return q, np.empty((x.shape[0], d_emb), dtype=x.dtype)
+
+
+def _sublayer_serial(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix, residual, out):
+    q, looked = _dense_in_jit(x, w_in, eps_in, values.shape[1])
+    _lookup_serial(q, ids, keys, values, offsets, looked, CHUNK_ROWS)  # (N, d_emb)
+    u = np.empty((x.shape[0], w_up.shape[0]), dtype=x.dtype)  # (N, d_up)
+    _gemv_serial(w_up, 0, w_up.shape[1], looked, u, False)
+    _rms_norm_jit(u, w_out, eps_out, u)  # in place: each element is read before it is written
+    _gemv_serial(w_mix, 0, u.shape[1], u, out, False)  # (N, dim): the lookup block of W_mix
+    _gemv_serial(w_mix, u.shape[1], w_mix.shape[1], x, out, True)  # plus the x block: W_mix · [u | x]
+    if residual:
+        out += x
+
+
+def _sublayer_parallel(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix, residual,
+                       out):  # fmt: skip
+    """`_sublayer_serial` with the lookup's items and the GEMVs' rows spread over numba's threads."""
+    q, looked = _dense_in_jit(x, w_in, eps_in, values.shape[1])
+    _lookup_parallel(q, ids, keys, values, offsets, looked, CHUNK_ROWS)
+    u = np.empty((x.shape[0], w_up.shape[0]), dtype=x.dtype)
+    _gemv_parallel(w_up, 0, w_up.shape[1], looked, u, False)
+    _rms_norm_jit(u, w_out, eps_out, u)
+    _gemv_parallel(w_mix, 0, u.shape[1], u, out, False)
+    _gemv_parallel(w_mix, u.shape[1], w_mix.shape[1], x, out, True)
+    if residual:
+        out += x
+
+
+CHUNK_ROWS = small_cpu.CHUNK_ROWS
+_serial = _parallel = None
+if numba is not None:
+    _jit = {"cache": True, "nogil": True, "fastmath": True}
+    _lookup_serial, _lookup_parallel = small_cpu._lookup_serial, small_cpu._lookup_parallel
+    _rms_norm_jit = numba.njit(**_jit)(_rms_norm)
+    _dense_in_jit = numba.njit(**_jit)(_dense_in)
+    _gemv_serial = numba.njit(**_jit)(_gemv)
+    _gemv_parallel = numba.njit(parallel=True, **_jit)(small_cpu.renamed(_gemv, "_parallel"))
+    _serial = numba.njit(**_jit)(_sublayer_serial)
+    _parallel = numba.njit(**_jit)(_sublayer_parallel)
+
+
+def supported(x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *weights: torch.Tensor) -> bool:
+    """Whether the kernel can run this call: the lookup kernel's conditions, at most MAX_POSITIONS
+    positions, and every weight on the CPU in x's dtype without a gradient to record."""
+    positions = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]
+    needs_grad = torch.is_grad_enabled() and any(w.requires_grad for w in weights)
+    return (
+        0 < positions <= MAX_POSITIONS
+        and not needs_grad
+        and small_cpu.supported(x, keys, values)
+        and all(w.device.type == "cpu" and w.dtype == x.dtype for w in weights)
+    )
+
+
+def l3_sublayer_cpu(
+    x: torch.Tensor,  # (N, dim) the raw input
+    token_ids: torch.Tensor,  # (N,) int64
+    keys: torch.Tensor,  # (v, dim)
+    values: torch.Tensor,  # (v, d_emb)
+    offsets: torch.Tensor,  # (vocab + 1,) int64
+    norm_in: torch.nn.RMSNorm,  # over dim
+    up: torch.Tensor,  # (d_up, d_emb) W_up
+    norm_out: torch.nn.RMSNorm,  # over d_up
+    mix: torch.Tensor,  # (dim, d_up + dim) W_mix
+    residual: bool,
+    parallel: bool | None = None,  # None: parallel when torch runs more than 1 thread
+) -> torch.Tensor:  # (N, dim)
+    """W_mix · concat(RMSNorm_out(W_up · lookup(RMSNorm_in(x))), x) (+ x); callers check `supported`."""
+    out = torch.empty_like(x)
+    arrays = [t.detach().contiguous().numpy() for t in (x, token_ids, keys)]
+    arrays.append(arrays[2] if values is keys else values.detach().contiguous().numpy())
+    threads = torch.get_num_threads()
+    if parallel is None:
+        parallel = threads > 1
+    if parallel:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    run = _parallel if parallel else _serial
+    eps_in = norm_in.eps if norm_in.eps is not None else torch.finfo(x.dtype).eps
+    eps_out = norm_out.eps if norm_out.eps is not None else torch.finfo(x.dtype).eps
+    run(*arrays, offsets.numpy(), norm_in.weight.detach().numpy(), eps_in, up.detach().numpy(),
+        norm_out.weight.detach().numpy(), eps_out, mix.detach().numpy(), residual, out.numpy())  # fmt: skip
+    return out
