@@ -21,6 +21,7 @@ SELECTION = "not gpu and not slow"  # make test's markers
 O = "tests/orchestrator/"
 TESTS = (  # every test whose outcome could depend on how fast the machine is
     O + "test_orchestrator_interrupts.py",  # Ctrl-C at spread offsets, in-process and in a CLI
+    O + "test_orchestrator_interrupt_phases.py",  # Ctrl-C while Ray starts, the store is made, after
     O + "test_orchestrator_run.py",  # suites end to end on a local Ray cluster, retries, the live UI
     O + "test_orchestrator_scheduling.py",  # dependent jobs, cancels, OOM retries
     O + "test_orchestrator_timing_ray.py",  # exclusive timed phases never overlap
