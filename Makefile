@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench gpu-check clean
+.PHONY: test lint demo bench gpu-check mutations stress clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -18,6 +18,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 # One intra-op thread per test process: on a 2-core box torch's default pool oversubscribes and stalls.
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not gpu and not slow" -q
+
+# Break the code on purpose: each mutation of .ci/mutations.py (a one-line patch on a clean checkout,
+# restored after) must fail a test of `make test`. MUTATION_ARGS="--only NAME", "--list".
+mutations: $(STAMP)
+	$(BIN)/python .ci/mutations.py $(MUTATION_ARGS)
+
+# The timing-dependent tests (interrupts, progress, cluster connects) 20 times in a row while two CPU
+# burners share the cores; prints each run and the green count. STRESS_ARGS="--runs 5 --burners 4".
+stress: $(STAMP)
+	$(BIN)/python .ci/stress.py $(STRESS_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

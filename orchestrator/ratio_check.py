@@ -83,6 +83,13 @@ def _spread(p10: float, p90: float) -> str:
     return "-" if pd.isna(p10) or pd.isna(p90) else f"{p10:.3f}–{p90:.3f}"
 
 
+def _why(r, tolerance: float) -> str:
+    """Why a row is not ok: a side missing, the demo's ratio contended, or the difference too large."""
+    if pd.isna(r.rel_diff):
+        return "missing"
+    return "contended" if r.contended else f">{tolerance:.0%}"
+
+
 def render(both: pd.DataFrame, tolerance: float, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     cols = ("family", "batch", "demo", "demo p10–p90", "bench", "bench p10–p90", "diff", "measured", "ok")
@@ -90,7 +97,7 @@ def render(both: pd.DataFrame, tolerance: float, title: str) -> Table:
         table.add_column(col, justify="left" if col in ("family", "measured", "ok") else "right")
     for r in both.itertuples():
         measured = "-" if pd.isna(r.contended) else ("contended" if r.contended else "alone")
-        ok = "yes" if r.ok else f"NO (>{tolerance:.0%})" if not pd.isna(r.rel_diff) else "NO (missing)"
+        ok = "yes" if r.ok else f"NO ({_why(r, tolerance)})"
         table.add_row(r.family, str(r.batch_size), f"{r.decode_vs_dense:.3f}", _spread(r.p10, r.p90),
                       f"{r.bench_vs_dense:.3f}", _spread(r.bench_p10, r.bench_p90), f"{r.rel_diff:+.1%}",
                       measured, ok)  # fmt: skip

@@ -176,7 +176,8 @@ def _speed_sections(runs: pd.DataFrame) -> list[_Section]:
     note = (
         f"{contention.ratio_summary(ratios)}. Ratios of runs timed in one process "
         f"({contention.INTERLEAVED}, `timing: {{infer: interleaved}}`) are preferred: load drift cannot "
-        "bias them; ratios of separate jobs compare numbers measured at different times."
+        "bias them (their p10/p90: the per-round ratio's spread over the rounds of alternating "
+        "generations); ratios of separate jobs compare numbers measured at different times."
     )
     if not ratios.empty and ratios["contended"].any():
         ratios = ratios.assign(decode_vs_dense=[

@@ -32,3 +32,9 @@ def test_only_commits_to_workloads_change_the_code_version(tmp_path):
 def test_this_checkout_s_code_version_is_its_workloads_tree():
     tree = fingerprint._git("rev-parse", "HEAD:workloads")
     assert fingerprint.code_version() == f"git:{tree}" != f"git:{fingerprint.git_commit()}"
+
+
+def test_the_fingerprint_moves_with_the_code_version_and_defaults_to_this_checkout_s():
+    resolved = {"kind": "dummy", "job": {"steps": 3}}
+    assert fingerprint.fingerprint(resolved, "git:aaaa") != fingerprint.fingerprint(resolved, "git:bbbb")
+    assert fingerprint.fingerprint(resolved) == fingerprint.fingerprint(resolved, fingerprint.code_version())

@@ -1,13 +1,13 @@
 """workloads.jobs.timing (StepTimer, benchmark, TimingStats), result (BenchResult, JobContext) and dummy."""
 
 import math
-import time
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from workloads.jobs import dummy
+from workloads.jobs import dummy, timing
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import ModelOverrides, ModelSpec
 from workloads.jobs.timing import StepTimer, TimingStats, benchmark
@@ -21,15 +21,16 @@ def test_timing_stats_percentiles():
         TimingStats.of([])
 
 
-def test_step_timer_drops_the_warmup():
+def test_step_timer_drops_the_warmup(monkeypatch):
+    now = [0.0]  # a fake clock: each step lasts exactly what it says, however loaded the machine is
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     timer = StepTimer("cpu", warmup=2)
-    for sleep_s in (0.05, 0.05, 0.0, 0.0, 0.0):
+    for step_s in (0.5, 0.5, 0.125, 0.25, 0.125):
         with timer:
-            time.sleep(sleep_s)
-    assert timer.count == 5 and len(timer.samples_s()) == 5
+            now[0] += step_s
+    assert timer.count == 5 and timer.samples_s() == [0.5, 0.5, 0.125, 0.25, 0.125]
     stats = timer.summary()
-    assert stats.n == 3 and stats.median_s < 0.04  # the two slow warm-up samples are excluded
-    assert min(timer.samples_s()[:2]) >= 0.05
+    assert (stats.n, stats.median_s) == (3, 0.125)  # the two slow warm-up samples are excluded
     with pytest.raises(ValueError, match="warmup"):
         StepTimer("cpu", warmup=-1)
 
