@@ -19,6 +19,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
+# A live display redraws by moving the cursor up and erasing lines: each move or erase (or a bare carriage
+# return) starts a new screen line, so one frame's last line is not read as joined to the next frame's.
+REDRAW = re.compile(r"\x1b\[[0-9;?]*[ABEFHJKf]|\r(?!\n)")
 CLI = [sys.executable, "-m", "orchestrator.cli"]
 # Long names on purpose: 4 families × 2 presets × a long variant × 2 seeds of model-free jobs.
 WIDE_SUITE = """
@@ -65,7 +68,7 @@ def in_a_terminal(cmd: list[str], environ: dict[str, str], cwd: Path, cols: int 
         elif proc.poll() is not None:
             break
     os.close(master)
-    return proc.wait(timeout=60), ANSI.sub("", out.decode(errors="replace")).replace("\r", "")
+    return proc.wait(timeout=60), ANSI.sub("", REDRAW.sub("\n", out.decode(errors="replace"))).replace("\r", "")
 
 
 def check_fits(cmd, environ, cwd, expect_rc=0) -> str:
