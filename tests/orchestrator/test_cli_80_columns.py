@@ -68,7 +68,8 @@ def in_a_terminal(cmd: list[str], environ: dict[str, str], cwd: Path, cols: int 
         elif proc.poll() is not None:
             break
     os.close(master)
-    return proc.wait(timeout=60), ANSI.sub("", REDRAW.sub("\n", out.decode(errors="replace"))).replace("\r", "")
+    screen = REDRAW.sub("\n", out.decode(errors="replace")).replace("\r", "")
+    return proc.wait(timeout=60), ANSI.sub("", screen)
 
 
 def check_fits(cmd, environ, cwd, expect_rc=0) -> str:
