@@ -1,30 +1,7 @@
-"""The typer CLI; `orchestrator.cli:app` is the `isosparse` console script. Until a command starts (the
-imports of torch, MLflow and pandas, and typer building the command: seconds, 20 s on a loaded machine)
-a Ctrl-C exits 130 at once: nothing has started. Only in a real command line (`isosparse`, `python -m
-orchestrator.cli`); a test process importing this keeps its own SIGINT handling."""
+"""The typer CLI; `orchestrator.cli:app` is the `isosparse` console script. `early_interrupt` is imported
+first, on purpose: a Ctrl-C during the heavy imports that follow exits 130 at once."""
 
-import os
-import signal
-import sys
-import threading
+from orchestrator.cli import early_interrupt
+from orchestrator.cli.main import app
 
-
-def _exit_interrupted(signum, frame) -> None:
-    os.write(2, b"\ninterrupted\n")
-    os._exit(130)
-
-
-def restore_sigint() -> None:
-    """A command starts (the app's callback): Ctrl-C is a KeyboardInterrupt again, or `run`'s handling."""
-    if signal.getsignal(signal.SIGINT) is _exit_interrupted:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-_ENTRY = sys.argv[0] == "-m" or sys.argv[0].endswith(("/isosparse", "orchestrator/cli/__main__.py"))
-_MAIN = threading.current_thread() is threading.main_thread()
-if _ENTRY and _MAIN and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-    signal.signal(signal.SIGINT, _exit_interrupted)
-
-from orchestrator.cli.main import app  # noqa: E402 - after the handler, on purpose
-
-__all__ = ["app", "restore_sigint"]
+__all__ = ["app", "early_interrupt"]

@@ -12,6 +12,7 @@ import typer
 from orchestrator import api
 from orchestrator.cli import clusters as cli_clusters
 from orchestrator.cli import render
+from orchestrator.cli.early_interrupt import restore_sigint
 
 
 class _App(typer.Typer):
@@ -57,9 +58,7 @@ _bad_input = cli_clusters.bad_input
 @app.callback()
 def main() -> None:
     """isosparse: compare sparse architectures at equal active and total parameters."""
-    from orchestrator import cli  # noqa: PLC0415 - the package's early Ctrl-C handling ends here
-
-    cli.restore_sigint()
+    restore_sigint()  # the early Ctrl-C handling ends here
 
 
 @app.command()
