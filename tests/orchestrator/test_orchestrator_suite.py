@@ -148,6 +148,23 @@ def test_shipped_suites_validate():
         assert suite.jobs
 
 
+def test_l3_optimizers_suite_varies_only_the_table_optimizer_and_fingerprints_it():
+    """suites/l3-optimizers.yaml (issue 21): per seed, the AdamW and row-wise jobs differ in l3_optimizer
+    alone, which their resolved (recorded, fingerprinted) config carries."""
+    from dataclasses import replace
+
+    (path,) = [p for p in shipped_suites() if p.stem == "l3-optimizers"]
+    jobs = {(j.labels["variant"], j.labels["seed"]): j for j in load_suite(path).jobs}
+    assert len(jobs) == 6
+    for seed in ("0", "1", "2"):
+        adamw, rowwise = jobs["adamw", seed], jobs["rowwise", seed]
+        assert (adamw.config.l3_optimizer, rowwise.config.l3_optimizer) == ("adamw", "rowwise_adagrad")
+        assert replace(rowwise.config, l3_optimizer="adamw") == adamw.config
+        assert rowwise.resolved["job"]["l3_optimizer"] == "rowwise_adagrad"
+        assert adamw.fingerprint != rowwise.fingerprint
+        assert adamw.config.steps >= 300 and adamw.config.model.family == "l3"
+
+
 def test_cli_validate_and_run_exit_2_on_bad_suite_and_create_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("ISOSPARSE_HOME", str(tmp_path / "home"))
     bad = write(tmp_path, DUMMY.replace("presets: [debug]", "presets: [tinny]"))
