@@ -2,6 +2,7 @@
 ships, iso-sparse match errors, the dataclass → plain data → dataclass round trip, and exit 2."""
 
 import textwrap
+from dataclasses import replace
 
 import pytest
 import yaml
@@ -151,8 +152,6 @@ def test_shipped_suites_validate():
 def test_l3_optimizers_suite_varies_only_the_table_optimizer_and_fingerprints_it():
     """suites/l3-optimizers.yaml (issue 21): per seed, the AdamW and row-wise jobs differ in l3_optimizer
     alone, which their resolved (recorded, fingerprinted) config carries."""
-    from dataclasses import replace
-
     (path,) = [p for p in shipped_suites() if p.stem == "l3-optimizers"]
     jobs = {(j.labels["variant"], j.labels["seed"]): j for j in load_suite(path).jobs}
     assert len(jobs) == 6
