@@ -24,14 +24,8 @@ from workloads.data import DataConfig
 from workloads.fields import MinLen, NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
-from workloads.jobs.setup import (
-    FieldError,
-    ModelOverrides,
-    ModelSpec,
-    base_model_config,
-    build_model,
-    prepare_job,
-)
+from workloads.jobs.setup import FieldError, base_model_config, build_model, prepare_job
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.config import Family, ModelConfig
 from workloads.models.moe import serve_dropless

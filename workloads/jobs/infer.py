@@ -51,14 +51,13 @@ from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.rounds import placements
 from workloads.jobs.setup import (
     FieldError,
-    ModelOverrides,
-    ModelSpec,
     base_model_config,
     build_model,
     check_data_fits,
     prepare_job,
     token_freqs_for,
 )
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
 from workloads.models.moe import serve_dropless

@@ -24,14 +24,13 @@ from workloads.jobs.contention import TimedPhase
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
-    ModelOverrides,
-    ModelSpec,
     allocation_summary,
     base_model_config,
     check_data_fits,
     prepare_job,
     token_freqs_for,
 )
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.models.accounting import (
     count_params,
     fgram_table_bytes,
@@ -50,7 +49,7 @@ Beta = Annotated[float, Ge(0), Lt(1)]
 class TrainJobConfig:
     """One training benchmark. Only `preset` and `family` are required.
 
-    Model: preset / family / overrides / allocation_path (see `setup.ModelSpec`). Data: `data`, windows of
+    Model: preset / family / overrides / allocation_path (see `spec.ModelSpec`). Data: `data`, windows of
     `seq_len` tokens (None: data.seq_len). batch_size: micro-batch per rank; grad_accum micro-batches per
     optimizer step. steps, or token_budget (when set: ceil(token_budget / tokens per step) steps).
     AdamW(lr, betas, weight_decay; norms undecayed; l3_* / embedding_* override the lr / weight decay of

@@ -10,14 +10,13 @@ import torch
 from workloads.data import DataConfig
 from workloads.jobs.setup import (
     FieldError,
-    ModelOverrides,
-    ModelSpec,
     build_model,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
     token_freqs_for,
 )
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.l3.allocation import save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
