@@ -1,6 +1,5 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
-Details: docs/orchestrator.md#orchestratorsuitesexpansion.
-"""
+Details: docs/orchestrator.md#orchestratorsuitesexpansion."""
 
 import functools
 import itertools
