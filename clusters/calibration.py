@@ -119,15 +119,21 @@ def _memory_fit(rows: "pd.DataFrame") -> dict:
     measured_col = MEASURED_PEAK if MEASURED_PEAK in rows else PEAK_DEVICE
     if PREDICTED_PEAK not in rows or measured_col not in rows:
         return {"n_memory_runs": 0}
-    pairs = [(float(p), float(m)) for p, m in zip(rows[PREDICTED_PEAK], rows[measured_col], strict=True)
-             if _valid(p) and _valid(m)]  # fmt: skip
+    pairs = [
+        (float(p), float(m))
+        for p, m in zip(rows[PREDICTED_PEAK], rows[measured_col], strict=True)
+        if _valid(p) and _valid(m)
+    ]
     if not pairs:
         return {"n_memory_runs": 0}
     pred, meas = [p for p, _ in pairs], [m for _, m in pairs]
     scale = _geomean([m / p for p, m in pairs])
-    return {"n_memory_runs": len(pairs), "memory_scale": scale,
-            "memory_error_before": _median_abs_err(pred, meas),
-            "memory_error_after": _median_abs_err([p * scale for p in pred], meas)}  # fmt: skip
+    return {
+        "n_memory_runs": len(pairs),
+        "memory_scale": scale,
+        "memory_error_before": _median_abs_err(pred, meas),
+        "memory_error_after": _median_abs_err([p * scale for p in pred], meas),
+    }
 
 
 def calibrate(runs_df: "pd.DataFrame") -> Calibration:

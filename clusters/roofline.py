@@ -192,5 +192,6 @@ def decode_step(model: ModelShape, setup: InferSetup, acc: Accelerator) -> Decod
         if acc.host_link is None:
             raise ValueError(f"{acc.name!r} has no host link in the catalog")
         copy_s = capacity.infer_memory(model, setup).l3_bytes_per_step / acc.host_link.bytes_per_s
-    return DecodeTime(step_s=step_s, tokens_per_s=B / step_s, copy_s=copy_s, window_s=window_s,
-                      hidden=copy_s <= window_s)  # fmt: skip
+    return DecodeTime(
+        step_s=step_s, tokens_per_s=B / step_s, copy_s=copy_s, window_s=window_s, hidden=copy_s <= window_s
+    )

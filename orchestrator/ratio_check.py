@@ -120,13 +120,18 @@ def main(argv: list[str] | None = None) -> None:
         demo_s = time.perf_counter() - start
         bench = bench_sweep(threads, Path(tmp))
     both = agreement(demo, bench, args.tolerance)
-    title = (f"decode tokens/s ÷ dense: {args.suite}'s infer jobs (the demo's report) vs "
-             f"`python -m workloads.bench infer --threads {threads}`")  # fmt: skip
+    title = (
+        f"decode tokens/s ÷ dense: {args.suite}'s infer jobs (the demo's report) vs "
+        f"`python -m workloads.bench infer --threads {threads}`"
+    )
     console.print(render(both, args.tolerance, title))
     took = time.perf_counter() - start
-    console.print(f"tolerance {args.tolerance:.0%}; torch threads {threads}; demo sweep {demo_s:.0f} s, "
-                  f"bench {took - demo_s:.0f} s, {took:.0f} s in all; load average (1, 5, 15 min) "
-                  f"before {load_before}, after {os.getloadavg()}", highlight=False)  # fmt: skip
+    console.print(
+        f"tolerance {args.tolerance:.0%}; torch threads {threads}; demo sweep {demo_s:.0f} s, "
+        f"bench {took - demo_s:.0f} s, {took:.0f} s in all; load average (1, 5, 15 min) "
+        f"before {load_before}, after {os.getloadavg()}",
+        highlight=False,
+    )
     sys.exit(0 if len(both) and both["ok"].all() else 1)
 
 

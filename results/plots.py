@@ -89,8 +89,9 @@ def val_loss_vs_params(
             name = family if len(variants) <= 1 or pd.isna(variant) else f"{family}/{variant}"
             xs, ys = pts[x].to_numpy(float), pts[y].to_numpy(float)
             err = pts[f"{y}_std"].fillna(0).to_numpy(float)
-            ax.errorbar(xs, ys, yerr=err, fmt=markers.get(variant, "o"), color=_color(family), label=name,
-                        capsize=3)  # fmt: skip
+            ax.errorbar(
+                xs, ys, yerr=err, fmt=markers.get(variant, "o"), color=_color(family), label=name, capsize=3
+            )
             fit = fits[(fits["family"] == family) & _same(fits["variant"], variant)]
             if not fit.empty:
                 best = fit.sort_values("model", key=lambda m: m.eq("offset")).iloc[-1]  # offset if fitted

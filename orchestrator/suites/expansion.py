@@ -35,8 +35,7 @@ class SuiteError(ValueError):
         where: dict[str, list[str]] = {}  # one problem, one line: jobs sharing a file list all its paths
         for path, msg in self.errors:
             where.setdefault(msg, []).append(path)
-        lines = [f"  {', '.join(p for p in paths if p)}: {msg}" if any(paths) else f"  {msg}"
-                 for msg, paths in where.items()]  # fmt: skip
+        lines = [f"  {', '.join(filter(None, p))}: {m}" if any(p) else f"  {m}" for m, p in where.items()]
         count = f"{len(lines)} error" + ("s" if len(lines) != 1 else "")
         super().__init__(f"{source}: {count}\n" + "\n".join(lines))
 

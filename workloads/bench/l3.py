@@ -98,9 +98,12 @@ def offload(ctx: BenchContext) -> list[Row]:
                 waits += handle.stats.wait_s
             finally:
                 handle.remove()
-        rows = {p: timed_row("offload", f"decode bs{bs} l3 {p}", t.decode.samples_s()[t.decode.warmup :],
-                             items=bs)
-                for p, t in timers.items()}  # fmt: skip
+        rows = {
+            p: timed_row(
+                "offload", f"decode bs{bs} l3 {p}", t.decode.samples_s()[t.decode.warmup :], items=bs
+            )
+            for p, t in timers.items()
+        }
         wait = f"wait {1e6 * np.mean(waits):.0f} µs/L3 call" if waits else "tables read in place"
         off = ratio_goal(rows["offload"], rows["device"], OFFLOAD_GOAL, "on device")
         out += [rows["device"], replace(off, note=wait)]

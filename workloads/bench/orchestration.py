@@ -24,5 +24,5 @@ def rows(ctx: BenchContext) -> list[Row]:
         timed_row(o, "compare in-process", [m["compare_s"]]),
         timed_row(
             o, "compare CLI process", [m["compare_cli_s"]], note=f"python -c pass {m['python_s']:.2f} s of it"
-        ),  # fmt: skip
+        ),
     ]

@@ -34,8 +34,10 @@ WEIGHTS_FILE = checkpoint.FINAL_WEIGHTS  # a train job with save_weights writes 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # The metrics of a local task per kind (lm-eval metric names; each also gets its standard error).
-LOCAL_METRICS = {"multiple_choice": ("acc", "acc_norm"),
-                 "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte")}  # fmt: skip
+LOCAL_METRICS = {
+    "multiple_choice": ("acc", "acc_norm"),
+    "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}
 # lm-eval's own aggregation of each (stated, so that it does not warn that it picks the default).
 AGGREGATION = {"acc": ("mean", True), "acc_norm": ("mean", True), "bits_per_byte": ("bits_per_byte", False),
                "word_perplexity": ("weighted_perplexity", False),
@@ -86,13 +88,16 @@ class EvalTask:
             "metric_list": [
                 {"metric": m, "aggregation": AGGREGATION[m][0], "higher_is_better": AGGREGATION[m][1]}
                 for m in LOCAL_METRICS[self.kind]
-            ],  # fmt: skip
+            ],
         }
         if self.num_fewshot:
             config["fewshot_split"] = "test"
         if self.kind == "perplexity":
-            return config | {"output_type": "loglikelihood_rolling", "doc_to_text": "",
-                             "doc_to_target": self.target}  # fmt: skip
+            return config | {
+                "output_type": "loglikelihood_rolling",
+                "doc_to_text": "",
+                "doc_to_target": self.target,
+            }
         return config | {"output_type": "multiple_choice", "doc_to_text": self.text,
                          "doc_to_choice": self.choices, "doc_to_target": self.target}  # fmt: skip
 
@@ -149,8 +154,11 @@ def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | N
     dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
     base = model or base_model_config(cfg.model_spec())
     if cfg.max_length is not None and not 2 <= cfg.max_length <= base.max_seq_len:
-        raise FieldError("max_length", f"{cfg.max_length} must lie in [2, {base.max_seq_len}] (the model's "
-                         f"max_seq_len, preset {cfg.preset!r})")  # fmt: skip
+        raise FieldError(
+            "max_length",
+            f"{cfg.max_length} must lie in [2, {base.max_seq_len}] (the model's "
+            f"max_seq_len, preset {cfg.preset!r})",
+        )
     if model is not None and model.moe is not None and model.moe.ep_size > 1:
         raise FieldError("overrides.moe_ep_size", f"{model.moe.ep_size}: evaluation runs on one device")
     for i, task in enumerate(cfg.tasks):
@@ -158,8 +166,10 @@ def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | N
             raise FieldError(f"tasks[{i}].path", f"no such file: {task.path!r}")
     unknown = [t.name for t in cfg.tasks if t.path is None and t.name not in harness_tasks()]
     if unknown:
-        raise FieldError("tasks", f"unknown lm-eval task(s) {unknown} (lm-eval {_lm_eval_version()}; a "
-                         "local file needs `path`)")  # fmt: skip
+        raise FieldError(
+            "tasks",
+            f"unknown lm-eval task(s) {unknown} (lm-eval {_lm_eval_version()}; a local file needs `path`)",
+        )
     out = replace(cfg, device=device, dtype=dtype)
     return out if model is None else replace(out, model=_specialize(model, dtype))
 
@@ -193,8 +203,10 @@ def _weights(cfg: EvalJobConfig, ctx: JobContext) -> str:
     if folder is not None and checkpoint.latest_step(folder) is not None:
         return str(folder)
     where = f"{ctx.checkpoint_dir}/{WEIGHTS_FILE}" if ctx.checkpoint_dir else "no checkpoint folder given"
-    raise ValueError(f"EvalJobConfig.checkpoint is not set and its train job's final weights are missing "
-                     f"({where}): an eval job evaluates trained weights, never random ones")  # fmt: skip
+    raise ValueError(
+        f"EvalJobConfig.checkpoint is not set and its train job's final weights are missing "
+        f"({where}): an eval job evaluates trained weights, never random ones"
+    )
 
 
 def _offline_env(tasks: tuple[EvalTask, ...], cache_dir: Path) -> None:

@@ -150,14 +150,23 @@ def resolve(
     base = model or base_model_config(cfg.model_spec())
     ep_size = model.moe.ep_size if model is not None and model.moe else (cfg.overrides.moe_ep_size or 1)
     if cfg.family == "moe" and ep_size > 1:
-        raise FieldError("overrides.moe_ep_size", f"{ep_size}: inference runs on one device "
-                         "(expert parallelism needs the multi-worker training setup)")  # fmt: skip
+        raise FieldError(
+            "overrides.moe_ep_size",
+            f"{ep_size}: inference runs on one device "
+            "(expert parallelism needs the multi-worker training setup)",
+        )
     if cfg.l3_placement == "offload" and cfg.family not in ("l3", "scone"):
-        raise FieldError("l3_placement", "'offload' needs an L3 model (or a SCONE model: it places its "
-                         f"f-gram table), got family={cfg.family!r}")  # fmt: skip
+        raise FieldError(
+            "l3_placement",
+            "'offload' needs an L3 model (or a SCONE model: it places its "
+            f"f-gram table), got family={cfg.family!r}",
+        )
     if cfg.prompt_len + cfg.gen_len > base.max_seq_len:
-        raise FieldError("prompt_len", f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
-                         f"model's max_seq_len={base.max_seq_len} (preset {cfg.preset!r})")  # fmt: skip
+        raise FieldError(
+            "prompt_len",
+            f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
+            f"model's max_seq_len={base.max_seq_len} (preset {cfg.preset!r})",
+        )
     check_data_fits(replace(cfg.data, seq_len=cfg.prompt_len), base, "prompt_len")
     out = replace(cfg, device=device, dtype=dtype)
     return out if model is None else replace(out, model=_specialize(out, model))

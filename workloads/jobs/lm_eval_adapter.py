@@ -100,9 +100,11 @@ class IsoLM(TemplateLM):
         for index, request in enumerate(requests):
             (string,) = request.args
             rolling = get_rolling_token_windows(
-                token_list=self.tok_encode(string), prefix_token=self.eot_id,
-                max_seq_len=self.max_length, context_len=1,
-            )  # fmt: skip
+                token_list=self.tok_encode(string),
+                prefix_token=self.eot_id,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
             for window in map(make_disjoint_window, rolling):
                 windows.append((list(window[0]), list(window[1])))
                 owner.append(index)

@@ -94,9 +94,11 @@ class TrainLoop:
                 if isinstance(module, L3Layer):
                     module.sparse_grad = True
         self.scheduler = optim.build_scheduler(
-            self.engine.optimizer, warmup_steps=cfg.lr_warmup_steps, total_steps=self.total_steps,
+            self.engine.optimizer,
+            warmup_steps=cfg.lr_warmup_steps,
+            total_steps=self.total_steps,
             min_ratio=cfg.min_lr_ratio,
-        )  # fmt: skip
+        )
         amp = cfg.autocast_dtype()
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         self._init_balance()
@@ -132,8 +134,9 @@ class TrainLoop:
             return
         from workloads.scone.data import tag_data
 
-        self.train_tags = Batches(scone.packed_tags("train", self.seq_len, seed=self.cfg.seed),
-                                  self.cfg.batch_size, self.world)  # fmt: skip
+        self.train_tags = Batches(
+            scone.packed_tags("train", self.seq_len, seed=self.cfg.seed), self.cfg.batch_size, self.world
+        )
         self.eval_tags[""] = scone.packed_tags("val", self.seq_len, shuffle=False)
         for name, d in extra_eval.items():
             tags = tag_data(scone.matcher, scone.path, d)["val"]

@@ -22,10 +22,12 @@ MOE_FIELDS = (
 SCONE_FIELDS = ("scone_n_fgrams", "scone_max_n", "scone_min_count", "scone_fgram_layers",
                 "scone_depth_multiplier", "scone_fgram_ffn_dim")  # fmt: skip
 # hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
-OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
-                     **dict.fromkeys(MOE_FIELDS, ("moe",)),
-                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES),
-                     **dict.fromkeys(SCONE_FIELDS, ("scone",))}  # fmt: skip
+OVERRIDE_FAMILIES = {
+    **dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
+    **dict.fromkeys(MOE_FIELDS, ("moe",)),
+    **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES),
+    **dict.fromkeys(SCONE_FIELDS, ("scone",)),
+}
 
 
 def applies(name: str, family: str) -> bool:

@@ -172,10 +172,12 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
             job = prepare_job(spec, cfg.model, data_cfg, ctx.cache_dir)
             data, model_cfg, counts, scone = job.data, job.model, job.counts, job.scone
             extra = {  # tokenized with the job's tokenizer
-                name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
-                              ctx.cache_dir)
+                name: prepare(
+                    replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
+                    ctx.cache_dir,
+                )
                 for name, d in cfg.eval_data.items()
-            }  # fmt: skip
+            }
         distributed.barrier()
     return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx, extra, scone=scone)
 

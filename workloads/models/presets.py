@@ -40,9 +40,12 @@ class Preset:
 
 
 def _preset(
-    note: str, l3_budget: int | None = None, d_emb: int | None = None, scone: SconeConfig | None = None,
+    note: str,
+    l3_budget: int | None = None,
+    d_emb: int | None = None,
+    scone: SconeConfig | None = None,
     **dense,
-) -> Preset:  # fmt: skip
+) -> Preset:
     base = ModelConfig(**dense)
     l3 = default_l3(base, budget=l3_budget)
     l3 = l3 if d_emb is None else replace(l3, d_emb=d_emb)
@@ -241,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     def build(shown: list[str]) -> Table:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
         for column in shown:
-            table.add_column(column, justify="right" if column in ("active", "total", "sparsity") else "left",
-                             no_wrap=True)  # fmt: skip
+            table.add_column(
+                column, justify="right" if column in ("active", "total", "sparsity") else "left", no_wrap=True
+            )
         for i, row in enumerate(rows):
             table.add_row(*(row[columns.index(c)] for c in shown), end_section=i % len(FAMILIES) == 3)
         return table

@@ -42,9 +42,10 @@ class SuffixMatcher:
         self.fgrams = fgrams
         self.max_n, self.vocab_size = fgrams.max_n, fgrams.vocab_size
         self.table, self.terminal = fgram_kernels.build_suffix_trie(
-            np.ascontiguousarray(fgrams.tokens, dtype=np.int64), fgrams.lengths.astype(np.int64),
+            np.ascontiguousarray(fgrams.tokens, dtype=np.int64),
+            fgrams.lengths.astype(np.int64),
             fgrams.vocab_size,
-        )  # fmt: skip
+        )
 
     def tag(self, tokens: np.ndarray, start: int = 0) -> np.ndarray:
         """(N - start,) f-gram rows (-1: none) of positions start..N-1, matching back into tokens[:start]."""
@@ -72,9 +73,11 @@ class SuffixMatcher:
 
 
 def tag_split(
-    matcher: SuffixMatcher, tokens: np.ndarray, path: str | os.PathLike,
+    matcher: SuffixMatcher,
+    tokens: np.ndarray,
+    path: str | os.PathLike,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Tag a whole (memmapped) token stream into an int32 file at `path`; returns it memmapped read-only.
 
     Chunks overlap by K-1 tokens, so each position sees the same context as a whole-stream pass.

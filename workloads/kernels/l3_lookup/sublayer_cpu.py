@@ -61,8 +61,9 @@ def _sublayer_serial(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, e
         out += x
 
 
-def _sublayer_parallel(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix, residual,
-                       out):  # fmt: skip
+def _sublayer_parallel(
+    x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix, residual, out
+):
     """`_sublayer_serial` with the lookup's items and the GEMVs' rows spread over numba's threads."""
     q, looked = _dense_in_jit(x, w_in, eps_in, values.shape[1])
     _lookup_parallel(q, ids, keys, values, offsets, looked, CHUNK_ROWS)
