@@ -188,7 +188,7 @@ def _data_problems(cfg) -> list[tuple[str, str]]:
 
 
 def _job(
-    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing="shared"
+    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing, retries
 ) -> JobSpec | None:
     """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
     from workloads.jobs.setup import FieldError
@@ -220,10 +220,11 @@ def _job(
         return None
     bad_sources = _data_problems(config) or inputs.corpus_problems(config)
     errors += [(where.path(field), msg) for field, msg in bad_sources]
-    return None if bad_sources else _spec(kind, config, labels, seed, resources, timing)
+    match = matching.match(models, labels["family"])
+    return None if bad_sources else _spec(kind, config, labels, seed, resources, timing, match, retries)
 
 
-def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str = "shared") -> JobSpec:
+def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str, match, retries) -> JobSpec:
     """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted (the timing
     mode too: numbers measured alone and beside other jobs are different results)."""
     from workloads.jobs.result import to_jsonable
@@ -244,8 +245,9 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str =
         fingerprint=fingerprint(resolved, code_version()),
         labels=labels,
         resources=resources,
-        max_retries=1,
         timing=timing,
+        match=match,
+        max_retries=retries,
     )
 
 
@@ -335,9 +337,8 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                     gang = f"resources.{kind}.num_workers={resources.num_workers} asks for a gang"
                     errors.append((f"timing.{kind}", f"'interleaved' runs a group in one process; {gang}"))
                 where = Where(kind, vpath, variant)
-                job = _job(
-                    kind, section, models, labels, seed, resources, where, errors, spec["timing"][kind]
-                )
+                timing, retries = spec["timing"][kind], spec["max_retries"]
+                job = _job(kind, section, models, labels, seed, resources, where, errors, timing, retries)
                 key = (variant["name"], preset, seed, family)
                 if job is not None and kind == "eval":
                     job = _linked(job, trained.get(key), errors)
@@ -345,9 +346,7 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                     continue
                 if kind == "train":
                     trained[key] = job.fingerprint
-                if job.fingerprint not in jobs:
-                    job = replace(job, match=matching.match(models, family), max_retries=spec["max_retries"])
-                    jobs[job.fingerprint] = job
+                jobs.setdefault(job.fingerprint, job)
     return list(jobs.values())
 
 
