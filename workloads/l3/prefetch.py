@@ -72,9 +72,6 @@ class PrefetchStats:
     def bytes_per_step(self) -> float:
         return self.bytes_copied / self.steps if self.steps else 0.0
 
-    def rows_per_step(self) -> float:
-        return self.rows_copied / self.steps if self.steps else 0.0
-
 
 class _Segment(NamedTuple):
     """One tensor inside a packed transfer buffer."""
