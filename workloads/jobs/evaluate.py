@@ -24,7 +24,7 @@ from workloads.data import DataConfig
 from workloads.fields import MinLen, NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
-from workloads.jobs.setup import FieldError, base_model_config, build_model, prepare_job
+from workloads.jobs.setup import FieldError, base_model_config, build_model, device_and_dtype, prepare_job
 from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.config import Family, ModelConfig
@@ -149,9 +149,7 @@ def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | N
     is dropped for capacity, so a request's score does not depend on what else is in its batch."""
     if cfg.model is not None:
         return cfg
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    device = cfg.device if cfg.device != "auto" else ("cuda" if cuda else "cpu")
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    device, dtype = device_and_dtype(cfg.device, cfg.dtype, cuda)
     base = model or base_model_config(cfg.model_spec())
     if cfg.max_length is not None and not 2 <= cfg.max_length <= base.max_seq_len:
         raise FieldError(

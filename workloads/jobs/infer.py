@@ -54,6 +54,7 @@ from workloads.jobs.setup import (
     base_model_config,
     build_model,
     check_data_fits,
+    device_and_dtype,
     prepare_job,
     token_freqs_for,
 )
@@ -144,9 +145,7 @@ def resolve(
     model the job resolves it on its data when it starts. FieldError names a field that cannot run."""
     if cfg.model is not None:
         return cfg
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    device = cfg.device if cfg.device != "auto" else ("cuda" if cuda else "cpu")
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    device, dtype = device_and_dtype(cfg.device, cfg.dtype, cuda)
     base = model or base_model_config(cfg.model_spec())
     ep_size = model.moe.ep_size if model is not None and model.moe else (cfg.overrides.moe_ep_size or 1)
     if cfg.family == "moe" and ep_size > 1:

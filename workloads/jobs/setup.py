@@ -166,6 +166,14 @@ def check_data_fits(
         )
 
 
+def device_and_dtype(device: str, dtype: str, cuda: bool | None = None) -> tuple[str, str]:
+    """A job's "auto" device and dtype resolved: "cuda" when `cuda` (None: torch sees a GPU) else "cpu";
+    bfloat16 on CUDA, float32 on CPU."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    device = device if device != "auto" else ("cuda" if cuda else "cpu")
+    return device, dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+
+
 def prepare_data(
     data_cfg: DataConfig, model_cfg: ModelConfig, cache_dir: str | os.PathLike | None = None
 ) -> PreparedData:
