@@ -111,8 +111,13 @@ def _time_fit(rows: "pd.DataFrame", acc: catalog.Accelerator) -> dict:
             [peak * DEFAULT_MFU * n / f for f, n in zip(flops, n_dev, strict=True)], measured
         )
     after = _median_abs_err([rate * n / f for f, n in zip(flops, n_dev, strict=True)], measured)
-    return {"n_time_runs": len(rates), "flops_per_s": rate, "mfu": None if peak is None else rate / peak,
-            "time_error_before": before, "time_error_after": after}  # fmt: skip
+    return {
+        "n_time_runs": len(rates),
+        "flops_per_s": rate,
+        "mfu": None if peak is None else rate / peak,
+        "time_error_before": before,
+        "time_error_after": after,
+    }
 
 
 def _memory_fit(rows: "pd.DataFrame") -> dict:
@@ -143,8 +148,15 @@ def calibrate(runs_df: "pd.DataFrame") -> Calibration:
     fits = {}
     for hardware, rows in runs_df.groupby("hardware", dropna=True):
         acc = catalog.get(str(hardware))
-        values = {"flops_per_s": None, "mfu": None, "time_error_before": None, "time_error_after": None,
-                  "memory_scale": None, "memory_error_before": None, "memory_error_after": None}  # fmt: skip
+        values = {
+            "flops_per_s": None,
+            "mfu": None,
+            "time_error_before": None,
+            "time_error_after": None,
+            "memory_scale": None,
+            "memory_error_before": None,
+            "memory_error_after": None,
+        }
         values.update(_time_fit(rows, acc))
         values.update(_memory_fit(rows))
         if values["n_time_runs"] or values["n_memory_runs"]:

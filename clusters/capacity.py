@@ -105,9 +105,14 @@ def l3_bytes_per_token(model: ModelShape, setup: TrainSetup) -> float:
     l3, D = model.l3, model.dim
     rows = L3_PAD_FACTOR * l3.rows_per_token_mean
     return (
-        _norm(D, r) + _norm(l3.d_up, r) + D * a * L3_PAD_FACTOR + l3.d_emb * a + (l3.d_up + D) * a
-        + rows * (4 + a + 1) + 2 * 8  # softmax out, weights, mask; two int64 position vectors
-    )  # fmt: skip
+        _norm(D, r)
+        + _norm(l3.d_up, r)
+        + D * a * L3_PAD_FACTOR
+        + l3.d_emb * a
+        + (l3.d_up + D) * a
+        + rows * (4 + a + 1)
+        + 2 * 8  # softmax out, weights, mask; two int64 position vectors
+    )
 
 
 def _block_activations(model: ModelShape, setup: TrainSetup) -> list[float]:
@@ -259,11 +264,18 @@ def train_memory(model: ModelShape, setup: TrainSetup) -> TrainMemory:
     if model.params_fgram_model:
         by_cat["fgram_model"] = p_b * model.params_fgram_model
     return TrainMemory(
-        params=params, grads=grads, optimizer=optimizer, comm_buffers=comm, weight_copies=copies,
-        activations=sum(activation_bytes(model, setup).values()), backward_live=live, optimizer_temp=opt_temp,
-        params_by_category=by_cat, forward_backward=params + optimizer + comm + copies + live,
+        params=params,
+        grads=grads,
+        optimizer=optimizer,
+        comm_buffers=comm,
+        weight_copies=copies,
+        activations=sum(activation_bytes(model, setup).values()),
+        backward_live=live,
+        optimizer_temp=opt_temp,
+        params_by_category=by_cat,
+        forward_backward=params + optimizer + comm + copies + live,
         optimizer_step=params + grads + optimizer + comm + opt_temp,
-    )  # fmt: skip
+    )
 
 
 def usable_bytes(

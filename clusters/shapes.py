@@ -49,9 +49,15 @@ class L3Shape:
 
     def __post_init__(self) -> None:
         _positions("l3", self.positions)
-        _positive("l3", rows=self.rows, row_width=self.row_width, d_emb=self.d_emb, d_up=self.d_up,
-                  rows_per_token_mean=self.rows_per_token_mean,
-                  rows_per_token_max=self.rows_per_token_max)  # fmt: skip
+        _positive(
+            "l3",
+            rows=self.rows,
+            row_width=self.row_width,
+            d_emb=self.d_emb,
+            d_up=self.d_up,
+            rows_per_token_mean=self.rows_per_token_mean,
+            rows_per_token_max=self.rows_per_token_max,
+        )
 
     @property
     def n_layers(self) -> int:
@@ -75,8 +81,13 @@ class MoEShape:
 
     def __post_init__(self) -> None:
         _positions("moe", self.positions)
-        _positive("moe", num_experts=self.num_experts, top_k=self.top_k, ffn_dim=self.ffn_dim,
-                  capacity_factor=self.capacity_factor)  # fmt: skip
+        _positive(
+            "moe",
+            num_experts=self.num_experts,
+            top_k=self.top_k,
+            ffn_dim=self.ffn_dim,
+            capacity_factor=self.capacity_factor,
+        )
 
     @property
     def n_layers(self) -> int:
@@ -122,9 +133,17 @@ class ModelShape:
     def __post_init__(self) -> None:
         if len(self.blocks) != self.n_layers or self.train_flops[0] <= 0:
             raise ValueError("model.blocks (one per layer) and model.train_flops must come from accounting")
-        _positive("model", vocab_size=self.vocab_size, dim=self.dim, n_layers=self.n_layers,
-                  n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, ffn_dim=self.ffn_dim,
-                  max_seq_len=self.max_seq_len, params_active=self.params_active)  # fmt: skip
+        _positive(
+            "model",
+            vocab_size=self.vocab_size,
+            dim=self.dim,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            n_kv_heads=self.n_kv_heads,
+            ffn_dim=self.ffn_dim,
+            max_seq_len=self.max_seq_len,
+            params_active=self.params_active,
+        )
         if (self.params_l3_tables > 0) != (self.l3 is not None):
             raise ValueError("model.params_l3_tables > 0 exactly when model.l3 is given")
         if (self.params_experts > 0) != (self.moe is not None):
@@ -196,8 +215,14 @@ class TrainSetup:
             raise ValueError(
                 f"train.optimizer_impl must be foreach/for-loop/fused, got {self.optimizer_impl!r}"
             )
-        _positive("train", micro_batch=self.micro_batch, seq_len=self.seq_len, n_gpus=self.n_gpus,
-                  grad_accum=self.grad_accum, ep_size=self.ep_size)  # fmt: skip
+        _positive(
+            "train",
+            micro_batch=self.micro_batch,
+            seq_len=self.seq_len,
+            n_gpus=self.n_gpus,
+            grad_accum=self.grad_accum,
+            ep_size=self.ep_size,
+        )
         if self.zero_stage not in (0, 1, 2):
             raise ValueError(f"train.zero_stage must be 0 (DDP), 1 or 2, got {self.zero_stage!r}")
         if self.precision not in PRECISIONS:

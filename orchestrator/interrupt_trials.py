@@ -62,9 +62,14 @@ class Trial:
         ]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cmd,
+            env=env,
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,  # its own session: what is left of it afterwards can be found and killed
-        )  # fmt: skip
+        )
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()

@@ -176,8 +176,14 @@ def config_key(df: pd.DataFrame, cols) -> pd.Series:
 
 def _key(df: pd.DataFrame, *cols: str) -> pd.Series:
     """A join key over `cols` that also matches missing values."""
-    return pd.Series(["\x1f".join("\0" if pd.isna(v) else str(v) for v in row) for row in
-                      df[list(cols)].itertuples(index=False)], index=df.index, dtype="object")  # fmt: skip
+    return pd.Series(
+        [
+            "\x1f".join("\0" if pd.isna(v) else str(v) for v in row)
+            for row in df[list(cols)].itertuples(index=False)
+        ],
+        index=df.index,
+        dtype="object",
+    )
 
 
 def mixes_tokenizers(runs: pd.DataFrame, kind: str = "train") -> bool:

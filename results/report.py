@@ -242,8 +242,14 @@ def _inference_table(runs: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     long = pd.concat(frames)
-    wide = long.pivot_table(index=["group", "family", "preset", "variant", "batch_size"], columns="key",
-                            values="value", aggfunc="mean", dropna=False, observed=True)  # fmt: skip
+    wide = long.pivot_table(
+        index=["group", "family", "preset", "variant", "batch_size"],
+        columns="key",
+        values="value",
+        aggfunc="mean",
+        dropna=False,
+        observed=True,
+    )
     wide = wide.dropna(how="all").reset_index()
     wide.columns = [str(c).removeprefix("infer/") for c in wide.columns]
     return wide
@@ -267,12 +273,22 @@ def _quality_figures(runs: pd.DataFrame) -> list[tuple[str, str, Callable[..., o
     intervals), several get log-log scaling plots; then the loss curves, every family on one axis."""
     metric, short = seeds.quality(runs)
     if quality_plots.n_sizes(runs) <= 1:
-        out = [("quality_per_config", f"{short.capitalize()} per config: seeds and 95% intervals",
-                lambda r, h, a: quality_plots.quality_dots(r, metric))]  # fmt: skip
+        out = [
+            (
+                "quality_per_config",
+                f"{short.capitalize()} per config: seeds and 95% intervals",
+                lambda r, h, a: quality_plots.quality_dots(r, metric),
+            )
+        ]
     else:
-        out = [(f"quality_vs_{x}", f"{short.capitalize()} vs {x.replace('_', ' ')} (log-log)",
-                lambda r, h, a, x=x: plots.val_loss_vs_params(r, x=x, y=metric))
-               for x in ("params_active", "params_total")]  # fmt: skip
+        out = [
+            (
+                f"quality_vs_{x}",
+                f"{short.capitalize()} vs {x.replace('_', ' ')} (log-log)",
+                lambda r, h, a, x=x: plots.val_loss_vs_params(r, x=x, y=metric),
+            )
+            for x in ("params_active", "params_total")
+        ]
     curves = (
         "loss_curves",
         "Training loss, smoothed: every family on one axis, band over seeds",

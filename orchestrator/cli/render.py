@@ -156,8 +156,13 @@ def print_table(out: Console, table: Table, wide: bool = False) -> None:
     """Print a table; wide: every cell whole, wider than the terminal if need be (it wraps or scrolls)."""
     if wide:
         needed = Console(width=10_000).measure(table).maximum
-        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
-                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+        out = Console(
+            width=max(out.width, needed),
+            file=out.file,
+            force_terminal=out.is_terminal,
+            color_system=out.color_system,
+            no_color=out.no_color,
+        )
     out.print(table)
 
 
@@ -215,8 +220,14 @@ def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
 
 def listing(items: list[tuple[str, str]], title: str) -> Table:
     """`list`: names and their one-line notes, the notes wrapped to the terminal (never cut)."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_header=False,
-                  title_justify="left")  # fmt: skip
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        show_header=False,
+        title_justify="left",
+    )
     table.add_column("name", no_wrap=True)
     table.add_column("note", overflow="fold")
     for name, note in items:
@@ -254,8 +265,15 @@ def print_jobs(out: Console, jobs: pd.DataFrame, title: str, wide: bool = False)
     """status's job table (job and state, then attempt, loss, started while they fit), each error on its
     own line under the table (a column would wrap at 80)."""
     errors = jobs.get("error", pd.Series(None, index=jobs.index, dtype=object))
-    table = fitted_table(jobs.drop(columns=["error"], errors="ignore"), title, ["job", "state"],
-                         ["loss", "started", "attempt"], out.width, wide, {"state": STYLE})  # fmt: skip
+    table = fitted_table(
+        jobs.drop(columns=["error"], errors="ignore"),
+        title,
+        ["job", "state"],
+        ["loss", "started", "attempt"],
+        out.width,
+        wide,
+        {"state": STYLE},
+    )
     print_table(out, table, wide)
     for job, error in zip(jobs["job"], errors, strict=True):
         if isinstance(error, str) and error:

@@ -82,9 +82,17 @@ def measure(n_jobs: int) -> dict[str, float]:
         compare_s, cli_s, python_s = _compare_times(uri)
     if cold.exit_code or warm.exit_code:
         raise SystemExit(f"overhead jobs failed: {cold.counts()} {warm.counts()}")
-    return {"ray_init_s": ray_init_s, "cold_s": cold_s, "warm_s": warm_s, "per_job_s": warm_s / n_jobs,
-            "report_s": report_s, "compare_s": compare_s, "compare_cli_s": cli_s, "python_s": python_s,
-            "jobs": n_jobs}  # fmt: skip
+    return {
+        "ray_init_s": ray_init_s,
+        "cold_s": cold_s,
+        "warm_s": warm_s,
+        "per_job_s": warm_s / n_jobs,
+        "report_s": report_s,
+        "compare_s": compare_s,
+        "compare_cli_s": cli_s,
+        "python_s": python_s,
+        "jobs": n_jobs,
+    }
 
 
 if __name__ == "__main__":

@@ -80,9 +80,13 @@ class GenerationTimer:
         self, model: Transformer, prompts: torch.Tensor, on_forward: ForwardHook | None = None
     ) -> torch.Tensor:
         return greedy_generate(
-            model, prompts, self.gen_len, prefill_timer=self.prefill, decode_timer=self.decode,
+            model,
+            prompts,
+            self.gen_len,
+            prefill_timer=self.prefill,
+            decode_timer=self.decode,
             on_forward=on_forward,
-        )  # fmt: skip
+        )
 
     def summary(self) -> GenerationTimes:
         return GenerationTimes(prefill=self.prefill.summary(), decode=self.decode.summary())

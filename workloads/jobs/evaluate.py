@@ -39,9 +39,13 @@ LOCAL_METRICS = {
     "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
 }
 # lm-eval's own aggregation of each (stated, so that it does not warn that it picks the default).
-AGGREGATION = {"acc": ("mean", True), "acc_norm": ("mean", True), "bits_per_byte": ("bits_per_byte", False),
-               "word_perplexity": ("weighted_perplexity", False),
-               "byte_perplexity": ("weighted_perplexity", False)}  # fmt: skip
+AGGREGATION = {
+    "acc": ("mean", True),
+    "acc_norm": ("mean", True),
+    "bits_per_byte": ("bits_per_byte", False),
+    "word_perplexity": ("weighted_perplexity", False),
+    "byte_perplexity": ("weighted_perplexity", False),
+}
 
 
 @dataclass(frozen=True)
@@ -98,8 +102,12 @@ class EvalTask:
                 "doc_to_text": "",
                 "doc_to_target": self.target,
             }
-        return config | {"output_type": "multiple_choice", "doc_to_text": self.text,
-                         "doc_to_choice": self.choices, "doc_to_target": self.target}  # fmt: skip
+        return config | {
+            "output_type": "multiple_choice",
+            "doc_to_text": self.text,
+            "doc_to_choice": self.choices,
+            "doc_to_target": self.target,
+        }
 
 
 @dataclass(frozen=True)
@@ -281,8 +289,14 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
     try:
         task_dict = _task_dict(cfg)
         lm = IsoLM(model, data.tokenizer, data.eot_id, cfg.batch_size, cfg.max_length)
-        out = evaluator.evaluate(lm=lm, task_dict=task_dict, limit=cfg.limit, log_samples=False,
-                                 bootstrap_iters=1000, verbosity="WARNING")  # fmt: skip
+        out = evaluator.evaluate(
+            lm=lm,
+            task_dict=task_dict,
+            limit=cfg.limit,
+            log_samples=False,
+            bootstrap_iters=1000,
+            verbosity="WARNING",
+        )
     finally:
         if handle is not None:
             handle.remove()
@@ -291,12 +305,27 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
     datasets = data.dataset_inputs()[:1]  # the corpus the weights were trained on
     for task in cfg.tasks:
         docs = _task_docs(task_dict, task.name, cfg.limit)
-        datasets.append({"name": task.name, "digest": _digest(docs), "context": "eval",
-                         "source": task.path or f"lm-eval:{task.name}", "n_docs": len(docs)})  # fmt: skip
+        datasets.append(
+            {
+                "name": task.name,
+                "digest": _digest(docs),
+                "context": "eval",
+                "source": task.path or f"lm-eval:{task.name}",
+                "n_docs": len(docs),
+            }
+        )
     placed = cfg.l3_placement if model_cfg.family in ("l3", "scone") else "device"
-    info = {"family": model_cfg.family, "preset": cfg.preset, "device": str(device), "dtype": model_cfg.dtype,
-            "weights": weights, "placement": placed, "hardware": ctx.hardware or "",
-            "data_fingerprint": data.fingerprint, "datasets": json.dumps(datasets),
-            "lm_eval_results": json.dumps(out["results"], default=str)}  # fmt: skip
+    info = {
+        "family": model_cfg.family,
+        "preset": cfg.preset,
+        "device": str(device),
+        "dtype": model_cfg.dtype,
+        "weights": weights,
+        "placement": placed,
+        "hardware": ctx.hardware or "",
+        "data_fingerprint": data.fingerprint,
+        "datasets": json.dumps(datasets),
+        "lm_eval_results": json.dumps(out["results"], default=str),
+    }
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
     return BenchResult(kind="eval", config=config, metrics=metrics, info=info)

@@ -30,9 +30,13 @@ class IsoLM(TemplateLM):
     backend = "causal"
 
     def __init__(
-        self, model: Transformer, tokenizer: Tokenizer, eot_id: int, batch_size: int = 16,
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        eot_id: int,
+        batch_size: int = 16,
         max_length: int | None = None,
-    ):  # fmt: skip
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

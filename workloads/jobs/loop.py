@@ -51,9 +51,8 @@ class Outcome:
 
 class TrainLoop:
     def __init__(
-        self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx, extra_eval=None,
-        scone=None,
-    ):  # fmt: skip
+        self, cfg, model_cfg, data: PreparedData, counts, w, device, ctx, extra_eval=None, scone=None
+    ):
         self.cfg, self.model_cfg, self.data, self.counts = cfg, model_cfg, data, counts
         self.world, self.device, self.ctx = w, device, ctx
         self.seq_len = cfg.data_config().seq_len
@@ -73,18 +72,29 @@ class TrainLoop:
             model_cfg, counts, device, seed=cfg.seed, fgrams=scone.fgrams if scone is not None else None
         )
         groups = optim.param_groups(
-            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, l3_lr=cfg.l3_lr,
-            l3_weight_decay=cfg.l3_weight_decay, embedding_lr=cfg.embedding_lr,
+            self.model,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            l3_lr=cfg.l3_lr,
+            l3_weight_decay=cfg.l3_weight_decay,
+            embedding_lr=cfg.embedding_lr,
             embedding_weight_decay=cfg.embedding_weight_decay,
-        )  # fmt: skip
+        )
         ep_size = model_cfg.moe.ep_size if model_cfg.moe else 1
         self.parallel_kind = "deepspeed" if ep_size > 1 else ("ddp" if w.size > 1 else "single")
         sparse = self.parallel_kind == "single"
         self.engine = distributed.parallelize(
-            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer, sparse),
-            w=w, device=device, ep_size=ep_size, micro_batch=cfg.batch_size, grad_accum=cfg.grad_accum,
-            grad_clip=cfg.grad_clip, seed=cfg.seed,
-        )  # fmt: skip
+            self.model,
+            groups,
+            lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer, sparse),
+            w=w,
+            device=device,
+            ep_size=ep_size,
+            micro_batch=cfg.batch_size,
+            grad_accum=cfg.grad_accum,
+            grad_clip=cfg.grad_clip,
+            seed=cfg.seed,
+        )
         if sparse:
             # On one process the tables get sparse gradients: only touched rows exist. The row-sparse
             # optimizers step those rows; dense AdamW (SparseGradAdamW) adds them into a kept zero buffer

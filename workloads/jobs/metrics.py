@@ -124,9 +124,13 @@ def l3_batch_stats(token_ids: np.ndarray, counts: np.ndarray) -> tuple[int, int,
 
 
 def l3_balance(
-    rows_sum: float, rows_max: float, n_positions: float, unique_rows: float, n_steps: int,
+    rows_sum: float,
+    rows_max: float,
+    n_positions: float,
+    unique_rows: float,
+    n_steps: int,
     row_bytes: float,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """L3 load from totals over all L3 layers, steps and ranks.
 
     rows_sum / n_positions: mean rows a position reads in one L3 layer (n_positions counts one per layer).

@@ -223,9 +223,15 @@ def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedDa
         counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_allocation(
-        path, counts, vocab_size=vocab, budget=budget, cap=cap, corpus_fingerprint=data.fingerprint,
-        n_tokens=data.train.n_tokens, method=method,
-    )  # fmt: skip
+        path,
+        counts,
+        vocab_size=vocab,
+        budget=budget,
+        cap=cap,
+        corpus_fingerprint=data.fingerprint,
+        n_tokens=data.train.n_tokens,
+        method=method,
+    )
     return counts
 
 
@@ -299,9 +305,15 @@ def allocation_summary(spec: ModelSpec, model_cfg: ModelConfig, counts: L3Counts
     freqs = token_freqs_for(model_cfg, data).astype(np.float64)
     source = f"file:{spec.allocation_path}" if spec.allocation_path is not None else l3.allocation
     return {
-        "source": source, "vocab_size": int(rows.size), "budget": int(rows.sum()), "cap": l3.cap,
-        "positions": list(l3.positions), "rows_min": int(rows.min()), "rows_median": float(np.median(rows)),
-        "rows_max": int(rows.max()), "tokens_at_cap": int((rows == l3.cap).sum()),
+        "source": source,
+        "vocab_size": int(rows.size),
+        "budget": int(rows.sum()),
+        "cap": l3.cap,
+        "positions": list(l3.positions),
+        "rows_min": int(rows.min()),
+        "rows_median": float(np.median(rows)),
+        "rows_max": int(rows.max()),
+        "tokens_at_cap": int((rows == l3.cap).sum()),
         "rows_per_token_weighted": float(rows @ freqs / freqs.sum()) if freqs.sum() > 0 else None,
         "data_fingerprint": data.fingerprint,
-    }  # fmt: skip
+    }

@@ -278,11 +278,17 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         arrays["expert_tokens"] = job.expert_routes.tolist()
     if job.scone is not None:
         fg = job.scone.fgrams
-        info["fgram_summary"] = json.dumps({
-            "n_fgrams": fg.n_fgrams, "n_candidates": fg.n_candidates, "max_n": fg.max_n,
-            "min_count": fg.min_count, "n_tokens": fg.n_tokens, "file": str(job.scone.path),
-            "length_counts": np.bincount(fg.lengths, minlength=fg.max_n + 1)[2:].tolist(),
-        })  # fmt: skip
+        info["fgram_summary"] = json.dumps(
+            {
+                "n_fgrams": fg.n_fgrams,
+                "n_candidates": fg.n_candidates,
+                "max_n": fg.max_n,
+                "min_count": fg.min_count,
+                "n_tokens": fg.n_tokens,
+                "file": str(job.scone.path),
+                "length_counts": np.bincount(fg.lengths, minlength=fg.max_n + 1)[2:].tolist(),
+            }
+        )
     if counts:
         summary = allocation_summary(cfg.model_spec(), model_cfg, counts, data)
         info["allocation_summary"] = json.dumps(summary)  # → allocation_summary.json in MLflow

@@ -351,9 +351,14 @@ def save_allocation(
 ) -> Path:
     """Write one ``.npz`` holding ``counts`` and a JSON ``metadata`` string; the write is atomic."""
     alloc = Allocation(
-        np.asarray(counts, dtype=np.int64), int(vocab_size), int(budget), int(cap), str(corpus_fingerprint),
-        int(n_tokens), method,
-    )  # fmt: skip
+        np.asarray(counts, dtype=np.int64),
+        int(vocab_size),
+        int(budget),
+        int(cap),
+        str(corpus_fingerprint),
+        int(n_tokens),
+        method,
+    )
     meta = {k: getattr(alloc, k) for k in ("vocab_size", "budget", "cap", "corpus_fingerprint", "n_tokens")}
     meta |= {"format": _FORMAT, "method": alloc.method}
     return save_npz(path, meta, counts=alloc.counts)

@@ -237,8 +237,18 @@ def main(argv: list[str] | None = None) -> None:
             pc = count_params(cfg)
             active = ("~" if pc.estimated else "") + _human(pc.active)
             label = name if family == "dense" else ""
-            rows.append([label, family, f"{cfg.n_layers} × {cfg.dim}", _shape(cfg), active,
-                         _human(pc.total), f"{pc.sparsity:.2f}", _vs_paper(name, family, pc)])  # fmt: skip
+            rows.append(
+                [
+                    label,
+                    family,
+                    f"{cfg.n_layers} × {cfg.dim}",
+                    _shape(cfg),
+                    active,
+                    _human(pc.total),
+                    f"{pc.sparsity:.2f}",
+                    _vs_paper(name, family, pc),
+                ]
+            )
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 240
 
     def build(shown: list[str]) -> Table:

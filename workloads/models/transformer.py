@@ -152,8 +152,13 @@ class FgramEncoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         sc = config.scone
-        inner = replace(config, family="dense", scone=None, n_layers=sc.layers(config.n_layers),
-                        ffn_dim=sc.ffn_dim(config.ffn_dim))  # fmt: skip
+        inner = replace(
+            config,
+            family="dense",
+            scone=None,
+            n_layers=sc.layers(config.n_layers),
+            ffn_dim=sc.ffn_dim(config.ffn_dim),
+        )
         self.config, self.max_n = inner, sc.max_n
         self.pos_emb = nn.Embedding(sc.max_n, config.dim)
         nn.init.normal_(self.pos_emb.weight, std=INIT_STD)

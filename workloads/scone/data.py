@@ -40,17 +40,30 @@ class SconeData:
 
 
 def _fgrams_cached(data: PreparedData, scone: SconeConfig, vocab_size: int, root: Path) -> tuple:
-    key = stable_hash(fgrams="v1", data=data.fingerprint, vocab=vocab_size, n_fgrams=scone.n_fgrams,
-                      max_n=scone.max_n, min_count=scone.min_count)  # fmt: skip
+    key = stable_hash(
+        fgrams="v1",
+        data=data.fingerprint,
+        vocab=vocab_size,
+        n_fgrams=scone.n_fgrams,
+        max_n=scone.max_n,
+        min_count=scone.min_count,
+    )
     path = root / f"fgrams-{key[:KEY_CHARS]}.npz"
     if path.is_file():
         return load_fgrams(path), path
     train = data.train
     starts, ends = train.doc_offsets[:-1], train.doc_offsets[1:] - 1  # documents without the separator
     fgrams = discover_fgrams_flat(
-        train.tokens, starts, ends, vocab_size, scone.n_fgrams, max_n=scone.max_n,
-        min_count=scone.min_count, corpus_fingerprint=data.fingerprint, work_dir=root,
-    )  # fmt: skip
+        train.tokens,
+        starts,
+        ends,
+        vocab_size,
+        scone.n_fgrams,
+        max_n=scone.max_n,
+        min_count=scone.min_count,
+        corpus_fingerprint=data.fingerprint,
+        work_dir=root,
+    )
     save_fgrams(path, fgrams)
     return fgrams, path
 

@@ -193,9 +193,14 @@ class FgramTable:
 
 
 def serve_fgrams(
-    model: nn.Module, matcher: SuffixMatcher, placement: Placement = "host", *,
-    table: torch.Tensor | None = None, path: str | Path | None = None, pin_memory: bool | None = None,
-) -> FgramServer:  # fmt: skip
+    model: nn.Module,
+    matcher: SuffixMatcher,
+    placement: Placement = "host",
+    *,
+    table: torch.Tensor | None = None,
+    path: str | Path | None = None,
+    pin_memory: bool | None = None,
+) -> FgramServer:
     """Serve F for `model` (family "scone", already on its device) from `placement`.
 
     table: F when already computed (else `model.precompute_fgram_table()`). path: the file of placement
