@@ -1,23 +1,5 @@
 """`calibrate(runs_df)`: fit the time and memory factors of the capacity model to finished runs.
-
-Per hardware (catalog name) it fits
-  flops_per_s   achieved model FLOP/s per device, the geometric mean over runs of
-                train/tokens_per_s · flops_per_token / n_devices (so MFU = flops_per_s / peak on GPUs;
-                on CPU, which has no catalog peak, this is what makes time predictions possible at all)
-  memory_scale  measured / predicted peak memory, geometric mean
-and reports the median absolute relative error of predicted tokens/s and peak memory on those same runs,
-before (default MFU, scale 1) and after calibration. Geometric means minimize the squared log error, so
-a run twice as fast and one half as fast cancel.
-
-Columns of `runs_df` (extra columns are ignored; rows missing a fit's columns are skipped for that fit):
-  hardware                                  catalog name ("h100-sxm", "cpu")
-  train/tokens_per_s, flops_per_token       time fit; n_devices optional (default 1). Without a
-                                            flops_per_token column, 6·params_active is used (PaLM
-                                            without the attention term)
-  predicted_peak_bytes and measured_peak_bytes (else mem/peak_device_bytes)   memory fit
-`orchestrator.planning.calibration.calibration_frame` builds `flops_per_token` and `predicted_peak_bytes`
-from each run's resolved model config.
-"""
+Details: docs/clusters.md#clusterscalibration."""
 
 import math
 from dataclasses import dataclass, field

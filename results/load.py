@@ -1,9 +1,5 @@
 """`mlflow.search_runs` DataFrame → run table (`results.schema`), and metric histories to long form.
-
-The input has columns "run_id", "status", "start_time", "params.<dotted>", "metrics.<key>", "tags.<name>"
-(MLflow's layout); which tags/params are read is fixed in `results.names`. No mlflow import: the
-orchestrator queries MLflow and hands the frames over.
-"""
+Details: docs/results.md#resultsload."""
 
 from collections.abc import Iterable, Mapping
 

@@ -1,10 +1,6 @@
 """The suite report: a self-contained HTML page opening with the verdict (`results.seeds`), figures chosen by
 what the suite varies, detail tables folded; a Markdown summary; every figure as PNG and table as CSV.
-
-`build_report(runs, history, out_dir=...)` accepts an `mlflow.search_runs` frame or a run table. A table
-that cannot be built (e.g. an ambiguous dense reference) or a figure with no data is reported in place as a
-note instead of failing the whole report.
-"""
+Details: docs/results.md#resultsreport."""
 
 import re
 from collections.abc import Callable, Mapping

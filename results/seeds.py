@@ -1,9 +1,6 @@
 """Seeds that say whether a difference is real: each config's mean ± sd over seeds, and its paired difference
 (same seed) against its group's dense config with a two-sided Student-t interval (n − 1 dof, 95% default).
-
-An interval covering 0 is "within noise"; `verdict` writes the ordering the seed means support, e.g.
-"L3 < SCONE < dense < MoE (SCONE vs dense within noise)". Lower is better (losses, bits per byte).
-"""
+Details: docs/results.md#resultsseeds."""
 
 import math
 from collections.abc import Sequence

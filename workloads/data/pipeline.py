@@ -1,10 +1,5 @@
 """`prepare(config)`: source → split spool → BPE tokenizer → token memmaps + train token counts, all cached.
-
-Under `<cache>/data/` (cache: the argument, else $ISOSPARSE_CACHE, else ~/.cache/isosparse): `corpus-<key>/`
-(the split documents; key: source fingerprint + split settings), `tokenizer-<key>/tokenizer.json` (key: corpus
-key + BPE settings), `tokens-<key>/` (memmaps, offsets, token_freqs; key: corpus key + tokenizer file hash).
-Each entry is built in a temporary folder and renamed into place, so a folder that exists is complete.
-"""
+Details: docs/workloads.md#workloadsdatapipeline."""
 
 import hashlib
 import json

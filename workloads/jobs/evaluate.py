@@ -1,12 +1,6 @@
 """The eval job: `run(EvalJobConfig, ctx) -> BenchResult`; downstream tasks through lm-evaluation-harness on
 a trained model's final weights (the adapter: `workloads.jobs.lm_eval_adapter.IsoLM`).
-
-Tasks are harness task names (their data downloads on first use, so a connected cluster) or local
-.jsonl / .parquet files turned into inline task configs (no network). Metrics: lm_eval/<task>/<metric>
-and lm_eval/<task>/<metric>_stderr (lm-eval's standard errors, where it computes one); info["datasets"]
-names each task's data with a content digest (and the training corpus), for MLflow dataset inputs.
-The Hugging Face hub and datasets are set offline unless a task needs the harness's own data.
-"""
+Details: docs/workloads.md#workloadsjobsevaluate."""
 
 import functools
 import hashlib

@@ -1,38 +1,6 @@
 """The inference job: `run(InferJobConfig, ctx) -> BenchResult`; prefill, time to first token and KV-cache
 decode throughput over a sweep of batch sizes, with L3 tables on the device and/or offloaded (L3_SPEC §4).
-
-Metric names (DESIGN.md) and how variants are named:
-  infer/prefill_tokens_per_s/bs<B>   B·prompt_len / median prefill time
-  infer/ttft_s/bs<B>                 median time to first token (prefill forward + its argmax)
-  infer/decode_tokens_per_s/bs<B>    B / median decode-step time (greedy, KV cache)
-  mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
-  infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
-  infer/offload/h2d_bytes_per_prefill/bs<B>, infer/offload/h2d_bytes_per_decode_step/bs<B>
-                                     CUDA: bytes copied host → device (rows, remapped ids, offsets)
-  infer/offload/host_compact_bytes_per_prefill/bs<B>, ..._per_decode_step/bs<B>
-                                     CPU, SCONE's F: the same rows compacted host → host; nothing crosses
-                                     to a device, so these runs are labelled placement "host-compact".
-                                     CPU L3: the lookup reads the host tables in place (workloads.l3.
-                                     offload), nothing is copied: placement "host", no bytes or waits
-  mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
-  infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.97)
-  infer/vs_dense/decode_tokens_per_s/bs<B>, ..._p10/bs<B>, ..._p90/bs<B>
-                                     run_interleaved with dense: decode speed over dense's, taken per
-                                     round of alternating generations, median/p10/p90 over rounds
-                                     (workloads.jobs.rounds: the benchmark's core too)
-  infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
-                                     call in decode steps (median over generations); the prefill's:
-                                     infer/offload_prefill_wait_s/bs<B>
-  lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B> (tokens
-  that lost all top_k routes), lb/dropped_route_frac/bs<B>,
-  lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
-  SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
-  lb/scone_match_rate/bs<B>, lb/scone_mean_match_len/bs<B>   positions with an f-gram, its mean length
-  infer/scone_lookup_us_per_token/bs<B>  host time of the longest-suffix lookup per token
-  mem/fgram_table_bytes              bytes of F (never counted as parameters)
-A key without the /bs<B> suffix holds the value at the largest batch size of the sweep. Also:
-mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
-"""
+Details: docs/workloads.md#workloadsjobsinfer."""
 
 import os
 import resource

@@ -1,12 +1,5 @@
 """lm-evaluation-harness over the one Transformer: `IsoLM`, a `TemplateLM` for every family (lm-eval 0.4).
-
-Scores come from plain forwards of the model as the caller placed it (L3 tables on the device or offloaded,
-SCONE's F served: its pre-hook tags every position by longest f-gram suffix from the sequence's own
-tokens; MoE in eval mode). A request is scored on its last `max_length` + 1 tokens, contexts truncated on
-the left, as lm-eval's HF model does. Batches: loglikelihood requests sorted longest first and right-padded
-(a causal model's scores before a pad do not depend on it); generation greedy with a KV cache, batched over
-requests whose contexts have the same token length (no padding, so no attention mask is needed).
-"""
+Details: docs/workloads.md#workloadsjobslm_eval_adapter."""
 
 from collections.abc import Callable, Iterable, Sequence
 

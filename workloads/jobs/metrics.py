@@ -1,14 +1,5 @@
 """Metric arithmetic of the benchmark jobs (DESIGN.md "Metrics every job records"), as pure functions.
-
-Load balance: whole-run figures (`moe_balance`, `l3_balance`) and per-optimizer-step series summarized as
-median / p90 / max over steps (`moe_step_balance`, `l3_step_balance`, keys ending _step_median etc.).
-Throughput: `train/tokens_per_s` = tokens per optimizer step (all ranks) / median step time; step-time
-spread as `train/step_time_s` (median), `train/step_time_s_p10`, `train/step_time_s_p90`.
-MFU (PaLM, Chowdhery et al. 2022, App. B): training FLOPs per token = 6·N_active + 12·L·H·Q·T
-(N_active = `count_params(...).flops_active`: L3 rows and top-k experts count, the input embedding lookup
-does not; L layers, H heads, Q head dim, T the
-sequence length: attention scores and values, non-causal as in PaLM); MFU = that · tokens/s / (peak · ranks).
-"""
+Details: docs/workloads.md#workloadsjobsmetrics."""
 
 import math
 from collections.abc import Mapping

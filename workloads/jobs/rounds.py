@@ -1,10 +1,6 @@
 """Interleaved generation rounds: the one timing core of the infer job's sweep and of `python -m
 workloads.bench infer`, so the demo's decode ratios and the benchmark's are one measurement (`measure`).
-
-A round: every (model, placement) generates once, the order rotated by one each round; the first `warmup`
-rounds are not counted. A ratio to dense is taken within each round (dense's median decode step over the
-model's, from that round's two generations), then summarized over the rounds: median, p10, p90.
-"""
+Details: docs/workloads.md#workloadsjobsrounds."""
 
 import contextlib
 from collections.abc import Iterator, Sequence

@@ -1,11 +1,5 @@
 """The training benchmark job: `run(TrainJobConfig(preset=..., family=...), ctx) -> BenchResult`.
-
-Resolve the model (preset, family, overrides) → prepare data (BPE to the model's vocab) → L3 counts →
-build → parallelize (DDP, or DeepSpeed for expert parallelism) → resume from the latest checkpoint →
-train (AdamW, warmup + cosine) while timing each optimizer step → evaluate → summarize. Metric names are
-DESIGN.md's; how each is computed is documented in `metrics.py` and `loop.py`. Bad inputs raise
-ValueError naming the field before any data or model work.
-"""
+Details: docs/workloads.md#workloadsjobstrain."""
 
 import json
 import math

@@ -1,14 +1,5 @@
 """Named model presets: `get(name, family)` -> ModelConfig; `python -m workloads.models.presets` prints them.
-
-Each preset is a dense backbone plus its L3 recipe. family "l3" is the paper's recipe (L3_SPEC §1) made
-iso-active with the dense backbone (`isosparse.match`); family "moe" is the MoE model iso-active with the
-dense backbone and iso-total with that L3 model; family "scone" is the backbone plus f-gram embeddings,
-its inference-resident parameters iso with the backbone's active ones. Sizes the paper does not publish
-(depth, width, heads, ffn_dim, d_emb) are our choice, fitted to its parameter counts under L3_SPEC §5; see
-`_paper` and `PAPER_TABLE_1`. Without a corpus the L3 rows per token are budget / vocab_size, so the L3
-active counts printed here are `estimated` (a job weights them by its corpus; at paper scale the
-difference is < 0.1%).
-"""
+Details: docs/workloads.md#workloadsmodelspresets."""
 
 import difflib
 import functools

@@ -1,12 +1,5 @@
 """SCONE f-gram discovery (L3_SPEC §6; Yu et al. 2025 §3.1, Alg. 2): `discover_fgrams` → `Fgrams`.
-
-K-1 linear scans of the tokenized training split, one per n = 2..K, streamed in chunks of whole
-documents (n-grams never cross a document). Scan 2 keeps every bigram; from scan 3 on an n-gram is a
-candidate only if its (n-1)-prefix and (n-1)-suffix both survived, and it survives with count >=
-min_count. All survivors are ranked by count (descending), ties by first occurrence (stream position of
-the n-gram's first token), then by length (shorter first): row r of the result is rank r.
-Memory is the trie of candidate n-grams, never an array per corpus position.
-"""
+Details: docs/workloads.md#workloadssconediscovery."""
 
 import hashlib
 import os

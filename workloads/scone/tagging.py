@@ -1,12 +1,5 @@
 """Longest-suffix tagging (L3_SPEC §6; Yu et al. Alg. 1): which f-gram, if any, ends at each position.
-
-`SuffixMatcher(fgrams).tag(tokens)` gives, per position i, the row of the longest f-gram σ_j..σ_i (j < i)
-or -1 (then the ordinary token embedding is used). It walks a reversed trie (fgram_kernels), at most
-K-1 probes per position. `tag_split` tags a whole token memmap once, in the data pipeline, in chunks that
-overlap by K-1 tokens, so that training never matches on the accelerator. F-grams never hold the
-document separator, so a match never crosses a document boundary. `longest_suffix_reference` is the
-readable specification the kernel is tested against.
-"""
+Details: docs/workloads.md#workloadssconetagging."""
 
 import os
 
