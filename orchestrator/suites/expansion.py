@@ -321,6 +321,8 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
         for preset, kind in itertools.product(matrix["presets"], kinds):
             section = _section(spec, variant, kind, vpath, errors)
             data_cfg = _group_data(section) if registry.get(kind).uses_model else None
+            if data_cfg is not None and section.get("data") is not None:  # validated once, for every job
+                section = {**section, "data": data_cfg}
             models = matching.group_models(model_section, preset, fams, data_cfg, model_path, errors)
             if models is None:
                 continue
