@@ -88,14 +88,20 @@ def rows(ctx: BenchContext) -> list[Row]:
             note = "" if touched is None else f"{touched:.1f} experts touched per step (all MoE layers)"
             decode[label] = replace(step, items=bs, note=note)
             out.append(replace(prefill, items=bs * job.prompt_len).without_goal(REPORTED))
-        for label, row in decode.items():
-            ratio = measured.metrics[label].get(rounds.VS_DENSE) if label in measured.metrics else None
-            if ratio is not None:
-                row = _vs_dense(row, label, bs, ratio, measured.metrics[label], decode.get("dense"))
-            elif label == "dense":
-                row = row.without_goal(BASELINE)
-            out.append(row if row.goal else row.without_goal(COMPARISON))
+        out += [decode_goal(row, label, bs, measured.metrics.get(label), decode.get("dense"))
+                for label, row in decode.items()]  # fmt: skip
     return out
+
+
+def decode_goal(row: Row, label: str, bs: int, m: dict | None, dense: Row | None) -> Row:
+    """A decode row with its goal: dense is the baseline; a row with a ratio to dense in its metrics `m`
+    gets `_vs_dense`'s goal; any other is for comparison."""
+    ratio = None if m is None else m.get(rounds.VS_DENSE)
+    if label == "dense":
+        return row.without_goal(BASELINE)
+    if ratio is None:
+        return row.without_goal(COMPARISON)
+    return _vs_dense(row, label, bs, ratio, m, dense)
 
 
 def _accounting(b: infer.Built) -> tuple:

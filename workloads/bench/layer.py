@@ -98,9 +98,7 @@ def rows(ctx: BenchContext) -> list[Row]:
         fns = {"l3": _cycle(lambda ids, x=x: layer(x, ids), windows), "mlp": lambda x=x: mlp(x)}
         with torch.no_grad():
             s = interleaved(fns, ctx.rounds, inner=5 if ctx.quick else 20)
-        ids = torch.cat(windows)
-        l3_bytes, l3_flops = l3_moved(layer, ids)
-        l3_bytes, l3_flops = l3_bytes / len(windows), l3_flops / len(windows)  # mean over the windows
+        l3_bytes, l3_flops = np.mean([l3_moved(layer, w) for w in windows], axis=0)  # a call reads one window
         mlp_row = timed_row("layer", f"mlp {n} pos", s["mlp"], ctx.probe, items=n,
                             **dict(zip(("nbytes", "flops"), mlp_moved(mlp, n), strict=True)))  # fmt: skip
         l3_row = timed_row("layer", f"l3 {n} pos", s["l3"], ctx.probe, nbytes=l3_bytes, flops=l3_flops)

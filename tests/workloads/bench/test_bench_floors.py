@@ -69,3 +69,76 @@ def test_lzw_rows_keep_the_rule():
     stage2 = rows["stage 2 allocate"]
     assert stage2.flops == 0.0 and stage2.floor_s == pytest.approx(stage2.bytes / 2e9)
     assert stage2.goal == REPORTED and rows["lzw-paper stage 1 (lines)"].goal == COMPARISON
+
+
+def test_train_goals_dense_baseline_l3_ratio_moe_for_comparison():
+    from workloads.bench import train
+
+    def row(f: str, s: float) -> Row:
+        return Row("train", f"step {f}", s, s, s, bytes=1.0, flops=1.0, floor_s=0.1)
+
+    dense, l3, moe = train.with_goals(
+        {"dense": row("dense", 2.0), "l3": row("l3", 2.5), "moe": row("moe", 4.0)}
+    )
+    assert (dense.goal, dense.met) == (BASELINE, None)
+    assert (l3.goal, l3.met, l3.value) == ("≥0.95× dense", False, pytest.approx(0.8))
+    assert (moe.goal, moe.met, moe.value) == (COMPARISON, None, pytest.approx(0.5))
+    assert all(gaps(r) == [] for r in (dense, l3, moe))
+
+
+def test_infer_decode_goals_by_label_and_batch():
+    from workloads.bench.infer import decode_goal
+    from workloads.jobs import rounds
+
+    def row(name: str, floor: float) -> Row:
+        return Row("infer", name, 1e-3, 1e-3, 1e-3, bytes=1.0, flops=1.0, floor_s=floor)
+
+    m = {rounds.VS_DENSE: 0.96, rounds.VS_DENSE_P10: 0.9, rounds.VS_DENSE_P90: 1.0}
+    dense = decode_goal(row("decode bs1 dense", 1e-4), "dense", 1, None, None)
+    assert (dense.goal, dense.met) == (BASELINE, None)
+    l3 = decode_goal(row("decode bs1 l3", 1e-4), "l3", 1, m, dense)
+    assert (l3.goal, l3.met, l3.value) == ("≥0.95× dense", True, 0.96)
+    assert "÷ dense p10–p90 0.900–1.000" in l3.note
+    ds = decode_goal(row("decode bs1 moe-ds", 1e-4), "moe-ds", 1, m, dense)
+    assert (ds.goal, ds.met, ds.value) == (COMPARISON, None, 0.96)
+    l3_8 = decode_goal(row("decode bs8 l3", 2e-4), "l3", 8, m, dense)  # floor ratio 0.5: goal 0.475
+    assert (l3_8.goal, l3_8.met) == ("≥0.95×0.50 (floors)", True)
+    host = decode_goal(row("decode bs1 l3 host", 1e-4), "l3 host", 1, None, dense)
+    assert (host.goal, host.met) == (COMPARISON, None)
+    assert all(gaps(r) == [] for r in (dense, l3, ds, l3_8, host))
+
+
+def test_layer_rows_keep_the_rule_and_read_one_windows_rows_plus_the_dense_weights_per_call():
+    from workloads.bench import layer
+
+    rows = {r.name: r for r in layer.rows(_ctx())}
+    assert all(gaps(r) == [] for r in rows.values()), {n: gaps(r) for n, r in rows.items()}
+    data, counts = layer.l3_setup()
+    width, dense = 256 + 128, 128 * 1024 + (1024 + 256) * 256 + 256 + 1024  # row; W_up, W_mix, 2 norms
+    mean_rows = np.mean([counts[w.item()] for w in layer._windows(data, 1)])
+    assert rows["l3 1 pos"].bytes == pytest.approx((mean_rows * width + dense) * 4)
+    assert rows["l3 1 pos"].goal == "≤1.3× mlp time" and rows["mlp 1 pos"].goal == BASELINE
+    assert rows["l3 8 pos"].goal == COMPARISON
+    assert rows["l3 8 pos"].value == pytest.approx(rows["l3 8 pos"].median_s / rows["mlp 8 pos"].median_s)
+
+
+def test_scone_rows_keep_the_rule():
+    from workloads.bench import scone
+
+    rows = {r.name: r for r in scone.rows(_ctx())}
+    assert all(gaps(r) == [] for r in rows.values()), {n: gaps(r) for n, r in rows.items()}
+    for name in ("discovery", "tagging"):  # int32 tokens read once, integer work
+        assert rows[name].bytes == 4 * rows[name].items and rows[name].flops == 0.0
+        assert rows[name].floor_s == pytest.approx(rows[name].bytes / 2e9)
+    dense, f_host = rows["decode bs1 dense"], rows["decode bs1 F host"]
+    assert dense.goal == BASELINE and f_host.goal == COMPARISON
+    assert f_host.value == pytest.approx(dense.median_s / f_host.median_s)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("section", ["train", "infer"])
+def test_slow_sections_keep_the_rule(section):
+    from workloads.bench.sections import resolve
+
+    rows = resolve(section)(_ctx())
+    assert rows and all(gaps(r) == [] for r in rows), {r.name: gaps(r) for r in rows if gaps(r)}

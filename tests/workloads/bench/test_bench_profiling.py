@@ -14,15 +14,20 @@ def _events() -> list[Event]:
     an optimizer step. Step 2 (thread 2, 300-340): one op in no part. One mm outside any step."""
     e = Event
     return [
-        e(ROOT, 1, 0, 100, 10), e("part:attention", 1, 10, 40, 5), e("aten::mm", 1, 12, 37, 25, seq=7),
-        e("part:l3", 1, 40, 70, 4), e("part:l3 kernel", 1, 42, 60, 18), e("aten::empty", 1, 60, 68, 8, seq=8),
+        e(ROOT, 1, 0, 100, 10),
+        e("part:attention", 1, 10, 40, 5),
+        e("aten::mm", 1, 12, 37, 25, seq=7),
+        e("part:l3", 1, 40, 70, 4),
+        e("part:l3 kernel", 1, 42, 60, 18),
+        e("aten::empty", 1, 60, 68, 8, seq=8),
         e("aten::cross_entropy", 1, 70, 75, 5, seq=9),
         e("autograd::engine::evaluate_function: MmBackward0", 1, 75, 90, 2, seq=7),
         e("aten::mm", 1, 76, 89, 13),
         e("autograd::engine::evaluate_function: NllBackward0", 1, 90, 95, 5, seq=9),
         e("Optimizer.step#AdamW.step", 1, 95, 100, 5),
         e("aten::mm", 1, 200, 210, 10, seq=3),
-        e(ROOT, 2, 300, 340, 10), e("aten::add", 2, 305, 335, 30),
+        e(ROOT, 2, 300, 340, 10),
+        e("aten::add", 2, 305, 335, 30),
     ][::-1]  # fmt: skip  (any order)
 
 
