@@ -75,14 +75,18 @@ def report(console: Console, title: str, steps: dict, floors, pr: MachineProbe, 
         rate = pr.read_rate(working_set or nbytes) / 1e9
         vs = f"; speed ÷ {first}'s {times[first] / t:.2f}" if ratio and name != first else ""
         console.print(
-            f"  {name}: {1e6 * t:,.0f} µs unprofiled; floor {1e6 * floor:,.0f} µs ({nbytes / 1e6:.3g} MB at "
-            f"{rate:.0f} GB/s, {flops / 1e6:.3g} MFLOP): {100 * floor / t:.0f}% of floor{vs}",
+            f"  {name}: {_time(t)} unprofiled; floor {_time(floor)} ({nbytes / 1e6:,.1f} MB at {rate:.0f} "
+            f"GB/s, {flops / 1e9:,.2f} GFLOP): {100 * floor / t:.0f}% of floor{vs}",
             highlight=False,
         )
     profiles = {name: profile_steps(step, n) for name, step in steps.items()}
     console.print(f"  µs per step by part, {n} profiled steps each (the profiler adds time per op):")
     console.print(parts_table(profiles))
     console.print(ops_table(profiles))
+
+
+def _time(seconds: float) -> str:
+    return f"{1e3 * seconds:,.1f} ms" if seconds >= 0.01 else f"{1e6 * seconds:,.0f} µs"
 
 
 class Decoder:

@@ -72,3 +72,6 @@ def test_part_ranges_and_function_range_mark_a_real_profile_and_undo_themselves(
     assert "aten::addmm" in p.ops or "aten::linear" in p.ops
     assert not lin._forward_pre_hooks and not lin._forward_hooks
     assert owner.f(3) == 6 and "f" in vars(owner)
+    with profiling.function_range(lin, "extra_repr", "method"):  # a bound method: an instance attribute
+        assert "extra_repr" in vars(lin)
+    assert "extra_repr" not in vars(lin)  # the class's method shows through again
