@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SELECTION = "not gpu and not slow"  # make test's markers: a caught mutation fails `make test`
+from pytest_group import ROOT, run_pytest
+
 TIMEOUT_S = 1200  # a mutation that hangs its tests counts as not caught
 
 
@@ -121,24 +121,10 @@ def dirty() -> str:
 
 
 def pytest(targets: list[str], log: Path) -> tuple[int, list[str], float]:
-    """(exit code, failed or errored node ids, seconds) of one pytest run over targets."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-m", SELECTION, "-p", "no:cacheprovider", "-rfE",
-           *targets]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        try:
-            rc = proc.wait(timeout=TIMEOUT_S)
-        except BaseException:  # a timeout or Ctrl-C: the whole test process group goes
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
-                raise
-            rc = -1
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", log.read_text(), flags=re.MULTILINE)
-    return rc, failed, time.monotonic() - started
+    """(exit code, -1 when it hung; failed or errored node ids; seconds) of one pytest run over targets."""
+    rc, text, seconds = run_pytest(targets, log, TIMEOUT_S, "-x")
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", text, flags=re.MULTILINE)
+    return -1 if rc is None else rc, failed, seconds
 
 
 class Patched:

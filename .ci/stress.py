@@ -13,11 +13,10 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SELECTION = "not gpu and not slow"  # make test's markers
+from pytest_group import ROOT, run_pytest
+
 O = "tests/orchestrator/"
 TESTS = (  # every test whose outcome could depend on how fast the machine is
     O + "test_orchestrator_interrupts.py",  # Ctrl-C at spread offsets, in-process and in a CLI
@@ -47,22 +46,10 @@ def stop(procs: list[subprocess.Popen]) -> None:
 
 def run_once(tests: list[str], log: Path, timeout_s: float) -> tuple[str, str, float]:
     """(result, pytest's summary line, seconds) of one run of the selection."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-m", SELECTION, "-p", "no:cacheprovider", "-rfE", *tests]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    started = time.monotonic()
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            rc = None
-        finally:
-            stop([proc])
-    text = log.read_text()
+    rc, text, seconds = run_pytest(tests, log, timeout_s)
     summary = re.findall(r"^=* ?(\d+ (?:passed|failed|error).*?) ?=*$", text, flags=re.MULTILINE)
     result = "green" if rc == 0 else "HUNG" if rc is None else f"RED rc={rc}"
-    return result, summary[-1] if summary else "", time.monotonic() - started
+    return result, summary[-1] if summary else "", seconds
 
 
 def _terminate(signum, frame):

@@ -21,27 +21,17 @@ import numpy as np
 import torch
 
 from workloads.bench.infer import decode_cost
-from workloads.bench.layer import (
-    DIM,
-    ONE_POSITION_GOAL,
-    _windows,
-    l3_active_params,
-    l3_moved,
-    l3_setup,
-    mlp_moved,
-)
+from workloads.bench.layer import DIM, ONE_POSITION_GOAL, _windows, l3_and_mlp, l3_moved, mlp_moved
 from workloads.bench.rows import BASELINE, COMPARISON, BenchContext, Row, interleaved, ratio_goal, timed_row
-from workloads.data import DataConfig
+from workloads.bench.train import stepped_rows
 from workloads.jobs import infer
 from workloads.jobs.decode import GenerationTimer
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import token_freqs_for
-from workloads.jobs.train import TrainJobConfig, build_loop
 from workloads.kernels.l3_lookup.op import l3_lookup
 from workloads.l3.layer import L3Layer
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.accounting import count_params, l3_row_width, train_step_cost
-from workloads.models.transformer import FeedForward
 
 LOOKUP_READ_GOAL = 0.6  # of the probed read bandwidth, at >= 8 positions
 OFFLOAD_GOAL = 0.97
@@ -62,11 +52,7 @@ def lookup_moved(layer: L3Layer, ids: torch.Tensor) -> tuple[float, float]:
 
 
 def lookup(ctx: BenchContext) -> list[Row]:
-    torch.manual_seed(0)
-    data, counts = l3_setup()
-    layer = L3Layer(DIM, counts, DIM // 2, 4 * DIM, check_ids=False).eval()
-    active = l3_active_params(layer, data.token_freqs[: data.vocab_size].astype(np.float64))
-    mlp = FeedForward(DIM, max(1, round(active / (3 * DIM)))).eval()
+    data, layer, mlp = l3_and_mlp()
     keys, values, offsets = layer.keys.detach(), layer.values.detach(), layer.offsets
     out: list[Row] = []
     for n in (1, 8) if ctx.quick else (1, 8, 64):
@@ -146,26 +132,13 @@ def train_step_floor(job, optimizer: str, batch: int, seq_len: int) -> tuple[flo
 
 
 def l3_train(ctx: BenchContext) -> list[Row]:
-    batch, seq_len = (4, 64) if ctx.quick else (8, 256)
-    warmup, steps = 2, 2 + max(3, ctx.rounds)
-    data = DataConfig(max_documents=100 if ctx.quick else 400)
-    variants = {"dense": ("dense", "adamw")} | {f"l3 {o}": ("l3", o) for o in TRAIN_GOALS}
-    loops = {
-        name: build_loop(TrainJobConfig(preset="tiny", family=f, data=data, seq_len=seq_len, batch_size=batch,
-                                        steps=steps, timing_warmup_steps=warmup, device=ctx.device.type,
-                                        l3_optimizer=o), JobContext())
-        for name, (f, o) in variants.items()
-    }  # fmt: skip
-    for step in range(steps):
-        for name, job in loops.items():
-            loss = job.step(step)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"l3_train/{name}: loss is {loss.item()} at step {step}")
-    rows = {}
-    for name, job in loops.items():
-        nbytes, flops = train_step_floor(job, variants[name][1], batch, seq_len)
-        rows[name] = timed_row("l3_train", f"step {name} {batch}×{seq_len}", job.timer.samples_s()[warmup:],
-                               ctx.probe, nbytes=nbytes, flops=flops, items=batch * seq_len)  # fmt: skip
+    variants = {"dense": {"family": "dense", "l3_optimizer": "adamw"}}
+    variants |= {f"l3 {o}": {"family": "l3", "l3_optimizer": o} for o in TRAIN_GOALS}
+
+    def floor(name, job, batch, seq_len):
+        return train_step_floor(job, variants[name]["l3_optimizer"], batch, seq_len)
+
+    rows = stepped_rows(ctx, "l3_train", variants, 2, 2 + max(3, ctx.rounds), floor)
     for opt, goal in TRAIN_GOALS.items():
         row = ratio_goal(rows[f"l3 {opt}"], rows["dense"], goal, "dense")
         rows[f"l3 {opt}"] = replace(row, note=f"floors allow {rows['dense'].floor_s / row.floor_s:.2f}×")

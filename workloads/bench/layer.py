@@ -34,6 +34,15 @@ def l3_setup(seq_len: int = 512):
     return data, counts
 
 
+def l3_and_mlp() -> tuple:
+    """(prepared data, the L3 sublayer on its LZW counts, the iso-active SwiGLU MLP), in eval mode, seeded."""
+    torch.manual_seed(0)
+    data, counts = l3_setup()
+    layer = L3Layer(DIM, counts, DIM // 2, 4 * DIM, check_ids=False).eval()
+    active = l3_active_params(layer, data.token_freqs[: data.vocab_size].astype(np.float64))
+    return data, layer, FeedForward(DIM, max(1, round(active / (3 * DIM)))).eval()
+
+
 def l3_active_params(layer: L3Layer, token_freqs: np.ndarray) -> float:
     """Active parameters per token (L3_SPEC §5): frequency-weighted rows × row width, plus the dense part."""
     counts = layer.counts().numpy().astype(np.float64)
@@ -87,11 +96,7 @@ def _cycle(fn, items):
 
 
 def rows(ctx: BenchContext) -> list[Row]:
-    torch.manual_seed(0)
-    data, counts = l3_setup()
-    layer = L3Layer(DIM, counts, DIM // 2, 4 * DIM, check_ids=False).eval()
-    active = l3_active_params(layer, data.token_freqs[: data.vocab_size].astype(np.float64))
-    mlp = FeedForward(DIM, max(1, round(active / (3 * DIM)))).eval()
+    data, layer, mlp = l3_and_mlp()
     out: list[Row] = []
     for n in (1, 8) if ctx.quick else (1, 8, 64):
         windows, x = _windows(data, n), torch.randn(1, n, DIM)

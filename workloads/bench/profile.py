@@ -28,8 +28,6 @@ from workloads.jobs.train import TrainJobConfig, build_loop
 from workloads.kernels.l3_lookup import small_cpu, sublayer_cpu
 from workloads.kernels.l3_lookup.op import l3_lookup
 from workloads.l3 import layer as l3_layer
-from workloads.l3.layer import L3Layer
-from workloads.models.transformer import FeedForward
 from workloads.probe import MachineProbe, probe
 
 GOALS = ("decode", "sublayer", "train", "lookup")
@@ -119,15 +117,7 @@ def decode(console: Console, pr: MachineProbe, quick: bool) -> None:
 
 
 def sublayer(console: Console, pr: MachineProbe, quick: bool) -> None:
-    torch.manual_seed(0)
-    data, counts = layer_section.l3_setup()
-    layer = L3Layer(
-        layer_section.DIM, counts, layer_section.DIM // 2, 4 * layer_section.DIM, check_ids=False
-    ).eval()
-    active = layer_section.l3_active_params(layer, data.token_freqs[: data.vocab_size].astype(np.float64))
-    mlp = FeedForward(
-        layer_section.DIM, max(1, round(active / (3 * layer_section.DIM)))
-    ).eval()  # as the lookup section builds it
+    data, layer, mlp = layer_section.l3_and_mlp()  # as the layer and lookup sections build them
     windows, x, k = layer_section._windows(data, 1), torch.randn(1, 1, layer_section.DIM), itertools.count()
     steps = {"mlp": lambda: mlp(x), "l3": lambda: layer(x, windows[next(k) % len(windows)])}
     parts = [("linear", m) for m in (mlp.w1, mlp.w3, mlp.w2, layer.up, layer.mix)]
@@ -176,11 +166,7 @@ def _stepper(job):
 
 
 def lookup(console: Console, pr: MachineProbe, quick: bool) -> None:
-    torch.manual_seed(0)
-    data, counts = layer_section.l3_setup()
-    layer = L3Layer(
-        layer_section.DIM, counts, layer_section.DIM // 2, 4 * layer_section.DIM, check_ids=False
-    ).eval()
+    data, layer, _ = layer_section.l3_and_mlp()
     keys, values, offsets = layer.keys.detach(), layer.values.detach(), layer.offsets
     steps, floors = {}, {}
     for n in (8,) if quick else (8, 64):

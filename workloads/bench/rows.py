@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-import numpy as np
 import torch
 
+from workloads.jobs.timing import TimingStats
 from workloads.probe import MachineProbe
 
 # Goal cells of rows no issue sets a goal for (met stays None): the row other rows are divided by, a
@@ -111,12 +111,12 @@ def timed_row(
     the repeated calls keep touching, by default `nbytes`: `MachineProbe.read_rate`)."""
     if not samples_s:
         raise ValueError(f"{section}/{name}: no timing samples")
-    p10, med, p90 = np.percentile(np.asarray(samples_s, dtype=np.float64), [10, 50, 90])
+    t = TimingStats.of(samples_s)
     floor = None
     if probe is not None and (nbytes is not None or flops is not None):
         rate = probe.flops_per_s(*gemm) if gemm is not None and flops else None
         floor = probe.floor_s(nbytes or 0.0, flops or 0.0, rate, working_set)
-    return Row(section, name, float(med), float(p10), float(p90), nbytes, flops, floor, **kw)
+    return Row(section, name, t.median_s, t.p10_s, t.p90_s, nbytes, flops, floor, **kw)
 
 
 def gaps(row: Row) -> list[str]:

@@ -7,6 +7,7 @@ AdamW's state read and written; FLOPs 3× the forward). Goal (issues 4 and 15): 
 the baseline and MoE is shown ÷ dense for comparison.
 """
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
@@ -23,33 +24,44 @@ VARIANTS = ("dense", "l3", "moe")
 L3_GOAL = 0.95
 
 
-def rows(ctx: BenchContext) -> list[Row]:
+def stepped_rows(
+    ctx: BenchContext, section: str, variants: dict[str, dict], warmup: int, steps: int, floor: Callable
+) -> dict[str, Row]:
+    """Per name, a timed row of the `tiny` TrainLoop built from TrainJobConfig(family=..., **variants[name])
+    (as the train job builds it), the loops stepped in turn `steps` times; floor(name, job, batch, seq_len)
+    gives a step's (bytes, FLOPs). The first `warmup` steps are not timed."""
     batch, seq_len = (4, 64) if ctx.quick else (8, 256)
+    data = DataConfig(max_documents=100 if ctx.quick else 400)
+    common = dict(preset="tiny", data=data, seq_len=seq_len, batch_size=batch, steps=steps)
+    common |= dict(timing_warmup_steps=warmup, device=ctx.device.type)
+    loops = {name: build_loop(TrainJobConfig(**common, **kw), JobContext()) for name, kw in variants.items()}
+    for step in range(steps):
+        for name, job in loops.items():
+            loss = job.step(step)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"{section}/{name}: loss is {loss.item()} at step {step}")
+    out = {}
+    for name, job in loops.items():
+        nbytes, flops = floor(name, job, batch, seq_len)
+        samples, title = job.timer.samples_s()[warmup:], f"step {name} {batch}×{seq_len}"
+        out[name] = timed_row(
+            section, title, samples, ctx.probe, nbytes=nbytes, flops=flops, items=batch * seq_len
+        )
+    return out
+
+
+def _floor(name: str, job, batch: int, seq_len: int) -> tuple[float, float]:
+    cfg = job.model_cfg
+    pc = count_params(cfg, token_freqs_for(cfg, job.data), job.counts or None)
+    element = torch.empty((), dtype=TORCH_DTYPES[cfg.dtype]).element_size()
+    return train_step_cost(cfg, pc, batch, seq_len, element)
+
+
+def rows(ctx: BenchContext) -> list[Row]:
     # One warm-up step (the first allocates AdamW's state); then ~rounds·2/3 timed steps, at least 3: a MoE
     # step through DeepSpeed takes seconds on 2 cores, and `make bench` has 5 minutes for every section.
     warmup, steps = 1, 1 + max(3, (2 * ctx.rounds + 2) // 3)
-    data = DataConfig(max_documents=100 if ctx.quick else 400)
-    loops = {
-        f: build_loop(TrainJobConfig(preset="tiny", family=f, data=data, seq_len=seq_len, batch_size=batch,
-                                     steps=steps, timing_warmup_steps=warmup, device=ctx.device.type),
-                      JobContext())
-        for f in VARIANTS
-    }  # fmt: skip
-    for step in range(steps):
-        for f, job in loops.items():
-            loss = job.step(step)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"train/{f}: loss is {loss.item()} at step {step}")
-    out: dict[str, Row] = {}
-    for f, job in loops.items():
-        cfg = job.model_cfg
-        pc = count_params(cfg, token_freqs_for(cfg, job.data), job.counts or None)
-        element = torch.empty((), dtype=TORCH_DTYPES[cfg.dtype]).element_size()
-        nbytes, flops = train_step_cost(cfg, pc, batch, seq_len, element)
-        row = timed_row("train", f"step {f} {batch}×{seq_len}", job.timer.samples_s()[warmup:], ctx.probe,
-                        nbytes=nbytes, flops=flops)  # fmt: skip
-        out[f] = replace(row, items=batch * seq_len)
-    return with_goals(out)
+    return with_goals(stepped_rows(ctx, "train", {f: {"family": f} for f in VARIANTS}, warmup, steps, _floor))
 
 
 def with_goals(out: dict[str, Row]) -> list[Row]:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from workloads.jobs.decode import GenerationTimer
+from workloads.jobs.timing import TimingStats
 from workloads.l3.offload import L3Offload, offload_l3_tables
 from workloads.models.transformer import Transformer
 
@@ -22,31 +23,14 @@ VS_DENSE = "infer/vs_dense/decode_tokens_per_s"  # median over rounds; its p10 a
 VS_DENSE_P10, VS_DENSE_P90 = VS_DENSE + "_p10", VS_DENSE + "_p90"
 
 
-@dataclass(frozen=True)
-class Spread:
-    """A per-round quantity over the counted rounds: median, p10, p90 and the number of rounds."""
-
-    median: float
-    p10: float
-    p90: float
-    n: int
-
-    @classmethod
-    def of(cls, values) -> "Spread":
-        a = np.asarray(values, dtype=np.float64)
-        if a.size == 0:
-            raise ValueError("no counted rounds to summarize")
-        p10, med, p90 = np.percentile(a, [10, 50, 90])
-        return cls(float(med), float(p10), float(p90), int(a.size))
-
-
-def speed_ratio(baseline: GenerationTimer, timer: GenerationTimer) -> Spread:
+def speed_ratio(baseline: GenerationTimer, timer: GenerationTimer) -> TimingStats:
     """timer's decode speed over baseline's, per round (baseline's median step seconds over timer's, the
-    two generations of one round), summarized over the rounds. Both timers ran in the same rounds."""
+    two generations of one round), summarized over the rounds (`TimingStats`: its `_s` fields hold the
+    unitless ratio here). Both timers ran in the same rounds."""
     base, mine = baseline.decode_s_per_generation(), timer.decode_s_per_generation()
     if base.shape != mine.shape:
         raise ValueError(f"speed_ratio needs timers of the same rounds, got {base.size} and {mine.size}")
-    return Spread.of(base / mine)
+    return TimingStats.of(base / mine)
 
 
 def rotated(keys: Sequence, round_index: int) -> list:
@@ -175,6 +159,6 @@ def measure(
     return Measured(out, timers)
 
 
-def vs_dense_metrics(ratio: Spread) -> dict[str, float]:
+def vs_dense_metrics(ratio: TimingStats) -> dict[str, float]:
     """The decode ratio to dense and its spread over rounds, as metric keys (without the /bs suffix)."""
-    return {VS_DENSE: ratio.median, VS_DENSE_P10: ratio.p10, VS_DENSE_P90: ratio.p90}
+    return {VS_DENSE: ratio.median_s, VS_DENSE_P10: ratio.p10_s, VS_DENSE_P90: ratio.p90_s}

@@ -106,7 +106,7 @@ def test_decode_ratio_is_taken_per_round_then_summarized(monkeypatch):
     ]
 
 
-def test_rotated_and_spread():
+def test_rotated():
     assert [rounds.rotated("abc", i) for i in range(4)] == [
         list("abc"),
         list("bca"),
@@ -114,6 +114,3 @@ def test_rotated_and_spread():
         list("abc"),
     ]
     assert rounds.rotated([], 3) == []
-    assert rounds.Spread.of([3.0]) == rounds.Spread(3.0, 3.0, 3.0, 1)
-    with pytest.raises(ValueError, match="no counted rounds"):
-        rounds.Spread.of([])

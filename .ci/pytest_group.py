@@ -1,0 +1,31 @@
+"""pytest over `make test`'s selection in its own process group, the whole group killed on a timeout or
+Ctrl-C: the one runner of .ci/mutations.py and .ci/stress.py."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SELECTION = "not gpu and not slow"  # make test's markers
+
+
+def run_pytest(targets: list[str], log: Path, timeout_s: float, *flags: str) -> tuple[int | None, str, float]:
+    """(exit code, None when it ran past timeout_s; pytest's output, also written to log; seconds)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", *flags, "-m", SELECTION, "-p", "no:cacheprovider", "-rfE"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen([*cmd, *targets], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        try:
+            rc = proc.wait(timeout=timeout_s)
+        except BaseException:  # a timeout or Ctrl-C: pytest and every process it started go
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
+            rc = None
+    return rc, log.read_text(), time.monotonic() - started
