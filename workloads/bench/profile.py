@@ -74,7 +74,7 @@ def report(console: Console, title: str, steps: dict, floors, pr: MachineProbe, 
         vs = f"; speed ÷ {first}'s {times[first] / t:.2f}" if ratio and name != first else ""
         console.print(
             f"  {name}: {_time(t)} unprofiled; floor {_time(floor)} ({nbytes / 1e6:,.1f} MB at {rate:.0f} "
-            f"GB/s, {flops / 1e9:,.2f} GFLOP): {100 * floor / t:.0f}% of floor{vs}",
+            f"GB/s, {flops / 1e6:,.1f} MFLOP): {100 * floor / t:.0f}% of floor{vs}",
             highlight=False,
         )
     profiles = {name: profile_steps(step, n) for name, step in steps.items()}
