@@ -1,12 +1,20 @@
 """Section `orchestration`: the orchestrator's per-job overhead and cold start. workloads never imports
 orchestrator (DESIGN.md), so the measurement runs out of process: `python -m orchestrator.runs.overhead
-JOBS`, whose last stdout line is its JSON. One sample per number (a Ray cluster start each run)."""
+JOBS`, whose last stdout line is its JSON. One sample per number (a Ray cluster start each run).
+
+These rows are latencies (process and cluster start, Ray dispatch, MLflow writes), which no byte or FLOP
+count bounds: each says "floor n/a" and why. Goal (issue 24): `compare` on a finished suite in ≤ 1.5 s
+plus interpreter start; the other latencies have none and are reported.
+"""
 
 import json
 import subprocess
 import sys
 
-from workloads.bench.rows import BenchContext, Row, timed_row
+from workloads.bench.rows import REPORTED, BenchContext, Row, timed_row
+
+COMPARE_GOAL_S = 1.5  # issue 24: compare prints in <= 1.5 s plus interpreter start
+LATENCY = "a latency ({}); no byte or FLOP count bounds it"
 
 
 def rows(ctx: BenchContext) -> list[Row]:
@@ -15,14 +23,25 @@ def rows(ctx: BenchContext) -> list[Row]:
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     if done.returncode:
         raise RuntimeError(f"orchestration: overhead measurement failed:\n{done.stderr[-2000:]}")
-    m = json.loads(done.stdout.strip().splitlines()[-1])
-    o = "orchestration"
+    return rows_from(json.loads(done.stdout.strip().splitlines()[-1]), n_jobs)
+
+
+def rows_from(m: dict[str, float], n_jobs: int) -> list[Row]:
+    """The section's rows from `orchestrator.runs.overhead`'s JSON `m` (seconds)."""
+    o, cli_over = "orchestration", m["compare_cli_s"] - m["python_s"]
+
+    def row(name: str, seconds: float, what: str, **kw) -> Row:
+        return timed_row(o, name, [seconds], no_floor=LATENCY.format(what), **kw)
+
     return [
-        timed_row(o, "cold start (1 job)", [m["cold_s"]], note=f"ray.init {m['ray_init_s']:.1f} s of it"),
-        timed_row(o, f"per job ({n_jobs} warm)", [m["per_job_s"]], items=1.0, unit="job"),
-        timed_row(o, f"report ({n_jobs} jobs)", [m["report_s"]]),
-        timed_row(o, "compare in-process", [m["compare_s"]]),
-        timed_row(
-            o, "compare CLI process", [m["compare_cli_s"]], note=f"python -c pass {m['python_s']:.2f} s of it"
-        ),
-    ]
+        row("cold start (1 job)", m["cold_s"], "Ray cluster start, store, first worker",
+            note=f"ray.init {m['ray_init_s']:.1f} s of it").without_goal(REPORTED),
+        row(f"per job ({n_jobs} warm)", m["per_job_s"], "Ray dispatch, MLflow run and files", items=1.0,
+            unit="job").without_goal(REPORTED),
+        row(f"report ({n_jobs} jobs)", m["report_s"], "MLflow reads, rendering").without_goal(REPORTED),
+        row("compare in-process", m["compare_s"], "MLflow reads, rendering").with_goal(
+            f"≤{COMPARE_GOAL_S:g} s", m["compare_s"] <= COMPARE_GOAL_S, m["compare_s"]),
+        row("compare CLI process", m["compare_cli_s"], "interpreter start, imports, MLflow reads",
+            note=f"python -c pass {m['python_s']:.2f} s of it").with_goal(
+            f"≤{COMPARE_GOAL_S:g} s + python start", cli_over <= COMPARE_GOAL_S, cli_over),
+    ]  # fmt: skip

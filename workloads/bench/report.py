@@ -1,6 +1,7 @@
 """The benchmark's one table format (rich) and its JSON file: a header with device, torch threads, load
 average and the probe, then one row per timed variant with bytes, FLOPs, achieved rates, % of floor,
-goal and whether it is met."""
+goal and whether it is met. A row without a floor says "n/a" there and why below the table; one without a
+goal says so in the goal cell (`rows.NO_GOAL`) and "-" under met; rows that break the rule are listed."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from workloads.bench.rows import Row
+from workloads.bench.rows import Row, gaps
 from workloads.probe import MachineProbe
 
 COLUMNS = ("row", "µs", "p10/p90", "tok/s", "MB", "MFLOP", "GB/s", "GF/s", "floor", "goal", "met")
@@ -63,8 +64,8 @@ def table(rows: list[Row], title: str) -> Table:
             t.add_row(f"[bold]{r.section}[/bold]")
         section = r.section
         goal = r.goal if r.value is None else f"{r.goal} ({r.value:.2f})"
-        met = "" if r.met is None else ("met" if r.met else "NOT")
-        floor = "" if r.floor_frac is None else f"{100 * r.floor_frac:.0f}%"
+        met = "-" if r.met is None else ("met" if r.met else "NOT")
+        floor = "n/a" if r.no_floor else "" if r.floor_frac is None else f"{100 * r.floor_frac:.0f}%"
         rate = "" if r.items_per_s is None else si(r.items_per_s) + ("" if r.unit == "tok" else f" {r.unit}")
         t.add_row(
             f" {r.name}", si(r.median_s * 1e6), _spread(r), rate,
@@ -91,6 +92,11 @@ def print_run(
     for r in rows:
         if r.note:
             console.print(f"  {r.section}/{r.name}: {r.note}", highlight=False)
+        if r.no_floor:
+            console.print(f"  {r.section}/{r.name}: floor n/a: {r.no_floor}", highlight=False)
+    broken = [f"{r.section}/{r.name} ({', '.join(gaps(r))})" for r in rows if gaps(r)]
+    if broken:
+        console.print(f"rows without bytes/FLOPs/floor or goal/met: {'; '.join(broken)}", highlight=False)
     if wall_s:
         console.print(footer(wall_s), highlight=False)
 

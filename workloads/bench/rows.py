@@ -2,7 +2,9 @@
 roofline floor of those on the probed machine; and the interleaved-rounds timer every section uses.
 
 % of floor = floor_s / median_s (100% = as fast as the hardware allows; floor_s = `MachineProbe.floor_s`).
-Bytes and FLOPs come from model shapes and `workloads.models.accounting`, never typed in.
+Bytes and FLOPs come from model shapes, `workloads.models.accounting` and the data processed, never typed
+in. The rule every row keeps (`gaps`): bytes, FLOPs and floor, or a `no_floor` reason; a goal, and met
+or not, unless the goal says it has none (`NO_GOAL`: a baseline, a row for comparison, a reported one).
 """
 
 import time
@@ -13,6 +15,11 @@ import torch
 
 from workloads.jobs.timing import TimingStats
 from workloads.probe import MachineProbe
+
+# Goal cells of rows no issue sets a goal for (met stays None): the row other rows are divided by, a
+# variant shown beside the goal rows, or a number reported for its own sake.
+BASELINE, COMPARISON, REPORTED = "baseline (for comparison)", "for comparison", "reported (no goal set)"
+NO_GOAL = (BASELINE, COMPARISON, REPORTED)
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,8 @@ class Row:
     """One timed variant. `items` per call in `unit` (e.g. tokens) gives the rate column; `goal` is a
     short condition (e.g. "≥0.9× dense") and `met` whether the measurement satisfies it (None: no goal).
     `value` is the number the goal is about when it is not the time itself (a ratio), printed beside it;
-    `value_p10`/`value_p90` its spread when it is a median over rounds (a per-round ratio)."""
+    `value_p10`/`value_p90` its spread when it is a median over rounds (a per-round ratio). `no_floor`
+    says why a row has no physical floor (a latency: process start, Ray dispatch), instead of bytes."""
 
     section: str
     name: str
@@ -53,6 +61,7 @@ class Row:
     note: str = ""
     value_p10: float | None = None
     value_p90: float | None = None
+    no_floor: str = ""
 
     @property
     def gb_per_s(self) -> float | None:
@@ -73,6 +82,12 @@ class Row:
 
     def with_goal(self, goal: str, met: bool, value: float | None = None) -> "Row":
         return replace(self, goal=goal, met=met, value=self.value if value is None else value)
+
+    def without_goal(self, why: str) -> "Row":
+        """The row with one of the `NO_GOAL` cells (ValueError for any other text)."""
+        if why not in NO_GOAL:
+            raise ValueError(f"{self.section}/{self.name}: a row without a goal says {NO_GOAL}, got {why!r}")
+        return replace(self, goal=why, met=None)
 
     def as_dict(self) -> dict:
         derived = {"gb_per_s": self.gb_per_s, "gflop_per_s": self.gflop_per_s, "floor_frac": self.floor_frac}
@@ -102,6 +117,20 @@ def timed_row(
         rate = probe.flops_per_s(*gemm) if gemm is not None and flops else None
         floor = probe.floor_s(nbytes or 0.0, flops or 0.0, rate, working_set)
     return Row(section, name, t.median_s, t.p10_s, t.p90_s, nbytes, flops, floor, **kw)
+
+
+def gaps(row: Row) -> list[str]:
+    """What `row` lacks of the table's rule: "bytes", "FLOPs", "floor" (unless `no_floor` says why it has
+    none), "goal", "met" (unless its goal is one of `NO_GOAL`). Empty: the row is complete."""
+    missing = []
+    if not row.no_floor:
+        fields = (("bytes", row.bytes), ("FLOPs", row.flops), ("floor", row.floor_s))
+        missing += [name for name, value in fields if value is None]
+    if not row.goal:
+        missing.append("goal")
+    elif row.met is None and row.goal not in NO_GOAL:
+        missing.append("met")
+    return missing
 
 
 def interleaved(

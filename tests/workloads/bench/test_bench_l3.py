@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from workloads.bench import l3 as sections
-from workloads.bench.rows import BenchContext
+from workloads.bench.rows import BASELINE, COMPARISON, BenchContext, gaps
 from workloads.probe import MachineProbe
 
 
@@ -22,14 +22,23 @@ def test_lookup_rows_read_each_distinct_ids_rows_once_and_carry_the_goals():
     data, counts = l3_setup()
     width = 256 + 128  # key + value row (dim 256, d_emb 128), float32
     want = np.mean([sum(counts[t] for t in set(w.view(-1).tolist())) * width * 4 for w in _windows(data, 8)])
+    pairs = np.mean([sum(counts[t] for t in w.view(-1).tolist()) for w in _windows(data, 8)])
     row = rows["lookup op 8 pos"]
     assert row.bytes == pytest.approx(want)
+    assert row.flops == pytest.approx(2 * pairs * width)  # a dot product with each key and value row
+    assert all(gaps(r) == [] for r in rows.values()), {n: gaps(r) for n, r in rows.items()}
+    assert rows["mlp 1 pos"].goal == BASELINE and rows["lookup op 1 pos"].goal == COMPARISON
     assert row.floor_s == pytest.approx(want / 2e9)  # bytes at the probed read bandwidth
     assert row.goal == "≥60% read bw" and row.met == (row.floor_frac >= 0.6)
     sub = rows["l3 sublayer 1 pos"]
     assert sub.value == pytest.approx(sub.median_s / rows["mlp 1 pos"].median_s)
     assert sub.met == (sub.value <= 1.3)
-    assert rows["lookup op 1 pos"].goal == ""  # the bandwidth goal is for >= 8 positions
+    # The sublayer at 1 position: the token's rows and the dense weights (W_up 128×1024, W_mix
+    # (1024 + 256)×256, RMSNorm_in 256, RMSNorm_out 1024) read once; 2 FLOPs per multiply-add.
+    rows_per_call = np.mean([counts[w.item()] for w in _windows(data, 1)])
+    dense = 128 * 1024 + (1024 + 256) * 256 + 256 + 1024
+    assert sub.bytes == pytest.approx((rows_per_call * width + dense) * 4)
+    assert sub.flops == pytest.approx(2 * (rows_per_call * width + dense))
 
 
 def test_offload_rows_give_the_ratio_to_on_device_decode():
@@ -37,6 +46,8 @@ def test_offload_rows_give_the_ratio_to_on_device_decode():
     assert [r.name for r in rows] == [
         "decode bs1 l3 device", "decode bs1 l3 offload", "decode bs8 l3 device", "decode bs8 l3 offload",
     ]  # fmt: skip
+    assert all(gaps(r) == [] for r in rows) and rows[0].goal == BASELINE
+    assert rows[0].bytes == rows[1].bytes and rows[0].floor_s == rows[1].floor_s  # the same step's floor
     for device, off in (rows[:2], rows[2:]):
         assert off.value == pytest.approx(device.median_s / off.median_s)
         assert off.goal == "≥0.97× on device" and off.met == (off.value >= 0.97)
@@ -72,6 +83,7 @@ def test_l3_train_rows_carry_both_goals_and_floors_that_count_touched_rows_only_
     assert adamw.bytes > rows["step l3 sparse_adam 4×64"].bytes > rows["step l3 rowwise_adagrad 4×64"].bytes
     assert adamw.flops == rows["step l3 rowwise_adagrad 4×64"].flops > 0
     assert dense.bytes < adamw.bytes  # AdamW steps every table row
+    assert all(gaps(r) == [] for r in rows.values()) and dense.goal == BASELINE
 
 
 def test_row_sparse_floor_swaps_the_tables_adamw_bytes_for_the_touched_rows():
