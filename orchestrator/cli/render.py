@@ -44,7 +44,7 @@ def _fmt(value) -> str:
 def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
     table = Table(title=title)
     for col in df.columns:
-        numeric = pd.api.types.is_numeric_dtype(df[col]) or col == "tokens_per_s"  # "~" marks text
+        numeric = pd.api.types.is_numeric_dtype(df[col]) or col in ("tokens_per_s", "match_err")  # as text
         table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
     for row in df.itertuples(index=False):
         table.add_row(*(escape(_fmt(v)) for v in row))  # cells are data, not markup ("[enforce fail ...]")
@@ -98,11 +98,22 @@ def _mark_contended(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return df.assign(tokens_per_s=text), [CONTENDED_NOTE] if marked.any() else []
 
 
+def _signed_percent(df: pd.DataFrame, col: str = "match_err") -> pd.DataFrame:
+    """A fraction column as signed percent text ("+0.07%", "-0.69%", "0" for an exact match)."""
+    if col not in df:
+        return df
+    text = ["-" if pd.isna(v) else "0" if v == 0 else f"{v:+.2%}" for v in df[col]]
+    return df.assign(**{col: text})
+
+
 def _narrow_table(df: pd.DataFrame, columns: dict[str, str]) -> Table:
     narrow = df[list(columns)].rename(columns=columns)
     table = Table(title="comparison", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
     for col in narrow.columns:
-        numeric = pd.api.types.is_numeric_dtype(narrow[col]) or col == EXTRA["tokens_per_s"]
+        numeric = pd.api.types.is_numeric_dtype(narrow[col]) or col in (
+            EXTRA["tokens_per_s"],
+            EXTRA["match_err"],
+        )
         table.add_column(col, justify="right" if numeric else "left", no_wrap=True)
     for row in narrow.itertuples(index=False):
         *cells, state = (escape(_fmt(v)) for v in row)
@@ -170,7 +181,7 @@ def compare_view(df: pd.DataFrame, wide: bool = False, width: int = 80) -> tuple
     """(table, notes) for `compare`: the narrow layout (NARROW, then each EXTRA column, in order, that
     still fits `width`, in MIXED_TOKENIZERS' order when the rows' bytes per token differ; the errors of
     jobs that did not finish below the table, one each) or, wide, every column."""
-    df, footnote = _mark_contended(df)
+    df, footnote = _mark_contended(_signed_percent(df))
     if wide or df.empty:
         return df_table(df, "comparison"), footnote
     df = df.assign(label=df.apply(_label, axis=1))

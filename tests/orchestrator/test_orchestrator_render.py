@@ -55,7 +55,7 @@ def test_default_compare_fits_without_cutting_a_cell(width):
     for kind, family in (("train", "dense"), ("infer", "l3"), ("train", "moe")):
         assert f"{kind} {family} tiny" in text, text
     # quality, then the measured match error, then throughput: the columns an iso-sparse reader needs first
-    assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+6\.005\s+0\.0002\s+603\s+.*finished", text), text
+    assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+6\.005\s+\+0\.02%\s+603\s+.*finished", text), text
     assert re.search(r"train moe tiny\s+6\.47M\s+34\.01M\s+.*oom", text), text
     assert "train moe tiny: RuntimeError: [enforce fail" in text  # the error follows the table
     assert "DefaultCPUAllocator: can't allocate memory" in " ".join(text.split())
@@ -64,7 +64,7 @@ def test_default_compare_fits_without_cutting_a_cell(width):
 def test_wider_terminals_get_more_columns():
     narrow, wider = shown(80), shown(120)
     assert "match err" in narrow and "val ppl" not in narrow and "val ppl" in wider
-    row = r"train l3 tiny\s+6\.62M\s+33\.79M\s+6\.005\s+0\.0002\s+603\s+5\.102\s+1,314\s+405\s.*finished"
+    row = r"train l3 tiny\s+6\.62M\s+33\.79M\s+6\.005\s+\+0\.02%\s+603\s+5\.102\s+1,314\s+405\s.*finished"
     assert re.search(row, wider), wider
 
 
@@ -80,9 +80,16 @@ def test_bits_per_byte_leads_when_the_rows_mix_tokenizers(mixed):
     assert max(len(line) for line in text.splitlines()) <= 80
     if mixed:  # per-token losses in two units: bits per byte is the quality column, val loss moves back
         assert header.split()[:5] == ["job", "active", "total", "val", "bpb"] and "val loss" not in header
-        assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+1\.987\s+0\.0002\s", text), text
+        assert re.search(r"train l3 tiny\s+6\.62M\s+33\.79M\s+1\.987\s+\+0\.02%\s", text), text
     else:
         assert header.split()[:5] == ["job", "active", "total", "val", "loss"], header
+
+
+def test_match_error_reads_as_a_signed_percent():
+    text = shown(120)
+    assert re.search(r"train dense tiny\s+6\.52M\s+8\.62M\s+6\.494\s+0\s", text), text  # exact: "0"
+    assert re.search(r"infer moe tiny\s.*\s-0\.78%\s", text), text
+    assert "0.0002" not in text and "-0.0078" not in text
 
 
 def test_wide_compare_shows_every_column_and_the_error():
@@ -225,7 +232,7 @@ def test_speeds_measured_under_contention_are_marked_with_a_footnote(wide):
     assert "~413" not in text and "~603" not in text and " 413" in text and " 603" in text
     assert render.CONTENDED_NOTE in " ".join(text.split())
     if not wide:
-        assert re.search(r"infer l3 tiny\s+6\.62M\s+33\.79M\s+-\s+0\.0002\s+~288\s", text), text
+        assert re.search(r"infer l3 tiny\s+6\.62M\s+33\.79M\s+-\s+\+0\.02%\s+~288\s", text), text
         assert max(len(line) for line in text.splitlines()) <= 80
 
 

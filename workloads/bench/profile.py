@@ -2,7 +2,8 @@
 issue-21 goal the bench misses, on the same workloads as its bench rows: decode bs1 L3 ÷ dense (`infer`),
 the L3 sublayer ÷ the MLP at 1 position (`lookup`), the train step L3 ÷ dense (`l3_train`), the lookup's
 read bandwidth at 8 / 64 positions (`lookup`). Per goal: this run's unprofiled times (interleaved), each
-variant's floor (the bench's accounting, this probe), then the step by part and the top ops (`profiling`).
+variant's floor (the bench's accounting, this probe), the step by part and the top ops (`profiling`); the
+fused sublayer kernel's numba stages timed alone (`kernel_stages`).
 Not in `make bench` (it would pass the 5 minutes on 2 cores): run it on its own.
 """
 
@@ -17,6 +18,7 @@ import torch
 from rich.console import Console
 
 from workloads.bench import infer as infer_section
+from workloads.bench import kernel_stages
 from workloads.bench import l3 as l3_section
 from workloads.bench import layer as layer_section
 from workloads.bench.profiling import function_range, ops_table, part_ranges, parts_table, profile_steps
@@ -134,6 +136,14 @@ def sublayer(console: Console, pr: MachineProbe, quick: bool) -> None:
         l3_cost = np.mean([layer_section.l3_moved(layer, w) for w in windows], axis=0)
         floors = lambda: {"mlp": (*layer_section.mlp_moved(mlp, 1), None), "l3": (*l3_cost, None)}  # noqa: E731
         report(console, title, steps, floors, pr, 3 if quick else 9, 20 if quick else 400)
+    for parallel in (False, True) if torch.get_num_threads() > 1 else (False,):
+        calls = kernel_stages.stage_calls(layer, windows, x, parallel)
+        with torch.no_grad():
+            times = interleaved({k: c for k, (c, _) in calls.items()}, 3 if quick else 9, inner=20)
+        how = f"parallel over {torch.get_num_threads()} numba threads" if parallel else "serial"
+        console.print(f"  the fused kernel's numba stages alone ({how}), interleaved:", highlight=False)
+        medians = {k: float(np.median(v)) for k, v in times.items()}
+        console.print(kernel_stages.stages_table(medians, {k: b for k, (_, b) in calls.items()}, pr))
 
 
 def train(console: Console, pr: MachineProbe, quick: bool) -> None:

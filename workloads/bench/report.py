@@ -55,7 +55,8 @@ def table(rows: list[Row], title: str) -> Table:
     limit), goal with the measured value, met or NOT. Each section opens with its name."""
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     for col in COLUMNS:
-        t.add_column(col, justify="left" if col in ("row", "goal") else "right", no_wrap=col != "goal")
+        t.add_column(col, justify="left" if col in ("row", "goal") else "right", no_wrap=col != "goal",
+                     min_width={"goal": 20, "met": 3}.get(col))  # fmt: skip
     section = None
     for r in rows:
         if r.section != section:

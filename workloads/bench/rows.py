@@ -18,7 +18,7 @@ from workloads.probe import MachineProbe
 
 # Goal cells of rows no issue sets a goal for (met stays None): the row other rows are divided by, a
 # variant shown beside the goal rows, or a number reported for its own sake.
-BASELINE, COMPARISON, REPORTED = "baseline (for comparison)", "for comparison", "reported (no goal set)"
+BASELINE, COMPARISON, REPORTED = "none: baseline", "none: comparison", "none: reported"
 NO_GOAL = (BASELINE, COMPARISON, REPORTED)
 
 
