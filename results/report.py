@@ -66,8 +66,8 @@ class _Verdict:
 
 VERDICT_NOTE = (
     "{what}, lower is better; mean ± sd over seeds. Δ vs dense is paired by seed (each config minus its "
-    "group's dense model trained with the same seed), with a 95% Student-t interval; 'within noise': the "
-    "interval covers 0."
+    "group's dense model trained with the same seed; a suite without dense pairs with its first config), "
+    "with a 95% Student-t interval; 'within noise': the interval covers 0."
 )
 QUALITY = {
     "val loss": "Validation loss per token",

@@ -1,5 +1,6 @@
 """Seeds that say whether a difference is real: each config's mean ± sd over seeds, and its paired difference
 (same seed) against its group's dense config with a two-sided Student-t interval (n − 1 dof, 95% default).
+A preset without any dense config (an optimizer or capacity study) pairs every config with its first one.
 
 An interval covering 0 is "within noise"; `verdict` writes the ordering the seed means support, e.g.
 "L3 < SCONE < dense < MoE (SCONE vs dense within noise)". Lower is better (losses, bits per byte).
@@ -17,7 +18,7 @@ from results import analysis, names, schema
 LEVEL = 0.95
 # How the verdict and the narrow tables name the families (the issue's and the papers' spelling).
 DISPLAY = {"dense": "dense", "l3": "L3", "moe": "MoE", "scone": "SCONE", "hash_moe": "hash-MoE"}
-COLUMNS = ["preset", "hardware", "group", "family", "variant", "label", "n_seeds", "mean", "std",
+COLUMNS = ["preset", "hardware", "group", "family", "variant", "label", "reference", "n_seeds", "mean", "std",
            "dense_group", "n_pairs", "diff_mean", "diff_std", "ci_low", "ci_high",
            "within_noise", "config"]  # fmt: skip
 
@@ -43,7 +44,7 @@ def paired_table(
     """One row per config of `kind` (COLUMNS): mean / std of `metric` over its seeds and, for every
     non-dense config, the paired difference config − dense over the seeds both ran (a seed run twice
     counts once, at its mean), with its `level` t interval. within_noise: the interval covers 0 (NA with
-    fewer than 2 pairs). The dense reference is `analysis.dense_index`'s (the group's, else the preset's)."""
+    fewer than 2 pairs). The reference is `reference_index`'s; `reference` is its label."""
     sub = runs[runs["kind"].eq(kind).fillna(False)]
     sub = sub[sub[metric].notna()] if metric in sub.columns else sub.iloc[:0]
     summary = analysis.seed_summary(sub, [metric])
@@ -53,7 +54,7 @@ def paired_table(
     fin = schema.finished(sub)
     per_seed = fin.groupby([analysis.config_key(fin, keys), "seed"])[metric].mean()  # (config, seed)
     config = analysis.config_key(summary, keys)
-    ref = analysis.dense_index(summary)
+    ref = reference_index(summary)
     rows = []
     for i, row in summary.iterrows():
         out = {k: row[k] for k in ("preset", "hardware", "group", "family", "variant", "n_seeds")}
@@ -62,7 +63,7 @@ def paired_table(
                 "diff_mean": np.nan, "diff_std": np.nan, "ci_low": np.nan, "ci_high": np.nan,
                 "within_noise": pd.NA}  # fmt: skip
         j = ref.loc[i]
-        if row["family"] != "dense" and not pd.isna(j):
+        if not pd.isna(j) and j != i:
             mine, dense = per_seed.loc[config.loc[i]], per_seed.loc[config.loc[j]]
             common = mine.index.intersection(dense.index)
             diffs = (mine.loc[common] - dense.loc[common]).to_numpy(np.float64)
@@ -74,8 +75,23 @@ def paired_table(
         rows.append(out)
     table = pd.DataFrame(rows)
     table.insert(5, "label", _labels(table))
+    position = pd.Series(range(len(table)), index=summary.index)  # summary index → table row
+    table.insert(6, "reference", [pd.NA if pd.isna(j) else table["label"].iloc[position[j]] for j in ref])
     table = table.astype({"n_seeds": "Int64", "n_pairs": "Int64", "within_noise": "boolean"})
     return table[COLUMNS]
+
+
+def reference_index(summary: pd.DataFrame) -> pd.Series:
+    """Per summary row: the config its differences are paired against. `analysis.dense_index`'s dense
+    config; in a preset and hardware without any dense config (e.g. `suites/l3-optimizers.yaml`: AdamW vs
+    row-wise), the first config there in the summary's (the suite's) order. NA when neither exists."""
+    ref = analysis.dense_index(summary)
+    cell = (
+        summary["preset"].astype("string").fillna("") + "|" + summary["hardware"].astype("string").fillna("")
+    )
+    has_dense = summary["family"].eq("dense").fillna(False).groupby(cell).transform("any")
+    first = pd.Series(summary.index, index=summary.index).groupby(cell).transform("first")
+    return ref.where(ref.notna() | has_dense, first.astype("Int64"))
 
 
 def _labels(table: pd.DataFrame) -> pd.Series:
@@ -89,8 +105,8 @@ def _labels(table: pd.DataFrame) -> pd.Series:
 def verdict(table: pd.DataFrame) -> list[str]:
     """The ordering the seed means support, one line per preset and hardware (prefixed with its name when
     there are several): 'L3 < SCONE < dense < MoE (SCONE vs dense within noise)'. Configs are sorted by
-    mean (lower is better); the parenthesis names every pair vs dense whose interval covers 0, or says
-    that one seed gives no interval."""
+    mean (lower is better); the parenthesis names every pair vs its reference (dense, else the first
+    config) whose interval covers 0, or says that one seed gives no interval."""
     lines = []
     cells = list(table.groupby(["preset", "hardware"], dropna=False, sort=False))
     for (preset, hardware), cell in cells:
@@ -99,9 +115,13 @@ def verdict(table: pd.DataFrame) -> list[str]:
             continue
         text = " < ".join(cell["label"])
         noise = cell[cell["within_noise"].fillna(False)]
-        notes = [f"{label} vs dense within noise" for label in noise["label"]]
-        if cell["family"].ne("dense").any() and cell["n_pairs"].max() < 2:
-            notes.append("1 seed: no intervals")
+        notes = [f"{r['label']} vs {r['reference']} within noise" for _, r in noise.iterrows()]
+        if len(cell) > 1 and cell["n_pairs"].max() < 2:
+            notes.append(
+                "1 seed: no intervals"
+                if cell["n_seeds"].max() < 2
+                else "fewer than 2 paired seeds: no intervals"
+            )
         text += f" ({'; '.join(notes)})" if notes else ""
         where = " ".join(str(v) for v in (preset, hardware) if not pd.isna(v))
         lines.append(f"{where}: {text}" if len(cells) > 1 else text)
@@ -156,6 +176,7 @@ def display(
         return "—" if pd.isna(v) else f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
     presets = table["preset"].nunique(dropna=False) > 1
+    delta = _delta_header(table)
     show_bpb = bpb is not None and not bpb.empty and metric_name != "val bpb"
     bpb_mean = bpb.set_index("config")["mean"].to_dict() if show_bpb else {}
     rows = []
@@ -169,13 +190,21 @@ def display(
                 "config": config,
                 "seeds": int(r["n_seeds"]),
                 metric_name: num(r["mean"]) + sd,
-                "Δ vs dense": num(r["diff_mean"], True),
+                delta: num(r["diff_mean"], True),
                 "95% interval": ci,
                 "gap": gap,
             }
             | ({"val bpb": num(bpb_mean.get(r["config"], np.nan))} if show_bpb else {})
         )
     extra = ["val bpb"] if show_bpb else []
-    return pd.DataFrame(
-        rows, columns=["config", "seeds", metric_name, *extra, "Δ vs dense", "95% interval", "gap"]
-    )
+    return pd.DataFrame(rows, columns=["config", "seeds", metric_name, *extra, delta, "95% interval", "gap"])
+
+
+def _delta_header(table: pd.DataFrame) -> str:
+    """ "Δ vs dense"; "Δ vs L3 adamw" when every pair's reference is that one non-dense config."""
+    paired = table[table["n_pairs"].fillna(0).gt(0)]
+    refs = set(paired["reference"].dropna())
+    dense = set(table.loc[table["family"].eq("dense").fillna(False), "label"])
+    if not refs or refs <= dense:
+        return "Δ vs dense"
+    return f"Δ vs {refs.pop()}" if len(refs) == 1 else "Δ vs reference"

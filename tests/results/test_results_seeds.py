@@ -155,3 +155,29 @@ def test_gain_kept_says_what_each_control_keeps_of_l3s_gain():
         "L3 cap1 keeps 71% of L3 base's gain over dense",
     ]
     assert seeds.gain_kept(seeds.paired_table(_runs({"dense": LOSS["dense"], "moe": LOSS["moe"]}))) == []
+
+
+def test_a_suite_without_dense_pairs_with_its_first_config():
+    """suites/l3-optimizers.yaml's shape: two L3 variants, no dense. Row-wise − AdamW per seed: +0.06,
+    +0.08, +0.07 → mean +0.07, sd 0.01, the t interval of test_t_interval_hand_worked mirrored."""
+    adamw = _runs({"l3": {0: 6.00, 1: 6.02, 2: 6.04}}, group="tiny/adamw", variant="adamw")
+    rowwise = _runs({"l3": {0: 6.06, 1: 6.10, 2: 6.11}}, group="tiny/rowwise", variant="rowwise")
+    table = seeds.paired_table(pd.concat([adamw, rowwise], ignore_index=True))
+    first, second = table.iloc[0], table.iloc[1]
+    assert (first["label"], first["n_pairs"], second["reference"]) == ("L3 adamw", 0, "L3 adamw")
+    half = T975_2 * 0.01 / math.sqrt(3)
+    assert (second["n_pairs"], second["diff_mean"]) == (3, pytest.approx(0.07))
+    assert (second["ci_low"], second["ci_high"]) == pytest.approx((0.07 - half, 0.07 + half))
+    assert seeds.verdict(table) == ["L3 adamw < L3 rowwise"]  # 3 seeds: no "1 seed" note
+    shown = seeds.display(table).set_index("config")
+    assert shown.loc["L3 rowwise", "Δ vs L3 adamw"] == "+0.070" and shown.loc["L3 rowwise", "gap"] == "real"
+    assert seeds.gain_kept(table) == []  # no dense: no "gain over dense" to keep
+
+
+def test_one_seed_and_no_common_seed_say_why_there_is_no_interval():
+    one = _runs({"dense": {0: 4.2}, "l3": {0: 4.1}})
+    assert seeds.verdict(seeds.paired_table(one)) == ["L3 < dense (1 seed: no intervals)"]
+    apart = _runs({"dense": {0: 4.2, 1: 4.3}, "l3": {2: 4.1, 3: 4.0}})
+    assert seeds.verdict(seeds.paired_table(apart)) == [
+        "L3 < dense (fewer than 2 paired seeds: no intervals)"
+    ]
