@@ -1,10 +1,7 @@
-"""`python -m workloads.bench.profile [--threads 2 1] [--quick] [--goals ...]`: where the time goes in each
-issue-21 goal the bench misses, on the same workloads as its bench rows: decode bs1 L3 ÷ dense (`infer`),
-the L3 sublayer ÷ the MLP at 1 position (`lookup`), the train step L3 ÷ dense (`l3_train`), the lookup's
-read bandwidth at 8 / 64 positions (`lookup`). Per goal: this run's unprofiled times (interleaved), each
-variant's floor (the bench's accounting, this probe), the step by part and the top ops (`profiling`); the
-fused sublayer kernel's numba stages timed alone (`kernel_stages`).
-Not in `make bench` (it would pass the 5 minutes on 2 cores): run it on its own.
+"""`python -m workloads.bench profile [--threads 2 1] [--quick] [--goals ..]` (not in `make bench`, too long):
+where the time goes in each issue-21 goal the bench misses, on its bench row's workload (decode bs1 L3 ÷
+dense, the L3 sublayer ÷ MLP at 1 position, the train step L3 ÷ dense, the lookup at 8 / 64 positions):
+unprofiled times and floors, the step by part and top ops (`profiling`), the fused kernel's numba stages.
 """
 
 import argparse
@@ -205,7 +202,7 @@ RUN = {"decode": decode, "sublayer": sublayer, "train": train, "lookup": lookup}
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m workloads.bench.profile", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m workloads.bench profile", description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, nargs="+", default=None, help="torch intra-op thread counts")
     p.add_argument("--goals", nargs="+", choices=GOALS, default=list(GOALS))
     p.add_argument("--quick", action="store_true", help="smallest sizes (a smoke run, not for numbers)")

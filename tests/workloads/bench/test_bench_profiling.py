@@ -75,3 +75,40 @@ def test_part_ranges_and_function_range_mark_a_real_profile_and_undo_themselves(
     with profiling.function_range(lin, "extra_repr", "method"):  # a bound method: an instance attribute
         assert "extra_repr" in vars(lin)
     assert "extra_repr" not in vars(lin)  # the class's method shows through again
+
+
+def test_kernel_stages_read_the_weights_and_rows_they_name_and_run():
+    import numpy as np
+
+    from workloads.bench import kernel_stages
+    from workloads.bench.layer import _windows, l3_and_mlp
+
+    data, layer, _ = l3_and_mlp()
+    windows = _windows(data, 1)
+    calls = kernel_stages.stage_calls(layer, windows, torch.randn(1, 1, 256), parallel=False)
+    assert list(calls) == [
+        "RMSNorm_in",
+        "lookup",
+        "W_up",
+        "RMSNorm_out",
+        "W_mix · u",
+        "W_mix · x",
+        "whole kernel",
+    ]
+    nbytes = {k: b for k, (_, b) in calls.items()}
+    assert nbytes["W_up"] == 1024 * 128 * 4 and nbytes["W_mix · u"] == 256 * 1024 * 4
+    assert nbytes["W_mix · x"] == 256 * 256 * 4
+    counts = layer.counts().numpy()
+    assert nbytes["lookup"] == pytest.approx(np.mean([counts[w.item()] for w in windows]) * (256 + 128) * 4)
+    for call, _ in calls.values():
+        call()
+
+
+def test_bench_entry_hands_profile_to_its_own_entry(monkeypatch):
+    import workloads.bench.__main__ as entry
+    from workloads.bench import profile
+
+    seen = []
+    monkeypatch.setattr(profile, "main", seen.append)
+    entry.main(["profile", "--threads", "1", "--quick"])
+    assert seen == [["--threads", "1", "--quick"]]
