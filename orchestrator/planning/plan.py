@@ -30,6 +30,11 @@ def _with_fgram(terms: tuple[float, float], cfg: ModelConfig) -> tuple[float, fl
     return terms[0] + fgram_plan_train_flops_per_token(cfg), terms[1]
 
 
+def _copied(config, names: str) -> dict:
+    """The space-separated fields `names` of a workloads config (the clusters shape names them alike)."""
+    return {name: getattr(config, name) for name in names.split()}
+
+
 def model_shape(
     cfg: ModelConfig,
     name: str = "model",
@@ -55,26 +60,11 @@ def model_shape(
             rows_per_token_max=max(1, round(max_rows)),
         )
     if cfg.moe is not None:
-        m = cfg.moe
-        moe = MoEShape(
-            positions=m.positions,
-            num_experts=m.num_experts,
-            top_k=m.top_k,
-            ffn_dim=m.ffn_dim,
-            capacity_factor=m.capacity_factor,
-            min_capacity=m.min_capacity,
-        )
+        moe = MoEShape(**_copied(cfg.moe, "positions num_experts top_k ffn_dim capacity_factor min_capacity"))
     cat = pc.by_category
     return ModelShape(
         name=name,
-        vocab_size=cfg.vocab_size,
-        dim=cfg.dim,
-        n_layers=cfg.n_layers,
-        n_heads=cfg.n_heads,
-        n_kv_heads=cfg.n_kv_heads,
-        ffn_dim=cfg.ffn_dim,
-        max_seq_len=cfg.max_seq_len,
-        tie_embeddings=cfg.tie_embeddings,
+        **_copied(cfg, "vocab_size dim n_layers n_heads n_kv_heads ffn_dim max_seq_len tie_embeddings"),
         params_dense=cat["dense"],
         params_embeddings=cat["embeddings"],
         params_l3_tables=cat["l3_tables"],
