@@ -1,23 +1,5 @@
 """`calibrate(runs_df)`: fit the time and memory factors of the capacity model to finished runs.
-
-Per hardware (catalog name) it fits
-  flops_per_s   achieved model FLOP/s per device, the geometric mean over runs of
-                train/tokens_per_s · flops_per_token / n_devices (so MFU = flops_per_s / peak on GPUs;
-                on CPU, which has no catalog peak, this is what makes time predictions possible at all)
-  memory_scale  measured / predicted peak memory, geometric mean
-and reports the median absolute relative error of predicted tokens/s and peak memory on those same runs,
-before (default MFU, scale 1) and after calibration. Geometric means minimize the squared log error, so
-a run twice as fast and one half as fast cancel.
-
-Columns of `runs_df` (extra columns are ignored; rows missing a fit's columns are skipped for that fit):
-  hardware                                  catalog name ("h100-sxm", "cpu")
-  train/tokens_per_s, flops_per_token       time fit; n_devices optional (default 1). Without a
-                                            flops_per_token column, 6·params_active is used (PaLM
-                                            without the attention term)
-  predicted_peak_bytes and measured_peak_bytes (else mem/peak_device_bytes)   memory fit
-`orchestrator.planning.calibration.calibration_frame` builds `flops_per_token` and `predicted_peak_bytes`
-from each run's resolved model config.
-"""
+Details: docs/clusters.md#clusterscalibration."""
 
 import math
 from dataclasses import dataclass, field
@@ -111,23 +93,34 @@ def _time_fit(rows: "pd.DataFrame", acc: catalog.Accelerator) -> dict:
             [peak * DEFAULT_MFU * n / f for f, n in zip(flops, n_dev, strict=True)], measured
         )
     after = _median_abs_err([rate * n / f for f, n in zip(flops, n_dev, strict=True)], measured)
-    return {"n_time_runs": len(rates), "flops_per_s": rate, "mfu": None if peak is None else rate / peak,
-            "time_error_before": before, "time_error_after": after}  # fmt: skip
+    return {
+        "n_time_runs": len(rates),
+        "flops_per_s": rate,
+        "mfu": None if peak is None else rate / peak,
+        "time_error_before": before,
+        "time_error_after": after,
+    }
 
 
 def _memory_fit(rows: "pd.DataFrame") -> dict:
     measured_col = MEASURED_PEAK if MEASURED_PEAK in rows else PEAK_DEVICE
     if PREDICTED_PEAK not in rows or measured_col not in rows:
         return {"n_memory_runs": 0}
-    pairs = [(float(p), float(m)) for p, m in zip(rows[PREDICTED_PEAK], rows[measured_col], strict=True)
-             if _valid(p) and _valid(m)]  # fmt: skip
+    pairs = [
+        (float(p), float(m))
+        for p, m in zip(rows[PREDICTED_PEAK], rows[measured_col], strict=True)
+        if _valid(p) and _valid(m)
+    ]
     if not pairs:
         return {"n_memory_runs": 0}
     pred, meas = [p for p, _ in pairs], [m for _, m in pairs]
     scale = _geomean([m / p for p, m in pairs])
-    return {"n_memory_runs": len(pairs), "memory_scale": scale,
-            "memory_error_before": _median_abs_err(pred, meas),
-            "memory_error_after": _median_abs_err([p * scale for p in pred], meas)}  # fmt: skip
+    return {
+        "n_memory_runs": len(pairs),
+        "memory_scale": scale,
+        "memory_error_before": _median_abs_err(pred, meas),
+        "memory_error_after": _median_abs_err([p * scale for p in pred], meas),
+    }
 
 
 def calibrate(runs_df: "pd.DataFrame") -> Calibration:
@@ -137,8 +130,15 @@ def calibrate(runs_df: "pd.DataFrame") -> Calibration:
     fits = {}
     for hardware, rows in runs_df.groupby("hardware", dropna=True):
         acc = catalog.get(str(hardware))
-        values = {"flops_per_s": None, "mfu": None, "time_error_before": None, "time_error_after": None,
-                  "memory_scale": None, "memory_error_before": None, "memory_error_after": None}  # fmt: skip
+        values = {
+            "flops_per_s": None,
+            "mfu": None,
+            "time_error_before": None,
+            "time_error_after": None,
+            "memory_scale": None,
+            "memory_error_before": None,
+            "memory_error_after": None,
+        }
         values.update(_time_fit(rows, acc))
         values.update(_memory_fit(rows))
         if values["n_time_runs"] or values["n_memory_runs"]:

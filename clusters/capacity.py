@@ -1,38 +1,5 @@
 """Memory per GPU for training and inference, from a `ModelShape` and a setup (pure arithmetic, bytes).
-
-Training state (Rajbhandari et al. 2020, ZeRO §3): bytes per parameter (param, grad, AdamW state) are
-fp32 (4, 4, 8: m and v), amp-bf16 (4, 4, 8; fp32 params under autocast, plus bf16 weight copies cached for
-the matmuls), bf16-master (2, 2, 12: fp32 master + m + v). ZeRO-1 divides the optimizer state by the
-data-parallel degree, ZeRO-2 the gradients too; MoE experts live on ep_size GPUs and their data-parallel
-group is n_gpus / ep_size. L3 tables are ordinary parameters here: the train job's lookup backward produces
-a dense table gradient and AdamW keeps m and v for every row, so they cost 16 B/param like the rest.
-
-Activations (saved for backward, per micro-batch of S = b·s tokens), counted tensor by tensor in the way of
-Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer Models", §4.1, 34·sbh +
-5·as²b per layer for GPT), for this code's Llama block (pre-RMSNorm, GQA, SwiGLU, SDPA), per token:
-  each RMSNorm   2·D·r + 4        input and x·rstd (the weight multiply saves it) at residual bytes r, rstd
-  attention      D·a·c_qkv + (D + 2·Dkv)·a + 4·H + 2·D·a
-                                  q/k/v input(s); q, k, v saved by SDPA; its logsumexp; output; wo input
-                 (+ 2·H·s·a with attention="math": scores and softmax output are materialized)
-  dense MLP      D·a·c_mlp + 4·F·a   w1/w3 input(s); w1 out, w3 out, silu out, w2 input
-  MoE MLP        D·a + 13·E + 16 + k·(12 + D·a) + k·cf·((D + 4·Fe)·a + 8)
-                                  gate input and routing tensors; the k outputs combined per token; per
-                                  expert slot (E·C ≈ k·cf·S of them) the dispatched token and 4 expert tensors
-  L3 sublayer    2 norms (D, d_up) + D·a·p (query, padded) + d_emb·a + d_up·r + (d_up + D)·a
-                 + p·m·(4 + a + 1) (softmax out, weights, mask over the padded rows m per token)
-                 + per step: p · unique rows × ((D + d_emb)·a + 8) gathered keys/values and row ids
-  head           final norm + D·a (lm_head input) + 4·V (log-softmax output) + 8 B of ids per token
-with a = compute bytes (4 fp32, 2 bf16), r = residual-stream bytes (4 unless bf16-master), c = how many
-copies of a linear's input are saved (1 in fp32, where q/k/v share it; under autocast each linear saves its
-own cast, 3 for q/k/v and 2 for w1/w3), p = the sorted lookup's padding (L3_PAD_FACTOR). With activation
-checkpointing (per block) only each block's input (D·r) is kept, plus one block's activations recomputed
-during its backward. fp32 counts match `saved_tensors_hooks` measurements of the real model exactly for
-dense and MoE blocks (tests/clusters/test_clusters_validation.py); bf16 follows the same rules, unmeasured.
-
-Peak (`train_memory`) = states + the worst point of a backward sweep (`_backward_peak`: activations still
-saved + gradients already made + the loss working set, 16·V bytes per token) or of the optimizer step
-(gradients + AdamW temporaries), whichever is larger.
-"""
+Details: docs/clusters.md#clusterscapacity."""
 
 import math
 from dataclasses import asdict, dataclass, replace
@@ -105,9 +72,14 @@ def l3_bytes_per_token(model: ModelShape, setup: TrainSetup) -> float:
     l3, D = model.l3, model.dim
     rows = L3_PAD_FACTOR * l3.rows_per_token_mean
     return (
-        _norm(D, r) + _norm(l3.d_up, r) + D * a * L3_PAD_FACTOR + l3.d_emb * a + (l3.d_up + D) * a
-        + rows * (4 + a + 1) + 2 * 8  # softmax out, weights, mask; two int64 position vectors
-    )  # fmt: skip
+        _norm(D, r)
+        + _norm(l3.d_up, r)
+        + D * a * L3_PAD_FACTOR
+        + l3.d_emb * a
+        + (l3.d_up + D) * a
+        + rows * (4 + a + 1)
+        + 2 * 8  # softmax out, weights, mask; two int64 position vectors
+    )
 
 
 def _block_activations(model: ModelShape, setup: TrainSetup) -> list[float]:
@@ -259,11 +231,18 @@ def train_memory(model: ModelShape, setup: TrainSetup) -> TrainMemory:
     if model.params_fgram_model:
         by_cat["fgram_model"] = p_b * model.params_fgram_model
     return TrainMemory(
-        params=params, grads=grads, optimizer=optimizer, comm_buffers=comm, weight_copies=copies,
-        activations=sum(activation_bytes(model, setup).values()), backward_live=live, optimizer_temp=opt_temp,
-        params_by_category=by_cat, forward_backward=params + optimizer + comm + copies + live,
+        params=params,
+        grads=grads,
+        optimizer=optimizer,
+        comm_buffers=comm,
+        weight_copies=copies,
+        activations=sum(activation_bytes(model, setup).values()),
+        backward_live=live,
+        optimizer_temp=opt_temp,
+        params_by_category=by_cat,
+        forward_backward=params + optimizer + comm + copies + live,
         optimizer_step=params + grads + optimizer + comm + opt_temp,
-    )  # fmt: skip
+    )
 
 
 def usable_bytes(

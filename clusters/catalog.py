@@ -1,9 +1,5 @@
 """The accelerator catalog: `catalog.yaml` loaded into frozen dataclasses.
-
-`get("h100-sxm")` -> Accelerator; `peak_flops("h100-sxm", "bfloat16")` -> dense peak FLOP/s (what the
-jobs divide by for MFU; None for `cpu`, where no peak is guessed); `identify("NVIDIA H100 80GB HBM3")`
-maps a device name to its catalog entry. Every number's source is noted next to it in the YAML.
-"""
+Details: docs/clusters.md#clusterscatalog."""
 
 import contextlib
 import difflib

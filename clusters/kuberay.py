@@ -1,13 +1,5 @@
 """KubeRay manifests from a `kuberay` cluster file: a `RayCluster` and, for a suite, a `RayJob` (ray.io/v1).
-
-RayCluster: one head group (no GPUs, serves GCS 6379 / dashboard 8265 / client 10001) and one worker group
-per node pool, each worker declaring one unit of the timing resource (timed work runs alone), GPUs requested
-as the `nvidia.com/gpu` extended resource (limits = requests, as Kubernetes requires for extended
-resources), node selectors and tolerations passed through. A RayJob embeds the same
-spec as `rayClusterSpec` and runs `isosparse run SUITE --address auto` as its entrypoint (the job's driver
-attaches to its own cluster, never a private one on the head pod), tearing the cluster down after.
-Reference: KubeRay ray-operator/config/samples (ray-cluster.*.yaml, ray-job.sample.yaml).
-"""
+Details: docs/clusters.md#clusterskuberay."""
 
 import json
 from typing import Any

@@ -1,16 +1,6 @@
 """Roofline time model: training step time, tokens/s, wall time, GPU-hours and cost; decode step and the
 L3 offload prefetch window (L3_SPEC §4).
-
-A step takes max(compute, memory traffic, communication) (perfect overlap, the roofline bound):
-  compute  = tokens/GPU · FLOPs/token · (4/3 with activation checkpointing: the forward runs twice)
-             / (peak · MFU), or / an achieved FLOP/s that `calibrate` measured
-  FLOPs/token = 6·N_active + 12·L·H·Q·T (PaLM, Chowdhery et al. 2022, App. B; as workloads.jobs.metrics)
-  memory   = (weights read in forward and backward + gradient writes, per micro-batch; optimizer reads and
-             writes p, g, m, v; activations written then read) / HBM bandwidth
-  comm     = ring all-reduce of the replicated gradients, 2·(n-1)/n · bytes per GPU, over NVLink (one
-             direction: half the catalog's bidirectional figure) inside a node or the cluster's interconnect
-             across nodes; plus MoE all-to-alls (2 forward + 2 backward per MoE layer) with ep_size > 1.
-"""
+Details: docs/clusters.md#clustersroofline."""
 
 import math
 from dataclasses import dataclass
@@ -192,5 +182,6 @@ def decode_step(model: ModelShape, setup: InferSetup, acc: Accelerator) -> Decod
         if acc.host_link is None:
             raise ValueError(f"{acc.name!r} has no host link in the catalog")
         copy_s = capacity.infer_memory(model, setup).l3_bytes_per_step / acc.host_link.bytes_per_s
-    return DecodeTime(step_s=step_s, tokens_per_s=B / step_s, copy_s=copy_s, window_s=window_s,
-                      hidden=copy_s <= window_s)  # fmt: skip
+    return DecodeTime(
+        step_s=step_s, tokens_per_s=B / step_s, copy_s=copy_s, window_s=window_s, hidden=copy_s <= window_s
+    )

@@ -13,8 +13,10 @@ Attention = Literal["flash", "math"]
 OptimizerImpl = Literal["foreach", "for-loop", "fused"]
 
 
-def _positive(owner: str, **values) -> None:
-    for name, value in values.items():
+def _positive(owner: str, shape, names: str) -> None:
+    """Each of the space-separated fields `names` of `shape` is a number > 0 (else ValueError naming it)."""
+    for name in names.split():
+        value = getattr(shape, name)
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise ValueError(f"{owner}.{name} must be > 0, got {value!r}")
 
@@ -49,9 +51,7 @@ class L3Shape:
 
     def __post_init__(self) -> None:
         _positions("l3", self.positions)
-        _positive("l3", rows=self.rows, row_width=self.row_width, d_emb=self.d_emb, d_up=self.d_up,
-                  rows_per_token_mean=self.rows_per_token_mean,
-                  rows_per_token_max=self.rows_per_token_max)  # fmt: skip
+        _positive("l3", self, "rows row_width d_emb d_up rows_per_token_mean rows_per_token_max")
 
     @property
     def n_layers(self) -> int:
@@ -75,8 +75,7 @@ class MoEShape:
 
     def __post_init__(self) -> None:
         _positions("moe", self.positions)
-        _positive("moe", num_experts=self.num_experts, top_k=self.top_k, ffn_dim=self.ffn_dim,
-                  capacity_factor=self.capacity_factor)  # fmt: skip
+        _positive("moe", self, "num_experts top_k ffn_dim capacity_factor")
 
     @property
     def n_layers(self) -> int:
@@ -122,9 +121,9 @@ class ModelShape:
     def __post_init__(self) -> None:
         if len(self.blocks) != self.n_layers or self.train_flops[0] <= 0:
             raise ValueError("model.blocks (one per layer) and model.train_flops must come from accounting")
-        _positive("model", vocab_size=self.vocab_size, dim=self.dim, n_layers=self.n_layers,
-                  n_heads=self.n_heads, n_kv_heads=self.n_kv_heads, ffn_dim=self.ffn_dim,
-                  max_seq_len=self.max_seq_len, params_active=self.params_active)  # fmt: skip
+        _positive(
+            "model", self, "vocab_size dim n_layers n_heads n_kv_heads ffn_dim max_seq_len params_active"
+        )
         if (self.params_l3_tables > 0) != (self.l3 is not None):
             raise ValueError("model.params_l3_tables > 0 exactly when model.l3 is given")
         if (self.params_experts > 0) != (self.moe is not None):
@@ -196,8 +195,7 @@ class TrainSetup:
             raise ValueError(
                 f"train.optimizer_impl must be foreach/for-loop/fused, got {self.optimizer_impl!r}"
             )
-        _positive("train", micro_batch=self.micro_batch, seq_len=self.seq_len, n_gpus=self.n_gpus,
-                  grad_accum=self.grad_accum, ep_size=self.ep_size)  # fmt: skip
+        _positive("train", self, "micro_batch seq_len n_gpus grad_accum ep_size")
         if self.zero_stage not in (0, 1, 2):
             raise ValueError(f"train.zero_stage must be 0 (DDP), 1 or 2, got {self.zero_stage!r}")
         if self.precision not in PRECISIONS:
@@ -232,7 +230,7 @@ class InferSetup:
     l3_placement: Literal["device", "offload"] = "device"
 
     def __post_init__(self) -> None:
-        _positive("infer", batch=self.batch, context_len=self.context_len, dtype_bytes=self.dtype_bytes)
+        _positive("infer", self, "batch context_len dtype_bytes")
         if self.l3_placement not in ("device", "offload"):
             raise ValueError(f"infer.l3_placement must be 'device' or 'offload', got {self.l3_placement!r}")
         if self.prompt_len is not None and not 0 < self.prompt_len <= self.context_len:

@@ -1,13 +1,5 @@
 """Cluster files (`clusters/examples/*.yaml`): where jobs run, validated into a frozen `Cluster`.
-
-Three kinds share one shape (node groups of `count` nodes × `gpus_per_node` GPUs of a catalog type):
-  local    this machine: CPUs and memory read from the OS; `accelerator`/`gpus` as given ("auto" asks
-           nvidia-smi). Ray starts in-process.
-  ray      an existing Ray cluster at `address` ("auto", "host:6379" or "ray://host:10001").
-  kuberay  node pools for a KubeRay RayCluster that `clusters.kuberay` writes (image, namespace, head).
-The file's shape is validated by `orchestrator.cluster_file` (pydantic, every problem at once with its
-path); this module holds the frozen dataclasses the rest of the code uses and needs no pydantic.
-"""
+Details: docs/clusters.md#clustersspec."""
 
 import os
 import shutil

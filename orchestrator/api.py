@@ -3,9 +3,7 @@ list, ui.
 Details: docs/orchestrator.md#orchestratorapi.
 """
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -36,6 +34,10 @@ from workloads.models import presets
 from orchestrator.runs.ray_link import ClusterError  # noqa: F401  isort: skip
 from orchestrator.suites.expansion import SuiteError  # noqa: F401  isort: skip
 from orchestrator.runs.tracking import TrackingError  # noqa: F401  isort: skip
+
+# The process's Ctrl-C / SIGTERM handling and its quick exit, for the CLI.
+from orchestrator.runs.interrupts import exit_now, own_process, owns_process, raise_on_sigterm  # noqa: F401  isort: skip
+from orchestrator.runs.interrupts import installed as interrupt_handling  # noqa: F401  isort: skip
 
 CANCEL_GRACE_S = 1.0  # running tasks get this long to stop after a Ctrl-C before Ray kills them; the
 # rest of the 3 s a Ctrl-C may take goes to closing the runs
@@ -145,16 +147,6 @@ def report(
     return reporting.build_and_log(
         recorded.locate(tracker, target), tracker, out_dir=out_dir, figures=figures
     )
-
-
-def raise_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt (so `kill` cancels as cleanly as Ctrl-C); main thread only."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner's): Ctrl-C only
-        signal.signal(signal.SIGTERM, handler)
 
 
 def run_suite(
@@ -325,37 +317,6 @@ def _cancel_pending(scheduler, tracker, driver, report) -> None:
                 if job.run_id is not None:
                     tracker.kill(job.run_id, "cancelled by the user")
                 job.state = "cancelled"
-
-
-def exit_now(code: int, graceful: bool = False) -> None:
-    """End the CLI's process once every run is closed, skipping the interpreter's teardown of torch /
-    pandas / MLflow and Ray's atexit shutdown (together 20 s on a loaded machine). graceful: stop the
-    local Ray cluster with `ray.shutdown` (seconds); else (after a Ctrl-C, which must end within 3 s)
-    SIGKILL it (`interrupts.kill_descendants`). A Ctrl-C meanwhile ends the process at once (130)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if graceful and "ray" in sys.modules:
-        from orchestrator.runs import scheduling
-
-        scheduling.shutdown()
-    interrupts.kill_descendants()
-    os._exit(code)
-
-
-def own_process() -> None:
-    """The CLI's entry owns this process: a Ctrl-C outside the recording phase may end it at once."""
-    interrupts.own_process()
-
-
-def owns_process() -> bool:
-    """Whether the CLI's entry owns this process (`own_process`)."""
-    return interrupts.owns_process()
-
-
-def interrupt_handling():
-    """Ctrl-C handling for a whole `isosparse run` (start-up, running, closing, printing): see
-    orchestrator.runs.interrupts; `run_suite` inside it uses the same handler."""
-    return interrupts.installed()
 
 
 def run_detached(

@@ -62,9 +62,14 @@ class Trial:
         ]
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            cmd, env=env, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cmd,
+            env=env,
+            cwd=folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,  # its own session: what is left of it afterwards can be found and killed
-        )  # fmt: skip
+        )
         self.lines: list[tuple[float, str]] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -159,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             print(full["output"])
             return 1
         length = full["wall_s"]
-    print(f"{'#':>2} {'SIGINT at':>9} {'presses':>7} {'exit':>4} {'to exit':>8} {'RUNNING':>7} {'left':>4}"
-          "  last line")  # fmt: skip
+    print(
+        f"{'#':>2} {'SIGINT at':>9} {'presses':>7} {'exit':>4} {'to exit':>8} {'RUNNING':>7} {'left':>4}"
+        "  last line"
+    )
     good, i, tries = 0, 0, 0
     while i < args.trials:
         at_s, presses = rng.uniform(0, length), 2 if i % 4 == 3 else 1
@@ -179,8 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             print("   its output:\n   " + r["output"].replace("\n", "\n   "), flush=True)
         i += 1
-    print(f"{good}/{args.trials} trials exited 130 within {BOUND_S:.0f} s, no run RUNNING, no process left"
-          f" (load {os.getloadavg()[0]:.1f})")  # fmt: skip
+    print(
+        f"{good}/{args.trials} trials exited 130 within {BOUND_S:.0f} s, no run RUNNING, no process left"
+        f" (load {os.getloadavg()[0]:.1f})"
+    )
     if not args.keep:
         subprocess.run(["rm", "-rf", str(root)], check=False)
     return 0 if good == args.trials else 1

@@ -47,9 +47,15 @@ def bench_ratios(rows: list[dict]) -> pd.DataFrame:
         parts = r["name"].split()
         if r["section"] != "infer" or len(parts) != 3 or parts[0] != "decode" or r.get("value") is None:
             continue
-        out.append({"family": parts[2], "batch_size": int(parts[1].removeprefix("bs")),
-                    "bench_vs_dense": r["value"], "bench_p10": r.get("value_p10"),
-                    "bench_p90": r.get("value_p90")})  # fmt: skip
+        out.append(
+            {
+                "family": parts[2],
+                "batch_size": int(parts[1].removeprefix("bs")),
+                "bench_vs_dense": r["value"],
+                "bench_p10": r.get("value_p10"),
+                "bench_p90": r.get("value_p90"),
+            }
+        )
     return pd.DataFrame(out, columns=[*KEYS, "bench_vs_dense", "bench_p10", "bench_p90"])
 
 
@@ -98,9 +104,17 @@ def render(both: pd.DataFrame, tolerance: float, title: str) -> Table:
     for r in both.itertuples():
         measured = "-" if pd.isna(r.contended) else ("contended" if r.contended else "alone")
         ok = "yes" if r.ok else f"NO ({_why(r, tolerance)})"
-        table.add_row(r.family, str(r.batch_size), f"{r.decode_vs_dense:.3f}", _spread(r.p10, r.p90),
-                      f"{r.bench_vs_dense:.3f}", _spread(r.bench_p10, r.bench_p90), f"{r.rel_diff:+.1%}",
-                      measured, ok)  # fmt: skip
+        table.add_row(
+            r.family,
+            str(r.batch_size),
+            f"{r.decode_vs_dense:.3f}",
+            _spread(r.p10, r.p90),
+            f"{r.bench_vs_dense:.3f}",
+            _spread(r.bench_p10, r.bench_p90),
+            f"{r.rel_diff:+.1%}",
+            measured,
+            ok,
+        )
     return table
 
 
@@ -109,8 +123,12 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m orchestrator.ratio_check", description=__doc__.split("\n")[0]
     )
     parser.add_argument("suite", nargs="?", default="quickstart")
-    parser.add_argument("--timing", choices=["interleaved", "exclusive", "shared"], default=None,
-                        help="the infer jobs' timing (default: the suite's)")  # fmt: skip
+    parser.add_argument(
+        "--timing",
+        choices=["interleaved", "exclusive", "shared"],
+        default=None,
+        help="the infer jobs' timing (default: the suite's)",
+    )
     parser.add_argument("--tolerance", type=float, default=TOLERANCE)
     args = parser.parse_args(argv)
     console = Console(width=max(Console().width, 100))
@@ -120,13 +138,18 @@ def main(argv: list[str] | None = None) -> None:
         demo_s = time.perf_counter() - start
         bench = bench_sweep(threads, Path(tmp))
     both = agreement(demo, bench, args.tolerance)
-    title = (f"decode tokens/s ÷ dense: {args.suite}'s infer jobs (the demo's report) vs "
-             f"`python -m workloads.bench infer --threads {threads}`")  # fmt: skip
+    title = (
+        f"decode tokens/s ÷ dense: {args.suite}'s infer jobs (the demo's report) vs "
+        f"`python -m workloads.bench infer --threads {threads}`"
+    )
     console.print(render(both, args.tolerance, title))
     took = time.perf_counter() - start
-    console.print(f"tolerance {args.tolerance:.0%}; torch threads {threads}; demo sweep {demo_s:.0f} s, "
-                  f"bench {took - demo_s:.0f} s, {took:.0f} s in all; load average (1, 5, 15 min) "
-                  f"before {load_before}, after {os.getloadavg()}", highlight=False)  # fmt: skip
+    console.print(
+        f"tolerance {args.tolerance:.0%}; torch threads {threads}; demo sweep {demo_s:.0f} s, "
+        f"bench {took - demo_s:.0f} s, {took:.0f} s in all; load average (1, 5, 15 min) "
+        f"before {load_before}, after {os.getloadavg()}",
+        highlight=False,
+    )
     sys.exit(0 if len(both) and both["ok"].all() else 1)
 
 

@@ -1,13 +1,5 @@
 """Iso-sparse analysis: pure run table (`results.schema`) → DataFrame functions.
-
-A *config* is the set of runs equal in CONFIG_KEYS (they differ only by seed); its metrics are the seed mean
-(and sample std, ddof=1, when it has ≥ 2 runs). Only FINISHED runs count. Within a comparison group (and
-hardware), the dense config is the reference of the iso-active comparison; L3 and MoE of a group are also
-compared head to head at equal total params. Two kinds of error sit side by side and are named so:
-`active_error` / `total_error` are measured (the runs' own params_active / params_total, L3 rows weighted
-by the corpus each job trained on), `planned_match_error` is what the suite planned (MLflow match/* and
-the isosparse.match_error tag). A comparison is flagged when either exceeds MATCH_TOLERANCE (2%, L3_SPEC §5).
-"""
+Details: docs/results.md#resultsanalysis."""
 
 from collections.abc import Sequence
 
@@ -176,8 +168,14 @@ def config_key(df: pd.DataFrame, cols) -> pd.Series:
 
 def _key(df: pd.DataFrame, *cols: str) -> pd.Series:
     """A join key over `cols` that also matches missing values."""
-    return pd.Series(["\x1f".join("\0" if pd.isna(v) else str(v) for v in row) for row in
-                      df[list(cols)].itertuples(index=False)], index=df.index, dtype="object")  # fmt: skip
+    return pd.Series(
+        [
+            "\x1f".join("\0" if pd.isna(v) else str(v) for v in row)
+            for row in df[list(cols)].itertuples(index=False)
+        ],
+        index=df.index,
+        dtype="object",
+    )
 
 
 def mixes_tokenizers(runs: pd.DataFrame, kind: str = "train") -> bool:

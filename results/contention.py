@@ -104,10 +104,20 @@ def decode_ratios(runs: pd.DataFrame) -> pd.DataFrame:
                     ratio, source = float(run[col]) / float(d[col]), SEPARATE
                 else:
                     continue
-                rows.append({"group": group, "preset": preset, "variant": variant, "family": run["family"],
-                             "batch_size": bs, "decode_vs_dense": ratio, "p10": spread[0], "p90": spread[1],
-                             "source": source,
-                             "contended": bool(run["_contended"] or d["_contended"])})  # fmt: skip
+                rows.append(
+                    {
+                        "group": group,
+                        "preset": preset,
+                        "variant": variant,
+                        "family": run["family"],
+                        "batch_size": bs,
+                        "decode_vs_dense": ratio,
+                        "p10": spread[0],
+                        "p90": spread[1],
+                        "source": source,
+                        "contended": bool(run["_contended"] or d["_contended"]),
+                    }
+                )
     return pd.DataFrame(rows)
 
 

@@ -1,11 +1,5 @@
 """Scaling-law fits of loss L against parameter count N (numpy only).
-
-Two models (Kaplan et al. 2020 §3 use the first shape; Hoffmann et al. 2022 add the irreducible term):
-  "loglog":  L = a·N^(−b)          a line in log-log space: log L = log a − b·log N (least squares in log L)
-  "offset":  L = a·N^(−b) + c      c ∈ [0, min L) found by a 1-D search; for each c, (a, b) is the log-log
-                                   line through (N, L − c); the c minimizing the squared error in L wins.
-R² is always 1 − SS_res/SS_tot of L itself (not of log L), so the two models' R² compare directly.
-"""
+Details: docs/results.md#resultsfits."""
 
 from dataclasses import dataclass
 from typing import Literal

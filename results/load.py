@@ -1,9 +1,5 @@
 """`mlflow.search_runs` DataFrame → run table (`results.schema`), and metric histories to long form.
-
-The input has columns "run_id", "status", "start_time", "params.<dotted>", "metrics.<key>", "tags.<name>"
-(MLflow's layout); which tags/params are read is fixed in `results.names`. No mlflow import: the
-orchestrator queries MLflow and hands the frames over.
-"""
+Details: docs/results.md#resultsload."""
 
 from collections.abc import Iterable, Mapping
 
@@ -113,8 +109,11 @@ def _match_error(jobs: pd.DataFrame) -> pd.Series:
     """The match-error tag, else `schema.match_error` of the match/*_rel_err metrics (NA when none)."""
     keys = [names.metric_column(k) for k in (names.MATCH_ACTIVE_REL_ERR, names.MATCH_TOTAL_REL_ERR)]
     errors = [pd.to_numeric(jobs[k], errors="coerce") for k in keys if k in jobs.columns]
-    metric = pd.Series([schema.match_error(*row) for row in zip(*errors, strict=True)] if errors else None,
-                       index=jobs.index, dtype="Float64")  # fmt: skip
+    metric = pd.Series(
+        [schema.match_error(*row) for row in zip(*errors, strict=True)] if errors else None,
+        index=jobs.index,
+        dtype="Float64",
+    )
     tag = _first_present(jobs, [names.tag_column(names.TAG_MATCH_ERROR)])
     return metric if tag is None else tag.astype("Float64").fillna(metric)
 

@@ -2,27 +2,7 @@
 these constants (tracking, api) and reads with them (status, compare, reporting, planning), and `results.load`
 reads them from an `mlflow.search_runs` DataFrame (columns "tags.<name>", "params.<name>", "metrics.<name>").
 Plain string constants only, importable without pandas.
-
-Tags of a job run (strings, as MLflow stores them):
-  isosparse.kind          "job" for a job run, "suite" for the suite's parent run (dropped by results.load)
-  isosparse.job_kind      "train" | "infer" | "dummy"
-  isosparse.family        "dense" | "l3" | "moe" | "hash_moe" | "scone"
-  isosparse.preset        preset name, e.g. "tiny"
-  isosparse.variant       the suite variant's name (e.g. "base", "cap64"); ablations are variants
-  isosparse.seed          integer seed
-  isosparse.group         comparison group: jobs matched to one dense base (equal active params; L3 and
-                          MoE of a group also equal in total params). The orchestrator writes
-                          "<preset>/<variant>/s<seed>"; results.load drops a trailing "/s<seed>" equal to the
-                          run's seed, so that the seeds of one config aggregate.
-  isosparse.fingerprint   hash of the resolved job config + code version
-  isosparse.outcome       failure class: "finished" | "failed" | "oom" | "infra" | "cancelled"
-  isosparse.hardware      hardware name ("cpu", a GPU name); else isosparse.info.hardware (BenchResult.info)
-  isosparse.suite         suite name; on the parent run, copied to its job runs by results.load
-  isosparse.match_error   optional signed match error (fraction); else the larger-magnitude of the metrics
-                          match/active_rel_err (vs the group's dense) and match/total_rel_err (MoE vs L3)
-Accounting (params_active, params_total, sparsity) is read from metrics first, then params, then tags.
-Ablation settings come from the flattened resolved config (params), exactly as PARAM_* below names them.
-"""
+Details: docs/results.md#resultsnames."""
 
 TAG_PREFIX = "isosparse."
 TAG_RUN_TYPE = TAG_PREFIX + "kind"

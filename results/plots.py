@@ -89,8 +89,9 @@ def val_loss_vs_params(
             name = family if len(variants) <= 1 or pd.isna(variant) else f"{family}/{variant}"
             xs, ys = pts[x].to_numpy(float), pts[y].to_numpy(float)
             err = pts[f"{y}_std"].fillna(0).to_numpy(float)
-            ax.errorbar(xs, ys, yerr=err, fmt=markers.get(variant, "o"), color=_color(family), label=name,
-                        capsize=3)  # fmt: skip
+            ax.errorbar(
+                xs, ys, yerr=err, fmt=markers.get(variant, "o"), color=_color(family), label=name, capsize=3
+            )
             fit = fits[(fits["family"] == family) & _same(fits["variant"], variant)]
             if not fit.empty:
                 best = fit.sort_values("model", key=lambda m: m.eq("offset")).iloc[-1]  # offset if fitted
@@ -118,9 +119,15 @@ def tokens_per_s_vs_sparsity(runs: pd.DataFrame, key: str = names.TRAIN_TOKENS_P
     ax = fig.subplots()
     for family in _families(summary):
         pts = summary[summary["family"] == family]
-        ax.errorbar(pts["sparsity"].to_numpy(float), pts[key].to_numpy(float),
-                    yerr=pts[f"{key}_std"].fillna(0).to_numpy(float), fmt="o", color=_color(family),
-                    label=family, capsize=3)  # fmt: skip
+        ax.errorbar(
+            pts["sparsity"].to_numpy(float),
+            pts[key].to_numpy(float),
+            yerr=pts[f"{key}_std"].fillna(0).to_numpy(float),
+            fmt="o",
+            color=_color(family),
+            label=family,
+            capsize=3,
+        )
     ax.set_xlabel("sparsity (total / active params)")
     ax.set_ylabel(key)
     ax.legend(fontsize=8)
@@ -198,8 +205,14 @@ def metric_vs_batch_size(
     for _, line in long.groupby("run_id", sort=True):
         first = line.iloc[0]
         label = _label(first) + (suffix or {}).get(first["run_id"], "")
-        ax.plot(line["batch_size"].to_numpy(float), line["value"].to_numpy(float), "o-",
-                color=_color(first["family"]), label=label, lw=1.2)  # fmt: skip
+        ax.plot(
+            line["batch_size"].to_numpy(float),
+            line["value"].to_numpy(float),
+            "o-",
+            color=_color(first["family"]),
+            label=label,
+            lw=1.2,
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel(ylabel or key)

@@ -39,8 +39,15 @@ def quality_dots(runs: pd.DataFrame, metric: str = names.EVAL_VAL_LOSS, kind: st
         ax.plot(values, np.full(len(values), y), "o", ms=6, alpha=0.5, color=color, mec="white", mew=0.6)
         _, low, high = seeds.t_interval(values)
         if np.isfinite(low):
-            ax.errorbar(row["mean"], y, xerr=[[row["mean"] - low], [high - row["mean"]]], fmt="none",
-                        ecolor=color, capsize=4, lw=1.5)  # fmt: skip
+            ax.errorbar(
+                row["mean"],
+                y,
+                xerr=[[row["mean"] - low], [high - row["mean"]]],
+                fmt="none",
+                ecolor=color,
+                capsize=4,
+                lw=1.5,
+            )
         ax.plot(row["mean"], y, "D", ms=7, color=color)
     dense = table[table["family"].eq("dense").fillna(False)]
     for mean in dense["mean"]:
@@ -90,11 +97,23 @@ def loss_curves(history: pd.DataFrame, runs: pd.DataFrame, key: str = names.TRAI
             name = seeds.DISPLAY.get(family, str(family))
             name += f" {variant}" if multi.loc[cfg.index].any() and not pd.isna(variant) else ""
             color = _color(family)
-            ax.plot(steps, grid.mean(axis=1).to_numpy(float), color=color, lw=1.6, ls=style,
-                    label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")  # fmt: skip
+            ax.plot(
+                steps,
+                grid.mean(axis=1).to_numpy(float),
+                color=color,
+                lw=1.6,
+                ls=style,
+                label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})",
+            )
             if len(curves) > 1:
-                ax.fill_between(steps, grid.min(axis=1).to_numpy(float), grid.max(axis=1).to_numpy(float),
-                                color=color, alpha=0.18, lw=0)  # fmt: skip
+                ax.fill_between(
+                    steps,
+                    grid.min(axis=1).to_numpy(float),
+                    grid.max(axis=1).to_numpy(float),
+                    color=color,
+                    alpha=0.18,
+                    lw=0,
+                )
         _zoom(ax, fraction=0.3)
         ax.set_title(f"{preset}" if preset else "", fontsize=10)
         ax.set_xlabel("step")

@@ -1,10 +1,6 @@
 """The suite report: a self-contained HTML page opening with the verdict (`results.seeds`), figures chosen by
 what the suite varies, detail tables folded; a Markdown summary; every figure as PNG and table as CSV.
-
-`build_report(runs, history, out_dir=...)` accepts an `mlflow.search_runs` frame or a run table. A table
-that cannot be built (e.g. an ambiguous dense reference) or a figure with no data is reported in place as a
-note instead of failing the whole report.
-"""
+Details: docs/results.md#resultsreport."""
 
 import re
 from collections.abc import Callable, Mapping
@@ -107,8 +103,11 @@ def _try_table(title: str, build: Callable[[], pd.DataFrame], empty_note: str) -
 
 def _sections(runs: pd.DataFrame) -> list[_Section]:
     tol = f"{analysis.MATCH_TOLERANCE:.0%}"
-    iso = _try_table("Iso-active comparison (vs dense of each group)",
-                     lambda: analysis.iso_sparse_table(runs), "no finished train runs")  # fmt: skip
+    iso = _try_table(
+        "Iso-active comparison (vs dense of each group)",
+        lambda: analysis.iso_sparse_table(runs),
+        "no finished train runs",
+    )
     if analysis.mixes_tokenizers(runs):
         unit = (
             "The runs use different tokenizers (their validation bytes per token differ), so val_loss per "
@@ -117,9 +116,12 @@ def _sections(runs: pd.DataFrame) -> list[_Section]:
         iso = replace(iso, note=f"{iso.note} {unit}".strip())
     out = [
         iso,
-        _try_table("L3 vs MoE at equal total params", lambda: analysis.l3_vs_moe_table(runs),
-                   "no group holds both an L3 and a MoE train run"),
-    ]  # fmt: skip
+        _try_table(
+            "L3 vs MoE at equal total params",
+            lambda: analysis.l3_vs_moe_table(runs),
+            "no group holds both an L3 and a MoE train run",
+        ),
+    ]
     train_flags = contention.config_contended(runs, "train")
     if runs["family"].eq("scone").fillna(False).any():
         out.append(_scone_section(runs))
@@ -180,10 +182,12 @@ def _speed_sections(runs: pd.DataFrame) -> list[_Section]:
         "generations); ratios of separate jobs compare numbers measured at different times."
     )
     if not ratios.empty and ratios["contended"].any():
-        ratios = ratios.assign(decode_vs_dense=[
-            contention.MARK + f"{v:.3f}" if c else f"{v:.3f}"
-            for v, c in zip(ratios["decode_vs_dense"], ratios["contended"], strict=True)
-        ])  # fmt: skip
+        ratios = ratios.assign(
+            decode_vs_dense=[
+                contention.MARK + f"{v:.3f}" if c else f"{v:.3f}"
+                for v, c in zip(ratios["decode_vs_dense"], ratios["contended"], strict=True)
+            ]
+        )
         note += " " + contention.FOOTNOTE
     table = _marked(_Section("Inference (per batch size)", infer), flags, list(contention.INFER_SPEED))
     return [_Section("Decode speed vs dense", ratios if not ratios.empty else None, note), table]
@@ -191,8 +195,11 @@ def _speed_sections(runs: pd.DataFrame) -> list[_Section]:
 
 def _scone_section(runs: pd.DataFrame) -> _Section:
     """SCONE vs dense, with the paper's caveat on training compute stated plainly."""
-    section = _try_table("SCONE vs dense at equal inference-resident params",
-                         lambda: analysis.scone_table(runs), "no finished SCONE train runs")  # fmt: skip
+    section = _try_table(
+        "SCONE vs dense at equal inference-resident params",
+        lambda: analysis.scone_table(runs),
+        "no finished SCONE train runs",
+    )
     caveat = (
         "SCONE spends more training compute than its inference-matched dense baseline (the paper says so "
         "too): train_flops_ratio is its training FLOPs per token with A_fgram over those without. "
@@ -231,8 +238,14 @@ def _inference_table(runs: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame()
     long = pd.concat(frames)
-    wide = long.pivot_table(index=["group", "family", "preset", "variant", "batch_size"], columns="key",
-                            values="value", aggfunc="mean", dropna=False, observed=True)  # fmt: skip
+    wide = long.pivot_table(
+        index=["group", "family", "preset", "variant", "batch_size"],
+        columns="key",
+        values="value",
+        aggfunc="mean",
+        dropna=False,
+        observed=True,
+    )
     wide = wide.dropna(how="all").reset_index()
     wide.columns = [str(c).removeprefix("infer/") for c in wide.columns]
     return wide
@@ -256,14 +269,27 @@ def _quality_figures(runs: pd.DataFrame) -> list[tuple[str, str, Callable[..., o
     intervals), several get log-log scaling plots; then the loss curves, every family on one axis."""
     metric, short = seeds.quality(runs)
     if quality_plots.n_sizes(runs) <= 1:
-        out = [("quality_per_config", f"{short.capitalize()} per config: seeds and 95% intervals",
-                lambda r, h, a: quality_plots.quality_dots(r, metric))]  # fmt: skip
+        out = [
+            (
+                "quality_per_config",
+                f"{short.capitalize()} per config: seeds and 95% intervals",
+                lambda r, h, a: quality_plots.quality_dots(r, metric),
+            )
+        ]
     else:
-        out = [(f"quality_vs_{x}", f"{short.capitalize()} vs {x.replace('_', ' ')} (log-log)",
-                lambda r, h, a, x=x: plots.val_loss_vs_params(r, x=x, y=metric))
-               for x in ("params_active", "params_total")]  # fmt: skip
-    curves = ("loss_curves", "Training loss, smoothed: every family on one axis, band over seeds",
-              lambda r, h, a: quality_plots.loss_curves(h, r))  # fmt: skip
+        out = [
+            (
+                f"quality_vs_{x}",
+                f"{short.capitalize()} vs {x.replace('_', ' ')} (log-log)",
+                lambda r, h, a, x=x: plots.val_loss_vs_params(r, x=x, y=metric),
+            )
+            for x in ("params_active", "params_total")
+        ]
+    curves = (
+        "loss_curves",
+        "Training loss, smoothed: every family on one axis, band over seeds",
+        lambda r, h, a: quality_plots.loss_curves(h, r),
+    )
     return [*out, curves]
 
 

@@ -72,9 +72,11 @@ def _rel(path: Path, out_dir: Path) -> str:
 def render_html(heading, subtitle, verdict, sections, figures, csvs, out_dir: Path) -> str:
     """The page: verdict (lines, narrow table, note), figures [(title, png or None, note)], then each
     section (title, table, note, problem) folded with its CSV path (csvs: title -> path)."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
-             f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1><p>{html.escape(subtitle)}</p>",
-             "<h2>Verdict</h2>"]  # fmt: skip
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(heading)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(heading)}</h1><p>{html.escape(subtitle)}</p>",
+        "<h2>Verdict</h2>",
+    ]
     parts += [f"<p class='verdict'>{html.escape(line)}</p>" for line in verdict.lines]
     if verdict.table is not None:
         parts.append(_html_table(verdict.table, "narrow"))
@@ -96,8 +98,10 @@ def render_html(heading, subtitle, verdict, sections, figures, csvs, out_dir: Pa
         csv = html.escape(_rel(csvs[s.title], out_dir))
         summary = f"{html.escape(s.title)} <span class='note'>({len(s.table)} rows; CSV: {csv})</span>"
         opened = " open" if s.problem else ""  # something went wrong: shown, not folded
-        parts.append(f"<details{opened}><summary>{summary}</summary>{note}"
-                     f"<div class='scroll'>{_html_table(s.table)}</div></details>")  # fmt: skip
+        parts.append(
+            f"<details{opened}><summary>{summary}</summary>{note}"
+            f"<div class='scroll'>{_html_table(s.table)}</div></details>"
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -1,10 +1,5 @@
 """The run table: one row per job run with typed (nullable) columns, every DESIGN.md metric always present.
-
-Identity and accounting columns are listed in IDENTITY with their pandas dtypes; metric columns are named by
-their MLflow key ("eval/val_loss") and are Float64. A metric a job did not log is NA, never a dropped
-column, so analysis code can rely on every name in `names.METRICS` existing. Keys logged per batch size
-("infer/decode_tokens_per_s/bs8") and any other metric a job logs are kept as extra Float64 columns.
-"""
+Details: docs/results.md#resultsschema."""
 
 import re
 

@@ -1,10 +1,6 @@
 """Seeds that say whether a difference is real: each config's mean ± sd over seeds, and its paired difference
 (same seed) against its group's dense config with a two-sided Student-t interval (n − 1 dof, 95% default).
-A preset without any dense config (an optimizer or capacity study) pairs every config with its first one.
-
-An interval covering 0 is "within noise"; `verdict` writes the ordering the seed means support, e.g.
-"L3 < SCONE < dense < MoE (SCONE vs dense within noise)". Lower is better (losses, bits per byte).
-"""
+Details: docs/results.md#resultsseeds."""
 
 import math
 from collections.abc import Sequence
@@ -59,19 +55,32 @@ def paired_table(
     for i, row in summary.iterrows():
         out = {k: row[k] for k in ("preset", "hardware", "group", "family", "variant", "n_seeds")}
         out["config"] = config.loc[i]  # analysis.config_key: matches the runs of this config
-        out |= {"mean": row[metric], "std": row[f"{metric}_std"], "dense_group": pd.NA, "n_pairs": 0,
-                "diff_mean": np.nan, "diff_std": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                "within_noise": pd.NA}  # fmt: skip
+        out |= {
+            "mean": row[metric],
+            "std": row[f"{metric}_std"],
+            "dense_group": pd.NA,
+            "n_pairs": 0,
+            "diff_mean": np.nan,
+            "diff_std": np.nan,
+            "ci_low": np.nan,
+            "ci_high": np.nan,
+            "within_noise": pd.NA,
+        }
         j = ref.loc[i]
         if not pd.isna(j) and j != i:
             mine, dense = per_seed.loc[config.loc[i]], per_seed.loc[config.loc[j]]
             common = mine.index.intersection(dense.index)
             diffs = (mine.loc[common] - dense.loc[common]).to_numpy(np.float64)
             mean, low, high = t_interval(diffs, level)
-            out |= {"dense_group": summary.loc[j, "group"], "n_pairs": len(diffs), "diff_mean": mean,
-                    "diff_std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else np.nan,
-                    "ci_low": low, "ci_high": high,
-                    "within_noise": bool(low <= 0 <= high) if len(diffs) > 1 else pd.NA}  # fmt: skip
+            out |= {
+                "dense_group": summary.loc[j, "group"],
+                "n_pairs": len(diffs),
+                "diff_mean": mean,
+                "diff_std": float(np.std(diffs, ddof=1)) if len(diffs) > 1 else np.nan,
+                "ci_low": low,
+                "ci_high": high,
+                "within_noise": bool(low <= 0 <= high) if len(diffs) > 1 else pd.NA,
+            }
         rows.append(out)
     table = pd.DataFrame(rows)
     table.insert(5, "label", _labels(table))

@@ -1,14 +1,5 @@
 """Field constraints of the config dataclasses, declared once with annotated-types and checked once.
-
-Workloads import the markers (Ge, MinLen, ...) from here, never from annotated_types: on a machine without
-that package (the bare GPU image: torch, numpy, triton only) equivalent frozen dataclasses stand in, which
-`check_fields` reads the same way.
-
-A field reads `batch_size: PosInt = 8`. The orchestrator validates YAML against these same annotations with
-pydantic (every error at once, with its path); `check_fields(self)` in a `__post_init__` gives configs that
-code builds directly the same bounds (first violation raised as ValueError naming the field and value).
-Types themselves are not re-checked here (beyond `Literal` choices): the boundary (pydantic) does that.
-"""
+Details: docs/workloads.md#workloadsfields."""
 
 import dataclasses
 import functools

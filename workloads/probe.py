@@ -1,10 +1,6 @@
 """What this machine can move: read bandwidth probed at a ladder of working-set sizes, GEMM FLOP/s, and the
 floor time of a workload: floor_s = max(bytes / read bandwidth at its working set, FLOPs / GEMM FLOP/s).
-
-Which bandwidth (`MachineProbe.read_rate`): a call's working set W (the bytes its repeated calls keep
-touching; by default the bytes one call moves) gets the rate probed at the largest ladder size <= W (the
-smallest size when W is below all), raised to any rate probed at a larger size (noise).
-"""
+Details: docs/workloads.md#workloadsprobe."""
 
 import os
 import time

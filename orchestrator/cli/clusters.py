@@ -65,8 +65,17 @@ def cluster_table(cluster: Cluster, width: int = 80, wide: bool = False) -> Tabl
     rows = []
     for g in cluster.nodes:
         nodes = f"{g.count}" if g.min_count == g.max_count else f"{g.count} ({g.min_count}..{g.max_count})"
-        rows.append([g.name, nodes, g.accelerator, str(g.gpus_per_node), str(g.cpus_per_node),
-                     _gib(g.memory_bytes), str(g.gpus)])  # fmt: skip
+        rows.append(
+            [
+                g.name,
+                nodes,
+                g.accelerator,
+                str(g.gpus_per_node),
+                str(g.cpus_per_node),
+                _gib(g.memory_bytes),
+                str(g.gpus),
+            ]
+        )
     columns = ["group", "nodes", "accelerator", "GPUs/node", "CPUs/node", "memory/node", "GPUs"]
     title = f"cluster {cluster.name} ({cluster.kind}){desc}"
     optional = ["nodes", "GPUs/node", "CPUs/node", "memory/node"]
@@ -224,12 +233,27 @@ def _suite_table(plans: list[planning.JobPlan], width: int, wide: bool, cpu_only
         sized = p.peak_bytes > 0 or p.capacity_bytes > 0
         peak, cap = (_gib(p.peak_bytes), _gib(p.capacity_bytes)) if sized else ("-", "-")
         gpus = "cpu" if cpu_only else str(p.n_gpus)
-        rows.append({"job": p.name, "GPUs": gpus, "peak": peak, "capacity": cap,
-                     "fits": "yes" if p.fits else "NO", "est. time": wall})  # fmt: skip
+        rows.append(
+            {
+                "job": p.name,
+                "GPUs": gpus,
+                "peak": peak,
+                "capacity": cap,
+                "fits": "yes" if p.fits else "NO",
+                "est. time": wall,
+            }
+        )
     df = pd.DataFrame(rows, columns=["job", "GPUs", "peak", "capacity", "fits", "est. time"])
-    return render.fitted_table(df, "suite plan", ["job", "fits"], ["GPUs", "peak", "est. time", "capacity"],
-                               width, wide, {"fits": {"yes": "green", "NO": "red"}},
-                               right=("GPUs", "peak", "capacity", "est. time"))  # fmt: skip
+    return render.fitted_table(
+        df,
+        "suite plan",
+        ["job", "fits"],
+        ["GPUs", "peak", "est. time", "capacity"],
+        width,
+        wide,
+        {"fits": {"yes": "green", "NO": "red"}},
+        right=("GPUs", "peak", "capacity", "est. time"),
+    )
 
 
 def plan(

@@ -11,7 +11,7 @@ import typer
 
 from orchestrator import api
 from orchestrator.cli import clusters as cli_clusters
-from orchestrator.cli import render
+from orchestrator.cli import live, render
 from orchestrator.cli.early_interrupt import restore_sigint
 
 
@@ -88,7 +88,7 @@ def run(
                     f"running in the background: pid {pid}, log {log}\nfollow with: isosparse status {suite}"
                 )
                 return
-            progress = render.Progress(out)
+            progress = live.Progress(out)
             out.print(f"{suite}: validating, checking the store, starting Ray ...", highlight=False)
             report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
         except (api.SuiteError, api.TrackingError, api.ClusterError) as err:

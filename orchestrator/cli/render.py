@@ -1,25 +1,16 @@
-"""Terminal output for the CLI: live suite progress, DataFrames as rich tables, suite errors.
-
-Live progress redraws a rich table on a TTY; elsewhere (pipes, logs of detached runs, or
-ISOSPARSE_PLAIN_PROGRESS=1) it prints one line per job state change instead.
-"""
+"""Terminal output for the CLI: DataFrames as rich tables fitted to the terminal (compare, status,
+validate, listings); live suite progress is `orchestrator.cli.live`."""
 
 import math
-import os
-import time
 
 import pandas as pd
 from rich import box
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.suites import registry
 
-MAX_ROWS = 20
-PROGRESS_EVERY_S = 20.0  # piped logs: a line per running job this often (and one per state change)
-HEARTBEAT_S = 25.0  # piped logs: never silent longer than this
 STYLE = {
     "finished": "green",
     "skipped": "dim",
@@ -176,8 +167,13 @@ def print_table(out: Console, table: Table, wide: bool = False) -> None:
     """Print a table; wide: every cell whole, wider than the terminal if need be (it wraps or scrolls)."""
     if wide:
         needed = Console(width=10_000).measure(table).maximum
-        out = Console(width=max(out.width, needed), file=out.file, force_terminal=out.is_terminal,
-                      color_system=out.color_system, no_color=out.no_color)  # fmt: skip
+        out = Console(
+            width=max(out.width, needed),
+            file=out.file,
+            force_terminal=out.is_terminal,
+            color_system=out.color_system,
+            no_color=out.no_color,
+        )
     out.print(table)
 
 
@@ -235,37 +231,19 @@ def compact_table(df: pd.DataFrame, title: str | None = None) -> Table:
 
 def listing(items: list[tuple[str, str]], title: str) -> Table:
     """`list`: names and their one-line notes, the notes wrapped to the terminal (never cut)."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), show_header=False,
-                  title_justify="left")  # fmt: skip
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),
+        show_header=False,
+        title_justify="left",
+    )
     table.add_column("name", no_wrap=True)
     table.add_column("note", overflow="fold")
     for name, note in items:
         table.add_row(escape(name), escape(note))
     return table
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
-
-def progress_text(job, now_s: float) -> str:
-    """'step 40/120, loss 6.12, 1,234 tok/s, ETA 1m05s' of a running JobState (what is known of it)."""
-    if job.step is None:
-        elapsed = "" if job.started_s is None else f" for {_duration(now_s - job.started_s)}"
-        return f"running{elapsed}, no step reported yet"
-    done = job.step + 1  # steps count from 0
-    parts = [f"step {done}" + (f"/{job.total_steps}" if job.total_steps else "")]
-    if job.loss is not None:
-        parts.append(f"loss {job.loss:.4g}")
-    rate = job.rate_steps_per_s()
-    if rate and job.tokens_per_step:
-        parts.append(f"{rate * job.tokens_per_step:,.0f} tok/s")
-    if rate and job.total_steps:
-        parts.append(f"ETA {_duration(max(job.total_steps - job.step - 1, 0) / rate)}")
-    return ", ".join(parts)
 
 
 def status_view(suites: pd.DataFrame) -> pd.DataFrame:
@@ -298,96 +276,19 @@ def print_jobs(out: Console, jobs: pd.DataFrame, title: str, wide: bool = False)
     """status's job table (job and state, then attempt, loss, started while they fit), each error on its
     own line under the table (a column would wrap at 80)."""
     errors = jobs.get("error", pd.Series(None, index=jobs.index, dtype=object))
-    table = fitted_table(jobs.drop(columns=["error"], errors="ignore"), title, ["job", "state"],
-                         ["loss", "started", "attempt"], out.width, wide, {"state": STYLE})  # fmt: skip
+    table = fitted_table(
+        jobs.drop(columns=["error"], errors="ignore"),
+        title,
+        ["job", "state"],
+        ["loss", "started", "attempt"],
+        out.width,
+        wide,
+        {"state": STYLE},
+    )
     print_table(out, table, wide)
     for job, error in zip(jobs["job"], errors, strict=True):
         if isinstance(error, str) and error:
             out.print(f"{job}: {error}", markup=False, highlight=False)
-
-
-def step_cell(job) -> str:
-    """Steps done (the streamed step counts from 0): '5/30' running, '30/30' once finished."""
-    if job.state == "finished" and job.total_steps:
-        return f"{job.total_steps}/{job.total_steps}"
-    if job.step is None:
-        return "-"
-    return f"{job.step + 1}/{job.total_steps}" if job.total_steps else str(job.step + 1)
-
-
-class Progress:
-    """Callbacks for api.run_suite: `start(report)`, `tick(report)`, `stop()`."""
-
-    def __init__(self, out: Console | None = None):
-        self.out = out or console()
-        self.plain = not self.out.is_terminal or os.environ.get("ISOSPARSE_PLAIN_PROGRESS") == "1"
-        self.live: Live | None = None
-        self.seen: dict[str, tuple] = {}
-        self.t0 = time.monotonic()
-        self.last: dict[str, float] = {}  # when each job's last line was printed (plain mode)
-        self.last_any = self.t0
-
-    def _table(self, report) -> Table:
-        counts = report.counts()
-        summary = "  ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-        table = Table(title=f"{report.suite.name} — {len(report.jobs)} jobs — {summary}")
-        for col in ("job", "state", "attempt", "step", "loss", "elapsed"):
-            table.add_column(col, justify="left" if col in ("job", "state") else "right")
-        order = {"running": 0, "queued": 1}
-        rows = sorted(report.jobs.values(), key=lambda j: (order.get(j.state, 2), j.name))[:MAX_ROWS]
-        for j in rows:
-            elapsed = f"{time.monotonic() - j.started_s:.0f}s" if j.started_s and j.state == "running" else ""
-            table.add_row(
-                j.name,
-                f"[{STYLE.get(j.state, 'white')}]{j.state}",
-                str(j.attempt),
-                step_cell(j),
-                _fmt(j.loss),
-                elapsed,
-            )
-        return table
-
-    def start(self, report) -> None:
-        suite = report.suite
-        self.out.print(
-            f"suite {suite.name}: {len(report.jobs)} jobs, experiment {suite.experiment!r}, "
-            f"parent run {report.parent_run_id}"
-        )
-        if self.plain:
-            self.tick(report)
-        else:
-            self.live = Live(self._table(report), console=self.out, refresh_per_second=4)
-            self.live.start()
-
-    def tick(self, report) -> None:
-        if self.live is not None:
-            self.live.update(self._table(report))
-            return
-        now = time.monotonic()
-        for j in report.jobs.values():
-            key = (j.state, j.attempt)
-            if self.seen.get(j.name) != key:
-                self.seen[j.name] = key
-                error = f"  ({j.error})" if j.error and j.state != "finished" else ""
-                self._line(f"{j.name}: {j.state} (attempt {j.attempt}){error}", j.name, now)
-            elif j.state == "running" and now - self.last.get(j.name, now) >= PROGRESS_EVERY_S:
-                self._line(f"{j.name}: {progress_text(j, now)}", j.name, now)
-        if now - self.last_any >= HEARTBEAT_S:  # all queued, or running jobs that stream nothing yet
-            counts = "  ".join(f"{k}: {v}" for k, v in sorted(report.counts().items()))
-            self._line(f"{report.suite.name}: {counts}", None, now)
-
-    def _line(self, text: str, job: str | None, now: float) -> None:
-        self.out.print(f"[{now - self.t0:6.1f}s] {text}", markup=False, highlight=False)
-        self.last_any = now
-        if job is not None:
-            self.last[job] = now
-
-    def stop(self, report) -> None:
-        if self.live is not None:
-            self.live.update(self._table(report))
-            self.live.stop()
-        else:
-            self.tick(report)
 
 
 def print_jobs_frame(out: Console, suite, wide: bool = False) -> None:

@@ -1,9 +1,6 @@
 """Glue between the model family and the capacity model: `ModelConfig` -> `clusters.shapes.ModelShape`,
 and `plan_training` / `plan_inference`, which size one model on one cluster (memory, fit, GPUs, time).
-
-clusters/ works from plain numbers and never imports workloads; this module (orchestrator side) may import
-both. Parameter counts come from `workloads.models.accounting.count_params` (L3_SPEC §5).
-"""
+Details: docs/orchestrator.md#orchestratorplanningplan."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace

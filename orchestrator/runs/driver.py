@@ -1,9 +1,6 @@
 """The live side of a suite run: each job's state for the progress display, and the Driver that turns the
 scheduler's events and completions into MLflow runs (one nested run per attempt) and state changes.
-
-Every callback is one `interrupts.deferred()` block: a Ctrl-C never separates a run created from the
-record of it, nor a run closed from its job's new state.
-"""
+Details: docs/orchestrator.md#orchestratorrunsdriver."""
 
 import json
 import time

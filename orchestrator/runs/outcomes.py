@@ -97,8 +97,9 @@ def oom_summary(err: BaseException, job: str, on_oom: OnOom) -> str:
     chain = list(_job_ancestors(err))
     if any(isinstance(e, rex.OutOfMemoryError) for e in chain):
         what = "the node's memory ran out (Ray's memory monitor killed the worker)"
-    elif any(type(e).__name__ == "OutOfMemoryError" or any(m in str(e) for m in DEVICE_OOM_MESSAGES)
-             for e in chain):  # fmt: skip
+    elif any(
+        type(e).__name__ == "OutOfMemoryError" or any(m in str(e) for m in DEVICE_OOM_MESSAGES) for e in chain
+    ):
         what = "GPU memory ran out"
     else:
         what = "host memory ran out"

@@ -1,14 +1,7 @@
 """Orchestration overhead, measured for `python -m workloads.bench orchestration` (which runs this module in
 a subprocess, `python -m orchestrator.runs.overhead JOBS`, and reads the JSON line it prints: workloads
 never imports orchestrator).
-
-Cold start: a one-job dummy suite from nothing (in-process Ray cluster start, store creation, first
-worker), and the `ray.init` part of it. Warm: on the now-warm cluster, a suite of JOBS zero-work dummy
-jobs (steps=0) through the full path (suite expansion, Ray task, MLflow nested run with params,
-config.yaml, result.json), without the end-of-run report, which is timed on its own; so is `compare`
-by experiment name, in-process and as a fresh `isosparse compare` process (next to the bare interpreter
-start). A temporary ISOSPARSE_HOME and sqlite store; RAY_AUTH_MODE from the environment.
-"""
+Details: docs/orchestrator.md#orchestratorrunsoverhead."""
 
 import json
 import os
@@ -82,9 +75,17 @@ def measure(n_jobs: int) -> dict[str, float]:
         compare_s, cli_s, python_s = _compare_times(uri)
     if cold.exit_code or warm.exit_code:
         raise SystemExit(f"overhead jobs failed: {cold.counts()} {warm.counts()}")
-    return {"ray_init_s": ray_init_s, "cold_s": cold_s, "warm_s": warm_s, "per_job_s": warm_s / n_jobs,
-            "report_s": report_s, "compare_s": compare_s, "compare_cli_s": cli_s, "python_s": python_s,
-            "jobs": n_jobs}  # fmt: skip
+    return {
+        "ray_init_s": ray_init_s,
+        "cold_s": cold_s,
+        "warm_s": warm_s,
+        "per_job_s": warm_s / n_jobs,
+        "report_s": report_s,
+        "compare_s": compare_s,
+        "compare_cli_s": cli_s,
+        "python_s": python_s,
+        "jobs": n_jobs,
+    }
 
 
 if __name__ == "__main__":

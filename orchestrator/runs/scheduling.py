@@ -118,13 +118,9 @@ def _run_job(a: Attempt, sink, report: bool = True) -> str:
     return result.to_json()
 
 
-def _task_body(a: Attempt, sink) -> str:
-    return _run_job(a, sink)
-
-
-_task = ray.remote(max_retries=0)(_task_body)
+_task = ray.remote(max_retries=0)(_run_job)
 # max_calls=1: a new worker process per attempt (max_calls cannot be set through .options()).
-_fresh_task = ray.remote(max_retries=0, max_calls=1)(_task_body)
+_fresh_task = ray.remote(max_retries=0, max_calls=1)(_run_job)
 
 
 @ray.remote(max_retries=0, max_calls=1)
@@ -214,10 +210,6 @@ def start(address: str | None = None, num_cpus: int | None = None) -> dict[str, 
 def shutdown() -> None:
     if ray.is_initialized():
         ray.shutdown()
-
-
-def node_id() -> str:
-    return ray.get_runtime_context().get_node_id()
 
 
 @dataclass

@@ -1,6 +1,5 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
-Details: docs/orchestrator.md#orchestratorsuitesexpansion.
-"""
+Details: docs/orchestrator.md#orchestratorsuitesexpansion."""
 
 import functools
 import itertools
@@ -36,8 +35,7 @@ class SuiteError(ValueError):
         where: dict[str, list[str]] = {}  # one problem, one line: jobs sharing a file list all its paths
         for path, msg in self.errors:
             where.setdefault(msg, []).append(path)
-        lines = [f"  {', '.join(p for p in paths if p)}: {msg}" if any(paths) else f"  {msg}"
-                 for msg, paths in where.items()]  # fmt: skip
+        lines = [f"  {', '.join(filter(None, p))}: {m}" if any(p) else f"  {m}" for m, p in where.items()]
         count = f"{len(lines)} error" + ("s" if len(lines) != 1 else "")
         super().__init__(f"{source}: {count}\n" + "\n".join(lines))
 
@@ -190,7 +188,7 @@ def _data_problems(cfg) -> list[tuple[str, str]]:
 
 
 def _job(
-    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing="shared"
+    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing, retries
 ) -> JobSpec | None:
     """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
     from workloads.jobs.setup import FieldError
@@ -222,10 +220,11 @@ def _job(
         return None
     bad_sources = _data_problems(config) or inputs.corpus_problems(config)
     errors += [(where.path(field), msg) for field, msg in bad_sources]
-    return None if bad_sources else _spec(kind, config, labels, seed, resources, timing)
+    match = matching.match(models, labels["family"])
+    return None if bad_sources else _spec(kind, config, labels, seed, resources, timing, match, retries)
 
 
-def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str = "shared") -> JobSpec:
+def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str, match, retries) -> JobSpec:
     """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted (the timing
     mode too: numbers measured alone and beside other jobs are different results)."""
     from workloads.jobs.result import to_jsonable
@@ -246,8 +245,9 @@ def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str =
         fingerprint=fingerprint(resolved, code_version()),
         labels=labels,
         resources=resources,
-        max_retries=1,
         timing=timing,
+        match=match,
+        max_retries=retries,
     )
 
 
@@ -321,6 +321,8 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
         for preset, kind in itertools.product(matrix["presets"], kinds):
             section = _section(spec, variant, kind, vpath, errors)
             data_cfg = _group_data(section) if registry.get(kind).uses_model else None
+            if data_cfg is not None and section.get("data") is not None:  # validated once, for every job
+                section = {**section, "data": data_cfg}
             models = matching.group_models(model_section, preset, fams, data_cfg, model_path, errors)
             if models is None:
                 continue
@@ -337,9 +339,8 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                     gang = f"resources.{kind}.num_workers={resources.num_workers} asks for a gang"
                     errors.append((f"timing.{kind}", f"'interleaved' runs a group in one process; {gang}"))
                 where = Where(kind, vpath, variant)
-                job = _job(
-                    kind, section, models, labels, seed, resources, where, errors, spec["timing"][kind]
-                )
+                timing, retries = spec["timing"][kind], spec["max_retries"]
+                job = _job(kind, section, models, labels, seed, resources, where, errors, timing, retries)
                 key = (variant["name"], preset, seed, family)
                 if job is not None and kind == "eval":
                     job = _linked(job, trained.get(key), errors)
@@ -347,9 +348,7 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                     continue
                 if kind == "train":
                     trained[key] = job.fingerprint
-                if job.fingerprint not in jobs:
-                    job = replace(job, match=matching.match(models, family), max_retries=spec["max_retries"])
-                    jobs[job.fingerprint] = job
+                jobs.setdefault(job.fingerprint, job)
     return list(jobs.values())
 
 

@@ -18,10 +18,10 @@ def variant_name_errors(variants: list) -> list[Error]:
     for i, name in enumerate(names):
         if seen.get(name, 0) > 1 and names.index(name) != i:
             first = names.index(name)
-            errors.append((f"matrix.variants[{i}].name", (
-                f"duplicate variant name {name!r} (also matrix.variants[{first}]): each variant needs its "
-                "own name (its jobs and rows are named by it)"
-            )))  # fmt: skip
+            msg = f"duplicate variant name {name!r} (also matrix.variants[{first}]): each variant needs "
+            errors.append(
+                (f"matrix.variants[{i}].name", msg + "its own name (its jobs and rows are named by it)")
+            )
     return errors
 
 

@@ -38,7 +38,7 @@ def _resolve_cached(spec, data_cfg):
 
 def override_errors(overrides: dict, families: list[str], path: str) -> list[Error]:
     """Overrides (and an allocation file) for a family the matrix does not run would silently do nothing."""
-    from workloads.jobs.setup import OVERRIDE_FAMILIES, applies
+    from workloads.jobs.spec import OVERRIDE_FAMILIES, applies
 
     errors = []
     for name in (n for n in OVERRIDE_FAMILIES if n in overrides):
@@ -53,7 +53,8 @@ def group_models(section: dict, preset: str, families: list[str], data_cfg, path
     """{family: (ModelSpec, ModelConfig, ParamCount)} of one comparison group on `data_cfg` (dense and l3
     always resolved: they are the references of the match errors); None when a match is impossible.
     l3_* overrides and the allocation file go to L3 and MoE (matched to its group's L3), moe_* to MoE."""
-    from workloads.jobs.setup import FieldError, ModelOverrides, ModelSpec, applies
+    from workloads.jobs.setup import FieldError
+    from workloads.jobs.spec import ModelOverrides, ModelSpec, applies
 
     raw = section.get("overrides") or {}
     if not set(MODEL_FAMILIES) & set(families):

@@ -173,7 +173,7 @@ class ResourcesModel(BaseModel):
 def suite_model() -> type[BaseModel]:
     """The whole suite's model. Job sections are mappings here: each expanded job validates its merged
     section against its job kind's dataclass (`validate`), so that a variant may give only what it changes."""
-    from workloads.jobs.setup import ModelOverrides
+    from workloads.jobs.spec import ModelOverrides
 
     forbid = {"__config__": FORBID}
     model_section = create_model(

@@ -16,7 +16,6 @@ from orchestrator.planning.plan import model_shape
 from workloads.data import DataConfig
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
-    ModelOverrides,
     base_model_config,
     corpus_for,
     prepare_data,
@@ -24,6 +23,7 @@ from workloads.jobs.setup import (
     resolve_model_config,
     token_freqs_for,
 )
+from workloads.jobs.spec import ModelOverrides
 from workloads.jobs.train import TrainJobConfig, run
 
 FAMILIES = ("dense", "l3", "moe")

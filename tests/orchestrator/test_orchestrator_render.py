@@ -11,8 +11,8 @@ import pytest
 from rich.console import Console
 
 from orchestrator.api import JobState
-from orchestrator.cli import render
-from orchestrator.cli.render import progress_text
+from orchestrator.cli import live, render
+from orchestrator.cli.live import progress_text
 from orchestrator.runs import driver as driver_module
 from orchestrator.runs.driver import Driver
 
@@ -121,11 +121,11 @@ def test_the_live_table_counts_steps_done_and_a_finished_job_shows_its_last_step
     finished = JobState("train/b", "train", {}, state="finished", total_steps=30)
     running.step, finished.step = 4, 28  # streamed steps count from 0; log_every need not hit the last
     dummy = JobState("dummy/c", "dummy", {}, state="queued")
-    assert [render.step_cell(j) for j in (running, finished, dummy)] == ["5/30", "30/30", "-"]
+    assert [live.step_cell(j) for j in (running, finished, dummy)] == ["5/30", "30/30", "-"]
     report = SimpleNamespace(jobs={j.name: j for j in (running, finished, dummy)},
                              suite=SimpleNamespace(name="s"), counts=lambda: {})  # fmt: skip
     out = Console(width=80, file=io.StringIO(), force_terminal=False, color_system=None)
-    out.print(render.Progress(out)._table(report))
+    out.print(live.Progress(out)._table(report))
     cells = [line.replace("│", " ").split() for line in out.file.getvalue().splitlines() if "train/" in line]
     rows = {cell[0]: cell[3] for cell in cells}  # job, state, attempt, step
     assert rows == {"train/a": "5/30", "train/b": "30/30"}
@@ -133,12 +133,12 @@ def test_the_live_table_counts_steps_done_and_a_finished_job_shows_its_last_step
 
 def test_piped_progress_prints_a_line_at_least_every_30_s(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(render.time, "monotonic", clock)
+    monkeypatch.setattr(live.time, "monotonic", clock)
     job = JobState("train/dense/tiny/base/s0", "train", {}, total_steps=1000, tokens_per_step=100)
     report = SimpleNamespace(jobs={job.name: job}, suite=SimpleNamespace(name="s"),
                              counts=lambda: {job.state: 1})  # fmt: skip
     out = Console(width=200, file=io.StringIO(), force_terminal=False)
-    progress = render.Progress(out)
+    progress = live.Progress(out)
     stamps = []
     for second in range(0, 200):
         clock.now = 1000.0 + second

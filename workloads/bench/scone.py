@@ -16,7 +16,8 @@ from pathlib import Path
 from workloads.bench.rows import BASELINE, COMPARISON, REPORTED, BenchContext, Row, timed_row
 from workloads.data import BuiltinSource, DataConfig
 from workloads.jobs.decode import GenerationTimer
-from workloads.jobs.setup import ModelSpec, build_model, prepare_data, resolve_model_config
+from workloads.jobs.setup import build_model, prepare_data, resolve_model_config
+from workloads.jobs.spec import ModelSpec
 from workloads.models.accounting import count_params, decode_step_cost
 from workloads.scone.discovery import discover_fgrams_flat
 from workloads.scone.serve import FgramTable

@@ -1,10 +1,5 @@
 """The built-in corpus: the Python standard library's own text, one document per module.
-
-No network, deterministic for a given Python build: modules in sorted order of their path relative to
-`sysconfig.get_paths()["stdlib"]`; test folders, site-packages and unparsable files skipped. `content`
-picks the whole source ("source", ~3.2M tokens at vocab 8192 on CPython 3.11) or only its prose
-("docs": docstrings via `ast` and comment blocks via `tokenize` in source order, ~1M tokens).
-"""
+Details: docs/workloads.md#workloadsdatabuiltin."""
 
 import ast
 import hashlib

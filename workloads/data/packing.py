@@ -1,9 +1,5 @@
 """Packing a token stream into fixed-length (input, target) windows for next-token training (GPT-style).
-
-Window i reads tokens[i*T : i*T + T + 1]: input is the first T, target the last T (shift by one). Windows
-do not overlap and cross document boundaries (documents are separated by <|endoftext|>). The window order
-of each epoch is a permutation drawn from (seed, epoch); ranks of a data-parallel job take disjoint slices.
-"""
+Details: docs/workloads.md#workloadsdatapacking."""
 
 from collections.abc import Iterator
 

@@ -1,10 +1,5 @@
 """`prepare(config)`: source → split spool → BPE tokenizer → token memmaps + train token counts, all cached.
-
-Under `<cache>/data/` (cache: the argument, else $ISOSPARSE_CACHE, else ~/.cache/isosparse): `corpus-<key>/`
-(the split documents; key: source fingerprint + split settings), `tokenizer-<key>/tokenizer.json` (key: corpus
-key + BPE settings), `tokens-<key>/` (memmaps, offsets, token_freqs; key: corpus key + tokenizer file hash).
-Each entry is built in a temporary folder and renamed into place, so a folder that exists is complete.
-"""
+Details: docs/workloads.md#workloadsdatapipeline."""
 
 import hashlib
 import json
@@ -74,10 +69,15 @@ class PreparedData:
         content digest of these token streams (`fingerprint`), the source and its token count."""
         source = self.config.source
         return [
-            {"name": f"{source.kind}-{split}", "digest": self.fingerprint, "context": context,
-             "source": repr(source), "n_tokens": self.split(split).n_tokens}
+            {
+                "name": f"{source.kind}-{split}",
+                "digest": self.fingerprint,
+                "context": context,
+                "source": repr(source),
+                "n_tokens": self.split(split).n_tokens,
+            }
             for split, context in (("train", "training"), ("val", "validation"))
-        ]  # fmt: skip
+        ]
 
     def split(self, name: Split) -> TokenSplit:
         if name not in SPLITS:
@@ -147,8 +147,12 @@ def _build_corpus(config: DataConfig, directory: Path) -> None:
                 f"{counts['val']['documents']} val documents from source '{config.source.kind}'): "
                 f"add documents{hint} or change val_fraction={config.val_fraction}"
             )
-    meta = {"source": repr(config.source), "fingerprint": config.source.fingerprint(), "splits": counts,
-            "replaced_chars": replaced[0]}  # fmt: skip
+    meta = {
+        "source": repr(config.source),
+        "fingerprint": config.source.fingerprint(),
+        "splits": counts,
+        "replaced_chars": replaced[0],
+    }
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
 
 

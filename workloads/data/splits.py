@@ -1,9 +1,5 @@
 """Deterministic train/validation split by document, and the on-disk spool of each split's documents.
-
-A document goes to validation iff sha256(seed ‖ utf-8 text) read as a fraction of 2**64 is below
-`val_fraction`. Hashing the content (not the position) keeps duplicates together, so no text is in both
-splits, and a document's split does not move when others are added. The source is read once, into the spool.
-"""
+Details: docs/workloads.md#workloadsdatasplits."""
 
 import hashlib
 import itertools

@@ -1,9 +1,5 @@
 """Byte-level BPE tokenizer (GPT-2 style, Hugging Face `tokenizers`): train, save/load, token dtype.
-
-No normalizer and no prefix space, so `decode(encode(text)) == text` for every string. Special tokens take
-the first ids; `<|endoftext|>` separates documents in the token stream. Special-token text inside a document
-is encoded as plain text (`encode_special_tokens`), so separator ids come only from the pipeline.
-"""
+Details: docs/workloads.md#workloadsdatatokenizer."""
 
 from collections.abc import Iterable
 from pathlib import Path

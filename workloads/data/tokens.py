@@ -1,9 +1,5 @@
 """A tokenized split on disk: a flat token memmap `<split>.bin` plus document offsets `<split>.offsets.npy`.
-
-The stream is doc_0 ids, <|endoftext|>, doc_1 ids, <|endoftext|>, ... Offsets (int64, n_docs + 1) give
-the start of each document; document i is `tokens[off[i] : off[i+1] - 1]` (its separator excluded).
-Written in batches with `encode_batch`, so only one batch of documents is ever in memory.
-"""
+Details: docs/workloads.md#workloadsdatatokens."""
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass

@@ -25,10 +25,28 @@ def _args(argv):
 def _plan(dry: bool) -> dict:
     """Shapes per mode: the `small` preset on a GPU; `debug` and a few tokens in a dry run."""
     if dry:
-        return {"preset": "debug", "batch": 2, "seq": 16, "steps": 1, "repeats": 1, "warmup": 0,
-                "decode": (1, 8, 64), "prompt": 4, "gen": 3}  # fmt: skip
-    return {"preset": "small", "batch": 8, "seq": 1024, "steps": 10, "repeats": 20, "warmup": 2,
-            "decode": (1, 8, 64), "prompt": 64, "gen": 32}  # fmt: skip
+        return {
+            "preset": "debug",
+            "batch": 2,
+            "seq": 16,
+            "steps": 1,
+            "repeats": 1,
+            "warmup": 0,
+            "decode": (1, 8, 64),
+            "prompt": 4,
+            "gen": 3,
+        }
+    return {
+        "preset": "small",
+        "batch": 8,
+        "seq": 1024,
+        "steps": 10,
+        "repeats": 20,
+        "warmup": 2,
+        "decode": (1, 8, 64),
+        "prompt": 64,
+        "gen": 32,
+    }
 
 
 def _sections(device, dry: bool, peak):
@@ -56,8 +74,14 @@ def _env(device) -> dict:
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     entry, peak = hbm_peak(name)
-    return {"device_name": name, "catalog_entry": entry, "hbm_bytes_per_s": peak, "torch": torch.__version__,
-            "triton": triton.__version__, "python": sys.version.split()[0]}  # fmt: skip
+    return {
+        "device_name": name,
+        "catalog_entry": entry,
+        "hbm_bytes_per_s": peak,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "python": sys.version.split()[0],
+    }
 
 
 def run(out_dir: Path, dry: bool, budget_s: float) -> dict:

@@ -1,9 +1,5 @@
 """Peak device-memory bandwidth from the hardware catalog (clusters/catalog.yaml), read without yaml.
-
-`clusters.catalog` needs PyYAML, absent on the GPU image, so this reads the two fields it needs
-(`hbm_bytes_per_s`, `device_names`) of each accelerator entry with a line parser that accepts exactly
-the catalog's layout (two-space entry keys, four-space fields, inline lists) and raises otherwise.
-"""
+Details: docs/workloads.md#workloadsgpu_checkcatalog."""
 
 import ast
 import re

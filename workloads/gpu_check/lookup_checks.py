@@ -1,14 +1,6 @@
 """L3 lookup on the device: every fast path against the reference (fwd + grads, fp32 + bf16), and the
 Triton kernels' bandwidth.
-
-Bandwidth counts the bytes the kernels must touch (what an ideal kernel moves), per call:
-  forward   Σ_i d_{t_i}·(D·s_k + E·s_v)  rows read per position  + N·(D·s_q + E·s_o)  queries, outputs;
-  backward  2·Σ_i d_{t_i}·(D·s_k + E·s_v)  rows read by the dq pass and by the table pass
-            + R·(D·s_k + E·s_v)  the gradients of the R distinct rows written
-            + v·(D·s_k + E·s_v)  the zero fill of the dense table gradients  + 2·N·(D·s_q + E·s_o).
-Repeated rows of a frequent token usually hit in L2, so the figure can exceed what HBM delivers; it is the
-rate at which the op's logical traffic is served (the convention of embedding-bag kernel reports).
-"""
+Details: docs/workloads.md#workloadsgpu_checklookup_checks."""
 
 import numpy as np
 import torch

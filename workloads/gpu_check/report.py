@@ -45,8 +45,10 @@ def table(name: str, rows: list[dict]) -> str:
 
 def render(result: dict) -> str:
     env = result["env"]
-    head = [f"GPU check — {env['device_name']} ({env['catalog_entry'] or 'not in catalog'}), "
-            f"torch {env['torch']}, triton {env['triton']}, dry run: {result['dry_run']}"]  # fmt: skip
+    head = [
+        f"GPU check — {env['device_name']} ({env['catalog_entry'] or 'not in catalog'}), "
+        f"torch {env['torch']}, triton {env['triton']}, dry run: {result['dry_run']}"
+    ]
     if result["dry_run"]:
         head.append("dry run: tiny shapes on CPU, Triton under its interpreter; timings are not measured.")
     for note in result["notes"]:

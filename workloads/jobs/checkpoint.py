@@ -1,11 +1,6 @@
 """Training checkpoints: one folder per step, one file per rank, made visible atomically; and the final
 weights of a finished job (`<dir>/final-model.pt`, the model's state dict only, for evaluation).
-
-Layout: `<dir>/step-00000040/rank-0.pt ...`. Every rank writes its own state (model, optimizer,
-scheduler, data position, RNG states: expert-parallel ranks hold different experts, and RNG streams differ
-per rank) into `<dir>/.tmp-step-00000040/`; after a barrier rank 0 renames the folder into place, so a
-`step-*` folder that exists is complete. A job killed mid-write leaves only a `.tmp-*` folder, ignored.
-"""
+Details: docs/workloads.md#workloadsjobscheckpoint."""
 
 import os
 import random

@@ -1,13 +1,5 @@
 """Greedy generation with the KV cache, as the inference job times and accounts it.
-
-One generation = a prefill forward over the (B, P) prompts whose last position gives the first token, then
-gen_len - 1 decode forwards of one token per sequence at positions P, P+1, ... (greedy: argmax).
-Time to first token is the prefill forward plus that argmax; a decode step is one forward plus its argmax.
-Tokens stay on the device. Inside a timed region the only device-to-host reads are each L3 call's one
-(the lookup's d_max, or its plan's bin sizes); with offloaded tables, the ids of each forward are also
-copied to pinned host memory asynchronously for the prefetch thread (workloads.l3.prefetch), which the
-L3 layers wait on.
-"""
+Details: docs/workloads.md#workloadsjobsdecode."""
 
 import contextlib
 from collections.abc import Callable
@@ -80,9 +72,13 @@ class GenerationTimer:
         self, model: Transformer, prompts: torch.Tensor, on_forward: ForwardHook | None = None
     ) -> torch.Tensor:
         return greedy_generate(
-            model, prompts, self.gen_len, prefill_timer=self.prefill, decode_timer=self.decode,
+            model,
+            prompts,
+            self.gen_len,
+            prefill_timer=self.prefill,
+            decode_timer=self.decode,
             on_forward=on_forward,
-        )  # fmt: skip
+        )
 
     def summary(self) -> GenerationTimes:
         return GenerationTimes(prefill=self.prefill.summary(), decode=self.decode.summary())

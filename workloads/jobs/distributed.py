@@ -1,11 +1,5 @@
 """Parallelism applied to a built model (torchtitan's `parallelize` style), outside the model code.
-
-`parallelize(model, optimizer, ...) -> TrainEngine`: single process, DDP (dense / L3 / MoE with ep_size 1)
-or a DeepSpeed engine (MoE with expert parallelism, ep_size > 1: `deepspeed.initialize` creates the
-expert groups; the optimizer's groups are split with `split_params_into_different_moe_groups_for_optimizer`).
-The job runs inside an already initialized torch.distributed group (gloo on CPU, NCCL on GPU) when
-WORLD_SIZE > 1; `World` reads rank and size from it. Collectives here are no-ops in a single process.
-"""
+Details: docs/workloads.md#workloadsjobsdistributed."""
 
 import contextlib
 import os

@@ -91,6 +91,6 @@ def run_interleaved(cfgs: list[DummyJobConfig], ctxs: list[JobContext] | None = 
             config=to_jsonable(c),
             metrics=metrics | {"dummy/value": float(c.value)},
             info={"hardware": x.hardware or ""},
-        )  # fmt: skip
+        )
         for c, x in zip(cfgs, ctxs, strict=True)
     ]

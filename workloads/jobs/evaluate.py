@@ -1,12 +1,6 @@
 """The eval job: `run(EvalJobConfig, ctx) -> BenchResult`; downstream tasks through lm-evaluation-harness on
 a trained model's final weights (the adapter: `workloads.jobs.lm_eval_adapter.IsoLM`).
-
-Tasks are harness task names (their data downloads on first use, so a connected cluster) or local
-.jsonl / .parquet files turned into inline task configs (no network). Metrics: lm_eval/<task>/<metric>
-and lm_eval/<task>/<metric>_stderr (lm-eval's standard errors, where it computes one); info["datasets"]
-names each task's data with a content digest (and the training corpus), for MLflow dataset inputs.
-The Hugging Face hub and datasets are set offline unless a task needs the harness's own data.
-"""
+Details: docs/workloads.md#workloadsjobsevaluate."""
 
 import functools
 import hashlib
@@ -24,14 +18,8 @@ from workloads.data import DataConfig
 from workloads.fields import MinLen, NonNegInt, PosInt, check_fields
 from workloads.jobs import checkpoint
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
-from workloads.jobs.setup import (
-    FieldError,
-    ModelOverrides,
-    ModelSpec,
-    base_model_config,
-    build_model,
-    prepare_job,
-)
+from workloads.jobs.setup import FieldError, base_model_config, build_model, device_and_dtype, prepare_job
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.config import Family, ModelConfig
 from workloads.models.moe import serve_dropless
@@ -40,12 +28,18 @@ WEIGHTS_FILE = checkpoint.FINAL_WEIGHTS  # a train job with save_weights writes 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 # The metrics of a local task per kind (lm-eval metric names; each also gets its standard error).
-LOCAL_METRICS = {"multiple_choice": ("acc", "acc_norm"),
-                 "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte")}  # fmt: skip
+LOCAL_METRICS = {
+    "multiple_choice": ("acc", "acc_norm"),
+    "perplexity": ("word_perplexity", "byte_perplexity", "bits_per_byte"),
+}
 # lm-eval's own aggregation of each (stated, so that it does not warn that it picks the default).
-AGGREGATION = {"acc": ("mean", True), "acc_norm": ("mean", True), "bits_per_byte": ("bits_per_byte", False),
-               "word_perplexity": ("weighted_perplexity", False),
-               "byte_perplexity": ("weighted_perplexity", False)}  # fmt: skip
+AGGREGATION = {
+    "acc": ("mean", True),
+    "acc_norm": ("mean", True),
+    "bits_per_byte": ("bits_per_byte", False),
+    "word_perplexity": ("weighted_perplexity", False),
+    "byte_perplexity": ("weighted_perplexity", False),
+}
 
 
 @dataclass(frozen=True)
@@ -92,15 +86,22 @@ class EvalTask:
             "metric_list": [
                 {"metric": m, "aggregation": AGGREGATION[m][0], "higher_is_better": AGGREGATION[m][1]}
                 for m in LOCAL_METRICS[self.kind]
-            ],  # fmt: skip
+            ],
         }
         if self.num_fewshot:
             config["fewshot_split"] = "test"
         if self.kind == "perplexity":
-            return config | {"output_type": "loglikelihood_rolling", "doc_to_text": "",
-                             "doc_to_target": self.target}  # fmt: skip
-        return config | {"output_type": "multiple_choice", "doc_to_text": self.text,
-                         "doc_to_choice": self.choices, "doc_to_target": self.target}  # fmt: skip
+            return config | {
+                "output_type": "loglikelihood_rolling",
+                "doc_to_text": "",
+                "doc_to_target": self.target,
+            }
+        return config | {
+            "output_type": "multiple_choice",
+            "doc_to_text": self.text,
+            "doc_to_choice": self.choices,
+            "doc_to_target": self.target,
+        }
 
 
 @dataclass(frozen=True)
@@ -150,13 +151,14 @@ def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | N
     is dropped for capacity, so a request's score does not depend on what else is in its batch."""
     if cfg.model is not None:
         return cfg
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    device = cfg.device if cfg.device != "auto" else ("cuda" if cuda else "cpu")
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    device, dtype = device_and_dtype(cfg.device, cfg.dtype, cuda)
     base = model or base_model_config(cfg.model_spec())
     if cfg.max_length is not None and not 2 <= cfg.max_length <= base.max_seq_len:
-        raise FieldError("max_length", f"{cfg.max_length} must lie in [2, {base.max_seq_len}] (the model's "
-                         f"max_seq_len, preset {cfg.preset!r})")  # fmt: skip
+        raise FieldError(
+            "max_length",
+            f"{cfg.max_length} must lie in [2, {base.max_seq_len}] (the model's "
+            f"max_seq_len, preset {cfg.preset!r})",
+        )
     if model is not None and model.moe is not None and model.moe.ep_size > 1:
         raise FieldError("overrides.moe_ep_size", f"{model.moe.ep_size}: evaluation runs on one device")
     for i, task in enumerate(cfg.tasks):
@@ -164,8 +166,10 @@ def resolve(cfg: EvalJobConfig, cuda: bool | None = None, model: ModelConfig | N
             raise FieldError(f"tasks[{i}].path", f"no such file: {task.path!r}")
     unknown = [t.name for t in cfg.tasks if t.path is None and t.name not in harness_tasks()]
     if unknown:
-        raise FieldError("tasks", f"unknown lm-eval task(s) {unknown} (lm-eval {_lm_eval_version()}; a "
-                         "local file needs `path`)")  # fmt: skip
+        raise FieldError(
+            "tasks",
+            f"unknown lm-eval task(s) {unknown} (lm-eval {_lm_eval_version()}; a local file needs `path`)",
+        )
     out = replace(cfg, device=device, dtype=dtype)
     return out if model is None else replace(out, model=_specialize(model, dtype))
 
@@ -199,8 +203,10 @@ def _weights(cfg: EvalJobConfig, ctx: JobContext) -> str:
     if folder is not None and checkpoint.latest_step(folder) is not None:
         return str(folder)
     where = f"{ctx.checkpoint_dir}/{WEIGHTS_FILE}" if ctx.checkpoint_dir else "no checkpoint folder given"
-    raise ValueError(f"EvalJobConfig.checkpoint is not set and its train job's final weights are missing "
-                     f"({where}): an eval job evaluates trained weights, never random ones")  # fmt: skip
+    raise ValueError(
+        f"EvalJobConfig.checkpoint is not set and its train job's final weights are missing "
+        f"({where}): an eval job evaluates trained weights, never random ones"
+    )
 
 
 def _offline_env(tasks: tuple[EvalTask, ...], cache_dir: Path) -> None:
@@ -277,8 +283,14 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
     try:
         task_dict = _task_dict(cfg)
         lm = IsoLM(model, data.tokenizer, data.eot_id, cfg.batch_size, cfg.max_length)
-        out = evaluator.evaluate(lm=lm, task_dict=task_dict, limit=cfg.limit, log_samples=False,
-                                 bootstrap_iters=1000, verbosity="WARNING")  # fmt: skip
+        out = evaluator.evaluate(
+            lm=lm,
+            task_dict=task_dict,
+            limit=cfg.limit,
+            log_samples=False,
+            bootstrap_iters=1000,
+            verbosity="WARNING",
+        )
     finally:
         if handle is not None:
             handle.remove()
@@ -287,12 +299,27 @@ def run(cfg: EvalJobConfig, ctx: JobContext | None = None) -> BenchResult:
     datasets = data.dataset_inputs()[:1]  # the corpus the weights were trained on
     for task in cfg.tasks:
         docs = _task_docs(task_dict, task.name, cfg.limit)
-        datasets.append({"name": task.name, "digest": _digest(docs), "context": "eval",
-                         "source": task.path or f"lm-eval:{task.name}", "n_docs": len(docs)})  # fmt: skip
+        datasets.append(
+            {
+                "name": task.name,
+                "digest": _digest(docs),
+                "context": "eval",
+                "source": task.path or f"lm-eval:{task.name}",
+                "n_docs": len(docs),
+            }
+        )
     placed = cfg.l3_placement if model_cfg.family in ("l3", "scone") else "device"
-    info = {"family": model_cfg.family, "preset": cfg.preset, "device": str(device), "dtype": model_cfg.dtype,
-            "weights": weights, "placement": placed, "hardware": ctx.hardware or "",
-            "data_fingerprint": data.fingerprint, "datasets": json.dumps(datasets),
-            "lm_eval_results": json.dumps(out["results"], default=str)}  # fmt: skip
+    info = {
+        "family": model_cfg.family,
+        "preset": cfg.preset,
+        "device": str(device),
+        "dtype": model_cfg.dtype,
+        "weights": weights,
+        "placement": placed,
+        "hardware": ctx.hardware or "",
+        "data_fingerprint": data.fingerprint,
+        "datasets": json.dumps(datasets),
+        "lm_eval_results": json.dumps(out["results"], default=str),
+    }
     config = {"job": to_jsonable(cfg), "model": to_jsonable(model_cfg), "data": to_jsonable(data.config)}
     return BenchResult(kind="eval", config=config, metrics=metrics, info=info)

@@ -1,38 +1,6 @@
 """The inference job: `run(InferJobConfig, ctx) -> BenchResult`; prefill, time to first token and KV-cache
 decode throughput over a sweep of batch sizes, with L3 tables on the device and/or offloaded (L3_SPEC §4).
-
-Metric names (DESIGN.md) and how variants are named:
-  infer/prefill_tokens_per_s/bs<B>   B·prompt_len / median prefill time
-  infer/ttft_s/bs<B>                 median time to first token (prefill forward + its argmax)
-  infer/decode_tokens_per_s/bs<B>    B / median decode-step time (greedy, KV cache)
-  mem/peak_device_bytes/bs<B>        torch.cuda.max_memory_allocated over that run (CUDA only)
-  infer/offload/<name>/bs<B>         the same four for L3 tables in host memory (l3_placement offload/both)
-  infer/offload/h2d_bytes_per_prefill/bs<B>, infer/offload/h2d_bytes_per_decode_step/bs<B>
-                                     CUDA: bytes copied host → device (rows, remapped ids, offsets)
-  infer/offload/host_compact_bytes_per_prefill/bs<B>, ..._per_decode_step/bs<B>
-                                     CPU, SCONE's F: the same rows compacted host → host; nothing crosses
-                                     to a device, so these runs are labelled placement "host-compact".
-                                     CPU L3: the lookup reads the host tables in place (workloads.l3.
-                                     offload), nothing is copied: placement "host", no bytes or waits
-  mem/offload/host_table_bytes       L3 table bytes held in host memory while offloaded
-  infer/offload_decode_ratio/bs<B>   offloaded / on-device decode tokens/s (placement "both"; goal ≥ 0.97)
-  infer/vs_dense/decode_tokens_per_s/bs<B>, ..._p10/bs<B>, ..._p90/bs<B>
-                                     run_interleaved with dense: decode speed over dense's, taken per
-                                     round of alternating generations, median/p10/p90 over rounds
-                                     (workloads.jobs.rounds: the benchmark's core too)
-  infer/offload_wait_s/bs<B>         host seconds an L3 layer waited for its offloaded rows, mean per L3
-                                     call in decode steps (median over generations); the prefill's:
-                                     infer/offload_prefill_wait_s/bs<B>
-  lb/expert_tokens_max_over_mean/bs<B>, lb/expert_tokens_cv/bs<B>, lb/dropped_token_frac/bs<B> (tokens
-  that lost all top_k routes), lb/dropped_route_frac/bs<B>,
-  lb/aux_loss/bs<B>                  MoE load balance of one generation in eval mode (eval capacity factor)
-  SCONE (l3_placement places its f-gram table F: "device", or "offload" = host memory; workloads.scone):
-  lb/scone_match_rate/bs<B>, lb/scone_mean_match_len/bs<B>   positions with an f-gram, its mean length
-  infer/scone_lookup_us_per_token/bs<B>  host time of the longest-suffix lookup per token
-  mem/fgram_table_bytes              bytes of F (never counted as parameters)
-A key without the /bs<B> suffix holds the value at the largest batch size of the sweep. Also:
-mem/peak_host_bytes (process peak RSS), mem/params_bytes/<category>, params_active, params_total, sparsity.
-"""
+Details: docs/workloads.md#workloadsjobsinfer."""
 
 import os
 import resource
@@ -51,14 +19,14 @@ from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.rounds import placements
 from workloads.jobs.setup import (
     FieldError,
-    ModelOverrides,
-    ModelSpec,
     base_model_config,
     build_model,
     check_data_fits,
+    device_and_dtype,
     prepare_job,
     token_freqs_for,
 )
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
 from workloads.models.moe import serve_dropless
@@ -145,20 +113,27 @@ def resolve(
     model the job resolves it on its data when it starts. FieldError names a field that cannot run."""
     if cfg.model is not None:
         return cfg
-    cuda = torch.cuda.is_available() if cuda is None else cuda
-    device = cfg.device if cfg.device != "auto" else ("cuda" if cuda else "cpu")
-    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+    device, dtype = device_and_dtype(cfg.device, cfg.dtype, cuda)
     base = model or base_model_config(cfg.model_spec())
     ep_size = model.moe.ep_size if model is not None and model.moe else (cfg.overrides.moe_ep_size or 1)
     if cfg.family == "moe" and ep_size > 1:
-        raise FieldError("overrides.moe_ep_size", f"{ep_size}: inference runs on one device "
-                         "(expert parallelism needs the multi-worker training setup)")  # fmt: skip
+        raise FieldError(
+            "overrides.moe_ep_size",
+            f"{ep_size}: inference runs on one device "
+            "(expert parallelism needs the multi-worker training setup)",
+        )
     if cfg.l3_placement == "offload" and cfg.family not in ("l3", "scone"):
-        raise FieldError("l3_placement", "'offload' needs an L3 model (or a SCONE model: it places its "
-                         f"f-gram table), got family={cfg.family!r}")  # fmt: skip
+        raise FieldError(
+            "l3_placement",
+            "'offload' needs an L3 model (or a SCONE model: it places its "
+            f"f-gram table), got family={cfg.family!r}",
+        )
     if cfg.prompt_len + cfg.gen_len > base.max_seq_len:
-        raise FieldError("prompt_len", f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
-                         f"model's max_seq_len={base.max_seq_len} (preset {cfg.preset!r})")  # fmt: skip
+        raise FieldError(
+            "prompt_len",
+            f"prompt_len + gen_len = {cfg.prompt_len} + {cfg.gen_len} exceeds the "
+            f"model's max_seq_len={base.max_seq_len} (preset {cfg.preset!r})",
+        )
     check_data_fits(replace(cfg.data, seq_len=cfg.prompt_len), base, "prompt_len")
     out = replace(cfg, device=device, dtype=dtype)
     return out if model is None else replace(out, model=_specialize(out, model))

@@ -1,12 +1,5 @@
 """lm-evaluation-harness over the one Transformer: `IsoLM`, a `TemplateLM` for every family (lm-eval 0.4).
-
-Scores come from plain forwards of the model as the caller placed it (L3 tables on the device or offloaded,
-SCONE's F served: its pre-hook tags every position by longest f-gram suffix from the sequence's own
-tokens; MoE in eval mode). A request is scored on its last `max_length` + 1 tokens, contexts truncated on
-the left, as lm-eval's HF model does. Batches: loglikelihood requests sorted longest first and right-padded
-(a causal model's scores before a pad do not depend on it); generation greedy with a KV cache, batched over
-requests whose contexts have the same token length (no padding, so no attention mask is needed).
-"""
+Details: docs/workloads.md#workloadsjobslm_eval_adapter."""
 
 from collections.abc import Callable, Iterable, Sequence
 
@@ -30,9 +23,13 @@ class IsoLM(TemplateLM):
     backend = "causal"
 
     def __init__(
-        self, model: Transformer, tokenizer: Tokenizer, eot_id: int, batch_size: int = 16,
+        self,
+        model: Transformer,
+        tokenizer: Tokenizer,
+        eot_id: int,
+        batch_size: int = 16,
         max_length: int | None = None,
-    ):  # fmt: skip
+    ):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -100,9 +97,11 @@ class IsoLM(TemplateLM):
         for index, request in enumerate(requests):
             (string,) = request.args
             rolling = get_rolling_token_windows(
-                token_list=self.tok_encode(string), prefix_token=self.eot_id,
-                max_seq_len=self.max_length, context_len=1,
-            )  # fmt: skip
+                token_list=self.tok_encode(string),
+                prefix_token=self.eot_id,
+                max_seq_len=self.max_length,
+                context_len=1,
+            )
             for window in map(make_disjoint_window, rolling):
                 windows.append((list(window[0]), list(window[1])))
                 owner.append(index)

@@ -1,15 +1,6 @@
 """The training loop of `train.run`: batches by index, timed optimizer steps, load balance, eval, checkpoints.
-
-Timed region (StepTimer): the forward/backward of every micro-batch of a step plus the optimizer step;
-batch assembly from the memmap and the host-side L3 statistics happen before it, loss streaming after
-it. Inside, the only device-to-host reads are each L3 call's one (its lookup plan's bin sizes; token ids
-are range-checked once, on the host, when the job starts, not per call) and, with a row-sparse
-`l3_optimizer` under DDP/DeepSpeed, one `nonzero` per L3 table per optimizer step (on one process the
-tables get sparse gradients: only touched rows exist). Load-balance counts accumulate on the device,
-per optimizer step (MoE routes per expert, L3 rows) and for the whole run (plus the gate's dropped
-tokens and routes), and are summed over ranks once, at the end: the per-step balance is computed on
-all-reduced counts. train/loss is streamed per step as the rank mean (one all-reduce and one host sync
-per `log_every` steps); the summary's train/loss is the last step's.
+Timed region: every micro-batch's forward/backward plus the optimizer step; its only device-to-host
+reads, and how load-balance counts and the loss are reduced over ranks: docs/workloads.md#workloadsjobsloop.
 """
 
 import contextlib
@@ -22,6 +13,7 @@ import torch.nn.functional as F
 
 from workloads.data import PackedDataset, PreparedData
 from workloads.jobs import checkpoint, distributed, metrics, optim
+from workloads.jobs.balance import all_reduce_moe_counts, reduce_l3_balance, reduce_step_series
 from workloads.jobs.setup import build_model
 from workloads.jobs.timing import StepTimer, TimingStats
 from workloads.l3.layer import L3Layer
@@ -49,51 +41,6 @@ class Batches:
         return rows[:, :-1], rows[:, 1:]
 
 
-def all_reduce_moe_counts(
-    expert_tokens: torch.Tensor, drops: torch.Tensor, aux_sum: torch.Tensor, token_passes: float
-) -> tuple[np.ndarray, float, float, float, float]:
-    """This rank's (layers, experts) routes, [dropped tokens, dropped routes], Σ aux loss and token passes
-    (tokens × MoE layers) summed over ranks in one all-reduce → (routes of all ranks, dropped tokens,
-    dropped routes, token passes, Σ aux loss averaged over ranks)."""
-    extra = torch.cat([drops.double(), aux_sum.double()[None], torch.tensor([float(token_passes)])])
-    packed = torch.cat([expert_tokens.flatten().double(), extra.to(expert_tokens.device)])
-    packed = distributed.all_reduce_sum(packed).cpu().numpy()
-    tokens = packed[:-4].reshape(tuple(expert_tokens.shape))
-    dropped_tokens, dropped_routes, aux, passes = packed[-4:]
-    return (
-        tokens,
-        float(dropped_tokens),
-        float(dropped_routes),
-        float(passes),
-        float(aux) / distributed.world().size,
-    )
-
-
-def reduce_moe_balance(
-    expert_tokens: torch.Tensor, drops: torch.Tensor, aux_sum: torch.Tensor, token_passes: float, n_steps: int
-) -> dict[str, float]:
-    """Whole-run MoE load-balance metrics of all ranks (`all_reduce_moe_counts`, `metrics.moe_balance`)."""
-    tokens, d_tok, d_routes, passes, aux = all_reduce_moe_counts(expert_tokens, drops, aux_sum, token_passes)
-    return metrics.moe_balance(tokens, d_routes, aux, n_steps, dropped_tokens=d_tok, token_passes=passes)
-
-
-def reduce_step_series(per_step: list[torch.Tensor] | np.ndarray, device: torch.device) -> np.ndarray:
-    """Per-step counts of this rank, (steps, ...), summed over ranks in one all-reduce."""
-    stacked = torch.stack(list(per_step)) if isinstance(per_step, list) else torch.from_numpy(per_step)
-    return distributed.all_reduce_sum(stacked.double().to(device)).cpu().numpy()
-
-
-def reduce_l3_balance(l3: np.ndarray, n_steps: int, row_bytes: int, device: torch.device) -> dict[str, float]:
-    """L3 load of all ranks from this rank's [Σ rows, positions, Σ distinct rows per step, max rows]: sums
-    all-reduced, the max max-reduced. Distinct rows are counted per rank (each rank gathers its own)."""
-    sums = distributed.all_reduce_sum(torch.tensor(l3[:3], dtype=torch.float64, device=device))
-    peak = torch.tensor(l3[3], dtype=torch.float64, device=device)
-    if distributed.world().size > 1:
-        torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX)
-    rows_sum, n_positions, unique = sums.tolist()
-    return metrics.l3_balance(rows_sum, float(peak), n_positions, unique, n_steps, row_bytes)
-
-
 @dataclass
 class Outcome:
     steps_done: int = 0
@@ -104,9 +51,8 @@ class Outcome:
 
 class TrainLoop:
     def __init__(
-        self, cfg, model_cfg, data: PreparedData, counts, w: distributed.World, device, ctx, extra_eval=None,
-        scone=None,
-    ):  # fmt: skip
+        self, cfg, model_cfg, data: PreparedData, counts, w, device, ctx, extra_eval=None, scone=None
+    ):
         self.cfg, self.model_cfg, self.data, self.counts = cfg, model_cfg, data, counts
         self.world, self.device, self.ctx = w, device, ctx
         self.seq_len = cfg.data_config().seq_len
@@ -126,18 +72,29 @@ class TrainLoop:
             model_cfg, counts, device, seed=cfg.seed, fgrams=scone.fgrams if scone is not None else None
         )
         groups = optim.param_groups(
-            self.model, lr=cfg.lr, weight_decay=cfg.weight_decay, l3_lr=cfg.l3_lr,
-            l3_weight_decay=cfg.l3_weight_decay, embedding_lr=cfg.embedding_lr,
+            self.model,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            l3_lr=cfg.l3_lr,
+            l3_weight_decay=cfg.l3_weight_decay,
+            embedding_lr=cfg.embedding_lr,
             embedding_weight_decay=cfg.embedding_weight_decay,
-        )  # fmt: skip
+        )
         ep_size = model_cfg.moe.ep_size if model_cfg.moe else 1
         self.parallel_kind = "deepspeed" if ep_size > 1 else ("ddp" if w.size > 1 else "single")
         sparse = self.parallel_kind == "single"
         self.engine = distributed.parallelize(
-            self.model, groups, lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer, sparse),
-            w=w, device=device, ep_size=ep_size, micro_batch=cfg.batch_size, grad_accum=cfg.grad_accum,
-            grad_clip=cfg.grad_clip, seed=cfg.seed,
-        )  # fmt: skip
+            self.model,
+            groups,
+            lambda g: optim.build_optimizer(g, cfg.betas, True, cfg.l3_optimizer, sparse),
+            w=w,
+            device=device,
+            ep_size=ep_size,
+            micro_batch=cfg.batch_size,
+            grad_accum=cfg.grad_accum,
+            grad_clip=cfg.grad_clip,
+            seed=cfg.seed,
+        )
         if sparse:
             # On one process the tables get sparse gradients: only touched rows exist. The row-sparse
             # optimizers step those rows; dense AdamW (SparseGradAdamW) adds them into a kept zero buffer
@@ -147,9 +104,11 @@ class TrainLoop:
                 if isinstance(module, L3Layer):
                     module.sparse_grad = True
         self.scheduler = optim.build_scheduler(
-            self.engine.optimizer, warmup_steps=cfg.lr_warmup_steps, total_steps=self.total_steps,
+            self.engine.optimizer,
+            warmup_steps=cfg.lr_warmup_steps,
+            total_steps=self.total_steps,
             min_ratio=cfg.min_lr_ratio,
-        )  # fmt: skip
+        )
         amp = cfg.autocast_dtype()
         self.autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
         self._init_balance()
@@ -185,8 +144,9 @@ class TrainLoop:
             return
         from workloads.scone.data import tag_data
 
-        self.train_tags = Batches(scone.packed_tags("train", self.seq_len, seed=self.cfg.seed),
-                                  self.cfg.batch_size, self.world)  # fmt: skip
+        self.train_tags = Batches(
+            scone.packed_tags("train", self.seq_len, seed=self.cfg.seed), self.cfg.batch_size, self.world
+        )
         self.eval_tags[""] = scone.packed_tags("val", self.seq_len, shuffle=False)
         for name, d in extra_eval.items():
             tags = tag_data(scone.matcher, scone.path, d)["val"]

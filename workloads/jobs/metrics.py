@@ -1,14 +1,5 @@
 """Metric arithmetic of the benchmark jobs (DESIGN.md "Metrics every job records"), as pure functions.
-
-Load balance: whole-run figures (`moe_balance`, `l3_balance`) and per-optimizer-step series summarized as
-median / p90 / max over steps (`moe_step_balance`, `l3_step_balance`, keys ending _step_median etc.).
-Throughput: `train/tokens_per_s` = tokens per optimizer step (all ranks) / median step time; step-time
-spread as `train/step_time_s` (median), `train/step_time_s_p10`, `train/step_time_s_p90`.
-MFU (PaLM, Chowdhery et al. 2022, App. B): training FLOPs per token = 6·N_active + 12·L·H·Q·T
-(N_active = `count_params(...).flops_active`: L3 rows and top-k experts count, the input embedding lookup
-does not; L layers, H heads, Q head dim, T the
-sequence length: attention scores and values, non-causal as in PaLM); MFU = that · tokens/s / (peak · ranks).
-"""
+Details: docs/workloads.md#workloadsjobsmetrics."""
 
 import math
 from collections.abc import Mapping
@@ -124,9 +115,13 @@ def l3_batch_stats(token_ids: np.ndarray, counts: np.ndarray) -> tuple[int, int,
 
 
 def l3_balance(
-    rows_sum: float, rows_max: float, n_positions: float, unique_rows: float, n_steps: int,
+    rows_sum: float,
+    rows_max: float,
+    n_positions: float,
+    unique_rows: float,
+    n_steps: int,
     row_bytes: float,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, float]:
     """L3 load from totals over all L3 layers, steps and ranks.
 
     rows_sum / n_positions: mean rows a position reads in one L3 layer (n_positions counts one per layer).

@@ -1,12 +1,5 @@
 """AdamW parameter groups by category and the warmup + cosine learning-rate schedule of the train job.
-
-Categories follow `workloads.models.accounting`: dense (attention, MLPs, norms, routers, L3 W_up/W_mix),
-l3_tables (L3 key/value rows), experts (MoE expert MLPs), embeddings (token embedding, LM head),
-fgram_model (SCONE's A_fgram; listed for scone models only).
-Vectors (norm gains) get no weight decay; L3 tables and embeddings may get their own lr / weight decay,
-and the L3 tables their own optimizer (`l3_optimizer`: dense AdamW by default, or a row-sparse one,
-see row_sparse.py).
-"""
+Details: docs/workloads.md#workloadsjobsoptim."""
 
 import math
 from collections.abc import Iterator

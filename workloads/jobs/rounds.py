@@ -1,10 +1,6 @@
 """Interleaved generation rounds: the one timing core of the infer job's sweep and of `python -m
 workloads.bench infer`, so the demo's decode ratios and the benchmark's are one measurement (`measure`).
-
-A round: every (model, placement) generates once, the order rotated by one each round; the first `warmup`
-rounds are not counted. A ratio to dense is taken within each round (dense's median decode step over the
-model's, from that round's two generations), then summarized over the rounds: median, p10, p90.
-"""
+Details: docs/workloads.md#workloadsjobsrounds."""
 
 import contextlib
 from collections.abc import Iterator, Sequence
@@ -91,8 +87,11 @@ def _generate_placed(
             out["peak_device_bytes"] = float(torch.cuda.max_memory_allocated(device))
         if scone is not None:
             s = handle.stats
-            out |= {"lb/scone_match_rate": s.match_rate, "lb/scone_mean_match_len": s.mean_match_len,
-                    "infer/scone_lookup_us_per_token": s.lookup_us_per_token}  # fmt: skip
+            out |= {
+                "lb/scone_match_rate": s.match_rate,
+                "lb/scone_mean_match_len": s.mean_match_len,
+                "infer/scone_lookup_us_per_token": s.lookup_us_per_token,
+            }
         if handle is not None and placement == "offload" and getattr(handle, "compact", True):
             (prefill_bytes, n_prefill_waits), waits = prefill[0], getattr(handle.stats, "wait_s", [])
             decode_bytes = handle.stats.bytes_copied - prefill_bytes
@@ -133,8 +132,9 @@ def measure(
     waits: dict[str, list[float]] = {}
     for i in range(cfg.warmup + cfg.repeats):
         for name, placement in rotated(runs, i):
-            run_out = _generate_placed(models[name], prompts, timers[name, placement], placement,
-                                       scones.get(name))  # fmt: skip
+            run_out = _generate_placed(
+                models[name], prompts, timers[name, placement], placement, scones.get(name)
+            )
             peak[name, placement] = max(peak[name, placement], run_out.pop("peak_device_bytes", 0.0))
             for key in ("infer/offload_wait_s", "infer/offload_prefill_wait_s"):
                 if key in run_out and i >= cfg.warmup:

@@ -1,23 +1,5 @@
 """Row-sparse optimizers for the L3 tables (the `l3_optimizer` option of the train job).
-
-Large-embedding systems update only the rows a step touched (TorchRec's fused row-wise optimizers;
-Engram trains its tables with Adam at 5× lr and no weight decay). The touched rows come from the
-gradient: a sparse COO gradient (the L3 layers' `sparse_grad`, which the train job sets with these
-optimizers on one process) lists them itself, so nothing of size (rows, width) is zeroed, scanned or
-written; with a dense gradient (Triton, DDP) a row counts as touched when its gradient row is not all
-zero (one `nonzero` per table per step, a host sync on GPU). How they differ from dense AdamW, the
-default (the paper's setup):
-  - lazy moments: an untouched row's moments are not decayed and its step is not taken (dense AdamW
-    keeps moving a row on its old momentum for many steps after its token was last seen);
-  - no decay of untouched rows: weight decay (decoupled, as AdamW's) is applied to touched rows only;
-  - `sparse_adam` keeps AdamW's two moments per element (same memory); bias correction uses the
-    global step count, as torch's SparseAdam does;
-  - `rowwise_adagrad` keeps one accumulator per row (mean of the squared gradient row): optimizer
-    memory per table drops from 2·rows·width to rows floats; no momentum.
-`MixedOptimizer` steps the dense AdamW and the table optimizer as one torch optimizer (one param_groups
-list for the lr scheduler, one state for the memory accounting, one state dict for checkpoints).
-`SparseGradAdamW` is dense AdamW itself (the default, every row steps) fed sparse table gradients.
-"""
+Details: docs/workloads.md#workloadsjobsrow_sparse."""
 
 from collections.abc import Iterable
 

@@ -1,138 +1,26 @@
-"""Resolve and build, shared by the train and infer jobs: preset → ModelConfig → data → L3 counts → model.
-
-API (every bad input raises ValueError naming the field, before the expensive part where possible):
-  ModelOverrides(vocab_size=None, l3_cap=None, l3_allocation=None, l3_tied=None, l3_residual=None,
-                 l3_impl=None, moe_top_k=None, moe_ep_size=None, moe_use_rts=None, moe_top2_sampling=None,
-                 moe_num_experts=None, moe_capacity_factor=None, moe_eval_capacity_factor=None,
-                 moe_min_capacity=None, moe_drop_tokens=None, moe_aux_loss_coef=None)
-  ModelSpec(preset, family, overrides=ModelOverrides(), allocation_path=None)   # frozen, JSON-able
-  base_model_config(spec) -> ModelConfig         # the dense base after the overrides (vocab, max_seq_len)
-  corpus_for(spec, data, cache_dir=None) -> Corpus | None   # token counts + allocate(budget) of the data
-  resolve_model_config(spec, corpus=None) -> ModelConfig    # isosparse.match after the overrides; L3 rows
-      weighted by `corpus` (the accounting of L3_SPEC §5); without it, budget / vocab (an estimate)
-  prepare_data(data_cfg, model_cfg, cache_dir=None) -> PreparedData
-      the BPE is trained to model_cfg.vocab_size (DataConfig.vocab_size is replaced by it: the model
-      decides the vocabulary); checks tokenizer vocab <= model vocab and data seq_len <= max_seq_len.
-  resolve_l3_counts(spec, model_cfg, data, cache_dir=None) -> L3Counts   # {position: (vocab,) int64}
-      LZW over `data.allocation_sequences()` (cached under <cache>/l3/, keyed by data fingerprint, vocab,
-      budget, cap), the uniform ablation, or `spec.allocation_path` (its vocab must match the tokenizer).
-  token_freqs_for(model_cfg, data) -> (vocab,) float64   # train token counts padded to the model vocab
-  resolve_scone(model_cfg, data, cache_dir=None) -> SconeData | None   # f-grams + tags (family scone)
-  prepare_job(spec, model, data_cfg, cache_dir=None, specialize=id) -> Prepared   # the chain above, once
-  build_model(model_cfg, counts, device, seed=None, fgrams=None) -> Transformer
-"""
+"""Resolve and build, shared by the train and infer jobs: preset → ModelConfig → data → L3 counts → model
+(`prepare_job`: the chain, once). Every bad input raises ValueError naming the field, before the expensive
+part where possible. The API: docs/workloads.md#workloadsjobssetup."""
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Annotated
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from workloads.data import DataConfig, PreparedData, load_tokenizer, prepare, resolve_cache_dir
 from workloads.data.config import min_vocab_size, stable_hash
-from workloads.fields import Ge, NonNegFloat, NonNegInt, PosFloat, PosInt, check_fields
+from workloads.jobs.spec import SCONE_FIELDS, ModelSpec
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.l3.lzw_paper import lzw_paper_allocate, paper_lines
 from workloads.models import presets
 from workloads.models.accounting import count_params
-from workloads.models.config import EXPERT_FAMILIES, Allocation, Family, L3Impl, ModelConfig, Positions
+from workloads.models.config import ModelConfig
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
 
 L3Counts = dict[int, np.ndarray]
-L3_FIELDS = ("l3_cap", "l3_allocation", "l3_tied", "l3_residual", "l3_impl", "l3_positions")
-# moe_<name> overrides MoEConfig.<name>; moe_top_k and moe_num_experts fix what the matcher may choose.
-HASH_MOE_FIELDS = ("moe_top_k", "moe_num_experts")  # the MoE knobs a hash-routed MoE has
-MOE_FIELDS = (
-    "moe_top_k", "moe_ep_size", "moe_use_rts", "moe_top2_sampling", "moe_num_experts", "moe_capacity_factor",
-    "moe_eval_capacity_factor", "moe_min_capacity", "moe_drop_tokens", "moe_aux_loss_coef",
-)  # fmt: skip
-# The family x override rule, once: the families each override (and the allocation file) applies to; a MoE
-# model is matched to its group's L3 model, which the l3_* fields and allocation_path describe. Any other
-# override (vocab_size) applies to every family.
-# scone_<name> overrides SconeConfig.<name>: SCONE's scaling axes (f-grams; A_fgram's depth and width).
-SCONE_FIELDS = ("scone_n_fgrams", "scone_max_n", "scone_min_count", "scone_fgram_layers",
-                "scone_depth_multiplier", "scone_fgram_ffn_dim")  # fmt: skip
-# hash_moe (experts routed by token id) is matched like the MoE and has only its expert count and top_k.
-OVERRIDE_FAMILIES = {**dict.fromkeys((*L3_FIELDS, "allocation_path"), ("l3", *EXPERT_FAMILIES)),
-                     **dict.fromkeys(MOE_FIELDS, ("moe",)),
-                     **dict.fromkeys(HASH_MOE_FIELDS, EXPERT_FAMILIES),
-                     **dict.fromkeys(SCONE_FIELDS, ("scone",))}  # fmt: skip
-
-
-def applies(name: str, family: str) -> bool:
-    """Whether override `name` (or "allocation_path") changes a `family` model (OVERRIDE_FAMILIES)."""
-    return family in OVERRIDE_FAMILIES.get(name, (family,))
-
-
-@dataclass(frozen=True)
-class ModelOverrides:
-    """Changes to a preset, applied to its dense base / L3 / MoE templates before iso-sparse matching.
-
-    vocab_size: the model's vocabulary (the tokenizer is trained to it); the L3 budget keeps the preset's
-        rows per token. l3_*: fields of L3Config (l3_tied also sets d_emb = dim; l3_positions: the blocks
-        the L3 layers follow, e.g. [0, 1] early, the paper's middle by default); for a MoE model they
-        describe the L3 model it is matched to. moe_*: fields of MoEConfig (DeepSpeed's: capacity factor
-        for training and eval, min capacity, drop_tokens=False for dropless training, aux-loss coefficient);
-        moe_top_k / moe_num_experts fix the routing / expert count the matcher may use (it still sets the
-        expert width so the model stays iso-active and iso-total). scone_*: fields of SconeConfig (the
-        number of f-grams, the longest f-gram, discovery's min count, A_fgram's depth as layers or a
-        multiple of the model's, A_fgram's MLP width). None keeps the preset's value.
-    """
-
-    vocab_size: PosInt | None = None
-    l3_cap: PosInt | None = None
-    l3_allocation: Allocation | None = None
-    l3_tied: bool | None = None
-    l3_residual: bool | None = None
-    l3_impl: L3Impl | None = None
-    l3_positions: Positions | None = None
-    moe_top_k: PosInt | None = None
-    moe_ep_size: PosInt | None = None
-    moe_use_rts: bool | None = None
-    moe_top2_sampling: bool | None = None
-    moe_num_experts: Annotated[int, Ge(2)] | None = None
-    moe_capacity_factor: PosFloat | None = None
-    moe_eval_capacity_factor: PosFloat | None = None
-    moe_min_capacity: NonNegInt | None = None
-    moe_drop_tokens: bool | None = None
-    moe_aux_loss_coef: NonNegFloat | None = None
-    scone_n_fgrams: PosInt | None = None
-    scone_max_n: Annotated[int, Ge(2)] | None = None
-    scone_min_count: PosInt | None = None
-    scone_fgram_layers: PosInt | None = None
-    scone_depth_multiplier: PosFloat | None = None
-    scone_fgram_ffn_dim: PosInt | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.l3_positions, list):  # YAML gives a list; the frozen spec is hashed (cached)
-            object.__setattr__(self, "l3_positions", tuple(self.l3_positions))
-        check_fields(self)
-
-    def given(self, names: tuple[str, ...]) -> list[str]:
-        return [n for n in names if getattr(self, n) is not None]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model a job runs: a preset as one family, with overrides and an optional allocation file."""
-
-    preset: str
-    family: Family
-    overrides: ModelOverrides = field(default_factory=ModelOverrides)
-    allocation_path: str | None = None
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.preset not in presets.names():
-            presets._lookup(self.preset)  # raises "unknown preset ...; did you mean ...?"
-        given = [f"overrides.{n}" for n in self.overrides.given((*L3_FIELDS, *MOE_FIELDS, *SCONE_FIELDS))]
-        given += ["allocation_path"] if self.allocation_path is not None else []
-        for name in (n for n in given if not applies(n.removeprefix("overrides."), self.family)):
-            first = OVERRIDE_FAMILIES[name.removeprefix("overrides.")][0]
-            raise ValueError(f"{name} applies to family '{first}', not {self.family!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,6 +166,14 @@ def check_data_fits(
         )
 
 
+def device_and_dtype(device: str, dtype: str, cuda: bool | None = None) -> tuple[str, str]:
+    """A job's "auto" device and dtype resolved: "cuda" when `cuda` (None: torch sees a GPU) else "cpu";
+    bfloat16 on CUDA, float32 on CPU."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    device = device if device != "auto" else ("cuda" if cuda else "cpu")
+    return device, dtype if dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
+
+
 def prepare_data(
     data_cfg: DataConfig, model_cfg: ModelConfig, cache_dir: str | os.PathLike | None = None
 ) -> PreparedData:
@@ -327,9 +223,15 @@ def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedDa
         counts = lzw_allocate(data.allocation_sequences(), vocab, budget, cap)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_allocation(
-        path, counts, vocab_size=vocab, budget=budget, cap=cap, corpus_fingerprint=data.fingerprint,
-        n_tokens=data.train.n_tokens, method=method,
-    )  # fmt: skip
+        path,
+        counts,
+        vocab_size=vocab,
+        budget=budget,
+        cap=cap,
+        corpus_fingerprint=data.fingerprint,
+        n_tokens=data.train.n_tokens,
+        method=method,
+    )
     return counts
 
 
@@ -403,9 +305,15 @@ def allocation_summary(spec: ModelSpec, model_cfg: ModelConfig, counts: L3Counts
     freqs = token_freqs_for(model_cfg, data).astype(np.float64)
     source = f"file:{spec.allocation_path}" if spec.allocation_path is not None else l3.allocation
     return {
-        "source": source, "vocab_size": int(rows.size), "budget": int(rows.sum()), "cap": l3.cap,
-        "positions": list(l3.positions), "rows_min": int(rows.min()), "rows_median": float(np.median(rows)),
-        "rows_max": int(rows.max()), "tokens_at_cap": int((rows == l3.cap).sum()),
+        "source": source,
+        "vocab_size": int(rows.size),
+        "budget": int(rows.sum()),
+        "cap": l3.cap,
+        "positions": list(l3.positions),
+        "rows_min": int(rows.min()),
+        "rows_median": float(np.median(rows)),
+        "rows_max": int(rows.max()),
+        "tokens_at_cap": int((rows == l3.cap).sum()),
         "rows_per_token_weighted": float(rows @ freqs / freqs.sum()) if freqs.sum() > 0 else None,
         "data_fingerprint": data.fingerprint,
-    }  # fmt: skip
+    }

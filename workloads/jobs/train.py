@@ -1,11 +1,5 @@
 """The training benchmark job: `run(TrainJobConfig(preset=..., family=...), ctx) -> BenchResult`.
-
-Resolve the model (preset, family, overrides) → prepare data (BPE to the model's vocab) → L3 counts →
-build → parallelize (DDP, or DeepSpeed for expert parallelism) → resume from the latest checkpoint →
-train (AdamW, warmup + cosine) while timing each optimizer step → evaluate → summarize. Metric names are
-DESIGN.md's; how each is computed is documented in `metrics.py` and `loop.py`. Bad inputs raise
-ValueError naming the field before any data or model work.
-"""
+Details: docs/workloads.md#workloadsjobstrain."""
 
 import json
 import math
@@ -24,14 +18,13 @@ from workloads.jobs.contention import TimedPhase
 from workloads.jobs.optim import param_bytes
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
 from workloads.jobs.setup import (
-    ModelOverrides,
-    ModelSpec,
     allocation_summary,
     base_model_config,
     check_data_fits,
     prepare_job,
     token_freqs_for,
 )
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.models.accounting import (
     count_params,
     fgram_table_bytes,
@@ -50,7 +43,7 @@ Beta = Annotated[float, Ge(0), Lt(1)]
 class TrainJobConfig:
     """One training benchmark. Only `preset` and `family` are required.
 
-    Model: preset / family / overrides / allocation_path (see `setup.ModelSpec`). Data: `data`, windows of
+    Model: preset / family / overrides / allocation_path (see `spec.ModelSpec`). Data: `data`, windows of
     `seq_len` tokens (None: data.seq_len). batch_size: micro-batch per rank; grad_accum micro-batches per
     optimizer step. steps, or token_budget (when set: ceil(token_budget / tokens per step) steps).
     AdamW(lr, betas, weight_decay; norms undecayed; l3_* / embedding_* override the lr / weight decay of
@@ -173,10 +166,12 @@ def build_loop(cfg: TrainJobConfig, ctx: JobContext) -> "loop.TrainLoop":
             job = prepare_job(spec, cfg.model, data_cfg, ctx.cache_dir)
             data, model_cfg, counts, scone = job.data, job.model, job.counts, job.scone
             extra = {  # tokenized with the job's tokenizer
-                name: prepare(replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
-                              ctx.cache_dir)
+                name: prepare(
+                    replace(d, tokenizer_path=str(data.tokenizer_path), seq_len=data_cfg.seq_len),
+                    ctx.cache_dir,
+                )
                 for name, d in cfg.eval_data.items()
-            }  # fmt: skip
+            }
         distributed.barrier()
     return loop.TrainLoop(cfg, model_cfg, data, counts, w, device, ctx, extra, scone=scone)
 
@@ -277,11 +272,17 @@ def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step
         arrays["expert_tokens"] = job.expert_routes.tolist()
     if job.scone is not None:
         fg = job.scone.fgrams
-        info["fgram_summary"] = json.dumps({
-            "n_fgrams": fg.n_fgrams, "n_candidates": fg.n_candidates, "max_n": fg.max_n,
-            "min_count": fg.min_count, "n_tokens": fg.n_tokens, "file": str(job.scone.path),
-            "length_counts": np.bincount(fg.lengths, minlength=fg.max_n + 1)[2:].tolist(),
-        })  # fmt: skip
+        info["fgram_summary"] = json.dumps(
+            {
+                "n_fgrams": fg.n_fgrams,
+                "n_candidates": fg.n_candidates,
+                "max_n": fg.max_n,
+                "min_count": fg.min_count,
+                "n_tokens": fg.n_tokens,
+                "file": str(job.scone.path),
+                "length_counts": np.bincount(fg.lengths, minlength=fg.max_n + 1)[2:].tolist(),
+            }
+        )
     if counts:
         summary = allocation_summary(cfg.model_spec(), model_cfg, counts, data)
         info["allocation_summary"] = json.dumps(summary)  # → allocation_summary.json in MLflow

@@ -1,10 +1,5 @@
 """LZW-based embedding allocation for Large Lookup Layers (L3_SPEC §2, "Algorithm 1").
-
-Stage 1 (``count_phrases``) runs a greedy LZ78 parse over the corpus (documents) with one dictionary and
-counts every phrase; a match that reaches a sequence's end is counted +1 like any other, nothing inserted.
-Stage 2 (``allocate_from_counts``) sorts phrases by count and gives each a row for its last token.
-`lzw-paper` (workloads.l3.lzw_paper) is the published loop on lines, with its own sequence ends.
-"""
+Details: docs/workloads.md#workloadsl3allocation."""
 
 import hashlib
 import multiprocessing
@@ -351,9 +346,14 @@ def save_allocation(
 ) -> Path:
     """Write one ``.npz`` holding ``counts`` and a JSON ``metadata`` string; the write is atomic."""
     alloc = Allocation(
-        np.asarray(counts, dtype=np.int64), int(vocab_size), int(budget), int(cap), str(corpus_fingerprint),
-        int(n_tokens), method,
-    )  # fmt: skip
+        np.asarray(counts, dtype=np.int64),
+        int(vocab_size),
+        int(budget),
+        int(cap),
+        str(corpus_fingerprint),
+        int(n_tokens),
+        method,
+    )
     meta = {k: getattr(alloc, k) for k in ("vocab_size", "budget", "cap", "corpus_fingerprint", "n_tokens")}
     meta |= {"format": _FORMAT, "method": alloc.method}
     return save_npz(path, meta, counts=alloc.counts)

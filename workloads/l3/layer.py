@@ -1,9 +1,5 @@
 """The Large Lookup Layer (L3, Tseng & De Sa 2026; L3_SPEC §1).
-
-    L3(x, t) = W_mix · concat(RMSNorm_out(W_up · (V_tᵀ softmax(K_t · RMSNorm_in(x)))), x)   [+ x]
-
-Token t owns the contiguous table rows [offsets[t], offsets[t+1]); routing depends on the id alone.
-"""
+Details: docs/workloads.md#workloadsl3layer."""
 
 from collections.abc import Callable, Sequence
 from typing import NamedTuple

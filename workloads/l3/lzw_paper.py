@@ -1,21 +1,5 @@
 """`allocation: lzw-paper`: the published reference loop of the L3 allocation, bit-exact (L3_SPEC §2.1).
-
-The paper's appendix code, as transcribed, scans the corpus line by line (each text line, newline
-included, tokenized on its own; one dictionary across all lines) with this loop, `n` the line's tokens:
-
-    last, cur = 0, 1
-    while cur < n:
-        while cur < n and toks[last:cur] in dictionary: cur += 1
-        if cur > last + 1: count[toks[last:cur-1]] += 1
-        count[toks[last:cur]] = 1          # an assignment, not += 1
-        last = cur; cur += 1
-
-Sequence ends: a line's last single token (n - last == 1) is not counted at all (a 1-token line adds
-nothing); a match that runs to the line's end credits the remainder minus its last token and SETS the
-remainder to 1, resetting a phrase already counted. Mid-line it is the greedy parse of `lzw`
-(workloads.l3.allocation), whose rule at a sequence (document) end is cleaner: the match that reaches the
-end is counted +1 like any other, nothing is inserted and nothing reset. Stage 2 (sort, walk) is shared.
-"""
+Details: docs/workloads.md#workloadsl3lzw_paper."""
 
 from collections.abc import Iterable, Iterator
 

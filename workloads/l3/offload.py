@@ -1,19 +1,5 @@
 """Inference with the L3 tables in host memory (L3_SPEC §4): `offload_l3_tables(model) -> L3Offload`.
-
-Every L3 layer's key/value tables move to host memory (pinned when the model is on CUDA). On CUDA a
-forward pre-hook on the model sees the token ids before any block runs — for a decode step that is right
-after the previous step sampled them, for the prefill the prompt — and starts a `HostRowPrefetcher`
-(workloads.l3.prefetch): on a worker thread it gathers, for each L3 layer in forward order, the rows of
-the step's distinct ids into a reused pinned staging buffer with the remapped ids and offsets, and copies
-it to the device on a side stream, so layer ℓ's gather and copy run while layers < ℓ compute (no CUDA
-graph is involved). Each L3 layer waits only on its own copy and runs the same lookup op on the
-compacted tables, so its output equals the on-device one exactly. Inference only.
-On CPU host memory is the compute device's memory: by default (`compact=None`) the lookup reads the host
-tables in place, with no thread and no copy (measured, issue 21: a worker thread cost 2.5-4x decode on
-2 cores, and compacting on the caller still cost 5-15%: it copies every byte the lookup then reads).
-`compact=True` runs the CUDA path's gather on CPU (on the caller, between layers; tests, measurements).
-The host time each L3 layer waited for its rows is recorded per call (`stats.wait_s`; compact only).
-"""
+Details: docs/workloads.md#workloadsl3offload."""
 
 import weakref
 

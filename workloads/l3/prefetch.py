@@ -1,21 +1,5 @@
 """Host-table row prefetch: the reusable part of table offload (L3_SPEC §4).
-
-A `HostRowPrefetcher` serves consumers (one per table: each L3 layer; SCONE's f-gram table can be
-another) whose rows live in host memory, id t owning rows [offsets[t], offsets[t+1]). `start(ids)`
-returns at once; consumer i's rows for the step's distinct ids (`np.unique`, once per step) are gathered
-into a reused staging buffer (pinned on CUDA) with the remapped ids and compacted offsets, and on CUDA
-copied to the device on a side stream. `take(i, ids)` waits for consumer i's rows only.
-
-Where the gather runs (measured on the 2-core CPU, issue 21: a worker thread there cost 2.5-4x decode):
-- CUDA: on one worker thread, consumer after consumer, so layer ℓ's gather and copy run while the
-  device computes layers < ℓ. The worker runs no torch compute op: numpy `take` into the preallocated
-  staging buffer (it releases the GIL and uses no thread pool), then the copy launch.
-- CPU: no thread (`threaded=None`). There is no device to overlap with; a thread could only compete
-  with torch's intra-op pool and the GIL for the same cores. `take` gathers on the caller, between
-  layers, with the same numpy gather. `threaded=True` forces the worker (tests, measurements).
-Staging buffers are a ring of two per consumer, grown geometrically and never freed: a step's tables
-stay valid through the next step; on CUDA a buffer is refilled only after its previous copy finished.
-"""
+Details: docs/workloads.md#workloadsl3prefetch."""
 
 import math
 import threading
@@ -71,9 +55,6 @@ class PrefetchStats:
 
     def bytes_per_step(self) -> float:
         return self.bytes_copied / self.steps if self.steps else 0.0
-
-    def rows_per_step(self) -> float:
-        return self.rows_copied / self.steps if self.steps else 0.0
 
 
 class _Segment(NamedTuple):

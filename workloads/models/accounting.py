@@ -1,22 +1,5 @@
 """Parameter accounting from config arithmetic alone (paper sizes are counted without allocating them).
-
-Definitions follow L3_SPEC §5: total = everything stored; active = parameters used per token, counted as
-the paper's Table 1 does (a dense model's active equals its total). Categories (`by_category`,
-`active_by_category`):
-  dense       attention, dense MLPs, all norms, MoE routers (hash_moe has none), L3 W_up/W_mix/norms (active)
-  l3_tables   L3 key/value rows; active = Σ over L3 layers of d_t · (dim + d_emb), d_t the corpus-weighted
-              mean rows per token of the allocation the job uses (`token_freqs` with `l3_counts`, or with a
-              uniform allocation). Without a corpus the mean is budget / vocab_size and the count is
-              marked `estimated`: no printed comparison may rest on it.
-  experts     MoE expert MLPs; active = top_k experts per MoE block
-  embeddings  token embedding + LM head, counted fully (as in the paper's Table 1, 809M / 809M dense).
-              Tied embeddings are stored once and counted once.
-  fgram_model SCONE's A_fgram (blocks + absolute positions); a training-time parameter, never active
-              (a key of scone models only).
-SCONE (L3_SPEC §6), as the paper counts: active = the inference-resident parameters (A_main + the whole
-token embedding + head); total = the training-time parameters (those + A_fgram). The table F is storage,
-reported in bytes (`fgram_table_bytes`), not as parameters.
-"""
+Details: docs/workloads.md#workloadsmodelsaccounting."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace

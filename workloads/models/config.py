@@ -1,10 +1,6 @@
 """Model configs: one frozen `ModelConfig` per model, composed with optional `L3Config` / `MoEConfig` /
 `SconeConfig`.
-
-The per-layer choice (dense MLP or MoE; an L3 sublayer after the block or not) is derived from the
-config by `ModelConfig.block_specs()`, so one Transformer serves every family (STYLE.md, nanoGPT).
-Pure Python on purpose: configs are built, validated and counted without importing torch.
-"""
+Details: docs/workloads.md#workloadsmodelsconfig."""
 
 from dataclasses import dataclass, field
 from typing import Annotated, Literal

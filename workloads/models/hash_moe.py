@@ -1,12 +1,6 @@
 """Hash-routed MoE (Roller et al. 2021, "Hash Layers for Large Sparse Models"): the MoE block's experts, each
 token sent by a fixed balanced hash of its token id. No router, no aux loss, no capacity, no drops.
-
-The control that separates static routing from a lookup table (L3's claim). Hash j of top_k is
-`expert_j(t) = perm_j(t) mod num_experts` for a fixed random permutation perm_j of the vocabulary (seeded by
-j, never by the model's seed): every expert owns floor or ceil(vocab / num_experts) token ids per hash, and
-the k hashes are independent. The block's output is the mean of the k experts' outputs (a token whose hashes
-agree uses that expert k times).
-"""
+Details: docs/workloads.md#workloadsmodelshash_moe."""
 
 import copy
 

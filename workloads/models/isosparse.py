@@ -1,22 +1,6 @@
 """Iso-sparse matching (L3_SPEC §5): from a dense base, build L3 / MoE configs of the same depth whose
 active parameters equal the base's and whose total parameters hit a target, each within 2%.
-
-L3: the template's recipe (positions, cap, d_emb, d_up, tied) is kept; the per-layer budget sets the total,
-and the backbone's dense `ffn_dim` (every block) shrinks so that W_up, W_mix, the norms and the active
-rows (mean rows per token · row width) are paid for: active stays equal to the base's.
-MoE (and hash_moe, the same experts routed by token id): the template's blocks (default: every block) use
-experts. For each top_k in `top_ks` and each num_experts, active and total are affine in the expert
-ffn_dim; the ffn_dim minimizing max(|active error|, |total error|) is taken. Among candidates within 1%
-the smallest top_k, then the fewest experts, wins; if none is that close, the smallest error wins. top_k
-defaults to {1, 2, 4, 8}: with top_k ∈ {1, 2} alone, total moves in steps of 1/top_k of the whole MLP
-stack per expert, too coarse for 2% at many targets (~10% of sparsities 1.5-8 fail); pass top_ks=(2,) to
-fix the routing.
-SCONE (L3_SPEC §6): the main model keeps the base's shape; its inference-resident parameters (A_main +
-token embedding + head, `count_params(...).active`) must equal the base's active ones, and the backbone
-`ffn_dim` (every block, A_fgram's too) moves only when the accounting conventions differ by more than the
-tolerance. A_fgram and F are extra training compute and storage, reported, not matched.
-All counts come from `accounting.count_params`, never a separate formula.
-"""
+Details: docs/workloads.md#workloadsmodelsisosparse."""
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace

@@ -1,13 +1,6 @@
 """The MoE block: `deepspeed.moe.layer.MoE` (GShard-style top-k gate, capacity, all-to-all) over SwiGLU
 experts.
-
-It returns the gate's load-balancing loss `l_aux` and the per-expert token counts to its caller; nothing is
-kept in globals. On CPU with ep_size=1 it needs no distributed setup. DeepSpeed picks its accelerator when
-first imported: on a machine without a GPU it falls back to CPU by itself (with a warning); set the
-environment variable DS_ACCELERATOR=cpu before the first import to choose CPU explicitly and silence it.
-With ep_size > 1 the layer must run under a DeepSpeed engine, which creates the expert-parallel groups
-(`deepspeed.initialize` calls `MoE.set_deepspeed_parallelism`); the model code does not change.
-"""
+Details: docs/workloads.md#workloadsmodelsmoe."""
 
 import os
 from typing import Literal

@@ -1,16 +1,6 @@
 """Dropless MoE for serving: every token reaches its top_k experts; no capacity, no dense (S, E, C)
 dispatch tensor (MegaBlocks' dropless MoE; torchtitan keeps a for-loop expert path beside grouped GEMM).
-
-Routing equals DeepSpeed's gate without its capacity limit: logits in float32, softmax over experts, the
-top_k by probability; the combine weight is the softmax probability for top_k = 1 and the probabilities
-renormalized over the k chosen experts for k >= 2 (as DeepSpeed's top2gating/topkgating do). DeepSpeed's
-sampled second expert (`top2_sampling`) and random token selection are training-time noise: serving picks
-the deterministic top_k. `dropless_reference` is the spec (a loop over tokens); `dropless_sorted` groups the
-routes by expert (one stable sort) and runs each expert once over its tokens: one host read (the per-expert
-counts) per call, and at a handful of routes (decode) the grouping is done on the host from the ids.
-`dropless_one_token` (decode at batch 1): the E logits are read to the host and routed there, so the
-call costs the router's matrix-vector product, one host read and one scale beyond the experts' own ops.
-"""
+Details: docs/workloads.md#workloadsmodelsmoe_dropless."""
 
 import heapq
 import math

@@ -1,14 +1,5 @@
 """Named model presets: `get(name, family)` -> ModelConfig; `python -m workloads.models.presets` prints them.
-
-Each preset is a dense backbone plus its L3 recipe. family "l3" is the paper's recipe (L3_SPEC §1) made
-iso-active with the dense backbone (`isosparse.match`); family "moe" is the MoE model iso-active with the
-dense backbone and iso-total with that L3 model; family "scone" is the backbone plus f-gram embeddings,
-its inference-resident parameters iso with the backbone's active ones. Sizes the paper does not publish
-(depth, width, heads, ffn_dim, d_emb) are our choice, fitted to its parameter counts under L3_SPEC §5; see
-`_paper` and `PAPER_TABLE_1`. Without a corpus the L3 rows per token are budget / vocab_size, so the L3
-active counts printed here are `estimated` (a job weights them by its corpus; at paper scale the
-difference is < 0.1%).
-"""
+Details: docs/workloads.md#workloadsmodelspresets."""
 
 import difflib
 import functools
@@ -40,9 +31,12 @@ class Preset:
 
 
 def _preset(
-    note: str, l3_budget: int | None = None, d_emb: int | None = None, scone: SconeConfig | None = None,
+    note: str,
+    l3_budget: int | None = None,
+    d_emb: int | None = None,
+    scone: SconeConfig | None = None,
     **dense,
-) -> Preset:  # fmt: skip
+) -> Preset:
     base = ModelConfig(**dense)
     l3 = default_l3(base, budget=l3_budget)
     l3 = l3 if d_emb is None else replace(l3, d_emb=d_emb)
@@ -234,15 +228,26 @@ def main(argv: list[str] | None = None) -> None:
             pc = count_params(cfg)
             active = ("~" if pc.estimated else "") + _human(pc.active)
             label = name if family == "dense" else ""
-            rows.append([label, family, f"{cfg.n_layers} × {cfg.dim}", _shape(cfg), active,
-                         _human(pc.total), f"{pc.sparsity:.2f}", _vs_paper(name, family, pc)])  # fmt: skip
+            rows.append(
+                [
+                    label,
+                    family,
+                    f"{cfg.n_layers} × {cfg.dim}",
+                    _shape(cfg),
+                    active,
+                    _human(pc.total),
+                    f"{pc.sparsity:.2f}",
+                    _vs_paper(name, family, pc),
+                ]
+            )
     width = shutil.get_terminal_size().columns if sys.stdout.isatty() else 240
 
     def build(shown: list[str]) -> Table:
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
         for column in shown:
-            table.add_column(column, justify="right" if column in ("active", "total", "sparsity") else "left",
-                             no_wrap=True)  # fmt: skip
+            table.add_column(
+                column, justify="right" if column in ("active", "total", "sparsity") else "left", no_wrap=True
+            )
         for i, row in enumerate(rows):
             table.add_row(*(row[columns.index(c)] for c in shown), end_section=i % len(FAMILIES) == 3)
         return table

@@ -1,13 +1,5 @@
 """SCONE's part of the data pipeline: discover the f-grams on the training split and tag every split once.
-
-`prepare_scone(data, scone, vocab_size, cache_dir)` → `SconeData`: the f-grams (cached under
-<cache>/scone/fgrams-<key>.npz, key: data fingerprint, vocabulary, n_fgrams, K, min_count), a matcher, and
-an int32 tag file per split (<cache>/scone/tags-<key>-<split>.bin: the row of the longest f-gram ending at
-each position, or -1). The train job reads tag windows next to token windows, so no matching happens in
-the training step. Validation is tagged with the training f-grams, never discovered on. Tags are those of
-the whole stream: at a window's first K-1 positions the f-gram may start before the window (A_fgram reads
-the f-gram's own tokens, so this only uses earlier context, as generation with a longer history would).
-"""
+Details: docs/workloads.md#workloadssconedata."""
 
 import os
 from dataclasses import dataclass
@@ -40,17 +32,30 @@ class SconeData:
 
 
 def _fgrams_cached(data: PreparedData, scone: SconeConfig, vocab_size: int, root: Path) -> tuple:
-    key = stable_hash(fgrams="v1", data=data.fingerprint, vocab=vocab_size, n_fgrams=scone.n_fgrams,
-                      max_n=scone.max_n, min_count=scone.min_count)  # fmt: skip
+    key = stable_hash(
+        fgrams="v1",
+        data=data.fingerprint,
+        vocab=vocab_size,
+        n_fgrams=scone.n_fgrams,
+        max_n=scone.max_n,
+        min_count=scone.min_count,
+    )
     path = root / f"fgrams-{key[:KEY_CHARS]}.npz"
     if path.is_file():
         return load_fgrams(path), path
     train = data.train
     starts, ends = train.doc_offsets[:-1], train.doc_offsets[1:] - 1  # documents without the separator
     fgrams = discover_fgrams_flat(
-        train.tokens, starts, ends, vocab_size, scone.n_fgrams, max_n=scone.max_n,
-        min_count=scone.min_count, corpus_fingerprint=data.fingerprint, work_dir=root,
-    )  # fmt: skip
+        train.tokens,
+        starts,
+        ends,
+        vocab_size,
+        scone.n_fgrams,
+        max_n=scone.max_n,
+        min_count=scone.min_count,
+        corpus_fingerprint=data.fingerprint,
+        work_dir=root,
+    )
     save_fgrams(path, fgrams)
     return fgrams, path
 

@@ -1,12 +1,5 @@
 """SCONE f-gram discovery (L3_SPEC §6; Yu et al. 2025 §3.1, Alg. 2): `discover_fgrams` → `Fgrams`.
-
-K-1 linear scans of the tokenized training split, one per n = 2..K, streamed in chunks of whole
-documents (n-grams never cross a document). Scan 2 keeps every bigram; from scan 3 on an n-gram is a
-candidate only if its (n-1)-prefix and (n-1)-suffix both survived, and it survives with count >=
-min_count. All survivors are ranked by count (descending), ties by first occurrence (stream position of
-the n-gram's first token), then by length (shorter first): row r of the result is rank r.
-Memory is the trie of candidate n-grams, never an array per corpus position.
-"""
+Details: docs/workloads.md#workloadssconediscovery."""
 
 import hashlib
 import os
@@ -28,8 +21,12 @@ _FORMAT = "isosparse.scone.fgrams/v1"
 
 def check_discovery_args(vocab_size: int, n_fgrams: int, max_n: int, min_count: int) -> None:
     """Field checks shared by the config and discovery: each error names the scone.* field."""
-    fields = {"vocab_size": (vocab_size, 1), "n_fgrams": (n_fgrams, 1), "max_n": (max_n, 2),
-              "min_count": (min_count, 1)}  # fmt: skip
+    fields = {
+        "vocab_size": (vocab_size, 1),
+        "n_fgrams": (n_fgrams, 1),
+        "max_n": (max_n, 2),
+        "min_count": (min_count, 1),
+    }
     for name, (value, low) in fields.items():
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
             raise ValueError(f"scone.{name} must be an integer >= {low}, got {value!r}")
@@ -125,10 +122,18 @@ def _chunks(tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, chunk_toke
 
 
 def discover_fgrams_flat(
-    tokens: np.ndarray, starts: np.ndarray, ends: np.ndarray, vocab_size: int, n_fgrams: int, *,
-    max_n: int = 5, min_count: int = 5, corpus_fingerprint: str | None = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS, work_dir: str | os.PathLike | None = None,
-) -> Fgrams:  # fmt: skip
+    tokens: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    vocab_size: int,
+    n_fgrams: int,
+    *,
+    max_n: int = 5,
+    min_count: int = 5,
+    corpus_fingerprint: str | None = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    work_dir: str | os.PathLike | None = None,
+) -> Fgrams:
     """Discovery over documents tokens[starts[d]:ends[d]] (starts increasing; tokens may be a memmap).
 
     corpus_fingerprint: names the stream (e.g. PreparedData.fingerprint); None hashes the documents.
@@ -197,10 +202,16 @@ def _top(trie: _Trie, V: int, n_fgrams: int, max_n: int, min_count: int, fingerp
     order = np.lexsort((trie.level[nodes], trie.first[nodes], -trie.count[nodes]))[:n_fgrams]
     kept = nodes[order]
     return Fgrams(
-        tokens=trie.token_rows(kept, max_n), lengths=trie.level[kept].copy(), counts=trie.count[kept].copy(),
-        vocab_size=V, max_n=max_n, min_count=min_count, corpus_fingerprint=fingerprint, n_tokens=n_tokens,
+        tokens=trie.token_rows(kept, max_n),
+        lengths=trie.level[kept].copy(),
+        counts=trie.count[kept].copy(),
+        vocab_size=V,
+        max_n=max_n,
+        min_count=min_count,
+        corpus_fingerprint=fingerprint,
+        n_tokens=n_tokens,
         n_candidates=int(nodes.size),
-    )  # fmt: skip
+    )
 
 
 def discover_fgrams(sequences: Iterable, vocab_size: int, n_fgrams: int, **kwargs) -> Fgrams:
@@ -215,8 +226,12 @@ def discover_fgrams(sequences: Iterable, vocab_size: int, n_fgrams: int, **kwarg
 def save_fgrams(path: str | os.PathLike, fgrams: Fgrams) -> Path:
     """One ``.npz`` with the arrays and a JSON ``metadata`` string (like the L3 allocation file); atomic."""
     meta = {k: getattr(fgrams, k) for k in ("vocab_size", "max_n", "min_count", "corpus_fingerprint")}
-    meta |= {"format": _FORMAT, "n_fgrams": fgrams.n_fgrams, "n_tokens": fgrams.n_tokens,
-             "n_candidates": fgrams.n_candidates}  # fmt: skip
+    meta |= {
+        "format": _FORMAT,
+        "n_fgrams": fgrams.n_fgrams,
+        "n_tokens": fgrams.n_tokens,
+        "n_candidates": fgrams.n_candidates,
+    }
     return save_npz(path, meta, tokens=fgrams.tokens, lengths=fgrams.lengths, counts=fgrams.counts)
 
 
@@ -224,8 +239,20 @@ def load_fgrams(path: str | os.PathLike) -> Fgrams:
     """Read a ``save_fgrams`` file; a corrupt or inconsistent file raises ValueError."""
     arrays, meta = load_npz(path, ("tokens", "lengths", "counts"), "f-gram", _FORMAT)
     try:
-        fg = Fgrams(**arrays, **{k: meta[k] for k in ("vocab_size", "max_n", "min_count",
-                    "corpus_fingerprint", "n_tokens", "n_candidates")})  # fmt: skip
+        fg = Fgrams(
+            **arrays,
+            **{
+                k: meta[k]
+                for k in (
+                    "vocab_size",
+                    "max_n",
+                    "min_count",
+                    "corpus_fingerprint",
+                    "n_tokens",
+                    "n_candidates",
+                )
+            },
+        )
     except (KeyError, ValueError, TypeError) as exc:
         raise ValueError(f"{path}: arrays do not match the recorded metadata: {exc}") from exc
     if fg.n_fgrams != meta.get("n_fgrams"):

@@ -1,13 +1,5 @@
 """Numba kernels of SCONE f-gram discovery and longest-suffix matching (L3_SPEC §6; Yu et al. Alg. 1-2).
-
-An n-gram is a node of a hash trie: nodes 0..V-1 are the single tokens, a longer n-gram is the edge
-(node of its (n-1)-prefix, last token) in an open-addressing table keyed by ``parent * V + token``, the
-layout of the LZW trie (workloads/l3/lzw_trie.py, whose table helpers this module reuses).
-Each discovery scan has its own table (only its n-grams are looked up) and reads the previous scan's node
-per position from a file, so a scan costs one probe per candidate position. The matching trie stores
-f-grams reversed (last token first): the longest f-gram ending at a position is found by walking back
-from that token, at most K-1 probes.
-"""
+Details: docs/workloads.md#workloadssconefgram_kernels."""
 
 import numba
 import numpy as np

@@ -1,18 +1,5 @@
 """Serving SCONE's f-gram table F at inference (L3_SPEC §6): `serve_fgrams(model, matcher, placement)`.
-
-F = A_fgram's output for every kept f-gram, precomputed once in eval mode (`Transformer.
-precompute_fgram_table`); A_fgram itself is not run any more. F lives on the device ("device"), in
-(pinned) host memory ("host"), or in a memory-mapped file for tables larger than RAM ("disk"). A forward
-pre-hook on the model sees each step's new token ids before any block runs: it appends them to a short
-per-sequence history (K-1 tokens), finds each new position's longest f-gram suffix on the host (at most
-K-1 probes, `SuffixMatcher`) and hands the matched f-gram rows to the host-table prefetcher of the L3
-offload (`workloads.l3.prefetch.HostRowPrefetcher`, F as a table whose id r owns row r): its worker thread
-gathers them into one staging buffer and copies it to the device on a side CUDA stream, while the
-position mask goes up on its own; the embedding step waits on that copy only. The model reads the rows
-through `model.fgram_source`; its output equals A_fgram's up to F's dtype. A call at start_pos 0 starts
-new sequences. There is little to overlap (the embedding is the first thing a forward computes), so what
-the offloaded table costs is the host lookup plus one small copy per step.
-"""
+Details: docs/workloads.md#workloadssconeserve."""
 
 import time
 from dataclasses import dataclass
@@ -193,9 +180,14 @@ class FgramTable:
 
 
 def serve_fgrams(
-    model: nn.Module, matcher: SuffixMatcher, placement: Placement = "host", *,
-    table: torch.Tensor | None = None, path: str | Path | None = None, pin_memory: bool | None = None,
-) -> FgramServer:  # fmt: skip
+    model: nn.Module,
+    matcher: SuffixMatcher,
+    placement: Placement = "host",
+    *,
+    table: torch.Tensor | None = None,
+    path: str | Path | None = None,
+    pin_memory: bool | None = None,
+) -> FgramServer:
     """Serve F for `model` (family "scone", already on its device) from `placement`.
 
     table: F when already computed (else `model.precompute_fgram_table()`). path: the file of placement

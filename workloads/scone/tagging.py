@@ -1,12 +1,5 @@
 """Longest-suffix tagging (L3_SPEC §6; Yu et al. Alg. 1): which f-gram, if any, ends at each position.
-
-`SuffixMatcher(fgrams).tag(tokens)` gives, per position i, the row of the longest f-gram σ_j..σ_i (j < i)
-or -1 (then the ordinary token embedding is used). It walks a reversed trie (fgram_kernels), at most
-K-1 probes per position. `tag_split` tags a whole token memmap once, in the data pipeline, in chunks that
-overlap by K-1 tokens, so that training never matches on the accelerator. F-grams never hold the
-document separator, so a match never crosses a document boundary. `longest_suffix_reference` is the
-readable specification the kernel is tested against.
-"""
+Details: docs/workloads.md#workloadssconetagging."""
 
 import os
 
@@ -42,9 +35,10 @@ class SuffixMatcher:
         self.fgrams = fgrams
         self.max_n, self.vocab_size = fgrams.max_n, fgrams.vocab_size
         self.table, self.terminal = fgram_kernels.build_suffix_trie(
-            np.ascontiguousarray(fgrams.tokens, dtype=np.int64), fgrams.lengths.astype(np.int64),
+            np.ascontiguousarray(fgrams.tokens, dtype=np.int64),
+            fgrams.lengths.astype(np.int64),
             fgrams.vocab_size,
-        )  # fmt: skip
+        )
 
     def tag(self, tokens: np.ndarray, start: int = 0) -> np.ndarray:
         """(N - start,) f-gram rows (-1: none) of positions start..N-1, matching back into tokens[:start]."""
@@ -72,9 +66,11 @@ class SuffixMatcher:
 
 
 def tag_split(
-    matcher: SuffixMatcher, tokens: np.ndarray, path: str | os.PathLike,
+    matcher: SuffixMatcher,
+    tokens: np.ndarray,
+    path: str | os.PathLike,
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Tag a whole (memmapped) token stream into an int32 file at `path`; returns it memmapped read-only.
 
     Chunks overlap by K-1 tokens, so each position sees the same context as a whole-stream pass.

@@ -14,7 +14,6 @@ from workloads.jobs.decode import greedy_generate
 from workloads.jobs.infer import InferJobConfig, run
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
-    ModelOverrides,
     base_model_config,
     build_model,
     corpus_for,
@@ -22,6 +21,7 @@ from workloads.jobs.setup import (
     resolve_l3_counts,
     resolve_model_config,
 )
+from workloads.jobs.spec import ModelOverrides
 from workloads.l3.offload import offload_l3_tables
 
 VS_DENSE = "infer/vs_dense/decode_tokens_per_s"

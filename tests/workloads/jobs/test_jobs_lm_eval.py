@@ -21,7 +21,6 @@ from workloads.jobs.evaluate import EvalJobConfig, EvalTask
 from workloads.jobs.lm_eval_adapter import IsoLM
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
-    ModelOverrides,
     base_model_config,
     build_model,
     corpus_for,
@@ -30,6 +29,7 @@ from workloads.jobs.setup import (
     resolve_model_config,
     resolve_scone,
 )
+from workloads.jobs.spec import ModelOverrides
 from workloads.l3.offload import offload_l3_tables
 from workloads.models.moe import serve_dropless
 from workloads.scone.serve import FgramTable

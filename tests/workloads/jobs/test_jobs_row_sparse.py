@@ -83,7 +83,7 @@ def test_build_optimizer_routes_the_table_group_and_schedules_both():
 def test_train_job_runs_with_each_table_optimizer(choice, tmp_path_factory):
     from workloads.data import DataConfig
     from workloads.jobs.result import JobContext
-    from workloads.jobs.setup import ModelOverrides
+    from workloads.jobs.spec import ModelOverrides
     from workloads.jobs.train import TrainJobConfig, run
 
     cache = tmp_path_factory.getbasetemp() / "jobs-cache"

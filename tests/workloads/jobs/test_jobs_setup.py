@@ -10,14 +10,14 @@ import torch
 from workloads.data import DataConfig
 from workloads.jobs.setup import (
     FieldError,
-    ModelOverrides,
-    ModelSpec,
     build_model,
+    device_and_dtype,
     prepare_data,
     resolve_l3_counts,
     resolve_model_config,
     token_freqs_for,
 )
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.l3.allocation import save_allocation, uniform_allocate
 from workloads.models import presets
 from workloads.models.accounting import count_params
@@ -212,3 +212,17 @@ def test_scone_overrides_set_its_scaling_axes():
     assert deep.scone.layers(deep.n_layers) == 3
     with pytest.raises(ValueError, match="overrides.scone_n_fgrams applies to family 'scone', not 'l3'"):
         ModelSpec("tiny", "l3", ModelOverrides(scone_n_fgrams=10))
+
+
+@pytest.mark.parametrize(
+    ("device", "dtype", "cuda", "expected"),
+    [
+        ("auto", "auto", True, ("cuda", "bfloat16")),
+        ("auto", "auto", False, ("cpu", "float32")),
+        ("cuda:1", "auto", False, ("cuda:1", "bfloat16")),  # an explicit device wins over `cuda`
+        ("cpu", "auto", True, ("cpu", "float32")),
+        ("cpu", "float16", True, ("cpu", "float16")),  # an explicit dtype is kept
+    ],
+)
+def test_auto_device_and_dtype_of_the_infer_and_eval_jobs(device, dtype, cuda, expected):
+    assert device_and_dtype(device, dtype, cuda) == expected

@@ -9,7 +9,7 @@ import torch
 
 from workloads.jobs import dummy, timing
 from workloads.jobs.result import BenchResult, JobContext, to_jsonable
-from workloads.jobs.setup import ModelOverrides, ModelSpec
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.jobs.timing import StepTimer, TimingStats, benchmark
 
 

@@ -12,7 +12,6 @@ from workloads.data import BuiltinSource, DataConfig
 from workloads.jobs.loop import Batches
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
-    ModelOverrides,
     base_model_config,
     build_model,
     corpus_for,
@@ -20,6 +19,7 @@ from workloads.jobs.setup import (
     resolve_l3_counts,
     resolve_model_config,
 )
+from workloads.jobs.spec import ModelOverrides
 from workloads.jobs.train import TrainJobConfig, run
 from workloads.l3.allocation import save_allocation, uniform_allocate
 from workloads.models import accounting

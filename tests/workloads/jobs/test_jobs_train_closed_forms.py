@@ -8,7 +8,8 @@ import pytest
 from workloads.data import DataConfig
 from workloads.jobs import timing
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import ModelOverrides, base_model_config, prepare_data
+from workloads.jobs.setup import base_model_config, prepare_data
+from workloads.jobs.spec import ModelOverrides
 from workloads.jobs.train import TrainJobConfig, run
 from workloads.models.transformer import Transformer
 

@@ -15,9 +15,9 @@ import torch.multiprocessing as mp
 
 from workloads.data import DataConfig
 from workloads.jobs import metrics, timing
-from workloads.jobs.loop import reduce_l3_balance, reduce_moe_balance
+from workloads.jobs.balance import reduce_l3_balance, reduce_moe_balance
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import ModelOverrides
+from workloads.jobs.spec import ModelOverrides
 from workloads.jobs.train import TrainJobConfig, run
 
 DATA = DataConfig(max_documents=50, val_fraction=0.2)

@@ -116,14 +116,8 @@ def test_lines_are_tokenized_each_on_its_own_newline_included():
 
 def test_a_job_with_lzw_paper_allocates_by_the_loop_on_its_corpus_lines(tmp_path_factory):
     from workloads.data import DataConfig
-    from workloads.jobs.setup import (
-        ModelOverrides,
-        ModelSpec,
-        base_model_config,
-        corpus_for,
-        prepare_data,
-        resolve_model_config,
-    )
+    from workloads.jobs.setup import base_model_config, corpus_for, prepare_data, resolve_model_config
+    from workloads.jobs.spec import ModelOverrides, ModelSpec
 
     cache = tmp_path_factory.getbasetemp() / "jobs-cache"  # shared with the jobs tests
     spec = ModelSpec("debug", "l3", ModelOverrides(vocab_size=512, l3_allocation="lzw-paper"))

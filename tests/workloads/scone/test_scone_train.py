@@ -9,7 +9,8 @@ import pytest
 
 from workloads.data import DataConfig
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import ModelOverrides, ModelSpec, prepare_data, resolve_model_config, resolve_scone
+from workloads.jobs.setup import prepare_data, resolve_model_config, resolve_scone
+from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.jobs.train import TrainJobConfig, run
 from workloads.models.accounting import count_params
 from workloads.scone.tagging import longest_suffix_reference

@@ -1,12 +1,5 @@
 """The L3 lookup op that layers import: one entry point, the implementation picked by name.
-
-`reference` is the per-position loop (the spec); `sorted` is the block-diagonal pure-torch fast path;
-`small` is the per-position path for a few positions (decode: a numba kernel on CPU without autograd,
-else a padded gather); `triton` runs the Triton kernels (triton.py; imported on first use, so CPU-only
-installs never load Triton). `auto` picks `triton` for CUDA tensors when Triton imports; otherwise
-`small` up to a number of positions and `sorted` above it.
-Layers never import an implementation module directly.
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookupop."""
 
 import functools
 import importlib.util

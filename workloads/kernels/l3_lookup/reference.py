@@ -1,11 +1,5 @@
 """Reference L3 lookup (L3_SPEC §1): a per-position loop, the readable spec of the op.
-
-For every position i with token t = token_ids[i] and query q_i, it attends over t's own rows
-`[offsets[t], offsets[t+1])`: `softmax(K_t q_i)ᵀ V_t`. No scale, no bias. One Python iteration per
-position. The tables are split into per-token views once, so autograd sums each token's row gradients
-in its own small piece and concatenates them once (slicing the full table per position would make
-every backward step allocate a dense (v, dim) gradient).
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookupreference."""
 
 import torch
 

@@ -1,17 +1,5 @@
 """Small-batch L3 lookup (decode, short prompts): a padded gather per position, no sort and no bins.
-
-For N positions with row counts d_i (d_max = max_i d_i), each position gathers its own rows into an
-(N, d_max) layout (rows past d_i repeat in-range table rows and are masked to weight 0), then
-scores = K_i q_i, masked softmax, out = wᵀ V_i as two batched matmuls. A repeated id is gathered once
-per occurrence (no dedup), so the work is N·d_max row reads: cheap when N is small, which is when the
-sorted path's planning (sort, groups, bins: ~40 ops) would dominate. `op.py` picks it by N.
-
-Host reads: one, d_max. Autograd differentiates it (plain ops): the table gradients are `index_add`-ed
-sums over every occurrence (masked slots add exact zeros), so it also serves training at small N.
-On CPU without autograd (decode), the numba kernel in small_cpu.py computes the same thing in one pass
-over the rows, without materializing the (N, d_max) gathered rows (at 64 positions of cap-row tokens
-those are ~50 MB, slower than the sorted path).
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookupsmall."""
 
 import torch
 

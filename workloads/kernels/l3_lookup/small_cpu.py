@@ -1,13 +1,5 @@
 """CPU kernel of the L3 lookup for inference (numba): each distinct id's rows read once, in one fused pass.
-
-Positions are grouped by id (argsort); each group's rows are cut into chunks of CHUNK_ROWS, and each
-(group, chunk) work item computes, for the group's queries, the chunk's scores, their max m, Σ exp(s − m)
-and the exp-weighted sum of the value rows (flash-decoding partials). A second pass merges a position's
-partials (rescaled to the common max). Items run in parallel (prange) across numba's threads, set to
-torch's count per call, so one long token's rows are split between cores; below PARALLEL_MIN_ROWS the
-serial build runs (a parallel launch costs more than it saves). Nothing the size of the gathered rows is
-materialized. fp32/fp64 only (numba has no bf16); no autograd: callers check `supported`.
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookupsmall_cpu."""
 
 import types
 

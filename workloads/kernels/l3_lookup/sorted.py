@@ -1,26 +1,5 @@
 """Sorted, block-diagonal L3 lookup in pure torch (L3_SPEC §3): the training fast path.
-
-1. stable-sort the flattened positions by token id; equal ids become contiguous groups;
-2. each distinct id's row range is gathered once (dedup), however often the id occurs;
-3. group g's n_g queries attend to its own d_g rows: the (query × row) mask is block diagonal.
-   Groups are binned by (padded n_g, padded d_g), each rounded up to a half-octave size (see
-   `_padded_size`); inside a bin they are padded to the bin's sizes and computed with one batched
-   matmul + masked softmax + batched matmul. Padding is < 1.5x per axis (1.29x of the exact
-   Σ_g n_g·d_g pairs on the built-in corpus at 8×512 tokens), and no (tokens × v) matrix is ever
-   formed. Bins number ~100, so the Python loop is short.
-4. results are scattered straight back to the original (unsorted) positions.
-
-Host reads: the plan is built with fixed-size device ops (groups live in (N,) arrays whose tail past
-the U distinct ids is inert) and reads exactly one small tensor back: the number of groups in each
-possible bin (and whether the bin has padded rows). Every later size (U, slot counts, bin shapes) is
-derived from it on the host, so no op afterwards has a data-dependent output size and the forward and
-backward make no other device-to-host read (no `nonzero`, `unique`, sizeless `repeat_interleave`).
-
-The backward is hand-written (`SortedLookup` in sorted_function.py, first order only): per bin the
-softmax backward in batched matmuls, each table's gradient then `index_add`-ed per bin (one segment
-sum per distinct id, no per-occurrence atomics). Padded slots are masked (rows: weight 0) or get zero
-grad_out (queries) and contribute exact zeros. Without grad the same forward runs, keeping nothing.
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookupsorted."""
 
 import itertools
 from typing import NamedTuple

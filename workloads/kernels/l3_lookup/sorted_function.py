@@ -1,15 +1,5 @@
 """Forward and hand-written backward of the sorted L3 lookup over its padded bin layout (see sorted.py).
-
-Per bin, with W = softmax(Q Kᵀ) (masked rows get weight 0) and O = W V, the backward is
-dW = gO Vᵀ, dV = Wᵀ gO, dS = W ⊙ (dW − rowsum(dW ⊙ W)), dQ = dS K, dK = dSᵀ Q (the softmax backward
-autograd would run). dQ of every bin goes into one preallocated padded buffer (`bmm(out=)` into
-slices; no per-bin concatenation) read back with one gather; each bin's dK/dV is `index_add`-ed
-straight into the table gradient (each table row owns at most one valid slot, so these are exact
-segment sums). Tied tables get dK + dV in one gradient. Double backward raises (once_differentiable).
-With `sparse_grad` the table gradients are sparse COO tensors over the row slots instead (indices: each
-slot's table row; padded slots repeat a row of their group with exact-zero values, so the sum is the
-same): no (v, width) buffer is zeroed or written, only the touched rows exist (issue 21). Each bin's
-matmuls write its slots' gradient rows straight into one (Sr, width) buffer (no per-bin pieces to join)."""
+Details: docs/workloads.md#workloadskernelsl3_lookupsorted_function."""
 
 from typing import NamedTuple
 

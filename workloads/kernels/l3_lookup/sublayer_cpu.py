@@ -1,11 +1,5 @@
 """The whole L3 sublayer for CPU inference at a few positions (decode) in one numba call.
-
-RMSNorm_in → lookup (small_cpu's partials and merge) → W_up → RMSNorm_out → W_mix·[u | x] (+ x), with no
-torch op in between: at 1 position the torch path's ~30 op dispatches (two RMSNorms alone are ~20) cost more
-than its 2.2 MB of reads. W_mix is applied as two blocks, so the concat is never built. Each weight row is
-read once and dotted with every position. The reference is the torch path of `L3Layer.forward`; the tests
-hold the two equal. Same limits as small_cpu: fp32/fp64, no autograd; `L3Layer` checks `supported`.
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookupsublayer_cpu."""
 
 import numpy as np
 import torch
@@ -61,8 +55,9 @@ def _sublayer_serial(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, e
         out += x
 
 
-def _sublayer_parallel(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix, residual,
-                       out):  # fmt: skip
+def _sublayer_parallel(
+    x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix, residual, out
+):
     """`_sublayer_serial` with the lookup's items and the GEMVs' rows spread over numba's threads."""
     q, looked = _dense_in_jit(x, w_in, eps_in, values.shape[1])
     _lookup_parallel(q, ids, keys, values, offsets, looked, CHUNK_ROWS)

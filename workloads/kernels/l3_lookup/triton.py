@@ -1,12 +1,5 @@
 """Triton L3 lookup (L3_SPEC §1, §3): validating launcher and autograd Function over triton_kernels.py.
-
-`l3_lookup_triton(q, token_ids, keys, values, offsets)` equals `l3_lookup_reference` (up to fp32
-rounding); pass `values=keys` for tied tables. The backward is deterministic by default (segment sums
-over positions sorted by id, each table row owned by one program); `deterministic=False` uses atomics
-(see triton_kernels.py). The host never reads a device value: sort, group ends and launches only.
-On CPU the kernels run only under the Triton interpreter (`TRITON_INTERPRET=1` set before this module
-is first imported): numerics, no speed.
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookuptriton."""
 
 import contextlib
 

@@ -1,28 +1,5 @@
 """Triton kernels of the L3 lookup (L3_SPEC §1, §3): `softmax(K_t q)ᵀ V_t` per position, and its backward.
-
-Forward: one program per position. It streams the token's rows in tiles of BLOCK_R and keeps an online
-softmax (running max m, running sum l, fp32 accumulator of the weighted value rows), so neither a
-(N × v) score matrix nor a padded (N × d_max) one is ever formed. It stores the output and the
-log-sum-exp `lse = m + log l` that the backward recomputes the weights from (w_r = exp(s_r − lse)).
-
-Backward, with g = grad_out, w the weights, delta = g · out (= Σ_r w_r (g · V_r), as in FlashAttention):
-  dq_i  = Σ_r ds_r K_r,  ds_r = w_r (g_i · V_r − delta_i)          one program per position;
-  dK_r  = Σ_{i: id_i = t} ds_{i,r} q_i,  dV_r = Σ_i w_{i,r} g_i    segment sums over positions sorted by id.
-The deterministic table kernel gives each group of equal ids (its first sorted position, the "leader")
-SPLIT programs; program (i, j) owns row tiles j, j + SPLIT, ... of that token and loops over the group's
-positions in sorted order, so every row is written by exactly one program, in a fixed order: bitwise
-reproducible, no atomics. The atomics kernel (one program per position and row-tile lane) adds into an
-fp32 buffer with `tl.atomic_add`: faster when one token occurs very often, but the summation order, and
-so the last bits, vary from run to run. Tied tables (K = V) sum ds·q and w·g into one gradient.
-All loads are converted to fp32; every accumulation is fp32.
-
-Design notes (not yet measured on a GPU): one position per program keeps the forward and dq free of
-any sort; a frequent token's rows are re-read per occurrence, mostly from L2. The deterministic table
-backward's critical path is (the most frequent token's row tiles / SPLIT) × its occurrences, walked one
-position at a time; a blocked variant (BLOCK_N positions per step as tl.dot products) was tried and
-dropped: at dim 512 its six full-width fp32 tiles spill registers (4.7 KB of stack on sm_90), while
-these kernels compile spill-free (tests/workloads/kernels/test_kernels_triton_compile.py).
-"""
+Details: docs/workloads.md#workloadskernelsl3_lookuptriton_kernels."""
 
 import triton
 import triton.language as tl
