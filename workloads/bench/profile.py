@@ -19,6 +19,7 @@ from workloads.bench import kernel_stages
 from workloads.bench import l3 as l3_section
 from workloads.bench import layer as layer_section
 from workloads.bench.profiling import function_range, ops_table, part_ranges, parts_table, profile_steps
+from workloads.bench.report import si
 from workloads.bench.rows import interleaved
 from workloads.data import DataConfig
 from workloads.jobs import infer
@@ -70,10 +71,10 @@ def report(console: Console, title: str, steps: dict, floors, pr: MachineProbe, 
     for name, (nbytes, flops, working_set) in floors().items():
         t, floor = times[name], pr.floor_s(nbytes, flops, None, working_set)
         rate = pr.read_rate(working_set or nbytes) / 1e9
-        vs = f"; speed ÷ {first}'s {times[first] / t:.2f}" if ratio and name != first else ""
+        vs = f", speed ÷ {first}'s {times[first] / t:.2f}" if ratio and name != first else ""
         console.print(
-            f"  {name}: {_time(t)} unprofiled; floor {_time(floor)} ({nbytes / 1e6:,.1f} MB at {rate:.0f} "
-            f"GB/s, {flops / 1e6:,.1f} MFLOP): {100 * floor / t:.0f}% of floor{vs}",
+            f"  {name}: {_time(t)} unprofiled{vs}; floor {_time(floor)} = {100 * floor / t:.0f}% "
+            f"({si(nbytes)}B at {rate:.0f} GB/s, {si(flops)}FLOP)",
             highlight=False,
         )
     profiles = {name: profile_steps(step, n) for name, step in steps.items()}
