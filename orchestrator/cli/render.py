@@ -99,10 +99,11 @@ def _mark_contended(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _signed_percent(df: pd.DataFrame, col: str = "match_err") -> pd.DataFrame:
-    """A fraction column as signed percent text ("+0.07%", "-0.69%", "0" for an exact match)."""
+    """A fraction column as signed percent text ("+0.07%", "-0.69%", "0" for an exact match; missing stays
+    missing, so a column without any value is still left out)."""
     if col not in df:
         return df
-    text = ["-" if pd.isna(v) else "0" if v == 0 else f"{v:+.2%}" for v in df[col]]
+    text = [None if pd.isna(v) else "0" if v == 0 else f"{v:+.2%}" for v in df[col]]  # None: "-"
     return df.assign(**{col: text})
 
 

@@ -66,18 +66,32 @@ class Run:
             self.proc.kill()
         return out
 
-    def left(self) -> list[str]:
-        """Processes still in the run's session (its own local Ray cluster); killed here, by pid."""
+    def left(self, grace_s: float = 60) -> list[str]:
+        """Processes of the run's session (its own local Ray cluster) still alive `grace_s` after it
+        exited, killed here by pid. Ray's workers exit on their own once their raylet is gone, which on a
+        loaded box takes seconds: the grace only bounds that wait, a process that stays is reported."""
+        deadline = time.monotonic() + grace_s
+        while self._session() and time.monotonic() < deadline:
+            time.sleep(0.2)
         found = []
-        for p in psutil.process_iter(["name"]):
+        for p in self._session():
             try:
-                alive = p.status() != psutil.STATUS_ZOMBIE  # killed, not yet reaped
-                if p.pid != self.proc.pid and os.getsid(p.pid) == self.proc.pid and alive:
-                    found.append(p.info["name"])
-                    p.kill()
-            except (OSError, psutil.Error):
+                found.append(p.info["name"])
+                p.kill()
+            except psutil.Error:
                 continue
         return found
+
+    def _session(self) -> list[psutil.Process]:
+        alive = []
+        for p in psutil.process_iter(["name"]):
+            try:
+                mine = p.pid != self.proc.pid and os.getsid(p.pid) == self.proc.pid
+                if mine and p.status() != psutil.STATUS_ZOMBIE:  # killed, not yet reaped: gone
+                    alive.append(p)
+            except (OSError, psutil.Error):
+                continue
+        return alive
 
     def statuses(self) -> list[str]:
         if not self.db.exists():

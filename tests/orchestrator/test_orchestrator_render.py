@@ -92,6 +92,13 @@ def test_match_error_reads_as_a_signed_percent():
     assert "0.0002" not in text and "-0.0078" not in text
 
 
+def test_a_match_error_column_without_values_is_left_out():
+    df = frame().assign(match_err=None)  # dummy jobs: no model, nothing matched
+    out = Console(width=120, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_compare(out, df)
+    assert "match err" not in out.file.getvalue() and "val loss" in out.file.getvalue()
+
+
 def test_wide_compare_shows_every_column_and_the_error():
     text = shown(240, wide=True)
     for column in ("sparsity", "match_err", "val_ppl", "moe_max/mean", "l3_rows/tok", "error"):

@@ -151,16 +151,19 @@ def test_shipped_suites_validate():
 
 def test_l3_optimizers_suite_varies_only_the_table_optimizer_and_fingerprints_it():
     """suites/l3-optimizers.yaml (issue 21): per seed, the AdamW and row-wise jobs differ in l3_optimizer
-    alone, which their resolved (recorded, fingerprinted) config carries."""
+    alone (and the tuned row-wise one in its tables' lr too), which their resolved (recorded,
+    fingerprinted) config carries."""
     (path,) = [p for p in shipped_suites() if p.stem == "l3-optimizers"]
     jobs = {(j.labels["variant"], j.labels["seed"]): j for j in load_suite(path).jobs}
-    assert len(jobs) == 6
+    assert len(jobs) == 9
     for seed in ("0", "1", "2"):
-        adamw, rowwise = jobs["adamw", seed], jobs["rowwise", seed]
+        adamw, rowwise, tuned = (jobs[v, seed] for v in ("adamw", "rowwise", "rowwise_lr1e-2"))
         assert (adamw.config.l3_optimizer, rowwise.config.l3_optimizer) == ("adamw", "rowwise_adagrad")
         assert replace(rowwise.config, l3_optimizer="adamw") == adamw.config
+        assert replace(tuned.config, l3_lr=None) == rowwise.config and tuned.config.l3_lr == 1e-2
         assert rowwise.resolved["job"]["l3_optimizer"] == "rowwise_adagrad"
-        assert adamw.fingerprint != rowwise.fingerprint
+        assert tuned.resolved["job"]["l3_lr"] == 1e-2
+        assert len({adamw.fingerprint, rowwise.fingerprint, tuned.fingerprint}) == 3
         assert adamw.config.steps >= 300 and adamw.config.model.family == "l3"
 
 
