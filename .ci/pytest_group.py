@@ -1,12 +1,15 @@
 """pytest over `make test`'s selection in its own process group, the whole group killed on a timeout or
 Ctrl-C: the one runner of .ci/mutations.py and .ci/stress.py."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECTION = "not gpu and not slow"  # make test's markers
@@ -22,8 +25,13 @@ def run_pytest(targets: list[str], log: Path, timeout_s: float, *flags: str) -> 
                                 start_new_session=True)  # fmt: skip
         try:
             rc = proc.wait(timeout=timeout_s)
-        except BaseException:  # a timeout or Ctrl-C: pytest and every process it started go
+        except BaseException:  # a timeout or Ctrl-C: pytest and every process it started go, those in
+            # sessions of their own (a test's CLI run and its Ray cluster) included, found before pytest dies
+            descendants = psutil.Process(proc.pid).children(recursive=True)
             os.killpg(proc.pid, signal.SIGKILL)
+            for child in descendants:
+                with contextlib.suppress(psutil.Error):
+                    child.kill()
             proc.wait()
             if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
                 raise
