@@ -131,7 +131,7 @@ def test_experiments_and_artifacts_answer_as_mlflow_does(store):
         assert fast.experiment_id(name) == tracker.experiment_id(name, create=False), name
     for exp_id in ("0", "1", "2", "3", "99", None):
         assert fast.experiment_name(exp_id) == tracker.experiment_name(exp_id), exp_id
-    child = tracker.runs("exp-a", JOB)["run_id"].iloc[0]
+    child = tracker.runs("exp-a", JOB, "FINISHED")["run_id"].iloc[0]
     for run_id, artifact in ((parent, names.SUITE_JOBS), (child, "config.yaml"), (child, "result.json")):
         assert fast.download_text(run_id, artifact) == tracker.download_text(run_id, artifact)
     for run_id in (parent, "no-such-run"):
