@@ -75,8 +75,11 @@ def store(tmp_path_factory):
     gone = client.create_run(exp_b, tags={names.TAG_RUN_TYPE: "job"})
     client.delete_run(gone.info.run_id)
     exp_c = tracker.experiment_id("exp-deleted")
-    client.create_run(exp_c, tags={names.TAG_RUN_TYPE: "job"})
-    client.delete_experiment(exp_c)
+    orphan = client.create_run(exp_c, tags={names.TAG_RUN_TYPE: "job"})
+    client.delete_experiment(
+        exp_c
+    )  # deletes its runs too; restored, the run is active in a deleted experiment
+    client.restore_run(orphan.info.run_id)
     return uri, parent, tracker
 
 
@@ -122,6 +125,7 @@ def test_the_store_holds_what_the_parity_is_about(store):
     a = tracker.runs("exp-a", JOB)
     assert len(a) == 6 and a["params.model.family"].notna().all() and (a["status"] == "FAILED").sum() == 1
     assert tracker.runs(None, JOB)["experiment_id"].nunique() == 2  # the deleted experiment is left out
+    assert len(tracker.runs("exp-deleted", JOB)) == 1  # ... unless asked for by name
 
 
 def test_experiments_and_artifacts_answer_as_mlflow_does(store):
