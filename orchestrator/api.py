@@ -24,7 +24,8 @@ from orchestrator.runs.store_path import check_uri, home
 from orchestrator.runs.tracking import Tracker
 from orchestrator.suites import registry
 from orchestrator.suites.cluster_file import load_cluster
-from orchestrator.suites.expansion import Suite, load_suite, shipped_suites
+from orchestrator.suites.expansion import Suite, load_suite
+from orchestrator.suites.files import shipped_suites
 from results import names
 from workloads.models import presets
 
@@ -32,7 +33,7 @@ from workloads.models import presets
 from orchestrator.readers.monitor import compare, status, verdict  # noqa: F401  isort: skip
 from orchestrator.runs.control import cancel, ui  # noqa: F401  isort: skip
 from orchestrator.runs.ray_link import ClusterError  # noqa: F401  isort: skip
-from orchestrator.suites.expansion import SuiteError  # noqa: F401  isort: skip
+from orchestrator.suites.files import SuiteError  # noqa: F401  isort: skip
 from orchestrator.runs.store_path import TrackingError  # noqa: F401  isort: skip
 
 # The process's Ctrl-C / SIGTERM handling and its quick exit, for the CLI.

@@ -17,7 +17,7 @@ from orchestrator.readers import monitor
 from orchestrator.runs import interrupts
 from orchestrator.runs.ray_link import ClusterError
 from orchestrator.runs.store_path import TrackingError
-from orchestrator.suites.expansion import SuiteError
+from orchestrator.suites.files import SuiteError
 
 
 class _App(typer.Typer):

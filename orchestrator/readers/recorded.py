@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from orchestrator.runs.sqlite_reader import Reader
-from orchestrator.suites.expansion import SuiteError, identity
+from orchestrator.suites.files import SuiteError, identity
 from results import names
 
 LABELS = ("family", "preset", "variant", "seed", "group")
