@@ -28,7 +28,7 @@ from orchestrator.suites import registry
 from orchestrator.suites.cluster_file import load_cluster
 from orchestrator.suites.expansion import Suite, load_suite, shipped_suites
 from results import names
-from workloads.models import presets
+from workloads import api as workloads
 
 # Re-exported for callers that only import the api.
 from orchestrator.runs.ray_link import ClusterError  # noqa: F401  isort: skip
@@ -351,7 +351,7 @@ def run_detached(
 
 def list_presets() -> list[tuple[str, str]]:
 
-    return [(name, presets.PRESETS[name].note) for name in presets.names()]
+    return list(workloads.preset_notes().items())
 
 
 def list_suites() -> list[tuple[str, str]]:
