@@ -34,32 +34,20 @@ def model_facts(
     pc = accounting.count_params(cfg, token_freqs=token_freqs, l3_counts=l3_counts)
     l3 = moe = None
     if cfg.l3 is not None:
-        width, n_l3, tables = (
-            accounting.l3_row_width(cfg),
-            len(cfg.l3.positions),
-            pc.active_by_category["l3_tables"],
-        )
-        max_rows = (pc.active_max - pc.active + tables) / (width * n_l3)
-        l3 = {
-            "positions": cfg.l3.positions,
-            "rows": cfg.l3.budget,
-            "row_width": width,
-            "d_emb": cfg.l3.d_emb,
-            "d_up": cfg.l3.d_up,
-            "rows_per_token_mean": tables / (width * n_l3),
-            "rows_per_token_max": max(1, round(max_rows)),
-        }
+        width, tables = accounting.l3_row_width(cfg), pc.active_by_category["l3_tables"]
+        rows = width * len(cfg.l3.positions)  # parameters of one row in every L3 layer
+        most = max(1, round((pc.active_max - pc.active + tables) / rows))
+        l3 = _copied(cfg.l3, "positions d_emb d_up") | {"rows": cfg.l3.budget, "row_width": width}
+        l3 |= {"rows_per_token_mean": tables / rows, "rows_per_token_max": most}
     if cfg.moe is not None:
         moe = _copied(cfg.moe, "positions num_experts top_k ffn_dim capacity_factor min_capacity")
-    cat = pc.by_category
     fixed, per_seq = accounting.train_flops_terms(cfg, pc.flops_active)
     return {
         **_copied(cfg, "vocab_size dim n_layers n_heads n_kv_heads ffn_dim max_seq_len tie_embeddings"),
-        "params_dense": cat["dense"],
-        "params_embeddings": cat["embeddings"],
-        "params_l3_tables": cat["l3_tables"],
-        "params_experts": cat["experts"],
-        "params_fgram_model": cat.get("fgram_model", 0),
+        **{
+            f"params_{k}": pc.by_category.get(k, 0)
+            for k in (*accounting.CATEGORIES, accounting.FGRAM_CATEGORY)
+        },
         "fgram_rows": cfg.scone.n_fgrams if cfg.scone is not None else 0,
         "params_active": pc.flops_active,  # FLOPs: an embedding lookup multiplies nothing
         "blocks": accounting.block_counts(cfg),

@@ -10,9 +10,9 @@ from workloads.data.pipeline import prepare_corpus
 from workloads.jobs.setup import (
     FieldError,
     base_model_config,
+    corpus_params,
     prepare_job,
     resolve_model_config,
-    token_freqs_for,
 )
 from workloads.jobs.spec import OVERRIDE_FAMILIES, ModelOverrides, ModelSpec, applies
 from workloads.models.accounting import ParamCount, count_params
@@ -86,27 +86,18 @@ def _member(spec: ModelSpec, data: DataConfig | None, cache_dir) -> Member:
     # The window length changes neither the tokens nor the allocation (the job checks it itself).
     data = replace(data, seq_len=min(data.seq_len, base_model_config(spec).max_seq_len))
     job = prepare_job(spec, None, data, cache_dir)
-    freqs = token_freqs_for(job.model, job.data)
-    return Member(spec, job.model, count_params(job.model, freqs, job.counts or None))
+    return Member(spec, job.model, corpus_params(job.model, job.data, job.counts))
 
 
 @functools.cache
-def split_problem(data: DataConfig) -> str | None:
-    """Why `data`'s split leaves the train or validation split empty (None: it does not); the split spool is
-    built here, into the cache the job reads."""
+def input_problem(
+    data: DataConfig, spec: ModelSpec | None = None, model: ModelConfig | None = None
+) -> str | None:
+    """Why a job's inputs cannot be prepared (None: they can), prepared here into the cache the job reads:
+    `data`'s split (an empty train or validation split), or with `spec` and `model` the job's own
+    `prepare_job` (a SCONE model's f-gram discovery)."""
     try:
-        prepare_corpus(data)
-    except (ValueError, OSError) as err:
-        return str(err)
-    return None
-
-
-@functools.cache
-def fgram_problem(spec: ModelSpec, model: ModelConfig, data: DataConfig) -> str | None:
-    """Why a SCONE job's f-gram discovery fails on its data (None: it succeeds), run by the job's own
-    `prepare_job` and cached for it."""
-    try:
-        prepare_job(spec, model, data)
+        prepare_corpus(data) if spec is None else prepare_job(spec, model, data)
     except (ValueError, OSError) as err:
         return str(err)
     return None

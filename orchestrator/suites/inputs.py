@@ -34,10 +34,10 @@ def corpus_problems(cfg) -> list[Error]:
     local = [
         (where, d) for where, d in sources if d is not None and d.source.kind not in group.REMOTE_SOURCES
     ]
-    problems = [(where, msg) for where, d in local if (msg := group.split_problem(d)) is not None]
+    problems = [(where, msg) for where, d in local if (msg := group.input_problem(d)) is not None]
     model = getattr(cfg, "model", None)
     scone = getattr(model, "scone", None) is not None and hasattr(cfg, "data_config")
     if not problems and scone and local and local[0][0] == "data":
-        msg = group.fgram_problem(cfg.model_spec(), model, cfg.data_config())
+        msg = group.input_problem(cfg.data_config(), cfg.model_spec(), model)
         problems += [("model.scone.n_fgrams", msg)] if msg else []
     return problems
