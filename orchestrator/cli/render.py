@@ -41,10 +41,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+# Numeric columns that reach the table as text (a "~" mark, a signed percent): still right-aligned.
+TEXT_NUMBERS = ("tokens_per_s", "match_err", "active_err", "total_err")
+
+
 def df_table(df: pd.DataFrame, title: str | None = None) -> Table:
     table = Table(title=title)
     for col in df.columns:
-        numeric = pd.api.types.is_numeric_dtype(df[col]) or col in ("tokens_per_s", "match_err")  # as text
+        numeric = pd.api.types.is_numeric_dtype(df[col]) or col in TEXT_NUMBERS
         table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
     for row in df.itertuples(index=False):
         table.add_row(*(escape(_fmt(v)) for v in row))  # cells are data, not markup ("[enforce fail ...]")
@@ -138,15 +142,15 @@ def fitted_table(
 ) -> Table:
     """`compare`'s priority-column layout for any table: the `required` columns, then each of `optional`,
     in that (priority) order, that still fits `width`; shown in the DataFrame's column order, cells whole
-    (never cut to "…"). wide: every column. styles: {column: {cell text: rich style}}; numbers and the
-    `right` columns are right-aligned."""
+    (never cut to "…"). wide: every column. styles: {column: {cell text: rich style}}; numbers, TEXT_NUMBERS
+    and the `right` columns are right-aligned."""
     shown = list(df.columns) if wide else [c for c in required if c in df]
 
     def build(columns: list[str]) -> Table:
         table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
         ordered = [c for c in df.columns if c in columns]
         for col in ordered:
-            numeric = pd.api.types.is_numeric_dtype(df[col]) or col in right
+            numeric = pd.api.types.is_numeric_dtype(df[col]) or col in right or col in TEXT_NUMBERS
             table.add_column(str(col), justify="right" if numeric else "left", no_wrap=True)
         for row in df[ordered].itertuples(index=False):
             cells = [escape(_fmt(v)) for v in row]
@@ -295,7 +299,7 @@ def print_jobs(out: Console, jobs: pd.DataFrame, title: str, wide: bool = False)
 def print_jobs_frame(out: Console, suite, wide: bool = False) -> None:
     """validate's table: job, active, total, then the match errors, resources, plan and the fingerprint
     (8 characters; whole with --wide) while they fit the terminal."""
-    df = jobs_frame(suite)
+    df = _signed_percent(_signed_percent(jobs_frame(suite), "active_err"), "total_err")
     if not wide:
         df = df.assign(fingerprint=df["fingerprint"].str[:8])
     title = f"{suite.name}: {len(suite.jobs)} jobs, valid"

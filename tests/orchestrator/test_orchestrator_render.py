@@ -92,6 +92,32 @@ def test_match_error_reads_as_a_signed_percent():
     assert "0.0002" not in text and "-0.0078" not in text
 
 
+def test_validate_shows_the_planned_match_errors_as_signed_percents():
+    def job(name, active_err, total_err):
+        match = {
+            "params_active": 8.06e8,
+            "params_total": 3.09e9,
+            "active_rel_err": active_err,
+            "total_rel_err": total_err,
+        }
+        return SimpleNamespace(
+            name=name,
+            fingerprint="f" * 64,
+            kind="train",
+            match=match,
+            resources=SimpleNamespace(num_cpus=8, num_gpus=1, num_workers=8),
+        )
+
+    jobs = [job("dense", 0.0, None), job("moe", -0.004698, 0.004302)]
+    suite = SimpleNamespace(name="downstream", jobs=jobs)
+    out = Console(width=120, file=io.StringIO(), force_terminal=False, color_system=None)
+    render.print_jobs_frame(out, suite)
+    text = out.file.getvalue()
+    assert re.search(r"dense .*\s3,090\.00M\s+0\s+-\s+corpus", text), text
+    assert re.search(r"moe .*\s3,090\.00M\s+-0\.47%\s+\+0\.43%\s+corpus", text), text
+    assert "0.004" not in text
+
+
 def test_a_match_error_column_without_values_is_left_out():
     df = frame().assign(match_err=None)  # dummy jobs: no model, nothing matched
     out = Console(width=120, file=io.StringIO(), force_terminal=False, color_system=None)
