@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from orchestrator.suites import registry
 from orchestrator.suites.spec import TIMINGS
-from workloads import api as workloads
 
 Error = tuple[str, str]  # (path such as "matrix.variants[1].train.steps", message)
 Loc = tuple[str | int, ...]
@@ -174,6 +173,8 @@ class ResourcesModel(BaseModel):
 def suite_model() -> type[BaseModel]:
     """The whole suite's model. Job sections are mappings here: each expanded job validates its merged
     section against its job kind's dataclass (`validate`), so that a variant may give only what it changes."""
+    from workloads import api as workloads  # loaded when a suite is validated: start-up latency
+
     forbid = {"__config__": FORBID}
     model_section = create_model(
         "ModelSection",

@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from clusters.spec import Cluster
 from results import names
-from workloads import api as workloads
 
 Outcome = Literal[names.OUTCOMES]  # the failure classes, named once in results.names
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
@@ -72,6 +71,7 @@ class JobSpec:
         fingerprint follow the config, so the run records what ran; `requested_fingerprint` keeps the
         suite's, under which a rerun finds the job finished."""
         from orchestrator.suites.fingerprint import code_version, fingerprint
+        from workloads import api as workloads
 
         resolved = {**self.resolved, "job": workloads.to_jsonable(config)}
         requested = self.requested_fingerprint or self.fingerprint

@@ -19,9 +19,7 @@ OVERRIDES = {"vocab_size": 512, "l3_cap": 16, "moe_top_k": 1, "scone_n_fgrams": 
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-    path = tmp_path_factory.getbasetemp() / "jobs-cache"  # shared with the jobs tests: one tokenizer
-    path.mkdir(exist_ok=True)
-    return path
+    return tmp_path_factory.mktemp("group-cache")  # its own: the jobs tests count the L3 files in theirs
 
 
 def test_each_member_is_what_its_job_prepares_on_the_group_corpus(cache_dir):
