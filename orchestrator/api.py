@@ -18,22 +18,23 @@ from orchestrator.planning import plan as planning
 from orchestrator.planning.calibration import calibration_from_store
 from orchestrator.readers import recorded
 from orchestrator.readers import report as reporting
-
-# status / cancel / compare / ui live in monitor.py; the CLI reaches everything through this module.
-from orchestrator.readers.monitor import cancel, compare, status, ui, verdict  # noqa: F401
 from orchestrator.runs import interrupts, ray_link
 from orchestrator.runs.driver import Driver, JobState, job_state
-from orchestrator.runs.tracking import Tracker, home
+from orchestrator.runs.store_path import check_uri, home
+from orchestrator.runs.tracking import Tracker
 from orchestrator.suites import registry
 from orchestrator.suites.cluster_file import load_cluster
-from orchestrator.suites.expansion import Suite, load_suite, shipped_suites
+from orchestrator.suites.expansion import Suite, load_suite
+from orchestrator.suites.files import shipped_suites
 from results import names
 from workloads import api as workloads
 
-# Re-exported for callers that only import the api.
+# Re-exported for callers that only import the api (the CLI imports the readers itself: start-up latency).
+from orchestrator.readers.monitor import compare, status, verdict  # noqa: F401  isort: skip
+from orchestrator.runs.control import cancel, ui  # noqa: F401  isort: skip
 from orchestrator.runs.ray_link import ClusterError  # noqa: F401  isort: skip
-from orchestrator.suites.expansion import SuiteError  # noqa: F401  isort: skip
-from orchestrator.runs.tracking import TrackingError  # noqa: F401  isort: skip
+from orchestrator.suites.files import SuiteError  # noqa: F401  isort: skip
+from orchestrator.runs.store_path import TrackingError  # noqa: F401  isort: skip
 
 # The process's Ctrl-C / SIGTERM handling and its quick exit, for the CLI.
 from orchestrator.runs.interrupts import exit_now, own_process, owns_process, raise_on_sigterm  # noqa: F401  isort: skip
@@ -79,8 +80,6 @@ def validate(
     """Everything `run` checks before it submits, creating nothing but data caches: the suite (SuiteError),
     with a cluster file its sizing on that cluster (`on_cluster`), the tracking store's path
     (TrackingError; a server is not contacted)."""
-    from orchestrator.runs.tracking import check_uri
-
     spec = on_cluster(suite, sets, cluster, force)[0] if cluster is not None else load_suite(suite, sets)
     check_uri(tracking_uri)
     return spec
@@ -118,7 +117,7 @@ def calibration(tracking_uri: str | None = None):
 
     tracker = Tracker(tracking_uri)
     tracker.check()
-    return calibration_from_store(tracker.search_roles("job", None))
+    return calibration_from_store(tracker.runs(None, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB}))
 
 
 def plan(request, cluster_file: str | None = None, calibrate: bool = False, tracking_uri: str | None = None):

@@ -58,14 +58,6 @@ def tag_filter(name: str, value: str) -> str:
     return f"tags.`{name}` = '{value}'"
 
 
-def job_runs_of(suite: str) -> str:
-    """The MLflow filter of a suite's job runs."""
-    return tag_filter(TAG_RUN_TYPE, RUN_TYPE_JOB) + " and " + tag_filter(TAG_SUITE, suite)
-
-
-FINISHED_JOBS = "attributes.status = 'FINISHED' and " + tag_filter(TAG_RUN_TYPE, RUN_TYPE_JOB)
-
-
 def metric_column(key: str) -> str:
     return f"metrics.{key}"
 

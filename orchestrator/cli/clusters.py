@@ -1,5 +1,6 @@
 """`isosparse plan` and `isosparse clusters ...`: capacity planning and cluster files, a typer sub-app
-that cli/main.py registers (`app.command("plan")`, `app.add_typer(clusters_app)`).
+that cli/main.py registers (`app.command("plan")`, `app.add_typer(clusters_app)`). The api and the planner
+are imported when a command runs (start-up latency: cli/main.py's docstring).
 Details: docs/orchestrator.md#orchestratorcliclusters.
 """
 
@@ -8,18 +9,19 @@ import shutil
 import sys
 import textwrap
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from clusters.spec import Cluster
-from orchestrator import api
 from orchestrator.cli import render
-from orchestrator.planning import plan as planning
-from orchestrator.suites.cluster_file import load_cluster
+from orchestrator.runs.store_path import TrackingError
+
+if TYPE_CHECKING:
+    from clusters.spec import Cluster
+    from orchestrator.planning import plan as planning
 
 clusters_app = typer.Typer(help="Cluster files: show them, write KubeRay manifests.", no_args_is_help=True)
 GIB = float(1 << 30)
@@ -59,7 +61,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds:,.1f} s"
 
 
-def cluster_table(cluster: Cluster, width: int = 80, wide: bool = False) -> Table:
+def cluster_table(cluster: "Cluster", width: int = 80, wide: bool = False) -> Table:
     """group, accelerator and GPUs, then nodes and the per-node resources while they fit the terminal."""
     desc = f": {cluster.description}" if cluster.description else ""
     rows = []
@@ -91,6 +93,8 @@ def show(
     wide: Annotated[bool | None, typer.Option("--wide", help="Every column.")] = None,
 ) -> None:
     """Validate a cluster file and print its node groups, accelerator and Ray address."""
+    from orchestrator.suites.cluster_file import load_cluster  # here: start-up latency (cli/main.py)
+
     try:
         cluster = load_cluster(file)
     except ValueError as err:
@@ -115,6 +119,8 @@ def kuberay_manifest(
     out: Annotated[str | None, typer.Option(help="Write the manifest here instead of stdout.")] = None,
 ) -> None:
     """Write the KubeRay RayCluster manifest of FILE (or, with --suite, a RayJob that runs the suite)."""
+    from orchestrator import api  # here, not at the top: start-up latency (see cli/main.py)
+
     try:
         text = api.cluster_manifest(file, suite)
     except ValueError as err:
@@ -126,7 +132,7 @@ def kuberay_manifest(
     _console().print(f"wrote {out} ({'RayJob' if suite else 'RayCluster'})")
 
 
-def _memory_table(plan: planning.TrainPlan) -> Table:
+def _memory_table(plan: "planning.TrainPlan") -> Table:
     m = plan.memory
     table = Table(title=f"training memory per GPU ({plan.accelerator.name})")
     table.add_column("part")
@@ -156,7 +162,7 @@ def _memory_table(plan: planning.TrainPlan) -> Table:
     return table
 
 
-def _summary_table(plan: planning.TrainPlan, tokens: float) -> Table:
+def _summary_table(plan: "planning.TrainPlan", tokens: float) -> Table:
     s, shape = plan.setup, plan.model
     table = Table(title=f"plan: {shape.name}, {tokens:,.3g} tokens", show_header=False)
     table.add_column("what")
@@ -217,14 +223,16 @@ def calibrate_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Fit the capacity model to the finished train runs in MLflow; print the prediction errors."""
+    from orchestrator import api  # here, not at the top: start-up latency (see cli/main.py)
+
     try:
         fitted = api.calibration(tracking_uri)
-    except (ValueError, api.TrackingError) as err:
+    except (ValueError, TrackingError) as err:
         raise bad_input(err) from None
     _console().print(calibration_table(fitted))
 
 
-def _suite_table(plans: list[planning.JobPlan], width: int, wide: bool, cpu_only: bool = False) -> Table:
+def _suite_table(plans: "list[planning.JobPlan]", width: int, wide: bool, cpu_only: bool = False) -> Table:
     """job and fits, then GPUs, peak, time and capacity while they fit the terminal. cpu_only: a cluster
     without GPUs (`local` on a CPU box), where each job's device is "cpu", not 1 GPU."""
     rows = []
@@ -281,6 +289,9 @@ def plan(
     wide: Annotated[bool | None, typer.Option("--wide", help="Every column.")] = None,
 ) -> None:
     """Will it fit, on how many GPUs, how long and how many GPU-hours: one preset, or every job of SUITE."""
+    from orchestrator import api  # here, not at the top: start-up latency (see cli/main.py)
+    from orchestrator.planning import plan as planning
+
     given = {
         "suite": suite,
         "sets": tuple(set_ or ()),
@@ -298,7 +309,7 @@ def plan(
     request = planning.PlanRequest(**{k: v for k, v in given.items() if v is not None})  # its defaults
     try:
         outcome = api.plan(request, cluster, bool(calibrate), tracking_uri)
-    except (ValueError, api.TrackingError) as err:
+    except (ValueError, TrackingError) as err:
         raise bad_input(err) from None
     out = _console()
     if outcome.calibration is not None:

@@ -1,5 +1,6 @@
 """The `isosparse` command line: a thin typer skin over `orchestrator.api` (parse → one api call → render).
-
+Start-up latency: `compare` / `status` import only the readers; every other command imports the api (MLflow,
+Ray's link, the planner, the report's plots: seconds) inside its own function, when it runs (issue 24).
 Exit codes: 0 every job finished, 1 some job failed / was cancelled, 2 bad input (a suite error, an
 unusable tracking store): nothing was submitted. Option defaults are None; real defaults live in the api.
 """
@@ -9,10 +10,14 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import api
 from orchestrator.cli import clusters as cli_clusters
 from orchestrator.cli import live, render
 from orchestrator.cli.early_interrupt import restore_sigint
+from orchestrator.readers import monitor
+from orchestrator.runs import interrupts
+from orchestrator.runs.ray_link import ClusterError
+from orchestrator.runs.store_path import TrackingError
+from orchestrator.suites.files import SuiteError
 
 
 class _App(typer.Typer):
@@ -21,7 +26,7 @@ class _App(typer.Typer):
     command without this call, so their process is never ended."""
 
     def __call__(self, *args, **kwargs):
-        api.own_process()
+        interrupts.own_process()
         return super().__call__(*args, **kwargs)
 
 
@@ -78,6 +83,8 @@ def run(
     force: ForceOpt = None,
 ) -> None:
     """Run SUITE (a path or a shipped suite's name), print the comparison table, write the report."""
+    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+
     out = render.console()
     where = {"address": address, "tracking_uri": tracking_uri, "cluster": cluster, "force": bool(force)}
     with api.interrupt_handling():  # Ctrl-C at any moment: within 3 s, 130, no run left RUNNING
@@ -91,7 +98,7 @@ def run(
             progress = live.Progress(out)
             out.print(f"{suite}: validating, checking the store, starting Ray ...", highlight=False)
             report = api.run_suite(suite, set_, **where, on_start=progress.start, on_tick=progress.tick)
-        except (api.SuiteError, api.TrackingError, api.ClusterError) as err:
+        except (SuiteError, TrackingError, ClusterError) as err:
             _end(_bad_input(err).exit_code)
         except KeyboardInterrupt:  # a library-style caller, before any run was opened
             out.print("interrupted: nothing was recorded")
@@ -111,8 +118,8 @@ def run(
 def _end(code: int, graceful: bool = False) -> None:
     """Exit with `code`: at once in the CLI's own process (`api.exit_now`: no 20 s interpreter teardown,
     during which a Ctrl-C could not be honoured), else through typer (CliRunner tests)."""
-    if api.owns_process():
-        api.exit_now(code, graceful)
+    if interrupts.owns_process():
+        interrupts.exit_now(code, graceful)
     raise typer.Exit(code)
 
 
@@ -127,9 +134,11 @@ def validate(
 ) -> None:
     """Check SUITE as `run` would before submitting (its data, the cluster file's sizing, the tracking
     store's path) without running anything; list its jobs."""
+    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+
     try:
         spec = api.validate(suite, set_, tracking_uri=tracking_uri, cluster=cluster, force=bool(force))
-    except (api.SuiteError, api.TrackingError) as err:
+    except (SuiteError, TrackingError) as err:
         raise _bad_input(err) from None
     render.print_jobs_frame(render.console(), spec, bool(wide))
 
@@ -141,8 +150,8 @@ def status(
     """Suite invocations (all, a SUITE's, or a parent RUN_ID) and the current results of the newest one's
     suite (each job's newest finished run, from whichever invocation ran it)."""
     try:
-        suites, jobs = api.status(target, tracking_uri)
-    except (api.SuiteError, api.TrackingError) as err:
+        suites, jobs = monitor.status(target, tracking_uri)
+    except (SuiteError, TrackingError) as err:
         raise _bad_input(err) from None
     out = render.console()
     if suites.empty:
@@ -156,9 +165,11 @@ def status(
 @app.command()
 def cancel(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
     """Cancel running suites (all, a SUITE's, or a parent RUN_ID) started on this host."""
+    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+
     try:
         actions = api.cancel(target, tracking_uri)
-    except (api.SuiteError, api.TrackingError) as err:
+    except (SuiteError, TrackingError) as err:
         raise _bad_input(err) from None
     for run_id, action in actions or [("-", "nothing running")]:
         typer.echo(f"{run_id}: {action}")
@@ -173,9 +184,9 @@ def compare(
     """TARGET's jobs side by side, as recorded (TARGET: a suite file or name, an experiment, a parent run
     id): finished numbers, or the state and error of jobs that did not finish."""
     try:
-        table = api.compare(target, tracking_uri)
-        lines, seeds = api.verdict(target, tracking_uri)
-    except (api.SuiteError, api.TrackingError) as err:
+        table = monitor.compare(target, tracking_uri)
+        lines, seeds = monitor.verdict(target, tracking_uri)
+    except (SuiteError, TrackingError) as err:
         raise _bad_input(err) from None
     out = render.console()
     render.print_compare(out, table, bool(wide))
@@ -190,9 +201,11 @@ def report(
 ) -> None:
     """Write the HTML/Markdown report (with figures) of TARGET's newest run (a suite file or name, an
     experiment, a parent run id) and log it onto that MLflow run."""
+    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+
     try:
         outcome = api.report(target, tracking_uri=tracking_uri, out_dir=out)
-    except (api.SuiteError, api.TrackingError) as err:
+    except (SuiteError, TrackingError) as err:
         raise _bad_input(err) from None
     render.console().print(render.report_line(outcome))
 
@@ -202,6 +215,8 @@ def list_(
     what: Annotated[str | None, typer.Argument(help="presets | suites | jobs (default: all three)")] = None,
 ) -> None:
     """List model presets, shipped suites, or job kinds (all three without an argument)."""
+    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+
     listers = {"presets": api.list_presets, "suites": api.list_suites, "jobs": api.list_jobs}
     if what is not None and what not in listers:
         raise _bad_input(ValueError(f"list what? {what!r} is not one of {', '.join(listers)}"))
@@ -213,10 +228,12 @@ def list_(
 @app.command()
 def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] = None) -> None:
     """Start the MLflow UI on 127.0.0.1 over the project's store (Ctrl-C stops it)."""
+    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+
     typer.echo("starting the MLflow UI (the first start takes a while)...")
     try:
         url, landing, proc = api.ui(tracking_uri, port or 5000)
-    except api.TrackingError as err:
+    except TrackingError as err:
         raise _bad_input(err) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -1,22 +1,13 @@
-"""Looking at suites after (or while) they run: `status`, `cancel`, `compare`, and the MLflow `ui`.
+"""Looking at suites after (or while) they run: `status`, `compare` and its seeds `verdict`.
 
-All read the tracking store through `orchestrator.tracking`; nothing here imports ray.
+They only read, through `runs.sqlite_reader.open_reader` (no MLflow import on the default sqlite store:
+`compare` prints within 1.5 s of the interpreter's start). `cancel` and `ui` act: `runs.control`.
 """
-
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pandas as pd
 
 from orchestrator.readers import recorded
-from orchestrator.runs.tracking import Tracker, TrackingError, home
+from orchestrator.runs.sqlite_reader import Reader, open_reader
 from orchestrator.suites import registry
 from results import load, names, seeds
 from results.schema import match_error
@@ -45,7 +36,6 @@ JOB_COLUMNS = {
     _tag(names.TAG_ERROR): "error",
 }
 MIB = 2**20
-UI_START_TIMEOUT_S = 180.0
 RUN_ID_CHARS = 8  # enough to tell runs apart; `status` / `cancel` accept the prefix
 
 
@@ -56,10 +46,10 @@ def _count(value) -> int:
         return 0
 
 
-def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
+def _job_counts(store: Reader, parents: pd.DataFrame) -> pd.DataFrame:
     """One row per suite invocation: its jobs, how many it ran (job runs under it) and how they ended,
     and how many it skipped because they had finished before."""
-    jobs = tracker.search_roles("job", None)
+    jobs = store.runs(None, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB})
     parent_col = _tag(names.TAG_PARENT_RUN)
     rows = []
     for _, parent in parents.iterrows():
@@ -69,7 +59,7 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
             {
                 "run_id": parent["run_id"][:RUN_ID_CHARS],
                 "suite": parent.get(_tag(names.TAG_SUITE)),
-                "experiment": tracker.experiment_name(parent.get("experiment_id")),
+                "experiment": store.experiment_name(parent.get("experiment_id")),
                 "status": parent["status"],
                 "started": parent["start_time"].strftime("%m-%d %H:%M"),
                 "jobs": _count(parent.get(_tag(names.TAG_N_JOBS))),
@@ -83,13 +73,13 @@ def _job_counts(tracker: Tracker, parents: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SUITE_COLUMNS)
 
 
-def current_jobs(tracker: Tracker, parent: pd.Series) -> pd.DataFrame:
+def current_jobs(store: Reader, parent: pd.Series) -> pd.DataFrame:
     """The suite's current results: for each job name run under any invocation of the suite, its newest
     FINISHED run, else its newest run (so a rerun that skipped everything still shows the results it
     stands on)."""
-    experiment = tracker.experiment_name(parent.get("experiment_id"))
+    experiment = store.experiment_name(parent.get("experiment_id"))
     suite = parent.get(_tag(names.TAG_SUITE))
-    runs = tracker.search(experiment, names.job_runs_of(suite))
+    runs = store.runs(experiment, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB, names.TAG_SUITE: suite})
     if runs.empty:
         return pd.DataFrame(columns=list(JOB_COLUMNS.values()))
     runs = runs.assign(_done=runs["status"] == "FINISHED").sort_values(["_done", "start_time"])
@@ -104,50 +94,12 @@ def current_jobs(tracker: Tracker, parent: pd.Series) -> pd.DataFrame:
 def status(target: str | None = None, tracking_uri: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(suite invocations, current results of the newest one's suite: `current_jobs`). target: a suite
     file/name, a parent run id, or None."""
-    tracker = Tracker(tracking_uri)
-    tracker.check()
-    parents = recorded.suite_runs(tracker, target)
+    store = open_reader(tracking_uri)
+    parents = recorded.suite_runs(store, target)
     if parents.empty:
         return pd.DataFrame(columns=SUITE_COLUMNS), pd.DataFrame()
     parents = parents.sort_values("start_time", ascending=False)
-    return _job_counts(tracker, parents), current_jobs(tracker, parents.iloc[0])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def cancel(target: str | None = None, tracking_uri: str | None = None) -> list[tuple[str, str]]:
-    """Cancel running suite invocations (all, one suite's, or one parent run id) on this host: SIGINT to
-    the driver, which cancels its Ray tasks and closes its runs. A driver that is gone leaves runs
-    RUNNING: those are closed KILLED here. Returns (run id, what was done)."""
-    tracker = Tracker(tracking_uri)
-    tracker.check()
-    parents = recorded.suite_runs(tracker, target)
-    actions = []
-    for _, run in parents[parents["status"] == "RUNNING"].iterrows() if not parents.empty else []:
-        pid, host = (
-            int(run.get(_tag(names.TAG_DRIVER_PID)) or 0),
-            run.get(_tag(names.TAG_DRIVER_HOST)),
-        )
-        if host != socket.gethostname() and host != os.uname().nodename:
-            actions.append((run["run_id"], f"driver runs on {host}: cancel it there"))
-        elif pid and _alive(pid):
-            os.kill(pid, signal.SIGINT)
-            actions.append((run["run_id"], f"sent SIGINT to driver pid {pid}"))
-        else:
-            for child in tracker.children(run["run_id"]).itertuples():
-                if child.status == "RUNNING":
-                    tracker.kill(child.run_id, "driver gone")
-            tracker.kill(run["run_id"], "driver gone")
-            actions.append((run["run_id"], "driver gone: closed its open runs as KILLED"))
-    return actions
+    return _job_counts(store, parents), current_jobs(store, parents.iloc[0])
 
 
 def _first(row: pd.Series, *keys: str) -> float | None:
@@ -269,10 +221,9 @@ def compare(target: str, tracking_uri: str | None = None) -> pd.DataFrame:
     fingerprint did not finish shows that run's state and one-line error; "not run" means no run at all.
     active_err / total_err / match_err are measured against measured (`numbers` = "measured"); rows whose
     group was not all run show the planned errors (`numbers` = "planned")."""
-    tracker = Tracker(tracking_uri)
-    tracker.check()
-    spec = recorded.locate(tracker, target)
-    runs = tracker.search(spec.experiment, names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB))
+    store = open_reader(tracking_uri)
+    spec = recorded.locate(store, target)
+    runs = store.runs(spec.experiment, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB})
     if not runs.empty:
         runs = runs.sort_values("start_time")  # later rows win below: the newest run of a job
     finished = runs[runs["status"] == "FINISHED"] if not runs.empty else runs
@@ -316,10 +267,9 @@ def verdict(target: str, tracking_uri: str | None = None) -> tuple[list[str], pd
     """(the ordering the seeds support, one line per preset; the narrow seeds table) over the finished train
     runs of TARGET's recorded jobs (`results.seeds`; bits per byte when they mix tokenizers). The table
     is empty unless some config has 2 or more seeds (with one seed the comparison table shows it all)."""
-    tracker = Tracker(tracking_uri)
-    tracker.check()
-    spec = recorded.locate(tracker, target)
-    raw = tracker.search(spec.experiment, names.FINISHED_JOBS)
+    store = open_reader(tracking_uri)
+    spec = recorded.locate(store, target)
+    raw = store.runs(spec.experiment, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB}, "FINISHED")
     if not raw.empty:
         raw = raw[raw[_tag(names.TAG_FINGERPRINT)].isin({job.fingerprint for job in spec.jobs})]
     runs = load.runs_from_mlflow(raw)
@@ -331,66 +281,3 @@ def verdict(target: str, tracking_uri: str | None = None) -> tuple[list[str], pd
     several = not paired.empty and paired["n_seeds"].max() >= 2
     lines = seeds.verdict(paired) + seeds.gain_kept(paired)
     return lines, seeds.narrow(runs, paired, metric) if several else pd.DataFrame()
-
-
-def landing_url(tracker: Tracker, base_url: str) -> str:
-    """Where a user should land: the experiment of the newest suite run, in MLflow's "Model training"
-    view (MLflow 3.17's UI opens in its GenAI view, an empty Traces overview, whatever the experiment's
-    kind tag says; the workflowType parameter switches it and the browser remembers it)."""
-    suites = tracker.search_roles("suite", None)
-    view = "workflowType=machine_learning"
-    if suites.empty:
-        return f"{base_url}/#/experiments?{view}"
-    newest = suites.sort_values("start_time").iloc[-1]
-    return f"{base_url}/#/experiments/{newest['experiment_id']}?{view}"
-
-
-def ui(tracking_uri: str | None = None, port: int = 5000) -> tuple[str, str, subprocess.Popen]:
-    """Start `mlflow server` bound to 127.0.0.1 on the project store; returns (server URL, `landing_url`,
-    process) once the server answers (TrackingError if it exits or does not answer within
-    UI_START_TIMEOUT_S)."""
-    tracker = Tracker(tracking_uri)
-    tracker.check()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        tracker.uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    if tracker.db_path is not None:
-        cmd += ["--artifacts-destination", str(tracker.db_path.parent / "mlartifacts")]
-    url = f"http://127.0.0.1:{port}"
-    log = home() / "logs" / "mlflow-ui.log"  # the server's own log (a pipe nobody reads would fill up)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _wait_until_up(url, proc, log)
-    except BaseException:
-        proc.terminate()
-        proc.wait()
-        raise
-    return url, landing_url(tracker, url), proc
-
-
-def _wait_until_up(
-    url: str, proc: subprocess.Popen, log: Path, timeout_s: float = UI_START_TIMEOUT_S
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise TrackingError(f"mlflow server exited ({proc.returncode}): " + " | ".join(tail))
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.3)
-    raise TrackingError(f"mlflow server at {url} did not answer within {timeout_s:.0f} s")

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from orchestrator.runs.tracking import Tracker
-from orchestrator.suites.expansion import SuiteError, identity
+from orchestrator.runs.sqlite_reader import Reader
+from orchestrator.suites.files import SuiteError, identity
 from results import names
 
 LABELS = ("family", "preset", "variant", "seed", "group")
+SUITE_RUNS = {names.TAG_RUN_TYPE: names.RUN_TYPE_SUITE}  # the parent runs, one per suite invocation
 
 
 @dataclass(frozen=True)
@@ -50,29 +51,29 @@ def jobs_json(jobs) -> str:
     return json.dumps(keep, indent=1)
 
 
-def suite_runs(tracker: Tracker, target: str | None) -> pd.DataFrame:
+def suite_runs(store: Reader, target: str | None) -> pd.DataFrame:
     """Parent runs of a target: a suite file or shipped name (its experiment), an experiment name, a
     recorded suite name (what `status` prints, also when the file is gone or elsewhere), a parent run id
     (or the prefix `status` prints), or every suite run when target is None."""
     if target is None:
-        return tracker.search_roles(names.RUN_TYPE_SUITE, None)
+        return store.runs(None, SUITE_RUNS)
     try:
-        return tracker.search_roles(names.RUN_TYPE_SUITE, identity(target)[1])
+        return store.runs(identity(target)[1], SUITE_RUNS)
     except SuiteError:
         pass
-    if tracker.experiment_id(target, create=False) is not None:
-        return tracker.search_roles(names.RUN_TYPE_SUITE, target)
-    runs = tracker.search_roles(names.RUN_TYPE_SUITE, None)
+    if store.experiment_id(target, create=False) is not None:
+        return store.runs(target, SUITE_RUNS)
+    runs = store.runs(None, SUITE_RUNS)
     if runs.empty:
         return runs
     named = runs[runs[names.tag_column(names.TAG_SUITE)] == target]  # the name `status` prints
     return named if not named.empty else runs[runs["run_id"].str.startswith(target)]
 
 
-def locate(tracker: Tracker, target: str) -> RecordedSuite:
+def locate(store: Reader, target: str) -> RecordedSuite:
     """The newest recorded invocation of `target` (see `suite_runs`; a suite file's own suite name wins
     over other suites sharing its experiment). SuiteError when nothing of that name was recorded."""
-    runs = suite_runs(tracker, target)
+    runs = suite_runs(store, target)
     try:
         name = identity(target)[0]
         runs = runs[runs[names.tag_column(names.TAG_SUITE)] == name] if not runs.empty else runs
@@ -80,29 +81,24 @@ def locate(tracker: Tracker, target: str) -> RecordedSuite:
         pass
     if runs.empty:
         raise SuiteError(
-            target, [("", f"no suite file, experiment or suite run of that name in {tracker.uri}")]
+            target, [("", f"no suite file, experiment or suite run of that name in {store.uri}")]
         )
     parent = runs.sort_values("start_time").iloc[-1]
     name = parent[names.tag_column(names.TAG_SUITE)]
-    experiment = tracker.experiment_name(parent["experiment_id"])
+    experiment = store.experiment_name(parent["experiment_id"])
     try:
         jobs = tuple(
-            RecordedJob(**j) for j in json.loads(tracker.download_text(parent["run_id"], names.SUITE_JOBS))
+            RecordedJob(**j) for j in json.loads(store.download_text(parent["run_id"], names.SUITE_JOBS))
         )
     except FileNotFoundError:  # a parent run from before suite_jobs.json: the jobs that have runs
-        jobs = _jobs_from_runs(tracker, experiment, name)
+        jobs = _jobs_from_runs(store, experiment, name)
     if not jobs:
         raise SuiteError(target, [("", f"its newest run ({parent['run_id']}) recorded no jobs")])
     return RecordedSuite(name, experiment, jobs, parent["run_id"])
 
 
-def _jobs_from_runs(tracker: Tracker, experiment: str, suite: str) -> tuple[RecordedJob, ...]:
-    query = (
-        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB)
-        + " and "
-        + names.tag_filter(names.TAG_SUITE, suite)
-    )
-    runs = tracker.search(experiment, query)
+def _jobs_from_runs(store: Reader, experiment: str, suite: str) -> tuple[RecordedJob, ...]:
+    runs = store.runs(experiment, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB, names.TAG_SUITE: suite})
     if runs.empty:
         return ()
     newest = runs.sort_values("start_time").groupby(names.tag_column(names.TAG_JOB)).tail(1)

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from orchestrator.readers.recorded import RecordedSuite
-from orchestrator.runs.tracking import Tracker, home
+from orchestrator.runs.store_path import home
+from orchestrator.runs.tracking import Tracker
 from results import load, names, report
 
 ARTIFACT_DIR = "report"
@@ -31,12 +32,7 @@ class ReportOutcome:
 
 def suite_job_runs(tracker: Tracker, spec: RecordedSuite) -> pd.DataFrame:
     """The `mlflow.search_runs` rows of the suite's jobs (one per job at most), see the module docstring."""
-    runs = tracker.search(
-        spec.experiment,
-        names.tag_filter(names.TAG_RUN_TYPE, names.RUN_TYPE_JOB)
-        + " and "
-        + names.tag_filter(names.TAG_SUITE, spec.name),
-    )
+    runs = tracker.runs(spec.experiment, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB, names.TAG_SUITE: spec.name})
     if runs.empty:
         return runs
     runs = runs.sort_values("start_time", ascending=False)  # newest first: first match wins below

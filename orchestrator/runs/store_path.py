@@ -1,16 +1,51 @@
-"""Whether an sqlite tracking store's path is usable, decided without creating anything: MLflow would
-create missing folders anywhere (one landed at the filesystem root), retry a path it cannot open for
-108 s, and end in a traceback. Used by `isosparse validate` and before a run opens the store."""
+"""Where the tracking store is (ISOSPARSE_HOME, the URI) and whether an sqlite store's path is usable,
+decided without creating anything and without importing MLflow: MLflow would create missing folders
+anywhere, retry a path it cannot open for 108 s, and end in a traceback. Used by `isosparse validate`,
+before a run opens the store, and by the readers' sqlite path (`runs.sqlite_reader`)."""
 
 import contextlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import psutil
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used (unreachable server, unwritable directory)."""
+
+
+def home() -> Path:
+    """The project data directory: $ISOSPARSE_HOME, else ./.isosparse."""
+    return Path(os.environ.get("ISOSPARSE_HOME") or ".isosparse").expanduser().resolve()
+
+
+def resolve_uri(uri: str | None = None) -> str:
+    """The tracking URI: the argument, else $MLFLOW_TRACKING_URI, else the sqlite file under home()."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of an sqlite:/// URI; None for any other store."""
+    if urlparse(uri).scheme != "sqlite":
+        return None
+    return Path(unquote(uri[len("sqlite:///") :])).expanduser()
+
+
+def check_uri(uri: str | None = None) -> None:
+    """TrackingError when the (resolved) store is an sqlite path that cannot be used; creates nothing."""
+    uri = resolve_uri(uri)
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    default = uri == resolve_uri(None) and not os.environ.get("MLFLOW_TRACKING_URI")
+    found = problem(db, creatable=home() if default else None)
+    if found:
+        raise TrackingError(f"tracking store {uri}: {found}")
 
 
 def problem(db: Path, creatable: Path | None = None) -> str | None:

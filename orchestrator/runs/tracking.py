@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import mlflow
 import pandas as pd
@@ -23,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from orchestrator.runs import interrupts, store_path
+from orchestrator.runs.store_path import TrackingError, check_uri, resolve_uri, sqlite_path
 from orchestrator.suites.fingerprint import code_version, git_commit, git_dirty
 from results import names
 
@@ -47,39 +47,6 @@ def _uncut(method):
             return method(*args, **kwargs)
 
     return wrapper
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used (unreachable server, unwritable directory)."""
-
-
-def check_uri(uri: str | None = None) -> None:
-    """TrackingError when the (resolved) store is an sqlite path that cannot be used; creates nothing."""
-    uri = resolve_uri(uri)
-    db = _sqlite_path(uri)
-    if db is None:
-        return
-    default = uri == resolve_uri(None) and not os.environ.get("MLFLOW_TRACKING_URI")
-    found = store_path.problem(db, creatable=home() if default else None)
-    if found:
-        raise TrackingError(f"tracking store {uri}: {found}")
-
-
-def home() -> Path:
-    """The project data directory: $ISOSPARSE_HOME, else ./.isosparse."""
-    return Path(os.environ.get("ISOSPARSE_HOME") or ".isosparse").expanduser().resolve()
-
-
-def resolve_uri(uri: str | None = None) -> str:
-    """The tracking URI: the argument, else $MLFLOW_TRACKING_URI, else the sqlite file under home()."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
-        return None
-    return Path(unquote(uri[len("sqlite:///") :])).expanduser()
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -127,7 +94,7 @@ class Tracker:
 
     def __init__(self, uri: str | None = None):
         self.uri = resolve_uri(uri)
-        self.db_path = _sqlite_path(self.uri)
+        self.db_path = sqlite_path(self.uri)
         check_uri(self.uri)  # before MlflowClient, which opens (and retries) an sqlite store at once
         if self.db_path is not None:
             self.db_path.parent.mkdir(exist_ok=True)  # ISOSPARSE_HOME; any other folder exists (check_uri)
@@ -193,10 +160,14 @@ class Tracker:
         )
 
     @_uncut
-    def search_roles(self, role: str, experiment: str | None) -> pd.DataFrame:
-        """Runs tagged isosparse.kind = role ("suite" | "job"), in one experiment or in all.
-        (Job runs carry the job kind — train / infer / dummy — in isosparse.job_kind.)"""
-        filter_string = names.tag_filter(names.TAG_RUN_TYPE, role)
+    def runs(
+        self, experiment: str | None, tags: Mapping[str, str] | None = None, status: str | None = None
+    ) -> pd.DataFrame:
+        """The `mlflow.search_runs` frame of the runs carrying every tag value in `tags` (and `status`),
+        in one experiment or, with None, in every active one: what the readers query
+        (`runs.sqlite_reader.SqliteReader.runs` answers the same from the sqlite file)."""
+        terms = [f"attributes.status = '{status}'"] if status else []
+        filter_string = " and ".join(terms + [names.tag_filter(k, v) for k, v in (tags or {}).items()])
         if experiment is not None:
             return self.search(experiment, filter_string)
         return mlflow.search_runs(
@@ -219,10 +190,7 @@ class Tracker:
     def finished_fingerprints(self, experiment: str) -> dict[str, str]:
         """fingerprint → run id of the FINISHED job runs of the experiment; a run of another config than
         its suite asked for (an OOM-halved retry) also under the suite's fingerprint."""
-        runs = self.search(
-            experiment,
-            names.FINISHED_JOBS,
-        )
+        runs = self.runs(experiment, {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB}, "FINISHED")
         col = names.tag_column(names.TAG_FINGERPRINT)
         if runs.empty or col not in runs:
             return {}
@@ -236,10 +204,7 @@ class Tracker:
     @_uncut
     def finished_run(self, experiment: str, fingerprint: str) -> str | None:
         """The run id of a FINISHED job run with this fingerprint, if any."""
-        runs = self.search(
-            experiment,
-            f"attributes.status = 'FINISHED' and {names.tag_filter(names.TAG_FINGERPRINT, fingerprint)}",
-        )
+        runs = self.runs(experiment, {names.TAG_FINGERPRINT: fingerprint}, "FINISHED")
         return None if runs.empty else str(runs["run_id"].iloc[0])
 
     @_uncut

@@ -7,9 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from orchestrator.suites import inputs, matching, registry
+from orchestrator.suites.files import SuiteError, read, resolve_path
 from orchestrator.suites.fingerprint import code_version, fingerprint
 from orchestrator.suites.schema import (
     GIB,
@@ -25,21 +24,6 @@ from orchestrator.suites.schema import (
 from orchestrator.suites.spec import JobSpec, Resources, cluster_resources
 from workloads import api as workloads
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
-
-
-class SuiteError(ValueError):
-    """Every problem found in a suite, each as (path, message)."""
-
-    def __init__(self, source: str, errors: list[Error]):
-        self.source, self.errors = source, list(dict.fromkeys(errors))
-        where: dict[str, list[str]] = {}  # one problem, one line: jobs sharing a file list all its paths
-        for path, msg in self.errors:
-            where.setdefault(msg, []).append(path)
-        lines = [f"  {', '.join(filter(None, p))}: {m}" if any(p) else f"  {m}" for m, p in where.items()]
-        count = f"{len(lines)} error" + ("s" if len(lines) != 1 else "")
-        super().__init__(f"{source}: {count}\n" + "\n".join(lines))
-
 
 @dataclass(frozen=True)
 class Suite:
@@ -49,46 +33,6 @@ class Suite:
     description: str
     jobs: tuple[JobSpec, ...]
     raw: dict[str, Any]
-
-
-def resolve_path(suite: str) -> Path:
-    """A path, or the name of a shipped suite ("quickstart" → suites/quickstart.yaml)."""
-    path = Path(suite)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        found = ", ".join(p.name for p in sorted(path.glob("*.yaml"))[:3])
-        raise SuiteError(
-            suite, [("", f"{path} is a folder; give a suite file{f' ({found}, ...)' if found else ''}")]
-        )
-    shipped = SUITES_DIR / f"{suite}.yaml"
-    if shipped.is_file():
-        return shipped
-    known = [p.stem for p in sorted(SUITES_DIR.glob("*.yaml"))]
-    raise SuiteError(suite, [("", f"no such suite file{registry.did_you_mean(suite, known)}")])
-
-
-def identity(suite: str) -> tuple[str, str]:
-    """(name, experiment) of a suite file or shipped name, read without validating or expanding it."""
-    path = resolve_path(suite)
-    raw = _read(path)
-    return path.stem, str(raw.get("experiment") or path.stem)
-
-
-def shipped_suites() -> list[Path]:
-    return sorted(SUITES_DIR.glob("*.yaml"))
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SuiteError(str(path), [("", f"not valid YAML: {e}")]) from e
-    if raw is None:
-        raise SuiteError(str(path), [("", "the file is empty; a suite needs at least matrix: {jobs: [...]}")])
-    if not isinstance(raw, dict):
-        raise SuiteError(str(path), [("", "a suite is a YAML mapping (experiment, matrix, ...)")])
-    return raw
 
 
 def _name_errors(raw: dict[str, Any]) -> list[Error]:
@@ -364,7 +308,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     """Validate and expand a suite file (or a shipped suite's name); raises SuiteError with every error.
     cluster: a `clusters.spec.Cluster` whose resources the jobs get (`spec.cluster_resources`)."""
     path = resolve_path(str(suite))
-    raw = _read(path)
+    raw = read(path)
     errors = apply_sets(raw, list(sets or []))
     errors += _name_errors(raw)
     validated, problems = validate(suite_model(), raw)

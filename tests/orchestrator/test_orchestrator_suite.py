@@ -9,7 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
-from orchestrator.suites.expansion import SuiteError, load_suite, shipped_suites
+from orchestrator.suites.expansion import load_suite
+from orchestrator.suites.files import SuiteError, shipped_suites
 from orchestrator.suites.schema import validate
 from workloads.data.config import DataConfig
 from workloads.data.sources import TextSource

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from orchestrator.ratio_check import agreement, bench_ratios
-from orchestrator.suites.expansion import load_suite, shipped_suites
+from orchestrator.suites.expansion import load_suite
+from orchestrator.suites.files import shipped_suites
 from workloads.bench.infer import JOB
 from workloads.jobs.infer import _specialize, resolve
 from workloads.jobs.setup import prepare_job

@@ -120,8 +120,13 @@ def decode_cost(b: infer.Built, bs: int, context: float, touched: float | None =
 
 
 def _vs_dense(row: Row, name: str, bs: int, ratio: float, m: dict, dense: Row | None = None) -> Row:
-    """The row with its decode ratio to dense (median over rounds, p10–p90 in the note) and its goal."""
+    """The row with its decode ratio to dense (median over rounds, p10–p90 and the floors' ratio, dense
+    floor ÷ this row's floor, in the note) and its goal. The floors' ratio is what the hardware gives
+    at the floors: an MoE's decode step reads as many bytes as dense's, but its steps keep touching every
+    expert, so its working set (and its floor) outgrows the cache that holds the dense model."""
     spread = f"÷ dense p10–p90 {m[rounds.VS_DENSE_P10]:.3f}–{m[rounds.VS_DENSE_P90]:.3f}"
+    if dense is not None and row.floor_s and dense.floor_s:  # the ratio were both at their floors
+        spread += f"; floors' ratio {dense.floor_s / row.floor_s:.2f}"
     note = f"{row.note}; {spread}" if row.note else spread
     row = replace(row, note=note, value_p10=m[rounds.VS_DENSE_P10], value_p90=m[rounds.VS_DENSE_P90])
     at_least, sizes = GOALS.get(name, (None, ()))

@@ -99,14 +99,17 @@ def test_infer_decode_goals_by_label_and_batch():
     assert (dense.goal, dense.met) == (BASELINE, None)
     l3 = decode_goal(row("decode bs1 l3", 1e-4), "l3", 1, m, dense)
     assert (l3.goal, l3.met, l3.value) == ("≥0.95× dense", True, 0.96)
-    assert "÷ dense p10–p90 0.900–1.000" in l3.note
+    assert "÷ dense p10–p90 0.900–1.000; floors' ratio 1.00" in l3.note
+    moe = decode_goal(row("decode bs1 moe", 4e-4), "moe", 1, m, dense)  # a working set 4x dense's
+    assert (moe.goal, moe.met, moe.value) == ("≥0.9× dense", True, 0.96)
+    assert moe.note.endswith("floors' ratio 0.25")
     ds = decode_goal(row("decode bs1 moe-ds", 1e-4), "moe-ds", 1, m, dense)
     assert (ds.goal, ds.met, ds.value) == (COMPARISON, None, 0.96)
     l3_8 = decode_goal(row("decode bs8 l3", 2e-4), "l3", 8, m, dense)  # floor ratio 0.5: goal 0.475
     assert (l3_8.goal, l3_8.met) == ("≥0.95×0.50 (floors)", True)
     host = decode_goal(row("decode bs1 l3 host", 1e-4), "l3 host", 1, None, dense)
     assert (host.goal, host.met) == (COMPARISON, None)
-    assert all(gaps(r) == [] for r in (dense, l3, ds, l3_8, host))
+    assert all(gaps(r) == [] for r in (dense, l3, moe, ds, l3_8, host))
 
 
 def test_layer_rows_keep_the_rule_and_read_one_windows_rows_plus_the_dense_weights_per_call():
