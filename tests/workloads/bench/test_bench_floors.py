@@ -46,7 +46,7 @@ def test_table_says_floor_na_and_why_and_lists_rows_that_break_the_rule():
 
 def test_orchestration_rows_are_latencies_with_the_compare_goal():
     m = {"cold_s": 9.0, "ray_init_s": 4.0, "per_job_s": 0.3, "report_s": 2.0, "compare_s": 1.6,
-         "compare_cli_s": 3.4, "python_s": 2.0}  # fmt: skip
+         "compare_cli_s": 3.4, "compare_cli_cpu_s": 1.1, "python_s": 2.0}  # fmt: skip
     rows = {r.name: r for r in orchestration.rows_from(m, 5)}
     assert list(rows) == ["cold start (1 job)", "per job (5 warm)", "report (5 jobs)", "compare in-process",
                           "compare CLI process"]  # fmt: skip
@@ -54,6 +54,7 @@ def test_orchestration_rows_are_latencies_with_the_compare_goal():
     inproc, cli = rows["compare in-process"], rows["compare CLI process"]
     assert (inproc.goal, inproc.met, inproc.value) == ("≤1.5 s", False, 1.6)
     assert (cli.goal, cli.met, cli.value) == ("≤1.5 s + python start", True, pytest.approx(1.4))
+    assert cli.note == "python -c pass 2.00 s of it; CPU 1.10 s (user+sys)"
     assert rows["cold start (1 job)"].met is None and rows["cold start (1 job)"].goal == REPORTED
 
 
