@@ -27,7 +27,7 @@ from orchestrator.suites.cluster_file import load_cluster
 from orchestrator.suites.expansion import Suite, load_suite
 from orchestrator.suites.files import shipped_suites
 from results import names
-from workloads.models import presets
+from workloads import api as workloads
 
 # Re-exported for callers that only import the api (the CLI imports the readers itself: start-up latency).
 from orchestrator.readers.monitor import compare, status, verdict  # noqa: F401  isort: skip
@@ -350,7 +350,7 @@ def run_detached(
 
 def list_presets() -> list[tuple[str, str]]:
 
-    return [(name, presets.PRESETS[name].note) for name in presets.names()]
+    return list(workloads.preset_notes().items())
 
 
 def list_suites() -> list[tuple[str, str]]:

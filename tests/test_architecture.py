@@ -103,6 +103,9 @@ WRONG_WAY = [  # (file, line added, the contract that must break)
     ("orchestrator/readers/monitor.py", "import ray", "ray only in orchestrator.runs"),
     ("orchestrator/api.py", "import mlflow", "mlflow only in orchestrator.runs.tracking"),
     ("workloads/jobs/train.py", "import pydantic", "pydantic only in orchestrator.suites"),
+    ("orchestrator/readers/report.py", "from workloads.models import presets", "only through workloads.api"),
+    ("orchestrator/suites/expansion.py", "from workloads.jobs.setup import FieldError", "only through"),
+    ("workloads/api.py", "from workloads.jobs import setup", "workloads.api imports no torch"),
 ]
 
 

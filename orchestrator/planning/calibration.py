@@ -10,7 +10,7 @@ from clusters.shapes import TrainSetup
 from clusters.spec import Cluster
 from orchestrator.planning.plan import model_shape
 from results import names
-from workloads.models import presets
+from workloads import api as workloads
 
 
 def calibration_frame(runs: pd.DataFrame, cluster: Cluster | None = None) -> pd.DataFrame:
@@ -19,7 +19,7 @@ def calibration_frame(runs: pd.DataFrame, cluster: Cluster | None = None) -> pd.
     of each run's preset model (overrides are not applied: runs with overrides need their own shape)."""
     flops, peaks = [], []
     for row in runs.itertuples(index=False):
-        shape = model_shape(presets.get(row.preset, row.family))
+        shape = model_shape(workloads.preset_model(row.preset, row.family))
         gpu = str(row.hardware) != "cpu"
         n_devices = int(getattr(row, "n_devices", 1) or 1)
         setup = TrainSetup(

@@ -13,70 +13,20 @@ from clusters.catalog import Accelerator
 from clusters.shapes import InferSetup, L3Shape, ModelShape, MoEShape, OptimizerImpl, Precision, TrainSetup
 from clusters.spec import Cluster
 from orchestrator.suites.expansion import load_suite
-from workloads.models import presets
-from workloads.models.accounting import (
-    block_counts,
-    count_params,
-    fgram_plan_train_flops_per_token,
-    l3_row_width,
-    train_flops_terms,
-)
-from workloads.models.config import ModelConfig
-
-
-def _with_fgram(terms: tuple[float, float], cfg: ModelConfig) -> tuple[float, float]:
-    """SCONE trains A_fgram beside the model: its FLOPs per token join the fixed term (a bound, see
-    `accounting.fgram_plan_train_flops_per_token`)."""
-    return terms[0] + fgram_plan_train_flops_per_token(cfg), terms[1]
-
-
-def _copied(config, names: str) -> dict:
-    """The space-separated fields `names` of a workloads config (the clusters shape names them alike)."""
-    return {name: getattr(config, name) for name in names.split()}
+from workloads import api as workloads
 
 
 def model_shape(
-    cfg: ModelConfig,
+    cfg: workloads.ModelConfig,
     name: str = "model",
     token_freqs: Sequence[float] | np.ndarray | None = None,
     l3_counts: Mapping[int, Sequence[int] | np.ndarray] | None = None,
 ) -> ModelShape:
-    """The capacity model's description of `cfg`; token_freqs / l3_counts weight the L3 rows per token
-    exactly as in `count_params` (without them: budget / vocab_size rows per token)."""
-    pc = count_params(cfg, token_freqs=token_freqs, l3_counts=l3_counts)
-    l3 = moe = None
-    if cfg.l3 is not None:
-        width = l3_row_width(cfg)
-        n_l3 = len(cfg.l3.positions)
-        mean_rows = pc.active_by_category["l3_tables"] / (width * n_l3)
-        max_rows = (pc.active_max - pc.active + pc.active_by_category["l3_tables"]) / (width * n_l3)
-        l3 = L3Shape(
-            positions=cfg.l3.positions,
-            rows=cfg.l3.budget,
-            row_width=width,
-            d_emb=cfg.l3.d_emb,
-            d_up=cfg.l3.d_up,
-            rows_per_token_mean=mean_rows,
-            rows_per_token_max=max(1, round(max_rows)),
-        )
-    if cfg.moe is not None:
-        moe = MoEShape(**_copied(cfg.moe, "positions num_experts top_k ffn_dim capacity_factor min_capacity"))
-    cat = pc.by_category
-    return ModelShape(
-        name=name,
-        **_copied(cfg, "vocab_size dim n_layers n_heads n_kv_heads ffn_dim max_seq_len tie_embeddings"),
-        params_dense=cat["dense"],
-        params_embeddings=cat["embeddings"],
-        params_l3_tables=cat["l3_tables"],
-        params_experts=cat["experts"],
-        params_fgram_model=cat.get("fgram_model", 0),
-        fgram_rows=cfg.scone.n_fgrams if cfg.scone is not None else 0,
-        params_active=pc.flops_active,  # the capacity model's FLOPs: the embedding lookup multiplies nothing
-        blocks=block_counts(cfg),
-        train_flops=_with_fgram(train_flops_terms(cfg, pc.flops_active), cfg),
-        l3=l3,
-        moe=moe,
-    )
+    """The capacity model's description of `cfg` (`workloads.api.model_facts`); token_freqs / l3_counts
+    weight the L3 rows per token exactly as in `count_params` (without them: budget / vocab_size rows)."""
+    facts = workloads.model_facts(cfg, token_freqs, l3_counts)
+    l3, moe = facts.pop("l3"), facts.pop("moe")
+    return ModelShape(name=name, **facts, l3=l3 and L3Shape(**l3), moe=moe and MoEShape(**moe))
 
 
 AUTO_MAX_MICRO_BATCH = 8  # with micro_batch=None: the largest that fits, up to this
@@ -351,7 +301,9 @@ def plan(request: PlanRequest, cluster: Cluster, calibration: Calibration | None
         return PlanOutcome(cluster, calibration, jobs=jobs)
     if request.preset is None:
         raise ValueError("give SUITE or --preset (with --family)")
-    shape = model_shape(presets.get(request.preset, request.family), f"{request.preset}/{request.family}")
+    shape = model_shape(
+        workloads.preset_model(request.preset, request.family), f"{request.preset}/{request.family}"
+    )
     r = request
     options = {
         "micro_batch": r.micro_batch,

@@ -21,6 +21,7 @@ from orchestrator.runs.outcomes import Completion, Event, OnOom, classify, oom_r
 from orchestrator.runs.timing import TIMING_RESOURCE, interleaved_groups, timing_request
 from orchestrator.suites import registry
 from orchestrator.suites.spec import JobSpec, Outcome
+from workloads import api as workloads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CODE_PACKAGES = ("orchestrator", "workloads", "clusters", "results")
@@ -79,7 +80,6 @@ def _hardware(num_gpus: float, config: Any) -> tuple[str, float | None]:
 
 def _job_context(sink, a: Attempt, report: bool):
     """The JobContext of one rank: rank 0 (`report`) streams events to the sink, others stay silent."""
-    from workloads.jobs.result import JobContext
 
     def on_metrics(metrics, step: int) -> None:
         sink.put.remote(Event(a.job, a.attempt, "metrics", dict(metrics), step, time.monotonic()))
@@ -93,7 +93,7 @@ def _job_context(sink, a: Attempt, report: bool):
             "t": time.time(),  # when the job began to occupy its node (contention.overlapping_jobs)
         }
         sink.put.remote(Event(a.job, a.attempt, "start", start))
-    return JobContext(
+    return workloads.JobContext(
         on_metrics=on_metrics if report else None,
         peak_flops=peak_flops,
         hardware=hardware,

@@ -22,6 +22,7 @@ from orchestrator.suites.schema import (
     validate,
 )
 from orchestrator.suites.spec import JobSpec, Resources, cluster_resources
+from workloads import api as workloads
 
 
 @dataclass(frozen=True)
@@ -36,16 +37,13 @@ class Suite:
 
 def _name_errors(raw: dict[str, Any]) -> list[Error]:
     """Unknown presets, families and job kinds in the matrix, with did-you-mean."""
-    from workloads.models import presets
-    from workloads.models.config import FAMILIES
-
     matrix = raw.get("matrix")
     if not isinstance(matrix, dict):
         return []
     errors = []
     for key, known, what in (
-        ("presets", presets.names(), "preset"),
-        ("families", FAMILIES, "family"),
+        ("presets", workloads.preset_names(), "preset"),
+        ("families", workloads.FAMILIES, "family"),
         ("jobs", tuple(registry.JOBS), "job kind"),
     ):
         values = matrix.get(key)
@@ -108,9 +106,9 @@ def _resources(spec: dict, variant: dict, kind: str) -> Resources:
 def _group_data(section: dict):
     """The DataConfig of a merged job section, for the group's corpus (L3 rows per token), when it is valid
     and readable; None otherwise (the job itself reports why, at the exact paths)."""
-    from workloads.data import DataConfig
+    from workloads import group  # torch: loaded when a suite is expanded, not by every reader
 
-    data, problems = validate(DataConfig, section.get("data") or {})
+    data, problems = validate(group.DataConfig, section.get("data") or {})
     return None if problems or _source_problems(data.source) else data
 
 
@@ -135,7 +133,7 @@ def _job(
     kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing, retries
 ) -> JobSpec | None:
     """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
-    from workloads.jobs.setup import FieldError
+    from workloads import group
 
     kind = registry.get(kind_name)
     cls, _ = kind.load()
@@ -145,7 +143,7 @@ def _job(
         errors.append((where.path(key), "set by the suite's matrix and model section, not in a job section"))
     data = {k: v for k, v in section.items() if k not in given}
     if kind.uses_model:
-        spec = models[labels["family"]][0]
+        spec = models[labels["family"]].spec
         data.update({name: getattr(spec, name) for name in registry.MODEL_FIELDS})
     if kind.seed_field:
         data[kind.seed_field] = seed
@@ -154,9 +152,9 @@ def _job(
     if config is None or given:
         return None
     try:
-        model = models[labels["family"]][1] if kind.uses_model else None
+        model = models[labels["family"]].model if kind.uses_model else None
         config = kind.resolve(config, cuda=resources.num_gpus > 0, model=model)
-    except FieldError as e:
+    except group.FieldError as e:
         errors.append((where.path(e.field), e.message))
         return None
     except ValueError as e:
@@ -171,9 +169,7 @@ def _job(
 def _spec(kind: registry.JobKind, config, labels, seed, resources, timing: str, match, retries) -> JobSpec:
     """The JobSpec of a resolved config: what ships to the worker is what is fingerprinted (the timing
     mode too: numbers measured alone and beside other jobs are different results)."""
-    from workloads.jobs.result import to_jsonable
-
-    resolved: dict[str, Any] = {"kind": kind.name, "job": to_jsonable(config), "timing": timing}
+    resolved: dict[str, Any] = {"kind": kind.name, "job": workloads.to_jsonable(config), "timing": timing}
     if not kind.uses_model:  # model-free (dummy): the labels keep jobs of different families apart
         resolved["labels"] = {"family": labels["family"], "preset": labels["preset"]}
     if not kind.seed_field:  # a job without a seed field still runs once per matrix seed
@@ -299,12 +295,9 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
 def _known_names(matrix: dict[str, Any]) -> dict[str, Any]:
     """The matrix without the unknown presets / families / job kinds (reported by _name_errors); with none
     left, a stand-in preset / family, so that the job sections are still checked."""
-    from workloads.models import presets
-    from workloads.models.config import FAMILIES
-
     ok = {
-        "presets": presets.names(),
-        "families": FAMILIES,
+        "presets": workloads.preset_names(),
+        "families": workloads.FAMILIES,
         "jobs": [k for k, v in registry.JOBS.items() if v.available()],
     }
     out = {**matrix, **{key: [v for v in matrix[key] if v in known] for key, known in ok.items()}}

@@ -173,13 +173,16 @@ class ResourcesModel(BaseModel):
 def suite_model() -> type[BaseModel]:
     """The whole suite's model. Job sections are mappings here: each expanded job validates its merged
     section against its job kind's dataclass (`validate`), so that a variant may give only what it changes."""
-    from workloads.jobs.spec import ModelOverrides
+    from workloads import api as workloads  # loaded when a suite is validated: start-up latency
 
     forbid = {"__config__": FORBID}
     model_section = create_model(
-        "ModelSection", **forbid, overrides=(ModelOverrides | None, None), allocation_path=(str | None, None)
+        "ModelSection",
+        **forbid,
+        overrides=(workloads.ModelOverrides | None, None),
+        allocation_path=(str | None, None),
     )
-    adapter(ModelOverrides)  # unknown override keys are refused
+    adapter(workloads.ModelOverrides)  # unknown override keys are refused
     sections = {name: (dict[str, Any] | None, None) for name in registry.JOBS}
     resources = (dict[str, ResourcesModel] | None, None)
     variant = create_model(

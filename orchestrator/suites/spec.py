@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from clusters.spec import Cluster
 from results import names
-from workloads.fields import NonNegFloat, PosInt, check_fields
 
 Outcome = Literal[names.OUTCOMES]  # the failure classes, named once in results.names
 Placement = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
@@ -24,16 +23,14 @@ TIMINGS: tuple[str, ...] = ("exclusive", "shared", "interleaved")
 class Resources:
     """What one job asks Ray for. num_workers > 1 runs the job as a Ray Train TorchTrainer gang of that
     many workers (each with num_cpus / num_gpus / memory_bytes); placement is its placement-group
-    strategy (STRICT_PACK keeps an expert-parallel group on one node)."""
+    strategy (STRICT_PACK keeps an expert-parallel group on one node). Validated once, where the suite
+    gives it (`schema.ResourcesModel`), or built from a validated `clusters.spec.Cluster`."""
 
-    num_cpus: NonNegFloat = 1.0
-    num_gpus: NonNegFloat = 0.0
-    memory_bytes: PosInt | None = None
-    num_workers: PosInt = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_bytes: int | None = None
+    num_workers: int = 1
     placement: Placement = "PACK"
-
-    def __post_init__(self) -> None:
-        check_fields(self)
 
 
 @dataclass(frozen=True)
@@ -74,9 +71,9 @@ class JobSpec:
         fingerprint follow the config, so the run records what ran; `requested_fingerprint` keeps the
         suite's, under which a rerun finds the job finished."""
         from orchestrator.suites.fingerprint import code_version, fingerprint
-        from workloads.jobs.result import to_jsonable
+        from workloads import api as workloads
 
-        resolved = {**self.resolved, "job": to_jsonable(config)}
+        resolved = {**self.resolved, "job": workloads.to_jsonable(config)}
         requested = self.requested_fingerprint or self.fingerprint
         return replace(
             self,

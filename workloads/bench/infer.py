@@ -25,8 +25,8 @@ from workloads.jobs.decode import greedy_generate
 from workloads.jobs.infer import InferJobConfig, build, placement_label
 from workloads.jobs.result import JobContext
 from workloads.jobs.rounds import measure
-from workloads.jobs.setup import token_freqs_for
-from workloads.models.accounting import count_params, decode_step_cost, decode_working_set_bytes, prefill_cost
+from workloads.jobs.setup import corpus_params
+from workloads.models.accounting import decode_step_cost, decode_working_set_bytes, prefill_cost
 from workloads.models.transformer import TORCH_DTYPES
 
 VARIANTS = {"dense": ("dense", "dropless"), "moe": ("moe", "dropless"), "moe-ds": ("moe", "deepspeed"),
@@ -107,7 +107,7 @@ def decode_goal(row: Row, label: str, bs: int, m: dict | None, dense: Row | None
 def _accounting(b: infer.Built) -> tuple:
     """(model config, its ParamCount, element bytes) of a built infer job, for `accounting`'s costs."""
     cfg = b.model_cfg
-    pc = count_params(cfg, token_freqs_for(cfg, b.data), b.counts or None)
+    pc = corpus_params(cfg, b.data, b.counts)
     return cfg, pc, torch.empty((), dtype=TORCH_DTYPES[cfg.dtype]).element_size()
 
 

@@ -27,11 +27,11 @@ from workloads.bench.train import stepped_rows
 from workloads.jobs import infer
 from workloads.jobs.decode import GenerationTimer
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import token_freqs_for
+from workloads.jobs.setup import corpus_params
 from workloads.kernels.l3_lookup.op import l3_lookup
 from workloads.l3.layer import L3Layer
 from workloads.l3.offload import offload_l3_tables
-from workloads.models.accounting import count_params, l3_row_width, train_step_cost
+from workloads.models.accounting import l3_row_width, train_step_cost
 
 LOOKUP_READ_GOAL = 0.6  # of the probed read bandwidth, at >= 8 positions
 OFFLOAD_GOAL = 0.97
@@ -121,7 +121,7 @@ def train_step_floor(job, optimizer: str, batch: int, seq_len: int) -> tuple[flo
     """(bytes, FLOPs) of one step of `job` (a built TrainLoop) at the least: `train_step_cost`, with a
     row-sparse `optimizer` the tables' AdamW traffic replaced by the mean rows touched per step so far."""
     cfg = job.model_cfg
-    pc = count_params(cfg, token_freqs_for(cfg, job.data), job.counts or None)
+    pc = corpus_params(cfg, job.data, job.counts)
     element = job.model.tok_emb.weight.element_size()
     nbytes, flops = train_step_cost(cfg, pc, batch, seq_len, element)
     if optimizer in ROW_SPARSE_ACCESSES and cfg.l3 is not None:

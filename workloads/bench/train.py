@@ -15,9 +15,9 @@ import torch
 from workloads.bench.rows import BASELINE, COMPARISON, BenchContext, Row, ratio_goal, timed_row
 from workloads.data import DataConfig
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import token_freqs_for
+from workloads.jobs.setup import corpus_params
 from workloads.jobs.train import TrainJobConfig, build_loop
-from workloads.models.accounting import count_params, train_step_cost
+from workloads.models.accounting import train_step_cost
 from workloads.models.transformer import TORCH_DTYPES
 
 VARIANTS = ("dense", "l3", "moe")
@@ -52,7 +52,7 @@ def stepped_rows(
 
 def _floor(name: str, job, batch: int, seq_len: int) -> tuple[float, float]:
     cfg = job.model_cfg
-    pc = count_params(cfg, token_freqs_for(cfg, job.data), job.counts or None)
+    pc = corpus_params(cfg, job.data, job.counts)
     element = torch.empty((), dtype=TORCH_DTYPES[cfg.dtype]).element_size()
     return train_step_cost(cfg, pc, batch, seq_len, element)
 

@@ -22,12 +22,11 @@ from workloads.jobs.setup import (
     base_model_config,
     build_model,
     check_data_fits,
+    corpus_params,
     device_and_dtype,
     prepare_job,
-    token_freqs_for,
 )
 from workloads.jobs.spec import ModelOverrides, ModelSpec
-from workloads.models.accounting import count_params
 from workloads.models.config import Family, ModelConfig
 from workloads.models.moe import serve_dropless
 from workloads.models.transformer import TORCH_DTYPES, Transformer
@@ -204,7 +203,7 @@ def _sweep(
 
 def _accounting(model_cfg: ModelConfig, data, counts: dict) -> tuple[dict[str, float], dict[str, float]]:
     """(metrics, params): params_active/params_total/sparsity (L3 rows weighted by train token counts)."""
-    pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
+    pc = corpus_params(model_cfg, data, counts)
     element = torch.empty((), dtype=TORCH_DTYPES[model_cfg.dtype]).element_size()
     headline = accounting_metrics(pc)
     metrics = headline | param_bytes_metrics({k: n * element for k, n in pc.by_category.items()})
@@ -308,7 +307,7 @@ def run_interleaved(cfgs: list[InferJobConfig], ctxs: list[JobContext] | None = 
         metrics[family] |= phase.metrics()
     for c, b in zip(cfgs, built, strict=True):
         mc = b.model_cfg
-        pc = count_params(mc, token_freqs_for(mc, b.data), b.counts or None)
+        pc = corpus_params(mc, b.data, b.counts)
         element = torch.empty((), dtype=TORCH_DTYPES[mc.dtype]).element_size()
         metrics[c.family] |= floors.infer_floor_fracs(mc, pc, element, c, metrics[c.family], machine)
         metrics[c.family] |= floors.probe_metrics(machine)

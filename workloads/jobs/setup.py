@@ -15,7 +15,7 @@ from workloads.jobs.spec import SCONE_FIELDS, ModelSpec
 from workloads.l3.allocation import load_allocation, lzw_allocate, save_allocation, uniform_allocate
 from workloads.l3.lzw_paper import lzw_paper_allocate, paper_lines
 from workloads.models import presets
-from workloads.models.accounting import count_params
+from workloads.models.accounting import ParamCount, count_params
 from workloads.models.config import ModelConfig
 from workloads.models.isosparse import default_moe, match
 from workloads.models.transformer import Transformer
@@ -123,9 +123,7 @@ def corpus_for(
             return uniform_allocate(vocab, budget, l3.cap)
         return _lzw_cached(vocab, budget, l3.cap, l3.allocation, data, cache_dir)
 
-    freqs = np.zeros(vocab, dtype=np.float64)
-    freqs[: data.token_freqs.shape[0]] = data.token_freqs
-    return Corpus(token_freqs=freqs, allocate=allocate)
+    return Corpus(token_freqs=token_freqs_for(base, data), allocate=allocate)
 
 
 class FieldError(ValueError):
@@ -192,6 +190,12 @@ def token_freqs_for(model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
     freqs = np.zeros(model_cfg.vocab_size, dtype=np.float64)
     freqs[: data.token_freqs.shape[0]] = data.token_freqs
     return freqs
+
+
+def corpus_params(model_cfg: ModelConfig, data: PreparedData, counts: "L3Counts | None") -> ParamCount:
+    """`count_params` with the L3 rows per token weighted by `data`'s train split: what every job (and the
+    suite's plan, `workloads.group`) reports as params_active."""
+    return count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
 
 
 def _allocation_from_file(path: str, vocab: int, budget: int, cap: int, data: PreparedData) -> np.ndarray:

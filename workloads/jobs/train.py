@@ -21,12 +21,11 @@ from workloads.jobs.setup import (
     allocation_summary,
     base_model_config,
     check_data_fits,
+    corpus_params,
     prepare_job,
-    token_freqs_for,
 )
 from workloads.jobs.spec import ModelOverrides, ModelSpec
 from workloads.models.accounting import (
-    count_params,
     fgram_table_bytes,
     fgram_train_flops_per_token,
     train_flops_per_token,
@@ -213,7 +212,7 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
         job.save_weights()
     result = _result(cfg, ctx, job, outcome, start_step)
     if outcome.timing is not None:  # this rank's step against the floor of its own share of the work
-        pc = count_params(job.model_cfg, token_freqs_for(job.model_cfg, job.data), job.counts or None)
+        pc = corpus_params(job.model_cfg, job.data, job.counts)
         element = job.model.tok_emb.weight.element_size()
         cost = train_step_cost(job.model_cfg, pc, cfg.batch_size * cfg.grad_accum, job.seq_len, element)
         result.metrics["train/floor_frac"] = floors.floor_frac(machine, cost, outcome.timing.median_s, gemm)
@@ -222,7 +221,7 @@ def run(cfg: TrainJobConfig, ctx: JobContext | None = None) -> BenchResult:
 
 def _result(cfg, ctx, job: "loop.TrainLoop", outcome: "loop.Outcome", start_step: int) -> BenchResult:
     model_cfg, w, data, counts = job.model_cfg, job.world, job.data, job.counts
-    pc = count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
+    pc = corpus_params(model_cfg, data, counts)
     out: dict[str, float] = dict(outcome.metrics)
     out["data/val_bytes_per_token"] = data.val_bytes_per_token
     per_token = train_flops_per_token(model_cfg, pc.flops_active, job.seq_len)
