@@ -36,7 +36,7 @@ CHUNK = 500  # run ids per `IN (...)`: below every sqlite build's bound on bound
 
 
 class Reader(Protocol):
-    """The reads `status`, `compare` and `report` make; `SqliteReader` and `runs.tracking.Tracker` answer."""
+    """The reads `status`, `compare` and `verdict` make; `SqliteReader` and `runs.tracking.Tracker` answer."""
 
     uri: str
 
@@ -46,7 +46,6 @@ class Reader(Protocol):
         self, experiment: str | None, tags: Mapping[str, str] | None = None, status: str | None = None
     ) -> pd.DataFrame: ...
     def download_text(self, run_id: str, artifact: str) -> str: ...
-    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]: ...
 
 
 def open_reader(uri: str | None = None) -> Reader:
@@ -93,9 +92,6 @@ class SqliteReader:
     def _snapshot(self):
         con = sqlite3.connect(f"{self.db_path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
         return _Transaction(con)
-
-    def check(self) -> None:
-        """Nothing to do: `open_reader` checked the path and the layout."""
 
     def experiment_id(self, name: str, create: bool = False) -> str | None:
         """The id of the experiment called `name` (any lifecycle stage, as MLflow's lookup), else None."""
@@ -163,12 +159,9 @@ class SqliteReader:
             raise FileNotFoundError(f"run {run_id} has no artifact {artifact!r} (no file {path})")
         return path.read_text()
 
-    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
-        return self._mlflow().metric_history(run_id, key)
-
     def _mlflow(self):
         if self._tracker is None:
-            # Imported here, not at the top: only a remote artifact or a history needs MLflow (1.5-3 s).
+            # Imported here, not at the top: only an artifact stored remotely needs MLflow (1.5-3 s).
             from orchestrator.runs.tracking import Tracker
 
             self._tracker = Tracker(self.uri)

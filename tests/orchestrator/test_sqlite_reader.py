@@ -198,3 +198,17 @@ def test_a_reader_in_a_fresh_process_imports_no_mlflow_torch_ray_scipy_stats_or_
     *table, modules = out.stdout.strip().splitlines()
     assert printed in "\n".join(table)  # the command printed its table
     assert json.loads(modules) == []
+
+
+def test_an_artifact_stored_elsewhere_is_fetched_through_mlflow(store, tmp_path, monkeypatch):
+    uri, parent, _ = store
+    copy = tmp_path / "remote.db"
+    with sqlite3.connect(uri[len("sqlite:///") :]) as src, sqlite3.connect(copy) as dst:
+        src.backup(dst)
+    with sqlite3.connect(copy) as con:
+        con.execute("UPDATE runs SET artifact_uri = 's3://bucket/run' WHERE run_uuid = ?", (parent,))
+    asked = []
+    monkeypatch.setattr(Tracker, "download_text", lambda self, *args: asked.append((self.uri, *args)) or "x")
+    reader = open_reader(f"sqlite:///{copy}")
+    assert reader.download_text(parent, names.SUITE_JOBS) == "x"
+    assert asked == [(f"sqlite:///{copy}", parent, names.SUITE_JOBS)]
