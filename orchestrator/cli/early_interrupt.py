@@ -1,7 +1,7 @@
 """Ctrl-C before a command starts: importing this module (first thing `orchestrator.cli` does) makes a
-press exit 130 at once while torch, MLflow and pandas import and typer builds the command (seconds, 20 s
-on a loaded machine): nothing has started. Only in a real command line (`isosparse`, `python -m
-orchestrator.cli`); a test process importing the CLI keeps its own SIGINT handling."""
+press exit 130 at once while pandas imports, typer builds the command and the app's callback imports the
+api (MLflow ...: seconds, 20 s on a loaded machine): nothing has started. Only in a real command line
+(`isosparse`, `python -m orchestrator.cli`); a test process importing the CLI keeps its SIGINT handling."""
 
 import os
 import signal

@@ -1,6 +1,6 @@
 """The `isosparse` command line: a thin typer skin over `orchestrator.api` (parse → one api call → render).
-Start-up latency: `compare` / `status` import only the readers; every other command imports the api (MLflow,
-Ray's link, the planner, the report's plots: seconds) inside its own function, when it runs (issue 24).
+Start-up latency (issue 24): `compare` / `status` import only the readers; for every other command the
+callback imports the api (MLflow, Ray's link, the planner, the report's plots: seconds) before it runs.
 Exit codes: 0 every job finished, 1 some job failed / was cancelled, 2 bad input (a suite error, an
 unusable tracking store): nothing was submitted. Option defaults are None; real defaults live in the api.
 """
@@ -60,9 +60,21 @@ ForceOpt = Annotated[
 _bad_input = cli_clusters.bad_input
 
 
+READERS = ("compare", "status", "version")  # the commands that never need the api
+
+
+def _api():
+    """`orchestrator.api`, imported by the commands that use it, not at start-up (module docstring)."""
+    from orchestrator import api  # start-up latency: `compare` and `status` must not pay for it
+
+    return api
+
+
 @app.callback()
-def main() -> None:
+def main(ctx: typer.Context) -> None:
     """isosparse: compare sparse architectures at equal active and total parameters."""
+    if ctx.invoked_subcommand not in READERS:
+        _api()  # its seconds of imports still under early_interrupt: a Ctrl-C meanwhile exits 130 at once
     restore_sigint()  # the early Ctrl-C handling ends here
 
 
@@ -83,7 +95,7 @@ def run(
     force: ForceOpt = None,
 ) -> None:
     """Run SUITE (a path or a shipped suite's name), print the comparison table, write the report."""
-    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+    api = _api()
 
     out = render.console()
     where = {"address": address, "tracking_uri": tracking_uri, "cluster": cluster, "force": bool(force)}
@@ -134,7 +146,7 @@ def validate(
 ) -> None:
     """Check SUITE as `run` would before submitting (its data, the cluster file's sizing, the tracking
     store's path) without running anything; list its jobs."""
-    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+    api = _api()
 
     try:
         spec = api.validate(suite, set_, tracking_uri=tracking_uri, cluster=cluster, force=bool(force))
@@ -165,7 +177,7 @@ def status(
 @app.command()
 def cancel(target: Annotated[str | None, typer.Argument()] = None, tracking_uri: UriOpt = None) -> None:
     """Cancel running suites (all, a SUITE's, or a parent RUN_ID) started on this host."""
-    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+    api = _api()
 
     try:
         actions = api.cancel(target, tracking_uri)
@@ -201,7 +213,7 @@ def report(
 ) -> None:
     """Write the HTML/Markdown report (with figures) of TARGET's newest run (a suite file or name, an
     experiment, a parent run id) and log it onto that MLflow run."""
-    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+    api = _api()
 
     try:
         outcome = api.report(target, tracking_uri=tracking_uri, out_dir=out)
@@ -215,7 +227,7 @@ def list_(
     what: Annotated[str | None, typer.Argument(help="presets | suites | jobs (default: all three)")] = None,
 ) -> None:
     """List model presets, shipped suites, or job kinds (all three without an argument)."""
-    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+    api = _api()
 
     listers = {"presets": api.list_presets, "suites": api.list_suites, "jobs": api.list_jobs}
     if what is not None and what not in listers:
@@ -228,7 +240,7 @@ def list_(
 @app.command()
 def ui(tracking_uri: UriOpt = None, port: Annotated[int | None, typer.Option()] = None) -> None:
     """Start the MLflow UI on 127.0.0.1 over the project's store (Ctrl-C stops it)."""
-    from orchestrator import api  # here, not at the top: start-up latency (module docstring)
+    api = _api()
 
     typer.echo("starting the MLflow UI (the first start takes a while)...")
     try:

@@ -1,8 +1,16 @@
+import os
+import signal
+import subprocess
+import sys
+import time
 from importlib.metadata import version
+from pathlib import Path
 
 from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_version_command_prints_distribution_version():
@@ -36,3 +44,41 @@ def test_plan_and_clusters_are_commands_of_the_main_app():
     assert peak.removesuffix("│").rstrip().endswith(": does not fit"), peak
     shown = CliRunner().invoke(app, ["clusters", "show", "h100x8"])
     assert shown.exit_code == 0 and "h100-sxm" in shown.output
+
+
+BLOCK_IN_API_IMPORT = """
+import os, pathlib, sys, time
+
+
+class Block:  # the api's import (which `run` and `validate` need) stops here until the test presses Ctrl-C
+    def find_spec(self, name, path, target=None):
+        if name == "orchestrator.api":
+            pathlib.Path(os.environ["HOOK_MARKER"]).write_text("reached")
+            time.sleep(600)
+
+
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_ctrl_c_while_the_callback_imports_the_api_exits_130_at_once(tmp_path):
+    """The api is imported in the app's callback (not at start-up: `compare` must not pay for it), still
+    under early_interrupt: a press then ends the command line at once, 130, no traceback."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_IN_API_IMPORT)
+    marker = tmp_path / "reached"
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{REPO}", HOOK_MARKER=str(marker), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "orchestrator.cli", "validate", "quickstart"]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not marker.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    assert out.strip() == "interrupted", out
