@@ -22,7 +22,7 @@ from orchestrator.suites.files import SuiteError
 
 class _App(typer.Typer):
     """The console script and `python -m orchestrator.cli` call the app: such a process is the user's
-    command, which `run` may end at once on Ctrl-C (`api.own_process`). CliRunner tests invoke the
+    command, which `run` may end at once on Ctrl-C (`interrupts.own_process`). CliRunner tests invoke the
     command without this call, so their process is never ended."""
 
     def __call__(self, *args, **kwargs):
@@ -116,8 +116,8 @@ def run(
 
 
 def _end(code: int, graceful: bool = False) -> None:
-    """Exit with `code`: at once in the CLI's own process (`api.exit_now`: no 20 s interpreter teardown,
-    during which a Ctrl-C could not be honoured), else through typer (CliRunner tests)."""
+    """Exit with `code`: at once in the CLI's own process (`interrupts.exit_now`: no 20 s interpreter
+    teardown, during which a Ctrl-C could not be honoured), else through typer (CliRunner tests)."""
     if interrupts.owns_process():
         interrupts.exit_now(code, graceful)
     raise typer.Exit(code)

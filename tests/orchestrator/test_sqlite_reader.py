@@ -1,6 +1,6 @@
 """The readers' sqlite path against MLflow on one store MLflow wrote: identical frames for every query the
-readers make (so a change of MLflow's schema fails here), identical compare / verdict / status, and a
-`compare` process that imports no MLflow, torch, ray or scipy.stats."""
+readers make (so a change of MLflow's schema fails here), identical compare / verdict / status, and
+`compare` / `status` processes that import no MLflow, torch, ray, scipy.stats or suite expansion."""
 
 import json
 import math
@@ -22,6 +22,9 @@ from results import names
 REPO = Path(__file__).resolve().parents[2]
 JOB = {names.TAG_RUN_TYPE: names.RUN_TYPE_JOB}
 SUITE = "parity"
+# What `compare` / `status` must not import (typer itself imports pydantic when a command runs).
+HEAVY = ("mlflow", "sqlalchemy", "torch", "ray", "scipy.stats", "matplotlib", "workloads.jobs")
+HEAVY += ("orchestrator.suites.expansion", "orchestrator.suites.schema", "orchestrator.planning")
 
 
 def job(family: str, seed: int) -> JobSpec:
@@ -169,14 +172,17 @@ def test_a_store_laid_out_otherwise_is_read_through_mlflow(store, tmp_path):
     assert isinstance(open_reader(f"sqlite:///{copy}"), Tracker)
 
 
-def test_compare_in_a_fresh_process_imports_no_mlflow_torch_ray_or_scipy_stats(store):
+@pytest.mark.parametrize(("command", "printed"), [("compare", "train dense"), ("status", "train/l3/s2")])
+def test_a_reader_in_a_fresh_process_imports_no_mlflow_torch_ray_scipy_stats_or_suite_expansion(
+    store, command, printed
+):
     uri, _, _ = store
     code = (
         "import json, sys\n"
         "from orchestrator.cli import app\n"
-        f"try:\n    app(['compare', {SUITE!r}, '--tracking-uri', {uri!r}])\n"
+        f"try:\n    app([{command!r}, {SUITE!r}, '--tracking-uri', {uri!r}])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
-        "heavy = ('mlflow', 'torch', 'ray', 'scipy.stats', 'sqlalchemy', 'matplotlib', 'workloads.jobs')\n"
+        f"heavy = {HEAVY!r}\n"
         "found = [m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in heavy)]\n"
         "print(json.dumps(sorted(found)))\n"
     )
@@ -190,5 +196,5 @@ def test_compare_in_a_fresh_process_imports_no_mlflow_torch_ray_or_scipy_stats(s
     )
     assert out.returncode == 0, out.stderr
     *table, modules = out.stdout.strip().splitlines()
-    assert "train dense" in "\n".join(table)  # compare printed its table
+    assert printed in "\n".join(table)  # the command printed its table
     assert json.loads(modules) == []
