@@ -91,12 +91,16 @@ def _member(spec: ModelSpec, data: DataConfig | None, cache_dir) -> Member:
 
 
 def input_problems(cfg) -> list[tuple[str, str]]:
-    """(field path in the job config `cfg`, message): each local corpus (its `data`, its `eval_data`) whose
-    split leaves the train or validation split empty; for a SCONE model, too few f-gram candidates (its
-    job's own `prepare_job`). What is prepared here lands in the cache the job reads."""
+    """(field path in the job config `cfg`, message): each data source (its `data`, its `eval_data`) that
+    cannot be read; else each local corpus whose split leaves the train or validation split empty, and for a
+    SCONE model too few f-gram candidates (its job's own `prepare_job`, into the cache the job reads)."""
     sources = [("data", getattr(cfg, "data", None))]
     sources += [(f"eval_data.{name}", d) for name, d in (getattr(cfg, "eval_data", None) or {}).items()]
-    local = [(where, d) for where, d in sources if d is not None and d.source.kind not in REMOTE_SOURCES]
+    sources = [(where, d) for where, d in sources if d is not None]
+    bad = [(f"{where}.source.{f}", m) for where, d in sources for f, m in source_problems(d.source)]
+    if bad:
+        return bad
+    local = [(where, d) for where, d in sources if d.source.kind not in REMOTE_SOURCES]
     problems = [(where, msg) for where, d in local if (msg := _problem(d)) is not None]
     model = getattr(cfg, "model", None)
     scone = getattr(model, "scone", None) is not None and hasattr(cfg, "data_config")
@@ -104,6 +108,12 @@ def input_problems(cfg) -> list[tuple[str, str]]:
         msg = _problem(cfg.data_config(), cfg.model_spec(), model)
         problems += [("model.scone.n_fgrams", msg)] if msg else []
     return problems
+
+
+@functools.cache
+def source_problems(source) -> tuple[tuple[str, str], ...]:
+    """(field, message) for each reason a data source cannot be read (`source.check()`, once per source)."""
+    return tuple(source.check())
 
 
 @functools.cache

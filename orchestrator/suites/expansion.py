@@ -1,7 +1,6 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
 Details: docs/orchestrator.md#orchestratorsuitesexpansion."""
 
-import functools
 import itertools
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -125,24 +124,7 @@ def _group_data(section: dict):
     from workloads import group  # torch: loaded when a suite is expanded, not by every reader
 
     data, problems = validate(group.DataConfig, section.get("data") or {})
-    return None if problems or _source_problems(data.source) else data
-
-
-@functools.cache
-def _source_problems(source) -> tuple[tuple[str, str], ...]:
-    return tuple(source.check())
-
-
-def _data_problems(cfg) -> list[tuple[str, str]]:
-    """(field path in the job config, message) for each data source that cannot be read (checked once)."""
-    sources = [("data", getattr(cfg, "data", None))]
-    sources += [(f"eval_data.{name}", d) for name, d in (getattr(cfg, "eval_data", None) or {}).items()]
-    return [
-        (f"{where}.source.{field}", msg)
-        for where, data in sources
-        if data is not None
-        for field, msg in _source_problems(data.source)
-    ]
+    return None if problems or group.source_problems(data.source) else data
 
 
 def _job(
@@ -176,7 +158,7 @@ def _job(
     except ValueError as e:
         errors.append((where.kind, str(e)))
         return None
-    bad_sources = _data_problems(config) or group.input_problems(config)
+    bad_sources = group.input_problems(config)
     errors += [(where.path(field), msg) for field, msg in bad_sources]
     match = matching.match(models, labels["family"])
     return None if bad_sources else _spec(kind, config, labels, seed, resources, timing, match, retries)
