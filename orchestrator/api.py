@@ -349,7 +349,6 @@ def run_detached(
 
 
 def list_presets() -> list[tuple[str, str]]:
-
     return list(workloads.preset_notes().items())
 
 

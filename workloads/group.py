@@ -1,6 +1,7 @@
 """A comparison group, prepared once (`prepare_group`): each family's model matched iso-sparse (L3_SPEC §5)
 on the group's corpus through the job's own chain (`setup.prepare_job`: data → corpus → matched model → L3
-counts → f-grams), with its planned parameter count, so a suite plans exactly the models its jobs run."""
+counts → f-grams), with its planned parameter count, so a suite plans exactly the models its jobs run;
+and a job's inputs checked by preparing them as the job will (`input_problems`)."""
 
 import functools
 from dataclasses import dataclass, replace
@@ -89,13 +90,34 @@ def _member(spec: ModelSpec, data: DataConfig | None, cache_dir) -> Member:
     return Member(spec, job.model, corpus_params(job.model, job.data, job.counts))
 
 
+def input_problems(cfg) -> list[tuple[str, str]]:
+    """(field path in the job config `cfg`, message): each data source (its `data`, its `eval_data`) that
+    cannot be read; else each local corpus whose split leaves the train or validation split empty, and for a
+    SCONE model too few f-gram candidates (its job's own `prepare_job`, into the cache the job reads)."""
+    sources = [("data", getattr(cfg, "data", None))]
+    sources += [(f"eval_data.{name}", d) for name, d in (getattr(cfg, "eval_data", None) or {}).items()]
+    sources = [(where, d) for where, d in sources if d is not None]
+    bad = [(f"{where}.source.{f}", m) for where, d in sources for f, m in source_problems(d.source)]
+    if bad:
+        return bad
+    local = [(where, d) for where, d in sources if d.source.kind not in REMOTE_SOURCES]
+    problems = [(where, msg) for where, d in local if (msg := _problem(d)) is not None]
+    model = getattr(cfg, "model", None)
+    scone = getattr(model, "scone", None) is not None and hasattr(cfg, "data_config")
+    if not problems and scone and local and local[0][0] == "data":
+        msg = _problem(cfg.data_config(), cfg.model_spec(), model)
+        problems += [("model.scone.n_fgrams", msg)] if msg else []
+    return problems
+
+
 @functools.cache
-def input_problem(
-    data: DataConfig, spec: ModelSpec | None = None, model: ModelConfig | None = None
-) -> str | None:
-    """Why a job's inputs cannot be prepared (None: they can), prepared here into the cache the job reads:
-    `data`'s split (an empty train or validation split), or with `spec` and `model` the job's own
-    `prepare_job` (a SCONE model's f-gram discovery)."""
+def source_problems(source) -> tuple[tuple[str, str], ...]:
+    """(field, message) for each reason a data source cannot be read (`source.check()`, once per source)."""
+    return tuple(source.check())
+
+
+@functools.cache
+def _problem(data: DataConfig, spec: ModelSpec | None = None, model: ModelConfig | None = None) -> str | None:
     try:
         prepare_corpus(data) if spec is None else prepare_job(spec, model, data)
     except (ValueError, OSError) as err:

@@ -1,13 +1,13 @@
 """Suite YAML → validated spec → expanded, fingerprinted `JobSpec`s (DESIGN.md "Data flow of one suite").
 Details: docs/orchestrator.md#orchestratorsuitesexpansion."""
 
-import functools
 import itertools
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.suites import inputs, matching, registry
+from orchestrator.suites import matching, registry
 from orchestrator.suites.files import SuiteError, read, resolve_path
 from orchestrator.suites.fingerprint import code_version, fingerprint
 from orchestrator.suites.schema import (
@@ -68,6 +68,21 @@ def _name_errors(raw: dict[str, Any]) -> list[Error]:
     return errors
 
 
+def _variant_name_errors(variants: list) -> list[Error]:
+    """A variant name given twice would make two jobs one (same name) and a phantom row in `compare`."""
+    names = [v.get("name") if isinstance(v, dict) else None for v in variants]
+    seen = Counter(n for n in names if isinstance(n, str))
+    errors = []
+    for i, name in enumerate(names):
+        if seen.get(name, 0) > 1 and names.index(name) != i:
+            first = names.index(name)
+            msg = f"duplicate variant name {name!r} (also matrix.variants[{first}]): each variant needs "
+            errors.append(
+                (f"matrix.variants[{i}].name", msg + "its own name (its jobs and rows are named by it)")
+            )
+    return errors
+
+
 def _timings(raw: Any, errors: list[Error]) -> dict[str, str]:
     """The suite's `timing:` per job kind over the kinds' defaults (`registry.JobKind.timing`): unknown
     kinds and `interleaved` for a kind that cannot interleave its jobs are errors at their paths."""
@@ -109,24 +124,7 @@ def _group_data(section: dict):
     from workloads import group  # torch: loaded when a suite is expanded, not by every reader
 
     data, problems = validate(group.DataConfig, section.get("data") or {})
-    return None if problems or _source_problems(data.source) else data
-
-
-@functools.cache
-def _source_problems(source) -> tuple[tuple[str, str], ...]:
-    return tuple(source.check())
-
-
-def _data_problems(cfg) -> list[tuple[str, str]]:
-    """(field path in the job config, message) for each data source that cannot be read (checked once)."""
-    sources = [("data", getattr(cfg, "data", None))]
-    sources += [(f"eval_data.{name}", d) for name, d in (getattr(cfg, "eval_data", None) or {}).items()]
-    return [
-        (f"{where}.source.{field}", msg)
-        for where, data in sources
-        if data is not None
-        for field, msg in _source_problems(data.source)
-    ]
+    return None if problems or group.source_problems(data.source) else data
 
 
 def _job(
@@ -160,7 +158,7 @@ def _job(
     except ValueError as e:
         errors.append((where.kind, str(e)))
         return None
-    bad_sources = _data_problems(config) or inputs.corpus_problems(config)
+    bad_sources = group.input_problems(config)
     errors += [(where.path(field), msg) for field, msg in bad_sources]
     match = matching.match(models, labels["family"])
     return None if bad_sources else _spec(kind, config, labels, seed, resources, timing, match, retries)
@@ -321,7 +319,7 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     spec = {key: raw.get(key) for key in ("model", "resources", *registry.JOBS)}
     matrix = validated.matrix.model_dump()
     matrix["variants"] = raw.get("matrix", {}).get("variants") or [{"name": "base"}]
-    errors += inputs.variant_name_errors(matrix["variants"])
+    errors += _variant_name_errors(matrix["variants"])
     spec["matrix"] = _known_names(matrix)
     spec["max_retries"] = validated.max_retries
     spec["match_tolerance"] = validated.match_tolerance

@@ -1,6 +1,5 @@
-"""A comparison group's models: each family resolved on the group's corpus (L3 rows per token weighted by
-it), matched iso-sparse (L3_SPEC §5), with the planned accounting and errors logged as match/<key>.
-"""
+"""A comparison group's models (`workloads.group`) as the suite reports them: errors at their suite paths,
+the planned accounting (L3_SPEC §5) logged as match/<key>."""
 
 from orchestrator.suites.schema import Error
 from workloads import api as workloads
@@ -19,9 +18,8 @@ def override_errors(overrides: dict, families: list[str], path: str) -> list[Err
 
 
 def group_models(section: dict, preset: str, families: list[str], data_cfg, path: str, errors: list[Error]):
-    """{family: `workloads.group.Member`} of one comparison group on `data_cfg` (`prepare_group`: dense and
-    l3 always, the references of the match errors); None, with the error at its path, when a match is
-    impossible."""
+    """{family: `workloads.group.Member`} of one comparison group on `data_cfg`; None, with the error at its
+    path, when a match is impossible."""
     from workloads import group
 
     try:

@@ -18,11 +18,7 @@ from workloads.data import DataConfig
 from workloads.jobs import floors
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
-    base_model_config,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
+    prepare_job,
     token_freqs_for,
 )
 from workloads.jobs.spec import ModelOverrides
@@ -42,11 +38,11 @@ def _config(preset, family, batch, seq, device="cpu"):
 
 def _predicted(cfg: TrainJobConfig, cache: str, precision: str):
     """The prediction for the job's own model, L3 rows per token weighted by its corpus like the job."""
-    spec = cfg.model_spec()
-    data = prepare_data(cfg.data_config(), base_model_config(spec), cache)
-    model_cfg = resolve_model_config(spec, corpus_for(spec, data, cache))  # matched on the job's corpus
-    counts = resolve_l3_counts(spec, model_cfg, data, cache)
-    shape = model_shape(model_cfg, token_freqs=token_freqs_for(model_cfg, data), l3_counts=counts or None)
+    job = prepare_job(cfg.model_spec(), None, cfg.data_config(), cache)  # matched on the job's corpus
+    model_cfg = job.model
+    shape = model_shape(
+        model_cfg, token_freqs=token_freqs_for(model_cfg, job.data), l3_counts=job.counts or None
+    )
     setup = TrainSetup(cfg.batch_size, cfg.data_config().seq_len, precision=precision, optimizer_impl="fused")
     return train_memory(shape, setup)
 

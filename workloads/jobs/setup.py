@@ -192,7 +192,7 @@ def token_freqs_for(model_cfg: ModelConfig, data: PreparedData) -> np.ndarray:
     return freqs
 
 
-def corpus_params(model_cfg: ModelConfig, data: PreparedData, counts: "L3Counts | None") -> ParamCount:
+def corpus_params(model_cfg: ModelConfig, data: PreparedData, counts: L3Counts | None) -> ParamCount:
     """`count_params` with the L3 rows per token weighted by `data`'s train split: what every job (and the
     suite's plan, `workloads.group`) reports as params_active."""
     return count_params(model_cfg, token_freqs_for(model_cfg, data), counts or None)
@@ -237,16 +237,6 @@ def _lzw_cached(vocab: int, budget: int, cap: int, method: str, data: PreparedDa
         method=method,
     )
     return counts
-
-
-def resolve_l3_counts(
-    spec: ModelSpec, model_cfg: ModelConfig, data: PreparedData, cache_dir: str | os.PathLike | None = None
-) -> L3Counts:
-    """Rows per token for each L3 position ({} for dense / MoE); the same counts serve every L3 layer."""
-    if model_cfg.l3 is None:
-        return {}
-    counts = corpus_for(spec, data, cache_dir).allocate(model_cfg.l3.budget)
-    return {pos: counts for pos in model_cfg.l3.positions}
 
 
 def build_model(
@@ -294,9 +284,10 @@ def prepare_job(
     run. `model`: the resolved config the orchestrator shipped (run as is); None resolves it here, on this
     data, then `specialize`s it (the infer job's dtype and MoE capacity)."""
     data = prepare_data(data_cfg, model or base_model_config(spec), cache_dir)
-    if model is None:
-        model = specialize(resolve_model_config(spec, corpus_for(spec, data, cache_dir)))
-    counts = resolve_l3_counts(spec, model, data, cache_dir)
+    corpus = corpus_for(spec, data, cache_dir)
+    model = model or specialize(resolve_model_config(spec, corpus))
+    # the same rows per token serve every L3 layer (LZW cached, uniform, or spec.allocation_path)
+    counts = dict.fromkeys(model.l3.positions, corpus.allocate(model.l3.budget)) if model.l3 else {}
     return Prepared(data, model, counts, resolve_scone(model, data, cache_dir))
 
 

@@ -14,11 +14,8 @@ from workloads.jobs.decode import greedy_generate
 from workloads.jobs.infer import InferJobConfig, run
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
-    base_model_config,
     build_model,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
+    prepare_job,
     resolve_model_config,
 )
 from workloads.jobs.spec import ModelOverrides
@@ -146,12 +143,11 @@ def test_offload_only_placement_reports_offload_keys_only(data_cfg, ctx):
 
 def _job_model(family: str, data_cfg: DataConfig, ctx: JobContext):
     cfg = _cfg(family, data_cfg)
-    spec = cfg.model_spec()
-    data = prepare_data(replace(data_cfg, seq_len=cfg.prompt_len), base_model_config(spec), ctx.cache_dir)
-    model = resolve_model_config(spec, corpus_for(spec, data, ctx.cache_dir))
-    model_cfg = infer.resolve(cfg, cuda=False, model=model).model
-    counts = resolve_l3_counts(cfg.model_spec(), model_cfg, data, ctx.cache_dir)
-    return build_model(model_cfg, counts, "cpu", seed=0).eval(), infer._prompts(data, cfg)
+    specialize = lambda m: infer.resolve(cfg, cuda=False, model=m).model  # noqa: E731
+    job = prepare_job(
+        cfg.model_spec(), None, replace(data_cfg, seq_len=cfg.prompt_len), ctx.cache_dir, specialize
+    )
+    return build_model(job.model, job.counts, "cpu", seed=0).eval(), infer._prompts(job.data, cfg)
 
 
 @pytest.mark.parametrize("family", ["dense", "l3"])

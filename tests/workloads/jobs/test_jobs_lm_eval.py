@@ -21,13 +21,8 @@ from workloads.jobs.evaluate import EvalJobConfig, EvalTask
 from workloads.jobs.lm_eval_adapter import IsoLM
 from workloads.jobs.result import JobContext
 from workloads.jobs.setup import (
-    base_model_config,
     build_model,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-    resolve_scone,
+    prepare_job,
 )
 from workloads.jobs.spec import ModelOverrides
 from workloads.l3.offload import offload_l3_tables
@@ -66,13 +61,9 @@ def built(cache, tmp_path_factory):
         cfg = EvalJobConfig(
             "debug", family, tasks=(EvalTask("t", str(task)),), overrides=OVERRIDES, data=DATA
         )
-        spec = cfg.model_spec()
-        data = prepare_data(DATA, base_model_config(spec), cache)
-        model_cfg = evaluate.resolve(
-            cfg, cuda=False, model=resolve_model_config(spec, corpus_for(spec, data, cache))
-        ).model
-        counts = resolve_l3_counts(spec, model_cfg, data, cache)
-        scone = resolve_scone(model_cfg, data, cache)
+        specialize = lambda m, cfg=cfg: evaluate.resolve(cfg, cuda=False, model=m).model  # noqa: E731
+        job = prepare_job(cfg.model_spec(), None, DATA, cache, specialize)
+        model_cfg, counts, data, scone = job.model, job.counts, job.data, job.scone
         fgrams = scone.fgrams if scone is not None else None
         model = build_model(model_cfg, counts, "cpu", seed=3, fgrams=fgrams).eval()
         if model_cfg.moe is not None:

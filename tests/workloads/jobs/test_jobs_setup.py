@@ -13,7 +13,7 @@ from workloads.jobs.setup import (
     build_model,
     device_and_dtype,
     prepare_data,
-    resolve_l3_counts,
+    prepare_job,
     resolve_model_config,
     token_freqs_for,
 )
@@ -115,34 +115,37 @@ def test_data_checks(cache_dir):
     assert freqs.sum() == data.train.n_tokens
 
 
+def l3_counts(s: ModelSpec, model, data_cfg, cache_dir):
+    return prepare_job(s, model, data_cfg, cache_dir).counts  # the job's chain, the model as shipped
+
+
 def test_l3_counts_lzw_cached_uniform_and_file(cache_dir, tmp_path):
     s = spec()
     model = resolve_model_config(s)
-    data = prepare_data(DATA, model, cache_dir)
-    counts = resolve_l3_counts(s, model, data, cache_dir)
+    counts = l3_counts(s, model, DATA, cache_dir)
     assert sorted(counts) == list(model.l3.positions)
     c = counts[model.l3.positions[0]]
     assert c.shape == (VOCAB,) and c.sum() == model.l3.budget and c.max() <= model.l3.cap
     assert c.max() > c.min()  # LZW gives frequent tokens more rows
     cached = list((cache_dir / "l3").glob("alloc-*.npz"))
     assert len(cached) == 1
-    again = resolve_l3_counts(s, model, data, cache_dir)
+    again = l3_counts(s, model, DATA, cache_dir)
     assert np.array_equal(again[model.l3.positions[0]], c)
     uni_spec = spec(l3_allocation="uniform")
-    uni = resolve_l3_counts(uni_spec, resolve_model_config(uni_spec), data, cache_dir)
+    uni = l3_counts(uni_spec, resolve_model_config(uni_spec), DATA, cache_dir)
     assert np.array_equal(uni[model.l3.positions[0]], uniform_allocate(VOCAB, model.l3.budget, model.l3.cap))
 
     good = tmp_path / "good.npz"
     save_allocation(
         good, c, vocab_size=VOCAB, budget=model.l3.budget, cap=512, corpus_fingerprint="x", n_tokens=1
     )
-    from_file = resolve_l3_counts(replace(s, allocation_path=str(good)), model, data, cache_dir)
+    from_file = l3_counts(replace(s, allocation_path=str(good)), model, DATA, cache_dir)
     assert np.array_equal(from_file[model.l3.positions[-1]], c)
     bad = tmp_path / "bad.npz"
     save_allocation(bad, uniform_allocate(600, 2400), vocab_size=600, budget=2400, cap=512,
                     corpus_fingerprint="x", n_tokens=1)  # fmt: skip
     with pytest.raises(ValueError, match="allocation_path .* has vocab_size=600, but the tokenizer has 512"):
-        resolve_l3_counts(replace(s, allocation_path=str(bad)), model, data, cache_dir)
+        l3_counts(replace(s, allocation_path=str(bad)), model, DATA, cache_dir)
     meta = json.loads(str(np.load(good)["metadata"]))
     assert meta["vocab_size"] == VOCAB
 
@@ -164,20 +167,21 @@ def test_allocation_file_covers_the_model_vocab_when_the_bpe_stops_short(cache_d
     # 6 documents cannot fill a 2048-token BPE: the tokenizer has fewer ids than the model's vocabulary.
     s = ModelSpec("debug", "l3", ModelOverrides(vocab_size=2048, l3_allocation="uniform"))
     model = resolve_model_config(s)
-    data = prepare_data(DataConfig(max_documents=6, val_fraction=0.4, seq_len=32), model, cache_dir)
+    small = DataConfig(max_documents=6, val_fraction=0.4, seq_len=32)
+    data = prepare_data(small, model, cache_dir)
     assert data.vocab_size < model.vocab_size
     l3 = model.l3
     path = tmp_path / "model-vocab.npz"
     counts = uniform_allocate(model.vocab_size, l3.budget, l3.cap)
     save_allocation(path, counts, vocab_size=model.vocab_size, budget=l3.budget, cap=l3.cap,
                     corpus_fingerprint=data.fingerprint, n_tokens=data.train.n_tokens)  # fmt: skip
-    got = resolve_l3_counts(replace(s, allocation_path=str(path)), model, data, cache_dir)
+    got = l3_counts(replace(s, allocation_path=str(path)), model, small, cache_dir)
     assert all(np.array_equal(c, counts) for c in got.values()) and sorted(got) == list(l3.positions)
     short = tmp_path / "tokenizer-vocab.npz"  # indexed by the tokenizer's ids only: the model's ids overflow
     save_allocation(short, uniform_allocate(data.vocab_size, l3.budget, l3.cap), vocab_size=data.vocab_size,
                     budget=l3.budget, cap=l3.cap, corpus_fingerprint="x", n_tokens=1)  # fmt: skip
     with pytest.raises(ValueError, match=f"allocation_path .* has vocab_size={data.vocab_size}, but the"):
-        resolve_l3_counts(replace(s, allocation_path=str(short)), model, data, cache_dir)
+        l3_counts(replace(s, allocation_path=str(short)), model, small, cache_dir)
 
 
 def test_l3_positions_place_the_l3_layers_and_keep_the_match():

@@ -11,14 +11,7 @@ import torch
 from workloads.data import BuiltinSource, DataConfig
 from workloads.jobs.loop import Batches
 from workloads.jobs.result import JobContext
-from workloads.jobs.setup import (
-    base_model_config,
-    build_model,
-    corpus_for,
-    prepare_data,
-    resolve_l3_counts,
-    resolve_model_config,
-)
+from workloads.jobs.setup import build_model, prepare_job
 from workloads.jobs.spec import ModelOverrides
 from workloads.jobs.train import TrainJobConfig, run
 from workloads.l3.allocation import save_allocation, uniform_allocate
@@ -61,9 +54,8 @@ def cache_dir(tmp_path_factory):
 
 def resolved(cfg: TrainJobConfig, cache_dir: str):
     """(model config, data) exactly as the job resolves them: data first, then the model matched on it."""
-    spec = cfg.model_spec()
-    data = prepare_data(cfg.data_config(), base_model_config(spec), cache_dir)
-    return resolve_model_config(spec, corpus_for(spec, data, cache_dir)), data
+    prepared = prepare_job(cfg.model_spec(), None, cfg.data_config(), cache_dir)
+    return prepared.model, prepared.data
 
 
 def job(family: str, **kw) -> TrainJobConfig:
@@ -254,10 +246,8 @@ def test_zero_l3_lr_freezes_the_tables_only(cache_dir, tmp_path):
     cfg = job("l3", steps=2, l3_lr=0.0, l3_weight_decay=0.0, checkpoint_every=2)
     run(cfg, JobContext(cache_dir=cache_dir, checkpoint_dir=str(tmp_path)))
     trained = torch.load(tmp_path / "step-00000002" / "rank-0.pt", weights_only=False)["model"]
-    model_cfg, data = resolved(cfg, cache_dir)
-    initial = build_model(
-        model_cfg, resolve_l3_counts(cfg.model_spec(), model_cfg, data, cache_dir), "cpu", 0
-    )
+    prepared = prepare_job(cfg.model_spec(), None, cfg.data_config(), cache_dir)
+    initial = build_model(prepared.model, prepared.counts, "cpu", 0)
     for name, before in initial.state_dict().items():
         is_table = name.endswith(("l3.keys", "l3.values"))
         assert torch.equal(before, trained[name]) == (is_table or name.endswith("offsets")), name
