@@ -4,8 +4,9 @@ takes 2-3 s, so a local sqlite store is read here, by the same answers as `Track
 two to identical frames on a store MLflow wrote). Details: docs/orchestrator.md#orchestratorrunssqlite_reader.
 """
 
+import contextlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
@@ -73,6 +74,7 @@ class SqliteReader:
 
     def __init__(self, uri: str, db: Path):
         self.uri, self.db_path = uri, db
+        self._con: sqlite3.Connection | None = None
         self._tracker = None  # made on first need: an artifact that is not a local file
 
     @classmethod
@@ -89,9 +91,17 @@ class SqliteReader:
             return None
         return reader
 
-    def _snapshot(self):
-        con = sqlite3.connect(f"{self.db_path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None)
-        return _Transaction(con)
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction on the reader's read-only connection (opened once, on first use)."""
+        if self._con is None:
+            uri = f"{self.db_path.absolute().as_uri()}?mode=ro"
+            self._con = sqlite3.connect(uri, uri=True, isolation_level=None)
+        self._con.execute("BEGIN")
+        try:
+            yield self._con
+        finally:
+            self._con.execute("COMMIT")
 
     def experiment_id(self, name: str, create: bool = False) -> str | None:
         """The id of the experiment called `name` (any lifecycle stage, as MLflow's lookup), else None."""
@@ -166,22 +176,6 @@ class SqliteReader:
 
             self._tracker = Tracker(self.uri)
         return self._tracker
-
-
-class _Transaction:
-    """`with`: one read transaction on a connection, closed afterwards (sqlite3's own context manager
-    commits but does not close)."""
-
-    def __init__(self, con: sqlite3.Connection):
-        self.con = con
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.con.execute("BEGIN")
-        return self.con
-
-    def __exit__(self, *exc) -> None:
-        self.con.execute("COMMIT")
-        self.con.close()
 
 
 def _per_run(con: sqlite3.Connection, select: str, ids: list[str]) -> dict[str, list[tuple]]:
