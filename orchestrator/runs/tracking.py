@@ -155,6 +155,7 @@ class Tracker:
         exp_id = self.experiment_id(experiment, create=False)
         if exp_id is None:
             return pd.DataFrame()
+        mlflow.set_tracking_uri(self.uri)  # global: another Tracker may have set its own since
         return mlflow.search_runs(
             experiment_ids=[exp_id], filter_string=filter_string, output_format="pandas", max_results=100_000
         )
@@ -170,6 +171,7 @@ class Tracker:
         filter_string = " and ".join(terms + [names.tag_filter(k, v) for k, v in (tags or {}).items()])
         if experiment is not None:
             return self.search(experiment, filter_string)
+        mlflow.set_tracking_uri(self.uri)  # global: another Tracker may have set its own since
         return mlflow.search_runs(
             search_all_experiments=True,
             filter_string=filter_string,
@@ -180,6 +182,7 @@ class Tracker:
     @_uncut
     def children(self, parent_id: str) -> pd.DataFrame:
         exp_id = self.client.get_run(parent_id).info.experiment_id
+        mlflow.set_tracking_uri(self.uri)  # global: another Tracker may have set its own since
         return mlflow.search_runs(
             experiment_ids=[exp_id],
             filter_string=names.tag_filter(names.TAG_PARENT_RUN, parent_id),
