@@ -212,3 +212,16 @@ def test_an_artifact_stored_elsewhere_is_fetched_through_mlflow(store, tmp_path,
     reader = open_reader(f"sqlite:///{copy}")
     assert reader.download_text(parent, names.SUITE_JOBS) == "x"
     assert asked == [(f"sqlite:///{copy}", parent, names.SUITE_JOBS)]
+
+
+def test_a_tracker_searches_its_own_store_after_another_tracker_was_made(store, tmp_path):
+    """mlflow.search_runs reads MLflow's global URI, which every Tracker sets: each search resets it."""
+    uri, _, tracker = store
+    other = tmp_path / "emptied.db"
+    with sqlite3.connect(uri[len("sqlite:///") :]) as src, sqlite3.connect(other) as dst:
+        src.backup(dst)
+    with sqlite3.connect(other) as con:
+        con.execute("UPDATE runs SET lifecycle_stage = 'deleted'")
+    Tracker(f"sqlite:///{other}")
+    for experiment in (None, "exp-a"):
+        assert len(tracker.runs(experiment, JOB)) == len(open_reader(uri).runs(experiment, JOB)) > 0
