@@ -214,10 +214,13 @@ def print_compare(out: Console, df: pd.DataFrame, wide: bool = False) -> None:
 
 
 def print_verdict(out: Console, lines: list[str], seeds: pd.DataFrame) -> None:
-    """The seeds table (mean ± sd, paired Δ vs dense and its 95% interval) when the suite has several
-    seeds, then the ordering they support."""
+    """The seeds table (mean ± sd, paired Δ vs dense and its 95% interval; the secondary "val bpb" column
+    only where it fits) when the suite has several seeds, then the ordering they support."""
     if not seeds.empty:
-        out.print(compact_table(seeds, f"seeds ({seeds.columns[2]}; Δ paired by seed, 95% t interval)"))
+        title = f"seeds ({seeds.columns[2]}; Δ paired by seed, 95% t interval)"
+        required = [c for c in seeds.columns if c != "val bpb" or c == seeds.columns[2]]
+        table = fitted_table(seeds, title, required, ["val bpb"], out.width)  # cells whole: "6.469 ± 0.012"
+        out.print(table if _fits(table, out.width) else compact_table(seeds, title))  # else wrap, never cut
     for line in lines:
         out.print(f"verdict: {line}", markup=False, highlight=False)
 

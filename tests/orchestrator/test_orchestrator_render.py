@@ -276,3 +276,19 @@ def test_no_footnote_when_every_speed_ran_alone():
     render.print_compare(out, df)
     text = out.file.getvalue()
     assert "~" not in text and "contention" not in text
+
+
+def test_the_seeds_table_keeps_each_cell_on_one_line_and_drops_bpb_first():
+    seeds = pd.DataFrame(
+        [("dense", 3, "6.469 ± 0.012", "2.361", "—", "—", ""),
+         ("MoE dropless", 3, "6.464 ± 0.043", "2.359", "-0.005", "[-0.131, +0.121]", "within noise")],
+        columns=["config", "seeds", "val loss", "val bpb", "Δ vs dense", "95% interval", "gap"],
+    )  # fmt: skip
+    for width, bpb in ((80, False), (120, True)):
+        out = Console(width=width, file=io.StringIO(), force_terminal=False, color_system=None)
+        render.print_verdict(out, ["dense < MoE dropless"], seeds)
+        text = out.file.getvalue()
+        assert re.search(
+            r"MoE dropless\s+3\s+6\.464 ± 0\.043\s.*\[-0\.131, \+0\.121\]\s+within noise", text
+        ), text
+        assert ("val bpb" in text) is bpb and max(map(len, text.splitlines())) <= width
