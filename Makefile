@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 # One intra-op thread per test process: on a 2-core box torch's default pool oversubscribes and stalls.
+# PYTHONFAULTHANDLER: a native crash prints every thread's Python stack, also after pytest's own handler
+# is gone (one stress run passed all its tests, then died of SIGSEGV at interpreter exit, silently).
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not gpu and not slow" -q
+	PYTHONFAULTHANDLER=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -m "not gpu and not slow" -q
 
 # Break the code on purpose: each mutation of .ci/mutations.py (a one-line patch on a clean checkout,
 # restored after) must fail a test of `make test`. MUTATION_ARGS="--only NAME", "--list".

@@ -18,7 +18,9 @@ SELECTION = "not gpu and not slow"  # make test's markers
 def run_pytest(targets: list[str], log: Path, timeout_s: float, *flags: str) -> tuple[int | None, str, float]:
     """(exit code, None when it ran past timeout_s; pytest's output, also written to log; seconds)."""
     cmd = [sys.executable, "-m", "pytest", "-q", *flags, "-m", SELECTION, "-p", "no:cacheprovider", "-rfE"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # PYTHONFAULTHANDLER as in `make test`: a crash at interpreter exit, after pytest's handler is gone,
+    # still prints every thread's stack into the log.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen([*cmd, *targets], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
