@@ -10,7 +10,8 @@ Goals: MoE (dropless) decode ≥ 0.9× dense at batch 1 (issue 20); L3 on the de
 (issues 15, 21). At batch 8 L3 reads each distinct token's rows, so its bytes grow with the batch where
 dense's do not: there the goal is ≥ 0.95 of its floor ratio (dense floor ÷ L3 floor, the best L3 ÷ dense
 the hardware allows). Dense decode is the baseline; prefill is reported; every other ratio is shown ÷ dense
-for comparison (MoE at batch 8 with its floor, as issue 20 asks).
+for comparison (MoE at batch 8 with its floor, as issue 20 asks). `moe-1x`, the MoE with one expert's
+weights behind every slot of a layer, splits MoE's gap to dense into code (moe-1x ÷ dense) and working set.
 """
 
 from dataclasses import replace
@@ -26,11 +27,17 @@ from workloads.jobs.infer import InferJobConfig, build, placement_label
 from workloads.jobs.result import JobContext
 from workloads.jobs.rounds import measure
 from workloads.jobs.setup import corpus_params
-from workloads.models.accounting import decode_step_cost, decode_working_set_bytes, prefill_cost
+from workloads.models.accounting import decode_step_cost, decode_working_set_bytes, mlp_params, prefill_cost
+from workloads.models.moe import MoEMLP
 from workloads.models.transformer import TORCH_DTYPES
 
 VARIANTS = {"dense": ("dense", "dropless"), "moe": ("moe", "dropless"), "moe-ds": ("moe", "deepspeed"),
-            "l3": ("l3", "dropless")}  # fmt: skip
+            "l3": ("l3", "dropless"), "moe-1x": ("moe", "dropless")}  # fmt: skip
+# The control of MoE's decode ratio: the moe variant's model with every expert slot of a layer aliased to
+# its expert 0 (`alias_experts`). It routes and runs the same ops as moe, but its steps keep re-reading
+# one expert per layer, dense's working set: moe-1x ÷ dense is the serving code's cost; moe ÷ moe-1x
+# the cost of the working set that outgrows the cache (the floors' ratio predicts it from the probe).
+CONTROL = "moe-1x"
 GOALS = {"moe": (0.9, (1,)), "l3": (0.95, (1,))}  # ≥ this × dense decode, at these batch sizes
 FLOOR_RATIO_GOAL = 0.95  # L3 ÷ dense at the other batch sizes, as a fraction of dense floor ÷ L3 floor
 # suites/quickstart.yaml's infer section, family aside (tests/orchestrator/test_ratio_check.py holds them
@@ -69,6 +76,7 @@ def rows(ctx: BenchContext) -> list[Row]:
         name: build(replace(job, family=f, moe_impl=impl), JobContext())
         for name, (f, impl) in VARIANTS.items()
     }
+    alias_experts(built[CONTROL].model)
     out: list[Row] = []
     for bs in job.batch_sizes:
         measured = measure({n: b.model for n, b in built.items()}, built["dense"].prompts[:bs], job,
@@ -77,7 +85,10 @@ def rows(ctx: BenchContext) -> list[Row]:
         for (name, placement), t in measured.timers.items():
             b = built[name]
             touched = experts_touched(b.model, b.prompts[:bs], job.gen_len) if name == "moe" else None
-            d_bytes, d_flops, working_set = decode_cost(b, bs, job.prompt_len + job.gen_len / 2, touched)
+            resident = len(b.model_cfg.moe.positions) if name == CONTROL else None
+            d_bytes, d_flops, working_set = decode_cost(
+                b, bs, job.prompt_len + job.gen_len / 2, touched or resident, resident
+            )
             cfg, pc, element = _accounting(b)
             p_bytes, p_flops = prefill_cost(cfg, pc, bs, job.prompt_len, element)
             label = name if placement == "device" else f"{name} {placement_label(placement, ctx.device)}"
@@ -86,6 +97,7 @@ def rows(ctx: BenchContext) -> list[Row]:
             step = timed_row("infer", f"decode bs{bs} {label}", t.decode.samples_s()[t.decode.warmup :],
                              ctx.probe, nbytes=d_bytes, flops=d_flops, working_set=working_set)  # fmt: skip
             note = "" if touched is None else f"{touched:.1f} experts touched per step (all MoE layers)"
+            note = "control: moe's routes on one expert per layer" if name == CONTROL else note
             decode[label] = replace(step, items=bs, note=note)
             out.append(replace(prefill, items=bs * job.prompt_len).without_goal(REPORTED))
         out += [decode_goal(row, label, bs, measured.metrics.get(label), decode.get("dense"))
@@ -111,12 +123,31 @@ def _accounting(b: infer.Built) -> tuple:
     return cfg, pc, torch.empty((), dtype=TORCH_DTYPES[cfg.dtype]).element_size()
 
 
-def decode_cost(b: infer.Built, bs: int, context: float, touched: float | None = None) -> tuple:
+def decode_cost(
+    b: infer.Built, bs: int, context: float, touched: float | None = None, resident: int | None = None
+) -> tuple:
     """(bytes, FLOPs, working-set bytes) of one decode step of built job `b` at batch `bs` and mean
-    context `context`: `accounting.decode_step_cost` and `decode_working_set_bytes`."""
+    context `context`: `accounting.decode_step_cost` and `decode_working_set_bytes`. resident: the
+    distinct experts a MoE's steps can reach, summed over its layers (default all; `CONTROL`'s one per
+    layer): the others leave the working set."""
     cfg, pc, element = _accounting(b)
     nbytes, flops = decode_step_cost(cfg, pc, bs, context, touched, element)
-    return nbytes, flops, decode_working_set_bytes(cfg, pc, bs, context, element)
+    working_set = decode_working_set_bytes(cfg, pc, bs, context, element)
+    if resident is not None:
+        moe = cfg.moe
+        unreached = len(moe.positions) * moe.num_experts - resident
+        working_set -= unreached * mlp_params(cfg.dim, moe.ffn_dim) * element
+    return nbytes, flops, working_set
+
+
+def alias_experts(model) -> None:
+    """Point every expert slot of each MoE layer of a dropless-served `model` at the layer's expert 0."""
+    for block in model.layers:
+        if isinstance(block.mlp, MoEMLP):
+            experts = block.mlp.experts
+            for e in range(1, len(experts)):
+                experts[e] = experts[0]
+            block.mlp.set_impl(block.mlp.impl)  # its serving references follow
 
 
 def _vs_dense(row: Row, name: str, bs: int, ratio: float, m: dict, dense: Row | None = None) -> Row:

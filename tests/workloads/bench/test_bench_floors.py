@@ -147,3 +147,34 @@ def test_slow_sections_keep_the_rule(section):
 
     rows = resolve(section)(_ctx())
     assert rows and all(gaps(r) == [] for r in rows), {r.name: gaps(r) for r in rows if gaps(r)}
+
+
+def test_moe_control_keeps_moes_outputs_and_its_working_set_is_its_distinct_weights():
+    """The control (`alias_experts`) equals the MoE whose experts all hold expert 0's weights, and its
+    working set is the bytes of the weights it really has (one expert per layer), counted from storage."""
+    from dataclasses import replace
+
+    from workloads.bench import infer as bench
+    from workloads.jobs.infer import build
+    from workloads.jobs.result import JobContext
+
+    job = replace(bench.JOB, preset="debug", family="moe", batch_sizes=(2,), prompt_len=8, gen_len=4)
+    moe, control = build(job, JobContext()), build(job, JobContext())
+    bench.alias_experts(control.model)
+    for block in moe.model.layers:  # the reference: every expert a copy of expert 0
+        for expert in list(getattr(block.mlp, "experts", []))[1:]:
+            expert.load_state_dict(block.mlp.experts[0].state_dict())
+    with torch.no_grad():
+        assert torch.equal(moe.model(moe.prompts)[0], control.model(control.prompts)[0])
+
+    def weight_bytes(b) -> int:  # distinct storage, less the untied input embedding's unread rows
+        stored = {p.data_ptr(): p.numel() * p.element_size() for p in b.model.parameters()}
+        unread = 0 if b.model_cfg.tie_embeddings else (b.model_cfg.vocab_size - 2) * b.model_cfg.dim * 4
+        return sum(stored.values()) - unread
+
+    cfg = control.model_cfg
+    kv = 2 * cfg.n_layers * 2 * 10 * cfg.n_kv_heads * cfg.head_dim * 4  # K and V, 2 sequences × 10 positions
+    resident = len(cfg.moe.positions)
+    assert cfg.moe.num_experts > 1 and weight_bytes(control) < weight_bytes(moe)
+    assert bench.decode_cost(moe, 2, 10.0)[2] == weight_bytes(moe) + kv
+    assert bench.decode_cost(control, 2, 10.0, resident, resident)[2] == weight_bytes(control) + kv
