@@ -149,11 +149,6 @@ def closed() -> None:
         _state.phase = CLOSED
 
 
-def interrupted() -> bool:
-    """Whether a Ctrl-C arrived while the handler is installed."""
-    return _state.count > 0
-
-
 def forced() -> bool:
     """Whether a second Ctrl-C asked not to wait for the jobs."""
     return _state.count >= 2
