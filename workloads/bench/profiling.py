@@ -10,6 +10,9 @@ and "other" sum to the steps' time. A range's own self time (Python, numba: no t
 """
 
 import contextlib
+import os
+import sys
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -139,11 +142,33 @@ def function_range(owner, attr: str, part: str):
 
 def profile_steps(step, n: int) -> Profile:
     """`step()` run `n` times under torch.profiler (CPU), each in a ROOT range, aggregated."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    cpu = [torch.profiler.ProfilerActivity.CPU]
+    with without_kineto_notices(), torch.profiler.profile(activities=cpu) as prof:
         for _ in range(n):
             with torch.profiler.record_function(ROOT):
                 step()
     return aggregate(events_of(prof))
+
+
+@contextlib.contextmanager
+def without_kineto_notices(prefix: bytes = b"USDT:"):
+    """Drop the lines kineto writes to file descriptor 2 at every profiler start and stop ("USDT:...
+    profiler_start"; no setting turns them off): fd 2 goes to a temporary file meanwhile, and every other
+    line written there (a warning of the profiled step) is passed on to stderr afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().splitlines(keepends=True) if not line.startswith(prefix)]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def parts_table(profiles: dict[str, Profile]) -> Table:

@@ -1,5 +1,7 @@
 """workloads.bench.profiling: the split of profiler events into parts and ops, on hand-made events."""
 
+import os
+
 import pytest
 import torch
 from rich.console import Console
@@ -112,3 +114,17 @@ def test_bench_entry_hands_profile_to_its_own_entry(monkeypatch):
     monkeypatch.setattr(profile, "main", seen.append)
     entry.main(["profile", "--threads", "1", "--quick"])
     assert seen == [["--threads", "1", "--quick"]]
+
+
+def test_profiling_drops_kinetos_start_and_stop_lines_and_keeps_every_other_stderr_line(capfd):
+    from workloads.bench.profiling import profile_steps, without_kineto_notices
+
+    def step():
+        os.write(2, b"UserWarning: the step's own\n")
+        torch.ones(3).add_(1)
+
+    profile_steps(step, 2)  # the profiler's start and stop: kineto writes "USDT:... profiler_start"
+    with without_kineto_notices():
+        os.write(2, b"USDT:2026 SyncActivityProfilerHandler.cpp:52] profiler_start\nlast words\n")
+    err = capfd.readouterr().err
+    assert err == "UserWarning: the step's own\n" * 2 + "last words\n"
