@@ -3,7 +3,6 @@ single-device job, a Ray Train `TorchTrainer` gang per multi-worker job, failure
 Details: docs/orchestrator.md#orchestratorrunsscheduling.
 """
 
-import importlib
 import logging
 import socket
 import time
@@ -127,7 +126,7 @@ _fresh_task = ray.remote(max_retries=0, max_calls=1)(_run_job)
 def _interleaved_task(attempts: list[Attempt], sink) -> list[str]:
     """One process times a group's jobs together (`run_interleaved`): each job still streams and returns
     its own BenchResult, in the order given."""
-    module = importlib.import_module(registry.get(attempts[0].kind).module)
+    module = registry.get(attempts[0].kind).module()
     ctxs = [_job_context(sink, a, True) for a in attempts]
     results = module.run_interleaved([a.config for a in attempts], ctxs)
     _ended(sink, attempts)

@@ -1,21 +1,25 @@
-"""The job registry: job kind name → where its config dataclass and `run(cfg, ctx)` live.
+"""The job registry: job kind name → how the suite and the scheduler treat it; its module (config dataclass,
+`run(cfg, ctx)`) comes from `workloads.kinds.job_module`.
 
-Modules are imported lazily (`JobKind.load`), so the orchestrator works, and suites of the kinds that
-exist validate, even while a job module is missing; using a missing kind is a suite error.
+Modules are imported lazily (`JobKind.module`), so the orchestrator works, and suites of the kinds that
+exist validate, even while a job module cannot be imported; using such a kind is a suite error.
 """
 
 import difflib
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
+
+from workloads import kinds
 
 MODEL_FIELDS = ("preset", "family", "overrides", "allocation_path")
 
 
 @dataclass(frozen=True)
 class JobKind:
-    """name: the suite's key (`train`, ...); module: where `<config_class>` and `run(cfg, ctx)` live.
+    """name: the suite's key (`train`, ...), which names its module in `workloads.kinds.job_module`, where
+    `<config_class>` and `run(cfg, ctx)` live.
 
     uses_model: the config has the `ModelSpec` fields (MODEL_FIELDS: preset, family, overrides,
     allocation_path), set from the matrix's family and preset and the suite's model section;
@@ -29,7 +33,6 @@ class JobKind:
     """
 
     name: str
-    module: str
     config_class: str
     description: str
     uses_model: bool = True
@@ -38,21 +41,23 @@ class JobKind:
     timing: str = "exclusive"
     interleave: bool = False
 
-    def load(self) -> tuple[type, Callable[..., Any]]:
-        """(config dataclass, run function); ValueError naming the kind when the module is missing."""
+    def module(self) -> ModuleType:
+        """The kind's workloads module; ValueError naming the kind when it cannot be imported."""
         try:
-            mod = importlib.import_module(self.module)
+            return kinds.job_module(self.name)
         except ImportError as e:
-            raise ValueError(
-                f"job kind {self.name!r} is not available: cannot import {self.module} ({e})"
-            ) from e
+            raise ValueError(f"job kind {self.name!r} is not available: {e}") from e
+
+    def load(self) -> tuple[type, Callable[..., Any]]:
+        """(config dataclass, run function); ValueError naming the kind when its module is missing."""
+        mod = self.module()
         return getattr(mod, self.config_class), mod.run
 
     def resolve(self, config: Any, cuda: bool, model: Any = None) -> Any:
         """The config as the worker will run it: the module's `resolve(config, cuda=, model=)` (as is without
         one). cuda: whether the job is given GPUs; model: the resolved ModelConfig of a model job (matched
         in its comparison group). Raises the module's FieldError / ValueError."""
-        resolve = getattr(importlib.import_module(self.module), "resolve", None)
+        resolve = getattr(self.module(), "resolve", None)
         if resolve is None:
             return config
         return resolve(config, cuda=cuda) if model is None else resolve(config, cuda=cuda, model=model)
@@ -68,27 +73,23 @@ class JobKind:
 JOBS: dict[str, JobKind] = {
     "train": JobKind(
         "train",
-        "workloads.jobs.train",
         "TrainJobConfig",
         "train a model (dense / l3 / moe / scone) and evaluate it; throughput, memory, balance, val loss",
     ),
     "infer": JobKind(
         "infer",
-        "workloads.jobs.infer",
         "InferJobConfig",
         "prefill / decode throughput over batch sizes (L3 tables / SCONE table F on device or offloaded)",
         interleave=True,
     ),
     "eval": JobKind(
         "eval",
-        "workloads.jobs.evaluate",
         "EvalJobConfig",
         "downstream tasks through lm-evaluation-harness on its group's train job's final weights",
         timing="shared",  # it measures quality, no speed: it may share the machine
     ),
     "dummy": JobKind(
         "dummy",
-        "workloads.jobs.dummy",
         "DummyJobConfig",
         "model-free job that sleeps / fails / crashes on request (tests the pipeline)",
         uses_model=False,

@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
+from orchestrator.suites import registry
 from orchestrator.suites.expansion import load_suite
 from orchestrator.suites.files import SuiteError, shipped_suites
 from orchestrator.suites.schema import validate
@@ -219,3 +220,28 @@ def test_validate_accepts_the_paper_s_allocation(tmp_path):
     assert l3.config.model.l3.allocation == "lzw-paper" and l3.resolved["job"]["model"]["l3"][
         "allocation"
     ] == ("lzw-paper")
+
+
+def test_a_kind_whose_module_cannot_be_imported_is_unavailable_and_its_suite_says_so(monkeypatch, tmp_path):
+    """lm-eval missing, say: the eval kind's module fails to import; a suite using it gets a suite error
+    naming the kind and the import error, and every other kind still works."""
+    from workloads import kinds
+
+    real = kinds.job_module
+
+    def job_module(kind):
+        if kind == "eval":
+            raise ImportError("No module named 'lm_eval'")
+        return real(kind)
+
+    monkeypatch.setattr(kinds, "job_module", job_module)
+    assert not registry.get("eval").available() and registry.get("dummy").available()
+    with pytest.raises(ValueError, match="job kind 'eval' is not available: No module named 'lm_eval'"):
+        registry.get("eval").load()
+    assert registry.get("train").load()[0].__name__ == "TrainJobConfig"
+    suite = tmp_path / "evals.yaml"
+    suite.write_text("matrix: {jobs: [dummy, eval], families: [dense], presets: [debug]}\n")
+    with pytest.raises(SuiteError) as err:
+        load_suite(suite)
+    missing = "job kind 'eval' is not available: No module named 'lm_eval'"
+    assert ("matrix.jobs[1]", missing) in err.value.errors
