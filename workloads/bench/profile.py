@@ -1,6 +1,6 @@
 """`python -m workloads.bench profile [--threads 2 1] [--quick] [--goals ..]` (not in `make bench`, too long):
-where the time goes in each issue-21 goal the bench misses, on its bench row's workload (decode bs1 L3 ÷
-dense, the L3 sublayer ÷ MLP at 1 position, the train step L3 ÷ dense, the lookup at 8 / 64 positions):
+where the time goes in each issue-21 goal the bench misses, on its bench row's workload (decode bs1 L3 and
+MoE ÷ dense, the L3 sublayer ÷ MLP at 1 position, the train step L3 ÷ dense, the lookup at 8 / 64 positions):
 unprofiled times and floors, the step by part and top ops (`profiling`), the fused kernel's numba stages.
 """
 
@@ -103,16 +103,30 @@ class Decoder:
 
 
 def decode(console: Console, pr: MachineProbe, quick: bool) -> None:
+    """Decode bs1 of dense, L3, MoE (dropless) and its `moe-1x` control (`infer_section.alias_experts`):
+    per part, where L3's and MoE's steps spend more than dense's."""
     job = replace(infer_section.JOB, device="cpu")
     if quick:
         job = replace(job, prompt_len=32, gen_len=8)
-    built = {f: infer.build(replace(job, family=f), JobContext()) for f in ("dense", "l3")}
-    steps = {f: Decoder(b.model, b.prompts[:1], job.gen_len) for f, b in built.items()}
+    control = infer_section.CONTROL
+    families = {"dense": "dense", "l3": "l3", "moe": "moe", control: "moe"}
+    built = {name: infer.build(replace(job, family=f), JobContext()) for name, f in families.items()}
+    infer_section.alias_experts(built[control].model)
+    steps = {name: Decoder(b.model, b.prompts[:1], job.gen_len) for name, b in built.items()}
     parts = [p for b in built.values() for p in model_parts(b.model)]
+    resident = {control: len(built[control].model_cfg.moe.positions)}
     with part_ranges(parts), kernel_ranges():
-        title = f"decode bs1, L3 ÷ dense: goal ≥{infer_section.GOALS['l3'][0]:g}× dense (speed)"
+        goals = {f: infer_section.GOALS[f][0] for f in ("l3", "moe")}
+        title = f"decode bs1 ÷ dense: goals L3 ≥{goals['l3']:g}×, MoE ≥{goals['moe']:g}× dense (speed)"
         context = job.prompt_len + job.gen_len / 2
-        floors = lambda: {f: infer_section.decode_cost(b, 1, context) for f, b in built.items()}  # noqa: E731
+
+        def floors() -> dict:
+            costs = {}
+            for name, b in built.items():
+                r = resident.get(name)
+                costs[name] = infer_section.decode_cost(b, 1, context, r, r)
+            return costs
+
         report(console, title, steps, floors, pr, 3 if quick else 9, 8 if quick else 62)
 
 
