@@ -128,3 +128,18 @@ def test_profiling_drops_kinetos_start_and_stop_lines_and_keeps_every_other_stde
         os.write(2, b"USDT:2026 SyncActivityProfilerHandler.cpp:52] profiler_start\nlast words\n")
     err = capfd.readouterr().err
     assert err == "UserWarning: the step's own\n" * 2 + "last words\n"
+
+
+@pytest.mark.slow
+def test_profile_decode_times_and_floors_every_family_and_the_moe_control():
+    from workloads.bench import profile
+    from workloads.probe import MachineProbe
+
+    console = Console(record=True, width=200)
+    pr = MachineProbe(device="cpu", threads=1, read_bytes_per_s=1e10, gemm_flop_per_s={"8x8x8": 4e9})
+    profile.decode(console, pr, quick=True)
+    lines = console.export_text().splitlines()
+    for name in ("l3", "moe", "moe-1x"):
+        line = next(line for line in lines if line.startswith(f"  {name}: "))  # its time, ratio, floor
+        assert "speed ÷ dense's" in line and "at 10 GB/s" in line, line
+    assert any(line.split()[:1] == ["mlp"] for line in lines)  # the parts table
