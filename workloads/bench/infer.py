@@ -2,17 +2,7 @@
 and times them (`infer.build`, then `rounds.measure`, the job's own timing core, on the quickstart's infer
 section `JOB`), MoE served dropless and, for comparison, through DeepSpeed's training layer. Decode ratios
 to dense are per round of alternating generations (median, p10–p90 in the note), as the job logs them.
-
-Bytes and FLOPs per call from `accounting.decode_step_cost` / `prefill_cost` (a decode step reads the
-experts its batch touched: counted from one recorded generation); a decode step's floor reads at the rate
-of `decode_working_set_bytes` (its steps keep touching every expert / L3 row, not only this step's).
-Goals: MoE (dropless) decode ≥ 0.9× dense at batch 1 (issue 20); L3 on the device ≥ 0.95× dense at batch 1
-(issues 15, 21). At batch 8 L3 reads each distinct token's rows, so its bytes grow with the batch where
-dense's do not: there the goal is ≥ 0.95 of its floor ratio (dense floor ÷ L3 floor, the best L3 ÷ dense
-the hardware allows). Dense decode is the baseline; prefill is reported; every other ratio is shown ÷ dense
-for comparison (MoE at batch 8 with its floor, as issue 20 asks). `moe-1x`, the MoE with one expert's
-weights behind every slot of a layer, splits MoE's gap to dense into code (moe-1x ÷ dense) and working set.
-"""
+Details: docs/workloads.md#workloadsbenchinfer."""
 
 from dataclasses import replace
 

@@ -1,19 +1,5 @@
 """Sections of issue 21 (L3 at the roofline): `lookup`, `offload`, `l3_train`.
-
-- lookup: the L3 lookup op alone at 1 / 8 / 64 positions (the `layer` section's corpus, LZW counts,
-  consecutive validation tokens): bytes = the distinct ids' key and value rows, read once; FLOPs 2 per
-  row element looked up (score and weighted sum). Goal at ≥ 8 positions: ≥ 60% of the probed read
-  bandwidth. At 1 position the whole sublayer (`layer.l3_moved`) against the iso-active SwiGLU MLP (the
-  same bytes), goal ≤ 1.3× its time.
-- offload: `tiny` L3 decode with tables in host memory ÷ on the device, at batch 1 and 8, interleaved
-  generation by generation; bytes and FLOPs of a step as the `infer` section counts them. Goal ≥ 0.97.
-  (On CPU the offloaded lookup reads the host tables in place.)
-- l3_train: `tiny` optimizer steps of dense and of L3 with each table optimizer, built as the train job
-  builds them and stepped in turn. Goals: L3 ≥ 0.93× dense with AdamW, ≥ 0.97× with a row-wise one.
-  Floors: `accounting.train_step_cost` (10 accesses per parameter under AdamW); with a row-sparse
-  optimizer the tables count only the rows a step touched (`ROW_SPARSE_ACCESSES`). The ratio rows note
-  the ratio the two floors allow.
-"""
+Details: docs/workloads.md#workloadsbenchl3."""
 
 from dataclasses import replace
 

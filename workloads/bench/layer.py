@@ -1,12 +1,7 @@
 """Section `layer`: the L3 sublayer next to an iso-active SwiGLU MLP, inference at a few positions and
 forward+backward over a batch, on the built-in corpus (dim 256, vocab 8192, 65,536 rows, cap 512, LZW
 counts; positions are consecutive validation tokens, a new window every call).
-
-Bytes a call must move: the rows of the distinct ids it looks up plus the dense weights (fwd+bwd: the
-weights read twice and their gradients written once); FLOPs: 2 per multiply-add of scores, weighted sums
-and dense matmuls (fwd+bwd: 3× the forward's). Goal (issue 21): at 1 position the sublayer in ≤ 1.3× the
-MLP's time; the MLP rows are the baseline, the other L3 rows show L3 ÷ MLP time for comparison.
-"""
+Details: docs/workloads.md#workloadsbenchlayer."""
 
 import functools
 from dataclasses import replace

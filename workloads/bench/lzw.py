@@ -2,12 +2,7 @@
 corpus's training documents, and stage 2 (sort + walk to per-token row counts); then `lzw-paper`'s stage 1
 (the published loop, on the same documents' lines) and how many rows it moves against `lzw` (in its note:
 half the sum of |rows_lzw - rows_paper| over tokens, at the layer section's budget and cap).
-
-Bytes: the token ids stage 1 reads (int32 each); it is a pointer-chasing walk, so its floor is far below
-what it reaches. Stage 2 must read each phrase's count and last token (int64) and write the rows per token
-(`stage2_bytes`); a sort also has an n·log n comparison bound the floor leaves out. Both are integer work:
-0 FLOPs. Goal (issue 2): stage 1 ≥ 5 M tokens/s; stage 2 and lzw-paper have none (reported, compared).
-"""
+Details: docs/workloads.md#workloadsbenchlzw."""
 
 import time
 from dataclasses import replace

@@ -1,11 +1,7 @@
 """Section `orchestration`: the orchestrator's per-job overhead and cold start. workloads never imports
 orchestrator (DESIGN.md), so the measurement runs out of process: `python -m orchestrator.runs.overhead
 JOBS`, whose last stdout line is its JSON. One sample per number (a Ray cluster start each run).
-
-These rows are latencies (process and cluster start, Ray dispatch, MLflow writes), which no byte or FLOP
-count bounds: each says "floor n/a" and why. Goal (issue 24): `compare` on a finished suite in ≤ 1.5 s
-plus interpreter start; the other latencies have none and are reported.
-"""
+Details: docs/workloads.md#workloadsbenchorchestration."""
 
 import json
 import subprocess

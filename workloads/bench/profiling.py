@@ -1,13 +1,6 @@
 """Where a step's time goes: torch.profiler events split into parts (model modules, the optimizer, each
 part's backward) and ops, per step; the tables `python -m workloads.bench.profile` prints.
-
-Rule: an event's self time goes to the innermost part range around it ("part:<name>" ranges that
-`part_ranges` opens around modules, torch's own "Optimizer.step#..." / "Optimizer.zero_grad#..."); a
-backward node's work goes to "backward <part>" of the forward op that made it (the autograd sequence
-number); time in no part is "other". Only time inside the `root` ranges (one per step) counts, so parts
-and "other" sum to the steps' time. A range's own self time (Python, numba: no torch op) is listed as op
-"(no torch op)".
-"""
+Details: docs/workloads.md#workloadsbenchprofiling."""
 
 import contextlib
 import os

@@ -1,11 +1,6 @@
 """A benchmark row: one timed call with its median/p10/p90, the bytes and FLOPs it must move, and the
 roofline floor of those on the probed machine; and the interleaved-rounds timer every section uses.
-
-% of floor = floor_s / median_s (100% = as fast as the hardware allows; floor_s = `MachineProbe.floor_s`).
-Bytes and FLOPs come from model shapes, `workloads.models.accounting` and the data processed, never typed
-in. The rule every row keeps (`gaps`): bytes, FLOPs and floor, or a `no_floor` reason; a goal, and met
-or not, unless the goal says it has none (`NO_GOAL`: a baseline, a row for comparison, a reported one).
-"""
+Details: docs/workloads.md#workloadsbenchrows."""
 
 import time
 from collections.abc import Callable

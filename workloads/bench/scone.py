@@ -2,11 +2,7 @@
 split, then greedy decode of the dense `tiny` model next to SCONE with its f-gram table F on the device, in
 host memory and in a memory-mapped file (`workloads.scone.serve`), generations interleaved. Weights are
 random: throughput does not depend on them; the match rate comes from the real corpus.
-
-Bytes and FLOPs: tokens read (int32) for discovery and tagging, integer work (0 FLOPs);
-`accounting.decode_step_cost` for decode (SCONE's inference-resident model, plus one F row per token).
-No issue sets a SCONE speed goal: discovery and tagging are reported, decode is ÷ dense for comparison.
-"""
+Details: docs/workloads.md#workloadsbenchscone."""
 
 import tempfile
 import time

@@ -1,10 +1,5 @@
 """The benchmark sections: name -> "module:function", the function `(BenchContext) -> list[Row]`.
-
-An explicit registry (imported lazily, so one section does not pay for another's imports). A section lives
-next to what it measures or in this package; `all` runs them in this order. The orchestration section
-measures the orchestrator in a subprocess (`python -m orchestrator.runs.overhead`): workloads never imports
-orchestrator (DESIGN.md, import-linter).
-"""
+Details: docs/workloads.md#workloadsbenchsections."""
 
 import importlib
 from collections.abc import Callable

@@ -1,11 +1,7 @@
 """Section `train`: optimizer steps of the matched `tiny` families, built exactly as the train job builds
 them (`workloads.jobs.train.build_loop`) and stepped in turn (dense, l3, moe, dense, ...), so a load
 change on a shared machine hits each alike; MoE trains through DeepSpeed.
-
-Bytes and FLOPs per step from `accounting.train_step_cost` (weights read twice, gradients written,
-AdamW's state read and written; FLOPs 3× the forward). Goal (issues 4 and 15): L3 ≥ 0.95× dense; dense is
-the baseline and MoE is shown ÷ dense for comparison.
-"""
+Details: docs/workloads.md#workloadsbenchtrain."""
 
 from collections.abc import Callable
 from dataclasses import replace
