@@ -22,8 +22,13 @@ from workloads.probe import probe
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m workloads.bench", description=__doc__.splitlines()[0])
-    p.add_argument("sections", nargs="+", choices=[*SECTIONS, "all"], metavar="SECTION",
-                   help=f"{' | '.join(SECTIONS)} | all")  # fmt: skip
+    p.add_argument(
+        "sections",
+        nargs="+",
+        choices=[*SECTIONS, "all"],
+        metavar="SECTION",
+        help=f"{' | '.join(SECTIONS)} | all",
+    )
     p.add_argument("--threads", type=int, nargs="+", default=None, help="torch intra-op thread counts")
     p.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per variant")
     p.add_argument("--quick", action="store_true", help="smallest sizes (a smoke run, not for numbers)")
@@ -52,8 +57,13 @@ def run(sections: list[str], threads: int, rounds: int, quick: bool, device: str
         wall[name] = time.perf_counter() - t0
     loads = (load_before, os.getloadavg()[0])
     report.print_run(console, rows, ctx.probe, loads, wall)
-    return {"threads": threads, "load_avg_1m": loads, "probe": ctx.probe.as_dict(), "wall_s": wall,
-            "rows": [r.as_dict() for r in rows]}  # fmt: skip
+    return {
+        "threads": threads,
+        "load_avg_1m": loads,
+        "probe": ctx.probe.as_dict(),
+        "wall_s": wall,
+        "rows": [r.as_dict() for r in rows],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

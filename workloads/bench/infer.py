@@ -21,8 +21,13 @@ from workloads.models.accounting import decode_step_cost, decode_working_set_byt
 from workloads.models.moe import MoEMLP
 from workloads.models.transformer import TORCH_DTYPES
 
-VARIANTS = {"dense": ("dense", "dropless"), "moe": ("moe", "dropless"), "moe-ds": ("moe", "deepspeed"),
-            "l3": ("l3", "dropless"), "moe-1x": ("moe", "dropless")}  # fmt: skip
+VARIANTS = {
+    "dense": ("dense", "dropless"),
+    "moe": ("moe", "dropless"),
+    "moe-ds": ("moe", "deepspeed"),
+    "l3": ("l3", "dropless"),
+    "moe-1x": ("moe", "dropless"),
+}
 # The control of MoE's decode ratio: the moe variant's model with every expert slot of a layer aliased to
 # its expert 0 (`alias_experts`). It routes and runs the same ops as moe, but its steps keep re-reading
 # one expert per layer, dense's working set: moe-1x ÷ dense is the serving code's cost; moe ÷ moe-1x
@@ -34,9 +39,17 @@ FLOOR_RATIO_GOAL = 0.95  # L3 ÷ dense at the other batch sizes, as a fraction o
 # equal): `make demo`'s report and this section take their decode ratios from one measurement.
 # Loop lengths: a round's generation has 31 decode steps (its median makes the round's ratio), and 24
 # counted rounds after 2 warm-up ones give the median and p10/p90 of the ratio; --rounds does not apply.
-JOB = InferJobConfig("tiny", "dense", data=DataConfig(source=BuiltinSource(content="docs")),
-                     batch_sizes=(1, 8), prompt_len=64, gen_len=32, l3_placement="both", warmup=2,
-                     repeats=24)  # fmt: skip
+JOB = InferJobConfig(
+    "tiny",
+    "dense",
+    data=DataConfig(source=BuiltinSource(content="docs")),
+    batch_sizes=(1, 8),
+    prompt_len=64,
+    gen_len=32,
+    l3_placement="both",
+    warmup=2,
+    repeats=24,
+)
 
 
 def experts_touched(model, prompts: torch.Tensor, gen_len: int) -> float:
@@ -69,8 +82,12 @@ def rows(ctx: BenchContext) -> list[Row]:
     alias_experts(built[CONTROL].model)
     out: list[Row] = []
     for bs in job.batch_sizes:
-        measured = measure({n: b.model for n, b in built.items()}, built["dense"].prompts[:bs], job,
-                           {n: b.scone for n, b in built.items()})  # fmt: skip
+        measured = measure(
+            {n: b.model for n, b in built.items()},
+            built["dense"].prompts[:bs],
+            job,
+            {n: b.scone for n, b in built.items()},
+        )
         decode: dict[str, Row] = {}
         for (name, placement), t in measured.timers.items():
             b = built[name]
@@ -82,16 +99,31 @@ def rows(ctx: BenchContext) -> list[Row]:
             cfg, pc, element = _accounting(b)
             p_bytes, p_flops = prefill_cost(cfg, pc, bs, job.prompt_len, element)
             label = name if placement == "device" else f"{name} {placement_label(placement, ctx.device)}"
-            prefill = timed_row("infer", f"prefill bs{bs} {label}", t.prefill.samples_s()[job.warmup :],
-                                ctx.probe, nbytes=p_bytes, flops=p_flops)  # fmt: skip
-            step = timed_row("infer", f"decode bs{bs} {label}", t.decode.samples_s()[t.decode.warmup :],
-                             ctx.probe, nbytes=d_bytes, flops=d_flops, working_set=working_set)  # fmt: skip
+            prefill = timed_row(
+                "infer",
+                f"prefill bs{bs} {label}",
+                t.prefill.samples_s()[job.warmup :],
+                ctx.probe,
+                nbytes=p_bytes,
+                flops=p_flops,
+            )
+            step = timed_row(
+                "infer",
+                f"decode bs{bs} {label}",
+                t.decode.samples_s()[t.decode.warmup :],
+                ctx.probe,
+                nbytes=d_bytes,
+                flops=d_flops,
+                working_set=working_set,
+            )
             note = "" if touched is None else f"{touched:.1f} experts touched per step (all MoE layers)"
             note = "control: moe's routes on one expert per layer" if name == CONTROL else note
             decode[label] = replace(step, items=bs, note=note)
             out.append(replace(prefill, items=bs * job.prompt_len).without_goal(REPORTED))
-        out += [decode_goal(row, label, bs, measured.metrics.get(label), decode.get("dense"))
-                for label, row in decode.items()]  # fmt: skip
+        out += [
+            decode_goal(row, label, bs, measured.metrics.get(label), decode.get("dense"))
+            for label, row in decode.items()
+        ]
     return out
 
 

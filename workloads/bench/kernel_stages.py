@@ -32,8 +32,21 @@ def stage_calls(layer: L3Layer, windows: list[torch.Tensor], x: torch.Tensor, pa
     whole = sc._parallel if parallel else sc._serial
 
     def kernel():
-        whole(xn, ids[next(k)], keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix,
-              layer.residual, out)  # fmt: skip
+        whole(
+            xn,
+            ids[next(k)],
+            keys,
+            values,
+            offsets,
+            w_in,
+            eps_in,
+            w_up,
+            w_out,
+            eps_out,
+            w_mix,
+            layer.residual,
+            out,
+        )
 
     return {
         "RMSNorm_in": (lambda: sc._dense_in_jit(xn, w_in, eps_in, values.shape[1]), xn.nbytes + w_in.nbytes),

@@ -57,8 +57,9 @@ def lookup(ctx: BenchContext) -> list[Row]:
         with torch.no_grad():
             s = interleaved(fns, ctx.rounds, inner=5 if ctx.quick else 20)
         nbytes, flops = np.mean([lookup_moved(layer, w) for w in windows], axis=0)
-        row = timed_row("lookup", f"lookup op {n} pos", s["lookup"], ctx.probe, nbytes=nbytes, flops=flops,
-                        items=n)  # fmt: skip
+        row = timed_row(
+            "lookup", f"lookup op {n} pos", s["lookup"], ctx.probe, nbytes=nbytes, flops=flops, items=n
+        )
         if n >= 8:
             row = row.with_goal(f"≥{LOOKUP_READ_GOAL:.0%} read bw", row.floor_frac >= LOOKUP_READ_GOAL)
         out.append(row if n >= 8 else row.without_goal(COMPARISON))
@@ -77,8 +78,15 @@ def lookup(ctx: BenchContext) -> list[Row]:
 
 def offload(ctx: BenchContext) -> list[Row]:
     prompt_len, gen_len = (32, 6) if ctx.quick else (128, 32)
-    job = infer.InferJobConfig("tiny", "l3", batch_sizes=(1, 8), prompt_len=prompt_len, gen_len=gen_len,
-                               l3_placement="both", device=str(ctx.device))  # fmt: skip
+    job = infer.InferJobConfig(
+        "tiny",
+        "l3",
+        batch_sizes=(1, 8),
+        prompt_len=prompt_len,
+        gen_len=gen_len,
+        l3_placement="both",
+        device=str(ctx.device),
+    )
     built = infer.build(job, JobContext())
     out: list[Row] = []
     for bs in job.batch_sizes:
@@ -94,9 +102,19 @@ def offload(ctx: BenchContext) -> list[Row]:
             finally:
                 handle.remove()
         nbytes, flops, working_set = decode_cost(built, bs, prompt_len + gen_len / 2)
-        rows = {p: timed_row("offload", f"decode bs{bs} l3 {p}", t.decode.samples_s()[t.decode.warmup :],
-                             ctx.probe, nbytes=nbytes, flops=flops, working_set=working_set, items=bs)
-                for p, t in timers.items()}  # fmt: skip
+        rows = {
+            p: timed_row(
+                "offload",
+                f"decode bs{bs} l3 {p}",
+                t.decode.samples_s()[t.decode.warmup :],
+                ctx.probe,
+                nbytes=nbytes,
+                flops=flops,
+                working_set=working_set,
+                items=bs,
+            )
+            for p, t in timers.items()
+        }
         wait = f"wait {1e6 * np.mean(waits):.0f} µs/L3 call" if waits else "tables read in place"
         off = ratio_goal(rows["offload"], rows["device"], OFFLOAD_GOAL, "on device")
         out += [rows["device"].without_goal(BASELINE), replace(off, note=wait)]

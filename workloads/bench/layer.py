@@ -99,8 +99,14 @@ def rows(ctx: BenchContext) -> list[Row]:
         with torch.no_grad():
             s = interleaved(fns, ctx.rounds, inner=5 if ctx.quick else 20)
         l3_bytes, l3_flops = np.mean([l3_moved(layer, w) for w in windows], axis=0)  # a call reads one window
-        mlp_row = timed_row("layer", f"mlp {n} pos", s["mlp"], ctx.probe, items=n,
-                            **dict(zip(("nbytes", "flops"), mlp_moved(mlp, n), strict=True)))  # fmt: skip
+        mlp_row = timed_row(
+            "layer",
+            f"mlp {n} pos",
+            s["mlp"],
+            ctx.probe,
+            items=n,
+            **dict(zip(("nbytes", "flops"), mlp_moved(mlp, n), strict=True)),
+        )
         l3_row = timed_row("layer", f"l3 {n} pos", s["l3"], ctx.probe, nbytes=l3_bytes, flops=l3_flops)
         out += [mlp_row.without_goal(BASELINE), vs_mlp(replace(l3_row, items=n), mlp_row, n)]
     B, T = (2, 128) if ctx.quick else (8, 512)
@@ -115,9 +121,13 @@ def rows(ctx: BenchContext) -> list[Row]:
     s = interleaved({"l3": lambda: fwd_bwd(layer, ids), "mlp": lambda: fwd_bwd(mlp)}, max(3, ctx.rounds // 2))
     l3_b, l3_f = l3_moved(layer, ids, backward=True)
     mlp_b, mlp_f = mlp_moved(mlp, B * T, backward=True)
-    fb = {name: replace(timed_row("layer", f"{name} fwd+bwd {B}×{T}", s[name], ctx.probe, nbytes=nbytes,
-                                  flops=flops), items=B * T)
-          for name, (nbytes, flops) in (("mlp", (mlp_b, mlp_f)), ("l3", (l3_b, l3_f)))}  # fmt: skip
+    fb = {
+        name: replace(
+            timed_row("layer", f"{name} fwd+bwd {B}×{T}", s[name], ctx.probe, nbytes=nbytes, flops=flops),
+            items=B * T,
+        )
+        for name, (nbytes, flops) in (("mlp", (mlp_b, mlp_f)), ("l3", (l3_b, l3_f)))
+    }
     return [*out, fb["mlp"].without_goal(BASELINE), vs_mlp(fb["l3"], fb["mlp"], B * T)]
 
 

@@ -55,7 +55,8 @@ def _paper_row(ctx: BenchContext, docs: list, data, lzw_rows) -> Row:
         phrases = count_phrases_paper(lines, data.vocab_size)
         times.append(time.perf_counter() - t0)
     moved = int(abs(allocate_from_counts(phrases, BUDGET, CAP) - lzw_rows).sum()) // 2
-    row = timed_row("lzw", "lzw-paper stage 1 (lines)", times, ctx.probe, nbytes=4.0 * phrases.n_tokens,
-                    flops=0.0)  # fmt: skip
+    row = timed_row(
+        "lzw", "lzw-paper stage 1 (lines)", times, ctx.probe, nbytes=4.0 * phrases.n_tokens, flops=0.0
+    )
     note = f"rows moved vs lzw: {moved:,} of {BUDGET:,} ({moved / BUDGET:.1%})"
     return replace(row, items=float(phrases.n_tokens), note=note).without_goal(COMPARISON)

@@ -37,8 +37,13 @@ def model_parts(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """(part, module) of a Transformer: embedding, attention, mlp (or moe), l3, norm, lm_head."""
     parts = [("embedding", model.tok_emb), ("norm", model.norm), ("lm_head", model.lm_head)]
     for block in model.layers:
-        for child, part in (("attn", "attention"), ("mlp", "mlp"), ("l3", "l3"), ("attn_norm", "norm"),
-                            ("mlp_norm", "norm")):  # fmt: skip
+        for child, part in (
+            ("attn", "attention"),
+            ("mlp", "mlp"),
+            ("l3", "l3"),
+            ("attn_norm", "norm"),
+            ("mlp_norm", "norm"),
+        ):
             if getattr(block, child, None) is not None:
                 parts.append((part, getattr(block, child)))
     return parts
@@ -56,12 +61,20 @@ def kernel_ranges():
         ):
             for attr in attrs:
                 if getattr(owner, attr, None) is not None:
-                    stack.enter_context(function_range(owner, attr, part))  # fmt: skip
+                    stack.enter_context(function_range(owner, attr, part))
         yield
 
 
-def report(console: Console, title: str, steps: dict, floors, pr: MachineProbe, rounds: int, n: int,
-           ratio: bool = True) -> None:  # fmt: skip
+def report(
+    console: Console,
+    title: str,
+    steps: dict,
+    floors,
+    pr: MachineProbe,
+    rounds: int,
+    n: int,
+    ratio: bool = True,
+) -> None:
     """Time each step callable unprofiled (interleaved), print each one's floor (`floors()`: {name: (bytes,
     FLOPs, working set or None)}, called after the timing) and its speed ratio to the first, then profile
     `n` calls of each and print the parts and top-ops tables."""
@@ -167,19 +180,36 @@ def train(console: Console, pr: MachineProbe, quick: bool) -> None:
         "l3 adamw": ("l3", "adamw"),
         "l3 rowwise": ("l3", "rowwise_adagrad"),
     }
-    cfg = TrainJobConfig(preset="tiny", family="dense", data=data, seq_len=seq_len, batch_size=batch,
-                         steps=2 + rounds + n + 2, device="cpu")  # fmt: skip
-    loops = {name: build_loop(replace(cfg, family=f, l3_optimizer=o), JobContext())
-             for name, (f, o) in variants.items()}  # fmt: skip
+    cfg = TrainJobConfig(
+        preset="tiny",
+        family="dense",
+        data=data,
+        seq_len=seq_len,
+        batch_size=batch,
+        steps=2 + rounds + n + 2,
+        device="cpu",
+    )
+    loops = {
+        name: build_loop(replace(cfg, family=f, l3_optimizer=o), JobContext())
+        for name, (f, o) in variants.items()
+    }
     steps = {name: _stepper(job) for name, job in loops.items()}
     for step in steps.values():
         step()  # the first step allocates the optimizer's state
     goals = ", ".join(f"{o} ≥{g:g}×" for o, g in l3_section.TRAIN_GOALS.items() if o != "sparse_adam")
     with part_ranges([p for job in loops.values() for p in model_parts(job.model)]), kernel_ranges():
-        report(console, f"train step {batch}×{seq_len}, L3 ÷ dense (speed): goals {goals}", steps,
-               lambda: {name: (*l3_section.train_step_floor(job, variants[name][1], batch, seq_len), None)
-                        for name, job in loops.items()},
-               pr, rounds, n)  # fmt: skip
+        report(
+            console,
+            f"train step {batch}×{seq_len}, L3 ÷ dense (speed): goals {goals}",
+            steps,
+            lambda: {
+                name: (*l3_section.train_step_floor(job, variants[name][1], batch, seq_len), None)
+                for name, job in loops.items()
+            },
+            pr,
+            rounds,
+            n,
+        )
 
 
 def _stepper(job):

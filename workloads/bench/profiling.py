@@ -42,8 +42,10 @@ class Profile:
 
 
 def events_of(prof: torch.profiler.profile) -> list[Event]:
-    return [Event(e.name, e.thread, e.time_range.start, e.time_range.end, e.self_cpu_time_total,
-                  e.sequence_nr) for e in prof.events()]  # fmt: skip
+    return [
+        Event(e.name, e.thread, e.time_range.start, e.time_range.end, e.self_cpu_time_total, e.sequence_nr)
+        for e in prof.events()
+    ]
 
 
 def _own_part(name: str) -> str | None:

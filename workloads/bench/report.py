@@ -55,8 +55,12 @@ def table(rows: list[Row], title: str) -> Table:
     limit), goal with the measured value, met or NOT. Each section opens with its name."""
     t = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     for col in COLUMNS:
-        t.add_column(col, justify="left" if col in ("row", "goal") else "right", no_wrap=col != "goal",
-                     min_width={"goal": 20, "met": 3}.get(col))  # fmt: skip
+        t.add_column(
+            col,
+            justify="left" if col in ("row", "goal") else "right",
+            no_wrap=col != "goal",
+            min_width={"goal": 20, "met": 3}.get(col),
+        )
     section = None
     for r in rows:
         if r.section != section:
@@ -69,10 +73,18 @@ def table(rows: list[Row], title: str) -> Table:
         floor = "n/a" if r.no_floor else "" if r.floor_frac is None else f"{100 * r.floor_frac:.0f}%"
         rate = "" if r.items_per_s is None else si(r.items_per_s) + ("" if r.unit == "tok" else f" {r.unit}")
         t.add_row(
-            f" {r.name}", si(r.median_s * 1e6), _spread(r), rate,
-            si(None if r.bytes is None else r.bytes / 1e6), si(None if r.flops is None else r.flops / 1e6),
-            si(r.gb_per_s), si(r.gflop_per_s), floor, goal, met,
-        )  # fmt: skip
+            f" {r.name}",
+            si(r.median_s * 1e6),
+            _spread(r),
+            rate,
+            si(None if r.bytes is None else r.bytes / 1e6),
+            si(None if r.flops is None else r.flops / 1e6),
+            si(r.gb_per_s),
+            si(r.gflop_per_s),
+            floor,
+            goal,
+            met,
+        )
     return t
 
 

@@ -38,9 +38,15 @@ def rows(ctx: BenchContext) -> list[Row]:
     train, sc = data.train, cfgs["scone"].scone
     starts, ends = train.doc_offsets[:-1], train.doc_offsets[1:] - 1
     discover = lambda: discover_fgrams_flat(  # noqa: E731
-        train.tokens, starts, ends, cfgs["scone"].vocab_size, sc.n_fgrams, max_n=sc.max_n,
-        min_count=sc.min_count, corpus_fingerprint="bench",
-    )  # fmt: skip
+        train.tokens,
+        starts,
+        ends,
+        cfgs["scone"].vocab_size,
+        sc.n_fgrams,
+        max_n=sc.max_n,
+        min_count=sc.min_count,
+        corpus_fingerprint="bench",
+    )
     discover()  # numba compile
     repeats = 2 if ctx.quick else 3
     fgrams, disc = _timed(discover, repeats)
@@ -48,10 +54,16 @@ def rows(ctx: BenchContext) -> list[Row]:
     matcher.tag(train.tokens[:1000])
     tags, tag = _timed(lambda: matcher.tag(train.tokens), repeats)
     n = float(train.n_tokens)
-    out = [replace(timed_row("scone", "discovery", disc, ctx.probe, nbytes=4 * n, flops=0.0),
-                   items=n).without_goal(REPORTED),
-           replace(timed_row("scone", "tagging", tag, ctx.probe, nbytes=4 * n, flops=0.0), items=n,
-                   note=f"train match rate {(tags >= 0).mean():.3f}").without_goal(REPORTED)]  # fmt: skip
+    out = [
+        replace(
+            timed_row("scone", "discovery", disc, ctx.probe, nbytes=4 * n, flops=0.0), items=n
+        ).without_goal(REPORTED),
+        replace(
+            timed_row("scone", "tagging", tag, ctx.probe, nbytes=4 * n, flops=0.0),
+            items=n,
+            note=f"train match rate {(tags >= 0).mean():.3f}",
+        ).without_goal(REPORTED),
+    ]
     extra = {"dense": {}, "scone": {"fgrams": fgrams}}
     models = {f: build_model(cfg, None, ctx.device, seed=0, **extra[f]).eval() for f, cfg in cfgs.items()}
     with tempfile.TemporaryDirectory(prefix="scone-bench-") as tmp:
@@ -73,8 +85,14 @@ def rows(ctx: BenchContext) -> list[Row]:
         cfg = cfgs["dense" if v == "dense" else "scone"]
         nbytes, flops = decode_step_cost(cfg, count_params(cfg), bs, prompt_len + gen_len / 2)
         nbytes += 0 if v == "dense" else bs * cfg.dim * table.table.element_size()  # F rows
-        row = timed_row("scone", f"decode bs{bs} {v}", timers[v].decode.samples_s()[gen_len - 1 :],
-                        ctx.probe, nbytes=nbytes, flops=flops)  # fmt: skip
+        row = timed_row(
+            "scone",
+            f"decode bs{bs} {v}",
+            timers[v].decode.samples_s()[gen_len - 1 :],
+            ctx.probe,
+            nbytes=nbytes,
+            flops=flops,
+        )
         row = replace(row, items=bs)
         if dense is None:
             dense = row

@@ -17,8 +17,23 @@ def _lookup(table, mask, key):
 
 
 @numba.njit(cache=True)
-def count_pass(tokens, prev, cur, starts, ends, base_pos, n, vocab_size, table, n_nodes, count, first, parent,
-               last, alive):  # fmt: skip
+def count_pass(
+    tokens,
+    prev,
+    cur,
+    starts,
+    ends,
+    base_pos,
+    n,
+    vocab_size,
+    table,
+    n_nodes,
+    count,
+    first,
+    parent,
+    last,
+    alive,
+):
     """Scan n of discovery over the documents tokens[starts[d]:ends[d]] of one chunk.
 
     prev[i]: node of the (n-1)-gram starting at i (-1: none; for n = 2 the tokens themselves). The

@@ -121,6 +121,16 @@ def l3_sublayer_cpu(
     run = _parallel if parallel else _serial
     eps_in = norm_in.eps if norm_in.eps is not None else torch.finfo(x.dtype).eps
     eps_out = norm_out.eps if norm_out.eps is not None else torch.finfo(x.dtype).eps
-    run(*arrays, offsets.numpy(), norm_in.weight.detach().numpy(), eps_in, up.detach().numpy(),
-        norm_out.weight.detach().numpy(), eps_out, mix.detach().numpy(), residual, out.numpy())  # fmt: skip
+    run(
+        *arrays,
+        offsets.numpy(),
+        norm_in.weight.detach().numpy(),
+        eps_in,
+        up.detach().numpy(),
+        norm_out.weight.detach().numpy(),
+        eps_out,
+        mix.detach().numpy(),
+        residual,
+        out.numpy(),
+    )
     return out
