@@ -92,9 +92,8 @@ def rows(ctx: BenchContext) -> list[Row]:
         for (name, placement), t in measured.timers.items():
             b = built[name]
             touched = experts_touched(b.model, b.prompts[:bs], job.gen_len) if name == "moe" else None
-            resident = len(b.model_cfg.moe.positions) if name == CONTROL else None
             d_bytes, d_flops, working_set = decode_cost(
-                b, bs, job.prompt_len + job.gen_len / 2, touched or resident, resident
+                b, bs, job.prompt_len + job.gen_len / 2, touched, control=name == CONTROL
             )
             cfg, pc, element = _accounting(b)
             p_bytes, p_flops = prefill_cost(cfg, pc, bs, job.prompt_len, element)
@@ -146,19 +145,19 @@ def _accounting(b: infer.Built) -> tuple:
 
 
 def decode_cost(
-    b: infer.Built, bs: int, context: float, touched: float | None = None, resident: int | None = None
+    b: infer.Built, bs: int, context: float, touched: float | None = None, control: bool = False
 ) -> tuple:
     """(bytes, FLOPs, working-set bytes) of one decode step of built job `b` at batch `bs` and mean
-    context `context`: `accounting.decode_step_cost` and `decode_working_set_bytes`. resident: the
-    distinct experts a MoE's steps can reach, summed over its layers (default all; `CONTROL`'s one per
-    layer): the others leave the working set."""
+    context `context`: `accounting.decode_step_cost` and `decode_working_set_bytes`. control: `b` is the
+    `CONTROL` (`alias_experts`): each MoE layer has one expert's weights, so a step reads one per layer
+    and the other experts leave the working set."""
     cfg, pc, element = _accounting(b)
-    nbytes, flops = decode_step_cost(cfg, pc, bs, context, touched, element)
+    resident = len(cfg.moe.positions) if control else None
+    nbytes, flops = decode_step_cost(cfg, pc, bs, context, resident or touched, element)
     working_set = decode_working_set_bytes(cfg, pc, bs, context, element)
-    if resident is not None:
-        moe = cfg.moe
-        unreached = len(moe.positions) * moe.num_experts - resident
-        working_set -= unreached * mlp_params(cfg.dim, moe.ffn_dim) * element
+    if control:
+        unreached = len(cfg.moe.positions) * cfg.moe.num_experts - resident
+        working_set -= unreached * mlp_params(cfg.dim, cfg.moe.ffn_dim) * element
     return nbytes, flops, working_set
 
 

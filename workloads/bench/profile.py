@@ -127,19 +127,14 @@ def decode(console: Console, pr: MachineProbe, quick: bool) -> None:
     infer_section.alias_experts(built[control].model)
     steps = {name: Decoder(b.model, b.prompts[:1], job.gen_len) for name, b in built.items()}
     parts = [p for b in built.values() for p in model_parts(b.model)]
-    resident = {control: len(built[control].model_cfg.moe.positions)}
     with part_ranges(parts), kernel_ranges():
         goals = {f: infer_section.GOALS[f][0] for f in ("l3", "moe")}
         title = f"decode bs1 ÷ dense: goals L3 ≥{goals['l3']:g}×, MoE ≥{goals['moe']:g}× dense (speed)"
         context = job.prompt_len + job.gen_len / 2
 
-        def floors() -> dict:
-            costs = {}
-            for name, b in built.items():
-                r = resident.get(name)
-                costs[name] = infer_section.decode_cost(b, 1, context, r, r)
-            return costs
-
+        floors = lambda: {  # noqa: E731
+            n: infer_section.decode_cost(b, 1, context, control=n == control) for n, b in built.items()
+        }
         report(console, title, steps, floors, pr, 3 if quick else 9, 8 if quick else 62)
 
 

@@ -174,7 +174,6 @@ def test_moe_control_keeps_moes_outputs_and_its_working_set_is_its_distinct_weig
 
     cfg = control.model_cfg
     kv = 2 * cfg.n_layers * 2 * 10 * cfg.n_kv_heads * cfg.head_dim * 4  # K and V, 2 sequences × 10 positions
-    resident = len(cfg.moe.positions)
     assert cfg.moe.num_experts > 1 and weight_bytes(control) < weight_bytes(moe)
     assert bench.decode_cost(moe, 2, 10.0)[2] == weight_bytes(moe) + kv
-    assert bench.decode_cost(control, 2, 10.0, resident, resident)[2] == weight_bytes(control) + kv
+    assert bench.decode_cost(control, 2, 10.0, control=True)[2] == weight_bytes(control) + kv
