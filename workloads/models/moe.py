@@ -43,7 +43,9 @@ def route_drops(gate_output: tuple, top_k: int) -> torch.Tensor:
 
 
 class MoEMLP(nn.Module):
-    """Drop-in for the dense MLP of a block: (B, T, dim) -> ((B, T, dim), l_aux, exp_counts).
+    """Drop-in for the dense MLP of a block: (B, T, dim) -> ((B, T, dim), l_aux, exp_counts); given the
+    block's `residual` (B, T, dim), the first item is residual + output (the one-token serving path folds
+    its gate weight into that add: `dropless_one_token`).
 
     `expert` is one expert module (the SwiGLU MLP); DeepSpeed deep-copies it into each local expert slot,
     so each copy is re-initialised here (`reset_parameters`), otherwise every expert would start identical.
@@ -108,9 +110,19 @@ class MoEMLP(nn.Module):
         # Plain references for the serving path: nn.Module attribute lookups cost µs per call at decode.
         self._served = (self.gate.weight, list(self.experts), self.config.top_k)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        if self.impl == "dropless":
-            return self._dropless(x)
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        if self.impl == "deepspeed":
+            out, l_aux, exp_counts = self._deepspeed(x)
+        elif x.shape[0] * x.shape[1] == 1 and not self.record_balance:  # decode at batch 1
+            gate_weight, experts, top_k = self._served
+            return dropless_one_token(x, gate_weight, experts, top_k, residual), None, None
+        else:
+            out, l_aux, exp_counts = self._dropless(x)
+        return (out if residual is None else residual + out), l_aux, exp_counts
+
+    def _deepspeed(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         n_tokens = x.shape[0] * x.shape[1]
         # DeepSpeed's top-1 gate asserts on this; say it in words (one-token decoding hits it first).
         if self.config.top_k == 1 and n_tokens < self.config.min_capacity:
@@ -122,10 +134,8 @@ class MoEMLP(nn.Module):
         out, l_aux, exp_counts = self.moe(x)  # (B, T, dim), scalar, (num_experts,)
         return out, l_aux, exp_counts
 
-    def _dropless(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def _dropless(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         gate_weight, experts, top_k = self._served
-        if x.shape[0] * x.shape[1] == 1 and not self.record_balance:  # decode at batch 1
-            return dropless_one_token(x, gate_weight, experts, top_k), None, None
         flat = x.reshape(-1, x.shape[-1])  # (N, dim)
         routes = route(flat, gate_weight, top_k)
         out, counts = dropless_sorted(flat, gate_weight, experts, top_k, routes, counts=self.record_balance)

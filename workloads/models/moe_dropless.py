@@ -38,26 +38,37 @@ def aux_loss(x: torch.Tensor, gate_weight: torch.Tensor, experts: torch.Tensor, 
 
 
 def dropless_one_token(
-    x: torch.Tensor, gate_weight: torch.Tensor, experts: Sequence[nn.Module], top_k: int
+    x: torch.Tensor,
+    gate_weight: torch.Tensor,
+    experts: Sequence[nn.Module],
+    top_k: int,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One token, x of any shape (..., D) holding a single row -> the same shape. Routing as `route`, in
-    float64 on the host from the float32 logits (equal to `route` up to float32 rounding; exact ties
-    may pick another of the tied experts). Ops beyond the experts' own: the router's matrix-vector
-    product, its one host read (`tolist`) and, for top-1, the in-place scale of the expert's output; the
-    experts run as modules, the dense MLP's own linear path."""
-    xv, gw = x.reshape(-1), gate_weight  # (D,), (E, D)
-    if xv.dtype != torch.float32:  # DeepSpeed's gate computes in float32 (a no-op op avoided for fp32)
-        xv, gw = xv.float(), gw.float()
-    row = torch.mv(gw, xv).tolist()  # (E,) logits: the one host read
-    if top_k == 1:  # the softmax probability of the argmax: 1 / Σ_e exp(l_e - l_max)
-        e = max(range(len(row)), key=row.__getitem__)
-        biggest = row[e]
-        return experts[e](x).mul_(1.0 / sum(math.exp(v - biggest) for v in row))
+    """One token, x of any shape (..., D) holding a single row -> `residual` + the layer's output (the
+    output alone without `residual`), x's shape. Routing as `route`, in float64 on the host from the
+    float32 logits (equal to `route` up to float32 rounding; exact ties may pick another of the tied
+    experts). Ops beyond the experts' own: the router's product and its one host read (`tolist`); each
+    combine weight rides on the add that sums its expert's output into the result (`alpha`), so with a
+    residual, top-1 runs no op that dense's `h + mlp(x)` does not beyond the router."""
+    xf, gw = x, gate_weight  # (..., D), (E, D)
+    if x.dtype != torch.float32:  # DeepSpeed's gate computes in float32 (a no-op op avoided for fp32)
+        xf, gw = x.float(), gw.float()
+    # (E,) logits, the one host read. F.linear on x as it comes: in the model (1, 1, D) takes the GEMM
+    # path every linear of the step takes; a (D,) vector would take a mat-vec path of its own, measured
+    # ~4 µs a layer slower there (its code is cold by the time each layer gets to it).
+    row = F.linear(xf, gw).view(-1).tolist()
+    biggest = max(row)
+    if top_k == 1:  # the softmax probability of the argmax, 1 / Σ_e exp(l_e - l_max): a plain loop, the
+        total = 0.0  # fewest Python steps (decode pays each one per MoE layer per token)
+        for v in row:
+            total += math.exp(v - biggest)
+        y = experts[row.index(biggest)](x)
+        return y.mul_(1.0 / total) if residual is None else torch.add(residual, y, alpha=1.0 / total)
     top = heapq.nlargest(top_k, range(len(row)), key=row.__getitem__)
-    biggest = row[top[0]]
     exps = [math.exp(row[e] - biggest) for e in top]
     norm = sum(exps)  # k >= 2: renormalized over the chosen experts
-    out = experts[top[0]](x).mul_(exps[0] / norm)
+    out = experts[top[0]](x)
+    out = out.mul_(exps[0] / norm) if residual is None else torch.add(residual, out, alpha=exps[0] / norm)
     for e, v in zip(top[1:], exps[1:], strict=True):
         out.add_(experts[e](x), alpha=v / norm)
     return out

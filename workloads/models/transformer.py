@@ -79,13 +79,13 @@ class Block(nn.Module):
         """(B, T, D) -> ((B, T, D), l_aux or None, exp_counts or None)."""
         h = h + self.attn(self.attn_norm(h), cos, sin, cache, start_pos)
         l_aux = exp_counts = None
-        if isinstance(self.mlp, MoEMLP):
-            out, l_aux, exp_counts = self.mlp(self.mlp_norm(h))
+        if isinstance(self.mlp, MoEMLP):  # adds the residual itself (serving folds a gate weight into it)
+            h, l_aux, exp_counts = self.mlp(self.mlp_norm(h), residual=h)
         elif isinstance(self.mlp, HashMoEMLP):
             out, l_aux, exp_counts = self.mlp(self.mlp_norm(h), token_ids)
+            h = h + out
         else:
-            out = self.mlp(self.mlp_norm(h))
-        h = h + out  # (B, T, D)
+            h = h + self.mlp(self.mlp_norm(h))  # (B, T, D)
         if self.l3 is not None:
             # The L3 sublayer routes by input token id (static routing), so the ids travel with h.
             # It adds its own residual when l3.residual; otherwise its output replaces h (L3_SPEC §1).
@@ -281,14 +281,15 @@ class Transformer(nn.Module):
         cos, sin = rope_angles(positions, self.config.head_dim, self.config.rope_theta)  # (T, hd / 2) each
         aux_loss = torch.zeros((), device=token_ids.device, dtype=torch.float32)
         expert_counts: dict[int, torch.Tensor] = {}
+        has_aux = False
         for block in self.layers:
             h, l_aux, exp_counts = block(h, token_ids, cos, sin, cache, start_pos)
             if l_aux is not None:  # None: a dense block, or dropless MoE serving (no aux loss)
-                aux_loss = aux_loss + l_aux
+                aux_loss, has_aux = aux_loss + l_aux, True
             if exp_counts is not None:
                 expert_counts[block.index] = exp_counts
         logits = self.lm_head(self.norm(h))  # (B, T, vocab)
-        if self.config.moe is not None:
+        if has_aux:  # a zero needs no scaling (an op fewer per decode step)
             aux_loss = aux_loss * self.config.moe.aux_loss_coef
         if return_expert_counts:
             return logits, aux_loss, expert_counts

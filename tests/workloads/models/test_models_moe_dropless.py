@@ -90,11 +90,16 @@ def test_one_token_routed_on_the_host_equals_the_reference(top_k, seed, shape, n
     top_k = min(top_k, num_experts)
     experts, gen = _experts(num_experts, seed=seed), torch.Generator().manual_seed(seed)
     gate, x = torch.randn(num_experts, 8, generator=gen), torch.randn(*shape, generator=gen)
+    residual = torch.randn(*shape, generator=gen)
+    kept = residual.clone()
     with torch.no_grad():
         got = dropless_one_token(x, gate, experts, top_k)
+        with_residual = dropless_one_token(x, gate, experts, top_k, residual)
         want = dropless_reference(x.view(1, 8), gate, experts, top_k).view(shape)
     assert got.shape == shape
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(with_residual, kept + want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(residual, kept)  # the weights ride on a new add; the caller's stream is untouched
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
@@ -122,12 +127,15 @@ def test_batch_one_decode_through_the_layer_equals_deepspeed(top_k):
     with torch.no_grad():
         for seed in range(5):
             x = torch.randn(1, 1, 16, generator=torch.Generator().manual_seed(seed))
+            residual = torch.randn(1, 1, 16, generator=torch.Generator().manual_seed(seed + 10))
             layer.set_impl("deepspeed")
             want = layer(x)[0]
+            torch.testing.assert_close(layer(x, residual=residual)[0], residual + want, rtol=0, atol=0)
             layer.set_impl("dropless")
             got, aux, counts = layer(x)  # not recording: the one-token host path, nothing else returned
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
             assert aux is None and counts is None
+            torch.testing.assert_close(layer(x, residual=residual)[0], residual + want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("n", [3, 40])  # the host-grouped and the sorted path
