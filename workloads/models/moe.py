@@ -9,7 +9,14 @@ import torch
 import torch.nn as nn
 
 from workloads.models.config import MoEConfig
-from workloads.models.moe_dropless import aux_loss, dropless_one_token, dropless_sorted, route
+from workloads.models.moe_dropless import (
+    HOST_GROUPING_MAX_ROUTES,
+    aux_loss,
+    dropless_host,
+    dropless_one_token,
+    dropless_sorted,
+    route,
+)
 
 MoEImpl = Literal["deepspeed", "dropless"]
 
@@ -115,10 +122,15 @@ class MoEMLP(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.impl == "deepspeed":
             out, l_aux, exp_counts = self._deepspeed(x)
-        elif x.shape[0] * x.shape[1] == 1 and not self.record_balance:  # decode at batch 1
+        elif self.record_balance:
+            out, l_aux, exp_counts = self._dropless(x)
+        else:  # serving: decode's few tokens are routed on the host
             gate_weight, experts, top_k = self._served
-            return dropless_one_token(x, gate_weight, experts, top_k, residual), None, None
-        else:
+            n_tokens = x.shape[0] * x.shape[1]
+            if n_tokens == 1:
+                return dropless_one_token(x, gate_weight, experts, top_k, residual), None, None
+            if n_tokens * top_k <= HOST_GROUPING_MAX_ROUTES:
+                return dropless_host(x, gate_weight, experts, top_k, residual), None, None
             out, l_aux, exp_counts = self._dropless(x)
         return (out if residual is None else residual + out), l_aux, exp_counts
 
@@ -138,7 +150,7 @@ class MoEMLP(nn.Module):
         gate_weight, experts, top_k = self._served
         flat = x.reshape(-1, x.shape[-1])  # (N, dim)
         routes = route(flat, gate_weight, top_k)
-        out, counts = dropless_sorted(flat, gate_weight, experts, top_k, routes, counts=self.record_balance)
+        out, counts = dropless_sorted(flat, gate_weight, experts, top_k, routes)
         l_aux = None
         if self.record_balance:
             l_aux = aux_loss(flat, gate_weight, routes[1], top_k)

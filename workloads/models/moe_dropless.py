@@ -10,8 +10,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# At most this many routes (tokens × top_k) are grouped on the host (a decode step's few tokens): the
-# ids' one host read replaces the sort, the count and the gather index ops.
+# At most this many routes (tokens × top_k) are routed and grouped on the host (a decode step's few
+# tokens, `dropless_host`): the logits' one host read replaces the softmax, the top-k, the sort, the
+# count and most gather and scatter ops.
 HOST_GROUPING_MAX_ROUTES = 16
 
 
@@ -44,34 +45,68 @@ def dropless_one_token(
     top_k: int,
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One token, x of any shape (..., D) holding a single row -> `residual` + the layer's output (the
-    output alone without `residual`), x's shape. Routing as `route`, in float64 on the host from the
-    float32 logits (equal to `route` up to float32 rounding; exact ties may pick another of the tied
-    experts). Ops beyond the experts' own: the router's product and its one host read (`tolist`); each
-    combine weight rides on the add that sums its expert's output into the result (`alpha`), so with a
-    residual, top-1 runs no op that dense's `h + mlp(x)` does not beyond the router."""
-    xf, gw = x, gate_weight  # (..., D), (E, D)
+    """Decode at batch 1: x of any shape (..., D) holding one token -> `residual` + the layer's output (the
+    output alone without `residual`), x's shape. Routed on the host as `dropless_host`; with a residual,
+    top-1 runs the router's product and, beside it, dense's own ops (`h + mlp(x)`) and nothing else."""
+    xf, gw = x, gate_weight
     if x.dtype != torch.float32:  # DeepSpeed's gate computes in float32 (a no-op op avoided for fp32)
         xf, gw = x.float(), gw.float()
-    # (E,) logits, the one host read. F.linear on x as it comes: in the model (1, 1, D) takes the GEMM
-    # path every linear of the step takes; a (D,) vector would take a mat-vec path of its own, measured
-    # ~4 µs a layer slower there (its code is cold by the time each layer gets to it).
-    row = F.linear(xf, gw).view(-1).tolist()
+    (e, w), *others = _top(F.linear(xf, gw).view(-1).tolist(), top_k)  # F.linear: see dropless_host
+    y = experts[e](x)
+    out = y.mul_(w) if residual is None else torch.add(residual, y, alpha=w)
+    for e, w in others:
+        out.add_(experts[e](x), alpha=w)
+    return out
+
+
+def dropless_host(
+    x: torch.Tensor,
+    gate_weight: torch.Tensor,
+    experts: Sequence[nn.Module],
+    top_k: int,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A decode step's few tokens (at most HOST_GROUPING_MAX_ROUTES routes), routed on the host: x (..., D)
+    -> `residual` + the layer's output (the output alone without `residual`), x's shape. Routing as
+    `route`, in float64 on the host from the float32 logits read in one `tolist` (equal to `route` up to
+    float32 rounding; exact ties may pick another of the tied experts). Each expert runs once over its
+    tokens; each combine weight rides on the add that sums its expert's output into the result."""
+    D = x.shape[-1]
+    flat = x.reshape(-1, D)  # (N, D)
+    xf, gw = flat, gate_weight
+    if x.dtype != torch.float32:
+        xf, gw = flat.float(), gw.float()
+    # F.linear on rows, never on a (D,) vector: the GEMM path every linear of a step takes (docs).
+    routes: dict[int, list[tuple[int, float]]] = {}  # expert -> [(token, weight)], in token order
+    for t, row in enumerate(F.linear(xf, gw).tolist()):
+        for e, w in _top(row, top_k):
+            routes.setdefault(e, []).append((t, w))
+    out = torch.zeros_like(flat) if residual is None else residual.reshape(-1, D).clone()
+    for e, members in routes.items():
+        if len(members) == 1:  # slices, not index ops: most experts get one token of a small batch
+            ((t, w),) = members
+            out[t : t + 1].add_(experts[e](flat[t : t + 1]), alpha=w)
+        else:
+            tokens = torch.tensor([t for t, _ in members], device=x.device)
+            weights = torch.tensor([[w] for _, w in members], dtype=x.dtype, device=x.device)
+            out.index_add_(0, tokens, experts[e](flat.index_select(0, tokens)).mul_(weights))
+    return out.view_as(x)
+
+
+def _top(row: list[float], top_k: int) -> list[tuple[int, float]]:
+    """[(expert, combine weight)] of one token's logits: the softmax probability of the argmax for top-1
+    (1 / Σ_e exp(l_e - l_max), a plain loop: the fewest Python steps), the top_k probabilities
+    renormalized over the chosen experts for k >= 2."""
     biggest = max(row)
-    if top_k == 1:  # the softmax probability of the argmax, 1 / Σ_e exp(l_e - l_max): a plain loop, the
-        total = 0.0  # fewest Python steps (decode pays each one per MoE layer per token)
+    if top_k == 1:
+        total = 0.0
         for v in row:
             total += math.exp(v - biggest)
-        y = experts[row.index(biggest)](x)
-        return y.mul_(1.0 / total) if residual is None else torch.add(residual, y, alpha=1.0 / total)
+        return [(row.index(biggest), 1.0 / total)]
     top = heapq.nlargest(top_k, range(len(row)), key=row.__getitem__)
     exps = [math.exp(row[e] - biggest) for e in top]
-    norm = sum(exps)  # k >= 2: renormalized over the chosen experts
-    out = experts[top[0]](x)
-    out = out.mul_(exps[0] / norm) if residual is None else torch.add(residual, out, alpha=exps[0] / norm)
-    for e, v in zip(top[1:], exps[1:], strict=True):
-        out.add_(experts[e](x), alpha=v / norm)
-    return out
+    norm = sum(exps)
+    return [(e, v / norm) for e, v in zip(top, exps, strict=True)]
 
 
 def dropless_reference(
@@ -93,17 +128,12 @@ def dropless_sorted(
     experts: Sequence[nn.Module],
     top_k: int,
     routes: tuple[torch.Tensor, torch.Tensor] | None = None,
-    counts: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """x (N, D) -> (out (N, D), per-expert route counts (E,) int64; on the host-grouped path a CPU tensor,
-    or None there when `counts` is False: one tensor less to build per decode call). Routes (weights,
-    experts) may be given (from `route`). Each expert runs once, over the contiguous slice of its tokens."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (N, D) -> (out (N, D), per-expert route counts (E,) int64). Routes (weights, experts) may be
+    given (from `route`). Each expert runs once, over the contiguous slice of its tokens."""
     weights, chosen = routes if routes is not None else route(x, gate_weight, top_k)
-    n_routes, E = chosen.numel(), gate_weight.shape[0]
+    E = gate_weight.shape[0]
     w = weights.to(x.dtype).reshape(-1, 1)  # (N·k, 1), route r = token r // k, slot r % k
-    if n_routes <= HOST_GROUPING_MAX_ROUTES:
-        out, per_expert = _host_grouped(x, w, chosen.reshape(-1).tolist(), experts, top_k, E)
-        return out, torch.tensor(per_expert) if counts else None
     flat = chosen.reshape(-1)  # (N·k,)
     order = flat.argsort(stable=True)  # routes grouped by expert, in token order within each
     counts = torch.bincount(flat, minlength=E)  # (E,)
@@ -117,19 +147,3 @@ def dropless_sorted(
         start += n
     ys.mul_(w.index_select(0, order))
     return torch.zeros_like(x).index_add_(0, tokens, ys), counts
-
-
-def _host_grouped(x, w, ids: list[int], experts, top_k: int, E: int) -> tuple[torch.Tensor, list[int]]:
-    """The few-routes path: group the route ids on the host, one expert call per distinct expert."""
-    counts = [0] * E
-    for e in ids:
-        counts[e] += 1
-    if len(ids) == 1:  # one token, top-1: no gather or scatter at all
-        return experts[ids[0]](x) * w, counts
-    out = torch.zeros_like(x)
-    for e in dict.fromkeys(ids):
-        routes = [r for r, r_e in enumerate(ids) if r_e == e]
-        idx = torch.tensor(routes, device=x.device)
-        tokens = idx // top_k
-        out.index_add_(0, tokens, experts[e](x.index_select(0, tokens)) * w.index_select(0, idx))
-    return out, counts

@@ -11,6 +11,7 @@ from workloads.models.config import MoEConfig
 from workloads.models.moe import MoEMLP, serve_dropless
 from workloads.models.moe_dropless import (
     HOST_GROUPING_MAX_ROUTES,
+    dropless_host,
     dropless_one_token,
     dropless_reference,
     dropless_sorted,
@@ -42,12 +43,16 @@ def test_dropless_equals_deepspeed_when_deepspeed_drops_nothing(top_k, B, T, num
         want, want_aux, want_counts = layer(x)
         assert layer.last_dropped.tolist() == [0, 0]  # DeepSpeed kept every route
         layer.set_impl("dropless")
+        served, no_aux, no_counts = layer(x)  # serving: a few tokens are routed on the host
         layer.record_balance = True
         got, aux, counts = layer(x)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(aux, want_aux, rtol=1e-6, atol=1e-7)
     assert counts.tolist() == want_counts.tolist()
     assert layer.last_dropped.tolist() == [0, 0]
+    torch.testing.assert_close(served, want, rtol=1e-5, atol=1e-6)
+    if B * T * top_k <= HOST_GROUPING_MAX_ROUTES:
+        assert no_aux is None and no_counts is None
 
 
 def test_dropless_equals_deepspeed_with_drop_tokens_and_room_for_every_token():
@@ -73,10 +78,17 @@ def _experts(num_experts: int, dim: int = 8, seed: int = 0) -> list[FeedForward]
 def test_sorted_equals_the_reference_on_ragged_sizes(top_k, n):
     experts, gen = _experts(6), torch.Generator().manual_seed(n)
     gate, x = torch.randn(6, 8, generator=gen), torch.randn(n, 8, generator=gen)
+    residual = torch.randn(n, 8, generator=gen)
+    kept = residual.clone()
     with torch.no_grad():
         got, counts = dropless_sorted(x, gate, experts, top_k)
+        on_host = dropless_host(x, gate, experts, top_k)
+        with_residual = dropless_host(x.view(1, n, 8), gate, experts, top_k, residual.view(1, n, 8))
         want = dropless_reference(x, gate, experts, top_k)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(on_host, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(with_residual, (kept + want).view(1, n, 8), rtol=1e-5, atol=1e-6)
+    assert torch.equal(residual, kept)
     _, chosen = route(x, gate, top_k)
     assert counts.tolist() == torch.bincount(chosen.reshape(-1), minlength=6).tolist()
 
@@ -119,6 +131,12 @@ def test_one_token_at_tinys_shape_and_in_bfloat16_equals_the_reference(top_k):
                 want = dropless_reference(x.view(1, 256), gate.to(dtype), exp, top_k).view(1, 1, 256)
             assert got.dtype == dtype
             torch.testing.assert_close(got, want, rtol=tol, atol=tol * 1e-2)
+            few = torch.randn(2, 3, 256, generator=torch.Generator().manual_seed(seed)).to(dtype)  # bs 2
+            with torch.no_grad():
+                got = dropless_host(few, gate.to(dtype), exp, top_k)
+                want = dropless_reference(few.view(6, 256), gate.to(dtype), exp, top_k).view(2, 3, 256)
+            assert got.dtype == dtype
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol * 1e-2)
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
@@ -138,7 +156,7 @@ def test_batch_one_decode_through_the_layer_equals_deepspeed(top_k):
             torch.testing.assert_close(layer(x, residual=residual)[0], residual + want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("n", [3, 40])  # the host-grouped and the sorted path
+@pytest.mark.parametrize("n", [3, 40])
 def test_empty_experts_and_one_busy_expert(n):
     experts = _experts(4)
     gate = torch.zeros(4, 8)
@@ -146,9 +164,11 @@ def test_empty_experts_and_one_busy_expert(n):
     x = torch.rand(n, 8) + 0.5
     with torch.no_grad():
         got, counts = dropless_sorted(x, gate, experts, 1)
+        on_host = dropless_host(x, gate, experts, 1)
         want = experts[2](x) * route(x, gate, 1)[0]
     assert counts.tolist() == [0, 0, n, 0]
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(on_host, want, rtol=1e-6, atol=1e-7)
 
 
 def test_combine_weights_hand_worked():
