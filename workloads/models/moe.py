@@ -63,6 +63,8 @@ class MoEMLP(nn.Module):
     `workloads.models.moe_dropless`, the same experts and router weights; `serve_dropless` switches a
     built model). The dropless path returns l_aux (and, at a few tokens, exp_counts) only while
     `record_balance` is set (they cost ops per call), else None; it drops nothing: last_dropped is zero.
+    one_token: while serving dropless without recording, the (gate weight, experts, top_k) that a block
+    hands `dropless_one_token` itself at batch 1; else None.
     """
 
     def __init__(self, dim: int, config: MoEConfig, expert: nn.Module):
@@ -93,7 +95,8 @@ class MoEMLP(nn.Module):
         self.last_dropped: torch.Tensor | None = None
         self.moe.deepspeed_moe.gate.register_forward_hook(self._record_drops)
         self.impl: MoEImpl = "deepspeed"
-        self.record_balance = False
+        self._record_balance = False
+        self.one_token: tuple | None = None  # see `_refresh_serving`
 
     def _record_drops(self, _gate, _inputs, output) -> None:
         self.last_dropped = route_drops(output, self.config.top_k)
@@ -114,23 +117,38 @@ class MoEMLP(nn.Module):
         if impl == "dropless" and self.config.ep_size > 1:
             raise ValueError(f"the dropless MoE path runs on one device; moe.ep_size={self.config.ep_size}")
         self.impl = impl
-        # Plain references for the serving path: nn.Module attribute lookups cost µs per call at decode.
+        self._refresh_serving()
+
+    @property
+    def record_balance(self) -> bool:
+        return self._record_balance
+
+    @record_balance.setter
+    def record_balance(self, on: bool) -> None:
+        self._record_balance = on
+        self._refresh_serving()
+
+    def _refresh_serving(self) -> None:
+        """Plain references for the serving path (nn.Module attribute lookups cost µs per call at decode):
+        `_served` (gate weight, experts, top_k), and `one_token`, the same while a batch-1 decode call may
+        go straight to `dropless_one_token` (serving dropless, not recording balance), else None."""
         self._served = (self.gate.weight, list(self.experts), self.config.top_k)
+        serving = self.impl == "dropless" and not self._record_balance
+        self.one_token = self._served if serving else None
 
     def forward(
         self, x: torch.Tensor, residual: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.impl == "deepspeed":
             out, l_aux, exp_counts = self._deepspeed(x)
-        elif self.record_balance:
+        elif self.one_token is None:  # recording balance
             out, l_aux, exp_counts = self._dropless(x)
         else:  # serving: decode's few tokens are routed on the host
-            gate_weight, experts, top_k = self._served
             n_tokens = x.shape[0] * x.shape[1]
             if n_tokens == 1:
-                return dropless_one_token(x, gate_weight, experts, top_k, residual), None, None
-            if n_tokens * top_k <= HOST_GROUPING_MAX_ROUTES:
-                return dropless_host(x, gate_weight, experts, top_k, residual), None, None
+                return dropless_one_token(x, *self.one_token, residual), None, None
+            if n_tokens * self.config.top_k <= HOST_GROUPING_MAX_ROUTES:
+                return dropless_host(x, *self.one_token, residual), None, None
             out, l_aux, exp_counts = self._dropless(x)
         return (out if residual is None else residual + out), l_aux, exp_counts
 

@@ -51,9 +51,16 @@ def dropless_one_token(
     xf, gw = x, gate_weight
     if x.dtype != torch.float32:  # DeepSpeed's gate computes in float32 (a no-op op avoided for fp32)
         xf, gw = x.float(), gw.float()
-    (e, w), *others = _top(F.linear(xf, gw).view(-1).tolist(), top_k)  # F.linear: see dropless_host
-    y = experts[e](x)
-    out = y.mul_(w) if residual is None else torch.add(residual, y, alpha=w)
+    row = F.linear(xf, gw).tolist()  # F.linear: see dropless_host
+    while type(row[0]) is list:  # x's leading 1s: unwrapped on the host, an op fewer than a reshape
+        row = row[0]
+    if top_k == 1:  # decode's common case, without _top's lists
+        e, w = _top1(row)
+        y = experts[e](x)
+        return y.mul_(w) if residual is None else torch.add(residual, y, alpha=w)
+    (e, w), *others = _top(row, top_k)
+    out = experts[e](x)
+    out = out.mul_(w) if residual is None else torch.add(residual, out, alpha=w)
     for e, w in others:
         out.add_(experts[e](x), alpha=w)
     return out
@@ -94,19 +101,24 @@ def dropless_host(
 
 
 def _top(row: list[float], top_k: int) -> list[tuple[int, float]]:
-    """[(expert, combine weight)] of one token's logits: the softmax probability of the argmax for top-1
-    (1 / Σ_e exp(l_e - l_max), a plain loop: the fewest Python steps), the top_k probabilities
+    """[(expert, combine weight)] of one token's logits: `_top1` for top-1, the top_k probabilities
     renormalized over the chosen experts for k >= 2."""
-    biggest = max(row)
     if top_k == 1:
-        total = 0.0
-        for v in row:
-            total += math.exp(v - biggest)
-        return [(row.index(biggest), 1.0 / total)]
+        return [_top1(row)]
+    biggest = max(row)
     top = heapq.nlargest(top_k, range(len(row)), key=row.__getitem__)
     exps = [math.exp(row[e] - biggest) for e in top]
     norm = sum(exps)
     return [(e, v / norm) for e, v in zip(top, exps, strict=True)]
+
+
+def _top1(row: list[float]) -> tuple[int, float]:
+    """(argmax, its softmax probability 1 / Σ_e exp(l_e - l_max)); a plain loop, the fewest Python steps."""
+    biggest = max(row)
+    total = 0.0
+    for v in row:
+        total += math.exp(v - biggest)
+    return row.index(biggest), 1.0 / total
 
 
 def dropless_reference(

@@ -208,6 +208,28 @@ def test_served_transformer_equals_deepspeed_and_switches_every_block():
     assert sorted(one) == list(range(base.n_layers)) and all(int(c.sum()) == 2 for c in one.values())
 
 
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_served_decode_with_a_kv_cache_equals_deepspeed_step_by_step(top_k):
+    # Batch 1 (blocks go straight to the host router) and batch 3 (the host-grouped path), every step.
+    base = presets.get("debug")
+    moe = MoEConfig(positions=(0, 1), num_experts=4, ffn_dim=40, top_k=top_k, **NO_DROPS)
+    model = Transformer(replace(base, family="moe", moe=moe)).eval()
+    for batch in (1, 3):
+        ids = torch.randint(0, base.vocab_size, (batch, 9), generator=torch.Generator().manual_seed(batch))
+        logits = {}
+        for impl in ("deepspeed", "dropless"):
+            serve_dropless(model, impl)
+            cache, steps = model.new_cache(batch, 9), []
+            with torch.no_grad():
+                for t in range(9):
+                    steps.append(model(ids[:, t : t + 1], cache, start_pos=t)[0])
+            logits[impl] = torch.cat(steps, dim=1)
+        torch.testing.assert_close(logits["dropless"], logits["deepspeed"], rtol=1e-5, atol=1e-5)
+    assert [b.mlp.one_token is not None for b in model.layers[:2]] == [True, True]
+    model.layers[0].mlp.record_balance = True  # recording goes through the module, which counts
+    assert model.layers[0].mlp.one_token is None and model.layers[1].mlp.one_token is not None
+
+
 def test_impl_errors_name_the_value():
     layer = make()
     with pytest.raises(ValueError, match="'deepspeed' or 'dropless', got 'fast'"):
