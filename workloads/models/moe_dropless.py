@@ -46,24 +46,20 @@ def dropless_one_token(
     residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Decode at batch 1: x of any shape (..., D) holding one token -> `residual` + the layer's output (the
-    output alone without `residual`), x's shape. Routed on the host as `dropless_host`; with a residual,
-    top-1 runs the router's product and, beside it, dense's own ops (`h + mlp(x)`) and nothing else."""
+    output alone without `residual`), x's shape. Routed on the host as `dropless_host` (which serves
+    top_k > 1); with a residual, top-1 runs the router's product and, beside it, dense's own ops
+    (`h + mlp(x)`) and nothing else."""
+    if top_k > 1:
+        return dropless_host(x, gate_weight, experts, top_k, residual)
     xf, gw = x, gate_weight
     if x.dtype != torch.float32:  # DeepSpeed's gate computes in float32 (a no-op op avoided for fp32)
         xf, gw = x.float(), gw.float()
     row = F.linear(xf, gw).tolist()  # F.linear: see dropless_host
     while type(row[0]) is list:  # x's leading 1s: unwrapped on the host, an op fewer than a reshape
         row = row[0]
-    if top_k == 1:  # decode's common case, without _top's lists
-        e, w = _top1(row)
-        y = experts[e](x)
-        return y.mul_(w) if residual is None else torch.add(residual, y, alpha=w)
-    (e, w), *others = _top(row, top_k)
-    out = experts[e](x)
-    out = out.mul_(w) if residual is None else torch.add(residual, out, alpha=w)
-    for e, w in others:
-        out.add_(experts[e](x), alpha=w)
-    return out
+    e, w = _top1(row)
+    y = experts[e](x)
+    return y.mul_(w) if residual is None else torch.add(residual, y, alpha=w)
 
 
 def dropless_host(
