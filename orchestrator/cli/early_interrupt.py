@@ -1,7 +1,8 @@
 """Ctrl-C before a command starts: importing this module (first thing `orchestrator.cli` does) makes a
 press exit 130 at once while pandas imports, typer builds the command and the app's callback imports the
 api (MLflow ...: seconds, 20 s on a loaded machine): nothing has started. Only in a real command line
-(`isosparse`, `python -m orchestrator.cli`); a test process importing the CLI keeps its SIGINT handling."""
+(`isosparse`, `python -m orchestrator.cli`); a test process importing the CLI keeps its SIGINT handling,
+and an ignored SIGINT (a shell's background job) stays ignored."""
 
 import os
 import signal

@@ -47,7 +47,11 @@ def test_plan_and_clusters_are_commands_of_the_main_app():
 
 
 BLOCK_IN_API_IMPORT = """
-import os, pathlib, sys, time
+import os, pathlib, signal, sys, time
+
+# Ctrl-C as a terminal delivers it: a non-interactive shell starts background jobs (`make test &`) with
+# SIGINT ignored, which the child inherits and the CLI rightly keeps (it then installs no handler).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Block:  # the api's import (which `run` and `validate` need) stops here until the test presses Ctrl-C
