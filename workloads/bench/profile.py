@@ -53,7 +53,7 @@ def model_parts(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
 def kernel_ranges():
     """Part ranges around the L3 entry points: the fused sublayer (its numba kernel inside), the lookup."""
     with contextlib.ExitStack() as stack:
-        stack.enter_context(function_range(sublayer_cpu, "l3_sublayer_cpu", "l3 fused: torch↔numpy"))
+        stack.enter_context(function_range(sublayer_cpu, "run", "l3 fused: torch↔numpy"))
         stack.enter_context(function_range(l3_layer, "l3_lookup", "l3 lookup op"))
         for owner, attrs, part in (
             (sublayer_cpu, ("_serial", "_parallel"), "l3 fused: numba kernel"),

@@ -113,6 +113,7 @@ class L3Layer(nn.Module):
         # Hook for placements that keep the tables elsewhere (workloads.l3.offload): called with the
         # (B, T) token ids, it returns this call's tables, having validated the ids itself.
         self.table_source: Callable[[torch.Tensor], LookupTables] | None = None
+        self._decode_tables: tuple | None = None  # (key, tables or None): see `_fused_tables`
         self.reset_parameters()
 
     @torch.no_grad()
@@ -147,23 +148,10 @@ class L3Layer(nn.Module):
         self._check_inputs(x, token_ids, check_range=self.check_ids and self.table_source is None)
         B, T, D = x.shape
         t = self.lookup_tables(token_ids)
-        weights = (self.norm_in.weight, self.up.weight, self.norm_out.weight, self.mix.weight)
-        if self.impl == "auto" and sublayer_cpu.supported(x, t.keys, t.values, *weights):
+        fused = self._fused_tables(x, t) if self.impl == "auto" else None
+        if fused is not None:
             # Decode on CPU: the whole sublayer in one kernel call (no per-op dispatch; sublayer_cpu.py).
-            flat = x.reshape(B * T, D)
-            out = sublayer_cpu.l3_sublayer_cpu(
-                flat,
-                t.ids,
-                t.keys,
-                t.values,
-                t.offsets,
-                self.norm_in,
-                self.up.weight,
-                self.norm_out,
-                self.mix.weight,
-                self.residual,
-            )
-            return out.view(B, T, D)
+            return sublayer_cpu.run(x.reshape(B * T, D), t.ids, fused).view(B, T, D)
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         looked_up = l3_lookup(
             q, t.ids, t.keys, t.values, t.offsets, self.impl, self.sparse_grad
@@ -171,6 +159,28 @@ class L3Layer(nn.Module):
         u = self.norm_out(self.up(looked_up)).view(B, T, self.d_up)  # (B, T, d_up)
         out = self.mix(torch.cat([u, x], dim=-1))  # (B, T, dim); the concatenated x is the raw input
         return x + out if self.residual else out
+
+    def _fused_tables(self, x: torch.Tensor, t: LookupTables) -> tuple | None:
+        """The fused CPU kernel's tables (`sublayer_cpu.static_arrays`) when it can run this call, else None.
+        Without grad they are kept for the next call while the same storages, dtype, device and autocast
+        state hold (a decode step's checks and numpy views cost ~10% of a tiny L3 step otherwise);
+        in-place updates show through the views. With grad, everything is checked and built per call."""
+        if not 0 < x.shape[0] * x.shape[1] <= sublayer_cpu.MAX_POSITIONS:
+            return None
+        tensors = (t.keys, t.values, t.offsets, self.norm_in.weight, self.up.weight, self.norm_out.weight)
+        tensors += (self.mix.weight,)
+        grad = torch.is_grad_enabled()
+        key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"), *(w.data_ptr() for w in tensors))
+        if not grad and self._decode_tables is not None and self._decode_tables[0] == key:
+            return self._decode_tables[1]
+        weights = tensors[3:]
+        tables = None
+        if sublayer_cpu.supported(x, t.keys, t.values, *weights):
+            args = (self.norm_in, self.up.weight, self.norm_out, self.mix.weight, self.residual)
+            tables = sublayer_cpu.static_arrays(t.keys, t.values, t.offsets, *args)
+        if not grad and all(w.is_contiguous() for w in tensors):  # a copy would not follow updates
+            self._decode_tables = (key, tables)
+        return tables
 
     def _check_inputs(self, x: torch.Tensor, token_ids: torch.Tensor, check_range: bool = True) -> None:
         if x.dim() != 3 or x.shape[-1] != self.dim:

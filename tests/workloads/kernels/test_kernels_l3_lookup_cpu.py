@@ -2,6 +2,8 @@
 per-position reference, and the fused sublayer (sublayer_cpu) equals L3Layer's torch path, on named,
 ragged, chunk-edge and random shapes; the layer takes the fused path only when it may."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -116,8 +118,8 @@ def test_fused_sublayer_equals_the_layers_torch_path(name, form, parallel):
 def test_layer_runs_the_fused_kernel_only_for_cpu_inference_at_few_positions(monkeypatch):
     layer = _layer([3, 70, 2], 16, 8, False, False, seed=0)
     calls = []
-    fused = sublayer_cpu.l3_sublayer_cpu
-    monkeypatch.setattr(sublayer_cpu, "l3_sublayer_cpu", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    fused = sublayer_cpu.run
+    monkeypatch.setattr(sublayer_cpu, "run", lambda *a, **k: calls.append(1) or fused(*a, **k))
     few = torch.tensor([[1, 0, 1]])
     many = torch.ones(1, sublayer_cpu.MAX_POSITIONS + 1, dtype=torch.int64)
     with torch.no_grad():
@@ -137,3 +139,62 @@ def test_layer_runs_the_fused_kernel_only_for_cpu_inference_at_few_positions(mon
     layer.up.weight.grad = None
     layer(torch.ones(1, 3, 16), few).sum().backward()
     assert len(calls) == 1 and layer.up.weight.grad is not None
+
+
+def test_kept_fused_tables_follow_in_place_updates_new_storage_dtype_and_autocast(monkeypatch):
+    layer = _layer([3, 70, 2], 16, 8, False, True, seed=1)
+    ids, x = torch.tensor([[1, 0, 1]]), torch.randn(1, 3, 16, generator=torch.Generator().manual_seed(0))
+
+    def both() -> tuple[torch.Tensor, torch.Tensor]:  # (the fused kernel's output, the torch path's)
+        layer.impl = "auto"
+        got = layer(x.to(layer.keys.dtype), ids)
+        layer.impl = "reference"
+        return got, layer(x.to(layer.keys.dtype), ids)
+
+    built = []
+    static_arrays = sublayer_cpu.static_arrays
+    monkeypatch.setattr(sublayer_cpu, "static_arrays", lambda *a: built.append(1) or static_arrays(*a))
+    with torch.no_grad():
+        torch.testing.assert_close(*both(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(*both(), rtol=1e-5, atol=1e-5)
+        assert len(built) == 1  # kept for the next call
+        layer.mix.weight.mul_(-2.0)  # in place: the kept views see it
+        layer.values[70:73].add_(1.0)
+        got, want = both()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        assert len(built) == 1
+        layer.up.weight.data = layer.up.weight.data * 3.0  # new storage: built again
+        torch.testing.assert_close(*both(), rtol=1e-5, atol=1e-5)
+        assert len(built) == 2
+        layer.double()  # another dtype (and storage)
+        got, want = both()
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+        assert len(built) == 3
+        layer.impl = "auto"
+        ran = []
+        fused = sublayer_cpu.run
+        monkeypatch.setattr(sublayer_cpu, "run", lambda *a, **k: ran.append(1) or fused(*a, **k))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the kernel does not autocast: the torch path
+            layer(x.double(), ids)
+        assert ran == [] and len(built) == 3
+        layer(x.double(), ids)  # autocast off again: the kernel (one entry is kept: built again)
+        assert ran == [1] and len(built) == 4
+
+
+def test_use_threads_sets_numbas_count_per_calling_thread():
+    pool = small_cpu.numba.config.NUMBA_NUM_THREADS
+    small_cpu.use_threads(pool + 5)  # capped at numba's pool
+    assert small_cpu.numba.get_num_threads() == pool
+    small_cpu.use_threads(1)
+    assert small_cpu.numba.get_num_threads() == 1
+    seen = []  # numba keeps the count per thread: a new thread, at numba's default, gets it set too
+
+    def in_worker() -> None:
+        small_cpu.use_threads(1)
+        seen.append(small_cpu.numba.get_num_threads())
+
+    worker = threading.Thread(target=in_worker)
+    worker.start()
+    worker.join()
+    assert seen == [1] and small_cpu.numba.get_num_threads() == 1

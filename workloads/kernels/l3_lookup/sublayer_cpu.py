@@ -110,27 +110,32 @@ def l3_sublayer_cpu(
     parallel: bool | None = None,  # None: parallel when torch runs more than 1 thread
 ) -> torch.Tensor:  # (N, dim)
     """W_mix · concat(RMSNorm_out(W_up · lookup(RMSNorm_in(x))), x) (+ x); callers check `supported`."""
+    tables = static_arrays(keys, values, offsets, norm_in, up, norm_out, mix, residual)
+    return run(x, token_ids, tables, parallel)
+
+
+def static_arrays(keys, values, offsets, norm_in, up, norm_out, mix, residual: bool) -> tuple:
+    """The kernel's arguments after x and the ids, as numpy views of the tensors (`l3_sublayer_cpu`'s
+    arguments): a caller that serves many calls with the same tensors builds them once. A view follows
+    in-place updates of contiguous tensors; a non-contiguous one is a copy taken now."""
+    k = keys.detach().contiguous().numpy()
+    v = k if values is keys else values.detach().contiguous().numpy()
+    eps_in = norm_in.eps if norm_in.eps is not None else torch.finfo(keys.dtype).eps
+    eps_out = norm_out.eps if norm_out.eps is not None else torch.finfo(keys.dtype).eps
+    w_in, w_out, w_up, w_mix = (w.detach().numpy() for w in (norm_in.weight, norm_out.weight, up, mix))
+    return (k, v, offsets.numpy(), w_in, eps_in, w_up, w_out, eps_out, w_mix, residual)
+
+
+def run(
+    x: torch.Tensor, token_ids: torch.Tensor, tables: tuple, parallel: bool | None = None
+) -> torch.Tensor:
+    """The kernel on x (N, dim) and token_ids (N,) with `static_arrays`' tables -> (N, dim)."""
     out = torch.empty_like(x)
-    arrays = [t.detach().contiguous().numpy() for t in (x, token_ids, keys)]
-    arrays.append(arrays[2] if values is keys else values.detach().contiguous().numpy())
     threads = torch.get_num_threads()
     if parallel is None:
         parallel = threads > 1
     if parallel:
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    run = _parallel if parallel else _serial
-    eps_in = norm_in.eps if norm_in.eps is not None else torch.finfo(x.dtype).eps
-    eps_out = norm_out.eps if norm_out.eps is not None else torch.finfo(x.dtype).eps
-    run(
-        *arrays,
-        offsets.numpy(),
-        norm_in.weight.detach().numpy(),
-        eps_in,
-        up.detach().numpy(),
-        norm_out.weight.detach().numpy(),
-        eps_out,
-        mix.detach().numpy(),
-        residual,
-        out.numpy(),
-    )
+        small_cpu.use_threads(threads)
+    kernel = _parallel if parallel else _serial
+    kernel(x.detach().contiguous().numpy(), token_ids.contiguous().numpy(), *tables, out.numpy())
     return out
