@@ -162,15 +162,17 @@ class L3Layer(nn.Module):
 
     def _fused_tables(self, x: torch.Tensor, t: LookupTables) -> tuple | None:
         """The fused CPU kernel's tables (`sublayer_cpu.static_arrays`) when it can run this call, else None.
-        Without grad they are kept for the next call while the same storages, dtype, device and autocast
-        state hold (a decode step's checks and numpy views cost ~10% of a tiny L3 step otherwise);
+        Without grad they are kept for the next call while the same storages, shapes, dtypes, device and
+        autocast state hold (a decode step's checks and numpy views cost ~10% of a tiny L3 step otherwise);
         in-place updates show through the views. With grad, everything is checked and built per call."""
         if not 0 < x.shape[0] * x.shape[1] <= sublayer_cpu.MAX_POSITIONS:
             return None
         tensors = (t.keys, t.values, t.offsets, self.norm_in.weight, self.up.weight, self.norm_out.weight)
         tensors += (self.mix.weight,)
         grad = torch.is_grad_enabled()
-        key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"), *(w.data_ptr() for w in tensors))
+        # Storage, shape and dtype: a `table_source` may hand out slices of one buffer (prefetch.py's ring)
+        key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"))
+        key += tuple((w.data_ptr(), w.shape, w.dtype) for w in tensors)
         if not grad and self._decode_tables is not None and self._decode_tables[0] == key:
             return self._decode_tables[1]
         weights = tensors[3:]

@@ -198,3 +198,16 @@ def test_use_threads_sets_numbas_count_per_calling_thread():
     worker.start()
     worker.join()
     assert seen == [1] and small_cpu.numba.get_num_threads() == 1
+
+
+def test_kept_fused_tables_are_built_again_for_another_slice_of_the_same_buffer():
+    # A table source may hand out slices of one buffer (the prefetch ring): the same data pointer, fewer
+    # rows. The kept tables must not outlive the shape they were built for.
+    layer = _layer([3, 70, 2], 16, 8, False, False, seed=2)
+    x = torch.randn(1, 1, 16)
+    full = layer.lookup_tables(torch.tensor([[0]]))
+    short = full._replace(keys=full.keys[:3], values=full.values[:3], offsets=full.offsets[:2])
+    with torch.no_grad():
+        first = layer._fused_tables(x, full)
+        second = layer._fused_tables(x, short)
+    assert first[0].shape == (75, 16) and second[0].shape == (3, 16) and second[1].shape == (3, 8)
