@@ -28,6 +28,7 @@ from workloads.jobs.train import TrainJobConfig, build_loop
 from workloads.kernels.l3_lookup import small_cpu, sublayer_cpu
 from workloads.kernels.l3_lookup.op import l3_lookup
 from workloads.l3 import layer as l3_layer
+from workloads.models import transformer
 from workloads.probe import MachineProbe, probe
 
 GOALS = ("decode", "sublayer", "train", "lookup")
@@ -127,7 +128,9 @@ def decode(console: Console, pr: MachineProbe, quick: bool) -> None:
     infer_section.alias_experts(built[control].model)
     steps = {name: Decoder(b.model, b.prompts[:1], job.gen_len) for name, b in built.items()}
     parts = [p for b in built.values() for p in model_parts(b.model)]
-    with part_ranges(parts), kernel_ranges():
+    # A served MoE block at batch 1 calls dropless_one_token itself, past MoEMLP's module hooks.
+    served_moe = function_range(transformer, "dropless_one_token", "mlp")
+    with part_ranges(parts), kernel_ranges(), served_moe:
         goals = {f: infer_section.GOALS[f][0] for f in ("l3", "moe")}
         title = f"decode bs1 ÷ dense: goals L3 ≥{goals['l3']:g}×, MoE ≥{goals['moe']:g}× dense (speed)"
         context = job.prompt_len + job.gen_len / 2

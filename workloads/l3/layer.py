@@ -167,15 +167,14 @@ class L3Layer(nn.Module):
         in-place updates show through the views. With grad, everything is checked and built per call."""
         if not 0 < x.shape[0] * x.shape[1] <= sublayer_cpu.MAX_POSITIONS:
             return None
-        tensors = (t.keys, t.values, t.offsets, self.norm_in.weight, self.up.weight, self.norm_out.weight)
-        tensors += (self.mix.weight,)
+        weights = (self.norm_in.weight, self.up.weight, self.norm_out.weight, self.mix.weight)
+        tensors = (t.keys, t.values, t.offsets, *weights)
         grad = torch.is_grad_enabled()
         # Storage, shape and dtype: a `table_source` may hand out slices of one buffer (prefetch.py's ring)
         key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"))
         key += tuple((w.data_ptr(), w.shape, w.dtype) for w in tensors)
         if not grad and self._decode_tables is not None and self._decode_tables[0] == key:
             return self._decode_tables[1]
-        weights = tensors[3:]
         tables = None
         if sublayer_cpu.supported(x, t.keys, t.values, *weights):
             args = (self.norm_in, self.up.weight, self.norm_out, self.mix.weight, self.residual)

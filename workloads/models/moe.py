@@ -13,7 +13,6 @@ from workloads.models.moe_dropless import (
     HOST_GROUPING_MAX_ROUTES,
     aux_loss,
     dropless_host,
-    dropless_one_token,
     dropless_sorted,
     route,
 )
@@ -51,8 +50,8 @@ def route_drops(gate_output: tuple, top_k: int) -> torch.Tensor:
 
 class MoEMLP(nn.Module):
     """Drop-in for the dense MLP of a block: (B, T, dim) -> ((B, T, dim), l_aux, exp_counts); given the
-    block's `residual` (B, T, dim), the first item is residual + output (the one-token serving path folds
-    its gate weight into that add: `dropless_one_token`).
+    block's `residual` (B, T, dim), the first item is residual + output (the serving path folds
+    its gate weights into that add: `moe_dropless`).
 
     `expert` is one expert module (the SwiGLU MLP); DeepSpeed deep-copies it into each local expert slot,
     so each copy is re-initialised here (`reset_parameters`), otherwise every expert would start identical.
@@ -143,12 +142,11 @@ class MoEMLP(nn.Module):
             out, l_aux, exp_counts = self._deepspeed(x)
         elif self.one_token is None:  # recording balance
             out, l_aux, exp_counts = self._dropless(x)
-        else:  # serving: decode's few tokens are routed on the host
-            n_tokens = x.shape[0] * x.shape[1]
-            if n_tokens == 1:
-                return dropless_one_token(x, *self.one_token, residual), None, None
-            if n_tokens * self.config.top_k <= HOST_GROUPING_MAX_ROUTES:
-                return dropless_host(x, *self.one_token, residual), None, None
+        elif x.shape[0] * x.shape[1] * self.config.top_k <= HOST_GROUPING_MAX_ROUTES:
+            # serving: decode's few tokens are routed on the host (a block at batch 1 goes straight to
+            # dropless_one_token instead)
+            return dropless_host(x, *self.one_token, residual), None, None
+        else:
             out, l_aux, exp_counts = self._dropless(x)
         return (out if residual is None else residual + out), l_aux, exp_counts
 
