@@ -295,7 +295,7 @@ def _schedule(scheduling, spec, tracker, report, todo, on_tick) -> None:
         checkpoint_root=str(home() / "checkpoints"),
         on_event=driver.on_event,
         on_done=driver.on_done,
-        on_oom=spec.raw.get("on_oom", "fail"),
+        on_oom=spec.on_oom,
         enforce_timing=enforced,
     )
     tick = (lambda: on_tick(report)) if on_tick is not None else None

@@ -32,7 +32,7 @@ class Suite:
     experiment: str
     description: str
     jobs: tuple[JobSpec, ...]
-    raw: dict[str, Any]
+    on_oom: str  # what a job that runs out of memory does: "fail" or "halve_batch" (runs.outcomes)
 
 
 def _name_errors(raw: dict[str, Any]) -> list[Error]:
@@ -127,28 +127,44 @@ def _group_data(section: dict):
     return None if problems or group.source_problems(data.source) else data
 
 
-def _job(
-    kind_name: str, section: dict, models, labels, seed, resources, where: Where, errors, timing, retries
-) -> JobSpec | None:
-    """One job: its merged section validated as the kind's config, resolved once, its sources checked."""
-    from workloads import group
+# The model fields and seed a job section is validated with, once for all the jobs it makes; each job's
+# own (its family's matched `ModelSpec`, its matrix seed) replace them. A section may not set them itself.
+STAND_IN = {"preset": "debug", "family": "dense"}
 
+
+def _section_config(kind_name: str, section: dict, where: Where, errors: list[Error]):
+    """(the kind's config of a merged job section, validated once for every job of it, or None; the
+    section's DataConfig for its group's corpus, or None)."""
     kind = registry.get(kind_name)
+    data_cfg = _group_data(section) if kind.uses_model else None
+    if data_cfg is not None and section.get("data") is not None:
+        section = {**section, "data": data_cfg}
     cls, _ = kind.load()
     fixed = {*(registry.MODEL_FIELDS if kind.uses_model else ()), "model", kind.seed_field} - {None}
     given = [key for key in section if key in fixed]
     for key in given:
         errors.append((where.path(key), "set by the suite's matrix and model section, not in a job section"))
     data = {k: v for k, v in section.items() if k not in given}
-    if kind.uses_model:
-        spec = models[labels["family"]].spec
-        data.update({name: getattr(spec, name) for name in registry.MODEL_FIELDS})
-    if kind.seed_field:
-        data[kind.seed_field] = seed
+    data |= STAND_IN if kind.uses_model else {}
+    data |= {kind.seed_field: 0} if kind.seed_field else {}
     config, problems = validate(cls, data)
     errors += [(where.path(loc), msg) for loc, msg in problems]
-    if config is None or given:
-        return None
+    return (None if given else config), data_cfg
+
+
+def _job(
+    kind_name: str, config, models, labels, seed, resources, where: Where, errors, timing, retries
+) -> JobSpec | None:
+    """One job: its section's validated config given its family's model and its seed, resolved once, its
+    sources checked."""
+    from workloads import group
+
+    kind = registry.get(kind_name)
+    own = {kind.seed_field: seed} if kind.seed_field else {}
+    if kind.uses_model:
+        spec = models[labels["family"]].spec
+        own |= {name: getattr(spec, name) for name in registry.MODEL_FIELDS}
+    config = replace(config, **own)  # no new validation: the spec and the seed are validated values
     try:
         model = models[labels["family"]].model if kind.uses_model else None
         config = kind.resolve(config, cuda=resources.num_gpus > 0, model=model)
@@ -256,11 +272,17 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
         # a variant may run only some of the matrix's families (a control that means nothing for the others)
         fams = [f for f in matrix["families"] if f in (variant.get("families") or matrix["families"])]
         errors += matching.override_errors({**overrides, **model_section}, fams, model_path)
-        for preset, kind in itertools.product(matrix["presets"], kinds):
+        per_kind = {}  # kind → (where, validated config, its DataConfig, resources): once per variant
+        for kind in kinds:
+            where = Where(kind, vpath, variant)
             section = _section(spec, variant, kind, vpath, errors)
-            data_cfg = _group_data(section) if registry.get(kind).uses_model else None
-            if data_cfg is not None and section.get("data") is not None:  # validated once, for every job
-                section = {**section, "data": data_cfg}
+            resources = _resources(spec, variant, kind)
+            if spec["timing"][kind] == "interleaved" and resources.num_workers > 1:
+                gang = f"resources.{kind}.num_workers={resources.num_workers} asks for a gang"
+                errors.append((f"timing.{kind}", f"'interleaved' runs a group in one process; {gang}"))
+            per_kind[kind] = (where, *_section_config(kind, section, where, errors), resources)
+        for preset, kind in itertools.product(matrix["presets"], kinds):
+            where, config, data_cfg, resources = per_kind[kind]
             models = matching.group_models(model_section, preset, fams, data_cfg, model_path, errors)
             if models is None:
                 continue
@@ -270,15 +292,12 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                     models, fams, group, spec["match_tolerance"], model_path
                 ):
                     errors.append(err) if err not in errors else None
+                if config is None:
+                    continue
                 labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
                 labels["group"] = group
-                resources = _resources(spec, variant, kind)
-                if spec["timing"][kind] == "interleaved" and resources.num_workers > 1:
-                    gang = f"resources.{kind}.num_workers={resources.num_workers} asks for a gang"
-                    errors.append((f"timing.{kind}", f"'interleaved' runs a group in one process; {gang}"))
-                where = Where(kind, vpath, variant)
                 timing, retries = spec["timing"][kind], spec["max_retries"]
-                job = _job(kind, section, models, labels, seed, resources, where, errors, timing, retries)
+                job = _job(kind, config, models, labels, seed, resources, where, errors, timing, retries)
                 key = (variant["name"], preset, seed, family)
                 if job is not None and kind == "eval":
                     job = _linked(job, trained.get(key), errors)
@@ -332,4 +351,4 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
     if not jobs:
         raise SuiteError(str(path), [("matrix", "expands to no jobs")])
     experiment = validated.experiment or path.stem
-    return Suite(path.stem, str(path), experiment, validated.description, tuple(jobs), raw)
+    return Suite(path.stem, str(path), experiment, validated.description, tuple(jobs), validated.on_oom)

@@ -169,6 +169,24 @@ def test_l3_optimizers_suite_varies_only_the_table_optimizer_and_fingerprints_it
         assert adamw.config.steps >= 300 and adamw.config.model.family == "l3"
 
 
+def test_a_job_section_is_validated_once_per_variant_and_each_job_gets_its_own_model_and_seed(monkeypatch):
+    """suites/l3-optimizers.yaml: 3 variants × 3 seeds of one family. Each variant's train section is
+    validated once (3 validations, not 9); each job's config then carries its own seed and its family's
+    matched model spec."""
+    from orchestrator.suites import expansion
+    from workloads.jobs.train import TrainJobConfig
+
+    validated = []
+    monkeypatch.setattr(expansion, "validate", lambda tp, data: validated.append(tp) or validate(tp, data))
+    (path,) = [p for p in shipped_suites() if p.stem == "l3-optimizers"]
+    jobs = load_suite(path).jobs
+    assert validated.count(TrainJobConfig) == 3 and len(jobs) == 9
+    assert sorted(j.config.seed for j in jobs) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for job in jobs:
+        assert job.config.seed == int(job.labels["seed"]) == job.resolved["job"]["seed"]
+        assert (job.config.family, job.config.preset) == (job.labels["family"], job.labels["preset"])
+
+
 def test_cli_validate_and_run_exit_2_on_bad_suite_and_create_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("ISOSPARSE_HOME", str(tmp_path / "home"))
     bad = write(tmp_path, DUMMY.replace("presets: [debug]", "presets: [tinny]"))
