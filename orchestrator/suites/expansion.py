@@ -35,6 +35,25 @@ class Suite:
     on_oom: str  # what a job that runs out of memory does: "fail" or "halve_batch" (runs.outcomes)
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """The suite file past validation (`schema.suite_model`), as expansion reads it. The model, resources and
+    job sections stay the mappings the file wrote: a variant's section is merged onto the suite's, each
+    merged job section is then validated once into its kind's dataclass (`_section_config`), and an error
+    names whether the suite or the variant wrote the value (`schema.Where`)."""
+
+    matrix: dict[str, Any]  # families, presets, jobs (known names only), seeds; variants as written
+    sections: dict[str, Any]  # "model", "resources" and each job kind's section, as written (or None)
+    timing: dict[str, str]  # job kind → timing mode (`_timings`)
+    max_retries: int
+    match_tolerance: float
+    cluster: Any  # a `clusters.spec.Cluster` whose resources the jobs get, or None
+    folder: Path  # the suite file's folder: local task files are relative to it
+
+    def section(self, key: str) -> dict[str, Any]:
+        return self.sections.get(key) or {}
+
+
 def _name_errors(raw: dict[str, Any]) -> list[Error]:
     """Unknown presets, families and job kinds in the matrix, with did-you-mean."""
     matrix = raw.get("matrix")
@@ -104,18 +123,16 @@ def _timings(raw: Any, errors: list[Error]) -> dict[str, str]:
     return out
 
 
-def _resources(spec: dict, variant: dict, kind: str) -> Resources:
+def _resources(env: Envelope, variant: dict, kind: str) -> Resources:
     """The job's resources; on a cluster (`run --cluster`), the cluster's per device — before the job is
     resolved, since its device (and so the infer job's dtype) follows whether it gets GPUs."""
-    merged = merge(
-        (spec.get("resources") or {}).get(kind) or {}, (variant.get("resources") or {}).get(kind) or {}
-    )
+    merged = merge(env.section("resources").get(kind) or {}, (variant.get("resources") or {}).get(kind) or {})
     memory = merged.pop("memory_gb", None)
     if memory is not None:
         merged["memory_bytes"] = int(memory * GIB)
-    if spec.get("cluster") is None:
+    if env.cluster is None:
         return Resources(**merged)
-    return cluster_resources(spec["cluster"], Resources(**merged))
+    return cluster_resources(env.cluster, Resources(**merged))
 
 
 def _group_data(section: dict):
@@ -212,13 +229,13 @@ def _suite_relative(task: Any, folder: Path) -> Any:
     return task
 
 
-def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Error]) -> dict:
+def _section(env: Envelope, variant: dict, kind: str, vpath: str, errors: list[Error]) -> dict:
     """The merged job section of `kind`. With an eval job in the matrix, the train job saves its final
     weights (unless it checkpoints: it does so at its last step too) and the eval job takes the train
     job's data (seq_len included): it evaluates the weights trained on that corpus, with its tokenizer, L3
     allocation and f-grams, so eval.data is never set. Task file paths are relative to the suite file."""
-    section = merge(spec.get(kind) or {}, variant.get(kind) or {})
-    if kind == "train" and "eval" in spec["matrix"]["jobs"] and not section.get("checkpoint_every"):
+    section = merge(env.section(kind), variant.get(kind) or {})
+    if kind == "train" and "eval" in env.matrix["jobs"] and not section.get("checkpoint_every"):
         return section | {"save_weights": True}  # with checkpoints, the last one (the final step) serves
     if kind != "eval":
         return section
@@ -233,8 +250,8 @@ def _section(spec: dict, variant: dict, kind: str, vpath: str, errors: list[Erro
         )
     tasks = section.get("tasks")
     if isinstance(tasks, list):  # a local task file's path is relative to the suite file's folder
-        section["tasks"] = [_suite_relative(t, spec["dir"]) for t in tasks]
-    train = merge(spec.get("train") or {}, variant.get("train") or {})
+        section["tasks"] = [_suite_relative(t, env.folder) for t in tasks]
+    train = merge(env.section("train"), variant.get("train") or {})
     data = dict(train.get("data") or {})
     if train.get("seq_len") is not None:  # TrainJobConfig.data_config()
         data["seq_len"] = train["seq_len"]
@@ -259,14 +276,14 @@ def _linked(job: JobSpec, train: str | None, errors: list[Error]) -> JobSpec | N
     return replace(job, after=train, resolved=resolved, fingerprint=fingerprint(resolved, code_version()))
 
 
-def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
-    matrix = spec["matrix"]
+def _expand(env: Envelope, errors: list[Error]) -> list[JobSpec]:
+    matrix = env.matrix
     jobs: dict[str, JobSpec] = {}
     trained: dict[tuple, str] = {}  # (variant, preset, seed, family) → the train job's fingerprint
     kinds = sorted(matrix["jobs"], key=lambda kind: kind == "eval")  # train jobs before their evals
     for v_index, variant in enumerate(matrix["variants"]):
         vpath = f"matrix.variants[{v_index}]"
-        model_section = merge(spec.get("model") or {}, variant.get("model") or {})
+        model_section = merge(env.section("model"), variant.get("model") or {})
         model_path = f"{vpath}.model" if variant.get("model") else "model"
         overrides = model_section.get("overrides") or {}
         # a variant may run only some of the matrix's families (a control that means nothing for the others)
@@ -275,9 +292,9 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
         per_kind = {}  # kind → (where, validated config, its DataConfig, resources): once per variant
         for kind in kinds:
             where = Where(kind, vpath, variant)
-            section = _section(spec, variant, kind, vpath, errors)
-            resources = _resources(spec, variant, kind)
-            if spec["timing"][kind] == "interleaved" and resources.num_workers > 1:
+            section = _section(env, variant, kind, vpath, errors)
+            resources = _resources(env, variant, kind)
+            if env.timing[kind] == "interleaved" and resources.num_workers > 1:
                 gang = f"resources.{kind}.num_workers={resources.num_workers} asks for a gang"
                 errors.append((f"timing.{kind}", f"'interleaved' runs a group in one process; {gang}"))
             per_kind[kind] = (where, *_section_config(kind, section, where, errors), resources)
@@ -288,15 +305,13 @@ def _expand(spec: dict[str, Any], errors: list[Error]) -> list[JobSpec]:
                 continue
             for seed, family in itertools.product(matrix["seeds"], fams):
                 group = f"{preset}/{variant['name']}/s{seed}"
-                for err in matching.tolerance_errors(
-                    models, fams, group, spec["match_tolerance"], model_path
-                ):
+                for err in matching.tolerance_errors(models, fams, group, env.match_tolerance, model_path):
                     errors.append(err) if err not in errors else None
                 if config is None:
                     continue
                 labels = {"family": family, "preset": preset, "variant": variant["name"], "seed": str(seed)}
                 labels["group"] = group
-                timing, retries = spec["timing"][kind], spec["max_retries"]
+                timing, retries = env.timing[kind], env.max_retries
                 job = _job(kind, config, models, labels, seed, resources, where, errors, timing, retries)
                 key = (variant["name"], preset, seed, family)
                 if job is not None and kind == "eval":
@@ -335,17 +350,19 @@ def load_suite(suite: str | Path, sets: list[str] | None = None, cluster=None) -
         validated, _ = validate(suite_model(), raw)
         if validated is None:
             raise SuiteError(str(path), errors)
-    spec = {key: raw.get(key) for key in ("model", "resources", *registry.JOBS)}
     matrix = validated.matrix.model_dump()
     matrix["variants"] = raw.get("matrix", {}).get("variants") or [{"name": "base"}]
     errors += _variant_name_errors(matrix["variants"])
-    spec["matrix"] = _known_names(matrix)
-    spec["max_retries"] = validated.max_retries
-    spec["match_tolerance"] = validated.match_tolerance
-    spec["cluster"] = cluster
-    spec["dir"] = path.resolve().parent
-    spec["timing"] = _timings(raw.get("timing"), errors)
-    jobs = _expand(spec, errors)
+    env = Envelope(
+        matrix=_known_names(matrix),
+        sections={key: raw.get(key) for key in ("model", "resources", *registry.JOBS)},
+        timing=_timings(raw.get("timing"), errors),
+        max_retries=validated.max_retries,
+        match_tolerance=validated.match_tolerance,
+        cluster=cluster,
+        folder=path.resolve().parent,
+    )
+    jobs = _expand(env, errors)
     if errors:
         raise SuiteError(str(path), errors)
     if not jobs:
