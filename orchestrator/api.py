@@ -329,9 +329,11 @@ def run_detached(
 ) -> tuple[int, Path]:
     """Validate (and size on the cluster), check the store, then run the suite in a background process;
     returns (pid, log path)."""
-    spec = load_suite(suite, sets)
     if cluster is not None:  # refuse before detaching, not in a log nobody reads
-        address = address or on_cluster(suite, sets, cluster, force)[1]
+        spec, cluster_address = on_cluster(suite, sets, cluster, force)
+        address = address or cluster_address
+    else:
+        spec = load_suite(suite, sets)
     ray_link.check_reachable(address)
     tracker = Tracker(tracking_uri)
     tracker.check()

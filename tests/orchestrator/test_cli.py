@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from importlib.metadata import version
 from pathlib import Path
 
@@ -30,6 +31,42 @@ def test_run_on_a_cluster_too_small_is_refused_before_anything_is_submitted(tmp_
     assert "train/dense/tiny/base/s0: does not fit on tiny" in result.output
     assert "--force" in result.output
     assert not store.exists()  # the store was never opened: nothing submitted, no run
+
+
+def test_run_detach_on_a_cluster_expands_the_suite_once_and_refuses_before_detaching(tmp_path, monkeypatch):
+    """`run --detach --cluster`: sized on the cluster before anything detaches (too small: exit 2, no
+    process); when it fits, the suite is expanded once here and the child gets the same cluster file."""
+    from orchestrator import api
+
+    monkeypatch.setenv("ISOSPARSE_HOME", str(tmp_path / "home"))
+    loads, started = [], []
+    real_load = api.load_suite
+    monkeypatch.setattr(api, "load_suite", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    child = types.SimpleNamespace(pid=7)
+    fake = types.SimpleNamespace(
+        Popen=lambda cmd, **_: started.append(cmd) or child, STDOUT=subprocess.STDOUT
+    )
+    monkeypatch.setattr(api, "subprocess", fake)  # api's own name: the real module stays for everyone else
+    store = tmp_path / "mlflow.db"
+    for memory, code in (("0.01", 2), ("64", 0)):
+        loads.clear()
+        cluster = tmp_path / f"c{code}.yaml"
+        cluster.write_text(f"name: c\nkind: local\naccelerator: cpu\ncpus: 2\nmemory_gib: {memory}\n")
+        args = [
+            "run",
+            "quickstart",
+            "--detach",
+            "--cluster",
+            str(cluster),
+            "--tracking-uri",
+            f"sqlite:///{store}",
+        ]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == code, result.output
+        assert len(loads) == 1
+    assert "does not fit on c" not in result.output and "pid 7" in result.output
+    (cmd,) = started  # only the cluster it fits on started a child, with that cluster file
+    assert cmd[cmd.index("--cluster") + 1] == str((tmp_path / "c0.yaml").resolve())
 
 
 def test_plan_and_clusters_are_commands_of_the_main_app():
