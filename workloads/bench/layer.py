@@ -33,7 +33,8 @@ def l3_and_mlp() -> tuple:
     """(prepared data, the L3 sublayer on its LZW counts, the iso-active SwiGLU MLP), in eval mode, seeded."""
     torch.manual_seed(0)
     data, counts = l3_setup()
-    layer = L3Layer(DIM, counts, DIM // 2, 4 * DIM, check_ids=False).eval()
+    # As a Transformer block builds it and the infer job serves it (the MLP beside it checks nothing either)
+    layer = L3Layer(DIM, counts, DIM // 2, 4 * DIM, check_ids=False, check_inputs=False).eval().serve()
     active = l3_active_params(layer, data.token_freqs[: data.vocab_size].astype(np.float64))
     return data, layer, FeedForward(DIM, max(1, round(active / (3 * DIM)))).eval()
 

@@ -57,6 +57,8 @@ class L3Layer(nn.Module):
         check_ids: check on every call that the ids lie in [0, vocab) (one host read). The Transformer
             turns it off: its token embedding rejects such ids first, and the jobs validate the ids
             where they enter (batch loader, prompts), keeping the per-call host reads to the lookup's.
+        check_inputs: check x's and the ids' shapes and dtypes on every call. The Transformer turns it off:
+            its blocks hand the layer their own (B, T, dim) stream and (B, T) ids.
         init_std: std of the normal init of `keys`/`values` (and of W_mix's lookup block).
         sparse_grad: give `keys`/`values` sparse COO gradients over the rows a step touched (the sorted
             path; others stay dense), for the row-sparse optimizers (workloads.jobs.row_sparse); dense
@@ -85,6 +87,7 @@ class L3Layer(nn.Module):
         impl: LookupImpl = "auto",
         init_std: float = 0.02,
         check_ids: bool = True,
+        check_inputs: bool = True,
         sparse_grad: bool = False,
     ):
         super().__init__()
@@ -99,7 +102,7 @@ class L3Layer(nn.Module):
             raise ValueError(f"impl must be one of {list(IMPL_NAMES)}, got {impl!r}")
         self.dim, self.d_emb, self.d_up = dim, d_emb, d_up
         self.tied, self.residual, self.impl, self.init_std = tied, residual, impl, init_std
-        self.check_ids, self.sparse_grad = check_ids, sparse_grad
+        self.check_ids, self.check_inputs, self.sparse_grad = check_ids, check_inputs, sparse_grad
         self.register_buffer("offsets", _offsets_from_counts(counts))
         self.vocab_size = self.offsets.shape[0] - 1
         self.n_rows = int(self.offsets[-1])
@@ -114,6 +117,8 @@ class L3Layer(nn.Module):
         # (B, T) token ids, it returns this call's tables, having validated the ids itself.
         self.table_source: Callable[[torch.Tensor], LookupTables] | None = None
         self._decode_tables: tuple | None = None  # (key, tables or None): see `_fused_tables`
+        self.serving = False  # see `serve`
+        self._served: tuple | None = None  # (x dtype, the kernel's tables or None) while serving
         self.reset_parameters()
 
     @torch.no_grad()
@@ -144,14 +149,44 @@ class L3Layer(nn.Module):
             return self.table_source(token_ids)
         return LookupTables(token_ids.reshape(-1).long(), self.keys, self.value_table, self.offsets)
 
+    def serve(self, on: bool = True) -> "L3Layer":
+        """Serving mode, turned on once the weights are loaded (the infer job does): at most
+        sublayer_cpu.MAX_POSITIONS positions on the CPU without grad or autocast run the fused kernel on
+        tables built at the first such call and kept, with no per-call check of the weights' storages (at
+        decode those checks cost a fifth of a tiny L3 sublayer's time, in the model). In-place updates
+        show through the kept numpy views; `.to()` / `.double()` (`_apply`) and an offload's coming or
+        going (`drop_kept_tables`) build them again. A weight given a new storage by `.data =` is not
+        followed: call `serve()` again after it. Returns the layer."""
+        self.serving = on
+        self.drop_kept_tables()
+        return self
+
+    def drop_kept_tables(self) -> None:
+        """Forget the fused kernel's kept tables (they are built again at the next call that needs them)."""
+        self._decode_tables = self._served = None
+
+    def _apply(self, fn, recurse: bool = True):
+        self.drop_kept_tables()  # .to(), .double(), .cuda(): new storages
+        return super()._apply(fn, recurse)
+
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
-        self._check_inputs(x, token_ids, check_range=self.check_ids and self.table_source is None)
+        if self.check_inputs:
+            self._check_inputs(x, token_ids, check_range=self.check_ids and self.table_source is None)
+        if self.serving and self.table_source is None and self.impl == "auto":
+            served = self._served_tables(x)
+            if served is not None:
+                return sublayer_cpu.run(
+                    x, token_ids if token_ids.dtype == torch.int64 else token_ids.long(), served
+                )
         B, T, D = x.shape
-        t = self.lookup_tables(token_ids)
+        # A table source hands out this call's tables (and validates the ids): called once per forward.
+        t = self.lookup_tables(token_ids) if self.table_source is not None else None
         fused = self._fused_tables(x, t) if self.impl == "auto" else None
         if fused is not None:
             # Decode on CPU: the whole sublayer in one kernel call (no per-op dispatch; sublayer_cpu.py).
-            return sublayer_cpu.run(x.reshape(B * T, D), t.ids, fused).view(B, T, D)
+            ids = token_ids if t is None else t.ids
+            return sublayer_cpu.run(x, ids if ids.dtype == torch.int64 else ids.long(), fused)
+        t = t if t is not None else self.lookup_tables(token_ids)
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         looked_up = l3_lookup(
             q, t.ids, t.keys, t.values, t.offsets, self.impl, self.sparse_grad
@@ -160,25 +195,50 @@ class L3Layer(nn.Module):
         out = self.mix(torch.cat([u, x], dim=-1))  # (B, T, dim); the concatenated x is the raw input
         return x + out if self.residual else out
 
-    def _fused_tables(self, x: torch.Tensor, t: LookupTables) -> tuple | None:
-        """The fused CPU kernel's tables (`sublayer_cpu.static_arrays`) when it can run this call, else None.
-        Without grad they are kept for the next call while the same storages, shapes, dtypes, device and
-        autocast state hold (a decode step's checks and numpy views cost ~10% of a tiny L3 step otherwise);
-        in-place updates show through the views. With grad, everything is checked and built per call."""
+    def _served_tables(self, x: torch.Tensor) -> tuple | None:
+        """While serving: the kept kernel tables when this call can use them (see `serve`), else None."""
+        if torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or not x.is_cpu:
+            return None
         if not 0 < x.shape[0] * x.shape[1] <= sublayer_cpu.MAX_POSITIONS:
             return None
-        weights = (self.norm_in.weight, self.up.weight, self.norm_out.weight, self.mix.weight)
-        tensors = (t.keys, t.values, t.offsets, *weights)
+        served = self._served
+        if served is None or served[0] != x.dtype:
+            served = self._served = (x.dtype, self._fused_tables(x, None))
+        return served[1]
+
+    def _kernel_tensors(self, t: LookupTables | None) -> tuple[torch.Tensor, ...]:
+        """(keys, values, offsets, RMSNorm_in's weight, W_up, RMSNorm_out's weight, W_mix): `t`'s tables
+        or the layer's own. Plain dict reads: nn.Module.__getattr__ is a Python call per attribute, a
+        few µs each in a decode step."""
+        params, mods = self._parameters, self._modules
+        if t is None:
+            keys = params["keys"]
+            tables = (keys, keys if self.tied else params["values"], self._buffers["offsets"])
+        else:
+            tables = (t.keys, t.values, t.offsets)
+        return (*tables, *[mods[name]._parameters["weight"] for name in ("norm_in", "up", "norm_out", "mix")])
+
+    def _fused_tables(self, x: torch.Tensor, t: LookupTables | None) -> tuple | None:
+        """The fused CPU kernel's tables (`sublayer_cpu.static_arrays`) when it can run this call, else None;
+        t: a table source's tables (None: the layer's own). Without grad they are kept for the next call
+        while the same storages, row counts, x dtype, device and autocast state hold (a decode step's checks
+        and numpy views cost ~10% of a tiny L3 step otherwise); in-place updates show through the views,
+        and the views keep the storages they were built on alive, so a new storage has a new address. With
+        grad, everything is checked and built per call."""
+        if not 0 < x.shape[0] * x.shape[1] <= sublayer_cpu.MAX_POSITIONS:
+            return None
+        tensors = self._kernel_tensors(t)
         grad = torch.is_grad_enabled()
-        # Storage, shape and dtype: a `table_source` may hand out slices of one buffer (prefetch.py's ring)
-        key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"))
-        key += tuple((w.data_ptr(), w.shape, w.dtype) for w in tensors)
-        if not grad and self._decode_tables is not None and self._decode_tables[0] == key:
-            return self._decode_tables[1]
+        # Row counts too: a `table_source` may hand out slices of one buffer (prefetch.py's ring).
+        key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"), len(tensors[0]), len(tensors[1]))
+        key += (len(tensors[2]), *[w.data_ptr() for w in tensors])
+        kept = self._decode_tables
+        if not grad and kept is not None and kept[0] == key:
+            return kept[1]
         tables = None
-        if sublayer_cpu.supported(x, t.keys, t.values, *weights):
-            args = (self.norm_in, self.up.weight, self.norm_out, self.mix.weight, self.residual)
-            tables = sublayer_cpu.static_arrays(t.keys, t.values, t.offsets, *args)
+        if sublayer_cpu.supported(x, *tensors[:2], *tensors[3:]):
+            args = (self.norm_in, tensors[4], self.norm_out, tensors[6], self.residual)
+            tables = sublayer_cpu.static_arrays(*tensors[:3], *args)
         if not grad and all(w.is_contiguous() for w in tensors):  # a copy would not follow updates
             self._decode_tables = (key, tables)
         return tables

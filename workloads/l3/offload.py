@@ -46,6 +46,8 @@ class L3Offload:
         ]
         self.prefetcher = HostRowPrefetcher(consumers, self.device, self.pin_memory)
         _OFFLOADED.update(layers)
+        for layer in layers:  # the tables move (`.data =`): what the fused kernel kept would be stale
+            layer.drop_kept_tables()
         self._hook = None
         if self.compact:
             for i, layer in enumerate(layers):

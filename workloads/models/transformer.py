@@ -74,6 +74,7 @@ class Block(nn.Module):
                 residual=l3.residual,
                 impl=l3.impl,
                 check_ids=False,  # tok_emb rejects out-of-range ids first; jobs validate them on entry
+                check_inputs=False,  # the block hands it its own (B, T, dim) stream and (B, T) ids
             )
 
     def forward(self, h, token_ids, cos, sin, cache: KVCache | None, start_pos: int):
