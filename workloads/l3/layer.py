@@ -153,10 +153,10 @@ class L3Layer(nn.Module):
         """Serving mode, turned on once the weights are loaded (the infer job does): at most
         sublayer_cpu.MAX_POSITIONS positions on the CPU without grad or autocast run the fused kernel on
         tables built at the first such call and kept, with no per-call check of the weights' storages (at
-        decode those checks cost a fifth of a tiny L3 sublayer's time, in the model). In-place updates
-        show through the kept numpy views; `.to()` / `.double()` (`_apply`) and an offload's coming or
-        going (`drop_kept_tables`) build them again. A weight given a new storage by `.data =` is not
-        followed: call `serve()` again after it. Returns the layer."""
+        decode those checks cost close to a third of a tiny L3 sublayer's time, in the model). In-place
+        updates show through the kept numpy views; `.to()` / `.double()` (`_apply`) and an offload, which
+        drops them when it moves the tables (`drop_kept_tables`), build them again. A weight given a new
+        storage by `.data =` is not followed: call `serve()` again after it. Returns the layer."""
         self.serving = on
         self.drop_kept_tables()
         return self
@@ -221,17 +221,17 @@ class L3Layer(nn.Module):
     def _fused_tables(self, x: torch.Tensor, t: LookupTables | None) -> tuple | None:
         """The fused CPU kernel's tables (`sublayer_cpu.static_arrays`) when it can run this call, else None;
         t: a table source's tables (None: the layer's own). Without grad they are kept for the next call
-        while the same storages, row counts, x dtype, device and autocast state hold (a decode step's checks
-        and numpy views cost ~10% of a tiny L3 step otherwise); in-place updates show through the views,
-        and the views keep the storages they were built on alive, so a new storage has a new address. With
-        grad, everything is checked and built per call."""
+        while the same storages, shapes, dtypes, device and autocast state hold (a decode step's checks and
+        numpy views cost ~10% of a tiny L3 step otherwise); in-place updates show through the views, and
+        the views keep the storages they were built on alive, so a new storage has a new address. With
+        grad, everything is checked and built per call. Serving (`serve`) skips these checks."""
         if not 0 < x.shape[0] * x.shape[1] <= sublayer_cpu.MAX_POSITIONS:
             return None
         tensors = self._kernel_tensors(t)
         grad = torch.is_grad_enabled()
-        # Row counts too: a `table_source` may hand out slices of one buffer (prefetch.py's ring).
-        key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"), len(tensors[0]), len(tensors[1]))
-        key += (len(tensors[2]), *[w.data_ptr() for w in tensors])
+        # Storage, shape and dtype: a `table_source` may hand out slices of one buffer (prefetch.py's ring)
+        key = (x.dtype, x.device, torch.is_autocast_enabled("cpu"))
+        key += tuple((w.data_ptr(), w.shape, w.dtype) for w in tensors)
         kept = self._decode_tables
         if not grad and kept is not None and kept[0] == key:
             return kept[1]
