@@ -175,17 +175,14 @@ class L3Layer(nn.Module):
         if self.serving and self.table_source is None and self.impl == "auto":
             served = self._served_tables(x)
             if served is not None:
-                return sublayer_cpu.run(
-                    x, token_ids if token_ids.dtype == torch.int64 else token_ids.long(), served
-                )
+                return sublayer_cpu.run(x, token_ids, served)
         B, T, D = x.shape
         # A table source hands out this call's tables (and validates the ids): called once per forward.
         t = self.lookup_tables(token_ids) if self.table_source is not None else None
         fused = self._fused_tables(x, t) if self.impl == "auto" else None
         if fused is not None:
             # Decode on CPU: the whole sublayer in one kernel call (no per-op dispatch; sublayer_cpu.py).
-            ids = token_ids if t is None else t.ids
-            return sublayer_cpu.run(x, ids if ids.dtype == torch.int64 else ids.long(), fused)
+            return sublayer_cpu.run(x, token_ids if t is None else t.ids, fused)
         t = t if t is not None else self.lookup_tables(token_ids)
         q = self.norm_in(x).reshape(B * T, D)  # (B*T, dim) queries; RMSNorm_in touches the query only
         looked_up = l3_lookup(

@@ -140,11 +140,12 @@ class MoEMLP(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.impl == "deepspeed":
             out, l_aux, exp_counts = self._deepspeed(x)
-        elif self.one_token is None:  # recording balance
-            out, l_aux, exp_counts = self._dropless(x)
-        elif x.shape[0] * x.shape[1] * self.config.top_k <= HOST_GROUPING_MAX_ROUTES:
-            # serving: decode's few tokens are routed on the host (a block at batch 1 goes straight to
-            # dropless_one_token instead)
+        elif (
+            self.one_token is not None
+            and x.shape[0] * x.shape[1] * self.config.top_k <= HOST_GROUPING_MAX_ROUTES
+        ):
+            # serving (not recording balance): decode's few tokens are routed on the host (a block at
+            # batch 1 goes straight to dropless_one_token instead)
             return dropless_host(x, *self.one_token, residual), None, None
         else:
             out, l_aux, exp_counts = self._dropless(x)

@@ -142,3 +142,16 @@ def test_checks_still_run_while_serving_unless_turned_off():
     trusting = L3Layer(16, COUNTS, 8, 24, check_inputs=False).eval().serve()
     with torch.no_grad():
         assert trusting(torch.randn(1, 1, 16), torch.tensor([[4]])).shape == (1, 1, 16)
+
+
+def test_narrow_integer_ids_are_widened_before_the_kernel():
+    """uint8 / int32 ids give the int64 result and reach the kernel as int64: no numba build per id dtype
+    (each is a multi-second compile)."""
+    layer = _layer(False, False).serve()
+    x = torch.randn(1, 2, 16)
+    with torch.no_grad():
+        want = layer(x, torch.tensor([[1, 4]]))
+        for dtype in (torch.uint8, torch.int32):
+            assert torch.equal(layer(x, torch.tensor([[1, 4]], dtype=dtype)), want)
+    for kernel in (sublayer_cpu._serial, sublayer_cpu._parallel):
+        assert all(str(sig[1].dtype) == "int64" for sig in kernel.signatures)

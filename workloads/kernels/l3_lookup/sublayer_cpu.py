@@ -129,7 +129,7 @@ def static_arrays(keys, values, offsets, norm_in, up, norm_out, mix, residual: b
 def run(
     x: torch.Tensor, token_ids: torch.Tensor, tables: tuple, parallel: bool | None = None
 ) -> torch.Tensor:
-    """The kernel on x (..., dim) and int64 token_ids (...) with `static_arrays`' tables -> (..., dim).
+    """The kernel on x (..., dim) and integer token_ids (...) with `static_arrays`' tables -> (..., dim).
     Shapes are flattened on the numpy side and the output is a numpy allocation: each torch op a decode
     step saves here is a few µs (docs)."""
     threads = torch.get_num_threads()
@@ -137,6 +137,8 @@ def run(
         parallel = threads > 1
     if parallel:
         small_cpu.use_threads(threads)
+    if token_ids.dtype != torch.int64:  # the kernel is built for int64 ids
+        token_ids = token_ids.long()
     xs = x.detach().contiguous().numpy()
     out = np.empty_like(xs)
     dim = xs.shape[-1]
