@@ -168,7 +168,7 @@ def alias_experts(model) -> None:
             experts = block.mlp.experts
             for e in range(1, len(experts)):
                 experts[e] = experts[0]
-            block.mlp.set_impl(block.mlp.impl)  # its serving references follow
+    model.serve()  # the serving references and the fused kernel's stacks follow
 
 
 def _vs_dense(row: Row, name: str, bs: int, ratio: float, m: dict, dense: Row | None = None) -> Row:

@@ -27,9 +27,7 @@ from workloads.jobs.setup import (
     prepare_job,
 )
 from workloads.jobs.spec import ModelOverrides, ModelSpec
-from workloads.l3.offload import l3_layers
 from workloads.models.config import Family, ModelConfig
-from workloads.models.moe import serve_dropless
 from workloads.models.transformer import TORCH_DTYPES, Transformer
 from workloads.scone.serve import FgramTable
 
@@ -245,10 +243,7 @@ def build(cfg: InferJobConfig, ctx: JobContext) -> Built:
             checkpoint.load_weights(model, cfg.checkpoint)
         except ValueError as err:
             raise ValueError(f"InferJobConfig.checkpoint: {err}") from err
-    if model_cfg.moe is not None:
-        serve_dropless(model, cfg.moe_impl)
-    for layer in l3_layers(model):  # weights loaded: the fused CPU kernel's tables are built once
-        layer.serve()
+    model.serve(cfg.moe_impl)  # weights loaded: the fused CPU kernels' tables are built once
     scone = None
     if scone_data is not None:  # F once, in eval mode (L3_SPEC §6); A_fgram is not run while decoding
         path = None  # fgram_offload "disk": F in a memory-mapped file next to the job's other caches

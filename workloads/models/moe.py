@@ -110,6 +110,23 @@ class MoEMLP(nn.Module):
         """The router, (num_experts, dim); DeepSpeed computes the gate in float32 whatever its dtype."""
         return self.moe.deepspeed_moe.gate.wg
 
+    def stacked_experts(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(slots (E,) int64, w1 (S, ffn, dim), w3 (S, ffn, dim), w2 (S, dim, ffn)) for the fused decode
+        kernel: the S distinct expert modules' weights stacked, slot e running distinct module slots[e]
+        (an aliased slot keeps its one copy: the bench's moe-1x control). Each expert's weights are
+        re-pointed (`.data`) at its slice of the stacks, so the torch paths and the kernel read one copy."""
+        distinct = {id(e): e for e in self.experts}  # in slot order of first appearance
+        position = {key: i for i, key in enumerate(distinct)}
+        slots = [position[id(e)] for e in self.experts]
+        stacks = []
+        for name in ("w1", "w3", "w2"):
+            weights = [getattr(e, name).weight for e in distinct.values()]
+            stacked = torch.stack([w.detach() for w in weights])
+            for w, row in zip(weights, stacked, strict=True):
+                w.data = row
+            stacks.append(stacked)
+        return (torch.tensor(slots, dtype=torch.int64), *stacks)
+
     def set_impl(self, impl: MoEImpl) -> None:
         if impl not in ("deepspeed", "dropless"):
             raise ValueError(f"MoE impl must be 'deepspeed' or 'dropless', got {impl!r}")

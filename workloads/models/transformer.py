@@ -14,11 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from workloads.kernels.mlp_decode import cpu as mlp_cpu
 from workloads.l3.layer import L3Layer
 from workloads.models.attention import INIT_STD, TORCH_DTYPES, Attention, KVCache, rope_angles
 from workloads.models.config import BlockSpec, ModelConfig
 from workloads.models.hash_moe import HashMoEMLP
-from workloads.models.moe import MoEMLP
+from workloads.models.moe import MoEImpl, MoEMLP, serve_dropless
 from workloads.models.moe_dropless import dropless_one_token
 
 
@@ -76,12 +77,50 @@ class Block(nn.Module):
                 check_ids=False,  # tok_emb rejects out-of-range ids first; jobs validate them on entry
                 check_inputs=False,  # the block hands it its own (B, T, dim) stream and (B, T) ids
             )
+        self.serving = False
+        self._decode: tuple | None = None  # the fused decode kernel's tables while serving (`serve`)
+
+    def serve(self, on: bool = True) -> "Block":
+        """Serving mode, turned on once the weights are loaded (`Transformer.serve`): a call of at most
+        mlp_cpu.MAX_POSITIONS float32 positions without grad runs the MLP sublayer (RMSNorm, the dense MLP
+        or a dropless MoE's router and experts, the residual add) as one fused CPU kernel
+        (`workloads.kernels.mlp_decode.cpu`): what a CPU serving stack runs at decode, where torch's
+        per-op dispatch and batch-1 GEMMs cost more than the weights' bytes. Tables are numpy views of
+        the weights (a MoE's experts stacked first: `MoEMLP.stacked_experts`), so in-place updates show
+        through; `.to()` / `.double()` build them again. A MoE recording its balance, a DeepSpeed-served
+        MoE, hash-MoE, and weights off the CPU or not float32 keep the torch path. Returns the block."""
+        self.serving, self._decode = on, None
+        norm, mlp = self.mlp_norm, self.mlp
+        if not on or not mlp_cpu.available(norm.weight):
+            return self
+        if isinstance(mlp, FeedForward) and mlp_cpu.available(mlp.w1.weight, mlp.w3.weight, mlp.w2.weight):
+            self._decode = mlp_cpu.dense_tables(norm, mlp.w1.weight, mlp.w3.weight, mlp.w2.weight)
+        elif (
+            isinstance(mlp, MoEMLP)
+            and mlp.impl == "dropless"
+            and mlp_cpu.available(mlp.gate.weight, *(p for e in mlp.experts for p in e.parameters()))
+        ):
+            self._decode = mlp_cpu.moe_tables(norm, mlp.gate.weight, *mlp.stacked_experts(), mlp.config.top_k)
+        return self
+
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)  # new storages: the kernel's views are stale
+        if self.serving:
+            self.serve()
+        return out
 
     def forward(self, h, token_ids, cos, sin, cache: KVCache | None, start_pos: int):
         """(B, T, D) -> ((B, T, D), l_aux or None, exp_counts or None)."""
         h = h + self.attn(self.attn_norm(h), cos, sin, cache, start_pos)
         l_aux = exp_counts = None
-        if isinstance(self.mlp, MoEMLP):  # adds the residual itself (serving folds a gate weight into it)
+        decode = self._decode
+        if (
+            decode is not None
+            and mlp_cpu.runs(h, decode)
+            and (decode[0] == "dense" or self.mlp.one_token is not None)  # a MoE not recording balance
+        ):
+            h = mlp_cpu.run(h, decode)
+        elif isinstance(self.mlp, MoEMLP):  # adds the residual itself (serving folds a gate weight into it)
             x, served = self.mlp_norm(h), self.mlp.one_token
             if served is not None and x.shape[0] * x.shape[1] == 1:
                 # Decode at batch 1, served: straight to the host router. The module call's Python layers
@@ -250,6 +289,17 @@ class Transformer(nn.Module):
         else:
             nn.init.normal_(self.lm_head.weight, std=INIT_STD)
         self.to(TORCH_DTYPES[config.dtype])
+
+    def serve(self, moe_impl: MoEImpl = "dropless") -> "Transformer":
+        """Serving mode, once the weights are loaded (the infer job does it): MoE blocks on `moe_impl`
+        (`serve_dropless`), each block's fused decode MLP (`Block.serve`) and each L3 sublayer's kept
+        kernel tables (`L3Layer.serve`). Returns the model."""
+        serve_dropless(self, moe_impl)
+        for block in self.layers:
+            block.serve()
+            if block.l3 is not None:
+                block.l3.serve()
+        return self
 
     def new_cache(self, batch_size: int, max_seq_len: int | None = None) -> KVCache:
         """An empty KV cache on this model's device and dtype."""

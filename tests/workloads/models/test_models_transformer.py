@@ -5,9 +5,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from workloads.kernels.mlp_decode import cpu as mlp_cpu
 from workloads.l3.allocation import uniform_allocate
 from workloads.models import presets
 from workloads.models.config import ModelConfig
+from workloads.models.moe import MoEMLP
 from workloads.models.transformer import Transformer
 
 FAMILIES = ("dense", "l3", "moe")
@@ -152,3 +154,161 @@ def test_bfloat16_build_and_tied_embeddings():
     assert model.lm_head.weight is model.tok_emb.weight
     logits, _ = model(tokens(cfg))
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+
+
+# Serving (Transformer.serve / Block.serve): a served model decodes as the unserved one (dense, L3, MoE top-1
+# and top-2, at the batch sizes the fused decode MLP takes and past them), the kernel runs exactly where it
+# may, a MoE's experts are stacked without a copy, and what turns the kernel off does.
+needs_numba = pytest.mark.skipif(mlp_cpu.numba is None, reason="numba is not installed")
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list[str]:
+    """The kind of every fused decode MLP call ("dense" / "moe"), in order."""
+    calls: list[str] = []
+    run = mlp_cpu.run
+
+    def counted(h, tables):
+        calls.append(tables[0])
+        return run(h, tables)
+
+    monkeypatch.setattr(mlp_cpu, "run", counted)
+    return calls
+
+
+@pytest.fixture
+def threads():
+    """Set torch's thread count for a test (the dense kernel's position cap depends on it)."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
+def _model(family: str, top_k: int = 1) -> Transformer:
+    cfg = deterministic(presets.get("debug", family))
+    if cfg.moe is not None:
+        cfg = replace(cfg, moe=replace(cfg.moe, top_k=top_k))
+    model = build(cfg).eval()
+    if cfg.moe is not None:
+        with torch.no_grad():  # confident, distinct routes (the default init is near-uniform)
+            for block in model.layers:
+                if isinstance(block.mlp, MoEMLP):
+                    block.mlp.gate.weight.normal_(
+                        0, 1.0, generator=torch.Generator().manual_seed(block.index)
+                    )
+    return model
+
+
+def _decode(model: Transformer, ids: torch.Tensor) -> torch.Tensor:
+    """Prefill 3 tokens, then one token per step with the KV cache: (B, T, vocab) logits."""
+    B, T = ids.shape
+    cache = model.new_cache(B, T)
+    with torch.no_grad():
+        steps = [model(ids[:, :3], cache)[0]]
+        steps += [model(ids[:, t : t + 1], cache, start_pos=t)[0] for t in range(3, T)]
+    return torch.cat(steps, dim=1)
+
+
+@needs_numba
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize(("family", "top_k"), [("dense", 1), ("l3", 1), ("moe", 1), ("moe", 2)])
+@pytest.mark.parametrize("batch", [1, 3, 8, 9])
+def test_served_decode_equals_the_unserved_model(family, top_k, batch, n_threads, kernel_calls, threads):
+    threads(n_threads)
+    model = _model(family, top_k)
+    moe_blocks = sum(isinstance(b.mlp, MoEMLP) for b in model.layers)
+    ids = tokens(model.config, B=batch, T=7, seed=batch)
+    model.serve("deepspeed" if family == "moe" else "dropless")  # MoE's torch reference: DeepSpeed's layer
+    assert not any(b._decode for b in model.layers if isinstance(b.mlp, MoEMLP))
+    want = _decode(model, ids)
+    model.serve()
+    kernel_calls.clear()
+    got = _decode(model, ids)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # The forwards: a prefill of 3 × batch positions, then 4 steps of batch. A MoE takes the kernel up to
+    # MAX_POSITIONS positions; a dense MLP too on 1 thread, else at 1 position only.
+    dense_cap = mlp_cpu.MAX_POSITIONS if n_threads == 1 else 1
+    want_calls = []
+    for positions in [3 * batch] + [batch] * 4:
+        want_calls += ["moe"] * moe_blocks * (positions <= mlp_cpu.MAX_POSITIONS)
+        want_calls += ["dense"] * (model.config.n_layers - moe_blocks) * (positions <= dense_cap)
+    assert sorted(kernel_calls) == sorted(want_calls)
+
+
+@needs_numba
+def test_moe_recording_balance_keeps_the_torch_path_and_counts(kernel_calls):
+    model = _model("moe").serve()
+    ids = tokens(model.config, B=1, T=1)
+    block = next(b for b in model.layers if isinstance(b.mlp, MoEMLP))
+    block.mlp.record_balance = True
+    with torch.no_grad():
+        counts = model(ids, return_expert_counts=True)[2]
+    assert int(counts[block.index].sum()) == 1  # its one token, counted by the module
+    assert kernel_calls.count("moe") == sum(isinstance(b.mlp, MoEMLP) for b in model.layers) - 1
+
+
+@needs_numba
+def test_grad_mode_and_other_dtypes_keep_the_torch_path(kernel_calls):
+    model = _model("dense").serve()
+    ids = tokens(model.config, B=1, T=1)
+    model(ids)  # grad mode: autograd's path
+    assert kernel_calls == []
+    model.double()  # float64 weights: no tables
+    assert all(b._decode is None for b in model.layers)
+    with torch.no_grad():
+        model(ids)
+    assert kernel_calls == []
+    model.float()  # back to float32: the tables are built again on the new storages
+    with torch.no_grad():
+        want = model(ids)[0]
+        assert kernel_calls == ["dense"] * model.config.n_layers
+        for block in model.layers:
+            block.serve(False)
+        torch.testing.assert_close(model(ids)[0], want, rtol=1e-5, atol=1e-5)
+    assert len(kernel_calls) == model.config.n_layers
+
+
+@needs_numba
+def test_in_place_weight_updates_show_through(kernel_calls):
+    model = _model("moe").serve()
+    ids = tokens(model.config, B=1, T=1)
+    with torch.no_grad():
+        before = model(ids)[0]
+        for p in model.parameters():
+            p.mul_(1.5)  # load_state_dict copies in place like this
+        after = model(ids)[0]
+        for block in model.layers:
+            block.serve(False)
+        torch.testing.assert_close(after, model(ids)[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, after)
+    assert "moe" in kernel_calls
+
+
+@needs_numba
+def test_stacked_experts_alias_the_weights_and_keep_aliased_slots():
+    layer = _model("moe").layers[0].mlp
+    x = torch.randn(5, layer.gate.weight.shape[1])
+    with torch.no_grad():
+        outputs = [e(x) for e in layer.experts]
+        slots, w1, w3, w2 = layer.stacked_experts()
+        assert slots.tolist() == list(range(len(layer.experts)))
+        for e, expert in enumerate(layer.experts):  # each weight is now a view of its stack
+            assert (
+                expert.w1.weight.data_ptr() == w1[e].data_ptr()
+                and expert.w2.weight.data_ptr() == w2[e].data_ptr()
+            )
+            assert expert.w3.weight.untyped_storage().data_ptr() == w3.untyped_storage().data_ptr()
+            torch.testing.assert_close(expert(x), outputs[e], rtol=0, atol=0)
+        layer.experts[2] = layer.experts[0]  # the bench's moe-1x control aliases slots like this
+        slots, w1, _, _ = layer.stacked_experts()
+    assert slots.tolist() == [0, 1, 0, 2][: len(layer.experts)] and w1.shape[0] == len(layer.experts) - 1
+
+
+def test_hash_moe_blocks_serve_through_their_module(kernel_calls):
+    model = build(presets.get("debug", "hash_moe")).eval()
+    ids = tokens(model.config, B=1, T=5)
+    want = _decode(model, ids)
+    model.serve()
+    assert all(b._decode is None for b in model.layers)  # every debug hash-MoE block is hash-routed
+    torch.testing.assert_close(_decode(model, ids), want, rtol=0, atol=0)
+    assert kernel_calls == []

@@ -7,10 +7,14 @@ import types
 import numpy as np
 import torch
 
+from workloads.kernels import numba_cache
+
 try:  # optional: the GPU image has no numba; `supported` is then False and the torch paths run
     import numba
 except ImportError:  # pragma: no cover - depends on the install
     numba = None
+else:
+    numba_cache.use(numba)  # before the first cached kernel below: one cache per version of the sources
 
 prange = range if numba is None else numba.prange
 
