@@ -14,12 +14,12 @@ from pathlib import Path
 KERNELS = Path(__file__).resolve().parent
 
 
-def sources_digest() -> str:
-    """A short hash of every .py file under workloads/kernels (paths and contents)."""
+def sources_digest(root: Path = KERNELS) -> str:
+    """A short hash of every .py file under root (paths and contents)."""
     digest = hashlib.sha256()
-    for path in sorted(KERNELS.rglob("*.py")):
-        digest.update(str(path.relative_to(KERNELS)).encode())
-        digest.update(path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 

@@ -166,12 +166,12 @@ def test_run_keeps_the_shape_and_takes_any_leading_dims():
 
 def test_which_calls_take_the_kernel():
     dense, moe = ("dense",), ("moe",)
-    h1, h3, h9 = torch.zeros(1, 1, 4), torch.zeros(3, 1, 4), torch.zeros(1, 9, 4)
+    h1, h2, h3, h9 = torch.zeros(1, 1, 4), torch.zeros(2, 1, 4), torch.zeros(3, 1, 4), torch.zeros(1, 9, 4)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
         with torch.no_grad():
-            assert cpu.runs(h1, dense) and not cpu.runs(h3, dense)  # several threads: dense at 1 position
+            assert cpu.runs(h1, dense) and not cpu.runs(h2, dense)  # several threads: dense at 1 position
             assert cpu.runs(h3, moe) and not cpu.runs(h9, moe)  # a MoE up to MAX_POSITIONS
             assert not cpu.runs(h1.double(), moe)  # float32 only
         assert not cpu.runs(h1, moe)  # grad mode keeps autograd's path
