@@ -8,10 +8,12 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn as nn
 
 from workloads.bench.rows import BASELINE, COMPARISON, BenchContext, Row, interleaved, timed_row
 from workloads.data.config import DataConfig
 from workloads.data.pipeline import prepare
+from workloads.kernels.mlp_decode import cpu as mlp_cpu
 from workloads.l3.allocation import allocate_from_counts, count_phrases
 from workloads.l3.layer import L3Layer
 from workloads.models.accounting import mlp_params
@@ -29,14 +31,31 @@ def l3_setup(seq_len: int = 512):
     return data, counts
 
 
+class MLPSublayer(nn.Module):
+    """h + SwiGLU(RMSNorm(h)): a block's MLP sublayer as a served block runs it (`Block.serve`), the fused
+    decode kernel where the block would take it (`mlp_cpu.runs`), else torch's ops. The L3 sublayer it is
+    compared with has its own norms and residual add, so both rows time a whole sublayer."""
+
+    def __init__(self, ffn_dim: int):
+        super().__init__()
+        self.norm, self.ffn = nn.RMSNorm(DIM, eps=1e-5), FeedForward(DIM, ffn_dim)
+        weights = (self.norm.weight, self.ffn.w1.weight, self.ffn.w3.weight, self.ffn.w2.weight)
+        self.tables = mlp_cpu.dense_tables(self.norm, *weights[1:]) if mlp_cpu.available(*weights) else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.tables is not None and mlp_cpu.runs(h, self.tables):
+            return mlp_cpu.run(h, self.tables)
+        return h + self.ffn(self.norm(h))
+
+
 def l3_and_mlp() -> tuple:
-    """(prepared data, the L3 sublayer on its LZW counts, the iso-active SwiGLU MLP), in eval mode, seeded."""
+    """(prepared data, the L3 sublayer on its LZW counts, the iso-active MLP sublayer): eval mode, seeded."""
     torch.manual_seed(0)
     data, counts = l3_setup()
     # As a Transformer block builds it and the infer job serves it (the MLP beside it checks nothing either)
     layer = L3Layer(DIM, counts, DIM // 2, 4 * DIM, check_ids=False, check_inputs=False).eval().serve()
     active = l3_active_params(layer, data.token_freqs[: data.vocab_size].astype(np.float64))
-    return data, layer, FeedForward(DIM, max(1, round(active / (3 * DIM)))).eval()
+    return data, layer, MLPSublayer(max(1, round(active / (3 * DIM)))).eval()
 
 
 def l3_active_params(layer: L3Layer, token_freqs: np.ndarray) -> float:
@@ -68,10 +87,11 @@ def l3_moved(layer: L3Layer, ids: torch.Tensor, backward: bool = False) -> tuple
     return (3 * nbytes, 3 * flops) if backward else (nbytes, flops)
 
 
-def mlp_moved(ffn: FeedForward, n_tokens: int, backward: bool = False) -> tuple[float, float]:
-    """(bytes, FLOPs) of a SwiGLU call: its weights once (fwd+bwd: read twice, gradients written once)."""
-    params = mlp_params(ffn.w1.in_features, ffn.w1.out_features)
-    element = ffn.w1.weight.element_size()
+def mlp_moved(mlp: MLPSublayer, n_tokens: int, backward: bool = False) -> tuple[float, float]:
+    """(bytes, FLOPs) of an MLP sublayer call: its SwiGLU weights once (fwd+bwd: read twice, gradients
+    written once); the norm's weight and the residual add are a rounding error beside them."""
+    params = mlp_params(mlp.ffn.w1.in_features, mlp.ffn.w1.out_features)
+    element = mlp.ffn.w1.weight.element_size()
     nbytes, flops = float(params * element), 2.0 * params * n_tokens
     return (3 * nbytes, 3 * flops) if backward else (nbytes, flops)
 

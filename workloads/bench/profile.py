@@ -27,6 +27,7 @@ from workloads.jobs.result import JobContext
 from workloads.jobs.train import TrainJobConfig, build_loop
 from workloads.kernels.l3_lookup import small_cpu, sublayer_cpu
 from workloads.kernels.l3_lookup.op import l3_lookup
+from workloads.kernels.mlp_decode import cpu as mlp_cpu
 from workloads.l3 import layer as l3_layer
 from workloads.models import transformer
 from workloads.probe import MachineProbe, probe
@@ -128,9 +129,12 @@ def decode(console: Console, pr: MachineProbe, quick: bool) -> None:
     infer_section.alias_experts(built[control].model)
     steps = {name: Decoder(b.model, b.prompts[:1], job.gen_len) for name, b in built.items()}
     parts = [p for b in built.values() for p in model_parts(b.model)]
-    # A served MoE block at batch 1 calls dropless_one_token itself, past MoEMLP's module hooks.
-    served_moe = function_range(transformer, "dropless_one_token", "mlp")
-    with part_ranges(parts), kernel_ranges(), served_moe:
+    # A served block runs its fused decode MLP (`mlp_cpu.run`: its mlp_norm and residual add inside), or
+    # at batch 1 without the kernel dropless_one_token, past the module hooks of its mlp and mlp_norm.
+    served = contextlib.ExitStack()
+    served.enter_context(function_range(transformer, "dropless_one_token", "mlp"))
+    served.enter_context(function_range(mlp_cpu, "run", "mlp"))
+    with part_ranges(parts), kernel_ranges(), served:
         goals = {f: infer_section.GOALS[f][0] for f in ("l3", "moe")}
         title = f"decode bs1 ÷ dense: goals L3 ≥{goals['l3']:g}×, MoE ≥{goals['moe']:g}× dense (speed)"
         context = job.prompt_len + job.gen_len / 2
@@ -145,13 +149,14 @@ def sublayer(console: Console, pr: MachineProbe, quick: bool) -> None:
     data, layer, mlp = layer_section.l3_and_mlp()  # as the layer and lookup sections build them
     windows, x, k = layer_section._windows(data, 1), torch.randn(1, 1, layer_section.DIM), itertools.count()
     steps = {"mlp": lambda: mlp(x), "l3": lambda: layer(x, windows[next(k) % len(windows)])}
-    parts = [("linear", m) for m in (mlp.w1, mlp.w3, mlp.w2, layer.up, layer.mix)]
-    parts += [("norm", layer.norm_in), ("norm", layer.norm_out)]
+    parts = [("linear", m) for m in (mlp.ffn.w1, mlp.ffn.w3, mlp.ffn.w2, layer.up, layer.mix)]
+    parts += [("norm", mlp.norm), ("norm", layer.norm_in), ("norm", layer.norm_out)]
     with (
         torch.no_grad(),
         part_ranges(parts),
         kernel_ranges(),
         function_range(layer, "lookup_tables", "l3 tables"),
+        function_range(mlp_cpu, "run", "mlp fused kernel"),
     ):
         title = (
             f"L3 sublayer ÷ iso-active MLP, 1 position: goal ≤{layer_section.ONE_POSITION_GOAL:g}× its time"
