@@ -81,8 +81,8 @@ class Block(nn.Module):
         self._decode: tuple | None = None  # the fused decode kernel's tables while serving (`serve`)
 
     def serve(self, on: bool = True) -> "Block":
-        """Serving mode, turned on once the weights are loaded (`Transformer.serve`): a call of at most
-        mlp_cpu.MAX_POSITIONS float32 positions without grad runs the MLP sublayer (RMSNorm, the dense MLP
+        """Serving mode, turned on once the weights are loaded (`Transformer.serve`): a call of a few float32
+        positions (`mlp_cpu.max_positions`) without grad runs the MLP sublayer (RMSNorm, the dense MLP
         or a dropless MoE's router and experts, the residual add) as one fused CPU kernel
         (`workloads.kernels.mlp_decode.cpu`): what a CPU serving stack runs at decode, where torch's
         per-op dispatch and batch-1 GEMMs cost more than the weights' bytes. Tables are numpy views of
