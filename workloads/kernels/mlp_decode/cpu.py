@@ -128,7 +128,6 @@ def _moe(h, norm_weight, eps, gate, slots, w1, w3, w2, top_k, parallel, out):
                 out[members[i]] += out.dtype.type(member_weights[i]) * y[i]
 
 
-_serial_kernels = _parallel_kernels = None
 if numba is not None:
     _jit = {"cache": True, "nogil": True, "fastmath": True}
     _rms_norm = sublayer_cpu._rms_norm_jit
