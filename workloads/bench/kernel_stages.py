@@ -26,8 +26,8 @@ def stage_calls(layer: L3Layer, windows: list[torch.Tensor], x: torch.Tensor, pa
     lookup = sc._lookup_parallel if parallel else sc._lookup_serial
     gemv = sc._gemv_parallel if parallel else sc._gemv_serial
     q, looked = sc._dense_in_jit(xn, w_in, eps_in, values.shape[1])
-    u, out = np.empty((1, w_up.shape[0]), np.float32), np.empty_like(xn)
-    d_up, counts = w_up.shape[0], layer.counts().numpy()
+    ux, out = sc._mix_input_jit(xn, w_up.shape[0]), np.empty_like(xn)  # [u | x]
+    u, counts = ux[:, : w_up.shape[0]], layer.counts().numpy()
     row_bytes = float(np.mean([counts[i].sum() for i in ids])) * (keys.shape[1] + values.shape[1]) * 4
     whole = sc._parallel if parallel else sc._serial
 
@@ -53,8 +53,7 @@ def stage_calls(layer: L3Layer, windows: list[torch.Tensor], x: torch.Tensor, pa
         "lookup": (lambda: lookup(q, ids[next(k)], keys, values, offsets, looked, sc.CHUNK_ROWS), row_bytes),
         "W_up": (lambda: gemv(w_up, 0, w_up.shape[1], looked, u, False), w_up.nbytes),
         "RMSNorm_out": (lambda: sc._rms_norm_jit(u, w_out, eps_out, u), u.nbytes + w_out.nbytes),
-        "W_mix · u": (lambda: gemv(w_mix, 0, d_up, u, out, False), w_mix[:, :d_up].nbytes),
-        "W_mix · x": (lambda: gemv(w_mix, d_up, w_mix.shape[1], xn, out, True), w_mix[:, d_up:].nbytes),
+        "W_mix · [u | x]": (lambda: gemv(w_mix, 0, w_mix.shape[1], ux, out, False), w_mix.nbytes),
         "whole kernel": (kernel, row_bytes + w_in.nbytes + w_up.nbytes + w_out.nbytes + w_mix.nbytes),
     }
 

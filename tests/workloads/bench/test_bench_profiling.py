@@ -93,13 +93,11 @@ def test_kernel_stages_read_the_weights_and_rows_they_name_and_run():
         "lookup",
         "W_up",
         "RMSNorm_out",
-        "W_mix · u",
-        "W_mix · x",
+        "W_mix · [u | x]",
         "whole kernel",
     ]
     nbytes = {k: b for k, (_, b) in calls.items()}
-    assert nbytes["W_up"] == 1024 * 128 * 4 and nbytes["W_mix · u"] == 256 * 1024 * 4
-    assert nbytes["W_mix · x"] == 256 * 256 * 4
+    assert nbytes["W_up"] == 1024 * 128 * 4 and nbytes["W_mix · [u | x]"] == 256 * (1024 + 256) * 4
     counts = layer.counts().numpy()
     assert nbytes["lookup"] == pytest.approx(np.mean([counts[w.item()] for w in windows]) * (256 + 128) * 4)
     for call, _ in calls.values():

@@ -146,7 +146,10 @@ def _lookup_parallel(q, ids, keys, values, offsets, out, chunk):
     part_m, part_l = np.empty(n_slots, dtype=out.dtype), np.empty(n_slots, dtype=out.dtype)
     part_acc = np.empty((n_slots, out.shape[1]), dtype=out.dtype)
     _partials_parallel(q, order, keys, values, items, part_m, part_l, part_acc)
-    _merge_parallel(order, items, part_m, part_l, part_acc, out)
+    if items.shape[0] and items[0, 0] != items[-1, 0]:  # several distinct ids: their merges in parallel
+        _merge_parallel(order, items, part_m, part_l, part_acc, out)
+    else:  # one id (decode at batch 1): a parallel launch would have one group to spread
+        _merge_serial(order, items, part_m, part_l, part_acc, out)
 
 
 if numba is not None:

@@ -59,14 +59,22 @@ def _dense_in(x, w_in, eps_in, d_emb):
     return q, np.empty((x.shape[0], d_emb), dtype=x.dtype)
 
 
+def _mix_input(x, d_up):
+    """An (N, d_up + dim) buffer for W_mix's input [u | x], x already copied in: one GEMV reads all of W_mix
+    (a second call for the x block cost a parallel launch and ~2.5 µs at 1 position)."""
+    ux = np.empty((x.shape[0], d_up + x.shape[1]), dtype=x.dtype)
+    ux[:, d_up:] = x
+    return ux
+
+
 def _sublayer_serial(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, eps_out, w_mix, residual, out):
     q, looked = _dense_in_jit(x, w_in, eps_in, values.shape[1])
     _lookup_serial(q, ids, keys, values, offsets, looked, CHUNK_ROWS)  # (N, d_emb)
-    u = np.empty((x.shape[0], w_up.shape[0]), dtype=x.dtype)  # (N, d_up)
+    ux = _mix_input_jit(x, w_up.shape[0])
+    u = ux[:, : w_up.shape[0]]  # (N, d_up)
     _gemv_serial(w_up, 0, w_up.shape[1], looked, u, False)
     _rms_norm_jit(u, w_out, eps_out, u)  # in place: each element is read before it is written
-    _gemv_serial(w_mix, 0, u.shape[1], u, out, False)  # (N, dim): the lookup block of W_mix
-    _gemv_serial(w_mix, u.shape[1], w_mix.shape[1], x, out, True)  # plus the x block: W_mix · [u | x]
+    _gemv_serial(w_mix, 0, w_mix.shape[1], ux, out, False)  # (N, dim) = W_mix · [u | x]
     if residual:
         out += x
 
@@ -77,11 +85,11 @@ def _sublayer_parallel(
     """`_sublayer_serial` with the lookup's items and the GEMVs' rows spread over numba's threads."""
     q, looked = _dense_in_jit(x, w_in, eps_in, values.shape[1])
     _lookup_parallel(q, ids, keys, values, offsets, looked, CHUNK_ROWS)
-    u = np.empty((x.shape[0], w_up.shape[0]), dtype=x.dtype)
+    ux = _mix_input_jit(x, w_up.shape[0])
+    u = ux[:, : w_up.shape[0]]
     _gemv_parallel(w_up, 0, w_up.shape[1], looked, u, False)
     _rms_norm_jit(u, w_out, eps_out, u)
-    _gemv_parallel(w_mix, 0, u.shape[1], u, out, False)
-    _gemv_parallel(w_mix, u.shape[1], w_mix.shape[1], x, out, True)
+    _gemv_parallel(w_mix, 0, w_mix.shape[1], ux, out, False)
     if residual:
         out += x
 
@@ -93,6 +101,7 @@ if numba is not None:
     _lookup_serial, _lookup_parallel = small_cpu._lookup_serial, small_cpu._lookup_parallel
     _rms_norm_jit = numba.njit(**_jit)(_rms_norm)
     _dense_in_jit = numba.njit(**_jit)(_dense_in)
+    _mix_input_jit = numba.njit(**_jit)(_mix_input)
     _gemv_serial = numba.njit(**_jit)(_gemv)
     _gemv_parallel = numba.njit(parallel=True, **_jit)(small_cpu.renamed(_gemv, "_parallel"))
     _serial = numba.njit(**_jit)(_sublayer_serial)
