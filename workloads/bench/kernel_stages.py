@@ -51,9 +51,9 @@ def stage_calls(layer: L3Layer, windows: list[torch.Tensor], x: torch.Tensor, pa
     return {
         "RMSNorm_in": (lambda: sc._dense_in_jit(xn, w_in, eps_in, values.shape[1]), xn.nbytes + w_in.nbytes),
         "lookup": (lambda: lookup(q, ids[next(k)], keys, values, offsets, looked, sc.CHUNK_ROWS), row_bytes),
-        "W_up": (lambda: gemv(w_up, 0, w_up.shape[1], looked, u, False), w_up.nbytes),
+        "W_up": (lambda: gemv(w_up, looked, u), w_up.nbytes),
         "RMSNorm_out": (lambda: sc._rms_norm_jit(u, w_out, eps_out, u), u.nbytes + w_out.nbytes),
-        "W_mix · [u | x]": (lambda: gemv(w_mix, 0, w_mix.shape[1], ux, out, False), w_mix.nbytes),
+        "W_mix · [u | x]": (lambda: gemv(w_mix, ux, out), w_mix.nbytes),
         "whole kernel": (kernel, row_bytes + w_in.nbytes + w_up.nbytes + w_out.nbytes + w_mix.nbytes),
     }
 

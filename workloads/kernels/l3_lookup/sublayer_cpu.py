@@ -25,13 +25,13 @@ def _rms_norm(x, weight, eps, out):
             out[p, j] = x[p, j] * scale * weight[j]
 
 
-def _gemv(w, col0, col1, v, out, accumulate):
-    """out[p, o] (+)= Σ_j w[o, col0 + j] · v[p, j] for every output row o (parallel over rows). Positions go
-    four at a time (`QUAD`): a weight element loaded once feeds four sums (1.5× at 8 positions)."""
+def _gemv(w, v, out):
+    """out[p, o] = w[o] · v[p] for every output row o (parallel over rows). Positions go four at a time
+    (`QUAD`): a weight element loaded once feeds four sums (1.5× at 8 positions)."""
     n = v.shape[0]
     quads = n - n % QUAD
     for o in prange(w.shape[0]):
-        row = w[o, col0:col1]  # a slice, so the inner index needs no offset and the loop vectorizes
+        row = w[o]
         for p in range(0, quads, QUAD):
             v0, v1, v2, v3 = v[p], v[p + 1], v[p + 2], v[p + 3]
             a0 = a1 = a2 = a3 = out.dtype.type(0)
@@ -41,15 +41,13 @@ def _gemv(w, col0, col1, v, out, accumulate):
                 a1 += r * v1[j]
                 a2 += r * v2[j]
                 a3 += r * v3[j]
-            if accumulate:
-                a0, a1, a2, a3 = a0 + out[p, o], a1 + out[p + 1, o], a2 + out[p + 2, o], a3 + out[p + 3, o]
             out[p, o], out[p + 1, o], out[p + 2, o], out[p + 3, o] = a0, a1, a2, a3
         for p in range(quads, n):
             vec = v[p]
             acc = out.dtype.type(0)
             for j in range(row.shape[0]):
                 acc += row[j] * vec[j]
-            out[p, o] = out[p, o] + acc if accumulate else acc
+            out[p, o] = acc
 
 
 def _dense_in(x, w_in, eps_in, d_emb):
@@ -72,9 +70,9 @@ def _sublayer_serial(x, ids, keys, values, offsets, w_in, eps_in, w_up, w_out, e
     _lookup_serial(q, ids, keys, values, offsets, looked, CHUNK_ROWS)  # (N, d_emb)
     ux = _mix_input_jit(x, w_up.shape[0])
     u = ux[:, : w_up.shape[0]]  # (N, d_up)
-    _gemv_serial(w_up, 0, w_up.shape[1], looked, u, False)
+    _gemv_serial(w_up, looked, u)
     _rms_norm_jit(u, w_out, eps_out, u)  # in place: each element is read before it is written
-    _gemv_serial(w_mix, 0, w_mix.shape[1], ux, out, False)  # (N, dim) = W_mix · [u | x]
+    _gemv_serial(w_mix, ux, out)  # (N, dim) = W_mix · [u | x]
     if residual:
         out += x
 
@@ -87,9 +85,9 @@ def _sublayer_parallel(
     _lookup_parallel(q, ids, keys, values, offsets, looked, CHUNK_ROWS)
     ux = _mix_input_jit(x, w_up.shape[0])
     u = ux[:, : w_up.shape[0]]
-    _gemv_parallel(w_up, 0, w_up.shape[1], looked, u, False)
+    _gemv_parallel(w_up, looked, u)
     _rms_norm_jit(u, w_out, eps_out, u)
-    _gemv_parallel(w_mix, 0, w_mix.shape[1], ux, out, False)
+    _gemv_parallel(w_mix, ux, out)
     if residual:
         out += x
 

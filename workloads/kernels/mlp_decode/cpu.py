@@ -57,10 +57,10 @@ def _swiglu(w1, w3, w2, x, parallel, out):
     u = np.empty((x.shape[0], w1.shape[0]), dtype=x.dtype)
     if parallel:
         _swiglu_rows_parallel(w1, w3, x, u)
-        _gemv_parallel(w2, 0, w2.shape[1], u, out, False)
+        _gemv_parallel(w2, u, out)
     else:
         _swiglu_rows_serial(w1, w3, x, u)
-        _gemv_serial(w2, 0, w2.shape[1], u, out, False)
+        _gemv_serial(w2, u, out)
 
 
 def _dense(h, norm_weight, eps, w1, w3, w2, parallel, out):
